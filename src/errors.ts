@@ -1,0 +1,99 @@
+/**
+ * The one error table (CONVENTIONS 3). Every error a user can see is a `FerryError` with a stable
+ * `error_code` (the MLflow / Databricks code, so existing clients recognise it), the HTTP status it
+ * maps to, and whether retrying the same request can succeed. Status codes come from this table,
+ * never from matching message text.
+ *
+ * Wire shape, shared by every API: `{"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "..."}`.
+ */
+
+/** Every error code Ferry emits, with its HTTP status and retry semantics. */
+export const ERROR_TABLE = {
+  INVALID_PARAMETER_VALUE: { status: 400, retryable: false },
+  MALFORMED_REQUEST: { status: 400, retryable: false },
+  BAD_REQUEST: { status: 400, retryable: false },
+  UNAUTHENTICATED: { status: 401, retryable: false },
+  PERMISSION_DENIED: { status: 403, retryable: false },
+  RESOURCE_DOES_NOT_EXIST: { status: 404, retryable: false },
+  ENDPOINT_NOT_FOUND: { status: 404, retryable: false },
+  METHOD_NOT_ALLOWED: { status: 405, retryable: false },
+  RESOURCE_ALREADY_EXISTS: { status: 409, retryable: false },
+  RESOURCE_CONFLICT: { status: 409, retryable: false },
+  PAYLOAD_TOO_LARGE: { status: 413, retryable: false },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, retryable: false },
+  REQUEST_LIMIT_EXCEEDED: { status: 429, retryable: true },
+  INTERNAL_ERROR: { status: 500, retryable: false },
+  MODEL_ERROR: { status: 500, retryable: false },
+  NOT_IMPLEMENTED: { status: 501, retryable: false },
+  BAD_GATEWAY: { status: 502, retryable: true },
+  TEMPORARILY_UNAVAILABLE: { status: 503, retryable: true },
+  DEADLINE_EXCEEDED: { status: 504, retryable: true },
+} as const satisfies Record<string, { status: number; retryable: boolean }>;
+
+export type ErrorCode = keyof typeof ERROR_TABLE;
+
+/** The JSON body of every error response. */
+export interface ErrorBody {
+  error_code: ErrorCode;
+  message: string;
+}
+
+export class FerryError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly retryable: boolean;
+  /** Seconds a client should wait before retrying (sent as `Retry-After`), for retryable errors. */
+  readonly retryAfterS: number | undefined;
+
+  constructor(code: ErrorCode, message: string, opts: { retryAfterS?: number; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'FerryError';
+    this.code = code;
+    this.status = ERROR_TABLE[code].status;
+    this.retryable = ERROR_TABLE[code].retryable;
+    this.retryAfterS = opts.retryAfterS;
+  }
+
+  toBody(): ErrorBody {
+    return { error_code: this.code, message: this.message };
+  }
+}
+
+/** 400 naming the offending field, its value and what was expected. */
+export function invalidParameter(field: string, value: unknown, expected: string): FerryError {
+  return new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(value)} for '${field}': expected ${expected}.`);
+}
+
+export function missingParameter(field: string): FerryError {
+  return new FerryError('INVALID_PARAMETER_VALUE', `Missing value for required parameter '${field}'.`);
+}
+
+export function notFound(what: string): FerryError {
+  return new FerryError('RESOURCE_DOES_NOT_EXIST', `${what} not found.`);
+}
+
+/** A short, safe rendering of a user-supplied value for error messages. */
+export function describeValue(value: unknown): string {
+  let text: string;
+  try {
+    text = typeof value === 'string' ? JSON.stringify(value) : value === undefined ? 'undefined' : JSON.stringify(value) ?? String(value);
+  } catch {
+    text = String(value);
+  }
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
+/** Any thrown value as a FerryError: FerryErrors pass through, everything else is an internal error. */
+export function toFerryError(err: unknown): FerryError {
+  if (err instanceof FerryError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new FerryError('INTERNAL_ERROR', `Internal error: ${message}`, { cause: err });
+}
+
+/** Parses an error body received from another Ferry process or server, if it has the shared shape. */
+export function parseErrorBody(value: unknown): ErrorBody | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const { error_code: code, message } = value as Record<string, unknown>;
+  if (typeof code !== 'string' || typeof message !== 'string' || !(code in ERROR_TABLE)) return undefined;
+  return { error_code: code as ErrorCode, message };
+}
