@@ -76,9 +76,9 @@ export function notFound(what: string): FerryError {
 export function describeValue(value: unknown): string {
   let text: string;
   try {
-    text = typeof value === 'string' ? JSON.stringify(value) : value === undefined ? 'undefined' : JSON.stringify(value) ?? String(value);
+    text = value === undefined ? 'undefined' : typeof value === 'bigint' ? `${value}` : JSON.stringify(value) ?? typeof value;
   } catch {
-    text = String(value);
+    text = typeof value;
   }
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }

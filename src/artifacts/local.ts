@@ -1,0 +1,168 @@
+/**
+ * Local-directory artifact store. Writes go to a temporary file in the store's `.tmp/` directory
+ * and are renamed into place, so a reader never sees half a file and a crash leaves no partial
+ * artifact under a real key.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { FerryError, notFound } from '../errors.js';
+import type { ArtifactEntry, ArtifactStore, TreeDigest } from './index.js';
+import { validateKey } from './keys.js';
+
+const TMP_DIR = '.tmp';
+
+export class LocalArtifactStore implements ArtifactStore {
+  private constructor(private readonly root: string) {}
+
+  static async open(root: string): Promise<LocalArtifactStore> {
+    const abs = path.resolve(root);
+    await fsp.mkdir(path.join(abs, TMP_DIR), { recursive: true });
+    // Leftovers of uploads interrupted by a crash.
+    for (const f of await fsp.readdir(path.join(abs, TMP_DIR))) await fsp.rm(path.join(abs, TMP_DIR, f), { recursive: true, force: true });
+    return new LocalArtifactStore(abs);
+  }
+
+  /** Absolute path of a validated key; the root itself for ''. */
+  private resolve(key: string): string {
+    if (key === '') return this.root;
+    const p = path.join(this.root, ...validateKey(key));
+    // Defence in depth: validateKey already rules out escapes.
+    if (!p.startsWith(this.root + path.sep) || p.startsWith(path.join(this.root, TMP_DIR) + path.sep) || p === path.join(this.root, TMP_DIR)) {
+      throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid artifact path ${JSON.stringify(key)}.`);
+    }
+    return p;
+  }
+
+  private tmpPath(): string {
+    return path.join(this.root, TMP_DIR, randomUUID());
+  }
+
+  async putFile(key: string, body: AsyncIterable<Uint8Array>, maxBytes: number): Promise<{ sizeBytes: number; sha256: string }> {
+    const dest = this.resolve(key);
+    const tmp = this.tmpPath();
+    const hash = createHash('sha256');
+    let sizeBytes = 0;
+    try {
+      await pipeline(
+        body,
+        async function* (source: AsyncIterable<Uint8Array>) {
+          for await (const chunk of source) {
+            sizeBytes += chunk.byteLength;
+            if (sizeBytes > maxBytes) throw new FerryError('PAYLOAD_TOO_LARGE', `Artifact upload exceeds the limit of ${maxBytes} bytes.`);
+            hash.update(chunk);
+            yield chunk;
+          }
+        },
+        fs.createWriteStream(tmp, { flags: 'wx', mode: 0o600 }),
+      );
+      const fh = await fsp.open(tmp, 'r');
+      await fh.sync().finally(() => fh.close());
+      await fsp.mkdir(path.dirname(dest), { recursive: true });
+      await refuseDirectory(dest, key);
+      await fsp.rename(tmp, dest);
+    } catch (err) {
+      await fsp.rm(tmp, { force: true });
+      throw err;
+    }
+    return { sizeBytes, sha256: hash.digest('hex') };
+  }
+
+  async getFile(key: string): Promise<{ stream: fs.ReadStream; sizeBytes: number }> {
+    const p = this.resolve(key);
+    const st = await fsp.stat(p).catch(() => undefined);
+    if (!st?.isFile()) throw notFound(`Artifact '${key}'`);
+    return { stream: fs.createReadStream(p), sizeBytes: st.size };
+  }
+
+  async list(prefix: string): Promise<ArtifactEntry[]> {
+    const dir = this.resolve(prefix);
+    const entries = await fsp.readdir(dir, { withFileTypes: true }).catch(() => []);
+    const out: ArtifactEntry[] = [];
+    for (const e of entries) {
+      if (dir === this.root && e.name === TMP_DIR) continue;
+      const st = await fsp.stat(path.join(dir, e.name));
+      out.push({ path: e.name, isDir: e.isDirectory(), sizeBytes: e.isDirectory() ? 0 : st.size });
+    }
+    return out.sort((a, b) => a.path.localeCompare(b.path));
+  }
+
+  async exists(key: string): Promise<boolean> {
+    return fsp.stat(this.resolve(key)).then(() => true, () => false);
+  }
+
+  async importLocal(src: string, key: string, maxBytes: number): Promise<void> {
+    const dest = this.resolve(key);
+    const st = await fsp.lstat(src).catch(() => undefined);
+    if (!st) throw new FerryError('INVALID_PARAMETER_VALUE', `Source path '${src}' does not exist on the server.`);
+    let total = 0;
+    await walk(src, (_file, size) => {
+      total += size;
+      if (total > maxBytes) throw new FerryError('PAYLOAD_TOO_LARGE', `Source '${src}' is larger than the limit of ${maxBytes} bytes.`);
+    });
+    const tmp = this.tmpPath();
+    try {
+      await fsp.cp(src, tmp, { recursive: true, dereference: false, errorOnExist: true, force: false });
+      await fsp.rm(dest, { recursive: true, force: true });
+      await fsp.mkdir(path.dirname(dest), { recursive: true });
+      await fsp.rename(tmp, dest);
+    } catch (err) {
+      await fsp.rm(tmp, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  async copy(from: string, to: string): Promise<void> {
+    const src = this.resolve(from);
+    if (!(await fsp.stat(src).catch(() => undefined))) throw notFound(`Artifact '${from}'`);
+    await this.importLocal(src, to, Number.MAX_SAFE_INTEGER);
+  }
+
+  async delete(key: string): Promise<void> {
+    await fsp.rm(this.resolve(key), { recursive: true, force: true });
+  }
+
+  async digest(key: string): Promise<TreeDigest> {
+    const base = this.resolve(key);
+    const files: Array<{ rel: string; abs: string; size: number }> = [];
+    await walk(base, (abs, size) => {
+      files.push({ rel: path.relative(base, abs).split(path.sep).join('/'), abs, size });
+    });
+    files.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
+    const tree = createHash('sha256');
+    let sizeBytes = 0;
+    for (const f of files) {
+      const h = createHash('sha256');
+      await pipeline(fs.createReadStream(f.abs), h);
+      tree.update(`${f.rel}\0${h.digest('hex')}\n`);
+      sizeBytes += f.size;
+    }
+    return { sha256: tree.digest('hex'), sizeBytes, files: files.length };
+  }
+
+  localDir(key: string): Promise<string> {
+    return Promise.resolve(this.resolve(key));
+  }
+}
+
+async function refuseDirectory(dest: string, key: string): Promise<void> {
+  const st = await fsp.stat(dest).catch(() => undefined);
+  if (st?.isDirectory()) throw new FerryError('RESOURCE_CONFLICT', `Artifact path '${key}' is a directory.`);
+}
+
+/**
+ * Visits every regular file under `p` (or `p` itself), refusing symbolic links and special files:
+ * an artifact must be self-contained, and a link could point anywhere on the server.
+ */
+async function walk(p: string, visit: (file: string, sizeBytes: number) => void): Promise<void> {
+  const st = await fsp.lstat(p);
+  if (st.isSymbolicLink()) throw new FerryError('INVALID_PARAMETER_VALUE', `'${p}' is a symbolic link; artifacts must contain regular files only.`);
+  if (st.isFile()) {
+    visit(p, st.size);
+    return;
+  }
+  if (!st.isDirectory()) throw new FerryError('INVALID_PARAMETER_VALUE', `'${p}' is not a regular file or directory.`);
+  for (const name of await fsp.readdir(p)) await walk(path.join(p, name), visit);
+}

@@ -1,0 +1,236 @@
+/**
+ * The `ferry` command. Exit codes: 0 success, 1 the request failed (the server said no),
+ * 2 usage error, 3 the server could not be reached.
+ */
+import fsp from 'node:fs/promises';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { compileServerConfig } from '../config/index.js';
+import { FerryApiError, FerryClient, type ModelVersion } from '../client/index.js';
+import { FerryError } from '../errors.js';
+import { WORKLOAD_TYPES, isFlavorName, type WorkloadType } from '../flavors/index.js';
+import { writeFixtures } from '../fixtures/index.js';
+import { log, startReplica } from '../replica/index.js';
+import { startServer } from '../server/index.js';
+
+const HELP = `ferry — serve models behind secure REST endpoints
+
+Usage: ferry <command> [options]
+
+Commands:
+  server                      Run the Ferry server (API, registry) on 127.0.0.1:8080
+      --host H --port P --data-dir DIR --config FILE.json
+  models register <path> --name NAME [--description TEXT]
+                              Upload a .onnx file, a directory with model.onnx, or an MLflow
+                              model directory, and register it as a new version of NAME
+  models list [--filter "name LIKE 'iris%'"]
+  models show <name> [--version N | --alias A]
+  models alias <name> <alias> <version>
+                              Point an alias (e.g. champion) at a version
+  fixtures [dir]              Write the built-in example models (default ./fixtures)
+  replica                     Run one model replica (started by the server; see docs/architecture.md)
+
+Common options:
+  --json                      Machine-readable output
+  -h, --help                  Show help
+
+Environment:
+  FERRY_URL        Server URL for client commands (default http://127.0.0.1:8080)
+  FERRY_TOKEN      API token for client commands (default: <FERRY_DATA_DIR>/admin-token)
+  FERRY_DATA_DIR   Data directory of a local server (default ./.ferry)
+  FERRY_ADMIN_TOKEN  Admin token for 'ferry server' (otherwise generated on first start)
+`;
+
+class UsageError extends Error {}
+
+type Values = Record<string, string | boolean | undefined>;
+
+function parse(args: string[], options: ParseArgsConfig['options']): { values: Values; positionals: string[] } {
+  try {
+    const r = parseArgs({ args, options: { ...options, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+    return { values: r.values, positionals: r.positionals };
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+function str(v: Values, key: string): string | undefined {
+  const x = v[key];
+  return typeof x === 'string' ? x : undefined;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case undefined:
+      case '-h':
+      case '--help':
+      case 'help':
+        process.stdout.write(HELP);
+        return;
+      case 'server': return await serverCommand(rest);
+      case 'replica': return await replicaCommand(rest);
+      case 'models': return await modelsCommand(rest);
+      case 'fixtures': return await fixturesCommand(rest);
+      default: throw new UsageError(`Unknown command '${cmd}'.`);
+    }
+  } catch (err) {
+    process.exitCode = report(err);
+  }
+}
+
+function report(err: unknown): number {
+  if (err instanceof UsageError) {
+    process.stderr.write(`ferry: ${err.message}\nRun 'ferry --help' for usage.\n`);
+    return 2;
+  }
+  if (err instanceof FerryApiError) {
+    process.stderr.write(`ferry: ${err.errorCode === 'UNREACHABLE' ? '' : `${err.errorCode}: `}${err.message}\n`);
+    return err.errorCode === 'UNREACHABLE' ? 3 : 1;
+  }
+  if (err instanceof FerryError) {
+    process.stderr.write(`ferry: ${err.code}: ${err.message}\n`);
+    return 1;
+  }
+  process.stderr.write(`ferry: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  return 1;
+}
+
+function out(values: Values, json: unknown, text: string): void {
+  process.stdout.write(values.json ? JSON.stringify(json, null, 2) + '\n' : text + '\n');
+}
+
+async function serverCommand(args: string[]): Promise<void> {
+  const { values } = parse(args, {
+    host: { type: 'string' }, port: { type: 'string' }, 'data-dir': { type: 'string' }, config: { type: 'string' },
+  });
+  if (values.help) return void process.stdout.write(HELP);
+  const file = str(values, 'config');
+  const fromFile = file === undefined ? {} : JSON.parse(await fsp.readFile(file, 'utf8')) as Record<string, unknown>;
+  const port = str(values, 'port');
+  const config = compileServerConfig({
+    ...fromFile,
+    ...(str(values, 'host') === undefined ? {} : { host: str(values, 'host') }),
+    ...(port === undefined ? {} : { port: Number(port) }),
+    ...(str(values, 'data-dir') === undefined ? {} : { dataDir: str(values, 'data-dir') }),
+  });
+  const serverLog = (level: string, msg: string, fields: Record<string, unknown> = {}): void => {
+    process.stderr.write(JSON.stringify({ ts: new Date().toISOString(), level, msg, ...fields }) + '\n');
+  };
+  const server = await startServer(config, { adminToken: process.env.FERRY_ADMIN_TOKEN, log: serverLog });
+  process.stdout.write(`Ferry server listening on ${server.url} (data in ${config.dataDir})\n`);
+  if (server.generatedAdminToken !== undefined) {
+    process.stdout.write(`Admin token (shown once; also saved to ${config.dataDir}/admin-token, mode 0600):\n  ${server.generatedAdminToken}\n`);
+  }
+  const stop = (): void => {
+    server.close().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
+
+async function replicaCommand(args: string[]): Promise<void> {
+  const { values } = parse(args, {
+    socket: { type: 'string' }, dir: { type: 'string' }, 'model-file': { type: 'string' }, flavor: { type: 'string' },
+    name: { type: 'string' }, version: { type: 'string' }, 'workload-type': { type: 'string' }, threads: { type: 'string' },
+    'max-body-bytes': { type: 'string' }, 'drain-timeout-ms': { type: 'string' },
+  });
+  const need = (k: string): string => {
+    const v = str(values, k);
+    if (v === undefined) throw new UsageError(`replica: --${k} is required.`);
+    return v;
+  };
+  const flavor = str(values, 'flavor') ?? 'onnx';
+  if (!isFlavorName(flavor)) throw new UsageError(`replica: unknown --flavor '${flavor}'.`);
+  const workloadType = (str(values, 'workload-type') ?? 'CPU') as WorkloadType;
+  if (!WORKLOAD_TYPES.includes(workloadType)) throw new UsageError(`replica: --workload-type must be one of ${WORKLOAD_TYPES.join(', ')}.`);
+  const replica = await startReplica({
+    socketPath: need('socket'),
+    dir: need('dir'),
+    flavor,
+    loadOptions: { modelFile: need('model-file'), workloadType, intraOpThreads: Number(str(values, 'threads') ?? 1) },
+    modelName: need('name'),
+    modelVersion: need('version'),
+    maxBodyBytes: Number(str(values, 'max-body-bytes') ?? 16 * 1024 * 1024),
+    drainTimeoutMs: Number(str(values, 'drain-timeout-ms') ?? 30_000),
+  }).catch((err: unknown) => {
+    // The runtime reads this line to explain a failed start.
+    log('error', 'replica failed to start', { error: err instanceof Error ? err.message : String(err) });
+    process.exit(1);
+  });
+  const stop = (): void => {
+    log('info', 'draining');
+    replica.close().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
+
+async function modelsCommand(args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  const client = FerryClient.fromEnv();
+  switch (sub) {
+    case 'register': {
+      const { values, positionals } = parse(rest, { name: { type: 'string' }, description: { type: 'string' } });
+      const file = positionals[0];
+      const name = str(values, 'name');
+      if (file === undefined || name === undefined) throw new UsageError('models register: usage: ferry models register <path> --name NAME');
+      const description = str(values, 'description');
+      const v = await client.registerModel(file, name, description === undefined ? {} : { description });
+      out(values, v, describeVersion(v));
+      if (v.status !== 'READY') process.exitCode = 1;
+      return;
+    }
+    case 'list': {
+      const { values } = parse(rest, { filter: { type: 'string' } });
+      const filter = str(values, 'filter');
+      const r = await client.searchRegisteredModels(filter === undefined ? {} : { filter });
+      const models = r.registered_models ?? [];
+      const rows = models.map((m) => `${m.name}\tlatest=${m.latest_versions[0]?.version ?? '-'}\t${m.aliases.map((a) => `${a.alias}=v${a.version}`).join(',')}`);
+      out(values, models, rows.length ? rows.join('\n') : 'No registered models. Register one with: ferry models register <path> --name NAME');
+      return;
+    }
+    case 'show': {
+      const { values, positionals } = parse(rest, { version: { type: 'string' }, alias: { type: 'string' } });
+      const name = positionals[0];
+      if (name === undefined) throw new UsageError('models show: usage: ferry models show <name> [--version N | --alias A]');
+      const version = str(values, 'version');
+      const alias = str(values, 'alias');
+      if (version !== undefined || alias !== undefined) {
+        const v = version !== undefined ? await client.getModelVersion(name, version) : await client.getModelVersionByAlias(name, alias ?? '');
+        out(values, v, describeVersion(v));
+      } else {
+        const m = await client.getRegisteredModel(name);
+        const versions = (await client.searchModelVersions({ filter: `name = '${name.replace(/'/g, "''")}'` })).model_versions ?? [];
+        out(values, { ...m, versions }, [`${m.name}${m.description ? ` — ${m.description}` : ''}`, ...versions.map((v) => `  ${describeVersion(v).split('\n')[0] ?? ''}`)].join('\n'));
+      }
+      return;
+    }
+    case 'alias': {
+      const { values, positionals } = parse(rest, {});
+      const [name, alias, version] = positionals;
+      if (name === undefined || alias === undefined || version === undefined) throw new UsageError('models alias: usage: ferry models alias <name> <alias> <version>');
+      await client.setAlias(name, alias, version);
+      out(values, { name, alias, version }, `${name}@${alias} → version ${version}`);
+      return;
+    }
+    default:
+      throw new UsageError(`models: unknown subcommand '${sub ?? ''}' (register, list, show, alias).`);
+  }
+}
+
+function describeVersion(v: ModelVersion): string {
+  const lines = [`${v.name} version ${v.version}: ${v.status}${v.aliases.length ? ` (${v.aliases.join(', ')})` : ''}`];
+  if (v.status_message) lines.push(`  ${v.status_message}`);
+  if (v.signature) {
+    const fmt = (s: { name: string; dtype: string; shape?: number[] }): string => `${s.name}: ${s.dtype}${s.shape ? `[${s.shape.join(', ')}]` : ''}`;
+    lines.push(`  flavor: ${v.flavor ?? '?'}`, `  inputs: ${v.signature.inputs.map(fmt).join('; ')}`, `  outputs: ${v.signature.outputs.map(fmt).join('; ')}`);
+  }
+  return lines.join('\n');
+}
+
+async function fixturesCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, {});
+  const paths = await writeFixtures(positionals[0] ?? 'fixtures');
+  out(values, paths, Object.entries(paths).map(([k, p]) => `${k}: ${p}`).join('\n'));
+}

@@ -1,0 +1,99 @@
+/**
+ * Configuration: schema → defaults → compiled, frozen (CONVENTIONS 4). Users write human units
+ * ("30s", "16MiB"); the compiled form carries numbers with the unit in the name
+ * (`requestTimeoutMs: 30000`, `maxBodyBytes: 16777216`). Errors name the key, the value and what
+ * is allowed.
+ */
+import { z } from 'zod';
+import { FerryError, describeValue } from '../errors.js';
+
+const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const SIZE_UNITS_BYTES: Record<string, number> = {
+  B: 1, KB: 1e3, MB: 1e6, GB: 1e9, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3,
+};
+
+/** "30s" → 30000, "250ms" → 250, "2m" → 120000; a bare number is milliseconds. Undefined when invalid. */
+export function parseDurationMs(value: string | number): number | undefined {
+  if (typeof value === 'number') return Number.isFinite(value) && value >= 0 ? value : undefined;
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(value.trim());
+  if (!m) return undefined;
+  return Math.round(Number(m[1]) * (DURATION_UNITS_MS[m[2] ?? 'ms'] ?? 1));
+}
+
+/** "16MiB" → 16777216, "2GB" → 2e9; a bare number is bytes. Undefined when invalid. */
+export function parseBytes(value: string | number): number | undefined {
+  if (typeof value === 'number') return Number.isSafeInteger(value) && value >= 0 ? value : undefined;
+  const m = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?$/.exec(value.trim());
+  if (!m) return undefined;
+  return Math.floor(Number(m[1]) * (SIZE_UNITS_BYTES[m[2] ?? 'B'] ?? 1));
+}
+
+const duration = z.union([z.string(), z.number()]);
+const size = z.union([z.string(), z.number()]);
+
+/** What a user may set for `ferry server` (flags or a JSON config file). Unknown keys are errors. */
+export const serverConfigSchema = z.strictObject({
+  host: z.string().min(1).default('127.0.0.1'),
+  port: z.number().int().min(0).max(65535).default(8080),
+  dataDir: z.string().min(1).default('./.ferry'),
+  /** Largest artifact upload accepted (one file). */
+  maxUploadSize: size.default('2GiB'),
+  /** Largest API request body (JSON) accepted. */
+  maxBodySize: size.default('16MiB'),
+  /** How long a replica may take to load its model and report ready. */
+  replicaStartTimeout: duration.default('60s'),
+  logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+});
+
+export type ServerConfigInput = z.input<typeof serverConfigSchema>;
+
+export interface ServerConfig {
+  readonly host: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly maxUploadBytes: number;
+  readonly maxBodyBytes: number;
+  readonly replicaStartTimeoutMs: number;
+  readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
+}
+
+/** Validates and compiles server settings; throws a FerryError naming the first bad key. */
+export function compileServerConfig(input: unknown): ServerConfig {
+  const parsed = serverConfigSchema.safeParse(input ?? {});
+  if (!parsed.success) throw configError(parsed.error, input);
+  const c = parsed.data;
+  return Object.freeze({
+    host: c.host,
+    port: c.port,
+    dataDir: c.dataDir,
+    maxUploadBytes: requireUnit('maxUploadSize', c.maxUploadSize, parseBytes, 'a size such as "2GiB" or a byte count'),
+    maxBodyBytes: requireUnit('maxBodySize', c.maxBodySize, parseBytes, 'a size such as "16MiB" or a byte count'),
+    replicaStartTimeoutMs: requireUnit('replicaStartTimeout', c.replicaStartTimeout, parseDurationMs, 'a duration such as "60s"'),
+    logLevel: c.logLevel,
+  });
+}
+
+function requireUnit(
+  key: string,
+  value: string | number,
+  parse: (v: string | number) => number | undefined,
+  expected: string,
+): number {
+  const n = parse(value);
+  if (n === undefined) throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(value)} for '${key}': expected ${expected}.`);
+  return n;
+}
+
+/** Turns the first zod issue into a FerryError naming the key, the value and what is allowed. */
+export function configError(error: z.ZodError, input: unknown, prefix = ''): FerryError {
+  const issue = error.issues[0];
+  if (!issue) return new FerryError('INVALID_PARAMETER_VALUE', 'Invalid configuration.');
+  const key = prefix + issue.path.map(String).join('.');
+  if (issue.code === 'unrecognized_keys') {
+    const where = key === '' ? '' : ` in '${key}'`;
+    return new FerryError('INVALID_PARAMETER_VALUE', `Unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${k}'`).join(', ')}${where}.`);
+  }
+  let value: unknown = input;
+  for (const p of issue.path) value = typeof value === 'object' && value !== null ? (value as Record<PropertyKey, unknown>)[p] : undefined;
+  return new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(value)} for '${key}': ${issue.message}.`);
+}

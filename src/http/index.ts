@@ -1,0 +1,205 @@
+/**
+ * The small HTTP layer shared by the server and replicas: a router with path parameters,
+ * middleware as `(next) => handler` (CONVENTIONS 8), bounded body reading, and the one error
+ * response shape. Built on node:http directly: the data plane cannot afford a framework's
+ * per-request overhead, and the control plane needs nothing more.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { FerryError, toFerryError } from '../errors.js';
+
+export interface Context {
+  req: IncomingMessage;
+  res: ServerResponse;
+  method: string;
+  /** Path without the query string, not decoded. */
+  path: string;
+  query: URLSearchParams;
+  /** Decoded path parameters. */
+  params: Record<string, string>;
+  /** Set by the auth middleware. */
+  principal?: string;
+}
+
+/** What a handler returns: a JSON body to send, or nothing when it wrote the response itself. */
+export interface Reply {
+  status?: number;
+  body: unknown;
+  headers?: Record<string, string>;
+}
+
+export type Handler = (ctx: Context) => Promise<Reply | undefined> | Reply | undefined;
+export type Middleware = (next: Handler) => Handler;
+
+interface Route {
+  method: string;
+  segments: string[];
+  /** Trailing `*name` parameter that captures the rest of the path. */
+  rest: string | undefined;
+  handler: Handler;
+  /** Routes that skip authentication (health probes). */
+  public: boolean;
+}
+
+export class Router {
+  private readonly routes: Route[] = [];
+
+  /**
+   * Adds a route. Pattern segments: literal, `:param` (one segment), or a final `*param`
+   * (the rest of the path, at least one segment).
+   */
+  add(method: string, pattern: string, handler: Handler, opts: { public?: boolean } = {}): this {
+    const segments = pattern.split('/').filter((s) => s !== '');
+    const last = segments[segments.length - 1];
+    const rest = last?.startsWith('*') ? last.slice(1) : undefined;
+    if (rest !== undefined) segments.pop();
+    this.routes.push({ method, segments, rest, handler, public: opts.public ?? false });
+    return this;
+  }
+
+  /** Every route as "METHOD /pattern" (for route-table tests and docs). */
+  list(): Array<{ method: string; pattern: string; public: boolean }> {
+    return this.routes.map((r) => ({
+      method: r.method,
+      pattern: '/' + [...r.segments, ...(r.rest === undefined ? [] : [`*${r.rest}`])].join('/'),
+      public: r.public,
+    }));
+  }
+
+  /** Finds the route for a request; throws 404 (no route) or 405 (route exists, other method). */
+  match(method: string, path: string): { route: Route; params: Record<string, string> } {
+    const parts = path.split('/').filter((s) => s !== '');
+    let methodMismatch = false;
+    for (const route of this.routes) {
+      const params = matchSegments(route, parts);
+      if (!params) continue;
+      if (route.method !== method && !(method === 'HEAD' && route.method === 'GET')) {
+        methodMismatch = true;
+        continue;
+      }
+      return { route, params };
+    }
+    if (methodMismatch) throw new FerryError('METHOD_NOT_ALLOWED', `Method ${method} is not allowed on ${path}.`);
+    throw new FerryError('ENDPOINT_NOT_FOUND', `No API route ${method} ${path}.`);
+  }
+}
+
+function matchSegments(route: Route, parts: string[]): Record<string, string> | undefined {
+  const n = route.segments.length;
+  if (route.rest === undefined ? parts.length !== n : parts.length <= n) return undefined;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < n; i++) {
+    const seg = route.segments[i] as string;
+    const part = parts[i] as string;
+    if (seg.startsWith(':')) params[seg.slice(1)] = decodeSegment(part);
+    else if (seg !== part) return undefined;
+  }
+  if (route.rest !== undefined) params[route.rest] = parts.slice(n).map(decodeSegment).join('/');
+  return params;
+}
+
+function decodeSegment(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    throw new FerryError('INVALID_PARAMETER_VALUE', `Malformed percent-encoding in path segment ${JSON.stringify(s)}.`);
+  }
+}
+
+/** Applies middlewares so that the first one listed runs first. */
+export function compose(handler: Handler, ...middlewares: Middleware[]): Handler {
+  return middlewares.reduceRight((next, mw) => mw(next), handler);
+}
+
+/**
+ * Reads a request body up to `maxBytes`, refusing more while it streams (413) rather than
+ * after buffering it all. A declared Content-Length over the limit is refused before reading.
+ */
+export async function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > maxBytes) throw tooLarge(maxBytes);
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    if (total > maxBytes) throw tooLarge(maxBytes);
+    chunks.push(chunk);
+  }
+  return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, total);
+}
+
+function tooLarge(maxBytes: number): FerryError {
+  return new FerryError('PAYLOAD_TOO_LARGE', `Request body exceeds the limit of ${maxBytes} bytes.`);
+}
+
+/** Parses a JSON body; malformed JSON → 400 MALFORMED_REQUEST. An empty body is `{}`. */
+export function parseJson(body: Buffer): unknown {
+  if (body.length === 0) return {};
+  try {
+    return JSON.parse(body.toString('utf8')) as unknown;
+  } catch (err) {
+    throw new FerryError('MALFORMED_REQUEST', `Request body is not valid JSON: ${(err as Error).message}.`);
+  }
+}
+
+export async function readJson(req: IncomingMessage, maxBytes: number): Promise<unknown> {
+  return parseJson(await readBody(req, maxBytes));
+}
+
+/** Reads a JSON object body: anything but an object is a 400. */
+export async function readJsonObject(req: IncomingMessage, maxBytes: number): Promise<Record<string, unknown>> {
+  const value = await readJson(req, maxBytes);
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new FerryError('MALFORMED_REQUEST', 'Request body must be a JSON object.');
+  }
+  return value as Record<string, unknown>;
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
+  res.end(text);
+}
+
+/** Writes any error as the shared error body; 5xx details stay in the server log, not the response. */
+export function sendError(res: ServerResponse, err: unknown): void {
+  const e = toFerryError(err);
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const headers: Record<string, string> = {};
+  if (e.retryAfterS !== undefined) headers['retry-after'] = String(e.retryAfterS);
+  sendJson(res, e.status, e.toBody(), headers);
+}
+
+/**
+ * A node:http request listener that routes, runs the handler under the middlewares, and turns
+ * every failure into the shared error shape. Nothing a client sends can make it throw.
+ */
+export function listener(router: Router, middlewares: Middleware[] = [], onError?: (err: unknown, ctx: Context) => void) {
+  return (req: IncomingMessage, res: ServerResponse): void => {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const ctx: Context = {
+      req,
+      res,
+      method: req.method ?? 'GET',
+      path: q === -1 ? url : url.slice(0, q),
+      query: new URLSearchParams(q === -1 ? '' : url.slice(q + 1)),
+      params: {},
+    };
+    const run = async (): Promise<void> => {
+      const { route, params } = router.match(ctx.method, ctx.path);
+      ctx.params = params;
+      const handler = route.public ? route.handler : compose(route.handler, ...middlewares);
+      const reply = await handler(ctx);
+      if (reply && !res.headersSent) sendJson(res, reply.status ?? 200, reply.body, reply.headers);
+    };
+    run().catch((err: unknown) => {
+      if (onError && toFerryError(err).status >= 500) onError(err, ctx);
+      sendError(res, err);
+      // Drain (bounded) what is left of a refused body so the client reads the answer.
+      if (!req.complete) req.resume();
+    });
+  };
+}

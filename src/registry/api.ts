@@ -1,0 +1,248 @@
+/**
+ * The MLflow-compatible registry REST API under `/api/2.0/mlflow/` and MLflow's artifact proxy
+ * under `/api/2.0/mlflow-artifacts/artifacts/`. Shapes follow MLflow so its clients work as they
+ * are; Ferry adds `flavor`, `signature`, `input_example`, `artifact_sha256` and
+ * `artifact_size_bytes` to model versions.
+ */
+import { z } from 'zod';
+import { configError } from '../config/index.js';
+import { FerryError } from '../errors.js';
+import { readJsonObject, type Context, type Router } from '../http/index.js';
+import type { ModelVersionRecord, RegisteredModelRecord } from '../store/index.js';
+import { parseFilter } from './filter.js';
+import { UPLOADS_PREFIX, type Registry } from './registry.js';
+
+export interface RegistryApiOptions {
+  maxBodyBytes: number;
+  maxUploadBytes: number;
+}
+
+const tagList = z.array(z.object({ key: z.string().min(1).max(250), value: z.string().max(5000) })).default([]);
+const version = z.union([z.string().regex(/^\d+$/, 'expected a version number'), z.number().int().positive()]).transform(Number);
+const maxResults = z.union([z.string().regex(/^\d+$/), z.number().int()]).transform(Number).pipe(z.number().int().min(1).max(1000));
+
+const schemas = {
+  createModel: z.object({ name: z.string(), description: z.string().default(''), tags: tagList }),
+  name: z.object({ name: z.string().min(1) }),
+  updateModel: z.object({ name: z.string().min(1), description: z.string() }),
+  search: z.object({
+    filter: z.string().optional(),
+    max_results: maxResults.default(100),
+    page_token: z.string().optional(),
+    order_by: z.union([z.string(), z.array(z.string())]).optional(),
+  }),
+  modelTag: z.object({ name: z.string().min(1), key: z.string().min(1).max(250), value: z.string().max(5000) }),
+  modelTagKey: z.object({ name: z.string().min(1), key: z.string().min(1) }),
+  alias: z.object({ name: z.string().min(1), alias: z.string().min(1), version }),
+  aliasKey: z.object({ name: z.string().min(1), alias: z.string().min(1) }),
+  createVersion: z.object({
+    name: z.string().min(1),
+    source: z.string(),
+    run_id: z.string().default(''),
+    description: z.string().default(''),
+    tags: tagList,
+  }),
+  versionKey: z.object({ name: z.string().min(1), version }),
+  updateVersion: z.object({ name: z.string().min(1), version, description: z.string() }),
+  versionTag: z.object({ name: z.string().min(1), version, key: z.string().min(1).max(250), value: z.string().max(5000) }),
+  versionTagKey: z.object({ name: z.string().min(1), version, key: z.string().min(1) }),
+};
+
+export function registryRoutes(router: Router, registry: Registry, opts: RegistryApiOptions): void {
+  const base = '/api/2.0/mlflow';
+  const input = async <S extends z.ZodType>(ctx: Context, schema: S): Promise<z.output<S>> => {
+    const raw = await requestParams(ctx, opts.maxBodyBytes);
+    const parsed = schema.safeParse(raw);
+    if (!parsed.success) throw configError(parsed.error, raw);
+    return parsed.data;
+  };
+  const modelOut = async (m: RegisteredModelRecord): Promise<Record<string, unknown>> => {
+    const latest = await registry.store.latestModelVersion(m.name);
+    return modelJson(m, latest ? [versionJson(latest, m)] : []);
+  };
+  const versionOut = async (v: ModelVersionRecord): Promise<Record<string, unknown>> => versionJson(v, await registry.getModel(v.name));
+
+  router
+    .add('POST', `${base}/registered-models/create`, async (ctx) => {
+      const b = await input(ctx, schemas.createModel);
+      const m = await registry.createModel(b.name, b.description, tagsObject(b.tags));
+      return { body: { registered_model: await modelOut(m) } };
+    })
+    .add('GET', `${base}/registered-models/get`, async (ctx) => {
+      const b = await input(ctx, schemas.name);
+      return { body: { registered_model: await modelOut(await registry.getModel(b.name)) } };
+    })
+    .add('PATCH', `${base}/registered-models/update`, async (ctx) => {
+      const b = await input(ctx, schemas.updateModel);
+      const m = await registry.store.updateRegisteredModel(b.name, { description: b.description }, Date.now());
+      return { body: { registered_model: await modelOut(m) } };
+    })
+    .add('DELETE', `${base}/registered-models/delete`, async (ctx) => {
+      await registry.deleteModel((await input(ctx, schemas.name)).name);
+      return { body: {} };
+    })
+    .add('GET', `${base}/registered-models/search`, async (ctx) => {
+      const b = await input(ctx, schemas.search);
+      const order = [b.order_by ?? []].flat().some((o) => /last_updated_timestamp/i.test(o)) ? 'updated' : 'name';
+      const page = await registry.store.searchRegisteredModels(parseFilter(b.filter), order, { maxResults: b.max_results, pageToken: b.page_token });
+      return { body: { registered_models: await Promise.all(page.items.map(modelOut)), ...nextPage(page.nextPageToken) } };
+    })
+    .add('POST', `${base}/registered-models/get-latest-versions`, async (ctx) => {
+      const m = await registry.getModel((await input(ctx, schemas.name)).name);
+      const latest = await registry.store.latestModelVersion(m.name);
+      return { body: { model_versions: latest ? [versionJson(latest, m)] : [] } };
+    })
+    .add('POST', `${base}/registered-models/set-tag`, async (ctx) => {
+      const b = await input(ctx, schemas.modelTag);
+      await registry.store.setRegisteredModelTag(b.name, b.key, b.value, Date.now());
+      return { body: {} };
+    })
+    .add('DELETE', `${base}/registered-models/delete-tag`, async (ctx) => {
+      const b = await input(ctx, schemas.modelTagKey);
+      await registry.store.deleteRegisteredModelTag(b.name, b.key, Date.now());
+      return { body: {} };
+    })
+    .add('POST', `${base}/registered-models/alias`, async (ctx) => {
+      const b = await input(ctx, schemas.alias);
+      await registry.setAlias(b.name, b.alias, b.version);
+      return { body: {} };
+    })
+    .add('DELETE', `${base}/registered-models/alias`, async (ctx) => {
+      const b = await input(ctx, schemas.aliasKey);
+      await registry.deleteAlias(b.name, b.alias);
+      return { body: {} };
+    })
+    .add('GET', `${base}/registered-models/alias`, async (ctx) => {
+      const b = await input(ctx, schemas.aliasKey);
+      return { body: { model_version: await versionOut(await registry.getVersionByAlias(b.name, b.alias)) } };
+    })
+    .add('POST', `${base}/model-versions/create`, async (ctx) => {
+      const b = await input(ctx, schemas.createVersion);
+      const v = await registry.createVersion({ name: b.name, source: b.source, runId: b.run_id, description: b.description, tags: tagsObject(b.tags) });
+      return { body: { model_version: await versionOut(v) } };
+    })
+    .add('GET', `${base}/model-versions/get`, async (ctx) => {
+      const b = await input(ctx, schemas.versionKey);
+      return { body: { model_version: await versionOut(await registry.getVersion(b.name, b.version)) } };
+    })
+    .add('PATCH', `${base}/model-versions/update`, async (ctx) => {
+      const b = await input(ctx, schemas.updateVersion);
+      await registry.getVersion(b.name, b.version);
+      const v = await registry.store.updateModelVersion(b.name, b.version, { description: b.description }, Date.now());
+      return { body: { model_version: await versionOut(v) } };
+    })
+    .add('DELETE', `${base}/model-versions/delete`, async (ctx) => {
+      const b = await input(ctx, schemas.versionKey);
+      await registry.deleteVersion(b.name, b.version);
+      return { body: {} };
+    })
+    .add('GET', `${base}/model-versions/search`, async (ctx) => {
+      const b = await input(ctx, schemas.search);
+      const page = await registry.store.searchModelVersions(parseFilter(b.filter), { maxResults: b.max_results, pageToken: b.page_token });
+      return { body: { model_versions: await Promise.all(page.items.map(versionOut)), ...nextPage(page.nextPageToken) } };
+    })
+    .add('GET', `${base}/model-versions/get-download-uri`, async (ctx) => {
+      const b = await input(ctx, schemas.versionKey);
+      const v = await registry.getVersion(b.name, b.version);
+      if (!v.artifact) throw new FerryError('RESOURCE_CONFLICT', `Model version '${v.name}' version ${v.version} has no artifact (status ${v.status}).`);
+      return { body: { artifact_uri: `ferry-artifacts:/${v.artifact.path}` } };
+    })
+    .add('POST', `${base}/model-versions/set-tag`, async (ctx) => {
+      const b = await input(ctx, schemas.versionTag);
+      await registry.store.setModelVersionTag(b.name, b.version, b.key, b.value, Date.now());
+      return { body: {} };
+    })
+    .add('DELETE', `${base}/model-versions/delete-tag`, async (ctx) => {
+      const b = await input(ctx, schemas.versionTagKey);
+      await registry.store.deleteModelVersionTag(b.name, b.version, b.key, Date.now());
+      return { body: {} };
+    });
+
+  // MLflow artifact proxy: uploads land under uploads/ in the artifact store.
+  const artifacts = registry.artifacts;
+  const uploadKey = (ctx: Context): string => `${UPLOADS_PREFIX}/${ctx.params.path ?? ''}`;
+  router
+    .add('PUT', '/api/2.0/mlflow-artifacts/artifacts/*path', async (ctx) => {
+      await artifacts.putFile(uploadKey(ctx), ctx.req, opts.maxUploadBytes);
+      return { body: {} };
+    })
+    .add('GET', '/api/2.0/mlflow-artifacts/artifacts/*path', async (ctx) => {
+      const { stream, sizeBytes } = await artifacts.getFile(uploadKey(ctx));
+      ctx.res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': sizeBytes });
+      stream.pipe(ctx.res);
+      return undefined;
+    })
+    .add('DELETE', '/api/2.0/mlflow-artifacts/artifacts/*path', async (ctx) => {
+      await artifacts.delete(uploadKey(ctx));
+      return { body: {} };
+    })
+    .add('GET', '/api/2.0/mlflow-artifacts/artifacts', async (ctx) => {
+      const p = ctx.query.get('path') ?? '';
+      const prefix = p === '' ? UPLOADS_PREFIX : `${UPLOADS_PREFIX}/${p}`;
+      const files = await artifacts.list(prefix);
+      return { body: { files: files.map((f) => ({ path: p === '' ? f.path : `${p}/${f.path}`, is_dir: f.isDir, ...(f.isDir ? {} : { file_size: f.sizeBytes }) })) } };
+    });
+}
+
+/**
+ * MLflow clients send GET/DELETE parameters in the query string and POST/PATCH ones as JSON; some
+ * send DELETE bodies. Merge both (body wins); repeated query keys become arrays.
+ */
+async function requestParams(ctx: Context, maxBodyBytes: number): Promise<Record<string, unknown>> {
+  const out: Record<string, unknown> = {};
+  for (const key of new Set(ctx.query.keys())) {
+    const all = ctx.query.getAll(key);
+    out[key] = all.length === 1 ? all[0] : all;
+  }
+  if (ctx.method === 'GET' || ctx.method === 'HEAD') return out;
+  return { ...out, ...(await readJsonObject(ctx.req, maxBodyBytes)) };
+}
+
+function tagsObject(tags: Array<{ key: string; value: string }>): Record<string, string> {
+  return Object.fromEntries(tags.map((t) => [t.key, t.value]));
+}
+
+function tagsList(tags: Record<string, string>): Array<{ key: string; value: string }> {
+  return Object.entries(tags).map(([key, value]) => ({ key, value }));
+}
+
+function nextPage(token: string | undefined): { next_page_token?: string } {
+  return token === undefined ? {} : { next_page_token: token };
+}
+
+export function modelJson(m: RegisteredModelRecord, latest: Array<Record<string, unknown>>): Record<string, unknown> {
+  return {
+    name: m.name,
+    creation_timestamp: m.createdMs,
+    last_updated_timestamp: m.updatedMs,
+    description: m.description,
+    latest_versions: latest,
+    tags: tagsList(m.tags),
+    aliases: Object.entries(m.aliases).map(([alias, v]) => ({ alias, version: String(v) })),
+  };
+}
+
+export function versionJson(v: ModelVersionRecord, model: RegisteredModelRecord): Record<string, unknown> {
+  const a = v.artifact;
+  return {
+    name: v.name,
+    version: String(v.version),
+    creation_timestamp: v.createdMs,
+    last_updated_timestamp: v.updatedMs,
+    current_stage: 'None',
+    description: v.description,
+    source: v.source,
+    run_id: v.runId,
+    status: v.status,
+    status_message: v.statusMessage,
+    tags: tagsList(v.tags),
+    aliases: Object.entries(model.aliases).filter(([, n]) => n === v.version).map(([alias]) => alias),
+    ...(a ? {
+      flavor: a.flavor,
+      signature: a.signature,
+      ...(a.inputExample === undefined ? {} : { input_example: a.inputExample }),
+      artifact_sha256: a.sha256,
+      artifact_size_bytes: a.sizeBytes,
+    } : {}),
+  };
+}

@@ -1,0 +1,7 @@
+/**
+ * The model registry (registered models, versions, aliases, tags, artifacts) and its
+ * MLflow-compatible REST API. See registry.ts.
+ */
+export { Registry, parseSource, checkName, UPLOADS_PREFIX, type RegistryOptions } from './registry.js';
+export { registryRoutes, type RegistryApiOptions } from './api.js';
+export { parseFilter } from './filter.js';

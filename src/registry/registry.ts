@@ -1,0 +1,159 @@
+/**
+ * The model registry: registered models, versions, aliases and tags, with the artifacts that
+ * back them. A version's artifact is copied into the artifact store at `models/{name}/{version}`
+ * (so deleting the original loses nothing), inspected, and marked READY or FAILED_REGISTRATION.
+ */
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { validateKey, type ArtifactStore } from '../artifacts/index.js';
+import { FerryError, invalidParameter, notFound, toFerryError } from '../errors.js';
+import type { MetadataStore, ModelVersionRecord, RegisteredModelRecord } from '../store/index.js';
+import { inspectArtifact } from './inspect.js';
+
+/** Names become artifact-store path segments and URL parts: keep them plain. */
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const ALIAS_RE = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
+
+/** Where uploads through the MLflow artifact proxy live inside the artifact store. */
+export const UPLOADS_PREFIX = 'uploads';
+
+export interface RegistryOptions {
+  /** Largest artifact accepted from a server-side path. */
+  maxUploadBytes: number;
+  now: () => number;
+}
+
+export class Registry {
+  constructor(
+    readonly store: MetadataStore,
+    readonly artifacts: ArtifactStore,
+    private readonly opts: RegistryOptions,
+  ) {}
+
+  createModel(name: string, description: string, tags: Record<string, string>): Promise<RegisteredModelRecord> {
+    checkName(name);
+    return this.store.createRegisteredModel({ name, description, tags }, this.opts.now());
+  }
+
+  async getModel(name: string): Promise<RegisteredModelRecord> {
+    return (await this.store.getRegisteredModel(name)) ?? missingModel(name);
+  }
+
+  async deleteModel(name: string): Promise<void> {
+    await this.store.deleteRegisteredModel(name);
+    await this.artifacts.delete(`models/${name}`);
+  }
+
+  /**
+   * Registers a new version from `source` and returns it READY or FAILED_REGISTRATION. The version
+   * row exists (PENDING_REGISTRATION) before the artifact is copied, so a crash mid-copy is found
+   * and finished by `recoverPending` at the next start.
+   */
+  async createVersion(v: { name: string; source: string; runId: string; description: string; tags: Record<string, string> }): Promise<ModelVersionRecord> {
+    parseSource(v.source);
+    const record = await this.store.createModelVersion(v, this.opts.now());
+    return this.finishRegistration(record);
+  }
+
+  async getVersion(name: string, version: number): Promise<ModelVersionRecord> {
+    return (await this.store.getModelVersion(name, version)) ?? missingVersion(name, version);
+  }
+
+  async deleteVersion(name: string, version: number): Promise<void> {
+    const deleted = await this.store.deleteModelVersion(name, version);
+    if (!deleted) missingVersion(name, version);
+    await this.artifacts.delete(`models/${name}/${version}`);
+  }
+
+  async setAlias(name: string, alias: string, version: number): Promise<void> {
+    if (!ALIAS_RE.test(alias) || /^v\d+$/i.test(alias) || alias.toLowerCase() === 'latest') {
+      throw invalidParameter('alias', alias, 'letters, digits, "_" and "-", starting with a letter or "_"; "latest" and "v<number>" are reserved');
+    }
+    await this.getVersion(name, version);
+    await this.store.setAlias(name, alias, version, this.opts.now());
+  }
+
+  async deleteAlias(name: string, alias: string): Promise<void> {
+    if (!(await this.store.deleteAlias(name, alias, this.opts.now()))) throw notFound(`Alias '${alias}' of registered model '${name}'`);
+  }
+
+  async getVersionByAlias(name: string, alias: string): Promise<ModelVersionRecord> {
+    const model = await this.getModel(name);
+    const version = model.aliases[alias];
+    if (version === undefined) throw notFound(`Alias '${alias}' of registered model '${name}'`);
+    return this.getVersion(name, version);
+  }
+
+  /** Finishes registrations interrupted by a crash (call once at start). */
+  async recoverPending(): Promise<void> {
+    for (const v of await this.store.pendingModelVersions()) await this.finishRegistration(v);
+  }
+
+  private async finishRegistration(record: ModelVersionRecord): Promise<ModelVersionRecord> {
+    const { name, version } = record;
+    const key = `models/${name}/${version}`;
+    try {
+      await this.materialize(record.source, key);
+      const inspection = await inspectArtifact(await this.artifacts.localDir(key));
+      const digest = await this.artifacts.digest(key);
+      return await this.store.updateModelVersion(name, version, {
+        status: 'READY',
+        statusMessage: '',
+        artifact: { path: key, ...inspection, sha256: digest.sha256, sizeBytes: digest.sizeBytes },
+      }, this.opts.now());
+    } catch (err) {
+      await this.artifacts.delete(key).catch(() => undefined);
+      return this.store.updateModelVersion(name, version, {
+        status: 'FAILED_REGISTRATION',
+        statusMessage: toFerryError(err).message,
+      }, this.opts.now());
+    }
+  }
+
+  /** Copies the version's source into `key`: a single model file becomes `key/<file name>`. */
+  private async materialize(source: string, key: string): Promise<void> {
+    const src = parseSource(source);
+    if (src.kind === 'upload') {
+      const entries = await this.artifacts.list(src.key);
+      const isDir = entries.length > 0;
+      if (!isDir && !(await this.artifacts.exists(src.key))) throw new FerryError('INVALID_PARAMETER_VALUE', `Source '${source}' does not exist: upload it first with PUT /api/2.0/mlflow-artifacts/artifacts/${src.key.slice(UPLOADS_PREFIX.length + 1)}.`);
+      await this.artifacts.copy(src.key, isDir ? key : `${key}/${path.posix.basename(src.key)}`);
+    } else {
+      const st = await fsp.stat(src.path).catch(() => undefined);
+      if (!st) throw new FerryError('INVALID_PARAMETER_VALUE', `Source path '${src.path}' does not exist on the server.`);
+      await this.artifacts.importLocal(src.path, st.isDirectory() ? key : `${key}/${path.basename(src.path)}`, this.opts.maxUploadBytes);
+    }
+  }
+}
+
+type Source = { kind: 'upload'; key: string } | { kind: 'local'; path: string };
+
+/**
+ * Accepted sources: `mlflow-artifacts:/<path>` (uploaded through the artifact proxy), `file://<abs>`,
+ * or a path on the server's machine.
+ */
+export function parseSource(source: string): Source {
+  if (source.trim() === '') throw invalidParameter('source', source, 'an mlflow-artifacts:/ URI or a path on the server');
+  const m = /^mlflow-artifacts:(?:\/\/[^/]*)?\/+(.+)$/.exec(source);
+  if (m) {
+    validateKey(m[1] as string, 'source');
+    return { kind: 'upload', key: `${UPLOADS_PREFIX}/${m[1] as string}` };
+  }
+  if (source.startsWith('file://')) return { kind: 'local', path: path.resolve(decodeURIComponent(new URL(source).pathname)) };
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(source) || /^[a-z]+:\//i.test(source)) {
+    throw invalidParameter('source', source, 'an mlflow-artifacts:/ URI (upload first) or a path on the server; other schemes are not supported');
+  }
+  return { kind: 'local', path: path.resolve(source) };
+}
+
+export function checkName(name: string, field = 'name'): void {
+  if (!NAME_RE.test(name)) throw invalidParameter(field, name, 'a model name of 1-128 letters, digits, ".", "_" or "-", starting with a letter or digit');
+}
+
+function missingModel(name: string): never {
+  throw notFound(`Registered model '${name}'`);
+}
+
+function missingVersion(name: string, version: number): never {
+  throw notFound(`Model version '${name}' version ${version}`);
+}

@@ -1,0 +1,85 @@
+/**
+ * `ferry server`: the composition root. Opens the metadata and artifact stores in the data
+ * directory, bootstraps the admin token, finishes interrupted registrations, mounts the APIs and
+ * listens. Health probes are public; every other route requires a bearer token.
+ */
+import fsp from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { openArtifactStore } from '../artifacts/index.js';
+import { authenticate, bootstrapAdminToken } from '../auth/index.js';
+import type { ServerConfig } from '../config/index.js';
+import { listener, Router } from '../http/index.js';
+import { Registry, registryRoutes } from '../registry/index.js';
+import { openStore, type MetadataStore } from '../store/index.js';
+
+export interface FerryServer {
+  /** Base URL, e.g. http://127.0.0.1:8080 */
+  url: string;
+  /** The admin token when this start generated it (first start without FERRY_ADMIN_TOKEN). */
+  generatedAdminToken: string | undefined;
+  store: MetadataStore;
+  router: Router;
+  close(): Promise<void>;
+}
+
+export interface ServerDeps {
+  /** FERRY_ADMIN_TOKEN, when set. */
+  adminToken: string | undefined;
+  now?: () => number;
+  log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+}
+
+export async function startServer(config: ServerConfig, deps: ServerDeps): Promise<FerryServer> {
+  const now = deps.now ?? Date.now;
+  const log = deps.log ?? (() => undefined);
+  const dataDir = path.resolve(config.dataDir);
+  await fsp.mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const store = await openStore({ kind: 'sqlite', path: path.join(dataDir, 'ferry.db') });
+  try {
+    const artifacts = await openArtifactStore({ kind: 'local', root: path.join(dataDir, 'artifacts') });
+    const generatedAdminToken = await bootstrapAdminToken(store, dataDir, deps.adminToken, now());
+    const registry = new Registry(store, artifacts, { maxUploadBytes: config.maxUploadBytes, now });
+    await registry.recoverPending();
+
+    const router = new Router()
+      .add('GET', '/v2/health/live', () => ({ body: { live: true } }), { public: true })
+      .add('GET', '/v2/health/ready', () => ({ body: { ready: true } }), { public: true });
+    registryRoutes(router, registry, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes });
+
+    const server = http.createServer(listener(router, [authenticate(store, now)], (err, ctx) => {
+      log('error', 'request failed', { method: ctx.method, path: ctx.path, error: err instanceof Error ? err.stack : String(err) });
+    }));
+    server.keepAliveTimeout = 65_000;
+    server.headersTimeout = 30_000;
+    server.requestTimeout = 0; // uploads can be long; limits apply to bytes, not time
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, config.host, () => resolve());
+    });
+    const addr = server.address() as AddressInfo;
+    const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+    const url = `http://${host}:${addr.port}`;
+    log('info', 'ferry server listening', { url, dataDir });
+
+    let closing: Promise<void> | undefined;
+    return {
+      url,
+      generatedAdminToken,
+      store,
+      router,
+      close: () => (closing ??= (async () => {
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        const timer = setTimeout(() => server.closeAllConnections(), 5000);
+        await closed;
+        clearTimeout(timer);
+        await store.close();
+      })()),
+    };
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * Versioned schema migrations for the SQLite store. Entry i upgrades schema version i to i + 1
+ * (tracked in PRAGMA user_version). Append only: never edit a migration that has shipped.
+ */
+export const MIGRATIONS: readonly string[] = [
+  // 1: registry and tokens
+  `
+  CREATE TABLE registered_models (
+    name TEXT PRIMARY KEY,
+    description TEXT NOT NULL DEFAULT '',
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    next_version INTEGER NOT NULL DEFAULT 1
+  );
+  CREATE TABLE registered_model_tags (
+    name TEXT NOT NULL REFERENCES registered_models (name) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (name, key)
+  );
+  CREATE TABLE model_versions (
+    name TEXT NOT NULL REFERENCES registered_models (name) ON DELETE CASCADE,
+    version INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    source TEXT NOT NULL,
+    run_id TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL,
+    status_message TEXT NOT NULL DEFAULT '',
+    artifact_path TEXT,
+    flavor TEXT,
+    model_file TEXT,
+    signature TEXT,
+    input_example TEXT,
+    sha256 TEXT,
+    size_bytes INTEGER,
+    PRIMARY KEY (name, version)
+  );
+  CREATE TABLE model_version_tags (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (name, version, key),
+    FOREIGN KEY (name, version) REFERENCES model_versions (name, version) ON DELETE CASCADE
+  );
+  CREATE TABLE model_aliases (
+    name TEXT NOT NULL REFERENCES registered_models (name) ON DELETE CASCADE,
+    alias TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (name, alias),
+    FOREIGN KEY (name, version) REFERENCES model_versions (name, version) ON DELETE CASCADE
+  );
+  CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER,
+    description TEXT NOT NULL DEFAULT ''
+  );
+  `,
+];

@@ -1,0 +1,347 @@
+/**
+ * SQLite metadata store (better-sqlite3 12). WAL journal with synchronous=FULL: a write is on disk
+ * before the API acknowledges it, so it survives `kill -9` of the server and a power cut. Calls are
+ * synchronous under the hood (microseconds for this data); the async interface is for Postgres.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { FerryError, notFound } from '../errors.js';
+import type {
+  MetadataStore, ModelFilter, ModelVersionPatch, ModelVersionRecord, Page, PageResult,
+  RegisteredModelRecord, TokenRecord, VersionArtifact,
+} from './types.js';
+import { MIGRATIONS } from './migrations.js';
+
+type Row = Record<string, unknown>;
+
+export async function openSqliteStore(file: string): Promise<MetadataStore> {
+  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  const db = new Database(file);
+  try {
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.pragma('foreign_keys = ON');
+    db.pragma('busy_timeout = 5000');
+    migrate(db);
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  return new SqliteStore(db);
+}
+
+/** Applies the migrations newer than the database's `user_version`, each in its own transaction. */
+function migrate(db: Database.Database): void {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  if (current > MIGRATIONS.length) {
+    throw new FerryError('INTERNAL_ERROR', `The metadata database is at schema version ${current}, newer than this Ferry (${MIGRATIONS.length}). Upgrade Ferry.`);
+  }
+  for (let v = current; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v] ?? '');
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+}
+
+class SqliteStore implements MetadataStore {
+  constructor(private readonly db: Database.Database) {}
+
+  // ---- registered models -------------------------------------------------------------------
+
+  async createRegisteredModel(m: { name: string; description: string; tags: Record<string, string> }, nowMs: number): Promise<RegisteredModelRecord> {
+    return this.tx(() => {
+      if (this.modelRow(m.name)) throw new FerryError('RESOURCE_ALREADY_EXISTS', `Registered model '${m.name}' already exists.`);
+      this.db.prepare('INSERT INTO registered_models (name, description, created_ms, updated_ms, next_version) VALUES (?, ?, ?, ?, 1)')
+        .run(m.name, m.description, nowMs, nowMs);
+      const tag = this.db.prepare('INSERT INTO registered_model_tags (name, key, value) VALUES (?, ?, ?)');
+      for (const [k, v] of Object.entries(m.tags)) tag.run(m.name, k, v);
+      return this.loadModel(m.name);
+    });
+  }
+
+  async getRegisteredModel(name: string): Promise<RegisteredModelRecord | undefined> {
+    return (this.modelRow(name) ? this.loadModel(name) : undefined);
+  }
+
+  async updateRegisteredModel(name: string, patch: { description: string }, nowMs: number): Promise<RegisteredModelRecord> {
+    return this.tx(() => {
+      this.requireModel(name);
+      this.db.prepare('UPDATE registered_models SET description = ?, updated_ms = ? WHERE name = ?').run(patch.description, nowMs, name);
+      return this.loadModel(name);
+    });
+  }
+
+  async deleteRegisteredModel(name: string): Promise<ModelVersionRecord[]> {
+    return this.tx(() => {
+      this.requireModel(name);
+      const versions = (this.db.prepare('SELECT * FROM model_versions WHERE name = ? ORDER BY version').all(name) as Row[]).map((r) => this.toVersion(r));
+      // Tags, aliases and versions go with the model (ON DELETE CASCADE).
+      this.db.prepare('DELETE FROM registered_models WHERE name = ?').run(name);
+      return versions;
+    });
+  }
+
+  async searchRegisteredModels(filter: ModelFilter, order: 'name' | 'updated', page: Page): Promise<PageResult<RegisteredModelRecord>> {
+    const { where, params } = filterSql(filter, 'registered_model_tags', 'm');
+    const orderBy = order === 'name' ? 'm.name ASC' : 'm.updated_ms DESC, m.name ASC';
+    const offset = decodePageToken(page.pageToken);
+    const rows = this.db.prepare(`SELECT m.name FROM registered_models m ${where} ORDER BY ${orderBy} LIMIT ? OFFSET ?`)
+      .all(...params, page.maxResults + 1, offset) as Row[];
+    return (paginate(rows, page.maxResults, offset, (r) => this.loadModel(String(r.name))));
+  }
+
+  async setRegisteredModelTag(name: string, key: string, value: string, nowMs: number): Promise<void> {
+    return this.tx(() => {
+      this.requireModel(name);
+      this.db.prepare('INSERT INTO registered_model_tags (name, key, value) VALUES (?, ?, ?) ON CONFLICT (name, key) DO UPDATE SET value = excluded.value').run(name, key, value);
+      this.touchModel(name, nowMs);
+    });
+  }
+
+  async deleteRegisteredModelTag(name: string, key: string, nowMs: number): Promise<void> {
+    return this.tx(() => {
+      this.requireModel(name);
+      this.db.prepare('DELETE FROM registered_model_tags WHERE name = ? AND key = ?').run(name, key);
+      this.touchModel(name, nowMs);
+    });
+  }
+
+  // ---- model versions ----------------------------------------------------------------------
+
+  async createModelVersion(v: { name: string; source: string; runId: string; description: string; tags: Record<string, string> }, nowMs: number): Promise<ModelVersionRecord> {
+    return this.tx(() => {
+      const model = this.requireModel(v.name);
+      const version = Number(model.next_version);
+      this.db.prepare('UPDATE registered_models SET next_version = ?, updated_ms = ? WHERE name = ?').run(version + 1, nowMs, v.name);
+      this.db.prepare(`INSERT INTO model_versions (name, version, created_ms, updated_ms, description, source, run_id, status, status_message)
+        VALUES (?, ?, ?, ?, ?, ?, ?, 'PENDING_REGISTRATION', '')`).run(v.name, version, nowMs, nowMs, v.description, v.source, v.runId);
+      const tag = this.db.prepare('INSERT INTO model_version_tags (name, version, key, value) VALUES (?, ?, ?, ?)');
+      for (const [k, val] of Object.entries(v.tags)) tag.run(v.name, version, k, val);
+      return this.loadVersion(v.name, version);
+    });
+  }
+
+  async getModelVersion(name: string, version: number): Promise<ModelVersionRecord | undefined> {
+    const row = this.db.prepare('SELECT * FROM model_versions WHERE name = ? AND version = ?').get(name, version) as Row | undefined;
+    return (row ? this.toVersion(row) : undefined);
+  }
+
+  async latestModelVersion(name: string): Promise<ModelVersionRecord | undefined> {
+    const row = this.db.prepare('SELECT * FROM model_versions WHERE name = ? ORDER BY version DESC LIMIT 1').get(name) as Row | undefined;
+    return (row ? this.toVersion(row) : undefined);
+  }
+
+  async updateModelVersion(name: string, version: number, patch: ModelVersionPatch, nowMs: number): Promise<ModelVersionRecord> {
+    return this.tx(() => {
+      const current = this.loadVersion(name, version);
+      const a = patch.artifact ?? current.artifact;
+      this.db.prepare(`UPDATE model_versions SET description = ?, status = ?, status_message = ?, updated_ms = ?,
+          artifact_path = ?, flavor = ?, model_file = ?, signature = ?, input_example = ?, sha256 = ?, size_bytes = ?
+        WHERE name = ? AND version = ?`).run(
+        patch.description ?? current.description, patch.status ?? current.status, patch.statusMessage ?? current.statusMessage, nowMs,
+        a?.path ?? null, a?.flavor ?? null, a?.modelFile ?? null, a ? JSON.stringify(a.signature) : null,
+        a && a.inputExample !== undefined ? JSON.stringify(a.inputExample) : null, a?.sha256 ?? null, a?.sizeBytes ?? null,
+        name, version,
+      );
+      return this.loadVersion(name, version);
+    });
+  }
+
+  async deleteModelVersion(name: string, version: number): Promise<ModelVersionRecord | undefined> {
+    return this.tx(() => {
+      const row = this.db.prepare('SELECT * FROM model_versions WHERE name = ? AND version = ?').get(name, version) as Row | undefined;
+      if (!row) return undefined;
+      const record = this.toVersion(row);
+      this.db.prepare('DELETE FROM model_versions WHERE name = ? AND version = ?').run(name, version);
+      return record;
+    });
+  }
+
+  async searchModelVersions(filter: ModelFilter, page: Page): Promise<PageResult<ModelVersionRecord>> {
+    const { where, params } = filterSql(filter, 'model_version_tags', 'v');
+    const offset = decodePageToken(page.pageToken);
+    const rows = this.db.prepare(`SELECT v.* FROM model_versions v ${where} ORDER BY v.name ASC, v.version DESC LIMIT ? OFFSET ?`)
+      .all(...params, page.maxResults + 1, offset) as Row[];
+    return (paginate(rows, page.maxResults, offset, (r) => this.toVersion(r)));
+  }
+
+  async pendingModelVersions(): Promise<ModelVersionRecord[]> {
+    const rows = this.db.prepare("SELECT * FROM model_versions WHERE status = 'PENDING_REGISTRATION'").all() as Row[];
+    return (rows.map((r) => this.toVersion(r)));
+  }
+
+  async setModelVersionTag(name: string, version: number, key: string, value: string, nowMs: number): Promise<void> {
+    return this.tx(() => {
+      this.loadVersion(name, version);
+      this.db.prepare('INSERT INTO model_version_tags (name, version, key, value) VALUES (?, ?, ?, ?) ON CONFLICT (name, version, key) DO UPDATE SET value = excluded.value').run(name, version, key, value);
+      this.db.prepare('UPDATE model_versions SET updated_ms = ? WHERE name = ? AND version = ?').run(nowMs, name, version);
+    });
+  }
+
+  async deleteModelVersionTag(name: string, version: number, key: string, nowMs: number): Promise<void> {
+    return this.tx(() => {
+      this.loadVersion(name, version);
+      this.db.prepare('DELETE FROM model_version_tags WHERE name = ? AND version = ? AND key = ?').run(name, version, key);
+      this.db.prepare('UPDATE model_versions SET updated_ms = ? WHERE name = ? AND version = ?').run(nowMs, name, version);
+    });
+  }
+
+  // ---- aliases -----------------------------------------------------------------------------
+
+  async setAlias(name: string, alias: string, version: number, nowMs: number): Promise<void> {
+    return this.tx(() => {
+      this.loadVersion(name, version);
+      this.db.prepare('INSERT INTO model_aliases (name, alias, version) VALUES (?, ?, ?) ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version').run(name, alias, version);
+      this.touchModel(name, nowMs);
+    });
+  }
+
+  async deleteAlias(name: string, alias: string, nowMs: number): Promise<boolean> {
+    return this.tx(() => {
+      this.requireModel(name);
+      const { changes } = this.db.prepare('DELETE FROM model_aliases WHERE name = ? AND alias = ?').run(name, alias);
+      if (changes > 0) this.touchModel(name, nowMs);
+      return changes > 0;
+    });
+  }
+
+  // ---- tokens ------------------------------------------------------------------------------
+
+  async putToken(t: TokenRecord): Promise<void> {
+    this.db.prepare(`INSERT INTO tokens (id, principal, hash, created_ms, expires_ms, description) VALUES (?, ?, ?, ?, ?, ?)
+      ON CONFLICT (id) DO UPDATE SET principal = excluded.principal, hash = excluded.hash, created_ms = excluded.created_ms,
+        expires_ms = excluded.expires_ms, description = excluded.description`)
+      .run(t.id, t.principal, t.hash, t.createdMs, t.expiresMs ?? null, t.description);
+  }
+
+  async findTokenByHash(hash: string): Promise<TokenRecord | undefined> {
+    const r = this.db.prepare('SELECT * FROM tokens WHERE hash = ?').get(hash) as Row | undefined;
+    return (r === undefined ? undefined : {
+      id: String(r.id), principal: String(r.principal), hash: String(r.hash), createdMs: Number(r.created_ms),
+      expiresMs: r.expires_ms === null ? undefined : Number(r.expires_ms), description: String(r.description),
+    });
+  }
+
+  async deleteTokensOf(principal: string): Promise<void> {
+    this.db.prepare('DELETE FROM tokens WHERE principal = ?').run(principal);
+  }
+
+  async close(): Promise<void> {
+    this.db.close();
+  }
+
+  // ---- helpers -----------------------------------------------------------------------------
+
+  /** Runs `fn` in an IMMEDIATE transaction; a thrown error rolls it back. */
+  private tx<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
+  }
+
+  private modelRow(name: string): Row | undefined {
+    return this.db.prepare('SELECT * FROM registered_models WHERE name = ?').get(name) as Row | undefined;
+  }
+
+  private requireModel(name: string): Row {
+    const row = this.modelRow(name);
+    if (!row) throw notFound(`Registered model '${name}'`);
+    return row;
+  }
+
+  private touchModel(name: string, nowMs: number): void {
+    this.db.prepare('UPDATE registered_models SET updated_ms = ? WHERE name = ?').run(nowMs, name);
+  }
+
+  private loadModel(name: string): RegisteredModelRecord {
+    const row = this.requireModel(name);
+    const tags = this.db.prepare('SELECT key, value FROM registered_model_tags WHERE name = ? ORDER BY key').all(name) as Row[];
+    const aliases = this.db.prepare('SELECT alias, version FROM model_aliases WHERE name = ? ORDER BY alias').all(name) as Row[];
+    return {
+      name: String(row.name),
+      description: String(row.description),
+      createdMs: Number(row.created_ms),
+      updatedMs: Number(row.updated_ms),
+      tags: Object.fromEntries(tags.map((t) => [String(t.key), String(t.value)])),
+      aliases: Object.fromEntries(aliases.map((a) => [String(a.alias), Number(a.version)])),
+    };
+  }
+
+  private loadVersion(name: string, version: number): ModelVersionRecord {
+    const row = this.db.prepare('SELECT * FROM model_versions WHERE name = ? AND version = ?').get(name, version) as Row | undefined;
+    if (!row) throw notFound(`Model version '${name}' version ${version}`);
+    return this.toVersion(row);
+  }
+
+  private toVersion(row: Row): ModelVersionRecord {
+    const tags = this.db.prepare('SELECT key, value FROM model_version_tags WHERE name = ? AND version = ? ORDER BY key').all(row.name, row.version) as Row[];
+    return {
+      name: String(row.name),
+      version: Number(row.version),
+      createdMs: Number(row.created_ms),
+      updatedMs: Number(row.updated_ms),
+      description: String(row.description),
+      source: String(row.source),
+      runId: String(row.run_id),
+      status: row.status as ModelVersionRecord['status'],
+      statusMessage: String(row.status_message),
+      tags: Object.fromEntries(tags.map((t) => [String(t.key), String(t.value)])),
+      artifact: row.artifact_path === null ? undefined : toArtifact(row),
+    };
+  }
+}
+
+function toArtifact(row: Row): VersionArtifact {
+  return {
+    path: String(row.artifact_path),
+    flavor: row.flavor as VersionArtifact['flavor'],
+    modelFile: String(row.model_file),
+    signature: JSON.parse(row.signature as string) as VersionArtifact['signature'],
+    inputExample: row.input_example === null ? undefined : JSON.parse(row.input_example as string) as unknown,
+    sha256: String(row.sha256),
+    sizeBytes: Number(row.size_bytes),
+  };
+}
+
+/** Builds a WHERE clause for a structured filter; `alias` is the main table's alias ('m' or 'v'). */
+function filterSql(filter: ModelFilter, tagTable: string, alias: string): { where: string; params: unknown[] } {
+  const clauses: string[] = [];
+  const params: unknown[] = [];
+  if (filter.name) {
+    const { op, value } = filter.name;
+    if (op === 'ILIKE') clauses.push(`lower(${alias}.name) LIKE lower(?) ESCAPE '\\'`);
+    else if (op === 'LIKE') clauses.push(`${alias}.name GLOB ?`);
+    else clauses.push(`${alias}.name ${op} ?`);
+    params.push(op === 'LIKE' ? likeToGlob(value) : value);
+  }
+  if (filter.runId !== undefined) {
+    clauses.push(`${alias}.run_id = ?`);
+    params.push(filter.runId);
+  }
+  for (const t of filter.tags ?? []) {
+    const join = alias === 'v' ? 't.version = v.version AND ' : '';
+    clauses.push(`EXISTS (SELECT 1 FROM ${tagTable} t WHERE t.name = ${alias}.name AND ${join}t.key = ? AND t.value = ?)`);
+    params.push(t.key, t.value);
+  }
+  return { where: clauses.length ? `WHERE ${clauses.join(' AND ')}` : '', params };
+}
+
+/** SQL LIKE is case-insensitive in SQLite; MLflow's LIKE is case-sensitive, so use GLOB. */
+function likeToGlob(pattern: string): string {
+  return pattern.replace(/[[\]*?]/g, (c) => `[${c}]`).replace(/%/g, '*').replace(/_/g, '?');
+}
+
+function decodePageToken(token: string | undefined): number {
+  if (token === undefined || token === '') return 0;
+  const m = /^offset:(\d{1,15})$/.exec(Buffer.from(token, 'base64url').toString('utf8'));
+  if (!m) throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid page_token ${JSON.stringify(token)}: use the next_page_token of a previous response.`);
+  return Number(m[1]);
+}
+
+function paginate<T>(rows: Row[], maxResults: number, offset: number, map: (r: Row) => T): PageResult<T> {
+  const more = rows.length > maxResults;
+  return {
+    items: rows.slice(0, maxResults).map(map),
+    nextPageToken: more ? Buffer.from(`offset:${offset + maxResults}`, 'utf8').toString('base64url') : undefined,
+  };
+}

@@ -1,0 +1,113 @@
+/** Records and the `MetadataStore` interface; see index.ts for what the store is. */
+import type { Signature } from '../tensor/index.js';
+import type { FlavorName } from '../flavors/index.js';
+
+export type ModelVersionStatus = 'PENDING_REGISTRATION' | 'FAILED_REGISTRATION' | 'READY';
+
+export interface RegisteredModelRecord {
+  name: string;
+  description: string;
+  createdMs: number;
+  updatedMs: number;
+  tags: Record<string, string>;
+  /** alias → version number */
+  aliases: Record<string, number>;
+}
+
+export interface ModelVersionRecord {
+  name: string;
+  version: number;
+  createdMs: number;
+  updatedMs: number;
+  description: string;
+  /** Where the user said the model came from (an mlflow-artifacts: URI or a server-side path). */
+  source: string;
+  runId: string;
+  status: ModelVersionStatus;
+  statusMessage: string;
+  tags: Record<string, string>;
+  /** Set once the artifact is copied into the artifact store and inspected. */
+  artifact: VersionArtifact | undefined;
+}
+
+/** What Ferry learnt about a version's artifact at registration. */
+export interface VersionArtifact {
+  /** Artifact-store path of the version's directory, e.g. "models/iris/3". */
+  path: string;
+  flavor: FlavorName;
+  /** Model file inside the directory, e.g. "model.onnx". */
+  modelFile: string;
+  signature: Signature;
+  inputExample: unknown;
+  /** sha256 over the directory's files (see artifacts.digestTree), hex. */
+  sha256: string;
+  sizeBytes: number;
+}
+
+export interface TokenRecord {
+  id: string;
+  principal: string;
+  /** sha256 of the secret, hex. The secret itself is never stored. */
+  hash: string;
+  createdMs: number;
+  expiresMs: number | undefined;
+  description: string;
+}
+
+/** Structured filter, parsed from MLflow's filter strings by the registry. */
+export interface ModelFilter {
+  name?: { op: '=' | '!=' | 'LIKE' | 'ILIKE'; value: string };
+  tags?: Array<{ key: string; value: string }>;
+  runId?: string;
+}
+
+export interface Page {
+  maxResults: number;
+  /** Opaque cursor from a previous page (an offset). */
+  pageToken: string | undefined;
+}
+
+export interface PageResult<T> {
+  items: T[];
+  nextPageToken: string | undefined;
+}
+
+export interface MetadataStore {
+  createRegisteredModel(m: { name: string; description: string; tags: Record<string, string> }, nowMs: number): Promise<RegisteredModelRecord>;
+  getRegisteredModel(name: string): Promise<RegisteredModelRecord | undefined>;
+  updateRegisteredModel(name: string, patch: { description: string }, nowMs: number): Promise<RegisteredModelRecord>;
+  /** Deletes the model with its versions, tags and aliases; returns the deleted versions. */
+  deleteRegisteredModel(name: string): Promise<ModelVersionRecord[]>;
+  searchRegisteredModels(filter: ModelFilter, order: 'name' | 'updated', page: Page): Promise<PageResult<RegisteredModelRecord>>;
+  setRegisteredModelTag(name: string, key: string, value: string, nowMs: number): Promise<void>;
+  deleteRegisteredModelTag(name: string, key: string, nowMs: number): Promise<void>;
+
+  /** Allocates the next version number (never reused, even after deletes), status PENDING_REGISTRATION. */
+  createModelVersion(v: { name: string; source: string; runId: string; description: string; tags: Record<string, string> }, nowMs: number): Promise<ModelVersionRecord>;
+  getModelVersion(name: string, version: number): Promise<ModelVersionRecord | undefined>;
+  latestModelVersion(name: string): Promise<ModelVersionRecord | undefined>;
+  updateModelVersion(name: string, version: number, patch: ModelVersionPatch, nowMs: number): Promise<ModelVersionRecord>;
+  deleteModelVersion(name: string, version: number): Promise<ModelVersionRecord | undefined>;
+  searchModelVersions(filter: ModelFilter, page: Page): Promise<PageResult<ModelVersionRecord>>;
+  /** Versions still PENDING_REGISTRATION (their registration was interrupted by a crash). */
+  pendingModelVersions(): Promise<ModelVersionRecord[]>;
+  setModelVersionTag(name: string, version: number, key: string, value: string, nowMs: number): Promise<void>;
+  deleteModelVersionTag(name: string, version: number, key: string, nowMs: number): Promise<void>;
+
+  setAlias(name: string, alias: string, version: number, nowMs: number): Promise<void>;
+  deleteAlias(name: string, alias: string, nowMs: number): Promise<boolean>;
+
+  putToken(t: TokenRecord): Promise<void>;
+  findTokenByHash(hash: string): Promise<TokenRecord | undefined>;
+  deleteTokensOf(principal: string): Promise<void>;
+
+  close(): Promise<void>;
+}
+
+export interface ModelVersionPatch {
+  description?: string;
+  status?: ModelVersionStatus;
+  statusMessage?: string;
+  artifact?: VersionArtifact;
+}
+

@@ -1,0 +1,165 @@
+/**
+ * The metadata-store contract: every MetadataStore implementation runs this suite
+ * (SQLite now; Postgres later with the same file).
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { FerryError } from '../../src/errors.js';
+import type { MetadataStore, VersionArtifact } from '../../src/store/index.js';
+
+export interface StoreHarness {
+  open(): Promise<MetadataStore>;
+  cleanup(): Promise<void>;
+}
+
+const artifact: VersionArtifact = {
+  path: 'models/m/1', flavor: 'onnx', modelFile: 'model.onnx',
+  signature: { inputs: [{ name: 'x', dtype: 'float32', shape: [-1, 4] }], outputs: [{ name: 'y', dtype: 'float32', shape: [-1, 1] }] },
+  inputExample: { inputs: [[1, 2, 3, 4]] }, sha256: 'ab'.repeat(32), sizeBytes: 123,
+};
+
+async function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {
+  await assert.rejects(p, (err: unknown) => err instanceof FerryError && err.code === code);
+}
+
+export function storeContract(name: string, makeHarness: () => Promise<StoreHarness>): void {
+  describe(`MetadataStore contract: ${name}`, () => {
+    const withStore = (title: string, fn: (s: MetadataStore) => Promise<void>): void => {
+      test(title, async () => {
+        const h = await makeHarness();
+        const s = await h.open();
+        try {
+          await fn(s);
+        } finally {
+          await s.close();
+          await h.cleanup();
+        }
+      });
+    };
+
+    withStore('registered model create/get/update/delete with tags', async (s) => {
+      const m = await s.createRegisteredModel({ name: 'iris', description: 'd', tags: { team: 'ml' } }, 1000);
+      assert.deepEqual(m, { name: 'iris', description: 'd', createdMs: 1000, updatedMs: 1000, tags: { team: 'ml' }, aliases: {} });
+      await rejectsWith(s.createRegisteredModel({ name: 'iris', description: '', tags: {} }, 1001), 'RESOURCE_ALREADY_EXISTS');
+      assert.equal((await s.updateRegisteredModel('iris', { description: 'new' }, 2000)).description, 'new');
+      await s.setRegisteredModelTag('iris', 'team', 'ds', 2001);
+      await s.setRegisteredModelTag('iris', 'stage', 'prod', 2002);
+      assert.deepEqual((await s.getRegisteredModel('iris'))?.tags, { stage: 'prod', team: 'ds' });
+      await s.deleteRegisteredModelTag('iris', 'stage', 2003);
+      assert.deepEqual((await s.getRegisteredModel('iris'))?.tags, { team: 'ds' });
+      assert.equal((await s.getRegisteredModel('iris'))?.updatedMs, 2003);
+      await rejectsWith(s.updateRegisteredModel('nope', { description: '' }, 1), 'RESOURCE_DOES_NOT_EXIST');
+      assert.equal(await s.getRegisteredModel('nope'), undefined);
+    });
+
+    withStore('versions are numbered from 1 and never reused after a delete', async (s) => {
+      await s.createRegisteredModel({ name: 'm', description: '', tags: {} }, 1);
+      const v1 = await s.createModelVersion({ name: 'm', source: '/a', runId: 'r', description: '', tags: { k: 'v' } }, 2);
+      const v2 = await s.createModelVersion({ name: 'm', source: '/b', runId: '', description: '', tags: {} }, 3);
+      assert.equal(v1.version, 1);
+      assert.equal(v2.version, 2);
+      assert.equal(v1.status, 'PENDING_REGISTRATION');
+      assert.deepEqual(v1.tags, { k: 'v' });
+      await s.deleteModelVersion('m', 2);
+      const v3 = await s.createModelVersion({ name: 'm', source: '/c', runId: '', description: '', tags: {} }, 4);
+      assert.equal(v3.version, 3);
+      assert.equal((await s.latestModelVersion('m'))?.version, 3);
+      await rejectsWith(s.createModelVersion({ name: 'ghost', source: '/x', runId: '', description: '', tags: {} }, 5), 'RESOURCE_DOES_NOT_EXIST');
+    });
+
+    withStore('version update stores the artifact and status', async (s) => {
+      await s.createRegisteredModel({ name: 'm', description: '', tags: {} }, 1);
+      await s.createModelVersion({ name: 'm', source: '/a', runId: '', description: '', tags: {} }, 2);
+      assert.deepEqual((await s.pendingModelVersions()).map((v) => v.version), [1]);
+      const ready = await s.updateModelVersion('m', 1, { status: 'READY', artifact }, 3);
+      assert.equal(ready.status, 'READY');
+      assert.deepEqual(ready.artifact, artifact);
+      assert.deepEqual(await s.pendingModelVersions(), []);
+      const described = await s.updateModelVersion('m', 1, { description: 'hello' }, 4);
+      assert.deepEqual(described.artifact, artifact, 'a patch without artifact keeps it');
+      assert.equal(described.description, 'hello');
+      const failed = await s.updateModelVersion('m', 1, { status: 'FAILED_REGISTRATION', statusMessage: 'bad' }, 5);
+      assert.equal(failed.statusMessage, 'bad');
+      await rejectsWith(s.updateModelVersion('m', 9, { description: '' }, 6), 'RESOURCE_DOES_NOT_EXIST');
+    });
+
+    withStore('aliases point at versions and go away with them', async (s) => {
+      await s.createRegisteredModel({ name: 'm', description: '', tags: {} }, 1);
+      await s.createModelVersion({ name: 'm', source: '/a', runId: '', description: '', tags: {} }, 2);
+      await s.createModelVersion({ name: 'm', source: '/b', runId: '', description: '', tags: {} }, 3);
+      await s.setAlias('m', 'champion', 1, 4);
+      await s.setAlias('m', 'champion', 2, 5);
+      await s.setAlias('m', 'old', 1, 6);
+      assert.deepEqual((await s.getRegisteredModel('m'))?.aliases, { champion: 2, old: 1 });
+      await rejectsWith(s.setAlias('m', 'x', 7, 7), 'RESOURCE_DOES_NOT_EXIST');
+      await s.deleteModelVersion('m', 1);
+      assert.deepEqual((await s.getRegisteredModel('m'))?.aliases, { champion: 2 });
+      assert.equal(await s.deleteAlias('m', 'champion', 8), true);
+      assert.equal(await s.deleteAlias('m', 'champion', 9), false);
+    });
+
+    withStore('deleting a model deletes its versions, tags and aliases', async (s) => {
+      await s.createRegisteredModel({ name: 'm', description: '', tags: { a: 'b' } }, 1);
+      await s.createModelVersion({ name: 'm', source: '/a', runId: '', description: '', tags: { t: '1' } }, 2);
+      await s.setAlias('m', 'champion', 1, 3);
+      const deleted = await s.deleteRegisteredModel('m');
+      assert.deepEqual(deleted.map((v) => v.version), [1]);
+      assert.equal(await s.getRegisteredModel('m'), undefined);
+      assert.equal(await s.getModelVersion('m', 1), undefined);
+      await s.createRegisteredModel({ name: 'm', description: '', tags: {} }, 4);
+      assert.deepEqual((await s.getRegisteredModel('m'))?.tags, {});
+      assert.equal((await s.createModelVersion({ name: 'm', source: '/a', runId: '', description: '', tags: {} }, 5)).version, 1);
+    });
+
+    withStore('search filters and paginates', async (s) => {
+      for (const n of ['alpha', 'beta', 'Alphonse', 'gamma', 'alpine']) await s.createRegisteredModel({ name: n, description: '', tags: n.startsWith('al') ? { kind: 'a' } : {} }, 1);
+      const all = await s.searchRegisteredModels({}, 'name', { maxResults: 2, pageToken: undefined });
+      assert.deepEqual(all.items.map((m) => m.name), ['Alphonse', 'alpha']);
+      const page2 = await s.searchRegisteredModels({}, 'name', { maxResults: 2, pageToken: all.nextPageToken });
+      assert.deepEqual(page2.items.map((m) => m.name), ['alpine', 'beta']);
+      const page3 = await s.searchRegisteredModels({}, 'name', { maxResults: 2, pageToken: page2.nextPageToken });
+      assert.deepEqual(page3.items.map((m) => m.name), ['gamma']);
+      assert.equal(page3.nextPageToken, undefined);
+      const like = await s.searchRegisteredModels({ name: { op: 'LIKE', value: 'al%' } }, 'name', { maxResults: 10, pageToken: undefined });
+      assert.deepEqual(like.items.map((m) => m.name), ['alpha', 'alpine'], 'LIKE is case-sensitive');
+      const ilike = await s.searchRegisteredModels({ name: { op: 'ILIKE', value: 'al%' } }, 'name', { maxResults: 10, pageToken: undefined });
+      assert.deepEqual(ilike.items.map((m) => m.name), ['Alphonse', 'alpha', 'alpine']);
+      const eq = await s.searchRegisteredModels({ name: { op: '=', value: 'beta' } }, 'name', { maxResults: 10, pageToken: undefined });
+      assert.deepEqual(eq.items.map((m) => m.name), ['beta']);
+      const tagged = await s.searchRegisteredModels({ tags: [{ key: 'kind', value: 'a' }] }, 'name', { maxResults: 10, pageToken: undefined });
+      assert.deepEqual(tagged.items.map((m) => m.name), ['alpha', 'alpine']);
+      await s.createModelVersion({ name: 'beta', source: '/1', runId: 'r1', description: '', tags: {} }, 1);
+      await s.createModelVersion({ name: 'beta', source: '/2', runId: 'r2', description: '', tags: { x: 'y' } }, 1);
+      const versions = await s.searchModelVersions({ name: { op: '=', value: 'beta' } }, { maxResults: 10, pageToken: undefined });
+      assert.deepEqual(versions.items.map((v) => v.version), [2, 1]);
+      assert.deepEqual((await s.searchModelVersions({ runId: 'r1' }, { maxResults: 10, pageToken: undefined })).items.map((v) => v.version), [1]);
+      assert.deepEqual((await s.searchModelVersions({ tags: [{ key: 'x', value: 'y' }] }, { maxResults: 10, pageToken: undefined })).items.map((v) => v.version), [2]);
+      await rejectsWith(s.searchRegisteredModels({}, 'name', { maxResults: 1, pageToken: '!!' }), 'INVALID_PARAMETER_VALUE');
+    });
+
+    withStore('tokens are found by hash and honour expiry fields', async (s) => {
+      await s.putToken({ id: 't1', principal: 'admin', hash: 'h1', createdMs: 1, expiresMs: undefined, description: 'd' });
+      await s.putToken({ id: 't2', principal: 'bob', hash: 'h2', createdMs: 1, expiresMs: 99, description: '' });
+      assert.equal((await s.findTokenByHash('h1'))?.principal, 'admin');
+      assert.equal((await s.findTokenByHash('h2'))?.expiresMs, 99);
+      await s.putToken({ id: 't1', principal: 'admin', hash: 'h3', createdMs: 2, expiresMs: undefined, description: 'rotated' });
+      assert.equal(await s.findTokenByHash('h1'), undefined, 'replacing a token by id invalidates the old secret');
+      await s.deleteTokensOf('bob');
+      assert.equal(await s.findTokenByHash('h2'), undefined);
+    });
+
+    test('data survives close and reopen', async () => {
+      const h = await makeHarness();
+      try {
+        const s1 = await h.open();
+        await s1.createRegisteredModel({ name: 'keep', description: 'x', tags: {} }, 1);
+        await s1.close();
+        const s2 = await h.open();
+        assert.equal((await s2.getRegisteredModel('keep'))?.description, 'x');
+        await s2.close();
+      } finally {
+        await h.cleanup();
+      }
+    });
+  });
+}

@@ -1,0 +1,127 @@
+/** Shared test helpers: temp dirs, an in-process server, child processes that always get cleaned up. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { compileServerConfig } from '../../src/config/index.js';
+import { startServer, type FerryServer } from '../../src/server/index.js';
+
+/** Repository root (tests run from dist/test/...). */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const FERRY_BIN = path.join(ROOT, 'bin', 'ferry.js');
+export const ADMIN_TOKEN = 'ferry_test_admin_token_0123456789';
+
+export async function tempDir(prefix = 'ferry-test-'): Promise<string> {
+  return fsp.mkdtemp(path.join(os.tmpdir(), prefix));
+}
+
+export async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await tempDir();
+  try {
+    return await fn(dir);
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** An in-process server on a free port with a known admin token. */
+export async function startTestServer(dataDir: string, overrides: Record<string, unknown> = {}): Promise<FerryServer> {
+  return startServer(compileServerConfig({ port: 0, dataDir, ...overrides }), { adminToken: ADMIN_TOKEN });
+}
+
+export interface HttpResult {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  text: string;
+  json: any;
+}
+
+/** A plain HTTP request (TCP or Unix socket), never throwing on non-2xx. */
+export function request(opts: {
+  url?: string;
+  socketPath?: string;
+  method?: string;
+  path: string;
+  token?: string | null;
+  json?: unknown;
+  body?: string | Buffer;
+  headers?: Record<string, string>;
+}): Promise<HttpResult> {
+  const body = opts.json !== undefined ? JSON.stringify(opts.json) : opts.body;
+  const headers: Record<string, string> = { ...(opts.headers ?? {}) };
+  const token = opts.token === undefined ? ADMIN_TOKEN : opts.token;
+  if (token !== null) headers.authorization = `Bearer ${token}`;
+  if (opts.json !== undefined) headers['content-type'] = 'application/json';
+  if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body));
+  const target = opts.url ? new URL(opts.url) : undefined;
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      ...(opts.socketPath ? { socketPath: opts.socketPath } : { hostname: target?.hostname, port: target?.port }),
+      method: opts.method ?? (body === undefined ? 'GET' : 'POST'),
+      path: opts.path,
+      headers,
+      agent: false,
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let json: unknown;
+        try { json = JSON.parse(text); } catch { json = undefined; }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** Child processes started by a test; `killAll` in `after`/`finally` leaves no orphans. */
+export class Processes {
+  private readonly children = new Set<ChildProcess>();
+
+  spawnFerry(args: string[], opts: { env?: Record<string, string>; cwd?: string; logFile?: string } = {}): ChildProcess {
+    const out = opts.logFile ? fs.openSync(opts.logFile, 'a') : 'ignore';
+    const child = spawn(process.execPath, [FERRY_BIN, ...args], {
+      cwd: opts.cwd ?? ROOT,
+      env: { ...process.env, ...opts.env },
+      stdio: ['ignore', out, out],
+    });
+    if (typeof out === 'number') fs.closeSync(out);
+    this.children.add(child);
+    child.once('exit', () => this.children.delete(child));
+    return child;
+  }
+
+  async killAll(): Promise<void> {
+    await Promise.all([...this.children].map((c) => kill(c, 'SIGKILL')));
+  }
+}
+
+export function kill(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => {
+    child.once('exit', (code) => resolve(code));
+    child.kill(signal);
+  });
+}
+
+/** Polls `fn` until it returns a value other than undefined, or fails after `timeoutMs`. */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
