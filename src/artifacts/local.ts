@@ -25,9 +25,9 @@ export class LocalArtifactStore implements ArtifactStore {
     return new LocalArtifactStore(abs);
   }
 
-  /** Absolute path of a validated key; the root itself for ''. */
-  private resolve(key: string): string {
-    if (key === '') return this.root;
+  /** Absolute path of a validated key; the root itself for '' only where `allowRoot` (listing). */
+  private resolve(key: string, allowRoot = false): string {
+    if (key === '' && allowRoot) return this.root;
     const p = path.join(this.root, ...validateKey(key));
     // Defence in depth: validateKey already rules out escapes.
     if (!p.startsWith(this.root + path.sep) || p.startsWith(path.join(this.root, TMP_DIR) + path.sep) || p === path.join(this.root, TMP_DIR)) {
@@ -78,7 +78,7 @@ export class LocalArtifactStore implements ArtifactStore {
   }
 
   async list(prefix: string): Promise<ArtifactEntry[]> {
-    const dir = this.resolve(prefix);
+    const dir = this.resolve(prefix, true);
     const entries = await fsp.readdir(dir, { withFileTypes: true }).catch(() => []);
     const out: ArtifactEntry[] = [];
     for (const e of entries) {

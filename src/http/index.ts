@@ -67,7 +67,10 @@ export class Router {
 
   /** Finds the route for a request; throws 404 (no route) or 405 (route exists, other method). */
   match(method: string, path: string): { route: Route; params: Record<string, string> } {
-    const parts = path.split('/').filter((s) => s !== '');
+    // Empty segments are kept ("a//b" is not "a/b") so that a rest parameter sees them and key
+    // validation can refuse them; one trailing slash is ignored.
+    const parts = path.split('/').slice(1);
+    if (parts.length > 0 && parts[parts.length - 1] === '') parts.pop();
     let methodMismatch = false;
     for (const route of this.routes) {
       const params = matchSegments(route, parts);

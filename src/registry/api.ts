@@ -5,6 +5,7 @@
  * `artifact_size_bytes` to model versions.
  */
 import { z } from 'zod';
+import { validateKey } from '../artifacts/index.js';
 import { configError } from '../config/index.js';
 import { FerryError } from '../errors.js';
 import { readJsonObject, type Context, type Router } from '../http/index.js';
@@ -160,7 +161,11 @@ export function registryRoutes(router: Router, registry: Registry, opts: Registr
 
   // MLflow artifact proxy: uploads land under uploads/ in the artifact store.
   const artifacts = registry.artifacts;
-  const uploadKey = (ctx: Context): string => `${UPLOADS_PREFIX}/${ctx.params.path ?? ''}`;
+  const uploadKey = (ctx: Context): string => {
+    const key = ctx.params.path ?? '';
+    validateKey(key);
+    return `${UPLOADS_PREFIX}/${key}`;
+  };
   router
     .add('PUT', '/api/2.0/mlflow-artifacts/artifacts/*path', async (ctx) => {
       await artifacts.putFile(uploadKey(ctx), ctx.req, opts.maxUploadBytes);

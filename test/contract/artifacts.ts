@@ -1,0 +1,131 @@
+/**
+ * The artifact-store contract: every ArtifactStore implementation runs this suite
+ * (local directory now; S3 later with the same file).
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { describe, test } from 'node:test';
+import type { ArtifactStore } from '../../src/artifacts/index.js';
+import { FerryError } from '../../src/errors.js';
+import { tempDir } from '../support/index.js';
+
+export interface ArtifactHarness {
+  store: ArtifactStore;
+  cleanup(): Promise<void>;
+}
+
+async function readAll(s: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of s) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+function chunks(...parts: string[]): AsyncIterable<Uint8Array> {
+  return Readable.from(parts.map((p) => Buffer.from(p)));
+}
+
+/** Keys that try to escape the store, raw and in encoded variants (as decoded once by the router). */
+export const TRAVERSAL_KEYS = [
+  '../escape', 'a/../../escape', '/etc/passwd', '..', '.', 'a/./b', 'a//b', '', 'a\\..\\b', 'C:/windows',
+  'a/%2e%2e/b', '%2e%2e/escape', '..%2fescape', 'a\0b', '%252e%252e/escape',
+];
+
+export function artifactContract(name: string, make: () => Promise<ArtifactHarness>): void {
+  describe(`ArtifactStore contract: ${name}`, () => {
+    const withStore = (title: string, fn: (s: ArtifactStore) => Promise<void>): void => {
+      test(title, async () => {
+        const h = await make();
+        try {
+          await fn(h.store);
+        } finally {
+          await h.cleanup();
+        }
+      });
+    };
+
+    withStore('put streams a file, returns size and sha256, get reads it back', async (s) => {
+      const r = await s.putFile('a/b/model.onnx', chunks('hello ', 'world'), 1000);
+      assert.deepEqual(r, { sizeBytes: 11, sha256: createHash('sha256').update('hello world').digest('hex') });
+      const got = await s.getFile('a/b/model.onnx');
+      assert.equal(got.sizeBytes, 11);
+      assert.equal((await readAll(got.stream)).toString(), 'hello world');
+      assert.equal(await s.exists('a/b/model.onnx'), true);
+      assert.deepEqual(await s.list('a'), [{ path: 'b', isDir: true, sizeBytes: 0 }]);
+      assert.deepEqual(await s.list('a/b'), [{ path: 'model.onnx', isDir: false, sizeBytes: 11 }]);
+      await s.putFile('a/b/model.onnx', chunks('v2'), 1000);
+      assert.equal((await readAll((await s.getFile('a/b/model.onnx')).stream)).toString(), 'v2', 'put replaces');
+    });
+
+    withStore('an upload over the limit is refused and leaves nothing behind', async (s) => {
+      await assert.rejects(s.putFile('big', chunks('x'.repeat(600), 'y'.repeat(600)), 1000),
+        (e: unknown) => e instanceof FerryError && e.code === 'PAYLOAD_TOO_LARGE' && e.status === 413);
+      assert.equal(await s.exists('big'), false);
+      assert.deepEqual(await s.list(''), []);
+    });
+
+    withStore('keys that try to escape the store are refused with a 400', async (s) => {
+      for (const key of TRAVERSAL_KEYS) {
+        for (const op of [
+          () => s.putFile(key, chunks('x'), 10),
+          () => s.getFile(key),
+          () => s.delete(key),
+          ...(key === '' ? [] : [() => s.list(key)]), // '' lists the root
+        ]) {
+          await assert.rejects(op(), (e: unknown) => e instanceof FerryError && e.status === 400, `key ${JSON.stringify(key)}`);
+        }
+      }
+    });
+
+    withStore('missing files are 404; delete is idempotent and recursive', async (s) => {
+      await assert.rejects(s.getFile('nope'), (e: unknown) => e instanceof FerryError && e.code === 'RESOURCE_DOES_NOT_EXIST');
+      await s.putFile('d/x', chunks('1'), 10);
+      await s.putFile('d/e/y', chunks('2'), 10);
+      await assert.rejects(s.getFile('d'), (e: unknown) => e instanceof FerryError && e.code === 'RESOURCE_DOES_NOT_EXIST', 'a directory is not a file');
+      await s.delete('d');
+      await s.delete('d');
+      assert.equal(await s.exists('d/x'), false);
+      assert.deepEqual(await s.list('d'), []);
+    });
+
+    withStore('copy and digest of a tree', async (s) => {
+      await s.putFile('src/model.onnx', chunks('abc'), 10);
+      await s.putFile('src/sub/extra.json', chunks('{}'), 10);
+      await s.copy('src', 'dst');
+      const a = await s.digest('src');
+      const b = await s.digest('dst');
+      assert.deepEqual(a, b);
+      assert.equal(a.files, 2);
+      assert.equal(a.sizeBytes, 5);
+      await s.putFile('dst/sub/extra.json', chunks('[]'), 10);
+      assert.notEqual((await s.digest('dst')).sha256, a.sha256, 'content change changes the digest');
+      await assert.rejects(s.copy('missing', 'x'), (e: unknown) => e instanceof FerryError && e.code === 'RESOURCE_DOES_NOT_EXIST');
+    });
+
+    withStore('importLocal copies a file or directory from this machine, refusing links and oversize trees', async (s) => {
+      const src = await tempDir();
+      try {
+        await fsp.mkdir(path.join(src, 'm'));
+        await fsp.writeFile(path.join(src, 'm', 'model.onnx'), 'onnx-bytes');
+        await fsp.writeFile(path.join(src, 'single.onnx'), 'single');
+        await s.importLocal(path.join(src, 'm'), 'models/a/1', 1000);
+        await s.importLocal(path.join(src, 'single.onnx'), 'models/b/1/model.onnx', 1000);
+        assert.equal((await readAll((await s.getFile('models/a/1/model.onnx')).stream)).toString(), 'onnx-bytes');
+        assert.equal((await readAll((await s.getFile('models/b/1/model.onnx')).stream)).toString(), 'single');
+        await fsp.rm(path.join(src, 'm'), { recursive: true });
+        assert.equal(await s.exists('models/a/1/model.onnx'), true, 'the store keeps its own copy');
+        await assert.rejects(s.importLocal(path.join(src, 'single.onnx'), 'x', 3), (e: unknown) => e instanceof FerryError && e.code === 'PAYLOAD_TOO_LARGE');
+        await fsp.mkdir(path.join(src, 'linked'));
+        await fsp.symlink('/etc/passwd', path.join(src, 'linked', 'model.onnx'));
+        await assert.rejects(s.importLocal(path.join(src, 'linked'), 'y', 1000), (e: unknown) => e instanceof FerryError && /symbolic link/.test(e.message));
+        await assert.rejects(s.importLocal(path.join(src, 'absent'), 'z', 1000), (e: unknown) => e instanceof FerryError && e.status === 400);
+        const dir = await s.localDir('models/a/1');
+        assert.equal(await fsp.readFile(path.join(dir, 'model.onnx'), 'utf8'), 'onnx-bytes');
+      } finally {
+        await fsp.rm(src, { recursive: true, force: true });
+      }
+    });
+  });
+}
