@@ -3,14 +3,16 @@
  * 2 usage error, 3 the server could not be reached.
  */
 import fsp from 'node:fs/promises';
+import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { compileServerConfig } from '../config/index.js';
+import { ADMIN_TOKEN_FILE } from '../auth/index.js';
+import { compileServerConfig, type ServerConfig } from '../config/index.js';
 import { FerryApiError, FerryClient, type ModelVersion } from '../client/index.js';
 import { FerryError } from '../errors.js';
 import { WORKLOAD_TYPES, isFlavorName, type WorkloadType } from '../flavors/index.js';
-import { writeFixtures } from '../fixtures/index.js';
+import { writeDemoModel, writeFixtures } from '../fixtures/index.js';
 import { log, startReplica } from '../replica/index.js';
-import { startServer } from '../server/index.js';
+import { startServer, type FerryServer } from '../server/index.js';
 
 const HELP = `ferry — serve models behind secure REST endpoints
 
@@ -19,6 +21,8 @@ Usage: ferry <command> [options]
 Commands:
   server                      Run the Ferry server (API, registry) on 127.0.0.1:8080
       --host H --port P --data-dir DIR --config FILE.json
+  demo                        Run the server with a demo model registered (what \`npm start\` runs)
+      --port P --data-dir DIR
   models register <path> --name NAME [--description TEXT]
                               Upload a .onnx file, a directory with model.onnx, or an MLflow
                               model directory, and register it as a new version of NAME
@@ -69,6 +73,7 @@ export async function main(argv: string[]): Promise<void> {
         process.stdout.write(HELP);
         return;
       case 'server': return await serverCommand(rest);
+      case 'demo': return await demoCommand(rest);
       case 'replica': return await replicaCommand(rest);
       case 'models': return await modelsCommand(rest);
       case 'fixtures': return await fixturesCommand(rest);
@@ -100,11 +105,12 @@ function out(values: Values, json: unknown, text: string): void {
   process.stdout.write(values.json ? JSON.stringify(json, null, 2) + '\n' : text + '\n');
 }
 
-async function serverCommand(args: string[]): Promise<void> {
-  const { values } = parse(args, {
-    host: { type: 'string' }, port: { type: 'string' }, 'data-dir': { type: 'string' }, config: { type: 'string' },
-  });
-  if (values.help) return void process.stdout.write(HELP);
+const serverOptions = {
+  host: { type: 'string' }, port: { type: 'string' }, 'data-dir': { type: 'string' }, config: { type: 'string' },
+} as const;
+
+/** Starts the server from flags (and an optional JSON config file); stops it on SIGINT/SIGTERM. */
+async function runServer(values: Values): Promise<{ server: FerryServer; config: ServerConfig }> {
   const file = str(values, 'config');
   const fromFile = file === undefined ? {} : JSON.parse(await fsp.readFile(file, 'utf8')) as Record<string, unknown>;
   const port = str(values, 'port');
@@ -120,13 +126,46 @@ async function serverCommand(args: string[]): Promise<void> {
   const server = await startServer(config, { adminToken: process.env.FERRY_ADMIN_TOKEN, log: serverLog });
   process.stdout.write(`Ferry server listening on ${server.url} (data in ${config.dataDir})\n`);
   if (server.generatedAdminToken !== undefined) {
-    process.stdout.write(`Admin token (shown once; also saved to ${config.dataDir}/admin-token, mode 0600):\n  ${server.generatedAdminToken}\n`);
+    process.stdout.write(`Admin token (shown once; also saved to ${path.join(config.dataDir, ADMIN_TOKEN_FILE)}, mode 0600):\n  ${server.generatedAdminToken}\n`);
   }
   const stop = (): void => {
     server.close().then(() => process.exit(0), () => process.exit(1));
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
+  return { server, config };
+}
+
+async function serverCommand(args: string[]): Promise<void> {
+  const { values } = parse(args, serverOptions);
+  if (values.help) return void process.stdout.write(HELP);
+  await runServer(values);
+}
+
+/** `npm start`: the server plus a registered demo model, and what to type next. */
+async function demoCommand(args: string[]): Promise<void> {
+  const { values } = parse(args, serverOptions);
+  if (values.help) return void process.stdout.write(HELP);
+  const { server, config } = await runServer(values);
+  const token = process.env.FERRY_ADMIN_TOKEN ?? server.generatedAdminToken ?? (await fsp.readFile(path.join(config.dataDir, ADMIN_TOKEN_FILE), 'utf8')).trim();
+  const client = new FerryClient({ url: server.url, token });
+  const name = 'iris';
+  const existing = await client.getModelVersionByAlias(name, 'champion').catch(() => undefined);
+  const version = existing?.status === 'READY' ? existing : await client.registerModel(await writeDemoModel(path.join(config.dataDir, 'demo', name)), name, { description: 'Demo iris classifier (a small ONNX tree ensemble)' });
+  if (version.status !== 'READY') throw new FerryError('INTERNAL_ERROR', `The demo model failed to register: ${version.status_message}`);
+  await client.setAlias(name, 'champion', version.version);
+  process.stdout.write([
+    '',
+    `Demo model registered: ${name} version ${version.version} (alias @champion).`,
+    '',
+    'Try it:',
+    `  export FERRY_URL=${server.url} FERRY_TOKEN=$(cat ${path.join(config.dataDir, ADMIN_TOKEN_FILE)} 2>/dev/null || echo "$FERRY_ADMIN_TOKEN")`,
+    `  npx ferry models show ${name} --alias champion`,
+    `  curl -s -H "Authorization: Bearer $FERRY_TOKEN" "$FERRY_URL/api/2.0/mlflow/registered-models/get?name=${name}"`,
+    '',
+    'Press Ctrl+C to stop.',
+    '',
+  ].join('\n'));
 }
 
 async function replicaCommand(args: string[]): Promise<void> {

@@ -1,0 +1,216 @@
+/**
+ * Open Inference Protocol v2 (KServe / Triton REST): inference request and response, model
+ * metadata, and the dtype ↔ datatype mapping. JSON data only (no binary tensor extension).
+ */
+import { invalidParameter } from '../errors.js';
+import { elementCount, type DType, type OutputValue, type Signature, type Tensor } from '../tensor/index.js';
+import { checkAllInputs, checkKeys, checkShape, inferDims, inputSpec, isObject, MAX_RANK, readTensor, wholeValue } from './decode.js';
+import { flatArray, type JsonScalar } from './encode.js';
+
+const DTYPE_TO_V2 = {
+  bool: 'BOOL',
+  uint8: 'UINT8', uint16: 'UINT16', uint32: 'UINT32', uint64: 'UINT64',
+  int8: 'INT8', int16: 'INT16', int32: 'INT32', int64: 'INT64',
+  float16: 'FP16', float32: 'FP32', float64: 'FP64',
+  string: 'BYTES',
+  // A MapSequence travels as one JSON string per row.
+  map: 'BYTES',
+} as const satisfies Record<DType | 'map', string>;
+
+/** The v2 tensor datatypes Ferry supports (BF16 has no JavaScript storage and is refused). */
+export type V2Datatype = (typeof DTYPE_TO_V2)[keyof typeof DTYPE_TO_V2];
+
+const V2_TO_DTYPE: Record<V2Datatype, DType> = {
+  BOOL: 'bool',
+  UINT8: 'uint8', UINT16: 'uint16', UINT32: 'uint32', UINT64: 'uint64',
+  INT8: 'int8', INT16: 'int16', INT32: 'int32', INT64: 'int64',
+  FP16: 'float16', FP32: 'float32', FP64: 'float64',
+  BYTES: 'string',
+};
+
+/** True for a datatype name this codec supports (`FP32`, `BYTES`, ...). */
+export function isV2Datatype(value: unknown): value is V2Datatype {
+  return typeof value === 'string' && Object.hasOwn(V2_TO_DTYPE, value);
+}
+
+/** The v2 datatype for a dtype: float32 → FP32, string → BYTES; a `map` output → BYTES (JSON text per row). */
+export function dtypeToV2(dtype: DType | 'map'): V2Datatype {
+  return DTYPE_TO_V2[dtype];
+}
+
+/** The dtype for a v2 datatype: FP32 → float32, BYTES → string. */
+export function v2ToDtype(datatype: V2Datatype): DType {
+  return V2_TO_DTYPE[datatype];
+}
+
+/** A decoded v2 inference request. */
+export interface V2Request {
+  id: string | undefined;
+  /** One validated tensor per signature input. */
+  inputs: Record<string, Tensor>;
+  /** Names from the request's `outputs` list (all known to the signature), or undefined for all outputs. */
+  requestedOutputs: string[] | undefined;
+  parameters: Record<string, unknown> | undefined;
+}
+
+const REQUEST_KEYS: readonly string[] = ['id', 'parameters', 'inputs', 'outputs'];
+const INPUT_KEYS: readonly string[] = ['name', 'shape', 'datatype', 'parameters', 'data'];
+const OUTPUT_KEYS: readonly string[] = ['name', 'parameters'];
+
+function optionalObject(value: unknown, field: string): Record<string, unknown> | undefined {
+  if (value !== undefined && !isObject(value)) throw invalidParameter(field, value, 'an object');
+  return value;
+}
+
+/**
+ * Decodes an already JSON-parsed v2 inference request into tensors validated against `signature`.
+ * @throws FerryError INVALID_PARAMETER_VALUE (400) naming the offending field, for any bad body.
+ */
+export function decodeV2Request(body: unknown, signature: Signature): V2Request {
+  if (!isObject(body)) throw invalidParameter('request body', body, 'an object {id?, parameters?, inputs, outputs?}');
+  checkKeys(body, REQUEST_KEYS, '');
+  const { id, inputs } = body;
+  if (id !== undefined && typeof id !== 'string') throw invalidParameter('id', id, 'a string');
+  const parameters = optionalObject(body.parameters, 'parameters');
+  if (!Array.isArray(inputs)) throw invalidParameter('inputs', inputs, 'a list of input tensors {name, shape, datatype, data}');
+  const tensors: Record<string, Tensor> = {};
+  for (let i = 0; i < inputs.length; i++) {
+    const [name, tensor] = decodeInput(inputs[i], `inputs[${i}]`, signature);
+    if (Object.hasOwn(tensors, name)) throw invalidParameter(`inputs[${i}].name`, name, 'each input name once');
+    tensors[name] = tensor;
+  }
+  checkAllInputs(signature.inputs, tensors, 'inputs', inputs.map((t: unknown) => (isObject(t) ? t.name : t)));
+  return { id, inputs: tensors, requestedOutputs: decodeRequestedOutputs(body.outputs, signature), parameters };
+}
+
+function decodeInput(value: unknown, field: string, signature: Signature): [string, Tensor] {
+  if (!isObject(value)) throw invalidParameter(field, value, 'an input tensor {name, shape, datatype, data}');
+  checkKeys(value, INPUT_KEYS, field);
+  const { name, datatype, data } = value;
+  if (typeof name !== 'string') throw invalidParameter(`${field}.name`, name, 'a string');
+  const spec = inputSpec(signature, name, `${field}.name`, name);
+  const expectedDatatype = dtypeToV2(spec.dtype);
+  if (datatype !== expectedDatatype) {
+    throw invalidParameter(`${field}.datatype`, datatype, `${expectedDatatype} (input '${name}' is ${spec.dtype})`);
+  }
+  optionalObject(value.parameters, `${field}.parameters`);
+  const shape = decodeShape(value.shape, `${field}.shape`);
+  checkShape(spec, shape, `${field}.shape`, value.shape);
+  const dataField = `${field}.data`;
+  if (!Array.isArray(data)) throw invalidParameter(dataField, data, `an array of ${elementCount(shape)} elements (flat, row-major) or nested as shape [${shape.join(', ')}]`);
+  const dims = inferDims(data, dataField);
+  if (dims.length === 1) {
+    // Flat, row-major: only the element count has to agree with `shape`.
+    if (data.length !== elementCount(shape)) {
+      throw invalidParameter(dataField, data, `${elementCount(shape)} elements for shape [${shape.join(', ')}] (got ${data.length})`);
+    }
+  } else if (dims.length !== shape.length || dims.some((d, i) => d !== shape[i])) {
+    throw invalidParameter(dataField, data, `nested data of shape [${shape.join(', ')}] (got [${dims.join(', ')}]), or a flat array`);
+  }
+  return [name, readTensor(wholeValue(data, dataField), dims, spec, shape)];
+}
+
+function decodeShape(value: unknown, field: string): number[] {
+  if (!Array.isArray(value) || value.length > MAX_RANK || !value.every((d) => Number.isSafeInteger(d) && (d as number) >= 0)) {
+    throw invalidParameter(field, value, `a list of at most ${MAX_RANK} non-negative integers`);
+  }
+  return value as number[];
+}
+
+function decodeRequestedOutputs(value: unknown, signature: Signature): string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value)) throw invalidParameter('outputs', value, 'a list of requested outputs {name, parameters?}');
+  const known = signature.outputs.map((o) => o.name);
+  const names: string[] = [];
+  for (let i = 0; i < value.length; i++) {
+    const field = `outputs[${i}]`;
+    const output: unknown = value[i];
+    if (!isObject(output)) throw invalidParameter(field, output, 'a requested output {name, parameters?}');
+    checkKeys(output, OUTPUT_KEYS, field);
+    optionalObject(output.parameters, `${field}.parameters`);
+    const { name } = output;
+    if (typeof name !== 'string' || !known.includes(name)) throw invalidParameter(`${field}.name`, name, `an output name of this model (${known.join(', ')})`);
+    if (names.includes(name)) throw invalidParameter(`${field}.name`, name, 'each output name once');
+    names.push(name);
+  }
+  return names;
+}
+
+/** One tensor of a v2 response. */
+export interface V2OutputTensor {
+  name: string;
+  datatype: V2Datatype;
+  shape: number[];
+  /** Flat, row-major. */
+  data: JsonScalar[];
+}
+
+/** A v2 inference response body. */
+export interface V2Response {
+  model_name: string;
+  model_version?: string;
+  id?: string;
+  parameters?: Record<string, unknown>;
+  outputs: V2OutputTensor[];
+}
+
+/** What a v2 response carries besides the outputs. */
+export interface V2ResponseOptions {
+  modelName: string;
+  modelVersion?: string | undefined;
+  /** The request's id, echoed back. */
+  id?: string | undefined;
+  /** The request's `outputs` names; undefined returns every output. */
+  requestedOutputs?: readonly string[] | undefined;
+  parameters?: Record<string, unknown> | undefined;
+}
+
+/**
+ * Encodes model outputs as a v2 inference response, in the requested order (else the outputs'
+ * order). A MapSequence becomes BYTES of shape [N], each element the JSON text of one row's map.
+ * @throws FerryError INVALID_PARAMETER_VALUE (400) for a requested output the model did not produce.
+ */
+export function encodeV2Response(outputs: Record<string, OutputValue>, opts: V2ResponseOptions): V2Response {
+  const names = opts.requestedOutputs ?? Object.keys(outputs);
+  const tensors = names.map((name, i): V2OutputTensor => {
+    const value = outputs[name];
+    if (value === undefined || !Object.hasOwn(outputs, name)) {
+      throw invalidParameter(`outputs[${i}].name`, name, `an output name of this model (${Object.keys(outputs).join(', ')})`);
+    }
+    if (value.dtype === 'map') {
+      return { name, datatype: 'BYTES', shape: [value.data.length], data: value.data.map((m) => JSON.stringify(m)) };
+    }
+    return { name, datatype: dtypeToV2(value.dtype), shape: value.shape, data: flatArray(value) };
+  });
+  const response: V2Response = { model_name: opts.modelName, outputs: tensors };
+  if (opts.modelVersion !== undefined) response.model_version = opts.modelVersion;
+  if (opts.id !== undefined) response.id = opts.id;
+  if (opts.parameters !== undefined) response.parameters = opts.parameters;
+  return response;
+}
+
+/** One tensor of v2 model metadata. */
+export interface V2TensorMetadata {
+  name: string;
+  datatype: V2Datatype;
+  /** -1 for a dynamic dimension; [-1] when the model declares no shape (any rank). */
+  shape: number[];
+}
+
+/** The v2 model metadata response (`GET /v2/models/{name}[/versions/{v}]`). */
+export interface V2ModelMetadata {
+  name: string;
+  versions?: string[];
+  platform: string;
+  inputs: V2TensorMetadata[];
+  outputs: V2TensorMetadata[];
+}
+
+/** Builds the v2 model metadata response for a model's signature; `platform` is e.g. "onnxruntime_onnx". */
+export function v2ModelMetadata(name: string, version: string | undefined, signature: Signature, platform: string): V2ModelMetadata {
+  const describe = (t: { name: string; dtype: DType | 'map'; shape: number[] | undefined }): V2TensorMetadata =>
+    ({ name: t.name, datatype: dtypeToV2(t.dtype), shape: t.shape === undefined ? [-1] : [...t.shape] });
+  const metadata: V2ModelMetadata = { name, platform, inputs: signature.inputs.map(describe), outputs: signature.outputs.map(describe) };
+  if (version !== undefined) metadata.versions = [version];
+  return metadata;
+}
