@@ -89,6 +89,35 @@ test('exit codes and messages say what to do', async () => {
   assert.match(down.stderr, /Cannot reach Ferry at http:\/\/127\.0\.0\.1:1.*ferry server/s);
 });
 
+test('ferry serve: from a model file to an endpoint and a curl command that works as pasted', async () => {
+  const r = await ferry(['serve', fx.linear]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /Registering .*linear\.onnx as model 'linear'/);
+  assert.match(r.stdout, /Endpoint 'linear' is READY, serving linear version 1/);
+  const curl = /^\s*(curl .*)$/m.exec(r.stdout)?.[1];
+  assert.ok(curl, r.stdout);
+  const answer = await new Promise<string>((resolve, reject) => {
+    execFile('sh', ['-c', curl], (err, stdout) => (err ? reject(new Error(err.message)) : resolve(stdout)));
+  });
+  // linear.onnx has no input example: Ferry sends zeros in the signature's shape, y = bias.
+  assert.deepEqual(JSON.parse(answer), { predictions: [[0.125]] });
+
+  await ferry(['models', 'alias', 'linear', 'champion', '1']);
+  const byAlias = await ferry(['serve', 'models:/linear@champion', '--endpoint', 'lin2']);
+  assert.equal(byAlias.code, 0, byAlias.stderr);
+  const q = await ferry(['query', 'lin2', '--json', '{"inputs": [[1, 2, 3, 4]]}']);
+  assert.equal(q.code, 0, q.stderr);
+  assert.deepEqual(JSON.parse(q.stdout), { predictions: [[5.625]] });
+  const get = await ferry(['endpoints', 'get', 'lin2', '--json']);
+  assert.equal(JSON.parse(get.stdout).config.served_entities[0].entity_alias, 'champion');
+  assert.match((await ferry(['endpoints', 'list'])).stdout, /lin2\tREADY\tNOT_UPDATING/);
+  const badQuery = await ferry(['query', 'lin2', '--json', '{"inputs": [[1, 2]]}']);
+  assert.equal(badQuery.code, 1);
+  assert.match(badQuery.stderr, /INVALID_PARAMETER_VALUE/);
+  assert.equal((await ferry(['serve', 'models:/linear'])).code, 2);
+  for (const ep of ['linear', 'lin2']) assert.equal((await ferry(['endpoints', 'delete', ep])).code, 0);
+});
+
 test('a first server start generates an admin token, prints it once, keeps a 0600 file the CLI reads', async () => {
   const dataDir = path.join(dir, 'fresh');
   const { startServer } = await import('../src/server/index.js');

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ADMIN_TOKEN_FILE } from '../auth/index.js';
 import { compileServerConfig, type ServerConfig } from '../config/index.js';
-import { FerryApiError, FerryClient, type ModelVersion } from '../client/index.js';
+import { FerryApiError, FerryClient, type EndpointConfigInput, type ModelVersion, type ServedEntityInput, type ServingEndpoint } from '../client/index.js';
 import { FerryError } from '../errors.js';
 import { WORKLOAD_TYPES, isFlavorName, type WorkloadType } from '../flavors/index.js';
 import { writeDemoModel, writeFixtures } from '../fixtures/index.js';
@@ -30,6 +30,15 @@ Commands:
   models show <name> [--version N | --alias A]
   models alias <name> <alias> <version>
                               Point an alias (e.g. champion) at a version
+  serve <path | models:/NAME/VERSION | models:/NAME@ALIAS> [--endpoint E] [--name MODEL]
+                              Register (if a path) and serve a model; waits until READY and
+                              prints a curl command that works as pasted
+  endpoints create <name> --model NAME --version V|ALIAS [--workload-size Small|Medium|Large]
+                    [--workload-type CPU|GPU_SMALL|...] | --file body.json  [--no-wait]
+  endpoints update <name> --model NAME --version V | --file config.json  [--no-wait]
+  endpoints list | get <name> | delete <name>
+  endpoints logs <name> <served-entity>
+  query <endpoint> --json '{"inputs": [[1, 2, 3, 4]]}' | --file request.json
   fixtures [dir]              Write the built-in example models (default ./fixtures)
   replica                     Run one model replica (started by the server; see docs/architecture.md)
 
@@ -76,6 +85,9 @@ export async function main(argv: string[]): Promise<void> {
       case 'demo': return await demoCommand(rest);
       case 'replica': return await replicaCommand(rest);
       case 'models': return await modelsCommand(rest);
+      case 'endpoints': return await endpointsCommand(rest);
+      case 'query': return await queryCommand(rest);
+      case 'serve': return await serveCommand(rest);
       case 'fixtures': return await fixturesCommand(rest);
       default: throw new UsageError(`Unknown command '${cmd}'.`);
     }
@@ -154,14 +166,15 @@ async function demoCommand(args: string[]): Promise<void> {
   const version = existing?.status === 'READY' ? existing : await client.registerModel(await writeDemoModel(path.join(config.dataDir, 'demo', name)), name, { description: 'Demo iris classifier (a small ONNX tree ensemble)' });
   if (version.status !== 'READY') throw new FerryError('INTERNAL_ERROR', `The demo model failed to register: ${version.status_message}`);
   await client.setAlias(name, 'champion', version.version);
+  process.stdout.write(`Demo model registered: ${name} version ${version.version} (alias @champion). Serving it at endpoint '${name}'...\n`);
+  await serveVersion(client, version, name, values);
+  const tokenSource = process.env.FERRY_ADMIN_TOKEN === undefined ? `$(cat ${path.join(config.dataDir, ADMIN_TOKEN_FILE)})` : '"$FERRY_ADMIN_TOKEN"';
   process.stdout.write([
     '',
-    `Demo model registered: ${name} version ${version.version} (alias @champion).`,
-    '',
-    'Try it:',
-    `  export FERRY_URL=${server.url} FERRY_TOKEN=$(cat ${path.join(config.dataDir, ADMIN_TOKEN_FILE)} 2>/dev/null || echo "$FERRY_ADMIN_TOKEN")`,
-    `  npx ferry models show ${name} --alias champion`,
-    `  curl -s -H "Authorization: Bearer $FERRY_TOKEN" "$FERRY_URL/api/2.0/mlflow/registered-models/get?name=${name}"`,
+    'Use the CLI from another shell:',
+    `  export FERRY_URL=${server.url} FERRY_TOKEN=${tokenSource}`,
+    `  npx ferry endpoints get ${name}`,
+    `  npx ferry query ${name} --json '{"dataframe_records": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]}'`,
     '',
     'Press Ctrl+C to stop.',
     '',
@@ -266,6 +279,183 @@ function describeVersion(v: ModelVersion): string {
     lines.push(`  flavor: ${v.flavor ?? '?'}`, `  inputs: ${v.signature.inputs.map(fmt).join('; ')}`, `  outputs: ${v.signature.outputs.map(fmt).join('; ')}`);
   }
   return lines.join('\n');
+}
+
+const entityOptions = {
+  model: { type: 'string' }, version: { type: 'string' }, 'workload-size': { type: 'string' }, 'workload-type': { type: 'string' },
+  file: { type: 'string' }, 'no-wait': { type: 'boolean' },
+} as const;
+
+/** A config from --file (a JSON file) or from --model/--version and friends. */
+async function configFromFlags(values: Values, what: string): Promise<EndpointConfigInput> {
+  const file = str(values, 'file');
+  if (file !== undefined) return JSON.parse(await fsp.readFile(file, 'utf8')) as EndpointConfigInput;
+  const model = str(values, 'model');
+  const version = str(values, 'version');
+  if (model === undefined || version === undefined) throw new UsageError(`${what}: give --model NAME --version V (a number or an alias), or --file config.json`);
+  const entity: ServedEntityInput = { entity_name: model, entity_version: version };
+  const size = str(values, 'workload-size');
+  const type = str(values, 'workload-type');
+  // The server validates both and names the allowed values.
+  if (size !== undefined) entity.workload_size = size as NonNullable<ServedEntityInput['workload_size']>;
+  if (type !== undefined) entity.workload_type = type as NonNullable<ServedEntityInput['workload_type']>;
+  return { served_entities: [entity] };
+}
+
+async function endpointsCommand(args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  const client = FerryClient.fromEnv();
+  const { values, positionals } = parse(rest, entityOptions);
+  const name = positionals[0];
+  const needName = (): string => {
+    if (name === undefined) throw new UsageError(`endpoints ${sub ?? ''}: give the endpoint name`);
+    return name;
+  };
+  switch (sub) {
+    case 'create': {
+      const file = str(values, 'file');
+      let e: ServingEndpoint;
+      if (file !== undefined && name === undefined) {
+        const body = JSON.parse(await fsp.readFile(file, 'utf8')) as { name: string; config: EndpointConfigInput };
+        e = await client.createEndpoint(body.name, body.config);
+      } else {
+        e = await client.createEndpoint(needName(), await configFromFlags(values, 'endpoints create'));
+      }
+      if (!values['no-wait']) e = await client.waitForEndpoint(e.name, { onProgress: progress(values) });
+      out(values, e, describeEndpoint(e));
+      return;
+    }
+    case 'update': {
+      let e = await client.updateEndpointConfig(needName(), await configFromFlags(values, 'endpoints update'));
+      if (!values['no-wait']) e = await client.waitForEndpoint(e.name, { onProgress: progress(values) });
+      out(values, e, describeEndpoint(e));
+      return;
+    }
+    case 'list': {
+      const list = await client.listEndpoints();
+      out(values, list, list.length ? list.map((e) => describeEndpoint(e).split('\n')[0]).join('\n') : 'No serving endpoints. Create one with: ferry serve <model>');
+      return;
+    }
+    case 'get': {
+      const e = await client.getEndpoint(needName());
+      out(values, e, describeEndpoint(e));
+      return;
+    }
+    case 'delete': {
+      await client.deleteEndpoint(needName());
+      out(values, {}, `Deleted endpoint '${needName()}'.`);
+      return;
+    }
+    case 'logs': {
+      const served = positionals[1];
+      if (served === undefined) throw new UsageError('endpoints logs: usage: ferry endpoints logs <name> <served-entity>');
+      process.stdout.write(await client.endpointLogs(needName(), served));
+      return;
+    }
+    default:
+      throw new UsageError(`endpoints: unknown subcommand '${sub ?? ''}' (create, update, list, get, delete, logs).`);
+  }
+}
+
+/** Prints progress while waiting: a rewritten line on a terminal, one line per change otherwise. */
+function progress(values: Values): (e: ServingEndpoint) => void {
+  const started = Date.now();
+  let last = '';
+  return (e) => {
+    if (values.json) return;
+    const entities = (e.pending_config ?? e.config)?.served_entities ?? [];
+    const line = `Waiting for endpoint '${e.name}': ${e.state.config_update === 'IN_PROGRESS' ? 'updating' : e.state.ready.toLowerCase()}; ${entities.map((x) => `${x.name} ${x.state.deployment.replace('DEPLOYMENT_', '').toLowerCase()}`).join(', ')}`;
+    if (process.stderr.isTTY) process.stderr.write(`\r${line} (${((Date.now() - started) / 1000).toFixed(1)}s)\x1b[K`);
+    else if (line !== last) process.stderr.write(line + '\n');
+    last = line;
+  };
+}
+
+function describeEndpoint(e: ServingEndpoint): string {
+  const lines = [`${e.name}\t${e.state.ready}\t${e.state.config_update}`];
+  if (e.state.config_update_message) lines.push(`  ${e.state.config_update_message}`);
+  for (const [label, c] of [['config', e.config], ['pending', e.pending_config]] as const) {
+    if (!c) continue;
+    const pct = new Map(c.traffic_config.routes.map((r) => [r.served_entity_name, r.traffic_percentage]));
+    lines.push(`  ${label} v${c.config_version}:`);
+    for (const x of c.served_entities) {
+      lines.push(`    ${x.name}: ${x.entity_name} v${x.entity_version}${x.entity_alias ? ` (@${x.entity_alias})` : ''} ${pct.get(x.name) ?? 0}% ${x.state.deployment} replicas ${x.state.replicas.ready}/${x.state.replicas.desired}`);
+      if (x.state.deployment_state_message) lines.push(`      ${x.state.deployment_state_message.split('\n').join('\n      ')}`);
+    }
+  }
+  return lines.join('\n');
+}
+
+async function queryCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { file: { type: 'string' } });
+  const name = positionals[0];
+  const inline = values.json === true ? positionals[1] : undefined;
+  const file = str(values, 'file');
+  if (name === undefined || (inline === undefined && file === undefined)) throw new UsageError('query: usage: ferry query <endpoint> --json \'{"inputs": [[1, 2, 3, 4]]}\' | --file request.json');
+  let body: unknown;
+  try {
+    body = JSON.parse(inline ?? await fsp.readFile(file ?? '', 'utf8'));
+  } catch (err) {
+    throw new UsageError(`query: the request is not valid JSON: ${(err as Error).message}`);
+  }
+  process.stdout.write(JSON.stringify(await FerryClient.fromEnv().query(name, body)) + '\n');
+}
+
+/** `ferry serve`: the one command from a model file (or a registered version) to a working endpoint. */
+async function serveCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { endpoint: { type: 'string' }, name: { type: 'string' } });
+  const target = positionals[0];
+  if (target === undefined) throw new UsageError('serve: usage: ferry serve <path | models:/NAME/VERSION | models:/NAME@ALIAS> [--endpoint E]');
+  const client = FerryClient.fromEnv();
+  let version: ModelVersion;
+  let requested: string | undefined;
+  const uri = /^models:\/([^/@]+)(?:\/(\d+)|@([A-Za-z_][\w-]*))$/.exec(target);
+  if (uri) {
+    const [, model = '', num, alias] = uri;
+    version = num !== undefined ? await client.getModelVersion(model, num) : await client.getModelVersionByAlias(model, alias ?? '');
+    requested = alias;
+  } else if (target.startsWith('models:')) {
+    throw new UsageError(`serve: '${target}' is not a model URI: use models:/NAME/VERSION or models:/NAME@ALIAS`);
+  } else {
+    const model = str(values, 'name') ?? (path.basename(path.resolve(target)).replace(/\.onnx$/i, '').replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '') || 'model');
+    if (!values.json) process.stderr.write(`Registering ${target} as model '${model}'...\n`);
+    version = await client.registerModel(target, model);
+    if (version.status !== 'READY') throw new FerryApiError(0, 'FAILED_REGISTRATION', `Model '${model}' version ${version.version} failed to register: ${version.status_message}`);
+  }
+  await serveVersion(client, version, str(values, 'endpoint') ?? version.name.replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 63), values, requested);
+}
+
+/**
+ * Creates (or updates) `endpoint` to serve `version` (named by `alias` when given, so the endpoint
+ * records it), waits until READY, prints a curl line.
+ */
+async function serveVersion(client: FerryClient, version: ModelVersion, endpoint: string, values: Values, alias?: string): Promise<void> {
+  const config: EndpointConfigInput = { served_entities: [{ entity_name: version.name, entity_version: alias ?? version.version }] };
+  const existing = await client.getEndpoint(endpoint).catch((err: unknown) => {
+    if (err instanceof FerryApiError && err.errorCode === 'RESOURCE_DOES_NOT_EXIST') return undefined;
+    throw err;
+  });
+  const current = existing?.config?.served_entities;
+  const unchanged = existing?.state.ready === 'READY' && current?.length === 1 && current[0]?.entity_name === version.name && current[0].entity_version === version.version;
+  if (!unchanged) await (existing ? client.updateEndpointConfig(endpoint, config) : client.createEndpoint(endpoint, config));
+  const e = await client.waitForEndpoint(endpoint, { onProgress: progress(values) });
+  if (process.stderr.isTTY && !values.json) process.stderr.write('\n');
+  const example = version.input_example ?? exampleFromSignature(version);
+  const curl = `curl -s ${client.url}/serving-endpoints/${endpoint}/invocations -H "Authorization: Bearer ${client.tokenForDisplay}" -H "Content-Type: application/json" -d '${JSON.stringify(example).replace(/'/g, "'\\''")}'`;
+  out(values, { endpoint: e, curl }, `Endpoint '${endpoint}' is READY, serving ${version.name} version ${version.version}.\n\nQuery it:\n  ${curl}`);
+}
+
+/** A request of zeros in the signature's shape, for models registered without an input example. */
+function exampleFromSignature(v: ModelVersion): unknown {
+  const inputs = v.signature?.inputs ?? [];
+  const sample = (i: { dtype: string; shape?: number[] }): unknown => {
+    const dims = (i.shape ?? [-1]).map((d) => (d < 0 ? 1 : d));
+    const leaf = i.dtype === 'string' ? '' : i.dtype === 'bool' ? false : 0;
+    const build = (k: number): unknown => (k === dims.length ? leaf : Array.from({ length: dims[k] ?? 1 }, () => build(k + 1)));
+    return build(0);
+  };
+  if (inputs.length === 1 && inputs[0]) return { inputs: sample(inputs[0]) };
+  return { inputs: Object.fromEntries(inputs.map((i) => [i.name, sample(i)])) };
 }
 
 async function fixturesCommand(args: string[]): Promise<void> {

@@ -59,12 +59,64 @@ export interface ModelVersion {
   artifact_size_bytes?: number;
 }
 
+export interface ServedEntityInput {
+  name?: string;
+  entity_name: string;
+  entity_version: string | number;
+  workload_size?: 'Small' | 'Medium' | 'Large';
+  workload_type?: 'CPU' | 'GPU_SMALL' | 'GPU_MEDIUM' | 'GPU_LARGE';
+  scale_to_zero_enabled?: boolean;
+  min_provisioned_concurrency?: number;
+  max_provisioned_concurrency?: number;
+}
+
+export interface EndpointConfigInput {
+  served_entities: ServedEntityInput[];
+  traffic_config?: { routes: Array<{ served_entity_name?: string; served_model_name?: string; traffic_percentage: number }> };
+  request_timeout_ms?: number;
+}
+
+export interface ServedEntity extends Required<Pick<ServedEntityInput, 'name' | 'entity_name' | 'workload_size' | 'workload_type' | 'scale_to_zero_enabled'>> {
+  entity_version: string;
+  entity_alias?: string;
+  state: {
+    deployment: 'DEPLOYMENT_CREATING' | 'DEPLOYMENT_READY' | 'DEPLOYMENT_RECOVERING' | 'DEPLOYMENT_FAILED' | 'DEPLOYMENT_ABORTED';
+    deployment_state_message: string;
+    replicas: { ready: number; total: number; desired: number };
+  };
+}
+
+export interface EndpointConfigView {
+  config_version: number;
+  served_entities: ServedEntity[];
+  traffic_config: { routes: Array<{ served_entity_name: string; served_model_name: string; traffic_percentage: number }> };
+  request_timeout_ms?: number;
+}
+
+export interface ServingEndpoint {
+  name: string;
+  id: string;
+  creator: string;
+  creation_timestamp: number;
+  last_updated_timestamp: number;
+  description?: string;
+  tags: Tag[];
+  state: { ready: 'READY' | 'NOT_READY'; config_update: 'NOT_UPDATING' | 'IN_PROGRESS' | 'UPDATE_FAILED' | 'UPDATE_CANCELED'; config_update_message?: string };
+  config?: EndpointConfigView;
+  pending_config?: EndpointConfigView & { start_time: number };
+}
+
 export const DEFAULT_URL = 'http://127.0.0.1:8080';
 export const DEFAULT_DATA_DIR = './.ferry';
 
 export class FerryClient {
   readonly url: string;
   private readonly token: string | undefined;
+
+  /** The token, for commands that print a ready-to-paste curl line ('<token>' when none). */
+  get tokenForDisplay(): string {
+    return this.token ?? '<token>';
+  }
 
   constructor(opts: ClientOptions) {
     this.url = opts.url.replace(/\/+$/, '');
@@ -173,6 +225,53 @@ export class FerryClient {
 
   async setAlias(name: string, alias: string, version: string | number): Promise<void> {
     await this.request('POST', '/api/2.0/mlflow/registered-models/alias', { json: { name, alias, version: String(version) } });
+  }
+
+  // ---- serving endpoints -------------------------------------------------------------------
+
+  async createEndpoint(name: string, config: EndpointConfigInput, opts: { description?: string; tags?: Tag[] } = {}): Promise<ServingEndpoint> {
+    return this.request('POST', '/api/2.0/serving-endpoints', { json: { name, config, ...opts } });
+  }
+
+  async getEndpoint(name: string): Promise<ServingEndpoint> {
+    return this.request('GET', `/api/2.0/serving-endpoints/${encodeURIComponent(name)}`);
+  }
+
+  async listEndpoints(): Promise<ServingEndpoint[]> {
+    return (await this.request<{ endpoints: ServingEndpoint[] }>('GET', '/api/2.0/serving-endpoints')).endpoints;
+  }
+
+  async updateEndpointConfig(name: string, config: EndpointConfigInput): Promise<ServingEndpoint> {
+    return this.request('PUT', `/api/2.0/serving-endpoints/${encodeURIComponent(name)}/config`, { json: config });
+  }
+
+  async deleteEndpoint(name: string): Promise<void> {
+    await this.request('DELETE', `/api/2.0/serving-endpoints/${encodeURIComponent(name)}`);
+  }
+
+  async endpointLogs(name: string, servedEntity: string): Promise<string> {
+    return (await this.request<{ logs: string }>('GET', `/api/2.0/serving-endpoints/${encodeURIComponent(name)}/served-models/${encodeURIComponent(servedEntity)}/logs`)).logs;
+  }
+
+  /**
+   * Polls until the endpoint has no update in progress. Resolves with it when it is READY and
+   * its last update did not fail; throws FerryApiError otherwise (the message says why).
+   */
+  async waitForEndpoint(name: string, opts: { timeoutMs?: number; onProgress?: (e: ServingEndpoint) => void } = {}): Promise<ServingEndpoint> {
+    const deadline = Date.now() + (opts.timeoutMs ?? 300_000);
+    for (;;) {
+      const e = await this.getEndpoint(name);
+      opts.onProgress?.(e);
+      if (e.state.config_update === 'UPDATE_FAILED') throw new FerryApiError(0, 'UPDATE_FAILED', `Endpoint '${name}' update failed: ${e.state.config_update_message ?? 'see its served entities'}`);
+      if (e.state.config_update !== 'IN_PROGRESS' && e.state.ready === 'READY') return e;
+      if (Date.now() > deadline) throw new FerryApiError(0, 'DEADLINE_EXCEEDED', `Endpoint '${name}' is not ready after ${opts.timeoutMs ?? 300_000} ms (state: ${e.state.ready}, ${e.state.config_update}).`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  /** Scores a request body (MLflow scoring JSON) on an endpoint; returns the parsed response. */
+  async query<T = { predictions: unknown }>(name: string, body: unknown): Promise<T> {
+    return this.request('POST', `/serving-endpoints/${encodeURIComponent(name)}/invocations`, { json: body });
   }
 
   /** Uploads one file through the MLflow artifact proxy to `mlflow-artifacts:/<key>`. */

@@ -42,6 +42,12 @@ export const serverConfigSchema = z.strictObject({
   maxBodySize: size.default('16MiB'),
   /** How long a replica may take to load its model and report ready. */
   replicaStartTimeout: duration.default('60s'),
+  /** How long a stopping replica may take to finish its in-flight requests. */
+  replicaDrainTimeout: duration.default('30s'),
+  /** A replica whose resident memory grows past this is killed and restarted. */
+  replicaMemoryLimit: size.default('2GiB'),
+  /** Default time the gateway waits for a model's answer (per endpoint: request_timeout_ms). */
+  requestTimeout: duration.default('30s'),
   logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
 });
 
@@ -54,6 +60,9 @@ export interface ServerConfig {
   readonly maxUploadBytes: number;
   readonly maxBodyBytes: number;
   readonly replicaStartTimeoutMs: number;
+  readonly replicaDrainTimeoutMs: number;
+  readonly replicaMemoryLimitBytes: number;
+  readonly requestTimeoutMs: number;
   readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
 }
 
@@ -69,6 +78,9 @@ export function compileServerConfig(input: unknown): ServerConfig {
     maxUploadBytes: requireUnit('maxUploadSize', c.maxUploadSize, parseBytes, 'a size such as "2GiB" or a byte count'),
     maxBodyBytes: requireUnit('maxBodySize', c.maxBodySize, parseBytes, 'a size such as "16MiB" or a byte count'),
     replicaStartTimeoutMs: requireUnit('replicaStartTimeout', c.replicaStartTimeout, parseDurationMs, 'a duration such as "60s"'),
+    replicaDrainTimeoutMs: requireUnit('replicaDrainTimeout', c.replicaDrainTimeout, parseDurationMs, 'a duration such as "30s"'),
+    replicaMemoryLimitBytes: requireUnit('replicaMemoryLimit', c.replicaMemoryLimit, parseBytes, 'a size such as "2GiB"'),
+    requestTimeoutMs: requireUnit('requestTimeout', c.requestTimeout, parseDurationMs, 'a duration such as "30s"'),
     logLevel: c.logLevel,
   });
 }

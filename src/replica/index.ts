@@ -119,6 +119,18 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     await runner.close();
     fs.rmSync(opts.socketPath, { force: true });
   })());
+
+  // A replica never outlives the server that started it: when the server dies, even by SIGKILL,
+  // the OS closes the IPC channel and 'disconnect' fires; drain as on SIGTERM. If the server died
+  // while the model was loading, the channel is already closed and the replica exits now.
+  if (process.send !== undefined) {
+    const exitWithParent = (): void => {
+      log('info', 'server disconnected; draining');
+      close().then(() => process.exit(0), () => process.exit(1));
+    };
+    if (process.connected) process.once('disconnect', exitWithParent);
+    else exitWithParent();
+  }
   return { close };
 }
 

@@ -10,8 +10,11 @@ import path from 'node:path';
 import { openArtifactStore } from '../artifacts/index.js';
 import { authenticate, bootstrapAdminToken } from '../auth/index.js';
 import type { ServerConfig } from '../config/index.js';
+import { EndpointController, endpointRoutes } from '../control/index.js';
+import { gatewayRoutes, RoutingTable } from '../gateway/index.js';
 import { listener, Router } from '../http/index.js';
 import { Registry, registryRoutes } from '../registry/index.js';
+import { openRuntime } from '../runtime/index.js';
 import { openStore, type MetadataStore } from '../store/index.js';
 
 export interface FerryServer {
@@ -21,6 +24,7 @@ export interface FerryServer {
   generatedAdminToken: string | undefined;
   store: MetadataStore;
   router: Router;
+  controller: EndpointController;
   close(): Promise<void>;
 }
 
@@ -48,6 +52,22 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       .add('GET', '/v2/health/ready', () => ({ body: { ready: true } }), { public: true });
     registryRoutes(router, registry, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes });
 
+    const runtime = await openRuntime({
+      kind: 'local', stateDir: path.join(dataDir, 'runtime'),
+      startTimeoutMs: config.replicaStartTimeoutMs, drainTimeoutMs: config.replicaDrainTimeoutMs,
+    });
+    const table = new RoutingTable();
+    const controller = new EndpointController({
+      store, registry, artifacts, runtime, table, now, log,
+      defaultRequestTimeoutMs: config.requestTimeoutMs,
+      replicaMemoryLimitBytes: config.replicaMemoryLimitBytes,
+      maxBodyBytes: config.maxBodyBytes,
+      drainTimeoutMs: config.replicaDrainTimeoutMs,
+    });
+    endpointRoutes(router, controller, { maxBodyBytes: config.maxBodyBytes });
+    gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes });
+    await controller.start();
+
     const server = http.createServer(listener(router, [authenticate(store, now)], (err, ctx) => {
       log('error', 'request failed', { method: ctx.method, path: ctx.path, error: err instanceof Error ? err.stack : String(err) });
     }));
@@ -69,12 +89,14 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       generatedAdminToken,
       store,
       router,
+      controller,
       close: () => (closing ??= (async () => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
         const timer = setTimeout(() => server.closeAllConnections(), 5000);
         await closed;
         clearTimeout(timer);
+        await controller.close();
         await store.close();
       })()),
     };

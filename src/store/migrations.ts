@@ -61,4 +61,20 @@ export const MIGRATIONS: readonly string[] = [
     description TEXT NOT NULL DEFAULT ''
   );
   `,
+  // 2: serving endpoints (desired state; what runs is reconciled from it)
+  `
+  CREATE TABLE endpoints (
+    name TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    creator TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '{}',
+    config TEXT,
+    pending_config TEXT,
+    config_update TEXT NOT NULL,
+    update_message TEXT NOT NULL DEFAULT ''
+  );
+  `,
 ];

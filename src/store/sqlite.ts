@@ -8,7 +8,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { FerryError, notFound } from '../errors.js';
 import type {
-  MetadataStore, ModelFilter, ModelVersionPatch, ModelVersionRecord, Page, PageResult,
+  EndpointRecord, MetadataStore, ModelFilter, ModelVersionPatch, ModelVersionRecord, Page, PageResult,
   RegisteredModelRecord, TokenRecord, VersionArtifact,
 } from './types.js';
 import { MIGRATIONS } from './migrations.js';
@@ -46,16 +46,30 @@ function migrate(db: Database.Database): void {
 }
 
 class SqliteStore implements MetadataStore {
+  /** Prepared statements by SQL text: preparing costs more than running these small queries. */
+  private readonly statements = new Map<string, Database.Statement>();
+
   constructor(private readonly db: Database.Database) {}
+
+  private stmt(sql: string): Database.Statement {
+    let s = this.statements.get(sql);
+    if (!s) {
+      // Search SQL varies with the filter (one clause per tag): keep the cache bounded.
+      if (this.statements.size >= 256) this.statements.clear();
+      s = this.db.prepare(sql);
+      this.statements.set(sql, s);
+    }
+    return s;
+  }
 
   // ---- registered models -------------------------------------------------------------------
 
   async createRegisteredModel(m: { name: string; description: string; tags: Record<string, string> }, nowMs: number): Promise<RegisteredModelRecord> {
     return this.tx(() => {
       if (this.modelRow(m.name)) throw new FerryError('RESOURCE_ALREADY_EXISTS', `Registered model '${m.name}' already exists.`);
-      this.db.prepare('INSERT INTO registered_models (name, description, created_ms, updated_ms, next_version) VALUES (?, ?, ?, ?, 1)')
+      this.stmt('INSERT INTO registered_models (name, description, created_ms, updated_ms, next_version) VALUES (?, ?, ?, ?, 1)')
         .run(m.name, m.description, nowMs, nowMs);
-      const tag = this.db.prepare('INSERT INTO registered_model_tags (name, key, value) VALUES (?, ?, ?)');
+      const tag = this.stmt('INSERT INTO registered_model_tags (name, key, value) VALUES (?, ?, ?)');
       for (const [k, v] of Object.entries(m.tags)) tag.run(m.name, k, v);
       return this.loadModel(m.name);
     });
@@ -68,7 +82,7 @@ class SqliteStore implements MetadataStore {
   async updateRegisteredModel(name: string, patch: { description: string }, nowMs: number): Promise<RegisteredModelRecord> {
     return this.tx(() => {
       this.requireModel(name);
-      this.db.prepare('UPDATE registered_models SET description = ?, updated_ms = ? WHERE name = ?').run(patch.description, nowMs, name);
+      this.stmt('UPDATE registered_models SET description = ?, updated_ms = ? WHERE name = ?').run(patch.description, nowMs, name);
       return this.loadModel(name);
     });
   }
@@ -76,9 +90,9 @@ class SqliteStore implements MetadataStore {
   async deleteRegisteredModel(name: string): Promise<ModelVersionRecord[]> {
     return this.tx(() => {
       this.requireModel(name);
-      const versions = (this.db.prepare('SELECT * FROM model_versions WHERE name = ? ORDER BY version').all(name) as Row[]).map((r) => this.toVersion(r));
+      const versions = (this.stmt('SELECT * FROM model_versions WHERE name = ? ORDER BY version').all(name) as Row[]).map((r) => this.toVersion(r));
       // Tags, aliases and versions go with the model (ON DELETE CASCADE).
-      this.db.prepare('DELETE FROM registered_models WHERE name = ?').run(name);
+      this.stmt('DELETE FROM registered_models WHERE name = ?').run(name);
       return versions;
     });
   }
@@ -87,7 +101,7 @@ class SqliteStore implements MetadataStore {
     const { where, params } = filterSql(filter, 'registered_model_tags', 'm');
     const orderBy = order === 'name' ? 'm.name ASC' : 'm.updated_ms DESC, m.name ASC';
     const offset = decodePageToken(page.pageToken);
-    const rows = this.db.prepare(`SELECT m.name FROM registered_models m ${where} ORDER BY ${orderBy} LIMIT ? OFFSET ?`)
+    const rows = this.stmt(`SELECT m.name FROM registered_models m ${where} ORDER BY ${orderBy} LIMIT ? OFFSET ?`)
       .all(...params, page.maxResults + 1, offset) as Row[];
     return (paginate(rows, page.maxResults, offset, (r) => this.loadModel(String(r.name))));
   }
@@ -95,7 +109,7 @@ class SqliteStore implements MetadataStore {
   async setRegisteredModelTag(name: string, key: string, value: string, nowMs: number): Promise<void> {
     return this.tx(() => {
       this.requireModel(name);
-      this.db.prepare('INSERT INTO registered_model_tags (name, key, value) VALUES (?, ?, ?) ON CONFLICT (name, key) DO UPDATE SET value = excluded.value').run(name, key, value);
+      this.stmt('INSERT INTO registered_model_tags (name, key, value) VALUES (?, ?, ?) ON CONFLICT (name, key) DO UPDATE SET value = excluded.value').run(name, key, value);
       this.touchModel(name, nowMs);
     });
   }
@@ -103,7 +117,7 @@ class SqliteStore implements MetadataStore {
   async deleteRegisteredModelTag(name: string, key: string, nowMs: number): Promise<void> {
     return this.tx(() => {
       this.requireModel(name);
-      this.db.prepare('DELETE FROM registered_model_tags WHERE name = ? AND key = ?').run(name, key);
+      this.stmt('DELETE FROM registered_model_tags WHERE name = ? AND key = ?').run(name, key);
       this.touchModel(name, nowMs);
     });
   }
@@ -114,22 +128,22 @@ class SqliteStore implements MetadataStore {
     return this.tx(() => {
       const model = this.requireModel(v.name);
       const version = Number(model.next_version);
-      this.db.prepare('UPDATE registered_models SET next_version = ?, updated_ms = ? WHERE name = ?').run(version + 1, nowMs, v.name);
-      this.db.prepare(`INSERT INTO model_versions (name, version, created_ms, updated_ms, description, source, run_id, status, status_message)
+      this.stmt('UPDATE registered_models SET next_version = ?, updated_ms = ? WHERE name = ?').run(version + 1, nowMs, v.name);
+      this.stmt(`INSERT INTO model_versions (name, version, created_ms, updated_ms, description, source, run_id, status, status_message)
         VALUES (?, ?, ?, ?, ?, ?, ?, 'PENDING_REGISTRATION', '')`).run(v.name, version, nowMs, nowMs, v.description, v.source, v.runId);
-      const tag = this.db.prepare('INSERT INTO model_version_tags (name, version, key, value) VALUES (?, ?, ?, ?)');
+      const tag = this.stmt('INSERT INTO model_version_tags (name, version, key, value) VALUES (?, ?, ?, ?)');
       for (const [k, val] of Object.entries(v.tags)) tag.run(v.name, version, k, val);
       return this.loadVersion(v.name, version);
     });
   }
 
   async getModelVersion(name: string, version: number): Promise<ModelVersionRecord | undefined> {
-    const row = this.db.prepare('SELECT * FROM model_versions WHERE name = ? AND version = ?').get(name, version) as Row | undefined;
+    const row = this.stmt('SELECT * FROM model_versions WHERE name = ? AND version = ?').get(name, version) as Row | undefined;
     return (row ? this.toVersion(row) : undefined);
   }
 
   async latestModelVersion(name: string): Promise<ModelVersionRecord | undefined> {
-    const row = this.db.prepare('SELECT * FROM model_versions WHERE name = ? ORDER BY version DESC LIMIT 1').get(name) as Row | undefined;
+    const row = this.stmt('SELECT * FROM model_versions WHERE name = ? ORDER BY version DESC LIMIT 1').get(name) as Row | undefined;
     return (row ? this.toVersion(row) : undefined);
   }
 
@@ -137,7 +151,7 @@ class SqliteStore implements MetadataStore {
     return this.tx(() => {
       const current = this.loadVersion(name, version);
       const a = patch.artifact ?? current.artifact;
-      this.db.prepare(`UPDATE model_versions SET description = ?, status = ?, status_message = ?, updated_ms = ?,
+      this.stmt(`UPDATE model_versions SET description = ?, status = ?, status_message = ?, updated_ms = ?,
           artifact_path = ?, flavor = ?, model_file = ?, signature = ?, input_example = ?, sha256 = ?, size_bytes = ?
         WHERE name = ? AND version = ?`).run(
         patch.description ?? current.description, patch.status ?? current.status, patch.statusMessage ?? current.statusMessage, nowMs,
@@ -151,10 +165,10 @@ class SqliteStore implements MetadataStore {
 
   async deleteModelVersion(name: string, version: number): Promise<ModelVersionRecord | undefined> {
     return this.tx(() => {
-      const row = this.db.prepare('SELECT * FROM model_versions WHERE name = ? AND version = ?').get(name, version) as Row | undefined;
+      const row = this.stmt('SELECT * FROM model_versions WHERE name = ? AND version = ?').get(name, version) as Row | undefined;
       if (!row) return undefined;
       const record = this.toVersion(row);
-      this.db.prepare('DELETE FROM model_versions WHERE name = ? AND version = ?').run(name, version);
+      this.stmt('DELETE FROM model_versions WHERE name = ? AND version = ?').run(name, version);
       return record;
     });
   }
@@ -162,29 +176,29 @@ class SqliteStore implements MetadataStore {
   async searchModelVersions(filter: ModelFilter, page: Page): Promise<PageResult<ModelVersionRecord>> {
     const { where, params } = filterSql(filter, 'model_version_tags', 'v');
     const offset = decodePageToken(page.pageToken);
-    const rows = this.db.prepare(`SELECT v.* FROM model_versions v ${where} ORDER BY v.name ASC, v.version DESC LIMIT ? OFFSET ?`)
+    const rows = this.stmt(`SELECT v.* FROM model_versions v ${where} ORDER BY v.name ASC, v.version DESC LIMIT ? OFFSET ?`)
       .all(...params, page.maxResults + 1, offset) as Row[];
     return (paginate(rows, page.maxResults, offset, (r) => this.toVersion(r)));
   }
 
   async pendingModelVersions(): Promise<ModelVersionRecord[]> {
-    const rows = this.db.prepare("SELECT * FROM model_versions WHERE status = 'PENDING_REGISTRATION'").all() as Row[];
+    const rows = this.stmt("SELECT * FROM model_versions WHERE status = 'PENDING_REGISTRATION'").all() as Row[];
     return (rows.map((r) => this.toVersion(r)));
   }
 
   async setModelVersionTag(name: string, version: number, key: string, value: string, nowMs: number): Promise<void> {
     return this.tx(() => {
       this.loadVersion(name, version);
-      this.db.prepare('INSERT INTO model_version_tags (name, version, key, value) VALUES (?, ?, ?, ?) ON CONFLICT (name, version, key) DO UPDATE SET value = excluded.value').run(name, version, key, value);
-      this.db.prepare('UPDATE model_versions SET updated_ms = ? WHERE name = ? AND version = ?').run(nowMs, name, version);
+      this.stmt('INSERT INTO model_version_tags (name, version, key, value) VALUES (?, ?, ?, ?) ON CONFLICT (name, version, key) DO UPDATE SET value = excluded.value').run(name, version, key, value);
+      this.stmt('UPDATE model_versions SET updated_ms = ? WHERE name = ? AND version = ?').run(nowMs, name, version);
     });
   }
 
   async deleteModelVersionTag(name: string, version: number, key: string, nowMs: number): Promise<void> {
     return this.tx(() => {
       this.loadVersion(name, version);
-      this.db.prepare('DELETE FROM model_version_tags WHERE name = ? AND version = ? AND key = ?').run(name, version, key);
-      this.db.prepare('UPDATE model_versions SET updated_ms = ? WHERE name = ? AND version = ?').run(nowMs, name, version);
+      this.stmt('DELETE FROM model_version_tags WHERE name = ? AND version = ? AND key = ?').run(name, version, key);
+      this.stmt('UPDATE model_versions SET updated_ms = ? WHERE name = ? AND version = ?').run(nowMs, name, version);
     });
   }
 
@@ -193,7 +207,7 @@ class SqliteStore implements MetadataStore {
   async setAlias(name: string, alias: string, version: number, nowMs: number): Promise<void> {
     return this.tx(() => {
       this.loadVersion(name, version);
-      this.db.prepare('INSERT INTO model_aliases (name, alias, version) VALUES (?, ?, ?) ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version').run(name, alias, version);
+      this.stmt('INSERT INTO model_aliases (name, alias, version) VALUES (?, ?, ?) ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version').run(name, alias, version);
       this.touchModel(name, nowMs);
     });
   }
@@ -201,23 +215,55 @@ class SqliteStore implements MetadataStore {
   async deleteAlias(name: string, alias: string, nowMs: number): Promise<boolean> {
     return this.tx(() => {
       this.requireModel(name);
-      const { changes } = this.db.prepare('DELETE FROM model_aliases WHERE name = ? AND alias = ?').run(name, alias);
+      const { changes } = this.stmt('DELETE FROM model_aliases WHERE name = ? AND alias = ?').run(name, alias);
       if (changes > 0) this.touchModel(name, nowMs);
       return changes > 0;
     });
   }
 
+  // ---- endpoints ---------------------------------------------------------------------------
+
+  async createEndpoint(e: EndpointRecord): Promise<void> {
+    this.tx(() => {
+      if (this.stmt('SELECT 1 FROM endpoints WHERE name = ?').get(e.name)) {
+        throw new FerryError('RESOURCE_ALREADY_EXISTS', `Serving endpoint '${e.name}' already exists.`);
+      }
+      this.stmt(`INSERT INTO endpoints (name, id, creator, created_ms, updated_ms, description, tags, config, pending_config, config_update, update_message)
+        VALUES (@name, @id, @creator, @createdMs, @updatedMs, @description, @tags, @config, @pendingConfig, @configUpdate, @updateMessage)`).run(endpointParams(e));
+    });
+  }
+
+  async getEndpoint(name: string): Promise<EndpointRecord | undefined> {
+    const row = this.stmt('SELECT * FROM endpoints WHERE name = ?').get(name) as Row | undefined;
+    return row ? toEndpoint(row) : undefined;
+  }
+
+  async listEndpoints(): Promise<EndpointRecord[]> {
+    return (this.stmt('SELECT * FROM endpoints ORDER BY name').all() as Row[]).map(toEndpoint);
+  }
+
+  async putEndpoint(e: EndpointRecord): Promise<void> {
+    const { changes } = this.stmt(`UPDATE endpoints SET id = @id, creator = @creator, created_ms = @createdMs, updated_ms = @updatedMs,
+        description = @description, tags = @tags, config = @config, pending_config = @pendingConfig, config_update = @configUpdate,
+        update_message = @updateMessage WHERE name = @name`).run(endpointParams(e));
+    if (changes === 0) throw notFound(`Serving endpoint '${e.name}'`);
+  }
+
+  async deleteEndpoint(name: string): Promise<boolean> {
+    return this.stmt('DELETE FROM endpoints WHERE name = ?').run(name).changes > 0;
+  }
+
   // ---- tokens ------------------------------------------------------------------------------
 
   async putToken(t: TokenRecord): Promise<void> {
-    this.db.prepare(`INSERT INTO tokens (id, principal, hash, created_ms, expires_ms, description) VALUES (?, ?, ?, ?, ?, ?)
+    this.stmt(`INSERT INTO tokens (id, principal, hash, created_ms, expires_ms, description) VALUES (?, ?, ?, ?, ?, ?)
       ON CONFLICT (id) DO UPDATE SET principal = excluded.principal, hash = excluded.hash, created_ms = excluded.created_ms,
         expires_ms = excluded.expires_ms, description = excluded.description`)
       .run(t.id, t.principal, t.hash, t.createdMs, t.expiresMs ?? null, t.description);
   }
 
   async findTokenByHash(hash: string): Promise<TokenRecord | undefined> {
-    const r = this.db.prepare('SELECT * FROM tokens WHERE hash = ?').get(hash) as Row | undefined;
+    const r = this.stmt('SELECT * FROM tokens WHERE hash = ?').get(hash) as Row | undefined;
     return (r === undefined ? undefined : {
       id: String(r.id), principal: String(r.principal), hash: String(r.hash), createdMs: Number(r.created_ms),
       expiresMs: r.expires_ms === null ? undefined : Number(r.expires_ms), description: String(r.description),
@@ -225,7 +271,7 @@ class SqliteStore implements MetadataStore {
   }
 
   async deleteTokensOf(principal: string): Promise<void> {
-    this.db.prepare('DELETE FROM tokens WHERE principal = ?').run(principal);
+    this.stmt('DELETE FROM tokens WHERE principal = ?').run(principal);
   }
 
   async close(): Promise<void> {
@@ -240,7 +286,7 @@ class SqliteStore implements MetadataStore {
   }
 
   private modelRow(name: string): Row | undefined {
-    return this.db.prepare('SELECT * FROM registered_models WHERE name = ?').get(name) as Row | undefined;
+    return this.stmt('SELECT * FROM registered_models WHERE name = ?').get(name) as Row | undefined;
   }
 
   private requireModel(name: string): Row {
@@ -250,13 +296,13 @@ class SqliteStore implements MetadataStore {
   }
 
   private touchModel(name: string, nowMs: number): void {
-    this.db.prepare('UPDATE registered_models SET updated_ms = ? WHERE name = ?').run(nowMs, name);
+    this.stmt('UPDATE registered_models SET updated_ms = ? WHERE name = ?').run(nowMs, name);
   }
 
   private loadModel(name: string): RegisteredModelRecord {
     const row = this.requireModel(name);
-    const tags = this.db.prepare('SELECT key, value FROM registered_model_tags WHERE name = ? ORDER BY key').all(name) as Row[];
-    const aliases = this.db.prepare('SELECT alias, version FROM model_aliases WHERE name = ? ORDER BY alias').all(name) as Row[];
+    const tags = this.stmt('SELECT key, value FROM registered_model_tags WHERE name = ? ORDER BY key').all(name) as Row[];
+    const aliases = this.stmt('SELECT alias, version FROM model_aliases WHERE name = ? ORDER BY alias').all(name) as Row[];
     return {
       name: String(row.name),
       description: String(row.description),
@@ -268,13 +314,13 @@ class SqliteStore implements MetadataStore {
   }
 
   private loadVersion(name: string, version: number): ModelVersionRecord {
-    const row = this.db.prepare('SELECT * FROM model_versions WHERE name = ? AND version = ?').get(name, version) as Row | undefined;
+    const row = this.stmt('SELECT * FROM model_versions WHERE name = ? AND version = ?').get(name, version) as Row | undefined;
     if (!row) throw notFound(`Model version '${name}' version ${version}`);
     return this.toVersion(row);
   }
 
   private toVersion(row: Row): ModelVersionRecord {
-    const tags = this.db.prepare('SELECT key, value FROM model_version_tags WHERE name = ? AND version = ? ORDER BY key').all(row.name, row.version) as Row[];
+    const tags = this.stmt('SELECT key, value FROM model_version_tags WHERE name = ? AND version = ? ORDER BY key').all(row.name, row.version) as Row[];
     return {
       name: String(row.name),
       version: Number(row.version),
@@ -289,6 +335,24 @@ class SqliteStore implements MetadataStore {
       artifact: row.artifact_path === null ? undefined : toArtifact(row),
     };
   }
+}
+
+function endpointParams(e: EndpointRecord): Record<string, unknown> {
+  return {
+    name: e.name, id: e.id, creator: e.creator, createdMs: e.createdMs, updatedMs: e.updatedMs, description: e.description,
+    tags: JSON.stringify(e.tags), config: e.config === undefined ? null : JSON.stringify(e.config),
+    pendingConfig: e.pendingConfig === undefined ? null : JSON.stringify(e.pendingConfig), configUpdate: e.configUpdate, updateMessage: e.updateMessage,
+  };
+}
+
+function toEndpoint(r: Row): EndpointRecord {
+  return {
+    name: String(r.name), id: String(r.id), creator: String(r.creator), createdMs: Number(r.created_ms), updatedMs: Number(r.updated_ms),
+    description: String(r.description), tags: JSON.parse(r.tags as string) as Record<string, string>,
+    config: r.config === null ? undefined : JSON.parse(r.config as string) as unknown,
+    pendingConfig: r.pending_config === null ? undefined : JSON.parse(r.pending_config as string) as unknown,
+    configUpdate: r.config_update as EndpointRecord['configUpdate'], updateMessage: String(r.update_message),
+  };
 }
 
 function toArtifact(row: Row): VersionArtifact {

@@ -72,6 +72,28 @@ export interface PageResult<T> {
   nextPageToken: string | undefined;
 }
 
+/** Databricks `state.config_update`. */
+export type ConfigUpdateState = 'NOT_UPDATING' | 'IN_PROGRESS' | 'UPDATE_FAILED' | 'UPDATE_CANCELED';
+
+/**
+ * A serving endpoint's desired state. `config` is what serves now; `pendingConfig` is a config
+ * being rolled out. The config objects are owned by the control plane (stored as JSON).
+ */
+export interface EndpointRecord<C = unknown> {
+  name: string;
+  id: string;
+  creator: string;
+  createdMs: number;
+  updatedMs: number;
+  description: string;
+  tags: Record<string, string>;
+  config: C | undefined;
+  pendingConfig: C | undefined;
+  configUpdate: ConfigUpdateState;
+  /** Why the last update failed or was cancelled ('' otherwise). */
+  updateMessage: string;
+}
+
 export interface MetadataStore {
   createRegisteredModel(m: { name: string; description: string; tags: Record<string, string> }, nowMs: number): Promise<RegisteredModelRecord>;
   getRegisteredModel(name: string): Promise<RegisteredModelRecord | undefined>;
@@ -96,6 +118,14 @@ export interface MetadataStore {
 
   setAlias(name: string, alias: string, version: number, nowMs: number): Promise<void>;
   deleteAlias(name: string, alias: string, nowMs: number): Promise<boolean>;
+
+  /** RESOURCE_ALREADY_EXISTS when the name is taken. */
+  createEndpoint(e: EndpointRecord): Promise<void>;
+  getEndpoint(name: string): Promise<EndpointRecord | undefined>;
+  listEndpoints(): Promise<EndpointRecord[]>;
+  /** Replaces the stored record (RESOURCE_DOES_NOT_EXIST when absent). */
+  putEndpoint(e: EndpointRecord): Promise<void>;
+  deleteEndpoint(name: string): Promise<boolean>;
 
   putToken(t: TokenRecord): Promise<void>;
   findTokenByHash(hash: string): Promise<TokenRecord | undefined>;

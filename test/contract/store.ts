@@ -148,6 +148,25 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.equal(await s.findTokenByHash('h2'), undefined);
     });
 
+    withStore('endpoints: create, get, list, replace, delete', async (s) => {
+      const e = {
+        name: 'ep', id: 'id-1', creator: 'admin', createdMs: 1, updatedMs: 1, description: '', tags: { a: 'b' },
+        config: undefined, pendingConfig: { configVersion: 1, entities: ['x'] }, configUpdate: 'IN_PROGRESS' as const, updateMessage: '',
+      };
+      await s.createEndpoint(e);
+      await rejectsWith(s.createEndpoint({ ...e, id: 'id-2' }), 'RESOURCE_ALREADY_EXISTS');
+      assert.deepEqual(await s.getEndpoint('ep'), e);
+      const done = { ...e, config: e.pendingConfig, pendingConfig: undefined, configUpdate: 'NOT_UPDATING' as const, updatedMs: 2 };
+      await s.putEndpoint(done);
+      assert.deepEqual(await s.getEndpoint('ep'), done);
+      await s.createEndpoint({ ...e, name: 'another', id: 'id-3' });
+      assert.deepEqual((await s.listEndpoints()).map((x) => x.name), ['another', 'ep']);
+      await rejectsWith(s.putEndpoint({ ...e, name: 'ghost' }), 'RESOURCE_DOES_NOT_EXIST');
+      assert.equal(await s.deleteEndpoint('ep'), true);
+      assert.equal(await s.deleteEndpoint('ep'), false);
+      assert.equal(await s.getEndpoint('ep'), undefined);
+    });
+
     test('data survives close and reopen', async () => {
       const h = await makeHarness();
       try {

@@ -1,0 +1,171 @@
+/**
+ * Endpoint configuration: the Databricks serving-endpoint request shapes (snake_case, as clients
+ * send them) → validated → compiled `EndpointConfig` (camelCase, versions resolved). Aliases are
+ * resolved and recorded at config time, so moving `@champion` later does not silently change what
+ * an endpoint serves.
+ */
+import { z } from 'zod';
+import { configError } from '../config/index.js';
+import { FerryError, invalidParameter } from '../errors.js';
+import { WORKLOAD_TYPES, type FlavorName, type WorkloadType } from '../flavors/index.js';
+import type { Registry } from '../registry/index.js';
+import type { ModelVersionRecord } from '../store/index.js';
+
+export const WORKLOAD_SIZES = ['Small', 'Medium', 'Large'] as const;
+export type WorkloadSize = (typeof WORKLOAD_SIZES)[number];
+
+/** At most this many served entities per endpoint (as Databricks). */
+export const MAX_SERVED_ENTITIES = 10;
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
+const NAME_RULE = '1-63 letters, digits, "-" or "_", starting with a letter or digit';
+
+const servedEntitySchema = z.strictObject({
+  name: z.string().regex(NAME_RE, `expected ${NAME_RULE}`).optional(),
+  entity_name: z.string().min(1),
+  entity_version: z.union([z.string().min(1), z.number().int().positive()]).transform(String),
+  workload_size: z.enum(WORKLOAD_SIZES).default('Small'),
+  workload_type: z.enum(WORKLOAD_TYPES).default('CPU'),
+  scale_to_zero_enabled: z.boolean().default(false),
+  min_provisioned_concurrency: z.number().int().min(0).optional(),
+  max_provisioned_concurrency: z.number().int().min(1).optional(),
+});
+
+const routeSchema = z.strictObject({
+  served_model_name: z.string().optional(),
+  served_entity_name: z.string().optional(),
+  traffic_percentage: z.number().int().min(0).max(100),
+});
+
+/** The body of `PUT /serving-endpoints/{name}/config`, and `config` of a create. */
+export const endpointConfigSchema = z.strictObject({
+  served_entities: z.array(servedEntitySchema).min(1).max(MAX_SERVED_ENTITIES),
+  traffic_config: z.strictObject({ routes: z.array(routeSchema).min(1) }).optional(),
+  /** Ferry extension: how long the gateway waits for a replica's answer (default: server setting). */
+  request_timeout_ms: z.number().int().min(1).max(600_000).optional(),
+});
+
+export const createEndpointSchema = z.strictObject({
+  name: z.string().regex(NAME_RE, `expected ${NAME_RULE}`),
+  config: endpointConfigSchema,
+  description: z.string().max(1000).default(''),
+  tags: z.array(z.strictObject({ key: z.string().min(1).max(255), value: z.string().max(1000) })).default([]),
+});
+
+export interface ServedEntityConfig {
+  name: string;
+  entityName: string;
+  /** Resolved version number, as a string (Databricks shape). */
+  entityVersion: string;
+  /** The alias the user gave, when they gave one (recorded, not followed). */
+  entityAlias: string | undefined;
+  workloadSize: WorkloadSize;
+  workloadType: WorkloadType;
+  scaleToZeroEnabled: boolean;
+  minProvisionedConcurrency: number | undefined;
+  maxProvisionedConcurrency: number | undefined;
+  /** What the runtime needs to start a replica (copied from the version at config time). */
+  artifactPath: string;
+  modelFile: string;
+  flavor: FlavorName;
+}
+
+export interface TrafficRoute {
+  servedEntityName: string;
+  trafficPercentage: number;
+}
+
+export interface EndpointConfig {
+  configVersion: number;
+  servedEntities: ServedEntityConfig[];
+  routes: TrafficRoute[];
+  requestTimeoutMs: number | undefined;
+}
+
+/** Validates a create body; the config inside is compiled separately with `compileConfig`. */
+export function parseCreateBody(body: unknown): z.output<typeof createEndpointSchema> {
+  const r = createEndpointSchema.safeParse(body);
+  if (!r.success) throw configError(r.error, body);
+  return r.data;
+}
+
+/**
+ * Validates a config body, resolves versions and aliases through the registry (each must be
+ * READY) and checks the traffic split. Errors name the field, e.g.
+ * `config.served_entities[1].entity_version`.
+ */
+export async function compileConfig(raw: unknown, configVersion: number, registry: Registry, field = 'config'): Promise<EndpointConfig> {
+  const r = endpointConfigSchema.safeParse(raw);
+  if (!r.success) throw configError(r.error, raw, `${field}.`);
+  const c = r.data;
+  const servedEntities: ServedEntityConfig[] = [];
+  for (const [i, e] of c.served_entities.entries()) {
+    const where = `${field}.served_entities[${i}]`;
+    const version = await resolveVersion(registry, e.entity_name, e.entity_version, where);
+    if (!version.artifact || version.status !== 'READY') {
+      throw invalidParameter(`${where}.entity_version`, e.entity_version, `a READY version (version ${version.version} of '${e.entity_name}' is ${version.status}${version.statusMessage ? `: ${version.statusMessage}` : ''})`);
+    }
+    if (e.min_provisioned_concurrency !== undefined && e.max_provisioned_concurrency !== undefined && e.min_provisioned_concurrency > e.max_provisioned_concurrency) {
+      throw invalidParameter(`${where}.min_provisioned_concurrency`, e.min_provisioned_concurrency, `at most max_provisioned_concurrency (${e.max_provisioned_concurrency})`);
+    }
+    const name = e.name ?? defaultEntityName(e.entity_name, version.version);
+    if (servedEntities.some((s) => s.name === name)) throw invalidParameter(`${where}.name`, name, 'a name no other served entity of this endpoint has');
+    servedEntities.push({
+      name,
+      entityName: e.entity_name,
+      entityVersion: String(version.version),
+      entityAlias: /^\d+$/.test(e.entity_version) ? undefined : e.entity_version,
+      workloadSize: e.workload_size,
+      workloadType: e.workload_type,
+      scaleToZeroEnabled: e.scale_to_zero_enabled,
+      minProvisionedConcurrency: e.min_provisioned_concurrency,
+      maxProvisionedConcurrency: e.max_provisioned_concurrency,
+      artifactPath: version.artifact.path,
+      modelFile: version.artifact.modelFile,
+      flavor: version.artifact.flavor,
+    });
+  }
+  return { configVersion, servedEntities, routes: compileRoutes(c.traffic_config?.routes, servedEntities, field), requestTimeoutMs: c.request_timeout_ms };
+}
+
+async function resolveVersion(registry: Registry, name: string, version: string, where: string): Promise<ModelVersionRecord> {
+  try {
+    await registry.getModel(name);
+    return /^\d+$/.test(version) ? await registry.getVersion(name, Number(version)) : await registry.getVersionByAlias(name, version);
+  } catch (err) {
+    if (err instanceof FerryError && err.code === 'RESOURCE_DOES_NOT_EXIST') {
+      throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value for '${where}': ${err.message.replace(/\.$/, '')} (entity_name ${JSON.stringify(name)}, entity_version ${JSON.stringify(version)}).`);
+    }
+    throw err;
+  }
+}
+
+/** "iris" version 3 → "iris-3" (Databricks' default served-entity name). */
+function defaultEntityName(model: string, version: number): string {
+  return `${model.replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 50)}-${version}`;
+}
+
+/**
+ * Routes must name each served entity exactly once and add up to 100. Without a traffic_config,
+ * one entity gets 100% and several split evenly (the remainder goes to the first).
+ */
+function compileRoutes(routes: Array<z.output<typeof routeSchema>> | undefined, entities: ServedEntityConfig[], field: string): TrafficRoute[] {
+  if (routes === undefined) {
+    const share = Math.floor(100 / entities.length);
+    return entities.map((e, i) => ({ servedEntityName: e.name, trafficPercentage: share + (i === 0 ? 100 - share * entities.length : 0) }));
+  }
+  const out: TrafficRoute[] = [];
+  for (const [i, r] of routes.entries()) {
+    const where = `${field}.traffic_config.routes[${i}]`;
+    const name = r.served_entity_name ?? r.served_model_name;
+    if (name === undefined) throw invalidParameter(`${where}.served_entity_name`, undefined, 'the name of a served entity');
+    if (!entities.some((e) => e.name === name)) throw invalidParameter(`${where}.served_entity_name`, name, `one of ${entities.map((e) => `'${e.name}'`).join(', ')}`);
+    if (out.some((o) => o.servedEntityName === name)) throw invalidParameter(`${where}.served_entity_name`, name, 'each served entity in one route only');
+    out.push({ servedEntityName: name, trafficPercentage: r.traffic_percentage });
+  }
+  const total = out.reduce((a, r) => a + r.trafficPercentage, 0);
+  if (total !== 100) throw invalidParameter(`${field}.traffic_config.routes`, out.map((r) => r.trafficPercentage), `traffic percentages that add up to 100 (they add up to ${total})`);
+  const missing = entities.find((e) => !out.some((o) => o.servedEntityName === e.name));
+  if (missing) throw invalidParameter(`${field}.traffic_config.routes`, out.map((r) => r.servedEntityName), `a route for every served entity ('${missing.name}' has none; give it traffic_percentage 0 to keep it warm without traffic)`);
+  return out;
+}

@@ -1,0 +1,419 @@
+/**
+ * The endpoint controller: desired state in, running replicas and routes out.
+ *
+ * - The API writes desired state (an endpoint's config, or a pending config) durably, then the
+ *   controller converges: it starts the pending config's replicas, waits for them to be ready,
+ *   swaps the endpoint's route in one step, and drains and stops replicas no longer used.
+ * - A served entity that is unchanged between configs (same model version, same workload) keeps
+ *   its replicas, so a traffic-only change restarts nothing.
+ * - A failed rollout leaves the serving config untouched and marks the update UPDATE_FAILED with
+ *   the replica's own error on the failed entity.
+ * - A replica that dies is replaced with exponential backoff (1 s, 2 s, ... 30 s); the entity is
+ *   RECOVERING while it has no ready replica and FAILED after 5 failed starts in a row.
+ * - On start, every stored endpoint is brought back up; an update that was in progress resumes.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { ArtifactStore } from '../artifacts/index.js';
+import { FerryError, notFound } from '../errors.js';
+import { openChannel, type Backend, type EndpointRoute, type RoutingTable } from '../gateway/index.js';
+import type { Registry } from '../registry/index.js';
+import type { ReplicaExit, ReplicaHandle, Runtime } from '../runtime/index.js';
+import type { EndpointRecord, MetadataStore } from '../store/index.js';
+import { compileConfig, parseCreateBody, type EndpointConfig, type ServedEntityConfig } from './config.js';
+
+export type DeploymentState = 'DEPLOYMENT_CREATING' | 'DEPLOYMENT_READY' | 'DEPLOYMENT_RECOVERING' | 'DEPLOYMENT_FAILED' | 'DEPLOYMENT_ABORTED';
+
+type Record_ = EndpointRecord<EndpointConfig>;
+
+export interface ControllerOptions {
+  store: MetadataStore;
+  registry: Registry;
+  artifacts: ArtifactStore;
+  runtime: Runtime;
+  table: RoutingTable;
+  defaultRequestTimeoutMs: number;
+  replicaMemoryLimitBytes: number;
+  maxBodyBytes: number;
+  /** How long a stopped config's replicas may take to finish their in-flight requests. */
+  drainTimeoutMs: number;
+  now: () => number;
+  log: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+}
+
+/** Consecutive failed starts after which a served entity is DEPLOYMENT_FAILED (it keeps retrying). */
+const MAX_FAILED_STARTS = 5;
+const MAX_RESTART_DELAY_MS = 30_000;
+/** A replica that stayed up this long resets the crash-loop counter. */
+const STABLE_AFTER_MS = 60_000;
+
+interface ReplicaSlot {
+  id: string;
+  handle: ReplicaHandle | undefined;
+  backend: Backend | undefined;
+  readyAtMs: number;
+}
+
+/** The running replicas of one served entity. */
+class Deployment {
+  readonly backends: Backend[] = [];
+  readonly replicas = new Map<string, ReplicaSlot>();
+  state: DeploymentState = 'DEPLOYMENT_CREATING';
+  message = '';
+  desiredReplicas = 1;
+  failedStarts = 0;
+  restartTimer: NodeJS.Timeout | undefined;
+  stopped = false;
+
+  constructor(readonly endpoint: string, readonly entity: ServedEntityConfig) {}
+
+  /** Same model version and workload: replicas can be kept across configs. */
+  sameAs(entity: ServedEntityConfig): boolean {
+    const a = this.entity;
+    return a.name === entity.name && a.entityName === entity.entityName && a.entityVersion === entity.entityVersion
+      && a.workloadType === entity.workloadType && a.workloadSize === entity.workloadSize && a.artifactPath === entity.artifactPath;
+  }
+}
+
+class EndpointState {
+  /** Deployments of the serving config, by served-entity name. */
+  current = new Map<string, Deployment>();
+  /** Deployments of the pending config while it rolls out (or after it failed). */
+  pending = new Map<string, Deployment>();
+  deleted = false;
+  constructor(public record: Record_) {}
+}
+
+export class EndpointController {
+  private readonly endpoints = new Map<string, EndpointState>();
+  private readonly byReplica = new Map<string, Deployment>();
+  private readonly rollouts = new Set<Promise<void>>();
+
+  constructor(private readonly o: ControllerOptions) {
+    o.runtime.onExit((exit) => this.onReplicaExit(exit));
+  }
+
+  /** Loads stored endpoints and brings them back up (returns at once; they converge in the background). */
+  async start(): Promise<void> {
+    for (const record of (await this.o.store.listEndpoints()) as Record_[]) {
+      const st = new EndpointState(record);
+      this.endpoints.set(record.name, st);
+      this.track(this.recover(st));
+    }
+  }
+
+  async create(body: unknown, principal: string): Promise<Record_> {
+    const b = parseCreateBody(body);
+    if (this.endpoints.has(b.name)) throw new FerryError('RESOURCE_ALREADY_EXISTS', `Serving endpoint '${b.name}' already exists.`);
+    const config = await compileConfig(b.config, 1, this.o.registry);
+    const now = this.o.now();
+    const record: Record_ = {
+      name: b.name, id: randomUUID(), creator: principal, createdMs: now, updatedMs: now, description: b.description,
+      tags: Object.fromEntries(b.tags.map((t) => [t.key, t.value])),
+      config: undefined, pendingConfig: config, configUpdate: 'IN_PROGRESS', updateMessage: '',
+    };
+    await this.o.store.createEndpoint(record);
+    const st = new EndpointState(record);
+    this.endpoints.set(b.name, st);
+    this.track(this.rollout(st));
+    return record;
+  }
+
+  async updateConfig(name: string, body: unknown): Promise<Record_> {
+    const st = this.get(name);
+    if (st.record.configUpdate === 'IN_PROGRESS') {
+      throw new FerryError('RESOURCE_CONFLICT', `Serving endpoint '${name}' is already being updated (config version ${st.record.pendingConfig?.configVersion ?? '?'}); wait for it to finish.`);
+    }
+    const version = Math.max(st.record.config?.configVersion ?? 0, st.record.pendingConfig?.configVersion ?? 0) + 1;
+    const config = await compileConfig(body, version, this.o.registry, 'config');
+    this.discard(st.pending, st);
+    st.record = { ...st.record, pendingConfig: config, configUpdate: 'IN_PROGRESS', updateMessage: '', updatedMs: this.o.now() };
+    await this.o.store.putEndpoint(st.record);
+    this.track(this.rollout(st));
+    return st.record;
+  }
+
+  /** Removes the endpoint: no more traffic, replicas drain and stop, then the record goes. */
+  async delete(name: string): Promise<void> {
+    const st = this.get(name);
+    st.deleted = true;
+    this.o.table.delete(name);
+    this.endpoints.delete(name);
+    await this.o.store.deleteEndpoint(name);
+    await Promise.all([...st.current.values(), ...st.pending.values()].map((d) => this.stopDeployment(d)));
+  }
+
+  list(): EndpointView[] {
+    return [...this.endpoints.values()].sort((a, b) => a.record.name.localeCompare(b.record.name)).map((st) => this.view(st));
+  }
+
+  describe(name: string): EndpointView {
+    return this.view(this.get(name));
+  }
+
+  async logs(name: string, servedEntity: string): Promise<string> {
+    const st = this.get(name);
+    const known = [...st.current.keys(), ...st.pending.keys()];
+    if (!known.includes(servedEntity)) throw notFound(`Served entity '${servedEntity}' of serving endpoint '${name}'`);
+    return this.o.runtime.logs(name, servedEntity, 64 * 1024);
+  }
+
+  /** Waits for background rollouts (tests and shutdown), then stops every replica. */
+  async close(): Promise<void> {
+    for (const st of this.endpoints.values()) st.deleted = true;
+    await Promise.allSettled([...this.rollouts]);
+    for (const st of this.endpoints.values()) {
+      for (const d of [...st.current.values(), ...st.pending.values()]) {
+        d.stopped = true;
+        clearTimeout(d.restartTimer);
+      }
+    }
+    await this.o.runtime.close();
+  }
+
+  private get(name: string): EndpointState {
+    const st = this.endpoints.get(name);
+    if (!st) throw notFound(`Serving endpoint '${name}'`);
+    return st;
+  }
+
+  private track(p: Promise<void>): void {
+    const tracked = p.catch((err: unknown) => this.o.log('error', 'endpoint reconcile failed', { error: err instanceof Error ? err.stack : String(err) }))
+      .finally(() => this.rollouts.delete(tracked));
+    this.rollouts.add(tracked);
+  }
+
+  // ---- convergence -------------------------------------------------------------------------
+
+  /** After a restart: serve the stored config again, then resume an interrupted update. */
+  private async recover(st: EndpointState): Promise<void> {
+    const config = st.record.config;
+    if (config) {
+      const deployments = new Map(config.servedEntities.map((e) => [e.name, new Deployment(st.record.name, e)]));
+      st.current = deployments;
+      await Promise.allSettled([...deployments.values()].map((d) => this.deploy(d)));
+      if (st.deleted) return;
+      this.publish(st, config, deployments);
+      // Entities that failed to come back keep retrying in the background.
+      for (const d of deployments.values()) if (d.backends.length === 0) this.scheduleRestart(d);
+    }
+    if (st.record.configUpdate === 'IN_PROGRESS' && st.record.pendingConfig) await this.rollout(st);
+  }
+
+  private async rollout(st: EndpointState): Promise<void> {
+    const target = st.record.pendingConfig;
+    if (!target) return;
+    const next = new Map<string, Deployment>();
+    const started: Deployment[] = [];
+    for (const e of target.servedEntities) {
+      const existing = st.current.get(e.name);
+      if (existing?.sameAs(e) && existing.state !== 'DEPLOYMENT_FAILED') {
+        next.set(e.name, existing);
+      } else {
+        const d = new Deployment(st.record.name, e);
+        next.set(e.name, d);
+        started.push(d);
+      }
+    }
+    st.pending = next;
+    const results = await Promise.allSettled(started.map((d) => this.deploy(d)));
+    if (st.deleted || st.record.pendingConfig !== target) {
+      await Promise.all(started.map((d) => this.stopDeployment(d)));
+      return;
+    }
+    const failed = started.filter((_, i) => results[i]?.status === 'rejected');
+    if (failed.length > 0) {
+      await Promise.all(started.map((d) => this.stopDeployment(d, d.state === 'DEPLOYMENT_FAILED' ? 'DEPLOYMENT_FAILED' : 'DEPLOYMENT_ABORTED')));
+      const reason = failed.map((d) => `served entity '${d.entity.name}' (${d.entity.entityName} version ${d.entity.entityVersion}) failed to start: ${d.message}`).join('; ');
+      st.record = { ...st.record, configUpdate: 'UPDATE_FAILED', updateMessage: reason, updatedMs: this.o.now() };
+      await this.o.store.putEndpoint(st.record);
+      this.o.log('warn', 'endpoint update failed', { endpoint: st.record.name, configVersion: target.configVersion, reason });
+      return;
+    }
+    // Switch traffic in one step, then retire what the new config does not use.
+    const previous = st.current;
+    this.publish(st, target, next);
+    st.current = next;
+    st.pending = new Map();
+    st.record = { ...st.record, config: target, pendingConfig: undefined, configUpdate: 'NOT_UPDATING', updateMessage: '', updatedMs: this.o.now() };
+    await this.o.store.putEndpoint(st.record);
+    this.o.log('info', 'endpoint config active', { endpoint: st.record.name, configVersion: target.configVersion });
+    const retired = [...previous.values()].filter((d) => ![...next.values()].includes(d));
+    await Promise.all(retired.map((d) => this.stopDeployment(d)));
+  }
+
+  private publish(st: EndpointState, config: EndpointConfig, deployments: Map<string, Deployment>): void {
+    const route: EndpointRoute = {
+      name: st.record.name,
+      timeoutMs: config.requestTimeoutMs ?? this.o.defaultRequestTimeoutMs,
+      entities: config.routes.map((r) => {
+        const d = deployments.get(r.servedEntityName) as Deployment;
+        return { name: d.entity.name, modelVersion: d.entity.entityVersion, trafficPercentage: r.trafficPercentage, backends: d.backends };
+      }),
+    };
+    this.o.table.set(route);
+  }
+
+  /** Starts a deployment's replicas; resolves when they are all ready, rejects on the first failure. */
+  private async deploy(d: Deployment): Promise<void> {
+    d.state = 'DEPLOYMENT_CREATING';
+    try {
+      await Promise.all(Array.from({ length: d.desiredReplicas }, () => this.startReplica(d)));
+    } catch (err) {
+      d.state = 'DEPLOYMENT_FAILED';
+      d.message = err instanceof Error ? err.message : String(err);
+      throw err;
+    }
+  }
+
+  private async startReplica(d: Deployment): Promise<void> {
+    const e = d.entity;
+    const id = `${d.endpoint}.${e.name}.${randomBytes(3).toString('hex')}`;
+    const slot: ReplicaSlot = { id, handle: undefined, backend: undefined, readyAtMs: 0 };
+    d.replicas.set(id, slot);
+    this.byReplica.set(id, d);
+    let handle: ReplicaHandle;
+    try {
+      handle = await this.o.runtime.startReplica({
+        id, endpoint: d.endpoint, servedEntity: e.name,
+        artifactDir: await this.o.artifacts.localDir(e.artifactPath), modelFile: e.modelFile, flavor: e.flavor,
+        workloadType: e.workloadType, modelName: d.endpoint, modelVersion: e.entityVersion,
+        memoryLimitBytes: this.o.replicaMemoryLimitBytes, maxBodyBytes: this.o.maxBodyBytes,
+      });
+    } catch (err) {
+      d.replicas.delete(id);
+      this.byReplica.delete(id);
+      throw err;
+    }
+    if (d.stopped) {
+      d.replicas.delete(id);
+      this.byReplica.delete(id);
+      await this.o.runtime.stopReplica(id);
+      return;
+    }
+    slot.handle = handle;
+    slot.readyAtMs = this.o.now();
+    slot.backend = { id, channel: openChannel(handle.address), outstanding: 0 };
+    d.backends.push(slot.backend);
+    d.state = 'DEPLOYMENT_READY';
+    d.message = '';
+  }
+
+  /** Takes a deployment out of service: no new requests, in-flight ones finish, replicas stop. */
+  private async stopDeployment(d: Deployment, finalState: DeploymentState = 'DEPLOYMENT_ABORTED'): Promise<void> {
+    d.stopped = true;
+    clearTimeout(d.restartTimer);
+    const backends = d.backends.splice(0);
+    const deadline = this.o.now() + this.o.drainTimeoutMs;
+    while (backends.some((b) => b.outstanding > 0) && this.o.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    for (const b of backends) b.channel.close();
+    await Promise.all([...d.replicas.keys()].map(async (id) => {
+      this.byReplica.delete(id);
+      await this.o.runtime.stopReplica(id);
+    }));
+    d.replicas.clear();
+    if (d.state !== 'DEPLOYMENT_FAILED') d.state = finalState;
+  }
+
+  private discard(deployments: Map<string, Deployment>, st: EndpointState): void {
+    const live = new Set(st.current.values());
+    for (const d of deployments.values()) if (!live.has(d)) void this.stopDeployment(d);
+    st.pending = new Map();
+  }
+
+  // ---- failures ----------------------------------------------------------------------------
+
+  private onReplicaExit(exit: ReplicaExit): void {
+    const d = this.byReplica.get(exit.id);
+    if (!d) return;
+    this.byReplica.delete(exit.id);
+    const slot = d.replicas.get(exit.id);
+    d.replicas.delete(exit.id);
+    if (slot?.backend) {
+      const i = d.backends.indexOf(slot.backend);
+      if (i >= 0) d.backends.splice(i, 1);
+      slot.backend.channel.close();
+    }
+    if (d.stopped) return;
+    if (slot && this.o.now() - slot.readyAtMs >= STABLE_AFTER_MS) d.failedStarts = 0;
+    const how = exit.reason === 'oom' ? 'was killed for exceeding its memory limit' : `exited (${exit.signal ?? `code ${exit.code ?? '?'}`})`;
+    d.message = `Replica ${exit.id} ${how}. Last log lines:\n${exit.lastLogLines}`;
+    if (d.backends.length === 0) d.state = 'DEPLOYMENT_RECOVERING';
+    this.o.log('warn', 'replica exited', { endpoint: d.endpoint, servedEntity: d.entity.name, replica: exit.id, reason: exit.reason, code: exit.code });
+    this.scheduleRestart(d);
+  }
+
+  /** Starts a replacement replica after 1 s, 2 s, 4 s, ... up to 30 s between failed tries. */
+  private scheduleRestart(d: Deployment): void {
+    if (d.stopped || d.restartTimer !== undefined) return;
+    const delayMs = Math.min(1000 * 2 ** d.failedStarts, MAX_RESTART_DELAY_MS);
+    d.restartTimer = setTimeout(() => {
+      d.restartTimer = undefined;
+      if (d.stopped || d.replicas.size >= d.desiredReplicas) return;
+      this.startReplica(d).then(
+        () => this.scheduleMissing(d),
+        (err: unknown) => {
+          d.failedStarts++;
+          d.message = err instanceof Error ? err.message : String(err);
+          if (d.failedStarts >= MAX_FAILED_STARTS && d.backends.length === 0) d.state = 'DEPLOYMENT_FAILED';
+          this.scheduleRestart(d);
+        },
+      );
+    }, delayMs);
+    d.restartTimer.unref();
+  }
+
+  private scheduleMissing(d: Deployment): void {
+    if (d.replicas.size < d.desiredReplicas) this.scheduleRestart(d);
+  }
+
+  // ---- views -------------------------------------------------------------------------------
+
+  private view(st: EndpointState): EndpointView {
+    const r = st.record;
+    const entityView = (e: ServedEntityConfig, deployments: Map<string, Deployment>): Record<string, unknown> => {
+      const d = deployments.get(e.name);
+      return {
+        name: e.name,
+        entity_name: e.entityName,
+        entity_version: e.entityVersion,
+        ...(e.entityAlias === undefined ? {} : { entity_alias: e.entityAlias }),
+        workload_size: e.workloadSize,
+        workload_type: e.workloadType,
+        scale_to_zero_enabled: e.scaleToZeroEnabled,
+        ...(e.minProvisionedConcurrency === undefined ? {} : { min_provisioned_concurrency: e.minProvisionedConcurrency }),
+        ...(e.maxProvisionedConcurrency === undefined ? {} : { max_provisioned_concurrency: e.maxProvisionedConcurrency }),
+        state: {
+          deployment: d?.state ?? 'DEPLOYMENT_CREATING',
+          deployment_state_message: d?.message ?? '',
+          replicas: { ready: d?.backends.length ?? 0, total: d?.replicas.size ?? 0, desired: d?.desiredReplicas ?? 0 },
+        },
+      };
+    };
+    const configView = (c: EndpointConfig, deployments: Map<string, Deployment>): Record<string, unknown> => ({
+      config_version: c.configVersion,
+      served_entities: c.servedEntities.map((e) => entityView(e, deployments)),
+      traffic_config: { routes: c.routes.map((x) => ({ served_entity_name: x.servedEntityName, served_model_name: x.servedEntityName, traffic_percentage: x.trafficPercentage })) },
+      ...(c.requestTimeoutMs === undefined ? {} : { request_timeout_ms: c.requestTimeoutMs }),
+    });
+    const route = this.o.table.get(r.name);
+    const ready = route !== undefined && route.entities.some((e) => e.trafficPercentage > 0 && e.backends.length > 0);
+    return {
+      name: r.name,
+      id: r.id,
+      creator: r.creator,
+      creation_timestamp: r.createdMs,
+      last_updated_timestamp: r.updatedMs,
+      ...(r.description ? { description: r.description } : {}),
+      tags: Object.entries(r.tags).map(([key, value]) => ({ key, value })),
+      state: {
+        ready: ready ? 'READY' : 'NOT_READY',
+        config_update: r.configUpdate,
+        ...(r.updateMessage ? { config_update_message: r.updateMessage } : {}),
+      },
+      ...(r.config ? { config: configView(r.config, st.current) } : {}),
+      ...(r.pendingConfig ? { pending_config: { ...configView(r.pendingConfig, st.pending), start_time: r.updatedMs } } : {}),
+    };
+  }
+}
+
+export type EndpointView = Record<string, unknown> & { name: string; state: { ready: 'READY' | 'NOT_READY'; config_update: string } };

@@ -1,0 +1,101 @@
+/**
+ * The gateway (data plane): the inference routes clients call. Per request: authenticate (the
+ * server's middleware), read the body within the limit, pick a served entity by traffic weight and
+ * a replica by power of two choices, forward through the replica's channel, answer with the
+ * replica's response and a `served-model-name` header. The body is forwarded as received: the
+ * replica parses and validates it.
+ */
+import { FerryError, notFound } from '../errors.js';
+import { readBody, type Context, type Reply, type Router } from '../http/index.js';
+import { ChannelError, type ChannelResponse } from './channel.js';
+import { pickBackend, pickEntity, type Backend, type EndpointRoute, type EntityRoute, RoutingTable } from './routing.js';
+
+export { openChannel, ChannelError, type ReplicaChannel, type ChannelRequest, type ChannelResponse } from './channel.js';
+export { RoutingTable, pickBackend, pickEntity, type Backend, type EndpointRoute, type EntityRoute } from './routing.js';
+
+export interface GatewayOptions {
+  maxBodyBytes: number;
+}
+
+/** Seconds a client should wait before retrying when no replica is ready. */
+const NO_REPLICA_RETRY_AFTER_S = 1;
+
+export function gatewayRoutes(router: Router, table: RoutingTable, opts: GatewayOptions): void {
+  const route = (ctx: Context): EndpointRoute => {
+    const name = ctx.params.name ?? '';
+    const r = table.get(name);
+    if (!r) throw notFound(`Serving endpoint '${name}'`);
+    return r;
+  };
+  const entitiesFor = (ctx: Context, r: EndpointRoute): readonly EntityRoute[] => {
+    const version = ctx.params.version;
+    if (version === undefined) return r.entities;
+    const matching = r.entities.filter((e) => e.modelVersion === version || e.name === version);
+    if (matching.length === 0) throw notFound(`Version '${version}' of serving endpoint '${r.name}'`);
+    // A version path addresses those entities directly, whatever their traffic share.
+    return matching.map((e) => ({ ...e, trafficPercentage: 1 }));
+  };
+  const forward = async (ctx: Context, replicaPath: (r: EndpointRoute) => string): Promise<Reply | undefined> => {
+    const r = route(ctx);
+    const entities = entitiesFor(ctx, r);
+    const body = ctx.method === 'POST' ? await readBody(ctx.req, opts.maxBodyBytes) : undefined;
+    const entity = pickEntity(entities, Math.random());
+    if (!entity) throw noReplica(r.name);
+    const res = await send(entity, {
+      method: ctx.method,
+      path: replicaPath(r),
+      headers: body === undefined ? {} : { 'content-type': 'application/json', 'content-length': String(body.length) },
+      body,
+    }, r.timeoutMs, r.name);
+    ctx.res.writeHead(res.status, {
+      'content-type': res.contentType ?? 'application/json',
+      'content-length': res.body.length,
+      'served-model-name': entity.name,
+    });
+    ctx.res.end(res.body);
+    return undefined;
+  };
+
+  const invocations = (ctx: Context): Promise<Reply | undefined> => forward(ctx, () => '/invocations');
+  const v2 = (suffix: string) => (ctx: Context): Promise<Reply | undefined> => forward(ctx, (r) => `/v2/models/${encodeURIComponent(r.name)}${suffix}`);
+
+  router
+    .add('POST', '/serving-endpoints/:name/invocations', invocations)
+    .add('POST', '/v2/models/:name/infer', v2('/infer'))
+    .add('POST', '/v2/models/:name/versions/:version/infer', (ctx) => forward(ctx, (r) => `/v2/models/${encodeURIComponent(r.name)}/versions/${encodeURIComponent(ctx.params.version ?? '')}/infer`))
+    .add('GET', '/v2/models/:name', v2(''))
+    .add('GET', '/v2/models/:name/versions/:version', (ctx) => forward(ctx, (r) => `/v2/models/${encodeURIComponent(r.name)}/versions/${encodeURIComponent(ctx.params.version ?? '')}`))
+    .add('GET', '/v2/models/:name/ready', (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))))
+    .add('GET', '/v2/models/:name/versions/:version/ready', (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))));
+}
+
+function readiness(r: EndpointRoute, entities: readonly EntityRoute[]): Reply {
+  if (!entities.some((e) => e.backends.length > 0)) throw noReplica(r.name);
+  return { body: { name: r.name, ready: true } };
+}
+
+function noReplica(endpoint: string): FerryError {
+  return new FerryError('TEMPORARILY_UNAVAILABLE', `Serving endpoint '${endpoint}' has no ready replica; retry shortly.`, { retryAfterS: NO_REPLICA_RETRY_AFTER_S });
+}
+
+/**
+ * Sends to a replica of `entity`. A request that never reached a replica (connection refused,
+ * socket gone: the replica died a moment ago) is retried once on another replica.
+ */
+async function send(entity: EntityRoute, req: Parameters<Backend['channel']['request']>[0], timeoutMs: number, endpoint: string): Promise<ChannelResponse> {
+  let failed: Backend | undefined;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const backend = pickBackend(entity.backends, Math.random(), Math.random(), failed);
+    if (!backend) throw noReplica(endpoint);
+    backend.outstanding++;
+    try {
+      return await backend.channel.request(req, timeoutMs);
+    } catch (err) {
+      if (!(err instanceof ChannelError) || err.sent || attempt === 1) throw err;
+      failed = backend;
+    } finally {
+      backend.outstanding--;
+    }
+  }
+  throw noReplica(endpoint);
+}

@@ -1,0 +1,80 @@
+/**
+ * The routing table: which ready replicas serve which served entity of which endpoint, with
+ * traffic weights. The control plane swaps an endpoint's route atomically (one Map.set) when a
+ * new config is ready, and adds/removes backends in place as replicas turn ready or die, so the
+ * gateway never sees a half-built config.
+ */
+import type { ReplicaChannel } from './channel.js';
+
+/** One ready replica as the gateway sees it. */
+export interface Backend {
+  id: string;
+  channel: ReplicaChannel;
+  /** Requests sent and not yet answered. */
+  outstanding: number;
+}
+
+export interface EntityRoute {
+  /** Served entity name (sent back in the `served-model-name` header). */
+  name: string;
+  modelVersion: string;
+  /** Percentage of traffic, 0-100. */
+  trafficPercentage: number;
+  /** Ready replicas; the control plane mutates this array in place. */
+  backends: Backend[];
+}
+
+export interface EndpointRoute {
+  name: string;
+  entities: EntityRoute[];
+  timeoutMs: number;
+}
+
+export class RoutingTable {
+  private readonly routes = new Map<string, EndpointRoute>();
+
+  get(endpoint: string): EndpointRoute | undefined {
+    return this.routes.get(endpoint);
+  }
+
+  set(route: EndpointRoute): void {
+    this.routes.set(route.name, route);
+  }
+
+  delete(endpoint: string): void {
+    this.routes.delete(endpoint);
+  }
+}
+
+/**
+ * Picks a served entity by traffic percentage. `r` is uniform in [0, 1). Entities at 0% are
+ * never picked while another has traffic. Example: routes 90/10 and r = 0.95 → the second.
+ */
+export function pickEntity(entities: readonly EntityRoute[], r: number): EntityRoute | undefined {
+  let x = r * 100;
+  let last: EntityRoute | undefined;
+  for (const e of entities) {
+    if (e.trafficPercentage <= 0) continue;
+    last = e;
+    if (x < e.trafficPercentage) return e;
+    x -= e.trafficPercentage;
+  }
+  return last;
+}
+
+/**
+ * Power of two choices: two random backends, the one with fewer outstanding requests wins.
+ * Near least-loaded balancing at O(1) cost, without the herd effect of always choosing the global
+ * minimum. `r1`, `r2` are uniform in [0, 1); `exclude` skips a backend that just failed.
+ */
+export function pickBackend(backends: readonly Backend[], r1: number, r2: number, exclude?: Backend): Backend | undefined {
+  const pool = exclude === undefined ? backends : backends.filter((b) => b !== exclude);
+  const n = pool.length;
+  if (n === 0) return undefined;
+  if (n === 1) return pool[0];
+  const a = pool[Math.floor(r1 * n)] as Backend;
+  let j = Math.floor(r2 * (n - 1));
+  if (pool[j] === a) j = n - 1;
+  const b = pool[j] as Backend;
+  return b.outstanding < a.outstanding ? b : a;
+}

@@ -1,0 +1,78 @@
+/**
+ * Runtimes: WHERE replicas run. One interface, two implementations chosen by configuration:
+ * `local` (child processes of `ferry server` on Unix sockets, the default) and later
+ * `kubernetes` (pods). The control plane decides how many replicas of what; a runtime only starts,
+ * stops and watches them, and tells the control plane when one dies.
+ */
+import type { FlavorName, WorkloadType } from '../flavors/index.js';
+import { LocalRuntime, type LocalRuntimeOptions } from './local/index.js';
+
+/** Everything a runtime needs to start one replica of one served entity. */
+export interface ReplicaSpec {
+  /** Unique id of this replica, e.g. "iris-ep.champion.r3f9c"; safe as a file name. */
+  id: string;
+  /** Endpoint and served-entity names this replica belongs to (for logs and cleanup). */
+  endpoint: string;
+  servedEntity: string;
+  /** Artifact directory of the model version, on this machine. */
+  artifactDir: string;
+  /** Model file inside `artifactDir`. */
+  modelFile: string;
+  flavor: FlavorName;
+  workloadType: WorkloadType;
+  /** Name and version the replica answers to under /v2/models/{name}/versions/{version}. */
+  modelName: string;
+  modelVersion: string;
+  /** The replica is killed (and reported as exited) when its resident memory exceeds this. */
+  memoryLimitBytes: number;
+  /** Largest request body the replica accepts. */
+  maxBodyBytes: number;
+}
+
+/** How to reach a replica. */
+export type ReplicaAddress = { kind: 'unix'; socketPath: string } | { kind: 'tcp'; host: string; port: number };
+
+export interface ReplicaHandle {
+  id: string;
+  spec: ReplicaSpec;
+  address: ReplicaAddress;
+  /** OS process id (local runtime), for diagnostics. */
+  pid: number | undefined;
+}
+
+/** Why a replica stopped without being asked to. */
+export interface ReplicaExit {
+  id: string;
+  /** Exit code, or undefined when killed by a signal. */
+  code: number | undefined;
+  signal: string | undefined;
+  /** 'crashed' (exited on its own), 'oom' (over its memory limit, killed by the runtime). */
+  reason: 'crashed' | 'oom';
+  /** The last lines of the replica's log, for the entity's state message. */
+  lastLogLines: string;
+}
+
+export interface Runtime {
+  /**
+   * Starts a replica and resolves once it reports ready. Rejects with a FerryError
+   * (MODEL_ERROR) whose message holds the replica's own error (e.g. the model failed to load)
+   * when it exits before that, or DEADLINE_EXCEEDED after `startTimeoutMs`; nothing is left running.
+   */
+  startReplica(spec: ReplicaSpec): Promise<ReplicaHandle>;
+  /** Stops a replica: SIGTERM (it drains in-flight requests), SIGKILL after `drainTimeoutMs`. */
+  stopReplica(id: string): Promise<void>;
+  /** Called once for each replica that exits without `stopReplica` (crash, OOM kill). */
+  onExit(listener: (exit: ReplicaExit) => void): void;
+  /** Replicas this runtime currently runs. */
+  list(): ReplicaHandle[];
+  /** The tail of the logs of a served entity's replicas (newest replica last), at most `maxBytes`. */
+  logs(endpoint: string, servedEntity: string, maxBytes: number): Promise<string>;
+  /** Stops every replica (server shutdown). */
+  close(): Promise<void>;
+}
+
+export type RuntimeOptions = { kind: 'local' } & LocalRuntimeOptions;
+
+export async function openRuntime(opts: RuntimeOptions): Promise<Runtime> {
+  return LocalRuntime.open(opts);
+}

@@ -1,0 +1,66 @@
+/**
+ * Small Linux process helpers for the local runtime: resident memory, liveness and command lines
+ * read from /proc, and the environment a replica is given. Private to `src/runtime/local/`.
+ */
+import fsp from 'node:fs/promises';
+
+/**
+ * Environment variables a replica inherits from the server; everything else (FERRY_ADMIN_TOKEN,
+ * cloud credentials, database URLs) stays behind, because a replica runs a user's model and must
+ * not be able to read the server's secrets. PATH/HOME/locale/TZ/NODE_OPTIONS keep Node behaving as
+ * the operator configured it; TMPDIR is where onnxruntime may spill; LD_LIBRARY_PATH and
+ * CUDA_VISIBLE_DEVICES are how the CUDA libraries and the GPU are found for GPU workloads.
+ */
+export const REPLICA_ENV_KEYS = [
+  'PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'NODE_OPTIONS', 'TMPDIR', 'LD_LIBRARY_PATH', 'CUDA_VISIBLE_DEVICES',
+] as const;
+
+/** The scrubbed environment for a replica: only `REPLICA_ENV_KEYS` that are set. */
+export function replicaEnv(from: NodeJS.ProcessEnv): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const key of REPLICA_ENV_KEYS) {
+    const value = from[key];
+    if (value !== undefined) env[key] = value;
+  }
+  return env;
+}
+
+/** Resident set size of `pid` in bytes (VmRSS in /proc/<pid>/status), or undefined when unreadable. */
+export async function residentBytes(pid: number): Promise<number | undefined> {
+  const status = await fsp.readFile(`/proc/${pid}/status`, 'utf8').catch(() => undefined);
+  const kib = status === undefined ? undefined : /^VmRSS:\s+(\d+)\s+kB$/m.exec(status)?.[1];
+  return kib === undefined ? undefined : Number(kib) * 1024;
+}
+
+/**
+ * Whether `pid` is a running process. A zombie (exited, not yet reaped, e.g. under a PID 1 that
+ * does not reap) counts as gone: it holds no memory and no socket.
+ */
+export async function isRunning(pid: number): Promise<boolean> {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    // EPERM: it exists but belongs to someone else.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  // Format: "pid (comm) S ..."; comm may contain spaces and parentheses, so read after the last ')'.
+  const state = stat?.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== 'Z' && state !== 'X';
+}
+
+/** The command line of `pid` as its arguments, or [] when it cannot be read. */
+export async function commandLine(pid: number): Promise<string[]> {
+  const raw = await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  return raw.split('\0').filter((a) => a !== '');
+}
+
+/** Polls until `pid` is gone or `timeoutMs` passes; resolves whether it is gone. */
+export async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (await isRunning(pid)) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return true;
+}

@@ -1,0 +1,129 @@
+/**
+ * The runtime contract: every Runtime implementation runs this suite (local child processes now;
+ * Kubernetes pods later with the same file). Replicas are real: they load a real ONNX model and
+ * answer real requests at the address the runtime hands back.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { FerryError } from '../../src/errors.js';
+import type { ReplicaAddress, ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../../src/runtime/index.js';
+import { request, waitFor, type HttpResult } from '../support/index.js';
+
+export interface RuntimeHarness {
+  runtime: Runtime;
+  /**
+   * A spec for replica `id` of endpoint "ep", served entity `servedEntity` (default "linear"):
+   * model 'linear' is the linear.onnx fixture (y = x·w + b, [[1,2,3,4]] → [[5.625]]), 'broken' a
+   * model file of garbage bytes.
+   */
+  makeSpec(id: string, model: 'linear' | 'broken', overrides?: Partial<ReplicaSpec>): ReplicaSpec;
+  /** Kills a replica abruptly, as a crash would (local: SIGKILL its process). */
+  crash(handle: ReplicaHandle): Promise<void>;
+  /** Stops the runtime if a test did not, and removes everything the harness created. */
+  cleanup(): Promise<void>;
+}
+
+/** A request to a replica at whatever address the runtime handed back. */
+export function requestReplica(address: ReplicaAddress, path: string, json?: unknown): Promise<HttpResult> {
+  const target = address.kind === 'unix' ? { socketPath: address.socketPath } : { url: `http://${address.host}:${address.port}` };
+  return request({ ...target, path, token: null, ...(json === undefined ? {} : { json }) });
+}
+
+async function predictLinear(address: ReplicaAddress): Promise<void> {
+  const res = await requestReplica(address, '/invocations', { inputs: [[1, 2, 3, 4]] });
+  assert.equal(res.status, 200, res.text);
+  assert.deepEqual(res.json, { predictions: [[5.625]] });
+}
+
+export function runtimeContract(name: string, makeHarness: () => Promise<RuntimeHarness>): void {
+  describe(`Runtime contract: ${name}`, () => {
+    const withRuntime = (title: string, fn: (h: RuntimeHarness, exits: ReplicaExit[]) => Promise<void>): void => {
+      test(title, { timeout: 60_000 }, async () => {
+        const h = await makeHarness();
+        const exits: ReplicaExit[] = [];
+        h.runtime.onExit((e) => exits.push(e));
+        try {
+          await fn(h, exits);
+        } finally {
+          await h.runtime.close();
+          await h.cleanup();
+        }
+      });
+    };
+
+    withRuntime('a started replica is ready, predicts, is listed, and stops without an exit report', async (h, exits) => {
+      const spec = h.makeSpec('ep.linear.a', 'linear');
+      const handle = await h.runtime.startReplica(spec);
+      assert.equal(handle.id, 'ep.linear.a');
+      assert.deepEqual(handle.spec, spec);
+      assert.equal((await requestReplica(handle.address, '/v2/health/ready')).status, 200);
+      await predictLinear(handle.address);
+      assert.deepEqual(h.runtime.list().map((r) => r.id), ['ep.linear.a']);
+
+      await h.runtime.stopReplica(handle.id);
+      assert.deepEqual(h.runtime.list(), []);
+      await assert.rejects(requestReplica(handle.address, '/v2/health/ready'), 'a stopped replica no longer answers');
+      await h.runtime.stopReplica(handle.id); // a second stop, or an unknown id, is a no-op
+      await h.runtime.stopReplica('never-started');
+      await new Promise((r) => setTimeout(r, 200));
+      assert.deepEqual(exits, [], 'a requested stop is not an exit report');
+    });
+
+    withRuntime('a broken model fails the start with the replica\'s own reason and leaves nothing', async (h, exits) => {
+      await assert.rejects(h.runtime.startReplica(h.makeSpec('ep.broken.a', 'broken', { servedEntity: 'broken' })), (err: unknown) => {
+        assert.ok(err instanceof FerryError, String(err));
+        assert.equal(err.code, 'MODEL_ERROR');
+        assert.match(err.message, /ep\.broken\.a/);
+        // onnxruntime's own complaint about the garbage file, relayed from the replica.
+        assert.match(err.message, /protobuf|parse|load|model/i);
+        return true;
+      });
+      assert.deepEqual(h.runtime.list(), []);
+      assert.deepEqual(exits, [], 'a failed start is reported by the rejection, not onExit');
+      assert.match(await h.runtime.logs('ep', 'broken', 100_000), /replica failed to start/);
+    });
+
+    withRuntime('a replica that dies on its own is reported once as crashed, with its last log lines', async (h, exits) => {
+      const handle = await h.runtime.startReplica(h.makeSpec('ep.linear.crash', 'linear'));
+      await h.crash(handle);
+      const [exit] = await waitFor('exit report', () => (exits.length > 0 ? exits : undefined));
+      assert.equal(exit?.id, 'ep.linear.crash');
+      assert.equal(exit?.reason, 'crashed');
+      assert.match(exit?.lastLogLines ?? '', /replica ready/);
+      assert.deepEqual(h.runtime.list(), []);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(exits.length, 1, 'reported exactly once');
+      await h.runtime.stopReplica(handle.id); // stopping a replica that is already gone is a no-op
+    });
+
+    withRuntime('logs returns the entity\'s replica logs, bounded by maxBytes', async (h) => {
+      assert.equal(await h.runtime.logs('ep', 'linear', 10_000), '', 'no logs before any replica');
+      const handle = await h.runtime.startReplica(h.makeSpec('ep.linear.logs', 'linear'));
+      const text = await h.runtime.logs('ep', 'linear', 100_000);
+      assert.match(text, /replica ready/);
+      const tail = await h.runtime.logs('ep', 'linear', 10);
+      assert.ok(Buffer.byteLength(tail) <= 10 && text.endsWith(tail), JSON.stringify(tail));
+      assert.equal(await h.runtime.logs('ep', 'other', 10_000), '');
+      await assert.rejects(h.runtime.logs('..', 'linear', 10_000), FerryError);
+      await assert.rejects(h.runtime.logs('ep', '../../x', 10_000), FerryError);
+      await h.runtime.stopReplica(handle.id);
+      assert.match(await h.runtime.logs('ep', 'linear', 100_000), /replica ready/, 'logs outlive the replica');
+    });
+
+    withRuntime('two replicas of one entity run side by side; close stops them all', async (h, exits) => {
+      const [a, b] = await Promise.all([
+        h.runtime.startReplica(h.makeSpec('ep.linear.1', 'linear')),
+        h.runtime.startReplica(h.makeSpec('ep.linear.2', 'linear')),
+      ]);
+      assert.notDeepEqual(a.address, b.address);
+      await Promise.all([predictLinear(a.address), predictLinear(b.address)]);
+      assert.deepEqual(h.runtime.list().map((r) => r.id).sort(), ['ep.linear.1', 'ep.linear.2']);
+      await assert.rejects(h.runtime.startReplica(h.makeSpec('ep.linear.1', 'linear')), (err: unknown) => err instanceof FerryError && err.code === 'RESOURCE_ALREADY_EXISTS');
+      await h.runtime.close();
+      assert.deepEqual(h.runtime.list(), []);
+      await assert.rejects(requestReplica(a.address, '/v2/health/ready'));
+      await assert.rejects(requestReplica(b.address, '/v2/health/ready'));
+      assert.deepEqual(exits, []);
+    });
+  });
+}
