@@ -41,7 +41,7 @@ function makeSpec(id: string, model: 'linear' | 'broken', overrides: Partial<Rep
     id, endpoint: 'ep', servedEntity: 'linear',
     artifactDir: model === 'linear' ? fx.dir : brokenDir, modelFile: model === 'linear' ? 'linear.onnx' : 'model.onnx',
     flavor: 'onnx', workloadType: 'CPU', modelName: 'linear', modelVersion: '1',
-    memoryLimitBytes: 1024 * MIB, maxBodyBytes: 16 * MIB,
+    memoryLimitBytes: 1024 * MIB, maxBodyBytes: 16 * MIB, batching: { enabled: true, maxBatchSize: 64, maxQueueDelayUs: 0, preferredBatchSizes: [] },
     ...overrides,
   };
 }

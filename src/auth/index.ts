@@ -8,7 +8,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { FerryError } from '../errors.js';
 import type { Middleware } from '../http/index.js';
-import type { MetadataStore } from '../store/index.js';
+import type { MetadataStore, TokenRecord } from '../store/index.js';
 
 export const TOKEN_PREFIX = 'ferry_';
 export const ADMIN_PRINCIPAL = 'admin';
@@ -57,16 +57,41 @@ export function bearerToken(header: string | undefined): string | undefined {
  * tokens are both 401 UNAUTHENTICATED; the message says which, never what the token was.
  */
 export function authenticate(store: MetadataStore, now: () => number = Date.now): Middleware {
+  const cache = new TokenCache(store, now);
   return (next) => async (ctx) => {
     const token = bearerToken(ctx.req.headers.authorization);
     if (token === undefined) {
       throw new FerryError('UNAUTHENTICATED', 'Missing credentials: send an "Authorization: Bearer <token>" header.');
     }
-    const record = await store.findTokenByHash(hashToken(token));
+    const record = await cache.lookup(hashToken(token));
     if (record === undefined || (record.expiresMs !== undefined && record.expiresMs <= now())) {
       throw new FerryError('UNAUTHENTICATED', 'Invalid or expired token.');
     }
     ctx.principal = record.principal;
     return next(ctx);
   };
+}
+
+/**
+ * Token lookups cached for `TOKEN_CACHE_TTL_MS`: the data path checks a token on every request,
+ * and a database round trip each time would be most of the gateway's cost for a small model.
+ * The TTL bounds how long a token deleted in the database by another process keeps working.
+ */
+const TOKEN_CACHE_TTL_MS = 1000;
+const TOKEN_CACHE_MAX_ENTRIES = 10_000;
+
+class TokenCache {
+  private readonly entries = new Map<string, { record: TokenRecord | undefined; atMs: number }>();
+
+  constructor(private readonly store: MetadataStore, private readonly now: () => number) {}
+
+  async lookup(hash: string): Promise<TokenRecord | undefined> {
+    const t = this.now();
+    const hit = this.entries.get(hash);
+    if (hit && t - hit.atMs < TOKEN_CACHE_TTL_MS) return hit.record;
+    const record = await this.store.findTokenByHash(hash);
+    if (this.entries.size >= TOKEN_CACHE_MAX_ENTRIES) this.entries.clear();
+    this.entries.set(hash, { record, atMs: t });
+    return record;
+  }
 }

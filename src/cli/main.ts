@@ -186,6 +186,8 @@ async function replicaCommand(args: string[]): Promise<void> {
     socket: { type: 'string' }, dir: { type: 'string' }, 'model-file': { type: 'string' }, flavor: { type: 'string' },
     name: { type: 'string' }, version: { type: 'string' }, 'workload-type': { type: 'string' }, threads: { type: 'string' },
     'max-body-bytes': { type: 'string' }, 'drain-timeout-ms': { type: 'string' },
+    batching: { type: 'string' }, 'max-batch-size': { type: 'string' }, 'max-queue-delay-us': { type: 'string' },
+    'preferred-batch-sizes': { type: 'string' }, execution: { type: 'string' },
   });
   const need = (k: string): string => {
     const v = str(values, k);
@@ -205,6 +207,12 @@ async function replicaCommand(args: string[]): Promise<void> {
     modelVersion: need('version'),
     maxBodyBytes: Number(str(values, 'max-body-bytes') ?? 16 * 1024 * 1024),
     drainTimeoutMs: Number(str(values, 'drain-timeout-ms') ?? 30_000),
+    batching: {
+      enabled: (str(values, 'batching') ?? 'on') === 'on',
+      maxBatchSize: Number(str(values, 'max-batch-size') ?? 64),
+      maxQueueDelayUs: Number(str(values, 'max-queue-delay-us') ?? 0),
+      preferredBatchSizes: (str(values, 'preferred-batch-sizes') ?? '').split(',').filter((x) => x !== '').map(Number),
+    },
   }).catch((err: unknown) => {
     // The runtime reads this line to explain a failed start.
     log('error', 'replica failed to start', { error: err instanceof Error ? err.message : String(err) });

@@ -9,6 +9,7 @@ import { configError } from '../config/index.js';
 import { FerryError, invalidParameter } from '../errors.js';
 import { WORKLOAD_TYPES, type FlavorName, type WorkloadType } from '../flavors/index.js';
 import type { Registry } from '../registry/index.js';
+import type { BatchingConfig } from '../runtime/index.js';
 import type { ModelVersionRecord } from '../store/index.js';
 
 export const WORKLOAD_SIZES = ['Small', 'Medium', 'Large'] as const;
@@ -29,6 +30,13 @@ const servedEntitySchema = z.strictObject({
   scale_to_zero_enabled: z.boolean().default(false),
   min_provisioned_concurrency: z.number().int().min(0).optional(),
   max_provisioned_concurrency: z.number().int().min(1).optional(),
+  /** Ferry extension: dynamic batching in the replica (see docs/api.md). */
+  batching: z.strictObject({
+    enabled: z.boolean().default(true),
+    max_batch_size: z.number().int().min(1).max(65_536).default(64),
+    max_queue_delay_us: z.number().int().min(0).max(1_000_000).default(0),
+    preferred_batch_sizes: z.array(z.number().int().min(1).max(65_536)).max(16).default([]),
+  }).optional(),
 });
 
 const routeSchema = z.strictObject({
@@ -52,6 +60,9 @@ export const createEndpointSchema = z.strictObject({
   tags: z.array(z.strictObject({ key: z.string().min(1).max(255), value: z.string().max(1000) })).default([]),
 });
 
+/** Same-tick and while-busy batching up to 64 rows, no added delay (measured: docs/benchmarks.md). */
+export const DEFAULT_BATCHING: BatchingConfig = { enabled: true, maxBatchSize: 64, maxQueueDelayUs: 0, preferredBatchSizes: [] };
+
 export interface ServedEntityConfig {
   name: string;
   entityName: string;
@@ -64,6 +75,7 @@ export interface ServedEntityConfig {
   scaleToZeroEnabled: boolean;
   minProvisionedConcurrency: number | undefined;
   maxProvisionedConcurrency: number | undefined;
+  batching: BatchingConfig;
   /** What the runtime needs to start a replica (copied from the version at config time). */
   artifactPath: string;
   modelFile: string;
@@ -120,6 +132,12 @@ export async function compileConfig(raw: unknown, configVersion: number, registr
       scaleToZeroEnabled: e.scale_to_zero_enabled,
       minProvisionedConcurrency: e.min_provisioned_concurrency,
       maxProvisionedConcurrency: e.max_provisioned_concurrency,
+      batching: e.batching === undefined ? DEFAULT_BATCHING : {
+        enabled: e.batching.enabled,
+        maxBatchSize: e.batching.max_batch_size,
+        maxQueueDelayUs: e.batching.max_queue_delay_us,
+        preferredBatchSizes: e.batching.preferred_batch_sizes,
+      },
       artifactPath: version.artifact.path,
       modelFile: version.artifact.modelFile,
       flavor: version.artifact.flavor,

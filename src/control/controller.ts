@@ -70,7 +70,8 @@ class Deployment {
   sameAs(entity: ServedEntityConfig): boolean {
     const a = this.entity;
     return a.name === entity.name && a.entityName === entity.entityName && a.entityVersion === entity.entityVersion
-      && a.workloadType === entity.workloadType && a.workloadSize === entity.workloadSize && a.artifactPath === entity.artifactPath;
+      && a.workloadType === entity.workloadType && a.workloadSize === entity.workloadSize && a.artifactPath === entity.artifactPath
+      && JSON.stringify(a.batching) === JSON.stringify(entity.batching);
   }
 }
 
@@ -278,6 +279,7 @@ export class EndpointController {
         artifactDir: await this.o.artifacts.localDir(e.artifactPath), modelFile: e.modelFile, flavor: e.flavor,
         workloadType: e.workloadType, modelName: d.endpoint, modelVersion: e.entityVersion,
         memoryLimitBytes: this.o.replicaMemoryLimitBytes, maxBodyBytes: this.o.maxBodyBytes,
+        batching: e.batching,
       });
     } catch (err) {
       d.replicas.delete(id);
@@ -382,6 +384,10 @@ export class EndpointController {
         scale_to_zero_enabled: e.scaleToZeroEnabled,
         ...(e.minProvisionedConcurrency === undefined ? {} : { min_provisioned_concurrency: e.minProvisionedConcurrency }),
         ...(e.maxProvisionedConcurrency === undefined ? {} : { max_provisioned_concurrency: e.maxProvisionedConcurrency }),
+        batching: {
+          enabled: e.batching.enabled, max_batch_size: e.batching.maxBatchSize,
+          max_queue_delay_us: e.batching.maxQueueDelayUs, preferred_batch_sizes: e.batching.preferredBatchSizes,
+        },
         state: {
           deployment: d?.state ?? 'DEPLOYMENT_CREATING',
           deployment_state_message: d?.message ?? '',

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import { FerryError } from '../errors.js';
 import type { FlavorName, LoadOptions } from '../flavors/index.js';
+import type { BatchingConfig } from '../runtime/index.js';
 import { listener, parseJson, readBody, Router, type Context } from '../http/index.js';
 import {
   decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Response, v2ModelMetadata,
@@ -27,6 +28,7 @@ export interface ReplicaOptions {
   maxBodyBytes: number;
   /** How long SIGTERM waits for in-flight requests before exiting anyway. */
   drainTimeoutMs: number;
+  batching: BatchingConfig;
 }
 
 export interface Replica {

@@ -7,6 +7,19 @@
 import type { FlavorName, WorkloadType } from '../flavors/index.js';
 import { LocalRuntime, type LocalRuntimeOptions } from './local/index.js';
 
+/**
+ * Dynamic batching of one served entity's replicas. With `maxQueueDelayUs` 0 requests that arrive
+ * in the same event-loop turn, or while the model is busy, run together: no request waits for
+ * others. A positive delay lets a request wait up to that long for more rows (heavy models under
+ * load). Applies only to models whose inputs and outputs all have a dynamic first dimension.
+ */
+export interface BatchingConfig {
+  enabled: boolean;
+  maxBatchSize: number;
+  maxQueueDelayUs: number;
+  preferredBatchSizes: number[];
+}
+
 /** Everything a runtime needs to start one replica of one served entity. */
 export interface ReplicaSpec {
   /** Unique id of this replica, e.g. "iris-ep.champion.r3f9c"; safe as a file name. */
@@ -27,6 +40,7 @@ export interface ReplicaSpec {
   memoryLimitBytes: number;
   /** Largest request body the replica accepts. */
   maxBodyBytes: number;
+  batching: BatchingConfig;
 }
 
 /** How to reach a replica. */

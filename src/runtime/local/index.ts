@@ -226,6 +226,9 @@ export class LocalRuntime implements Runtime {
       '--flavor', spec.flavor, '--workload-type', spec.workloadType, '--threads', '1',
       '--name', spec.modelName, '--version', spec.modelVersion,
       '--max-body-bytes', String(spec.maxBodyBytes), '--drain-timeout-ms', String(this.opts.drainTimeoutMs),
+      '--batching', spec.batching.enabled ? 'on' : 'off', '--max-batch-size', String(spec.batching.maxBatchSize),
+      '--max-queue-delay-us', String(spec.batching.maxQueueDelayUs),
+      ...(spec.batching.preferredBatchSizes.length ? ['--preferred-batch-sizes', spec.batching.preferredBatchSizes.join(',')] : []),
     ];
     const fd = fs.openSync(logFile, 'a', 0o600);
     try {
