@@ -129,6 +129,8 @@ test('a first server start generates an admin token, prints it once, keeps a 060
     assert.equal(st.mode & 0o777, 0o600);
     const r = await ferry(['models', 'list'], { FERRY_URL: s1.url, FERRY_TOKEN: '', FERRY_DATA_DIR: dataDir });
     assert.equal(r.code, 0, r.stderr);
+    await assert.rejects(startServer(compileServerConfig({ port: 0, dataDir }), { adminToken: undefined }),
+      (err: unknown) => err instanceof Error && /Another Ferry server \(pid \d+\) is using the data directory/.test(err.message), 'one server per data directory');
     const db = await fsp.readFile(path.join(dataDir, 'ferry.db'));
     assert.equal(db.includes(Buffer.from(s1.generatedAdminToken ?? 'x')), false, 'the database holds only a hash');
   } finally {

@@ -12,6 +12,7 @@ import { authenticate, bootstrapAdminToken } from '../auth/index.js';
 import type { ServerConfig } from '../config/index.js';
 import { EndpointController, endpointRoutes } from '../control/index.js';
 import { gatewayRoutes, RoutingTable } from '../gateway/index.js';
+import { FerryError } from '../errors.js';
 import { listener, Router } from '../http/index.js';
 import { Registry, registryRoutes } from '../registry/index.js';
 import { openRuntime } from '../runtime/index.js';
@@ -40,6 +41,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const log = deps.log ?? (() => undefined);
   const dataDir = path.resolve(config.dataDir);
   await fsp.mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const releaseLock = await lockDataDir(dataDir);
   const store = await openStore({ kind: 'sqlite', path: path.join(dataDir, 'ferry.db') });
   try {
     const artifacts = await openArtifactStore({ kind: 'local', root: path.join(dataDir, 'artifacts') });
@@ -98,10 +100,42 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         clearTimeout(timer);
         await controller.close();
         await store.close();
+        await releaseLock();
       })()),
     };
   } catch (err) {
     await store.close();
+    await releaseLock();
     throw err;
+  }
+}
+
+/**
+ * One server per data directory: a second one would adopt (and kill) the first one's replicas.
+ * The lock is a file holding the owner's pid; a lock whose process is gone (a crash) is taken over.
+ */
+async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
+  const file = path.join(dataDir, 'server.pid');
+  for (;;) {
+    try {
+      await fsp.writeFile(file, String(process.pid), { flag: 'wx' });
+      return () => fsp.rm(file, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const pid = Number(await fsp.readFile(file, 'utf8').catch(() => ''));
+    if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
+      throw new FerryError('RESOURCE_CONFLICT', `Another Ferry server (pid ${pid}) is using the data directory ${dataDir}. Stop it, or start this one with another --data-dir.`);
+    }
+    await fsp.rm(file, { force: true });
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
