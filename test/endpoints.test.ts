@@ -7,7 +7,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import onnxProto from 'onnx-proto';
-import { writeFixtures, type FixturePaths } from '../src/fixtures/index.js';
+import { writeFixtures, writeMlp, type FixturePaths } from '../src/fixtures/index.js';
 import type { FerryServer } from '../src/server/index.js';
 import { request, startTestServer, tempDir, waitFor, type HttpResult } from './support/index.js';
 
@@ -61,6 +61,8 @@ before(async () => {
   await register('linear', fx.linear);
   await register('linear', fx.linear);
   await register('two', fx.twoInput);
+  await writeMlp(path.join(dir, 'heavy.onnx'), [256, 2048, 2048, 256]);
+  await register('heavy', path.join(dir, 'heavy.onnx'));
   await writeBrokenModel(path.join(dir, 'broken.onnx'));
   await register('broken', path.join(dir, 'broken.onnx'));
 });
@@ -263,6 +265,16 @@ describe('serving endpoints', () => {
     const big = await call('POST', '/serving-endpoints/errs/invocations', { inputs: Array.from({ length: 10_000 }, () => [1, 2, 3, 4]) });
     assert.equal(big.status, 413);
     assert.equal(big.json.error_code, 'PAYLOAD_TOO_LARGE');
+    // A model slower than the endpoint's timeout: 504.
+    await call('POST', '/api/2.0/serving-endpoints', { name: 'slow', config: { served_entities: [{ entity_name: 'heavy', entity_version: '1' }], request_timeout_ms: 1 } });
+    await waitSettled('slow');
+    // 32 rows through 256→2048→2048→256: ~0.3 GFLOP, several ms on any CPU.
+    const rows = Array.from({ length: 32 }, (_, i) => Array.from({ length: 256 }, (_, j) => (i + j) % 7));
+    const slow = await request({ url: server.url, method: 'POST', path: '/serving-endpoints/slow/invocations', json: { inputs: rows } });
+    assert.equal(slow.status, 504, slow.text);
+    assert.equal(slow.json.error_code, 'DEADLINE_EXCEEDED');
+    await call('DELETE', '/api/2.0/serving-endpoints/slow');
+
     // No ready replica: kill it and ask before the restart (backoff ≥ 1 s) brings it back.
     const [pid] = await replicaPids();
     process.kill(pid as number, 'SIGKILL');
