@@ -30,24 +30,25 @@ export interface Reply {
 export type Handler = (ctx: Context) => Promise<Reply | undefined> | Reply | undefined;
 export type Middleware = (next: Handler) => Handler;
 
-interface Route {
+interface Route<H = Handler> {
   method: string;
   segments: string[];
   /** Trailing `*name` parameter that captures the rest of the path. */
   rest: string | undefined;
-  handler: Handler;
+  handler: H;
   /** Routes that skip authentication (health probes). */
   public: boolean;
 }
 
-export class Router {
-  private readonly routes: Route[] = [];
+/** Routes requests to handlers of type `H` (HTTP handlers by default; replicas also route frames). */
+export class Router<H = Handler> {
+  private readonly routes: Array<Route<H>> = [];
 
   /**
    * Adds a route. Pattern segments: literal, `:param` (one segment), or a final `*param`
    * (the rest of the path, at least one segment).
    */
-  add(method: string, pattern: string, handler: Handler, opts: { public?: boolean } = {}): this {
+  add(method: string, pattern: string, handler: H, opts: { public?: boolean } = {}): this {
     const segments = pattern.split('/').filter((s) => s !== '');
     const last = segments[segments.length - 1];
     const rest = last?.startsWith('*') ? last.slice(1) : undefined;
@@ -66,7 +67,7 @@ export class Router {
   }
 
   /** Finds the route for a request; throws 404 (no route) or 405 (route exists, other method). */
-  match(method: string, path: string): { route: Route; params: Record<string, string> } {
+  match(method: string, path: string): { route: Route<H>; params: Record<string, string> } {
     // Empty segments are kept ("a//b" is not "a/b") so that a rest parameter sees them and key
     // validation can refuse them; one trailing slash is ignored.
     const parts = path.split('/').slice(1);
@@ -86,7 +87,7 @@ export class Router {
   }
 }
 
-function matchSegments(route: Route, parts: string[]): Record<string, string> | undefined {
+function matchSegments(route: Route<unknown>, parts: string[]): Record<string, string> | undefined {
   const n = route.segments.length;
   if (route.rest === undefined ? parts.length !== n : parts.length <= n) return undefined;
   const params: Record<string, string> = {};

@@ -9,11 +9,13 @@ import http from 'node:http';
 import { FerryError } from '../errors.js';
 import type { FlavorName, LoadOptions } from '../flavors/index.js';
 import type { BatchingConfig } from '../runtime/index.js';
-import { listener, parseJson, readBody, Router, type Context } from '../http/index.js';
+import { listener, parseJson, readBody, Router } from '../http/index.js';
 import {
   decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Response, v2ModelMetadata,
 } from '../protocols/index.js';
-import { ModelRunner } from './runner.js';
+import type { OutputValue, Tensor } from '../tensor/index.js';
+import { batchable, DynamicBatcher, realClock } from './batcher.js';
+import { ModelRunner, type ExecutionMode } from './runner.js';
 
 export interface ReplicaOptions {
   /** Unix socket path to listen on (the parent directory should be 0700). */
@@ -29,58 +31,99 @@ export interface ReplicaOptions {
   /** How long SIGTERM waits for in-flight requests before exiting anyway. */
   drainTimeoutMs: number;
   batching: BatchingConfig;
+  /** Where the model runs: its own worker thread, the main thread (tiny models), or decided by a calibration run. */
+  execution?: ExecutionMode;
+}
+
+/** The batch queue holds at most this many full batches (and at least MIN_QUEUE_ROWS rows). */
+const MAX_QUEUED_BATCHES = 16;
+const MIN_QUEUE_ROWS = 1024;
+const EMPTY = Buffer.alloc(0);
+
+/** Rows of a request: the first dimension of its (validated, consistent) inputs. */
+function rowsOf(inputs: Record<string, Tensor>): number {
+  for (const t of Object.values(inputs)) return t.shape[0] ?? 1;
+  return 0;
 }
 
 export interface Replica {
   close(): Promise<void>;
 }
 
+/**
+ * An inference route shared by both transports (HTTP for debugging and probes, frames from the
+ * gateway): path parameters and the raw body in, a JSON-able answer out; errors are FerryErrors.
+ */
+type Inference = (params: Record<string, string>, body: Buffer) => unknown;
+
 /** Loads the model, then listens. Rejects (without listening) when the model cannot load. */
 export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
-  const runner = await ModelRunner.start({ flavor: opts.flavor, dir: opts.dir, loadOptions: opts.loadOptions });
+  const runner = await ModelRunner.start(
+    { flavor: opts.flavor, dir: opts.dir, loadOptions: opts.loadOptions },
+    { execution: opts.execution ?? 'auto', calibrationBatchRows: opts.batching.maxBatchSize },
+  );
   const signature = runner.signature;
+  const batcher = opts.batching.enabled && batchable(signature)
+    ? new DynamicBatcher({
+      run: (inputs) => runner.predict(inputs, undefined),
+      maxBatchSize: opts.batching.maxBatchSize,
+      maxQueueDelayUs: opts.batching.maxQueueDelayUs,
+      preferredBatchSizes: opts.batching.preferredBatchSizes,
+      maxQueueRows: Math.max(opts.batching.maxBatchSize * MAX_QUEUED_BATCHES, MIN_QUEUE_ROWS),
+      clock: realClock,
+    })
+    : undefined;
+  /** Requests with params run alone: one batch can carry only one set of params. */
+  const predict = (inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>> =>
+    batcher && (params === undefined || Object.keys(params).length === 0) ? batcher.submit(inputs, rowsOf(inputs)) : runner.predict(inputs, params);
   let draining = false;
 
-  const readJsonBody = async (ctx: Context): Promise<unknown> => parseJson(await readBody(ctx.req, opts.maxBodyBytes));
-  const checkModel = (ctx: Context): void => {
-    const { name, version } = ctx.params;
+  const checkModel = (params: Record<string, string>): void => {
+    const { name, version } = params;
     if (name !== opts.modelName) throw new FerryError('RESOURCE_DOES_NOT_EXIST', `Model '${name ?? ''}' is not served here (this replica serves '${opts.modelName}').`);
     if (version !== undefined && version !== opts.modelVersion) {
       throw new FerryError('RESOURCE_DOES_NOT_EXIST', `Model '${name}' version '${version}' is not served here (this replica serves version ${opts.modelVersion}).`);
     }
   };
   const notReady = (): FerryError => new FerryError('TEMPORARILY_UNAVAILABLE', 'Replica is shutting down.', { retryAfterS: 1 });
-  const ready = (): { body: unknown } => {
+  const ready = (): unknown => {
     if (draining) throw notReady();
-    return { body: { ready: true } };
+    return { ready: true };
   };
-  const infer = async (ctx: Context): Promise<{ body: unknown }> => {
-    checkModel(ctx);
-    const req = decodeV2Request(await readJsonBody(ctx), signature);
-    const outputs = await runner.predict(req.inputs, req.parameters);
-    return { body: encodeV2Response(outputs, { modelName: opts.modelName, modelVersion: opts.modelVersion, id: req.id, requestedOutputs: req.requestedOutputs }) };
+  const infer: Inference = async (params, body) => {
+    checkModel(params);
+    const req = decodeV2Request(parseJson(body), signature);
+    const outputs = await predict(req.inputs, req.parameters);
+    return encodeV2Response(outputs, { modelName: opts.modelName, modelVersion: opts.modelVersion, id: req.id, requestedOutputs: req.requestedOutputs });
   };
-  const metadata = (ctx: Context): { body: unknown } => {
-    checkModel(ctx);
-    return { body: v2ModelMetadata(opts.modelName, opts.modelVersion, signature, platformOf(opts.flavor)) };
+  const metadata: Inference = (params) => {
+    checkModel(params);
+    return v2ModelMetadata(opts.modelName, opts.modelVersion, signature, platformOf(opts.flavor));
   };
 
-  const router = new Router()
-    .add('GET', '/v2/health/live', () => ({ body: { live: true } }))
-    .add('GET', '/v2/health/ready', ready)
-    .add('GET', '/ping', ready)
-    .add('GET', '/v2', () => ({ body: { name: 'ferry-replica', version: '1', extensions: [] } }))
-    .add('POST', '/invocations', async (ctx) => {
-      const req = decodeMlflowRequest(await readJsonBody(ctx), signature);
-      const outputs = await runner.predict(req.inputs, req.params);
-      return { body: encodeMlflowResponse(outputs, req.format) };
-    })
-    .add('GET', '/v2/models/:name', metadata)
-    .add('GET', '/v2/models/:name/versions/:version', metadata)
-    .add('GET', '/v2/models/:name/ready', (ctx) => (checkModel(ctx), ready()))
-    .add('GET', '/v2/models/:name/versions/:version/ready', (ctx) => (checkModel(ctx), ready()))
-    .add('POST', '/v2/models/:name/infer', infer)
-    .add('POST', '/v2/models/:name/versions/:version/infer', infer);
+  const table: Array<[method: 'GET' | 'POST', pattern: string, handler: Inference]> = [
+    ['GET', '/v2/health/live', () => ({ live: true })],
+    ['GET', '/v2/health/ready', ready],
+    ['GET', '/ping', ready],
+    ['GET', '/v2', () => ({ name: 'ferry-replica', version: '1', extensions: [] })],
+    ['POST', '/invocations', async (_params, body) => {
+      const req = decodeMlflowRequest(parseJson(body), signature);
+      return encodeMlflowResponse(await predict(req.inputs, req.params), req.format);
+    }],
+    ['GET', '/v2/models/:name', metadata],
+    ['GET', '/v2/models/:name/versions/:version', metadata],
+    ['GET', '/v2/models/:name/ready', (params) => (checkModel(params), ready())],
+    ['GET', '/v2/models/:name/versions/:version/ready', (params) => (checkModel(params), ready())],
+    ['POST', '/v2/models/:name/infer', infer],
+    ['POST', '/v2/models/:name/versions/:version/infer', infer],
+  ];
+  // The same routes over HTTP (each body read within the limit) and over frames.
+  const router = new Router();
+  const frameRoutes = new Router<Inference>();
+  for (const [method, pattern, handler] of table) {
+    frameRoutes.add(method, pattern, handler);
+    router.add(method, pattern, async (ctx) => ({ body: await handler(ctx.params, method === 'POST' ? await readBody(ctx.req, opts.maxBodyBytes) : EMPTY) }));
+  }
 
   const handle = listener(router, [], (err) => log('error', 'request failed', { error: String(err) }));
   let inFlight = 0;
@@ -100,7 +143,10 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     server.listen(opts.socketPath, () => resolve());
   });
   fs.chmodSync(opts.socketPath, 0o600);
-  log('info', 'replica ready', { model: opts.modelName, version: opts.modelVersion, socket: opts.socketPath });
+  log('info', 'replica ready', {
+    model: opts.modelName, version: opts.modelVersion, socket: opts.socketPath,
+    execution: runner.choice.mode, executionReason: runner.choice.reason, batching: batcher !== undefined,
+  });
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => (closing ??= (async () => {

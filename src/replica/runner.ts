@@ -1,19 +1,188 @@
 /**
- * ModelRunner: the main-thread handle on a replica's model worker thread. `predict` posts the
- * validated tensors (their buffers transferred, not copied) and resolves with the outputs.
+ * ModelRunner: the replica main thread's handle on its model. The model runs either on a worker
+ * thread (`predict` posts the validated tensors, their buffers transferred, not copied, and
+ * resolves with the outputs) or, for tiny models, inline on the main thread, which saves the two
+ * thread hops (~tens of µs) per call. `execution: 'auto'` measures the model and picks.
  */
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { FerryError } from '../errors.js';
-import type { OutputValue, Signature, Tensor } from '../tensor/index.js';
+import { FerryError, toFerryError } from '../errors.js';
+import type { LoadedModel } from '../flavors/index.js';
+import { allocate, elementCount, type OutputValue, type Signature, type Tensor } from '../tensor/index.js';
 import { transferables, type WorkerInit, type WorkerReply, type WorkerRequest } from './messages.js';
 
-interface Pending {
-  resolve: (outputs: Record<string, OutputValue>) => void;
-  reject: (err: FerryError) => void;
+/** Where the model runs: `auto` calibrates and picks `inline` for tiny models, `worker` otherwise. */
+export type ExecutionMode = 'auto' | 'inline' | 'worker';
+
+export interface RunnerOptions {
+  /** Default `worker` (the model never blocks the replica's event loop). */
+  execution?: ExecutionMode;
+  /**
+   * Rows of the synthetic batch `auto` times: the largest batch the replica will run (its
+   * batcher's `maxBatchSize`). Default 64.
+   */
+  calibrationBatchRows?: number;
+}
+
+/** The mode chosen at start and why, for the replica's log. */
+export interface ExecutionChoice {
+  mode: 'inline' | 'worker';
+  requested: ExecutionMode;
+  /** e.g. "a 64-row batch takes 41 µs (< 1000 µs)". */
+  reason: string;
+  /** Median time of one calibration run of `calibrationBatchRows` rows, when `auto` measured it. */
+  fullBatchUs?: number;
+}
+
+/**
+ * A model whose full batch runs in under this many microseconds runs inline under `auto`. Inline,
+ * every run holds the replica's event loop (health probes, request decoding, sending other
+ * responses) for its whole duration; below 1 ms that stall is far under probe timeouts (seconds)
+ * and about one c64 round trip (p50 1.0 ms in notes/data-path.md), while the worker hop it saves
+ * (tens of µs each way plus an event-loop turn) is a large share of such a short run. Above it,
+ * stalls would grow with the model, so the worker keeps the loop free. Example: linear.onnx at
+ * 64 rows takes tens of µs → inline; the heavy MLP 512→4096→4096→512 takes ~18 ms → worker.
+ */
+export const INLINE_MAX_BATCH_RUN_US = 1000;
+const DEFAULT_CALIBRATION_BATCH_ROWS = 64;
+/** Untimed first runs (allocations, page faults of the weights), then the median of timed ones, robust to a GC pause. */
+const CALIBRATION_WARMUPS = 2;
+const CALIBRATION_RUNS = 5;
+
+interface Backend {
+  readonly inFlight: number;
+  predict(inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>>;
+  close(): Promise<void>;
 }
 
 export class ModelRunner {
+  private constructor(
+    private readonly backend: Backend,
+    readonly signature: Signature,
+    /** Where the model runs and why (log it at start). */
+    readonly choice: ExecutionChoice,
+  ) {}
+
+  /**
+   * Loads the model (in a worker thread, or on this thread for `inline`); rejects with the
+   * flavor's error when loading fails. `auto` loads it in the worker, times a synthetic full batch
+   * there (`syntheticInputs`), and when that takes under `INLINE_MAX_BATCH_RUN_US` loads it on
+   * this thread too and stops the worker. If calibration or the inline load fails, it keeps the
+   * worker.
+   */
+  static async start(init: WorkerInit, opts: RunnerOptions = {}): Promise<ModelRunner> {
+    const requested = opts.execution ?? 'worker';
+    if (requested === 'inline') {
+      const model = await loadInline(init);
+      return new ModelRunner(new InlineBackend(model), model.signature, { mode: 'inline', requested, reason: 'requested' });
+    }
+    const worker = await WorkerBackend.start(init);
+    if (requested === 'worker') return new ModelRunner(worker, worker.signature, { mode: 'worker', requested, reason: 'requested' });
+
+    const rows = opts.calibrationBatchRows ?? DEFAULT_CALIBRATION_BATCH_ROWS;
+    const keepWorker = (reason: string, fullBatchUs?: number): ModelRunner =>
+      new ModelRunner(worker, worker.signature, { mode: 'worker', requested, reason, ...(fullBatchUs === undefined ? {} : { fullBatchUs }) });
+    let fullBatchUs: number;
+    try {
+      fullBatchUs = median(await worker.calibrate(syntheticInputs(worker.signature, rows), CALIBRATION_WARMUPS, CALIBRATION_RUNS));
+    } catch (err) {
+      return keepWorker(`calibration failed: ${toFerryError(err).message}`);
+    }
+    const timing = `a ${rows}-row batch takes ${Math.round(fullBatchUs)} µs`;
+    if (fullBatchUs >= INLINE_MAX_BATCH_RUN_US) return keepWorker(`${timing} (≥ ${INLINE_MAX_BATCH_RUN_US} µs)`, fullBatchUs);
+    let model: LoadedModel;
+    try {
+      model = await loadInline(init);
+    } catch (err) {
+      return keepWorker(`${timing}, but loading inline failed: ${toFerryError(err).message}`, fullBatchUs);
+    }
+    await worker.close();
+    return new ModelRunner(new InlineBackend(model), model.signature, {
+      mode: 'inline', requested, reason: `${timing} (< ${INLINE_MAX_BATCH_RUN_US} µs)`, fullBatchUs,
+    });
+  }
+
+  /** Where the model runs. */
+  get mode(): 'inline' | 'worker' {
+    return this.choice.mode;
+  }
+
+  get inFlight(): number {
+    return this.backend.inFlight;
+  }
+
+  predict(inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>> {
+    return this.backend.predict(inputs, params);
+  }
+
+  close(): Promise<void> {
+    return this.backend.close();
+  }
+}
+
+/**
+ * A batch of `rows` rows in the signature's shapes, every element zero ('' for strings, false for
+ * bools): every -1 dim becomes `rows`. Throws when an input declares no shape.
+ */
+export function syntheticInputs(signature: Signature, rows: number): Record<string, Tensor> {
+  const inputs: Record<string, Tensor> = {};
+  for (const spec of signature.inputs) {
+    if (spec.shape === undefined) throw new Error(`input '${spec.name}' declares no shape`);
+    const shape = spec.shape.map((d) => (d < 0 ? rows : d));
+    inputs[spec.name] = { dtype: spec.dtype, shape, data: allocate(spec.dtype, elementCount(shape)) };
+  }
+  return inputs;
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? (sorted[mid] ?? NaN) : ((sorted[mid - 1] ?? NaN) + (sorted[mid] ?? NaN)) / 2;
+}
+
+async function loadInline(init: WorkerInit): Promise<LoadedModel> {
+  // Imported on demand: in worker mode the main thread never loads the model runtime (onnxruntime).
+  const { getFlavor } = await import('../flavors/index.js');
+  try {
+    return await getFlavor(init.flavor).load(init.dir, init.loadOptions);
+  } catch (err) {
+    throw toFerryError(err);
+  }
+}
+
+/** The model on this thread: each run blocks the event loop while it computes (tiny models only). */
+class InlineBackend implements Backend {
+  inFlight = 0;
+  private closed: FerryError | undefined;
+
+  constructor(private readonly model: LoadedModel) {}
+
+  async predict(inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>> {
+    if (this.closed) throw this.closed;
+    this.inFlight++;
+    try {
+      return await this.model.predict(inputs, params);
+    } catch (err) {
+      throw toFerryError(err);
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = new FerryError('TEMPORARILY_UNAVAILABLE', 'Model is closed.');
+    await this.model.close();
+  }
+}
+
+interface Pending {
+  resolve: (msg: WorkerReply) => void;
+  reject: (err: FerryError) => void;
+}
+
+/** The model on a worker thread; messages in ./messages.ts. */
+class WorkerBackend implements Backend {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private dead: FerryError | undefined;
@@ -25,7 +194,7 @@ export class ModelRunner {
   }
 
   /** Starts the worker and loads the model; rejects with the flavor's error when loading fails. */
-  static start(init: WorkerInit): Promise<ModelRunner> {
+  static start(init: WorkerInit): Promise<WorkerBackend> {
     const worker = new Worker(fileURLToPath(new URL('./worker.js', import.meta.url)), { workerData: init });
     return new Promise((resolve, reject) => {
       const onExit = (code: number): void => reject(new FerryError('MODEL_ERROR', `Model worker exited during load (code ${code}).`));
@@ -36,7 +205,7 @@ export class ModelRunner {
         worker.off('exit', onExit);
         worker.off('error', onError);
         if (msg.type === 'ready') {
-          resolve(new ModelRunner(worker, msg.signature));
+          resolve(new WorkerBackend(worker, msg.signature));
         } else {
           void worker.terminate();
           reject(new FerryError(msg.type === 'load-failed' ? msg.code : 'MODEL_ERROR', msg.type === 'load-failed' ? msg.message : 'Unexpected message from model worker.'));
@@ -49,14 +218,17 @@ export class ModelRunner {
     return this.pending.size;
   }
 
-  predict(inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>> {
-    if (this.dead) return Promise.reject(this.dead);
-    const id = this.nextId++;
-    const msg: WorkerRequest = { type: 'predict', id, inputs, params };
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage(msg, transferables(inputs));
-    });
+  async predict(inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>> {
+    const reply = await this.request({ type: 'predict', id: this.nextId++, inputs, params }, inputs);
+    if (reply.type !== 'result') throw new FerryError('INTERNAL_ERROR', `Unexpected '${reply.type}' reply from model worker.`);
+    return reply.outputs;
+  }
+
+  /** Times `runs` model calls on `inputs` inside the worker (after `warmups`); µs per run. */
+  async calibrate(inputs: Record<string, Tensor>, warmups: number, runs: number): Promise<number[]> {
+    const reply = await this.request({ type: 'calibrate', id: this.nextId++, inputs, warmups, runs }, inputs);
+    if (reply.type !== 'calibrated') throw new FerryError('INTERNAL_ERROR', `Unexpected '${reply.type}' reply from model worker.`);
+    return reply.runUs;
   }
 
   async close(): Promise<void> {
@@ -68,13 +240,21 @@ export class ModelRunner {
     clearTimeout(timer);
   }
 
+  private request(msg: Extract<WorkerRequest, { id: number }>, inputs: Record<string, Tensor>): Promise<WorkerReply> {
+    if (this.dead) return Promise.reject(this.dead);
+    return new Promise((resolve, reject) => {
+      this.pending.set(msg.id, { resolve, reject });
+      this.worker.postMessage(msg, transferables(inputs));
+    });
+  }
+
   private onMessage(msg: WorkerReply): void {
-    if (msg.type !== 'result' && msg.type !== 'failed') return;
+    if (msg.type !== 'result' && msg.type !== 'failed' && msg.type !== 'calibrated') return;
     const p = this.pending.get(msg.id);
     if (!p) return;
     this.pending.delete(msg.id);
-    if (msg.type === 'result') p.resolve(msg.outputs);
-    else p.reject(new FerryError(msg.code, msg.message));
+    if (msg.type === 'failed') p.reject(new FerryError(msg.code, msg.message));
+    else p.resolve(msg);
   }
 
   private fail(err: FerryError): void {

@@ -89,3 +89,74 @@ export function shapeMatches(declared: readonly number[] | undefined, shape: rea
 export function formatShape(shape: readonly number[] | undefined): string {
   return shape === undefined ? 'any shape' : `[${shape.join(', ')}]`;
 }
+
+/** Rows in a tensor along dim 0: [5, 3] → 5. Throws for a scalar (shape []), which has no rows. */
+function rowsOf(t: Tensor): number {
+  const rows = t.shape[0];
+  if (rows === undefined) throw new Error('a scalar tensor (shape []) has no rows');
+  return rows;
+}
+
+/** Elements in one row (the product of the trailing dims): [5, 3, 2] → 6. */
+function rowLength(t: Tensor): number {
+  return elementCount(t.shape.slice(1));
+}
+
+/**
+ * Stacks tensors along dim 0: [2, 4] + [3, 4] → [5, 4], rows in argument order. Every tensor must
+ * have the same dtype and the same trailing dims (the dims after the first); a tensor with 0 rows
+ * contributes nothing. The result always owns fresh storage (never shares a buffer with an
+ * argument), so the arguments stay usable after the result's buffer is transferred to another
+ * thread. Throws an Error (a caller bug, not user input) for an empty list, a scalar, or a mismatch.
+ */
+export function concatRows(tensors: readonly Tensor[]): Tensor {
+  const first = tensors[0];
+  if (first === undefined) throw new Error('concatRows needs at least one tensor');
+  rowsOf(first);
+  const trailing = first.shape.slice(1);
+  let rows = 0;
+  for (const t of tensors) {
+    if (t.dtype !== first.dtype) throw new Error(`concatRows: dtype ${t.dtype} differs from ${first.dtype}`);
+    if (t.shape.length !== first.shape.length || t.shape.some((d, i) => i > 0 && d !== first.shape[i])) {
+      throw new Error(`concatRows: shape ${formatShape(t.shape)} differs from ${formatShape(first.shape)} after dim 0`);
+    }
+    rows += rowsOf(t);
+  }
+  const shape = [rows, ...trailing];
+  if (Array.isArray(first.data)) {
+    // bool and string tensors: plain arrays.
+    const data = (tensors as Tensor[]).flatMap((t) => t.data as unknown[]);
+    return { dtype: first.dtype, shape, data: data as boolean[] | string[] };
+  }
+  const out = allocate(first.dtype, rows * elementCount(trailing)) as TypedTensorData;
+  let offset = 0;
+  for (const t of tensors) {
+    // Same dtype → same typed-array class (allocate() and every producer agree), so set() copies.
+    out.set(t.data as never, offset);
+    offset += t.data.length;
+  }
+  return { dtype: first.dtype, shape, data: out };
+}
+
+type TypedTensorData = Exclude<TensorData, boolean[] | string[]>;
+
+/**
+ * Rows [start, end) of an output along dim 0: a tensor [5, 3] sliced (1, 3) is [2, 3] holding
+ * rows 1 and 2; a MapSequence keeps maps 1 and 2. The slice is a copy (it shares no storage with
+ * `value`), except that the whole range returns `value` itself. Throws an Error for a scalar or a
+ * range outside 0 ≤ start ≤ end ≤ rows.
+ */
+export function sliceRows(value: OutputValue, start: number, end: number): OutputValue {
+  const rows = value.dtype === 'map' ? value.data.length : rowsOf(value);
+  if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || start > end || end > rows) {
+    throw new Error(`sliceRows: range [${start}, ${end}) is outside 0..${rows}`);
+  }
+  if (start === 0 && end === rows) return value;
+  if (value.dtype === 'map') return { dtype: 'map', data: value.data.slice(start, end) };
+  const width = rowLength(value);
+  return {
+    dtype: value.dtype,
+    shape: [end - start, ...value.shape.slice(1)],
+    data: value.data.slice(start * width, end * width) as TensorData,
+  };
+}
