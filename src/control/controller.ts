@@ -15,7 +15,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { ArtifactStore } from '../artifacts/index.js';
 import { FerryError, notFound } from '../errors.js';
-import { openChannel, type Backend, type EndpointRoute, type RoutingTable } from '../gateway/index.js';
+import { FramedChannel, framePayloadLimit } from '../channel/index.js';
+import type { Backend, EndpointRoute, RoutingTable } from '../gateway/index.js';
 import type { Registry } from '../registry/index.js';
 import type { ReplicaExit, ReplicaHandle, Runtime } from '../runtime/index.js';
 import type { EndpointRecord, MetadataStore } from '../store/index.js';
@@ -294,7 +295,7 @@ export class EndpointController {
     }
     slot.handle = handle;
     slot.readyAtMs = this.o.now();
-    slot.backend = { id, channel: openChannel(handle.address), outstanding: 0 };
+    slot.backend = { id, channel: new FramedChannel(handle.address, { maxPayloadBytes: framePayloadLimit(this.o.maxBodyBytes) }), outstanding: 0 };
     d.backends.push(slot.backend);
     d.state = 'DEPLOYMENT_READY';
     d.message = '';

@@ -7,10 +7,9 @@
  */
 import { FerryError, notFound } from '../errors.js';
 import { readBody, type Context, type Reply, type Router } from '../http/index.js';
-import { ChannelError, type ChannelResponse } from './channel.js';
+import { ChannelError, type ChannelRequest, type ChannelResponse } from '../channel/index.js';
 import { pickBackend, pickEntity, type Backend, type EndpointRoute, type EntityRoute, RoutingTable } from './routing.js';
 
-export { openChannel, ChannelError, type ReplicaChannel, type ChannelRequest, type ChannelResponse } from './channel.js';
 export { RoutingTable, pickBackend, pickEntity, type Backend, type EndpointRoute, type EntityRoute } from './routing.js';
 
 export interface GatewayOptions {
@@ -82,7 +81,7 @@ function noReplica(endpoint: string): FerryError {
  * Sends to a replica of `entity`. A request that never reached a replica (connection refused,
  * socket gone: the replica died a moment ago) is retried once on another replica.
  */
-async function send(entity: EntityRoute, req: Parameters<Backend['channel']['request']>[0], timeoutMs: number, endpoint: string): Promise<ChannelResponse> {
+async function send(entity: EntityRoute, req: ChannelRequest, timeoutMs: number, endpoint: string): Promise<ChannelResponse> {
   let failed: Backend | undefined;
   for (let attempt = 0; attempt < 2; attempt++) {
     const backend = pickBackend(entity.backends, Math.random(), Math.random(), failed);

@@ -4,7 +4,7 @@
  * new config is ready, and adds/removes backends in place as replicas turn ready or die, so the
  * gateway never sees a half-built config.
  */
-import type { ReplicaChannel } from './channel.js';
+import type { ReplicaChannel } from '../channel/index.js';
 
 /** One ready replica as the gateway sees it. */
 export interface Backend {

@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs';
 import http from 'node:http';
+import { framePayloadLimit, listenShared, serveFrames, type FramedConnection, type FrameHandler } from '../channel/index.js';
 import { FerryError } from '../errors.js';
 import type { FlavorName, LoadOptions } from '../flavors/index.js';
 import type { BatchingConfig } from '../runtime/index.js';
@@ -126,6 +127,12 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
   }
 
   const handle = listener(router, [], (err) => log('error', 'request failed', { error: String(err) }));
+  // Inference from the gateway arrives as frames on the same socket (docs/channel.md).
+  const frameConnections = new Set<FramedConnection>();
+  const onFrame: FrameHandler = async ({ method, path, body }) => {
+    const { route, params } = frameRoutes.match(method, path);
+    return { status: 200, body: JSON.stringify(await route.handler(params, body)) };
+  };
   let inFlight = 0;
   let idle: (() => void) | undefined;
   const server = http.createServer((req, res) => {
@@ -137,6 +144,11 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     handle(req, res);
   });
   server.keepAliveTimeout = 60_000;
+  listenShared(server, (socket) => {
+    const conn = serveFrames(socket, onFrame, { maxPayloadBytes: framePayloadLimit(opts.maxBodyBytes) });
+    frameConnections.add(conn);
+    void conn.closed.then(() => frameConnections.delete(conn));
+  });
   fs.rmSync(opts.socketPath, { force: true });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -155,14 +167,16 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     server.closeIdleConnections();
     // In-flight requests finish, then every connection closes and the model goes. Past the
     // deadline, whatever is left is cut.
-    const drained = new Promise<void>((resolve) => {
+    const httpDrained = new Promise<void>((resolve) => {
       idle = resolve;
       if (inFlight === 0) resolve();
     });
-    const timer = setTimeout(() => idle?.(), opts.drainTimeoutMs);
-    await drained;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, opts.drainTimeoutMs)));
+    await Promise.race([Promise.all([httpDrained, ...[...frameConnections].map((c) => c.drain())]), deadline]);
     clearTimeout(timer);
     server.closeAllConnections();
+    for (const c of frameConnections) c.destroy();
     await closed;
     await runner.close();
     fs.rmSync(opts.socketPath, { force: true });

@@ -1,0 +1,251 @@
+/**
+ * FramedChannel: the gateway side of the framed protocol. One connection per replica, opened on
+ * the first request and again on the first request after a loss; requests are multiplexed on it
+ * by id and the frames of one event-loop turn leave in one `socket.write`.
+ */
+import net from 'node:net';
+import { FerryError } from '../errors.js';
+import type { ReplicaAddress } from '../runtime/index.js';
+import {
+  COPY_LIMIT_BYTES, FrameDecoder, FrameType, HEADER_BYTES, MAX_PATH_BYTES, MethodCode, PATH_LENGTH_BYTES, PREFACE, ProtocolError, writeChunks,
+  writeHeader,
+} from './codec.js';
+import { ChannelError, type ChannelRequest, type ChannelResponse, type ReplicaChannel } from './types.js';
+
+export interface FramedChannelOptions {
+  /**
+   * Largest payload either way. A request over it is refused here (PAYLOAD_TOO_LARGE, nothing
+   * sent); a response declaring more is a protocol error: the connection closes and every request
+   * on it fails. Give the replica the same limit: it answers an over-limit response with a 500
+   * instead of sending it. E.g. `maxBodyBytes + 64 KiB`.
+   */
+  maxPayloadBytes: number;
+}
+
+/** The responses of the framed protocol are JSON by definition. */
+const CONTENT_TYPE = 'application/json';
+
+const QUEUED = 0;
+const FLUSHED = 1;
+const SETTLED = 2;
+
+/** One request in flight: all the channel keeps per request. */
+interface Pending {
+  id: number;
+  state: typeof QUEUED | typeof FLUSHED | typeof SETTLED;
+  /** Which write of its connection carried it (1, 2, …; 0 while queued). */
+  write: number;
+  method: number;
+  path: string;
+  pathBytes: number;
+  body: Buffer | undefined;
+  timer: NodeJS.Timeout | undefined;
+  timeoutMs: number;
+  resolve: (res: ChannelResponse) => void;
+  reject: (err: Error) => void;
+}
+
+/** One connection attempt and what happened to it. */
+interface Connection {
+  socket: net.Socket;
+  decoder: FrameDecoder;
+  /** `socket.write` calls made, and those the kernel accepted (they complete in order). */
+  writes: number;
+  written: number;
+  /** Why it failed, when it did ('error' comes before 'close'). */
+  failure: Error | undefined;
+  /** The one write callback of this connection: counts accepted writes. */
+  onWritten: (err: Error | null | undefined) => void;
+}
+
+/** A `ReplicaChannel` over the framed protocol (docs/channel.md). */
+export class FramedChannel implements ReplicaChannel {
+  private conn: Connection | undefined;
+  private readonly pending = new Map<number, Pending>();
+  /** Requests not yet handed to the socket, in id order. */
+  private queue: Pending[] = [];
+  private flushScheduled = false;
+  /** A new connection's first flush starts with the preface. */
+  private queuePreface = false;
+  private nextId = 0;
+  private closed = false;
+
+  constructor(private readonly address: ReplicaAddress, private readonly opts: FramedChannelOptions) {}
+
+  /** Requests sent or queued and not yet answered (for diagnostics and tests). */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  request(req: ChannelRequest, timeoutMs: number): Promise<ChannelResponse> {
+    if (this.closed) return Promise.reject(new ChannelError('Replica channel is closed.', false));
+    const method = req.method === 'POST' ? MethodCode.POST : req.method === 'GET' ? MethodCode.GET : -1;
+    if (method < 0) return Promise.reject(new FerryError('METHOD_NOT_ALLOWED', `The replica channel carries GET and POST, not ${req.method}.`));
+    const pathBytes = Buffer.byteLength(req.path);
+    if (pathBytes > MAX_PATH_BYTES) return Promise.reject(new FerryError('BAD_REQUEST', `Replica path of ${pathBytes} bytes exceeds ${MAX_PATH_BYTES}.`));
+    // The replica would close the connection on it, failing every other request in flight too.
+    const payloadBytes = PATH_LENGTH_BYTES + pathBytes + (req.body?.length ?? 0);
+    if (payloadBytes > this.opts.maxPayloadBytes) {
+      return Promise.reject(new FerryError('PAYLOAD_TOO_LARGE', `Request of ${payloadBytes} bytes exceeds the replica channel limit of ${this.opts.maxPayloadBytes} bytes.`));
+    }
+    // A socket destroyed this turn (protocol error, reset) emits 'close' only on the next tick.
+    if (this.conn?.socket.destroyed === true) this.lose(this.conn);
+    if (this.conn === undefined) this.connect();
+    let id = this.nextId;
+    while (this.pending.has(id)) id = (id + 1) >>> 0; // only after 2^32 ids, with one still pending
+    this.nextId = (id + 1) >>> 0;
+    return new Promise<ChannelResponse>((resolve, reject) => {
+      const p: Pending = { id, state: QUEUED, write: 0, method, path: req.path, pathBytes, body: req.body, timer: undefined, timeoutMs, resolve, reject };
+      p.timer = setTimeout(this.onTimeout, timeoutMs, p);
+      this.pending.set(id, p);
+      this.queue.push(p);
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(this.flush);
+      }
+    });
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    const conn = this.conn;
+    this.conn = undefined;
+    this.failAll(conn, 'Replica channel closed with the request in flight.');
+    conn?.socket.destroy();
+  }
+
+  private connect(): void {
+    const socket = this.address.kind === 'unix' ? net.connect(this.address.socketPath) : net.connect(this.address.port, this.address.host);
+    socket.setNoDelay(true);
+    const conn: Connection = {
+      socket,
+      decoder: new FrameDecoder(this.opts.maxPayloadBytes, this.onFrame),
+      writes: 0,
+      written: 0,
+      failure: undefined,
+      onWritten: (err) => {
+        if (err == null) conn.written++;
+      },
+    };
+    this.conn = conn;
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        conn.decoder.push(chunk);
+      } catch (err) {
+        socket.destroy(err as Error);
+      }
+    });
+    socket.on('end', () => {
+      if (conn.decoder.midFrame) socket.destroy(new ProtocolError('Replica closed the connection in the middle of a frame.'));
+    });
+    socket.on('error', (err) => {
+      conn.failure ??= err;
+    });
+    socket.on('close', () => this.lose(conn));
+    // The preface leads the first flush; a socket buffers writes until it connects.
+    this.queuePreface = true;
+  }
+
+  /** Forgets a lost connection and fails what was on it; later requests open a new one. */
+  private lose(conn: Connection): void {
+    if (this.conn !== conn) return; // close() or an earlier call already failed everything
+    this.conn = undefined;
+    const f = conn.failure;
+    const why = f === undefined ? 'closed by the replica' : (f as NodeJS.ErrnoException).code ?? f.message;
+    this.failAll(conn, conn.written > 0 ? `Replica connection lost: ${why}.` : `Replica unreachable: ${why}.`);
+  }
+
+  /**
+   * Writes every frame queued this turn in one write (one syscall, whatever the load). Scheduled
+   * with setImmediate so that requests from every socket read in one poll phase go together.
+   */
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    const queue = this.queue;
+    if (queue.length === 0) return;
+    this.queue = [];
+    const conn = this.conn;
+    if (conn === undefined) return; // lost meanwhile: failAll already rejected them
+    if (conn.socket.destroyed) {
+      this.lose(conn);
+      return;
+    }
+    // Headers, paths and small bodies are copied into one buffer; big bodies go as their own chunks.
+    let copied = this.queuePreface ? PREFACE.length : 0;
+    let any = false;
+    for (const p of queue) {
+      if (p.state !== QUEUED) continue;
+      any = true;
+      const bodyBytes = p.body?.length ?? 0;
+      copied += HEADER_BYTES + PATH_LENGTH_BYTES + p.pathBytes + (bodyBytes < COPY_LIMIT_BYTES ? bodyBytes : 0);
+    }
+    if (!any) return;
+    const buf = Buffer.allocUnsafe(copied);
+    const chunks: Buffer[] = [];
+    let start = 0;
+    let off = 0;
+    if (this.queuePreface) {
+      off = PREFACE.copy(buf, 0);
+      this.queuePreface = false;
+    }
+    const write = ++conn.writes;
+    for (const p of queue) {
+      if (p.state !== QUEUED) continue;
+      const body = p.body;
+      const bodyBytes = body?.length ?? 0;
+      off = writeHeader(buf, off, PATH_LENGTH_BYTES + p.pathBytes + bodyBytes, p.id, FrameType.REQUEST, p.method);
+      off = buf.writeUInt16BE(p.pathBytes, off);
+      off += buf.write(p.path, off, 'utf8');
+      if (body !== undefined) {
+        if (bodyBytes < COPY_LIMIT_BYTES) {
+          off += body.copy(buf, off);
+        } else {
+          chunks.push(buf.subarray(start, off), body);
+          start = off;
+        }
+      }
+      p.state = FLUSHED;
+      p.write = write;
+      p.body = undefined;
+    }
+    if (off > start) chunks.push(buf.subarray(start, off));
+    writeChunks(conn.socket, chunks, conn.onWritten);
+  };
+
+  private readonly onFrame = (type: number, id: number, _flags: number, code: number, payload: Buffer): void => {
+    if (type !== FrameType.RESPONSE) throw new ProtocolError(`Unexpected frame type ${type} from the replica.`);
+    const p = this.pending.get(id);
+    if (p === undefined) return; // answered after its deadline: dropped
+    this.pending.delete(id);
+    p.state = SETTLED;
+    clearTimeout(p.timer);
+    p.resolve({ status: code, contentType: CONTENT_TYPE, body: payload });
+  };
+
+  private readonly onTimeout = (p: Pending): void => {
+    if (p.state === SETTLED) return;
+    this.pending.delete(p.id);
+    p.state = SETTLED;
+    p.body = undefined;
+    p.reject(new FerryError('DEADLINE_EXCEEDED', `The model did not answer within ${p.timeoutMs} ms.`));
+  };
+
+  /**
+   * Rejects every pending request. `sent` only for frames in a write the kernel accepted: a frame
+   * still queued, or in a write that failed (EPIPE, ECONNREFUSED, ENOENT) surely never arrived.
+   */
+  private failAll(conn: Connection | undefined, message: string): void {
+    const all = [...this.pending.values()];
+    this.pending.clear();
+    this.queue = [];
+    this.queuePreface = false;
+    for (const p of all) {
+      clearTimeout(p.timer);
+      const sent = conn !== undefined && p.state === FLUSHED && p.write <= conn.written;
+      p.state = SETTLED;
+      p.body = undefined;
+      p.reject(new ChannelError(message, sent));
+    }
+  }
+}

@@ -1,0 +1,298 @@
+/**
+ * The replica side of the framed protocol: `serveFrames` answers the request frames of one
+ * connection, and `listenShared` lets one listening socket carry both the framed channel and the
+ * replica's HTTP routes (health probes, debugging) by looking at each connection's first bytes.
+ */
+import type http from 'node:http';
+import type net from 'node:net';
+import { toFerryError } from '../errors.js';
+import {
+  COPY_LIMIT_BYTES, FrameDecoder, FrameType, HEADER_BYTES, MAGIC_BYTES, MethodCode, PATH_LENGTH_BYTES, PREFACE, PROTOCOL_VERSION, ProtocolError, writeChunks,
+  writeHeader,
+} from './codec.js';
+
+export interface FramedRequest {
+  method: 'GET' | 'POST';
+  /** e.g. "/invocations" or "/v2/models/iris/infer". */
+  path: string;
+  /** A view of the read buffer; empty for a GET. */
+  body: Buffer;
+}
+
+export interface FramedResponse {
+  status: number;
+  /** JSON text or bytes. */
+  body: Buffer | string;
+}
+
+export type FrameHandler = (req: FramedRequest) => Promise<FramedResponse>;
+
+export interface ServeFramesOptions {
+  /**
+   * Largest request payload (`2 + path + body` bytes) accepted; a larger declared length closes
+   * the connection before anything of it is buffered. Responses over it are answered with a 500
+   * instead, so a gateway with the same limit never sees one. E.g. `maxBodyBytes + 64 KiB`.
+   */
+  maxPayloadBytes: number;
+  /**
+   * Reading pauses while this many requests are in the handler (TCP backpressure to the gateway),
+   * and resumes below it. Requests already read in the same chunk still run, so it may be exceeded
+   * by one read's worth. Default 1024: far above a replica's useful concurrency, it only bounds
+   * what a misbehaving peer can pile up.
+   */
+  maxInFlightRequests?: number;
+  /** Told about protocol errors and socket errors (the connection is closed either way), for logs. */
+  onError?: (err: Error) => void;
+}
+
+export interface FramedConnection {
+  /** Requests read and not yet answered. */
+  readonly inFlight: number;
+  /** Resolves once the connection has closed, for whatever reason. */
+  readonly closed: Promise<void>;
+  /**
+   * Answers what is in flight (and whatever else arrives meanwhile), then closes the connection
+   * once nothing is. Resolves when it has closed. The caller bounds it with its own deadline and
+   * `destroy()`.
+   */
+  drain(): Promise<void>;
+  /** Closes at once; unanswered requests get nothing (the gateway sees `sent: true`). */
+  destroy(): void;
+}
+
+const DEFAULT_MAX_IN_FLIGHT_REQUESTS = 1024;
+const METHODS: Readonly<Record<number, 'GET' | 'POST'>> = { [MethodCode.GET]: 'GET', [MethodCode.POST]: 'POST' };
+
+interface Answer {
+  id: number;
+  status: number;
+  body: Buffer | string;
+  bodyBytes: number;
+}
+
+/**
+ * Serves the framed protocol on `socket`: checks the preface, calls `handler` for each request
+ * frame (many in flight), and writes the responses of one event-loop turn in one `socket.write`.
+ * A handler that throws is answered with the error's status and `{"error_code","message"}` body
+ * (500 INTERNAL_ERROR for anything that is not a FerryError). Protocol errors close the connection.
+ * The socket may be paused with the preface (or part of it) unshifted, as `listenShared` hands it.
+ */
+export function serveFrames(socket: net.Socket, handler: FrameHandler, opts: ServeFramesOptions): FramedConnection {
+  return new FrameServer(socket, handler, opts);
+}
+
+class FrameServer implements FramedConnection {
+  inFlight = 0;
+  readonly closed: Promise<void>;
+  private prefaceFill = 0;
+  private readonly decoder: FrameDecoder;
+  private answers: Answer[] = [];
+  /** Bytes of this turn's answers that are copied into its write buffer (all but big Buffer bodies). */
+  private copyBytes = 0;
+  private flushScheduled = false;
+  private paused = false;
+  private draining = false;
+  private readonly maxInFlight: number;
+
+  constructor(private readonly socket: net.Socket, private readonly handler: FrameHandler, private readonly opts: ServeFramesOptions) {
+    this.maxInFlight = opts.maxInFlightRequests ?? DEFAULT_MAX_IN_FLIGHT_REQUESTS;
+    this.decoder = new FrameDecoder(opts.maxPayloadBytes, this.onFrame);
+    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+    socket.setNoDelay(true);
+    socket.on('data', this.onData);
+    socket.on('end', () => {
+      if (this.decoder.midFrame || (this.prefaceFill > 0 && this.prefaceFill < PREFACE.length)) this.fail(new ProtocolError('Connection ended in the middle of a frame.'));
+    });
+    socket.on('error', (err) => this.opts.onError?.(err));
+    socket.resume();
+  }
+
+  drain(): Promise<void> {
+    this.draining = true;
+    this.endIfIdle();
+    return this.closed;
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    try {
+      if (this.prefaceFill < PREFACE.length) {
+        const n = Math.min(PREFACE.length - this.prefaceFill, chunk.length);
+        for (let i = 0; i < n; i++) {
+          const at = this.prefaceFill + i;
+          // Bytes after the magic: the version must match; the reserved byte is ignored.
+          if (at < MAGIC_BYTES + 1 && chunk[i] !== PREFACE[at]) {
+            throw new ProtocolError(at === MAGIC_BYTES ? `Unsupported protocol version ${chunk[i]} (this side speaks ${PROTOCOL_VERSION}).` : 'Not a Ferry channel preface.');
+          }
+        }
+        this.prefaceFill += n;
+        if (n === chunk.length) return;
+        chunk = chunk.subarray(n);
+      }
+      this.decoder.push(chunk);
+    } catch (err) {
+      this.fail(err as Error);
+    }
+  };
+
+  private readonly onFrame = (type: number, id: number, _flags: number, code: number, payload: Buffer): void => {
+    if (type !== FrameType.REQUEST) throw new ProtocolError(`Unexpected frame type ${type} from the gateway.`);
+    if (payload.length < PATH_LENGTH_BYTES) throw new ProtocolError('Request frame shorter than its path length.');
+    const pathBytes = payload.readUInt16BE(0);
+    if (payload.length < PATH_LENGTH_BYTES + pathBytes) throw new ProtocolError('Request path runs past the end of its frame.');
+    const method = METHODS[code];
+    if (method === undefined) throw new ProtocolError(`Unknown method code ${code}.`);
+    const req: FramedRequest = {
+      method,
+      path: payload.toString('utf8', PATH_LENGTH_BYTES, PATH_LENGTH_BYTES + pathBytes),
+      body: payload.subarray(PATH_LENGTH_BYTES + pathBytes),
+    };
+    this.inFlight++;
+    if (this.inFlight >= this.maxInFlight && !this.paused) {
+      this.paused = true;
+      this.socket.pause();
+    }
+    void this.dispatch(id, req);
+  };
+
+  /** Runs the handler and queues its answer; never rejects. */
+  private async dispatch(id: number, req: FramedRequest): Promise<void> {
+    let status: number;
+    let body: Buffer | string;
+    try {
+      ({ status, body } = await this.handler(req));
+      if (!Number.isInteger(status) || status < 100 || status > 599) throw new Error(`Handler answered with invalid status ${status}.`);
+      const bodyBytes = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
+      if (bodyBytes > this.opts.maxPayloadBytes) throw new Error(`Response of ${bodyBytes} bytes exceeds the channel limit of ${this.opts.maxPayloadBytes} bytes.`);
+      this.answer(id, status, body, bodyBytes);
+    } catch (err) {
+      const e = toFerryError(err);
+      body = JSON.stringify(e.toBody());
+      this.answer(id, e.status, body, Buffer.byteLength(body));
+    }
+  }
+
+  private answer(id: number, status: number, body: Buffer | string, bodyBytes: number): void {
+    this.inFlight--;
+    if (this.paused && this.inFlight < this.maxInFlight) {
+      this.paused = false;
+      this.socket.resume();
+    }
+    if (this.socket.destroyed) return;
+    this.answers.push({ id, status, body, bodyBytes });
+    this.copyBytes += HEADER_BYTES + (typeof body !== 'string' && bodyBytes >= COPY_LIMIT_BYTES ? 0 : bodyBytes);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  /** Every answer of this turn in one write (big Buffer bodies as their own chunks, see COPY_LIMIT_BYTES). */
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    const answers = this.answers;
+    if (answers.length === 0 || this.socket.destroyed) return;
+    const buf = Buffer.allocUnsafe(this.copyBytes);
+    this.answers = [];
+    this.copyBytes = 0;
+    const chunks: Buffer[] = [];
+    let start = 0;
+    let off = 0;
+    for (const a of answers) {
+      off = writeHeader(buf, off, a.bodyBytes, a.id, FrameType.RESPONSE, a.status);
+      if (typeof a.body === 'string') {
+        off += buf.write(a.body, off, 'utf8');
+      } else if (a.bodyBytes < COPY_LIMIT_BYTES) {
+        off += a.body.copy(buf, off);
+      } else {
+        chunks.push(buf.subarray(start, off), a.body);
+        start = off;
+      }
+    }
+    if (off > start) chunks.push(buf.subarray(start, off));
+    writeChunks(this.socket, chunks);
+    this.endIfIdle();
+  };
+
+  private endIfIdle(): void {
+    if (this.draining && this.inFlight === 0 && this.answers.length === 0) this.socket.end();
+  }
+
+  private fail(err: Error): void {
+    this.opts.onError?.(err);
+    this.socket.destroy();
+  }
+}
+
+export interface ListenSharedOptions {
+  /**
+   * A connection that has not sent enough bytes to tell its protocol within this time is closed.
+   * Default 10 s: both of Ferry's clients send first, at once (the framed preface, an HTTP
+   * request line), so only a stuck or hostile peer waits this long.
+   */
+  sniffTimeoutMs?: number;
+}
+
+const DEFAULT_SNIFF_TIMEOUT_MS = 10_000;
+
+/**
+ * Makes `httpServer` (listening as usual, e.g. on the replica's Unix socket) also accept the
+ * framed protocol: each new connection is held until its first bytes show whether it starts with
+ * the preface magic ("FERRY\0", possibly split over several reads). Framed connections go to
+ * `onFramed` (which calls `serveFrames`); everything else goes to the HTTP server exactly as if
+ * it had accepted it itself, so its timeouts, `closeIdleConnections()` and `closeAllConnections()`
+ * keep working. Call it once, before or after `listen`.
+ */
+export function listenShared(httpServer: http.Server, onFramed: (socket: net.Socket) => void, opts: ListenSharedOptions = {}): void {
+  const sniffTimeoutMs = opts.sniffTimeoutMs ?? DEFAULT_SNIFF_TIMEOUT_MS;
+  // node:http attaches its own 'connection' listener in the constructor; it is what sets up the
+  // parser and the connection tracking. Take it (and any other) and call it after sniffing.
+  const httpListeners = httpServer.rawListeners('connection') as ((socket: net.Socket) => void)[];
+  httpServer.removeAllListeners('connection');
+  httpServer.on('connection', (socket: net.Socket) => {
+    let seen: Buffer[] = [];
+    let seenBytes = 0;
+    const handOver = (framed: boolean): void => {
+      socket.removeListener('data', onData);
+      socket.removeListener('error', onError);
+      socket.setTimeout(0);
+      socket.removeListener('timeout', onTimeout);
+      socket.pause();
+      socket.unshift(seen.length === 1 ? seen[0] as Buffer : Buffer.concat(seen, seenBytes));
+      seen = [];
+      if (framed) {
+        onFramed(socket);
+      } else {
+        for (const listener of httpListeners) listener.call(httpServer, socket);
+        // node:http reads the socket's handle directly from now on; the bytes unshifted above are
+        // still in the stream's buffer and reach its parser as 'data' once resumed.
+        socket.resume();
+      }
+    };
+    const onData = (chunk: Buffer): void => {
+      seen.push(chunk);
+      const start = seenBytes;
+      seenBytes += chunk.length;
+      const n = Math.min(seenBytes, MAGIC_BYTES);
+      for (let i = start; i < n; i++) {
+        if (chunk[i - start] !== PREFACE[i]) {
+          handOver(false);
+          return;
+        }
+      }
+      if (seenBytes >= MAGIC_BYTES) handOver(true);
+    };
+    const onError = (): void => {
+      socket.destroy();
+    };
+    const onTimeout = (): void => {
+      socket.destroy();
+    };
+    socket.on('data', onData);
+    socket.on('error', onError);
+    socket.setTimeout(sniffTimeoutMs, onTimeout);
+  });
+}
