@@ -53,6 +53,17 @@ export async function cleanup(graceMs = 5000): Promise<void> {
   tempDirs.clear();
 }
 
+/** Stops one server started by `startServerProcess`: SIGTERM, then SIGKILL to its group after `graceMs`. */
+export async function stopServer(proc: ServerProcess, graceMs = 5000): Promise<void> {
+  const t = [...children].find((c) => c.child === proc.child);
+  if (t === undefined) return;
+  if (alive(t.child)) t.child.kill('SIGTERM');
+  const deadline = Date.now() + graceMs;
+  while (alive(t.child) && Date.now() < deadline) await sleep(50);
+  signal(t, 'SIGKILL');
+  children.delete(t);
+}
+
 /** Last resort on a synchronous exit path: no waiting, kill everything, remove dirs. */
 function cleanupNow(): void {
   for (const t of children) signal(t, 'SIGKILL');
@@ -139,6 +150,22 @@ export async function startServerProcess(args: string[], env: NodeJS.ProcessEnv,
   return { child, pid: child.pid!, url, stderrTail, stderrLevels: levels, stderrNotable: notable };
 }
 
+/** Runs `node <args>` to completion (tracked for cleanup) and returns its stdout; rejects on a non-zero exit. */
+export async function runNodeScript(args: string[]): Promise<string> {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const untrack = track(child, false);
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s; });
+  child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s; });
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (c) => resolve(c));
+  }).finally(untrack);
+  if (code !== 0) throw new Error(`node ${args.join(' ')} failed (exit ${code}):\n${stdout}${stderr}`);
+  return stdout;
+}
+
 // ---- CPU accounting from /proc -------------------------------------------------------------
 
 let clockTicksPerS: number | undefined;
@@ -163,8 +190,17 @@ function readStat(pid: number): ProcStat | undefined {
   }
 }
 
-/** `root` and all its descendants, with a label each: "server" for root, else a word from its command line. */
-export function processTree(root: number): Map<number, string> {
+/**
+ * Labels of a process tree: `rootLabel` for the root, and for each descendant the label that
+ * `labelOf(commandLine)` gives it; a descendant labelled undefined is left out (with its subtree).
+ */
+export interface TreeLabels {
+  rootLabel: string;
+  labelOf(commandLine: string): string | undefined;
+}
+
+/** `root` and the descendants `labels` keeps, with their labels, e.g. {1234: "server", 1240: "replica"}. */
+export function processTree(root: number, labels: TreeLabels): Map<number, string> {
   const byParent = new Map<number, number[]>();
   for (const name of readdirSync('/proc')) {
     const pid = Number(name);
@@ -173,13 +209,15 @@ export function processTree(root: number): Map<number, string> {
     if (!st) continue;
     byParent.set(st.ppid, [...(byParent.get(st.ppid) ?? []), pid]);
   }
-  const out = new Map<number, string>([[root, 'server']]);
+  const out = new Map<number, string>([[root, labels.rootLabel]]);
   const queue = [root];
   while (queue.length > 0) {
     for (const kid of byParent.get(queue.shift()!) ?? []) {
       let cmd = '';
       try { cmd = readFileSync(`/proc/${kid}/cmdline`, 'utf8').split('\0').join(' '); } catch { /* gone */ }
-      out.set(kid, cmd.includes(' replica') ? 'replica' : 'child');
+      const label = labels.labelOf(cmd);
+      if (label === undefined) continue;
+      out.set(kid, label);
       queue.push(kid);
     }
   }

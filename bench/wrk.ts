@@ -29,9 +29,8 @@ export interface WrkResult {
   socketErrors: number;
 }
 
-export interface WrkTarget {
-  /** http://127.0.0.1:PORT/path */
-  url: string;
+/** What every request of a wrk run carries (the URL is given to `runWrk`). */
+export interface WrkRequest {
   body: string;
   headers: Record<string, string>;
 }
@@ -48,7 +47,7 @@ export function requireWrk(): void {
 }
 
 /** Writes the Lua script for `target` into `dir` and returns its path. */
-export async function writeWrkScript(dir: string, name: string, target: WrkTarget): Promise<string> {
+export async function writeWrkScript(dir: string, name: string, target: WrkRequest): Promise<string> {
   const headers = Object.entries(target.headers)
     .map(([k, v]) => `wrk.headers[${luaString(k)}] = ${luaString(v)}`)
     .join('\n');
