@@ -58,6 +58,12 @@ function outputRows(v: OutputValue): unknown[] {
   return v.dtype === 'map' ? v.data : rows(v);
 }
 
+/** Row `i` of a tensor's storage (a one-row tensor's data). */
+function sliceData(t: Tensor, i: number): Tensor['data'] {
+  const width = t.shape.slice(1).reduce((a, b) => a * b, 1);
+  return t.data.slice(i * width, (i + 1) * width);
+}
+
 /** The MLflow request bodies, one per format, for a batch of input tensors. */
 function mlflowBodies(inputs: Record<string, Tensor>): Record<string, unknown> {
   const names = Object.keys(inputs);
@@ -127,6 +133,16 @@ describe('replica serves every fixture exactly', () => {
               assert.deepEqual(out.data, rows({ ...want, shape: [want.data.length] }));
             }
           }
+        }
+        // Concurrent one-row requests are batched by the replica (same event-loop turn): each
+        // answer must equal the unbatched run of its own row.
+        const rowsN = 24;
+        const all = fixture.example(rowsN);
+        const singles = Array.from({ length: rowsN }, (_, i) => Object.fromEntries(Object.entries(all).map(([k, t]) => [k, { ...t, shape: [1, ...t.shape.slice(1)], data: sliceData(t, i) }])) as Record<string, Tensor>);
+        const answers = await Promise.all(singles.map((inputs) => request({ socketPath, method: 'POST', path: '/invocations', json: mlflowBodies(inputs).inputs, token: null })));
+        for (const [i, inputs] of singles.entries()) {
+          assert.equal(answers[i]?.status, 200, answers[i]?.text);
+          assert.deepEqual(answers[i]?.json, { predictions: expectedPredictions(await model.predict(inputs), 'inputs') }, `${key} row ${i} batched`);
         }
         const meta = await request({ socketPath, path: `/v2/models/${key}`, token: null });
         assert.deepEqual(meta.json.inputs.map((i: { name: string }) => i.name), fixture.signature.inputs.map((i) => i.name));

@@ -43,6 +43,10 @@ interface Route<H = Handler> {
 /** Routes requests to handlers of type `H` (HTTP handlers by default; replicas also route frames). */
 export class Router<H = Handler> {
   private readonly routes: Array<Route<H>> = [];
+  /** Routes by their first literal segment, so a match looks at a handful of routes, not all. */
+  private readonly byFirst = new Map<string, Array<Route<H>>>();
+  /** Routes whose first segment is a parameter (or that have none): checked for every path. */
+  private readonly anyFirst: Array<Route<H>> = [];
 
   /**
    * Adds a route. Pattern segments: literal, `:param` (one segment), or a final `*param`
@@ -53,7 +57,11 @@ export class Router<H = Handler> {
     const last = segments[segments.length - 1];
     const rest = last?.startsWith('*') ? last.slice(1) : undefined;
     if (rest !== undefined) segments.pop();
-    this.routes.push({ method, segments, rest, handler, public: opts.public ?? false });
+    const route: Route<H> = { method, segments, rest, handler, public: opts.public ?? false };
+    this.routes.push(route);
+    const first = segments[0];
+    if (first === undefined || first.startsWith(':')) this.anyFirst.push(route);
+    else this.byFirst.set(first, [...(this.byFirst.get(first) ?? []), route]);
     return this;
   }
 
@@ -73,7 +81,8 @@ export class Router<H = Handler> {
     const parts = path.split('/').slice(1);
     if (parts.length > 0 && parts[parts.length - 1] === '') parts.pop();
     let methodMismatch = false;
-    for (const route of this.routes) {
+    const candidates = this.byFirst.get(parts[0] ?? '');
+    for (const route of candidates === undefined ? this.anyFirst : this.anyFirst.length === 0 ? candidates : [...candidates, ...this.anyFirst]) {
       const params = matchSegments(route, parts);
       if (!params) continue;
       if (route.method !== method && !(method === 'HEAD' && route.method === 'GET')) {
