@@ -11,6 +11,9 @@ import { writeFixtures, writeMlp, type FixturePaths } from '../src/fixtures/inde
 import type { FerryServer } from '../src/server/index.js';
 import { request, startTestServer, tempDir, waitFor, type HttpResult } from './support/index.js';
 
+/** Small limits so the tests can reach them: body 64 KiB, 2 waiting requests per entity for 300 ms. */
+const SERVER_OPTIONS = { maxBodySize: 64 * 1024, bufferDepth: 2, bufferTimeout: '300ms' };
+
 let dir: string;
 let dataDir: string;
 let fx: FixturePaths;
@@ -57,7 +60,7 @@ before(async () => {
   dir = await tempDir();
   dataDir = path.join(dir, 'data');
   fx = await writeFixtures(path.join(dir, 'fixtures'));
-  server = await startTestServer(dataDir, { maxBodySize: 64 * 1024 });
+  server = await startTestServer(dataDir, SERVER_OPTIONS);
   await register('linear', fx.linear);
   await register('linear', fx.linear);
   await register('two', fx.twoInput);
@@ -254,7 +257,7 @@ describe('serving endpoints', () => {
     await call('DELETE', '/api/2.0/serving-endpoints/ab');
   });
 
-  test('gateway errors: 401, 404, 413, 503', async () => {
+  test('gateway errors: 401, 404, 413, 504, 429 and 503 while no replica has room', async () => {
     await call('POST', '/api/2.0/serving-endpoints', { name: 'errs', config: { served_entities: [{ entity_name: 'linear', entity_version: '1' }] } });
     await waitSettled('errs');
     assert.equal((await call('POST', '/serving-endpoints/errs/invocations', { inputs: [[1, 2, 3, 4]] }, null)).status, 401);
@@ -275,15 +278,21 @@ describe('serving endpoints', () => {
     assert.equal(slow.json.error_code, 'DEADLINE_EXCEEDED');
     await call('DELETE', '/api/2.0/serving-endpoints/slow');
 
-    // No ready replica: kill it and ask before the restart (backoff ≥ 1 s) brings it back.
+    // No ready replica: kill it and ask before the restart (backoff ≥ 1 s) brings it back. Two
+    // requests wait in the buffer (then 503 after 300 ms), the others are refused at once (429).
     const [pid] = await replicaPids();
     process.kill(pid as number, 'SIGKILL');
-    const unavailable = await waitFor('503', async () => {
-      const r = await call('POST', '/serving-endpoints/errs/invocations', { inputs: [[1, 2, 3, 4]] });
-      return r.status === 503 ? r : undefined;
-    });
-    assert.equal(unavailable.json.error_code, 'TEMPORARILY_UNAVAILABLE');
-    assert.equal(unavailable.headers['retry-after'], '1');
+    await waitFor('replica gone', async () => ((await replicaPids()).length === 0 ? true : undefined));
+    await waitFor('backend removed', async () => ((await call('GET', '/api/2.0/serving-endpoints/errs')).json.config.served_entities[0].state.replicas.ready === 0 ? true : undefined));
+    const answers = await Promise.all(Array.from({ length: 5 }, () => call('POST', '/serving-endpoints/errs/invocations', { inputs: [[1, 2, 3, 4]] })));
+    const byStatus = answers.map((a) => a.status).sort();
+    assert.deepEqual(byStatus, [429, 429, 429, 503, 503], answers.map((a) => a.text).join('\n'));
+    for (const a of answers) {
+      assert.equal(a.headers['retry-after'], '1');
+      assert.equal(a.json.error_code, a.status === 429 ? 'REQUEST_LIMIT_EXCEEDED' : 'TEMPORARILY_UNAVAILABLE');
+    }
+    // Once the replacement is ready, requests succeed again.
+    await waitFor('serving again', async () => ((await call('POST', '/serving-endpoints/errs/invocations', { inputs: [[1, 2, 3, 4]] })).status === 200 ? true : undefined));
     await call('DELETE', '/api/2.0/serving-endpoints/errs');
   });
 });
@@ -294,7 +303,7 @@ describe('restart', () => {
     const before = await waitSettled('durable');
     await server.close();
     assert.deepEqual(await replicaPids(), [], 'stopping the server stops its replicas');
-    server = await startTestServer(dataDir, { maxBodySize: 64 * 1024 });
+    server = await startTestServer(dataDir, SERVER_OPTIONS);
     const after = await waitFor('endpoint back', async () => {
       const r = await call('GET', '/api/2.0/serving-endpoints/durable');
       return r.json?.state?.ready === 'READY' ? r.json : undefined;

@@ -48,6 +48,12 @@ export const serverConfigSchema = z.strictObject({
   replicaMemoryLimit: size.default('2GiB'),
   /** Default time the gateway waits for a model's answer (per endpoint: request_timeout_ms). */
   requestTimeout: duration.default('30s'),
+  /** Requests one replica carries at once; more wait in the gateway or go to another replica. */
+  replicaMaxConcurrency: z.number().int().min(1).max(100_000).default(64),
+  /** Requests that may wait per served entity for a replica with room (scale from zero, bursts). */
+  bufferDepth: z.number().int().min(0).max(1_000_000).default(1000),
+  /** How long a request may wait in that buffer before a 503. */
+  bufferTimeout: duration.default('10s'),
   logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
 });
 
@@ -63,6 +69,9 @@ export interface ServerConfig {
   readonly replicaDrainTimeoutMs: number;
   readonly replicaMemoryLimitBytes: number;
   readonly requestTimeoutMs: number;
+  readonly replicaMaxConcurrency: number;
+  readonly bufferDepth: number;
+  readonly bufferTimeoutMs: number;
   readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
 }
 
@@ -81,6 +90,9 @@ export function compileServerConfig(input: unknown): ServerConfig {
     replicaDrainTimeoutMs: requireUnit('replicaDrainTimeout', c.replicaDrainTimeout, parseDurationMs, 'a duration such as "30s"'),
     replicaMemoryLimitBytes: requireUnit('replicaMemoryLimit', c.replicaMemoryLimit, parseBytes, 'a size such as "2GiB"'),
     requestTimeoutMs: requireUnit('requestTimeout', c.requestTimeout, parseDurationMs, 'a duration such as "30s"'),
+    replicaMaxConcurrency: c.replicaMaxConcurrency,
+    bufferDepth: c.bufferDepth,
+    bufferTimeoutMs: requireUnit('bufferTimeout', c.bufferTimeout, parseDurationMs, 'a duration such as "10s"'),
     logLevel: c.logLevel,
   });
 }

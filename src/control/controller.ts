@@ -16,7 +16,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { ArtifactStore } from '../artifacts/index.js';
 import { FerryError, notFound } from '../errors.js';
 import { FramedChannel, framePayloadLimit } from '../channel/index.js';
-import type { Backend, EndpointRoute, RoutingTable } from '../gateway/index.js';
+import { EntityTraffic, type Backend, type EndpointRoute, type RoutingTable, type TrafficOptions } from '../gateway/index.js';
 import type { Registry } from '../registry/index.js';
 import type { ReplicaExit, ReplicaHandle, Runtime } from '../runtime/index.js';
 import type { EndpointRecord, MetadataStore } from '../store/index.js';
@@ -37,6 +37,8 @@ export interface ControllerOptions {
   maxBodyBytes: number;
   /** How long a stopped config's replicas may take to finish their in-flight requests. */
   drainTimeoutMs: number;
+  /** Per-entity capacity and wait-buffer settings of the gateway. */
+  traffic: Omit<TrafficOptions, 'name' | 'onDemand'>;
   now: () => number;
   log: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -56,7 +58,7 @@ interface ReplicaSlot {
 
 /** The running replicas of one served entity. */
 class Deployment {
-  readonly backends: Backend[] = [];
+  readonly traffic: EntityTraffic;
   readonly replicas = new Map<string, ReplicaSlot>();
   state: DeploymentState = 'DEPLOYMENT_CREATING';
   message = '';
@@ -65,7 +67,13 @@ class Deployment {
   restartTimer: NodeJS.Timeout | undefined;
   stopped = false;
 
-  constructor(readonly endpoint: string, readonly entity: ServedEntityConfig) {}
+  constructor(readonly endpoint: string, readonly entity: ServedEntityConfig, traffic: Omit<TrafficOptions, 'name' | 'onDemand'>, onDemand: (d: Deployment) => void) {
+    this.traffic = new EntityTraffic({ ...traffic, name: `${endpoint}/${entity.name}`, onDemand: () => onDemand(this) });
+  }
+
+  get readyReplicas(): number {
+    return this.traffic.backends.length;
+  }
 
   /** Same model version and workload: replicas can be kept across configs. */
   sameAs(entity: ServedEntityConfig): boolean {
@@ -172,6 +180,15 @@ export class EndpointController {
     await this.o.runtime.close();
   }
 
+  private newDeployment(endpoint: string, entity: ServedEntityConfig): Deployment {
+    return new Deployment(endpoint, entity, this.o.traffic, (d) => this.onDemand(d));
+  }
+
+  /** A request is waiting for capacity. */
+  private onDemand(_d: Deployment): void {
+    // Scaling decisions come from the autoscaler; nothing to do here yet.
+  }
+
   private get(name: string): EndpointState {
     const st = this.endpoints.get(name);
     if (!st) throw notFound(`Serving endpoint '${name}'`);
@@ -190,13 +207,13 @@ export class EndpointController {
   private async recover(st: EndpointState): Promise<void> {
     const config = st.record.config;
     if (config) {
-      const deployments = new Map(config.servedEntities.map((e) => [e.name, new Deployment(st.record.name, e)]));
+      const deployments = new Map(config.servedEntities.map((e) => [e.name, this.newDeployment(st.record.name, e)]));
       st.current = deployments;
       await Promise.allSettled([...deployments.values()].map((d) => this.deploy(d)));
       if (st.deleted) return;
       this.publish(st, config, deployments);
       // Entities that failed to come back keep retrying in the background.
-      for (const d of deployments.values()) if (d.backends.length === 0) this.scheduleRestart(d);
+      for (const d of deployments.values()) if (d.readyReplicas === 0) this.scheduleRestart(d);
     }
     if (st.record.configUpdate === 'IN_PROGRESS' && st.record.pendingConfig) await this.rollout(st);
   }
@@ -211,7 +228,7 @@ export class EndpointController {
       if (existing?.sameAs(e) && existing.state !== 'DEPLOYMENT_FAILED') {
         next.set(e.name, existing);
       } else {
-        const d = new Deployment(st.record.name, e);
+        const d = this.newDeployment(st.record.name, e);
         next.set(e.name, d);
         started.push(d);
       }
@@ -249,7 +266,7 @@ export class EndpointController {
       timeoutMs: config.requestTimeoutMs ?? this.o.defaultRequestTimeoutMs,
       entities: config.routes.map((r) => {
         const d = deployments.get(r.servedEntityName) as Deployment;
-        return { name: d.entity.name, modelVersion: d.entity.entityVersion, trafficPercentage: r.trafficPercentage, backends: d.backends };
+        return { name: d.entity.name, modelVersion: d.entity.entityVersion, trafficPercentage: r.trafficPercentage, traffic: d.traffic };
       }),
     };
     this.o.table.set(route);
@@ -296,7 +313,7 @@ export class EndpointController {
     slot.handle = handle;
     slot.readyAtMs = this.o.now();
     slot.backend = { id, channel: new FramedChannel(handle.address, { maxPayloadBytes: framePayloadLimit(this.o.maxBodyBytes) }), outstanding: 0 };
-    d.backends.push(slot.backend);
+    d.traffic.addBackend(slot.backend);
     d.state = 'DEPLOYMENT_READY';
     d.message = '';
   }
@@ -305,7 +322,8 @@ export class EndpointController {
   private async stopDeployment(d: Deployment, finalState: DeploymentState = 'DEPLOYMENT_ABORTED'): Promise<void> {
     d.stopped = true;
     clearTimeout(d.restartTimer);
-    const backends = d.backends.splice(0);
+    const backends = d.traffic.backends.splice(0);
+    d.traffic.rejectWaiting(new FerryError('TEMPORARILY_UNAVAILABLE', `Served entity '${d.entity.name}' is shutting down; retry shortly.`, { retryAfterS: 1 }));
     const deadline = this.o.now() + this.o.drainTimeoutMs;
     while (backends.some((b) => b.outstanding > 0) && this.o.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     for (const b of backends) b.channel.close();
@@ -332,15 +350,14 @@ export class EndpointController {
     const slot = d.replicas.get(exit.id);
     d.replicas.delete(exit.id);
     if (slot?.backend) {
-      const i = d.backends.indexOf(slot.backend);
-      if (i >= 0) d.backends.splice(i, 1);
+      d.traffic.removeBackend(slot.backend);
       slot.backend.channel.close();
     }
     if (d.stopped) return;
     if (slot && this.o.now() - slot.readyAtMs >= STABLE_AFTER_MS) d.failedStarts = 0;
     const how = exit.reason === 'oom' ? 'was killed for exceeding its memory limit' : `exited (${exit.signal ?? `code ${exit.code ?? '?'}`})`;
     d.message = `Replica ${exit.id} ${how}. Last log lines:\n${exit.lastLogLines}`;
-    if (d.backends.length === 0) d.state = 'DEPLOYMENT_RECOVERING';
+    if (d.readyReplicas === 0) d.state = 'DEPLOYMENT_RECOVERING';
     this.o.log('warn', 'replica exited', { endpoint: d.endpoint, servedEntity: d.entity.name, replica: exit.id, reason: exit.reason, code: exit.code });
     this.scheduleRestart(d);
   }
@@ -357,7 +374,7 @@ export class EndpointController {
         (err: unknown) => {
           d.failedStarts++;
           d.message = err instanceof Error ? err.message : String(err);
-          if (d.failedStarts >= MAX_FAILED_STARTS && d.backends.length === 0) d.state = 'DEPLOYMENT_FAILED';
+          if (d.failedStarts >= MAX_FAILED_STARTS && d.readyReplicas === 0) d.state = 'DEPLOYMENT_FAILED';
           this.scheduleRestart(d);
         },
       );
@@ -392,7 +409,7 @@ export class EndpointController {
         state: {
           deployment: d?.state ?? 'DEPLOYMENT_CREATING',
           deployment_state_message: d?.message ?? '',
-          replicas: { ready: d?.backends.length ?? 0, total: d?.replicas.size ?? 0, desired: d?.desiredReplicas ?? 0 },
+          replicas: { ready: d?.readyReplicas ?? 0, total: d?.replicas.size ?? 0, desired: d?.desiredReplicas ?? 0 },
         },
       };
     };
@@ -403,7 +420,7 @@ export class EndpointController {
       ...(c.requestTimeoutMs === undefined ? {} : { request_timeout_ms: c.requestTimeoutMs }),
     });
     const route = this.o.table.get(r.name);
-    const ready = route !== undefined && route.entities.some((e) => e.trafficPercentage > 0 && e.backends.length > 0);
+    const ready = route !== undefined && route.entities.some((e) => e.trafficPercentage > 0 && e.traffic.backends.length > 0);
     return {
       name: r.name,
       id: r.id,

@@ -8,9 +8,10 @@
 import { FerryError, notFound } from '../errors.js';
 import { readBody, type Context, type Reply, type Router } from '../http/index.js';
 import { ChannelError, type ChannelRequest, type ChannelResponse } from '../channel/index.js';
-import { pickBackend, pickEntity, type Backend, type EndpointRoute, type EntityRoute, RoutingTable } from './routing.js';
+import { pickEntity, type Backend, type EndpointRoute, type EntityRoute, type RoutingTable } from './routing.js';
 
 export { RoutingTable, pickBackend, pickEntity, type Backend, type EndpointRoute, type EntityRoute } from './routing.js';
+export { EntityTraffic, type TrafficOptions } from './traffic.js';
 
 export interface GatewayOptions {
   maxBodyBytes: number;
@@ -45,7 +46,7 @@ export function gatewayRoutes(router: Router, table: RoutingTable, opts: Gateway
       path: replicaPath(r),
       headers: body === undefined ? {} : { 'content-type': 'application/json', 'content-length': String(body.length) },
       body,
-    }, r.timeoutMs, r.name);
+    }, r.timeoutMs);
     ctx.res.writeHead(res.status, {
       'content-type': res.contentType ?? 'application/json',
       'content-length': res.body.length,
@@ -69,7 +70,7 @@ export function gatewayRoutes(router: Router, table: RoutingTable, opts: Gateway
 }
 
 function readiness(r: EndpointRoute, entities: readonly EntityRoute[]): Reply {
-  if (!entities.some((e) => e.backends.length > 0)) throw noReplica(r.name);
+  if (!entities.some((e) => e.traffic.backends.length > 0)) throw noReplica(r.name);
   return { body: { name: r.name, ready: true } };
 }
 
@@ -78,23 +79,21 @@ function noReplica(endpoint: string): FerryError {
 }
 
 /**
- * Sends to a replica of `entity`. A request that never reached a replica (connection refused,
- * socket gone: the replica died a moment ago) is retried once on another replica.
+ * Sends to a replica of `entity` with room for it, waiting in the entity's buffer when there is
+ * none (scale from zero, all replicas busy). A request that never reached a replica (connection
+ * refused, socket gone: the replica died a moment ago) is retried once on another replica.
  */
-async function send(entity: EntityRoute, req: ChannelRequest, timeoutMs: number, endpoint: string): Promise<ChannelResponse> {
+async function send(entity: EntityRoute, req: ChannelRequest, timeoutMs: number): Promise<ChannelResponse> {
   let failed: Backend | undefined;
-  for (let attempt = 0; attempt < 2; attempt++) {
-    const backend = pickBackend(entity.backends, Math.random(), Math.random(), failed);
-    if (!backend) throw noReplica(endpoint);
-    backend.outstanding++;
+  for (let attempt = 0; ; attempt++) {
+    const backend = await entity.traffic.acquire(failed);
     try {
       return await backend.channel.request(req, timeoutMs);
     } catch (err) {
       if (!(err instanceof ChannelError) || err.sent || attempt === 1) throw err;
       failed = backend;
     } finally {
-      backend.outstanding--;
+      entity.traffic.release(backend);
     }
   }
-  throw noReplica(endpoint);
 }

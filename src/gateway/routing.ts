@@ -5,6 +5,7 @@
  * gateway never sees a half-built config.
  */
 import type { ReplicaChannel } from '../channel/index.js';
+import type { EntityTraffic } from './traffic.js';
 
 /** One ready replica as the gateway sees it. */
 export interface Backend {
@@ -20,8 +21,8 @@ export interface EntityRoute {
   modelVersion: string;
   /** Percentage of traffic, 0-100. */
   trafficPercentage: number;
-  /** Ready replicas; the control plane mutates this array in place. */
-  backends: Backend[];
+  /** Ready replicas, capacity and the wait buffer; shared with the control plane. */
+  traffic: EntityTraffic;
 }
 
 export interface EndpointRoute {

@@ -65,6 +65,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       replicaMemoryLimitBytes: config.replicaMemoryLimitBytes,
       maxBodyBytes: config.maxBodyBytes,
       drainTimeoutMs: config.replicaDrainTimeoutMs,
+      traffic: { maxConcurrencyPerReplica: config.replicaMaxConcurrency, maxQueued: config.bufferDepth, queueTimeoutMs: config.bufferTimeoutMs },
     });
     endpointRoutes(router, controller, { maxBodyBytes: config.maxBodyBytes });
     gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes });

@@ -1,0 +1,138 @@
+/**
+ * EntityTraffic: the gateway's live view of one served entity. It owns the entity's ready
+ * backends, bounds how many requests each replica carries (backpressure), and holds requests that
+ * find no replica with room in a bounded buffer (the activator): they wait, in arrival order, for
+ * a replica to turn ready or free up, or fail with 429 (buffer full) or 503 (deadline passed).
+ * The control plane adds and removes backends; the autoscaler reads `inFlight`; `onDemand`
+ * pokes it when a request has to wait for capacity (e.g. scale from zero).
+ */
+import { FerryError } from '../errors.js';
+import { pickBackend, type Backend } from './routing.js';
+
+export interface TrafficOptions {
+  /** Requests one replica carries at once; beyond it requests wait or go to another replica. */
+  maxConcurrencyPerReplica: number;
+  /** Requests the buffer holds at most; one more is refused with 429. */
+  maxQueued: number;
+  /** How long a request may wait in the buffer before a 503. */
+  queueTimeoutMs: number;
+  /** Called (synchronously, so keep it cheap) whenever a request starts waiting. */
+  onDemand: () => void;
+  /** Names the entity in errors. */
+  name: string;
+}
+
+interface Waiter {
+  resolve: (b: Backend) => void;
+  reject: (err: FerryError) => void;
+  timer: NodeJS.Timeout;
+  exclude: Backend | undefined;
+}
+
+/** Seconds a client should wait before retrying a request refused for lack of capacity. */
+const RETRY_AFTER_S = 1;
+
+export class EntityTraffic {
+  readonly backends: Backend[] = [];
+  private readonly waiters: Waiter[] = [];
+  /** Requests admitted and not yet released (sent to a replica or waiting). */
+  private admitted = 0;
+
+  constructor(readonly opts: TrafficOptions) {}
+
+  /** Requests in flight on replicas plus requests waiting in the buffer. */
+  get inFlight(): number {
+    return this.admitted;
+  }
+
+  get queued(): number {
+    return this.waiters.length;
+  }
+
+  /**
+   * A backend with room for one more request (its outstanding count already incremented), now or
+   * once one frees up. `exclude` skips a backend that just failed this request.
+   */
+  acquire(exclude?: Backend): Promise<Backend> {
+    const b = this.pick(exclude);
+    if (b !== undefined && this.waiters.length === 0) {
+      b.outstanding++;
+      this.admitted++;
+      return Promise.resolve(b);
+    }
+    if (this.waiters.length >= this.opts.maxQueued) {
+      return Promise.reject(new FerryError('REQUEST_LIMIT_EXCEEDED',
+        `Served entity '${this.opts.name}' has ${this.waiters.length} requests waiting for capacity (the limit); retry shortly.`, { retryAfterS: RETRY_AFTER_S }));
+    }
+    this.admitted++;
+    return new Promise<Backend>((resolve, reject) => {
+      const waiter: Waiter = {
+        resolve,
+        reject,
+        exclude,
+        timer: setTimeout(() => {
+          const i = this.waiters.indexOf(waiter);
+          if (i >= 0) this.waiters.splice(i, 1);
+          this.admitted--;
+          reject(new FerryError('TEMPORARILY_UNAVAILABLE',
+            `No replica of served entity '${this.opts.name}' had room within ${this.opts.queueTimeoutMs} ms; retry shortly.`, { retryAfterS: RETRY_AFTER_S }));
+        }, this.opts.queueTimeoutMs),
+      };
+      this.waiters.push(waiter);
+      this.opts.onDemand();
+      this.dispatch();
+    });
+  }
+
+  /** Gives back what `acquire` took; a waiting request gets the room. */
+  release(b: Backend): void {
+    b.outstanding--;
+    this.admitted--;
+    this.dispatch();
+  }
+
+  addBackend(b: Backend): void {
+    this.backends.push(b);
+    this.dispatch();
+  }
+
+  /** Takes a backend out of rotation (requests already on it finish). */
+  removeBackend(b: Backend): boolean {
+    const i = this.backends.indexOf(b);
+    if (i < 0) return false;
+    this.backends.splice(i, 1);
+    return true;
+  }
+
+  /** Fails every waiting request (the entity is going away). */
+  rejectWaiting(err: FerryError): void {
+    for (const w of this.waiters.splice(0)) {
+      clearTimeout(w.timer);
+      this.admitted--;
+      w.reject(err);
+    }
+  }
+
+  private pick(exclude: Backend | undefined): Backend | undefined {
+    const max = this.opts.maxConcurrencyPerReplica;
+    const b = pickBackend(this.backends, Math.random(), Math.random(), exclude);
+    if (b !== undefined && b.outstanding < max) return b;
+    // The two random choices were full (or the only one was excluded): any with room.
+    let best: Backend | undefined;
+    for (const x of this.backends) if (x !== exclude && x.outstanding < max && (best === undefined || x.outstanding < best.outstanding)) best = x;
+    return best;
+  }
+
+  /** Hands free capacity to waiting requests, oldest first. */
+  private dispatch(): void {
+    while (this.waiters.length > 0) {
+      const w = this.waiters[0] as Waiter;
+      const b = this.pick(w.exclude);
+      if (b === undefined) return;
+      this.waiters.shift();
+      clearTimeout(w.timer);
+      b.outstanding++;
+      w.resolve(b);
+    }
+  }
+}

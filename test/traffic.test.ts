@@ -1,0 +1,88 @@
+/** EntityTraffic: per-replica concurrency bounds, the wait buffer (FIFO, 429 when full, 503 at the deadline). */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { ReplicaChannel } from '../src/channel/index.js';
+import { FerryError } from '../src/errors.js';
+import { EntityTraffic, type Backend } from '../src/gateway/index.js';
+
+const channel = {} as ReplicaChannel;
+const backend = (id: string): Backend => ({ id, channel, outstanding: 0 });
+
+function traffic(opts: Partial<{ max: number; queued: number; timeoutMs: number }> = {}): { t: EntityTraffic; demands: () => number } {
+  let demands = 0;
+  const t = new EntityTraffic({
+    name: 'ep/e', maxConcurrencyPerReplica: opts.max ?? 2, maxQueued: opts.queued ?? 3, queueTimeoutMs: opts.timeoutMs ?? 10_000,
+    onDemand: () => demands++,
+  });
+  return { t, demands: () => demands };
+}
+
+const isCode = (code: string) => (err: unknown): boolean => err instanceof FerryError && err.code === code && err.retryAfterS === 1;
+
+test('a replica never carries more than its limit; the least loaded one with room is used', async () => {
+  const { t } = traffic({ max: 2 });
+  const a = backend('a');
+  const b = backend('b');
+  t.addBackend(a);
+  t.addBackend(b);
+  const got = [await t.acquire(), await t.acquire(), await t.acquire(), await t.acquire()];
+  assert.equal(a.outstanding, 2);
+  assert.equal(b.outstanding, 2);
+  assert.equal(t.inFlight, 4);
+  const fifth = t.acquire();
+  assert.equal(t.queued, 1, 'the fifth waits: every replica is at its limit');
+  t.release(got[0] as Backend);
+  assert.equal(await fifth, got[0]);
+  assert.equal(t.inFlight, 4);
+  assert.equal(t.queued, 0);
+});
+
+test('waiting requests are served in arrival order when a replica turns ready, and poke the autoscaler', async () => {
+  const { t, demands } = traffic({ max: 1, queued: 5 });
+  const order: number[] = [];
+  const waits = [0, 1, 2].map((i) => t.acquire().then((b) => {
+    order.push(i);
+    return b;
+  }));
+  assert.equal(t.queued, 3);
+  assert.equal(demands(), 3);
+  const a = backend('a');
+  t.addBackend(a);
+  const first = await waits[0];
+  assert.deepEqual(order, [0]);
+  t.release(first as Backend);
+  t.release((await waits[1]) as Backend);
+  await waits[2];
+  assert.deepEqual(order, [0, 1, 2]);
+});
+
+test('a full buffer refuses at once (429); a request waiting past the deadline gets 503', async () => {
+  const { t } = traffic({ queued: 2, timeoutMs: 30 });
+  const w1 = t.acquire();
+  const w2 = t.acquire();
+  await assert.rejects(t.acquire(), isCode('REQUEST_LIMIT_EXCEEDED'));
+  await assert.rejects(w1, isCode('TEMPORARILY_UNAVAILABLE'));
+  await assert.rejects(w2, isCode('TEMPORARILY_UNAVAILABLE'));
+  assert.equal(t.inFlight, 0);
+  assert.equal(t.queued, 0);
+});
+
+test('exclude skips the replica that just failed; removeBackend and rejectWaiting', async () => {
+  const { t } = traffic({ max: 5 });
+  const a = backend('a');
+  const b = backend('b');
+  t.addBackend(a);
+  t.addBackend(b);
+  for (let i = 0; i < 20; i++) {
+    const got = await t.acquire(a);
+    assert.equal(got, b);
+    t.release(got);
+  }
+  assert.equal(t.removeBackend(b), true);
+  assert.equal(t.removeBackend(b), false);
+  const waiting = t.acquire(a);
+  assert.equal(t.queued, 1, 'the only replica left is excluded');
+  t.rejectWaiting(new FerryError('TEMPORARILY_UNAVAILABLE', 'going away', { retryAfterS: 1 }));
+  await assert.rejects(waiting, isCode('TEMPORARILY_UNAVAILABLE'));
+  assert.equal(t.inFlight, 0);
+});
