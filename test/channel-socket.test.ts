@@ -77,8 +77,8 @@ async function rawServer(onConnection: (socket: net.Socket) => void): Promise<{ 
   };
 }
 
-const post = (p: string, body: string) => ({ method: 'POST', path: p, headers: {}, body: Buffer.from(body) });
-const get = (p: string) => ({ method: 'GET', path: p, headers: {}, body: undefined });
+const post = (p: string, body: string) => ({ method: 'POST', path: p, body: Buffer.from(body) });
+const get = (p: string) => ({ method: 'GET', path: p, body: undefined });
 const echo: FrameHandler = async (req) => ({ status: 200, body: JSON.stringify({ method: req.method, path: req.path, body: req.body.toString() }) });
 
 async function rejection(p: Promise<unknown>): Promise<unknown> {

@@ -28,12 +28,11 @@ test('a replica never carries more than its limit; the least loaded one with roo
   const got = [await t.acquire(), await t.acquire(), await t.acquire(), await t.acquire()];
   assert.equal(a.outstanding, 2);
   assert.equal(b.outstanding, 2);
-  assert.equal(t.inFlight, 4);
   const fifth = t.acquire();
   assert.equal(t.queued, 1, 'the fifth waits: every replica is at its limit');
   t.release(got[0] as Backend);
   assert.equal(await fifth, got[0]);
-  assert.equal(t.inFlight, 4);
+  assert.equal((got[0] as Backend).outstanding, 2);
   assert.equal(t.queued, 0);
 });
 
@@ -63,7 +62,6 @@ test('a full buffer refuses at once (429); a request waiting past the deadline g
   await assert.rejects(t.acquire(), isCode('REQUEST_LIMIT_EXCEEDED'));
   await assert.rejects(w1, isCode('TEMPORARILY_UNAVAILABLE'));
   await assert.rejects(w2, isCode('TEMPORARILY_UNAVAILABLE'));
-  assert.equal(t.inFlight, 0);
   assert.equal(t.queued, 0);
 });
 
@@ -84,5 +82,23 @@ test('exclude skips the replica that just failed; removeBackend and rejectWaitin
   assert.equal(t.queued, 1, 'the only replica left is excluded');
   t.rejectWaiting(new FerryError('TEMPORARILY_UNAVAILABLE', 'going away', { retryAfterS: 1 }));
   await assert.rejects(waiting, isCode('TEMPORARILY_UNAVAILABLE'));
-  assert.equal(t.inFlight, 0);
+  assert.equal(t.queued, 0);
+});
+
+test('inFlight counts begin..end; takeAverageConcurrency is time-weighted: 2 in flight for half the window, 0 for the other half → ~1', async () => {
+  const { t } = traffic({ max: 5 });
+  const a = backend('a');
+  t.addBackend(a);
+  t.takeAverageConcurrency();
+  t.begin();
+  t.begin();
+  assert.equal(t.inFlight, 2);
+  await new Promise((r) => setTimeout(r, 80));
+  t.end();
+  t.end();
+  await new Promise((r) => setTimeout(r, 80));
+  const avg = t.takeAverageConcurrency();
+  assert.ok(avg > 0.7 && avg < 1.3, `average ${avg}`);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(t.takeAverageConcurrency(), 0, 'a new window starts at every call');
 });

@@ -8,8 +8,6 @@ import { FerryError } from '../errors.js';
 export interface ChannelRequest {
   method: string;
   path: string;
-  /** HTTP headers; the framed channel carries none (bodies are JSON by definition). */
-  headers: Record<string, string>;
   body: Buffer | undefined;
 }
 

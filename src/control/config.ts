@@ -9,6 +9,7 @@ import { configError } from '../config/index.js';
 import { FerryError, invalidParameter } from '../errors.js';
 import { WORKLOAD_TYPES, type FlavorName, type WorkloadType } from '../flavors/index.js';
 import type { Registry } from '../registry/index.js';
+import { scalingSpecFor, type ScalingSpec, type ScalingTunables } from '../autoscaler/index.js';
 import type { BatchingConfig } from '../runtime/index.js';
 import type { ModelVersionRecord } from '../store/index.js';
 
@@ -30,6 +31,16 @@ const servedEntitySchema = z.strictObject({
   scale_to_zero_enabled: z.boolean().default(false),
   min_provisioned_concurrency: z.number().int().min(0).optional(),
   max_provisioned_concurrency: z.number().int().min(1).optional(),
+  /** Ferry extension: autoscaling tunables (see docs/api.md); defaults suit one machine. */
+  autoscaling: z.strictObject({
+    target_concurrency: z.number().optional(),
+    stable_window_ms: z.number().int().optional(),
+    panic_window_ms: z.number().int().optional(),
+    panic_threshold: z.number().optional(),
+    scale_down_delay_ms: z.number().int().optional(),
+    scale_to_zero_grace_ms: z.number().int().optional(),
+    max_scale_up_rate: z.number().optional(),
+  }).optional(),
   /** Ferry extension: dynamic batching in the replica (see docs/api.md). */
   batching: z.strictObject({
     enabled: z.boolean().default(true),
@@ -76,6 +87,8 @@ export interface ServedEntityConfig {
   minProvisionedConcurrency: number | undefined;
   maxProvisionedConcurrency: number | undefined;
   batching: BatchingConfig;
+  /** Compiled scaling policy: bounds from the workload size (or provisioned concurrency) and tunables. */
+  scaling: ScalingSpec;
   /** What the runtime needs to start a replica (copied from the version at config time). */
   artifactPath: string;
   modelFile: string;
@@ -117,9 +130,6 @@ export async function compileConfig(raw: unknown, configVersion: number, registr
     if (!version.artifact || version.status !== 'READY') {
       throw invalidParameter(`${where}.entity_version`, e.entity_version, `a READY version (version ${version.version} of '${e.entity_name}' is ${version.status}${version.statusMessage ? `: ${version.statusMessage}` : ''})`);
     }
-    if (e.min_provisioned_concurrency !== undefined && e.max_provisioned_concurrency !== undefined && e.min_provisioned_concurrency > e.max_provisioned_concurrency) {
-      throw invalidParameter(`${where}.min_provisioned_concurrency`, e.min_provisioned_concurrency, `at most max_provisioned_concurrency (${e.max_provisioned_concurrency})`);
-    }
     const name = e.name ?? defaultEntityName(e.entity_name, version.version);
     if (servedEntities.some((s) => s.name === name)) throw invalidParameter(`${where}.name`, name, 'a name no other served entity of this endpoint has');
     servedEntities.push({
@@ -138,12 +148,41 @@ export async function compileConfig(raw: unknown, configVersion: number, registr
         maxQueueDelayUs: e.batching.max_queue_delay_us,
         preferredBatchSizes: e.batching.preferred_batch_sizes,
       },
+      scaling: compileScaling(e, where),
       artifactPath: version.artifact.path,
       modelFile: version.artifact.modelFile,
       flavor: version.artifact.flavor,
     });
   }
   return { configVersion, servedEntities, routes: compileRoutes(c.traffic_config?.routes, servedEntities, field), requestTimeoutMs: c.request_timeout_ms };
+}
+
+/** API field names of the tunables, for error messages. */
+const TUNABLE_FIELDS: Record<keyof ScalingTunables, string> = {
+  targetConcurrency: 'target_concurrency', stableWindowMs: 'stable_window_ms', panicWindowMs: 'panic_window_ms',
+  panicThreshold: 'panic_threshold', scaleDownDelayMs: 'scale_down_delay_ms', scaleToZeroGraceMs: 'scale_to_zero_grace_ms',
+  maxScaleUpRate: 'max_scale_up_rate',
+};
+
+/** The entity's scaling spec; an invalid tunable or bound is a 400 naming the API field. */
+function compileScaling(e: z.output<typeof servedEntitySchema>, where: string): ScalingSpec {
+  const a = e.autoscaling ?? {};
+  try {
+    return scalingSpecFor(
+      { workloadSize: e.workload_size, scaleToZeroEnabled: e.scale_to_zero_enabled, minProvisionedConcurrency: e.min_provisioned_concurrency, maxProvisionedConcurrency: e.max_provisioned_concurrency },
+      {
+        targetConcurrency: a.target_concurrency, stableWindowMs: a.stable_window_ms, panicWindowMs: a.panic_window_ms, panicThreshold: a.panic_threshold,
+        scaleDownDelayMs: a.scale_down_delay_ms, scaleToZeroGraceMs: a.scale_to_zero_grace_ms, maxScaleUpRate: a.max_scale_up_rate,
+      },
+    );
+  } catch (err) {
+    if (!(err instanceof FerryError)) throw err;
+    const message = err.message.replace(/'(\w+)'/, (_m, key: string) => {
+      const api = TUNABLE_FIELDS[key as keyof ScalingTunables];
+      return `'${where}.${api === undefined ? key : `autoscaling.${api}`}'`;
+    });
+    throw new FerryError(err.code, message);
+  }
 }
 
 async function resolveVersion(registry: Registry, name: string, version: string, where: string): Promise<ModelVersionRecord> {

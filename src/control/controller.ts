@@ -13,7 +13,9 @@
  * - On start, every stored endpoint is brought back up; an update that was in progress resumes.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+import diagnostics_channel from 'node:diagnostics_channel';
 import type { ArtifactStore } from '../artifacts/index.js';
+import { decide, newScalerState, record, type Decision, type ScalerState } from '../autoscaler/index.js';
 import { FerryError, notFound } from '../errors.js';
 import { FramedChannel, framePayloadLimit } from '../channel/index.js';
 import { EntityTraffic, type Backend, type EndpointRoute, type RoutingTable, type TrafficOptions } from '../gateway/index.js';
@@ -48,6 +50,12 @@ const MAX_FAILED_STARTS = 5;
 const MAX_RESTART_DELAY_MS = 30_000;
 /** A replica that stayed up this long resets the crash-loop counter. */
 const STABLE_AFTER_MS = 60_000;
+/** How often each served entity's load is sampled and its scale decided (the policy's sample bucket). */
+const AUTOSCALE_TICK_MS = 1000;
+/** Decisions and cold starts kept per entity for the endpoint view. */
+const HISTORY = 10;
+/** Every decision that changes a desired count, with its inputs (CONVENTIONS 10). */
+const decisionChannel = diagnostics_channel.channel('ferry:autoscaler:decision');
 
 interface ReplicaSlot {
   id: string;
@@ -62,13 +70,25 @@ class Deployment {
   readonly replicas = new Map<string, ReplicaSlot>();
   state: DeploymentState = 'DEPLOYMENT_CREATING';
   message = '';
-  desiredReplicas = 1;
+  desiredReplicas: number;
+  readonly scaler: ScalerState;
+  /** The last decisions that changed the desired count, newest last (for the endpoint view). */
+  readonly decisions: Array<Decision & { timeMs: number }> = [];
+  /** Durations of the last starts from zero ready replicas, ms (cold starts). */
+  readonly coldStartsMs: number[] = [];
   failedStarts = 0;
   restartTimer: NodeJS.Timeout | undefined;
   stopped = false;
 
   constructor(readonly endpoint: string, readonly entity: ServedEntityConfig, traffic: Omit<TrafficOptions, 'name' | 'onDemand'>, onDemand: (d: Deployment) => void) {
     this.traffic = new EntityTraffic({ ...traffic, name: `${endpoint}/${entity.name}`, onDemand: () => onDemand(this) });
+    this.desiredReplicas = Math.max(entity.scaling.minReplicas, 1);
+    this.scaler = newScalerState(entity.scaling);
+  }
+
+  /** Replicas asked for and not ready yet. */
+  get startingReplicas(): number {
+    return this.replicas.size - this.traffic.backends.length;
   }
 
   get readyReplicas(): number {
@@ -80,7 +100,7 @@ class Deployment {
     const a = this.entity;
     return a.name === entity.name && a.entityName === entity.entityName && a.entityVersion === entity.entityVersion
       && a.workloadType === entity.workloadType && a.workloadSize === entity.workloadSize && a.artifactPath === entity.artifactPath
-      && JSON.stringify(a.batching) === JSON.stringify(entity.batching);
+      && JSON.stringify(a.batching) === JSON.stringify(entity.batching) && JSON.stringify(a.scaling) === JSON.stringify(entity.scaling);
   }
 }
 
@@ -97,9 +117,12 @@ export class EndpointController {
   private readonly endpoints = new Map<string, EndpointState>();
   private readonly byReplica = new Map<string, Deployment>();
   private readonly rollouts = new Set<Promise<void>>();
+  private readonly autoscaleTimer: NodeJS.Timeout;
 
   constructor(private readonly o: ControllerOptions) {
     o.runtime.onExit((exit) => this.onReplicaExit(exit));
+    this.autoscaleTimer = setInterval(() => this.autoscale(), AUTOSCALE_TICK_MS);
+    this.autoscaleTimer.unref();
   }
 
   /** Loads stored endpoints and brings them back up (returns at once; they converge in the background). */
@@ -169,6 +192,7 @@ export class EndpointController {
 
   /** Waits for background rollouts (tests and shutdown), then stops every replica. */
   async close(): Promise<void> {
+    clearInterval(this.autoscaleTimer);
     for (const st of this.endpoints.values()) st.deleted = true;
     await Promise.allSettled([...this.rollouts]);
     for (const st of this.endpoints.values()) {
@@ -184,9 +208,86 @@ export class EndpointController {
     return new Deployment(endpoint, entity, this.o.traffic, (d) => this.onDemand(d));
   }
 
-  /** A request is waiting for capacity. */
-  private onDemand(_d: Deployment): void {
-    // Scaling decisions come from the autoscaler; nothing to do here yet.
+  /**
+   * A request is waiting for capacity. At zero replicas that is a poke: decide at once instead of
+   * at the next tick, so the first request after idle starts a replica immediately.
+   */
+  private onDemand(d: Deployment): void {
+    if (d.stopped || d.replicas.size > 0) return;
+    this.scaleEntity(d, this.o.now());
+  }
+
+  // ---- autoscaling -------------------------------------------------------------------------
+
+  /** Once a second: sample every serving entity's load and apply the policy's decision. */
+  private autoscale(): void {
+    const now = this.o.now();
+    for (const st of this.endpoints.values()) {
+      if (st.deleted) continue;
+      for (const d of st.current.values()) if (!d.stopped) this.scaleEntity(d, now);
+    }
+  }
+
+  private scaleEntity(d: Deployment, nowMs: number): void {
+    // A poke samples what is waiting right now; a tick, the average since the last tick.
+    record(d.scaler, nowMs, d.replicas.size === 0 ? Math.max(d.traffic.inFlight, d.traffic.takeAverageConcurrency()) : d.traffic.takeAverageConcurrency());
+    const decision = decide(d.entity.scaling, d.scaler, { readyReplicas: d.readyReplicas, startingReplicas: d.startingReplicas }, nowMs);
+    if (!decision.valid || decision.desiredReplicas === d.desiredReplicas) return;
+    d.decisions.push({ ...decision, timeMs: nowMs });
+    if (d.decisions.length > HISTORY) d.decisions.shift();
+    const event = { endpoint: d.endpoint, servedEntity: d.entity.name, from: d.desiredReplicas, to: decision.desiredReplicas, reason: decision.reason, ...decision.inputs };
+    if (decisionChannel.hasSubscribers) decisionChannel.publish(event);
+    this.o.log('info', 'autoscaling decision', event);
+    this.scaleTo(d, decision.desiredReplicas);
+  }
+
+  /**
+   * Converges a serving deployment on `desired` replicas: starts the missing ones (after the
+   * crash backoff if starts have been failing), retires surplus ready ones (least busy first).
+   * A replica that is still starting is never stopped: it is counted, and retired later if still
+   * surplus once ready.
+   */
+  private scaleTo(d: Deployment, desired: number): void {
+    d.desiredReplicas = desired;
+    const missing = desired - d.replicas.size;
+    if (missing > 0) {
+      if (d.restartTimer !== undefined) return; // backing off after failures; the restart catches up
+
+      for (let i = 0; i < missing; i++) this.startMore(d);
+      return;
+    }
+    const surplus = Math.min(d.readyReplicas, d.replicas.size - desired);
+    const idlest = [...d.replicas.values()].filter((r) => r.backend !== undefined)
+      .sort((a, b) => (a.backend?.outstanding ?? 0) - (b.backend?.outstanding ?? 0)).slice(0, surplus);
+    for (const slot of idlest) void this.retire(d, slot);
+  }
+
+  /** Starts one more replica of a serving deployment; a failure falls back to the restart backoff. */
+  private startMore(d: Deployment): void {
+    const fromZero = d.readyReplicas === 0;
+    const t0 = this.o.now();
+    this.startReplica(d).then(() => {
+      if (!fromZero) return;
+      d.coldStartsMs.push(this.o.now() - t0);
+      if (d.coldStartsMs.length > HISTORY) d.coldStartsMs.shift();
+    }, (err: unknown) => {
+      d.failedStarts++;
+      d.message = err instanceof Error ? err.message : String(err);
+      this.scheduleRestart(d);
+    });
+  }
+
+  /** Takes one ready replica out of rotation, lets its requests finish, then stops it. */
+  private async retire(d: Deployment, slot: ReplicaSlot): Promise<void> {
+    if (!slot.backend) return;
+    const backend = slot.backend;
+    d.traffic.removeBackend(backend);
+    d.replicas.delete(slot.id);
+    this.byReplica.delete(slot.id);
+    const deadline = this.o.now() + this.o.drainTimeoutMs;
+    while (backend.outstanding > 0 && this.o.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    backend.channel.close();
+    await this.o.runtime.stopReplica(slot.id);
   }
 
   private get(name: string): EndpointState {
@@ -354,7 +455,9 @@ export class EndpointController {
       slot.backend.channel.close();
     }
     if (d.stopped) return;
+    // A replica that dies soon after starting counts as a failed start, so crash loops back off.
     if (slot && this.o.now() - slot.readyAtMs >= STABLE_AFTER_MS) d.failedStarts = 0;
+    else d.failedStarts++;
     const how = exit.reason === 'oom' ? 'was killed for exceeding its memory limit' : `exited (${exit.signal ?? `code ${exit.code ?? '?'}`})`;
     d.message = `Replica ${exit.id} ${how}. Last log lines:\n${exit.lastLogLines}`;
     if (d.readyReplicas === 0) d.state = 'DEPLOYMENT_RECOVERING';
@@ -405,6 +508,22 @@ export class EndpointController {
         batching: {
           enabled: e.batching.enabled, max_batch_size: e.batching.maxBatchSize,
           max_queue_delay_us: e.batching.maxQueueDelayUs, preferred_batch_sizes: e.batching.preferredBatchSizes,
+        },
+        autoscaling: d === undefined ? undefined : {
+          target_concurrency: e.scaling.targetConcurrency,
+          min_replicas: e.scaling.minReplicas,
+          max_replicas: e.scaling.maxReplicas,
+          desired_replicas: d.desiredReplicas,
+          ready_replicas: d.readyReplicas,
+          starting_replicas: d.startingReplicas,
+          in_flight_requests: d.traffic.inFlight,
+          queued_requests: d.traffic.queued,
+          cold_starts_ms: d.coldStartsMs,
+          last_decisions: d.decisions.map((x) => ({
+            timestamp: x.timeMs, desired_replicas: x.desiredReplicas, panic: x.panic, reason: x.reason,
+            stable_concurrency: x.inputs.stableConcurrency, panic_concurrency: x.inputs.panicConcurrency,
+            ready_replicas: x.inputs.readyReplicas, starting_replicas: x.inputs.startingReplicas,
+          })),
         },
         state: {
           deployment: d?.state ?? 'DEPLOYMENT_CREATING',

@@ -37,23 +37,22 @@ export function gatewayRoutes(router: Router, table: RoutingTable, opts: Gateway
   };
   const forward = async (ctx: Context, replicaPath: (r: EndpointRoute) => string): Promise<Reply | undefined> => {
     const r = route(ctx);
-    const entities = entitiesFor(ctx, r);
-    const body = ctx.method === 'POST' ? await readBody(ctx.req, opts.maxBodyBytes) : undefined;
-    const entity = pickEntity(entities, Math.random());
+    const entity = pickEntity(entitiesFor(ctx, r), Math.random());
     if (!entity) throw noReplica(r.name);
-    const res = await send(entity, {
-      method: ctx.method,
-      path: replicaPath(r),
-      headers: body === undefined ? {} : { 'content-type': 'application/json', 'content-length': String(body.length) },
-      body,
-    }, r.timeoutMs);
-    ctx.res.writeHead(res.status, {
-      'content-type': res.contentType ?? 'application/json',
-      'content-length': res.body.length,
-      'served-model-name': entity.name,
-    });
-    ctx.res.end(res.body);
-    return undefined;
+    entity.traffic.begin();
+    try {
+      const body = ctx.method === 'POST' ? await readBody(ctx.req, opts.maxBodyBytes) : undefined;
+      const res = await send(entity, { method: ctx.method, path: replicaPath(r), body }, r.timeoutMs);
+      ctx.res.writeHead(res.status, {
+        'content-type': res.contentType ?? 'application/json',
+        'content-length': res.body.length,
+        'served-model-name': entity.name,
+      });
+      ctx.res.end(res.body);
+      return undefined;
+    } finally {
+      entity.traffic.end();
+    }
   };
 
   const invocations = (ctx: Context): Promise<Reply | undefined> => forward(ctx, () => '/invocations');

@@ -37,12 +37,55 @@ export class EntityTraffic {
   private readonly waiters: Waiter[] = [];
   /** Requests admitted and not yet released (sent to a replica or waiting). */
   private admitted = 0;
+  /** Requests between `begin` and `end`: the concurrency the autoscaler sees. */
+  private active = 0;
+  /** ∫ active dt since `windowStartMs` (request·ms), for the time-weighted average. */
+  private area = 0;
+  private lastChangeMs = performance.now();
+  private windowStartMs = this.lastChangeMs;
 
   constructor(readonly opts: TrafficOptions) {}
 
-  /** Requests in flight on replicas plus requests waiting in the buffer. */
+  /**
+   * Average number of requests in flight (on replicas or waiting) since the previous call,
+   * weighted by time: what the autoscaler samples. An instantaneous count read once a second
+   * would mostly see the gaps between a fast model's requests. Example: 8 requests in flight for
+   * 500 ms, then 0 for 500 ms → 4.
+   */
+  takeAverageConcurrency(): number {
+    const now = performance.now();
+    this.area += this.active * (now - this.lastChangeMs);
+    this.lastChangeMs = now;
+    const spanMs = now - this.windowStartMs;
+    const avg = spanMs > 0 ? this.area / spanMs : this.active;
+    this.area = 0;
+    this.windowStartMs = now;
+    return avg;
+  }
+
+  /**
+   * A request for this entity arrived (call `end` when its answer is written). Counts the whole
+   * time the gateway holds it (body, wait, model, answer), as a replica-side queue would.
+   */
+  begin(): void {
+    this.accumulate();
+    this.active++;
+  }
+
+  end(): void {
+    this.accumulate();
+    this.active--;
+  }
+
+  private accumulate(): void {
+    const now = performance.now();
+    this.area += this.active * (now - this.lastChangeMs);
+    this.lastChangeMs = now;
+  }
+
+  /** Requests the gateway holds for this entity right now (reading, waiting, on a replica, answering). */
   get inFlight(): number {
-    return this.admitted;
+    return this.active;
   }
 
   get queued(): number {
