@@ -36,8 +36,22 @@ async function waitSettled(name: string, timeoutMs = 30_000): Promise<any> {
   }, timeoutMs);
 }
 
-/** Replica processes whose command line mentions this test's data directory. */
+/**
+ * Live replica processes of this test's server: the pids the local runtime records for replicas
+ * (idle warm-pool processes are not replicas and are not listed there).
+ */
 async function replicaPids(): Promise<number[]> {
+  const dirOf = path.join(dataDir, 'runtime', 'pids');
+  const pids: number[] = [];
+  for (const f of await fsp.readdir(dirOf).catch(() => [] as string[])) {
+    const pid = Number((JSON.parse(await fsp.readFile(path.join(dirOf, f), 'utf8').catch(() => '{}')) as { pid?: number }).pid);
+    if (Number.isInteger(pid) && (await fsp.access(`/proc/${pid}`).then(() => true, () => false))) pids.push(pid);
+  }
+  return pids;
+}
+
+/** Every process (replica or warm-pool) whose command line mentions this test's data directory. */
+async function ferryChildren(): Promise<number[]> {
   const pids: number[] = [];
   for (const p of await fsp.readdir('/proc')) {
     if (!/^\d+$/.test(p)) continue;
@@ -72,7 +86,7 @@ before(async () => {
 
 after(async () => {
   await server.close();
-  assert.deepEqual(await replicaPids(), [], 'no replica outlives the server');
+  assert.deepEqual(await ferryChildren(), [], 'no replica or pool process outlives the server');
   await fsp.rm(dir, { recursive: true, force: true });
 });
 
@@ -302,7 +316,7 @@ describe('restart', () => {
     await call('POST', '/api/2.0/serving-endpoints', { name: 'durable', config: { served_entities: [{ entity_name: 'two', entity_version: '1' }] } });
     const before = await waitSettled('durable');
     await server.close();
-    assert.deepEqual(await replicaPids(), [], 'stopping the server stops its replicas');
+    assert.deepEqual(await ferryChildren(), [], 'stopping the server stops its replicas and its warm pool');
     server = await startTestServer(dataDir, SERVER_OPTIONS);
     const after = await waitFor('endpoint back', async () => {
       const r = await call('GET', '/api/2.0/serving-endpoints/durable');

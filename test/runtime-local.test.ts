@@ -15,7 +15,7 @@ import { writeFixtures, type FixturePaths } from '../src/fixtures/index.js';
 import type { ReplicaExit, ReplicaSpec } from '../src/runtime/index.js';
 import { LocalRuntime, type LocalRuntimeOptions } from '../src/runtime/local/index.js';
 import { requestReplica, runtimeContract, type RuntimeHarness } from './contract/runtime.js';
-import { kill, Processes, request, tempDir, waitFor } from './support/index.js';
+import { FERRY_BIN, kill, Processes, request, tempDir, waitFor } from './support/index.js';
 
 const MIB = 1024 * 1024;
 let root: string;
@@ -53,27 +53,52 @@ async function newStateDir(): Promise<string> {
   return dir;
 }
 
+/** Pool processes are started for the memory limit `makeSpec` gives (1 GiB), so its specs claim them. */
 async function openRuntime(stateDir: string, opts: Partial<LocalRuntimeOptions> = {}): Promise<LocalRuntime> {
-  return LocalRuntime.open({ stateDir, startTimeoutMs: 30_000, drainTimeoutMs: 2000, ...opts });
+  return LocalRuntime.open({ stateDir, startTimeoutMs: 30_000, drainTimeoutMs: 2000, warmPoolMemoryLimitBytes: 1024 * MIB, ...opts });
 }
 
-runtimeContract('local', async (): Promise<RuntimeHarness> => {
-  const stateDir = await newStateDir();
-  const runtime = await openRuntime(stateDir);
-  return {
-    runtime,
-    makeSpec,
-    crash: async (handle) => {
-      assert.ok(handle.pid !== undefined);
-      process.kill(handle.pid, 'SIGKILL');
-    },
-    cleanup: async () => {
+/** Waits until `rt`'s pool has `n` idle processes; returns their pids. */
+async function poolIdle(rt: LocalRuntime, n = 1): Promise<number[]> {
+  return waitFor(`${n} idle pool process(es)`, () => {
+    const { idlePids } = rt.warmPool();
+    return idlePids.length === n ? idlePids : undefined;
+  }, 30_000);
+}
+
+function localHarness(warmPoolSize: number): () => Promise<RuntimeHarness> {
+  return async () => {
+    const stateDir = await newStateDir();
+    const runtime = await openRuntime(stateDir, { warmPoolSize });
+    const cleanup = async (): Promise<void> => {
       await runtime.close();
-      assert.deepEqual(await processesUnder(stateDir), [], 'no replica outlives its runtime');
+      assert.deepEqual(await processesUnder(stateDir), [], 'no replica or pool process outlives its runtime');
       await fsp.rm(stateDir, { recursive: true, force: true });
-    },
+    };
+    if (warmPoolSize > 0) {
+      try {
+        await poolIdle(runtime, warmPoolSize);
+      } catch (err) {
+        await cleanup();
+        throw err;
+      }
+    }
+    return {
+      runtime,
+      makeSpec,
+      crash: async (handle) => {
+        assert.ok(handle.pid !== undefined);
+        process.kill(handle.pid, 'SIGKILL');
+      },
+      cleanup,
+      ...(warmPoolSize > 0 ? { idlePoolProcesses: () => runtime.warmPool().idlePids.length } : {}),
+    };
   };
-});
+}
+
+// Every replica spawned (the behaviour without a pool), and every first start claimed from a full pool.
+runtimeContract('local, no warm pool', localHarness(0));
+runtimeContract('local, warm pool of 1', localHarness(1), { warmPool: true });
 
 /** Live processes whose command line mentions `dir` (replicas put their socket path there). */
 async function processesUnder(dir: string): Promise<number[]> {
@@ -92,6 +117,12 @@ async function isRunning(pid: number): Promise<boolean> {
   if (stat === undefined) return false;
   const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
   return state !== 'Z' && state !== 'X';
+}
+
+/** Pids of pool processes that `rt` runs (idle or starting). */
+function poolPids(rt: LocalRuntime): number[] {
+  const { idlePids, startingPids } = rt.warmPool();
+  return [...idlePids, ...startingPids];
 }
 
 /** Runs `fn` with a fresh runtime, and always closes it and checks nothing is left running. */
@@ -239,7 +270,9 @@ describe('LocalRuntime', () => {
     await withRuntime({ startTimeoutMs: 1 }, async (rt, stateDir) => {
       await assert.rejects(rt.startReplica(makeSpec('ep.linear.slow', 'linear')), (err: unknown) => err instanceof FerryError && err.code === 'DEADLINE_EXCEEDED');
       assert.deepEqual(rt.list(), []);
-      assert.deepEqual(await processesUnder(stateDir), []);
+      const running = await processesUnder(stateDir);
+      const pool = poolPids(rt);
+      assert.deepEqual(running.filter((pid) => !pool.includes(pid)), [], 'nothing but the warm pool');
       assert.deepEqual(await fsp.readdir(path.join(stateDir, 'pids')), []);
       assert.deepEqual(await fsp.readdir(path.join(stateDir, 'sockets')), []);
     });
@@ -297,5 +330,187 @@ describe('LocalRuntime', () => {
       await kill(server, 'SIGKILL');
       if (replicaPid !== undefined && await isRunning(replicaPid)) process.kill(replicaPid, 'SIGKILL');
     }
+  });
+});
+
+/** Resident memory of `pid` in MiB, from /proc. */
+async function rssMiB(pid: number): Promise<number> {
+  const status = await fsp.readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/^VmRSS:\s+(\d+)\s+kB$/m.exec(status)?.[1]) / 1024;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)] ?? NaN;
+}
+
+describe('LocalRuntime warm pool', () => {
+  test('an idle pool process has the scrubbed environment, is what a replica claims, and close kills it', { timeout: 60_000 }, async (t) => {
+    const secrets = ['FERRY_ADMIN_TOKEN', 'AWS_SECRET_ACCESS_KEY'];
+    process.env.FERRY_ADMIN_TOKEN = 'ferry_secret_admin_token';
+    process.env.AWS_SECRET_ACCESS_KEY = 'aws-secret';
+    let idlePid = 0;
+    try {
+      await withRuntime({}, async (rt, stateDir) => {
+        [idlePid = 0] = await poolIdle(rt);
+        const environ = (await fsp.readFile(`/proc/${idlePid}/environ`, 'utf8')).split('\0').filter(Boolean);
+        const keys = environ.map((kv) => kv.slice(0, kv.indexOf('=')));
+        assert.ok(keys.includes('PATH'), keys.join(' '));
+        for (const secret of secrets) assert.ok(!keys.includes(secret), secret);
+        assert.ok(!environ.join('\n').includes('secret'), 'no secret value under any name');
+        const cmd = (await fsp.readFile(`/proc/${idlePid}/cmdline`, 'utf8')).split('\0');
+        assert.ok(cmd.includes('--pool') && cmd.some((a) => a.startsWith(path.join(stateDir, 'pool'))), cmd.join(' '));
+        t.diagnostic(`idle pool process RSS: ${(await rssMiB(idlePid)).toFixed(0)} MiB`);
+
+        const handle = await rt.startReplica(makeSpec('ep.linear.claim', 'linear'));
+        assert.equal(handle.fromPool, true);
+        assert.equal(handle.pid, idlePid, 'the idle process became the replica');
+        await waitFor('the pool to refill', () => (rt.warmPool().idlePids.length === 1 ? true : undefined), 30_000);
+        assert.notEqual(rt.warmPool().idlePids[0], idlePid);
+        assert.ok(fs.existsSync(path.join(stateDir, 'pids', 'ep.linear.claim.json')));
+      });
+      // withRuntime checked that close left no process under the state dir.
+      assert.equal(await isRunning(idlePid), false);
+    } finally {
+      for (const secret of secrets) delete process.env[secret];
+    }
+  });
+
+  test('a claimed replica logs to its own file; a reused id or another heap size spawns instead', { timeout: 60_000 }, async () => {
+    await withRuntime({}, async (rt, stateDir) => {
+      await poolIdle(rt);
+      const poolFilesBefore = await fsp.readdir(path.join(stateDir, 'pool'));
+      assert.deepEqual(poolFilesBefore.map((n) => path.extname(n)).sort(), ['.json', '.log']);
+      const handle = await rt.startReplica(makeSpec('ep.linear.log', 'linear'));
+      assert.equal(handle.fromPool, true);
+      const logFile = path.join(stateDir, 'logs', 'ep', 'linear', 'ep.linear.log.log');
+      assert.match(await fsp.readFile(logFile, 'utf8'), /pool process warm[^]*replica ready/);
+      assert.equal((await fsp.stat(logFile)).mode & 0o777, 0o600);
+      const poolFilesAfter = await fsp.readdir(path.join(stateDir, 'pool'));
+      assert.deepEqual(poolFilesAfter.filter((n) => poolFilesBefore.includes(n)), [], 'the claimed process left the pool dir');
+      await rt.stopReplica(handle.id);
+      assert.match(await fsp.readFile(logFile, 'utf8'), /draining/, 'its SIGTERM drain is in its log too');
+
+      await poolIdle(rt);
+      const again = await rt.startReplica(makeSpec('ep.linear.log', 'linear'));
+      assert.equal(again.fromPool, false, 'a rename would replace the existing log');
+      assert.equal((await fsp.readFile(logFile, 'utf8')).match(/replica ready/g)?.length, 2, 'both runs in one log');
+      const otherHeap = await rt.startReplica(makeSpec('ep.linear.heap', 'linear', { memoryLimitBytes: 512 * MIB }));
+      assert.equal(otherHeap.fromPool, false, 'pool processes run a 512 MiB heap; this spec needs 256 MiB');
+      assert.equal(rt.warmPool().idlePids.length, 1, 'the pool is untouched');
+    });
+  });
+
+  test('a pool process that dies idle is replaced after a backoff, not at once', { timeout: 60_000 }, async () => {
+    await withRuntime({}, async (rt, stateDir) => {
+      const [pid = 0] = await poolIdle(rt);
+      const killedMs = Date.now();
+      process.kill(pid, 'SIGKILL');
+      await waitFor('the dead process to leave the pool', () => (poolPids(rt).length === 0 ? true : undefined));
+      await new Promise((r) => setTimeout(r, 500));
+      assert.deepEqual(poolPids(rt), [], 'no replacement within 500 ms');
+      assert.match(await fsp.readFile(path.join(stateDir, 'pool', 'last-failure.log'), 'utf8'), /pool process warm/);
+      const [replacement] = await poolIdle(rt);
+      assert.notEqual(replacement, pid);
+      assert.ok(Date.now() - killedMs >= 1000, `replaced after ${Date.now() - killedMs} ms`);
+    });
+  });
+
+  test('open kills pool processes a crashed server left behind, idle and claimed', { timeout: 60_000 }, async () => {
+    const stateDir = await newStateDir();
+    for (const d of ['sockets', 'pids', 'pool']) await fsp.mkdir(path.join(stateDir, d));
+    // Started by this test (so their IPC channel stays open, as if the server were alive): one
+    // waits idle, one is claimed and serves.
+    const start = (token: string) => {
+      const child = spawn(process.execPath, [FERRY_BIN, 'replica', '--pool', token], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: {} });
+      const warm = new Promise<void>((resolve) => child.on('message', (m: { type?: string }) => { if (m.type === 'warm') resolve(); }));
+      return { child, warm };
+    };
+    const idleToken = path.join(stateDir, 'pool', 'idle');
+    const claimedToken = path.join(stateDir, 'pool', 'claimed');
+    const idle = start(idleToken);
+    const claimed = start(claimedToken);
+    try {
+      await Promise.all([idle.warm, claimed.warm]);
+      const socketPath = path.join(stateDir, 'sockets', 'ep.linear.orphan.sock');
+      claimed.child.send({
+        type: 'start',
+        options: {
+          socketPath, dir: fx.dir, flavor: 'onnx', loadOptions: { modelFile: 'linear.onnx', workloadType: 'CPU', intraOpThreads: 1 },
+          modelName: 'linear', modelVersion: '1', maxBodyBytes: MIB, drainTimeoutMs: 1000,
+          batching: { enabled: true, maxBatchSize: 64, maxQueueDelayUs: 0, preferredBatchSizes: [] },
+        },
+      });
+      await waitFor('claimed orphan ready', async () => ((await request({ socketPath, path: '/v2/health/ready', token: null }).catch(() => undefined))?.status === 200 ? true : undefined));
+      assert.equal((await request({ socketPath, path: '/invocations', token: null, json: { inputs: [[1, 2, 3, 4]] } })).json.predictions[0][0], 5.625);
+      await fsp.writeFile(`${idleToken}.json`, JSON.stringify({ pid: idle.child.pid, match: idleToken, startedMs: Date.now() }));
+      await fsp.writeFile(path.join(stateDir, 'pids', 'ep.linear.orphan.json'), JSON.stringify({ pid: claimed.child.pid, socketPath, match: claimedToken, startedMs: Date.now() }));
+      await fsp.writeFile(`${idleToken}.log`, 'left behind\n');
+
+      const rt = await openRuntime(stateDir, { warmPoolSize: 0 });
+      try {
+        assert.equal(await waitFor('idle orphan killed', () => idle.child.signalCode ?? undefined, 5000), 'SIGKILL');
+        assert.equal(await waitFor('claimed orphan killed', () => claimed.child.signalCode ?? undefined, 5000), 'SIGKILL');
+        assert.deepEqual(await fsp.readdir(path.join(stateDir, 'pids')), []);
+        assert.deepEqual(await fsp.readdir(path.join(stateDir, 'pool')), []);
+        assert.deepEqual(await fsp.readdir(path.join(stateDir, 'sockets')), []);
+      } finally {
+        await rt.close();
+      }
+    } finally {
+      await Promise.all([kill(idle.child, 'SIGKILL'), kill(claimed.child, 'SIGKILL')]);
+    }
+  });
+
+  test('idle pool processes exit when the server that started them dies (kill -9)', { timeout: 60_000 }, async () => {
+    const stateDir = await newStateDir();
+    const runtimeModule = new URL('../src/runtime/local/index.js', import.meta.url).href;
+    const script = `
+      const { LocalRuntime } = await import(${JSON.stringify(runtimeModule)});
+      const rt = await LocalRuntime.open({ stateDir: ${JSON.stringify(stateDir)}, startTimeoutMs: 30000, drainTimeoutMs: 1000, warmPoolSize: 2 });
+      const timer = setInterval(() => {
+        const { idlePids } = rt.warmPool();
+        if (idlePids.length === 2) { clearInterval(timer); process.stdout.write(JSON.stringify(idlePids) + '\\n'); }
+      }, 20);
+      setInterval(() => {}, 60000);
+    `;
+    const server = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let pids: number[] = [];
+    try {
+      let out = '';
+      server.stdout.on('data', (c: Buffer) => { out += c.toString(); });
+      pids = await waitFor('pool pids from the server', () => (out.includes('\n') ? JSON.parse(out) as number[] : undefined), 30_000);
+      assert.equal(pids.length, 2);
+      await kill(server, 'SIGKILL');
+      await waitFor('pool processes to exit', async () => ((await Promise.all(pids.map(isRunning))).some(Boolean) ? undefined : true), 10_000);
+      const logs = await Promise.all((await fsp.readdir(path.join(stateDir, 'pool'))).filter((n) => n.endsWith('.log')).map((n) => fsp.readFile(path.join(stateDir, 'pool', n), 'utf8')));
+      assert.equal(logs.filter((l) => /server disconnected while idle in the pool/.test(l)).length, 2);
+    } finally {
+      await kill(server, 'SIGKILL');
+      for (const pid of pids) if (await isRunning(pid)) process.kill(pid, 'SIGKILL');
+    }
+  });
+
+  test('cold start, linear.onnx: claimed from the pool vs spawned (p50 of 10 each)', { timeout: 180_000 }, async (t) => {
+    const runs = 10;
+    const measure = async (warmPoolSize: number): Promise<number[]> => {
+      const ms: number[] = [];
+      await withRuntime({ warmPoolSize }, async (rt) => {
+        for (let i = 0; i < runs; i++) {
+          if (warmPoolSize > 0) await poolIdle(rt);
+          const handle = await rt.startReplica(makeSpec(`ep.linear.cold${i}`, 'linear'));
+          assert.equal(handle.fromPool, warmPoolSize > 0);
+          ms.push(handle.coldStartMs ?? NaN);
+          await rt.stopReplica(handle.id);
+        }
+      });
+      return ms;
+    };
+    const spawned = await measure(0);
+    const pooled = await measure(1);
+    const fmt = (xs: number[]): string => xs.map((x) => x.toFixed(0)).join(' ');
+    t.diagnostic(`spawned: p50 ${median(spawned).toFixed(0)} ms (${fmt(spawned)})`);
+    t.diagnostic(`from the pool: p50 ${median(pooled).toFixed(0)} ms (${fmt(pooled)})`);
+    assert.ok(median(pooled) < median(spawned), 'the pool makes cold starts cheaper');
   });
 });

@@ -11,7 +11,7 @@ import { FerryApiError, FerryClient, type EndpointConfigInput, type ModelVersion
 import { FerryError } from '../errors.js';
 import { WORKLOAD_TYPES, isFlavorName, type WorkloadType } from '../flavors/index.js';
 import { writeDemoModel, writeFixtures } from '../fixtures/index.js';
-import { log, startReplica } from '../replica/index.js';
+import { awaitPoolClaim, log, startReplica, type ReplicaOptions } from '../replica/index.js';
 import { startServer, type FerryServer } from '../server/index.js';
 
 const HELP = `ferry — serve models behind secure REST endpoints
@@ -40,7 +40,8 @@ Commands:
   endpoints logs <name> <served-entity>
   query <endpoint> --json '{"inputs": [[1, 2, 3, 4]]}' | --file request.json
   fixtures [dir]              Write the built-in example models (default ./fixtures)
-  replica                     Run one model replica (started by the server; see docs/architecture.md)
+  replica                     Run one model replica (started by the server; see docs/architecture.md);
+                              --pool ID: start warm and take the options over IPC from the server
 
 Common options:
   --json                      Machine-readable output
@@ -187,37 +188,51 @@ async function replicaCommand(args: string[]): Promise<void> {
     name: { type: 'string' }, version: { type: 'string' }, 'workload-type': { type: 'string' }, threads: { type: 'string' },
     'max-body-bytes': { type: 'string' }, 'drain-timeout-ms': { type: 'string' },
     batching: { type: 'string' }, 'max-batch-size': { type: 'string' }, 'max-queue-delay-us': { type: 'string' },
-    'preferred-batch-sizes': { type: 'string' }, execution: { type: 'string' },
+    'preferred-batch-sizes': { type: 'string' }, execution: { type: 'string' }, pool: { type: 'string' },
   });
-  const need = (k: string): string => {
-    const v = str(values, k);
-    if (v === undefined) throw new UsageError(`replica: --${k} is required.`);
-    return v;
-  };
-  const flavor = str(values, 'flavor') ?? 'onnx';
-  if (!isFlavorName(flavor)) throw new UsageError(`replica: unknown --flavor '${flavor}'.`);
-  const workloadType = (str(values, 'workload-type') ?? 'CPU') as WorkloadType;
-  if (!WORKLOAD_TYPES.includes(workloadType)) throw new UsageError(`replica: --workload-type must be one of ${WORKLOAD_TYPES.join(', ')}.`);
-  const replica = await startReplica({
-    socketPath: need('socket'),
-    dir: need('dir'),
-    flavor,
-    loadOptions: { modelFile: need('model-file'), workloadType, intraOpThreads: Number(str(values, 'threads') ?? 1) },
-    modelName: need('name'),
-    modelVersion: need('version'),
-    maxBodyBytes: Number(str(values, 'max-body-bytes') ?? 16 * 1024 * 1024),
-    drainTimeoutMs: Number(str(values, 'drain-timeout-ms') ?? 30_000),
-    batching: {
-      enabled: (str(values, 'batching') ?? 'on') === 'on',
-      maxBatchSize: Number(str(values, 'max-batch-size') ?? 64),
-      maxQueueDelayUs: Number(str(values, 'max-queue-delay-us') ?? 0),
-      preferredBatchSizes: (str(values, 'preferred-batch-sizes') ?? '').split(',').filter((x) => x !== '').map(Number),
-    },
-  }).catch((err: unknown) => {
+  const failed = (err: unknown): never => {
     // The runtime reads this line to explain a failed start.
     log('error', 'replica failed to start', { error: err instanceof Error ? err.message : String(err) });
     process.exit(1);
-  });
+  };
+  let options: ReplicaOptions;
+  if (str(values, 'pool') !== undefined) {
+    // Warm pool: the same options arrive over IPC once a replica claims this process. The --pool
+    // value is only this process's identity on its command line (orphan cleanup matches it).
+    options = await awaitPoolClaim().catch(failed);
+  } else {
+    const need = (k: string): string => {
+      const v = str(values, k);
+      if (v === undefined) throw new UsageError(`replica: --${k} is required.`);
+      return v;
+    };
+    const flavor = str(values, 'flavor') ?? 'onnx';
+    if (!isFlavorName(flavor)) throw new UsageError(`replica: unknown --flavor '${flavor}'.`);
+    const workloadType = (str(values, 'workload-type') ?? 'CPU') as WorkloadType;
+    if (!WORKLOAD_TYPES.includes(workloadType)) throw new UsageError(`replica: --workload-type must be one of ${WORKLOAD_TYPES.join(', ')}.`);
+    const execution = str(values, 'execution');
+    if (execution !== undefined && execution !== 'auto' && execution !== 'inline' && execution !== 'worker') {
+      throw new UsageError('replica: --execution must be one of auto, inline, worker.');
+    }
+    options = {
+      socketPath: need('socket'),
+      dir: need('dir'),
+      flavor,
+      loadOptions: { modelFile: need('model-file'), workloadType, intraOpThreads: Number(str(values, 'threads') ?? 1) },
+      modelName: need('name'),
+      modelVersion: need('version'),
+      maxBodyBytes: Number(str(values, 'max-body-bytes') ?? 16 * 1024 * 1024),
+      drainTimeoutMs: Number(str(values, 'drain-timeout-ms') ?? 30_000),
+      batching: {
+        enabled: (str(values, 'batching') ?? 'on') === 'on',
+        maxBatchSize: Number(str(values, 'max-batch-size') ?? 64),
+        maxQueueDelayUs: Number(str(values, 'max-queue-delay-us') ?? 0),
+        preferredBatchSizes: (str(values, 'preferred-batch-sizes') ?? '').split(',').filter((x) => x !== '').map(Number),
+      },
+      ...(execution === undefined ? {} : { execution }),
+    };
+  }
+  const replica = await startReplica(options).catch(failed);
   const stop = (): void => {
     log('info', 'draining');
     replica.close().then(() => process.exit(0), () => process.exit(1));

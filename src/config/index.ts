@@ -46,6 +46,8 @@ export const serverConfigSchema = z.strictObject({
   replicaDrainTimeout: duration.default('30s'),
   /** A replica whose resident memory grows past this is killed and restarted. */
   replicaMemoryLimit: size.default('2GiB'),
+  /** Generic replica processes kept started (runtime loaded, no model) so cold starts skip process start-up. */
+  warmPoolSize: z.number().int().min(0).max(64).default(1),
   /** Default time the gateway waits for a model's answer (per endpoint: request_timeout_ms). */
   requestTimeout: duration.default('30s'),
   /** Requests one replica carries at once; more wait in the gateway or go to another replica. */
@@ -68,6 +70,7 @@ export interface ServerConfig {
   readonly replicaStartTimeoutMs: number;
   readonly replicaDrainTimeoutMs: number;
   readonly replicaMemoryLimitBytes: number;
+  readonly warmPoolSize: number;
   readonly requestTimeoutMs: number;
   readonly replicaMaxConcurrency: number;
   readonly bufferDepth: number;
@@ -89,6 +92,7 @@ export function compileServerConfig(input: unknown): ServerConfig {
     replicaStartTimeoutMs: requireUnit('replicaStartTimeout', c.replicaStartTimeout, parseDurationMs, 'a duration such as "60s"'),
     replicaDrainTimeoutMs: requireUnit('replicaDrainTimeout', c.replicaDrainTimeout, parseDurationMs, 'a duration such as "30s"'),
     replicaMemoryLimitBytes: requireUnit('replicaMemoryLimit', c.replicaMemoryLimit, parseBytes, 'a size such as "2GiB"'),
+    warmPoolSize: c.warmPoolSize,
     requestTimeoutMs: requireUnit('requestTimeout', c.requestTimeout, parseDurationMs, 'a duration such as "30s"'),
     replicaMaxConcurrency: c.replicaMaxConcurrency,
     bufferDepth: c.bufferDepth,

@@ -2,13 +2,14 @@
  * A replica: one process serving ONE model version over a private Unix socket. The main thread
  * speaks HTTP (MLflow scoring at `/invocations`, Open Inference Protocol v2 under `/v2/`, health
  * probes), decodes and validates requests against the signature, and hands tensors to the model
- * worker thread. SIGTERM drains in-flight requests, then exits.
+ * worker thread. SIGTERM drains in-flight requests, then exits. In pool mode (`awaitPoolClaim`) the
+ * process starts before its model is known and gets its options over IPC from the runtime.
  */
 import fs from 'node:fs';
 import http from 'node:http';
 import { framePayloadLimit, listenShared, serveFrames, type FramedConnection, type FrameHandler } from '../channel/index.js';
 import { FerryError } from '../errors.js';
-import type { FlavorName, LoadOptions } from '../flavors/index.js';
+import { isFlavorName, WORKLOAD_TYPES, type FlavorName, type LoadOptions } from '../flavors/index.js';
 import type { BatchingConfig } from '../runtime/index.js';
 import { listener, parseJson, readBody, Router } from '../http/index.js';
 import {
@@ -35,6 +36,21 @@ export interface ReplicaOptions {
   /** Where the model runs: its own worker thread, the main thread (tiny models), or decided by a calibration run. */
   execution?: ExecutionMode;
 }
+
+/**
+ * Messages over the IPC channel between the local runtime and its replica processes. A replica
+ * started with all its flags sends only `listening`; one started in pool mode (`ferry replica
+ * --pool ID`) first sends `warm` once it has imported everything and waits, then gets exactly one
+ * `start` with the options the flags would have carried.
+ */
+export type ReplicaToRuntime =
+  /** Pool mode: Node, onnxruntime and the replica code are loaded; send `start` now. */
+  | { type: 'warm' }
+  /** The replica listens on its socket: a hint to probe readiness now rather than at the next poll. */
+  | { type: 'listening' };
+export type RuntimeToReplica = { type: 'start'; options: ReplicaOptions };
+
+const EXECUTION_MODES: readonly ExecutionMode[] = ['auto', 'inline', 'worker'];
 
 /** The batch queue holds at most this many full batches (and at least MIN_QUEUE_ROWS rows). */
 const MAX_QUEUED_BATCHES = 16;
@@ -155,6 +171,8 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     server.listen(opts.socketPath, () => resolve());
   });
   fs.chmodSync(opts.socketPath, 0o600);
+  // A lost hint costs only the rest of one poll interval; the probe stays the proof of readiness.
+  if (process.connected) process.send?.({ type: 'listening' } satisfies ReplicaToRuntime, undefined, undefined, () => undefined);
   log('info', 'replica ready', {
     model: opts.modelName, version: opts.modelVersion, socket: opts.socketPath,
     execution: runner.choice.mode, executionReason: runner.choice.reason, batching: batcher !== undefined,
@@ -194,6 +212,88 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     else exitWithParent();
   }
   return { close };
+}
+
+/**
+ * Pool mode (`ferry replica --pool ID`): loads everything a replica needs that does not depend on
+ * the model, tells the runtime it is `warm`, and resolves with the options of the ONE `start`
+ * message that follows; the caller then starts the replica exactly as if those options had come
+ * as flags. The process moves into the artifact directory, as a spawned replica starts in it.
+ * While idle it exits as soon as the runtime's IPC channel closes (the server died).
+ */
+export async function awaitPoolClaim(): Promise<ReplicaOptions> {
+  if (process.send === undefined || !process.connected) throw new Error('pool mode needs an IPC channel to the runtime that started it.');
+  await warmUp();
+  const options = await new Promise<unknown>((resolve) => {
+    const onDisconnect = (): void => {
+      log('info', 'server disconnected while idle in the pool; exiting');
+      process.exit(0);
+    };
+    const onMessage = (msg: unknown): void => {
+      process.off('message', onMessage);
+      process.off('disconnect', onDisconnect);
+      resolve(msg);
+    };
+    process.once('disconnect', onDisconnect);
+    process.on('message', onMessage);
+    log('info', 'pool process warm; waiting for a replica to serve', { pid: process.pid });
+    process.send?.({ type: 'warm' } satisfies ReplicaToRuntime, undefined, undefined, () => undefined);
+  }).then(parseStartMessage);
+  process.chdir(options.dir);
+  return options;
+}
+
+/**
+ * What a cold start would otherwise pay after the options arrive, besides the model itself: the
+ * flavors (onnxruntime-node with its native binding, onnx-proto) are already imported with this
+ * module; left is onnxruntime's one-time process setup, which the first session pays (measured
+ * here: a worker's first linear.onnx load took ~20–35 ms in a fresh process, ~3 ms once any
+ * session had been created in it). A tiny fixture model (linear.onnx, built in memory) pays it
+ * now; its session is released. Only the onnx flavor exists; another flavor would add its own.
+ */
+async function warmUp(): Promise<void> {
+  const [{ default: ort }, { linearFixture }] = await Promise.all([import('onnxruntime-node'), import('../fixtures/index.js')]);
+  const session = await ort.InferenceSession.create(linearFixture.build(), { intraOpNumThreads: 1 });
+  await session.release();
+}
+
+/** Checks the runtime's `start` message field by field (it becomes the replica's whole configuration). */
+function parseStartMessage(msg: unknown): ReplicaOptions {
+  const bad = (what: string): never => {
+    throw new Error(`invalid start message from the runtime: ${what}`);
+  };
+  const obj = (v: unknown, what: string): Record<string, unknown> =>
+    (typeof v === 'object' && v !== null && !Array.isArray(v) ? v as Record<string, unknown> : bad(`${what} is not an object`));
+  const text = (v: unknown, what: string): string => (typeof v === 'string' && v !== '' ? v : bad(`${what} is not a non-empty string`));
+  const num = (v: unknown, what: string): number => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : bad(`${what} is not a number ≥ 0`));
+  const m = obj(msg, 'the message');
+  if (m.type !== 'start') bad(`type ${JSON.stringify(m.type)}`);
+  const o = obj(m.options, 'options');
+  const flavor = o.flavor;
+  if (!isFlavorName(flavor)) return bad(`unknown flavor ${JSON.stringify(flavor)}`);
+  const lo = obj(o.loadOptions, 'loadOptions');
+  const workloadType = WORKLOAD_TYPES.find((w) => w === lo.workloadType) ?? bad(`unknown workloadType ${JSON.stringify(lo.workloadType)}`);
+  const b = obj(o.batching, 'batching');
+  if (typeof b.enabled !== 'boolean') bad('batching.enabled is not a boolean');
+  const preferred = Array.isArray(b.preferredBatchSizes) ? b.preferredBatchSizes.map((x, i) => num(x, `batching.preferredBatchSizes[${i}]`)) : bad('batching.preferredBatchSizes is not an array');
+  const execution = o.execution === undefined ? undefined : EXECUTION_MODES.find((e) => e === o.execution) ?? bad(`unknown execution ${JSON.stringify(o.execution)}`);
+  return {
+    socketPath: text(o.socketPath, 'socketPath'),
+    dir: text(o.dir, 'dir'),
+    flavor,
+    loadOptions: { modelFile: text(lo.modelFile, 'loadOptions.modelFile'), workloadType, intraOpThreads: num(lo.intraOpThreads, 'loadOptions.intraOpThreads') },
+    modelName: text(o.modelName, 'modelName'),
+    modelVersion: text(o.modelVersion, 'modelVersion'),
+    maxBodyBytes: num(o.maxBodyBytes, 'maxBodyBytes'),
+    drainTimeoutMs: num(o.drainTimeoutMs, 'drainTimeoutMs'),
+    batching: {
+      enabled: b.enabled as boolean,
+      maxBatchSize: num(b.maxBatchSize, 'batching.maxBatchSize'),
+      maxQueueDelayUs: num(b.maxQueueDelayUs, 'batching.maxQueueDelayUs'),
+      preferredBatchSizes: preferred,
+    },
+    ...(execution === undefined ? {} : { execution }),
+  };
 }
 
 function platformOf(flavor: FlavorName): string {

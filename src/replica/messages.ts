@@ -11,17 +11,13 @@ export interface WorkerInit {
 
 export type WorkerRequest =
   | { type: 'predict'; id: number; inputs: Record<string, Tensor>; params: Record<string, unknown> | undefined }
-  /** Runs `inputs` `warmups + runs` times back to back and times the last `runs` inside the worker. */
-  | { type: 'calibrate'; id: number; inputs: Record<string, Tensor>; warmups: number; runs: number }
   | { type: 'close' };
 
 export type WorkerReply =
   | { type: 'ready'; signature: Signature }
   | { type: 'load-failed'; code: ErrorCode; message: string }
   | { type: 'result'; id: number; outputs: Record<string, OutputValue> }
-  | { type: 'failed'; id: number; code: ErrorCode; message: string }
-  /** Microseconds of each timed calibration run, in order. */
-  | { type: 'calibrated'; id: number; runUs: number[] };
+  | { type: 'failed'; id: number; code: ErrorCode; message: string };
 
 /** Typed-array buffers that can move to the other thread instead of being copied. */
 export function transferables(values: Record<string, Tensor | OutputValue>): ArrayBuffer[] {

@@ -65,41 +65,39 @@ export class ModelRunner {
 
   /**
    * Loads the model (in a worker thread, or on this thread for `inline`); rejects with the
-   * flavor's error when loading fails. `auto` loads it in the worker, times a synthetic full batch
-   * there (`syntheticInputs`), and when that takes under `INLINE_MAX_BATCH_RUN_US` loads it on
-   * this thread too and stops the worker. If calibration or the inline load fails, it keeps the
-   * worker.
+   * flavor's error when loading fails. `auto` loads it on this thread and times a synthetic full
+   * batch (`syntheticInputs`): under `INLINE_MAX_BATCH_RUN_US` the model stays here; otherwise it
+   * is released and loaded in a worker. Measuring on this thread first keeps a tiny model's cold
+   * start short: starting a worker costs ~50 ms (it imports the runtime again), more than loading
+   * a small model (measured in a warm pool process: 75–120 ms for worker-first calibration, ~2 ms
+   * for inline). A heavy model pays one extra load instead.
    */
   static async start(init: WorkerInit, opts: RunnerOptions = {}): Promise<ModelRunner> {
     const requested = opts.execution ?? 'worker';
-    if (requested === 'inline') {
-      const model = await loadInline(init);
-      return new ModelRunner(new InlineBackend(model), model.signature, { mode: 'inline', requested, reason: 'requested' });
+    if (requested === 'worker') {
+      const worker = await WorkerBackend.start(init);
+      return new ModelRunner(worker, worker.signature, { mode: 'worker', requested, reason: 'requested' });
     }
-    const worker = await WorkerBackend.start(init);
-    if (requested === 'worker') return new ModelRunner(worker, worker.signature, { mode: 'worker', requested, reason: 'requested' });
+    const model = await loadInline(init);
+    const inline = (reason: string, fullBatchUs?: number): ModelRunner => new ModelRunner(new InlineBackend(model), model.signature, {
+      mode: 'inline', requested, reason, ...(fullBatchUs === undefined ? {} : { fullBatchUs }),
+    });
+    if (requested === 'inline') return inline('requested');
 
     const rows = opts.calibrationBatchRows ?? DEFAULT_CALIBRATION_BATCH_ROWS;
-    const keepWorker = (reason: string, fullBatchUs?: number): ModelRunner =>
-      new ModelRunner(worker, worker.signature, { mode: 'worker', requested, reason, ...(fullBatchUs === undefined ? {} : { fullBatchUs }) });
-    let fullBatchUs: number;
+    let fullBatchUs: number | undefined;
+    let reason: string;
     try {
-      fullBatchUs = median(await worker.calibrate(syntheticInputs(worker.signature, rows), CALIBRATION_WARMUPS, CALIBRATION_RUNS));
+      fullBatchUs = median(await timeRuns(model, syntheticInputs(model.signature, rows), CALIBRATION_WARMUPS, CALIBRATION_RUNS));
+      const timing = `a ${rows}-row batch takes ${Math.round(fullBatchUs)} µs`;
+      if (fullBatchUs < INLINE_MAX_BATCH_RUN_US) return inline(`${timing} (< ${INLINE_MAX_BATCH_RUN_US} µs)`, fullBatchUs);
+      reason = `${timing} (≥ ${INLINE_MAX_BATCH_RUN_US} µs)`;
     } catch (err) {
-      return keepWorker(`calibration failed: ${toFerryError(err).message}`);
+      reason = `calibration failed: ${toFerryError(err).message}`;
     }
-    const timing = `a ${rows}-row batch takes ${Math.round(fullBatchUs)} µs`;
-    if (fullBatchUs >= INLINE_MAX_BATCH_RUN_US) return keepWorker(`${timing} (≥ ${INLINE_MAX_BATCH_RUN_US} µs)`, fullBatchUs);
-    let model: LoadedModel;
-    try {
-      model = await loadInline(init);
-    } catch (err) {
-      return keepWorker(`${timing}, but loading inline failed: ${toFerryError(err).message}`, fullBatchUs);
-    }
-    await worker.close();
-    return new ModelRunner(new InlineBackend(model), model.signature, {
-      mode: 'inline', requested, reason: `${timing} (< ${INLINE_MAX_BATCH_RUN_US} µs)`, fullBatchUs,
-    });
+    await model.close();
+    const worker = await WorkerBackend.start(init);
+    return new ModelRunner(worker, worker.signature, { mode: 'worker', requested, reason, ...(fullBatchUs === undefined ? {} : { fullBatchUs }) });
   }
 
   /** Where the model runs. */
@@ -134,6 +132,18 @@ export function syntheticInputs(signature: Signature, rows: number): Record<stri
   return inputs;
 }
 
+/** Times `runs` calls of `model` on `inputs` (after `warmups` untimed ones), in µs each. */
+async function timeRuns(model: LoadedModel, inputs: Record<string, Tensor>, warmups: number, runs: number): Promise<number[]> {
+  for (let i = 0; i < warmups; i++) await model.predict(inputs);
+  const runUs: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const start = performance.now();
+    await model.predict(inputs);
+    runUs.push((performance.now() - start) * 1000);
+  }
+  return runUs;
+}
+
 function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
@@ -141,7 +151,7 @@ function median(values: readonly number[]): number {
 }
 
 async function loadInline(init: WorkerInit): Promise<LoadedModel> {
-  // Imported on demand: in worker mode the main thread never loads the model runtime (onnxruntime).
+  // Imported on demand: with `execution: 'worker'` the main thread never loads the model runtime.
   const { getFlavor } = await import('../flavors/index.js');
   try {
     return await getFlavor(init.flavor).load(init.dir, init.loadOptions);
@@ -224,13 +234,6 @@ class WorkerBackend implements Backend {
     return reply.outputs;
   }
 
-  /** Times `runs` model calls on `inputs` inside the worker (after `warmups`); µs per run. */
-  async calibrate(inputs: Record<string, Tensor>, warmups: number, runs: number): Promise<number[]> {
-    const reply = await this.request({ type: 'calibrate', id: this.nextId++, inputs, warmups, runs }, inputs);
-    if (reply.type !== 'calibrated') throw new FerryError('INTERNAL_ERROR', `Unexpected '${reply.type}' reply from model worker.`);
-    return reply.runUs;
-  }
-
   async close(): Promise<void> {
     if (this.dead) return;
     const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
@@ -249,7 +252,7 @@ class WorkerBackend implements Backend {
   }
 
   private onMessage(msg: WorkerReply): void {
-    if (msg.type !== 'result' && msg.type !== 'failed' && msg.type !== 'calibrated') return;
+    if (msg.type !== 'result' && msg.type !== 'failed') return;
     const p = this.pending.get(msg.id);
     if (!p) return;
     this.pending.delete(msg.id);

@@ -52,6 +52,17 @@ export interface ReplicaHandle {
   address: ReplicaAddress;
   /** OS process id (local runtime), for diagnostics. */
   pid: number | undefined;
+  /**
+   * Cold-start cost: milliseconds from the `startReplica` call to the replica answering ready
+   * (e.g. ~270 ms for linear.onnx in a freshly spawned local replica). Set once it is ready, by
+   * runtimes that measure it.
+   */
+  coldStartMs?: number;
+  /**
+   * Whether the replica runs in a pre-started generic process taken from a warm pool (local
+   * runtime, `warmPoolSize`) rather than one started for it.
+   */
+  fromPool?: boolean;
 }
 
 /** Why a replica stopped without being asked to. */

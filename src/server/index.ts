@@ -57,6 +57,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     const runtime = await openRuntime({
       kind: 'local', stateDir: path.join(dataDir, 'runtime'),
       startTimeoutMs: config.replicaStartTimeoutMs, drainTimeoutMs: config.replicaDrainTimeoutMs,
+      warmPoolSize: config.warmPoolSize, warmPoolMemoryLimitBytes: config.replicaMemoryLimitBytes,
     });
     const table = new RoutingTable();
     const controller = new EndpointController({

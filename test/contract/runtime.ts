@@ -21,6 +21,12 @@ export interface RuntimeHarness {
   crash(handle: ReplicaHandle): Promise<void>;
   /** Stops the runtime if a test did not, and removes everything the harness created. */
   cleanup(): Promise<void>;
+  /**
+   * Runtimes with a warm pool of pre-started replica processes (local `warmPoolSize`): how many
+   * are idle now. The harness returns the runtime once the pool is full, so the first start
+   * claims a pooled process. Absent: the warm-pool tests are skipped.
+   */
+  idlePoolProcesses?(): number;
 }
 
 /** A request to a replica at whatever address the runtime handed back. */
@@ -35,10 +41,10 @@ async function predictLinear(address: ReplicaAddress): Promise<void> {
   assert.deepEqual(res.json, { predictions: [[5.625]] });
 }
 
-export function runtimeContract(name: string, makeHarness: () => Promise<RuntimeHarness>): void {
+export function runtimeContract(name: string, makeHarness: () => Promise<RuntimeHarness>, opts: { warmPool?: boolean } = {}): void {
   describe(`Runtime contract: ${name}`, () => {
-    const withRuntime = (title: string, fn: (h: RuntimeHarness, exits: ReplicaExit[]) => Promise<void>): void => {
-      test(title, { timeout: 60_000 }, async () => {
+    const withRuntime = (title: string, fn: (h: RuntimeHarness, exits: ReplicaExit[]) => Promise<void>, only?: 'warm pool'): void => {
+      test(title, { timeout: 60_000, skip: only === 'warm pool' && opts.warmPool !== true ? 'no warm pool' : false }, async () => {
         const h = await makeHarness();
         const exits: ReplicaExit[] = [];
         h.runtime.onExit((e) => exits.push(e));
@@ -125,5 +131,60 @@ export function runtimeContract(name: string, makeHarness: () => Promise<Runtime
       await assert.rejects(requestReplica(b.address, '/v2/health/ready'));
       assert.deepEqual(exits, []);
     });
+
+    withRuntime('a replica claimed from the warm pool answers exactly like a spawned one; the pool refills', async (h, exits) => {
+      const idle = (): number => h.idlePoolProcesses?.() ?? assert.fail('idlePoolProcesses');
+      assert.equal(idle(), 1, 'the harness hands the runtime over with its pool full');
+      // One start claims the idle process, the other finds the pool empty and spawns.
+      const [a, b] = await Promise.all([
+        h.runtime.startReplica(h.makeSpec('ep.linear.p1', 'linear')),
+        h.runtime.startReplica(h.makeSpec('ep.linear.p2', 'linear')),
+      ]);
+      assert.deepEqual([a.fromPool, b.fromPool].sort(), [false, true]);
+      for (const handle of [a, b]) {
+        assert.ok(handle.coldStartMs !== undefined && handle.coldStartMs > 0, String(handle.coldStartMs));
+      }
+      const ask = async (address: ReplicaAddress): Promise<unknown[]> => {
+        const results = await Promise.all([
+          requestReplica(address, '/invocations', { inputs: [[1, 2, 3, 4]] }),
+          requestReplica(address, '/invocations', { inputs: [[1, 2, 3, 4], [0, 0, 0, 0]] }),
+          requestReplica(address, '/v2/models/linear/versions/1/infer', { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: [1, 2, 3, 4] }] }),
+          requestReplica(address, '/v2/models/linear'),
+          requestReplica(address, '/v2/models/other/ready'),
+          requestReplica(address, '/invocations', { inputs: [[1, 2, 3]] }),
+        ]);
+        return results.map((r) => [r.status, r.json]);
+      };
+      const answers = await ask(a.address);
+      assert.deepEqual(await ask(b.address), answers);
+      assert.deepEqual(answers[0], [200, { predictions: [[5.625]] }]);
+      assert.equal((answers[5] as [number])[0], 400, 'a bad shape is refused the same way');
+
+      await waitFor('the pool to refill', () => (idle() === 1 ? true : undefined), 30_000);
+      // The refilled process serves the next start.
+      const c = await h.runtime.startReplica(h.makeSpec('ep.linear.p3', 'linear'));
+      assert.equal(c.fromPool, true);
+      await predictLinear(c.address);
+      assert.deepEqual(h.runtime.list().map((r) => r.id).sort(), ['ep.linear.p1', 'ep.linear.p2', 'ep.linear.p3']);
+      await Promise.all([a, b, c].map((x) => h.runtime.stopReplica(x.id)));
+      assert.deepEqual(exits, []);
+    }, 'warm pool');
+
+    withRuntime('a claimed replica logs to its entity\'s logs; killed, it is reported once', async (h, exits) => {
+      const handle = await h.runtime.startReplica(h.makeSpec('ep.linear.pcrash', 'linear', { servedEntity: 'pooled' }));
+      assert.equal(handle.fromPool, true);
+      const text = await h.runtime.logs('ep', 'pooled', 100_000);
+      // The pool process's own start lines, then the replica's.
+      assert.match(text, /pool process warm[^]*replica ready/);
+      assert.equal(await h.runtime.logs('ep', 'linear', 100_000), '', 'nothing in another entity\'s logs');
+      await h.crash(handle);
+      const [exit] = await waitFor('exit report', () => (exits.length > 0 ? exits : undefined));
+      assert.equal(exit?.id, 'ep.linear.pcrash');
+      assert.equal(exit?.reason, 'crashed');
+      assert.match(exit?.lastLogLines ?? '', /replica ready/);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(exits.length, 1, 'reported exactly once');
+      assert.deepEqual(h.runtime.list(), []);
+    }, 'warm pool');
   });
 }

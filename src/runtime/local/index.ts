@@ -6,19 +6,51 @@
  * - `sockets/<id>.sock` (or `<sha256(id)[0:16]>.sock` when the path would exceed the 107-byte
  *   Unix socket limit)
  * - `logs/<endpoint>/<servedEntity>/<id>.log`: the replica's stdout and stderr, kept after it stops
- * - `pids/<id>.json`: `{pid, socketPath, startedMs}`, so the next server run can kill replicas a
- *   crashed server left behind (see `open`)
+ * - `pids/<id>.json`: `{pid, socketPath, match, startedMs}`, so the next server run can kill
+ *   replicas a crashed server left behind (see `open`)
+ * - `pool/<key>.json` and `pool/<key>.log`: pid file and output of an idle warm-pool process
  *
- * Assumes one server per state directory: `open` kills every replica listed under `pids/`.
+ * Warm pool (`warmPoolSize`, default 1): generic replica processes started ahead of need
+ * (`ferry replica --pool <stateDir>/pool/<key>`: Node started, onnxruntime and the replica code
+ * loaded and onnxruntime's one-time setup paid, no model). `startReplica` claims an idle one when
+ * it can and sends it the replica's options over IPC, which skips most of a cold start (measured
+ * here for linear.onnx, p50: ~320 ms spawned, ~115 ms claimed, most of the rest being the
+ * replica's calibration worker; test/runtime-local.test.ts prints both); else it spawns a
+ * replica as before.
+ * Either way the same readiness polling, deadline, memory watchdog, exit reports and pid files
+ * apply. Details:
+ * - Logs: a pool process writes to `pool/<key>.log`; on claim that file is renamed to the
+ *   replica's `logs/<endpoint>/<servedEntity>/<id>.log` before the options are sent. The process
+ *   keeps writing through the same open file (a rename moves the name, not the inode), so the
+ *   replica's log holds the pool process's start lines followed by the replica's own. When the
+ *   replica's log file already exists (an id started before) the claim is skipped: a rename would
+ *   replace the old log, and a spawned replica appends to it.
+ * - Refill: after a claimed replica's start settles (ready or failed, so refilling does not compete
+ *   with its model load for CPU) and at `open`, one pool process is started at a time until
+ *   `warmPoolSize` exist (idle or starting). A pool process that dies unclaimed is replaced after
+ *   a backoff of 1 s, doubling per consecutive death up to 30 s (reset by a claimed replica
+ *   becoming ready); its log is kept as `pool/last-failure.log`.
+ * - Heap: a replica's V8 heap limit is a flag at process start (half its memory limit), so pool
+ *   processes are started for `warmPoolMemoryLimitBytes` and claimed only by specs whose limit
+ *   gives the same heap size; other specs spawn.
+ * - Orphans: pool pid files are under `pool/` and a claimed replica's pid file names the pool key
+ *   as `match`; `open` kills whatever a crashed server left in either. Idle pool processes also
+ *   exit by themselves when the server's IPC channel closes.
+ * - Environment: pool processes get the same scrubbed environment; the claim message carries
+ *   only the replica's options (socket, artifact dir, model file, names, limits, batching).
+ *
+ * Assumes one server per state directory: `open` kills every replica listed under `pids/` and
+ * every pool process listed under `pool/`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FerryError, invalidParameter } from '../../errors.js';
+import type { ReplicaOptions, ReplicaToRuntime, RuntimeToReplica } from '../../replica/index.js';
 import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../index.js';
 import { commandLine, isRunning, replicaEnv, residentBytes, waitGone } from './proc.js';
 
@@ -31,6 +63,19 @@ export interface LocalRuntimeOptions {
   drainTimeoutMs: number;
   /** How often each replica's resident memory is compared with its limit; default 1000. */
   memoryPollMs?: number;
+  /**
+   * Idle pre-started replica processes kept ready to be claimed by any served entity; default 1,
+   * 0 disables the pool. Each costs one idle Node process with onnxruntime loaded (~100 MiB
+   * resident here, measured in test/runtime-local.test.ts) and saves a claimed replica most of
+   * its cold start.
+   */
+  warmPoolSize?: number;
+  /**
+   * The memory limit pool processes are started for (their V8 heap limit is half of it, fixed at
+   * process start): only a spec with a limit giving the same heap size claims one. Default 2 GiB,
+   * the server's default `replicaMemoryLimit`; the server passes its configured limit.
+   */
+  warmPoolMemoryLimitBytes?: number;
 }
 
 /** dist/src/runtime/local/index.js → repository root is four levels up. */
@@ -53,6 +98,32 @@ const LOG_TAIL_BYTES = 64 * 1024;
 /** Ids, endpoint and entity names become file names: no separators, no leading dot. */
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 const MIB = 1024 * 1024;
+/** First delay before replacing a pool process that died unclaimed; doubles per consecutive death. */
+const POOL_BACKOFF_BASE_MS = 1000;
+const POOL_BACKOFF_MAX_MS = 30_000;
+const DEFAULT_WARM_POOL_SIZE = 1;
+const DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES = 2 * 1024 * MIB;
+
+type Exit = { code: number | undefined; signal: string | undefined };
+
+/** A pre-started generic replica process (see the file comment). */
+interface PoolProcess {
+  /** `<stateDir>/pool/<key>`: its `--pool` argument, the identity orphan cleanup matches. */
+  token: string;
+  child: ChildProcess;
+  logFile: string;
+  pidFile: string;
+  /** Set when it reported `warm`: it waits for its options. */
+  warm: boolean;
+  /** Set when a replica took it; from then on it is that replica's process. */
+  claimed: boolean;
+  stopRequested: boolean;
+  exited: Promise<Exit>;
+  /** Settles once it is warm, or gone. */
+  warmOrGone: Promise<void>;
+  /** Settles once it exited and, unless claimed, its pool files are cleaned up. */
+  gone: Promise<void>;
+}
 
 interface LocalReplica {
   handle: ReplicaHandle;
@@ -65,7 +136,7 @@ interface LocalReplica {
   /** Set by the memory watchdog just before it kills the replica. */
   oomRssBytes: number | undefined;
   /** Settles once the process exited and its pid file and socket are removed. */
-  gone: Promise<{ code: number | undefined; signal: string | undefined }>;
+  gone: Promise<Exit>;
 }
 
 export class LocalRuntime implements Runtime {
@@ -74,23 +145,39 @@ export class LocalRuntime implements Runtime {
   private readonly watchdog: NodeJS.Timeout;
   private watching = false;
   private closed = false;
+  /** Pool processes not (yet) claimed: starting and idle. */
+  private readonly pool = new Set<PoolProcess>();
+  private readonly poolHeapMiB: number;
+  /** The refill loop while it runs (one at a time). */
+  private poolFill: Promise<void> | undefined;
+  /** Consecutive pool processes that died unclaimed: the refill backoff's exponent. */
+  private poolDeaths = 0;
+  /** Ends the refill loop's backoff wait early (close). */
+  private poolWake: (() => void) | undefined;
+  private poolSeq = 0;
 
   private constructor(
     private readonly opts: Required<LocalRuntimeOptions>,
-    private readonly dirs: { sockets: string; logs: string; pids: string },
+    private readonly dirs: { sockets: string; logs: string; pids: string; pool: string },
   ) {
     this.watchdog = setInterval(() => void this.checkMemory(), opts.memoryPollMs);
     this.watchdog.unref();
+    this.poolHeapMiB = heapMiBOf(opts.warmPoolMemoryLimitBytes);
   }
 
   /**
    * Creates the state directories and kills replicas left behind by a previous server run (after
    * a kill -9 of the server): a pid file whose process is still alive and whose command line is
-   * a `ferry replica` on that socket is SIGKILLed; then stale pid files and sockets are removed.
+   * a `ferry replica` on that socket (or with that pool key) is SIGKILLed; then stale pid files,
+   * sockets and pool files are removed. The warm pool then fills in the background.
    */
   static async open(opts: LocalRuntimeOptions): Promise<LocalRuntime> {
     const stateDir = path.resolve(opts.stateDir);
-    const dirs = { sockets: path.join(stateDir, 'sockets'), logs: path.join(stateDir, 'logs'), pids: path.join(stateDir, 'pids') };
+    const dirs = {
+      sockets: path.join(stateDir, 'sockets'), logs: path.join(stateDir, 'logs'), pids: path.join(stateDir, 'pids'), pool: path.join(stateDir, 'pool'),
+    };
+    const warmPoolSize = opts.warmPoolSize ?? DEFAULT_WARM_POOL_SIZE;
+    if (!Number.isInteger(warmPoolSize) || warmPoolSize < 0) throw invalidParameter('warmPoolSize', warmPoolSize, 'an integer ≥ 0');
     if (Buffer.byteLength(path.join(dirs.sockets, `${'0'.repeat(16)}.sock`)) > MAX_SOCKET_PATH_BYTES) {
       throw invalidParameter('stateDir', stateDir, `a path short enough for Unix sockets under it (at most ${MAX_SOCKET_PATH_BYTES - 28} bytes)`);
     }
@@ -99,11 +186,19 @@ export class LocalRuntime implements Runtime {
     await fsp.chmod(dirs.sockets, 0o700);
     await fsp.mkdir(dirs.logs, { recursive: true });
     await fsp.mkdir(dirs.pids, { recursive: true });
-    await killOrphans(dirs.pids);
-    return new LocalRuntime({ memoryPollMs: 1000, ...opts, stateDir }, dirs);
+    await fsp.mkdir(dirs.pool, { recursive: true, mode: 0o700 });
+    await Promise.all([killOrphans(dirs.pids, dirs.sockets), killOrphans(dirs.pool, dirs.sockets)]);
+    // Logs of pool processes that never served anything.
+    await Promise.all((await fsp.readdir(dirs.pool)).map((n) => fsp.rm(path.join(dirs.pool, n), { force: true })));
+    const rt = new LocalRuntime({
+      memoryPollMs: 1000, warmPoolMemoryLimitBytes: DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES, ...opts, warmPoolSize, stateDir,
+    }, dirs);
+    rt.fillPool();
+    return rt;
   }
 
   async startReplica(spec: ReplicaSpec): Promise<ReplicaHandle> {
+    const calledMs = performance.now();
     for (const key of ['id', 'endpoint', 'servedEntity'] as const) {
       if (!NAME_PATTERN.test(spec[key])) throw invalidParameter(key, spec[key], 'letters, digits, ".", "_" or "-", starting with a letter or digit');
     }
@@ -121,17 +216,27 @@ export class LocalRuntime implements Runtime {
     const logFile = path.join(logDir, `${spec.id}.log`);
     const pidFile = path.join(this.dirs.pids, `${spec.id}.json`);
     fs.rmSync(socketPath, { force: true }); // a socket left by a replica that was SIGKILLed
-    const child = this.spawnReplica(spec, socketPath, logFile);
-    // Errors after a successful spawn (a failed kill of an exited process) need no handling.
-    child.on('error', () => undefined);
+    const options = replicaOptions(spec, socketPath, this.opts.drainTimeoutMs);
+    const pooled = this.claimPoolProcess(spec, logFile);
+    let child: ChildProcess;
+    let exited: Promise<Exit>;
+    if (pooled !== undefined) {
+      child = pooled.child;
+      exited = pooled.exited;
+    } else {
+      child = this.spawnReplica(spec, options, logFile);
+      // Errors after a successful spawn (a failed kill of an exited process) need no handling.
+      child.on('error', () => undefined);
+      exited = exitOf(child);
+    }
     // Written before anything awaits, so the pid file exists before the exit handler can remove it
-    // and before a server crash could leave the replica unlisted.
-    if (child.pid !== undefined) fs.writeFileSync(pidFile, JSON.stringify({ pid: child.pid, socketPath, startedMs: Date.now() }));
-    const exited = new Promise<{ code: number | undefined; signal: string | undefined }>((resolve) => {
-      child.once('exit', (code, signal) => resolve({ code: code ?? undefined, signal: signal ?? undefined }));
-    });
+    // and before a server crash could leave the replica unlisted. `match` is what orphan cleanup
+    // looks for on the command line: the socket, or the pool key a claimed process started with.
+    if (child.pid !== undefined) {
+      fs.writeFileSync(pidFile, JSON.stringify({ pid: child.pid, socketPath, match: pooled?.token ?? socketPath, startedMs: Date.now() }));
+    }
     const r: LocalReplica = {
-      handle: { id: spec.id, spec, address: { kind: 'unix', socketPath }, pid: child.pid },
+      handle: { id: spec.id, spec, address: { kind: 'unix', socketPath }, pid: child.pid, fromPool: pooled !== undefined },
       child, logFile, pidFile, ready: false, stopRequested: false, oomRssBytes: undefined,
       gone: exited.then(async (e) => {
         await Promise.all([fsp.rm(pidFile, { force: true }), fsp.rm(socketPath, { force: true })]);
@@ -142,18 +247,37 @@ export class LocalRuntime implements Runtime {
     this.replicas.set(spec.id, r);
     void r.gone.then((e) => this.reportExit(r, e));
 
-    const spawned = await new Promise<Error | undefined>((resolve) => {
-      child.once('spawn', () => resolve(undefined));
-      child.once('error', resolve);
-    });
-    if (spawned !== undefined) {
-      this.replicas.delete(spec.id);
-      throw new FerryError('INTERNAL_ERROR', `Could not start replica '${spec.id}': ${spawned.message}`, { cause: spawned });
+    if (pooled !== undefined) {
+      fs.rmSync(pooled.pidFile, { force: true });
+      // If the message cannot be sent the process is going away; killing it makes that certain,
+      // and the start fails below like any replica that exits before it is ready.
+      child.send({ type: 'start', options } satisfies RuntimeToReplica, (err) => {
+        if (err) child.kill('SIGKILL');
+      });
+    } else {
+      const spawned = await new Promise<Error | undefined>((resolve) => {
+        child.once('spawn', () => resolve(undefined));
+        child.once('error', resolve);
+      });
+      if (spawned !== undefined) {
+        this.replicas.delete(spec.id);
+        throw new FerryError('INTERNAL_ERROR', `Could not start replica '${spec.id}': ${spawned.message}`, { cause: spawned });
+      }
     }
 
-    const outcome = await this.waitReady(r, socketPath, exited);
+    let outcome: 'ready' | 'exited' | 'timeout';
+    try {
+      outcome = await this.waitReady(r, socketPath, exited);
+    } finally {
+      if (pooled !== undefined) {
+        // Refill once this start no longer competes for CPU with the claimed replica's model load.
+        this.fillPool();
+      }
+    }
     if (outcome === 'ready') {
       r.ready = true;
+      r.handle.coldStartMs = performance.now() - calledMs;
+      if (pooled !== undefined) this.poolDeaths = 0;
       return r.handle;
     }
     if (outcome === 'timeout') {
@@ -204,10 +328,22 @@ export class LocalRuntime implements Runtime {
     return Buffer.concat(parts).toString('utf8');
   }
 
+  /** The warm pool now: pids of idle processes (claimable) and of those still starting. */
+  warmPool(): { idlePids: number[]; startingPids: number[] } {
+    const pids = (warm: boolean): number[] => [...this.pool].filter((p) => p.warm === warm && p.child.pid !== undefined).map((p) => p.child.pid ?? 0);
+    return { idlePids: pids(true), startingPids: pids(false) };
+  }
+
+  /** Stops every replica and every pool process, and waits until they are gone. */
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.watchdog);
-    await Promise.all([...this.replicas.keys()].map((id) => this.stopReplica(id)));
+    this.poolWake?.();
+    await Promise.all([
+      ...[...this.replicas.keys()].map((id) => this.stopReplica(id)),
+      ...[...this.pool].map((p) => this.stopPoolProcess(p)),
+    ]);
+    await this.poolFill;
   }
 
   private socketPathOf(id: string): string {
@@ -216,39 +352,123 @@ export class LocalRuntime implements Runtime {
     return path.join(this.dirs.sockets, `${createHash('sha256').update(id).digest('hex').slice(0, 16)}.sock`);
   }
 
-  private spawnReplica(spec: ReplicaSpec, socketPath: string, logFile: string): ChildProcess {
-    // The V8 heap gets half the limit: the rest is for Node itself and onnxruntime's native
-    // memory, which the heap flag does not bound (the watchdog does). 256 MiB → 128 MiB heap.
-    const heapMiB = Math.max(16, Math.floor(spec.memoryLimitBytes / 2 / MIB));
-    const args = [
-      `--max-old-space-size=${heapMiB}`, FERRY_BIN, 'replica',
-      '--socket', socketPath, '--dir', path.resolve(spec.artifactDir), '--model-file', spec.modelFile,
-      '--flavor', spec.flavor, '--workload-type', spec.workloadType, '--threads', '1',
-      '--name', spec.modelName, '--version', spec.modelVersion,
-      '--max-body-bytes', String(spec.maxBodyBytes), '--drain-timeout-ms', String(this.opts.drainTimeoutMs),
-      '--batching', spec.batching.enabled ? 'on' : 'off', '--max-batch-size', String(spec.batching.maxBatchSize),
-      '--max-queue-delay-us', String(spec.batching.maxQueueDelayUs),
-      ...(spec.batching.preferredBatchSizes.length ? ['--preferred-batch-sizes', spec.batching.preferredBatchSizes.join(',')] : []),
-    ];
-    const fd = fs.openSync(logFile, 'a', 0o600);
-    try {
-      // The IPC channel carries no messages: it is the replica's lifeline. When the server dies,
-      // even by SIGKILL, the channel closes and the replica drains and exits.
-      return spawn(process.execPath, args, { cwd: spec.artifactDir, env: replicaEnv(process.env), stdio: ['ignore', fd, fd, 'ipc'] });
-    } finally {
-      fs.closeSync(fd);
-    }
+  private spawnReplica(spec: ReplicaSpec, options: ReplicaOptions, logFile: string): ChildProcess {
+    return spawnNode([`--max-old-space-size=${heapMiBOf(spec.memoryLimitBytes)}`, FERRY_BIN, 'replica', ...replicaFlags(options)], spec.artifactDir, logFile);
   }
 
-  /** Polls the readiness probe every 20 ms until 200, the process exits, or the start deadline. */
+  /**
+   * Takes an idle, live pool process for `spec` out of the pool and moves its log file to
+   * `logFile`; undefined when there is none (or its heap size differs, or `logFile` exists).
+   * Synchronous, so two concurrent starts never take the same process.
+   */
+  private claimPoolProcess(spec: ReplicaSpec, logFile: string): PoolProcess | undefined {
+    if (heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
+    for (const p of this.pool) {
+      if (!p.warm || !p.child.connected || p.child.exitCode !== null || p.child.signalCode !== null) continue;
+      try {
+        fs.renameSync(p.logFile, logFile);
+      } catch {
+        continue; // its log vanished (someone cleaned the directory): leave it to the exit path
+      }
+      p.claimed = true;
+      this.pool.delete(p);
+      return p;
+    }
+    return undefined;
+  }
+
+  /** Starts pool processes, one at a time, until `warmPoolSize` exist; a no-op while it runs. */
+  private fillPool(): void {
+    if (this.poolFill !== undefined || this.closed || this.opts.warmPoolSize === 0) return;
+    this.poolFill = (async () => {
+      while (!this.closed && this.pool.size < this.opts.warmPoolSize) {
+        if (this.poolDeaths > 0) {
+          const delayMs = Math.min(POOL_BACKOFF_MAX_MS, POOL_BACKOFF_BASE_MS * 2 ** (this.poolDeaths - 1));
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, delayMs);
+            this.poolWake = () => { clearTimeout(timer); resolve(); };
+          });
+          this.poolWake = undefined;
+          if (this.closed) break;
+        }
+        let p: PoolProcess;
+        try {
+          p = this.spawnPoolProcess();
+        } catch {
+          this.poolDeaths++; // e.g. the log file could not be opened; retried after the backoff
+          continue;
+        }
+        await p.warmOrGone;
+      }
+    })().finally(() => {
+      this.poolFill = undefined;
+    });
+  }
+
+  private spawnPoolProcess(): PoolProcess {
+    const token = path.join(this.dirs.pool, `${++this.poolSeq}-${randomBytes(4).toString('hex')}`);
+    const logFile = `${token}.log`;
+    const pidFile = `${token}.json`;
+    const child = spawnNode([`--max-old-space-size=${this.poolHeapMiB}`, FERRY_BIN, 'replica', '--pool', token], this.dirs.pool, logFile);
+    child.on('error', () => undefined);
+    if (child.pid !== undefined) fs.writeFileSync(pidFile, JSON.stringify({ pid: child.pid, match: token, startedMs: Date.now() }));
+    let becameWarm: () => void = () => undefined;
+    const warm = new Promise<void>((resolve) => { becameWarm = resolve; });
+    const exited = exitOf(child);
+    const p: PoolProcess = {
+      token, child, logFile, pidFile, warm: false, claimed: false, stopRequested: false, exited,
+      warmOrGone: Promise.race([warm, exited.then(() => undefined)]),
+      gone: exited.then(async () => {
+        this.pool.delete(p);
+        if (p.claimed) return;
+        await fsp.rm(pidFile, { force: true });
+        if (p.stopRequested || this.closed) {
+          await fsp.rm(logFile, { force: true });
+        } else {
+          await fsp.rename(logFile, path.join(this.dirs.pool, 'last-failure.log')).catch(() => undefined);
+          this.poolDeaths++;
+          this.fillPool();
+        }
+      }),
+    };
+    child.on('message', (msg: ReplicaToRuntime) => {
+      if (msg.type !== 'warm' || p.warm) return;
+      p.warm = true;
+      becameWarm();
+    });
+    this.pool.add(p);
+    return p;
+  }
+
+  private async stopPoolProcess(p: PoolProcess): Promise<void> {
+    p.stopRequested = true;
+    p.child.kill('SIGTERM'); // no handler in pool mode: it exits at once
+    const timer = setTimeout(() => p.child.kill('SIGKILL'), KILL_GRACE_MS);
+    await p.gone;
+    clearTimeout(timer);
+  }
+
+  /**
+   * Polls the readiness probe every 20 ms until 200, the process exits, or the start deadline. The
+   * replica's `listening` message cuts the wait before the next probe short.
+   */
   private async waitReady(r: LocalReplica, socketPath: string, exited: Promise<unknown>): Promise<'ready' | 'exited' | 'timeout'> {
     let settled = false;
     let timer: NodeJS.Timeout | undefined;
+    let wake: (() => void) | undefined;
+    const onMessage = (msg: ReplicaToRuntime): void => {
+      if (msg.type === 'listening') wake?.();
+    };
+    r.child.on('message', onMessage);
     const deadline = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), this.opts.startTimeoutMs); });
     const poll = async (): Promise<'ready'> => {
       while (!settled) {
         if (await probeReady(socketPath)) return 'ready';
-        await new Promise((res) => setTimeout(res, READY_POLL_MS));
+        await new Promise<void>((res) => {
+          const t = setTimeout(res, READY_POLL_MS);
+          wake = () => { clearTimeout(t); res(); };
+        });
+        wake = undefined;
       }
       return 'ready'; // unreachable in effect: the race below has already settled
     };
@@ -260,6 +480,8 @@ export class LocalRuntime implements Runtime {
     } finally {
       settled = true;
       clearTimeout(timer);
+      wake?.();
+      r.child.off('message', onMessage);
     }
   }
 
@@ -289,6 +511,62 @@ export class LocalRuntime implements Runtime {
     const exit: ReplicaExit = { id: r.handle.id, code: e.code, signal: e.signal, reason, lastLogLines: await lastLines(r.logFile) };
     for (const listener of this.listeners) listener(exit);
   }
+}
+
+/** The V8 heap limit of a replica: half its memory limit (see `spawnNode`), at least 16 MiB. */
+function heapMiBOf(memoryLimitBytes: number): number {
+  return Math.max(16, Math.floor(memoryLimitBytes / 2 / MIB));
+}
+
+/**
+ * Starts `node <args>` with the scrubbed environment, its output appended to `logFile` (0600) and
+ * an IPC channel. The V8 heap flag in `args` gets half the memory limit: the rest is for Node
+ * itself and onnxruntime's native memory, which the heap flag does not bound (the watchdog does).
+ * 256 MiB → 128 MiB heap. The channel is the replica's lifeline: when the server dies, even by
+ * SIGKILL, it closes and the replica drains and exits (an idle pool process just exits). It
+ * carries the warm pool's messages too (`ReplicaToRuntime`, `RuntimeToReplica`).
+ */
+function spawnNode(args: string[], cwd: string, logFile: string): ChildProcess {
+  const fd = fs.openSync(logFile, 'a', 0o600);
+  try {
+    return spawn(process.execPath, args, { cwd, env: replicaEnv(process.env), stdio: ['ignore', fd, fd, 'ipc'] });
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Settles when `child` exits, or at once if it never started (no exit event follows a failed spawn). */
+function exitOf(child: ChildProcess): Promise<Exit> {
+  return new Promise((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code: code ?? undefined, signal: signal ?? undefined }));
+    child.once('error', () => {
+      if (child.pid === undefined) resolve({ code: undefined, signal: undefined });
+    });
+  });
+}
+
+/** What a replica of `spec` is told: as flags when spawned, in the `start` message when claimed from the pool. */
+function replicaOptions(spec: ReplicaSpec, socketPath: string, drainTimeoutMs: number): ReplicaOptions {
+  return {
+    socketPath, dir: path.resolve(spec.artifactDir), flavor: spec.flavor,
+    loadOptions: { modelFile: spec.modelFile, workloadType: spec.workloadType, intraOpThreads: 1 },
+    modelName: spec.modelName, modelVersion: spec.modelVersion, maxBodyBytes: spec.maxBodyBytes, drainTimeoutMs,
+    batching: spec.batching,
+  };
+}
+
+/** `ferry replica` flags that carry `o` (the inverse of the flag parsing in `src/cli/main.ts`). */
+function replicaFlags(o: ReplicaOptions): string[] {
+  return [
+    '--socket', o.socketPath, '--dir', o.dir, '--model-file', o.loadOptions.modelFile,
+    '--flavor', o.flavor, '--workload-type', o.loadOptions.workloadType, '--threads', String(o.loadOptions.intraOpThreads),
+    '--name', o.modelName, '--version', o.modelVersion,
+    '--max-body-bytes', String(o.maxBodyBytes), '--drain-timeout-ms', String(o.drainTimeoutMs),
+    '--batching', o.batching.enabled ? 'on' : 'off', '--max-batch-size', String(o.batching.maxBatchSize),
+    '--max-queue-delay-us', String(o.batching.maxQueueDelayUs),
+    ...(o.batching.preferredBatchSizes.length ? ['--preferred-batch-sizes', o.batching.preferredBatchSizes.join(',')] : []),
+    ...(o.execution === undefined ? [] : ['--execution', o.execution]),
+  ];
 }
 
 /** Whether the replica behind `socketPath` answers `GET /v2/health/ready` with 200. */
@@ -346,23 +624,27 @@ async function appendLog(file: string, msg: string, fields: Record<string, unkno
   await fsp.appendFile(file, line + '\n').catch(() => undefined);
 }
 
-/** See `LocalRuntime.open`. */
-async function killOrphans(pidsDir: string): Promise<void> {
-  const names = (await fsp.readdir(pidsDir)).filter((n) => n.endsWith('.json'));
+/**
+ * See `LocalRuntime.open`. Each `<name>.json` in `dir` is `{pid, match, socketPath?}`; files
+ * written before pool processes existed have no `match`, and their socket path is the match.
+ */
+async function killOrphans(dir: string, socketsDir: string): Promise<void> {
+  const names = (await fsp.readdir(dir)).filter((n) => n.endsWith('.json'));
   await Promise.all(names.map(async (name) => {
-    const file = path.join(pidsDir, name);
-    let entry: { pid?: unknown; socketPath?: unknown } = {};
+    const file = path.join(dir, name);
+    let entry: { pid?: unknown; socketPath?: unknown; match?: unknown } = {};
     try {
       entry = JSON.parse(await fsp.readFile(file, 'utf8')) as typeof entry;
     } catch {
       // A pid file cut short by the crash: nothing to identify, just remove it.
     }
     const { pid, socketPath } = entry;
-    if (typeof pid === 'number' && Number.isInteger(pid) && pid > 0 && typeof socketPath === 'string') {
+    const match = typeof entry.match === 'string' ? entry.match : socketPath;
+    if (typeof pid === 'number' && Number.isInteger(pid) && pid > 0 && typeof match === 'string' && match !== '') {
       // The pid may have been reused by an unrelated process since: kill only what is provably
-      // our replica on that socket.
+      // our replica (its socket, or its pool key, is one of its arguments).
       const cmd = await commandLine(pid);
-      if (await isRunning(pid) && cmd.includes('replica') && cmd.includes(socketPath)) {
+      if (await isRunning(pid) && cmd.includes('replica') && cmd.includes(match)) {
         try {
           process.kill(pid, 'SIGKILL');
         } catch {
@@ -371,7 +653,7 @@ async function killOrphans(pidsDir: string): Promise<void> {
         await waitGone(pid, ORPHAN_KILL_WAIT_MS);
       }
     }
-    if (typeof socketPath === 'string' && path.dirname(socketPath) === path.join(path.dirname(pidsDir), 'sockets')) {
+    if (typeof socketPath === 'string' && path.dirname(socketPath) === socketsDir) {
       await fsp.rm(socketPath, { force: true });
     }
     await fsp.rm(file, { force: true });
