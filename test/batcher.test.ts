@@ -14,6 +14,7 @@ import { onnxFlavor } from '../src/flavors/onnx/index.js';
 import { batchable, DynamicBatcher, realClock, type Clock, type DynamicBatcherOptions, type RunBatch } from '../src/replica/batcher.js';
 import { ModelRunner, syntheticInputs } from '../src/replica/runner.js';
 import { sliceRows, type OutputValue, type Tensor } from '../src/tensor/index.js';
+import { rejectsWith } from './support/index.js';
 
 /** Lets every promise callback run (one macrotask turn; no wall-clock wait). */
 const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -137,18 +138,6 @@ function setup(opts: Partial<DynamicBatcherOptions> = {}, autoFinish = true): { 
 function later<T>(promise: Promise<T>): Promise<T> {
   void promise.catch(() => undefined);
   return promise;
-}
-
-async function rejectsWith(promise: Promise<unknown>, code: string, message?: RegExp): Promise<FerryError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof FerryError, `expected a FerryError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    if (message) assert.match(err.message, message);
-    return err;
-  }
-  assert.fail(`expected a ${code} rejection`);
 }
 
 describe('DynamicBatcher', () => {

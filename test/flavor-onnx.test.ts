@@ -8,12 +8,12 @@ import { dirname, join } from 'node:path';
 import fc from 'fast-check';
 import onnxProto from 'onnx-proto';
 import { FerryError } from '../src/errors.js';
-import type { ErrorCode } from '../src/errors.js';
 import { FIXTURES, identityTypesFixture, linearFixture, mlpSmallFixture, writeFixtures } from '../src/fixtures/index.js';
 import type { OnnxFixture } from '../src/fixtures/index.js';
 import { onnxFlavor } from '../src/flavors/onnx/index.js';
 import type { LoadOptions } from '../src/flavors/index.js';
 import type { MapSequence, OutputValue, Tensor } from '../src/tensor/index.js';
+import { rejectsWith } from './support/index.js';
 
 const { onnx } = onnxProto;
 const CPU: Omit<LoadOptions, 'modelFile'> = { workloadType: 'CPU', intraOpThreads: 1 };
@@ -26,18 +26,6 @@ before(async () => {
 after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
-
-async function rejectsWith(promise: Promise<unknown>, code: ErrorCode, message?: RegExp): Promise<FerryError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof FerryError, `expected a FerryError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    if (message) assert.match(err.message, message);
-    return err;
-  }
-  assert.fail(`expected a ${code} rejection`);
-}
 
 /** Float comparison relative to the output scale: |a − e| ≤ 1e-5 · max(1, |e|). */
 function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string): void {

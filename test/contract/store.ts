@@ -4,8 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { FerryError } from '../../src/errors.js';
 import type { MetadataStore, VersionArtifact } from '../../src/store/index.js';
+import { rejectsWith } from '../support/index.js';
 
 export interface StoreHarness {
   open(): Promise<MetadataStore>;
@@ -17,10 +17,6 @@ const artifact: VersionArtifact = {
   signature: { inputs: [{ name: 'x', dtype: 'float32', shape: [-1, 4] }], outputs: [{ name: 'y', dtype: 'float32', shape: [-1, 1] }] },
   inputExample: { inputs: [[1, 2, 3, 4]] }, sha256: 'ab'.repeat(32), sizeBytes: 123,
 };
-
-async function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {
-  await assert.rejects(p, (err: unknown) => err instanceof FerryError && err.code === code);
-}
 
 export function storeContract(name: string, makeHarness: () => Promise<StoreHarness>): void {
   describe(`MetadataStore contract: ${name}`, () => {

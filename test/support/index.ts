@@ -6,7 +6,9 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import assert from 'node:assert/strict';
 import { compileServerConfig } from '../../src/config/index.js';
+import { FerryError, type ErrorCode } from '../../src/errors.js';
 import { startServer, type FerryServer } from '../../src/server/index.js';
 
 /** Repository root (tests run from dist/test/...). */
@@ -138,4 +140,17 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> 
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** Awaits `promise`, asserts it rejects with a FerryError of `code` (and `message`), returns the error. */
+export async function rejectsWith(promise: Promise<unknown>, code: ErrorCode, message?: RegExp): Promise<FerryError> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(err instanceof FerryError, `expected a FerryError, got ${String(err)}`);
+    assert.equal(err.code, code, err.message);
+    if (message) assert.match(err.message, message);
+    return err;
+  }
+  assert.fail(`expected a ${code} rejection`);
 }
