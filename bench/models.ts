@@ -44,7 +44,7 @@ function round4(x: number): number {
 }
 
 /** `count` distinct rows from the fixture's example inputs, rounded, with their reference outputs. */
-function requestsFor(fixture: OnnxFixture, width: number, count: number): Array<{ body: string; expected: number[] }> {
+export function requestsFor(fixture: OnnxFixture, width: number, count: number): Array<{ body: string; expected: number[] }> {
   const x = fixture.example(count).x?.data;
   if (!(x instanceof Float32Array)) throw new Error(`${fixture.file}: example input 'x' is not float32`);
   const rows = Array.from({ length: count }, (_, r) => Array.from(x.subarray(r * width, (r + 1) * width), round4));

@@ -192,11 +192,11 @@ function readStat(pid: number): ProcStat | undefined {
 
 /**
  * Labels of a process tree: `rootLabel` for the root, and for each descendant the label that
- * `labelOf(commandLine)` gives it; a descendant labelled undefined is left out (with its subtree).
+ * `labelOf(commandLine, pid)` gives it; a descendant labelled undefined is left out (with its subtree).
  */
 export interface TreeLabels {
   rootLabel: string;
-  labelOf(commandLine: string): string | undefined;
+  labelOf(commandLine: string, pid: number): string | undefined;
 }
 
 /** `root` and the descendants `labels` keeps, with their labels, e.g. {1234: "server", 1240: "replica"}. */
@@ -215,7 +215,7 @@ export function processTree(root: number, labels: TreeLabels): Map<number, strin
     for (const kid of byParent.get(queue.shift()!) ?? []) {
       let cmd = '';
       try { cmd = readFileSync(`/proc/${kid}/cmdline`, 'utf8').split('\0').join(' '); } catch { /* gone */ }
-      const label = labels.labelOf(cmd);
+      const label = labels.labelOf(cmd, kid);
       if (label === undefined) continue;
       out.set(kid, label);
       queue.push(kid);

@@ -9,6 +9,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import type { ComputeBatch } from './compute-limit.js';
 import type { BenchModel, ModelKey } from './models.js';
+import type { ScalingReport } from './scaling.js';
 import { TARGET_DESCRIPTIONS, type TargetName } from './targets.js';
 import { round, type WrkResult } from './wrk.js';
 
@@ -50,7 +51,7 @@ export interface Ratio {
 export interface Goal {
   goal: string;
   measured: number | null;
-  op: '≥' | '≤';
+  op: '≥' | '≤' | '<';
   target: number;
   status: 'met' | 'not met' | 'not measured';
 }
@@ -64,9 +65,11 @@ export interface Report {
   computeLimits: ComputeLimit[];
   rows: Row[];
   ratios: Ratio[];
+  /** The autoscaling section (bench/scaling.ts); null when not run. */
+  scaling: ScalingReport | null;
   goals: Goal[];
-  /** Per model: the Ferry server's stderr counts by level and its first distinct non-info lines. */
-  ferryStderr: Partial<Record<ModelKey, { levels: Record<string, number>; notable: string[] }>>;
+  /** Per Ferry server (a model's, or a scaling one): its stderr counts by level and its first distinct non-info lines. */
+  ferryStderr: Record<string, { levels: Record<string, number>; notable: string[] }>;
 }
 
 const FERRY_BATCHING: TargetName[] = ['ferry-on', 'ferry-on-500us'];
@@ -107,16 +110,20 @@ export function ratios(rows: Row[], limits: ComputeLimit[]): Ratio[] {
   return out;
 }
 
-/** The performance issue's goals. "Ferry" is `ferry-on`, Ferry's default config (batching on, no added delay). */
-export function goals(rows: Row[], rs: Ratio[]): Goal[] {
-  const on = (model: ModelKey, c: number): Ratio | undefined => rs.find((r) => r.model === model && r.connections === c && r.ferry === 'ferry-on');
-  const goal = (name: string, measured: number | null | undefined, op: Goal['op'], target: number): Goal => ({
+function goal(name: string, measured: number | null | undefined, op: Goal['op'], target: number): Goal {
+  const holds = (m: number): boolean => (op === '≥' ? m >= target : op === '≤' ? m <= target : m < target);
+  return {
     goal: name,
     measured: measured ?? null,
     op,
     target,
-    status: measured === null || measured === undefined ? 'not measured' : (op === '≥' ? measured >= target : measured <= target) ? 'met' : 'not met',
-  });
+    status: measured === null || measured === undefined ? 'not measured' : holds(measured) ? 'met' : 'not met',
+  };
+}
+
+/** The performance issue's goals. "Ferry" is `ferry-on`, Ferry's default config (batching on, no added delay). */
+export function goals(rows: Row[], rs: Ratio[]): Goal[] {
+  const on = (model: ModelKey, c: number): Ratio | undefined => rs.find((r) => r.model === model && r.connections === c && r.ferry === 'ferry-on');
   const ferryRows = rows.filter((r) => r.target.startsWith('ferry-'));
   const errors = ferryRows.length === 0 ? null : ferryRows.reduce((n, r) => n + r.wrk.non2xx + r.wrk.socketErrors, 0);
   return [
@@ -127,6 +134,17 @@ export function goals(rows: Row[], rs: Ratio[]): Goal[] {
     goal('heavy c64: batching on ÷ off req/s', on('heavy', 64)?.vsBatchingOff, '≥', 3),
     goal('heavy c64: batching on ÷ compute limit rows/s', on('heavy', 64)?.vsComputeLimit, '≥', 0.7),
     goal('errors: non-2xx + socket errors, all Ferry rows', errors, '≤', 0),
+  ];
+}
+
+/** The autoscaling issue's goals: first request from zero (client p50) per model and warm-pool setting, and no errors. */
+export function scalingGoals(sc: ScalingReport | null): Goal[] {
+  if (sc === null) return [];
+  const failed = sc.coldStarts.reduce((n, r) => n + r.runs.length - r.okRuns, 0);
+  return [
+    ...sc.coldStarts.map((r) => goal(`cold start ${r.model}, ${r.pool}: first-request p50 ms`, r.clientP50Ms, '<', r.goalMs)),
+    goal('cold start: failed first requests (non-200, wrong answer, gave up)', sc.coldStarts.length === 0 ? null : failed, '≤', 0),
+    goal('load step: non-2xx + socket errors', sc.loadStep?.errors, '≤', 0),
   ];
 }
 
@@ -211,6 +229,7 @@ export function markdown(r: Report): string {
       '',
     );
   }
+  if (r.scaling !== null) lines.push(...scalingMarkdown(r.scaling));
   lines.push(
     '## Goals (Ferry = ferry-on, the default config)',
     '',
@@ -223,10 +242,70 @@ export function markdown(r: Report): string {
   }
   const targets = [...new Set(r.rows.map((x) => x.target))];
   lines.push(...targets.map((t) => `- **${t}**: ${TARGET_DESCRIPTIONS[t]}`), '');
-  for (const [model, e] of Object.entries(r.ferryStderr)) {
+  for (const [server, e] of Object.entries(r.ferryStderr)) {
     if (e.notable.length === 0) continue;
-    lines.push(`${model} ferry server stderr (distinct non-info lines, first ${e.notable.length}; counts by level: ${JSON.stringify(e.levels)}):`, '');
+    lines.push(`${server} ferry server stderr (distinct non-info lines, first ${e.notable.length}; counts by level: ${JSON.stringify(e.levels)}):`, '');
     lines.push(...e.notable.map((l) => `    ${l}`), '');
   }
   return lines.join('\n');
+}
+
+/**
+ * The replica-count timeline of the load step, only where (ready, starting, desired) changed:
+ * `t s ready+starting→desired`, e.g. `0.0 1+0→1 · 0.3 1+3→4 · 1.5 4+0→4`.
+ */
+export function stepTimeline(samples: Array<{ tMs: number; ready: number; starting: number; desired: number }>): string {
+  const out: string[] = [];
+  let prev = '';
+  for (const x of samples) {
+    const state = `${x.ready}+${x.starting}→${x.desired}`;
+    if (state === prev) continue;
+    prev = state;
+    out.push(`${(x.tMs / 1000).toFixed(2)} ${state}`);
+  }
+  return out.join(' · ');
+}
+
+function scalingMarkdown(sc: ScalingReport): string[] {
+  const ms = (v: number | null): string => (v === null ? '–' : String(Math.round(v)));
+  const s = (v: number | null): string => (v === null ? '–' : String(round(v / 1000, 2)));
+  const lines = [
+    `## Autoscaling (bench/scaling.ts, ${sc.totalS} s)`,
+    '',
+    sc.settingsLine,
+    '',
+    '### Cold start from zero: one request to an endpoint at 0 replicas',
+    '',
+    ...table(
+      ['model', 'server', 'runs ok', 'first request p50 ms', 'max ms', 'server cold start p50 ms', 'max ms', 'replica from pool', 'goal (p50)', 'status', 'each run: client / server ms'],
+      sc.coldStarts.map((r) => {
+        const g = goal('', r.clientP50Ms, '<', r.goalMs);
+        return [
+          r.model, r.pool, `${r.okRuns}/${r.runs.length}`, ms(r.clientP50Ms), ms(r.clientMaxMs), ms(r.serverP50Ms), ms(r.serverMaxMs),
+          `${r.fromPoolRuns}/${r.runs.length}`, `< ${r.goalMs}`, g.status, r.runs.map((x) => `${ms(x.clientMs)}/${ms(x.serverMs)}`).join(', '),
+        ];
+      }),
+    ),
+    '',
+  ];
+  const failures = sc.coldStarts.flatMap((r) => r.runs.filter((x) => x.error !== undefined).map((x) => `${r.model}, ${r.pool}: ${x.error}`));
+  if (failures.length > 0) lines.push(`Failed runs: ${failures.slice(0, 5).join('; ')}${failures.length > 5 ? ` (and ${failures.length - 5} more)` : ''}.`, '');
+  const l = sc.loadStep;
+  if (l !== null) {
+    lines.push(
+      `### Load step: ${l.clients} closed-loop clients on ${l.model}, ${l.minReplicas ?? '?'}..${l.maxReplicas ?? '?'} replicas`,
+      '',
+      ...table(
+        ['load s', 'expected replicas', `s to ${l.expectedReplicas} ready`, 'max ready seen (s to it)', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'errors', 's after load to 1 replica'],
+        [[
+          round(l.loadEndMs / 1000, 1), l.expectedReplicas, s(l.timeToExpectedMs), `${l.maxReadySeen} (${s(l.timeToMaxMs)})`,
+          l.wrk.requestsPerS, l.wrk.latencyP50Ms, l.wrk.latencyP99Ms, l.wrk.latencyMaxMs, l.errors, s(l.backToOneMs),
+        ]],
+      ),
+      '',
+      `Replicas over time (s since load start: ready+starting→desired; the load ended at ${round(l.loadEndMs / 1000, 2)} s): ${stepTimeline(l.samples)}`,
+      '',
+    );
+  }
+  return lines;
 }

@@ -1,12 +1,14 @@
 /**
  * `npm run bench [-- --quick] [-- --models linear,mlp,heavy --connections 1,8,64 --duration-s 5 --warmup-s 1
- *                    --only single,cluster2,baseline,ferry,ferry-on,...,compute --cpu-prof-dir DIR]`
+ *                    --only single,cluster2,baseline,ferry,ferry-on,...,compute,scaling --cpu-prof-dir DIR]`
  *
  * The benchmark suite: per model (bench/models.ts), in one run on one machine,
  *   compute: onnxruntime in process, no HTTP, at batch sizes 1–128: the ceiling (bench/compute-limit.ts);
  *   single, cluster2: the hand-written node:http + onnxruntime server, alone and under node:cluster;
  *   ferry-off, ferry-on (, ferry-on-500us for heavy): Ferry end to end, auth on, batching off / on;
- * each HTTP target loaded by the same `wrk -t1` at each connection count. Writes
+ * each HTTP target loaded by the same `wrk -t1` at each connection count; then, on servers of its
+ * own, autoscaling (bench/scaling.ts): cold starts from zero with and without the warm pool, and
+ * a load step from 1 replica to 4 and back. Writes
  * bench/results/latest.{md,json}: rows with req/s, latency, errors, CPU µs/request and RSS per
  * process; ratios; the goals table. Every child process and temp dir is removed on the way out,
  * including on error and Ctrl+C.
@@ -21,7 +23,8 @@ import { MODEL_KEYS, prepareModels, type BenchModel, type ModelKey } from './mod
 import {
   cleanup, cpuSnapshot, installCleanupHandlers, interrupted, machineCpu, makeTempDir, processTree, rssMiB, runNodeScript, stopServer,
 } from './procs.js';
-import { goals, machineInfo, markdown, ratios, type ComputeLimit, type Report, type Row } from './report.js';
+import { goals, machineInfo, markdown, ratios, scalingGoals, type ComputeLimit, type Report, type Row } from './report.js';
+import { runScaling, type ScalingReport } from './scaling.js';
 import { checkAnswers, startFerry, startHandWritten, TARGET_NAMES, type FerryVariant, type Target, type TargetName } from './targets.js';
 import { requireWrk, round, runWrk, writeWrkScript } from './wrk.js';
 
@@ -32,6 +35,8 @@ const RESULTS_DIR = join(ROOT, 'bench', 'results');
 const DELAY_VARIANT_MODELS: readonly ModelKey[] = ['heavy'];
 /** Rough seconds to start one model's servers (the heavy model loads in ~1 s per process). */
 const START_S_PER_MODEL = 6;
+/** Seconds the autoscaling section adds besides its turns (~4 s each: one cold start per case, then the wait for zero) and its load: servers, setup, scale-down. */
+const SCALING_OVERHEAD_S = 6;
 
 interface Settings {
   quick: boolean;
@@ -44,6 +49,12 @@ interface Settings {
   computeBatchSizes: number[];
   computeSecondsPerBatch: number;
   wrkThreads: 1;
+  /** The autoscaling section (bench/scaling.ts). */
+  scaling: boolean;
+  /** Cold-start runs per model and warm-pool setting. */
+  scalingColdRuns: number;
+  /** Seconds of load in the load step. */
+  scalingLoadS: number;
   /** Extra node flags for every server (`--cpu-prof-dir D` → `--cpu-prof --cpu-prof-dir=D`). */
   serverNodeArgs: string[];
 }
@@ -79,7 +90,7 @@ function parseSettings(argv: string[]): Settings {
     return x as T;
   });
   const only = values.only === undefined ? undefined
-    : list(values.only, [...TARGET_NAMES, ...Object.keys(GROUPS), 'compute'], 'only').flatMap((x): string[] => [...(GROUPS[x] ?? [x])]);
+    : list(values.only, [...TARGET_NAMES, ...Object.keys(GROUPS), 'compute', 'scaling'], 'only').flatMap((x): string[] => [...(GROUPS[x] ?? [x])]);
   const defaultTargets: TargetName[] = quick ? ['single', 'cluster2', 'ferry-off', 'ferry-on'] : [...TARGET_NAMES];
   return {
     quick,
@@ -92,6 +103,9 @@ function parseSettings(argv: string[]): Settings {
     computeBatchSizes: [1, 8, 32, 64, 128],
     computeSecondsPerBatch: quick ? 0.3 : 1.5,
     wrkThreads: 1,
+    scaling: only === undefined || only.includes('scaling'),
+    scalingColdRuns: quick ? 3 : 7,
+    scalingLoadS: quick ? 8 : 15,
     serverNodeArgs: values['cpu-prof-dir'] === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof-dir']}`],
   };
 }
@@ -104,7 +118,9 @@ function targetsFor(s: Settings, model: ModelKey): TargetName[] {
 function estimateS(s: Settings): number {
   const cells = s.models.reduce((n, m) => n + targetsFor(s, m).length * s.connections.length, 0);
   const compute = s.compute ? s.models.length * s.computeBatchSizes.length * (s.computeSecondsPerBatch + 0.2) : 0;
-  return Math.round(cells * (s.warmupS + s.durationS) + compute + s.models.length * START_S_PER_MODEL);
+  const scaling = s.scaling ? s.scalingColdRuns * 4 + s.scalingLoadS + SCALING_OVERHEAD_S : 0;
+  const starts = s.models.filter((m) => targetsFor(s, m).length > 0).length * START_S_PER_MODEL;
+  return Math.round(cells * (s.warmupS + s.durationS) + compute + starts + scaling);
 }
 
 async function computeLimit(model: BenchModel, s: Settings): Promise<ComputeLimit> {
@@ -164,9 +180,10 @@ async function main(): Promise<void> {
   const t0 = Date.now();
   const estimate = estimateS(s);
   process.stderr.write(`bench: models ${s.models.join(', ')}; connections ${s.connections.join(', ')}; targets ${s.targets.join(', ')}${s.compute ? ', compute limit' : ''}; `
-    + `${s.warmupS} s warm-up + ${s.durationS} s per cell; estimated total ~${estimate} s (${round(estimate / 60, 1)} min)\n`);
+    + `${s.warmupS} s warm-up + ${s.durationS} s per cell${s.scaling ? `; autoscaling: ${s.scalingColdRuns} cold starts per case, ${s.scalingLoadS} s load step` : ''}; estimated total ~${estimate} s (${round(estimate / 60, 1)} min)\n`);
   const tmp = makeTempDir('ferry-bench-');
-  const models = await prepareModels(join(tmp, 'models'), s.models);
+  // `--only scaling` needs none of them (it writes its own), so skip writing the 84 MB heavy model.
+  const models = s.compute || s.targets.length > 0 ? await prepareModels(join(tmp, 'models'), s.models) : [];
   const token = `bench_${randomBytes(24).toString('hex')}`;
 
   const computeLimits: ComputeLimit[] = [];
@@ -197,19 +214,25 @@ async function main(): Promise<void> {
     if (ferry) ferryStderr[model.key] = { levels: Object.fromEntries(ferry.proc.stderrLevels), notable: [...ferry.proc.stderrNotable] };
     for (const proc of new Set(targets.map((t) => t.proc))) await stopServer(proc);
   }
+  let scaling: ScalingReport | null = null;
+  if (s.scaling) {
+    scaling = await runScaling({ coldRuns: s.scalingColdRuns, loadS: s.scalingLoadS, serverNodeArgs: s.serverNodeArgs }, token, tmp, (line) => process.stderr.write(`${line}\n`));
+    Object.assign(ferryStderr, scaling.stderr);
+  }
 
   const rs = ratios(rows, computeLimits);
   const report: Report = {
     quick: s.quick,
     title: `Ferry benchmark suite${s.quick ? ' (quick smoke run: timings are not meaningful)' : ''}`,
     settingsLine: `wrk -t${s.wrkThreads} -c<N> -d${s.durationS}s --latency after a ${s.warmupS} s warm-up at the same N; bearer auth on every target; all on 127.0.0.1. `
-      + `Compute limit: ${s.computeSecondsPerBatch} s per batch size. Total run ${Math.round((Date.now() - t0) / 1000)} s.`,
+      + `Compute limit: ${s.computeSecondsPerBatch} s per batch size.${s.scaling ? ` Autoscaling: ${s.scalingColdRuns} cold starts per case, ${s.scalingLoadS} s load step.` : ''} Total run ${Math.round((Date.now() - t0) / 1000)} s.`,
     machine: machineInfo(ROOT),
     models,
     computeLimits,
     rows,
     ratios: rs,
-    goals: goals(rows, rs),
+    scaling,
+    goals: [...goals(rows, rs), ...scalingGoals(scaling)],
     ferryStderr,
   };
   const md = markdown(report);

@@ -5,8 +5,10 @@
  *                 (`ferry-off`, `ferry-on`, `ferry-on-500us`), all serving the same model version.
  * Each target says how to label its processes for the CPU and RSS columns.
  */
-import { fileURLToPath } from 'node:url';
+import { readdirSync, readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { closeEnough, type BenchModel } from './models.js';
 import { sleep, startServerProcess, type ServerProcess, type TreeLabels } from './procs.js';
 
@@ -55,7 +57,8 @@ export async function startHandWritten(model: BenchModel, workers: 1 | 2, token:
   return { name: workers === 1 ? 'single' : 'cluster2', url: `${proc.url}/invocations`, proc, labels };
 }
 
-async function api(url: string, token: string, method: string, path: string, body?: unknown): Promise<any> {
+/** One Ferry API call with the bearer token; throws with the status and body on a non-2xx answer. */
+export async function ferryApi(url: string, token: string, method: string, path: string, body?: unknown): Promise<any> {
   const res = await fetch(url + path, {
     method,
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
@@ -67,40 +70,85 @@ async function api(url: string, token: string, method: string, path: string, bod
 }
 
 /**
- * One `ferry server` for `model`: registers it as version 1, creates endpoint `<model>-<variant>`
- * per variant with that variant's batching config, waits until all are READY. The targets share
- * the server process; each counts only its own endpoint's replica (matched by the endpoint name
- * in the replica's socket path: `<endpoint>.<entity>.<hex>.sock`).
+ * Starts `ferry server` on 127.0.0.1, port 0, with `dataDir` and `FERRY_ADMIN_TOKEN` = `token`.
+ * `serverConfig` (e.g. `{warmPoolSize: 0}`) is written next to the data dir and passed as
+ * `--config`; without it the server runs on its defaults.
  */
-export async function startFerry(model: BenchModel, variants: FerryVariant[], token: string, dataDir: string, nodeArgs: string[]): Promise<Target[]> {
-  const proc = await startServerProcess(
-    [...nodeArgs, join(ROOT, 'bin', 'ferry.js'), 'server', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir],
+export async function startFerryServer(dataDir: string, token: string, nodeArgs: string[], serverConfig?: Record<string, unknown>): Promise<ServerProcess> {
+  const configArgs: string[] = [];
+  if (serverConfig !== undefined) {
+    const file = `${dataDir}.config.json`;
+    await writeFile(file, JSON.stringify(serverConfig));
+    configArgs.push('--config', file);
+  }
+  return startServerProcess(
+    [...nodeArgs, join(ROOT, 'bin', 'ferry.js'), 'server', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir, ...configArgs],
     { ...process.env, FERRY_ADMIN_TOKEN: token },
     /Ferry server listening on (http:\/\/\S+?)(?:\s|$)/,
     START_TIMEOUT_MS,
   );
+}
+
+/** Registers the model file `path` as `name` version 1 and checks that the version is READY. */
+export async function registerVersion(base: string, token: string, name: string, path: string): Promise<void> {
+  await ferryApi(base, token, 'POST', '/api/2.0/mlflow/registered-models/create', { name });
+  const mv = await ferryApi(base, token, 'POST', '/api/2.0/mlflow/model-versions/create', { name, source: path });
+  if (mv?.model_version?.status !== 'READY') throw new Error(`model version not READY: ${JSON.stringify(mv)}`);
+}
+
+/** Polls each endpoint every 200 ms until its state is READY; throws on UPDATE_FAILED or after `timeoutMs` in all. */
+export async function waitEndpointsReady(base: string, token: string, names: string[], timeoutMs = ENDPOINT_READY_TIMEOUT_MS): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (const name of names) {
+    for (;;) {
+      const ep = await ferryApi(base, token, 'GET', `/api/2.0/serving-endpoints/${name}`);
+      if (ep?.state?.ready === 'READY') break;
+      if (ep?.state?.config_update === 'UPDATE_FAILED') throw new Error(`endpoint ${name} update failed: ${JSON.stringify(ep)}`);
+      if (Date.now() > deadline) throw new Error(`endpoint ${name} not READY after ${timeoutMs} ms: ${JSON.stringify(ep)}`);
+      await sleep(200);
+    }
+  }
+}
+
+/**
+ * Pids of the endpoint's replicas now, from the local runtime's pid files
+ * (`<data-dir>/runtime/pids/<endpoint>.<entity>.<hex>.json`, `{pid, ...}`). The pid files, not the
+ * command line, because a replica claimed from the warm pool keeps the command line it was started
+ * with (`ferry replica --pool <key>`), which names no endpoint.
+ */
+export function replicaPids(dataDir: string, endpoint: string): Set<number> {
+  const dir = join(dataDir, 'runtime', 'pids');
+  const out = new Set<number>();
+  let names: string[] = [];
+  try { names = readdirSync(dir); } catch { return out; }
+  for (const name of names) {
+    if (!name.startsWith(`${endpoint}.`) || !name.endsWith('.json')) continue;
+    try {
+      const pid = (JSON.parse(readFileSync(join(dir, name), 'utf8')) as { pid?: unknown }).pid;
+      if (typeof pid === 'number') out.add(pid);
+    } catch { /* removed or half-written: the replica is going or coming */ }
+  }
+  return out;
+}
+
+/**
+ * One `ferry server` for `model`: registers it as version 1, creates endpoint `<model>-<variant>`
+ * per variant with that variant's batching config, waits until all are READY. The targets share
+ * the server process; each counts only its own endpoint's replicas (see {@link replicaPids}).
+ */
+export async function startFerry(model: BenchModel, variants: FerryVariant[], token: string, dataDir: string, nodeArgs: string[]): Promise<Target[]> {
+  const proc = await startFerryServer(dataDir, token, nodeArgs);
   const base = proc.url;
   const endpoint = (v: FerryVariant): string => `${model.key}-${v.slice('ferry-'.length)}`;
   try {
-    await api(base, token, 'POST', '/api/2.0/mlflow/registered-models/create', { name: model.key });
-    const mv = await api(base, token, 'POST', '/api/2.0/mlflow/model-versions/create', { name: model.key, source: model.path });
-    if (mv?.model_version?.status !== 'READY') throw new Error(`model version not READY: ${JSON.stringify(mv)}`);
+    await registerVersion(base, token, model.key, model.path);
     for (const v of variants) {
-      await api(base, token, 'POST', '/api/2.0/serving-endpoints', {
+      await ferryApi(base, token, 'POST', '/api/2.0/serving-endpoints', {
         name: endpoint(v),
         config: { served_entities: [{ entity_name: model.key, entity_version: '1', batching: FERRY_VARIANTS[v] }] },
       });
     }
-    const deadline = Date.now() + ENDPOINT_READY_TIMEOUT_MS;
-    for (const v of variants) {
-      for (;;) {
-        const ep = await api(base, token, 'GET', `/api/2.0/serving-endpoints/${endpoint(v)}`);
-        if (ep?.state?.ready === 'READY') break;
-        if (ep?.state?.config_update === 'UPDATE_FAILED') throw new Error(`endpoint ${endpoint(v)} update failed: ${JSON.stringify(ep)}`);
-        if (Date.now() > deadline) throw new Error(`endpoint ${endpoint(v)} not READY after ${ENDPOINT_READY_TIMEOUT_MS} ms: ${JSON.stringify(ep)}`);
-        await sleep(200);
-      }
-    }
+    await waitEndpointsReady(base, token, variants.map(endpoint));
   } catch (err) {
     throw new Error(`Ferry setup failed: ${err instanceof Error ? err.message : String(err)}\n--- ferry server stderr (tail) ---\n${proc.stderrTail()}`);
   }
@@ -110,7 +158,7 @@ export async function startFerry(model: BenchModel, variants: FerryVariant[], to
     proc,
     labels: {
       rootLabel: 'server',
-      labelOf: (cmd: string) => (/ replica( |$)/.test(cmd) && cmd.includes(`/${endpoint(v)}.`) ? 'replica' : undefined),
+      labelOf: (_cmd: string, pid: number) => (replicaPids(dataDir, endpoint(v)).has(pid) ? 'replica' : undefined),
     },
   }));
 }
