@@ -150,9 +150,9 @@ export async function startServerProcess(args: string[], env: NodeJS.ProcessEnv,
   return { child, pid: child.pid!, url, stderrTail, stderrLevels: levels, stderrNotable: notable };
 }
 
-/** Runs `node <args>` to completion (tracked for cleanup) and returns its stdout; rejects on a non-zero exit. */
-export async function runNodeScript(args: string[]): Promise<string> {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+/** Runs `command args` to completion, tracked for cleanup, and collects its output. */
+export async function runTracked(command: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const untrack = track(child, false);
   let stdout = '';
   let stderr = '';
@@ -162,6 +162,12 @@ export async function runNodeScript(args: string[]): Promise<string> {
     child.once('error', reject);
     child.once('close', (c) => resolve(c));
   }).finally(untrack);
+  return { code, stdout, stderr };
+}
+
+/** Runs `node <args>` to completion (tracked for cleanup) and returns its stdout; rejects on a non-zero exit. */
+export async function runNodeScript(args: string[]): Promise<string> {
+  const { code, stdout, stderr } = await runTracked(process.execPath, args);
   if (code !== 0) throw new Error(`node ${args.join(' ')} failed (exit ${code}):\n${stdout}${stderr}`);
   return stdout;
 }

@@ -4,11 +4,10 @@
  * line carries the exact counters and percentiles (in µs) that `--latency` prints rounded, so
  * nothing depends on parsing "1.23ms" / "456.00us" text.
  */
-import { spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { track } from './procs.js';
+import { runTracked } from './procs.js';
 
 export const WRK_PATH = process.env.WRK_PATH ?? '/usr/bin/wrk';
 
@@ -74,16 +73,7 @@ export async function runWrk(url: string, scriptPath: string, connections: numbe
   const host = new URL(url).hostname;
   if (host !== '127.0.0.1') throw new Error(`refusing to load ${url}: the bench only targets 127.0.0.1`);
   const args = ['-t1', `-c${connections}`, `-d${durationS}s`, '--latency', '-s', scriptPath, url];
-  const child = spawn(WRK_PATH, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const untrack = track(child, false);
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s; });
-  child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s; });
-  const code = await new Promise<number | null>((resolve, reject) => {
-    child.once('error', reject);
-    child.once('close', (c) => resolve(c));
-  }).finally(untrack);
+  const { code, stdout, stderr } = await runTracked(WRK_PATH, args);
   const line = stdout.split('\n').find((l) => l.startsWith(MARKER));
   if (code !== 0 || line === undefined) {
     throw new Error(`wrk ${args.join(' ')} failed (exit ${code}):\n${stdout}${stderr}`);
