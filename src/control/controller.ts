@@ -48,8 +48,11 @@ export interface ControllerOptions {
 /** Consecutive failed starts after which a served entity is DEPLOYMENT_FAILED (it keeps retrying). */
 const MAX_FAILED_STARTS = 5;
 const MAX_RESTART_DELAY_MS = 30_000;
-/** A replica that stayed up this long resets the crash-loop counter. */
-const STABLE_AFTER_MS = 60_000;
+/**
+ * A replica that dies sooner than this after turning ready counts as a failed start (crash loop:
+ * the restart delay doubles); one that lived longer resets the count (restart after 1 s).
+ */
+const STABLE_AFTER_MS = 10_000;
 /** How often each served entity's load is sampled and its scale decided (the policy's sample bucket). */
 const AUTOSCALE_TICK_MS = 1000;
 /** Decisions and cold starts kept per entity for the endpoint view. */

@@ -79,20 +79,28 @@ function noReplica(endpoint: string): FerryError {
 
 /**
  * Sends to a replica of `entity` with room for it, waiting in the entity's buffer when there is
- * none (scale from zero, all replicas busy). A request that never reached a replica (connection
- * refused, socket gone: the replica died a moment ago) is retried once on another replica.
+ * none (scale from zero, all replicas busy). A transport failure (the replica died, refused, or
+ * dropped the connection) is retried once on another replica, within the entity's retry budget:
+ * inference requests are idempotent, and a caller should not pay for a replica crash another
+ * replica can absorb. Timeouts are not retried (they would double the load on a slow model).
  */
 async function send(entity: EntityRoute, req: ChannelRequest, timeoutMs: number): Promise<ChannelResponse> {
+  const traffic = entity.traffic;
+  traffic.countRequest();
   let failed: Backend | undefined;
   for (let attempt = 0; ; attempt++) {
-    const backend = await entity.traffic.acquire(failed);
+    const backend = await traffic.acquire(failed);
     try {
-      return await backend.channel.request(req, timeoutMs);
+      const res = await backend.channel.request(req, timeoutMs);
+      traffic.markSuccess(backend);
+      return res;
     } catch (err) {
-      if (!(err instanceof ChannelError) || err.sent || attempt === 1) throw err;
+      if (!(err instanceof ChannelError)) throw err;
+      traffic.markFailure(backend);
+      if (attempt === 1 || !traffic.tryRetry()) throw err;
       failed = backend;
     } finally {
-      entity.traffic.release(backend);
+      traffic.release(backend);
     }
   }
 }

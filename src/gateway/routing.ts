@@ -13,6 +13,10 @@ export interface Backend {
   channel: ReplicaChannel;
   /** Requests sent and not yet answered. */
   outstanding: number;
+  /** Transport failures in a row (outlier detection); reset by a success. */
+  consecutiveFailures?: number;
+  /** Not picked before this time (ms, performance.now()) after repeated failures. */
+  ejectedUntilMs?: number;
 }
 
 export interface EntityRoute {

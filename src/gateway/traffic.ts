@@ -31,6 +31,17 @@ interface Waiter {
 
 /** Seconds a client should wait before retrying a request refused for lack of capacity. */
 const RETRY_AFTER_S = 1;
+/** Transport failures in a row after which a replica is ejected, and for how long. */
+const EJECT_AFTER_FAILURES = 3;
+const EJECT_MS = 5000;
+/**
+ * Retry budget (as Envoy's): retries may add at most this share of the requests of the last
+ * `RETRY_WINDOW_MS`, plus `MIN_RETRIES_PER_WINDOW`, so a failing replica set cannot turn into a
+ * retry storm. Example: 1000 requests in the window → at most 200 + 10 retries.
+ */
+const RETRY_BUDGET_RATIO = 0.2;
+const MIN_RETRIES_PER_WINDOW = 10;
+const RETRY_WINDOW_MS = 1000;
 
 export class EntityTraffic {
   readonly backends: Backend[] = [];
@@ -44,7 +55,39 @@ export class EntityTraffic {
   private lastChangeMs = performance.now();
   private windowStartMs = this.lastChangeMs;
 
+  /** Requests and retries in the current retry-budget window. */
+  private budget = { startMs: 0, requests: 0, retries: 0 };
+
   constructor(readonly opts: TrafficOptions) {}
+
+  /** Counts a request against the retry budget's window. */
+  countRequest(): void {
+    this.rollBudget().requests++;
+  }
+
+  /** Takes one retry from the budget; false when the budget is spent. */
+  tryRetry(): boolean {
+    const b = this.rollBudget();
+    if (b.retries >= MIN_RETRIES_PER_WINDOW + RETRY_BUDGET_RATIO * b.requests) return false;
+    b.retries++;
+    return true;
+  }
+
+  /** A transport failure on `b`: after `EJECT_AFTER_FAILURES` in a row it is not picked for `EJECT_MS`. */
+  markFailure(b: Backend): void {
+    b.consecutiveFailures = (b.consecutiveFailures ?? 0) + 1;
+    if (b.consecutiveFailures >= EJECT_AFTER_FAILURES) b.ejectedUntilMs = performance.now() + EJECT_MS;
+  }
+
+  markSuccess(b: Backend): void {
+    if (b.consecutiveFailures) b.consecutiveFailures = 0;
+  }
+
+  private rollBudget(): { startMs: number; requests: number; retries: number } {
+    const now = performance.now();
+    if (now - this.budget.startMs >= RETRY_WINDOW_MS) this.budget = { startMs: now, requests: 0, retries: 0 };
+    return this.budget;
+  }
 
   /**
    * Average number of requests in flight (on replicas or waiting) since the previous call,
@@ -158,11 +201,15 @@ export class EntityTraffic {
 
   private pick(exclude: Backend | undefined): Backend | undefined {
     const max = this.opts.maxConcurrencyPerReplica;
+    const usable = (x: Backend, now: number): boolean => x !== exclude && x.outstanding < max && (x.ejectedUntilMs === undefined || x.ejectedUntilMs <= now);
+    const now = performance.now();
     const b = pickBackend(this.backends, Math.random(), Math.random(), exclude);
-    if (b !== undefined && b.outstanding < max) return b;
-    // The two random choices were full (or the only one was excluded): any with room.
+    if (b !== undefined && usable(b, now)) return b;
+    // The two random choices were full, ejected or excluded: the least loaded usable one.
     let best: Backend | undefined;
-    for (const x of this.backends) if (x !== exclude && x.outstanding < max && (best === undefined || x.outstanding < best.outstanding)) best = x;
+    for (const x of this.backends) if (usable(x, now) && (best === undefined || x.outstanding < best.outstanding)) best = x;
+    // Every replica ejected: an ejected one is better than none (ejection is a preference).
+    if (best === undefined) for (const x of this.backends) if (x !== exclude && x.outstanding < max && (best === undefined || x.outstanding < best.outstanding)) best = x;
     return best;
   }
 
