@@ -102,3 +102,37 @@ test('inFlight counts begin..end; takeAverageConcurrency is time-weighted: 2 in 
   await new Promise((r) => setTimeout(r, 20));
   assert.equal(t.takeAverageConcurrency(), 0, 'a new window starts at every call');
 });
+
+test('outlier ejection: 3 transport failures in a row take a replica out of the pick while others can serve', async () => {
+  const { t } = traffic({ max: 100 });
+  const a = backend('a');
+  const b = backend('b');
+  t.addBackend(a);
+  t.addBackend(b);
+  t.markFailure(a);
+  t.markFailure(a);
+  t.markSuccess(a);
+  t.markFailure(a);
+  t.markFailure(a);
+  for (let i = 0; i < 10; i++) t.release(await t.acquire());
+  assert.ok(a.outstanding === 0 && (a.ejectedUntilMs ?? 0) === 0, 'two failures after a success do not eject');
+  t.markFailure(a);
+  assert.ok((a.ejectedUntilMs ?? 0) > performance.now(), 'the third in a row ejects');
+  for (let i = 0; i < 20; i++) {
+    const got = await t.acquire();
+    assert.equal(got, b);
+    t.release(got);
+  }
+  for (let i = 0; i < 3; i++) t.markFailure(b);
+  const got = await t.acquire();
+  assert.ok(got === a || got === b, 'with every replica ejected, one is still used rather than none');
+  t.release(got);
+});
+
+test('retry budget: at most 10 + 20% of the window\'s requests', () => {
+  const { t } = traffic();
+  for (let i = 0; i < 100; i++) t.countRequest();
+  let granted = 0;
+  while (t.tryRetry()) granted++;
+  assert.equal(granted, 30);
+});
