@@ -20,6 +20,11 @@ export function endpointRoutes(router: Router, controller: EndpointController, o
       await controller.updateConfig(name(ctx), await body(ctx));
       return { body: controller.describe(name(ctx)) };
     })
+    // Ferry extension: stop the update in progress (409 when there is none).
+    .add('POST', `${base}/:name/config/cancel`, async (ctx) => {
+      await controller.cancelUpdate(name(ctx));
+      return { body: controller.describe(name(ctx)) };
+    })
     .add('DELETE', `${base}/:name`, async (ctx) => {
       await controller.delete(name(ctx));
       return { body: {} };

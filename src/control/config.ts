@@ -18,6 +18,15 @@ export type WorkloadSize = (typeof WORKLOAD_SIZES)[number];
 
 /** At most this many served entities per endpoint (as Databricks). */
 export const MAX_SERVED_ENTITIES = 10;
+/** Canary steps per rollout: more is a slow-motion rollout, not more safety. */
+export const MAX_CANARY_STEPS = 10;
+/**
+ * A healthy model answers ~0% 5xx; 5% is clearly broken, yet tolerates one stray error in 20
+ * requests of a lightly loaded step.
+ */
+export const DEFAULT_MAX_ERROR_RATE = 0.05;
+/** New p99 over twice the old one is a regression users notice; less is within run-to-run noise. */
+export const DEFAULT_MAX_P99_LATENCY_RATIO = 2;
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
 const NAME_RULE = '1-63 letters, digits, "-" or "_", starting with a letter or digit';
@@ -48,6 +57,21 @@ const servedEntitySchema = z.strictObject({
     max_queue_delay_us: z.number().int().min(0).max(1_000_000).default(0),
     preferred_batch_sizes: z.array(z.number().int().min(1).max(65_536)).max(16).default([]),
   }).optional(),
+  /**
+   * Ferry extension: an MLflow scoring body sent to a new replica before it gets traffic, instead
+   * of the version's input example (see docs/api.md).
+   */
+  validation_request: z.record(z.string(), z.unknown()).optional(),
+});
+
+/** Ferry extension: a canary rollout (see docs/api.md and ./rollout.ts). */
+const rolloutSchema = z.strictObject({
+  canary_steps: z.array(z.strictObject({
+    traffic_percentage: z.number().int().min(1).max(100),
+    duration_ms: z.number().int().min(0).max(3_600_000),
+  })).min(1).max(MAX_CANARY_STEPS),
+  max_error_rate: z.number().min(0).max(1).default(DEFAULT_MAX_ERROR_RATE),
+  max_p99_latency_ratio: z.number().min(1).max(1000).default(DEFAULT_MAX_P99_LATENCY_RATIO),
 });
 
 const routeSchema = z.strictObject({
@@ -62,6 +86,7 @@ export const endpointConfigSchema = z.strictObject({
   traffic_config: z.strictObject({ routes: z.array(routeSchema).min(1) }).optional(),
   /** Ferry extension: how long the gateway waits for a replica's answer (default: server setting). */
   request_timeout_ms: z.number().int().min(1).max(600_000).optional(),
+  rollout: rolloutSchema.optional(),
 });
 
 export const createEndpointSchema = z.strictObject({
@@ -93,6 +118,25 @@ export interface ServedEntityConfig {
   artifactPath: string;
   modelFile: string;
   flavor: FlavorName;
+  /** The version's input example, a ready-to-send MLflow scoring body (copied at config time); undefined when it has none. */
+  inputExample: unknown;
+  /** Ferry extension: the scoring body to validate new replicas with instead of the input example. */
+  validationRequest: Record<string, unknown> | undefined;
+}
+
+export interface CanaryStep {
+  /** Share of the old entities' traffic the new ones get during the step, 1-100. */
+  trafficPercentage: number;
+  durationMs: number;
+}
+
+/** How an update that replaces served entities moves traffic (Ferry extension). */
+export interface RolloutConfig {
+  canarySteps: CanaryStep[];
+  /** A step fails when the new entities' 5xx share exceeds this (0-1). */
+  maxErrorRate: number;
+  /** A step fails when the new entities' p99 latency exceeds this × the old ones' (≥ 1). */
+  maxP99LatencyRatio: number;
 }
 
 export interface TrafficRoute {
@@ -105,6 +149,7 @@ export interface EndpointConfig {
   servedEntities: ServedEntityConfig[];
   routes: TrafficRoute[];
   requestTimeoutMs: number | undefined;
+  rollout: RolloutConfig | undefined;
 }
 
 /** Validates a create body; the config inside is compiled separately with `compileConfig`. */
@@ -152,9 +197,27 @@ export async function compileConfig(raw: unknown, configVersion: number, registr
       artifactPath: version.artifact.path,
       modelFile: version.artifact.modelFile,
       flavor: version.artifact.flavor,
+      inputExample: version.artifact.inputExample,
+      validationRequest: e.validation_request,
     });
   }
-  return { configVersion, servedEntities, routes: compileRoutes(c.traffic_config?.routes, servedEntities, field), requestTimeoutMs: c.request_timeout_ms };
+  return {
+    configVersion, servedEntities, routes: compileRoutes(c.traffic_config?.routes, servedEntities, field), requestTimeoutMs: c.request_timeout_ms,
+    rollout: compileRollout(c.rollout, `${field}.rollout`),
+  };
+}
+
+/** Steps must raise the new entities' share: 10 → 50 → 100, never 50 → 10. */
+function compileRollout(r: z.output<typeof rolloutSchema> | undefined, field: string): RolloutConfig | undefined {
+  if (r === undefined) return undefined;
+  const steps = r.canary_steps.map((s) => ({ trafficPercentage: s.traffic_percentage, durationMs: s.duration_ms }));
+  for (const [i, s] of steps.entries()) {
+    const prev = steps[i - 1];
+    if (prev !== undefined && s.trafficPercentage <= prev.trafficPercentage) {
+      throw invalidParameter(`${field}.canary_steps[${i}].traffic_percentage`, s.trafficPercentage, `more than the previous step's ${prev.trafficPercentage}`);
+    }
+  }
+  return { canarySteps: steps, maxErrorRate: r.max_error_rate, maxP99LatencyRatio: r.max_p99_latency_ratio };
 }
 
 /** API field names of the tunables, for error messages. */

@@ -6,11 +6,18 @@
  *   swaps the endpoint's route in one step, and drains and stops replicas no longer used.
  * - A served entity that is unchanged between configs (same model version, same workload) keeps
  *   its replicas, so a traffic-only change restarts nothing.
- * - A failed rollout leaves the serving config untouched and marks the update UPDATE_FAILED with
- *   the replica's own error on the failed entity.
+ * - Before traffic moves, each new served entity scores its validation request (or its version's
+ *   input example) on one of its replicas; with a `rollout` config, traffic then shifts to the new
+ *   entities in canary steps judged from gateway stats (./rollout.ts has the pieces).
+ * - A failed rollout (a replica that does not start, a refused validation request, a canary step
+ *   over its limits) leaves the serving config serving (routed back if a canary had shifted
+ *   traffic) and marks the update UPDATE_FAILED with the reason; a cancel does the same and marks
+ *   it UPDATE_CANCELED.
  * - A replica that dies is replaced with exponential backoff (1 s, 2 s, ... 30 s); the entity is
  *   RECOVERING while it has no ready replica and FAILED after 5 failed starts in a row.
- * - On start, every stored endpoint is brought back up; an update that was in progress resumes.
+ * - On start, every stored endpoint is brought back up; an update that was in progress starts
+ *   over from its first step (progress within a rollout is not persisted: the old config serves
+ *   until the new one has passed every step again).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import diagnostics_channel from 'node:diagnostics_channel';
@@ -18,11 +25,15 @@ import type { ArtifactStore } from '../artifacts/index.js';
 import { decide, newScalerState, record, type Decision, type ScalerState } from '../autoscaler/index.js';
 import { FerryError, notFound } from '../errors.js';
 import { FramedChannel, framePayloadLimit } from '../channel/index.js';
-import { EntityTraffic, type Backend, type EndpointRoute, type RoutingTable, type TrafficOptions } from '../gateway/index.js';
+import { EntityTraffic, GatewayStats, statsKey, type Backend, type EndpointRoute, type RoutingTable, type TrafficOptions } from '../gateway/index.js';
 import type { Registry } from '../registry/index.js';
 import type { ReplicaExit, ReplicaHandle, Runtime } from '../runtime/index.js';
 import type { EndpointRecord, MetadataStore } from '../store/index.js';
 import { compileConfig, parseCreateBody, type EndpointConfig, type ServedEntityConfig } from './config.js';
+import {
+  blendRoutes, describeStep, judgeCanaryStep, RolloutAborted, RolloutFailure, scoreValidation, sleepUnlessAborted, untilAborted,
+  validationRequestOf, type Weighted,
+} from './rollout.js';
 
 export type DeploymentState = 'DEPLOYMENT_CREATING' | 'DEPLOYMENT_READY' | 'DEPLOYMENT_RECOVERING' | 'DEPLOYMENT_FAILED' | 'DEPLOYMENT_ABORTED';
 
@@ -41,6 +52,11 @@ export interface ControllerOptions {
   drainTimeoutMs: number;
   /** Per-entity capacity and wait-buffer settings of the gateway. */
   traffic: Omit<TrafficOptions, 'name' | 'onDemand'>;
+  /**
+   * What the gateway saw of each served entity's answers (canary analysis reads it). Default: a
+   * new one on `now`, exposed as `controller.stats` for the gateway to record into.
+   */
+  stats?: GatewayStats;
   now: () => number;
   log: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -57,6 +73,7 @@ const STABLE_AFTER_MS = 10_000;
 const AUTOSCALE_TICK_MS = 1000;
 /** Decisions and cold starts kept per entity for the endpoint view. */
 const HISTORY = 10;
+const VALIDATION_SKIPPED = 'Validation skipped: the model version has no input example and the served entity no validation_request.';
 /** Every decision that changes a desired count, with its inputs (CONVENTIONS 10). */
 const decisionChannel = diagnostics_channel.channel('ferry:autoscaler:decision');
 
@@ -79,6 +96,11 @@ class Deployment {
   readonly decisions: Array<Decision & { timeMs: number }> = [];
   /** Durations of the last starts from zero ready replicas, ms (cold starts). */
   readonly coldStartsMs: number[] = [];
+  /**
+   * How the entity was validated before it got traffic, shown while `message` (the last problem)
+   * is empty. Entities that cannot be validated say so from the start, also after a restart.
+   */
+  validationNote: string;
   failedStarts = 0;
   restartTimer: NodeJS.Timeout | undefined;
   stopped = false;
@@ -87,6 +109,7 @@ class Deployment {
     this.traffic = new EntityTraffic({ ...traffic, name: `${endpoint}/${entity.name}`, onDemand: () => onDemand(this) });
     this.desiredReplicas = Math.max(entity.scaling.minReplicas, 1);
     this.scaler = newScalerState(entity.scaling);
+    this.validationNote = validationRequestOf(entity) === undefined ? VALIDATION_SKIPPED : '';
   }
 
   /** Replicas asked for and not ready yet. */
@@ -107,11 +130,26 @@ class Deployment {
   }
 }
 
+/** One update in progress: the config it rolls out and what it started. */
+interface RolloutRun {
+  target: EndpointConfig;
+  /** Deployments this update started (kept ones are not here): they go if it fails. */
+  started: Deployment[];
+  /** Aborted by a cancel, a delete, or the server closing. */
+  abort: AbortController;
+  /** A canary step has published a route with old and new deployments side by side. */
+  shifted: boolean;
+  /** Settles once the rollout has finished or unwound. */
+  done: Promise<void>;
+}
+
 class EndpointState {
   /** Deployments of the serving config, by served-entity name. */
   current = new Map<string, Deployment>();
   /** Deployments of the pending config while it rolls out (or after it failed). */
   pending = new Map<string, Deployment>();
+  /** The update rolling out now. */
+  run: RolloutRun | undefined;
   deleted = false;
   constructor(public record: Record_) {}
 }
@@ -121,8 +159,11 @@ export class EndpointController {
   private readonly byReplica = new Map<string, Deployment>();
   private readonly rollouts = new Set<Promise<void>>();
   private readonly autoscaleTimer: NodeJS.Timeout;
+  /** Per-entity answers as the gateway saw them; the gateway records into it (see GatewayStats). */
+  readonly stats: GatewayStats;
 
   constructor(private readonly o: ControllerOptions) {
+    this.stats = o.stats ?? new GatewayStats({ now: o.now });
     o.runtime.onExit((exit) => this.onReplicaExit(exit));
     this.autoscaleTimer = setInterval(() => this.autoscale(), AUTOSCALE_TICK_MS);
     this.autoscaleTimer.unref();
@@ -168,10 +209,31 @@ export class EndpointController {
     return st.record;
   }
 
+  /**
+   * Stops the update in progress: a canary's traffic goes back to the serving config, the new
+   * replicas stop, the update is UPDATE_CANCELED. Resolves once that is done. 409 when no update
+   * is in progress.
+   */
+  async cancelUpdate(name: string): Promise<void> {
+    const st = this.get(name);
+    if (st.record.configUpdate !== 'IN_PROGRESS') {
+      throw new FerryError('RESOURCE_CONFLICT', `Serving endpoint '${name}' has no config update in progress (config_update is ${st.record.configUpdate}).`);
+    }
+    const run = st.run;
+    // Abort first, synchronously, so the rollout cannot swap routes between here and the write.
+    run?.abort.abort();
+    const where = st.record.updateMessage ? ` during "${st.record.updateMessage}"` : '';
+    st.record = { ...st.record, configUpdate: 'UPDATE_CANCELED', updateMessage: `Update to config version ${st.record.pendingConfig?.configVersion ?? '?'} canceled${where}.`, updatedMs: this.o.now() };
+    await this.o.store.putEndpoint(st.record);
+    this.o.log('info', 'endpoint update canceled', { endpoint: name });
+    await run?.done;
+  }
+
   /** Removes the endpoint: no more traffic, replicas drain and stop, then the record goes. */
   async delete(name: string): Promise<void> {
     const st = this.get(name);
     st.deleted = true;
+    st.run?.abort.abort();
     this.o.table.delete(name);
     this.endpoints.delete(name);
     await this.o.store.deleteEndpoint(name);
@@ -196,7 +258,10 @@ export class EndpointController {
   /** Waits for background rollouts (tests and shutdown), then stops every replica. */
   async close(): Promise<void> {
     clearInterval(this.autoscaleTimer);
-    for (const st of this.endpoints.values()) st.deleted = true;
+    for (const st of this.endpoints.values()) {
+      st.deleted = true;
+      st.run?.abort.abort(); // the record stays IN_PROGRESS: the next start rolls out again
+    }
     await Promise.allSettled([...this.rollouts]);
     for (const st of this.endpoints.values()) {
       for (const d of [...st.current.values(), ...st.pending.values()]) {
@@ -322,9 +387,14 @@ export class EndpointController {
     if (st.record.configUpdate === 'IN_PROGRESS' && st.record.pendingConfig) await this.rollout(st);
   }
 
-  private async rollout(st: EndpointState): Promise<void> {
+  /**
+   * Rolls out the pending config as a sequence of steps: start the new entities' replicas,
+   * validate them, shift traffic in canary steps (when configured), then swap. A failure or an
+   * abort at any step unwinds to the serving config.
+   */
+  private rollout(st: EndpointState): Promise<void> {
     const target = st.record.pendingConfig;
-    if (!target) return;
+    if (!target) return Promise.resolve();
     const next = new Map<string, Deployment>();
     const started: Deployment[] = [];
     for (const e of target.servedEntities) {
@@ -338,22 +408,103 @@ export class EndpointController {
       }
     }
     st.pending = next;
-    const results = await Promise.allSettled(started.map((d) => this.deploy(d)));
-    if (st.deleted || st.record.pendingConfig !== target) {
-      await Promise.all(started.map((d) => this.stopDeployment(d)));
+    const run: RolloutRun = { target, started, abort: new AbortController(), shifted: false, done: Promise.resolve() };
+    st.run = run;
+    run.done = this.runSteps(st, run).finally(() => {
+      if (st.run === run) st.run = undefined;
+    });
+    return run.done;
+  }
+
+  private async runSteps(st: EndpointState, run: RolloutRun): Promise<void> {
+    try {
+      await this.startStep(st, run);
+      await this.validateStep(st, run);
+      await this.canarySteps(st, run);
+    } catch (err) {
+      await this.unwind(st, run, err);
       return;
     }
-    const failed = started.filter((_, i) => results[i]?.status === 'rejected');
+    await this.activate(st, run);
+  }
+
+  /** Step 1: start the new entities' replicas and wait until they are all ready. */
+  private async startStep(st: EndpointState, run: RolloutRun): Promise<void> {
+    if (run.started.length === 0) return;
+    this.progress(st, `starting ${run.started.map((d) => `'${d.entity.name}'`).join(', ')}`);
+    const results = await untilAborted(run.abort.signal, Promise.allSettled(run.started.map((d) => this.deploy(d))));
+    const failed = run.started.filter((_, i) => results[i]?.status === 'rejected');
     if (failed.length > 0) {
-      await Promise.all(started.map((d) => this.stopDeployment(d, d.state === 'DEPLOYMENT_FAILED' ? 'DEPLOYMENT_FAILED' : 'DEPLOYMENT_ABORTED')));
-      const reason = failed.map((d) => `served entity '${d.entity.name}' (${d.entity.entityName} version ${d.entity.entityVersion}) failed to start: ${d.message}`).join('; ');
-      st.record = { ...st.record, configUpdate: 'UPDATE_FAILED', updateMessage: reason, updatedMs: this.o.now() };
-      await this.o.store.putEndpoint(st.record);
-      this.o.log('warn', 'endpoint update failed', { endpoint: st.record.name, configVersion: target.configVersion, reason });
+      throw new RolloutFailure(failed.map((d) => `served entity '${d.entity.name}' (${d.entity.entityName} version ${d.entity.entityVersion}) failed to start: ${d.message}`).join('; '));
+    }
+  }
+
+  /**
+   * Step 2: each new entity scores its validation request (or input example) on one of its
+   * replicas; anything but a 200 fails the update with the replica's answer.
+   */
+  private async validateStep(st: EndpointState, run: RolloutRun): Promise<void> {
+    const timeoutMs = run.target.requestTimeoutMs ?? this.o.defaultRequestTimeoutMs;
+    const failures: string[] = [];
+    for (const d of run.started) {
+      const request = validationRequestOf(d.entity);
+      if (request === undefined) continue; // its validationNote says so
+      const backend = d.traffic.backends[0];
+      if (backend === undefined) throw new RolloutFailure(`served entity '${d.entity.name}' lost its replicas before validation: ${d.message}`);
+      this.progress(st, `validating '${d.entity.name}' with its ${request.source}`);
+      const outcome = await untilAborted(run.abort.signal, scoreValidation(backend, request, timeoutMs));
+      if (outcome.ok) {
+        d.validationNote = `Validated: ${outcome.detail}.`;
+      } else {
+        d.message = `Validation failed: ${outcome.detail}.`;
+        d.state = 'DEPLOYMENT_FAILED';
+        failures.push(`served entity '${d.entity.name}' (${d.entity.entityName} version ${d.entity.entityVersion}) failed validation: ${outcome.detail}`);
+      }
+    }
+    if (failures.length > 0) throw new RolloutFailure(failures.join('; '));
+  }
+
+  /**
+   * Step 3 (with `rollout.canary_steps`, when the update replaces served entities of a serving
+   * config): the new entities get each step's share of the traffic for its duration, then their
+   * 5xx rate and p99 latency over the step are compared with the old entities'.
+   */
+  private async canarySteps(st: EndpointState, run: RolloutRun): Promise<void> {
+    const spec = run.target.rollout;
+    const old = st.record.config;
+    if (spec === undefined || old === undefined || run.started.length === 0) return;
+    const from = old.routes.map((r) => ({ target: st.current.get(r.servedEntityName) as Deployment, trafficPercentage: r.trafficPercentage }));
+    const to = run.target.routes.map((r) => ({ target: st.pending.get(r.servedEntityName) as Deployment, trafficPercentage: r.trafficPercentage }));
+    const keyOf = (d: Deployment): string => statsKey(st.record.name, d.entity.name, d.entity.entityVersion);
+    const candidates = run.started.map(keyOf);
+    const baseline = from.filter((w) => w.trafficPercentage > 0 && !run.started.includes(w.target)).map((w) => keyOf(w.target));
+    // Same name and version, another workload: the gateway's stats cannot tell old from new.
+    const blind = candidates.some((k) => baseline.includes(k));
+    if (blind) this.o.log('warn', 'canary analysis off: old and new entities share a stats key', { endpoint: st.record.name, keys: candidates });
+    for (const [i, step] of spec.canarySteps.entries()) {
+      this.progress(st, describeStep(i, spec));
+      this.publishWeighted(st, old, blendRoutes(from, to, step.trafficPercentage));
+      run.shifted = true;
+      const sinceMs = this.o.now();
+      await sleepUnlessAborted(run.abort.signal, step.durationMs);
+      if (blind) continue;
+      const verdict = judgeCanaryStep(spec, this.stats.summary(candidates, sinceMs), this.stats.summary(baseline, sinceMs));
+      if (verdict !== undefined) {
+        for (const d of run.started) d.message = `Rolled back: canary step ${i + 1} (${step.trafficPercentage}%): ${verdict}.`;
+        throw new RolloutFailure(`canary step ${i + 1} (${step.trafficPercentage}%): ${verdict}; traffic is back on config version ${old.configVersion}`);
+      }
+    }
+  }
+
+  /** Last step: switch traffic to the new config in one step, then retire what it does not use. */
+  private async activate(st: EndpointState, run: RolloutRun): Promise<void> {
+    if (run.abort.signal.aborted) {
+      await this.unwind(st, run, new RolloutAborted());
       return;
     }
-    // Switch traffic in one step, then retire what the new config does not use.
+    const target = run.target;
     const previous = st.current;
+    const next = st.pending;
     this.publish(st, target, next);
     st.current = next;
     st.pending = new Map();
@@ -364,14 +515,40 @@ export class EndpointController {
     await Promise.all(retired.map((d) => this.stopDeployment(d)));
   }
 
+  /**
+   * Undoes a rollout: traffic back on the serving config (if a canary moved some), the new
+   * replicas stopped. A failure is recorded as UPDATE_FAILED; an abort writes nothing (a cancel
+   * has written UPDATE_CANCELED; a delete or a close leaves nothing, or IN_PROGRESS, to write).
+   */
+  private async unwind(st: EndpointState, run: RolloutRun, err: unknown): Promise<void> {
+    if (run.shifted && !st.deleted && st.record.config) this.publish(st, st.record.config, st.current);
+    await Promise.all(run.started.map((d) => this.stopDeployment(d, d.state === 'DEPLOYMENT_FAILED' ? 'DEPLOYMENT_FAILED' : 'DEPLOYMENT_ABORTED')));
+    if (err instanceof RolloutAborted || st.deleted) return;
+    const reason = err instanceof RolloutFailure ? err.message : `internal error: ${err instanceof Error ? err.message : String(err)}`;
+    if (!(err instanceof RolloutFailure)) this.o.log('error', 'endpoint rollout crashed', { endpoint: st.record.name, error: err instanceof Error ? err.stack : String(err) });
+    st.record = { ...st.record, configUpdate: 'UPDATE_FAILED', updateMessage: reason, updatedMs: this.o.now() };
+    await this.o.store.putEndpoint(st.record);
+    this.o.log('warn', 'endpoint update failed', { endpoint: st.record.name, configVersion: run.target.configVersion, reason });
+  }
+
+  /** Shows where a rollout is (`config_update_message` while IN_PROGRESS); not persisted. */
+  private progress(st: EndpointState, message: string): void {
+    st.record = { ...st.record, updateMessage: message };
+  }
+
   private publish(st: EndpointState, config: EndpointConfig, deployments: Map<string, Deployment>): void {
+    this.publishWeighted(st, config, config.routes.map((r) => ({ target: deployments.get(r.servedEntityName) as Deployment, trafficPercentage: r.trafficPercentage })));
+  }
+
+  /** Swaps the endpoint's route in one step; `config` gives the request timeout. */
+  private publishWeighted(st: EndpointState, config: EndpointConfig, weighted: Array<Weighted<Deployment>>): void {
     const route: EndpointRoute = {
       name: st.record.name,
       timeoutMs: config.requestTimeoutMs ?? this.o.defaultRequestTimeoutMs,
-      entities: config.routes.map((r) => {
-        const d = deployments.get(r.servedEntityName) as Deployment;
-        return { name: d.entity.name, modelVersion: d.entity.entityVersion, trafficPercentage: r.trafficPercentage, traffic: d.traffic };
-      }),
+      entities: weighted.map(({ target: d, trafficPercentage }) => ({
+        name: d.entity.name, modelVersion: d.entity.entityVersion, trafficPercentage, traffic: d.traffic,
+        statsKey: statsKey(d.endpoint, d.entity.name, d.entity.entityVersion),
+      })),
     };
     this.o.table.set(route);
   }
@@ -382,8 +559,10 @@ export class EndpointController {
     try {
       await Promise.all(Array.from({ length: d.desiredReplicas }, () => this.startReplica(d)));
     } catch (err) {
-      d.state = 'DEPLOYMENT_FAILED';
-      d.message = err instanceof Error ? err.message : String(err);
+      if (!d.stopped) { // a start cut short by a cancel or a delete is not the model's failure
+        d.state = 'DEPLOYMENT_FAILED';
+        d.message = err instanceof Error ? err.message : String(err);
+      }
       throw err;
     }
   }
@@ -512,6 +691,7 @@ export class EndpointController {
           enabled: e.batching.enabled, max_batch_size: e.batching.maxBatchSize,
           max_queue_delay_us: e.batching.maxQueueDelayUs, preferred_batch_sizes: e.batching.preferredBatchSizes,
         },
+        ...(e.validationRequest === undefined ? {} : { validation_request: e.validationRequest }),
         autoscaling: d === undefined ? undefined : {
           target_concurrency: e.scaling.targetConcurrency,
           min_replicas: e.scaling.minReplicas,
@@ -530,7 +710,7 @@ export class EndpointController {
         },
         state: {
           deployment: d?.state ?? 'DEPLOYMENT_CREATING',
-          deployment_state_message: d?.message ?? '',
+          deployment_state_message: d === undefined ? '' : d.message || d.validationNote,
           replicas: { ready: d?.readyReplicas ?? 0, total: d?.replicas.size ?? 0, desired: d?.desiredReplicas ?? 0 },
         },
       };
@@ -540,6 +720,12 @@ export class EndpointController {
       served_entities: c.servedEntities.map((e) => entityView(e, deployments)),
       traffic_config: { routes: c.routes.map((x) => ({ served_entity_name: x.servedEntityName, served_model_name: x.servedEntityName, traffic_percentage: x.trafficPercentage })) },
       ...(c.requestTimeoutMs === undefined ? {} : { request_timeout_ms: c.requestTimeoutMs }),
+      ...(c.rollout === undefined ? {} : {
+        rollout: {
+          canary_steps: c.rollout.canarySteps.map((x) => ({ traffic_percentage: x.trafficPercentage, duration_ms: x.durationMs })),
+          max_error_rate: c.rollout.maxErrorRate, max_p99_latency_ratio: c.rollout.maxP99LatencyRatio,
+        },
+      }),
     });
     const route = this.o.table.get(r.name);
     const ready = route !== undefined && route.entities.some((e) => e.trafficPercentage > 0 && e.traffic.backends.length > 0);

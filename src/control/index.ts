@@ -4,4 +4,4 @@
  */
 export { EndpointController, type ControllerOptions, type DeploymentState, type EndpointView } from './controller.js';
 export { endpointRoutes } from './api.js';
-export { compileConfig, type EndpointConfig, type ServedEntityConfig, type TrafficRoute, WORKLOAD_SIZES, type WorkloadSize } from './config.js';
+export { compileConfig, type CanaryStep, type EndpointConfig, type RolloutConfig, type ServedEntityConfig, type TrafficRoute, WORKLOAD_SIZES, type WorkloadSize } from './config.js';

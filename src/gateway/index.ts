@@ -9,12 +9,16 @@ import { FerryError, notFound } from '../errors.js';
 import { readBody, type Context, type Reply, type Router } from '../http/index.js';
 import { ChannelError, type ChannelRequest, type ChannelResponse } from '../channel/index.js';
 import { pickEntity, type Backend, type EndpointRoute, type EntityRoute, type RoutingTable } from './routing.js';
+import type { GatewayStats } from './stats.js';
 
 export { RoutingTable, pickBackend, pickEntity, type Backend, type EndpointRoute, type EntityRoute } from './routing.js';
 export { EntityTraffic, type TrafficOptions } from './traffic.js';
+export { GatewayStats, statsKey, type StatsSummary } from './stats.js';
 
 export interface GatewayOptions {
   maxBodyBytes: number;
+  /** Per served entity status and latency, for canary analysis. */
+  stats: GatewayStats;
 }
 
 /** Seconds a client should wait before retrying when no replica is ready. */
@@ -40,9 +44,12 @@ export function gatewayRoutes(router: Router, table: RoutingTable, opts: Gateway
     const entity = pickEntity(entitiesFor(ctx, r), Math.random());
     if (!entity) throw noReplica(r.name);
     entity.traffic.begin();
+    const t0 = performance.now();
+    let status = 500;
     try {
       const body = ctx.method === 'POST' ? await readBody(ctx.req, opts.maxBodyBytes) : undefined;
       const res = await send(entity, { method: ctx.method, path: replicaPath(r), body }, r.timeoutMs);
+      status = res.status;
       ctx.res.writeHead(res.status, {
         'content-type': res.contentType ?? 'application/json',
         'content-length': res.body.length,
@@ -50,8 +57,12 @@ export function gatewayRoutes(router: Router, table: RoutingTable, opts: Gateway
       });
       ctx.res.end(res.body);
       return undefined;
+    } catch (err) {
+      status = err instanceof FerryError ? err.status : 500;
+      throw err;
     } finally {
       entity.traffic.end();
+      opts.stats.record(entity.statsKey, status, performance.now() - t0);
     }
   };
 

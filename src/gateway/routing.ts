@@ -27,6 +27,8 @@ export interface EntityRoute {
   trafficPercentage: number;
   /** Ready replicas, capacity and the wait buffer; shared with the control plane. */
   traffic: EntityTraffic;
+  /** Key of this entity's status/latency samples (`statsKey`), built once per route. */
+  statsKey: string;
 }
 
 export interface EndpointRoute {

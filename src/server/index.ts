@@ -69,7 +69,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       traffic: { maxConcurrencyPerReplica: config.replicaMaxConcurrency, maxQueued: config.bufferDepth, queueTimeoutMs: config.bufferTimeoutMs },
     });
     endpointRoutes(router, controller, { maxBodyBytes: config.maxBodyBytes });
-    gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes });
+    gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats });
     await controller.start();
 
     const server = http.createServer(listener(router, [authenticate(store, now)], (err, ctx) => {
