@@ -7,12 +7,11 @@ import assert from 'node:assert/strict';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import onnxProto from 'onnx-proto';
 import { blendRoutes, judgeCanaryStep, LATENCY_FLOOR_MS } from '../src/control/rollout.js';
 import { writeFixtures, type FixturePaths } from '../src/fixtures/index.js';
-import { GatewayStats, statsKey } from '../src/gateway/stats.js';
+import { GatewayStats, statsKey } from '../src/gateway/index.js';
 import type { FerryServer } from '../src/server/index.js';
-import { request, startTestServer, tempDir, waitFor, type HttpResult } from './support/index.js';
+import { request, startTestServer, tempDir, waitFor, writeEvenRowsModel, type HttpResult } from './support/index.js';
 
 const SPEC = { canarySteps: [{ trafficPercentage: 10, durationMs: 0 }], maxErrorRate: 0.05, maxP99LatencyRatio: 2 };
 const summary = (requests: number, errors: number, p99LatencyMs?: number) => ({ requests, errors, errorRate: requests ? errors / requests : 0, p99LatencyMs });
@@ -134,31 +133,6 @@ async function servedBy(name: string, n = 20): Promise<Set<string>> {
     who.add(String(r.headers['served-model-name']));
   }
   return who;
-}
-
-/**
- * A model that loads and validates like any [-1, 4] model but fails at run time on an odd number
- * of rows: y = Reshape(x, [-1, 8]) needs the element count to be a multiple of 8. Its directory
- * has a one-row input example (valid for the signature, refused by the model).
- */
-async function writeEvenRowsModel(modelDir: string): Promise<void> {
-  const { onnx } = onnxProto;
-  const T = onnx.TensorProto.DataType;
-  const bytes = onnx.ModelProto.encode({
-    irVersion: 8,
-    producerName: 'ferry-test',
-    opsetImport: [{ domain: '', version: 15 }],
-    graph: {
-      name: 'even-rows',
-      input: [{ name: 'x', type: { tensorType: { elemType: T.FLOAT, shape: { dim: [{ dimParam: 'N' }, { dimValue: 4 }] } } } }],
-      output: [{ name: 'y', type: { tensorType: { elemType: T.FLOAT, shape: { dim: [{ dimParam: 'M' }, { dimValue: 8 }] } } } }],
-      initializer: [{ name: 'shape', dims: [2], dataType: T.INT64, rawData: new Uint8Array(BigInt64Array.of(-1n, 8n).buffer) }],
-      node: [{ opType: 'Reshape', domain: '', input: ['x', 'shape'], output: ['y'], name: 'reshape' }],
-    },
-  }).finish();
-  await fsp.mkdir(modelDir, { recursive: true });
-  await fsp.writeFile(path.join(modelDir, 'model.onnx'), bytes);
-  await fsp.writeFile(path.join(modelDir, 'input_example.json'), JSON.stringify({ inputs: { x: [[1, 2, 3, 4]] } }));
 }
 
 /** The even-rows model with batching off, so a one-row request is never merged into two rows. */

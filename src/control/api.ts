@@ -25,6 +25,10 @@ export function endpointRoutes(router: Router, controller: EndpointController, o
       await controller.cancelUpdate(name(ctx));
       return { body: controller.describe(name(ctx)) };
     })
+    .add('PUT', `${base}/:name/ai-gateway`, async (ctx) => {
+      const a = await controller.setAiGateway(name(ctx), await body(ctx));
+      return { body: { fallback_config: { enabled: a.fallbackEnabled } } };
+    })
     .add('DELETE', `${base}/:name`, async (ctx) => {
       await controller.delete(name(ctx));
       return { body: {} };

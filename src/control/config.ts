@@ -83,15 +83,30 @@ const routeSchema = z.strictObject({
 /** The body of `PUT /serving-endpoints/{name}/config`, and `config` of a create. */
 export const endpointConfigSchema = z.strictObject({
   served_entities: z.array(servedEntitySchema).min(1).max(MAX_SERVED_ENTITIES),
-  traffic_config: z.strictObject({ routes: z.array(routeSchema).min(1) }).optional(),
+  traffic_config: z.strictObject({
+    routes: z.array(routeSchema).min(1),
+    /** Ferry extension: mirror a share of the requests to an entity; its answers are discarded. */
+    shadow_routes: z.array(z.strictObject({ served_entity_name: z.string(), mirror_percentage: z.number().int().min(1).max(100) })).max(MAX_SERVED_ENTITIES).optional(),
+  }).optional(),
   /** Ferry extension: how long the gateway waits for a replica's answer (default: server setting). */
   request_timeout_ms: z.number().int().min(1).max(600_000).optional(),
   rollout: rolloutSchema.optional(),
 });
 
+/** Databricks `ai_gateway`; Ferry supports `fallback_config` so far. */
+export const aiGatewaySchema = z.strictObject({
+  fallback_config: z.strictObject({ enabled: z.boolean() }).optional(),
+});
+
+export interface AiGatewayConfig {
+  /** A 5xx or unreachable replica on one served entity is retried on the next ones, in route order. */
+  fallbackEnabled: boolean;
+}
+
 export const createEndpointSchema = z.strictObject({
   name: z.string().regex(NAME_RE, `expected ${NAME_RULE}`),
   config: endpointConfigSchema,
+  ai_gateway: aiGatewaySchema.optional(),
   description: z.string().max(1000).default(''),
   tags: z.array(z.strictObject({ key: z.string().min(1).max(255), value: z.string().max(1000) })).default([]),
 });
@@ -144,10 +159,17 @@ export interface TrafficRoute {
   trafficPercentage: number;
 }
 
+export interface ShadowRoute {
+  servedEntityName: string;
+  mirrorPercentage: number;
+}
+
 export interface EndpointConfig {
   configVersion: number;
   servedEntities: ServedEntityConfig[];
   routes: TrafficRoute[];
+  /** Entities that get a copy of a share of the requests; callers never wait for or see them. */
+  shadows: ShadowRoute[];
   requestTimeoutMs: number | undefined;
   rollout: RolloutConfig | undefined;
 }
@@ -202,9 +224,31 @@ export async function compileConfig(raw: unknown, configVersion: number, registr
     });
   }
   return {
-    configVersion, servedEntities, routes: compileRoutes(c.traffic_config?.routes, servedEntities, field), requestTimeoutMs: c.request_timeout_ms,
+    configVersion, servedEntities, routes: compileRoutes(c.traffic_config?.routes, servedEntities, field),
+    shadows: compileShadows(c.traffic_config?.shadow_routes ?? [], servedEntities, `${field}.traffic_config.shadow_routes`),
+    requestTimeoutMs: c.request_timeout_ms,
     rollout: compileRollout(c.rollout, `${field}.rollout`),
   };
+}
+
+/** Each shadow names a served entity once. Example: a candidate at 0% traffic mirrored at 20%. */
+function compileShadows(shadows: Array<{ served_entity_name: string; mirror_percentage: number }>, entities: ServedEntityConfig[], field: string): ShadowRoute[] {
+  const out: ShadowRoute[] = [];
+  for (const [i, s] of shadows.entries()) {
+    if (!entities.some((e) => e.name === s.served_entity_name)) {
+      throw invalidParameter(`${field}[${i}].served_entity_name`, s.served_entity_name, `one of ${entities.map((e) => `'${e.name}'`).join(', ')}`);
+    }
+    if (out.some((o) => o.servedEntityName === s.served_entity_name)) throw invalidParameter(`${field}[${i}].served_entity_name`, s.served_entity_name, 'each served entity in one shadow route only');
+    out.push({ servedEntityName: s.served_entity_name, mirrorPercentage: s.mirror_percentage });
+  }
+  return out;
+}
+
+/** Validates an `ai_gateway` body (create or PUT .../ai-gateway). */
+export function compileAiGateway(raw: unknown, field = 'ai_gateway'): AiGatewayConfig {
+  const r = aiGatewaySchema.safeParse(raw ?? {});
+  if (!r.success) throw configError(r.error, raw, field === '' ? '' : `${field}.`);
+  return { fallbackEnabled: r.data.fallback_config?.enabled ?? false };
 }
 
 /** Steps must raise the new entities' share: 10 → 50 → 100, never 50 → 10. */

@@ -29,7 +29,7 @@ import { EntityTraffic, GatewayStats, statsKey, type Backend, type EndpointRoute
 import type { Registry } from '../registry/index.js';
 import type { ReplicaExit, ReplicaHandle, Runtime } from '../runtime/index.js';
 import type { EndpointRecord, MetadataStore } from '../store/index.js';
-import { compileConfig, parseCreateBody, type EndpointConfig, type ServedEntityConfig } from './config.js';
+import { compileAiGateway, compileConfig, parseCreateBody, type AiGatewayConfig, type EndpointConfig, type ServedEntityConfig } from './config.js';
 import {
   blendRoutes, describeStep, judgeCanaryStep, RolloutAborted, RolloutFailure, scoreValidation, sleepUnlessAborted, untilAborted,
   validationRequestOf, type Weighted,
@@ -187,6 +187,7 @@ export class EndpointController {
       name: b.name, id: randomUUID(), creator: principal, createdMs: now, updatedMs: now, description: b.description,
       tags: Object.fromEntries(b.tags.map((t) => [t.key, t.value])),
       config: undefined, pendingConfig: config, configUpdate: 'IN_PROGRESS', updateMessage: '',
+      aiGateway: compileAiGateway(b.ai_gateway),
     };
     await this.o.store.createEndpoint(record);
     const st = new EndpointState(record);
@@ -227,6 +228,17 @@ export class EndpointController {
     await this.o.store.putEndpoint(st.record);
     this.o.log('info', 'endpoint update canceled', { endpoint: name });
     await run?.done;
+  }
+
+  /** Replaces the endpoint's AI gateway settings; they apply to the live route at once. */
+  async setAiGateway(name: string, body: unknown): Promise<AiGatewayConfig> {
+    const st = this.get(name);
+    const aiGateway = compileAiGateway(body, '');
+    st.record = { ...st.record, aiGateway, updatedMs: this.o.now() };
+    await this.o.store.putEndpoint(st.record);
+    const route = this.o.table.get(name);
+    if (route) this.o.table.set({ ...route, fallback: aiGateway.fallbackEnabled });
+    return aiGateway;
   }
 
   /** Removes the endpoint: no more traffic, replicas drain and stop, then the record goes. */
@@ -540,15 +552,21 @@ export class EndpointController {
     this.publishWeighted(st, config, config.routes.map((r) => ({ target: deployments.get(r.servedEntityName) as Deployment, trafficPercentage: r.trafficPercentage })));
   }
 
-  /** Swaps the endpoint's route in one step; `config` gives the request timeout. */
+  /** Swaps the endpoint's route in one step; `config` gives the request timeout and the shadows. */
   private publishWeighted(st: EndpointState, config: EndpointConfig, weighted: Array<Weighted<Deployment>>): void {
+    const entities = weighted.map(({ target: d, trafficPercentage }) => ({
+      name: d.entity.name, modelVersion: d.entity.entityVersion, trafficPercentage, traffic: d.traffic,
+      statsKey: statsKey(d.endpoint, d.entity.name, d.entity.entityVersion),
+    }));
     const route: EndpointRoute = {
       name: st.record.name,
       timeoutMs: config.requestTimeoutMs ?? this.o.defaultRequestTimeoutMs,
-      entities: weighted.map(({ target: d, trafficPercentage }) => ({
-        name: d.entity.name, modelVersion: d.entity.entityVersion, trafficPercentage, traffic: d.traffic,
-        statsKey: statsKey(d.endpoint, d.entity.name, d.entity.entityVersion),
-      })),
+      entities,
+      shadows: (config.shadows ?? []).flatMap((s) => {
+        const entity = entities.find((e) => e.name === s.servedEntityName);
+        return entity ? [{ entity, mirrorPercentage: s.mirrorPercentage }] : [];
+      }),
+      fallback: aiGatewayOf(st.record).fallbackEnabled,
     };
     this.o.table.set(route);
   }
@@ -718,7 +736,10 @@ export class EndpointController {
     const configView = (c: EndpointConfig, deployments: Map<string, Deployment>): Record<string, unknown> => ({
       config_version: c.configVersion,
       served_entities: c.servedEntities.map((e) => entityView(e, deployments)),
-      traffic_config: { routes: c.routes.map((x) => ({ served_entity_name: x.servedEntityName, served_model_name: x.servedEntityName, traffic_percentage: x.trafficPercentage })) },
+      traffic_config: {
+        routes: c.routes.map((x) => ({ served_entity_name: x.servedEntityName, served_model_name: x.servedEntityName, traffic_percentage: x.trafficPercentage })),
+        ...((c.shadows ?? []).length ? { shadow_routes: c.shadows.map((x) => ({ served_entity_name: x.servedEntityName, mirror_percentage: x.mirrorPercentage })) } : {}),
+      },
       ...(c.requestTimeoutMs === undefined ? {} : { request_timeout_ms: c.requestTimeoutMs }),
       ...(c.rollout === undefined ? {} : {
         rollout: {
@@ -737,6 +758,7 @@ export class EndpointController {
       last_updated_timestamp: r.updatedMs,
       ...(r.description ? { description: r.description } : {}),
       tags: Object.entries(r.tags).map(([key, value]) => ({ key, value })),
+      ai_gateway: { fallback_config: { enabled: aiGatewayOf(r).fallbackEnabled } },
       state: {
         ready: ready ? 'READY' : 'NOT_READY',
         config_update: r.configUpdate,
@@ -746,6 +768,12 @@ export class EndpointController {
       ...(r.pendingConfig ? { pending_config: { ...configView(r.pendingConfig, st.pending), start_time: r.updatedMs } } : {}),
     };
   }
+}
+
+/** The stored AI gateway settings (records written before they existed have none). */
+function aiGatewayOf(r: Record_): AiGatewayConfig {
+  const a = r.aiGateway as Partial<AiGatewayConfig> | undefined;
+  return { fallbackEnabled: a?.fallbackEnabled === true };
 }
 
 export type EndpointView = Record<string, unknown> & { name: string; state: { ready: 'READY' | 'NOT_READY'; config_update: string } };

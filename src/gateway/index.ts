@@ -41,22 +41,43 @@ export function gatewayRoutes(router: Router, table: RoutingTable, opts: Gateway
   };
   const forward = async (ctx: Context, replicaPath: (r: EndpointRoute) => string): Promise<Reply | undefined> => {
     const r = route(ctx);
-    const entity = pickEntity(entitiesFor(ctx, r), Math.random());
-    if (!entity) throw noReplica(r.name);
+    const entities = entitiesFor(ctx, r);
+    const first = pickEntity(entities, Math.random());
+    if (!first) throw noReplica(r.name);
+    const body = ctx.method === 'POST' ? await readBody(ctx.req, opts.maxBodyBytes) : undefined;
+    const req = { method: ctx.method, path: replicaPath(r), body };
+    for (const s of r.shadows) if (s.entity !== first && Math.random() * 100 < s.mirrorPercentage) mirror(s.entity, req, r.timeoutMs);
+    // With fallback on, a 5xx or an unreachable entity passes the request to the next entities in
+    // route order (Databricks fallback_config); otherwise the first answer is final.
+    const order = r.fallback ? [first, ...entities.filter((e) => e !== first)] : [first];
+    for (const [i, entity] of order.entries()) {
+      const last = i === order.length - 1;
+      try {
+        const res = await measured(entity, () => send(entity, req, r.timeoutMs));
+        if (res.status >= 500 && !last) continue;
+        ctx.res.writeHead(res.status, {
+          'content-type': res.contentType ?? 'application/json',
+          'content-length': res.body.length,
+          'served-model-name': entity.name,
+        });
+        ctx.res.end(res.body);
+        return undefined;
+      } catch (err) {
+        if (last || !(err instanceof FerryError) || err.status < 500) throw err;
+      }
+    }
+    throw noReplica(r.name);
+  };
+
+  /** Runs one attempt on `entity`, counted in its concurrency and recorded in the stats. */
+  const measured = async (entity: EntityRoute, attempt: () => Promise<ChannelResponse>): Promise<ChannelResponse> => {
     entity.traffic.begin();
     const t0 = performance.now();
     let status = 500;
     try {
-      const body = ctx.method === 'POST' ? await readBody(ctx.req, opts.maxBodyBytes) : undefined;
-      const res = await send(entity, { method: ctx.method, path: replicaPath(r), body }, r.timeoutMs);
+      const res = await attempt();
       status = res.status;
-      ctx.res.writeHead(res.status, {
-        'content-type': res.contentType ?? 'application/json',
-        'content-length': res.body.length,
-        'served-model-name': entity.name,
-      });
-      ctx.res.end(res.body);
-      return undefined;
+      return res;
     } catch (err) {
       status = err instanceof FerryError ? err.status : 500;
       throw err;
@@ -64,6 +85,11 @@ export function gatewayRoutes(router: Router, table: RoutingTable, opts: Gateway
       entity.traffic.end();
       opts.stats.record(entity.statsKey, status, performance.now() - t0);
     }
+  };
+
+  /** Sends a copy to a shadow entity; nobody waits for it, its answer only counts in the stats. */
+  const mirror = (entity: EntityRoute, req: ChannelRequest, timeoutMs: number): void => {
+    measured(entity, () => send(entity, req, timeoutMs)).catch(() => undefined);
   };
 
   const invocations = (ctx: Context): Promise<Reply | undefined> => forward(ctx, () => '/invocations');

@@ -33,8 +33,13 @@ export interface EntityRoute {
 
 export interface EndpointRoute {
   name: string;
+  /** In route order: fallback tries them in this order. */
   entities: EntityRoute[];
   timeoutMs: number;
+  /** Entities that also get a copy of this share of requests (answers discarded). */
+  shadows: Array<{ entity: EntityRoute; mirrorPercentage: number }>;
+  /** Retry a 5xx or unreachable entity on the next ones in route order. */
+  fallback: boolean;
 }
 
 export class RoutingTable {

@@ -77,4 +77,8 @@ export const MIGRATIONS: readonly string[] = [
     update_message TEXT NOT NULL DEFAULT ''
   );
   `,
+  // 3: per-endpoint AI gateway settings (fallback), as JSON
+  `
+  ALTER TABLE endpoints ADD COLUMN ai_gateway TEXT NOT NULL DEFAULT '{}';
+  `,
 ];

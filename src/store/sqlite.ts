@@ -228,8 +228,8 @@ class SqliteStore implements MetadataStore {
       if (this.stmt('SELECT 1 FROM endpoints WHERE name = ?').get(e.name)) {
         throw new FerryError('RESOURCE_ALREADY_EXISTS', `Serving endpoint '${e.name}' already exists.`);
       }
-      this.stmt(`INSERT INTO endpoints (name, id, creator, created_ms, updated_ms, description, tags, config, pending_config, config_update, update_message)
-        VALUES (@name, @id, @creator, @createdMs, @updatedMs, @description, @tags, @config, @pendingConfig, @configUpdate, @updateMessage)`).run(endpointParams(e));
+      this.stmt(`INSERT INTO endpoints (name, id, creator, created_ms, updated_ms, description, tags, config, pending_config, config_update, update_message, ai_gateway)
+        VALUES (@name, @id, @creator, @createdMs, @updatedMs, @description, @tags, @config, @pendingConfig, @configUpdate, @updateMessage, @aiGateway)`).run(endpointParams(e));
     });
   }
 
@@ -245,7 +245,7 @@ class SqliteStore implements MetadataStore {
   async putEndpoint(e: EndpointRecord): Promise<void> {
     const { changes } = this.stmt(`UPDATE endpoints SET id = @id, creator = @creator, created_ms = @createdMs, updated_ms = @updatedMs,
         description = @description, tags = @tags, config = @config, pending_config = @pendingConfig, config_update = @configUpdate,
-        update_message = @updateMessage WHERE name = @name`).run(endpointParams(e));
+        update_message = @updateMessage, ai_gateway = @aiGateway WHERE name = @name`).run(endpointParams(e));
     if (changes === 0) throw notFound(`Serving endpoint '${e.name}'`);
   }
 
@@ -342,6 +342,7 @@ function endpointParams(e: EndpointRecord): Record<string, unknown> {
     name: e.name, id: e.id, creator: e.creator, createdMs: e.createdMs, updatedMs: e.updatedMs, description: e.description,
     tags: JSON.stringify(e.tags), config: e.config === undefined ? null : JSON.stringify(e.config),
     pendingConfig: e.pendingConfig === undefined ? null : JSON.stringify(e.pendingConfig), configUpdate: e.configUpdate, updateMessage: e.updateMessage,
+    aiGateway: JSON.stringify(e.aiGateway ?? {}),
   };
 }
 
@@ -352,6 +353,7 @@ function toEndpoint(r: Row): EndpointRecord {
     config: r.config === null ? undefined : JSON.parse(r.config as string) as unknown,
     pendingConfig: r.pending_config === null ? undefined : JSON.parse(r.pending_config as string) as unknown,
     configUpdate: r.config_update as EndpointRecord['configUpdate'], updateMessage: String(r.update_message),
+    aiGateway: JSON.parse(r.ai_gateway as string) as unknown,
   };
 }
 

@@ -92,6 +92,8 @@ export interface EndpointRecord<C = unknown> {
   configUpdate: ConfigUpdateState;
   /** Why the last update failed or was cancelled ('' otherwise). */
   updateMessage: string;
+  /** AI gateway settings (Databricks `ai_gateway`), owned by the control plane. */
+  aiGateway: unknown;
 }
 
 export interface MetadataStore {

@@ -148,6 +148,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       const e = {
         name: 'ep', id: 'id-1', creator: 'admin', createdMs: 1, updatedMs: 1, description: '', tags: { a: 'b' },
         config: undefined, pendingConfig: { configVersion: 1, entities: ['x'] }, configUpdate: 'IN_PROGRESS' as const, updateMessage: '',
+        aiGateway: { fallback: true },
       };
       await s.createEndpoint(e);
       await rejectsWith(s.createEndpoint({ ...e, id: 'id-2' }), 'RESOURCE_ALREADY_EXISTS');

@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
+import onnxProto from 'onnx-proto';
 import { compileServerConfig } from '../../src/config/index.js';
 import { FerryError, type ErrorCode } from '../../src/errors.js';
 import { startServer, type FerryServer } from '../../src/server/index.js';
@@ -154,3 +155,29 @@ export async function rejectsWith(promise: Promise<unknown>, code: ErrorCode, me
   }
   assert.fail(`expected a ${code} rejection`);
 }
+
+/**
+ * A model that loads and validates like any [-1, 4] model but fails at run time on an odd number
+ * of rows: y = Reshape(x, [-1, 8]) needs the element count to be a multiple of 8. Its directory
+ * has a one-row input example (valid for the signature, refused by the model).
+ */
+export async function writeEvenRowsModel(modelDir: string): Promise<void> {
+  const { onnx } = onnxProto;
+  const T = onnx.TensorProto.DataType;
+  const bytes = onnx.ModelProto.encode({
+    irVersion: 8,
+    producerName: 'ferry-test',
+    opsetImport: [{ domain: '', version: 15 }],
+    graph: {
+      name: 'even-rows',
+      input: [{ name: 'x', type: { tensorType: { elemType: T.FLOAT, shape: { dim: [{ dimParam: 'N' }, { dimValue: 4 }] } } } }],
+      output: [{ name: 'y', type: { tensorType: { elemType: T.FLOAT, shape: { dim: [{ dimParam: 'M' }, { dimValue: 8 }] } } } }],
+      initializer: [{ name: 'shape', dims: [2], dataType: T.INT64, rawData: new Uint8Array(BigInt64Array.of(-1n, 8n).buffer) }],
+      node: [{ opType: 'Reshape', domain: '', input: ['x', 'shape'], output: ['y'], name: 'reshape' }],
+    },
+  }).finish();
+  await fsp.mkdir(modelDir, { recursive: true });
+  await fsp.writeFile(path.join(modelDir, 'model.onnx'), bytes);
+  await fsp.writeFile(path.join(modelDir, 'input_example.json'), JSON.stringify({ inputs: { x: [[1, 2, 3, 4]] } }));
+}
+
