@@ -88,7 +88,7 @@ after(async () => {
   await fsp.rm(dir, { recursive: true, force: true });
 });
 
-test('kill -9 a random replica every 3 s for 18 s under load: no request fails', { timeout: 120_000 }, async () => {
+test('kill -9 a random replica every 3 s for 30 s under load: no request fails', { timeout: 120_000 }, async () => {
   // Two replicas, fixed: 8 concurrent requests at 4 per replica.
   await call('POST', '/api/2.0/serving-endpoints', {
     name: 'chaos',
@@ -98,7 +98,7 @@ test('kill -9 a random replica every 3 s for 18 s under load: no request fails',
   await waitFor('2 replicas', async () => ((await replicaPids('chaos')).length === 2 ? true : undefined));
   const l = load('chaos', 8, ROW, isLinear);
   let kills = 0;
-  const end = Date.now() + 18_000;
+  const end = Date.now() + 30_000;
   while (Date.now() < end) {
     await new Promise((r) => setTimeout(r, 3000));
     const pids = await replicaPids('chaos');
@@ -110,7 +110,9 @@ test('kill -9 a random replica every 3 s for 18 s under load: no request fails',
   }
   await l.stop();
   summary(`kill -9 a replica every 3 s (${kills} kills)`, l.stats);
-  assert.ok(kills >= 3, `only ${kills} kills`);
+  // Replicas killed young count as crash-looping, so restarts back off (2 s, 4 s, ...) and kills
+  // wait for both to be up again: 4-6 kills in 30 s.
+  assert.ok(kills >= 4, `only ${kills} kills`);
   assert.deepEqual(l.stats.failures, [], `${l.stats.failed} of ${l.stats.sent} failed`);
   assert.ok(l.stats.sent > 500);
   await call('DELETE', '/api/2.0/serving-endpoints/chaos');

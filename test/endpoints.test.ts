@@ -297,7 +297,12 @@ describe('serving endpoints', () => {
     const [pid] = await replicaPids();
     process.kill(pid as number, 'SIGKILL');
     await waitFor('replica gone', async () => ((await replicaPids()).length === 0 ? true : undefined));
-    await waitFor('backend removed', async () => ((await call('GET', '/api/2.0/serving-endpoints/errs')).json.config.served_entities[0].state.replicas.ready === 0 ? true : undefined));
+    const recovering = await waitFor('backend removed', async () => {
+      const entity = (await call('GET', '/api/2.0/serving-endpoints/errs')).json.config.served_entities[0];
+      return entity.state.replicas.ready === 0 ? entity : undefined;
+    });
+    assert.equal(recovering.state.deployment, 'DEPLOYMENT_RECOVERING');
+    assert.match(recovering.state.deployment_state_message, /exited \(SIGKILL\)\. Last log lines:\n.*replica ready/s);
     const answers = await Promise.all(Array.from({ length: 5 }, () => call('POST', '/serving-endpoints/errs/invocations', { inputs: [[1, 2, 3, 4]] })));
     const byStatus = answers.map((a) => a.status).sort();
     assert.deepEqual(byStatus, [429, 429, 429, 503, 503], answers.map((a) => a.text).join('\n'));
