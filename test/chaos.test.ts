@@ -10,7 +10,9 @@ import { after, before, test } from 'node:test';
 import onnxProto from 'onnx-proto';
 import { writeFixtures, type FixturePaths } from '../src/fixtures/index.js';
 import type { FerryServer } from '../src/server/index.js';
-import { kill, Processes, request, startTestServer, tempDir, waitFor, type HttpResult } from './support/index.js';
+import {
+  kill, Processes, registerVersion, replicaPids as replicaPidsOf, request, startTestServer, tempDir, waitFor, waitSettled, type HttpResult,
+} from './support/index.js';
 
 let dir: string;
 let fx: FixturePaths;
@@ -19,30 +21,9 @@ let server: FerryServer;
 const call = (method: string, p: string, json?: unknown): Promise<HttpResult> =>
   request({ url: server.url, method, path: p, ...(json === undefined ? {} : { json }) });
 
-async function register(url: string, name: string, source: string): Promise<void> {
-  await request({ url, method: 'POST', path: '/api/2.0/mlflow/registered-models/create', json: { name } });
-  const r = await request({ url, method: 'POST', path: '/api/2.0/mlflow/model-versions/create', json: { name, source } });
-  assert.equal(r.json.model_version.status, 'READY', r.text);
-}
-
-async function settled(name: string): Promise<any> {
-  return waitFor(`${name} settled`, async () => {
-    const r = await call('GET', `/api/2.0/serving-endpoints/${name}`);
-    return r.json?.state?.config_update === 'IN_PROGRESS' ? undefined : r.json;
-  }, 30_000);
-}
-
-/** Replica pids of `endpoint` from the runtime's pid files. */
-async function replicaPids(endpoint: string): Promise<number[]> {
-  const pidsDir = path.join(dir, 'data', 'runtime', 'pids');
-  const out: number[] = [];
-  for (const f of await fsp.readdir(pidsDir).catch(() => [] as string[])) {
-    if (!f.startsWith(`${endpoint}.`)) continue;
-    const pid = Number((JSON.parse(await fsp.readFile(path.join(pidsDir, f), 'utf8').catch(() => '{}')) as { pid?: number }).pid);
-    if (Number.isInteger(pid) && (await fsp.access(`/proc/${pid}`).then(() => true, () => false))) out.push(pid);
-  }
-  return out;
-}
+const register = (url: string, name: string, source: string): Promise<string> => registerVersion(url, name, source);
+const settled = (name: string): Promise<any> => waitSettled(server.url, name);
+const replicaPids = (endpoint: string): Promise<number[]> => replicaPidsOf(path.join(dir, 'data'), endpoint);
 
 /** Closed-loop clients scoring `body` until stopped (or 60 s, a hard bound). */
 function load(endpoint: string, clients: number, body: unknown, check: (r: HttpResult) => boolean) {

@@ -9,7 +9,10 @@ import { after, before, describe, test } from 'node:test';
 import onnxProto from 'onnx-proto';
 import { writeFixtures, writeMlp, type FixturePaths } from '../src/fixtures/index.js';
 import type { FerryServer } from '../src/server/index.js';
-import { request, startTestServer, tempDir, waitFor, type HttpResult } from './support/index.js';
+import {
+  ferryChildren as ferryChildrenOf, registerVersion, replicaPids as replicaPidsOf, request, startTestServer, tempDir, waitFor,
+  waitSettled as waitSettledAt, type HttpResult,
+} from './support/index.js';
 
 /** Small limits so the tests can reach them: body 64 KiB, 2 waiting requests per entity for 300 ms. */
 const SERVER_OPTIONS = { maxBodySize: 64 * 1024, bufferDepth: 2, bufferTimeout: '300ms' };
@@ -22,44 +25,10 @@ let server: FerryServer;
 const call = (method: string, p: string, json?: unknown, token?: string | null): Promise<HttpResult> =>
   request({ url: server.url, method, path: p, ...(json === undefined ? {} : { json }), ...(token === undefined ? {} : { token }) });
 
-async function register(name: string, source: string): Promise<string> {
-  await call('POST', '/api/2.0/mlflow/registered-models/create', { name });
-  const r = await call('POST', '/api/2.0/mlflow/model-versions/create', { name, source });
-  assert.equal(r.json.model_version.status, 'READY', r.text);
-  return r.json.model_version.version as string;
-}
-
-async function waitSettled(name: string, timeoutMs = 30_000): Promise<any> {
-  return waitFor(`endpoint ${name} to settle`, async () => {
-    const r = await call('GET', `/api/2.0/serving-endpoints/${name}`);
-    return r.json?.state?.config_update === 'IN_PROGRESS' ? undefined : r.json;
-  }, timeoutMs);
-}
-
-/**
- * Live replica processes of this test's server: the pids the local runtime records for replicas
- * (idle warm-pool processes are not replicas and are not listed there).
- */
-async function replicaPids(): Promise<number[]> {
-  const dirOf = path.join(dataDir, 'runtime', 'pids');
-  const pids: number[] = [];
-  for (const f of await fsp.readdir(dirOf).catch(() => [] as string[])) {
-    const pid = Number((JSON.parse(await fsp.readFile(path.join(dirOf, f), 'utf8').catch(() => '{}')) as { pid?: number }).pid);
-    if (Number.isInteger(pid) && (await fsp.access(`/proc/${pid}`).then(() => true, () => false))) pids.push(pid);
-  }
-  return pids;
-}
-
-/** Every process (replica or warm-pool) whose command line mentions this test's data directory. */
-async function ferryChildren(): Promise<number[]> {
-  const pids: number[] = [];
-  for (const p of await fsp.readdir('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    const cmd = await fsp.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes('replica') && cmd.includes(dataDir)) pids.push(Number(p));
-  }
-  return pids;
-}
+const register = (name: string, source: string): Promise<string> => registerVersion(server.url, name, source);
+const waitSettled = (name: string): Promise<any> => waitSettledAt(server.url, name);
+const replicaPids = (): Promise<number[]> => replicaPidsOf(dataDir);
+const ferryChildren = (): Promise<number[]> => ferryChildrenOf(dataDir);
 
 /** An ONNX file that parses (so it registers READY) but that onnxruntime refuses to load. */
 async function writeBrokenModel(file: string): Promise<void> {

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import fsp from 'node:fs/promises';
+import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { onnxFlavor } from '../src/flavors/onnx/index.js';
@@ -230,7 +231,22 @@ describe('replica behaviour', () => {
 
   test('SIGTERM drains in-flight requests, then exits and removes its socket', async () => {
     const { socketPath, child } = await startReplica('drain', heavyDir, 'model.onnx');
-    const inflight = request({ socketPath, method: 'POST', path: '/invocations', json: bigBatch(512), token: null });
+    // Send the batch and wait until its body has left this process, plus a margin for the replica
+    // to read it: only then is it "in flight" at the replica.
+    const body = JSON.stringify(bigBatch(512));
+    let sentBody!: () => void;
+    const bodySent = new Promise<void>((resolve) => (sentBody = resolve));
+    const inflight = new Promise<{ status: number; json: any }>((resolve, reject) => {
+      const req = http.request({ socketPath, method: 'POST', path: '/invocations', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
+      });
+      req.on('error', reject);
+      req.on('finish', sentBody);
+      req.end(body);
+    });
+    await bodySent;
     await new Promise((r) => setTimeout(r, 300));
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     child.kill('SIGTERM');

@@ -11,7 +11,10 @@ import { blendRoutes, judgeCanaryStep, LATENCY_FLOOR_MS } from '../src/control/r
 import { writeFixtures, type FixturePaths } from '../src/fixtures/index.js';
 import { GatewayStats, statsKey } from '../src/gateway/index.js';
 import type { FerryServer } from '../src/server/index.js';
-import { request, startTestServer, tempDir, waitFor, writeEvenRowsModel, type HttpResult } from './support/index.js';
+import {
+  ferryChildren as ferryChildrenOf, registerVersion, replicaPids as replicaPidsOf, request, startTestServer, tempDir, waitFor,
+  waitSettled as waitSettledAt, writeEvenRowsModel, type HttpResult,
+} from './support/index.js';
 
 const SPEC = { canarySteps: [{ trafficPercentage: 10, durationMs: 0 }], maxErrorRate: 0.05, maxP99LatencyRatio: 2 };
 const summary = (requests: number, errors: number, p99LatencyMs?: number) => ({ requests, errors, errorRate: requests ? errors / requests : 0, p99LatencyMs });
@@ -59,18 +62,10 @@ let server: FerryServer;
 const call = (method: string, p: string, json?: unknown): Promise<HttpResult> => request({ url: server.url, method, path: p, ...(json === undefined ? {} : { json }) });
 const endpoint = async (name: string): Promise<any> => (await call('GET', `/api/2.0/serving-endpoints/${name}`)).json;
 
-async function register(name: string, source: string): Promise<void> {
-  await call('POST', '/api/2.0/mlflow/registered-models/create', { name });
-  const r = await call('POST', '/api/2.0/mlflow/model-versions/create', { name, source });
-  assert.equal(r.json.model_version.status, 'READY', r.text);
-}
-
-async function waitSettled(name: string, timeoutMs = 30_000): Promise<any> {
-  return waitFor(`endpoint ${name} to settle`, async () => {
-    const e = await endpoint(name);
-    return e?.state?.config_update === 'IN_PROGRESS' ? undefined : e;
-  }, timeoutMs);
-}
+const register = (name: string, source: string): Promise<string> => registerVersion(server.url, name, source);
+const waitSettled = (name: string, timeoutMs?: number): Promise<any> => waitSettledAt(server.url, name, timeoutMs);
+const replicaPids = (): Promise<number[]> => replicaPidsOf(dataDir);
+const ferryChildren = (): Promise<number[]> => ferryChildrenOf(dataDir);
 
 /** Waits until the in-progress message matches `re` (e.g. a canary step holding). */
 async function waitProgress(name: string, re: RegExp): Promise<any> {
@@ -81,30 +76,8 @@ async function waitProgress(name: string, re: RegExp): Promise<any> {
   }, 30_000);
 }
 
-/** Live replica processes of this test's server (from the local runtime's pid files). */
-async function replicaPids(): Promise<number[]> {
-  const dirOf = path.join(dataDir, 'runtime', 'pids');
-  const pids: number[] = [];
-  for (const f of await fsp.readdir(dirOf).catch(() => [] as string[])) {
-    const pid = Number((JSON.parse(await fsp.readFile(path.join(dirOf, f), 'utf8').catch(() => '{}')) as { pid?: number }).pid);
-    if (Number.isInteger(pid) && (await fsp.access(`/proc/${pid}`).then(() => true, () => false))) pids.push(pid);
-  }
-  return pids;
-}
-
 async function waitReplicas(n: number): Promise<void> {
   await waitFor(`${n} replica(s) running`, async () => ((await replicaPids()).length === n ? true : undefined));
-}
-
-/** Every process (replica or warm-pool) whose command line mentions this test's data directory. */
-async function ferryChildren(): Promise<number[]> {
-  const pids: number[] = [];
-  for (const p of await fsp.readdir('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    const cmd = await fsp.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes('replica') && cmd.includes(dataDir)) pids.push(Number(p));
-  }
-  return pids;
 }
 
 /** `workers` clients querying `name` in a loop until stopped; collects who answered and what failed. */

@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import { writeFixtures } from '../src/fixtures/index.js';
 import { statsKey } from '../src/gateway/index.js';
 import type { FerryServer } from '../src/server/index.js';
-import { request, startTestServer, tempDir, waitFor, writeEvenRowsModel, type HttpResult } from './support/index.js';
+import { registerVersion, request, startTestServer, tempDir, waitFor, waitSettled, writeEvenRowsModel, type HttpResult } from './support/index.js';
 
 let dir: string;
 let server: FerryServer;
@@ -14,18 +14,8 @@ let server: FerryServer;
 const call = (method: string, p: string, json?: unknown): Promise<HttpResult> =>
   request({ url: server.url, method, path: p, ...(json === undefined ? {} : { json }) });
 
-async function register(name: string, source: string): Promise<void> {
-  await call('POST', '/api/2.0/mlflow/registered-models/create', { name });
-  const r = await call('POST', '/api/2.0/mlflow/model-versions/create', { name, source });
-  assert.equal(r.json.model_version.status, 'READY', r.text);
-}
-
-async function settled(name: string): Promise<any> {
-  return waitFor(`${name} settled`, async () => {
-    const r = await call('GET', `/api/2.0/serving-endpoints/${name}`);
-    return r.json?.state?.config_update === 'IN_PROGRESS' ? undefined : r.json;
-  }, 30_000);
-}
+const register = (name: string, source: string): Promise<string> => registerVersion(server.url, name, source);
+const settled = (name: string): Promise<any> => waitSettled(server.url, name);
 
 const ROW = { inputs: [[1, 2, 3, 4]] };
 /** The even-rows model validated with two rows (passes), then sent one-row requests (fail). */

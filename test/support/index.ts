@@ -181,3 +181,46 @@ export async function writeEvenRowsModel(modelDir: string): Promise<void> {
   await fsp.writeFile(path.join(modelDir, 'input_example.json'), JSON.stringify({ inputs: { x: [[1, 2, 3, 4]] } }));
 }
 
+
+/** Registers `source` as a new version of `name` (creating the model if needed); asserts READY; returns the version. */
+export async function registerVersion(url: string, name: string, source: string): Promise<string> {
+  await request({ url, method: 'POST', path: '/api/2.0/mlflow/registered-models/create', json: { name } });
+  const r = await request({ url, method: 'POST', path: '/api/2.0/mlflow/model-versions/create', json: { name, source } });
+  assert.equal(r.json?.model_version?.status, 'READY', r.text);
+  return r.json.model_version.version as string;
+}
+
+/** Waits until endpoint `name` has no update in progress; returns it. */
+export async function waitSettled(url: string, name: string, timeoutMs = 30_000): Promise<any> {
+  return waitFor(`endpoint ${name} to settle`, async () => {
+    const r = await request({ url, path: `/api/2.0/serving-endpoints/${name}` });
+    return r.json?.state?.config_update === 'IN_PROGRESS' ? undefined : r.json;
+  }, timeoutMs);
+}
+
+/**
+ * Live replica processes of the server whose data directory is `dataDir`, from the local
+ * runtime's pid files (idle warm-pool processes are not replicas and are not listed there);
+ * `endpoint` keeps only that endpoint's replicas.
+ */
+export async function replicaPids(dataDir: string, endpoint?: string): Promise<number[]> {
+  const pidsDir = path.join(dataDir, 'runtime', 'pids');
+  const pids: number[] = [];
+  for (const f of await fsp.readdir(pidsDir).catch(() => [] as string[])) {
+    if (endpoint !== undefined && !f.startsWith(`${endpoint}.`)) continue;
+    const pid = Number((JSON.parse(await fsp.readFile(path.join(pidsDir, f), 'utf8').catch(() => '{}')) as { pid?: number }).pid);
+    if (Number.isInteger(pid) && (await fsp.access(`/proc/${pid}`).then(() => true, () => false))) pids.push(pid);
+  }
+  return pids;
+}
+
+/** Every process (replica or warm-pool) whose command line mentions `dataDir`. */
+export async function ferryChildren(dataDir: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const p of await fsp.readdir('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    const cmd = await fsp.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.includes('replica') && cmd.includes(dataDir)) pids.push(Number(p));
+  }
+  return pids;
+}
