@@ -115,6 +115,9 @@ test('ferry serve: from a model file to an endpoint and a curl command that work
   assert.equal(badQuery.code, 1);
   assert.match(badQuery.stderr, /INVALID_PARAMETER_VALUE/);
   assert.equal((await ferry(['serve', 'models:/linear'])).code, 2);
+  const cancel = await ferry(['endpoints', 'cancel', 'lin2']);
+  assert.equal(cancel.code, 1, 'nothing to cancel');
+  assert.match(cancel.stderr, /RESOURCE_CONFLICT/);
   for (const ep of ['linear', 'lin2']) assert.equal((await ferry(['endpoints', 'delete', ep])).code, 0);
 });
 

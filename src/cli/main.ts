@@ -37,6 +37,7 @@ Commands:
                     [--workload-type CPU|GPU_SMALL|...] | --file body.json  [--no-wait]
   endpoints update <name> --model NAME --version V | --file config.json  [--no-wait]
   endpoints list | get <name> | delete <name>
+  endpoints cancel <name>     Cancel the update in progress (the previous config keeps serving)
   endpoints logs <name> <served-entity>
   query <endpoint> --json '{"inputs": [[1, 2, 3, 4]]}' | --file request.json
   fixtures [dir]              Write the built-in example models (default ./fixtures)
@@ -364,6 +365,11 @@ async function endpointsCommand(args: string[]): Promise<void> {
       out(values, e, describeEndpoint(e));
       return;
     }
+    case 'cancel': {
+      const e = await client.cancelEndpointUpdate(needName());
+      out(values, e, describeEndpoint(e));
+      return;
+    }
     case 'delete': {
       await client.deleteEndpoint(needName());
       out(values, {}, `Deleted endpoint '${needName()}'.`);
@@ -376,7 +382,7 @@ async function endpointsCommand(args: string[]): Promise<void> {
       return;
     }
     default:
-      throw new UsageError(`endpoints: unknown subcommand '${sub ?? ''}' (create, update, list, get, delete, logs).`);
+      throw new UsageError(`endpoints: unknown subcommand '${sub ?? ''}' (create, update, list, get, cancel, delete, logs).`);
   }
 }
 

@@ -245,6 +245,11 @@ export class FerryClient {
     return this.request('PUT', `/api/2.0/serving-endpoints/${encodeURIComponent(name)}/config`, { json: config });
   }
 
+  /** Cancels the update in progress (UPDATE_CANCELED); the previous config keeps serving. */
+  async cancelEndpointUpdate(name: string): Promise<ServingEndpoint> {
+    return this.request('POST', `/api/2.0/serving-endpoints/${encodeURIComponent(name)}/config/cancel`);
+  }
+
   async deleteEndpoint(name: string): Promise<void> {
     await this.request('DELETE', `/api/2.0/serving-endpoints/${encodeURIComponent(name)}`);
   }
