@@ -121,6 +121,14 @@ test('ferry serve: from a model file to an endpoint and a curl command that work
   for (const ep of ['linear', 'lin2']) assert.equal((await ferry(['endpoints', 'delete', ep])).code, 0);
 });
 
+test('a port in use is a one-line error naming the port', async () => {
+  const port = new URL(server.url).port;
+  const r = await ferry(['server', '--port', port, '--data-dir', path.join(dir, 'other')]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, new RegExp(`Cannot listen on 127\\.0\\.0\\.1:${port} \\(EADDRINUSE\\): another process uses that port`));
+  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+});
+
 test('a first server start generates an admin token, prints it once, keeps a 0600 file the CLI reads', async () => {
   const dataDir = path.join(dir, 'fresh');
   const { startServer } = await import('../src/server/index.js');

@@ -43,6 +43,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   await fsp.mkdir(dataDir, { recursive: true, mode: 0o700 });
   const releaseLock = await lockDataDir(dataDir);
   const store = await openStore({ kind: 'sqlite', path: path.join(dataDir, 'ferry.db') });
+  /** What to stop if the start fails half way (replicas, the warm pool, timers). */
+  let stopStarted: (() => Promise<void>) | undefined;
   try {
     const artifacts = await openArtifactStore({ kind: 'local', root: path.join(dataDir, 'artifacts') });
     const generatedAdminToken = await bootstrapAdminToken(store, dataDir, deps.adminToken, now());
@@ -59,6 +61,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       startTimeoutMs: config.replicaStartTimeoutMs, drainTimeoutMs: config.replicaDrainTimeoutMs,
       warmPoolSize: config.warmPoolSize, warmPoolMemoryLimitBytes: config.replicaMemoryLimitBytes,
     });
+    stopStarted = () => runtime.close();
     const table = new RoutingTable();
     const controller = new EndpointController({
       store, registry, artifacts, runtime, table, now, log,
@@ -68,6 +71,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       drainTimeoutMs: config.replicaDrainTimeoutMs,
       traffic: { maxConcurrencyPerReplica: config.replicaMaxConcurrency, maxQueued: config.bufferDepth, queueTimeoutMs: config.bufferTimeoutMs },
     });
+    stopStarted = () => controller.close();
     endpointRoutes(router, controller, { maxBodyBytes: config.maxBodyBytes });
     gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats });
     await controller.start();
@@ -79,7 +83,9 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     server.headersTimeout = 30_000;
     server.requestTimeout = 0; // uploads can be long; limits apply to bytes, not time
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+      server.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL'
+        ? new FerryError('INVALID_PARAMETER_VALUE', `Cannot listen on ${config.host}:${config.port} (${err.code}): ${err.code === 'EADDRINUSE' ? 'another process uses that port; stop it or pass --port' : 'choose another --host/--port'}.`)
+        : err));
       server.listen(config.port, config.host, () => resolve());
     });
     const addr = server.address() as AddressInfo;
@@ -106,6 +112,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       })()),
     };
   } catch (err) {
+    await stopStarted?.();
     await store.close();
     await releaseLock();
     throw err;
