@@ -64,9 +64,6 @@ export function invalidParameter(field: string, value: unknown, expected: string
   return new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(value)} for '${field}': expected ${expected}.`);
 }
 
-export function missingParameter(field: string): FerryError {
-  return new FerryError('INVALID_PARAMETER_VALUE', `Missing value for required parameter '${field}'.`);
-}
 
 export function notFound(what: string): FerryError {
   return new FerryError('RESOURCE_DOES_NOT_EXIST', `${what} not found.`);
@@ -90,10 +87,3 @@ export function toFerryError(err: unknown): FerryError {
   return new FerryError('INTERNAL_ERROR', `Internal error: ${message}`, { cause: err });
 }
 
-/** Parses an error body received from another Ferry process or server, if it has the shared shape. */
-export function parseErrorBody(value: unknown): ErrorBody | undefined {
-  if (typeof value !== 'object' || value === null) return undefined;
-  const { error_code: code, message } = value as Record<string, unknown>;
-  if (typeof code !== 'string' || typeof message !== 'string' || !(code in ERROR_TABLE)) return undefined;
-  return { error_code: code as ErrorCode, message };
-}

@@ -52,11 +52,6 @@ export interface ControllerOptions {
   drainTimeoutMs: number;
   /** Per-entity capacity and wait-buffer settings of the gateway. */
   traffic: Omit<TrafficOptions, 'name' | 'onDemand'>;
-  /**
-   * What the gateway saw of each served entity's answers (canary analysis reads it). Default: a
-   * new one on `now`, exposed as `controller.stats` for the gateway to record into.
-   */
-  stats?: GatewayStats;
   now: () => number;
   log: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -163,7 +158,7 @@ export class EndpointController {
   readonly stats: GatewayStats;
 
   constructor(private readonly o: ControllerOptions) {
-    this.stats = o.stats ?? new GatewayStats({ now: o.now });
+    this.stats = new GatewayStats({ now: o.now });
     o.runtime.onExit((exit) => this.onReplicaExit(exit));
     this.autoscaleTimer = setInterval(() => this.autoscale(), AUTOSCALE_TICK_MS);
     this.autoscaleTimer.unref();

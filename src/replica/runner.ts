@@ -50,7 +50,6 @@ const CALIBRATION_WARMUPS = 2;
 const CALIBRATION_RUNS = 5;
 
 interface Backend {
-  readonly inFlight: number;
   predict(inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>>;
   close(): Promise<void>;
 }
@@ -103,10 +102,6 @@ export class ModelRunner {
   /** Where the model runs. */
   get mode(): 'inline' | 'worker' {
     return this.choice.mode;
-  }
-
-  get inFlight(): number {
-    return this.backend.inFlight;
   }
 
   predict(inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>> {
@@ -162,20 +157,16 @@ async function loadInline(init: WorkerInit): Promise<LoadedModel> {
 
 /** The model on this thread: each run blocks the event loop while it computes (tiny models only). */
 class InlineBackend implements Backend {
-  inFlight = 0;
   private closed: FerryError | undefined;
 
   constructor(private readonly model: LoadedModel) {}
 
   async predict(inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>> {
     if (this.closed) throw this.closed;
-    this.inFlight++;
     try {
       return await this.model.predict(inputs, params);
     } catch (err) {
       throw toFerryError(err);
-    } finally {
-      this.inFlight--;
     }
   }
 
@@ -222,10 +213,6 @@ class WorkerBackend implements Backend {
         }
       });
     });
-  }
-
-  get inFlight(): number {
-    return this.pending.size;
   }
 
   async predict(inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>> {
