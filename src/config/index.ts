@@ -57,6 +57,27 @@ export const serverConfigSchema = z.strictObject({
   /** How long a request may wait in that buffer before a 503. */
   bufferTimeout: duration.default('10s'),
   logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  /** Largest request head (request line plus headers) accepted; more is answered 431. */
+  maxHeaderSize: size.default('16KiB'),
+  /** A client must send its whole request head within this time (slow-header clients get 408). */
+  headersTimeout: duration.default('10s'),
+  /** A client must send its whole request, body included, within this time (slow-body clients get 408). */
+  bodyTimeout: duration.default('10m'),
+  /** Deepest nesting of arrays and objects accepted in a JSON body. */
+  maxJsonDepth: z.number().int().min(2).max(10_000).default(64),
+  /** Most values (numbers, strings, arrays, objects...) accepted in one JSON body. */
+  maxJsonElements: z.number().int().min(1).max(1_000_000_000).default(4_194_304),
+  /** Most rows (the first dimension of each input) one inference request may carry. */
+  maxRowsPerRequest: z.number().int().min(1).max(100_000_000).default(100_000),
+  /** PEM certificate chain file: with tlsKey, the server speaks HTTPS only. */
+  tlsCert: z.string().min(1).optional(),
+  /** PEM private key file for tlsCert. */
+  tlsKey: z.string().min(1).optional(),
+  /**
+   * When the server runs as root, replicas drop to this user after loading their model: a user name
+   * from /etc/passwd or "uid:gid". Default "nobody".
+   */
+  replicaUser: z.string().min(1).default('nobody'),
 });
 
 export type ServerConfigInput = z.input<typeof serverConfigSchema>;
@@ -76,6 +97,15 @@ export interface ServerConfig {
   readonly bufferDepth: number;
   readonly bufferTimeoutMs: number;
   readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
+  readonly maxHeaderBytes: number;
+  readonly headersTimeoutMs: number;
+  readonly bodyTimeoutMs: number;
+  readonly maxJsonDepth: number;
+  readonly maxJsonElements: number;
+  readonly maxRowsPerRequest: number;
+  /** Both set, or neither (checked at compile). */
+  readonly tls: { certFile: string; keyFile: string } | undefined;
+  readonly replicaUser: string;
 }
 
 /** Validates and compiles server settings; throws a FerryError naming the first bad key. */
@@ -98,7 +128,24 @@ export function compileServerConfig(input: unknown): ServerConfig {
     bufferDepth: c.bufferDepth,
     bufferTimeoutMs: requireUnit('bufferTimeout', c.bufferTimeout, parseDurationMs, 'a duration such as "10s"'),
     logLevel: c.logLevel,
+    maxHeaderBytes: requireUnit('maxHeaderSize', c.maxHeaderSize, parseBytes, 'a size such as "16KiB"'),
+    headersTimeoutMs: requireUnit('headersTimeout', c.headersTimeout, parseDurationMs, 'a duration such as "10s"'),
+    bodyTimeoutMs: requireUnit('bodyTimeout', c.bodyTimeout, parseDurationMs, 'a duration such as "10m"'),
+    maxJsonDepth: c.maxJsonDepth,
+    maxJsonElements: c.maxJsonElements,
+    maxRowsPerRequest: c.maxRowsPerRequest,
+    tls: compileTls(c.tlsCert, c.tlsKey),
+    replicaUser: c.replicaUser,
   });
+}
+
+function compileTls(certFile: string | undefined, keyFile: string | undefined): ServerConfig['tls'] {
+  if (certFile === undefined && keyFile === undefined) return undefined;
+  if (certFile === undefined || keyFile === undefined) {
+    const missing = certFile === undefined ? 'tlsCert' : 'tlsKey';
+    throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value undefined for '${missing}': HTTPS needs both tlsCert and tlsKey.`);
+  }
+  return { certFile, keyFile };
 }
 
 function requireUnit(
