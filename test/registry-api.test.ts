@@ -44,7 +44,7 @@ describe('authentication', () => {
   });
 
   test('every other route needs a valid bearer token', async () => {
-    for (const [method, p] of server.router.list().filter((r) => !r.public).map((r) => [r.method, r.pattern.replace(/\*(\w+)|:(\w+)/g, 'x')] as const)) {
+    for (const [method, p] of server.router.list().filter((r) => r.meta?.kind !== 'public').map((r) => [r.method, r.pattern.replace(/\*(\w+)|:(\w+)/g, 'x')] as const)) {
       assertError(await call(method, p, undefined, null), 401, 'UNAUTHENTICATED', /Authorization: Bearer/);
       assertError(await call(method, p, undefined, 'ferry_wrong'), 401, 'UNAUTHENTICATED', /Invalid or expired token/);
     }

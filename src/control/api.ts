@@ -1,37 +1,50 @@
 /**
  * The serving-endpoints REST API, in Databricks' shapes under `/api/2.0/serving-endpoints`.
  * Writes are durable before the answer; the answer shows the endpoint with its pending config.
+ *
+ * Access: any principal may create an endpoint (and then holds CAN_MANAGE on it) for models it
+ * can read, and list the endpoints it can view; reading needs CAN_VIEW, changing and deleting
+ * CAN_MANAGE, and a config may only serve models the caller can read.
  */
-import { readJsonObject, type Context, type Router } from '../http/index.js';
-import type { EndpointController } from './controller.js';
+import { access, identityOf, type Authorizer, type ServerRouter } from '../auth/index.js';
+import { readJsonObject, type Context } from '../http/index.js';
+import type { EndpointController, ModelCheck } from './controller.js';
 
-export function endpointRoutes(router: Router, controller: EndpointController, opts: { maxBodyBytes: number }): void {
+export function endpointRoutes(router: ServerRouter, controller: EndpointController, authz: Authorizer, opts: { maxBodyBytes: number }): void {
   const base = '/api/2.0/serving-endpoints';
   const body = (ctx: Context): Promise<Record<string, unknown>> => readJsonObject(ctx.req, opts.maxBodyBytes);
   const name = (ctx: Context): string => ctx.params.name ?? '';
+  const mayServe = (ctx: Context): ModelCheck => async (models) => {
+    for (const m of models) await authz.require(identityOf(ctx), 'registered-model', m, 'CAN_READ');
+  };
+  const manage = access.endpoint('CAN_MANAGE');
   router
     .add('POST', base, async (ctx) => {
-      const record = await controller.create(await body(ctx), ctx.principal ?? 'unknown');
+      const record = await controller.create(await body(ctx), ctx.principal ?? 'unknown', mayServe(ctx));
       return { body: controller.describe(record.name) };
-    })
-    .add('GET', base, () => ({ body: { endpoints: controller.list() } }))
-    .add('GET', `${base}/:name`, (ctx) => ({ body: controller.describe(name(ctx)) }))
+    }, access.user)
+    .add('GET', base, async (ctx) => {
+      const canView = await authz.visible(identityOf(ctx), 'serving-endpoint');
+      return { body: { endpoints: controller.list().filter((e) => canView(e.name)) } };
+    }, access.user)
+    .add('GET', `${base}/:name`, (ctx) => ({ body: controller.describe(name(ctx)) }), access.endpoint('CAN_VIEW'))
     .add('PUT', `${base}/:name/config`, async (ctx) => {
-      await controller.updateConfig(name(ctx), await body(ctx));
+      await controller.updateConfig(name(ctx), await body(ctx), mayServe(ctx));
       return { body: controller.describe(name(ctx)) };
-    })
+    }, manage)
     // Ferry extension: stop the update in progress (409 when there is none).
     .add('POST', `${base}/:name/config/cancel`, async (ctx) => {
       await controller.cancelUpdate(name(ctx));
       return { body: controller.describe(name(ctx)) };
-    })
+    }, manage)
     .add('PUT', `${base}/:name/ai-gateway`, async (ctx) => {
       const a = await controller.setAiGateway(name(ctx), await body(ctx));
       return { body: { fallback_config: { enabled: a.fallbackEnabled } } };
-    })
+    }, manage)
     .add('DELETE', `${base}/:name`, async (ctx) => {
       await controller.delete(name(ctx));
       return { body: {} };
-    })
-    .add('GET', `${base}/:name/served-models/:served/logs`, async (ctx) => ({ body: { logs: await controller.logs(name(ctx), ctx.params.served ?? '') } }));
+    }, manage)
+    // Replica logs can hold request data from model errors: managers only.
+    .add('GET', `${base}/:name/served-models/:served/logs`, async (ctx) => ({ body: { logs: await controller.logs(name(ctx), ctx.params.served ?? '') } }), manage);
 }

@@ -173,10 +173,15 @@ export class EndpointController {
     }
   }
 
-  async create(body: unknown, principal: string): Promise<Record_> {
+  /**
+   * Creates an endpoint and starts rolling its config out. `mayServe` is asked, before anything is
+   * written, whether the caller may serve the config's models (it throws when not).
+   */
+  async create(body: unknown, principal: string, mayServe: ModelCheck = noCheck): Promise<Record_> {
     const b = parseCreateBody(body);
     if (this.endpoints.has(b.name)) throw new FerryError('RESOURCE_ALREADY_EXISTS', `Serving endpoint '${b.name}' already exists.`);
     const config = await compileConfig(b.config, 1, this.o.registry);
+    await mayServe(modelsOf(config));
     const now = this.o.now();
     const record: Record_ = {
       name: b.name, id: randomUUID(), creator: principal, createdMs: now, updatedMs: now, description: b.description,
@@ -191,13 +196,15 @@ export class EndpointController {
     return record;
   }
 
-  async updateConfig(name: string, body: unknown): Promise<Record_> {
+  /** Starts rolling out a new config; `mayServe` as in `create`. */
+  async updateConfig(name: string, body: unknown, mayServe: ModelCheck = noCheck): Promise<Record_> {
     const st = this.get(name);
     if (st.record.configUpdate === 'IN_PROGRESS') {
       throw new FerryError('RESOURCE_CONFLICT', `Serving endpoint '${name}' is already being updated (config version ${st.record.pendingConfig?.configVersion ?? '?'}); wait for it to finish.`);
     }
     const version = Math.max(st.record.config?.configVersion ?? 0, st.record.pendingConfig?.configVersion ?? 0) + 1;
     const config = await compileConfig(body, version, this.o.registry, 'config');
+    await mayServe(modelsOf(config));
     this.discard(st.pending, st);
     st.record = { ...st.record, pendingConfig: config, configUpdate: 'IN_PROGRESS', updateMessage: '', updatedMs: this.o.now() };
     await this.o.store.putEndpoint(st.record);
@@ -772,3 +779,12 @@ function aiGatewayOf(r: Record_): AiGatewayConfig {
 }
 
 export type EndpointView = Record<string, unknown> & { name: string; state: { ready: 'READY' | 'NOT_READY'; config_update: string } };
+
+/** Throws when the caller may not serve one of these registered models. */
+export type ModelCheck = (modelNames: string[]) => Promise<void>;
+
+const noCheck: ModelCheck = async () => undefined;
+
+function modelsOf(c: EndpointConfig): string[] {
+  return [...new Set(c.servedEntities.map((e) => e.entityName))];
+}

@@ -5,8 +5,9 @@
  * replica's response and a `served-model-name` header. The body is forwarded as received: the
  * replica parses and validates it.
  */
+import { access, type ServerRouter } from '../auth/index.js';
 import { FerryError, notFound } from '../errors.js';
-import { readBody, type Context, type Reply, type Router } from '../http/index.js';
+import { readBody, type Context, type Reply } from '../http/index.js';
 import { ChannelError, type ChannelRequest, type ChannelResponse } from '../channel/index.js';
 import { pickEntity, type Backend, type EndpointRoute, type EntityRoute, type RoutingTable } from './routing.js';
 import type { GatewayStats } from './stats.js';
@@ -24,7 +25,8 @@ export interface GatewayOptions {
 /** Seconds a client should wait before retrying when no replica is ready. */
 const NO_REPLICA_RETRY_AFTER_S = 1;
 
-export function gatewayRoutes(router: Router, table: RoutingTable, opts: GatewayOptions): void {
+/** Access: inference needs CAN_QUERY on the endpoint; metadata and readiness CAN_VIEW. */
+export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: GatewayOptions): void {
   const route = (ctx: Context): EndpointRoute => {
     const name = ctx.params.name ?? '';
     const r = table.get(name);
@@ -95,14 +97,16 @@ export function gatewayRoutes(router: Router, table: RoutingTable, opts: Gateway
   const invocations = (ctx: Context): Promise<Reply | undefined> => forward(ctx, () => '/invocations');
   const v2 = (suffix: string) => (ctx: Context): Promise<Reply | undefined> => forward(ctx, (r) => `/v2/models/${encodeURIComponent(r.name)}${suffix}`);
 
+  const query = access.endpoint('CAN_QUERY');
+  const view = access.endpoint('CAN_VIEW');
   router
-    .add('POST', '/serving-endpoints/:name/invocations', invocations)
-    .add('POST', '/v2/models/:name/infer', v2('/infer'))
-    .add('POST', '/v2/models/:name/versions/:version/infer', (ctx) => forward(ctx, (r) => `/v2/models/${encodeURIComponent(r.name)}/versions/${encodeURIComponent(ctx.params.version ?? '')}/infer`))
-    .add('GET', '/v2/models/:name', v2(''))
-    .add('GET', '/v2/models/:name/versions/:version', (ctx) => forward(ctx, (r) => `/v2/models/${encodeURIComponent(r.name)}/versions/${encodeURIComponent(ctx.params.version ?? '')}`))
-    .add('GET', '/v2/models/:name/ready', (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))))
-    .add('GET', '/v2/models/:name/versions/:version/ready', (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))));
+    .add('POST', '/serving-endpoints/:name/invocations', invocations, query)
+    .add('POST', '/v2/models/:name/infer', v2('/infer'), query)
+    .add('POST', '/v2/models/:name/versions/:version/infer', (ctx) => forward(ctx, (r) => `/v2/models/${encodeURIComponent(r.name)}/versions/${encodeURIComponent(ctx.params.version ?? '')}/infer`), query)
+    .add('GET', '/v2/models/:name', v2(''), view)
+    .add('GET', '/v2/models/:name/versions/:version', (ctx) => forward(ctx, (r) => `/v2/models/${encodeURIComponent(r.name)}/versions/${encodeURIComponent(ctx.params.version ?? '')}`), view)
+    .add('GET', '/v2/models/:name/ready', (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))), view)
+    .add('GET', '/v2/models/:name/versions/:version/ready', (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))), view);
 }
 
 function readiness(r: EndpointRoute, entities: readonly EntityRoute[]): Reply {

@@ -16,8 +16,10 @@ export interface Context {
   query: URLSearchParams;
   /** Decoded path parameters. */
   params: Record<string, string>;
-  /** Set by the auth middleware. */
+  /** Set by the authentication middleware: who is calling. */
   principal?: string;
+  /** Set with `principal`: whether the caller is an admin. */
+  admin?: boolean;
 }
 
 /** What a handler returns: a JSON body to send, or nothing when it wrote the response itself. */
@@ -28,36 +30,41 @@ export interface Reply {
 }
 
 export type Handler = (ctx: Context) => Promise<Reply | undefined> | Reply | undefined;
-export type Middleware = (next: Handler) => Handler;
+/** A cross-cutting step (CONVENTIONS 8). `meta` is the route's metadata, e.g. its access rule. */
+export type Middleware<M = unknown> = (next: Handler, meta: M | undefined, route: { method: string; pattern: string }) => Handler;
 
-interface Route<H = Handler> {
+interface Route<H, M> {
   method: string;
+  /** The pattern as added, e.g. "/api/2.0/serving-endpoints/:name". */
+  pattern: string;
   segments: string[];
   /** Trailing `*name` parameter that captures the rest of the path. */
   rest: string | undefined;
   handler: H;
-  /** Routes that skip authentication (health probes). */
-  public: boolean;
+  meta: M | undefined;
 }
 
-/** Routes requests to handlers of type `H` (HTTP handlers by default; replicas also route frames). */
-export class Router<H = Handler> {
-  private readonly routes: Array<Route<H>> = [];
+/**
+ * Routes requests to handlers of type `H` (HTTP handlers by default; replicas also route frames),
+ * each with metadata of type `M` that middlewares read (the server's routes carry access rules).
+ */
+export class Router<H = Handler, M = unknown> {
+  private readonly routes: Array<Route<H, M>> = [];
   /** Routes by their first literal segment, so a match looks at a handful of routes, not all. */
-  private readonly byFirst = new Map<string, Array<Route<H>>>();
+  private readonly byFirst = new Map<string, Array<Route<H, M>>>();
   /** Routes whose first segment is a parameter (or that have none): checked for every path. */
-  private readonly anyFirst: Array<Route<H>> = [];
+  private readonly anyFirst: Array<Route<H, M>> = [];
 
   /**
    * Adds a route. Pattern segments: literal, `:param` (one segment), or a final `*param`
    * (the rest of the path, at least one segment).
    */
-  add(method: string, pattern: string, handler: H, opts: { public?: boolean } = {}): this {
+  add(method: string, pattern: string, handler: H, meta?: M): this {
     const segments = pattern.split('/').filter((s) => s !== '');
     const last = segments[segments.length - 1];
     const rest = last?.startsWith('*') ? last.slice(1) : undefined;
     if (rest !== undefined) segments.pop();
-    const route: Route<H> = { method, segments, rest, handler, public: opts.public ?? false };
+    const route: Route<H, M> = { method, pattern, segments, rest, handler, meta };
     this.routes.push(route);
     const first = segments[0];
     if (first === undefined || first.startsWith(':')) this.anyFirst.push(route);
@@ -65,17 +72,13 @@ export class Router<H = Handler> {
     return this;
   }
 
-  /** Every route as "METHOD /pattern" (for route-table tests and docs). */
-  list(): Array<{ method: string; pattern: string; public: boolean }> {
-    return this.routes.map((r) => ({
-      method: r.method,
-      pattern: '/' + [...r.segments, ...(r.rest === undefined ? [] : [`*${r.rest}`])].join('/'),
-      public: r.public,
-    }));
+  /** Every route with its metadata (for route-table tests and docs). */
+  list(): Array<{ method: string; pattern: string; meta: M | undefined }> {
+    return this.routes.map((r) => ({ method: r.method, pattern: r.pattern, meta: r.meta }));
   }
 
   /** Finds the route for a request; throws 404 (no route) or 405 (route exists, other method). */
-  match(method: string, path: string): { route: Route<H>; params: Record<string, string> } {
+  match(method: string, path: string): { route: Route<H, M>; params: Record<string, string> } {
     // Empty segments are kept ("a//b" is not "a/b") so that a rest parameter sees them and key
     // validation can refuse them; one trailing slash is ignored.
     const parts = path.split('/').slice(1);
@@ -96,7 +99,7 @@ export class Router<H = Handler> {
   }
 }
 
-function matchSegments(route: Route<unknown>, parts: string[]): Record<string, string> | undefined {
+function matchSegments(route: Route<unknown, unknown>, parts: string[]): Record<string, string> | undefined {
   const n = route.segments.length;
   if (route.rest === undefined ? parts.length !== n : parts.length <= n) return undefined;
   const params: Record<string, string> = {};
@@ -119,10 +122,6 @@ function decodeSegment(s: string): string {
   }
 }
 
-/** Applies middlewares so that the first one listed runs first. */
-export function compose(handler: Handler, ...middlewares: Middleware[]): Handler {
-  return middlewares.reduceRight((next, mw) => mw(next), handler);
-}
 
 /**
  * Reads a request body up to `maxBytes`, refusing more while it streams (413) rather than
@@ -217,15 +216,14 @@ export function sendError(res: ServerResponse, err: unknown): void {
  * A node:http request listener that routes, runs the handler under the middlewares, and turns
  * every failure into the shared error shape. Nothing a client sends can make it throw.
  */
-export function listener(router: Router, middlewares: Middleware[] = [], onError?: (err: unknown, ctx: Context) => void) {
-  // Each route's handler composed with the middlewares once, not per request.
-  const composed = new Map<Handler, Handler>();
-  const handlerFor = (route: Route): Handler => {
-    if (route.public) return route.handler;
-    let h = composed.get(route.handler);
+export function listener<M>(router: Router<Handler, M>, middlewares: Array<Middleware<M>> = [], onError?: (err: unknown, ctx: Context) => void) {
+  // Each route's handler composed with the middlewares (the first listed runs first) once, not per request.
+  const composed = new Map<Route<Handler, M>, Handler>();
+  const handlerFor = (route: Route<Handler, M>): Handler => {
+    let h = composed.get(route);
     if (!h) {
-      h = compose(route.handler, ...middlewares);
-      composed.set(route.handler, h);
+      h = middlewares.reduceRight<Handler>((next, mw) => mw(next, route.meta, route), route.handler);
+      composed.set(route, h);
     }
     return h;
   };

@@ -6,12 +6,13 @@
  */
 import { z } from 'zod';
 import { validateKey } from '../artifacts/index.js';
+import { access, identityOf, type Authorizer, type ModelLevel, type NameOf, type ServerRouter } from '../auth/index.js';
 import { configError } from '../config/index.js';
-import { FerryError } from '../errors.js';
-import { readJsonObject, type Context, type Router } from '../http/index.js';
+import { FerryError, invalidParameter } from '../errors.js';
+import { readJsonObject, type Context } from '../http/index.js';
 import type { ModelVersionRecord, RegisteredModelRecord } from '../store/index.js';
 import { parseFilter } from './filter.js';
-import { UPLOADS_PREFIX, type Registry } from './registry.js';
+import { parseSource, UPLOADS_PREFIX, type Registry } from './registry.js';
 
 export interface RegistryApiOptions {
   maxBodyBytes: number;
@@ -49,8 +50,22 @@ const schemas = {
   versionTagKey: z.object({ name: z.string().min(1), version, key: z.string().min(1) }),
 };
 
-export function registryRoutes(router: Router, registry: Registry, opts: RegistryApiOptions): void {
+/**
+ * Access: any principal may create a model (and then holds CAN_MANAGE on it) and search (seeing
+ * only models it can read); reading needs CAN_READ, changing CAN_EDIT, deleting CAN_MANAGE.
+ * Registering from a path on the server's disk is for admins (it reads files as the server);
+ * everyone else uploads through the artifact proxy, where each principal has its own namespace.
+ */
+export function registryRoutes(router: ServerRouter, registry: Registry, authz: Authorizer, opts: RegistryApiOptions): void {
   const base = '/api/2.0/mlflow';
+  /** The model a call is about: its `name` parameter (query or body). */
+  const modelName: NameOf = async (ctx) => {
+    const name = (await requestParams(ctx, opts.maxBodyBytes)).name;
+    if (typeof name !== 'string' || name === '') throw invalidParameter('name', name, 'a registered model name');
+    return name;
+  };
+  const model = (level: ModelLevel) => access.model(level, modelName);
+  const visible = (ctx: Context): Promise<(name: string) => boolean> => authz.visible(identityOf(ctx), 'registered-model');
   const input = async <S extends z.ZodType>(ctx: Context, schema: S): Promise<z.output<S>> => {
     const raw = await requestParams(ctx, opts.maxBodyBytes);
     const parsed = schema.safeParse(raw);
@@ -66,134 +81,167 @@ export function registryRoutes(router: Router, registry: Registry, opts: Registr
   router
     .add('POST', `${base}/registered-models/create`, async (ctx) => {
       const b = await input(ctx, schemas.createModel);
-      const m = await registry.createModel(b.name, b.description, tagsObject(b.tags));
+      const m = await registry.createModel(b.name, b.description, tagsObject(b.tags), ctx.principal);
       return { body: { registered_model: await modelOut(m) } };
-    })
+    }, access.user)
     .add('GET', `${base}/registered-models/get`, async (ctx) => {
       const b = await input(ctx, schemas.name);
       return { body: { registered_model: await modelOut(await registry.getModel(b.name)) } };
-    })
+    }, model('CAN_READ'))
     .add('PATCH', `${base}/registered-models/update`, async (ctx) => {
       const b = await input(ctx, schemas.updateModel);
       const m = await registry.store.updateRegisteredModel(b.name, { description: b.description }, Date.now());
       return { body: { registered_model: await modelOut(m) } };
-    })
+    }, model('CAN_EDIT'))
     .add('DELETE', `${base}/registered-models/delete`, async (ctx) => {
       await registry.deleteModel((await input(ctx, schemas.name)).name);
       return { body: {} };
-    })
+    }, model('CAN_MANAGE'))
     .add('GET', `${base}/registered-models/search`, async (ctx) => {
       const b = await input(ctx, schemas.search);
       const order = [b.order_by ?? []].flat().some((o) => /last_updated_timestamp/i.test(o)) ? 'updated' : 'name';
       const page = await registry.store.searchRegisteredModels(parseFilter(b.filter), order, { maxResults: b.max_results, pageToken: b.page_token });
-      return { body: { registered_models: await Promise.all(page.items.map(modelOut)), ...nextPage(page.nextPageToken) } };
-    })
+      // Models the caller cannot read are left out (a page may then hold fewer than max_results).
+      const canRead = await visible(ctx);
+      return { body: { registered_models: await Promise.all(page.items.filter((m) => canRead(m.name)).map(modelOut)), ...nextPage(page.nextPageToken) } };
+    }, access.user)
     .add('POST', `${base}/registered-models/get-latest-versions`, async (ctx) => {
       const m = await registry.getModel((await input(ctx, schemas.name)).name);
       const latest = await registry.store.latestModelVersion(m.name);
       return { body: { model_versions: latest ? [versionJson(latest, m)] : [] } };
-    })
+    }, model('CAN_READ'))
     .add('POST', `${base}/registered-models/set-tag`, async (ctx) => {
       const b = await input(ctx, schemas.modelTag);
       await registry.store.setRegisteredModelTag(b.name, b.key, b.value, Date.now());
       return { body: {} };
-    })
+    }, model('CAN_EDIT'))
     .add('DELETE', `${base}/registered-models/delete-tag`, async (ctx) => {
       const b = await input(ctx, schemas.modelTagKey);
       await registry.store.deleteRegisteredModelTag(b.name, b.key, Date.now());
       return { body: {} };
-    })
+    }, model('CAN_EDIT'))
     .add('POST', `${base}/registered-models/alias`, async (ctx) => {
       const b = await input(ctx, schemas.alias);
       await registry.setAlias(b.name, b.alias, b.version);
       return { body: {} };
-    })
+    }, model('CAN_EDIT'))
     .add('DELETE', `${base}/registered-models/alias`, async (ctx) => {
       const b = await input(ctx, schemas.aliasKey);
       await registry.deleteAlias(b.name, b.alias);
       return { body: {} };
-    })
+    }, model('CAN_EDIT'))
     .add('GET', `${base}/registered-models/alias`, async (ctx) => {
       const b = await input(ctx, schemas.aliasKey);
       return { body: { model_version: await versionOut(await registry.getVersionByAlias(b.name, b.alias)) } };
-    })
+    }, model('CAN_READ'))
     .add('POST', `${base}/model-versions/create`, async (ctx) => {
       const b = await input(ctx, schemas.createVersion);
-      const v = await registry.createVersion({ name: b.name, source: b.source, runId: b.run_id, description: b.description, tags: tagsObject(b.tags) });
+      const v = await registry.createVersion({ name: b.name, source: ownSource(ctx, b.source), runId: b.run_id, description: b.description, tags: tagsObject(b.tags) });
       return { body: { model_version: await versionOut(v) } };
-    })
+    }, model('CAN_EDIT'))
     .add('GET', `${base}/model-versions/get`, async (ctx) => {
       const b = await input(ctx, schemas.versionKey);
       return { body: { model_version: await versionOut(await registry.getVersion(b.name, b.version)) } };
-    })
+    }, model('CAN_READ'))
     .add('PATCH', `${base}/model-versions/update`, async (ctx) => {
       const b = await input(ctx, schemas.updateVersion);
       await registry.getVersion(b.name, b.version);
       const v = await registry.store.updateModelVersion(b.name, b.version, { description: b.description }, Date.now());
       return { body: { model_version: await versionOut(v) } };
-    })
+    }, model('CAN_EDIT'))
     .add('DELETE', `${base}/model-versions/delete`, async (ctx) => {
       const b = await input(ctx, schemas.versionKey);
       await registry.deleteVersion(b.name, b.version);
       return { body: {} };
-    })
+    }, model('CAN_MANAGE'))
     .add('GET', `${base}/model-versions/search`, async (ctx) => {
       const b = await input(ctx, schemas.search);
       const page = await registry.store.searchModelVersions(parseFilter(b.filter), { maxResults: b.max_results, pageToken: b.page_token });
-      return { body: { model_versions: await Promise.all(page.items.map(versionOut)), ...nextPage(page.nextPageToken) } };
-    })
+      const canRead = await visible(ctx);
+      return { body: { model_versions: await Promise.all(page.items.filter((v) => canRead(v.name)).map(versionOut)), ...nextPage(page.nextPageToken) } };
+    }, access.user)
     .add('GET', `${base}/model-versions/get-download-uri`, async (ctx) => {
       const b = await input(ctx, schemas.versionKey);
       const v = await registry.getVersion(b.name, b.version);
       if (!v.artifact) throw new FerryError('RESOURCE_CONFLICT', `Model version '${v.name}' version ${v.version} has no artifact (status ${v.status}).`);
       return { body: { artifact_uri: `ferry-artifacts:/${v.artifact.path}` } };
-    })
+    }, model('CAN_READ'))
     .add('POST', `${base}/model-versions/set-tag`, async (ctx) => {
       const b = await input(ctx, schemas.versionTag);
       await registry.store.setModelVersionTag(b.name, b.version, b.key, b.value, Date.now());
       return { body: {} };
-    })
+    }, model('CAN_EDIT'))
     .add('DELETE', `${base}/model-versions/delete-tag`, async (ctx) => {
       const b = await input(ctx, schemas.versionTagKey);
       await registry.store.deleteModelVersionTag(b.name, b.version, b.key, Date.now());
       return { body: {} };
-    });
+    }, model('CAN_EDIT'));
 
-  // MLflow artifact proxy: uploads land under uploads/ in the artifact store.
+  // MLflow artifact proxy: uploads land under uploads/<principal>/ in the artifact store, so
+  // principals cannot read or replace each other's uploads; `mlflow-artifacts:/<path>` sources
+  // resolve in the caller's own namespace (ownSource).
   const artifacts = registry.artifacts;
   const uploadKey = (ctx: Context): string => {
     const key = ctx.params.path ?? '';
     validateKey(key);
-    return `${UPLOADS_PREFIX}/${key}`;
+    return `${UPLOADS_PREFIX}/${ctx.principal ?? ''}/${key}`;
   };
   router
     .add('PUT', '/api/2.0/mlflow-artifacts/artifacts/*path', async (ctx) => {
       await artifacts.putFile(uploadKey(ctx), ctx.req, opts.maxUploadBytes);
       return { body: {} };
-    })
+    }, access.user)
     .add('GET', '/api/2.0/mlflow-artifacts/artifacts/*path', async (ctx) => {
       const { stream, sizeBytes } = await artifacts.getFile(uploadKey(ctx));
       ctx.res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': sizeBytes });
       stream.pipe(ctx.res);
       return undefined;
-    })
+    }, access.user)
     .add('DELETE', '/api/2.0/mlflow-artifacts/artifacts/*path', async (ctx) => {
       await artifacts.delete(uploadKey(ctx));
       return { body: {} };
-    })
+    }, access.user)
     .add('GET', '/api/2.0/mlflow-artifacts/artifacts', async (ctx) => {
       const p = ctx.query.get('path') ?? '';
-      const prefix = p === '' ? UPLOADS_PREFIX : `${UPLOADS_PREFIX}/${p}`;
+      if (p !== '') validateKey(p);
+      const own = `${UPLOADS_PREFIX}/${ctx.principal ?? ''}`;
+      const prefix = p === '' ? own : `${own}/${p}`;
       const files = await artifacts.list(prefix);
       return { body: { files: files.map((f) => ({ path: p === '' ? f.path : `${p}/${f.path}`, is_dir: f.isDir, ...(f.isDir ? {} : { file_size: f.sizeBytes }) })) } };
-    });
+    }, access.user);
+}
+
+/**
+ * The source a version is registered from, as the caller may use it: an upload resolves in the
+ * caller's namespace (`mlflow-artifacts:/p` → `mlflow-artifacts:/<principal>/p`, which is what
+ * the version then shows), and a server-side path needs an admin.
+ */
+function ownSource(ctx: Context, source: string): string {
+  const s = parseSource(source);
+  if (s.kind === 'local') {
+    if (ctx.admin !== true) throw new FerryError('PERMISSION_DENIED', `Only admins may register a model from a path on the server (${JSON.stringify(source)}); upload it through the artifact proxy and use an mlflow-artifacts:/ source.`);
+    return source;
+  }
+  return `mlflow-artifacts:/${ctx.principal ?? ''}/${s.key.slice(UPLOADS_PREFIX.length + 1)}`;
 }
 
 /**
  * MLflow clients send GET/DELETE parameters in the query string and POST/PATCH ones as JSON; some
  * send DELETE bodies. Merge both (body wins); repeated query keys become arrays.
  */
-async function requestParams(ctx: Context, maxBodyBytes: number): Promise<Record<string, unknown>> {
+function requestParams(ctx: Context, maxBodyBytes: number): Promise<Record<string, unknown>> {
+  // Read once: the access rule needs `name` before the handler runs.
+  let params = paramsOf.get(ctx);
+  if (params === undefined) {
+    params = readParams(ctx, maxBodyBytes);
+    paramsOf.set(ctx, params);
+  }
+  return params;
+}
+
+const paramsOf = new WeakMap<Context, Promise<Record<string, unknown>>>();
+
+async function readParams(ctx: Context, maxBodyBytes: number): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {};
   for (const key of new Set(ctx.query.keys())) {
     const all = ctx.query.getAll(key);

@@ -14,7 +14,7 @@ import { inspectArtifact } from './inspect.js';
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const ALIAS_RE = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
 
-/** Where uploads through the MLflow artifact proxy live inside the artifact store. */
+/** Where uploads through the MLflow artifact proxy live inside the artifact store: `uploads/<principal>/<path>`. */
 export const UPLOADS_PREFIX = 'uploads';
 
 export interface RegistryOptions {
@@ -30,9 +30,10 @@ export class Registry {
     private readonly opts: RegistryOptions,
   ) {}
 
-  createModel(name: string, description: string, tags: Record<string, string>): Promise<RegisteredModelRecord> {
+  /** `creator` gets CAN_MANAGE on the new model. */
+  createModel(name: string, description: string, tags: Record<string, string>, creator?: string): Promise<RegisteredModelRecord> {
     checkName(name);
-    return this.store.createRegisteredModel({ name, description, tags }, this.opts.now());
+    return this.store.createRegisteredModel({ name, description, tags, ...(creator === undefined ? {} : { creator }) }, this.opts.now());
   }
 
   async getModel(name: string): Promise<RegisteredModelRecord> {
@@ -116,7 +117,7 @@ export class Registry {
     if (src.kind === 'upload') {
       const entries = await this.artifacts.list(src.key);
       const isDir = entries.length > 0;
-      if (!isDir && !(await this.artifacts.exists(src.key))) throw new FerryError('INVALID_PARAMETER_VALUE', `Source '${source}' does not exist: upload it first with PUT /api/2.0/mlflow-artifacts/artifacts/${src.key.slice(UPLOADS_PREFIX.length + 1)}.`);
+      if (!isDir && !(await this.artifacts.exists(src.key))) throw new FerryError('INVALID_PARAMETER_VALUE', `Source '${source}' does not exist: upload it first with PUT /api/2.0/mlflow-artifacts/artifacts/${src.key.split('/').slice(2).join('/')}.`);
       await this.artifacts.copy(src.key, isDir ? key : `${key}/${path.posix.basename(src.key)}`);
     } else {
       const st = await fsp.stat(src.path).catch(() => undefined);

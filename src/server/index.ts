@@ -1,19 +1,20 @@
 /**
  * `ferry server`: the composition root. Opens the metadata and artifact stores in the data
  * directory, bootstraps the admin token, finishes interrupted registrations, mounts the APIs and
- * listens. Health probes are public; every other route requires a bearer token.
+ * listens. Every request passes the audit trail, authentication and the route's access rule
+ * (src/auth); health probes are public, every other route requires a bearer token.
  */
 import fsp from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { openArtifactStore } from '../artifacts/index.js';
-import { authenticate, bootstrapAdminToken } from '../auth/index.js';
+import { access, auditRoutes, auditTrail, authenticate, Authorizer, authorize, authRoutes, bootstrapAdminToken, type Access, type ServerRouter } from '../auth/index.js';
 import type { ServerConfig } from '../config/index.js';
 import { EndpointController, endpointRoutes } from '../control/index.js';
 import { gatewayRoutes, RoutingTable } from '../gateway/index.js';
 import { FerryError } from '../errors.js';
-import { listener, Router } from '../http/index.js';
+import { listener, Router, type Handler } from '../http/index.js';
 import { Registry, registryRoutes } from '../registry/index.js';
 import { openRuntime } from '../runtime/index.js';
 import { openStore, type MetadataStore } from '../store/index.js';
@@ -24,7 +25,7 @@ export interface FerryServer {
   /** The admin token when this start generated it (first start without FERRY_ADMIN_TOKEN). */
   generatedAdminToken: string | undefined;
   store: MetadataStore;
-  router: Router;
+  router: ServerRouter;
   controller: EndpointController;
   close(): Promise<void>;
 }
@@ -51,10 +52,13 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     const registry = new Registry(store, artifacts, { maxUploadBytes: config.maxUploadBytes, now });
     await registry.recoverPending();
 
-    const router = new Router()
-      .add('GET', '/v2/health/live', () => ({ body: { live: true } }), { public: true })
-      .add('GET', '/v2/health/ready', () => ({ body: { ready: true } }), { public: true });
-    registryRoutes(router, registry, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes });
+    const authz = new Authorizer(store, now);
+    const router: ServerRouter = new Router<Handler, Access>()
+      .add('GET', '/v2/health/live', () => ({ body: { live: true } }), access.public)
+      .add('GET', '/v2/health/ready', () => ({ body: { ready: true } }), access.public);
+    authRoutes(router, authz, { maxBodyBytes: config.maxBodyBytes, now });
+    auditRoutes(router, store);
+    registryRoutes(router, registry, authz, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes });
 
     const runtime = await openRuntime({
       kind: 'local', stateDir: path.join(dataDir, 'runtime'),
@@ -72,11 +76,16 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       traffic: { maxConcurrencyPerReplica: config.replicaMaxConcurrency, maxQueued: config.bufferDepth, queueTimeoutMs: config.bufferTimeoutMs },
     });
     stopStarted = () => controller.close();
-    endpointRoutes(router, controller, { maxBodyBytes: config.maxBodyBytes });
+    endpointRoutes(router, controller, authz, { maxBodyBytes: config.maxBodyBytes });
     gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats });
     await controller.start();
 
-    const server = http.createServer(listener(router, [authenticate(store, now)], (err, ctx) => {
+    const middlewares = [
+      auditTrail(store, now, (err) => log('error', 'writing the audit log failed', { error: String(err) })),
+      authenticate(authz),
+      authorize(authz),
+    ];
+    const server = http.createServer(listener(router, middlewares, (err, ctx) => {
       log('error', 'request failed', { method: ctx.method, path: ctx.path, error: err instanceof Error ? err.stack : String(err) });
     }));
     server.keepAliveTimeout = 65_000;

@@ -81,4 +81,34 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE endpoints ADD COLUMN ai_gateway TEXT NOT NULL DEFAULT '{}';
   `,
+  // 4: identities, per-object permissions and the audit log
+  `
+  CREATE TABLE principals (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    admin INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL,
+    created_by TEXT NOT NULL DEFAULT ''
+  );
+  CREATE TABLE permissions (
+    object_type TEXT NOT NULL,
+    object_name TEXT NOT NULL,
+    grantee TEXT NOT NULL,
+    level TEXT NOT NULL,
+    PRIMARY KEY (object_type, object_name, grantee)
+  );
+  CREATE INDEX permissions_by_grantee ON permissions (grantee, object_type);
+  CREATE INDEX tokens_by_principal ON tokens (principal);
+  CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ms INTEGER NOT NULL,
+    principal TEXT NOT NULL,
+    source_address TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    action TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    error_code TEXT NOT NULL DEFAULT ''
+  );
+  `,
 ];

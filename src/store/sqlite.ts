@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import { FerryError, notFound } from '../errors.js';
 import type {
   EndpointRecord, MetadataStore, ModelFilter, ModelVersionPatch, ModelVersionRecord, Page, PageResult,
-  RegisteredModelRecord, TokenRecord, VersionArtifact,
+  RegisteredModelRecord, TokenRecord, VersionArtifact, PrincipalRecord, ObjectType, Grant, AuditRecord, AuditQuery,
 } from './types.js';
 import { MIGRATIONS } from './migrations.js';
 
@@ -64,11 +64,12 @@ class SqliteStore implements MetadataStore {
 
   // ---- registered models -------------------------------------------------------------------
 
-  async createRegisteredModel(m: { name: string; description: string; tags: Record<string, string> }, nowMs: number): Promise<RegisteredModelRecord> {
+  async createRegisteredModel(m: { name: string; description: string; tags: Record<string, string>; creator?: string }, nowMs: number): Promise<RegisteredModelRecord> {
     return this.tx(() => {
       if (this.modelRow(m.name)) throw new FerryError('RESOURCE_ALREADY_EXISTS', `Registered model '${m.name}' already exists.`);
       this.stmt('INSERT INTO registered_models (name, description, created_ms, updated_ms, next_version) VALUES (?, ?, ?, ?, 1)')
         .run(m.name, m.description, nowMs, nowMs);
+      if (m.creator !== undefined) this.replaceGrants('registered-model', m.name, [{ grantee: m.creator, level: 'CAN_MANAGE' }]);
       const tag = this.stmt('INSERT INTO registered_model_tags (name, key, value) VALUES (?, ?, ?)');
       for (const [k, v] of Object.entries(m.tags)) tag.run(m.name, k, v);
       return this.loadModel(m.name);
@@ -91,8 +92,9 @@ class SqliteStore implements MetadataStore {
     return this.tx(() => {
       this.requireModel(name);
       const versions = (this.stmt('SELECT * FROM model_versions WHERE name = ? ORDER BY version').all(name) as Row[]).map((r) => this.toVersion(r));
-      // Tags, aliases and versions go with the model (ON DELETE CASCADE).
+      // Tags, aliases and versions go with the model (ON DELETE CASCADE); grants are not keyed to it.
       this.stmt('DELETE FROM registered_models WHERE name = ?').run(name);
+      this.replaceGrants('registered-model', name, []);
       return versions;
     });
   }
@@ -230,6 +232,7 @@ class SqliteStore implements MetadataStore {
       }
       this.stmt(`INSERT INTO endpoints (name, id, creator, created_ms, updated_ms, description, tags, config, pending_config, config_update, update_message, ai_gateway)
         VALUES (@name, @id, @creator, @createdMs, @updatedMs, @description, @tags, @config, @pendingConfig, @configUpdate, @updateMessage, @aiGateway)`).run(endpointParams(e));
+      this.replaceGrants('serving-endpoint', e.name, [{ grantee: e.creator, level: 'CAN_MANAGE' }]);
     });
   }
 
@@ -250,7 +253,85 @@ class SqliteStore implements MetadataStore {
   }
 
   async deleteEndpoint(name: string): Promise<boolean> {
-    return this.stmt('DELETE FROM endpoints WHERE name = ?').run(name).changes > 0;
+    return this.tx(() => {
+      this.replaceGrants('serving-endpoint', name, []);
+      return this.stmt('DELETE FROM endpoints WHERE name = ?').run(name).changes > 0;
+    });
+  }
+
+  // ---- principals and permissions ----------------------------------------------------------
+
+  async createPrincipal(p: PrincipalRecord): Promise<void> {
+    this.tx(() => {
+      if (this.stmt('SELECT 1 FROM principals WHERE name = ?').get(p.name)) {
+        throw new FerryError('RESOURCE_ALREADY_EXISTS', `Principal '${p.name}' already exists.`);
+      }
+      this.stmt('INSERT INTO principals (name, kind, admin, created_ms, created_by) VALUES (?, ?, ?, ?, ?)')
+        .run(p.name, p.kind, p.admin ? 1 : 0, p.createdMs, p.createdBy);
+    });
+  }
+
+  async getPrincipal(name: string): Promise<PrincipalRecord | undefined> {
+    const r = this.stmt('SELECT * FROM principals WHERE name = ?').get(name) as Row | undefined;
+    return r === undefined ? undefined : toPrincipal(r);
+  }
+
+  async listPrincipals(): Promise<PrincipalRecord[]> {
+    return (this.stmt('SELECT * FROM principals ORDER BY name').all() as Row[]).map(toPrincipal);
+  }
+
+  async setPrincipalAdmin(name: string, admin: boolean): Promise<PrincipalRecord> {
+    if (this.stmt('UPDATE principals SET admin = ? WHERE name = ?').run(admin ? 1 : 0, name).changes === 0) throw notFound(`Principal '${name}'`);
+    return toPrincipal(this.stmt('SELECT * FROM principals WHERE name = ?').get(name) as Row);
+  }
+
+  async deletePrincipal(name: string): Promise<boolean> {
+    return this.tx(() => {
+      this.stmt('DELETE FROM tokens WHERE principal = ?').run(name);
+      this.stmt('DELETE FROM permissions WHERE grantee = ?').run(name);
+      return this.stmt('DELETE FROM principals WHERE name = ?').run(name).changes > 0;
+    });
+  }
+
+  async getGrants(type: ObjectType, name: string): Promise<Grant[]> {
+    return (this.stmt('SELECT grantee, level FROM permissions WHERE object_type = ? AND object_name = ? ORDER BY grantee').all(type, name) as Row[])
+      .map((r) => ({ grantee: String(r.grantee), level: String(r.level) }));
+  }
+
+  async setGrants(type: ObjectType, name: string, grants: Grant[]): Promise<void> {
+    this.tx(() => this.replaceGrants(type, name, grants));
+  }
+
+  async grantsOf(type: ObjectType, grantees: string[]): Promise<Map<string, Grant[]>> {
+    const out = new Map<string, Grant[]>();
+    const q = this.stmt('SELECT object_name, grantee, level FROM permissions WHERE grantee = ? AND object_type = ?');
+    for (const grantee of grantees) {
+      for (const r of q.all(grantee, type) as Row[]) {
+        const name = String(r.object_name);
+        out.set(name, [...(out.get(name) ?? []), { grantee: String(r.grantee), level: String(r.level) }]);
+      }
+    }
+    return out;
+  }
+
+  // ---- audit log ---------------------------------------------------------------------------
+
+  async appendAudit(e: Omit<AuditRecord, 'id'>): Promise<void> {
+    this.stmt(`INSERT INTO audit_log (time_ms, principal, source_address, method, path, action, status, error_code)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?)`).run(e.timeMs, e.principal, e.sourceAddress, e.method, e.path, e.action, e.status, e.errorCode);
+  }
+
+  async searchAudit(q: AuditQuery): Promise<PageResult<AuditRecord>> {
+    const before = q.pageToken === undefined ? Number.MAX_SAFE_INTEGER : decodePageToken(q.pageToken);
+    const rows = this.stmt(`SELECT * FROM audit_log WHERE id < ? AND time_ms >= ? AND (? IS NULL OR principal = ?)
+      ORDER BY id DESC LIMIT ?`).all(before, q.sinceMs ?? 0, q.principal ?? null, q.principal ?? null, q.maxResults + 1) as Row[];
+    const items = rows.slice(0, q.maxResults).map((r) => ({
+      id: Number(r.id), timeMs: Number(r.time_ms), principal: String(r.principal), sourceAddress: String(r.source_address),
+      method: String(r.method), path: String(r.path), action: String(r.action), status: Number(r.status), errorCode: String(r.error_code),
+    }));
+    const last = items[items.length - 1];
+    // The cursor is the last id shown, in the same envelope as offsets (older entries have smaller ids).
+    return { items, nextPageToken: rows.length > q.maxResults && last ? Buffer.from(`offset:${last.id}`).toString('base64url') : undefined };
   }
 
   // ---- tokens ------------------------------------------------------------------------------
@@ -264,9 +345,22 @@ class SqliteStore implements MetadataStore {
 
   async findTokenByHash(hash: string): Promise<TokenRecord | undefined> {
     const r = this.stmt('SELECT * FROM tokens WHERE hash = ?').get(hash) as Row | undefined;
-    return (r === undefined ? undefined : {
-      id: String(r.id), principal: String(r.principal), hash: String(r.hash), createdMs: Number(r.created_ms),
-      expiresMs: r.expires_ms === null ? undefined : Number(r.expires_ms), description: String(r.description),
+    return r === undefined ? undefined : toToken(r);
+  }
+
+  async listTokens(principal?: string): Promise<TokenRecord[]> {
+    const rows = (principal === undefined
+      ? this.stmt('SELECT * FROM tokens ORDER BY created_ms, id').all()
+      : this.stmt('SELECT * FROM tokens WHERE principal = ? ORDER BY created_ms, id').all(principal)) as Row[];
+    return rows.map(toToken);
+  }
+
+  async deleteToken(id: string): Promise<TokenRecord | undefined> {
+    return this.tx(() => {
+      const r = this.stmt('SELECT * FROM tokens WHERE id = ?').get(id) as Row | undefined;
+      if (r === undefined) return undefined;
+      this.stmt('DELETE FROM tokens WHERE id = ?').run(id);
+      return toToken(r);
     });
   }
 
@@ -283,6 +377,13 @@ class SqliteStore implements MetadataStore {
   /** Runs `fn` in an IMMEDIATE transaction; a thrown error rolls it back. */
   private tx<T>(fn: () => T): T {
     return this.db.transaction(fn).immediate();
+  }
+
+  /** Replaces the grants on one object; call inside a transaction. */
+  private replaceGrants(type: ObjectType, name: string, grants: Grant[]): void {
+    this.stmt('DELETE FROM permissions WHERE object_type = ? AND object_name = ?').run(type, name);
+    const insert = this.stmt('INSERT INTO permissions (object_type, object_name, grantee, level) VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET level = excluded.level');
+    for (const g of grants) insert.run(type, name, g.grantee, g.level);
   }
 
   private modelRow(name: string): Row | undefined {
@@ -344,6 +445,17 @@ function endpointParams(e: EndpointRecord): Record<string, unknown> {
     pendingConfig: e.pendingConfig === undefined ? null : JSON.stringify(e.pendingConfig), configUpdate: e.configUpdate, updateMessage: e.updateMessage,
     aiGateway: JSON.stringify(e.aiGateway ?? {}),
   };
+}
+
+function toToken(r: Row): TokenRecord {
+  return {
+    id: String(r.id), principal: String(r.principal), hash: String(r.hash), createdMs: Number(r.created_ms),
+    expiresMs: r.expires_ms === null ? undefined : Number(r.expires_ms), description: String(r.description),
+  };
+}
+
+function toPrincipal(r: Row): PrincipalRecord {
+  return { name: String(r.name), kind: r.kind === 'service_principal' ? 'service_principal' : 'user', admin: r.admin === 1, createdMs: Number(r.created_ms), createdBy: String(r.created_by) };
 }
 
 function toEndpoint(r: Row): EndpointRecord {

@@ -54,6 +54,60 @@ export interface TokenRecord {
   description: string;
 }
 
+export type PrincipalKind = 'user' | 'service_principal';
+
+/** A user or a service principal; tokens and grants belong to one. */
+export interface PrincipalRecord {
+  /** Unique across users and service principals, e.g. "alice@example.com" or "ci-deployer". */
+  name: string;
+  kind: PrincipalKind;
+  /** Admins may do everything, on every object. */
+  admin: boolean;
+  createdMs: number;
+  /** Who created it ('' for the bootstrap admin). */
+  createdBy: string;
+}
+
+/** Objects that carry permissions. */
+export type ObjectType = 'serving-endpoint' | 'registered-model';
+
+/**
+ * One grant on one object. `grantee` is a principal name or a group as `group:<name>`
+ * (only `group:users`, every authenticated principal, exists). Levels are the control plane's
+ * (CAN_VIEW/CAN_QUERY/CAN_MANAGE for endpoints, CAN_READ/CAN_EDIT/CAN_MANAGE for models).
+ */
+export interface Grant {
+  grantee: string;
+  level: string;
+}
+
+/** One control-plane change (or attempt) as recorded in the audit log. */
+export interface AuditRecord {
+  id: number;
+  timeMs: number;
+  /** Who ('' when the caller was not authenticated). */
+  principal: string;
+  /** The client's address. */
+  sourceAddress: string;
+  method: string;
+  /** The request path (no query string, no body: secrets never reach the log). */
+  path: string;
+  /** The route, e.g. "PUT /api/2.0/serving-endpoints/:name/config". */
+  action: string;
+  status: number;
+  /** The error code of a failed change ('' on success). */
+  errorCode: string;
+}
+
+export interface AuditQuery {
+  /** Only entries at or after this time. */
+  sinceMs?: number;
+  principal?: string;
+  maxResults: number;
+  /** Cursor from a previous page: entries older than it. */
+  pageToken: string | undefined;
+}
+
 /** Structured filter, parsed from MLflow's filter strings by the registry. */
 export interface ModelFilter {
   name?: { op: '=' | '!=' | 'LIKE' | 'ILIKE'; value: string };
@@ -97,10 +151,11 @@ export interface EndpointRecord<C = unknown> {
 }
 
 export interface MetadataStore {
-  createRegisteredModel(m: { name: string; description: string; tags: Record<string, string> }, nowMs: number): Promise<RegisteredModelRecord>;
+  /** With `creator`, the creator gets CAN_MANAGE on it in the same transaction. */
+  createRegisteredModel(m: { name: string; description: string; tags: Record<string, string>; creator?: string }, nowMs: number): Promise<RegisteredModelRecord>;
   getRegisteredModel(name: string): Promise<RegisteredModelRecord | undefined>;
   updateRegisteredModel(name: string, patch: { description: string }, nowMs: number): Promise<RegisteredModelRecord>;
-  /** Deletes the model with its versions, tags and aliases; returns the deleted versions. */
+  /** Deletes the model with its versions, tags, aliases and grants; returns the deleted versions. */
   deleteRegisteredModel(name: string): Promise<ModelVersionRecord[]>;
   searchRegisteredModels(filter: ModelFilter, order: 'name' | 'updated', page: Page): Promise<PageResult<RegisteredModelRecord>>;
   setRegisteredModelTag(name: string, key: string, value: string, nowMs: number): Promise<void>;
@@ -121,17 +176,43 @@ export interface MetadataStore {
   setAlias(name: string, alias: string, version: number, nowMs: number): Promise<void>;
   deleteAlias(name: string, alias: string, nowMs: number): Promise<boolean>;
 
-  /** RESOURCE_ALREADY_EXISTS when the name is taken. */
+  /** RESOURCE_ALREADY_EXISTS when the name is taken. The creator gets CAN_MANAGE in the same transaction. */
   createEndpoint(e: EndpointRecord): Promise<void>;
   getEndpoint(name: string): Promise<EndpointRecord | undefined>;
   listEndpoints(): Promise<EndpointRecord[]>;
   /** Replaces the stored record (RESOURCE_DOES_NOT_EXIST when absent). */
   putEndpoint(e: EndpointRecord): Promise<void>;
+  /** Deletes the endpoint and its grants. */
   deleteEndpoint(name: string): Promise<boolean>;
 
+  /** RESOURCE_ALREADY_EXISTS when the name is taken. */
+  createPrincipal(p: PrincipalRecord): Promise<void>;
+  getPrincipal(name: string): Promise<PrincipalRecord | undefined>;
+  listPrincipals(): Promise<PrincipalRecord[]>;
+  /** RESOURCE_DOES_NOT_EXIST when absent. */
+  setPrincipalAdmin(name: string, admin: boolean): Promise<PrincipalRecord>;
+  /** Deletes the principal with its tokens and grants, at once; false when absent. */
+  deletePrincipal(name: string): Promise<boolean>;
+
+  /** Inserts, or replaces the token with the same id (rotating its secret). */
   putToken(t: TokenRecord): Promise<void>;
   findTokenByHash(hash: string): Promise<TokenRecord | undefined>;
+  /** Tokens of one principal, or all, oldest first. */
+  listTokens(principal?: string): Promise<TokenRecord[]>;
+  /** Deletes one token; returns it, or undefined when absent. */
+  deleteToken(id: string): Promise<TokenRecord | undefined>;
   deleteTokensOf(principal: string): Promise<void>;
+
+  /** The grants on one object. */
+  getGrants(type: ObjectType, name: string): Promise<Grant[]>;
+  /** Replaces the grants on one object. */
+  setGrants(type: ObjectType, name: string, grants: Grant[]): Promise<void>;
+  /** Objects of `type` on which any of `grantees` holds a grant: name → the grants. */
+  grantsOf(type: ObjectType, grantees: string[]): Promise<Map<string, Grant[]>>;
+
+  appendAudit(e: Omit<AuditRecord, 'id'>): Promise<void>;
+  /** Newest first. */
+  searchAudit(q: AuditQuery): Promise<PageResult<AuditRecord>>;
 
   close(): Promise<void>;
 }

@@ -144,6 +144,73 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.equal(await s.findTokenByHash('h2'), undefined);
     });
 
+    withStore('tokens: list per principal, delete one', async (s) => {
+      await s.putToken({ id: 'a1', principal: 'alice', hash: 'ha1', createdMs: 1, expiresMs: 100, description: 'ci' });
+      await s.putToken({ id: 'a2', principal: 'alice', hash: 'ha2', createdMs: 2, expiresMs: undefined, description: '' });
+      await s.putToken({ id: 'b1', principal: 'bob', hash: 'hb1', createdMs: 3, expiresMs: undefined, description: '' });
+      assert.deepEqual((await s.listTokens('alice')).map((t) => t.id), ['a1', 'a2']);
+      assert.deepEqual((await s.listTokens()).map((t) => t.id), ['a1', 'a2', 'b1']);
+      assert.equal((await s.deleteToken('a1'))?.principal, 'alice');
+      assert.equal(await s.deleteToken('a1'), undefined);
+      assert.equal(await s.findTokenByHash('ha1'), undefined);
+    });
+
+    withStore('principals: create, list, promote, delete takes their tokens and grants', async (s) => {
+      await s.createPrincipal({ name: 'alice', kind: 'user', admin: false, createdMs: 1, createdBy: 'admin' });
+      await s.createPrincipal({ name: 'ci', kind: 'service_principal', admin: false, createdMs: 2, createdBy: 'admin' });
+      await rejectsWith(s.createPrincipal({ name: 'alice', kind: 'user', admin: true, createdMs: 3, createdBy: 'admin' }), 'RESOURCE_ALREADY_EXISTS');
+      assert.deepEqual((await s.listPrincipals()).map((p) => [p.name, p.kind]), [['alice', 'user'], ['ci', 'service_principal']]);
+      assert.equal((await s.setPrincipalAdmin('alice', true)).admin, true);
+      assert.equal((await s.getPrincipal('alice'))?.admin, true);
+      await rejectsWith(s.setPrincipalAdmin('nobody', true), 'RESOURCE_DOES_NOT_EXIST');
+      await s.putToken({ id: 't', principal: 'alice', hash: 'h', createdMs: 1, expiresMs: undefined, description: '' });
+      await s.setGrants('serving-endpoint', 'ep', [{ grantee: 'alice', level: 'CAN_QUERY' }, { grantee: 'ci', level: 'CAN_MANAGE' }]);
+      assert.equal(await s.deletePrincipal('alice'), true);
+      assert.equal(await s.deletePrincipal('alice'), false);
+      assert.equal(await s.findTokenByHash('h'), undefined);
+      assert.deepEqual(await s.getGrants('serving-endpoint', 'ep'), [{ grantee: 'ci', level: 'CAN_MANAGE' }]);
+    });
+
+    withStore('grants: replace per object, look up by grantee, creators manage, deletes forget', async (s) => {
+      await s.setGrants('serving-endpoint', 'a', [{ grantee: 'bob', level: 'CAN_VIEW' }, { grantee: 'group:users', level: 'CAN_QUERY' }]);
+      await s.setGrants('registered-model', 'a', [{ grantee: 'bob', level: 'CAN_EDIT' }]);
+      await s.setGrants('serving-endpoint', 'b', [{ grantee: 'carol', level: 'CAN_MANAGE' }]);
+      assert.deepEqual(await s.getGrants('serving-endpoint', 'a'), [{ grantee: 'bob', level: 'CAN_VIEW' }, { grantee: 'group:users', level: 'CAN_QUERY' }]);
+      const ofBob = await s.grantsOf('serving-endpoint', ['bob', 'group:users']);
+      assert.deepEqual([...ofBob.keys()], ['a']);
+      assert.equal(ofBob.get('a')?.length, 2);
+      await s.setGrants('serving-endpoint', 'a', [{ grantee: 'bob', level: 'CAN_MANAGE' }]);
+      assert.deepEqual(await s.getGrants('serving-endpoint', 'a'), [{ grantee: 'bob', level: 'CAN_MANAGE' }]);
+
+      await s.createRegisteredModel({ name: 'm', description: '', tags: {}, creator: 'dave' }, 1);
+      assert.deepEqual(await s.getGrants('registered-model', 'm'), [{ grantee: 'dave', level: 'CAN_MANAGE' }]);
+      await s.deleteRegisteredModel('m');
+      assert.deepEqual(await s.getGrants('registered-model', 'm'), [], 'a model created again under the same name starts without old grants');
+      await s.createEndpoint({
+        name: 'ep', id: 'i', creator: 'erin', createdMs: 1, updatedMs: 1, description: '', tags: {},
+        config: undefined, pendingConfig: undefined, configUpdate: 'NOT_UPDATING', updateMessage: '', aiGateway: {},
+      });
+      assert.deepEqual(await s.getGrants('serving-endpoint', 'ep'), [{ grantee: 'erin', level: 'CAN_MANAGE' }]);
+      await s.deleteEndpoint('ep');
+      assert.deepEqual(await s.getGrants('serving-endpoint', 'ep'), []);
+    });
+
+    withStore('audit log: appended, newest first, filtered and paged', async (s) => {
+      for (let i = 1; i <= 5; i++) {
+        await s.appendAudit({ timeMs: i * 10, principal: i % 2 ? 'alice' : 'bob', sourceAddress: '127.0.0.1', method: 'POST', path: `/p/${i}`, action: 'POST /p/:n', status: 200, errorCode: '' });
+      }
+      const page1 = await s.searchAudit({ maxResults: 2, pageToken: undefined });
+      assert.deepEqual(page1.items.map((e) => e.path), ['/p/5', '/p/4']);
+      const page2 = await s.searchAudit({ maxResults: 2, pageToken: page1.nextPageToken });
+      assert.deepEqual(page2.items.map((e) => e.path), ['/p/3', '/p/2']);
+      const page3 = await s.searchAudit({ maxResults: 2, pageToken: page2.nextPageToken });
+      assert.deepEqual(page3.items.map((e) => e.path), ['/p/1']);
+      assert.equal(page3.nextPageToken, undefined);
+      assert.deepEqual((await s.searchAudit({ maxResults: 10, pageToken: undefined, principal: 'bob' })).items.map((e) => e.path), ['/p/4', '/p/2']);
+      assert.deepEqual((await s.searchAudit({ maxResults: 10, pageToken: undefined, sinceMs: 40 })).items.map((e) => e.path), ['/p/5', '/p/4']);
+      assert.deepEqual(Object.keys(page3.items[0] ?? {}).sort(), ['action', 'errorCode', 'id', 'method', 'path', 'principal', 'sourceAddress', 'status', 'timeMs']);
+    });
+
     withStore('endpoints: create, get, list, replace, delete', async (s) => {
       const e = {
         name: 'ep', id: 'id-1', creator: 'admin', createdMs: 1, updatedMs: 1, description: '', tags: { a: 'b' },
