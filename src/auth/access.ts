@@ -70,8 +70,8 @@ export function identityOf(ctx: Context): Identity {
 /**
  * Token and grant lookups with a short cache: the data path checks a token and a grant on every
  * request, and hashing plus two database round trips each time was a tenth of the gateway's CPU
- * for a small model. Every change made through this server (tokens, principals, grants) clears the
- * caches at once (`changed`), so a revocation takes effect on the next request; `CACHE_TTL_MS`
+ * for a small model. Every change made through this server's API clears the caches at once
+ * (`authorize` calls `changed`), so a revocation takes effect on the next request; `CACHE_TTL_MS`
  * only bounds how long a change made by another process (none in local mode) takes.
  */
 const CACHE_TTL_MS = 1000;
@@ -170,24 +170,39 @@ export function authenticate(authz: Authorizer): Middleware<Access> {
   };
 }
 
-/** Enforces each route's access rule (after `authenticate`). A route without a rule is admin-only. */
+/**
+ * Enforces each route's access rule (after `authenticate`). A route without a rule is admin-only.
+ * After any control-plane change (a call that is not a read or an inference) the caches are
+ * dropped, so a revoked token, a changed grant or a deleted object counts from the next request.
+ */
 export function authorize(authz: Authorizer): Middleware<Access> {
-  return (next, rule) => {
-    const r: Access = rule ?? access.admin;
-    switch (r.kind) {
-      case 'public':
-      case 'user':
-        return next;
-      case 'admin':
-        return (ctx) => {
-          if (ctx.admin !== true) throw new FerryError('PERMISSION_DENIED', `Only admins may call this API; '${ctx.principal ?? ''}' is not an admin.`);
-          return next(ctx);
-        };
-      default:
-        return async (ctx) => {
-          if (ctx.admin !== true) await authz.require(identityOf(ctx), r.kind, await r.name(ctx), r.level);
-          return next(ctx);
-        };
-    }
+  return (next, rule, route) => {
+    const checked = check(authz, next, rule ?? access.admin);
+    if (route.method === 'GET' || route.method === 'HEAD' || isDataPlane(rule)) return checked;
+    return async (ctx) => {
+      try {
+        return await checked(ctx);
+      } finally {
+        authz.changed();
+      }
+    };
   };
+}
+
+function check(authz: Authorizer, next: Handler, r: Access): Handler {
+  switch (r.kind) {
+    case 'public':
+    case 'user':
+      return next;
+    case 'admin':
+      return (ctx) => {
+        if (ctx.admin !== true) throw new FerryError('PERMISSION_DENIED', `Only admins may call this API; '${ctx.principal ?? ''}' is not an admin.`);
+        return next(ctx);
+      };
+    default:
+      return async (ctx) => {
+        if (ctx.admin !== true) await authz.require(identityOf(ctx), r.kind, await r.name(ctx), r.level);
+        return next(ctx);
+      };
+  }
 }

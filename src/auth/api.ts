@@ -58,14 +58,6 @@ export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthAp
     if (!parsed.success) throw configError(parsed.error, raw);
     return parsed.data;
   };
-  /** Runs a change, then drops cached tokens and grants so it applies to the next request. */
-  const changing = async <T>(fn: () => Promise<T>): Promise<T> => {
-    try {
-      return await fn();
-    } finally {
-      authz.changed();
-    }
-  };
   const requirePrincipal = async (name: string): Promise<PrincipalRecord> => {
     const p = await store.getPrincipal(name);
     if (!p) throw notFound(`Principal '${name}'`);
@@ -96,12 +88,12 @@ export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthAp
       const name = ctx.params.name ?? '';
       const b = await input(ctx, schemas.principalPatch);
       if (name === ADMIN_PRINCIPAL && !b.admin) throw new FerryError('INVALID_PARAMETER_VALUE', `The bootstrap principal '${ADMIN_PRINCIPAL}' is always an admin.`);
-      return { body: principalJson(await changing(() => store.setPrincipalAdmin(name, b.admin))) };
+      return { body: principalJson(await store.setPrincipalAdmin(name, b.admin)) };
     }, access.admin)
     .add('DELETE', '/api/2.0/principals/:name', async (ctx) => {
       const name = ctx.params.name ?? '';
       if (name === ADMIN_PRINCIPAL) throw new FerryError('INVALID_PARAMETER_VALUE', `The bootstrap principal '${ADMIN_PRINCIPAL}' cannot be deleted.`);
-      if (!(await changing(() => store.deletePrincipal(name)))) throw notFound(`Principal '${name}'`);
+      if (!(await store.deletePrincipal(name))) throw notFound(`Principal '${name}'`);
       return { body: {} };
     }, access.admin)
 
@@ -111,7 +103,7 @@ export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthAp
       const { token_id: id } = await input(ctx, schemas.tokenId);
       // Another principal's token id answers like an unknown one.
       const own = (await store.listTokens(ctx.principal ?? '')).some((t) => t.id === id);
-      if (!own || !(await changing(() => store.deleteToken(id)))) throw notFound(`Token '${id}'`);
+      if (!own || !(await store.deleteToken(id))) throw notFound(`Token '${id}'`);
       return { body: {} };
     }, access.user)
     .add('POST', '/api/2.0/token-management/on-behalf-of/tokens', async (ctx) => {
@@ -125,7 +117,7 @@ export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthAp
     }, access.admin)
     .add('DELETE', '/api/2.0/token-management/tokens/:id', async (ctx) => {
       const id = ctx.params.id ?? '';
-      if (!(await changing(() => store.deleteToken(id)))) throw notFound(`Token '${id}'`);
+      if (!(await store.deleteToken(id))) throw notFound(`Token '${id}'`);
       return { body: {} };
     }, access.admin);
 
@@ -133,14 +125,13 @@ export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthAp
     // Databricks addresses endpoints by id here; names work too.
     const id = ctx.params.id ?? '';
     return (await store.listEndpoints()).find((e) => e.id === id)?.name ?? id;
-  }, input, changing);
-  permissionRoutes(router, authz, 'registered-model', 'registered-models', (ctx) => ctx.params.id ?? '', input, changing);
+  }, input);
+  permissionRoutes(router, authz, 'registered-model', 'registered-models', (ctx) => ctx.params.id ?? '', input);
 }
 
 function permissionRoutes(
   router: ServerRouter, authz: Authorizer, type: ObjectType, plural: string, nameOf: NameOf,
   input: <S extends z.ZodType>(ctx: Context, schema: S) => Promise<z.output<S>>,
-  changing: <T>(fn: () => Promise<T>) => Promise<T>,
 ): void {
   const store = authz.store;
   const rule = type === 'serving-endpoint' ? access.endpoint('CAN_MANAGE', nameOf) : access.model('CAN_MANAGE', nameOf);
@@ -196,7 +187,7 @@ function permissionRoutes(
       const name = await nameOf(ctx);
       await objectId(name);
       const grants = await grantsOf(await input(ctx, schemas.acl));
-      await changing(() => store.setGrants(type, name, grants));
+      await store.setGrants(type, name, grants);
       return { body: await describe(name) };
     }, rule)
     .add('PATCH', base, async (ctx) => {
@@ -205,7 +196,7 @@ function permissionRoutes(
       const added = await grantsOf(await input(ctx, schemas.acl));
       const merged = new Map((await store.getGrants(type, name)).map((g) => [g.grantee, g]));
       for (const g of added) merged.set(g.grantee, g);
-      await changing(() => store.setGrants(type, name, [...merged.values()]));
+      await store.setGrants(type, name, [...merged.values()]);
       return { body: await describe(name) };
     }, rule);
   // The caller's own level, for clients deciding what to show (needs only to see the object).

@@ -6,8 +6,10 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ADMIN_TOKEN_FILE } from '../auth/index.js';
-import { compileServerConfig, type ServerConfig } from '../config/index.js';
-import { FerryApiError, FerryClient, type EndpointConfigInput, type ModelVersion, type ServedEntityInput, type ServingEndpoint } from '../client/index.js';
+import { compileServerConfig, parseDurationMs, type ServerConfig } from '../config/index.js';
+import {
+  FerryApiError, FerryClient, type AccessControlEntry, type EndpointConfigInput, type ModelVersion, type ObjectPermissions, type ServedEntityInput, type ServingEndpoint,
+} from '../client/index.js';
 import { FerryError } from '../errors.js';
 import { WORKLOAD_TYPES, isFlavorName, type WorkloadType } from '../flavors/index.js';
 import { writeDemoModel, writeFixtures } from '../fixtures/index.js';
@@ -40,6 +42,17 @@ Commands:
   endpoints cancel <name>     Cancel the update in progress (the previous config keeps serving)
   endpoints logs <name> <served-entity>
   query <endpoint> --json '{"inputs": [[1, 2, 3, 4]]}' | --file request.json
+  whoami                      The principal FERRY_TOKEN belongs to
+  principals create <name> [--service] [--admin] | list | delete <name>      (admins)
+  tokens create [--for PRINCIPAL] [--lifetime 90d|12h] [--comment TEXT]
+                              A new token (prints the secret once; --for: admins, for another principal)
+  tokens list [--all] | revoke <token-id> [--any]
+  permissions get endpoint|model <name>
+  permissions grant endpoint|model <name> (--user U | --service-principal S | --group users) --level LEVEL
+  permissions revoke endpoint|model <name> (--user U | --service-principal S | --group users)
+                              Levels: endpoints CAN_VIEW, CAN_QUERY, CAN_MANAGE; models CAN_READ, CAN_EDIT, CAN_MANAGE
+  audit [--principal P] [--since 1h] [--limit N]
+                              Control-plane changes, newest first (admins)
   fixtures [dir]              Write the built-in example models (default ./fixtures)
   replica                     Run one model replica (started by the server; see docs/architecture.md);
                               --pool ID: start warm and take the options over IPC from the server
@@ -91,6 +104,11 @@ export async function main(argv: string[]): Promise<void> {
       case 'query': return await queryCommand(rest);
       case 'serve': return await serveCommand(rest);
       case 'fixtures': return await fixturesCommand(rest);
+      case 'whoami': return await whoamiCommand(rest);
+      case 'principals': return await principalsCommand(rest);
+      case 'tokens': return await tokensCommand(rest);
+      case 'permissions': return await permissionsCommand(rest);
+      case 'audit': return await auditCommand(rest);
       default: throw new UsageError(`Unknown command '${cmd}'.`);
     }
   } catch (err) {
@@ -326,6 +344,143 @@ async function configFromFlags(values: Values, what: string): Promise<EndpointCo
   return { served_entities: [entity] };
 }
 
+async function whoamiCommand(args: string[]): Promise<void> {
+  const { values } = parse(args, {});
+  const me = await FerryClient.fromEnv().me();
+  out(values, me, `${me.name} (${me.type === 'USER' ? 'user' : 'service principal'}${me.admin ? ', admin' : ''})`);
+}
+
+async function principalsCommand(args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parse(rest, { service: { type: 'boolean' }, admin: { type: 'boolean' } });
+  const client = FerryClient.fromEnv();
+  const name = positionals[0];
+  switch (sub) {
+    case 'create': {
+      if (name === undefined) throw new UsageError('principals create: give the principal name');
+      const p = await client.createPrincipal(name, { type: values.service ? 'SERVICE_PRINCIPAL' : 'USER', admin: values.admin === true });
+      out(values, p, `Created ${p.type === 'USER' ? 'user' : 'service principal'} ${p.name}${p.admin ? ' (admin)' : ''}. Give it a token: ferry tokens create --for ${p.name}`);
+      return;
+    }
+    case 'list': {
+      const list = await client.listPrincipals();
+      out(values, list, table(['NAME', 'TYPE', 'ADMIN'], list.map((p) => [p.name, p.type, p.admin ? 'yes' : ''])));
+      return;
+    }
+    case 'delete':
+      if (name === undefined) throw new UsageError('principals delete: give the principal name');
+      await client.deletePrincipal(name);
+      out(values, {}, `Deleted ${name} with its tokens and grants.`);
+      return;
+    default: throw new UsageError(`Unknown subcommand 'principals ${sub ?? ''}'.`);
+  }
+}
+
+async function tokensCommand(args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parse(rest, {
+    for: { type: 'string' }, lifetime: { type: 'string' }, comment: { type: 'string' }, all: { type: 'boolean' }, any: { type: 'boolean' },
+  });
+  const client = FerryClient.fromEnv();
+  switch (sub) {
+    case 'create': {
+      const lifetime = str(values, 'lifetime');
+      const t = await client.createToken({
+        ...(lifetime === undefined ? {} : { lifetimeSeconds: lifetimeSeconds(lifetime) }),
+        ...(str(values, 'comment') === undefined ? {} : { comment: str(values, 'comment') as string }),
+        ...(str(values, 'for') === undefined ? {} : { forPrincipal: str(values, 'for') as string }),
+      });
+      const expires = t.token_info.expiry_time === -1 ? 'never' : new Date(t.token_info.expiry_time).toISOString();
+      out(values, t, `Token ${t.token_info.token_id} for ${t.token_info.owner} (expires ${expires}); shown once:\n  ${t.token_value}`);
+      return;
+    }
+    case 'list': {
+      const list = await client.listTokens({ all: values.all === true });
+      out(values, list, table(['ID', 'OWNER', 'CREATED', 'EXPIRES', 'COMMENT'], list.map((t) => [
+        t.token_id, t.owner, new Date(t.creation_time).toISOString(), t.expiry_time === -1 ? 'never' : new Date(t.expiry_time).toISOString(), t.comment,
+      ])));
+      return;
+    }
+    case 'revoke': {
+      const id = positionals[0];
+      if (id === undefined) throw new UsageError('tokens revoke: give the token id (see ferry tokens list)');
+      await client.revokeToken(id, { any: values.any === true });
+      out(values, {}, `Revoked token ${id}.`);
+      return;
+    }
+    default: throw new UsageError(`Unknown subcommand 'tokens ${sub ?? ''}'.`);
+  }
+}
+
+/** "90d" → 7776000, "12h" → 43200, "3600" / "3600s" → 3600. */
+function lifetimeSeconds(text: string): number {
+  const days = /^(\d+)d$/.exec(text);
+  const ms = days ? Number(days[1]) * 86_400_000 : parseDurationMs(/^\d+$/.test(text) ? `${text}s` : text);
+  if (ms === undefined) throw new UsageError(`tokens create: --lifetime ${JSON.stringify(text)} is not a duration such as 90d, 12h or 3600s`);
+  return Math.round(ms / 1000);
+}
+
+async function permissionsCommand(args: string[]): Promise<void> {
+  const [sub, kind, name, ...rest] = args;
+  const { values } = parse(rest, { user: { type: 'string' }, 'service-principal': { type: 'string' }, group: { type: 'string' }, level: { type: 'string' } });
+  const object = kind === 'endpoint' ? 'serving-endpoint' : kind === 'model' ? 'registered-model' : undefined;
+  if (object === undefined || name === undefined) throw new UsageError(`permissions ${sub ?? ''}: give 'endpoint <name>' or 'model <name>'`);
+  const client = FerryClient.fromEnv();
+  const who = (): Omit<AccessControlEntry, 'permission_level'> => {
+    const entries = [['user_name', str(values, 'user')], ['service_principal_name', str(values, 'service-principal')], ['group_name', str(values, 'group')]]
+      .filter(([, v]) => v !== undefined);
+    if (entries.length !== 1) throw new UsageError(`permissions ${sub ?? ''}: give exactly one of --user, --service-principal, --group`);
+    return Object.fromEntries(entries) as Omit<AccessControlEntry, 'permission_level'>;
+  };
+  let p: ObjectPermissions;
+  switch (sub) {
+    case 'get':
+      p = await client.getPermissions(object, name);
+      break;
+    case 'grant': {
+      const level = str(values, 'level');
+      if (level === undefined) throw new UsageError('permissions grant: give --level');
+      p = await client.setPermissions(object, name, [{ ...who(), permission_level: level }]);
+      break;
+    }
+    case 'revoke': {
+      const target = who();
+      const current = await client.getPermissions(object, name);
+      const same = (e: Omit<AccessControlEntry, 'permission_level'>): boolean =>
+        e.user_name === target.user_name && e.service_principal_name === target.service_principal_name && e.group_name === target.group_name;
+      const kept = current.access_control_list.flatMap((e) => e.all_permissions.filter((x) => !x.inherited && !same(e)).map((x) => ({
+        ...(e.user_name === undefined ? {} : { user_name: e.user_name }),
+        ...(e.service_principal_name === undefined ? {} : { service_principal_name: e.service_principal_name }),
+        ...(e.group_name === undefined ? {} : { group_name: e.group_name }),
+        permission_level: x.permission_level,
+      })));
+      p = await client.setPermissions(object, name, kept, { replace: true });
+      break;
+    }
+    default: throw new UsageError(`Unknown subcommand 'permissions ${sub ?? ''}'.`);
+  }
+  out(values, p, table(['WHO', 'LEVEL'], p.access_control_list.map((e) => [
+    e.user_name ?? e.service_principal_name ?? `group ${e.group_name ?? ''}`,
+    e.all_permissions.map((x) => x.permission_level + (x.inherited ? ' (inherited)' : '')).join(', '),
+  ])));
+}
+
+async function auditCommand(args: string[]): Promise<void> {
+  const { values } = parse(args, { principal: { type: 'string' }, since: { type: 'string' }, limit: { type: 'string' } });
+  const since = str(values, 'since');
+  const sinceMs = since === undefined ? undefined : parseDurationMs(since);
+  if (since !== undefined && sinceMs === undefined) throw new UsageError(`audit: --since ${JSON.stringify(since)} is not a duration such as 1h or 30m`);
+  const r = await FerryClient.fromEnv().auditLog({
+    ...(str(values, 'principal') === undefined ? {} : { principal: str(values, 'principal') as string }),
+    ...(sinceMs === undefined ? {} : { sinceMs: Date.now() - sinceMs }),
+    maxResults: Number(str(values, 'limit') ?? 100),
+  });
+  out(values, r, table(['TIME', 'WHO', 'FROM', 'ACTION', 'PATH', 'RESULT'], r.entries.map((e) => [
+    new Date(e.timestamp).toISOString(), e.principal === '' ? '(anonymous)' : e.principal, e.source_address, e.action.split(' ')[0] ?? '', e.path,
+    `${e.status}${e.error_code === undefined ? '' : ` ${e.error_code}`}`,
+  ])));
+}
+
 async function endpointsCommand(args: string[]): Promise<void> {
   const [sub, ...rest] = args;
   const client = FerryClient.fromEnv();
@@ -491,4 +646,11 @@ async function fixturesCommand(args: string[]): Promise<void> {
   const { values, positionals } = parse(args, {});
   const paths = await writeFixtures(positionals[0] ?? 'fixtures');
   out(values, paths, Object.entries(paths).map(([k, p]) => `${k}: ${p}`).join('\n'));
+}
+
+/** Rows under a header, columns padded to their widest cell. */
+function table(header: string[], rows: string[][]): string {
+  const all = [header, ...rows];
+  const widths = header.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
+  return all.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ')).join('\n');
 }

@@ -279,6 +279,59 @@ export class FerryClient {
     return this.request('POST', `/serving-endpoints/${encodeURIComponent(name)}/invocations`, { json: body });
   }
 
+  // ---- identities, tokens, permissions, audit ----------------------------------------------
+
+  /** The principal the client's token belongs to. */
+  async me(): Promise<Principal> {
+    return this.request('GET', '/api/2.0/me');
+  }
+
+  async createPrincipal(name: string, opts: { type?: 'USER' | 'SERVICE_PRINCIPAL'; admin?: boolean } = {}): Promise<Principal> {
+    return this.request('POST', '/api/2.0/principals', { json: { name, ...opts } });
+  }
+
+  async listPrincipals(): Promise<Principal[]> {
+    return (await this.request<{ principals: Principal[] }>('GET', '/api/2.0/principals')).principals;
+  }
+
+  async deletePrincipal(name: string): Promise<void> {
+    await this.request('DELETE', `/api/2.0/principals/${encodeURIComponent(name)}`);
+  }
+
+  /** A new token for the caller, or (admins) for `forPrincipal`. The secret is in `token_value`, shown once. */
+  async createToken(opts: { lifetimeSeconds?: number; comment?: string; forPrincipal?: string } = {}): Promise<{ token_value: string; token_info: TokenInfo }> {
+    const spec = { ...(opts.lifetimeSeconds === undefined ? {} : { lifetime_seconds: opts.lifetimeSeconds }), ...(opts.comment === undefined ? {} : { comment: opts.comment }) };
+    return opts.forPrincipal === undefined
+      ? this.request('POST', '/api/2.0/token/create', { json: spec })
+      : this.request('POST', '/api/2.0/token-management/on-behalf-of/tokens', { json: { principal: opts.forPrincipal, ...spec } });
+  }
+
+  /** The caller's tokens, or (admins, `all`) every principal's. Never the secrets. */
+  async listTokens(opts: { all?: boolean } = {}): Promise<TokenInfo[]> {
+    const r = await this.request<{ token_infos: TokenInfo[] }>('GET', opts.all === true ? '/api/2.0/token-management/tokens' : '/api/2.0/token/list');
+    return r.token_infos;
+  }
+
+  /** Revokes one of the caller's tokens, or (admins, `any`) anyone's. Effective at once. */
+  async revokeToken(id: string, opts: { any?: boolean } = {}): Promise<void> {
+    if (opts.any === true) await this.request('DELETE', `/api/2.0/token-management/tokens/${encodeURIComponent(id)}`);
+    else await this.request('POST', '/api/2.0/token/delete', { json: { token_id: id } });
+  }
+
+  async getPermissions(object: PermissionObject, name: string): Promise<ObjectPermissions> {
+    return this.request('GET', permissionsPath(object, name));
+  }
+
+  /** PATCH (add or change these grants) or, with `replace`, PUT (these grants and no others). */
+  async setPermissions(object: PermissionObject, name: string, acl: AccessControlEntry[], opts: { replace?: boolean } = {}): Promise<ObjectPermissions> {
+    return this.request(opts.replace === true ? 'PUT' : 'PATCH', permissionsPath(object, name), { json: { access_control_list: acl } });
+  }
+
+  /** The audit log, newest first (admins). */
+  async auditLog(opts: { principal?: string; sinceMs?: number; maxResults?: number; pageToken?: string } = {}): Promise<{ entries: AuditEntry[]; next_page_token?: string }> {
+    return this.request('GET', '/api/2.0/audit-log', { query: { principal: opts.principal, since_ms: opts.sinceMs, max_results: opts.maxResults, page_token: opts.pageToken } });
+  }
+
   /** Uploads one file through the MLflow artifact proxy to `mlflow-artifacts:/<key>`. */
   async uploadArtifact(key: string, body: Readable | Buffer): Promise<void> {
     await this.request('PUT', `/api/2.0/mlflow-artifacts/artifacts/${key.split('/').map(encodeURIComponent).join('/')}`, { body });
@@ -312,6 +365,55 @@ export class FerryClient {
       await this.request('DELETE', `/api/2.0/mlflow-artifacts/artifacts/${prefix.split('/').map(encodeURIComponent).join('/')}`).catch(() => undefined);
     }
   }
+}
+
+export type PermissionObject = 'serving-endpoint' | 'registered-model';
+
+function permissionsPath(object: PermissionObject, name: string): string {
+  return `/api/2.0/permissions/${object === 'serving-endpoint' ? 'serving-endpoints' : 'registered-models'}/${encodeURIComponent(name)}`;
+}
+
+export interface Principal {
+  name: string;
+  type: 'USER' | 'SERVICE_PRINCIPAL';
+  admin: boolean;
+  creation_time: number;
+  created_by: string;
+}
+
+export interface TokenInfo {
+  token_id: string;
+  owner: string;
+  creation_time: number;
+  /** -1: never expires. */
+  expiry_time: number;
+  comment: string;
+}
+
+/** One entry of a PUT/PATCH access control list: exactly one of the three names. */
+export interface AccessControlEntry {
+  user_name?: string;
+  service_principal_name?: string;
+  group_name?: string;
+  permission_level: string;
+}
+
+export interface ObjectPermissions {
+  object_id: string;
+  object_type: string;
+  access_control_list: Array<{ user_name?: string; service_principal_name?: string; group_name?: string; all_permissions: Array<{ permission_level: string; inherited: boolean }> }>;
+}
+
+export interface AuditEntry {
+  id: number;
+  timestamp: number;
+  principal: string;
+  source_address: string;
+  method: string;
+  path: string;
+  action: string;
+  status: number;
+  error_code?: string;
 }
 
 /** Relative paths ('/'-separated) of every file under `dir`. */
