@@ -26,8 +26,7 @@ export function endpointRoutes(router: Router, controller: EndpointController, o
       return { body: controller.describe(name(ctx)) };
     })
     .add('PUT', `${base}/:name/ai-gateway`, async (ctx) => {
-      const a = await controller.setAiGateway(name(ctx), await body(ctx));
-      return { body: { fallback_config: { enabled: a.fallbackEnabled } } };
+      return { body: await controller.setAiGateway(name(ctx), await body(ctx)) };
     })
     .add('DELETE', `${base}/:name`, async (ctx) => {
       await controller.delete(name(ctx));
