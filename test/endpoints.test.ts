@@ -221,7 +221,7 @@ describe('serving endpoints', () => {
 
     const invalid: Array<[unknown, RegExp]> = [
       [{ served_entities: [] }, /config\.served_entities/],
-      [{ served_entities: [{ entity_name: 'linear', entity_version: '1', workload_size: 'Huge' }] }, /config\.served_entities\.0\.workload_size/],
+      [{ served_entities: [{ entity_name: 'linear', entity_version: '1', workload_size: 'Huge' }] }, /config\.served_entities\[0\]\.workload_size/],
       [{ served_entities: [{ entity_name: 'linear', entity_version: '9' }] }, /config\.served_entities\[0\].*version 9/],
       [{ served_entities: [{ entity_name: 'nope', entity_version: '1' }] }, /'nope' not found/],
       [{ served_entities: [{ entity_name: 'linear', entity_version: '1' }], traffic_config: { routes: [{ served_entity_name: 'linear-1', traffic_percentage: 90 }] } }, /add up to 100/],

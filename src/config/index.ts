@@ -163,7 +163,8 @@ function requireUnit(
 export function configError(error: z.ZodError, input: unknown, prefix = ''): FerryError {
   const issue = error.issues[0];
   if (!issue) return new FerryError('INVALID_PARAMETER_VALUE', 'Invalid configuration.');
-  const key = prefix + issue.path.map(String).join('.');
+  // Array indexes as in the API docs and other messages: `rate_limits[0].calls`.
+  const key = prefix + issue.path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i === 0 ? '' : '.'}${String(p)}`)).join('');
   if (issue.code === 'unrecognized_keys') {
     const where = key === '' ? '' : ` in '${key}'`;
     return new FerryError('INVALID_PARAMETER_VALUE', `Unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${k}'`).join(', ')}${where}.`);

@@ -38,8 +38,7 @@ export function endpointRoutes(router: ServerRouter, controller: EndpointControl
       return { body: controller.describe(name(ctx)) };
     }, manage)
     .add('PUT', `${base}/:name/ai-gateway`, async (ctx) => {
-      const a = await controller.setAiGateway(name(ctx), await body(ctx));
-      return { body: { fallback_config: { enabled: a.fallbackEnabled } } };
+      return { body: await controller.setAiGateway(name(ctx), await body(ctx)) };
     }, manage)
     .add('DELETE', `${base}/:name`, async (ctx) => {
       await controller.delete(name(ctx));

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { configError } from '../config/index.js';
 import { FerryError, invalidParameter } from '../errors.js';
 import { WORKLOAD_TYPES, type FlavorName, type WorkloadType } from '../flavors/index.js';
+import { RATE_LIMIT_KEYS, RENEWAL_PERIOD_MS, type RateLimit, type RenewalPeriod } from '../gateway/index.js';
 import type { Registry } from '../registry/index.js';
 import { scalingSpecFor, type ScalingSpec, type ScalingTunables } from '../autoscaler/index.js';
 import type { BatchingConfig } from '../runtime/index.js';
@@ -93,14 +94,31 @@ export const endpointConfigSchema = z.strictObject({
   rollout: rolloutSchema.optional(),
 });
 
-/** Databricks `ai_gateway`; Ferry supports `fallback_config` so far. */
+/**
+ * Databricks `ai_gateway`: `fallback_config` and `rate_limits` (calls per minute, per user or per
+ * endpoint), plus the Ferry extension `input_limits`.
+ */
 export const aiGatewaySchema = z.strictObject({
   fallback_config: z.strictObject({ enabled: z.boolean() }).optional(),
+  rate_limits: z.array(z.strictObject({
+    calls: z.number({ error: 'expected a positive integer' }).int({ error: 'expected a positive integer' }).positive({ error: 'expected a positive integer' }),
+    renewal_period: z.enum(Object.keys(RENEWAL_PERIOD_MS) as [RenewalPeriod, ...RenewalPeriod[]], { error: `expected ${Object.keys(RENEWAL_PERIOD_MS).map((p) => `"${p}"`).join(' or ')}` }),
+    // Databricks' default: a limit counts each caller separately.
+    key: z.enum(RATE_LIMIT_KEYS, { error: `expected ${RATE_LIMIT_KEYS.map((k) => `"${k}"`).join(' or ')}` }).default('user'),
+  }), { error: 'expected an array of {"calls", "renewal_period", "key"} objects' }).optional(),
+  /** Ferry extension: a per-endpoint cap on inference request bodies, below the server's `maxBodySize`. */
+  input_limits: z.strictObject({
+    max_body_bytes: z.number({ error: 'expected a positive integer' }).int({ error: 'expected a positive integer' }).positive({ error: 'expected a positive integer' }).optional(),
+  }).optional(),
 });
 
 export interface AiGatewayConfig {
   /** A 5xx or unreachable replica on one served entity is retried on the next ones, in route order. */
   fallbackEnabled: boolean;
+  /** At most one per key; empty: unlimited. */
+  rateLimits: RateLimit[];
+  /** Largest inference request body for this endpoint; undefined: the server's `maxBodySize`. */
+  maxBodyBytes: number | undefined;
 }
 
 export const createEndpointSchema = z.strictObject({
@@ -244,11 +262,35 @@ function compileShadows(shadows: Array<{ served_entity_name: string; mirror_perc
   return out;
 }
 
-/** Validates an `ai_gateway` body (create or PUT .../ai-gateway). */
-export function compileAiGateway(raw: unknown, field = 'ai_gateway'): AiGatewayConfig {
+/**
+ * Validates an `ai_gateway` body (create: `field` "ai_gateway"; PUT .../ai-gateway: ""). At most one
+ * rate limit per key; `input_limits.max_body_bytes` may not exceed the server's `maxBodyBytes`
+ * (the server reads no more than that for any request).
+ */
+export function compileAiGateway(raw: unknown, server: { maxBodyBytes: number }, field = 'ai_gateway'): AiGatewayConfig {
+  const prefix = field === '' ? '' : `${field}.`;
   const r = aiGatewaySchema.safeParse(raw ?? {});
-  if (!r.success) throw configError(r.error, raw, field === '' ? '' : `${field}.`);
-  return { fallbackEnabled: r.data.fallback_config?.enabled ?? false };
+  if (!r.success) throw configError(r.error, raw, prefix);
+  const rateLimits: RateLimit[] = [];
+  for (const [i, l] of (r.data.rate_limits ?? []).entries()) {
+    const same = rateLimits.findIndex((x) => x.key === l.key);
+    if (same !== -1) throw invalidParameter(`${prefix}rate_limits[${i}].key`, l.key, `at most one rate limit per key (rate_limits[${same}] already has key "${l.key}")`);
+    rateLimits.push({ calls: l.calls, renewalPeriod: l.renewal_period, key: l.key });
+  }
+  const maxBodyBytes = r.data.input_limits?.max_body_bytes;
+  if (maxBodyBytes !== undefined && maxBodyBytes > server.maxBodyBytes) {
+    throw invalidParameter(`${prefix}input_limits.max_body_bytes`, maxBodyBytes, `at most the server's maxBodySize of ${server.maxBodyBytes} bytes (raise maxBodySize in the server config to allow more)`);
+  }
+  return { fallbackEnabled: r.data.fallback_config?.enabled ?? false, rateLimits, maxBodyBytes };
+}
+
+/** The API (Databricks) shape of compiled AI gateway settings; unset parts are left out. */
+export function aiGatewayView(a: AiGatewayConfig): Record<string, unknown> {
+  return {
+    ...(a.rateLimits.length === 0 ? {} : { rate_limits: a.rateLimits.map((l) => ({ calls: l.calls, renewal_period: l.renewalPeriod, key: l.key })) }),
+    fallback_config: { enabled: a.fallbackEnabled },
+    ...(a.maxBodyBytes === undefined ? {} : { input_limits: { max_body_bytes: a.maxBodyBytes } }),
+  };
 }
 
 /** Steps must raise the new entities' share: 10 → 50 → 100, never 50 → 10. */

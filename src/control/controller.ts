@@ -25,11 +25,11 @@ import type { ArtifactStore } from '../artifacts/index.js';
 import { decide, newScalerState, record, type Decision, type ScalerState } from '../autoscaler/index.js';
 import { FerryError, notFound } from '../errors.js';
 import { FramedChannel, framePayloadLimit } from '../channel/index.js';
-import { EntityTraffic, GatewayStats, statsKey, type Backend, type EndpointRoute, type RoutingTable, type TrafficOptions } from '../gateway/index.js';
+import { EntityTraffic, GatewayStats, RateLimiter, statsKey, type Backend, type EndpointRoute, type RoutingTable, type TrafficOptions } from '../gateway/index.js';
 import type { Registry } from '../registry/index.js';
 import type { ReplicaExit, ReplicaHandle, Runtime } from '../runtime/index.js';
 import type { EndpointRecord, MetadataStore } from '../store/index.js';
-import { compileAiGateway, compileConfig, parseCreateBody, type AiGatewayConfig, type EndpointConfig, type ServedEntityConfig } from './config.js';
+import { aiGatewayView, compileAiGateway, compileConfig, parseCreateBody, type AiGatewayConfig, type EndpointConfig, type ServedEntityConfig } from './config.js';
 import {
   blendRoutes, describeStep, judgeCanaryStep, RolloutAborted, RolloutFailure, scoreValidation, sleepUnlessAborted, untilAborted,
   validationRequestOf, type Weighted,
@@ -146,7 +146,14 @@ class EndpointState {
   /** The update rolling out now. */
   run: RolloutRun | undefined;
   deleted = false;
-  constructor(public record: Record_) {}
+  /**
+   * The endpoint's rate-limit buckets, kept across route swaps (a config update must not refill
+   * them); replaced when the AI gateway settings change. Undefined when it has no limits.
+   */
+  rateLimiter: RateLimiter | undefined;
+  constructor(public record: Record_) {
+    this.rateLimiter = rateLimiterFor(record.name, aiGatewayOf(record));
+  }
 }
 
 export class EndpointController {
@@ -187,7 +194,7 @@ export class EndpointController {
       name: b.name, id: randomUUID(), creator: principal, createdMs: now, updatedMs: now, description: b.description,
       tags: Object.fromEntries(b.tags.map((t) => [t.key, t.value])),
       config: undefined, pendingConfig: config, configUpdate: 'IN_PROGRESS', updateMessage: '',
-      aiGateway: compileAiGateway(b.ai_gateway),
+      aiGateway: compileAiGateway(b.ai_gateway, { maxBodyBytes: this.o.maxBodyBytes }),
     };
     await this.o.store.createEndpoint(record);
     const st = new EndpointState(record);
@@ -232,15 +239,19 @@ export class EndpointController {
     await run?.done;
   }
 
-  /** Replaces the endpoint's AI gateway settings; they apply to the live route at once. */
-  async setAiGateway(name: string, body: unknown): Promise<AiGatewayConfig> {
+  /**
+   * Replaces the endpoint's AI gateway settings; they apply to the live route at once. New rate
+   * limits start with full buckets. Answers the settings in the API shape.
+   */
+  async setAiGateway(name: string, body: unknown): Promise<Record<string, unknown>> {
     const st = this.get(name);
-    const aiGateway = compileAiGateway(body, '');
+    const aiGateway = compileAiGateway(body, { maxBodyBytes: this.o.maxBodyBytes }, '');
     st.record = { ...st.record, aiGateway, updatedMs: this.o.now() };
     await this.o.store.putEndpoint(st.record);
+    st.rateLimiter = rateLimiterFor(name, aiGateway);
     const route = this.o.table.get(name);
-    if (route) this.o.table.set({ ...route, fallback: aiGateway.fallbackEnabled });
-    return aiGateway;
+    if (route) this.o.table.set({ ...route, ...gatewayPolicies(st, aiGateway) });
+    return aiGatewayView(aiGateway);
   }
 
   /** Removes the endpoint: no more traffic, replicas drain and stop, then the record goes. */
@@ -568,7 +579,7 @@ export class EndpointController {
         const entity = entities.find((e) => e.name === s.servedEntityName);
         return entity ? [{ entity, mirrorPercentage: s.mirrorPercentage }] : [];
       }),
-      fallback: aiGatewayOf(st.record).fallbackEnabled,
+      ...gatewayPolicies(st, aiGatewayOf(st.record)),
     };
     this.o.table.set(route);
   }
@@ -760,7 +771,7 @@ export class EndpointController {
       last_updated_timestamp: r.updatedMs,
       ...(r.description ? { description: r.description } : {}),
       tags: Object.entries(r.tags).map(([key, value]) => ({ key, value })),
-      ai_gateway: { fallback_config: { enabled: aiGatewayOf(r).fallbackEnabled } },
+      ai_gateway: aiGatewayView(aiGatewayOf(r)),
       state: {
         ready: ready ? 'READY' : 'NOT_READY',
         config_update: r.configUpdate,
@@ -772,10 +783,20 @@ export class EndpointController {
   }
 }
 
-/** The stored AI gateway settings (records written before they existed have none). */
+/** The stored AI gateway settings (records written before they existed have none, or fewer). */
 function aiGatewayOf(r: Record_): AiGatewayConfig {
   const a = r.aiGateway as Partial<AiGatewayConfig> | undefined;
-  return { fallbackEnabled: a?.fallbackEnabled === true };
+  return { fallbackEnabled: a?.fallbackEnabled === true, rateLimits: a?.rateLimits ?? [], maxBodyBytes: a?.maxBodyBytes };
+}
+
+/** No limiter at all without limits, so such endpoints pay nothing for the feature. */
+function rateLimiterFor(endpoint: string, a: AiGatewayConfig): RateLimiter | undefined {
+  return a.rateLimits.length === 0 ? undefined : new RateLimiter(endpoint, a.rateLimits);
+}
+
+/** The route fields that come from the AI gateway settings. */
+function gatewayPolicies(st: EndpointState, a: AiGatewayConfig): Pick<EndpointRoute, 'fallback' | 'rateLimiter' | 'maxBodyBytes'> {
+  return { fallback: a.fallbackEnabled, rateLimiter: st.rateLimiter, maxBodyBytes: a.maxBodyBytes };
 }
 
 export type EndpointView = Record<string, unknown> & { name: string; state: { ready: 'READY' | 'NOT_READY'; config_update: string } };

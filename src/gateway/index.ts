@@ -1,19 +1,22 @@
 /**
  * The gateway (data plane): the inference routes clients call. Per request: authenticate (the
- * server's middleware), read the body within the limit, pick a served entity by traffic weight and
+ * server's middleware), apply the endpoint's rate limits (./rate-limit.ts), read the body within
+ * the endpoint's limit (or the server's), pick a served entity by traffic weight and
  * a replica by power of two choices, forward through the replica's channel, answer with the
  * replica's response and a `served-model-name` header. The body is forwarded as received: the
  * replica parses and validates it.
  */
 import { access, type ServerRouter } from '../auth/index.js';
 import { FerryError, notFound } from '../errors.js';
-import { readBody, type Context, type Reply } from '../http/index.js';
+import { readBody, type Context, type Handler, type Reply } from '../http/index.js';
 import { ChannelError, type ChannelRequest, type ChannelResponse } from '../channel/index.js';
+import { rateLimited, type RouteHandler } from './rate-limit.js';
 import { pickEntity, type Backend, type EndpointRoute, type EntityRoute, type RoutingTable } from './routing.js';
 import type { GatewayStats } from './stats.js';
 
 export { RoutingTable, pickBackend, pickEntity, type Backend, type EndpointRoute, type EntityRoute } from './routing.js';
 export { EntityTraffic, type TrafficOptions } from './traffic.js';
+export { RATE_LIMIT_KEYS, RENEWAL_PERIOD_MS, RateLimiter, type RateLimit, type RateLimitKey, type RenewalPeriod } from './rate-limit.js';
 export { GatewayStats, statsKey, type StatsSummary } from './stats.js';
 
 export interface GatewayOptions {
@@ -41,13 +44,23 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
     // A version path addresses those entities directly, whatever their traffic share.
     return matching.map((e) => ({ ...e, trafficPercentage: 1 }));
   };
-  const forward = async (ctx: Context, replicaPath: (r: EndpointRoute) => string): Promise<Reply | undefined> => {
-    const r = route(ctx);
+  const withRoute = (h: RouteHandler<EndpointRoute>): Handler => (ctx) => h(ctx, route(ctx));
+  /** Reads an inference body within the endpoint's own limit when it has one, else the server's. */
+  const readInferenceBody = async (ctx: Context, r: EndpointRoute): Promise<Buffer> => {
+    if (r.maxBodyBytes === undefined) return readBody(ctx.req, opts.maxBodyBytes);
+    try {
+      return await readBody(ctx.req, r.maxBodyBytes);
+    } catch (err) {
+      if (!(err instanceof FerryError) || err.code !== 'PAYLOAD_TOO_LARGE') throw err;
+      throw new FerryError('PAYLOAD_TOO_LARGE', `Request body exceeds the limit of ${r.maxBodyBytes} bytes of serving endpoint '${r.name}' (ai_gateway.input_limits.max_body_bytes).`);
+    }
+  };
+  const forward = (replicaPath: (ctx: Context, r: EndpointRoute) => string): RouteHandler<EndpointRoute> => async (ctx, r) => {
     const entities = entitiesFor(ctx, r);
     const first = pickEntity(entities, Math.random());
     if (!first) throw noReplica(r.name);
-    const body = ctx.method === 'POST' ? await readBody(ctx.req, opts.maxBodyBytes) : undefined;
-    const req = { method: ctx.method, path: replicaPath(r), body };
+    const body = ctx.method === 'POST' ? await readInferenceBody(ctx, r) : undefined;
+    const req = { method: ctx.method, path: replicaPath(ctx, r), body };
     for (const s of r.shadows) if (s.entity !== first && Math.random() * 100 < s.mirrorPercentage) mirror(s.entity, req, r.timeoutMs);
     // With fallback on, a 5xx or an unreachable entity passes the request to the next entities in
     // route order (Databricks fallback_config); otherwise the first answer is final.
@@ -94,17 +107,19 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
     measured(entity, () => send(entity, req, timeoutMs)).catch(() => undefined);
   };
 
-  const invocations = (ctx: Context): Promise<Reply | undefined> => forward(ctx, () => '/invocations');
-  const v2 = (suffix: string) => (ctx: Context): Promise<Reply | undefined> => forward(ctx, (r) => `/v2/models/${encodeURIComponent(r.name)}${suffix}`);
+  const v2 = (suffix: string) => (_ctx: Context, r: EndpointRoute): string => `/v2/models/${encodeURIComponent(r.name)}${suffix}`;
+  const v2Version = (suffix: string) => (ctx: Context, r: EndpointRoute): string =>
+    `/v2/models/${encodeURIComponent(r.name)}/versions/${encodeURIComponent(ctx.params.version ?? '')}${suffix}`;
 
+  // Rate limits count inference calls only, not metadata or readiness probes.
   const query = access.endpoint('CAN_QUERY');
   const view = access.endpoint('CAN_VIEW');
   router
-    .add('POST', '/serving-endpoints/:name/invocations', invocations, query)
-    .add('POST', '/v2/models/:name/infer', v2('/infer'), query)
-    .add('POST', '/v2/models/:name/versions/:version/infer', (ctx) => forward(ctx, (r) => `/v2/models/${encodeURIComponent(r.name)}/versions/${encodeURIComponent(ctx.params.version ?? '')}/infer`), query)
-    .add('GET', '/v2/models/:name', v2(''), view)
-    .add('GET', '/v2/models/:name/versions/:version', (ctx) => forward(ctx, (r) => `/v2/models/${encodeURIComponent(r.name)}/versions/${encodeURIComponent(ctx.params.version ?? '')}`), view)
+    .add('POST', '/serving-endpoints/:name/invocations', withRoute(rateLimited(forward(() => '/invocations'))), query)
+    .add('POST', '/v2/models/:name/infer', withRoute(rateLimited(forward(v2('/infer')))), query)
+    .add('POST', '/v2/models/:name/versions/:version/infer', withRoute(rateLimited(forward(v2Version('/infer')))), query)
+    .add('GET', '/v2/models/:name', withRoute(forward(v2(''))), view)
+    .add('GET', '/v2/models/:name/versions/:version', withRoute(forward(v2Version(''))), view)
     .add('GET', '/v2/models/:name/ready', (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))), view)
     .add('GET', '/v2/models/:name/versions/:version/ready', (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))), view);
 }

@@ -5,6 +5,7 @@
  * gateway never sees a half-built config.
  */
 import type { ReplicaChannel } from '../channel/index.js';
+import type { RateLimiter } from './rate-limit.js';
 import type { EntityTraffic } from './traffic.js';
 
 /** One ready replica as the gateway sees it. */
@@ -40,6 +41,10 @@ export interface EndpointRoute {
   shadows: Array<{ entity: EntityRoute; mirrorPercentage: number }>;
   /** Retry a 5xx or unreachable entity on the next ones in route order. */
   fallback: boolean;
+  /** The endpoint's rate limits (`ai_gateway.rate_limits`); undefined when it has none. */
+  rateLimiter: RateLimiter | undefined;
+  /** Largest inference body for this endpoint (`ai_gateway.input_limits`); undefined: the server's limit. */
+  maxBodyBytes: number | undefined;
 }
 
 export class RoutingTable {
