@@ -176,6 +176,18 @@ describe('permissions on real objects', () => {
     assert.equal((await call('GET', '/v2/models/carol-ep/ready', ci)).status, 200);
     assertDenied(await call('POST', '/v2/models/carol-ep/infer', ci, { inputs: [] }));
 
+    // Rate limits keyed by user count each principal separately.
+    const limit = await call('PUT', '/api/2.0/serving-endpoints/carol-ep/ai-gateway', carol, { rate_limits: [{ calls: 2, renewal_period: 'minute', key: 'user' }] });
+    assert.equal(limit.status, 200, limit.text);
+    const statuses = async (token: string): Promise<number[]> => {
+      const out: number[] = [];
+      for (let i = 0; i < 3; i++) out.push((await call('POST', '/serving-endpoints/carol-ep/invocations', token, query)).status);
+      return out;
+    };
+    assert.deepEqual(await statuses(carol), [200, 200, 429]);
+    assert.deepEqual(await statuses(dave), [200, 200, 429]);
+    assert.equal((await call('PUT', '/api/2.0/serving-endpoints/carol-ep/ai-gateway', carol, { rate_limits: [] })).status, 200);
+
     // Bad access control lists name the entry and field.
     const invalid = [
       [{ user_name: 'ghost', permission_level: 'CAN_QUERY' }, /access_control_list\[0\]\.user_name/],
@@ -212,6 +224,8 @@ describe('permissions on real objects', () => {
 describe('audit log', () => {
   test('every control-plane change and attempt is recorded; reads, inference and secrets are not', async () => {
     const erin = await principalWithToken('erin');
+    // Strictly after the rows written so far (since_ms is inclusive, in whole milliseconds).
+    await new Promise((resolve) => setTimeout(resolve, 5));
     const before = Date.now();
     assert.equal((await call('POST', '/api/2.0/mlflow/registered-models/create', erin, { name: 'erin-model' })).status, 200);
     assertDenied(await call('DELETE', '/api/2.0/mlflow/registered-models/delete?name=carol-model', erin));
