@@ -41,7 +41,8 @@ function makeSpec(id: string, model: 'linear' | 'broken', overrides: Partial<Rep
     id, endpoint: 'ep', servedEntity: 'linear',
     artifactDir: model === 'linear' ? fx.dir : brokenDir, modelFile: model === 'linear' ? 'linear.onnx' : 'model.onnx',
     flavor: 'onnx', workloadType: 'CPU', modelName: 'linear', modelVersion: '1',
-    memoryLimitBytes: 1024 * MIB, maxBodyBytes: 16 * MIB, batching: { enabled: true, maxBatchSize: 64, maxQueueDelayUs: 0, preferredBatchSizes: [] },
+    memoryLimitBytes: 1024 * MIB, maxBodyBytes: 16 * MIB, maxRowsPerRequest: 100_000, maxJsonDepth: 64, maxJsonElements: 4_194_304,
+    batching: { enabled: true, maxBatchSize: 64, maxQueueDelayUs: 0, preferredBatchSizes: [] },
     ...overrides,
   };
 }
@@ -53,9 +54,12 @@ async function newStateDir(): Promise<string> {
   return dir;
 }
 
-/** Pool processes are started for the memory limit `makeSpec` gives (1 GiB), so its specs claim them. */
+/**
+ * Pool processes are started for the memory limit `makeSpec` gives (1 GiB), so its specs claim
+ * them. Replicas drop to "nobody" as the server's would (when the tests run as root).
+ */
 async function openRuntime(stateDir: string, opts: Partial<LocalRuntimeOptions> = {}): Promise<LocalRuntime> {
-  return LocalRuntime.open({ stateDir, startTimeoutMs: 30_000, drainTimeoutMs: 2000, warmPoolMemoryLimitBytes: 1024 * MIB, ...opts });
+  return LocalRuntime.open({ stateDir, startTimeoutMs: 30_000, drainTimeoutMs: 2000, warmPoolMemoryLimitBytes: 1024 * MIB, replicaUser: 'nobody', ...opts });
 }
 
 /** Waits until `rt`'s pool has `n` idle processes; returns their pids. */
@@ -141,7 +145,8 @@ async function withRuntime(opts: Partial<LocalRuntimeOptions>, fn: (rt: LocalRun
 
 describe('LocalRuntime', () => {
   test('files: socket dir 0700, socket 0600, pid file while running; start-to-ready time', { timeout: 60_000 }, async (t) => {
-    await withRuntime({}, async (rt, stateDir) => {
+    // No pool: a claimed replica uses its pool process's socket, named when that process started.
+    await withRuntime({ warmPoolSize: 0 }, async (rt, stateDir) => {
       const startedMs = performance.now();
       const handle = await rt.startReplica(makeSpec('ep.linear.files', 'linear'));
       const readyMs = performance.now() - startedMs;
@@ -154,9 +159,14 @@ describe('LocalRuntime', () => {
       assert.equal(pidFile.socketPath, path.join(stateDir, 'sockets', 'ep.linear.files.sock'));
       assert.equal(typeof pidFile.startedMs, 'number');
       assert.ok(fs.existsSync(path.join(stateDir, 'logs', 'ep', 'linear', 'ep.linear.files.log')));
+      assert.equal((await fsp.stat(path.join(stateDir, 'models'))).mode & 0o777, 0o700);
+      const [modelDir] = await fsp.readdir(path.join(stateDir, 'models'));
+      assert.match(modelDir ?? '', /^ep\.linear\.files-[0-9a-f]{8}$/);
+      assert.deepEqual(await fsp.readdir(path.join(stateDir, 'models', modelDir ?? '')), await fsp.readdir(fx.dir), 'the whole artifact dir is staged');
       await rt.stopReplica(handle.id);
       assert.deepEqual(await fsp.readdir(path.join(stateDir, 'pids')), []);
       assert.deepEqual(await fsp.readdir(path.join(stateDir, 'sockets')), []);
+      assert.deepEqual(await fsp.readdir(path.join(stateDir, 'models')), [], 'the private model dir goes with the replica');
       assert.match(await rt.logs('ep', 'linear', 10_000), /draining/, 'SIGTERM made it drain');
     });
   });
@@ -183,7 +193,7 @@ describe('LocalRuntime', () => {
   });
 
   test('an id too long for a Unix socket path gets a short hashed socket name', { timeout: 60_000 }, async () => {
-    await withRuntime({}, async (rt) => {
+    await withRuntime({ warmPoolSize: 0 }, async (rt) => {
       const id = `ep.linear.${'x'.repeat(150)}`;
       const handle = await rt.startReplica(makeSpec(id, 'linear'));
       assert.equal(handle.address.kind, 'unix');
@@ -438,6 +448,7 @@ describe('LocalRuntime warm pool', () => {
         options: {
           socketPath, dir: fx.dir, flavor: 'onnx', loadOptions: { modelFile: 'linear.onnx', workloadType: 'CPU', intraOpThreads: 1 },
           modelName: 'linear', modelVersion: '1', maxBodyBytes: MIB, drainTimeoutMs: 1000,
+          maxRowsPerRequest: 100, maxJsonDepth: 64, maxJsonElements: 1000,
           batching: { enabled: true, maxBatchSize: 64, maxQueueDelayUs: 0, preferredBatchSizes: [] },
         },
       });

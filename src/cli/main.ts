@@ -208,6 +208,8 @@ async function replicaCommand(args: string[]): Promise<void> {
     'max-body-bytes': { type: 'string' }, 'drain-timeout-ms': { type: 'string' },
     batching: { type: 'string' }, 'max-batch-size': { type: 'string' }, 'max-queue-delay-us': { type: 'string' },
     'preferred-batch-sizes': { type: 'string' }, execution: { type: 'string' }, pool: { type: 'string' },
+    'max-rows-per-request': { type: 'string' }, 'max-json-depth': { type: 'string' }, 'max-json-elements': { type: 'string' },
+    uid: { type: 'string' }, gid: { type: 'string' },
   });
   const failed = (err: unknown): never => {
     // The runtime reads this line to explain a failed start.
@@ -233,6 +235,13 @@ async function replicaCommand(args: string[]): Promise<void> {
     if (execution !== undefined && execution !== 'auto' && execution !== 'inline' && execution !== 'worker') {
       throw new UsageError('replica: --execution must be one of auto, inline, worker.');
     }
+    const uid = str(values, 'uid');
+    const gid = str(values, 'gid');
+    if ((uid === undefined) !== (gid === undefined) || [uid, gid].some((v) => v !== undefined && !/^\d+$/.test(v))) {
+      throw new UsageError('replica: --uid and --gid go together, as numbers.');
+    }
+    // The server's own defaults for the shape limits, so a replica started by hand enforces the same.
+    const defaults = compileServerConfig({});
     options = {
       socketPath: need('socket'),
       dir: need('dir'),
@@ -242,6 +251,9 @@ async function replicaCommand(args: string[]): Promise<void> {
       modelVersion: need('version'),
       maxBodyBytes: Number(str(values, 'max-body-bytes') ?? 16 * 1024 * 1024),
       drainTimeoutMs: Number(str(values, 'drain-timeout-ms') ?? 30_000),
+      maxRowsPerRequest: Number(str(values, 'max-rows-per-request') ?? defaults.maxRowsPerRequest),
+      maxJsonDepth: Number(str(values, 'max-json-depth') ?? defaults.maxJsonDepth),
+      maxJsonElements: Number(str(values, 'max-json-elements') ?? defaults.maxJsonElements),
       batching: {
         enabled: (str(values, 'batching') ?? 'on') === 'on',
         maxBatchSize: Number(str(values, 'max-batch-size') ?? 64),
@@ -249,6 +261,7 @@ async function replicaCommand(args: string[]): Promise<void> {
         preferredBatchSizes: (str(values, 'preferred-batch-sizes') ?? '').split(',').filter((x) => x !== '').map(Number),
       },
       ...(execution === undefined ? {} : { execution }),
+      ...(uid === undefined || gid === undefined ? {} : { user: { uid: Number(uid), gid: Number(gid) } }),
     };
   }
   const replica = await startReplica(options).catch(failed);

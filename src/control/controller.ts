@@ -27,7 +27,7 @@ import { FerryError, notFound } from '../errors.js';
 import { FramedChannel, framePayloadLimit } from '../channel/index.js';
 import { EntityTraffic, GatewayStats, RateLimiter, statsKey, type Backend, type EndpointRoute, type RoutingTable, type TrafficOptions } from '../gateway/index.js';
 import type { Registry } from '../registry/index.js';
-import type { ReplicaExit, ReplicaHandle, Runtime } from '../runtime/index.js';
+import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../runtime/index.js';
 import type { EndpointRecord, MetadataStore } from '../store/index.js';
 import { aiGatewayView, compileAiGateway, compileConfig, parseCreateBody, type AiGatewayConfig, type EndpointConfig, type ServedEntityConfig } from './config.js';
 import {
@@ -48,6 +48,8 @@ export interface ControllerOptions {
   defaultRequestTimeoutMs: number;
   replicaMemoryLimitBytes: number;
   maxBodyBytes: number;
+  /** Request shape limits each replica enforces (`ServerConfig`'s keys of the same names). */
+  inputLimits: Pick<ReplicaSpec, 'maxRowsPerRequest' | 'maxJsonDepth' | 'maxJsonElements'>;
   /** How long a stopped config's replicas may take to finish their in-flight requests. */
   drainTimeoutMs: number;
   /** Per-entity capacity and wait-buffer settings of the gateway. */
@@ -610,7 +612,7 @@ export class EndpointController {
         id, endpoint: d.endpoint, servedEntity: e.name,
         artifactDir: await this.o.artifacts.localDir(e.artifactPath), modelFile: e.modelFile, flavor: e.flavor,
         workloadType: e.workloadType, modelName: d.endpoint, modelVersion: e.entityVersion,
-        memoryLimitBytes: this.o.replicaMemoryLimitBytes, maxBodyBytes: this.o.maxBodyBytes,
+        memoryLimitBytes: this.o.replicaMemoryLimitBytes, maxBodyBytes: this.o.maxBodyBytes, ...this.o.inputLimits,
         batching: e.batching,
       });
     } catch (err) {

@@ -3,7 +3,9 @@
  * speaks HTTP (MLflow scoring at `/invocations`, Open Inference Protocol v2 under `/v2/`, health
  * probes), decodes and validates requests against the signature, and hands tensors to the model
  * worker thread. SIGTERM drains in-flight requests, then exits. In pool mode (`awaitPoolClaim`) the
- * process starts before its model is known and gets its options over IPC from the runtime.
+ * process starts before its model is known and gets its options over IPC from the runtime. Given
+ * a `user` (the runtime passes one when the server is root), it switches to that uid/gid once its
+ * model is loaded and its socket listens, before it answers anything.
  */
 import fs from 'node:fs';
 import http from 'node:http';
@@ -32,9 +34,21 @@ export interface ReplicaOptions {
   maxBodyBytes: number;
   /** How long SIGTERM waits for in-flight requests before exiting anyway. */
   drainTimeoutMs: number;
+  /** Most rows (first dimension of each input) one request may carry. */
+  maxRowsPerRequest: number;
+  /** Deepest nesting of arrays and objects accepted in a JSON body. */
+  maxJsonDepth: number;
+  /** Most values accepted in one JSON body. */
+  maxJsonElements: number;
   batching: BatchingConfig;
   /** Where the model runs: its own worker thread, the main thread (tiny models), or decided by a calibration run. */
   execution?: ExecutionMode;
+  /**
+   * The user and group to switch to once the model is loaded and the socket listens (the process
+   * must be root then). Everything that opens a file (the model, the worker thread's code, the
+   * socket) happens before, so the model's files and the 0700 socket directory may be root's.
+   */
+  user?: { uid: number; gid: number };
 }
 
 /**
@@ -171,11 +185,15 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     server.listen(opts.socketPath, () => resolve());
   });
   fs.chmodSync(opts.socketPath, 0o600);
+  // Synchronously after listening: no request is handled before the switch (requests are
+  // answered on later event-loop turns).
+  if (opts.user !== undefined) dropPrivileges(opts.user);
   // A lost hint costs only the rest of one poll interval; the probe stays the proof of readiness.
   if (process.connected) process.send?.({ type: 'listening' } satisfies ReplicaToRuntime, undefined, undefined, () => undefined);
   log('info', 'replica ready', {
     model: opts.modelName, version: opts.modelVersion, socket: opts.socketPath,
     execution: runner.choice.mode, executionReason: runner.choice.reason, batching: batcher !== undefined,
+    uid: process.getuid?.(), maxRowsPerRequest: opts.maxRowsPerRequest, maxJsonDepth: opts.maxJsonDepth, maxJsonElements: opts.maxJsonElements,
   });
 
   let closing: Promise<void> | undefined;
@@ -197,7 +215,9 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     for (const c of frameConnections) c.destroy();
     await closed;
     await runner.close();
-    fs.rmSync(opts.socketPath, { force: true });
+    // After a drop the socket's directory (0700, the server's) is out of reach; the runtime
+    // removes the socket once this process is gone.
+    if (opts.user === undefined) fs.rmSync(opts.socketPath, { force: true });
   })());
 
   // A replica never outlives the server that started it: when the server dies, even by SIGKILL,
@@ -212,6 +232,21 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     else exitWithParent();
   }
   return { close };
+}
+
+/**
+ * Switches the whole process (every thread: glibc applies set*id to all of them) to `user`:
+ * supplementary groups first, then the group, then the user, since after setuid the process may no
+ * longer change groups. Throws (EPERM) when the process is not root; the replica then fails to
+ * start rather than run with more rights than it was told to.
+ */
+function dropPrivileges(user: { uid: number; gid: number }): void {
+  process.setgroups?.([]);
+  process.setgid?.(user.gid);
+  process.setuid?.(user.uid);
+  if (process.getuid?.() !== user.uid || process.getgid?.() !== user.gid) {
+    throw new Error(`could not switch to uid ${user.uid} gid ${user.gid}`);
+  }
 }
 
 /**
@@ -276,6 +311,8 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
   const b = obj(o.batching, 'batching');
   if (typeof b.enabled !== 'boolean') bad('batching.enabled is not a boolean');
   const preferred = Array.isArray(b.preferredBatchSizes) ? b.preferredBatchSizes.map((x, i) => num(x, `batching.preferredBatchSizes[${i}]`)) : bad('batching.preferredBatchSizes is not an array');
+  const u = o.user === undefined ? undefined : obj(o.user, 'user');
+  const user = u === undefined ? undefined : { uid: num(u.uid, 'user.uid'), gid: num(u.gid, 'user.gid') };
   const execution = o.execution === undefined ? undefined : EXECUTION_MODES.find((e) => e === o.execution) ?? bad(`unknown execution ${JSON.stringify(o.execution)}`);
   return {
     socketPath: text(o.socketPath, 'socketPath'),
@@ -286,6 +323,9 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
     modelVersion: text(o.modelVersion, 'modelVersion'),
     maxBodyBytes: num(o.maxBodyBytes, 'maxBodyBytes'),
     drainTimeoutMs: num(o.drainTimeoutMs, 'drainTimeoutMs'),
+    maxRowsPerRequest: num(o.maxRowsPerRequest, 'maxRowsPerRequest'),
+    maxJsonDepth: num(o.maxJsonDepth, 'maxJsonDepth'),
+    maxJsonElements: num(o.maxJsonElements, 'maxJsonElements'),
     batching: {
       enabled: b.enabled as boolean,
       maxBatchSize: num(b.maxBatchSize, 'batching.maxBatchSize'),
@@ -293,6 +333,7 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
       preferredBatchSizes: preferred,
     },
     ...(execution === undefined ? {} : { execution }),
+    ...(user === undefined ? {} : { user }),
   };
 }
 

@@ -40,6 +40,12 @@ export interface ReplicaSpec {
   memoryLimitBytes: number;
   /** Largest request body the replica accepts. */
   maxBodyBytes: number;
+  /** Most rows (first dimension of each input) one request may carry. */
+  maxRowsPerRequest: number;
+  /** Deepest nesting of arrays and objects accepted in a JSON body. */
+  maxJsonDepth: number;
+  /** Most values accepted in one JSON body. */
+  maxJsonElements: number;
   batching: BatchingConfig;
 }
 

@@ -63,7 +63,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     const runtime = await openRuntime({
       kind: 'local', stateDir: path.join(dataDir, 'runtime'),
       startTimeoutMs: config.replicaStartTimeoutMs, drainTimeoutMs: config.replicaDrainTimeoutMs,
-      warmPoolSize: config.warmPoolSize, warmPoolMemoryLimitBytes: config.replicaMemoryLimitBytes,
+      warmPoolSize: config.warmPoolSize, warmPoolMemoryLimitBytes: config.replicaMemoryLimitBytes, replicaUser: config.replicaUser,
     });
     stopStarted = () => runtime.close();
     const table = new RoutingTable();
@@ -72,6 +72,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       defaultRequestTimeoutMs: config.requestTimeoutMs,
       replicaMemoryLimitBytes: config.replicaMemoryLimitBytes,
       maxBodyBytes: config.maxBodyBytes,
+      inputLimits: { maxRowsPerRequest: config.maxRowsPerRequest, maxJsonDepth: config.maxJsonDepth, maxJsonElements: config.maxJsonElements },
       drainTimeoutMs: config.replicaDrainTimeoutMs,
       traffic: { maxConcurrencyPerReplica: config.replicaMaxConcurrency, maxQueued: config.bufferDepth, queueTimeoutMs: config.bufferTimeoutMs },
     });

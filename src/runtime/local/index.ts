@@ -1,10 +1,30 @@
 /**
  * The local runtime: each replica is a child process (`ferry replica`) of the server, on a Unix
  * socket in a 0700 directory, with a scrubbed environment and a memory limit enforced by a
- * watchdog. Files under `stateDir`:
+ * watchdog. Isolation: a replica runs a user's model, so it is kept from the server's secrets
+ * and from other endpoints:
+ * - Node's permission model (`replicaNodeFlags`): its JavaScript may read Ferry's code, its own
+ *   private model directory and its socket, write its socket, start worker threads and load
+ *   native addons; every other file read or write, child processes and WASI throw
+ *   ERR_ACCESS_DENIED. Native code (onnxruntime) is not bound by it.
+ * - A private model directory per replica process: the entity's artifact directory is staged
+ *   into `models/<name>/` (hard links, or copies across file systems) and the replica loads from
+ *   there, so the permission flags can name exactly one model. Removed when the process is gone.
+ * - When the server runs as root, the replica loads its model as root (so models and sockets
+ *   may sit under 0700 directories), then, once its socket listens and before it answers,
+ *   switches to `replicaUser` (default "nobody"): from then on the OS denies it the data
+ *   directory, the socket directory and anything else the user may not read, native code
+ *   included. The server (root) still signals it, reads its /proc status and removes its socket.
+ * - The scrubbed environment (`replicaEnv`) and the RSS watchdog: an over-limit replica is
+ *   SIGKILLed and reported (`oom`), never the server.
+ *
+ * Files under `stateDir`:
  *
  * - `sockets/<id>.sock` (or `<sha256(id)[0:16]>.sock` when the path would exceed the 107-byte
- *   Unix socket limit)
+ *   Unix socket limit); a replica claimed from the pool keeps the socket its pool process was
+ *   started for, `<sha256(pool key)[0:16]>.sock` (its permission flags name it)
+ * - `models/<id>-<random>/` (spawned replica) or `models/pool-<key>/` (pool process; empty until
+ *   claimed): the private model directory, 0700 under a 0700 `models/`
  * - `logs/<endpoint>/<servedEntity>/<id>.log`: the replica's stdout and stderr, kept after it stops
  * - `pids/<id>.json`: `{pid, socketPath, match, startedMs}`, so the next server run can kill
  *   replicas a crashed server left behind (see `open`)
@@ -13,7 +33,8 @@
  * Warm pool (`warmPoolSize`, default 1): generic replica processes started ahead of need
  * (`ferry replica --pool <stateDir>/pool/<key>`: Node started, onnxruntime and the replica code
  * loaded and onnxruntime's one-time setup paid, no model). `startReplica` claims an idle one when
- * it can and sends it the replica's options over IPC, which skips most of a cold start (measured
+ * it can, stages the model into the process's private directory and sends it the replica's
+ * options (the uid to drop to included) over IPC, which skips most of a cold start (measured
  * here for linear.onnx, p50: ~320 ms spawned, ~115 ms claimed, most of the rest being the
  * replica's calibration worker; test/runtime-local.test.ts prints both); else it spawns a
  * replica as before.
@@ -36,11 +57,12 @@
  * - Orphans: pool pid files are under `pool/` and a claimed replica's pid file names the pool key
  *   as `match`; `open` kills whatever a crashed server left in either. Idle pool processes also
  *   exit by themselves when the server's IPC channel closes.
- * - Environment: pool processes get the same scrubbed environment; the claim message carries
- *   only the replica's options (socket, artifact dir, model file, names, limits, batching).
+ * - Environment and permissions: pool processes get the same scrubbed environment and permission
+ *   flags (naming their own socket and private directory); the claim message carries only the
+ *   replica's options (socket, private model dir, model file, names, limits, batching, uid/gid).
  *
  * Assumes one server per state directory: `open` kills every replica listed under `pids/` and
- * every pool process listed under `pool/`.
+ * every pool process listed under `pool/`, and empties `models/`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -52,7 +74,7 @@ import { fileURLToPath } from 'node:url';
 import { FerryError, invalidParameter } from '../../errors.js';
 import type { ReplicaOptions, ReplicaToRuntime, RuntimeToReplica } from '../../replica/index.js';
 import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../index.js';
-import { commandLine, isRunning, replicaEnv, residentBytes, waitGone } from './proc.js';
+import { commandLine, isRunning, replicaEnv, residentBytes, resolveUser, waitGone, type UserIds } from './proc.js';
 
 export interface LocalRuntimeOptions {
   /** Directory for sockets, logs and pid files, e.g. `<data-dir>/runtime`; created if missing. */
@@ -76,10 +98,24 @@ export interface LocalRuntimeOptions {
    * the server's default `replicaMemoryLimit`; the server passes its configured limit.
    */
   warmPoolMemoryLimitBytes?: number;
+  /**
+   * The user replicas drop to after loading their model when the server runs as root: a name from
+   * /etc/passwd or "uid:gid" (the server passes its `replicaUser`, default "nobody"). Resolved at
+   * `open`. Ignored when the server is not root (a replica cannot change its uid then); undefined:
+   * replicas keep the server's uid.
+   */
+  replicaUser?: string;
 }
 
 /** dist/src/runtime/local/index.js → repository root is four levels up. */
-const FERRY_BIN = fileURLToPath(new URL('../../../../bin/ferry.js', import.meta.url));
+const REPO_ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
+const FERRY_BIN = path.join(REPO_ROOT, 'bin', 'ferry.js');
+/**
+ * What of Ferry's checkout a replica may read: its code and dependencies, not the rest (the demo's
+ * data directory `./.ferry`, with the database and the admin token, lives in the checkout).
+ * `package.json` is read by Node's module loader (the package scope of `dist/`).
+ */
+const FERRY_CODE_PATHS = ['dist', 'bin', 'node_modules', 'package.json'].map((p) => path.join(REPO_ROOT, p));
 /** Linux `sun_path` is 108 bytes including the terminating NUL. */
 const MAX_SOCKET_PATH_BYTES = 107;
 const READY_POLL_MS = 20;
@@ -110,6 +146,9 @@ type Exit = { code: number | undefined; signal: string | undefined };
 interface PoolProcess {
   /** `<stateDir>/pool/<key>`: its `--pool` argument, the identity orphan cleanup matches. */
   token: string;
+  /** The socket and private model directory a replica that claims it uses (named in its permission flags). */
+  socketPath: string;
+  modelDir: string;
   child: ChildProcess;
   logFile: string;
   pidFile: string;
@@ -135,7 +174,7 @@ interface LocalReplica {
   stopRequested: boolean;
   /** Set by the memory watchdog just before it kills the replica. */
   oomRssBytes: number | undefined;
-  /** Settles once the process exited and its pid file and socket are removed. */
+  /** Settles once the process exited and its pid file, socket and private model directory are removed. */
   gone: Promise<Exit>;
 }
 
@@ -155,10 +194,14 @@ export class LocalRuntime implements Runtime {
   /** Ends the refill loop's backoff wait early (close). */
   private poolWake: (() => void) | undefined;
   private poolSeq = 0;
+  /** Ids of spawned replicas whose model is being staged (not yet in `replicas`). */
+  private readonly staging = new Set<string>();
 
   private constructor(
-    private readonly opts: Required<LocalRuntimeOptions>,
-    private readonly dirs: { sockets: string; logs: string; pids: string; pool: string },
+    private readonly opts: Required<Omit<LocalRuntimeOptions, 'replicaUser'>>,
+    private readonly dirs: { sockets: string; logs: string; pids: string; pool: string; models: string },
+    /** The ids replicas drop to after loading (see `replicaUser`); undefined: they keep the server's. */
+    private readonly user: UserIds | undefined,
   ) {
     this.watchdog = setInterval(() => void this.checkMemory(), opts.memoryPollMs);
     this.watchdog.unref();
@@ -169,30 +212,42 @@ export class LocalRuntime implements Runtime {
    * Creates the state directories and kills replicas left behind by a previous server run (after
    * a kill -9 of the server): a pid file whose process is still alive and whose command line is
    * a `ferry replica` on that socket (or with that pool key) is SIGKILLed; then stale pid files,
-   * sockets and pool files are removed. The warm pool then fills in the background.
+   * sockets, pool files and private model directories are removed. The warm pool then fills in
+   * the background. Rejects with INVALID_PARAMETER_VALUE when running as root and `replicaUser`
+   * names no user.
    */
   static async open(opts: LocalRuntimeOptions): Promise<LocalRuntime> {
     const stateDir = path.resolve(opts.stateDir);
     const dirs = {
       sockets: path.join(stateDir, 'sockets'), logs: path.join(stateDir, 'logs'), pids: path.join(stateDir, 'pids'), pool: path.join(stateDir, 'pool'),
+      models: path.join(stateDir, 'models'),
     };
     const warmPoolSize = opts.warmPoolSize ?? DEFAULT_WARM_POOL_SIZE;
     if (!Number.isInteger(warmPoolSize) || warmPoolSize < 0) throw invalidParameter('warmPoolSize', warmPoolSize, 'an integer ≥ 0');
     if (Buffer.byteLength(path.join(dirs.sockets, `${'0'.repeat(16)}.sock`)) > MAX_SOCKET_PATH_BYTES) {
       throw invalidParameter('stateDir', stateDir, `a path short enough for Unix sockets under it (at most ${MAX_SOCKET_PATH_BYTES - 28} bytes)`);
     }
-    await fsp.mkdir(dirs.sockets, { recursive: true, mode: 0o700 });
-    // mkdir's mode does not apply to a directory that already exists (or is masked by umask).
-    await fsp.chmod(dirs.sockets, 0o700);
+    // Only root can change its uid; any other server's replicas keep its uid.
+    const user = opts.replicaUser !== undefined && process.getuid?.() === 0 ? await resolveUser('replicaUser', opts.replicaUser) : undefined;
+    for (const dir of [dirs.sockets, dirs.models]) {
+      await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+      // mkdir's mode does not apply to a directory that already exists (or is masked by umask).
+      await fsp.chmod(dir, 0o700);
+    }
     await fsp.mkdir(dirs.logs, { recursive: true });
     await fsp.mkdir(dirs.pids, { recursive: true });
     await fsp.mkdir(dirs.pool, { recursive: true, mode: 0o700 });
     await Promise.all([killOrphans(dirs.pids, dirs.sockets), killOrphans(dirs.pool, dirs.sockets)]);
-    // Logs of pool processes that never served anything.
-    await Promise.all((await fsp.readdir(dirs.pool)).map((n) => fsp.rm(path.join(dirs.pool, n), { force: true })));
+    // Logs of pool processes that never served anything, and the private model directories of
+    // processes that no longer exist.
+    await Promise.all([
+      ...(await fsp.readdir(dirs.pool)).map((n) => fsp.rm(path.join(dirs.pool, n), { force: true })),
+      ...(await fsp.readdir(dirs.models)).map((n) => fsp.rm(path.join(dirs.models, n), { recursive: true, force: true })),
+    ]);
+    const { replicaUser: _, ...rest } = opts;
     const rt = new LocalRuntime({
-      memoryPollMs: 1000, warmPoolMemoryLimitBytes: DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES, ...opts, warmPoolSize, stateDir,
-    }, dirs);
+      memoryPollMs: 1000, warmPoolMemoryLimitBytes: DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES, ...rest, warmPoolSize, stateDir,
+    }, dirs, user);
     rt.fillPool();
     return rt;
   }
@@ -208,22 +263,35 @@ export class LocalRuntime implements Runtime {
     const logDir = path.join(this.dirs.logs, spec.endpoint, spec.servedEntity);
     await fsp.mkdir(logDir, { recursive: true });
 
-    // From these checks until the replica is in the table nothing awaits, so two concurrent
-    // starts of one id (or a start racing close) cannot both pass.
+    // From these checks until the replica is in the table (or, while a spawned one's model is
+    // staged, its id is in `staging`) nothing awaits, so two concurrent starts of one id (or a
+    // start racing close) cannot both pass.
     if (this.closed) throw new FerryError('TEMPORARILY_UNAVAILABLE', 'The runtime is shutting down.');
-    if (this.replicas.has(spec.id)) throw new FerryError('RESOURCE_ALREADY_EXISTS', `Replica '${spec.id}' is already running.`);
-    const socketPath = this.socketPathOf(spec.id);
+    if (this.replicas.has(spec.id) || this.staging.has(spec.id)) throw new FerryError('RESOURCE_ALREADY_EXISTS', `Replica '${spec.id}' is already running.`);
     const logFile = path.join(logDir, `${spec.id}.log`);
     const pidFile = path.join(this.dirs.pids, `${spec.id}.json`);
-    fs.rmSync(socketPath, { force: true }); // a socket left by a replica that was SIGKILLed
-    const options = replicaOptions(spec, socketPath, this.opts.drainTimeoutMs);
     const pooled = this.claimPoolProcess(spec, logFile);
+    // A pool process was allowed its socket and model directory when it started (see `replicaNodeFlags`).
+    const socketPath = pooled?.socketPath ?? this.socketPathOf(spec.id);
+    const modelDir = pooled?.modelDir ?? path.join(this.dirs.models, `${spec.id}-${randomBytes(4).toString('hex')}`);
+    const options = replicaOptions(spec, { socketPath, modelDir, drainTimeoutMs: this.opts.drainTimeoutMs, user: this.user });
     let child: ChildProcess;
     let exited: Promise<Exit>;
     if (pooled !== undefined) {
       child = pooled.child;
       exited = pooled.exited;
     } else {
+      this.staging.add(spec.id);
+      try {
+        fs.rmSync(socketPath, { force: true }); // a socket left by a replica that was SIGKILLed
+        await stageModel(spec, modelDir);
+        if (this.closed) throw new FerryError('TEMPORARILY_UNAVAILABLE', 'The runtime is shutting down.');
+      } catch (err) {
+        await fsp.rm(modelDir, { recursive: true, force: true });
+        throw err;
+      } finally {
+        this.staging.delete(spec.id);
+      }
       child = this.spawnReplica(spec, options, logFile);
       // Errors after a successful spawn (a failed kill of an exited process) need no handling.
       child.on('error', () => undefined);
@@ -239,7 +307,9 @@ export class LocalRuntime implements Runtime {
       handle: { id: spec.id, spec, address: { kind: 'unix', socketPath }, pid: child.pid, fromPool: pooled !== undefined },
       child, logFile, pidFile, ready: false, stopRequested: false, oomRssBytes: undefined,
       gone: exited.then(async (e) => {
-        await Promise.all([fsp.rm(pidFile, { force: true }), fsp.rm(socketPath, { force: true })]);
+        await Promise.all([
+          fsp.rm(pidFile, { force: true }), fsp.rm(socketPath, { force: true }), fsp.rm(modelDir, { recursive: true, force: true }),
+        ]);
         if (this.replicas.get(spec.id) === r) this.replicas.delete(spec.id);
         return e;
       }),
@@ -249,6 +319,15 @@ export class LocalRuntime implements Runtime {
 
     if (pooled !== undefined) {
       fs.rmSync(pooled.pidFile, { force: true });
+      try {
+        await stageModel(spec, modelDir);
+      } catch (err) {
+        r.stopRequested = true;
+        child.kill('SIGKILL');
+        await r.gone;
+        this.fillPool();
+        throw err;
+      }
       // If the message cannot be sent the process is going away; killing it makes that certain,
       // and the start fails below like any replica that exits before it is ready.
       child.send({ type: 'start', options } satisfies RuntimeToReplica, (err) => {
@@ -346,14 +425,20 @@ export class LocalRuntime implements Runtime {
     await this.poolFill;
   }
 
+  /** `sockets/<id>.sock`, or `sockets/<sha256(id)[0:16]>.sock` when that is too long (see the file comment). */
   private socketPathOf(id: string): string {
     const plain = path.join(this.dirs.sockets, `${id}.sock`);
     if (Buffer.byteLength(plain) <= MAX_SOCKET_PATH_BYTES) return plain;
-    return path.join(this.dirs.sockets, `${createHash('sha256').update(id).digest('hex').slice(0, 16)}.sock`);
+    return this.hashedSocketPath(id);
+  }
+
+  private hashedSocketPath(name: string): string {
+    return path.join(this.dirs.sockets, `${createHash('sha256').update(name).digest('hex').slice(0, 16)}.sock`);
   }
 
   private spawnReplica(spec: ReplicaSpec, options: ReplicaOptions, logFile: string): ChildProcess {
-    return spawnNode([`--max-old-space-size=${heapMiBOf(spec.memoryLimitBytes)}`, FERRY_BIN, 'replica', ...replicaFlags(options)], spec.artifactDir, logFile);
+    const flags = [...replicaNodeFlags({ modelDir: options.dir, socketPath: options.socketPath }), `--max-old-space-size=${heapMiBOf(spec.memoryLimitBytes)}`];
+    return spawnNode([...flags, FERRY_BIN, 'replica', ...replicaFlags(options)], options.dir, logFile);
   }
 
   /**
@@ -406,22 +491,34 @@ export class LocalRuntime implements Runtime {
   }
 
   private spawnPoolProcess(): PoolProcess {
-    const token = path.join(this.dirs.pool, `${++this.poolSeq}-${randomBytes(4).toString('hex')}`);
+    const key = `${++this.poolSeq}-${randomBytes(4).toString('hex')}`;
+    const token = path.join(this.dirs.pool, key);
     const logFile = `${token}.log`;
     const pidFile = `${token}.json`;
-    const child = spawnNode([`--max-old-space-size=${this.poolHeapMiB}`, FERRY_BIN, 'replica', '--pool', token], this.dirs.pool, logFile);
+    // Its socket and (still empty) model directory are fixed now: the permission flags name them.
+    const socketPath = this.hashedSocketPath(token);
+    const modelDir = path.join(this.dirs.models, `pool-${key}`);
+    fs.mkdirSync(modelDir, { mode: 0o700 });
+    const flags = [...replicaNodeFlags({ modelDir, socketPath }), `--max-old-space-size=${this.poolHeapMiB}`];
+    let child: ChildProcess;
+    try {
+      child = spawnNode([...flags, FERRY_BIN, 'replica', '--pool', token], modelDir, logFile);
+    } catch (err) {
+      fs.rmSync(modelDir, { recursive: true, force: true });
+      throw err;
+    }
     child.on('error', () => undefined);
     if (child.pid !== undefined) fs.writeFileSync(pidFile, JSON.stringify({ pid: child.pid, match: token, startedMs: Date.now() }));
     let becameWarm: () => void = () => undefined;
     const warm = new Promise<void>((resolve) => { becameWarm = resolve; });
     const exited = exitOf(child);
     const p: PoolProcess = {
-      token, child, logFile, pidFile, warm: false, claimed: false, stopRequested: false, exited,
+      token, socketPath, modelDir, child, logFile, pidFile, warm: false, claimed: false, stopRequested: false, exited,
       warmOrGone: Promise.race([warm, exited.then(() => undefined)]),
       gone: exited.then(async () => {
         this.pool.delete(p);
         if (p.claimed) return;
-        await fsp.rm(pidFile, { force: true });
+        await Promise.all([fsp.rm(pidFile, { force: true }), fsp.rm(modelDir, { recursive: true, force: true })]);
         if (p.stopRequested || this.closed) {
           await fsp.rm(logFile, { force: true });
         } else {
@@ -545,13 +642,84 @@ function exitOf(child: ChildProcess): Promise<Exit> {
   });
 }
 
+/**
+ * Node flags every replica process (spawned or pooled) starts with: Node's permission model, which
+ * denies the process's JavaScript any file it is not allowed here, child processes and WASI.
+ * Reads: Ferry's code (`FERRY_CODE_PATHS`, also by their real paths, since the module loader
+ * resolves symlinks such as a linked `node_modules`), the replica's private model directory and its
+ * socket. Writes: its socket only (listening on a Unix socket, chmod and unlink need read and
+ * write on its path); logs go to the stdout/stderr descriptors it inherits. Worker threads (the
+ * model worker) and native addons (onnxruntime) are allowed. The permission model binds
+ * JavaScript only: native code (onnxruntime, a model's custom ops) is bound by the OS, hence the
+ * uid drop when the server is root. Two warnings are silenced, as they would open every replica
+ * log with the same lines: that the permission model is experimental (ExperimentalWarning), and
+ * that --allow-worker and --allow-addons weaken it (SecurityWarning; both are needed, see above).
+ * Other warnings stay.
+ */
+export function replicaNodeFlags(paths: { modelDir: string; socketPath: string }): string[] {
+  const reads = new Set([...ferryCodePaths(), paths.modelDir, paths.socketPath]);
+  return [
+    '--experimental-permission', '--disable-warning=ExperimentalWarning', '--disable-warning=SecurityWarning', '--allow-worker', '--allow-addons',
+    ...[...reads].map((p) => `--allow-fs-read=${p}`), `--allow-fs-write=${paths.socketPath}`,
+  ];
+}
+
+let codePaths: string[] | undefined;
+/** `FERRY_CODE_PATHS` and, where they differ, their real paths; computed once. */
+function ferryCodePaths(): string[] {
+  codePaths ??= FERRY_CODE_PATHS.flatMap((p) => {
+    try {
+      return [p, fs.realpathSync(p)];
+    } catch {
+      return [p]; // missing (e.g. no bin/ in a packaged copy): nothing to resolve
+    }
+  });
+  return codePaths;
+}
+
+/**
+ * Fills `modelDir` (a replica process's private directory) with `spec.artifactDir`'s tree: hard
+ * links, so staging a model of any size costs one link per file, or copies where links are refused
+ * (another file system: EXDEV; protected_hardlinks or a file system without links: EPERM). Only
+ * directories and regular files are staged: a symbolic link could point the replica at files it
+ * must not read, so one is refused. Rejects with MODEL_ERROR.
+ */
+async function stageModel(spec: ReplicaSpec, modelDir: string): Promise<void> {
+  const stage = async (from: string, to: string): Promise<void> => {
+    await fsp.mkdir(to, { recursive: true, mode: 0o700 });
+    for (const entry of await fsp.readdir(from, { withFileTypes: true })) {
+      const src = path.join(from, entry.name);
+      const dest = path.join(to, entry.name);
+      if (entry.isDirectory()) {
+        await stage(src, dest);
+      } else if (entry.isFile()) {
+        await fsp.link(src, dest).catch(async (err: NodeJS.ErrnoException) => {
+          if (err.code !== 'EXDEV' && err.code !== 'EPERM') throw err;
+          await fsp.copyFile(src, dest);
+        });
+      } else {
+        throw new Error(`'${path.relative(spec.artifactDir, src)}' is not a regular file or directory`);
+      }
+    }
+  };
+  try {
+    await stage(spec.artifactDir, modelDir);
+  } catch (err) {
+    throw new FerryError('MODEL_ERROR', `Could not stage the model of replica '${spec.id}' from '${spec.artifactDir}': ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+}
+
 /** What a replica of `spec` is told: as flags when spawned, in the `start` message when claimed from the pool. */
-function replicaOptions(spec: ReplicaSpec, socketPath: string, drainTimeoutMs: number): ReplicaOptions {
+function replicaOptions(
+  spec: ReplicaSpec, o: { socketPath: string; modelDir: string; drainTimeoutMs: number; user: UserIds | undefined },
+): ReplicaOptions {
   return {
-    socketPath, dir: path.resolve(spec.artifactDir), flavor: spec.flavor,
+    socketPath: o.socketPath, dir: o.modelDir, flavor: spec.flavor,
     loadOptions: { modelFile: spec.modelFile, workloadType: spec.workloadType, intraOpThreads: 1 },
-    modelName: spec.modelName, modelVersion: spec.modelVersion, maxBodyBytes: spec.maxBodyBytes, drainTimeoutMs,
+    modelName: spec.modelName, modelVersion: spec.modelVersion, maxBodyBytes: spec.maxBodyBytes, drainTimeoutMs: o.drainTimeoutMs,
+    maxRowsPerRequest: spec.maxRowsPerRequest, maxJsonDepth: spec.maxJsonDepth, maxJsonElements: spec.maxJsonElements,
     batching: spec.batching,
+    ...(o.user === undefined ? {} : { user: o.user }),
   };
 }
 
@@ -562,10 +730,13 @@ function replicaFlags(o: ReplicaOptions): string[] {
     '--flavor', o.flavor, '--workload-type', o.loadOptions.workloadType, '--threads', String(o.loadOptions.intraOpThreads),
     '--name', o.modelName, '--version', o.modelVersion,
     '--max-body-bytes', String(o.maxBodyBytes), '--drain-timeout-ms', String(o.drainTimeoutMs),
+    '--max-rows-per-request', String(o.maxRowsPerRequest), '--max-json-depth', String(o.maxJsonDepth),
+    '--max-json-elements', String(o.maxJsonElements),
     '--batching', o.batching.enabled ? 'on' : 'off', '--max-batch-size', String(o.batching.maxBatchSize),
     '--max-queue-delay-us', String(o.batching.maxQueueDelayUs),
     ...(o.batching.preferredBatchSizes.length ? ['--preferred-batch-sizes', o.batching.preferredBatchSizes.join(',')] : []),
     ...(o.execution === undefined ? [] : ['--execution', o.execution]),
+    ...(o.user === undefined ? [] : ['--uid', String(o.user.uid), '--gid', String(o.user.gid)]),
   ];
 }
 

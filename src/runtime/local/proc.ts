@@ -1,8 +1,10 @@
 /**
  * Small Linux process helpers for the local runtime: resident memory, liveness and command lines
- * read from /proc, and the environment a replica is given. Private to `src/runtime/local/`.
+ * read from /proc, the environment a replica is given, and the user it runs as. Private to
+ * `src/runtime/local/`.
  */
 import fsp from 'node:fs/promises';
+import { FerryError } from '../../errors.js';
 
 /**
  * Environment variables a replica inherits from the server; everything else (FERRY_ADMIN_TOKEN,
@@ -63,4 +65,35 @@ export async function waitGone(pid: number, timeoutMs: number): Promise<boolean>
     await new Promise((r) => setTimeout(r, 20));
   }
   return true;
+}
+
+/** A numeric user and group, what a replica drops to. */
+export interface UserIds {
+  uid: number;
+  gid: number;
+}
+
+/**
+ * Resolves `value` ("uid:gid", or a user name looked up in /etc/passwd, with that user's primary
+ * group) for the setting `key`, e.g. "nobody" → {uid: 65534, gid: 65534}. Users only known to NSS
+ * (LDAP, systemd-homed) are not found: give them as "uid:gid". Root (uid 0) is refused: dropping
+ * to it would drop nothing. Rejects with INVALID_PARAMETER_VALUE naming `key` and `value`.
+ */
+export async function resolveUser(key: string, value: string): Promise<UserIds> {
+  const bad = (why: string): FerryError => new FerryError('INVALID_PARAMETER_VALUE', `Invalid value '${value}' for '${key}': ${why}.`);
+  let ids: UserIds | undefined;
+  const numeric = /^(\d{1,10}):(\d{1,10})$/.exec(value);
+  if (numeric) {
+    ids = { uid: Number(numeric[1]), gid: Number(numeric[2]) };
+  } else {
+    const passwd = await fsp.readFile('/etc/passwd', 'utf8').catch(() => '');
+    // name:password:uid:gid:gecos:home:shell
+    const fields = passwd.split('\n').map((line) => line.split(':')).find((f) => f[0] === value);
+    if (fields === undefined || fields.length < 4) throw bad(`no such user in /etc/passwd; give a user name from it or "uid:gid"`);
+    ids = { uid: Number(fields[2]), gid: Number(fields[3]) };
+  }
+  const { uid, gid } = ids;
+  if (!Number.isInteger(uid) || !Number.isInteger(gid) || uid > 0xfffffffe || gid > 0xfffffffe) throw bad('the uid and gid must be integers below 4294967295');
+  if (uid === 0 || gid === 0) throw bad('replicas must not run as root (uid or gid 0); choose an unprivileged user');
+  return ids;
 }
