@@ -2,12 +2,12 @@
  * The serving-endpoints REST API, in Databricks' shapes under `/api/2.0/serving-endpoints`.
  * Writes are durable before the answer; the answer shows the endpoint with its pending config.
  */
-import { readJsonObject, type Context, type Router } from '../http/index.js';
+import { readJsonObject, type Context, type JsonLimits, type Router } from '../http/index.js';
 import type { EndpointController } from './controller.js';
 
-export function endpointRoutes(router: Router, controller: EndpointController, opts: { maxBodyBytes: number }): void {
+export function endpointRoutes(router: Router, controller: EndpointController, opts: { maxBodyBytes: number; jsonLimits: JsonLimits }): void {
   const base = '/api/2.0/serving-endpoints';
-  const body = (ctx: Context): Promise<Record<string, unknown>> => readJsonObject(ctx.req, opts.maxBodyBytes);
+  const body = (ctx: Context): Promise<Record<string, unknown>> => readJsonObject(ctx.req, opts.maxBodyBytes, opts.jsonLimits);
   const name = (ctx: Context): string => ctx.params.name ?? '';
   router
     .add('POST', base, async (ctx) => {

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { validateKey } from '../artifacts/index.js';
 import { configError } from '../config/index.js';
 import { FerryError } from '../errors.js';
-import { readJsonObject, type Context, type Router } from '../http/index.js';
+import { readJsonObject, type Context, type JsonLimits, type Router } from '../http/index.js';
 import type { ModelVersionRecord, RegisteredModelRecord } from '../store/index.js';
 import { parseFilter } from './filter.js';
 import { UPLOADS_PREFIX, type Registry } from './registry.js';
@@ -16,6 +16,8 @@ import { UPLOADS_PREFIX, type Registry } from './registry.js';
 export interface RegistryApiOptions {
   maxBodyBytes: number;
   maxUploadBytes: number;
+  /** Shape limits for JSON bodies (the server's maxJsonDepth, maxJsonElements). */
+  jsonLimits: JsonLimits;
 }
 
 const tagList = z.array(z.object({ key: z.string().min(1).max(250), value: z.string().max(5000) })).default([]);
@@ -52,7 +54,7 @@ const schemas = {
 export function registryRoutes(router: Router, registry: Registry, opts: RegistryApiOptions): void {
   const base = '/api/2.0/mlflow';
   const input = async <S extends z.ZodType>(ctx: Context, schema: S): Promise<z.output<S>> => {
-    const raw = await requestParams(ctx, opts.maxBodyBytes);
+    const raw = await requestParams(ctx, opts.maxBodyBytes, opts.jsonLimits);
     const parsed = schema.safeParse(raw);
     if (!parsed.success) throw configError(parsed.error, raw);
     return parsed.data;
@@ -193,14 +195,14 @@ export function registryRoutes(router: Router, registry: Registry, opts: Registr
  * MLflow clients send GET/DELETE parameters in the query string and POST/PATCH ones as JSON; some
  * send DELETE bodies. Merge both (body wins); repeated query keys become arrays.
  */
-async function requestParams(ctx: Context, maxBodyBytes: number): Promise<Record<string, unknown>> {
+async function requestParams(ctx: Context, maxBodyBytes: number, jsonLimits: JsonLimits): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {};
   for (const key of new Set(ctx.query.keys())) {
     const all = ctx.query.getAll(key);
     out[key] = all.length === 1 ? all[0] : all;
   }
   if (ctx.method === 'GET' || ctx.method === 'HEAD') return out;
-  return { ...out, ...(await readJsonObject(ctx.req, maxBodyBytes)) };
+  return { ...out, ...(await readJsonObject(ctx.req, maxBodyBytes, jsonLimits)) };
 }
 
 function tagsObject(tags: Array<{ key: string; value: string }>): Record<string, string> {
