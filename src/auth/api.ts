@@ -12,13 +12,14 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { configError } from '../config/index.js';
 import { FerryError, invalidParameter, notFound } from '../errors.js';
-import { readJsonObject, type Context } from '../http/index.js';
+import { readJsonObject, type Context, type JsonLimits } from '../http/index.js';
 import type { Grant, ObjectType, PrincipalRecord, TokenRecord } from '../store/index.js';
 import { access, identityOf, OBJECT_LEVELS, USERS_GROUP, type Authorizer, type NameOf, type ServerRouter } from './access.js';
 import { ADMIN_PRINCIPAL, generateToken, hashToken } from './tokens.js';
 
 export interface AuthApiOptions {
   maxBodyBytes: number;
+  jsonLimits: JsonLimits;
   now: () => number;
 }
 
@@ -53,7 +54,7 @@ const schemas = {
 export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthApiOptions): void {
   const store = authz.store;
   const input = async <S extends z.ZodType>(ctx: Context, schema: S): Promise<z.output<S>> => {
-    const raw = await readJsonObject(ctx.req, opts.maxBodyBytes);
+    const raw = await readJsonObject(ctx.req, opts.maxBodyBytes, opts.jsonLimits);
     const parsed = schema.safeParse(raw);
     if (!parsed.success) throw configError(parsed.error, raw);
     return parsed.data;

@@ -23,8 +23,9 @@ Usage: ferry <command> [options]
 Commands:
   server                      Run the Ferry server (API, registry) on 127.0.0.1:8080
       --host H --port P --data-dir DIR --config FILE.json
+      --tls-cert FILE --tls-key FILE   Serve HTTPS only, with this PEM certificate chain and key
   demo                        Run the server with a demo model registered (what \`npm start\` runs)
-      --port P --data-dir DIR
+      --port P --data-dir DIR [--tls-cert FILE --tls-key FILE]
   models register <path> --name NAME [--description TEXT]
                               Upload a .onnx file, a directory with model.onnx, or an MLflow
                               model directory, and register it as a new version of NAME
@@ -66,6 +67,7 @@ Environment:
   FERRY_TOKEN      API token for client commands (default: <FERRY_DATA_DIR>/admin-token)
   FERRY_DATA_DIR   Data directory of a local server (default ./.ferry)
   FERRY_ADMIN_TOKEN  Admin token for 'ferry server' (otherwise generated on first start)
+  NODE_EXTRA_CA_CERTS  PEM file of extra CAs the client trusts (a server's self-signed certificate)
 `;
 
 class UsageError extends Error {}
@@ -139,6 +141,7 @@ function out(values: Values, json: unknown, text: string): void {
 
 const serverOptions = {
   host: { type: 'string' }, port: { type: 'string' }, 'data-dir': { type: 'string' }, config: { type: 'string' },
+  'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
 } as const;
 
 /** Starts the server from flags (and an optional JSON config file); stops it on SIGINT/SIGTERM. */
@@ -151,6 +154,8 @@ async function runServer(values: Values): Promise<{ server: FerryServer; config:
     ...(str(values, 'host') === undefined ? {} : { host: str(values, 'host') }),
     ...(port === undefined ? {} : { port: Number(port) }),
     ...(str(values, 'data-dir') === undefined ? {} : { dataDir: str(values, 'data-dir') }),
+    ...(str(values, 'tls-cert') === undefined ? {} : { tlsCert: str(values, 'tls-cert') }),
+    ...(str(values, 'tls-key') === undefined ? {} : { tlsKey: str(values, 'tls-key') }),
   });
   const serverLog = (level: string, msg: string, fields: Record<string, unknown> = {}): void => {
     process.stderr.write(JSON.stringify({ ts: new Date().toISOString(), level, msg, ...fields }) + '\n');

@@ -163,6 +163,12 @@ export class FerryClient {
       res = await fetch(url, { method, headers, ...(body === undefined ? {} : { body, duplex: 'half' }) });
     } catch (err) {
       const cause = (err as { cause?: { code?: string } }).cause;
+      // OpenSSL's verification codes (DEPTH_ZERO_SELF_SIGNED_CERT, UNABLE_TO_VERIFY_LEAF_SIGNATURE,
+      // ERR_TLS_CERT_ALTNAME_INVALID...): the server is there, its certificate is not trusted.
+      if (cause?.code !== undefined && /CERT|UNABLE_TO_VERIFY/.test(cause.code)) {
+        throw new FerryApiError(0, 'UNREACHABLE',
+          `Ferry at ${this.url} presented a TLS certificate this client does not trust (${cause.code}). For a self-signed certificate or a private CA, set NODE_EXTRA_CA_CERTS to its PEM file.`);
+      }
       throw new FerryApiError(0, 'UNREACHABLE',
         `Cannot reach Ferry at ${this.url}${cause?.code ? ` (${cause.code})` : ''}. Is the server running? Start one with \`npx ferry server\` (or \`npm start\` in the repository), or set FERRY_URL to where it runs.`);
     }

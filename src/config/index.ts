@@ -28,6 +28,16 @@ export function parseBytes(value: string | number): number | undefined {
   return Math.floor(Number(m[1]) * (SIZE_UNITS_BYTES[m[2] ?? 'B'] ?? 1));
 }
 
+/**
+ * JSON shape and row limits, also the defaults of processes that get no config (a replica started
+ * by hand). 64 levels is twice what any tensor input needs (numpy stops at 32); 4,194,304 values
+ * is what a 16 MiB body (maxBodySize) of short numbers holds at about 4 bytes each; 100,000 rows
+ * is far past any useful batch and bounds what one request can make a model allocate.
+ */
+export const DEFAULT_MAX_JSON_DEPTH = 64;
+export const DEFAULT_MAX_JSON_ELEMENTS = 4_194_304;
+export const DEFAULT_MAX_ROWS_PER_REQUEST = 100_000;
+
 const duration = z.union([z.string(), z.number()]);
 const size = z.union([z.string(), z.number()]);
 
@@ -64,11 +74,11 @@ export const serverConfigSchema = z.strictObject({
   /** A client must send its whole request, body included, within this time (slow-body clients get 408). */
   bodyTimeout: duration.default('10m'),
   /** Deepest nesting of arrays and objects accepted in a JSON body. */
-  maxJsonDepth: z.number().int().min(2).max(10_000).default(64),
+  maxJsonDepth: z.number().int().min(2).max(10_000).default(DEFAULT_MAX_JSON_DEPTH),
   /** Most values (numbers, strings, arrays, objects...) accepted in one JSON body. */
-  maxJsonElements: z.number().int().min(1).max(1_000_000_000).default(4_194_304),
+  maxJsonElements: z.number().int().min(1).max(1_000_000_000).default(DEFAULT_MAX_JSON_ELEMENTS),
   /** Most rows (the first dimension of each input) one inference request may carry. */
-  maxRowsPerRequest: z.number().int().min(1).max(100_000_000).default(100_000),
+  maxRowsPerRequest: z.number().int().min(1).max(100_000_000).default(DEFAULT_MAX_ROWS_PER_REQUEST),
   /** PEM certificate chain file: with tlsKey, the server speaks HTTPS only. */
   tlsCert: z.string().min(1).optional(),
   /** PEM private key file for tlsCert. */
@@ -113,7 +123,7 @@ export function compileServerConfig(input: unknown): ServerConfig {
   const parsed = serverConfigSchema.safeParse(input ?? {});
   if (!parsed.success) throw configError(parsed.error, input);
   const c = parsed.data;
-  return Object.freeze({
+  const compiled: ServerConfig = Object.freeze({
     host: c.host,
     port: c.port,
     dataDir: c.dataDir,
@@ -137,6 +147,11 @@ export function compileServerConfig(input: unknown): ServerConfig {
     tls: compileTls(c.tlsCert, c.tlsKey),
     replicaUser: c.replicaUser,
   });
+  // node:http refuses a head deadline past the whole request's (0 turns either off).
+  if (compiled.bodyTimeoutMs > 0 && compiled.headersTimeoutMs > compiled.bodyTimeoutMs) {
+    throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.headersTimeout)} for 'headersTimeout': expected at most bodyTimeout (${describeValue(c.bodyTimeout)}), which covers the head too.`);
+  }
+  return compiled;
 }
 
 function compileTls(certFile: string | undefined, keyFile: string | undefined): ServerConfig['tls'] {

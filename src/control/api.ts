@@ -7,12 +7,12 @@
  * CAN_MANAGE, and a config may only serve models the caller can read.
  */
 import { access, identityOf, type Authorizer, type ServerRouter } from '../auth/index.js';
-import { readJsonObject, type Context } from '../http/index.js';
+import { readJsonObject, type Context, type JsonLimits } from '../http/index.js';
 import type { EndpointController, ModelCheck } from './controller.js';
 
-export function endpointRoutes(router: ServerRouter, controller: EndpointController, authz: Authorizer, opts: { maxBodyBytes: number }): void {
+export function endpointRoutes(router: ServerRouter, controller: EndpointController, authz: Authorizer, opts: { maxBodyBytes: number; jsonLimits: JsonLimits }): void {
   const base = '/api/2.0/serving-endpoints';
-  const body = (ctx: Context): Promise<Record<string, unknown>> => readJsonObject(ctx.req, opts.maxBodyBytes);
+  const body = (ctx: Context): Promise<Record<string, unknown>> => readJsonObject(ctx.req, opts.maxBodyBytes, opts.jsonLimits);
   const name = (ctx: Context): string => ctx.params.name ?? '';
   const mayServe = (ctx: Context): ModelCheck => async (models) => {
     for (const m of models) await authz.require(identityOf(ctx), 'registered-model', m, 'CAN_READ');

@@ -6,6 +6,9 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FerryError, toFerryError } from '../errors.js';
+import { checkJsonLimits, DEFAULT_JSON_LIMITS, type JsonLimits } from './json-limits.js';
+
+export { checkJsonLimits, DEFAULT_JSON_LIMITS, type JsonLimits } from './json-limits.js';
 
 export interface Context {
   req: IncomingMessage;
@@ -171,9 +174,13 @@ function tooLarge(maxBytes: number): FerryError {
   return new FerryError('PAYLOAD_TOO_LARGE', `Request body exceeds the limit of ${maxBytes} bytes.`);
 }
 
-/** Parses a JSON body; malformed JSON → 400 MALFORMED_REQUEST. An empty body is `{}`. */
-export function parseJson(body: Buffer): unknown {
+/**
+ * Parses a JSON body; malformed JSON → 400 MALFORMED_REQUEST, nesting or a value count over
+ * `limits` → 400 BAD_REQUEST (checked before parsing). An empty body is `{}`.
+ */
+export function parseJson(body: Buffer, limits: JsonLimits = DEFAULT_JSON_LIMITS): unknown {
   if (body.length === 0) return {};
+  checkJsonLimits(body, limits);
   try {
     return JSON.parse(body.toString('utf8')) as unknown;
   } catch (err) {
@@ -181,13 +188,13 @@ export function parseJson(body: Buffer): unknown {
   }
 }
 
-export async function readJson(req: IncomingMessage, maxBytes: number): Promise<unknown> {
-  return parseJson(await readBody(req, maxBytes));
+export async function readJson(req: IncomingMessage, maxBytes: number, limits: JsonLimits = DEFAULT_JSON_LIMITS): Promise<unknown> {
+  return parseJson(await readBody(req, maxBytes), limits);
 }
 
 /** Reads a JSON object body: anything but an object is a 400. */
-export async function readJsonObject(req: IncomingMessage, maxBytes: number): Promise<Record<string, unknown>> {
-  const value = await readJson(req, maxBytes);
+export async function readJsonObject(req: IncomingMessage, maxBytes: number, limits: JsonLimits = DEFAULT_JSON_LIMITS): Promise<Record<string, unknown>> {
+  const value = await readJson(req, maxBytes, limits);
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new FerryError('MALFORMED_REQUEST', 'Request body must be a JSON object.');
   }

@@ -3,7 +3,7 @@
  * signature, and one routine that validates nested arrays and writes their elements straight into
  * preallocated typed storage. Every failure is a 400 that names the offending field.
  */
-import { invalidParameter, type FerryError } from '../errors.js';
+import { FerryError, invalidParameter } from '../errors.js';
 import { allocate, elementCount, formatShape, shapeMatches, type DType, type Signature, type Tensor, type TensorData, type TensorSpec } from '../tensor/index.js';
 
 /**
@@ -224,5 +224,20 @@ export function checkAllInputs(specs: readonly TensorSpec[], got: Record<string,
     if (!Object.hasOwn(got, spec.name)) {
       throw invalidParameter(field, value, `a value for every model input (${specs.map((s) => s.name).join(', ')}); missing '${spec.name}'`);
     }
+  }
+}
+
+/**
+ * Throws a 400 BAD_REQUEST when a decoded request carries more than `maxRows` rows: the first
+ * dimension of its largest input (a scalar input is one row). Called after decoding, whose
+ * allocations the JSON value limit already bounds; this bounds what the model is asked to compute
+ * and allocate for its outputs. Example: inputs of shape [200000, 4] with maxRows 100000 → 400
+ * "Request has 200000 rows, more than 100000 ...".
+ */
+export function checkRowCount(inputs: Record<string, Tensor>, maxRows: number): void {
+  let rows = 0;
+  for (const name in inputs) rows = Math.max(rows, inputs[name]!.shape[0] ?? 1);
+  if (rows > maxRows) {
+    throw new FerryError('BAD_REQUEST', `Request has ${rows} rows, more than ${maxRows} (the server's maxRowsPerRequest); send them in smaller requests.`);
   }
 }

@@ -13,4 +13,5 @@ export {
   type V2Datatype, type V2Request, type V2Response, type V2ResponseOptions, type V2OutputTensor,
   type V2ModelMetadata, type V2TensorMetadata,
 } from './v2.js';
+export { checkRowCount } from './decode.js';
 export type { JsonScalar } from './encode.js';

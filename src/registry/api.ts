@@ -9,7 +9,7 @@ import { validateKey } from '../artifacts/index.js';
 import { access, identityOf, type Authorizer, type ModelLevel, type NameOf, type ServerRouter } from '../auth/index.js';
 import { configError } from '../config/index.js';
 import { FerryError, invalidParameter } from '../errors.js';
-import { readJsonObject, type Context } from '../http/index.js';
+import { readJsonObject, type Context, type JsonLimits } from '../http/index.js';
 import type { ModelVersionRecord, RegisteredModelRecord } from '../store/index.js';
 import { parseFilter } from './filter.js';
 import { parseSource, UPLOADS_PREFIX, type Registry } from './registry.js';
@@ -17,6 +17,8 @@ import { parseSource, UPLOADS_PREFIX, type Registry } from './registry.js';
 export interface RegistryApiOptions {
   maxBodyBytes: number;
   maxUploadBytes: number;
+  /** Shape limits for JSON bodies (the server's maxJsonDepth, maxJsonElements). */
+  jsonLimits: JsonLimits;
 }
 
 const tagList = z.array(z.object({ key: z.string().min(1).max(250), value: z.string().max(5000) })).default([]);
@@ -60,14 +62,14 @@ export function registryRoutes(router: ServerRouter, registry: Registry, authz: 
   const base = '/api/2.0/mlflow';
   /** The model a call is about: its `name` parameter (query or body). */
   const modelName: NameOf = async (ctx) => {
-    const name = (await requestParams(ctx, opts.maxBodyBytes)).name;
+    const name = (await requestParams(ctx, opts.maxBodyBytes, opts.jsonLimits)).name;
     if (typeof name !== 'string' || name === '') throw invalidParameter('name', name, 'a registered model name');
     return name;
   };
   const model = (level: ModelLevel) => access.model(level, modelName);
   const visible = (ctx: Context): Promise<(name: string) => boolean> => authz.visible(identityOf(ctx), 'registered-model');
   const input = async <S extends z.ZodType>(ctx: Context, schema: S): Promise<z.output<S>> => {
-    const raw = await requestParams(ctx, opts.maxBodyBytes);
+    const raw = await requestParams(ctx, opts.maxBodyBytes, opts.jsonLimits);
     const parsed = schema.safeParse(raw);
     if (!parsed.success) throw configError(parsed.error, raw);
     return parsed.data;
@@ -229,11 +231,11 @@ function ownSource(ctx: Context, source: string): string {
  * MLflow clients send GET/DELETE parameters in the query string and POST/PATCH ones as JSON; some
  * send DELETE bodies. Merge both (body wins); repeated query keys become arrays.
  */
-function requestParams(ctx: Context, maxBodyBytes: number): Promise<Record<string, unknown>> {
+function requestParams(ctx: Context, maxBodyBytes: number, jsonLimits: JsonLimits): Promise<Record<string, unknown>> {
   // Read once: the access rule needs `name` before the handler runs.
   let params = paramsOf.get(ctx);
   if (params === undefined) {
-    params = readParams(ctx, maxBodyBytes);
+    params = readParams(ctx, maxBodyBytes, jsonLimits);
     paramsOf.set(ctx, params);
   }
   return params;
@@ -241,14 +243,14 @@ function requestParams(ctx: Context, maxBodyBytes: number): Promise<Record<strin
 
 const paramsOf = new WeakMap<Context, Promise<Record<string, unknown>>>();
 
-async function readParams(ctx: Context, maxBodyBytes: number): Promise<Record<string, unknown>> {
+async function readParams(ctx: Context, maxBodyBytes: number, jsonLimits: JsonLimits): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {};
   for (const key of new Set(ctx.query.keys())) {
     const all = ctx.query.getAll(key);
     out[key] = all.length === 1 ? all[0] : all;
   }
   if (ctx.method === 'GET' || ctx.method === 'HEAD') return out;
-  return { ...out, ...(await readJsonObject(ctx.req, maxBodyBytes)) };
+  return { ...out, ...(await readJsonObject(ctx.req, maxBodyBytes, jsonLimits)) };
 }
 
 function tagsObject(tags: Array<{ key: string; value: string }>): Record<string, string> {

@@ -13,9 +13,9 @@ import { framePayloadLimit, listenShared, serveFrames, type FramedConnection, ty
 import { FerryError } from '../errors.js';
 import { isFlavorName, WORKLOAD_TYPES, type FlavorName, type LoadOptions } from '../flavors/index.js';
 import type { BatchingConfig } from '../runtime/index.js';
-import { listener, parseJson, readBody, Router } from '../http/index.js';
+import { listener, parseJson, readBody, Router, type JsonLimits } from '../http/index.js';
 import {
-  decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Response, v2ModelMetadata,
+  checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Response, v2ModelMetadata,
 } from '../protocols/index.js';
 import type { OutputValue, Tensor } from '../tensor/index.js';
 import { batchable, DynamicBatcher, realClock } from './batcher.js';
@@ -108,6 +108,11 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
   const predict = (inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>> =>
     batcher && (params === undefined || Object.keys(params).length === 0) ? batcher.submit(inputs, rowsOf(inputs)) : runner.predict(inputs, params);
   let draining = false;
+  const jsonLimits: JsonLimits = {
+    maxDepth: opts.maxJsonDepth,
+    maxElements: opts.maxJsonElements,
+  };
+  const maxRows = opts.maxRowsPerRequest;
 
   const checkModel = (params: Record<string, string>): void => {
     const { name, version } = params;
@@ -123,7 +128,8 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
   };
   const infer: Inference = async (params, body) => {
     checkModel(params);
-    const req = decodeV2Request(parseJson(body), signature);
+    const req = decodeV2Request(parseJson(body, jsonLimits), signature);
+    checkRowCount(req.inputs, maxRows);
     const outputs = await predict(req.inputs, req.parameters);
     return encodeV2Response(outputs, { modelName: opts.modelName, modelVersion: opts.modelVersion, id: req.id, requestedOutputs: req.requestedOutputs });
   };
@@ -138,7 +144,8 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     ['GET', '/ping', ready],
     ['GET', '/v2', () => ({ name: 'ferry-replica', version: '1', extensions: [] })],
     ['POST', '/invocations', async (_params, body) => {
-      const req = decodeMlflowRequest(parseJson(body), signature);
+      const req = decodeMlflowRequest(parseJson(body, jsonLimits), signature);
+      checkRowCount(req.inputs, maxRows);
       return encodeMlflowResponse(await predict(req.inputs, req.params), req.format);
     }],
     ['GET', '/v2/models/:name', metadata],

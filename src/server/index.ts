@@ -5,7 +5,6 @@
  * (src/auth); health probes are public, every other route requires a bearer token.
  */
 import fsp from 'node:fs/promises';
-import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { openArtifactStore } from '../artifacts/index.js';
@@ -18,9 +17,10 @@ import { listener, Router, type Handler } from '../http/index.js';
 import { Registry, registryRoutes } from '../registry/index.js';
 import { openRuntime } from '../runtime/index.js';
 import { openStore, type MetadataStore } from '../store/index.js';
+import { bindWarning, createServer, loadTlsCredentials } from './listen.js';
 
 export interface FerryServer {
-  /** Base URL, e.g. http://127.0.0.1:8080 */
+  /** Base URL, e.g. http://127.0.0.1:8080 (https:// with TLS) */
   url: string;
   /** The admin token when this start generated it (first start without FERRY_ADMIN_TOKEN). */
   generatedAdminToken: string | undefined;
@@ -41,6 +41,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const now = deps.now ?? Date.now;
   const log = deps.log ?? (() => undefined);
   const dataDir = path.resolve(config.dataDir);
+  const tlsCredentials = await loadTlsCredentials(config.tls);
   await fsp.mkdir(dataDir, { recursive: true, mode: 0o700 });
   const releaseLock = await lockDataDir(dataDir);
   const store = await openStore({ kind: 'sqlite', path: path.join(dataDir, 'ferry.db') });
@@ -56,9 +57,10 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     const router: ServerRouter = new Router<Handler, Access>()
       .add('GET', '/v2/health/live', () => ({ body: { live: true } }), access.public)
       .add('GET', '/v2/health/ready', () => ({ body: { ready: true } }), access.public);
-    authRoutes(router, authz, { maxBodyBytes: config.maxBodyBytes, now });
+    const jsonLimits = { maxDepth: config.maxJsonDepth, maxElements: config.maxJsonElements };
+    authRoutes(router, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits, now });
     auditRoutes(router, store);
-    registryRoutes(router, registry, authz, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes });
+    registryRoutes(router, registry, authz, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes, jsonLimits });
 
     const runtime = await openRuntime({
       kind: 'local', stateDir: path.join(dataDir, 'runtime'),
@@ -77,7 +79,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       traffic: { maxConcurrencyPerReplica: config.replicaMaxConcurrency, maxQueued: config.bufferDepth, queueTimeoutMs: config.bufferTimeoutMs },
     });
     stopStarted = () => controller.close();
-    endpointRoutes(router, controller, authz, { maxBodyBytes: config.maxBodyBytes });
+    endpointRoutes(router, controller, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits });
     gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats });
     await controller.start();
 
@@ -86,12 +88,9 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       authenticate(authz),
       authorize(authz),
     ];
-    const server = http.createServer(listener(router, middlewares, (err, ctx) => {
+    const server = createServer(listener(router, middlewares, (err, ctx) => {
       log('error', 'request failed', { method: ctx.method, path: ctx.path, error: err instanceof Error ? err.stack : String(err) });
-    }));
-    server.keepAliveTimeout = 65_000;
-    server.headersTimeout = 30_000;
-    server.requestTimeout = 0; // uploads can be long; limits apply to bytes, not time
+    }), config, tlsCredentials);
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL'
         ? new FerryError('INVALID_PARAMETER_VALUE', `Cannot listen on ${config.host}:${config.port} (${err.code}): ${err.code === 'EADDRINUSE' ? 'another process uses that port; stop it or pass --port' : 'choose another --host/--port'}.`)
@@ -100,8 +99,10 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     });
     const addr = server.address() as AddressInfo;
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-    const url = `http://${host}:${addr.port}`;
+    const url = `${tlsCredentials === undefined ? 'http' : 'https'}://${host}:${addr.port}`;
     log('info', 'ferry server listening', { url, dataDir });
+    const exposed = bindWarning(addr.address, addr.port, tlsCredentials !== undefined);
+    if (exposed !== undefined) log('warn', exposed, { address: addr.address, port: addr.port, tls: tlsCredentials !== undefined });
 
     let closing: Promise<void> | undefined;
     return {

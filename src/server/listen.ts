@@ -1,0 +1,101 @@
+/**
+ * The server's listening socket: HTTP, or HTTPS when a certificate is configured, with the limits
+ * that keep one client from holding the server's memory or connections (request head size, time
+ * to send the head, time to send the whole request), and the warning printed when it listens
+ * beyond this machine.
+ */
+import fsp from 'node:fs/promises';
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import tls from 'node:tls';
+import type { ServerConfig } from '../config/index.js';
+import { invalidParameter } from '../errors.js';
+
+/** The request limits node:http enforces itself, before any Ferry code sees the request. */
+export type ListenLimits = Pick<ServerConfig, 'maxHeaderBytes' | 'headersTimeoutMs' | 'bodyTimeoutMs'>;
+
+/** A certificate chain and its private key, PEM, read and checked by `loadTlsCredentials`. */
+export interface TlsCredentials {
+  cert: Buffer;
+  key: Buffer;
+}
+
+/** Idle keep-alive connections close after this; above the 60 s idle timeout of common load balancers. */
+const KEEP_ALIVE_TIMEOUT_MS = 65_000;
+
+/**
+ * Reads the configured certificate and key and checks that they parse and belong together, so a
+ * bad file stops the start with a message that names the key and the path.
+ * @throws FerryError INVALID_PARAMETER_VALUE naming `tlsCert` or `tlsKey` and the file.
+ */
+export async function loadTlsCredentials(files: ServerConfig['tls']): Promise<TlsCredentials | undefined> {
+  if (files === undefined) return undefined;
+  const read = async (field: string, file: string, what: string): Promise<Buffer> => {
+    try {
+      return await fsp.readFile(file);
+    } catch (err) {
+      throw invalidParameter(field, file, `a readable ${what} file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+  };
+  const check = (field: string, file: string, what: string, options: tls.SecureContextOptions): void => {
+    try {
+      tls.createSecureContext(options);
+    } catch (err) {
+      throw invalidParameter(field, file, `${what} (${(err as Error).message})`);
+    }
+  };
+  const cert = await read('tlsCert', files.certFile, 'PEM certificate');
+  const key = await read('tlsKey', files.keyFile, 'PEM private key');
+  check('tlsCert', files.certFile, 'a PEM certificate (chain)', { cert });
+  check('tlsKey', files.keyFile, 'an unencrypted PEM private key', { key });
+  check('tlsKey', files.keyFile, `the private key of the certificate in ${files.certFile}`, { cert, key });
+  return { cert, key };
+}
+
+/**
+ * Creates the server with node's own request limits: a head over `maxHeaderBytes` is answered 431,
+ * a head not complete within `headersTimeoutMs` or a request (body included) not complete within
+ * `bodyTimeoutMs` is answered 408; each closes the connection. Node checks the timeouts every
+ * `connectionsCheckingInterval` (30 s by default, far too coarse for a 10 s limit), so that is set
+ * to half the shortest timeout, at most 1 s. With `credentials`, the server speaks HTTPS only
+ * and a client gets `headersTimeoutMs` for its TLS handshake as well.
+ */
+export function createServer(handler: http.RequestListener, limits: ListenLimits, credentials: TlsCredentials | undefined): http.Server | https.Server {
+  const timeouts = [limits.headersTimeoutMs, limits.bodyTimeoutMs].filter((ms) => ms > 0);
+  const options: http.ServerOptions = {
+    maxHeaderSize: limits.maxHeaderBytes,
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.bodyTimeoutMs,
+    connectionsCheckingInterval: Math.max(10, Math.min(1000, ...timeouts.map((ms) => Math.floor(ms / 2)))),
+  };
+  const server = credentials === undefined
+    ? http.createServer(options, handler)
+    : https.createServer({ ...options, ...credentials, ...(limits.headersTimeoutMs > 0 ? { handshakeTimeout: limits.headersTimeoutMs } : {}) }, handler);
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  return server;
+}
+
+/** True for an address of this machine only: 127.0.0.0/8, ::1, or either as an IPv4-mapped IPv6 address. */
+export function isLoopback(address: string): boolean {
+  const a = address.toLowerCase();
+  const v4 = a.startsWith('::ffff:') ? a.slice('::ffff:'.length) : a;
+  if (net.isIPv4(v4)) return v4.startsWith('127.');
+  return a === '::1';
+}
+
+/**
+ * What a server bound to `address` (the bound address, not a host name) exposes, or undefined when
+ * it is a loopback address. Example: ("0.0.0.0", 8080, false) → "Listening on 0.0.0.0:8080 (every
+ * IPv4 interface): reachable from other machines. TLS is off: tokens and payloads travel in clear
+ * text ..."
+ */
+export function bindWarning(address: string, port: number, tlsOn: boolean): string | undefined {
+  if (isLoopback(address)) return undefined;
+  const host = net.isIPv6(address) ? `[${address}]` : address;
+  const scope = address === '0.0.0.0' ? ' (every IPv4 interface)' : address === '::' ? ' (every interface)' : '';
+  const transport = tlsOn
+    ? 'TLS is on: clients must use https:// and trust the certificate.'
+    : 'TLS is off: tokens and payloads travel in clear text; set tlsCert and tlsKey (--tls-cert, --tls-key) or put a TLS proxy in front.';
+  return `Listening on ${host}:${port}${scope}: reachable from other machines. ${transport} See docs/security.md.`;
+}
