@@ -232,6 +232,8 @@ describe('a server with small limits: 4 KiB heads, 500 ms to send a head, 2 s fo
   test('a request head over maxHeaderSize is answered 431 and the server keeps serving', async () => {
     const big = await request({ url: server.url, path: '/v2/health/live', headers: { 'x-padding': 'a'.repeat(5000) } });
     assert.equal(big.status, 431);
+    assert.equal(big.json?.error_code, 'REQUEST_HEADER_FIELDS_TOO_LARGE', big.text);
+    assert.match(big.json.message, /exceed 4096 bytes \(the server's maxHeaderSize\)/);
     await healthy();
   });
 
@@ -239,6 +241,7 @@ describe('a server with small limits: 4 KiB heads, 500 ms to send a head, 2 s fo
     const head = `GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ${'a'.repeat(200)}\r\n\r\n`;
     const { answer, sent } = await trickle(server.url, head, 1);
     assert.match(answer, /^HTTP\/1\.1 408 Request Timeout\r\n/);
+    assert.match(answer, /\r\n\r\n\{"error_code":"REQUEST_TIMEOUT","message":"The request was not received in time/);
     assert.ok(sent < head.length, `closed after ${sent} of ${head.length} bytes`);
     await healthy();
   });

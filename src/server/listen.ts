@@ -8,9 +8,10 @@ import fsp from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
+import type stream from 'node:stream';
 import tls from 'node:tls';
 import type { ServerConfig } from '../config/index.js';
-import { invalidParameter } from '../errors.js';
+import { FerryError, invalidParameter } from '../errors.js';
 
 /** The request limits node:http enforces itself, before any Ferry code sees the request. */
 export type ListenLimits = Pick<ServerConfig, 'maxHeaderBytes' | 'headersTimeoutMs' | 'bodyTimeoutMs'>;
@@ -73,7 +74,31 @@ export function createServer(handler: http.RequestListener, limits: ListenLimits
     ? http.createServer(options, handler)
     : https.createServer({ ...options, ...credentials, ...(limits.headersTimeoutMs > 0 ? { handshakeTimeout: limits.headersTimeoutMs } : {}) }, handler);
   server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  server.on('clientError', answerClientError(limits));
   return server;
+}
+
+/**
+ * What node:http cannot parse or wait for any longer (a head too big, a timeout, bytes that are
+ * not HTTP) is answered in the one error shape, then the connection is closed. node's own answer
+ * would be a bare status line without the body every other error has.
+ */
+function answerClientError(limits: ListenLimits): (err: NodeJS.ErrnoException, socket: stream.Duplex) => void {
+  return (err, socket) => {
+    // A response already on its way (a timeout while a handler streams) cannot be replaced.
+    const started = (socket as { _httpMessage?: http.ServerResponse })._httpMessage?.headersSent === true;
+    if (err.code === 'ECONNRESET' || !socket.writable || started) {
+      socket.destroy();
+      return;
+    }
+    const e = err.code === 'HPE_HEADER_OVERFLOW'
+      ? new FerryError('REQUEST_HEADER_FIELDS_TOO_LARGE', `The request line and headers exceed ${limits.maxHeaderBytes} bytes (the server's maxHeaderSize).`)
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? new FerryError('REQUEST_TIMEOUT', `The request was not received in time (the server's headersTimeout is ${limits.headersTimeoutMs} ms for the head, bodyTimeout ${limits.bodyTimeoutMs} ms for the whole request).`)
+        : new FerryError('MALFORMED_REQUEST', `The request is not valid HTTP/1.1 (${err.code ?? err.message}).`);
+    const body = JSON.stringify(e.toBody());
+    socket.end(`HTTP/1.1 ${e.status} ${http.STATUS_CODES[e.status] ?? ''}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  };
 }
 
 /** True for an address of this machine only: 127.0.0.0/8, ::1, or either as an IPv4-mapped IPv6 address. */
