@@ -570,7 +570,7 @@ export class EndpointController {
   /** Swaps the endpoint's route in one step; `config` gives the request timeout and the shadows. */
   private publishWeighted(st: EndpointState, config: EndpointConfig, weighted: Array<Weighted<Deployment>>): void {
     const entities = weighted.map(({ target: d, trafficPercentage }) => ({
-      name: d.entity.name, modelVersion: d.entity.entityVersion, trafficPercentage, traffic: d.traffic,
+      name: d.entity.name, modelName: d.entity.entityName, modelVersion: d.entity.entityVersion, trafficPercentage, traffic: d.traffic,
       statsKey: statsKey(d.endpoint, d.entity.name, d.entity.entityVersion),
     }));
     const route: EndpointRoute = {

@@ -7,9 +7,10 @@
  * replica parses and validates it.
  */
 import { access, type ServerRouter } from '../auth/index.js';
-import { FerryError, notFound } from '../errors.js';
+import { FerryError, notFound, toFerryError } from '../errors.js';
 import { readBody, type Context, type Handler, type Reply } from '../http/index.js';
 import { ChannelError, type ChannelRequest, type ChannelResponse } from '../channel/index.js';
+import { gatewayRequests, newObservation, type GatewayRequestEvent, type Observation } from './events.js';
 import { rateLimited, type RouteHandler } from './rate-limit.js';
 import { pickEntity, type Backend, type EndpointRoute, type EntityRoute, type RoutingTable } from './routing.js';
 import type { GatewayStats } from './stats.js';
@@ -18,6 +19,7 @@ export { RoutingTable, pickBackend, pickEntity, type Backend, type EndpointRoute
 export { EntityTraffic, type TrafficOptions } from './traffic.js';
 export { RATE_LIMIT_KEYS, RENEWAL_PERIOD_MS, RateLimiter, type RateLimit, type RateLimitKey, type RenewalPeriod } from './rate-limit.js';
 export { GatewayStats, statsKey, type StatsSummary } from './stats.js';
+export { GATEWAY_REQUEST_CHANNEL, gatewayRequests, type GatewayRequestEvent } from './events.js';
 
 export interface GatewayOptions {
   maxBodyBytes: number;
@@ -56,10 +58,12 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
     }
   };
   const forward = (replicaPath: (ctx: Context, r: EndpointRoute) => string): RouteHandler<EndpointRoute> => async (ctx, r) => {
+    const obs = observations.get(ctx);
     const entities = entitiesFor(ctx, r);
     const first = pickEntity(entities, Math.random());
     if (!first) throw noReplica(r.name);
     const body = ctx.method === 'POST' ? await readInferenceBody(ctx, r) : undefined;
+    if (obs) obs.requestBody = body;
     const req = { method: ctx.method, path: replicaPath(ctx, r), body };
     for (const s of r.shadows) if (s.entity !== first && Math.random() * 100 < s.mirrorPercentage) mirror(s.entity, req, r.timeoutMs);
     // With fallback on, a 5xx or an unreachable entity passes the request to the next entities in
@@ -67,9 +71,15 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
     const order = r.fallback ? [first, ...entities.filter((e) => e !== first)] : [first];
     for (const [i, entity] of order.entries()) {
       const last = i === order.length - 1;
+      if (obs) {
+        obs.servedEntity = entity.name;
+        obs.modelName = entity.modelName;
+        obs.modelVersion = entity.modelVersion;
+      }
       try {
-        const res = await measured(entity, () => send(entity, req, r.timeoutMs));
+        const res = await measured(entity, () => send(entity, req, r.timeoutMs, obs));
         if (res.status >= 500 && !last) continue;
+        if (obs) obs.responseBody = res.body;
         ctx.res.writeHead(res.status, {
           'content-type': res.contentType ?? 'application/json',
           'content-length': res.body.length,
@@ -111,17 +121,52 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
   const v2Version = (suffix: string) => (ctx: Context, r: EndpointRoute): string =>
     `/v2/models/${encodeURIComponent(r.name)}/versions/${encodeURIComponent(ctx.params.version ?? '')}${suffix}`;
 
+  /**
+   * Publishes one `GatewayRequestEvent` per request when someone listens; `forward` fills the
+   * request's observation (entity, queue time, bodies) as it goes.
+   */
+  const observations = new WeakMap<Context, Observation>();
+  const observed = (method: string, pattern: string, inference: boolean, h: Handler): Handler => {
+    const routeName = `${method} ${pattern}`;
+    return async (ctx) => {
+      if (!gatewayRequests.hasSubscribers) return h(ctx);
+      const obs = newObservation();
+      observations.set(ctx, obs);
+      const startMs = Date.now();
+      const t0 = performance.now();
+      let status = 200;
+      let errorCode: string | undefined;
+      try {
+        const reply = await h(ctx);
+        status = reply?.status ?? ctx.res.statusCode;
+        return reply;
+      } catch (err) {
+        const e = toFerryError(err);
+        status = e.status;
+        errorCode = e.code;
+        throw err;
+      } finally {
+        const event: GatewayRequestEvent = {
+          route: routeName, inference, endpoint: ctx.params.name ?? '', servedEntity: obs.servedEntity, modelName: obs.modelName, modelVersion: obs.modelVersion,
+          principal: ctx.principal ?? '', status, errorCode, startMs, durationMs: performance.now() - t0, queueMs: obs.queueMs,
+          requestBody: obs.requestBody, responseBody: obs.responseBody,
+        };
+        gatewayRequests.publish(event);
+      }
+    };
+  };
+  const add = (method: 'GET' | 'POST', pattern: string, inference: boolean, h: Handler): void => {
+    router.add(method, pattern, observed(method, pattern, inference, h), access.endpoint(inference ? 'CAN_QUERY' : 'CAN_VIEW'));
+  };
+
   // Rate limits count inference calls only, not metadata or readiness probes.
-  const query = access.endpoint('CAN_QUERY');
-  const view = access.endpoint('CAN_VIEW');
-  router
-    .add('POST', '/serving-endpoints/:name/invocations', withRoute(rateLimited(forward(() => '/invocations'))), query)
-    .add('POST', '/v2/models/:name/infer', withRoute(rateLimited(forward(v2('/infer')))), query)
-    .add('POST', '/v2/models/:name/versions/:version/infer', withRoute(rateLimited(forward(v2Version('/infer')))), query)
-    .add('GET', '/v2/models/:name', withRoute(forward(v2(''))), view)
-    .add('GET', '/v2/models/:name/versions/:version', withRoute(forward(v2Version(''))), view)
-    .add('GET', '/v2/models/:name/ready', (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))), view)
-    .add('GET', '/v2/models/:name/versions/:version/ready', (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))), view);
+  add('POST', '/serving-endpoints/:name/invocations', true, withRoute(rateLimited(forward(() => '/invocations'))));
+  add('POST', '/v2/models/:name/infer', true, withRoute(rateLimited(forward(v2('/infer')))));
+  add('POST', '/v2/models/:name/versions/:version/infer', true, withRoute(rateLimited(forward(v2Version('/infer')))));
+  add('GET', '/v2/models/:name', false, withRoute(forward(v2(''))));
+  add('GET', '/v2/models/:name/versions/:version', false, withRoute(forward(v2Version(''))));
+  add('GET', '/v2/models/:name/ready', false, (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))));
+  add('GET', '/v2/models/:name/versions/:version/ready', false, (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))));
 }
 
 function readiness(r: EndpointRoute, entities: readonly EntityRoute[]): Reply {
@@ -140,12 +185,14 @@ function noReplica(endpoint: string): FerryError {
  * inference requests are idempotent, and a caller should not pay for a replica crash another
  * replica can absorb. Timeouts are not retried (they would double the load on a slow model).
  */
-async function send(entity: EntityRoute, req: ChannelRequest, timeoutMs: number): Promise<ChannelResponse> {
+async function send(entity: EntityRoute, req: ChannelRequest, timeoutMs: number, obs?: Observation): Promise<ChannelResponse> {
   const traffic = entity.traffic;
   traffic.countRequest();
   let failed: Backend | undefined;
   for (let attempt = 0; ; attempt++) {
+    const t0 = obs ? performance.now() : 0;
     const backend = await traffic.acquire(failed);
+    if (obs) obs.queueMs += performance.now() - t0;
     try {
       const res = await backend.channel.request(req, timeoutMs);
       traffic.markSuccess(backend);

@@ -23,6 +23,8 @@ export interface Backend {
 export interface EntityRoute {
   /** Served entity name (sent back in the `served-model-name` header). */
   name: string;
+  /** The registered model and version it serves. */
+  modelName: string;
   modelVersion: string;
   /** Percentage of traffic, 0-100. */
   trafficPercentage: number;

@@ -1,0 +1,55 @@
+/**
+ * What the gateway tells observers (CONVENTIONS 10): one `ferry:gateway:request` event per
+ * finished inference or metadata request, published on node:diagnostics_channel. Metrics, the
+ * series ring buffers and inference tables subscribe; the gateway knows none of them. When nobody
+ * subscribes, publishing costs one `hasSubscribers` check per request.
+ */
+import diagnosticsChannel from 'node:diagnostics_channel';
+
+export const GATEWAY_REQUEST_CHANNEL = 'ferry:gateway:request';
+
+/** The channel the gateway publishes `GatewayRequestEvent`s on. */
+export const gatewayRequests = diagnosticsChannel.channel(GATEWAY_REQUEST_CHANNEL);
+
+export interface GatewayRequestEvent {
+  /** The route pattern, e.g. "POST /serving-endpoints/:name/invocations". */
+  route: string;
+  /** True for scoring calls (invocations, OIP v2 infer); false for metadata and readiness. */
+  inference: boolean;
+  endpoint: string;
+  /** The served entity that answered; '' when the request ended before one was chosen. */
+  servedEntity: string;
+  /** Its model name and version ('' when no entity). */
+  modelName: string;
+  modelVersion: string;
+  /** Who called (the authenticated principal). */
+  principal: string;
+  status: number;
+  /** The error code of an error answer produced by Ferry (not by the model), else undefined. */
+  errorCode: string | undefined;
+  /** Wall-clock start (ms since the epoch) and duration of the whole request in the gateway. */
+  startMs: number;
+  durationMs: number;
+  /** Time spent waiting in the entity's buffer for a replica with room. */
+  queueMs: number;
+  /** The request and response bodies as they crossed the gateway (undefined when none). */
+  requestBody: Buffer | undefined;
+  responseBody: Buffer | undefined;
+}
+
+/**
+ * What `forward` learns while handling a request, read by the publisher when it ends. Only
+ * allocated when someone subscribes.
+ */
+export interface Observation {
+  servedEntity: string;
+  modelName: string;
+  modelVersion: string;
+  queueMs: number;
+  requestBody: Buffer | undefined;
+  responseBody: Buffer | undefined;
+}
+
+export function newObservation(): Observation {
+  return { servedEntity: '', modelName: '', modelVersion: '', queueMs: 0, requestBody: undefined, responseBody: undefined };
+}
