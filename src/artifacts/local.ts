@@ -60,11 +60,13 @@ export class LocalArtifactStore implements ArtifactStore {
       );
       const fh = await fsp.open(tmp, 'r');
       await fh.sync().finally(() => fh.close());
-      await fsp.mkdir(path.dirname(dest), { recursive: true });
+      await makeParents(dest, key);
       await refuseDirectory(dest, key);
       await fsp.rename(tmp, dest);
     } catch (err) {
       await fsp.rm(tmp, { force: true });
+      // The uploader closed the connection mid-body: its request failed, not the server.
+      if ((err as NodeJS.ErrnoException).code === 'ECONNRESET') throw new FerryError('MALFORMED_REQUEST', `Upload of '${key}' was cut off: the client closed the connection.`);
       throw err;
     }
     return { sizeBytes, sha256: hash.digest('hex') };
@@ -83,7 +85,9 @@ export class LocalArtifactStore implements ArtifactStore {
     const out: ArtifactEntry[] = [];
     for (const e of entries) {
       if (dir === this.root && e.name === TMP_DIR) continue;
-      const st = await fsp.stat(path.join(dir, e.name));
+      // An entry deleted since the readdir (a concurrent DELETE) is not listed.
+      const st = await fsp.stat(path.join(dir, e.name)).catch(() => undefined);
+      if (!st) continue;
       out.push({ path: e.name, isDir: e.isDirectory(), sizeBytes: e.isDirectory() ? 0 : st.size });
     }
     return out.sort((a, b) => a.path.localeCompare(b.path));
@@ -105,8 +109,8 @@ export class LocalArtifactStore implements ArtifactStore {
     const tmp = this.tmpPath();
     try {
       await fsp.cp(src, tmp, { recursive: true, dereference: false, errorOnExist: true, force: false });
-      await fsp.rm(dest, { recursive: true, force: true });
-      await fsp.mkdir(path.dirname(dest), { recursive: true });
+      await removeTree(dest);
+      await makeParents(dest, key);
       await fsp.rename(tmp, dest);
     } catch (err) {
       await fsp.rm(tmp, { recursive: true, force: true });
@@ -121,7 +125,7 @@ export class LocalArtifactStore implements ArtifactStore {
   }
 
   async delete(key: string): Promise<void> {
-    await fsp.rm(this.resolve(key), { recursive: true, force: true });
+    await removeTree(this.resolve(key));
   }
 
   async digest(key: string): Promise<TreeDigest> {
@@ -145,6 +149,24 @@ export class LocalArtifactStore implements ArtifactStore {
   localDir(key: string): Promise<string> {
     return Promise.resolve(this.resolve(key));
   }
+}
+
+/** Creates the parent directories of `dest`; a parent that is a file is a conflict naming the key, not an internal error. */
+async function makeParents(dest: string, key: string): Promise<void> {
+  try {
+    await fsp.mkdir(path.dirname(dest), { recursive: true });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOTDIR' || code === 'EEXIST') throw new FerryError('RESOURCE_CONFLICT', `Artifact path '${key}' runs through an existing file.`);
+    throw err;
+  }
+}
+
+/** Removes `p` and everything under it; nothing there (also: a parent is a file, ENOTDIR) is not an error. */
+async function removeTree(p: string): Promise<void> {
+  await fsp.rm(p, { recursive: true, force: true }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOTDIR') throw err;
+  });
 }
 
 async function refuseDirectory(dest: string, key: string): Promise<void> {

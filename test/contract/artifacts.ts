@@ -90,6 +90,26 @@ export function artifactContract(name: string, make: () => Promise<ArtifactHarne
       assert.deepEqual(await s.list('d'), []);
     });
 
+    // Found by the route fuzzer (test/fuzz.test.ts): each of these was a 500.
+    withStore('a path through a file is a 409 to write, absent to delete; names over 255 bytes are a 400', async (s) => {
+      await s.putFile('f', chunks('1'), 10);
+      await assert.rejects(s.putFile('f/x', chunks('2'), 10), (e: unknown) => e instanceof FerryError && e.code === 'RESOURCE_CONFLICT' && /'f\/x'/.test(e.message));
+      await assert.rejects(s.putFile('f/x/y', chunks('2'), 10), (e: unknown) => e instanceof FerryError && e.code === 'RESOURCE_CONFLICT');
+      await s.delete('f/x');
+      assert.equal(await s.exists('f'), true);
+      await assert.rejects(s.getFile('f/x'), (e: unknown) => e instanceof FerryError && e.code === 'RESOURCE_DOES_NOT_EXIST');
+      for (const key of ['a'.repeat(256), `d/${'é'.repeat(128)}`, 'é/'.repeat(400) + 'x']) {
+        await assert.rejects(s.putFile(key, chunks('1'), 10), (e: unknown) => e instanceof FerryError && e.code === 'INVALID_PARAMETER_VALUE', key.slice(0, 20));
+      }
+      await s.putFile('a'.repeat(255), chunks('1'), 10);
+    });
+
+    withStore('an upload the client cuts off is a 400 and leaves nothing behind', async (s) => {
+      const cut = new Readable({ read() { this.destroy(Object.assign(new Error('aborted'), { code: 'ECONNRESET' })); } });
+      await assert.rejects(s.putFile('cut', cut, 10), (e: unknown) => e instanceof FerryError && e.code === 'MALFORMED_REQUEST');
+      assert.equal(await s.exists('cut'), false);
+    });
+
     withStore('copy and digest of a tree', async (s) => {
       await s.putFile('src/model.onnx', chunks('abc'), 10);
       await s.putFile('src/sub/extra.json', chunks('{}'), 10);
