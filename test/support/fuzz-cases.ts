@@ -486,12 +486,6 @@ export type Outcome =
   | { kind: 'timeout'; stage: string };
 
 /**
- * Statuses Node's HTTP parser answers itself, before Ferry sees the request (malformed head, head
- * too large, timeouts), with no body and `Connection: close`.
- */
-const PARSER_STATUSES = new Set([400, 408, 413, 414, 431, 501, 505]);
-
-/**
  * The problem with one answer, or undefined when it is acceptable: no 5xx, every error body in the
  * shared `{"error_code","message"}` shape with the status the error table gives its code, JSON
  * bodies that parse. A connection closed without an answer is acceptable only where `mayClose`:
@@ -509,11 +503,8 @@ export function judge(c: FuzzCase, o: Outcome, mayClose: boolean): string | unde
   const head = c.method.toUpperCase() === 'HEAD';
   const isJson = /^application\/json/.test(String(o.headers['content-type'] ?? ''));
   if (o.status >= 400) {
-    if (o.body.length === 0) {
-      if (head) return undefined;
-      const close = String(o.headers.connection ?? '').toLowerCase() === 'close';
-      return close && PARSER_STATUSES.has(o.status) && o.headers['content-type'] === undefined ? undefined : `status ${o.status} without an error body`;
-    }
+    // Errors from Node's parser (400, 408, 431) carry the shared body too (src/server/listen.ts).
+    if (o.body.length === 0) return head ? undefined : `status ${o.status} without an error body`;
     let parsed: unknown;
     try {
       parsed = JSON.parse(o.body.toString('utf8'));
