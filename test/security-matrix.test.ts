@@ -86,6 +86,9 @@ const EXPECTED: Record<string, Min> = {
   'GET /v2/models/:name/versions/:version': 'viewer',
   'GET /v2/models/:name/ready': 'viewer',
   'GET /v2/models/:name/versions/:version/ready': 'viewer',
+  'GET /metrics': 'outsider',
+  'GET /api/2.0/serving-endpoints/:name/metrics': 'viewer',
+  'GET /api/2.0/serving-endpoints/:name/metrics/series': 'viewer',
 };
 
 let dir: string;

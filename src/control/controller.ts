@@ -34,6 +34,7 @@ import {
   blendRoutes, describeStep, judgeCanaryStep, RolloutAborted, RolloutFailure, scoreValidation, sleepUnlessAborted, untilAborted,
   validationRequestOf, type Weighted,
 } from './rollout.js';
+import { replicaExit, replicaReady, type ReplicaExitEvent, type ReplicaReadyEvent } from './events.js';
 
 export type DeploymentState = 'DEPLOYMENT_CREATING' | 'DEPLOYMENT_READY' | 'DEPLOYMENT_RECOVERING' | 'DEPLOYMENT_FAILED' | 'DEPLOYMENT_ABORTED';
 
@@ -269,6 +270,28 @@ export class EndpointController {
 
   list(): EndpointView[] {
     return [...this.endpoints.values()].sort((a, b) => a.record.name.localeCompare(b.record.name)).map((st) => this.view(st));
+  }
+
+  /**
+   * Replica counts and gateway load of every served entity (serving and rolling out), for
+   * metrics. An entity kept across configs is counted once; a name that both configs use for
+   * different deployments (a new version under the same name) adds up.
+   */
+  entityGauges(): EntityGauges[] {
+    const out = new Map<string, EntityGauges>();
+    for (const st of this.endpoints.values()) {
+      for (const d of new Set([...st.current.values(), ...st.pending.values()])) {
+        const key = `${d.endpoint}\0${d.entity.name}`;
+        const g = out.get(key) ?? { endpoint: d.endpoint, servedEntity: d.entity.name, ready: 0, starting: 0, desired: 0, inFlight: 0, queued: 0 };
+        g.ready += d.readyReplicas;
+        g.starting += d.startingReplicas;
+        g.desired += d.stopped ? 0 : d.desiredReplicas;
+        g.inFlight += d.traffic.inFlight;
+        g.queued += d.traffic.queued;
+        out.set(key, g);
+      }
+    }
+    return [...out.values()];
   }
 
   describe(name: string): EndpointView {
@@ -603,6 +626,8 @@ export class EndpointController {
   private async startReplica(d: Deployment): Promise<void> {
     const e = d.entity;
     const id = `${d.endpoint}.${e.name}.${randomBytes(3).toString('hex')}`;
+    const askedMs = this.o.now();
+    const fromZero = d.readyReplicas === 0;
     const slot: ReplicaSlot = { id, handle: undefined, backend: undefined, readyAtMs: 0 };
     d.replicas.set(id, slot);
     this.byReplica.set(id, d);
@@ -632,6 +657,9 @@ export class EndpointController {
     d.traffic.addBackend(slot.backend);
     d.state = 'DEPLOYMENT_READY';
     d.message = '';
+    if (replicaReady.hasSubscribers) {
+      replicaReady.publish({ endpoint: d.endpoint, servedEntity: e.name, replica: id, durationMs: slot.readyAtMs - askedMs, fromZero } satisfies ReplicaReadyEvent);
+    }
   }
 
   /** Takes a deployment out of service: no new requests, in-flight ones finish, replicas stop. */
@@ -668,6 +696,9 @@ export class EndpointController {
     if (slot?.backend) {
       d.traffic.removeBackend(slot.backend);
       slot.backend.channel.close();
+    }
+    if (replicaExit.hasSubscribers) {
+      replicaExit.publish({ endpoint: d.endpoint, servedEntity: d.entity.name, replica: exit.id, reason: exit.reason, code: exit.code, signal: exit.signal } satisfies ReplicaExitEvent);
     }
     if (d.stopped) return;
     // A replica that dies soon after starting counts as a failed start, so crash loops back off.
@@ -799,6 +830,17 @@ function rateLimiterFor(endpoint: string, a: AiGatewayConfig): RateLimiter | und
 /** The route fields that come from the AI gateway settings. */
 function gatewayPolicies(st: EndpointState, a: AiGatewayConfig): Pick<EndpointRoute, 'fallback' | 'rateLimiter' | 'maxBodyBytes'> {
   return { fallback: a.fallbackEnabled, rateLimiter: st.rateLimiter, maxBodyBytes: a.maxBodyBytes };
+}
+
+/** One served entity's replica counts and gateway load (see `EndpointController.entityGauges`). */
+export interface EntityGauges {
+  endpoint: string;
+  servedEntity: string;
+  ready: number;
+  starting: number;
+  desired: number;
+  inFlight: number;
+  queued: number;
 }
 
 export type EndpointView = Record<string, unknown> & { name: string; state: { ready: 'READY' | 'NOT_READY'; config_update: string } };

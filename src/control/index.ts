@@ -2,6 +2,7 @@
  * The control plane: the serving-endpoints API, config validation, and the controller that
  * converges desired endpoint configs into running replicas and routes.
  */
-export { EndpointController, type ControllerOptions, type DeploymentState, type EndpointView, type ModelCheck } from './controller.js';
+export { EndpointController, type ControllerOptions, type DeploymentState, type EndpointView, type EntityGauges, type ModelCheck } from './controller.js';
 export { endpointRoutes } from './api.js';
 export { compileConfig, type CanaryStep, type EndpointConfig, type RolloutConfig, type ServedEntityConfig, type TrafficRoute, WORKLOAD_SIZES, type WorkloadSize } from './config.js';
+export { REPLICA_EXIT_CHANNEL, REPLICA_READY_CHANNEL, type ReplicaExitEvent, type ReplicaReadyEvent } from './events.js';

@@ -17,6 +17,7 @@ import { listener, parseJson, readBody, Router, type JsonLimits } from '../http/
 import {
   checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Response, v2ModelMetadata,
 } from '../protocols/index.js';
+import { ModelCallMetrics } from '../telemetry/index.js';
 import type { OutputValue, Tensor } from '../tensor/index.js';
 import { batchable, DynamicBatcher, realClock } from './batcher.js';
 import { ModelRunner, type ExecutionMode } from './runner.js';
@@ -94,9 +95,20 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     { execution: opts.execution ?? 'auto', calibrationBatchRows: opts.batching.maxBatchSize },
   );
   const signature = runner.signature;
+  // Every model call (a batch, or a request run alone) is timed and its rows counted; the server
+  // reads the totals from GET /metrics.
+  const modelMetrics = new ModelCallMetrics();
+  const runModel = async (inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>> => {
+    const t0 = performance.now();
+    try {
+      return await runner.predict(inputs, params);
+    } finally {
+      modelMetrics.observe(rowsOf(inputs), (performance.now() - t0) / 1000);
+    }
+  };
   const batcher = opts.batching.enabled && batchable(signature)
     ? new DynamicBatcher({
-      run: (inputs) => runner.predict(inputs, undefined),
+      run: (inputs) => runModel(inputs, undefined),
       maxBatchSize: opts.batching.maxBatchSize,
       maxQueueDelayUs: opts.batching.maxQueueDelayUs,
       preferredBatchSizes: opts.batching.preferredBatchSizes,
@@ -106,7 +118,7 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     : undefined;
   /** Requests with params run alone: one batch can carry only one set of params. */
   const predict = (inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>> =>
-    batcher && (params === undefined || Object.keys(params).length === 0) ? batcher.submit(inputs, rowsOf(inputs)) : runner.predict(inputs, params);
+    batcher && (params === undefined || Object.keys(params).length === 0) ? batcher.submit(inputs, rowsOf(inputs)) : runModel(inputs, params);
   let draining = false;
   const jsonLimits: JsonLimits = {
     maxDepth: opts.maxJsonDepth,
@@ -143,6 +155,7 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     ['GET', '/v2/health/ready', ready],
     ['GET', '/ping', ready],
     ['GET', '/v2', () => ({ name: 'ferry-replica', version: '1', extensions: [] })],
+    ['GET', '/metrics', () => modelMetrics.snapshot()],
     ['POST', '/invocations', async (_params, body) => {
       const req = decodeMlflowRequest(parseJson(body, jsonLimits), signature);
       checkRowCount(req.inputs, maxRows);

@@ -17,6 +17,7 @@ import { listener, Router, type Handler } from '../http/index.js';
 import { Registry, registryRoutes } from '../registry/index.js';
 import { openRuntime } from '../runtime/index.js';
 import { openStore, type MetadataStore } from '../store/index.js';
+import { Telemetry, telemetryRoutes } from '../telemetry/index.js';
 import { bindWarning, createServer, loadTlsCredentials } from './listen.js';
 
 export interface FerryServer {
@@ -78,9 +79,15 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       drainTimeoutMs: config.replicaDrainTimeoutMs,
       traffic: { maxConcurrencyPerReplica: config.replicaMaxConcurrency, maxQueued: config.bufferDepth, queueTimeoutMs: config.bufferTimeoutMs },
     });
-    stopStarted = () => controller.close();
+    // Subscribed before the controller starts, so the replicas it brings back are counted.
+    const telemetry = new Telemetry({ now, entities: () => controller.entityGauges(), replicas: () => runtime.list(), routed: (name) => table.get(name) !== undefined });
+    stopStarted = async () => {
+      telemetry.close();
+      await controller.close();
+    };
     endpointRoutes(router, controller, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits });
     gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats });
+    telemetryRoutes(router, telemetry, authz);
     await controller.start();
 
     const middlewares = [
@@ -117,6 +124,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         const timer = setTimeout(() => server.closeAllConnections(), 5000);
         await closed;
         clearTimeout(timer);
+        telemetry.close();
         await controller.close();
         await store.close();
         await releaseLock();
