@@ -4,6 +4,7 @@
  */
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ADMIN_TOKEN_FILE } from '../auth/index.js';
 import { compileServerConfig, parseDurationMs, type ServerConfig } from '../config/index.js';
@@ -42,6 +43,9 @@ Commands:
   endpoints list | get <name> | delete <name>
   endpoints cancel <name>     Cancel the update in progress (the previous config keeps serving)
   endpoints logs <name> <served-entity>
+  endpoints inference-table <name> [--since 1h] [--status 500] [--served-entity E] [--limit N]
+                    [--format jsonl|csv]  Logged requests and responses, newest first (CAN_MANAGE);
+                              --format streams every matching row
   query <endpoint> --json '{"inputs": [[1, 2, 3, 4]]}' | --file request.json
   whoami                      The principal FERRY_TOKEN belongs to
   principals create <name> [--service] [--admin] | list | delete <name>      (admins)
@@ -501,6 +505,7 @@ async function auditCommand(args: string[]): Promise<void> {
 
 async function endpointsCommand(args: string[]): Promise<void> {
   const [sub, ...rest] = args;
+  if (sub === 'inference-table') return inferenceTableCommand(rest);
   const client = FerryClient.fromEnv();
   const { values, positionals } = parse(rest, entityOptions);
   const name = positionals[0];
@@ -555,8 +560,37 @@ async function endpointsCommand(args: string[]): Promise<void> {
       return;
     }
     default:
-      throw new UsageError(`endpoints: unknown subcommand '${sub ?? ''}' (create, update, list, get, cancel, delete, logs).`);
+      throw new UsageError(`endpoints: unknown subcommand '${sub ?? ''}' (create, update, list, get, cancel, delete, logs, inference-table).`);
   }
+}
+
+/** `ferry endpoints inference-table <name>`: recent rows as a table, or every matching row as JSON Lines / CSV. */
+async function inferenceTableCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { since: { type: 'string' }, status: { type: 'string' }, 'served-entity': { type: 'string' }, format: { type: 'string' }, limit: { type: 'string' } });
+  const name = positionals[0];
+  if (name === undefined) throw new UsageError('endpoints inference-table: usage: ferry endpoints inference-table <name> [--since 1h] [--status 500] [--format jsonl|csv]');
+  const since = str(values, 'since');
+  const sinceMs = since === undefined ? undefined : parseDurationMs(since);
+  if (since !== undefined && sinceMs === undefined) throw new UsageError(`endpoints inference-table: --since ${JSON.stringify(since)} is not a duration such as 1h, 30m or 7d`);
+  const status = str(values, 'status');
+  if (status !== undefined && !/^[1-5]\d\d$/.test(status)) throw new UsageError(`endpoints inference-table: --status ${JSON.stringify(status)} is not an HTTP status code such as 500`);
+  const format = str(values, 'format');
+  if (format !== undefined && format !== 'jsonl' && format !== 'csv') throw new UsageError(`endpoints inference-table: --format ${JSON.stringify(format)}: expected jsonl or csv`);
+  const filters = {
+    ...(sinceMs === undefined ? {} : { startMs: Date.now() - sinceMs }),
+    ...(status === undefined ? {} : { status: Number(status) }),
+    ...(str(values, 'served-entity') === undefined ? {} : { servedEntity: str(values, 'served-entity') as string }),
+  };
+  const client = FerryClient.fromEnv();
+  if (format !== undefined) {
+    await pipeline(await client.exportInferenceTable(name, format, filters), process.stdout, { end: false });
+    return;
+  }
+  const r = await client.inferenceTable(name, { ...filters, maxResults: Number(str(values, 'limit') ?? 20) });
+  out(values, r, r.rows.length === 0 ? `No inference table rows for '${name}' (is ai_gateway.inference_table_config enabled?).` : table(
+    ['TIME', 'REQUEST ID', 'STATUS', 'MS', 'ENTITY', 'PRINCIPAL', 'CLIENT REQUEST ID'],
+    r.rows.map((x) => [new Date(x.timestamp_ms).toISOString(), x.request_id, String(x.status_code), x.execution_time_ms.toFixed(1), x.served_entity, x.principal, x.client_request_id ?? '']),
+  ));
 }
 
 /** Prints progress while waiting: a rewritten line on a terminal, one line per change otherwise. */

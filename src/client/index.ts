@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 
 export interface ClientOptions {
   /** Base URL, e.g. http://127.0.0.1:8080 */
@@ -106,6 +107,36 @@ export interface ServingEndpoint {
   pending_config?: EndpointConfigView & { start_time: number };
 }
 
+/** One logged inference call (docs/observability.md). */
+export interface InferenceTableRow {
+  request_id: string;
+  client_request_id: string | null;
+  endpoint_name: string;
+  timestamp_ms: number;
+  status_code: number;
+  error_code: string | null;
+  execution_time_ms: number;
+  served_entity: string;
+  model_name: string;
+  model_version: string;
+  principal: string;
+  request: string | null;
+  response: string | null;
+  sampling_fraction: number;
+}
+
+/** Which rows: `startMs` inclusive, `endMs` exclusive (ms since the epoch). */
+export interface InferenceTableFilters {
+  startMs?: number;
+  endMs?: number;
+  status?: number;
+  servedEntity?: string;
+}
+
+function inferenceTableQuery(f: InferenceTableFilters): Record<string, number | string | undefined> {
+  return { start_ms: f.startMs, end_ms: f.endMs, status: f.status, served_entity: f.servedEntity };
+}
+
 export const DEFAULT_URL = 'http://127.0.0.1:8080';
 export const DEFAULT_DATA_DIR = './.ferry';
 
@@ -143,6 +174,16 @@ export class FerryClient {
 
   /** Sends a request and returns the parsed JSON answer; non-2xx answers throw FerryApiError. */
   async request<T>(method: string, route: string, opts: { query?: Record<string, string | number | undefined>; json?: unknown; body?: Readable | Buffer } = {}): Promise<T> {
+    const text = await (await this.send(method, route, opts)).text();
+    try {
+      return (text === '' ? {} : JSON.parse(text)) as T;
+    } catch {
+      return undefined as T;
+    }
+  }
+
+  /** Sends a request and returns the response with its body unread; non-2xx answers throw FerryApiError. */
+  private async send(method: string, route: string, opts: { query?: Record<string, string | number | undefined>; json?: unknown; body?: Readable | Buffer }): Promise<Response> {
     const url = new URL(this.url + route);
     for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
     const headers: Record<string, string> = {};
@@ -172,20 +213,17 @@ export class FerryClient {
       throw new FerryApiError(0, 'UNREACHABLE',
         `Cannot reach Ferry at ${this.url}${cause?.code ? ` (${cause.code})` : ''}. Is the server running? Start one with \`npx ferry server\` (or \`npm start\` in the repository), or set FERRY_URL to where it runs.`);
     }
+    if (res.ok) return res;
     const text = await res.text();
-    let parsed: unknown;
+    let e: { error_code?: string; message?: string } | undefined;
     try {
-      parsed = text === '' ? {} : JSON.parse(text);
+      e = JSON.parse(text) as typeof e;
     } catch {
-      parsed = undefined;
+      e = undefined;
     }
-    if (!res.ok) {
-      const e = parsed as { error_code?: string; message?: string } | undefined;
-      let message = e?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`;
-      if (res.status === 401) message += ' Set FERRY_TOKEN to a valid token (a local server writes its generated admin token to <data-dir>/admin-token).';
-      throw new FerryApiError(res.status, e?.error_code ?? 'HTTP_ERROR', message);
-    }
-    return parsed as T;
+    let message = e?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`;
+    if (res.status === 401) message += ' Set FERRY_TOKEN to a valid token (a local server writes its generated admin token to <data-dir>/admin-token).';
+    throw new FerryApiError(res.status, e?.error_code ?? 'HTTP_ERROR', message);
   }
 
   // ---- registry ----------------------------------------------------------------------------
@@ -262,6 +300,19 @@ export class FerryClient {
 
   async endpointLogs(name: string, servedEntity: string): Promise<string> {
     return (await this.request<{ logs: string }>('GET', `/api/2.0/serving-endpoints/${encodeURIComponent(name)}/served-models/${encodeURIComponent(servedEntity)}/logs`)).logs;
+  }
+
+  /** A page of the endpoint's inference table, newest first (CAN_MANAGE). */
+  async inferenceTable(name: string, opts: InferenceTableFilters & { maxResults?: number; pageToken?: string } = {}): Promise<{ rows: InferenceTableRow[]; next_page_token?: string }> {
+    return this.request('GET', `/api/2.0/serving-endpoints/${encodeURIComponent(name)}/inference-table`, {
+      query: { ...inferenceTableQuery(opts), max_results: opts.maxResults, page_token: opts.pageToken },
+    });
+  }
+
+  /** The endpoint's inference table rows as JSON Lines or CSV, streamed as the server sends them. */
+  async exportInferenceTable(name: string, format: 'jsonl' | 'csv', opts: InferenceTableFilters = {}): Promise<Readable> {
+    const res = await this.send('GET', `/api/2.0/serving-endpoints/${encodeURIComponent(name)}/inference-table/export`, { query: { ...inferenceTableQuery(opts), format } });
+    return res.body === null ? Readable.from([]) : Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
   }
 
   /**

@@ -7,15 +7,15 @@
 import { z } from 'zod';
 import { FerryError, describeValue } from '../errors.js';
 
-const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 const SIZE_UNITS_BYTES: Record<string, number> = {
   B: 1, KB: 1e3, MB: 1e6, GB: 1e9, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3,
 };
 
-/** "30s" → 30000, "250ms" → 250, "2m" → 120000; a bare number is milliseconds. Undefined when invalid. */
+/** "30s" → 30000, "250ms" → 250, "2m" → 120000, "30d" → 2592000000; a bare number is milliseconds. Undefined when invalid. */
 export function parseDurationMs(value: string | number): number | undefined {
   if (typeof value === 'number') return Number.isFinite(value) && value >= 0 ? value : undefined;
-  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(value.trim());
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/.exec(value.trim());
   if (!m) return undefined;
   return Math.round(Number(m[1]) * (DURATION_UNITS_MS[m[2] ?? 'ms'] ?? 1));
 }
@@ -88,6 +88,10 @@ export const serverConfigSchema = z.strictObject({
    * from /etc/passwd or "uid:gid". Default "nobody".
    */
   replicaUser: z.string().min(1).default('nobody'),
+  /** Inference table rows older than this are deleted (at start and then periodically). */
+  inferenceTableRetention: duration.default('30d'),
+  /** Inference table rows held in memory awaiting their write; more are dropped and counted. */
+  inferenceTableBufferSize: z.number().int().min(1).max(1_000_000).default(10_000),
 });
 
 export type ServerConfigInput = z.input<typeof serverConfigSchema>;
@@ -116,6 +120,8 @@ export interface ServerConfig {
   /** Both set, or neither (checked at compile). */
   readonly tls: { certFile: string; keyFile: string } | undefined;
   readonly replicaUser: string;
+  readonly inferenceTableRetentionMs: number;
+  readonly inferenceTableBufferRows: number;
 }
 
 /** Validates and compiles server settings; throws a FerryError naming the first bad key. */
@@ -146,10 +152,16 @@ export function compileServerConfig(input: unknown): ServerConfig {
     maxRowsPerRequest: c.maxRowsPerRequest,
     tls: compileTls(c.tlsCert, c.tlsKey),
     replicaUser: c.replicaUser,
+    inferenceTableRetentionMs: requireUnit('inferenceTableRetention', c.inferenceTableRetention, parseDurationMs, 'a duration such as "30d" or "12h"'),
+    inferenceTableBufferRows: c.inferenceTableBufferSize,
   });
   // node:http refuses a head deadline past the whole request's (0 turns either off).
   if (compiled.bodyTimeoutMs > 0 && compiled.headersTimeoutMs > compiled.bodyTimeoutMs) {
     throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.headersTimeout)} for 'headersTimeout': expected at most bodyTimeout (${describeValue(c.bodyTimeout)}), which covers the head too.`);
+  }
+  // Retention is enforced at most once a minute (see src/inference-tables), so less could not be kept.
+  if (compiled.inferenceTableRetentionMs < 60_000) {
+    throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.inferenceTableRetention)} for 'inferenceTableRetention': expected at least 1 minute ("1m").`);
   }
   return compiled;
 }

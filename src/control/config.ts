@@ -95,8 +95,8 @@ export const endpointConfigSchema = z.strictObject({
 });
 
 /**
- * Databricks `ai_gateway`: `fallback_config` and `rate_limits` (calls per minute, per user or per
- * endpoint), plus the Ferry extension `input_limits`.
+ * Databricks `ai_gateway`: `fallback_config`, `rate_limits` (calls per minute, per user or per
+ * endpoint) and `inference_table_config`, plus the Ferry extension `input_limits`.
  */
 export const aiGatewaySchema = z.strictObject({
   fallback_config: z.strictObject({ enabled: z.boolean() }).optional(),
@@ -110,6 +110,14 @@ export const aiGatewaySchema = z.strictObject({
   input_limits: z.strictObject({
     max_body_bytes: z.number({ error: 'expected a positive integer' }).int({ error: 'expected a positive integer' }).positive({ error: 'expected a positive integer' }).optional(),
   }).optional(),
+  /**
+   * Databricks' inference table, kept in Ferry's own store (no catalog/schema fields), plus the
+   * Ferry extension `sample_fraction` (see docs/observability.md).
+   */
+  inference_table_config: z.strictObject({
+    enabled: z.boolean({ error: 'expected true or false' }),
+    sample_fraction: z.number({ error: 'expected a number with 0 < sample_fraction <= 1' }).gt(0, { error: 'expected a number with 0 < sample_fraction <= 1' }).max(1, { error: 'expected a number with 0 < sample_fraction <= 1' }).default(1),
+  }).optional(),
 });
 
 export interface AiGatewayConfig {
@@ -119,6 +127,8 @@ export interface AiGatewayConfig {
   rateLimits: RateLimit[];
   /** Largest inference request body for this endpoint; undefined: the server's `maxBodySize`. */
   maxBodyBytes: number | undefined;
+  /** Whether inference calls are logged, and the share of them (0-1]; absent: never configured. */
+  inferenceTable?: { enabled: boolean; sampleFraction: number };
 }
 
 export const createEndpointSchema = z.strictObject({
@@ -281,7 +291,11 @@ export function compileAiGateway(raw: unknown, server: { maxBodyBytes: number },
   if (maxBodyBytes !== undefined && maxBodyBytes > server.maxBodyBytes) {
     throw invalidParameter(`${prefix}input_limits.max_body_bytes`, maxBodyBytes, `at most the server's maxBodySize of ${server.maxBodyBytes} bytes (raise maxBodySize in the server config to allow more)`);
   }
-  return { fallbackEnabled: r.data.fallback_config?.enabled ?? false, rateLimits, maxBodyBytes };
+  const table = r.data.inference_table_config;
+  return {
+    fallbackEnabled: r.data.fallback_config?.enabled ?? false, rateLimits, maxBodyBytes,
+    ...(table === undefined ? {} : { inferenceTable: { enabled: table.enabled, sampleFraction: table.sample_fraction } }),
+  };
 }
 
 /** The API (Databricks) shape of compiled AI gateway settings; unset parts are left out. */
@@ -290,6 +304,7 @@ export function aiGatewayView(a: AiGatewayConfig): Record<string, unknown> {
     ...(a.rateLimits.length === 0 ? {} : { rate_limits: a.rateLimits.map((l) => ({ calls: l.calls, renewal_period: l.renewalPeriod, key: l.key })) }),
     fallback_config: { enabled: a.fallbackEnabled },
     ...(a.maxBodyBytes === undefined ? {} : { input_limits: { max_body_bytes: a.maxBodyBytes } }),
+    ...(a.inferenceTable === undefined ? {} : { inference_table_config: { enabled: a.inferenceTable.enabled, sample_fraction: a.inferenceTable.sampleFraction } }),
   };
 }
 

@@ -268,6 +268,17 @@ export class EndpointController {
     await Promise.all([...st.current.values(), ...st.pending.values()].map((d) => this.stopDeployment(d)));
   }
 
+  /**
+   * The endpoint's id and inference table settings (undefined: no such endpoint). The inference
+   * table reads it per request (a Map lookup), so a change applies from the next request.
+   */
+  inferenceTableOf(name: string): { endpointId: string; enabled: boolean; sampleFraction: number } | undefined {
+    const r = this.endpoints.get(name)?.record;
+    if (r === undefined) return undefined;
+    const t = aiGatewayOf(r).inferenceTable;
+    return { endpointId: r.id, enabled: t?.enabled === true, sampleFraction: t?.sampleFraction ?? 1 };
+  }
+
   list(): EndpointView[] {
     return [...this.endpoints.values()].sort((a, b) => a.record.name.localeCompare(b.record.name)).map((st) => this.view(st));
   }
@@ -819,7 +830,7 @@ export class EndpointController {
 /** The stored AI gateway settings (records written before they existed have none, or fewer). */
 function aiGatewayOf(r: Record_): AiGatewayConfig {
   const a = r.aiGateway as Partial<AiGatewayConfig> | undefined;
-  return { fallbackEnabled: a?.fallbackEnabled === true, rateLimits: a?.rateLimits ?? [], maxBodyBytes: a?.maxBodyBytes };
+  return { fallbackEnabled: a?.fallbackEnabled === true, rateLimits: a?.rateLimits ?? [], maxBodyBytes: a?.maxBodyBytes, ...(a?.inferenceTable === undefined ? {} : { inferenceTable: a.inferenceTable }) };
 }
 
 /** No limiter at all without limits, so such endpoints pay nothing for the feature. */

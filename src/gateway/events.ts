@@ -32,6 +32,8 @@ export interface GatewayRequestEvent {
   durationMs: number;
   /** Time spent waiting in the entity's buffer for a replica with room. */
   queueMs: number;
+  /** The request's id, when the gateway assigned one (inference tables generate one otherwise). */
+  requestId?: string;
   /** The request and response bodies as they crossed the gateway (undefined when none). */
   requestBody: Buffer | undefined;
   responseBody: Buffer | undefined;

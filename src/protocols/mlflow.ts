@@ -14,7 +14,8 @@ import { nestedArray, rowValues } from './encode.js';
 export const MLFLOW_FORMATS = ['dataframe_split', 'dataframe_records', 'instances', 'inputs'] as const;
 export type MlflowFormat = (typeof MLFLOW_FORMATS)[number];
 
-const TOP_LEVEL_KEYS: readonly string[] = [...MLFLOW_FORMATS, 'params'];
+/** `client_request_id` (Databricks): the caller's id for the request, recorded in the inference table, not given to the model. */
+const TOP_LEVEL_KEYS: readonly string[] = [...MLFLOW_FORMATS, 'params', 'client_request_id'];
 const SPLIT_KEYS: readonly string[] = ['columns', 'data', 'index'];
 const EXPECTED_BODY = `an object with exactly one of ${MLFLOW_FORMATS.join(', ')} (and optionally params)`;
 
@@ -42,6 +43,7 @@ export function decodeMlflowRequest(body: unknown, signature: Signature): Mlflow
     format = f;
   }
   if (format === undefined) throw invalidParameter('request body', body, EXPECTED_BODY);
+  if (body.client_request_id !== undefined && typeof body.client_request_id !== 'string') throw invalidParameter('client_request_id', body.client_request_id, 'a string');
   const params = body.params;
   if (params !== undefined && !isObject(params)) throw invalidParameter('params', params, 'an object of parameter values');
   return { inputs: decodeInputs(format, body[format], signature), params, format };

@@ -13,10 +13,11 @@ import type { ServerConfig } from '../config/index.js';
 import { EndpointController, endpointRoutes } from '../control/index.js';
 import { gatewayRoutes, RoutingTable } from '../gateway/index.js';
 import { FerryError } from '../errors.js';
+import { InferenceTableWriter, inferenceTableRoutes } from '../inference-tables/index.js';
 import { listener, Router, type Handler } from '../http/index.js';
 import { Registry, registryRoutes } from '../registry/index.js';
 import { openRuntime } from '../runtime/index.js';
-import { openStore, type MetadataStore } from '../store/index.js';
+import { openInferenceTableStore, openStore, type MetadataStore } from '../store/index.js';
 import { Telemetry, telemetryRoutes } from '../telemetry/index.js';
 import { bindWarning, createServer, loadTlsCredentials } from './listen.js';
 
@@ -86,6 +87,20 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       await controller.close();
     };
     endpointRoutes(router, controller, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits });
+    const inferenceStore = await openInferenceTableStore({ kind: 'sqlite', path: path.join(dataDir, 'inference.db') });
+    const settingsOf = (name: string): ReturnType<EndpointController['inferenceTableOf']> => controller.inferenceTableOf(name);
+    const inferenceTable = new InferenceTableWriter({
+      store: inferenceStore, settingsOf, bufferRows: config.inferenceTableBufferRows, retentionMs: config.inferenceTableRetentionMs, now,
+      onError: (err) => log('error', 'inference table write failed', { error: String(err) }),
+    });
+    stopStarted = async () => {
+      telemetry.close();
+      await inferenceTable.close();
+      await inferenceStore.close();
+      await controller.close();
+    };
+    await inferenceTable.start();
+    inferenceTableRoutes(router, { store: inferenceStore, writer: inferenceTable, settingsOf });
     gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats });
     telemetryRoutes(router, telemetry, authz);
     await controller.start();
@@ -125,6 +140,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         await closed;
         clearTimeout(timer);
         telemetry.close();
+        await inferenceTable.close(); // writes what is still queued
+        await inferenceStore.close();
         await controller.close();
         await store.close();
         await releaseLock();

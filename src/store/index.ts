@@ -8,6 +8,7 @@ import type { MetadataStore } from './types.js';
 import { openSqliteStore } from './sqlite.js';
 
 export type * from './types.js';
+export { openInferenceTableStore, type InferenceRow, type InferenceRowQuery, type InferenceTableStore, type InferenceTableStoreOptions } from './inference-table.js';
 
 export interface StoreOptions {
   kind: 'sqlite';
