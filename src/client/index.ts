@@ -9,6 +9,8 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 
+export { exampleRequest, type ExampleSource } from './example.js';
+
 export interface ClientOptions {
   /** Base URL, e.g. http://127.0.0.1:8080 */
   url: string;
