@@ -27,6 +27,8 @@ type Min = 'public' | Exclude<Role, 'anonymous'>;
 const EXPECTED: Record<string, Min> = {
   'GET /v2/health/live': 'public',
   'GET /v2/health/ready': 'public',
+  'GET /': 'public',
+  'GET /assets/*path': 'public',
   'GET /api/2.0/me': 'outsider',
   'POST /api/2.0/principals': 'admin',
   'GET /api/2.0/principals': 'admin',

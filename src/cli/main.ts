@@ -9,7 +9,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ADMIN_TOKEN_FILE } from '../auth/index.js';
 import { compileServerConfig, parseDurationMs, type ServerConfig } from '../config/index.js';
 import {
-  FerryApiError, FerryClient, type AccessControlEntry, type EndpointConfigInput, type ModelVersion, type ObjectPermissions, type ServedEntityInput, type ServingEndpoint,
+  exampleRequest, FerryApiError, FerryClient, type AccessControlEntry, type EndpointConfigInput, type ModelVersion, type ObjectPermissions, type ServedEntityInput, type ServingEndpoint,
 } from '../client/index.js';
 import { FerryError } from '../errors.js';
 import { WORKLOAD_TYPES, isFlavorName, type WorkloadType } from '../flavors/index.js';
@@ -199,6 +199,8 @@ async function demoCommand(args: string[]): Promise<void> {
   await serveVersion(client, version, name, values);
   const tokenSource = process.env.FERRY_ADMIN_TOKEN === undefined ? `$(cat ${path.join(config.dataDir, ADMIN_TOKEN_FILE)})` : '"$FERRY_ADMIN_TOKEN"';
   process.stdout.write([
+    '',
+    `Open the web console at ${server.url}/ and sign in with the admin token (FERRY_TOKEN below).`,
     '',
     'Use the CLI from another shell:',
     `  export FERRY_URL=${server.url} FERRY_TOKEN=${tokenSource}`,
@@ -676,22 +678,9 @@ async function serveVersion(client: FerryClient, version: ModelVersion, endpoint
   if (!unchanged) await (existing ? client.updateEndpointConfig(endpoint, config) : client.createEndpoint(endpoint, config));
   const e = await client.waitForEndpoint(endpoint, { onProgress: progress(values) });
   if (process.stderr.isTTY && !values.json) process.stderr.write('\n');
-  const example = version.input_example ?? exampleFromSignature(version);
+  const example = exampleRequest(version);
   const curl = `curl -s ${client.url}/serving-endpoints/${endpoint}/invocations -H "Authorization: Bearer ${client.tokenForDisplay}" -H "Content-Type: application/json" -d '${JSON.stringify(example).replace(/'/g, "'\\''")}'`;
   out(values, { endpoint: e, curl }, `Endpoint '${endpoint}' is READY, serving ${version.name} version ${version.version}.\n\nQuery it:\n  ${curl}`);
-}
-
-/** A request of zeros in the signature's shape, for models registered without an input example. */
-function exampleFromSignature(v: ModelVersion): unknown {
-  const inputs = v.signature?.inputs ?? [];
-  const sample = (i: { dtype: string; shape?: number[] }): unknown => {
-    const dims = (i.shape ?? [-1]).map((d) => (d < 0 ? 1 : d));
-    const leaf = i.dtype === 'string' ? '' : i.dtype === 'bool' ? false : 0;
-    const build = (k: number): unknown => (k === dims.length ? leaf : Array.from({ length: dims[k] ?? 1 }, () => build(k + 1)));
-    return build(0);
-  };
-  if (inputs.length === 1 && inputs[0]) return { inputs: sample(inputs[0]) };
-  return { inputs: Object.fromEntries(inputs.map((i) => [i.name, sample(i)])) };
 }
 
 async function fixturesCommand(args: string[]): Promise<void> {

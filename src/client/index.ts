@@ -10,6 +10,8 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 
+export { exampleRequest, type ExampleSource } from './example.js';
+
 export interface ClientOptions {
   /** Base URL, e.g. http://127.0.0.1:8080 */
   url: string;

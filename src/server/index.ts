@@ -10,6 +10,7 @@ import path from 'node:path';
 import { openArtifactStore } from '../artifacts/index.js';
 import { access, auditRoutes, auditTrail, authenticate, Authorizer, authorize, authRoutes, bootstrapAdminToken, type Access, type ServerRouter } from '../auth/index.js';
 import type { ServerConfig } from '../config/index.js';
+import { consoleRoutes } from '../console/index.js';
 import { EndpointController, endpointRoutes } from '../control/index.js';
 import { gatewayRoutes, RoutingTable } from '../gateway/index.js';
 import { FerryError } from '../errors.js';
@@ -59,6 +60,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     const router: ServerRouter = new Router<Handler, Access>()
       .add('GET', '/v2/health/live', () => ({ body: { live: true } }), access.public)
       .add('GET', '/v2/health/ready', () => ({ body: { ready: true } }), access.public);
+    await consoleRoutes(router);
     const jsonLimits = { maxDepth: config.maxJsonDepth, maxElements: config.maxJsonElements };
     authRoutes(router, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits, now });
     auditRoutes(router, store);

@@ -1,0 +1,152 @@
+/**
+ * The JSON the console reads from the REST API (docs/api.md), as much of it as the pages use.
+ * Declared here rather than imported from src/client: that module is Node code, and the console
+ * runs in a browser.
+ */
+
+export interface TensorSpec {
+  name: string;
+  dtype: string;
+  shape?: number[];
+}
+
+export interface ModelVersion {
+  name: string;
+  version: string;
+  creation_timestamp: number;
+  description: string;
+  source: string;
+  status: 'PENDING_REGISTRATION' | 'FAILED_REGISTRATION' | 'READY';
+  status_message: string;
+  aliases: string[];
+  flavor?: string;
+  signature?: { inputs: TensorSpec[]; outputs: TensorSpec[] };
+  input_example?: unknown;
+  artifact_size_bytes?: number;
+}
+
+export interface RegisteredModel {
+  name: string;
+  description: string;
+  last_updated_timestamp: number;
+  latest_versions?: ModelVersion[];
+  aliases?: Array<{ alias: string; version: string }>;
+}
+
+export interface AutoscalingDecision {
+  timestamp: number;
+  desired_replicas: number;
+  panic: boolean;
+  reason: string;
+  stable_concurrency: number;
+  panic_concurrency: number;
+  ready_replicas: number;
+  starting_replicas: number;
+}
+
+export type DeploymentState = 'DEPLOYMENT_CREATING' | 'DEPLOYMENT_READY' | 'DEPLOYMENT_RECOVERING' | 'DEPLOYMENT_FAILED' | 'DEPLOYMENT_ABORTED';
+
+/** A served entity as the endpoint describes it: its config, then live state. */
+export interface ServedEntityView {
+  name: string;
+  entity_name: string;
+  entity_version: string;
+  entity_alias?: string;
+  workload_size: string;
+  workload_type: string;
+  scale_to_zero_enabled: boolean;
+  min_provisioned_concurrency?: number;
+  max_provisioned_concurrency?: number;
+  batching?: { enabled: boolean; max_batch_size: number; max_queue_delay_us: number; preferred_batch_sizes: number[] };
+  validation_request?: Record<string, unknown>;
+  autoscaling?: {
+    target_concurrency: number;
+    min_replicas: number;
+    max_replicas: number;
+    desired_replicas: number;
+    ready_replicas: number;
+    starting_replicas: number;
+    in_flight_requests: number;
+    queued_requests: number;
+    last_decisions: AutoscalingDecision[];
+  };
+  state: { deployment: DeploymentState; deployment_state_message: string; replicas: { ready: number; total: number; desired: number } };
+}
+
+export interface Route {
+  served_entity_name: string;
+  traffic_percentage: number;
+}
+
+export interface EndpointConfigView {
+  config_version: number;
+  served_entities: ServedEntityView[];
+  traffic_config: { routes: Route[]; shadow_routes?: Array<{ served_entity_name: string; mirror_percentage: number }> };
+  request_timeout_ms?: number;
+  rollout?: Record<string, unknown>;
+}
+
+export interface Endpoint {
+  name: string;
+  creator: string;
+  creation_timestamp: number;
+  last_updated_timestamp: number;
+  state: { ready: 'READY' | 'NOT_READY'; config_update: 'NOT_UPDATING' | 'IN_PROGRESS' | 'UPDATE_FAILED' | 'UPDATE_CANCELED'; config_update_message?: string };
+  config?: EndpointConfigView;
+  pending_config?: EndpointConfigView & { start_time?: number };
+  ai_gateway?: { inference_table_config?: { enabled?: boolean } };
+}
+
+/** One point of `GET .../metrics/series` (one interval). */
+export interface SeriesPoint {
+  timestamp_ms: number;
+  qps: number;
+  p50_ms: number | null;
+  p99_ms: number | null;
+  error_rate: number;
+  replicas_ready: number;
+  replicas_desired: number;
+  in_flight: number;
+  queued: number;
+}
+
+export interface Series {
+  endpoint: string;
+  interval_s: number;
+  points: SeriesPoint[];
+}
+
+export interface InferenceRow {
+  request_id: string;
+  client_request_id?: string;
+  timestamp_ms: number;
+  status_code: number;
+  execution_time_ms: number;
+  served_entity: string;
+  model_name: string;
+  model_version: string;
+  request: unknown;
+  response: unknown;
+}
+
+/** A served entity as a config input (`PUT .../config`). */
+export interface ServedEntityInput {
+  name?: string;
+  entity_name: string;
+  entity_version: string;
+  workload_size?: string;
+  workload_type?: string;
+  scale_to_zero_enabled?: boolean;
+  min_provisioned_concurrency?: number;
+  max_provisioned_concurrency?: number;
+  autoscaling?: { target_concurrency: number };
+  batching?: ServedEntityView['batching'];
+  validation_request?: Record<string, unknown>;
+}
+
+export interface EndpointConfigInput {
+  served_entities: ServedEntityInput[];
+  traffic_config?: { routes: Route[]; shadow_routes?: Array<{ served_entity_name: string; mirror_percentage: number }> };
+  request_timeout_ms?: number;
+  rollout?: Record<string, unknown>;
+}
