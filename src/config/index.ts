@@ -88,6 +88,11 @@ export const serverConfigSchema = z.strictObject({
    * from /etc/passwd or "uid:gid". Default "nobody".
    */
   replicaUser: z.string().min(1).default('nobody'),
+  /**
+   * Base URL of an OpenTelemetry collector's OTLP/HTTP receiver, e.g. "http://127.0.0.1:4318":
+   * gateway spans are POSTed to `{otlpEndpoint}/v1/traces` as OTLP JSON. Unset: no export.
+   */
+  otlpEndpoint: z.string().min(1).optional(),
 });
 
 export type ServerConfigInput = z.input<typeof serverConfigSchema>;
@@ -116,6 +121,7 @@ export interface ServerConfig {
   /** Both set, or neither (checked at compile). */
   readonly tls: { certFile: string; keyFile: string } | undefined;
   readonly replicaUser: string;
+  readonly otlpEndpoint: string | undefined;
 }
 
 /** Validates and compiles server settings; throws a FerryError naming the first bad key. */
@@ -146,12 +152,27 @@ export function compileServerConfig(input: unknown): ServerConfig {
     maxRowsPerRequest: c.maxRowsPerRequest,
     tls: compileTls(c.tlsCert, c.tlsKey),
     replicaUser: c.replicaUser,
+    otlpEndpoint: compileOtlpEndpoint(c.otlpEndpoint),
   });
   // node:http refuses a head deadline past the whole request's (0 turns either off).
   if (compiled.bodyTimeoutMs > 0 && compiled.headersTimeoutMs > compiled.bodyTimeoutMs) {
     throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.headersTimeout)} for 'headersTimeout': expected at most bodyTimeout (${describeValue(c.bodyTimeout)}), which covers the head too.`);
   }
   return compiled;
+}
+
+function compileOtlpEndpoint(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  let url: URL | undefined;
+  try {
+    url = new URL(value);
+  } catch {
+    url = undefined;
+  }
+  if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.search !== '' || url.hash !== '') {
+    throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(value)} for 'otlpEndpoint': expected an http:// or https:// URL without query, e.g. "http://127.0.0.1:4318".`);
+  }
+  return value;
 }
 
 function compileTls(certFile: string | undefined, keyFile: string | undefined): ServerConfig['tls'] {
