@@ -15,11 +15,6 @@ export type LogFn = (level: LogLevel, msg: string, fields?: LogFields) => void;
 
 const RANK: Readonly<Record<LogLevel, number>> = { debug: 0, info: 1, warn: 2, error: 3 };
 
-/** Whether a line at `level` passes a logger set to `minLevel` (e.g. debug passes only debug). */
-export function logEnabled(minLevel: LogLevel, level: LogLevel): boolean {
-  return RANK[level] >= RANK[minLevel];
-}
-
 /** `sink`, minus the lines below `minLevel`. */
 export function atLevel(minLevel: LogLevel, sink: LogFn): LogFn {
   const min = RANK[minLevel];
@@ -29,7 +24,7 @@ export function atLevel(minLevel: LogLevel, sink: LogFn): LogFn {
 }
 
 /** The JSON line of one event, newline included (ts, level and msg first, for people reading it). */
-export function formatLogLine(level: LogLevel, msg: string, fields: LogFields = {}): string {
+function formatLogLine(level: LogLevel, msg: string, fields: LogFields = {}): string {
   return JSON.stringify({ ts: new Date().toISOString(), level, msg, ...fields }) + '\n';
 }
 

@@ -9,7 +9,7 @@ import { randomBytes, randomFillSync } from 'node:crypto';
 /** A client's `x-request-id` is kept when it is 1–128 of these characters, else replaced. */
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** Longest `tracestate` passed on (the spec asks to propagate at least 512 characters). */
-export const MAX_TRACESTATE_CHARS = 512;
+const MAX_TRACESTATE_CHARS = 512;
 /** Printable ASCII only: a tracestate is a list of `key=value` members separated by commas. */
 const SANE_TRACESTATE = /^[\x20-\x7e]*$/;
 /** The first 55 characters of any version: version "-" trace-id "-" parent-id "-" flags. */
@@ -42,7 +42,7 @@ const REQUEST_ID_PREFIX = randomBytes(6).toString('hex');
 let requestSeq = 0;
 
 /** A new request id, unique to this process and very likely across processes. */
-export function newRequestId(): string {
+function newRequestId(): string {
   requestSeq = (requestSeq + 1) % Number.MAX_SAFE_INTEGER;
   return `${REQUEST_ID_PREFIX}-${requestSeq.toString(36)}`;
 }

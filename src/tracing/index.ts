@@ -5,9 +5,6 @@
  * - `OtlpExporter`: batches spans to an OTLP/HTTP collector (`otlpEndpoint`).
  * - `parseTraceparent`, `formatTraceparent`, `newSpanId`, …: the pieces, also used by replicas.
  */
-export {
-  formatTraceparent, MAX_TRACESTATE_CHARS, newRequestId, newSpanId, newTraceId, parseTraceparent, requestIdFrom, SAMPLED_FLAG, tracestateFrom,
-  type TraceParent,
-} from './context.js';
+export { formatTraceparent, newSpanId, parseTraceparent, requestIdFrom, tracestateFrom, type TraceParent } from './context.js';
 export { requestTracing, traceOf, unixMicros, type RequestTrace } from './middleware.js';
 export { encodeSpans, OtlpExporter, type ExportStats, type OtlpExporterOptions, type Span } from './otlp.js';

@@ -17,9 +17,7 @@ export interface RequestTrace {
   spanId: string;
   /** The caller's span; undefined when this request starts the trace. */
   parentSpanId: string | undefined;
-  /** The caller's trace flags, else sampled (Ferry records the traces it starts). */
-  flags: number;
-  /** Whether spans of this request are recorded (flag bit 0). */
+  /** Whether spans of this request are recorded: the caller's flag bit 0, else yes (Ferry records the traces it starts). */
   sampled: boolean;
   /** A traceparent naming this request's span: answered to the client, passed on to replicas. */
   traceparent: string;
@@ -53,7 +51,7 @@ export function requestTracing(): (next: Handler) => Handler {
     const spanId = newSpanId();
     const flags = parent?.flags ?? SAMPLED_FLAG;
     const trace: RequestTrace = {
-      requestId, traceId, spanId, parentSpanId: parent?.parentId, flags, sampled: (flags & SAMPLED_FLAG) !== 0,
+      requestId, traceId, spanId, parentSpanId: parent?.parentId, sampled: (flags & SAMPLED_FLAG) !== 0,
       traceparent: formatTraceparent(traceId, spanId, flags), tracestate: parent === undefined ? undefined : tracestateFrom(headers.tracestate), startMs,
     };
     (ctx as TracedContext)[TRACE] = trace;
