@@ -132,6 +132,40 @@ describe('framed channel', () => {
     }
   });
 
+  test('request metadata reaches the handler; its span comes back only when asked, also with big bodies and error answers', T, async () => {
+    const span = { spanId: '00f067aa0ba902b7', startUnixUs: 1_732_600_000_000_000, durationUs: 42.5 };
+    const s = await serve(async (req) => ({
+      status: req.path === '/fail' ? 500 : 200, span,
+      body: req.path === '/big' ? Buffer.alloc(40_000, 0x20) : JSON.stringify({ meta: req.meta ?? null, body: req.body.toString() }),
+    }));
+    const ch = new FramedChannel({ kind: 'unix', socketPath: s.socketPath }, LIMIT);
+    const meta = { requestId: 'req-7', traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', tracestate: 'a=b', wantSpan: false };
+    try {
+      // Same turn: frames with and without metadata, with and without spans, share one write.
+      const [plain, withMeta, wanted, big, failed] = await Promise.all([
+        ch.request(post('/x', '{"n":1}'), 5000),
+        ch.request({ ...post('/x', '{"n":2}'), meta }, 5000),
+        ch.request({ ...post('/x', '{"n":3}'), meta: { ...meta, wantSpan: true } }, 5000),
+        ch.request({ ...post('/big', ''), meta: { ...meta, wantSpan: true } }, 5000),
+        ch.request({ ...post('/fail', ''), meta: { ...meta, wantSpan: true } }, 5000),
+      ]);
+      assert.deepEqual(JSON.parse(plain.body.toString()), { meta: null, body: '{"n":1}' });
+      assert.equal(plain.span, undefined);
+      assert.deepEqual(JSON.parse(withMeta.body.toString()), { meta, body: '{"n":2}' });
+      assert.equal(withMeta.span, undefined, 'not asked for: not sent');
+      assert.deepEqual(JSON.parse(wanted.body.toString()), { meta: { ...meta, wantSpan: true }, body: '{"n":3}' });
+      assert.deepEqual(wanted.span, span);
+      assert.equal(big.body.length, 40_000);
+      assert.deepEqual(big.span, span);
+      assert.equal(failed.status, 500);
+      assert.deepEqual(failed.span, span);
+      assert.equal(s.sockets.length, 1);
+    } finally {
+      ch.close();
+      await s.close();
+    }
+  });
+
   test('big bodies (written as their own chunks) and small ones in the same turn, up to the exact payload limit', T, async () => {
     const limit = 300_000;
     const s = await serve(async (req) => ({ status: 200, body: req.path === '/text' ? req.body.toString('latin1') : req.body }), { maxPayloadBytes: limit });

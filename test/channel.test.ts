@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
-  FrameDecoder, FrameType, HEADER_BYTES, MethodCode, PREFACE, ProtocolError, encodeRequestFrame, encodeResponseFrame,
+  FrameDecoder, FrameFlag, FrameType, HEADER_BYTES, MethodCode, PREFACE, ProtocolError, encodeRequestFrame, encodeResponseFrame, readRequestMeta,
+  readResponseMeta, type RequestMeta,
 } from '../src/channel/index.js';
 
 interface Decoded { type: number; id: number; flags: number; code: number; payload: Buffer }
@@ -130,5 +131,79 @@ describe('frame codec', () => {
     d2.decoder.push(FRAMES[3]!.subarray(HEADER_BYTES + 10));
     assert.equal(d2.decoder.midFrame, false);
     assert.equal(d2.frames.length, 1);
+  });
+});
+
+describe('frame metadata (request id, trace context, replica span)', () => {
+  const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+  const noMeta = (): RequestMeta => ({ requestId: undefined, traceparent: undefined, tracestate: undefined, wantSpan: false });
+  /** Decodes one request frame the way the replica does: metadata (when flagged), then path and body. */
+  const decodeRequest = (frame: Buffer): { flags: number; meta: RequestMeta | undefined; path: string; body: string } => {
+    const { decoder, frames } = collector(1024);
+    decoder.push(frame);
+    const f = frames[0]!;
+    let meta: RequestMeta | undefined;
+    let off = 0;
+    if ((f.flags & (FrameFlag.META | FrameFlag.SPAN_WANTED)) !== 0) {
+      meta = { ...noMeta(), wantSpan: (f.flags & FrameFlag.SPAN_WANTED) !== 0 };
+      if ((f.flags & FrameFlag.META) !== 0) off = readRequestMeta(f.payload, meta);
+    }
+    const pathEnd = off + 2 + f.payload.readUInt16BE(off);
+    return { flags: f.flags, meta, path: f.payload.toString('utf8', off + 2, pathEnd), body: f.payload.toString('utf8', pathEnd) };
+  };
+
+  test('the worked example of the codec docs: request id "r1" adds flag META and 7 bytes before the path', () => {
+    const frame = encodeRequestFrame(7, MethodCode.POST, '/invocations', Buffer.from('{}'), { ...noMeta(), requestId: 'r1' });
+    assert.equal(frame.toString('hex'), '00000017' + '00000007' + '01' + '01' + '0001' + '0005' + '01' + '0002' + Buffer.from('r1').toString('hex')
+      + '000c' + Buffer.from('/invocations{}').toString('hex'));
+    assert.equal(frame.length, 35);
+  });
+
+  test('request metadata round-trips: each field alone, all together, and span-wanted without any field', () => {
+    const cases: RequestMeta[] = [
+      { ...noMeta(), requestId: 'req-1' },
+      { ...noMeta(), traceparent: TRACEPARENT },
+      { requestId: 'a.b:c_d-e', traceparent: TRACEPARENT, tracestate: 'congo=t61rcWkgMzE,rojo=00f067aa0ba902b7', wantSpan: true },
+      { ...noMeta(), wantSpan: true },
+    ];
+    for (const meta of cases) {
+      const decoded = decodeRequest(encodeRequestFrame(3, MethodCode.POST, '/v2/models/m/infer', Buffer.from('{"inputs":[]}'), meta));
+      assert.deepEqual(decoded.meta, meta);
+      assert.equal(decoded.path, '/v2/models/m/infer');
+      assert.equal(decoded.body, '{"inputs":[]}');
+    }
+    // Only span-wanted: the flag bit, no metadata bytes.
+    assert.equal(decodeRequest(encodeRequestFrame(3, MethodCode.GET, '/x', undefined, { ...noMeta(), wantSpan: true })).flags, FrameFlag.SPAN_WANTED);
+  });
+
+  test('frames without metadata are the frames of before, byte for byte, and decode with no metadata', () => {
+    const old = encodeRequestFrame(7, MethodCode.POST, '/invocations', Buffer.from('{}'));
+    assert.deepEqual(encodeRequestFrame(7, MethodCode.POST, '/invocations', Buffer.from('{}'), noMeta()), old);
+    assert.deepEqual(decodeRequest(old), { flags: 0, meta: undefined, path: '/invocations', body: '{}' });
+    assert.deepEqual(encodeResponseFrame(4, 200, '{"ok":1}', undefined), encodeResponseFrame(4, 200, '{"ok":1}'));
+  });
+
+  test('a response carries the replica span before its body, flagged META', () => {
+    const span = { spanId: '00f067aa0ba902b7', startUnixUs: 1_732_600_000_123_456, durationUs: 1234.5 };
+    const { decoder, frames } = collector(1024);
+    decoder.push(Buffer.concat([encodeResponseFrame(1, 500, '{"error_code":"MODEL_ERROR"}', span), encodeResponseFrame(2, 200, '{}')]));
+    assert.equal(frames[0]!.flags, FrameFlag.META);
+    const { span: decoded, bodyStart } = readResponseMeta(frames[0]!.payload);
+    assert.deepEqual(decoded, span);
+    assert.equal(frames[0]!.payload.toString('utf8', bodyStart), '{"error_code":"MODEL_ERROR"}');
+    assert.equal(frames[1]!.flags, 0);
+    assert.equal(frames[1]!.payload.toString(), '{}');
+  });
+
+  test('unknown metadata keys are skipped; a section or entry running past its end is a protocol error', () => {
+    // u16 section length 9: an unknown key 9 with 2 bytes, then a request id "r".
+    const section = Buffer.from('0009' + '09' + '0002' + 'ffff' + '01' + '0001' + Buffer.from('r').toString('hex'), 'hex');
+    const meta = noMeta();
+    assert.equal(readRequestMeta(Buffer.concat([section, Buffer.from('0001', 'hex')]), meta), 11);
+    assert.equal(meta.requestId, 'r');
+    assert.throws(() => readRequestMeta(Buffer.from('0009' + '01' + '0001' + '72', 'hex'), noMeta()), /past the end of its frame/);
+    assert.throws(() => readRequestMeta(Buffer.from('0004' + '01' + '0009' + '72', 'hex'), noMeta()), /past the end of its section/);
+    assert.throws(() => readRequestMeta(Buffer.from('00', 'hex'), noMeta()), ProtocolError);
+    assert.throws(() => readResponseMeta(Buffer.from('0003' + '01' + '0010', 'hex')), /past the end of its section/);
   });
 });

@@ -7,10 +7,10 @@ import net from 'node:net';
 import { FerryError } from '../errors.js';
 import type { ReplicaAddress } from '../runtime/index.js';
 import {
-  COPY_LIMIT_BYTES, FrameDecoder, FrameType, HEADER_BYTES, MAX_PATH_BYTES, MethodCode, PATH_LENGTH_BYTES, PREFACE, ProtocolError, writeChunks,
-  writeHeader,
+  COPY_LIMIT_BYTES, FrameDecoder, FrameFlag, FrameType, HEADER_BYTES, MAX_META_BYTES, MAX_PATH_BYTES, META_LENGTH_BYTES, MethodCode, PATH_LENGTH_BYTES,
+  PREFACE, ProtocolError, readResponseMeta, requestMetaBytes, writeChunks, writeHeader, writeRequestMeta,
 } from './codec.js';
-import { ChannelError, type ChannelRequest, type ChannelResponse, type ReplicaChannel } from './types.js';
+import { ChannelError, type ChannelRequest, type ChannelResponse, type ReplicaChannel, type RequestMeta } from './types.js';
 
 export interface FramedChannelOptions {
   /**
@@ -38,6 +38,10 @@ interface Pending {
   method: number;
   path: string;
   pathBytes: number;
+  /** Header flags (FrameFlag) and the metadata section's bytes (0: none). */
+  flags: number;
+  meta: RequestMeta | undefined;
+  metaBytes: number;
   body: Buffer | undefined;
   timer: NodeJS.Timeout | undefined;
   timeoutMs: number;
@@ -83,8 +87,12 @@ export class FramedChannel implements ReplicaChannel {
     if (method < 0) return Promise.reject(new FerryError('METHOD_NOT_ALLOWED', `The replica channel carries GET and POST, not ${req.method}.`));
     const pathBytes = Buffer.byteLength(req.path);
     if (pathBytes > MAX_PATH_BYTES) return Promise.reject(new FerryError('BAD_REQUEST', `Replica path of ${pathBytes} bytes exceeds ${MAX_PATH_BYTES}.`));
+    const meta = req.meta;
+    const metaBytes = meta === undefined ? 0 : requestMetaBytes(meta);
+    if (metaBytes > META_LENGTH_BYTES + MAX_META_BYTES) return Promise.reject(new FerryError('BAD_REQUEST', `Request metadata of ${metaBytes} bytes exceeds ${MAX_META_BYTES}.`));
+    const flags = (metaBytes > 0 ? FrameFlag.META : 0) | (meta?.wantSpan === true ? FrameFlag.SPAN_WANTED : 0);
     // The replica would close the connection on it, failing every other request in flight too.
-    const payloadBytes = PATH_LENGTH_BYTES + pathBytes + (req.body?.length ?? 0);
+    const payloadBytes = metaBytes + PATH_LENGTH_BYTES + pathBytes + (req.body?.length ?? 0);
     if (payloadBytes > this.opts.maxPayloadBytes) {
       return Promise.reject(new FerryError('PAYLOAD_TOO_LARGE', `Request of ${payloadBytes} bytes exceeds the replica channel limit of ${this.opts.maxPayloadBytes} bytes.`));
     }
@@ -95,7 +103,9 @@ export class FramedChannel implements ReplicaChannel {
     while (this.pending.has(id)) id = (id + 1) >>> 0; // only after 2^32 ids, with one still pending
     this.nextId = (id + 1) >>> 0;
     return new Promise<ChannelResponse>((resolve, reject) => {
-      const p: Pending = { id, state: QUEUED, write: 0, method, path: req.path, pathBytes, body: req.body, timer: undefined, timeoutMs, resolve, reject };
+      const p: Pending = {
+        id, state: QUEUED, write: 0, method, path: req.path, pathBytes, flags, meta, metaBytes, body: req.body, timer: undefined, timeoutMs, resolve, reject,
+      };
       p.timer = setTimeout(this.onTimeout, timeoutMs, p);
       this.pending.set(id, p);
       this.queue.push(p);
@@ -178,7 +188,7 @@ export class FramedChannel implements ReplicaChannel {
       if (p.state !== QUEUED) continue;
       any = true;
       const bodyBytes = p.body?.length ?? 0;
-      copied += HEADER_BYTES + PATH_LENGTH_BYTES + p.pathBytes + (bodyBytes < COPY_LIMIT_BYTES ? bodyBytes : 0);
+      copied += HEADER_BYTES + p.metaBytes + PATH_LENGTH_BYTES + p.pathBytes + (bodyBytes < COPY_LIMIT_BYTES ? bodyBytes : 0);
     }
     if (!any) return;
     const buf = Buffer.allocUnsafe(copied);
@@ -194,7 +204,8 @@ export class FramedChannel implements ReplicaChannel {
       if (p.state !== QUEUED) continue;
       const body = p.body;
       const bodyBytes = body?.length ?? 0;
-      off = writeHeader(buf, off, PATH_LENGTH_BYTES + p.pathBytes + bodyBytes, p.id, FrameType.REQUEST, p.method);
+      off = writeHeader(buf, off, p.metaBytes + PATH_LENGTH_BYTES + p.pathBytes + bodyBytes, p.id, FrameType.REQUEST, p.method, p.flags);
+      if (p.meta !== undefined && p.metaBytes > 0) off = writeRequestMeta(buf, off, p.meta, p.metaBytes);
       off = buf.writeUInt16BE(p.pathBytes, off);
       off += buf.write(p.path, off, 'utf8');
       if (body !== undefined) {
@@ -208,19 +219,27 @@ export class FramedChannel implements ReplicaChannel {
       p.state = FLUSHED;
       p.write = write;
       p.body = undefined;
+      p.meta = undefined;
     }
     if (off > start) chunks.push(buf.subarray(start, off));
     writeChunks(conn.socket, chunks, conn.onWritten);
   };
 
-  private readonly onFrame = (type: number, id: number, _flags: number, code: number, payload: Buffer): void => {
+  private readonly onFrame = (type: number, id: number, flags: number, code: number, payload: Buffer): void => {
     if (type !== FrameType.RESPONSE) throw new ProtocolError(`Unexpected frame type ${type} from the replica.`);
+    let res: ChannelResponse;
+    if ((flags & FrameFlag.META) === 0) {
+      res = { status: code, contentType: CONTENT_TYPE, body: payload, span: undefined };
+    } else {
+      const { span, bodyStart } = readResponseMeta(payload);
+      res = { status: code, contentType: CONTENT_TYPE, body: payload.subarray(bodyStart), span };
+    }
     const p = this.pending.get(id);
     if (p === undefined) return; // answered after its deadline: dropped
     this.pending.delete(id);
     p.state = SETTLED;
     clearTimeout(p.timer);
-    p.resolve({ status: code, contentType: CONTENT_TYPE, body: payload });
+    p.resolve(res);
   };
 
   private readonly onTimeout = (p: Pending): void => {

@@ -2,13 +2,17 @@
  * The frame codec of the gateway ↔ replica channel (wire format: docs/channel.md).
  *
  * Frame = 12-byte header `u32 BE payloadLength | u32 BE id | u8 type | u8 flags | u16 BE code`
- * + payload. A request (type 1) carries `u16 BE pathLength | path | body` with code = method;
- * a response (type 2) carries the JSON body with code = HTTP status.
+ * + payload. A request (type 1) carries `[metadata] u16 BE pathLength | path | body` with
+ * code = method; a response (type 2) carries `[metadata] body` with code = HTTP status. The
+ * metadata section (`u16 BE length | entries`) is there only when flag META is set: frames without
+ * it are the frames of before it existed, byte for byte.
  *
  * Worked example: `POST /invocations` with body `{}` as request id 7 is 28 bytes:
  * `00000010 00000007 01 00 0001` + `000c` + "/invocations" + "{}"
- * (payload 2 + 12 + 2 = 16 = 0x10 bytes).
+ * (payload 2 + 12 + 2 = 16 = 0x10 bytes). With request id "r1" it is 35 bytes: flags 01, and
+ * `0005` + `01 0002` + "r1" before the path (payload 7 + 16 = 23 = 0x17 bytes).
  */
+import type { ReplicaSpan, RequestMeta } from './types.js';
 
 /** First bytes a client sends: magic "FERRY\0", version, reserved. */
 export const PREFACE = Buffer.from([0x46, 0x45, 0x52, 0x52, 0x59, 0x00, 0x01, 0x00]);
@@ -22,6 +26,26 @@ export const MAX_PATH_BYTES = 0xffff;
 
 export const FrameType = { REQUEST: 1, RESPONSE: 2 } as const;
 export const MethodCode = { GET: 0, POST: 1 } as const;
+/**
+ * Bits of the header's flags byte. META: a metadata section leads the payload. SPAN_WANTED
+ * (requests): the replica should answer with its span in the response's metadata. Other bits are
+ * sent 0 and ignored.
+ */
+export const FrameFlag = { META: 0x01, SPAN_WANTED: 0x02 } as const;
+/** Keys of request metadata entries; values are ASCII text. */
+export const RequestMetaKey = { REQUEST_ID: 1, TRACEPARENT: 2, TRACESTATE: 3 } as const;
+/** Keys of response metadata entries. */
+export const ResponseMetaKey = { SPAN: 1 } as const;
+/** The metadata section starts with its u16 length (the bytes after it). */
+export const META_LENGTH_BYTES = 2;
+/** Each entry: `u8 key | u16 BE valueLength | value`. */
+const META_ENTRY_BYTES = 3;
+/** Longest metadata section after its length field. */
+export const MAX_META_BYTES = 0xffff;
+/** A span entry's value: 8-byte span id | f64 BE start (µs since the epoch) | f64 BE duration (µs). */
+const SPAN_VALUE_BYTES = 24;
+/** The whole metadata section of a response that carries a span. */
+export const SPAN_META_BYTES = META_LENGTH_BYTES + META_ENTRY_BYTES + SPAN_VALUE_BYTES;
 
 /** The peer broke the protocol; the connection is closed (never resynchronised). */
 export class ProtocolError extends Error {
@@ -164,21 +188,114 @@ export function writeChunks(socket: { cork(): void; uncork(): void; write(b: Buf
 }
 
 /** Writes a frame header at `off`; returns the offset after it. */
-export function writeHeader(buf: Buffer, off: number, payloadLength: number, id: number, type: number, code: number): number {
+export function writeHeader(buf: Buffer, off: number, payloadLength: number, id: number, type: number, code: number, flags = 0): number {
   buf.writeUInt32BE(payloadLength, off);
   buf.writeUInt32BE(id, off + 4);
   buf[off + 8] = type;
-  buf[off + 9] = 0;
+  buf[off + 9] = flags;
   buf.writeUInt16BE(code, off + 10);
   return off + HEADER_BYTES;
 }
 
+/**
+ * Bytes of the metadata section that carries `meta`, length field included; 0 when it has nothing
+ * to carry (the frame then goes without META). Values are ASCII: one byte per character.
+ */
+export function requestMetaBytes(meta: RequestMeta): number {
+  let n = 0;
+  if (meta.requestId !== undefined) n += META_ENTRY_BYTES + meta.requestId.length;
+  if (meta.traceparent !== undefined) n += META_ENTRY_BYTES + meta.traceparent.length;
+  if (meta.tracestate !== undefined) n += META_ENTRY_BYTES + meta.tracestate.length;
+  return n === 0 ? 0 : META_LENGTH_BYTES + n;
+}
+
+/** Writes the metadata section of `meta` (`sectionBytes` from `requestMetaBytes`) at `off`; returns the offset after it. */
+export function writeRequestMeta(buf: Buffer, off: number, meta: RequestMeta, sectionBytes: number): number {
+  off = buf.writeUInt16BE(sectionBytes - META_LENGTH_BYTES, off);
+  if (meta.requestId !== undefined) off = writeEntry(buf, off, RequestMetaKey.REQUEST_ID, meta.requestId);
+  if (meta.traceparent !== undefined) off = writeEntry(buf, off, RequestMetaKey.TRACEPARENT, meta.traceparent);
+  if (meta.tracestate !== undefined) off = writeEntry(buf, off, RequestMetaKey.TRACESTATE, meta.tracestate);
+  return off;
+}
+
+function writeEntry(buf: Buffer, off: number, key: number, value: string): number {
+  buf[off] = key;
+  off = buf.writeUInt16BE(value.length, off + 1);
+  return off + buf.write(value, off, 'latin1');
+}
+
+/**
+ * Reads the metadata section at the start of a request payload into `meta`; returns its length
+ * (where the path length starts). Unknown keys are skipped. Throws ProtocolError when the section
+ * or an entry runs past its end.
+ */
+export function readRequestMeta(payload: Buffer, meta: RequestMeta): number {
+  const end = metaSectionEnd(payload);
+  let off = META_LENGTH_BYTES;
+  while (off < end) {
+    if (end - off < META_ENTRY_BYTES) throw new ProtocolError('Metadata entry runs past the end of its section.');
+    const key = payload[off] as number;
+    const valueEnd = off + META_ENTRY_BYTES + payload.readUInt16BE(off + 1);
+    if (valueEnd > end) throw new ProtocolError('Metadata entry runs past the end of its section.');
+    const value = payload.toString('latin1', off + META_ENTRY_BYTES, valueEnd);
+    if (key === RequestMetaKey.REQUEST_ID) meta.requestId = value;
+    else if (key === RequestMetaKey.TRACEPARENT) meta.traceparent = value;
+    else if (key === RequestMetaKey.TRACESTATE) meta.tracestate = value;
+    off = valueEnd;
+  }
+  return end;
+}
+
+/** Writes the metadata section carrying `span` (SPAN_META_BYTES) at `off`; returns the offset after it. */
+export function writeSpanMeta(buf: Buffer, off: number, span: ReplicaSpan): number {
+  off = buf.writeUInt16BE(SPAN_META_BYTES - META_LENGTH_BYTES, off);
+  buf[off] = ResponseMetaKey.SPAN;
+  off = buf.writeUInt16BE(SPAN_VALUE_BYTES, off + 1);
+  buf.write(span.spanId, off, 8, 'hex');
+  off = buf.writeDoubleBE(span.startUnixUs, off + 8);
+  return buf.writeDoubleBE(span.durationUs, off);
+}
+
+/**
+ * Reads the metadata section at the start of a response payload; returns the span it carries
+ * (undefined when none) and the section's length (where the body starts). Throws ProtocolError
+ * when it runs past its end.
+ */
+export function readResponseMeta(payload: Buffer): { span: ReplicaSpan | undefined; bodyStart: number } {
+  const end = metaSectionEnd(payload);
+  let span: ReplicaSpan | undefined;
+  let off = META_LENGTH_BYTES;
+  while (off < end) {
+    if (end - off < META_ENTRY_BYTES) throw new ProtocolError('Metadata entry runs past the end of its section.');
+    const key = payload[off] as number;
+    const length = payload.readUInt16BE(off + 1);
+    const valueStart = off + META_ENTRY_BYTES;
+    if (valueStart + length > end) throw new ProtocolError('Metadata entry runs past the end of its section.');
+    if (key === ResponseMetaKey.SPAN && length >= SPAN_VALUE_BYTES) {
+      span = { spanId: payload.toString('hex', valueStart, valueStart + 8), startUnixUs: payload.readDoubleBE(valueStart + 8), durationUs: payload.readDoubleBE(valueStart + 16) };
+    }
+    off = valueStart + length;
+  }
+  return { span, bodyStart: end };
+}
+
+function metaSectionEnd(payload: Buffer): number {
+  if (payload.length < META_LENGTH_BYTES) throw new ProtocolError('Frame shorter than its metadata length.');
+  const end = META_LENGTH_BYTES + payload.readUInt16BE(0);
+  if (end > payload.length) throw new ProtocolError('Metadata runs past the end of its frame.');
+  return end;
+}
+
 /** A whole request frame (for tests and tools; the channel writes frames straight into its flush buffer). */
-export function encodeRequestFrame(id: number, method: number, path: string, body: Buffer | undefined): Buffer {
+export function encodeRequestFrame(id: number, method: number, path: string, body: Buffer | undefined, meta?: RequestMeta): Buffer {
+  const metaBytes = meta === undefined ? 0 : requestMetaBytes(meta);
+  const flags = (metaBytes > 0 ? FrameFlag.META : 0) | (meta?.wantSpan === true ? FrameFlag.SPAN_WANTED : 0);
   const pathBytes = Buffer.byteLength(path);
   const bodyBytes = body?.length ?? 0;
-  const buf = Buffer.allocUnsafe(HEADER_BYTES + PATH_LENGTH_BYTES + pathBytes + bodyBytes);
-  let off = writeHeader(buf, 0, PATH_LENGTH_BYTES + pathBytes + bodyBytes, id, FrameType.REQUEST, method);
+  const payloadBytes = metaBytes + PATH_LENGTH_BYTES + pathBytes + bodyBytes;
+  const buf = Buffer.allocUnsafe(HEADER_BYTES + payloadBytes);
+  let off = writeHeader(buf, 0, payloadBytes, id, FrameType.REQUEST, method, flags);
+  if (meta !== undefined && metaBytes > 0) off = writeRequestMeta(buf, off, meta, metaBytes);
   off = buf.writeUInt16BE(pathBytes, off);
   off += buf.write(path, off, 'utf8');
   if (body) body.copy(buf, off);
@@ -186,10 +303,12 @@ export function encodeRequestFrame(id: number, method: number, path: string, bod
 }
 
 /** A whole response frame (for tests and tools). */
-export function encodeResponseFrame(id: number, status: number, body: Buffer | string): Buffer {
+export function encodeResponseFrame(id: number, status: number, body: Buffer | string, span?: ReplicaSpan): Buffer {
+  const metaBytes = span === undefined ? 0 : SPAN_META_BYTES;
   const bodyBytes = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
-  const buf = Buffer.allocUnsafe(HEADER_BYTES + bodyBytes);
-  const off = writeHeader(buf, 0, bodyBytes, id, FrameType.RESPONSE, status);
+  const buf = Buffer.allocUnsafe(HEADER_BYTES + metaBytes + bodyBytes);
+  let off = writeHeader(buf, 0, metaBytes + bodyBytes, id, FrameType.RESPONSE, status, span === undefined ? 0 : FrameFlag.META);
+  if (span !== undefined) off = writeSpanMeta(buf, off, span);
   if (typeof body === 'string') buf.write(body, off, 'utf8');
   else body.copy(buf, off);
   return buf;

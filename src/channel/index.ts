@@ -6,15 +6,15 @@
  * - gateway side: `new FramedChannel(address, { maxPayloadBytes })`
  * - replica side: `listenShared(httpServer, (socket) => serveFrames(socket, handler, opts))`
  */
-export { ChannelError, type ChannelRequest, type ChannelResponse, type ReplicaChannel } from './types.js';
+export { ChannelError, type ChannelRequest, type ChannelResponse, type ReplicaChannel, type ReplicaSpan, type RequestMeta } from './types.js';
 export { FramedChannel, type FramedChannelOptions } from './client.js';
 export {
   serveFrames, listenShared, type FrameHandler, type FramedRequest, type FramedResponse, type FramedConnection,
   type ServeFramesOptions, type ListenSharedOptions,
 } from './server.js';
 export {
-  FrameDecoder, ProtocolError, encodeRequestFrame, encodeResponseFrame, FrameType, MethodCode, PREFACE, HEADER_BYTES,
-  type FrameSink,
+  FrameDecoder, ProtocolError, encodeRequestFrame, encodeResponseFrame, readRequestMeta, readResponseMeta, FrameFlag, FrameType, MethodCode, PREFACE,
+  HEADER_BYTES, type FrameSink,
 } from './codec.js';
 
 /** Largest frame payload for a body limit: the body plus room for its path (≤ 64 KiB). */

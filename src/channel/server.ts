@@ -7,9 +7,10 @@ import type http from 'node:http';
 import type net from 'node:net';
 import { toFerryError } from '../errors.js';
 import {
-  COPY_LIMIT_BYTES, FrameDecoder, FrameType, HEADER_BYTES, MAGIC_BYTES, MethodCode, PATH_LENGTH_BYTES, PREFACE, PROTOCOL_VERSION, ProtocolError, writeChunks,
-  writeHeader,
+  COPY_LIMIT_BYTES, FrameDecoder, FrameFlag, FrameType, HEADER_BYTES, MAGIC_BYTES, MethodCode, PATH_LENGTH_BYTES, PREFACE, PROTOCOL_VERSION, ProtocolError,
+  readRequestMeta, SPAN_META_BYTES, writeChunks, writeHeader, writeSpanMeta,
 } from './codec.js';
+import type { ReplicaSpan, RequestMeta } from './types.js';
 
 export interface FramedRequest {
   method: 'GET' | 'POST';
@@ -17,12 +18,16 @@ export interface FramedRequest {
   path: string;
   /** A view of the read buffer; empty for a GET. */
   body: Buffer;
+  /** Request id and trace context, when the gateway sent them. */
+  meta: RequestMeta | undefined;
 }
 
 export interface FramedResponse {
   status: number;
   /** JSON text or bytes. */
   body: Buffer | string;
+  /** The handler's span, sent back when the request asked for it (`meta.wantSpan`); else ignored. */
+  span?: ReplicaSpan | undefined;
 }
 
 export type FrameHandler = (req: FramedRequest) => Promise<FramedResponse>;
@@ -68,6 +73,7 @@ interface Answer {
   status: number;
   body: Buffer | string;
   bodyBytes: number;
+  span: ReplicaSpan | undefined;
 }
 
 /**
@@ -138,18 +144,21 @@ class FrameServer implements FramedConnection {
     }
   };
 
-  private readonly onFrame = (type: number, id: number, _flags: number, code: number, payload: Buffer): void => {
+  private readonly onFrame = (type: number, id: number, flags: number, code: number, payload: Buffer): void => {
     if (type !== FrameType.REQUEST) throw new ProtocolError(`Unexpected frame type ${type} from the gateway.`);
-    if (payload.length < PATH_LENGTH_BYTES) throw new ProtocolError('Request frame shorter than its path length.');
-    const pathBytes = payload.readUInt16BE(0);
-    if (payload.length < PATH_LENGTH_BYTES + pathBytes) throw new ProtocolError('Request path runs past the end of its frame.');
+    let meta: RequestMeta | undefined;
+    let off = 0;
+    if ((flags & (FrameFlag.META | FrameFlag.SPAN_WANTED)) !== 0) {
+      meta = { requestId: undefined, traceparent: undefined, tracestate: undefined, wantSpan: (flags & FrameFlag.SPAN_WANTED) !== 0 };
+      if ((flags & FrameFlag.META) !== 0) off = readRequestMeta(payload, meta);
+    }
+    if (payload.length - off < PATH_LENGTH_BYTES) throw new ProtocolError('Request frame shorter than its path length.');
+    const pathStart = off + PATH_LENGTH_BYTES;
+    const pathEnd = pathStart + payload.readUInt16BE(off);
+    if (payload.length < pathEnd) throw new ProtocolError('Request path runs past the end of its frame.');
     const method = METHODS[code];
     if (method === undefined) throw new ProtocolError(`Unknown method code ${code}.`);
-    const req: FramedRequest = {
-      method,
-      path: payload.toString('utf8', PATH_LENGTH_BYTES, PATH_LENGTH_BYTES + pathBytes),
-      body: payload.subarray(PATH_LENGTH_BYTES + pathBytes),
-    };
+    const req: FramedRequest = { method, path: payload.toString('utf8', pathStart, pathEnd), body: payload.subarray(pathEnd), meta };
     this.inFlight++;
     if (this.inFlight >= this.maxInFlight && !this.paused) {
       this.paused = true;
@@ -162,28 +171,31 @@ class FrameServer implements FramedConnection {
   private async dispatch(id: number, req: FramedRequest): Promise<void> {
     let status: number;
     let body: Buffer | string;
+    let span: ReplicaSpan | undefined;
     try {
-      ({ status, body } = await this.handler(req));
+      ({ status, body, span } = await this.handler(req));
       if (!Number.isInteger(status) || status < 100 || status > 599) throw new Error(`Handler answered with invalid status ${status}.`);
       const bodyBytes = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
-      if (bodyBytes > this.opts.maxPayloadBytes) throw new Error(`Response of ${bodyBytes} bytes exceeds the channel limit of ${this.opts.maxPayloadBytes} bytes.`);
-      this.answer(id, status, body, bodyBytes);
+      if (req.meta?.wantSpan !== true) span = undefined;
+      const payloadBytes = bodyBytes + (span === undefined ? 0 : SPAN_META_BYTES);
+      if (payloadBytes > this.opts.maxPayloadBytes) throw new Error(`Response of ${payloadBytes} bytes exceeds the channel limit of ${this.opts.maxPayloadBytes} bytes.`);
+      this.answer(id, status, body, bodyBytes, span);
     } catch (err) {
       const e = toFerryError(err);
       body = JSON.stringify(e.toBody());
-      this.answer(id, e.status, body, Buffer.byteLength(body));
+      this.answer(id, e.status, body, Buffer.byteLength(body), undefined);
     }
   }
 
-  private answer(id: number, status: number, body: Buffer | string, bodyBytes: number): void {
+  private answer(id: number, status: number, body: Buffer | string, bodyBytes: number, span: ReplicaSpan | undefined): void {
     this.inFlight--;
     if (this.paused && this.inFlight < this.maxInFlight) {
       this.paused = false;
       this.socket.resume();
     }
     if (this.socket.destroyed) return;
-    this.answers.push({ id, status, body, bodyBytes });
-    this.copyBytes += HEADER_BYTES + (typeof body !== 'string' && bodyBytes >= COPY_LIMIT_BYTES ? 0 : bodyBytes);
+    this.answers.push({ id, status, body, bodyBytes, span });
+    this.copyBytes += HEADER_BYTES + (span === undefined ? 0 : SPAN_META_BYTES) + (typeof body !== 'string' && bodyBytes >= COPY_LIMIT_BYTES ? 0 : bodyBytes);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(this.flush);
@@ -202,7 +214,12 @@ class FrameServer implements FramedConnection {
     let start = 0;
     let off = 0;
     for (const a of answers) {
-      off = writeHeader(buf, off, a.bodyBytes, a.id, FrameType.RESPONSE, a.status);
+      if (a.span === undefined) {
+        off = writeHeader(buf, off, a.bodyBytes, a.id, FrameType.RESPONSE, a.status);
+      } else {
+        off = writeHeader(buf, off, SPAN_META_BYTES + a.bodyBytes, a.id, FrameType.RESPONSE, a.status, FrameFlag.META);
+        off = writeSpanMeta(buf, off, a.span);
+      }
       if (typeof a.body === 'string') {
         off += buf.write(a.body, off, 'utf8');
       } else if (a.bodyBytes < COPY_LIMIT_BYTES) {

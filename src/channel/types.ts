@@ -9,12 +9,39 @@ export interface ChannelRequest {
   method: string;
   path: string;
   body: Buffer | undefined;
+  /** Request id and trace context for the replica; nothing is sent for it when absent. */
+  meta?: RequestMeta | undefined;
 }
 
 export interface ChannelResponse {
   status: number;
   contentType: string | undefined;
   body: Buffer;
+  /** The replica's span, when the request asked for it (`meta.wantSpan`) and the replica sent it. */
+  span?: ReplicaSpan | undefined;
+}
+
+/**
+ * Request-scoped context passed to the replica (docs/channel.md, "Metadata"). Values are ASCII
+ * (the gateway checks what clients send) and together at most 65,535 bytes.
+ */
+export interface RequestMeta {
+  /** The request's id (`x-request-id`), for the replica's log lines. */
+  requestId: string | undefined;
+  /** W3C traceparent naming the gateway's span as the parent. */
+  traceparent: string | undefined;
+  tracestate: string | undefined;
+  /** Ask the replica to send its span back: only when spans are exported. */
+  wantSpan: boolean;
+}
+
+/** The replica's own span of one request (its handler, model call included), sent back when asked. */
+export interface ReplicaSpan {
+  /** 16 hex digits. */
+  spanId: string;
+  /** Microseconds since the epoch, by the replica's clock. */
+  startUnixUs: number;
+  durationUs: number;
 }
 
 export interface ReplicaChannel {

@@ -14,6 +14,7 @@ import {
 import { FerryError } from '../errors.js';
 import { WORKLOAD_TYPES, isFlavorName, type WorkloadType } from '../flavors/index.js';
 import { writeDemoModel, writeFixtures } from '../fixtures/index.js';
+import { isLogLevel, LOG_LEVELS } from '../logs/index.js';
 import { awaitPoolClaim, log, startReplica, type ReplicaOptions } from '../replica/index.js';
 import { startServer, type FerryServer } from '../server/index.js';
 
@@ -220,7 +221,7 @@ async function replicaCommand(args: string[]): Promise<void> {
     batching: { type: 'string' }, 'max-batch-size': { type: 'string' }, 'max-queue-delay-us': { type: 'string' },
     'preferred-batch-sizes': { type: 'string' }, execution: { type: 'string' }, pool: { type: 'string' },
     'max-rows-per-request': { type: 'string' }, 'max-json-depth': { type: 'string' }, 'max-json-elements': { type: 'string' },
-    uid: { type: 'string' }, gid: { type: 'string' },
+    uid: { type: 'string' }, gid: { type: 'string' }, 'log-level': { type: 'string' },
   });
   const failed = (err: unknown): never => {
     // The runtime reads this line to explain a failed start.
@@ -246,6 +247,8 @@ async function replicaCommand(args: string[]): Promise<void> {
     if (execution !== undefined && execution !== 'auto' && execution !== 'inline' && execution !== 'worker') {
       throw new UsageError('replica: --execution must be one of auto, inline, worker.');
     }
+    const logLevel = str(values, 'log-level');
+    if (logLevel !== undefined && !isLogLevel(logLevel)) throw new UsageError(`replica: --log-level must be one of ${LOG_LEVELS.join(', ')}.`);
     const uid = str(values, 'uid');
     const gid = str(values, 'gid');
     if ((uid === undefined) !== (gid === undefined) || [uid, gid].some((v) => v !== undefined && !/^\d+$/.test(v))) {
@@ -273,6 +276,7 @@ async function replicaCommand(args: string[]): Promise<void> {
       },
       ...(execution === undefined ? {} : { execution }),
       ...(uid === undefined || gid === undefined ? {} : { user: { uid: Number(uid), gid: Number(gid) } }),
+      ...(logLevel === undefined ? {} : { logLevel }),
     };
   }
   const replica = await startReplica(options).catch(failed);

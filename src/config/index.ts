@@ -92,6 +92,11 @@ export const serverConfigSchema = z.strictObject({
   inferenceTableRetention: duration.default('30d'),
   /** Inference table rows held in memory awaiting their write; more are dropped and counted. */
   inferenceTableBufferSize: z.number().int().min(1).max(1_000_000).default(10_000),
+  /**
+   * Base URL of an OpenTelemetry collector's OTLP/HTTP receiver, e.g. "http://127.0.0.1:4318":
+   * gateway spans are POSTed to `{otlpEndpoint}/v1/traces` as OTLP JSON. Unset: no export.
+   */
+  otlpEndpoint: z.string().min(1).optional(),
 });
 
 export type ServerConfigInput = z.input<typeof serverConfigSchema>;
@@ -122,6 +127,7 @@ export interface ServerConfig {
   readonly replicaUser: string;
   readonly inferenceTableRetentionMs: number;
   readonly inferenceTableBufferRows: number;
+  readonly otlpEndpoint: string | undefined;
 }
 
 /** Validates and compiles server settings; throws a FerryError naming the first bad key. */
@@ -154,6 +160,7 @@ export function compileServerConfig(input: unknown): ServerConfig {
     replicaUser: c.replicaUser,
     inferenceTableRetentionMs: requireUnit('inferenceTableRetention', c.inferenceTableRetention, parseDurationMs, 'a duration such as "30d" or "12h"'),
     inferenceTableBufferRows: c.inferenceTableBufferSize,
+    otlpEndpoint: compileOtlpEndpoint(c.otlpEndpoint),
   });
   // node:http refuses a head deadline past the whole request's (0 turns either off).
   if (compiled.bodyTimeoutMs > 0 && compiled.headersTimeoutMs > compiled.bodyTimeoutMs) {
@@ -164,6 +171,20 @@ export function compileServerConfig(input: unknown): ServerConfig {
     throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.inferenceTableRetention)} for 'inferenceTableRetention': expected at least 1 minute ("1m").`);
   }
   return compiled;
+}
+
+function compileOtlpEndpoint(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  let url: URL | undefined;
+  try {
+    url = new URL(value);
+  } catch {
+    url = undefined;
+  }
+  if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.search !== '' || url.hash !== '') {
+    throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(value)} for 'otlpEndpoint': expected an http:// or https:// URL without query, e.g. "http://127.0.0.1:4318".`);
+  }
+  return value;
 }
 
 function compileTls(certFile: string | undefined, keyFile: string | undefined): ServerConfig['tls'] {

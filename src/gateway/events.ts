@@ -5,6 +5,8 @@
  * subscribes, publishing costs one `hasSubscribers` check per request.
  */
 import diagnosticsChannel from 'node:diagnostics_channel';
+import type { ReplicaSpan } from '../channel/index.js';
+import type { EntityRoute } from './routing.js';
 
 export const GATEWAY_REQUEST_CHANNEL = 'ferry:gateway:request';
 
@@ -32,16 +34,16 @@ export interface GatewayRequestEvent {
   durationMs: number;
   /** Time spent waiting in the entity's buffer for a replica with room. */
   queueMs: number;
-  /** The request's id, when the gateway assigned one (inference tables generate one otherwise). */
-  requestId?: string;
+  /** The request's id: the client's sane `x-request-id`, else a generated one ('' outside the server). */
+  requestId: string;
   /** The request and response bodies as they crossed the gateway (undefined when none). */
   requestBody: Buffer | undefined;
   responseBody: Buffer | undefined;
 }
 
 /**
- * What `forward` learns while handling a request, read by the publisher when it ends. Only
- * allocated when someone subscribes.
+ * What `forward` learns while handling a request, read when it ends (event, debug line, spans).
+ * Only allocated when one of those is wanted.
  */
 export interface Observation {
   servedEntity: string;
@@ -50,8 +52,10 @@ export interface Observation {
   queueMs: number;
   requestBody: Buffer | undefined;
   responseBody: Buffer | undefined;
+  /** The spans replicas sent back, with the entity and status of each answer; undefined when spans are not exported. */
+  replicaSpans: Array<ReplicaSpan & { entity: EntityRoute; status: number }> | undefined;
 }
 
-export function newObservation(): Observation {
-  return { servedEntity: '', modelName: '', modelVersion: '', queueMs: 0, requestBody: undefined, responseBody: undefined };
+export function newObservation(withSpans: boolean): Observation {
+  return { servedEntity: '', modelName: '', modelVersion: '', queueMs: 0, requestBody: undefined, responseBody: undefined, replicaSpans: withSpans ? [] : undefined };
 }

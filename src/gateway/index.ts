@@ -4,12 +4,15 @@
  * the endpoint's limit (or the server's), pick a served entity by traffic weight and
  * a replica by power of two choices, forward through the replica's channel, answer with the
  * replica's response and a `served-model-name` header. The body is forwarded as received: the
- * replica parses and validates it.
+ * replica parses and validates it. The request id and trace context the server's `requestTracing`
+ * step chose go to the replica with the request (docs/observability.md, "Logs and tracing").
  */
 import { access, type ServerRouter } from '../auth/index.js';
 import { FerryError, notFound, toFerryError } from '../errors.js';
 import { readBody, type Context, type Handler, type Reply } from '../http/index.js';
-import { ChannelError, type ChannelRequest, type ChannelResponse } from '../channel/index.js';
+import { ChannelError, type ChannelRequest, type ChannelResponse, type RequestMeta } from '../channel/index.js';
+import type { LogFn, LogLevel } from '../logs/index.js';
+import { traceOf, unixMicros, type OtlpExporter, type RequestTrace, type Span } from '../tracing/index.js';
 import { gatewayRequests, newObservation, type GatewayRequestEvent, type Observation } from './events.js';
 import { rateLimited, type RouteHandler } from './rate-limit.js';
 import { pickEntity, type Backend, type EndpointRoute, type EntityRoute, type RoutingTable } from './routing.js';
@@ -25,6 +28,11 @@ export interface GatewayOptions {
   maxBodyBytes: number;
   /** Per served entity status and latency, for canary analysis. */
   stats: GatewayStats;
+  /** The server's log; at `logLevel` debug the gateway logs one line per request. */
+  log: LogFn;
+  logLevel: LogLevel;
+  /** Where spans go (`otlpEndpoint`); undefined: no spans are made. */
+  exporter: OtlpExporter | undefined;
 }
 
 /** Seconds a client should wait before retrying when no replica is ready. */
@@ -59,13 +67,20 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
   };
   const forward = (replicaPath: (ctx: Context, r: EndpointRoute) => string): RouteHandler<EndpointRoute> => async (ctx, r) => {
     const obs = observations.get(ctx);
+    const trace = traceOf(ctx);
     const entities = entitiesFor(ctx, r);
     const first = pickEntity(entities, Math.random());
     if (!first) throw noReplica(r.name);
     const body = ctx.method === 'POST' ? await readInferenceBody(ctx, r) : undefined;
     if (obs) obs.requestBody = body;
-    const req = { method: ctx.method, path: replicaPath(ctx, r), body };
-    for (const s of r.shadows) if (s.entity !== first && Math.random() * 100 < s.mirrorPercentage) mirror(s.entity, req, r.timeoutMs);
+    const meta: RequestMeta | undefined = trace === undefined
+      ? undefined
+      : { requestId: trace.requestId, traceparent: trace.traceparent, tracestate: trace.tracestate, wantSpan: obs?.replicaSpans !== undefined };
+    const req: ChannelRequest = { method: ctx.method, path: replicaPath(ctx, r), body, meta };
+    for (const s of r.shadows) {
+      // A shadow's span is not wanted: its answer is thrown away.
+      if (s.entity !== first && Math.random() * 100 < s.mirrorPercentage) mirror(s.entity, meta?.wantSpan === true ? { ...req, meta: { ...meta, wantSpan: false } } : req, r.timeoutMs);
+    }
     // With fallback on, a 5xx or an unreachable entity passes the request to the next entities in
     // route order (Databricks fallback_config); otherwise the first answer is final.
     const order = r.fallback ? [first, ...entities.filter((e) => e !== first)] : [first];
@@ -78,13 +93,22 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
       }
       try {
         const res = await measured(entity, () => send(entity, req, r.timeoutMs, obs));
+        if (res.span !== undefined) obs?.replicaSpans?.push({ ...res.span, entity, status: res.status });
         if (res.status >= 500 && !last) continue;
         if (obs) obs.responseBody = res.body;
-        ctx.res.writeHead(res.status, {
+        // Thrown errors are logged by the server; this is the model's own error answer.
+        if (res.status >= 500) opts.log('error', 'model answered with an error', { ...requestFields(trace), endpoint: r.name, served_entity: entity.name, status: res.status });
+        const head: Record<string, string | number> = {
           'content-type': res.contentType ?? 'application/json',
           'content-length': res.body.length,
           'served-model-name': entity.name,
-        });
+        };
+        // Here rather than by the tracing step: see requestTracing.
+        if (trace !== undefined) {
+          head['x-request-id'] = trace.requestId;
+          head.traceparent = trace.traceparent;
+        }
+        ctx.res.writeHead(res.status, head);
         ctx.res.end(res.body);
         return undefined;
       } catch (err) {
@@ -122,15 +146,21 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
     `/v2/models/${encodeURIComponent(r.name)}/versions/${encodeURIComponent(ctx.params.version ?? '')}${suffix}`;
 
   /**
-   * Publishes one `GatewayRequestEvent` per request when someone listens; `forward` fills the
-   * request's observation (entity, queue time, bodies) as it goes.
+   * Per request, when someone needs it: publishes one `GatewayRequestEvent` (when someone
+   * listens), logs one debug line (at debug level) and exports the gateway span with the replica
+   * spans that came back (when exporting, for sampled traces). `forward` fills the request's
+   * observation (entity, queue time, bodies, replica spans) as it goes.
    */
   const observations = new WeakMap<Context, Observation>();
+  const debug = opts.logLevel === 'debug';
+  const exporter = opts.exporter;
   const observed = (method: string, pattern: string, inference: boolean, h: Handler): Handler => {
     const routeName = `${method} ${pattern}`;
     return async (ctx) => {
-      if (!gatewayRequests.hasSubscribers) return h(ctx);
-      const obs = newObservation();
+      const trace = traceOf(ctx);
+      const exporting = exporter !== undefined && trace?.sampled === true;
+      if (!gatewayRequests.hasSubscribers && !debug && !exporting) return h(ctx);
+      const obs = newObservation(exporting);
       observations.set(ctx, obs);
       const startMs = Date.now();
       const t0 = performance.now();
@@ -146,12 +176,23 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
         errorCode = e.code;
         throw err;
       } finally {
-        const event: GatewayRequestEvent = {
-          route: routeName, inference, endpoint: ctx.params.name ?? '', servedEntity: obs.servedEntity, modelName: obs.modelName, modelVersion: obs.modelVersion,
-          principal: ctx.principal ?? '', status, errorCode, startMs, durationMs: performance.now() - t0, queueMs: obs.queueMs,
-          requestBody: obs.requestBody, responseBody: obs.responseBody,
-        };
-        gatewayRequests.publish(event);
+        const endMs = performance.now();
+        const endpoint = ctx.params.name ?? '';
+        if (gatewayRequests.hasSubscribers) {
+          const event: GatewayRequestEvent = {
+            route: routeName, inference, endpoint, servedEntity: obs.servedEntity, modelName: obs.modelName, modelVersion: obs.modelVersion,
+            principal: ctx.principal ?? '', requestId: trace?.requestId ?? '', status, errorCode, startMs, durationMs: endMs - t0, queueMs: obs.queueMs,
+            requestBody: obs.requestBody, responseBody: obs.responseBody,
+          };
+          gatewayRequests.publish(event);
+        }
+        if (debug) {
+          opts.log('debug', 'gateway request', {
+            ...requestFields(trace), span_id: trace?.spanId, route: routeName, endpoint, served_entity: obs.servedEntity, status, error_code: errorCode,
+            duration_ms: round3(endMs - t0), queue_ms: round3(obs.queueMs),
+          });
+        }
+        if (exporting && trace !== undefined) exportSpans(exporter, trace, { method, pattern, routeName, endpoint, status, errorCode, endMs }, obs);
       }
     };
   };
@@ -167,6 +208,45 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
   add('GET', '/v2/models/:name/versions/:version', false, withRoute(forward(v2Version(''))));
   add('GET', '/v2/models/:name/ready', false, (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))));
   add('GET', '/v2/models/:name/versions/:version/ready', false, (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))));
+}
+
+/** The request-scoped fields of a log line. */
+function requestFields(trace: RequestTrace | undefined): Record<string, unknown> {
+  return { request_id: trace?.requestId, trace_id: trace?.traceId };
+}
+
+const round3 = (ms: number): number => Math.round(ms * 1000) / 1000;
+
+/**
+ * Queues the gateway's span of one request (server kind, from the `requestTracing` step to the
+ * end of the handler) and, as its children, the spans replicas sent back ("model call", by the
+ * replica's clock). Attributes follow the OpenTelemetry HTTP conventions plus `ferry.*`.
+ */
+function exportSpans(
+  exporter: OtlpExporter, trace: RequestTrace,
+  req: { method: string; pattern: string; routeName: string; endpoint: string; status: number; errorCode: string | undefined; endMs: number }, obs: Observation,
+): void {
+  const attributes: Span['attributes'] = {
+    'http.request.method': req.method, 'http.route': req.pattern, 'http.response.status_code': req.status,
+    'ferry.endpoint': req.endpoint, 'ferry.request_id': trace.requestId,
+  };
+  if (obs.servedEntity !== '') attributes['ferry.served_entity'] = obs.servedEntity;
+  if (req.errorCode !== undefined) attributes['ferry.error_code'] = req.errorCode;
+  exporter.add({
+    service: 'ferry', traceId: trace.traceId, spanId: trace.spanId, parentSpanId: trace.parentSpanId, name: req.routeName, kind: 'server',
+    startUnixUs: unixMicros(trace.startMs), endUnixUs: unixMicros(req.endMs), attributes, error: req.status >= 500,
+  });
+  for (const s of obs.replicaSpans ?? []) {
+    exporter.add({
+      service: 'ferry-replica', traceId: trace.traceId, spanId: s.spanId, parentSpanId: trace.spanId, name: 'model call', kind: 'server',
+      startUnixUs: s.startUnixUs, endUnixUs: s.startUnixUs + s.durationUs,
+      attributes: {
+        'ferry.endpoint': req.endpoint, 'ferry.served_entity': s.entity.name, 'ferry.model.name': s.entity.modelName, 'ferry.model.version': s.entity.modelVersion,
+        'ferry.request_id': trace.requestId, 'http.response.status_code': s.status,
+      },
+      error: s.status >= 500,
+    });
+  }
 }
 
 function readiness(r: EndpointRoute, entities: readonly EntityRoute[]): Reply {

@@ -162,7 +162,7 @@ export class InferenceTableWriter {
       return;
     }
     const row = {
-      requestId: e.requestId ?? randomUUID(), endpoint: e.endpoint, endpointId: settings.endpointId, timestampMs: e.startMs,
+      requestId: e.requestId === '' ? randomUUID() : e.requestId, endpoint: e.endpoint, endpointId: settings.endpointId, timestampMs: e.startMs,
       statusCode: e.status, errorCode: e.errorCode, executionTimeMs: Math.round(e.durationMs * 1000) / 1000,
       servedEntity: e.servedEntity, modelName: e.modelName, modelVersion: e.modelVersion, principal: e.principal,
       samplingFraction: settings.sampleFraction,

@@ -9,8 +9,8 @@
  */
 import fs from 'node:fs';
 import http from 'node:http';
-import { framePayloadLimit, listenShared, serveFrames, type FramedConnection, type FrameHandler } from '../channel/index.js';
-import { FerryError } from '../errors.js';
+import { framePayloadLimit, listenShared, serveFrames, type FramedConnection, type FrameHandler, type RequestMeta } from '../channel/index.js';
+import { FerryError, toFerryError } from '../errors.js';
 import { isFlavorName, WORKLOAD_TYPES, type FlavorName, type LoadOptions } from '../flavors/index.js';
 import type { BatchingConfig } from '../runtime/index.js';
 import { listener, parseJson, readBody, Router, type JsonLimits } from '../http/index.js';
@@ -19,6 +19,8 @@ import {
 } from '../protocols/index.js';
 import { ModelCallMetrics } from '../telemetry/index.js';
 import type { OutputValue, Tensor } from '../tensor/index.js';
+import { isLogLevel, jsonLogger, type LogFields, type LogLevel } from '../logs/index.js';
+import { newSpanId, parseTraceparent, unixMicros } from '../tracing/index.js';
 import { batchable, DynamicBatcher, realClock } from './batcher.js';
 import { ModelRunner, type ExecutionMode } from './runner.js';
 
@@ -44,6 +46,8 @@ export interface ReplicaOptions {
   batching: BatchingConfig;
   /** Where the model runs: its own worker thread, the main thread (tiny models), or decided by a calibration run. */
   execution?: ExecutionMode;
+  /** Lines below this level are not logged (the server's `logLevel`); default info. */
+  logLevel?: LogLevel;
   /**
    * The user and group to switch to once the model is loaded and the socket listens (the process
    * must be root then). Everything that opens a file (the model, the worker thread's code, the
@@ -176,12 +180,35 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     router.add(method, pattern, async (ctx) => ({ body: await handler(ctx.params, method === 'POST' ? await readBody(ctx.req, opts.maxBodyBytes) : EMPTY) }));
   }
 
-  const handle = listener(router, [], (err) => log('error', 'request failed', { error: String(err) }));
-  // Inference from the gateway arrives as frames on the same socket (docs/channel.md).
+  const logLevel = opts.logLevel ?? 'info';
+  const logger = jsonLogger(logLevel, writeStdout);
+  const debug = logLevel === 'debug';
+  const handle = listener(router, [], (err) => logger('error', 'request failed', { error: String(err) }));
+  // Inference from the gateway arrives as frames on the same socket (docs/channel.md), with the
+  // request id and trace context in their metadata. The replica's span (this handler, model call
+  // included) is a child of the gateway's; its id goes into the debug line and, when the gateway
+  // exports spans, back to the gateway in the response.
   const frameConnections = new Set<FramedConnection>();
-  const onFrame: FrameHandler = async ({ method, path, body }) => {
-    const { route, params } = frameRoutes.match(method, path);
-    return { status: 200, body: JSON.stringify(await route.handler(params, body)) };
+  const onFrame: FrameHandler = async ({ method, path, body, meta }) => {
+    const wantSpan = meta?.wantSpan === true;
+    const t0 = wantSpan || debug ? performance.now() : 0;
+    let status = 200;
+    let answer: string;
+    try {
+      const { route, params } = frameRoutes.match(method, path);
+      answer = JSON.stringify(await route.handler(params, body));
+    } catch (err) {
+      const e = toFerryError(err);
+      status = e.status;
+      answer = JSON.stringify(e.toBody());
+      // Client errors are the caller's business (the debug line has them); 5xx are the model's or ours.
+      if (status >= 500) logger('error', 'request failed', { ...requestFields(meta), path, status, error_code: e.code, error: err instanceof FerryError ? e.message : String(err) });
+    }
+    if (!wantSpan && !debug) return { status, body: answer };
+    const spanId = newSpanId();
+    const durationMs = performance.now() - t0;
+    if (debug) logger('debug', 'request', { ...requestFields(meta), span_id: spanId, method, path, status, duration_ms: Math.round(durationMs * 1000) / 1000 });
+    return { status, body: answer, span: wantSpan ? { spanId, startUnixUs: unixMicros(t0), durationUs: durationMs * 1000 } : undefined };
   };
   let inFlight = 0;
   let idle: (() => void) | undefined;
@@ -210,10 +237,10 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
   if (opts.user !== undefined) dropPrivileges(opts.user);
   // A lost hint costs only the rest of one poll interval; the probe stays the proof of readiness.
   if (process.connected) process.send?.({ type: 'listening' } satisfies ReplicaToRuntime, undefined, undefined, () => undefined);
-  log('info', 'replica ready', {
+  logger('info', 'replica ready', {
     model: opts.modelName, version: opts.modelVersion, socket: opts.socketPath,
     execution: runner.choice.mode, executionReason: runner.choice.reason, batching: batcher !== undefined,
-    uid: process.getuid?.(), maxRowsPerRequest: opts.maxRowsPerRequest, maxJsonDepth: opts.maxJsonDepth, maxJsonElements: opts.maxJsonElements,
+    uid: process.getuid?.(), maxRowsPerRequest: opts.maxRowsPerRequest, maxJsonDepth: opts.maxJsonDepth, maxJsonElements: opts.maxJsonElements, logLevel,
   });
 
   let closing: Promise<void> | undefined;
@@ -245,7 +272,7 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
   // while the model was loading, the channel is already closed and the replica exits now.
   if (process.send !== undefined) {
     const exitWithParent = (): void => {
-      log('info', 'server disconnected; draining');
+      logger('info', 'server disconnected; draining');
       close().then(() => process.exit(0), () => process.exit(1));
     };
     if (process.connected) process.once('disconnect', exitWithParent);
@@ -334,6 +361,7 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
   const u = o.user === undefined ? undefined : obj(o.user, 'user');
   const user = u === undefined ? undefined : { uid: num(u.uid, 'user.uid'), gid: num(u.gid, 'user.gid') };
   const execution = o.execution === undefined ? undefined : EXECUTION_MODES.find((e) => e === o.execution) ?? bad(`unknown execution ${JSON.stringify(o.execution)}`);
+  const logLevel = o.logLevel === undefined || isLogLevel(o.logLevel) ? o.logLevel : bad(`unknown logLevel ${JSON.stringify(o.logLevel)}`);
   return {
     socketPath: text(o.socketPath, 'socketPath'),
     dir: text(o.dir, 'dir'),
@@ -354,6 +382,7 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
     },
     ...(execution === undefined ? {} : { execution }),
     ...(user === undefined ? {} : { user }),
+    ...(logLevel === undefined ? {} : { logLevel }),
   };
 }
 
@@ -361,7 +390,19 @@ function platformOf(flavor: FlavorName): string {
   return flavor === 'onnx' ? 'onnxruntime_onnx' : flavor;
 }
 
-/** One JSON line per event on stdout; the runtime collects it into the replica's log file. */
-export function log(level: 'info' | 'warn' | 'error', msg: string, fields: Record<string, unknown> = {}): void {
-  process.stdout.write(JSON.stringify({ ts: new Date().toISOString(), level, msg, ...fields }) + '\n');
+/** The request-scoped fields of a log line: the gateway's request id, and the trace and parent span ids. */
+function requestFields(meta: RequestMeta | undefined): LogFields {
+  const parent = parseTraceparent(meta?.traceparent);
+  return { request_id: meta?.requestId, trace_id: parent?.traceId, parent_span_id: parent?.parentId };
 }
+
+function writeStdout(line: string): void {
+  process.stdout.write(line);
+}
+
+/**
+ * One JSON line per event on stdout; the runtime collects it into the replica's log file. For the
+ * process's own life (start, pool, drain) at info and above, before its options (and its
+ * `logLevel`) are known; `startReplica` logs through a logger at the configured level.
+ */
+export const log = jsonLogger('info', writeStdout);

@@ -16,10 +16,12 @@ import { gatewayRoutes, RoutingTable } from '../gateway/index.js';
 import { FerryError } from '../errors.js';
 import { InferenceTableWriter, inferenceTableRoutes } from '../inference-tables/index.js';
 import { listener, Router, type Handler } from '../http/index.js';
+import { atLevel, type LogFn } from '../logs/index.js';
 import { Registry, registryRoutes } from '../registry/index.js';
 import { openRuntime } from '../runtime/index.js';
 import { openInferenceTableStore, openStore, type MetadataStore } from '../store/index.js';
 import { Telemetry, telemetryRoutes } from '../telemetry/index.js';
+import { OtlpExporter, requestTracing, traceOf } from '../tracing/index.js';
 import { bindWarning, createServer, loadTlsCredentials } from './listen.js';
 
 export interface FerryServer {
@@ -37,12 +39,13 @@ export interface ServerDeps {
   /** FERRY_ADMIN_TOKEN, when set. */
   adminToken: string | undefined;
   now?: () => number;
-  log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+  /** Where log lines go; those below the configured `logLevel` are dropped before. */
+  log?: LogFn;
 }
 
 export async function startServer(config: ServerConfig, deps: ServerDeps): Promise<FerryServer> {
   const now = deps.now ?? Date.now;
-  const log = deps.log ?? (() => undefined);
+  const log = atLevel(config.logLevel, deps.log ?? (() => undefined));
   const dataDir = path.resolve(config.dataDir);
   const tlsCredentials = await loadTlsCredentials(config.tls);
   await fsp.mkdir(dataDir, { recursive: true, mode: 0o700 });
@@ -70,6 +73,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       kind: 'local', stateDir: path.join(dataDir, 'runtime'),
       startTimeoutMs: config.replicaStartTimeoutMs, drainTimeoutMs: config.replicaDrainTimeoutMs,
       warmPoolSize: config.warmPoolSize, warmPoolMemoryLimitBytes: config.replicaMemoryLimitBytes, replicaUser: config.replicaUser,
+      logLevel: config.logLevel,
     });
     stopStarted = () => runtime.close();
     const table = new RoutingTable();
@@ -95,25 +99,29 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       store: inferenceStore, settingsOf, bufferRows: config.inferenceTableBufferRows, retentionMs: config.inferenceTableRetentionMs, now,
       onError: (err) => log('error', 'inference table write failed', { error: String(err) }),
     });
+    const exporter = config.otlpEndpoint === undefined ? undefined : new OtlpExporter({ endpoint: config.otlpEndpoint, log });
     stopStarted = async () => {
       telemetry.close();
       await inferenceTable.close();
       await inferenceStore.close();
       await controller.close();
+      await exporter?.close();
     };
     await inferenceTable.start();
     inferenceTableRoutes(router, { store: inferenceStore, writer: inferenceTable, settingsOf });
-    gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats });
+    gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats, log, logLevel: config.logLevel, exporter });
     telemetryRoutes(router, telemetry, authz);
     await controller.start();
 
     const middlewares = [
+      requestTracing(),
       auditTrail(store, now, (err) => log('error', 'writing the audit log failed', { error: String(err) })),
       authenticate(authz),
       authorize(authz),
     ];
     const server = createServer(listener(router, middlewares, (err, ctx) => {
-      log('error', 'request failed', { method: ctx.method, path: ctx.path, error: err instanceof Error ? err.stack : String(err) });
+      const trace = traceOf(ctx);
+      log('error', 'request failed', { method: ctx.method, path: ctx.path, request_id: trace?.requestId, trace_id: trace?.traceId, error: err instanceof Error ? err.stack : String(err) });
     }), config, tlsCredentials);
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL'
@@ -145,6 +153,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         await inferenceTable.close(); // writes what is still queued
         await inferenceStore.close();
         await controller.close();
+        await exporter?.close();
         await store.close();
         await releaseLock();
       })()),

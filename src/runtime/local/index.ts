@@ -72,6 +72,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FerryError, invalidParameter } from '../../errors.js';
+import type { LogLevel } from '../../logs/index.js';
 import type { ReplicaOptions, ReplicaToRuntime, RuntimeToReplica } from '../../replica/index.js';
 import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../index.js';
 import { commandLine, isRunning, replicaEnv, residentBytes, resolveUser, waitGone, type UserIds } from './proc.js';
@@ -105,6 +106,8 @@ export interface LocalRuntimeOptions {
    * replicas keep the server's uid.
    */
   replicaUser?: string;
+  /** The level replicas log at (the server passes its `logLevel`); default info. */
+  logLevel?: LogLevel;
 }
 
 /** dist/src/runtime/local/index.js → repository root is four levels up. */
@@ -246,7 +249,7 @@ export class LocalRuntime implements Runtime {
     ]);
     const { replicaUser: _, ...rest } = opts;
     const rt = new LocalRuntime({
-      memoryPollMs: 1000, warmPoolMemoryLimitBytes: DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES, ...rest, warmPoolSize, stateDir,
+      memoryPollMs: 1000, warmPoolMemoryLimitBytes: DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES, logLevel: 'info', ...rest, warmPoolSize, stateDir,
     }, dirs, user);
     rt.fillPool();
     return rt;
@@ -274,7 +277,7 @@ export class LocalRuntime implements Runtime {
     // A pool process was allowed its socket and model directory when it started (see `replicaNodeFlags`).
     const socketPath = pooled?.socketPath ?? this.socketPathOf(spec.id);
     const modelDir = pooled?.modelDir ?? path.join(this.dirs.models, `${spec.id}-${randomBytes(4).toString('hex')}`);
-    const options = replicaOptions(spec, { socketPath, modelDir, drainTimeoutMs: this.opts.drainTimeoutMs, user: this.user });
+    const options = replicaOptions(spec, { socketPath, modelDir, drainTimeoutMs: this.opts.drainTimeoutMs, user: this.user, logLevel: this.opts.logLevel });
     let child: ChildProcess;
     let exited: Promise<Exit>;
     if (pooled !== undefined) {
@@ -711,14 +714,14 @@ async function stageModel(spec: ReplicaSpec, modelDir: string): Promise<void> {
 
 /** What a replica of `spec` is told: as flags when spawned, in the `start` message when claimed from the pool. */
 function replicaOptions(
-  spec: ReplicaSpec, o: { socketPath: string; modelDir: string; drainTimeoutMs: number; user: UserIds | undefined },
+  spec: ReplicaSpec, o: { socketPath: string; modelDir: string; drainTimeoutMs: number; user: UserIds | undefined; logLevel: LogLevel },
 ): ReplicaOptions {
   return {
     socketPath: o.socketPath, dir: o.modelDir, flavor: spec.flavor,
     loadOptions: { modelFile: spec.modelFile, workloadType: spec.workloadType, intraOpThreads: 1 },
     modelName: spec.modelName, modelVersion: spec.modelVersion, maxBodyBytes: spec.maxBodyBytes, drainTimeoutMs: o.drainTimeoutMs,
     maxRowsPerRequest: spec.maxRowsPerRequest, maxJsonDepth: spec.maxJsonDepth, maxJsonElements: spec.maxJsonElements,
-    batching: spec.batching,
+    batching: spec.batching, logLevel: o.logLevel,
     ...(o.user === undefined ? {} : { user: o.user }),
   };
 }
@@ -737,6 +740,7 @@ function replicaFlags(o: ReplicaOptions): string[] {
     ...(o.batching.preferredBatchSizes.length ? ['--preferred-batch-sizes', o.batching.preferredBatchSizes.join(',')] : []),
     ...(o.execution === undefined ? [] : ['--execution', o.execution]),
     ...(o.user === undefined ? [] : ['--uid', String(o.user.uid), '--gid', String(o.user.gid)]),
+    ...(o.logLevel === undefined ? [] : ['--log-level', o.logLevel]),
   ];
 }
 
