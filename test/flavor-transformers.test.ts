@@ -156,6 +156,9 @@ describe('transformers flavor', () => {
       assert.deepEqual(entities.map(({ entity, index, word }) => ({ entity, index, word })), expected.map(({ entity, index, word }) => ({ entity, index, word })), `text ${i}`);
       assertClose(entities.map((e) => e.score), expected.map((e) => e.score), `scores ${i}`);
     });
+    const grouped = await invoke('ner', { inputs: TEXTS, params: { aggregation_strategy: 'simple' } });
+    assert.equal(grouped.status, 200, grouped.text);
+    assert.ok(grouped.json.predictions.flat().every((e: Record<string, unknown>) => typeof e.entity_group === 'string' && e.entity === undefined));
     const v2 = await call('POST', '/v2/models/ner/infer', { inputs: [{ name: 'text', datatype: 'BYTES', shape: [1], data: [TEXTS[2]] }] });
     assert.equal(v2.json.outputs[0].datatype, 'BYTES');
     assert.deepEqual(JSON.parse(v2.json.outputs[0].data[0]).map((e: { word: string }) => e.word), (want[2] ?? []).map((e) => e.word));
