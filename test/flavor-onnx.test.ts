@@ -52,8 +52,8 @@ function assertMatchesReference(fixture: OnnxFixture, actual: Record<string, Out
         assertClose(Object.values(rows[r] ?? {}), Object.values(row), `${fixture.file} ${name}[${r}]`);
       });
     } else if (fixture === mlpSmallFixture) {
-      assert.deepEqual((got as Tensor).shape, want.shape);
-      assertClose((got as Tensor).data as Float32Array, want.data as Float32Array, `${fixture.file} ${name}`);
+      assert.deepEqual((got as Tensor).shape, (want as Tensor).shape);
+      assertClose((got as Tensor).data as Float32Array, (want as Tensor).data as Float32Array, `${fixture.file} ${name}`);
     } else {
       assert.deepEqual(got, want, `${fixture.file} ${name}`);
     }

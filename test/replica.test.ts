@@ -11,7 +11,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { onnxFlavor } from '../src/flavors/onnx/index.js';
 import { FIXTURES, writeFixtures, writeMlp, type FixturePaths, type OnnxFixture } from '../src/fixtures/index.js';
-import type { OutputValue, Tensor } from '../src/tensor/index.js';
+import { isRowSequence, type OutputValue, type Tensor } from '../src/tensor/index.js';
 import { kill, Processes, request, tempDir, waitFor } from './support/index.js';
 
 let dir: string;
@@ -56,7 +56,7 @@ function rows(t: Tensor): unknown[] {
 }
 
 function outputRows(v: OutputValue): unknown[] {
-  return v.dtype === 'map' ? v.data : rows(v);
+  return isRowSequence(v) ? v.data : rows(v);
 }
 
 /** Row `i` of a tensor's storage (a one-row tensor's data). */
@@ -127,7 +127,7 @@ describe('replica serves every fixture exactly', () => {
           assert.equal(r.json.model_name, key);
           for (const out of r.json.outputs as Array<{ name: string; shape: number[]; data: unknown[] }>) {
             const want = expected[out.name] as OutputValue;
-            if (want.dtype === 'map') {
+            if (isRowSequence(want)) {
               assert.deepEqual(out.data.map((s) => JSON.parse(s as string)), want.data);
             } else {
               assert.deepEqual(out.shape, want.shape);

@@ -4,9 +4,14 @@
  * process at registration); `load` runs inside a replica process only.
  */
 import type { OutputValue, Signature, Tensor } from '../tensor/index.js';
+import { jsFlavor } from './js/index.js';
 import { onnxFlavor } from './onnx/index.js';
+import { transformersFlavor } from './transformers/index.js';
 
-export const FLAVOR_NAMES = ['onnx'] as const;
+export { MANIFEST_FILE, insideArtifact, isJsonObject, readManifest } from './manifest.js';
+export { TRANSFORMERS_TASKS, type TransformersTask } from './transformers/index.js';
+
+export const FLAVOR_NAMES = ['onnx', 'transformers', 'js'] as const;
 export type FlavorName = (typeof FLAVOR_NAMES)[number];
 
 /** Databricks workload types; any GPU_* type asks the flavor for its GPU execution path. */
@@ -29,16 +34,28 @@ export interface LoadedModel {
    */
   predict(inputs: Record<string, Tensor>, params?: Record<string, unknown>): Promise<Record<string, OutputValue>>;
   close(): Promise<void>;
+  /**
+   * True when `predict` never holds the calling thread (the flavor runs the model on a thread of
+   * its own), so the replica calls it from its main thread and does not time a synthetic batch.
+   */
+  readonly ownThread?: boolean;
 }
 
 export interface Flavor {
   name: FlavorName;
+  /** The model file, relative to the artifact directory, when the artifact names none (ferry.json `main`). */
+  defaultModelFile: string;
   /** Reads the signature from the artifact without running it. Throws a FerryError saying what is wrong. */
   inspect(dir: string, modelFile: string): Promise<Signature>;
+  /**
+   * A scoring request (MLflow JSON) that fits `signature`, for an artifact that brings no input
+   * example; absent when the flavor cannot derive one.
+   */
+  inputExample?(dir: string, modelFile: string, signature: Signature): Promise<unknown>;
   load(dir: string, opts: LoadOptions): Promise<LoadedModel>;
 }
 
-const FLAVORS: Record<FlavorName, Flavor> = { onnx: onnxFlavor };
+const FLAVORS: Record<FlavorName, Flavor> = { onnx: onnxFlavor, transformers: transformersFlavor, js: jsFlavor };
 
 export function getFlavor(name: FlavorName): Flavor {
   return FLAVORS[name];

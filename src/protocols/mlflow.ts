@@ -4,7 +4,7 @@
  * columns), plus optional `params`. Mapping rules, with examples, are in docs/protocols.md.
  */
 import { FerryError, invalidParameter } from '../errors.js';
-import type { OutputValue, Signature, Tensor, TensorSpec } from '../tensor/index.js';
+import { isRowSequence, type OutputValue, type Signature, type Tensor, type TensorSpec } from '../tensor/index.js';
 import {
   checkAllInputs, checkKeys, checkShape, inferDims, inputSpec, isObject, nestedTensor, readTensor, wholeValue, type Pieces,
 } from './decode.js';
@@ -228,9 +228,9 @@ function byNameInputs(frame: Frame, signature: Signature): Record<string, Tensor
   return out;
 }
 
-/** One output's rows: the list of maps for a MapSequence, else the row values of a tensor. */
+/** One output's rows: the values of a MapSequence or JsonSequence, else the row values of a tensor. */
 function rowsOf(name: string, value: OutputValue): { count: number; row: (r: number) => unknown } {
-  if (value.dtype === 'map') return { count: value.data.length, row: (r) => value.data[r] };
+  if (isRowSequence(value)) return { count: value.data.length, row: (r) => value.data[r] };
   const count = value.shape[0];
   if (count === undefined) throw new FerryError('MODEL_ERROR', `Output '${name}' is a scalar; cannot split it into one record per row.`);
   return { count, row: rowValues(value) };
@@ -238,7 +238,7 @@ function rowsOf(name: string, value: OutputValue): { count: number; row: (r: num
 
 /**
  * Encodes model outputs as MLflow's `{"predictions": ...}`.
- * - one output: its rows (nested arrays; a MapSequence as its list of maps);
+ * - one output: its rows (nested arrays; a MapSequence or JsonSequence as its list of values);
  * - several outputs, dataframe request: one record per row, keyed by output name;
  * - several outputs, `instances`/`inputs` request: an object keyed by output name.
  * @throws FerryError MODEL_ERROR (500) when records are needed but the outputs' row counts differ.
@@ -267,5 +267,5 @@ export function encodeMlflowResponse(outputs: Record<string, OutputValue>, forma
 }
 
 function outputJson(value: OutputValue): unknown {
-  return value.dtype === 'map' ? value.data : nestedArray(value);
+  return isRowSequence(value) ? value.data : nestedArray(value);
 }

@@ -3,7 +3,7 @@
  * metadata, and the dtype ↔ datatype mapping. JSON data only (no binary tensor extension).
  */
 import { invalidParameter } from '../errors.js';
-import { elementCount, type DType, type OutputValue, type Signature, type Tensor } from '../tensor/index.js';
+import { elementCount, isRowSequence, type DType, type OutputValue, type RowSequence, type Signature, type Tensor } from '../tensor/index.js';
 import { checkAllInputs, checkKeys, checkShape, inferDims, inputSpec, isObject, MAX_RANK, readTensor, wholeValue } from './decode.js';
 import { flatArray, type JsonScalar } from './encode.js';
 
@@ -13,9 +13,10 @@ const DTYPE_TO_V2 = {
   int8: 'INT8', int16: 'INT16', int32: 'INT32', int64: 'INT64',
   float16: 'FP16', float32: 'FP32', float64: 'FP64',
   string: 'BYTES',
-  // A MapSequence travels as one JSON string per row.
+  // A MapSequence or JsonSequence travels as one JSON string per row.
   map: 'BYTES',
-} as const satisfies Record<DType | 'map', string>;
+  json: 'BYTES',
+} as const satisfies Record<DType | RowSequence['dtype'], string>;
 
 /** The v2 tensor datatypes Ferry supports (BF16 has no JavaScript storage and is refused). */
 export type V2Datatype = (typeof DTYPE_TO_V2)[keyof typeof DTYPE_TO_V2];
@@ -33,8 +34,8 @@ export function isV2Datatype(value: unknown): value is V2Datatype {
   return typeof value === 'string' && Object.hasOwn(V2_TO_DTYPE, value);
 }
 
-/** The v2 datatype for a dtype: float32 → FP32, string → BYTES; a `map` output → BYTES (JSON text per row). */
-export function dtypeToV2(dtype: DType | 'map'): V2Datatype {
+/** The v2 datatype for a dtype: float32 → FP32, string → BYTES; a `map` or `json` output → BYTES (JSON text per row). */
+export function dtypeToV2(dtype: DType | RowSequence['dtype']): V2Datatype {
   return DTYPE_TO_V2[dtype];
 }
 
@@ -167,7 +168,7 @@ export interface V2ResponseOptions {
 
 /**
  * Encodes model outputs as a v2 inference response, in the requested order (else the outputs'
- * order). A MapSequence becomes BYTES of shape [N], each element the JSON text of one row's map.
+ * order). A MapSequence or JsonSequence becomes BYTES of shape [N], each element the JSON text of one row's value.
  * @throws FerryError INVALID_PARAMETER_VALUE (400) for a requested output the model did not produce.
  */
 export function encodeV2Response(outputs: Record<string, OutputValue>, opts: V2ResponseOptions): V2Response {
@@ -177,7 +178,7 @@ export function encodeV2Response(outputs: Record<string, OutputValue>, opts: V2R
     if (value === undefined || !Object.hasOwn(outputs, name)) {
       throw invalidParameter(`outputs[${i}].name`, name, `an output name of this model (${Object.keys(outputs).join(', ')})`);
     }
-    if (value.dtype === 'map') {
+    if (isRowSequence(value)) {
       return { name, datatype: 'BYTES', shape: [value.data.length], data: value.data.map((m) => JSON.stringify(m)) };
     }
     return { name, datatype: dtypeToV2(value.dtype), shape: value.shape, data: flatArray(value) };
@@ -208,7 +209,7 @@ export interface V2ModelMetadata {
 
 /** Builds the v2 model metadata response for a model's signature; `platform` is e.g. "onnxruntime_onnx". */
 export function v2ModelMetadata(name: string, version: string | undefined, signature: Signature, platform: string): V2ModelMetadata {
-  const describe = (t: { name: string; dtype: DType | 'map'; shape: number[] | undefined }): V2TensorMetadata =>
+  const describe = (t: { name: string; dtype: DType | RowSequence['dtype']; shape: number[] | undefined }): V2TensorMetadata =>
     ({ name: t.name, datatype: dtypeToV2(t.dtype), shape: t.shape === undefined ? [-1] : [...t.shape] });
   const metadata: V2ModelMetadata = { name, platform, inputs: signature.inputs.map(describe), outputs: signature.outputs.map(describe) };
   if (version !== undefined) metadata.versions = [version];

@@ -8,7 +8,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { FerryError } from '../errors.js';
-import { getFlavor, type FlavorName } from '../flavors/index.js';
+import { FLAVOR_NAMES, getFlavor, insideArtifact, isFlavorName, MANIFEST_FILE, readManifest, type FlavorName } from '../flavors/index.js';
 import { decodeMlflowRequest } from '../protocols/index.js';
 import type { Signature } from '../tensor/index.js';
 
@@ -23,29 +23,58 @@ export interface Inspection {
 /** Input examples are small by nature; a bigger file is probably not one. */
 const MAX_INPUT_EXAMPLE_BYTES = 1024 * 1024;
 
-const EXPECTED = 'expected a .onnx file, a directory containing model.onnx, or an MLflow model directory (MLmodel file with an onnx flavor)';
+const EXPECTED = 'expected a .onnx file, a directory containing model.onnx, an MLflow model directory (MLmodel file with an onnx or transformers flavor), ' +
+  'a Hugging Face model directory (config.json, tokenizer.json, onnx/model.onnx), or a directory with a ferry.json naming its flavor';
+
+/** Where the model is in an artifact directory, and which flavor reads it. */
+interface Located {
+  flavor: FlavorName;
+  modelFile: string;
+  exampleFile: string | undefined;
+}
 
 export async function inspectArtifact(dir: string): Promise<Inspection> {
-  const entries = await fsp.readdir(dir).catch(() => [] as string[]);
-  let modelFile: string;
-  let exampleFile: string | undefined;
-  if (entries.includes('MLmodel')) {
-    ({ modelFile, exampleFile } = await readMlmodel(path.join(dir, 'MLmodel')));
-  } else {
-    const onnxFiles = entries.filter((e) => e.endsWith('.onnx'));
-    if (entries.includes('model.onnx')) modelFile = 'model.onnx';
-    else if (onnxFiles.length === 1) modelFile = onnxFiles[0] as string;
-    else if (onnxFiles.length > 1) throw new FerryError('INVALID_PARAMETER_VALUE', `The artifact has several .onnx files (${onnxFiles.join(', ')}) and no model.onnx: ${EXPECTED}.`);
-    else throw new FerryError('INVALID_PARAMETER_VALUE', `No model found in the artifact: ${EXPECTED}.`);
-    if (entries.includes('input_example.json')) exampleFile = 'input_example.json';
-  }
-  const flavor: FlavorName = 'onnx';
-  const signature = await getFlavor(flavor).inspect(dir, modelFile);
-  const inputExample = exampleFile === undefined ? undefined : await readInputExample(dir, exampleFile, signature);
+  const { flavor, modelFile, exampleFile } = await locateModel(dir);
+  const impl = getFlavor(flavor);
+  const signature = await impl.inspect(dir, modelFile);
+  const inputExample = exampleFile === undefined
+    ? await derivedExample(impl.inputExample?.(dir, modelFile, signature), signature)
+    : await readInputExample(dir, exampleFile, signature);
   return { flavor, modelFile, signature, inputExample };
 }
 
-async function readMlmodel(file: string): Promise<{ modelFile: string; exampleFile: string | undefined }> {
+/**
+ * The flavor and model file, from the directory's layout, first match wins:
+ * 1. `ferry.json` naming a `flavor` (and optionally `main`, the model file);
+ * 2. an MLflow `MLmodel` (onnx or transformers flavor);
+ * 3. `config.json` (a Hugging Face model) → transformers;
+ * 4. `model.mjs` → js;
+ * 5. `model.onnx`, or a single `.onnx` file → onnx.
+ */
+async function locateModel(dir: string): Promise<Located> {
+  const entries = await fsp.readdir(dir).catch(() => [] as string[]);
+  const example = entries.includes('input_example.json') ? 'input_example.json' : undefined;
+  const manifest = entries.includes(MANIFEST_FILE) ? await readManifest(dir) : undefined;
+  if (manifest?.flavor !== undefined) {
+    const { flavor, main } = manifest;
+    if (!isFlavorName(flavor)) throw new FerryError('INVALID_PARAMETER_VALUE', `${MANIFEST_FILE} names flavor ${JSON.stringify(flavor)}; Ferry's flavors are ${FLAVOR_NAMES.join(', ')}.`);
+    if (main !== undefined && typeof main !== 'string') throw new FerryError('INVALID_PARAMETER_VALUE', `${MANIFEST_FILE} main must be a path inside the model directory, got ${JSON.stringify(main)}.`);
+    const modelFile = main === undefined ? getFlavor(flavor).defaultModelFile : insideArtifact(main, `${MANIFEST_FILE} main`);
+    return { flavor, modelFile, exampleFile: example };
+  }
+  if (entries.includes('MLmodel')) return readMlmodel(path.join(dir, 'MLmodel'));
+  if (entries.includes('config.json')) return { flavor: 'transformers', modelFile: getFlavor('transformers').defaultModelFile, exampleFile: example };
+  if (entries.includes('model.mjs')) return { flavor: 'js', modelFile: getFlavor('js').defaultModelFile, exampleFile: example };
+  const onnxFiles = entries.filter((e) => e.endsWith('.onnx'));
+  let modelFile: string;
+  if (entries.includes('model.onnx')) modelFile = 'model.onnx';
+  else if (onnxFiles.length === 1) modelFile = onnxFiles[0] as string;
+  else if (onnxFiles.length > 1) throw new FerryError('INVALID_PARAMETER_VALUE', `The artifact has several .onnx files (${onnxFiles.join(', ')}) and no model.onnx: ${EXPECTED}.`);
+  else throw new FerryError('INVALID_PARAMETER_VALUE', `No model found in the artifact: ${EXPECTED}.`);
+  return { flavor: 'onnx', modelFile, exampleFile: example };
+}
+
+async function readMlmodel(file: string): Promise<Located> {
   let doc: unknown;
   try {
     doc = parseYaml(await fsp.readFile(file, 'utf8'));
@@ -54,14 +83,17 @@ async function readMlmodel(file: string): Promise<{ modelFile: string; exampleFi
   }
   const flavors = field(doc, 'flavors');
   const onnx = field(flavors, 'onnx');
+  const example = field(field(doc, 'saved_input_example_info'), 'artifact_path');
+  const exampleFile = typeof example === 'string' ? safeRelative(example, 'saved_input_example_info.artifact_path') : undefined;
   if (onnx === undefined) {
+    // mlflow.transformers with an ONNX export in the Hugging Face layout beside MLmodel.
+    if (field(flavors, 'transformers') !== undefined) return { flavor: 'transformers', modelFile: getFlavor('transformers').defaultModelFile, exampleFile };
     const names = typeof flavors === 'object' && flavors !== null ? Object.keys(flavors).join(', ') : 'none';
-    throw new FerryError('INVALID_PARAMETER_VALUE', `The MLmodel file has no onnx flavor (flavors: ${names}); Ferry serves MLflow models saved with mlflow.onnx.`);
+    throw new FerryError('INVALID_PARAMETER_VALUE', `The MLmodel file has no onnx or transformers flavor (flavors: ${names}); Ferry serves MLflow models saved with mlflow.onnx, or mlflow.transformers models with an ONNX export (onnx/model.onnx).`);
   }
   const data = field(onnx, 'data');
   if (typeof data !== 'string') throw new FerryError('INVALID_PARAMETER_VALUE', "The MLmodel file's flavors.onnx.data must name the model file (e.g. model.onnx).");
-  const example = field(field(doc, 'saved_input_example_info'), 'artifact_path');
-  return { modelFile: safeRelative(data, 'flavors.onnx.data'), exampleFile: typeof example === 'string' ? safeRelative(example, 'saved_input_example_info.artifact_path') : undefined };
+  return { flavor: 'onnx', modelFile: safeRelative(data, 'flavors.onnx.data'), exampleFile };
 }
 
 function field(obj: unknown, key: string): unknown {
@@ -70,11 +102,19 @@ function field(obj: unknown, key: string): unknown {
 
 /** A path named inside an artifact must stay inside it. */
 function safeRelative(p: string, what: string): string {
-  const norm = path.posix.normalize(p);
-  if (path.posix.isAbsolute(norm) || norm.startsWith('..') || norm.includes('\0')) {
-    throw new FerryError('INVALID_PARAMETER_VALUE', `The MLmodel file's ${what} (${JSON.stringify(p)}) must be a path inside the model directory.`);
+  return insideArtifact(p, `The MLmodel file's ${what}`);
+}
+
+/** A flavor-derived example, checked against the signature like a saved one (a derivation bug must not deploy). */
+async function derivedExample(example: Promise<unknown> | undefined, signature: Signature): Promise<unknown> {
+  const body = await example;
+  if (body === undefined) return undefined;
+  try {
+    decodeMlflowRequest(body, signature);
+  } catch (err) {
+    throw new FerryError('INTERNAL_ERROR', `The flavor's derived input example does not fit the model's signature: ${(err as Error).message}`);
   }
-  return norm;
+  return body;
 }
 
 /**

@@ -25,7 +25,7 @@
  * tests drive it with a fake clock and walk virtual time.
  */
 import { FerryError, toFerryError } from '../errors.js';
-import { concatRows, sliceRows, type OutputValue, type Signature, type Tensor } from '../tensor/index.js';
+import { concatRows, isRowSequence, sliceRows, type OutputValue, type Signature, type Tensor } from '../tensor/index.js';
 
 /** Time and scheduling, injected so that tests can step virtual time. */
 export interface Clock {
@@ -107,8 +107,8 @@ interface Item {
 
 /**
  * True when a model's signature lets requests be stacked along dim 0: every input and every
- * tensor output declares a dynamic first dimension (-1). Map outputs (ZipMap: one map per row)
- * qualify too. A model whose dynamic first dim is not really per-row is still served correctly:
+ * tensor output declares a dynamic first dimension (-1). Row-sequence outputs (ZipMap maps, JSON
+ * values: one per row) qualify too. A model whose dynamic first dim is not really per-row is still served correctly:
  * the batcher checks each batched output has exactly the batch's rows, and otherwise reruns the
  * requests one by one.
  */
@@ -116,7 +116,7 @@ export function batchable(signature: Signature): boolean {
   const dynamicFirst = (shape: readonly number[] | undefined): boolean => shape !== undefined && shape.length >= 1 && shape[0] === -1;
   return signature.inputs.length > 0
     && signature.inputs.every((s) => dynamicFirst(s.shape))
-    && signature.outputs.every((s) => s.dtype === 'map' || dynamicFirst(s.shape));
+    && signature.outputs.every((s) => s.dtype === 'map' || s.dtype === 'json' || dynamicFirst(s.shape));
 }
 
 /**
@@ -321,7 +321,7 @@ function groupKey(inputs: Record<string, Tensor>, rows: number): string {
 function split(outputs: Record<string, OutputValue>, batch: readonly Item[]): Array<Record<string, OutputValue>> {
   const total = batch.reduce((n, item) => n + item.rows, 0);
   for (const [name, value] of Object.entries(outputs)) {
-    const rows = value.dtype === 'map' ? value.data.length : value.shape[0];
+    const rows = isRowSequence(value) ? value.data.length : value.shape[0];
     if (rows !== total) throw new Error(`output '${name}' has ${rows ?? 'no'} rows for a batch of ${total}`);
   }
   let start = 0;

@@ -82,6 +82,9 @@ export class ModelRunner {
       mode: 'inline', requested, reason, ...(fullBatchUs === undefined ? {} : { fullBatchUs }),
     });
     if (requested === 'inline') return inline('requested');
+    // Such a model's calls only post messages here; timing them would run the user's code on
+    // made-up inputs for nothing.
+    if (model.ownThread === true) return inline('the flavor runs the model on a thread of its own');
 
     const rows = opts.calibrationBatchRows ?? DEFAULT_CALIBRATION_BATCH_ROWS;
     let fullBatchUs: number | undefined;

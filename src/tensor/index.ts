@@ -45,11 +45,36 @@ export interface MapSequence {
   data: Array<Record<string, number>>;
 }
 
-export type OutputValue = Tensor | MapSequence;
+/**
+ * A model output that is not a tensor: one JSON value per row, e.g. a token classifier's list of
+ * entities for each text, or whatever records a JS model returns.
+ */
+export interface JsonSequence {
+  dtype: 'json';
+  /** One JSON-serializable value per row. */
+  data: unknown[];
+}
+
+/** An output made of one value per row rather than a tensor. */
+export type RowSequence = MapSequence | JsonSequence;
+
+export type OutputValue = Tensor | RowSequence;
+
+/** True for an output that is one value per row (a MapSequence or a JsonSequence). */
+export function isRowSequence(value: OutputValue): value is RowSequence {
+  return value.dtype === 'map' || value.dtype === 'json';
+}
+
+/** How a signature declares a RowSequence output: no shape, one value per input row. */
+export interface RowSequenceSpec {
+  name: string;
+  dtype: RowSequence['dtype'];
+  shape: undefined;
+}
 
 export interface Signature {
   inputs: TensorSpec[];
-  outputs: Array<TensorSpec | { name: string; dtype: 'map'; shape: undefined }>;
+  outputs: Array<TensorSpec | RowSequenceSpec>;
 }
 
 /** Number of elements a concrete shape holds. */
@@ -142,17 +167,18 @@ type TypedTensorData = Exclude<TensorData, boolean[] | string[]>;
 
 /**
  * Rows [start, end) of an output along dim 0: a tensor [5, 3] sliced (1, 3) is [2, 3] holding
- * rows 1 and 2; a MapSequence keeps maps 1 and 2. The slice is a copy (it shares no storage with
+ * rows 1 and 2; a MapSequence or JsonSequence keeps values 1 and 2. The slice is a copy (it shares no storage with
  * `value`), except that the whole range returns `value` itself. Throws an Error for a scalar or a
  * range outside 0 ≤ start ≤ end ≤ rows.
  */
 export function sliceRows(value: OutputValue, start: number, end: number): OutputValue {
-  const rows = value.dtype === 'map' ? value.data.length : rowsOf(value);
+  const rows = isRowSequence(value) ? value.data.length : rowsOf(value);
   if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || start > end || end > rows) {
     throw new Error(`sliceRows: range [${start}, ${end}) is outside 0..${rows}`);
   }
   if (start === 0 && end === rows) return value;
   if (value.dtype === 'map') return { dtype: 'map', data: value.data.slice(start, end) };
+  if (value.dtype === 'json') return { dtype: 'json', data: value.data.slice(start, end) };
   const width = rowLength(value);
   return {
     dtype: value.dtype,

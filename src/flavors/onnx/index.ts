@@ -97,6 +97,7 @@ class OnnxModel implements LoadedModel {
 /** The ONNX flavor. */
 export const onnxFlavor: Flavor = {
   name: 'onnx',
+  defaultModelFile: 'model.onnx',
 
   async inspect(dir, modelFile) {
     const { model } = await readModel(dir, modelFile);
