@@ -35,7 +35,9 @@ test('validateTraffic names the field and value of each mistake', () => {
 const entity = (name: string, version: string, extra: Partial<ServedEntityView> = {}): ServedEntityView => ({
   name, entity_name: 'iris', entity_version: version, entity_alias: 'champion', workload_size: 'Small', workload_type: 'CPU', scale_to_zero_enabled: true,
   batching: { enabled: true, max_batch_size: 32, max_queue_delay_us: 0, preferred_batch_sizes: [] },
-  autoscaling: { target_concurrency: 2, min_replicas: 0, max_replicas: 1, desired_replicas: 1, ready_replicas: 1, starting_replicas: 0, in_flight_requests: 0, queued_requests: 0, last_decisions: [] },
+  autoscaling: {
+    target_concurrency: 2, stable_window_ms: 60_000, panic_window_ms: 6000, panic_threshold: 2, scale_down_delay_ms: 0, scale_to_zero_grace_ms: 45_000, max_scale_up_rate: 10,
+    min_replicas: 0, max_replicas: 1, desired_replicas: 1, ready_replicas: 1, starting_replicas: 0, in_flight_requests: 0, queued_requests: 0, last_decisions: [] },
   state: { deployment: 'DEPLOYMENT_READY', deployment_state_message: '', replicas: { ready: 1, total: 1, desired: 1 } },
   ...extra,
 });
@@ -46,12 +48,13 @@ const config: EndpointConfigView = {
   request_timeout_ms: 5000,
 };
 
-test('configWithRoutes keeps every served entity as configured (resolved version, workload, batching) and the rest of the config', () => {
+test('configWithRoutes keeps every served entity as configured (resolved version, workload, autoscaling tunables, batching) and the rest of the config', () => {
   const c = configWithRoutes(config, [{ served_entity_name: 'iris-1', traffic_percentage: 100 }]);
   assert.deepEqual(c, {
     served_entities: [{
       name: 'iris-1', entity_name: 'iris', entity_version: '1', workload_size: 'Small', workload_type: 'CPU', scale_to_zero_enabled: true,
-      autoscaling: { target_concurrency: 2 }, batching: { enabled: true, max_batch_size: 32, max_queue_delay_us: 0, preferred_batch_sizes: [] },
+      autoscaling: { target_concurrency: 2, stable_window_ms: 60_000, panic_window_ms: 6000, panic_threshold: 2, scale_down_delay_ms: 0, scale_to_zero_grace_ms: 45_000, max_scale_up_rate: 10 },
+      batching: { enabled: true, max_batch_size: 32, max_queue_delay_us: 0, preferred_batch_sizes: [] },
     }],
     traffic_config: { routes: [{ served_entity_name: 'iris-1', traffic_percentage: 100 }], shadow_routes: [{ served_entity_name: 'iris-1', mirror_percentage: 5 }] },
     request_timeout_ms: 5000,

@@ -769,6 +769,13 @@ export class EndpointController {
         ...(e.validationRequest === undefined ? {} : { validation_request: e.validationRequest }),
         autoscaling: d === undefined ? undefined : {
           target_concurrency: e.scaling.targetConcurrency,
+          // The tunables in effect (set or default), so a client can send the config back unchanged.
+          stable_window_ms: e.scaling.stableWindowMs,
+          panic_window_ms: e.scaling.panicWindowMs,
+          panic_threshold: e.scaling.panicThreshold,
+          scale_down_delay_ms: e.scaling.scaleDownDelayMs,
+          scale_to_zero_grace_ms: e.scaling.scaleToZeroGraceMs,
+          max_scale_up_rate: e.scaling.maxScaleUpRate,
           min_replicas: e.scaling.minReplicas,
           max_replicas: e.scaling.maxReplicas,
           desired_replicas: d.desiredReplicas,

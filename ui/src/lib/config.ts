@@ -3,7 +3,7 @@
  * added to an endpoint. Checked here as the API checks them (src/control/config.ts), so a form
  * shows the problem before it is sent; the API's answer still has the last word.
  */
-import type { EndpointConfigInput, EndpointConfigView, Route, ServedEntityInput, ServedEntityView } from './types.js';
+import type { AutoscalingTunables, EndpointConfigInput, EndpointConfigView, Route, ServedEntityInput, ServedEntityView } from './types.js';
 
 /** Endpoint and served entity names: 1-63 letters, digits, "-" or "_", starting with a letter or digit. */
 export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
@@ -39,9 +39,17 @@ export function entityInput(e: ServedEntityView): ServedEntityInput {
     scale_to_zero_enabled: e.scale_to_zero_enabled,
     ...(e.min_provisioned_concurrency === undefined ? {} : { min_provisioned_concurrency: e.min_provisioned_concurrency }),
     ...(e.max_provisioned_concurrency === undefined ? {} : { max_provisioned_concurrency: e.max_provisioned_concurrency }),
-    ...(e.autoscaling === undefined ? {} : { autoscaling: { target_concurrency: e.autoscaling.target_concurrency } }),
+    ...(e.autoscaling === undefined ? {} : { autoscaling: tunablesOf(e.autoscaling) }),
     ...(e.batching === undefined ? {} : { batching: e.batching }),
     ...(e.validation_request === undefined ? {} : { validation_request: e.validation_request }),
+  };
+}
+
+function tunablesOf(a: AutoscalingTunables): AutoscalingTunables {
+  return {
+    target_concurrency: a.target_concurrency, stable_window_ms: a.stable_window_ms, panic_window_ms: a.panic_window_ms,
+    panic_threshold: a.panic_threshold, scale_down_delay_ms: a.scale_down_delay_ms, scale_to_zero_grace_ms: a.scale_to_zero_grace_ms,
+    max_scale_up_rate: a.max_scale_up_rate,
   };
 }
 

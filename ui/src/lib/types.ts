@@ -59,8 +59,7 @@ export interface ServedEntityView {
   max_provisioned_concurrency?: number;
   batching?: { enabled: boolean; max_batch_size: number; max_queue_delay_us: number; preferred_batch_sizes: number[] };
   validation_request?: Record<string, unknown>;
-  autoscaling?: {
-    target_concurrency: number;
+  autoscaling?: AutoscalingTunables & {
     min_replicas: number;
     max_replicas: number;
     desired_replicas: number;
@@ -139,7 +138,7 @@ export interface ServedEntityInput {
   scale_to_zero_enabled?: boolean;
   min_provisioned_concurrency?: number;
   max_provisioned_concurrency?: number;
-  autoscaling?: { target_concurrency: number };
+  autoscaling?: AutoscalingTunables;
   batching?: ServedEntityView['batching'];
   validation_request?: Record<string, unknown>;
 }
@@ -149,4 +148,15 @@ export interface EndpointConfigInput {
   traffic_config?: { routes: Route[]; shadow_routes?: Array<{ served_entity_name: string; mirror_percentage: number }> };
   request_timeout_ms?: number;
   rollout?: Record<string, unknown>;
+}
+
+/** A served entity's autoscaling settings (docs/api.md), as the endpoint view reports them in effect. */
+export interface AutoscalingTunables {
+  target_concurrency: number;
+  stable_window_ms: number;
+  panic_window_ms: number;
+  panic_threshold: number;
+  scale_down_delay_ms: number;
+  scale_to_zero_grace_ms: number;
+  max_scale_up_rate: number;
 }
