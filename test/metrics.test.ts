@@ -11,8 +11,10 @@ import { after, before, describe, test } from 'node:test';
 import { generateToken, hashToken } from '../src/auth/index.js';
 import { writeFixtures, writeMlp } from '../src/fixtures/index.js';
 import type { FerryServer } from '../src/server/index.js';
+import diagnosticsChannel from 'node:diagnostics_channel';
+import { INFERENCE_TABLE_DROP_CHANNEL, type InferenceTableDropEvent } from '../src/inference-tables/index.js';
 import {
-  Histogram, latencyBucket, rejectReason, SeriesRing, writeExposition, type MetricFamily,
+  Histogram, latencyBucket, rejectReason, SeriesRing, Telemetry, writeExposition, type MetricFamily,
 } from '../src/telemetry/index.js';
 import {
   registerVersion, replicaPids, request, startTestServer, tempDir, waitFor, waitSettled, writeEvenRowsModel, type HttpResult,
@@ -259,6 +261,22 @@ describe('series ring (virtual clock)', () => {
     assert.equal(all[719]?.error_rate, 1);
     assert.equal(ring.points(T0 + 1000, 5000)[0]?.qps, 0, 'reading the old time finds the slot holds a newer one');
   });
+});
+
+test('inference table drops published by the writer are counted per endpoint and reason', async () => {
+  const telemetry = new Telemetry({ now: () => 0, entities: () => [], replicas: () => [], routed: () => true });
+  try {
+    const publish = (e: InferenceTableDropEvent): void => diagnosticsChannel.channel(INFERENCE_TABLE_DROP_CHANNEL).publish(e);
+    publish({ endpoint: 'ep', reason: 'queue_full', rows: 3 });
+    publish({ endpoint: 'ep', reason: 'queue_full', rows: 2 });
+    publish({ endpoint: 'ep', reason: 'write_failed', rows: 7 });
+    const text = await telemetry.exposition(() => true, false);
+    assert.match(text, /^ferry_inference_table_dropped_total\{endpoint="ep",reason="queue_full"\} 5$/m);
+    assert.match(text, /^ferry_inference_table_dropped_total\{endpoint="ep",reason="write_failed"\} 7$/m);
+    parseExposition(text);
+  } finally {
+    telemetry.close();
+  }
 });
 
 test('rejection reasons from error codes', () => {

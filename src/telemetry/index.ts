@@ -16,6 +16,7 @@ import { REPLICA_EXIT_CHANNEL, REPLICA_READY_CHANNEL, type EntityGauges, type Re
 import { invalidParameter, notFound } from '../errors.js';
 import { GATEWAY_REQUEST_CHANNEL, type GatewayRequestEvent } from '../gateway/index.js';
 import type { Context } from '../http/index.js';
+import { INFERENCE_TABLE_DROP_CHANNEL, type InferenceTableDropEvent } from '../inference-tables/index.js';
 import type { ReplicaHandle } from '../runtime/index.js';
 import { EXPOSITION_CONTENT_TYPE, writeExposition } from './exposition.js';
 import { ServingMetrics } from './metrics.js';
@@ -79,6 +80,7 @@ export class Telemetry {
       [GATEWAY_REQUEST_CHANNEL, (m) => this.onRequest(m as GatewayRequestEvent)],
       [REPLICA_READY_CHANNEL, (m) => this.metrics.onReplicaReady(m as ReplicaReadyEvent)],
       [REPLICA_EXIT_CHANNEL, (m) => this.metrics.onReplicaExit(m as ReplicaExitEvent)],
+      [INFERENCE_TABLE_DROP_CHANNEL, (m) => this.metrics.onInferenceTableDrop(m as InferenceTableDropEvent)],
     ];
     for (const [name, fn] of this.subscriptions) diagnosticsChannel.subscribe(name, fn);
     this.timer = setInterval(() => this.sample(), SAMPLE_INTERVAL_MS);

@@ -5,6 +5,7 @@
  */
 import type { EntityGauges, ReplicaExitEvent, ReplicaReadyEvent } from '../control/index.js';
 import type { GatewayRequestEvent } from '../gateway/index.js';
+import type { InferenceTableDropEvent } from '../inference-tables/index.js';
 import type { MetricFamily } from './exposition.js';
 import {
   BATCH_ROWS_BUCKETS, COLD_START_SECONDS_BUCKETS, Histogram, MODEL_SECONDS_BUCKETS, QUEUE_SECONDS_BUCKETS, REQUEST_SECONDS_BUCKETS,
@@ -45,6 +46,8 @@ class EntityCounters {
 class EndpointCounters {
   readonly entities = new Map<string, EntityCounters>();
   readonly rejected = new Map<string, number>();
+  /** Inference table rows dropped, by reason (`queue_full`, `write_failed`). */
+  readonly tableDrops = new Map<string, number>();
 
   entity(name: string): EntityCounters {
     let e = this.entities.get(name);
@@ -81,6 +84,11 @@ export class ServingMetrics {
     if (ev.servedEntity !== '') c.queue.observe(ev.queueMs / 1000);
     const reason = rejectReason(ev.errorCode, ev.servedEntity);
     if (reason !== undefined) ep.rejected.set(reason, (ep.rejected.get(reason) ?? 0) + 1);
+  }
+
+  onInferenceTableDrop(ev: InferenceTableDropEvent): void {
+    const ep = this.endpoint(ev.endpoint);
+    ep.tableDrops.set(ev.reason, (ep.tableDrops.get(ev.reason) ?? 0) + ev.rows);
   }
 
   onReplicaReady(ev: ReplicaReadyEvent): void {
@@ -124,6 +132,10 @@ export class ServingMetrics {
       {
         name: 'ferry_requests_rejected_total', type: 'counter', help: 'Inference requests refused by a limit, by reason.',
         samples: eps.flatMap(([endpoint, ep]) => [...ep.rejected].sort(([a], [b]) => a.localeCompare(b)).map(([reason, value]) => ({ labels: { endpoint, reason }, value }))),
+      },
+      {
+        name: 'ferry_inference_table_dropped_total', type: 'counter', help: 'Inference table rows dropped instead of written, by reason (queue_full, write_failed).',
+        samples: eps.flatMap(([endpoint, ep]) => [...ep.tableDrops].sort(([a], [b]) => a.localeCompare(b)).map(([reason, value]) => ({ labels: { endpoint, reason }, value }))),
       },
       {
         name: 'ferry_requests_in_flight', type: 'gauge', help: 'Requests the gateway holds for a served entity now (waiting, on a replica, answering).',
