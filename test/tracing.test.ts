@@ -322,6 +322,11 @@ describe('a server at debug level exporting to a live collector', () => {
       assert.ok(BigInt(replica.endTimeUnixNano) > BigInt(replica.startTimeUnixNano));
     }
     assert.equal(collector.spans.filter((s) => s.traceId === unsampled).length, 0, 'the caller did not sample it');
+    // The export counts are in the server's metrics (admins' process section).
+    const metrics = await request({ url: server.url, path: '/metrics' });
+    const exported = Number(/^ferry_otlp_spans_exported_total (\d+)$/m.exec(metrics.text)?.[1]);
+    assert.ok(exported >= 4, metrics.text.slice(0, 200));
+    assert.match(metrics.text, /^ferry_otlp_spans_dropped_total 0$/m);
   });
 });
 

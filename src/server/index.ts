@@ -87,10 +87,15 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       traffic: { maxConcurrencyPerReplica: config.replicaMaxConcurrency, maxQueued: config.bufferDepth, queueTimeoutMs: config.bufferTimeoutMs },
     });
     // Subscribed before the controller starts, so the replicas it brings back are counted.
-    const telemetry = new Telemetry({ now, entities: () => controller.entityGauges(), replicas: () => runtime.list(), routed: (name) => table.get(name) !== undefined });
+    const exporter = config.otlpEndpoint === undefined ? undefined : new OtlpExporter({ endpoint: config.otlpEndpoint, log });
+    const telemetry = new Telemetry({
+      now, entities: () => controller.entityGauges(), replicas: () => runtime.list(), routed: (name) => table.get(name) !== undefined,
+      ...(exporter === undefined ? {} : { spanExport: () => exporter.stats }),
+    });
     stopStarted = async () => {
       telemetry.close();
       await controller.close();
+      await exporter?.close();
     };
     endpointRoutes(router, controller, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits });
     const inferenceStore = await openInferenceTableStore({ kind: 'sqlite', path: path.join(dataDir, 'inference.db') });
@@ -99,7 +104,6 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       store: inferenceStore, settingsOf, bufferRows: config.inferenceTableBufferRows, retentionMs: config.inferenceTableRetentionMs, now,
       onError: (err) => log('error', 'inference table write failed', { error: String(err) }),
     });
-    const exporter = config.otlpEndpoint === undefined ? undefined : new OtlpExporter({ endpoint: config.otlpEndpoint, log });
     stopStarted = async () => {
       telemetry.close();
       await inferenceTable.close();

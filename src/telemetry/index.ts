@@ -44,6 +44,8 @@ export interface TelemetryOptions {
   routed: (endpoint: string) => boolean;
   /** How replicas are read; default 8 at a time, 1 s each. */
   scrape?: ScrapeOptions;
+  /** The span exporter's counts, when `otlpEndpoint` is set. */
+  spanExport?: () => { exported: number; dropped: number };
 }
 
 /** How often gauges are sampled into the series. */
@@ -105,7 +107,16 @@ export class Telemetry {
   async exposition(visible: (endpoint: string) => boolean, process: boolean): Promise<string> {
     await this.scraper.scrape(this.o.replicas(), visible);
     const families = this.metrics.families({ visible, gauges: this.o.entities(), model: this.scraper.totals(), scrapeErrors: this.scraper.errors });
-    if (process) families.push(...this.processMetrics.families());
+    if (process) {
+      families.push(...this.processMetrics.families());
+      const spans = this.o.spanExport?.();
+      if (spans !== undefined) {
+        families.push(
+          { name: 'ferry_otlp_spans_exported_total', type: 'counter', help: 'Spans the OpenTelemetry collector accepted.', samples: [{ labels: {}, value: spans.exported }] },
+          { name: 'ferry_otlp_spans_dropped_total', type: 'counter', help: 'Spans lost: the export queue was full, or their POST failed.', samples: [{ labels: {}, value: spans.dropped }] },
+        );
+      }
+    }
     return writeExposition(families);
   }
 
