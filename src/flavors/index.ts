@@ -4,9 +4,10 @@
  * process at registration); `load` runs inside a replica process only.
  */
 import type { OutputValue, Signature, Tensor } from '../tensor/index.js';
+import { llmFlavor } from './llm/index.js';
 import { onnxFlavor } from './onnx/index.js';
 
-export const FLAVOR_NAMES = ['onnx'] as const;
+export const FLAVOR_NAMES = ['onnx', 'llm'] as const;
 export type FlavorName = (typeof FLAVOR_NAMES)[number];
 
 /** Databricks workload types; any GPU_* type asks the flavor for its GPU execution path. */
@@ -38,7 +39,7 @@ export interface Flavor {
   load(dir: string, opts: LoadOptions): Promise<LoadedModel>;
 }
 
-const FLAVORS: Record<FlavorName, Flavor> = { onnx: onnxFlavor };
+const FLAVORS: Record<FlavorName, Flavor> = { onnx: onnxFlavor, llm: llmFlavor };
 
 export function getFlavor(name: FlavorName): Flavor {
   return FLAVORS[name];

@@ -23,10 +23,16 @@ export interface Inspection {
 /** Input examples are small by nature; a bigger file is probably not one. */
 const MAX_INPUT_EXAMPLE_BYTES = 1024 * 1024;
 
-const EXPECTED = 'expected a .onnx file, a directory containing model.onnx, or an MLflow model directory (MLmodel file with an onnx flavor)';
+const EXPECTED = 'expected a .onnx file, a directory containing model.onnx, an MLflow model directory (MLmodel file with an onnx flavor), or a .gguf file';
 
 export async function inspectArtifact(dir: string): Promise<Inspection> {
   const entries = await fsp.readdir(dir).catch(() => [] as string[]);
+  const gguf = entries.filter((e) => e.endsWith('.gguf'));
+  if (gguf.length > 1) throw new FerryError('INVALID_PARAMETER_VALUE', `The artifact has several .gguf files (${gguf.join(', ')}); an llm model is one GGUF file (split GGUF files are not supported).`);
+  if (gguf.length === 1 && !entries.includes('MLmodel')) {
+    const ggufFile = gguf[0] as string;
+    return { flavor: 'llm', modelFile: ggufFile, signature: await getFlavor('llm').inspect(dir, ggufFile), inputExample: undefined };
+  }
   let modelFile: string;
   let exampleFile: string | undefined;
   if (entries.includes('MLmodel')) {
