@@ -5,11 +5,13 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import diagnosticsChannel from 'node:diagnostics_channel';
 import fsp from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { hashToken } from '../src/auth/index.js';
 import { writeTinyGguf } from '../src/fixtures/index.js';
+import { GATEWAY_STREAM_CHANNEL, type GatewayStreamEvent } from '../src/gateway/index.js';
 import type { FerryServer } from '../src/server/index.js';
 import { ADMIN_TOKEN, registerVersion, replicaPids, request, startTestServer, tempDir, waitSettled } from './support/index.js';
 
@@ -126,7 +128,17 @@ test('completions: prompt tokens are BOS + one per byte of the byte-level vocabu
 test('streaming: chat.completion.chunk events in order, finish_reason last, then [DONE]', async () => {
   const body = { model: 'chat', messages: [{ role: 'user', content: 'Stream please' }], max_tokens: 10, temperature: 0 };
   const whole = await post('/v1/chat/completions', body);
+  const events: GatewayStreamEvent[] = [];
+  const listen = (e: unknown): void => void events.push(e as GatewayStreamEvent);
+  diagnosticsChannel.subscribe(GATEWAY_STREAM_CHANNEL, listen);
   const s = await sse('/v1/chat/completions', { ...body, stream: true, stream_options: { include_usage: true } });
+  diagnosticsChannel.unsubscribe(GATEWAY_STREAM_CHANNEL, listen);
+  // The gateway's stream event: time to first token and one chunk per SSE event.
+  assert.equal(events.length, 1);
+  assert.equal(events[0]?.endpoint, 'chat');
+  assert.equal(events[0]?.outcome, 'complete');
+  assert.equal(events[0]?.chunks, s.events.length);
+  assert.ok((events[0]?.firstChunkMs ?? -1) >= 0);
   assert.equal(s.status, 200);
   assert.equal(s.contentType, 'text/event-stream');
   assert.equal(s.events.at(-1), '[DONE]');

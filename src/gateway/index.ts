@@ -14,7 +14,7 @@ import { openAiError, sseData } from '../protocols/openai.js';
 import { ChannelError, type ChannelRequest, type ChannelResponse, type RequestMeta, type ResponseStream } from '../channel/index.js';
 import type { LogFn, LogLevel } from '../logs/index.js';
 import { traceOf, unixMicros, type OtlpExporter, type RequestTrace, type Span } from '../tracing/index.js';
-import { gatewayRequests, newObservation, type GatewayRequestEvent, type Observation } from './events.js';
+import { gatewayRequests, gatewayStreams, newObservation, type GatewayRequestEvent, type GatewayStreamEvent, type Observation } from './events.js';
 import { rateLimited, type RouteHandler } from './rate-limit.js';
 import { pickEntity, type Backend, type EndpointRoute, type EntityRoute, type RoutingTable } from './routing.js';
 import type { GatewayStats } from './stats.js';
@@ -23,7 +23,7 @@ export { RoutingTable, pickBackend, pickEntity, type Backend, type EndpointRoute
 export { EntityTraffic, type TrafficOptions } from './traffic.js';
 export { RATE_LIMIT_KEYS, RENEWAL_PERIOD_MS, RateLimiter, type RateLimit, type RateLimitKey, type RenewalPeriod } from './rate-limit.js';
 export { GatewayStats, statsKey, type StatsSummary } from './stats.js';
-export { GATEWAY_REQUEST_CHANNEL, gatewayRequests, type GatewayRequestEvent } from './events.js';
+export { GATEWAY_REQUEST_CHANNEL, GATEWAY_STREAM_CHANNEL, gatewayRequests, gatewayStreams, type GatewayRequestEvent, type GatewayStreamEvent } from './events.js';
 
 export interface GatewayOptions {
   maxBodyBytes: number;
@@ -84,6 +84,7 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
    * when the client goes away.
    */
   const forward = (replicaPath: (ctx: Context, r: EndpointRoute) => string, openAi = false): RouteHandler<EndpointRoute> => async (ctx, r) => {
+    const startMs = performance.now();
     const obs = observations.get(ctx);
     const trace = traceOf(ctx);
     const entities = entitiesFor(ctx, r);
@@ -127,7 +128,7 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
         }
         ctx.res.writeHead(res.status, head);
         if (res.stream === undefined) ctx.res.end(answer);
-        else await relay(ctx, res.stream, res.contentType);
+        else await relay(ctx, res.stream, res.contentType, { endpoint: r.name, servedEntity: entity.name, startMs });
         return undefined;
       } catch (err) {
         if (last || !(err instanceof FerryError) || err.status < 500) throw err;
@@ -287,17 +288,35 @@ function clientGone(ctx: Context): AbortSignal {
  * longer change the status: an event stream gets an OpenAI error event, then ends. When the client
  * goes away the stream is cancelled, which tells the replica to stop.
  */
-async function relay(ctx: Context, stream: ResponseStream, contentType: string | undefined): Promise<void> {
+async function relay(ctx: Context, stream: ResponseStream, contentType: string | undefined, about: { endpoint: string; servedEntity: string; startMs: number }): Promise<void> {
+  let cancelled = false;
   ctx.res.once('close', () => {
-    if (!ctx.res.writableFinished) stream.cancel();
+    if (ctx.res.writableFinished) return;
+    cancelled = true;
+    stream.cancel();
   });
+  let firstMs: number | undefined;
+  let chunks = 0;
+  let outcome: GatewayStreamEvent['outcome'] = 'complete';
   try {
-    for await (const chunk of stream) ctx.res.write(chunk);
+    for await (const chunk of stream) {
+      firstMs ??= performance.now();
+      chunks++;
+      ctx.res.write(chunk);
+    }
   } catch (err) {
+    outcome = cancelled ? 'cancelled' : 'failed';
     const e = toFerryError(err);
     if (!ctx.res.destroyed && contentType === 'text/event-stream') ctx.res.write(sseData(openAiError(e.status, e.toBody())));
   }
   ctx.res.end();
+  if (gatewayStreams.hasSubscribers) {
+    const event: GatewayStreamEvent = {
+      endpoint: about.endpoint, servedEntity: about.servedEntity, firstChunkMs: firstMs === undefined ? undefined : firstMs - about.startMs, chunks,
+      streamMs: firstMs === undefined ? 0 : performance.now() - firstMs, outcome,
+    };
+    gatewayStreams.publish(event);
+  }
 }
 
 /** A replica's error answer as Ferry's error body (what an unexpected body says is kept as its message). */
