@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- --quick] [-- --models linear,mlp,heavy --connections 1,8,64 --duration-s 5 --warmup-s 1
- *                    --only single,cluster2,baseline,ferry,ferry-on,...,compute,scaling --cpu-prof-dir DIR]`
+ *                    --only single,cluster2,baseline,ferry,ferry-on,...,compute,scaling,llm --cpu-prof-dir DIR]`
  *
  * The benchmark suite: per model (bench/models.ts), in one run on one machine,
  *   compute: onnxruntime in process, no HTTP, at batch sizes 1–128: the ceiling (bench/compute-limit.ts);
@@ -8,7 +8,8 @@
  *   ferry-off, ferry-on (, ferry-on-500us for heavy): Ferry end to end, auth on, batching off / on;
  * each HTTP target loaded by the same `wrk -t1` at each connection count; then, on servers of its
  * own, autoscaling (bench/scaling.ts): cold starts from zero with and without the warm pool, and
- * a load step from 1 replica to 4 and back. Writes
+ * a load step from 1 replica to 4 and back; then the LLM section (bench/llm.ts): tokens/s and time
+ * to first token of the tiny GGUF model at 1 and 4 streams, node-llama-cpp direct vs Ferry. Writes
  * bench/results/latest.{md,json}: rows with req/s, latency, errors, CPU µs/request and RSS per
  * process; ratios; the goals table. Every child process and temp dir is removed on the way out,
  * including on error and Ctrl+C.
@@ -23,6 +24,7 @@ import { MODEL_KEYS, prepareModels, type BenchModel, type ModelKey } from './mod
 import {
   cleanup, cpuSnapshot, installCleanupHandlers, interrupted, machineCpu, makeTempDir, processTree, rssMiB, runNodeScript, stopServer,
 } from './procs.js';
+import { llmMarkdown, runLlm } from './llm.js';
 import { goals, machineInfo, markdown, ratios, scalingGoals, type ComputeLimit, type Report, type Row } from './report.js';
 import { runScaling, type ScalingReport } from './scaling.js';
 import { checkAnswers, startFerry, startHandWritten, TARGET_NAMES, type FerryVariant, type Target, type TargetName } from './targets.js';
@@ -37,6 +39,8 @@ const DELAY_VARIANT_MODELS: readonly ModelKey[] = ['heavy'];
 const START_S_PER_MODEL = 6;
 /** Seconds the autoscaling section adds besides its turns (~4 s each: one cold start per case, then the wait for zero) and its load: servers, setup, scale-down. */
 const SCALING_OVERHEAD_S = 6;
+/** Seconds the LLM section adds besides generating: a Ferry server, one llm replica, llama.cpp loads. */
+const LLM_START_S = 5;
 
 interface Settings {
   quick: boolean;
@@ -55,6 +59,9 @@ interface Settings {
   scalingColdRuns: number;
   /** Seconds of load in the load step. */
   scalingLoadS: number;
+  /** The LLM section (bench/llm.ts), and the tokens each of its streams generates. */
+  llm: boolean;
+  llmTokens: number;
   /** Extra node flags for every server (`--cpu-prof-dir D` → `--cpu-prof --cpu-prof-dir=D`). */
   serverNodeArgs: string[];
 }
@@ -90,7 +97,7 @@ function parseSettings(argv: string[]): Settings {
     return x as T;
   });
   const only = values.only === undefined ? undefined
-    : list(values.only, [...TARGET_NAMES, ...Object.keys(GROUPS), 'compute', 'scaling'], 'only').flatMap((x): string[] => [...(GROUPS[x] ?? [x])]);
+    : list(values.only, [...TARGET_NAMES, ...Object.keys(GROUPS), 'compute', 'scaling', 'llm'], 'only').flatMap((x): string[] => [...(GROUPS[x] ?? [x])]);
   const defaultTargets: TargetName[] = quick ? ['single', 'cluster2', 'ferry-off', 'ferry-on'] : [...TARGET_NAMES];
   return {
     quick,
@@ -106,6 +113,9 @@ function parseSettings(argv: string[]): Settings {
     scaling: only === undefined || only.includes('scaling'),
     scalingColdRuns: quick ? 3 : 7,
     scalingLoadS: quick ? 8 : 15,
+    llm: only === undefined || only.includes('llm'),
+    // Quick: a few seconds in all (mostly the server start).
+    llmTokens: quick ? 64 : 512,
     serverNodeArgs: values['cpu-prof-dir'] === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof-dir']}`],
   };
 }
@@ -119,8 +129,9 @@ function estimateS(s: Settings): number {
   const cells = s.models.reduce((n, m) => n + targetsFor(s, m).length * s.connections.length, 0);
   const compute = s.compute ? s.models.length * s.computeBatchSizes.length * (s.computeSecondsPerBatch + 0.2) : 0;
   const scaling = s.scaling ? s.scalingColdRuns * 4 + s.scalingLoadS + SCALING_OVERHEAD_S : 0;
+  const llm = s.llm ? LLM_START_S + s.llmTokens / 200 : 0;
   const starts = s.models.filter((m) => targetsFor(s, m).length > 0).length * START_S_PER_MODEL;
-  return Math.round(cells * (s.warmupS + s.durationS) + compute + starts + scaling);
+  return Math.round(cells * (s.warmupS + s.durationS) + compute + starts + scaling + llm);
 }
 
 async function computeLimit(model: BenchModel, s: Settings): Promise<ComputeLimit> {
@@ -219,6 +230,7 @@ async function main(): Promise<void> {
     scaling = await runScaling({ coldRuns: s.scalingColdRuns, loadS: s.scalingLoadS, serverNodeArgs: s.serverNodeArgs }, token, tmp, (line) => process.stderr.write(`${line}\n`));
     Object.assign(ferryStderr, scaling.stderr);
   }
+  const llmRows = s.llm ? await runLlm(tmp, s.llmTokens, token, (line) => process.stderr.write(`${line}\n`)) : [];
 
   const rs = ratios(rows, computeLimits);
   const report: Report = {
@@ -235,9 +247,9 @@ async function main(): Promise<void> {
     goals: [...goals(rows, rs), ...scalingGoals(scaling)],
     ferryStderr,
   };
-  const md = markdown(report);
+  const md = [markdown(report), ...llmMarkdown(llmRows)].join('\n');
   mkdirSync(RESULTS_DIR, { recursive: true });
-  const json = { settings: s, ...report, models: models.map(({ checks: _c, ...m }) => m) };
+  const json = { settings: s, ...report, models: models.map(({ checks: _c, ...m }) => m), llm: llmRows };
   writeFileSync(join(RESULTS_DIR, 'latest.json'), JSON.stringify(json, null, 2) + '\n');
   writeFileSync(join(RESULTS_DIR, 'latest.md'), md);
   process.stdout.write(md);

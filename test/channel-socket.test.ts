@@ -429,6 +429,134 @@ describe('framed channel', () => {
   });
 });
 
+describe('streamed responses', () => {
+  test('head, chunks in order, end: the stream yields each chunk as sent, beside plain answers on the same connection', T, async () => {
+    const s = await serve(async (req) => {
+      if (req.path === '/plain') return { status: 200, body: '{"plain":true}' };
+      return {
+        status: 201, body: '', contentType: 'text/event-stream',
+        stream: (async function* () {
+          for (let i = 0; i < 50; i++) {
+            if (i % 10 === 0) await sleep(1);
+            yield `data: ${i}\n\n`;
+          }
+          yield ''; // empty items are not sent
+        })(),
+      };
+    });
+    const ch = new FramedChannel({ kind: 'unix', socketPath: s.socketPath }, LIMIT);
+    try {
+      const [res, plain] = await Promise.all([ch.request(post('/stream', '{}'), 5000), ch.request(post('/plain', '{}'), 5000)]);
+      assert.equal(plain.stream, undefined);
+      assert.deepEqual(JSON.parse(plain.body.toString()), { plain: true });
+      assert.equal(res.status, 201);
+      assert.equal(res.contentType, 'text/event-stream');
+      assert.ok(res.stream);
+      const chunks: string[] = [];
+      for await (const c of res.stream) chunks.push(c.toString());
+      assert.deepEqual(chunks, Array.from({ length: 50 }, (_, i) => `data: ${i}\n\n`));
+      await res.stream.ended;
+      assert.equal(ch.inFlight, 0);
+      assert.equal(s.connections[0]?.inFlight, 0);
+    } finally {
+      ch.close();
+      await s.close();
+    }
+  });
+
+  test('a stream that throws after its head ends FAILED: iteration throws the error after the chunks before it', T, async () => {
+    const s = await serve(async () => ({
+      status: 200, body: '',
+      stream: (async function* () {
+        yield 'one';
+        throw new FerryError('MODEL_ERROR', 'generation broke');
+      })(),
+    }));
+    const ch = new FramedChannel({ kind: 'unix', socketPath: s.socketPath }, LIMIT);
+    try {
+      const res = await ch.request(post('/', '{}'), 5000);
+      const got: string[] = [];
+      const err = await rejection((async () => {
+        for await (const c of res.stream ?? []) got.push(c.toString());
+      })());
+      assert.deepEqual(got, ['one']);
+      assert.ok(err instanceof FerryError && err.code === 'MODEL_ERROR' && /generation broke/.test(err.message));
+    } finally {
+      ch.close();
+      await s.close();
+    }
+  });
+
+  test('cancel: the replica handler sees its signal aborted and stops; the caller gets REQUEST_TIMEOUT', T, async () => {
+    let aborted!: () => void;
+    const sawAbort = new Promise<void>((resolve) => (aborted = resolve));
+    let produced = 0;
+    const s = await serve(async (req) => {
+      req.signal.addEventListener('abort', () => aborted());
+      return {
+        status: 200, body: '',
+        stream: (async function* () {
+          while (!req.signal.aborted) {
+            produced++;
+            yield 'tick';
+            await sleep(2);
+          }
+        })(),
+      };
+    });
+    const ch = new FramedChannel({ kind: 'unix', socketPath: s.socketPath }, LIMIT);
+    try {
+      const res = await ch.request(post('/', '{}'), 5000);
+      const it = res.stream?.[Symbol.asyncIterator]();
+      assert.equal((await it?.next())?.value?.toString(), 'tick');
+      res.stream?.cancel();
+      await sawAbort;
+      const err = await rejection((async () => {
+        for (;;) if ((await it?.next())?.done !== false) return;
+      })());
+      assert.ok(err instanceof FerryError && err.code === 'REQUEST_TIMEOUT');
+      const at = produced;
+      await sleep(30);
+      assert.ok(produced <= at + 1, 'the handler stopped producing');
+      await waitUntil(() => s.connections[0]?.inFlight === 0);
+    } finally {
+      ch.close();
+      await s.close();
+    }
+  });
+
+  test('an aborted signal before the answer cancels the request on the replica too', T, async () => {
+    let sawAbort!: () => void;
+    const aborted = new Promise<void>((resolve) => (sawAbort = resolve));
+    const s = await serve((req) => new Promise((resolve) => {
+      req.signal.addEventListener('abort', () => {
+        sawAbort();
+        resolve({ status: 200, body: '{}' });
+      });
+    }));
+    const ch = new FramedChannel({ kind: 'unix', socketPath: s.socketPath }, LIMIT);
+    try {
+      const c = new AbortController();
+      const pending = ch.request({ ...post('/', '{}'), signal: c.signal }, 5000);
+      await waitUntil(() => s.connections[0]?.inFlight === 1);
+      c.abort();
+      const err = await rejection(pending);
+      assert.ok(err instanceof FerryError && err.code === 'REQUEST_TIMEOUT');
+      await aborted;
+    } finally {
+      ch.close();
+      await s.close();
+    }
+  });
+});
+
+/** Polls `cond` every 5 ms (at most 5 s). */
+async function waitUntil(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000 && !cond(); i++) await sleep(5);
+  assert.ok(cond());
+}
+
+
 describe('listenShared: HTTP and framed on one socket', () => {
   test('both protocols work, including first packets shorter than the magic, and HTTP connection tracking still works', T, async () => {
     const socketPath = sockPath();

@@ -91,6 +91,10 @@ const EXPECTED: Record<string, Min> = {
   'GET /v2/models/:name/versions/:version': 'viewer',
   'GET /v2/models/:name/ready': 'viewer',
   'GET /v2/models/:name/versions/:version/ready': 'viewer',
+  'POST /v1/chat/completions': 'querier',
+  'POST /v1/completions': 'querier',
+  'POST /v1/embeddings': 'querier',
+  'GET /v1/models': 'outsider',
   'GET /metrics': 'outsider',
   'GET /api/2.0/serving-endpoints/:name/metrics': 'viewer',
   'GET /api/2.0/serving-endpoints/:name/metrics/series': 'viewer',
@@ -145,6 +149,8 @@ function concrete(method: string, pattern: string): { path: string; json?: unkno
     .replace(/^\/api\/2\.0\/permissions\/registered-models\/:id/, '/api/2.0/permissions/registered-models/m')
     .replace(':name', pattern.startsWith('/api/2.0/principals') ? 'viewer' : 'ep')
     .replace(':version', '1').replace(':served', 'm-1').replace(':id', 'x').replace('*path', 'dir/file');
+  // OpenAI routes name their endpoint in the body's `model`.
+  if (pattern.startsWith('/v1/') && method === 'POST') return { path, json: { model: 'ep' } };
   if (!pattern.startsWith('/api/2.0/mlflow/')) return { path };
   // Registry calls name their model in the query (GET, DELETE) or the body (POST, PATCH).
   return method === 'GET' || method === 'DELETE' ? { path: `${path}?name=m` } : { path, json: { name: 'm' } };

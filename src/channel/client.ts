@@ -8,9 +8,9 @@ import { FerryError } from '../errors.js';
 import type { ReplicaAddress } from '../runtime/index.js';
 import {
   COPY_LIMIT_BYTES, FrameDecoder, FrameFlag, FrameType, HEADER_BYTES, MAX_META_BYTES, MAX_PATH_BYTES, META_LENGTH_BYTES, MethodCode, PATH_LENGTH_BYTES,
-  PREFACE, ProtocolError, readResponseMeta, requestMetaBytes, writeChunks, writeHeader, writeRequestMeta,
+  PREFACE, ProtocolError, readResponseMeta, requestMetaBytes, StreamEnd, writeChunks, writeHeader, writeRequestMeta,
 } from './codec.js';
-import { ChannelError, type ChannelRequest, type ChannelResponse, type ReplicaChannel, type RequestMeta } from './types.js';
+import { ChannelError, type ChannelRequest, type ChannelResponse, type ReplicaChannel, type RequestMeta, type ResponseStream } from './types.js';
 
 export interface FramedChannelOptions {
   /**
@@ -22,7 +22,9 @@ export interface FramedChannelOptions {
   maxPayloadBytes: number;
 }
 
-/** The responses of the framed protocol are JSON by definition. */
+const cancelled = (): FerryError => new FerryError('REQUEST_TIMEOUT', 'The request was cancelled by its caller.');
+
+/** The responses of the framed protocol are JSON by definition (a streamed one names its own). */
 const CONTENT_TYPE = 'application/json';
 
 const QUEUED = 0;
@@ -47,6 +49,53 @@ interface Pending {
   timeoutMs: number;
   resolve: (res: ChannelResponse) => void;
   reject: (err: Error) => void;
+  /** The chunks of a streamed answer, once its head arrived. */
+  stream: ChunkQueue | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+/**
+ * The chunks of one streamed answer, pushed by the connection and pulled by one consumer. Unbounded
+ * on purpose: a replica's chunks are tokens, produced far slower than a socket drains them, and the
+ * per-request idle deadline ends a stream nobody reads.
+ */
+class ChunkQueue implements ResponseStream {
+  private readonly chunks: Buffer[] = [];
+  private done = false;
+  private error: Error | undefined;
+  private wake: (() => void) | undefined;
+  private onEnded: (() => void) | undefined;
+  readonly ended = new Promise<void>((resolve) => (this.onEnded = resolve));
+
+  constructor(readonly cancel: () => void) {}
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.wake?.();
+  }
+
+  end(error?: Error): void {
+    if (this.done) return;
+    this.done = true;
+    this.error = error;
+    this.wake?.();
+    this.onEnded?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Buffer> {
+    for (;;) {
+      const chunk = this.chunks.shift();
+      if (chunk !== undefined) {
+        yield chunk;
+        continue;
+      }
+      if (this.error !== undefined) throw this.error;
+      if (this.done) return;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+      this.wake = undefined;
+    }
+  }
 }
 
 /** One connection attempt and what happened to it. */
@@ -71,6 +120,8 @@ export class FramedChannel implements ReplicaChannel {
   private flushScheduled = false;
   /** A new connection's first flush starts with the preface. */
   private queuePreface = false;
+  /** Ids of sent requests to cancel in the next flush. */
+  private cancels: number[] = [];
   private nextId = 0;
   private closed = false;
 
@@ -98,6 +149,7 @@ export class FramedChannel implements ReplicaChannel {
     }
     // A socket destroyed this turn (protocol error, reset) emits 'close' only on the next tick.
     if (this.conn?.socket.destroyed === true) this.lose(this.conn);
+    if (req.signal?.aborted === true) return Promise.reject(cancelled());
     if (this.conn === undefined) this.connect();
     let id = this.nextId;
     while (this.pending.has(id)) id = (id + 1) >>> 0; // only after 2^32 ids, with one still pending
@@ -105,8 +157,13 @@ export class FramedChannel implements ReplicaChannel {
     return new Promise<ChannelResponse>((resolve, reject) => {
       const p: Pending = {
         id, state: QUEUED, write: 0, method, path: req.path, pathBytes, flags, meta, metaBytes, body: req.body, timer: undefined, timeoutMs, resolve, reject,
+        stream: undefined, signal: req.signal, onAbort: undefined,
       };
       p.timer = setTimeout(this.onTimeout, timeoutMs, p);
+      if (req.signal !== undefined) {
+        p.onAbort = () => this.cancel(p, cancelled());
+        req.signal.addEventListener('abort', p.onAbort, { once: true });
+      }
       this.pending.set(id, p);
       this.queue.push(p);
       if (!this.flushScheduled) {
@@ -173,8 +230,10 @@ export class FramedChannel implements ReplicaChannel {
   private readonly flush = (): void => {
     this.flushScheduled = false;
     const queue = this.queue;
-    if (queue.length === 0) return;
+    const cancels = this.cancels;
+    if (queue.length === 0 && cancels.length === 0) return;
     this.queue = [];
+    this.cancels = [];
     const conn = this.conn;
     if (conn === undefined) return; // lost meanwhile: failAll already rejected them
     if (conn.socket.destroyed) {
@@ -182,8 +241,8 @@ export class FramedChannel implements ReplicaChannel {
       return;
     }
     // Headers, paths and small bodies are copied into one buffer; big bodies go as their own chunks.
-    let copied = this.queuePreface ? PREFACE.length : 0;
-    let any = false;
+    let copied = (this.queuePreface ? PREFACE.length : 0) + cancels.length * HEADER_BYTES;
+    let any = cancels.length > 0;
     for (const p of queue) {
       if (p.state !== QUEUED) continue;
       any = true;
@@ -200,6 +259,7 @@ export class FramedChannel implements ReplicaChannel {
       this.queuePreface = false;
     }
     const write = ++conn.writes;
+    for (const id of cancels) off = writeHeader(buf, off, 0, id, FrameType.CANCEL, 0);
     for (const p of queue) {
       if (p.state !== QUEUED) continue;
       const body = p.body;
@@ -226,28 +286,82 @@ export class FramedChannel implements ReplicaChannel {
   };
 
   private readonly onFrame = (type: number, id: number, flags: number, code: number, payload: Buffer): void => {
-    if (type !== FrameType.RESPONSE) throw new ProtocolError(`Unexpected frame type ${type} from the replica.`);
-    let res: ChannelResponse;
-    if ((flags & FrameFlag.META) === 0) {
-      res = { status: code, contentType: CONTENT_TYPE, body: payload, span: undefined };
-    } else {
-      const { span, bodyStart } = readResponseMeta(payload);
-      res = { status: code, contentType: CONTENT_TYPE, body: payload.subarray(bodyStart), span };
+    if (type === FrameType.RESPONSE) {
+      let res: ChannelResponse;
+      if ((flags & FrameFlag.META) === 0) {
+        res = { status: code, contentType: CONTENT_TYPE, body: payload, span: undefined };
+      } else {
+        const { span, bodyStart } = readResponseMeta(payload);
+        res = { status: code, contentType: CONTENT_TYPE, body: payload.subarray(bodyStart), span };
+      }
+      const p = this.pending.get(id);
+      if (p === undefined || p.stream !== undefined) return; // answered after its deadline (or cancelled): dropped
+      this.settle(p);
+      p.resolve(res);
+      return;
+    }
+    if (type !== FrameType.STREAM_HEAD && type !== FrameType.STREAM_CHUNK && type !== FrameType.STREAM_END) {
+      throw new ProtocolError(`Unexpected frame type ${type} from the replica.`);
     }
     const p = this.pending.get(id);
-    if (p === undefined) return; // answered after its deadline: dropped
-    this.pending.delete(id);
-    p.state = SETTLED;
-    clearTimeout(p.timer);
-    p.resolve(res);
+    if (p === undefined) return; // a stream past its deadline, or cancelled: the rest is dropped
+    if (type === FrameType.STREAM_HEAD) {
+      if (p.stream !== undefined) throw new ProtocolError(`Second stream head for request ${id}.`);
+      p.stream = new ChunkQueue(() => this.cancel(p, cancelled()));
+      // From here the deadline is an idle one: renewed by every chunk.
+      p.timer?.refresh();
+      p.resolve({ status: code, contentType: payload.toString('utf8'), body: Buffer.alloc(0), span: undefined, stream: p.stream });
+      return;
+    }
+    const stream = p.stream;
+    if (stream === undefined) throw new ProtocolError(`Stream frame before the stream head of request ${id}.`);
+    if (type === FrameType.STREAM_CHUNK) {
+      p.timer?.refresh();
+      // The payload may be a view of the read buffer, which is reused.
+      stream.push(Buffer.from(payload));
+      return;
+    }
+    this.settle(p);
+    if (code === StreamEnd.COMPLETE) {
+      stream.end();
+    } else {
+      let message = 'The replica failed the stream.';
+      try {
+        message = (JSON.parse(payload.toString('utf8')) as { message?: string }).message ?? message;
+      } catch {
+        // The default message says enough.
+      }
+      stream.end(new FerryError('MODEL_ERROR', message));
+    }
   };
 
-  private readonly onTimeout = (p: Pending): void => {
-    if (p.state === SETTLED) return;
+  /** Forgets a request that got its last frame (or gave up). */
+  private settle(p: Pending): void {
     this.pending.delete(p.id);
     p.state = SETTLED;
     p.body = undefined;
-    p.reject(new FerryError('DEADLINE_EXCEEDED', `The model did not answer within ${p.timeoutMs} ms.`));
+    clearTimeout(p.timer);
+    if (p.onAbort !== undefined) p.signal?.removeEventListener('abort', p.onAbort);
+  }
+
+  /** Ends a request early: its caller (or stream) fails with `err`; a replica working on it is told to stop. */
+  private cancel(p: Pending, err: FerryError): void {
+    if (p.state === SETTLED) return;
+    const sent = p.state === FLUSHED;
+    this.settle(p);
+    if (sent && this.conn !== undefined) {
+      this.cancels.push(p.id);
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(this.flush);
+      }
+    }
+    if (p.stream !== undefined) p.stream.end(err);
+    else p.reject(err);
+  }
+
+  private readonly onTimeout = (p: Pending): void => {
+    this.cancel(p, new FerryError('DEADLINE_EXCEEDED', p.stream === undefined ? `The model did not answer within ${p.timeoutMs} ms.` : `The model sent nothing for ${p.timeoutMs} ms.`));
   };
 
   /**
@@ -259,12 +373,13 @@ export class FramedChannel implements ReplicaChannel {
     this.pending.clear();
     this.queue = [];
     this.queuePreface = false;
+    this.cancels = [];
     for (const p of all) {
-      clearTimeout(p.timer);
       const sent = conn !== undefined && p.state === FLUSHED && p.write <= conn.written;
-      p.state = SETTLED;
-      p.body = undefined;
-      p.reject(new ChannelError(message, sent));
+      this.settle(p);
+      const err = new ChannelError(message, sent);
+      if (p.stream !== undefined) p.stream.end(err);
+      else p.reject(err);
     }
   }
 }

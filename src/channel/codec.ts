@@ -24,7 +24,15 @@ export const HEADER_BYTES = 12;
 export const PATH_LENGTH_BYTES = 2;
 export const MAX_PATH_BYTES = 0xffff;
 
-export const FrameType = { REQUEST: 1, RESPONSE: 2 } as const;
+/**
+ * Frame types. A request is answered by one RESPONSE, or by a stream: STREAM_HEAD (code = HTTP
+ * status, payload = the content type), STREAM_CHUNK frames (payload = bytes), then STREAM_END
+ * (code 0 = complete, 1 = failed with a `{"error_code","message"}` payload). CANCEL (client →
+ * replica, empty payload) asks the replica to stop working on a request; it answers nothing more.
+ */
+export const FrameType = { REQUEST: 1, RESPONSE: 2, STREAM_HEAD: 3, STREAM_CHUNK: 4, STREAM_END: 5, CANCEL: 6 } as const;
+/** STREAM_END codes. */
+export const StreamEnd = { COMPLETE: 0, FAILED: 1 } as const;
 export const MethodCode = { GET: 0, POST: 1 } as const;
 /**
  * Bits of the header's flags byte. META: a metadata section leads the payload. SPAN_WANTED

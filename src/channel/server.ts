@@ -8,7 +8,7 @@ import type net from 'node:net';
 import { toFerryError } from '../errors.js';
 import {
   COPY_LIMIT_BYTES, FrameDecoder, FrameFlag, FrameType, HEADER_BYTES, MAGIC_BYTES, MethodCode, PATH_LENGTH_BYTES, PREFACE, PROTOCOL_VERSION, ProtocolError,
-  readRequestMeta, SPAN_META_BYTES, writeChunks, writeHeader, writeSpanMeta,
+  readRequestMeta, SPAN_META_BYTES, StreamEnd, writeChunks, writeHeader, writeSpanMeta,
 } from './codec.js';
 import type { ReplicaSpan, RequestMeta } from './types.js';
 
@@ -20,12 +20,26 @@ export interface FramedRequest {
   body: Buffer;
   /** Request id and trace context, when the gateway sent them. */
   meta: RequestMeta | undefined;
+  /**
+   * Aborted when the gateway cancels the request (a CANCEL frame: its client went away) or the
+   * connection closes. Created on first access: a handler that never looks cannot be cancelled,
+   * and costs nothing for it.
+   */
+  readonly signal: AbortSignal;
 }
 
 export interface FramedResponse {
   status: number;
-  /** JSON text or bytes. */
+  /** JSON text or bytes; ignored when `stream` is given. */
   body: Buffer | string;
+  /**
+   * A streamed answer: sent as STREAM_HEAD (`status`, `contentType`), one STREAM_CHUNK per
+   * non-empty item as it comes, then STREAM_END (FAILED with the error's body when the iteration
+   * throws). Each chunk must fit `maxPayloadBytes`.
+   */
+  stream?: AsyncIterable<Buffer | string> | undefined;
+  /** The streamed answer's content type, e.g. "text/event-stream". */
+  contentType?: string | undefined;
   /** The handler's span, sent back when the request asked for it (`meta.wantSpan`); else ignored. */
   span?: ReplicaSpan | undefined;
 }
@@ -70,6 +84,9 @@ const METHODS: Readonly<Record<number, 'GET' | 'POST'>> = { [MethodCode.GET]: 'G
 
 interface Answer {
   id: number;
+  /** FrameType of the frame. */
+  type: number;
+  /** Header code: the HTTP status, or StreamEnd for STREAM_END. */
   status: number;
   body: Buffer | string;
   bodyBytes: number;
@@ -99,11 +116,17 @@ class FrameServer implements FramedConnection {
   private paused = false;
   private draining = false;
   private readonly maxInFlight: number;
+  /** Abort controllers of the requests in flight whose handler looked at `signal`. */
+  private readonly aborts = new Map<number, AbortController>();
 
   constructor(private readonly socket: net.Socket, private readonly handler: FrameHandler, private readonly opts: ServeFramesOptions) {
     this.maxInFlight = opts.maxInFlightRequests ?? DEFAULT_MAX_IN_FLIGHT_REQUESTS;
     this.decoder = new FrameDecoder(opts.maxPayloadBytes, this.onFrame);
-    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+    this.closed = new Promise((resolve) => socket.once('close', () => {
+      for (const c of this.aborts.values()) c.abort();
+      this.aborts.clear();
+      resolve();
+    }));
     socket.setNoDelay(true);
     socket.on('data', this.onData);
     socket.on('end', () => {
@@ -145,6 +168,11 @@ class FrameServer implements FramedConnection {
   };
 
   private readonly onFrame = (type: number, id: number, flags: number, code: number, payload: Buffer): void => {
+    if (type === FrameType.CANCEL) {
+      // A request that finished meanwhile, or never looked at its signal, has nothing to abort.
+      this.aborts.get(id)?.abort();
+      return;
+    }
     if (type !== FrameType.REQUEST) throw new ProtocolError(`Unexpected frame type ${type} from the gateway.`);
     let meta: RequestMeta | undefined;
     let off = 0;
@@ -158,7 +186,7 @@ class FrameServer implements FramedConnection {
     if (payload.length < pathEnd) throw new ProtocolError('Request path runs past the end of its frame.');
     const method = METHODS[code];
     if (method === undefined) throw new ProtocolError(`Unknown method code ${code}.`);
-    const req: FramedRequest = { method, path: payload.toString('utf8', pathStart, pathEnd), body: payload.subarray(pathEnd), meta };
+    const req = new Request(method, payload.toString('utf8', pathStart, pathEnd), payload.subarray(pathEnd), meta, id, this.aborts);
     this.inFlight++;
     if (this.inFlight >= this.maxInFlight && !this.paused) {
       this.paused = true;
@@ -167,34 +195,69 @@ class FrameServer implements FramedConnection {
     void this.dispatch(id, req);
   };
 
-  /** Runs the handler and queues its answer; never rejects. */
+  /** Runs the handler and queues its answer (or streams it); never rejects. */
   private async dispatch(id: number, req: FramedRequest): Promise<void> {
     let status: number;
     let body: Buffer | string;
     let span: ReplicaSpan | undefined;
+    let stream: AsyncIterable<Buffer | string> | undefined;
+    let contentType: string | undefined;
     try {
-      ({ status, body, span } = await this.handler(req));
+      ({ status, body, span, stream, contentType } = await this.handler(req));
       if (!Number.isInteger(status) || status < 100 || status > 599) throw new Error(`Handler answered with invalid status ${status}.`);
+      if (stream !== undefined) {
+        await this.stream(id, status, contentType ?? 'application/octet-stream', stream);
+        return;
+      }
       const bodyBytes = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
       if (req.meta?.wantSpan !== true) span = undefined;
       const payloadBytes = bodyBytes + (span === undefined ? 0 : SPAN_META_BYTES);
       if (payloadBytes > this.opts.maxPayloadBytes) throw new Error(`Response of ${payloadBytes} bytes exceeds the channel limit of ${this.opts.maxPayloadBytes} bytes.`);
-      this.answer(id, status, body, bodyBytes, span);
+      this.answer(id, FrameType.RESPONSE, status, body, bodyBytes, span);
     } catch (err) {
       const e = toFerryError(err);
       body = JSON.stringify(e.toBody());
-      this.answer(id, e.status, body, Buffer.byteLength(body), undefined);
+      this.answer(id, FrameType.RESPONSE, e.status, body, Buffer.byteLength(body), undefined);
+    } finally {
+      this.aborts.delete(id);
     }
   }
 
-  private answer(id: number, status: number, body: Buffer | string, bodyBytes: number, span: ReplicaSpan | undefined): void {
+  /** Sends a streamed answer: head, a chunk per item as it comes, end (FAILED when the iteration throws). */
+  private async stream(id: number, status: number, contentType: string, items: AsyncIterable<Buffer | string>): Promise<void> {
+    this.queue(id, FrameType.STREAM_HEAD, status, contentType, Buffer.byteLength(contentType), undefined);
+    let end: number = StreamEnd.COMPLETE;
+    let tail = '';
+    try {
+      for await (const item of items) {
+        const bytes = typeof item === 'string' ? Buffer.byteLength(item) : item.length;
+        if (bytes === 0) continue;
+        if (bytes > this.opts.maxPayloadBytes) throw new Error(`Stream chunk of ${bytes} bytes exceeds the channel limit of ${this.opts.maxPayloadBytes} bytes.`);
+        // A closed connection ends the stream; the handler sees its signal aborted.
+        if (this.socket.destroyed) return;
+        this.queue(id, FrameType.STREAM_CHUNK, 0, item, bytes, undefined);
+      }
+    } catch (err) {
+      end = StreamEnd.FAILED;
+      tail = JSON.stringify(toFerryError(err).toBody());
+    } finally {
+      this.answer(id, FrameType.STREAM_END, end, tail, Buffer.byteLength(tail), undefined);
+    }
+  }
+
+  /** Queues the last frame of a request: it is no longer in flight. */
+  private answer(id: number, type: number, status: number, body: Buffer | string, bodyBytes: number, span: ReplicaSpan | undefined): void {
     this.inFlight--;
     if (this.paused && this.inFlight < this.maxInFlight) {
       this.paused = false;
       this.socket.resume();
     }
+    this.queue(id, type, status, body, bodyBytes, span);
+  }
+
+  private queue(id: number, type: number, status: number, body: Buffer | string, bodyBytes: number, span: ReplicaSpan | undefined): void {
     if (this.socket.destroyed) return;
-    this.answers.push({ id, status, body, bodyBytes, span });
+    this.answers.push({ id, type, status, body, bodyBytes, span });
     this.copyBytes += HEADER_BYTES + (span === undefined ? 0 : SPAN_META_BYTES) + (typeof body !== 'string' && bodyBytes >= COPY_LIMIT_BYTES ? 0 : bodyBytes);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -215,7 +278,7 @@ class FrameServer implements FramedConnection {
     let off = 0;
     for (const a of answers) {
       if (a.span === undefined) {
-        off = writeHeader(buf, off, a.bodyBytes, a.id, FrameType.RESPONSE, a.status);
+        off = writeHeader(buf, off, a.bodyBytes, a.id, a.type, a.status);
       } else {
         off = writeHeader(buf, off, SPAN_META_BYTES + a.bodyBytes, a.id, FrameType.RESPONSE, a.status, FrameFlag.META);
         off = writeSpanMeta(buf, off, a.span);
@@ -241,6 +304,24 @@ class FrameServer implements FramedConnection {
   private fail(err: Error): void {
     this.opts.onError?.(err);
     this.socket.destroy();
+  }
+}
+
+/** A request frame as the handler sees it; its abort controller exists once `signal` is read. */
+class Request implements FramedRequest {
+  private controller: AbortController | undefined;
+
+  constructor(
+    readonly method: 'GET' | 'POST', readonly path: string, readonly body: Buffer, readonly meta: RequestMeta | undefined,
+    private readonly id: number, private readonly aborts: Map<number, AbortController>,
+  ) {}
+
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      this.aborts.set(this.id, this.controller);
+    }
+    return this.controller.signal;
   }
 }
 

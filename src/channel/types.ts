@@ -11,6 +11,11 @@ export interface ChannelRequest {
   body: Buffer | undefined;
   /** Request id and trace context for the replica; nothing is sent for it when absent. */
   meta?: RequestMeta | undefined;
+  /**
+   * Aborting it cancels the request: a queued request is dropped, a sent one gets a CANCEL frame
+   * (the replica stops generating), and the call or its stream fails with REQUEST_TIMEOUT.
+   */
+  signal?: AbortSignal | undefined;
 }
 
 export interface ChannelResponse {
@@ -19,6 +24,20 @@ export interface ChannelResponse {
   body: Buffer;
   /** The replica's span, when the request asked for it (`meta.wantSpan`) and the replica sent it. */
   span?: ReplicaSpan | undefined;
+  /**
+   * Present when the replica streams its answer (docs/channel.md, "Streaming"): `body` is then
+   * empty and the chunks arrive here as they are sent. Iteration ends when the replica ends the
+   * stream and throws when it fails, the connection drops, or no chunk came for `timeoutMs`.
+   */
+  stream?: ResponseStream | undefined;
+}
+
+/** The chunks of a streamed answer (docs/channel.md, "Streaming"). */
+export interface ResponseStream extends AsyncIterable<Buffer> {
+  /** Stops it: the replica gets a CANCEL frame, iteration throws REQUEST_TIMEOUT. No-op once ended. */
+  cancel(): void;
+  /** Resolves once the stream has ended, however (complete, failed, cancelled, connection lost). */
+  readonly ended: Promise<void>;
 }
 
 /**

@@ -659,7 +659,7 @@ async function serveCommand(args: string[]): Promise<void> {
   } else if (target.startsWith('models:')) {
     throw new UsageError(`serve: '${target}' is not a model URI: use models:/NAME/VERSION or models:/NAME@ALIAS`);
   } else {
-    const model = str(values, 'name') ?? (path.basename(path.resolve(target)).replace(/\.onnx$/i, '').replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '') || 'model');
+    const model = str(values, 'name') ?? (path.basename(path.resolve(target)).replace(/\.(onnx|gguf)$/i, '').replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '') || 'model');
     if (!values.json) process.stderr.write(`Registering ${target} as model '${model}'...\n`);
     version = await client.registerModel(target, model);
     if (version.status !== 'READY') throw new FerryApiError(0, 'FAILED_REGISTRATION', `Model '${model}' version ${version.version} failed to register: ${version.status_message}`);

@@ -5,13 +5,14 @@
  */
 import type { OutputValue, Signature, Tensor } from '../tensor/index.js';
 import { jsFlavor } from './js/index.js';
+import { llmFlavor } from './llm/index.js';
 import { onnxFlavor } from './onnx/index.js';
 import { transformersFlavor } from './transformers/index.js';
 
 export { MANIFEST_FILE, insideArtifact, isJsonObject, readManifest } from './manifest.js';
 export { TRANSFORMERS_TASKS, type TransformersTask } from './transformers/index.js';
 
-export const FLAVOR_NAMES = ['onnx', 'transformers', 'js'] as const;
+export const FLAVOR_NAMES = ['onnx', 'transformers', 'js', 'llm'] as const;
 export type FlavorName = (typeof FLAVOR_NAMES)[number];
 
 /** Databricks workload types; any GPU_* type asks the flavor for its GPU execution path. */
@@ -55,7 +56,7 @@ export interface Flavor {
   load(dir: string, opts: LoadOptions): Promise<LoadedModel>;
 }
 
-const FLAVORS: Record<FlavorName, Flavor> = { onnx: onnxFlavor, transformers: transformersFlavor, js: jsFlavor };
+const FLAVORS: Record<FlavorName, Flavor> = { onnx: onnxFlavor, transformers: transformersFlavor, js: jsFlavor, llm: llmFlavor };
 
 export function getFlavor(name: FlavorName): Flavor {
   return FLAVORS[name];

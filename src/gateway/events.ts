@@ -59,3 +59,24 @@ export interface Observation {
 export function newObservation(withSpans: boolean): Observation {
   return { servedEntity: '', modelName: '', modelVersion: '', queueMs: 0, requestBody: undefined, responseBody: undefined, replicaSpans: withSpans ? [] : undefined };
 }
+
+export const GATEWAY_STREAM_CHANNEL = 'ferry:gateway:stream';
+
+/**
+ * The channel the gateway publishes one `GatewayStreamEvent` on per streamed answer (LLM token
+ * streams), when it ends. Nothing subscribes yet: Prometheus histograms of time to first token and
+ * tokens/s would (docs/observability.md).
+ */
+export const gatewayStreams = diagnosticsChannel.channel(GATEWAY_STREAM_CHANNEL);
+
+export interface GatewayStreamEvent {
+  endpoint: string;
+  servedEntity: string;
+  /** From the gateway's start of the request to the first chunk written to the client (time to first token for an LLM stream), ms. */
+  firstChunkMs: number | undefined;
+  /** Chunks relayed: one per generated text piece for an llm replica, so about one per token. */
+  chunks: number;
+  /** From the first chunk to the end of the stream, ms (chunks ÷ this ≈ tokens/s). */
+  streamMs: number;
+  outcome: 'complete' | 'failed' | 'cancelled';
+}

@@ -7,13 +7,14 @@
  * replica parses and validates it. The request id and trace context the server's `requestTracing`
  * step chose go to the replica with the request (docs/observability.md, "Logs and tracing").
  */
-import { access, type ServerRouter } from '../auth/index.js';
-import { FerryError, notFound, toFerryError } from '../errors.js';
-import { readBody, type Context, type Handler, type Reply } from '../http/index.js';
-import { ChannelError, type ChannelRequest, type ChannelResponse, type RequestMeta } from '../channel/index.js';
+import { access, identityOf, type Authorizer, type NameOf, type ServerRouter } from '../auth/index.js';
+import { FerryError, invalidParameter, notFound, toFerryError, type ErrorBody } from '../errors.js';
+import { parseJson, readBody, type Context, type Handler, type Reply } from '../http/index.js';
+import { openAiError, sseData } from '../protocols/openai.js';
+import { ChannelError, type ChannelRequest, type ChannelResponse, type RequestMeta, type ResponseStream } from '../channel/index.js';
 import type { LogFn, LogLevel } from '../logs/index.js';
 import { traceOf, unixMicros, type OtlpExporter, type RequestTrace, type Span } from '../tracing/index.js';
-import { gatewayRequests, newObservation, type GatewayRequestEvent, type Observation } from './events.js';
+import { gatewayRequests, gatewayStreams, newObservation, type GatewayRequestEvent, type GatewayStreamEvent, type Observation } from './events.js';
 import { rateLimited, type RouteHandler } from './rate-limit.js';
 import { pickEntity, type Backend, type EndpointRoute, type EntityRoute, type RoutingTable } from './routing.js';
 import type { GatewayStats } from './stats.js';
@@ -22,7 +23,7 @@ export { RoutingTable, pickBackend, pickEntity, type Backend, type EndpointRoute
 export { EntityTraffic, type TrafficOptions } from './traffic.js';
 export { RATE_LIMIT_KEYS, RENEWAL_PERIOD_MS, RateLimiter, type RateLimit, type RateLimitKey, type RenewalPeriod } from './rate-limit.js';
 export { GatewayStats, statsKey, type StatsSummary } from './stats.js';
-export { GATEWAY_REQUEST_CHANNEL, gatewayRequests, type GatewayRequestEvent } from './events.js';
+export { GATEWAY_REQUEST_CHANNEL, GATEWAY_STREAM_CHANNEL, gatewayRequests, gatewayStreams, type GatewayRequestEvent, type GatewayStreamEvent } from './events.js';
 
 export interface GatewayOptions {
   maxBodyBytes: number;
@@ -33,6 +34,17 @@ export interface GatewayOptions {
   logLevel: LogLevel;
   /** Where spans go (`otlpEndpoint`); undefined: no spans are made. */
   exporter: OtlpExporter | undefined;
+  /** Filters `GET /v1/models` to the endpoints the caller may view. */
+  authz: Authorizer;
+}
+
+/**
+ * The error body of a failed request: OpenAI's shape on the OpenAI-compatible routes (`/v1/*`),
+ * Ferry's everywhere else. For the server's listener, so that authentication and access errors
+ * of those routes have that shape too.
+ */
+export function errorBodyFor(path: string, e: FerryError): unknown {
+  return path.startsWith('/v1/') ? openAiError(e.status, e.toBody()) : e.toBody();
 }
 
 /** Seconds a client should wait before retrying when no replica is ready. */
@@ -65,18 +77,25 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
       throw new FerryError('PAYLOAD_TOO_LARGE', `Request body exceeds the limit of ${r.maxBodyBytes} bytes of serving endpoint '${r.name}' (ai_gateway.input_limits.max_body_bytes).`);
     }
   };
-  const forward = (replicaPath: (ctx: Context, r: EndpointRoute) => string): RouteHandler<EndpointRoute> => async (ctx, r) => {
+  /**
+   * Forwards to a replica of the endpoint. `openAi` routes take the body their access rule already
+   * read, answer errors in OpenAI's shape, and cancel the replica's work when the client goes away
+   * before the answer is complete; any route relays a streamed answer as it comes and cancels it
+   * when the client goes away.
+   */
+  const forward = (replicaPath: (ctx: Context, r: EndpointRoute) => string, openAi = false): RouteHandler<EndpointRoute> => async (ctx, r) => {
+    const startMs = performance.now();
     const obs = observations.get(ctx);
     const trace = traceOf(ctx);
     const entities = entitiesFor(ctx, r);
     const first = pickEntity(entities, Math.random());
     if (!first) throw noReplica(r.name);
-    const body = ctx.method === 'POST' ? await readInferenceBody(ctx, r) : undefined;
+    const body = openAi ? await openAiBody(ctx, r) : ctx.method === 'POST' ? await readInferenceBody(ctx, r) : undefined;
     if (obs) obs.requestBody = body;
     const meta: RequestMeta | undefined = trace === undefined
       ? undefined
       : { requestId: trace.requestId, traceparent: trace.traceparent, tracestate: trace.tracestate, wantSpan: obs?.replicaSpans !== undefined };
-    const req: ChannelRequest = { method: ctx.method, path: replicaPath(ctx, r), body, meta };
+    const req: ChannelRequest = { method: ctx.method, path: replicaPath(ctx, r), body, meta, signal: openAi ? clientGone(ctx) : undefined };
     for (const s of r.shadows) {
       // A shadow's span is not wanted: its answer is thrown away.
       if (s.entity !== first && Math.random() * 100 < s.mirrorPercentage) mirror(s.entity, meta?.wantSpan === true ? { ...req, meta: { ...meta, wantSpan: false } } : req, r.timeoutMs);
@@ -95,27 +114,59 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
         const res = await measured(entity, () => send(entity, req, r.timeoutMs, obs));
         if (res.span !== undefined) obs?.replicaSpans?.push({ ...res.span, entity, status: res.status });
         if (res.status >= 500 && !last) continue;
-        if (obs) obs.responseBody = res.body;
         // Thrown errors are logged by the server; this is the model's own error answer.
         if (res.status >= 500) opts.log('error', 'model answered with an error', { ...requestFields(trace), endpoint: r.name, served_entity: entity.name, status: res.status });
-        const head: Record<string, string | number> = {
-          'content-type': res.contentType ?? 'application/json',
-          'content-length': res.body.length,
-          'served-model-name': entity.name,
-        };
+        const answer = openAi && res.status >= 400 && res.stream === undefined ? Buffer.from(JSON.stringify(openAiError(res.status, errorBodyOf(res.body)))) : res.body;
+        if (obs) obs.responseBody = answer;
+        const head: Record<string, string | number> = { 'content-type': res.contentType ?? 'application/json', 'served-model-name': entity.name };
+        if (res.stream === undefined) head['content-length'] = answer.length;
+        else head['cache-control'] = 'no-cache';
         // Here rather than by the tracing step: see requestTracing.
         if (trace !== undefined) {
           head['x-request-id'] = trace.requestId;
           head.traceparent = trace.traceparent;
         }
         ctx.res.writeHead(res.status, head);
-        ctx.res.end(res.body);
+        if (res.stream === undefined) ctx.res.end(answer);
+        else await relay(ctx, res.stream, res.contentType, { endpoint: r.name, servedEntity: entity.name, startMs });
         return undefined;
       } catch (err) {
         if (last || !(err instanceof FerryError) || err.status < 500) throw err;
       }
     }
     throw noReplica(r.name);
+  };
+
+  /** The body of an OpenAI route, read by its access rule; over the endpoint's own limit → 413. */
+  const openAiBody = async (ctx: Context, r: EndpointRoute): Promise<Buffer> => {
+    const { raw } = await openAiRequest(ctx);
+    if (r.maxBodyBytes !== undefined && raw.length > r.maxBodyBytes) {
+      throw new FerryError('PAYLOAD_TOO_LARGE', `Request body exceeds the limit of ${r.maxBodyBytes} bytes of serving endpoint '${r.name}' (ai_gateway.input_limits.max_body_bytes).`);
+    }
+    return raw;
+  };
+  /** Read once: the access rule needs `model` before the handler runs. */
+  const openAiBodies = new WeakMap<Context, Promise<{ raw: Buffer; model: string }>>();
+  const openAiRequest = (ctx: Context): Promise<{ raw: Buffer; model: string }> => {
+    let p = openAiBodies.get(ctx);
+    if (p === undefined) {
+      p = (async () => {
+        const raw = await readBody(ctx.req, opts.maxBodyBytes);
+        const parsed = parseJson(raw);
+        const model = typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>).model : undefined;
+        if (typeof model !== 'string' || model === '') throw invalidParameter('model', model, 'the name of a serving endpoint');
+        return { raw, model };
+      })();
+      openAiBodies.set(ctx, p);
+    }
+    return p;
+  };
+  const modelOf: NameOf = async (ctx) => (await openAiRequest(ctx)).model;
+  /** An OpenAI route: the endpoint is the body's `model`. */
+  const openAiRoute = (replicaPath: string): Handler => async (ctx) => {
+    const { model } = await openAiRequest(ctx);
+    ctx.params.name = model; // for the request event, logs and spans, as on the other routes
+    return rateLimited(forward(() => replicaPath, true))(ctx, route(ctx));
   };
 
   /** Runs one attempt on `entity`, counted in its concurrency and recorded in the stats. */
@@ -200,6 +251,19 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
     router.add(method, pattern, observed(method, pattern, inference, h), access.endpoint(inference ? 'CAN_QUERY' : 'CAN_VIEW'));
   };
 
+  // OpenAI-compatible routes: the endpoint is the body's `model`; the same bodies are also
+  // accepted at /serving-endpoints/{name}/invocations of an llm endpoint (the replica tells them apart).
+  const addOpenAi = (pattern: string): void => {
+    router.add('POST', pattern, observed('POST', pattern, true, openAiRoute(pattern)), access.endpoint('CAN_QUERY', modelOf));
+  };
+  addOpenAi('/v1/chat/completions');
+  addOpenAi('/v1/completions');
+  addOpenAi('/v1/embeddings');
+  router.add('GET', '/v1/models', async (ctx) => {
+    const visible = await opts.authz.visible(identityOf(ctx), 'serving-endpoint');
+    return { body: { object: 'list', data: table.names().filter(visible).map((id) => ({ id, object: 'model', created: 0, owned_by: 'ferry' })) } };
+  }, access.user);
+
   // Rate limits count inference calls only, not metadata or readiness probes.
   add('POST', '/serving-endpoints/:name/invocations', true, withRoute(rateLimited(forward(() => '/invocations'))));
   add('POST', '/v2/models/:name/infer', true, withRoute(rateLimited(forward(v2('/infer')))));
@@ -208,6 +272,62 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
   add('GET', '/v2/models/:name/versions/:version', false, withRoute(forward(v2Version(''))));
   add('GET', '/v2/models/:name/ready', false, (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))));
   add('GET', '/v2/models/:name/versions/:version/ready', false, (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))));
+}
+
+/** Aborted when the client's connection closes before the response was finished. */
+function clientGone(ctx: Context): AbortSignal {
+  const c = new AbortController();
+  ctx.res.once('close', () => {
+    if (!ctx.res.writableFinished) c.abort();
+  });
+  return c.signal;
+}
+
+/**
+ * Writes a streamed answer's chunks as they arrive. A stream that fails after the head can no
+ * longer change the status: an event stream gets an OpenAI error event, then ends. When the client
+ * goes away the stream is cancelled, which tells the replica to stop.
+ */
+async function relay(ctx: Context, stream: ResponseStream, contentType: string | undefined, about: { endpoint: string; servedEntity: string; startMs: number }): Promise<void> {
+  let cancelled = false;
+  ctx.res.once('close', () => {
+    if (ctx.res.writableFinished) return;
+    cancelled = true;
+    stream.cancel();
+  });
+  let firstMs: number | undefined;
+  let chunks = 0;
+  let outcome: GatewayStreamEvent['outcome'] = 'complete';
+  try {
+    for await (const chunk of stream) {
+      firstMs ??= performance.now();
+      chunks++;
+      ctx.res.write(chunk);
+    }
+  } catch (err) {
+    outcome = cancelled ? 'cancelled' : 'failed';
+    const e = toFerryError(err);
+    if (!ctx.res.destroyed && contentType === 'text/event-stream') ctx.res.write(sseData(openAiError(e.status, e.toBody())));
+  }
+  ctx.res.end();
+  if (gatewayStreams.hasSubscribers) {
+    const event: GatewayStreamEvent = {
+      endpoint: about.endpoint, servedEntity: about.servedEntity, firstChunkMs: firstMs === undefined ? undefined : firstMs - about.startMs, chunks,
+      streamMs: firstMs === undefined ? 0 : performance.now() - firstMs, outcome,
+    };
+    gatewayStreams.publish(event);
+  }
+}
+
+/** A replica's error answer as Ferry's error body (what an unexpected body says is kept as its message). */
+function errorBodyOf(body: Buffer): ErrorBody {
+  try {
+    const parsed = JSON.parse(body.toString('utf8')) as Partial<ErrorBody>;
+    if (typeof parsed.error_code === 'string' && typeof parsed.message === 'string') return { error_code: parsed.error_code, message: parsed.message };
+  } catch {
+    // Not JSON: described below.
+  }
+  return { error_code: 'MODEL_ERROR', message: body.toString('utf8').slice(0, 1000) };
 }
 
 /** The request-scoped fields of a log line. */
@@ -273,9 +393,14 @@ async function send(entity: EntityRoute, req: ChannelRequest, timeoutMs: number,
     const t0 = obs ? performance.now() : 0;
     const backend = await traffic.acquire(failed);
     if (obs) obs.queueMs += performance.now() - t0;
+    let streaming = false;
     try {
       const res = await backend.channel.request(req, timeoutMs);
       traffic.markSuccess(backend);
+      if (res.stream === undefined) return res;
+      // A stream holds its replica slot until it ends.
+      streaming = true;
+      void res.stream.ended.then(() => traffic.release(backend));
       return res;
     } catch (err) {
       if (!(err instanceof ChannelError)) throw err;
@@ -283,7 +408,7 @@ async function send(entity: EntityRoute, req: ChannelRequest, timeoutMs: number,
       if (attempt === 1 || !traffic.tryRetry()) throw err;
       failed = backend;
     } finally {
-      traffic.release(backend);
+      if (!streaming) traffic.release(backend);
     }
   }
 }

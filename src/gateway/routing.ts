@@ -56,6 +56,11 @@ export class RoutingTable {
     return this.routes.get(endpoint);
   }
 
+  /** Names of the routed endpoints, sorted. */
+  names(): string[] {
+    return [...this.routes.keys()].sort();
+  }
+
   set(route: EndpointRoute): void {
     this.routes.set(route.name, route);
   }

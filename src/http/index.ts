@@ -207,8 +207,11 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
   res.end(text);
 }
 
-/** Writes any error as the shared error body; 5xx details stay in the server log, not the response. */
-export function sendError(res: ServerResponse, err: unknown): void {
+/**
+ * Writes any error as the shared error body (or `body(e)` when given: another API's shape); 5xx
+ * details stay in the server log, not the response.
+ */
+export function sendError(res: ServerResponse, err: unknown, body: (e: FerryError) => unknown = (e) => e.toBody()): void {
   const e = toFerryError(err);
   if (res.headersSent) {
     res.destroy();
@@ -216,14 +219,18 @@ export function sendError(res: ServerResponse, err: unknown): void {
   }
   const headers: Record<string, string> = {};
   if (e.retryAfterS !== undefined) headers['retry-after'] = String(e.retryAfterS);
-  sendJson(res, e.status, e.toBody(), headers);
+  sendJson(res, e.status, body(e), headers);
 }
 
 /**
  * A node:http request listener that routes, runs the handler under the middlewares, and turns
  * every failure into the shared error shape. Nothing a client sends can make it throw.
  */
-export function listener<M>(router: Router<Handler, M>, middlewares: Array<Middleware<M>> = [], onError?: (err: unknown, ctx: Context) => void) {
+export function listener<M>(
+  router: Router<Handler, M>, middlewares: Array<Middleware<M>> = [], onError?: (err: unknown, ctx: Context) => void,
+  /** The error body for a request's path, when some routes answer errors in another API's shape. */
+  errorBody?: (path: string, e: FerryError) => unknown,
+) {
   // Each route's handler composed with the middlewares (the first listed runs first) once, not per request.
   const composed = new Map<Route<Handler, M>, Handler>();
   const handlerFor = (route: Route<Handler, M>): Handler => {
@@ -253,7 +260,7 @@ export function listener<M>(router: Router<Handler, M>, middlewares: Array<Middl
     };
     run().catch((err: unknown) => {
       if (onError && toFerryError(err).status >= 500) onError(err, ctx);
-      sendError(res, err);
+      sendError(res, err, errorBody && ((e) => errorBody(ctx.path, e)));
       // Drain (bounded) what is left of a refused body so the client reads the answer.
       if (!req.complete) req.resume();
     });

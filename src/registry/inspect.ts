@@ -24,7 +24,7 @@ export interface Inspection {
 const MAX_INPUT_EXAMPLE_BYTES = 1024 * 1024;
 
 const EXPECTED = 'expected a .onnx file, a directory containing model.onnx, an MLflow model directory (MLmodel file with an onnx or transformers flavor), ' +
-  'a Hugging Face model directory (config.json, tokenizer.json, onnx/model.onnx), or a directory with a ferry.json naming its flavor';
+  'a Hugging Face model directory (config.json, tokenizer.json, onnx/model.onnx), a .gguf file (an llm), or a directory with a ferry.json naming its flavor';
 
 /** Where the model is in an artifact directory, and which flavor reads it. */
 interface Located {
@@ -62,6 +62,9 @@ async function locateModel(dir: string): Promise<Located> {
     const modelFile = main === undefined ? getFlavor(flavor).defaultModelFile : insideArtifact(main, `${MANIFEST_FILE} main`);
     return { flavor, modelFile, exampleFile: example };
   }
+  const gguf = entries.filter((e) => e.endsWith('.gguf'));
+  if (gguf.length > 1) throw new FerryError('INVALID_PARAMETER_VALUE', `The artifact has several .gguf files (${gguf.join(', ')}); an llm model is one GGUF file (split GGUF files are not supported).`);
+  if (gguf.length === 1 && !entries.includes('MLmodel')) return { flavor: 'llm', modelFile: gguf[0] as string, exampleFile: undefined };
   if (entries.includes('MLmodel')) return readMlmodel(path.join(dir, 'MLmodel'));
   if (entries.includes('config.json')) return { flavor: 'transformers', modelFile: getFlavor('transformers').defaultModelFile, exampleFile: example };
   if (entries.includes('model.mjs')) return { flavor: 'js', modelFile: getFlavor('js').defaultModelFile, exampleFile: example };

@@ -21,7 +21,10 @@ import { ModelCallMetrics } from '../telemetry/index.js';
 import type { OutputValue, Tensor } from '../tensor/index.js';
 import { isLogLevel, jsonLogger, type LogFields, type LogLevel } from '../logs/index.js';
 import { newSpanId, parseTraceparent, unixMicros } from '../tracing/index.js';
+import { LlmModel } from '../flavors/llm/index.js';
+import { openAiKind } from '../protocols/openai.js';
 import { batchable, DynamicBatcher, realClock } from './batcher.js';
+import { llmHandlers, Streamed } from './llm.js';
 import { ModelRunner, type ExecutionMode } from './runner.js';
 
 export interface ReplicaOptions {
@@ -90,15 +93,18 @@ export interface Replica {
  * An inference route shared by both transports (HTTP for debugging and probes, frames from the
  * gateway): path parameters and the raw body in, a JSON-able answer out; errors are FerryErrors.
  */
-type Inference = (params: Record<string, string>, body: Buffer) => unknown;
+type Inference = (params: Record<string, string>, body: Buffer, signal: () => AbortSignal) => unknown;
 
 /** Loads the model, then listens. Rejects (without listening) when the model cannot load. */
 export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
+  // An llm model runs on this thread: llama.cpp computes on its own threads, asynchronously, and
+  // the OpenAI routes call the model itself (calibration would only time a long generation).
   const runner = await ModelRunner.start(
     { flavor: opts.flavor, dir: opts.dir, loadOptions: opts.loadOptions },
-    { execution: opts.execution ?? 'auto', calibrationBatchRows: opts.batching.maxBatchSize },
+    { execution: opts.flavor === 'llm' ? 'inline' : opts.execution ?? 'auto', calibrationBatchRows: opts.batching.maxBatchSize },
   );
   const signature = runner.signature;
+  const llmModel = runner.inlineModel instanceof LlmModel ? runner.inlineModel : undefined;
   // Every model call (a batch, or a request run alone) is timed and its rows counted; the server
   // reads the totals from GET /metrics.
   const modelMetrics = new ModelCallMetrics();
@@ -154,17 +160,41 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     return v2ModelMetadata(opts.modelName, opts.modelVersion, signature, platformOf(opts.flavor));
   };
 
+  const logLevel = opts.logLevel ?? 'info';
+  const logger = jsonLogger(logLevel, writeStdout);
+  const llm = llmModel === undefined ? undefined : llmHandlers(llmModel, opts.modelName, (stats) => {
+    modelMetrics.observe(1, stats.durationMs / 1000);
+    logger('debug', 'generation', {
+      prompt_tokens: stats.promptTokens, completion_tokens: stats.completionTokens, ttft_ms: stats.timeToFirstTokenMs,
+      tokens_per_s: stats.durationMs > 0 ? Math.round((stats.completionTokens / stats.durationMs) * 1e6) / 1000 : undefined,
+    });
+  });
+  const mlflowInvocations: Inference = async (_params, body) => {
+    const req = decodeMlflowRequest(parseJson(body, jsonLimits), signature);
+    checkRowCount(req.inputs, maxRows);
+    return encodeMlflowResponse(await predict(req.inputs, req.params), req.format);
+  };
   const table: Array<[method: 'GET' | 'POST', pattern: string, handler: Inference]> = [
     ['GET', '/v2/health/live', () => ({ live: true })],
     ['GET', '/v2/health/ready', ready],
     ['GET', '/ping', ready],
     ['GET', '/v2', () => ({ name: 'ferry-replica', version: '1', extensions: [] })],
     ['GET', '/metrics', () => modelMetrics.snapshot()],
-    ['POST', '/invocations', async (_params, body) => {
-      const req = decodeMlflowRequest(parseJson(body, jsonLimits), signature);
-      checkRowCount(req.inputs, maxRows);
-      return encodeMlflowResponse(await predict(req.inputs, req.params), req.format);
+    ['POST', '/invocations', llm === undefined ? mlflowInvocations : (params, body, signal) => {
+      // Databricks accepts OpenAI bodies at /invocations of a chat, completions or embeddings
+      // endpoint; anything else is MLflow scoring (a `prompt` column).
+      const parsed = parseJson(body, jsonLimits);
+      const kind = openAiKind(parsed);
+      if (kind === 'chat') return llm.chat(parsed, signal);
+      if (kind === 'embedding') return llm.embeddings(parsed);
+      if (kind === 'completion' && !('dataframe_split' in (parsed as object)) && !('inputs' in (parsed as object))) return llm.completion(parsed, signal);
+      return mlflowInvocations(params, body, signal);
     }],
+    ...(llm === undefined ? [] : [
+      ['POST', '/v1/chat/completions', (_params, body, signal) => llm.chat(parseJson(body, jsonLimits), signal)],
+      ['POST', '/v1/completions', (_params, body, signal) => llm.completion(parseJson(body, jsonLimits), signal)],
+      ['POST', '/v1/embeddings', (_params, body) => llm.embeddings(parseJson(body, jsonLimits))],
+    ] satisfies Array<[method: 'GET' | 'POST', pattern: string, handler: Inference]>),
     ['GET', '/v2/models/:name', metadata],
     ['GET', '/v2/models/:name/versions/:version', metadata],
     ['GET', '/v2/models/:name/ready', (params) => (checkModel(params), ready())],
@@ -177,11 +207,17 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
   const frameRoutes = new Router<Inference>();
   for (const [method, pattern, handler] of table) {
     frameRoutes.add(method, pattern, handler);
-    router.add(method, pattern, async (ctx) => ({ body: await handler(ctx.params, method === 'POST' ? await readBody(ctx.req, opts.maxBodyBytes) : EMPTY) }));
+    router.add(method, pattern, async (ctx) => {
+      const body = method === 'POST' ? await readBody(ctx.req, opts.maxBodyBytes) : EMPTY;
+      const answer = await handler(ctx.params, body, () => closedSignal(ctx.res));
+      if (!(answer instanceof Streamed)) return { body: answer };
+      ctx.res.writeHead(200, { 'content-type': answer.contentType, 'cache-control': 'no-cache' });
+      for await (const chunk of answer.chunks) ctx.res.write(chunk);
+      ctx.res.end();
+      return undefined;
+    });
   }
 
-  const logLevel = opts.logLevel ?? 'info';
-  const logger = jsonLogger(logLevel, writeStdout);
   const debug = logLevel === 'debug';
   const handle = listener(router, [], (err) => logger('error', 'request failed', { error: String(err) }));
   // Inference from the gateway arrives as frames on the same socket (docs/channel.md), with the
@@ -189,14 +225,18 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
   // included) is a child of the gateway's; its id goes into the debug line and, when the gateway
   // exports spans, back to the gateway in the response.
   const frameConnections = new Set<FramedConnection>();
-  const onFrame: FrameHandler = async ({ method, path, body, meta }) => {
+  const onFrame: FrameHandler = async (req) => {
+    const { method, path, body, meta } = req;
     const wantSpan = meta?.wantSpan === true;
     const t0 = wantSpan || debug ? performance.now() : 0;
     let status = 200;
     let answer: string;
     try {
       const { route, params } = frameRoutes.match(method, path);
-      answer = JSON.stringify(await route.handler(params, body));
+      const result = await route.handler(params, body, () => req.signal);
+      // A stream's span and debug line would cover only its start: it has neither.
+      if (result instanceof Streamed) return { status: 200, body: '', stream: result.chunks, contentType: result.contentType };
+      answer = JSON.stringify(result);
     } catch (err) {
       const e = toFerryError(err);
       status = e.status;
@@ -279,6 +319,15 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     else exitWithParent();
   }
   return { close };
+}
+
+/** Aborted when the HTTP response closes before it finished (the client went away). */
+function closedSignal(res: http.ServerResponse): AbortSignal {
+  const c = new AbortController();
+  res.once('close', () => {
+    if (!res.writableFinished) c.abort();
+  });
+  return c.signal;
 }
 
 /**

@@ -102,6 +102,11 @@ export class ModelRunner {
     return new ModelRunner(worker, worker.signature, { mode: 'worker', requested, reason, ...(fullBatchUs === undefined ? {} : { fullBatchUs }) });
   }
 
+  /** The model itself when it runs on this thread (the llm routes call it directly), else undefined. */
+  get inlineModel(): LoadedModel | undefined {
+    return this.backend instanceof InlineBackend ? this.backend.model : undefined;
+  }
+
   /** Where the model runs. */
   get mode(): 'inline' | 'worker' {
     return this.choice.mode;
@@ -162,7 +167,7 @@ async function loadInline(init: WorkerInit): Promise<LoadedModel> {
 class InlineBackend implements Backend {
   private closed: FerryError | undefined;
 
-  constructor(private readonly model: LoadedModel) {}
+  constructor(readonly model: LoadedModel) {}
 
   async predict(inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>> {
     if (this.closed) throw this.closed;

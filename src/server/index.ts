@@ -12,7 +12,7 @@ import { access, auditRoutes, auditTrail, authenticate, Authorizer, authorize, a
 import type { ServerConfig } from '../config/index.js';
 import { consoleRoutes } from '../console/index.js';
 import { EndpointController, endpointRoutes } from '../control/index.js';
-import { gatewayRoutes, RoutingTable } from '../gateway/index.js';
+import { errorBodyFor, gatewayRoutes, RoutingTable } from '../gateway/index.js';
 import { FerryError } from '../errors.js';
 import { InferenceTableWriter, inferenceTableRoutes } from '../inference-tables/index.js';
 import { listener, Router, type Handler } from '../http/index.js';
@@ -113,7 +113,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     };
     await inferenceTable.start();
     inferenceTableRoutes(router, { store: inferenceStore, writer: inferenceTable, settingsOf });
-    gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats, log, logLevel: config.logLevel, exporter });
+    gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats, log, logLevel: config.logLevel, exporter, authz });
     telemetryRoutes(router, telemetry, authz);
     await controller.start();
 
@@ -126,7 +126,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     const server = createServer(listener(router, middlewares, (err, ctx) => {
       const trace = traceOf(ctx);
       log('error', 'request failed', { method: ctx.method, path: ctx.path, request_id: trace?.requestId, trace_id: trace?.traceId, error: err instanceof Error ? err.stack : String(err) });
-    }), config, tlsCredentials);
+    }, errorBodyFor), config, tlsCredentials);
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL'
         ? new FerryError('INVALID_PARAMETER_VALUE', `Cannot listen on ${config.host}:${config.port} (${err.code}): ${err.code === 'EADDRINUSE' ? 'another process uses that port; stop it or pass --port' : 'choose another --host/--port'}.`)

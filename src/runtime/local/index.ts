@@ -72,6 +72,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FerryError, invalidParameter } from '../../errors.js';
+import type { FlavorName } from '../../flavors/index.js';
 import type { LogLevel } from '../../logs/index.js';
 import type { ReplicaOptions, ReplicaToRuntime, RuntimeToReplica } from '../../replica/index.js';
 import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../index.js';
@@ -440,7 +441,7 @@ export class LocalRuntime implements Runtime {
   }
 
   private spawnReplica(spec: ReplicaSpec, options: ReplicaOptions, logFile: string): ChildProcess {
-    const flags = [...replicaNodeFlags({ modelDir: options.dir, socketPath: options.socketPath }), `--max-old-space-size=${heapMiBOf(spec.memoryLimitBytes)}`];
+    const flags = [...replicaNodeFlags({ modelDir: options.dir, socketPath: options.socketPath }, spec.flavor), `--max-old-space-size=${heapMiBOf(spec.memoryLimitBytes)}`];
     return spawnNode([...flags, FERRY_BIN, 'replica', ...replicaFlags(options)], options.dir, logFile);
   }
 
@@ -450,7 +451,8 @@ export class LocalRuntime implements Runtime {
    * Synchronous, so two concurrent starts never take the same process.
    */
   private claimPoolProcess(spec: ReplicaSpec, logFile: string): PoolProcess | undefined {
-    if (heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
+    // Pool processes start with the flags of tensor flavors; an llm replica needs more (see `replicaNodeFlags`).
+    if (spec.flavor === 'llm' || heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
     for (const p of this.pool) {
       if (!p.warm || !p.child.connected || p.child.exitCode !== null || p.child.signalCode !== null) continue;
       try {
@@ -658,14 +660,25 @@ function exitOf(child: ChildProcess): Promise<Exit> {
  * log with the same lines: that the permission model is experimental (ExperimentalWarning), and
  * that --allow-worker and --allow-addons weaken it (SecurityWarning; both are needed, see above).
  * Other warnings stay.
+ *
+ * The llm flavor (node-llama-cpp) needs two more rights, for its start only but the permission
+ * model cannot take them back: reading the system library directories and /etc/os-release (it
+ * looks for glibc and the distribution before choosing a prebuilt llama.cpp binary), and starting
+ * child processes (on Linux it forks a copy of itself that loads the binary first, so that an
+ * incompatible one crashes that child, not the replica). Its children inherit these flags. Pool
+ * processes start without them, so llm replicas are always spawned.
  */
-export function replicaNodeFlags(paths: { modelDir: string; socketPath: string }): string[] {
-  const reads = new Set([...ferryCodePaths(), paths.modelDir, paths.socketPath]);
+export function replicaNodeFlags(paths: { modelDir: string; socketPath: string }, flavor?: FlavorName): string[] {
+  const reads = new Set([...ferryCodePaths(), paths.modelDir, paths.socketPath, ...(flavor === 'llm' ? LLM_SYSTEM_READS : [])]);
   return [
     '--experimental-permission', '--disable-warning=ExperimentalWarning', '--disable-warning=SecurityWarning', '--allow-worker', '--allow-addons',
+    ...(flavor === 'llm' ? ['--allow-child-process'] : []),
     ...[...reads].map((p) => `--allow-fs-read=${p}`), `--allow-fs-write=${paths.socketPath}`,
   ];
 }
+
+/** What node-llama-cpp reads to choose its binary: the glibc search paths of its `detectGlibc` and the OS release. */
+const LLM_SYSTEM_READS = ['/lib', '/lib64', '/usr/lib', '/usr/lib64', '/etc/os-release'];
 
 let codePaths: string[] | undefined;
 /** `FERRY_CODE_PATHS` and, where they differ, their real paths; computed once. */
