@@ -157,6 +157,11 @@ test('streaming: chat.completion.chunk events in order, finish_reason last, then
   assert.ok(chunks.slice(0, -1).every((c: any) => c.choices[0].finish_reason === null));
   const text = chunks.map((c: any) => c.choices[0].delta.content ?? '').join('');
   assert.equal(text, whole.json.choices[0].message.content);
+  // The same event feeds the Prometheus metrics: time to first token, tokens, streams by outcome.
+  const metrics = (await request({ url, path: '/api/2.0/serving-endpoints/chat/metrics' })).text;
+  assert.match(metrics, /^ferry_time_to_first_token_seconds_count\{endpoint="chat",served_entity="[^"]+"\} [1-9]\d*$/m);
+  assert.match(metrics, /^ferry_generated_tokens_total\{endpoint="chat",served_entity="[^"]+"\} [1-9]\d*$/m);
+  assert.match(metrics, /^ferry_streams_total\{endpoint="chat",served_entity="[^"]+",outcome="complete"\} [1-9]\d*$/m);
 });
 
 test('a client that disconnects mid-stream frees the sequence: the next request on a one-sequence model is served', async () => {

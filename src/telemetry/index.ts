@@ -14,7 +14,7 @@ import { access, identityOf, type Authorizer, type ServerRouter } from '../auth/
 import { parseDurationMs } from '../config/index.js';
 import { REPLICA_EXIT_CHANNEL, REPLICA_READY_CHANNEL, type EntityGauges, type ReplicaExitEvent, type ReplicaReadyEvent } from '../control/index.js';
 import { invalidParameter, notFound } from '../errors.js';
-import { GATEWAY_REQUEST_CHANNEL, type GatewayRequestEvent } from '../gateway/index.js';
+import { GATEWAY_REQUEST_CHANNEL, GATEWAY_STREAM_CHANNEL, type GatewayRequestEvent, type GatewayStreamEvent } from '../gateway/index.js';
 import type { Context } from '../http/index.js';
 import { INFERENCE_TABLE_DROP_CHANNEL, type InferenceTableDropEvent } from '../inference-tables/index.js';
 import type { ReplicaHandle } from '../runtime/index.js';
@@ -83,6 +83,7 @@ export class Telemetry {
       [REPLICA_READY_CHANNEL, (m) => this.metrics.onReplicaReady(m as ReplicaReadyEvent)],
       [REPLICA_EXIT_CHANNEL, (m) => this.metrics.onReplicaExit(m as ReplicaExitEvent)],
       [INFERENCE_TABLE_DROP_CHANNEL, (m) => this.metrics.onInferenceTableDrop(m as InferenceTableDropEvent)],
+      [GATEWAY_STREAM_CHANNEL, (m) => { const ev = m as GatewayStreamEvent; if (this.o.routed(ev.endpoint)) this.metrics.onStream(ev); }],
     ];
     for (const [name, fn] of this.subscriptions) diagnosticsChannel.subscribe(name, fn);
     this.timer = setInterval(() => this.sample(), SAMPLE_INTERVAL_MS);

@@ -4,7 +4,7 @@
  * controller's gauges and the replicas' model-side totals.
  */
 import type { EntityGauges, ReplicaExitEvent, ReplicaReadyEvent } from '../control/index.js';
-import type { GatewayRequestEvent } from '../gateway/index.js';
+import type { GatewayRequestEvent, GatewayStreamEvent } from '../gateway/index.js';
 import type { InferenceTableDropEvent } from '../inference-tables/index.js';
 import type { MetricFamily } from './exposition.js';
 import {
@@ -41,6 +41,10 @@ class EntityCounters {
   readonly queue = new Histogram(QUEUE_SECONDS_BUCKETS);
   readonly coldStarts = new Histogram(COLD_START_SECONDS_BUCKETS);
   readonly restarts = { crashed: 0, oom: 0 };
+  /** Streamed answers (LLM token streams): time to the first chunk, chunks relayed, streams by outcome. */
+  readonly firstChunk = new Histogram(REQUEST_SECONDS_BUCKETS);
+  streamedChunks = 0;
+  readonly streams = { complete: 0, failed: 0, cancelled: 0 };
 }
 
 class EndpointCounters {
@@ -89,6 +93,13 @@ export class ServingMetrics {
   onInferenceTableDrop(ev: InferenceTableDropEvent): void {
     const ep = this.endpoint(ev.endpoint);
     ep.tableDrops.set(ev.reason, (ep.tableDrops.get(ev.reason) ?? 0) + ev.rows);
+  }
+
+  onStream(ev: GatewayStreamEvent): void {
+    const c = this.endpoint(ev.endpoint).entity(ev.servedEntity);
+    if (ev.firstChunkMs !== undefined) c.firstChunk.observe(ev.firstChunkMs / 1000);
+    c.streamedChunks += ev.chunks;
+    c.streams[ev.outcome]++;
   }
 
   onReplicaReady(ev: ReplicaReadyEvent): void {
@@ -159,6 +170,20 @@ export class ServingMetrics {
       {
         name: 'ferry_cold_starts_total', type: 'counter', help: 'Replicas started (asked for until ready), by rollouts, scale-ups and restarts.',
         samples: entities.filter(({ c }) => c.coldStarts.snapshot().count > 0).map(({ labels, c }) => ({ labels, value: c.coldStarts.snapshot().count })),
+      },
+      {
+        name: 'ferry_time_to_first_token_seconds', type: 'histogram', bounds: REQUEST_SECONDS_BUCKETS,
+        help: 'Streamed answers: time from the request to the first chunk written to the client (an LLM\'s time to first token).',
+        samples: entities.filter(({ c }) => c.firstChunk.snapshot().count > 0).map(({ labels, c }) => ({ labels, histogram: c.firstChunk.snapshot() })),
+      },
+      {
+        name: 'ferry_generated_tokens_total', type: 'counter',
+        help: 'Chunks relayed in streamed answers: one per generated text piece of an llm replica, so about one per token (tokens/s = rate of this).',
+        samples: entities.filter(({ c }) => c.streamedChunks > 0).map(({ labels, c }) => ({ labels, value: c.streamedChunks })),
+      },
+      {
+        name: 'ferry_streams_total', type: 'counter', help: 'Streamed answers by outcome (complete, failed, cancelled by the client).',
+        samples: entities.flatMap(({ labels, c }) => (['complete', 'failed', 'cancelled'] as const).filter((o) => c.streams[o] > 0).map((outcome) => ({ labels: { ...labels, outcome }, value: c.streams[outcome] }))),
       },
       {
         name: 'ferry_cold_start_duration_seconds', type: 'histogram', bounds: COLD_START_SECONDS_BUCKETS,
