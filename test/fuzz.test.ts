@@ -25,6 +25,10 @@ test('the judge refuses 5xx, other error shapes, a status that is not the code\'
   assert.match(judge(c, { kind: 'answer', status: 404, headers: {}, body: Buffer.alloc(0) }, false) ?? '', /without an error body/);
   // Node's parser refusing a malformed head answers in the shared shape too (src/server/listen.ts).
   assert.match(judge(c, { kind: 'answer', status: 400, headers: { connection: 'close' }, body: Buffer.alloc(0) }, true) ?? '', /without an error body/);
+  // OpenAI's error shape, only on the OpenAI-compatible routes.
+  const openAi = json(401, { error: { message: 'Missing credentials.', type: 'authentication_error', param: null, code: 'UNAUTHENTICATED' } });
+  assert.equal(judge(get('/v1/models'), openAi, false), undefined);
+  assert.match(judge(c, openAi, false) ?? '', /shared error shape/);
   assert.match(judge(c, { kind: 'closed', error: 'ECONNRESET' }, false) ?? '', /closed without an answer/);
   assert.equal(judge(c, { kind: 'closed', error: 'ECONNRESET' }, true), undefined);
   assert.match(judge(c, { kind: 'timeout', stage: 'sending' }, true) ?? '', /timeout/);

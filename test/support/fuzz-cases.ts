@@ -511,7 +511,12 @@ export function judge(c: FuzzCase, o: Outcome, mayClose: boolean): string | unde
     } catch {
       return `status ${o.status} with a body that is not JSON: ${o.body.toString('utf8').slice(0, 200)}`;
     }
-    const e = parsed as { error_code?: unknown; message?: unknown };
+    // The OpenAI-compatible routes (/v1/...) answer errors in OpenAI's shape, with Ferry's code
+    // as `error.code`; everything else in Ferry's shape.
+    const openAi = c.target.startsWith('/v1/') ? (parsed as { error?: { message?: unknown; type?: unknown; code?: unknown } }).error : undefined;
+    const e = openAi !== undefined && typeof openAi === 'object' && openAi !== null && typeof openAi.type === 'string'
+      ? { error_code: openAi.code, message: openAi.message }
+      : parsed as { error_code?: unknown; message?: unknown };
     if (typeof e !== 'object' || e === null || typeof e.error_code !== 'string' || typeof e.message !== 'string') {
       return `status ${o.status} with a body not in the shared error shape: ${o.body.toString('utf8').slice(0, 200)}`;
     }
