@@ -86,6 +86,25 @@ test('rate_limits: a live endpoint is limited at once, shows the limit, and is u
   await call('DELETE', '/api/2.0/serving-endpoints/rl');
 });
 
+test('rate_limits tokens: answers without LLM usage are charged nothing; a calls limit on the same key still counts', { timeout: 60_000 }, async () => {
+  assert.equal((await createReady('tok')).status, 200);
+  const limits = [{ tokens: 1, renewal_period: 'minute', key: 'endpoint' }, { ...ENDPOINT_LIMIT, calls: 3 }];
+  const put = await gateway('tok', { rate_limits: limits });
+  assert.equal(put.status, 200, put.text);
+  assert.deepEqual(put.json, { rate_limits: limits, fallback_config: { enabled: false } });
+  assert.deepEqual((await call('GET', '/api/2.0/serving-endpoints/tok')).json.ai_gateway, put.json);
+  // A one-token budget would refuse the second call if a linear model's answer counted at all.
+  const results: HttpResult[] = [];
+  for (let i = 0; i < 4; i++) results.push(await invoke('tok'));
+  assert.deepEqual(results.map((r) => r.status), [200, 200, 200, 429], results.map((r) => r.text).join('\n'));
+  assert.match(results[3]?.json.message ?? '', /^Rate limit of 3 calls per minute per endpoint/);
+
+  const both = await gateway('tok', { rate_limits: [{ calls: 3, tokens: 5, renewal_period: 'minute' }] });
+  assert.equal(both.status, 400);
+  assert.match(both.json.message, /^Invalid value 5 for 'rate_limits\[0\]\.tokens': expected no "tokens" next to "calls"/);
+  await call('DELETE', '/api/2.0/serving-endpoints/tok');
+});
+
 test('input_limits.max_body_bytes: bodies over the endpoint limit are 413, up to the server maxBodySize', { timeout: 60_000 }, async () => {
   const over = await createReady('big', { input_limits: { max_body_bytes: 17 * 1024 * 1024 } });
   assert.equal(over.status, 400);

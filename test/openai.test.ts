@@ -60,11 +60,11 @@ after(async () => {
 const post = (p: string, json: unknown, token: string | null = ADMIN_TOKEN) => request({ url, method: 'POST', path: p, json, token });
 
 /** Reads an SSE response to its end: the `data:` payloads in order. */
-function sse(p: string, json: unknown): Promise<{ status: number; contentType: string | undefined; events: string[] }> {
+function sse(p: string, json: unknown, token = ADMIN_TOKEN): Promise<{ status: number; contentType: string | undefined; events: string[] }> {
   const body = JSON.stringify(json);
   const u = new URL(url);
   return new Promise((resolve, reject) => {
-    const req = http.request({ hostname: u.hostname, port: u.port, method: 'POST', path: p, agent: false, headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+    const req = http.request({ hostname: u.hostname, port: u.port, method: 'POST', path: p, agent: false, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (text += c));
@@ -241,6 +241,62 @@ test('errors on /v1 routes have OpenAI’s shape', async () => {
   // Elsewhere errors keep Ferry's shape.
   const ferry = await post('/serving-endpoints/nope/invocations', {});
   assert.equal(ferry.json.error_code, 'RESOURCE_DOES_NOT_EXIST');
+});
+
+test('token rate limits charge each caller the tokens of its answers: usage, the usage chunk of a stream, else its chunks', async () => {
+  const limit = { tokens: 50, renewal_period: 'minute', key: 'user' };
+  /** Sets the limit anew: a new limiter, so every bucket starts full. */
+  const limitTokens = async (): Promise<void> => {
+    const put = await request({ url, method: 'PUT', path: '/api/2.0/serving-endpoints/chat/ai-gateway', json: { rate_limits: [limit] } });
+    assert.equal(put.status, 200, put.text);
+    assert.deepEqual(put.json, { rate_limits: [limit], fallback_config: { enabled: false } });
+  };
+  const small = { model: 'chat', prompt: 'a', max_tokens: 1, temperature: 0 };
+  const longPrompt = 'x'.repeat(100); // 101 prompt tokens (BOS + one per byte)
+  try {
+    await limitTokens();
+    assert.deepEqual((await request({ url, path: '/api/2.0/serving-endpoints/chat' })).json.ai_gateway.rate_limits, [limit]);
+    // One answer of 64 tokens puts the admin's bucket in debt (50 per minute: 64 × 1.2 s - 60 s + 1.2 s = 18 s).
+    const big = await post('/v1/completions', { model: 'chat', prompt: 'abc', max_tokens: 60, temperature: 0 });
+    assert.equal(big.status, 200, big.text);
+    assert.equal(big.json.usage.total_tokens, 64);
+    const refused = await post('/v1/completions', small);
+    assert.equal(refused.status, 429, refused.text);
+    assert.equal(refused.json.error.type, 'rate_limit_error');
+    assert.equal(refused.json.error.code, 'REQUEST_LIMIT_EXCEEDED');
+    assert.match(refused.json.error.message, /^Rate limit of 50 tokens per minute per user exceeded for serving endpoint 'chat'; retry in \d+ s\.$/);
+    const retryAfter = Number(refused.headers['retry-after']);
+    assert.ok(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 18, `Retry-After ${refused.headers['retry-after']}`);
+    // Another user has a bucket of his own; the Databricks route is charged the same way.
+    const other = await post('/serving-endpoints/chat/invocations', { prompt: 'abc', max_tokens: 60, temperature: 0 }, QUERIER);
+    assert.equal(other.status, 200, other.text);
+    assert.equal(other.json.usage.total_tokens, 64);
+    const otherRefused = await post('/serving-endpoints/chat/invocations', small, QUERIER);
+    assert.equal(otherRefused.status, 429, otherRefused.text);
+    assert.equal(otherRefused.json.error_code, 'REQUEST_LIMIT_EXCEEDED');
+
+    // A stream without the usage chunk is charged its chunks (at most 5 text pieces, the finish
+    // chunk, [DONE]), not its 101 prompt tokens: the next call is admitted.
+    await limitTokens();
+    const plain = await sse('/v1/completions', { model: 'chat', prompt: longPrompt, max_tokens: 5, temperature: 0, stream: true });
+    assert.equal(plain.status, 200);
+    assert.ok(plain.events.length <= 7, plain.events.join('\n'));
+    assert.equal((await post('/v1/completions', small)).status, 200);
+    // A long stream: more chunks than the limit (a piece is one character, at most 4 byte tokens), in debt.
+    const long = await sse('/v1/completions', { model: 'chat', prompt: 'abc', max_tokens: 300, temperature: 0, stream: true });
+    assert.equal(long.status, 200);
+    assert.ok(long.events.length > 50, `${long.events.length} chunks`);
+    assert.equal((await post('/v1/completions', small)).status, 429);
+
+    // The same stream as the first, with the usage chunk: charged its usage (106 tokens), in debt.
+    await limitTokens();
+    const counted = await sse('/v1/completions', { model: 'chat', prompt: longPrompt, max_tokens: 5, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    assert.equal(counted.status, 200);
+    assert.equal(JSON.parse(counted.events.at(-2) ?? '{}').usage.total_tokens, 106);
+    assert.equal((await post('/v1/completions', small)).status, 429);
+  } finally {
+    await request({ url, method: 'PUT', path: '/api/2.0/serving-endpoints/chat/ai-gateway', json: { rate_limits: [] } });
+  }
 });
 
 test('GET /v1/models lists the endpoints the caller may view', async () => {

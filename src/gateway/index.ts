@@ -15,13 +15,13 @@ import { ChannelError, type ChannelRequest, type ChannelResponse, type RequestMe
 import type { LogFn, LogLevel } from '../logs/index.js';
 import { traceOf, unixMicros, type OtlpExporter, type RequestTrace, type Span } from '../tracing/index.js';
 import { gatewayRequests, gatewayStreams, newObservation, type GatewayRequestEvent, type GatewayStreamEvent, type Observation } from './events.js';
-import { rateLimited, type RouteHandler } from './rate-limit.js';
+import { rateLimited, type RouteHandler, type TokenMeter } from './rate-limit.js';
 import { pickEntity, type Backend, type EndpointRoute, type EntityRoute, type RoutingTable } from './routing.js';
 import type { GatewayStats } from './stats.js';
 
 export { RoutingTable, pickBackend, pickEntity, type Backend, type EndpointRoute, type EntityRoute } from './routing.js';
 export { EntityTraffic, type TrafficOptions } from './traffic.js';
-export { RATE_LIMIT_KEYS, RENEWAL_PERIOD_MS, RateLimiter, type RateLimit, type RateLimitKey, type RenewalPeriod } from './rate-limit.js';
+export { RATE_LIMIT_KEYS, RENEWAL_PERIOD_MS, RateLimiter, TokenMeter, type RateLimit, type RateLimitKey, type RenewalPeriod } from './rate-limit.js';
 export { GatewayStats, statsKey, type StatsSummary } from './stats.js';
 export { GATEWAY_REQUEST_CHANNEL, GATEWAY_STREAM_CHANNEL, gatewayRequests, gatewayStreams, type GatewayRequestEvent, type GatewayStreamEvent } from './events.js';
 
@@ -81,9 +81,9 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
    * Forwards to a replica of the endpoint. `openAi` routes take the body their access rule already
    * read, answer errors in OpenAI's shape, and cancel the replica's work when the client goes away
    * before the answer is complete; any route relays a streamed answer as it comes and cancels it
-   * when the client goes away.
+   * when the client goes away. The answer given to the client is reported to `meter` (token limits).
    */
-  const forward = (replicaPath: (ctx: Context, r: EndpointRoute) => string, openAi = false): RouteHandler<EndpointRoute> => async (ctx, r) => {
+  const forward = (replicaPath: (ctx: Context, r: EndpointRoute) => string, openAi = false): RouteHandler<EndpointRoute> => async (ctx, r, meter) => {
     const startMs = performance.now();
     const obs = observations.get(ctx);
     const trace = traceOf(ctx);
@@ -127,8 +127,12 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
           head.traceparent = trace.traceparent;
         }
         ctx.res.writeHead(res.status, head);
-        if (res.stream === undefined) ctx.res.end(answer);
-        else await relay(ctx, res.stream, res.contentType, { endpoint: r.name, servedEntity: entity.name, startMs });
+        if (res.stream === undefined) {
+          meter?.answer(answer);
+          ctx.res.end(answer);
+        } else {
+          await relay(ctx, res.stream, res.contentType, { endpoint: r.name, servedEntity: entity.name, startMs }, meter);
+        }
         return undefined;
       } catch (err) {
         if (last || !(err instanceof FerryError) || err.status < 500) throw err;
@@ -286,9 +290,12 @@ function clientGone(ctx: Context): AbortSignal {
 /**
  * Writes a streamed answer's chunks as they arrive. A stream that fails after the head can no
  * longer change the status: an event stream gets an OpenAI error event, then ends. When the client
- * goes away the stream is cancelled, which tells the replica to stop.
+ * goes away the stream is cancelled, which tells the replica to stop. Each chunk written goes to
+ * `meter` when the endpoint counts tokens.
  */
-async function relay(ctx: Context, stream: ResponseStream, contentType: string | undefined, about: { endpoint: string; servedEntity: string; startMs: number }): Promise<void> {
+async function relay(
+  ctx: Context, stream: ResponseStream, contentType: string | undefined, about: { endpoint: string; servedEntity: string; startMs: number }, meter: TokenMeter | undefined,
+): Promise<void> {
   let cancelled = false;
   ctx.res.once('close', () => {
     if (ctx.res.writableFinished) return;
@@ -302,6 +309,7 @@ async function relay(ctx: Context, stream: ResponseStream, contentType: string |
     for await (const chunk of stream) {
       firstMs ??= performance.now();
       chunks++;
+      meter?.chunk(chunk);
       ctx.res.write(chunk);
     }
   } catch (err) {
