@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- --quick] [-- --models linear,mlp,heavy --connections 1,8,64 --duration-s 5 --warmup-s 1
- *                    --only single,cluster2,baseline,ferry,ferry-on,...,compute,scaling,llm --cpu-prof-dir DIR]`
+ *                    --only single,cluster2,baseline,ferry,ferry-on,...,compute,scaling,llm,embeddings --cpu-prof-dir DIR]`
  *
  * The benchmark suite: per model (bench/models.ts), in one run on one machine,
  *   compute: onnxruntime in process, no HTTP, at batch sizes 1–128: the ceiling (bench/compute-limit.ts);
@@ -9,7 +9,9 @@
  * each HTTP target loaded by the same `wrk -t1` at each connection count; then, on servers of its
  * own, autoscaling (bench/scaling.ts): cold starts from zero with and without the warm pool, and
  * a load step from 1 replica to 4 and back; then the LLM section (bench/llm.ts): tokens/s and time
- * to first token of the tiny GGUF model at 1 and 4 streams, node-llama-cpp direct vs Ferry. Writes
+ * to first token of the tiny GGUF model at 1 and 4 streams, node-llama-cpp direct vs Ferry; then
+ * the embeddings section (bench/embeddings.ts): embeddings/s of the tiny Hugging Face model, the
+ * transformers flavor in process vs Ferry at 1 and 4 clients. Writes
  * bench/results/latest.{md,json}: rows with req/s, latency, errors, CPU µs/request and RSS per
  * process; ratios; the goals table. Every child process and temp dir is removed on the way out,
  * including on error and Ctrl+C.
@@ -24,6 +26,7 @@ import { MODEL_KEYS, prepareModels, type BenchModel, type ModelKey } from './mod
 import {
   cleanup, cpuSnapshot, installCleanupHandlers, interrupted, machineCpu, makeTempDir, processTree, rssMiB, runNodeScript, stopServer,
 } from './procs.js';
+import { embeddingsMarkdown, runEmbeddings } from './embeddings.js';
 import { llmMarkdown, runLlm } from './llm.js';
 import { goals, machineInfo, markdown, ratios, scalingGoals, type ComputeLimit, type Report, type Row } from './report.js';
 import { runScaling, type ScalingReport } from './scaling.js';
@@ -41,6 +44,8 @@ const START_S_PER_MODEL = 6;
 const SCALING_OVERHEAD_S = 6;
 /** Seconds the LLM section adds besides generating: a Ferry server, one llm replica, llama.cpp loads. */
 const LLM_START_S = 5;
+/** Seconds the embeddings section adds besides its runs: a Ferry server, one replica, transformers.js loads. */
+const EMBEDDINGS_START_S = 6;
 
 interface Settings {
   quick: boolean;
@@ -62,6 +67,9 @@ interface Settings {
   /** The LLM section (bench/llm.ts), and the tokens each of its streams generates. */
   llm: boolean;
   llmTokens: number;
+  /** The embeddings section (bench/embeddings.ts) and the seconds of each of its runs. */
+  embeddings: boolean;
+  embeddingsS: number;
   /** Extra node flags for every server (`--cpu-prof-dir D` → `--cpu-prof --cpu-prof-dir=D`). */
   serverNodeArgs: string[];
 }
@@ -97,7 +105,7 @@ function parseSettings(argv: string[]): Settings {
     return x as T;
   });
   const only = values.only === undefined ? undefined
-    : list(values.only, [...TARGET_NAMES, ...Object.keys(GROUPS), 'compute', 'scaling', 'llm'], 'only').flatMap((x): string[] => [...(GROUPS[x] ?? [x])]);
+    : list(values.only, [...TARGET_NAMES, ...Object.keys(GROUPS), 'compute', 'scaling', 'llm', 'embeddings'], 'only').flatMap((x): string[] => [...(GROUPS[x] ?? [x])]);
   const defaultTargets: TargetName[] = quick ? ['single', 'cluster2', 'ferry-off', 'ferry-on'] : [...TARGET_NAMES];
   return {
     quick,
@@ -116,6 +124,8 @@ function parseSettings(argv: string[]): Settings {
     llm: only === undefined || only.includes('llm'),
     // Quick: a few seconds in all (mostly the server start).
     llmTokens: quick ? 64 : 512,
+    embeddings: only === undefined || only.includes('embeddings'),
+    embeddingsS: quick ? 1 : 5,
     serverNodeArgs: values['cpu-prof-dir'] === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof-dir']}`],
   };
 }
@@ -130,8 +140,9 @@ function estimateS(s: Settings): number {
   const compute = s.compute ? s.models.length * s.computeBatchSizes.length * (s.computeSecondsPerBatch + 0.2) : 0;
   const scaling = s.scaling ? s.scalingColdRuns * 4 + s.scalingLoadS + SCALING_OVERHEAD_S : 0;
   const llm = s.llm ? LLM_START_S + s.llmTokens / 200 : 0;
+  const embeddings = s.embeddings ? EMBEDDINGS_START_S + 4 * s.embeddingsS : 0;
   const starts = s.models.filter((m) => targetsFor(s, m).length > 0).length * START_S_PER_MODEL;
-  return Math.round(cells * (s.warmupS + s.durationS) + compute + starts + scaling + llm);
+  return Math.round(cells * (s.warmupS + s.durationS) + compute + starts + scaling + llm + embeddings);
 }
 
 async function computeLimit(model: BenchModel, s: Settings): Promise<ComputeLimit> {
@@ -247,9 +258,10 @@ async function main(): Promise<void> {
     goals: [...goals(rows, rs), ...scalingGoals(scaling)],
     ferryStderr,
   };
-  const md = [markdown(report), ...llmMarkdown(llmRows)].join('\n');
+  const embeddingsRows = s.embeddings ? await runEmbeddings(tmp, s.embeddingsS, token, (line) => process.stderr.write(`${line}\n`)) : [];
+  const md = [markdown(report), ...llmMarkdown(llmRows), ...embeddingsMarkdown(embeddingsRows)].join('\n');
   mkdirSync(RESULTS_DIR, { recursive: true });
-  const json = { settings: s, ...report, models: models.map(({ checks: _c, ...m }) => m), llm: llmRows };
+  const json = { settings: s, ...report, models: models.map(({ checks: _c, ...m }) => m), llm: llmRows, embeddings: embeddingsRows };
   writeFileSync(join(RESULTS_DIR, 'latest.json'), JSON.stringify(json, null, 2) + '\n');
   writeFileSync(join(RESULTS_DIR, 'latest.md'), md);
   process.stdout.write(md);
