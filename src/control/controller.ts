@@ -275,8 +275,10 @@ export class EndpointController {
   inferenceTableOf(name: string): { endpointId: string; enabled: boolean; sampleFraction: number } | undefined {
     const r = this.endpoints.get(name)?.record;
     if (r === undefined) return undefined;
-    const t = aiGatewayOf(r).inferenceTable;
-    return { endpointId: r.id, enabled: t?.enabled === true, sampleFraction: t?.sampleFraction ?? 1 };
+    // Called for every inference request (the table writer): no allocation unless enabled.
+    const t = (r.aiGateway as Partial<AiGatewayConfig> | undefined)?.inferenceTable;
+    if (t?.enabled !== true) return INFERENCE_TABLE_OFF;
+    return { endpointId: r.id, enabled: true, sampleFraction: t.sampleFraction ?? 1 };
   }
 
   list(): EndpointView[] {
@@ -862,6 +864,8 @@ export interface EntityGauges {
 }
 
 export type EndpointView = Record<string, unknown> & { name: string; state: { ready: 'READY' | 'NOT_READY'; config_update: string } };
+
+const INFERENCE_TABLE_OFF = Object.freeze({ endpointId: '', enabled: false, sampleFraction: 1 });
 
 /** Throws when the caller may not serve one of these registered models. */
 export type ModelCheck = (modelNames: string[]) => Promise<void>;

@@ -253,17 +253,20 @@ export type RouteHandler<R> = (ctx: Context, route: R, meter?: TokenMeter) => Pr
  * nor drains buckets.
  */
 export function rateLimited<R extends { rateLimiter: RateLimiter | undefined }>(next: RouteHandler<R>): RouteHandler<R> {
-  return async (ctx, route) => {
-    const limiter = route.rateLimiter;
-    if (limiter === undefined) return next(ctx, route);
-    const principal = ctx.principal ?? '';
-    limiter.admit(principal, performance.now());
-    if (!limiter.countsTokens) return next(ctx, route);
+  const metered = async (ctx: Context, route: R, limiter: RateLimiter, principal: string): Promise<Reply | undefined> => {
     const meter = new TokenMeter();
     try {
       return await next(ctx, route, meter);
     } finally {
       limiter.chargeTokens(principal, performance.now(), meter.tokens);
     }
+  };
+  // Not an async function: an endpoint without limits (or with call limits only) costs no promise here.
+  return (ctx, route) => {
+    const limiter = route.rateLimiter;
+    if (limiter === undefined) return next(ctx, route);
+    const principal = ctx.principal ?? '';
+    limiter.admit(principal, performance.now());
+    return limiter.countsTokens ? metered(ctx, route, limiter, principal) : next(ctx, route);
   };
 }

@@ -23,6 +23,11 @@ export interface Context {
   principal?: string;
   /** Set with `principal`: whether the caller is an admin. */
   admin?: boolean;
+  /**
+   * Headers every answer the listener writes carries (a returned body or an error), e.g. the
+   * request id; a handler that writes its answer itself adds them to its own `writeHead`.
+   */
+  answerHeaders?: Record<string, string>;
 }
 
 /** What a handler returns: a JSON body to send, or nothing when it wrote the response itself. */
@@ -211,13 +216,13 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
  * Writes any error as the shared error body (or `body(e)` when given: another API's shape); 5xx
  * details stay in the server log, not the response.
  */
-export function sendError(res: ServerResponse, err: unknown, body: (e: FerryError) => unknown = (e) => e.toBody()): void {
+export function sendError(res: ServerResponse, err: unknown, body: (e: FerryError) => unknown = (e) => e.toBody(), extraHeaders?: Record<string, string>): void {
   const e = toFerryError(err);
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  const headers: Record<string, string> = {};
+  const headers: Record<string, string> = { ...extraHeaders };
   if (e.retryAfterS !== undefined) headers['retry-after'] = String(e.retryAfterS);
   sendJson(res, e.status, body(e), headers);
 }
@@ -256,11 +261,11 @@ export function listener<M>(
       const { route, params } = router.match(ctx.method, ctx.path);
       ctx.params = params;
       const reply = await handlerFor(route)(ctx);
-      if (reply && !res.headersSent) sendJson(res, reply.status ?? 200, reply.body, reply.headers);
+      if (reply && !res.headersSent) sendJson(res, reply.status ?? 200, reply.body, ctx.answerHeaders === undefined ? reply.headers : { ...ctx.answerHeaders, ...reply.headers });
     };
     run().catch((err: unknown) => {
       if (onError && toFerryError(err).status >= 500) onError(err, ctx);
-      sendError(res, err, errorBody && ((e) => errorBody(ctx.path, e)));
+      sendError(res, err, errorBody && ((e) => errorBody(ctx.path, e)), ctx.answerHeaders);
       // Drain (bounded) what is left of a refused body so the client reads the answer.
       if (!req.complete) req.resume();
     });

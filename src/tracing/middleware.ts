@@ -3,7 +3,6 @@
  * answer, a 401 included, carries `x-request-id` and `traceparent`; the gateway reads what it
  * decided with `traceOf(ctx)` to pass them on to replicas, log and export spans.
  */
-import type { ServerResponse } from 'node:http';
 import type { Context, Handler } from '../http/index.js';
 import { formatTraceparent, newSpanId, newTraceId, parseTraceparent, requestIdFrom, SAMPLED_FLAG, tracestateFrom } from './context.js';
 
@@ -36,13 +35,14 @@ type TracedContext = Context & { [TRACE]?: RequestTrace };
 
 /**
  * Middleware: gives each request its `RequestTrace`, and its answer the `x-request-id` and
- * `traceparent` headers. A handler that writes its answer itself (the gateway's forwarding) puts
- * them in its own `writeHead` (see `traceOf`): a `setHeader` before it would cost ~1.5 µs per
- * request (node's `writeHead` then takes its slow path, measured here); for every other answer
- * (a returned body, an error) they are set here, before the listener writes it.
+ * `traceparent` headers: through `ctx.answerHeaders` for every answer the listener writes (a
+ * returned body, an error), and in the gateway's own `writeHead` for forwarded answers (see
+ * `traceOf`; a `setHeader` before `writeHead` would cost ~1.5 µs per request, node's `writeHead`
+ * then taking its slow path, measured here). The step is synchronous: no promise of its own per
+ * request.
  */
 export function requestTracing(): (next: Handler) => Handler {
-  return (next) => async (ctx) => {
+  return (next) => (ctx) => {
     const headers = ctx.req.headers;
     const startMs = performance.now();
     const requestId = requestIdFrom(headers['x-request-id']);
@@ -50,25 +50,14 @@ export function requestTracing(): (next: Handler) => Handler {
     const traceId = parent?.traceId ?? newTraceId();
     const spanId = newSpanId();
     const flags = parent?.flags ?? SAMPLED_FLAG;
-    const trace: RequestTrace = {
+    const traceparent = formatTraceparent(traceId, spanId, flags);
+    (ctx as TracedContext)[TRACE] = {
       requestId, traceId, spanId, parentSpanId: parent?.parentId, sampled: (flags & SAMPLED_FLAG) !== 0,
-      traceparent: formatTraceparent(traceId, spanId, flags), tracestate: parent === undefined ? undefined : tracestateFrom(headers.tracestate), startMs,
+      traceparent, tracestate: parent === undefined ? undefined : tracestateFrom(headers.tracestate), startMs,
     };
-    (ctx as TracedContext)[TRACE] = trace;
-    try {
-      const reply = await next(ctx);
-      if (!ctx.res.headersSent) setTraceHeaders(ctx.res, trace);
-      return reply;
-    } catch (err) {
-      if (!ctx.res.headersSent) setTraceHeaders(ctx.res, trace);
-      throw err;
-    }
+    ctx.answerHeaders = { 'x-request-id': requestId, traceparent };
+    return next(ctx);
   };
-}
-
-function setTraceHeaders(res: ServerResponse, trace: RequestTrace): void {
-  res.setHeader('x-request-id', trace.requestId);
-  res.setHeader('traceparent', trace.traceparent);
 }
 
 /** The trace `requestTracing` gave this request; undefined when the step is not installed. */
