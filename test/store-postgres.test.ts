@@ -1,6 +1,6 @@
 /**
  * The Postgres metadata store against a real PostgreSQL server this file starts (see
- * support/postgres.ts): the shared contract suite, what only a shared database can get wrong
+ * support/postgres.ts): the shared contract suites (metadata, inference table), what only a shared database can get wrong
  * (concurrent writers, concurrent migrations), and a real server keeping its state there.
  */
 import assert from 'node:assert/strict';
@@ -9,11 +9,21 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
+import { compileServerConfig } from '../src/config/index.js';
 import { writeFixtures } from '../src/fixtures/index.js';
-import { openStore, type EndpointRecord, type MetadataStore } from '../src/store/index.js';
+import { openInferenceTableStore, openStore, type EndpointRecord, type MetadataStore } from '../src/store/index.js';
+import { PG_MIGRATIONS } from '../src/store/postgres-migrations.js';
+import { inferenceTableStoreContract } from './contract/inference-table-store.js';
 import { storeContract } from './contract/store.js';
 import { registerVersion, request, startTestServer, tempDir, waitFor, waitSettled } from './support/index.js';
 import { postgresUnavailable, startPostgres, type TestPostgres } from './support/postgres.js';
+
+test('databaseUrl must be a postgres URL; the error does not repeat it (it may hold a password)', () => {
+  assert.equal(compileServerConfig({ databaseUrl: 'postgresql://u:p@db/ferry' }).databaseUrl, 'postgresql://u:p@db/ferry');
+  assert.equal(compileServerConfig({}).databaseUrl, undefined);
+  assert.throws(() => compileServerConfig({ databaseUrl: 'mysql://u:hunter2@db/ferry' }), (err: Error) =>
+    /'databaseUrl'.*"mysql".*postgres:\/\//.test(err.message) && !err.message.includes('hunter2'));
+});
 
 const unavailable = postgresUnavailable();
 
@@ -38,6 +48,11 @@ if (unavailable !== undefined) {
     return { open: () => openStore({ kind: 'postgres', url }), cleanup: async () => undefined };
   });
 
+  inferenceTableStoreContract('postgres', async () => {
+    const url = await cluster().createDatabase();
+    return { open: () => openInferenceTableStore({ kind: 'postgres', url }), cleanup: async () => undefined };
+  });
+
   describe('Postgres store: several writers on one database', () => {
     const endpoint = (name: string, id: string): EndpointRecord => ({
       name, id, creator: 'admin', createdMs: 1, updatedMs: 1, description: '', tags: {},
@@ -52,7 +67,7 @@ if (unavailable !== undefined) {
         await db.connect();
         try {
           const { rows } = await db.query<{ version: number }>('SELECT version FROM ferry_schema_version');
-          assert.deepEqual(rows, [{ version: 1 }], 'one schema version row');
+          assert.deepEqual(rows, [{ version: PG_MIGRATIONS.length }], 'one schema version row');
         } finally {
           await db.end();
         }
@@ -95,7 +110,7 @@ if (unavailable !== undefined) {
       });
       assert.equal(created.status, 200, created.text);
       assert.equal((await waitSettled(server.url, 'lin')).state.ready, 'READY');
-      assert.equal(fs.existsSync(path.join(dataDir, 'ferry.db')), false, 'no SQLite metadata database beside Postgres');
+      for (const file of ['ferry.db', 'inference.db']) assert.equal(fs.existsSync(path.join(dataDir, file)), false, `no ${file} beside Postgres`);
 
       await server.close();
       server = await startTestServer(dataDir, { databaseUrl });

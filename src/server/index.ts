@@ -100,7 +100,9 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       await exporter?.close();
     };
     endpointRoutes(router, controller, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits });
-    const inferenceStore = await openInferenceTableStore({ kind: 'sqlite', path: path.join(dataDir, 'inference.db') });
+    const inferenceStore = await openInferenceTableStore(config.databaseUrl === undefined
+      ? { kind: 'sqlite', path: path.join(dataDir, 'inference.db') }
+      : { kind: 'postgres', url: config.databaseUrl });
     const settingsOf = (name: string): ReturnType<EndpointController['inferenceTableOf']> => controller.inferenceTableOf(name);
     const inferenceTable = new InferenceTableWriter({
       store: inferenceStore, settingsOf, bufferRows: config.inferenceTableBufferRows, retentionMs: config.inferenceTableRetentionMs, now,

@@ -6,11 +6,13 @@
  * Nothing outside this folder writes SQL.
  */
 import type { MetadataStore } from './types.js';
+import { openSqliteInferenceTable, type InferenceTableStore, type InferenceTableStoreOptions } from './inference-table.js';
+import { openPostgresInferenceTable } from './inference-table-postgres.js';
 import { openPostgresStore } from './postgres.js';
 import { openSqliteStore } from './sqlite.js';
 
 export type * from './types.js';
-export { openInferenceTableStore, type InferenceRow, type InferenceRowQuery, type InferenceTableStore, type InferenceTableStoreOptions } from './inference-table.js';
+export type { InferenceRow, InferenceRowQuery, InferenceTableStore, InferenceTableStoreOptions } from './inference-table.js';
 
 export type StoreOptions =
   | { kind: 'sqlite'; /** SQLite database file. */ path: string }
@@ -19,4 +21,9 @@ export type StoreOptions =
 /** Opens the store and brings its schema up to date (migrations run once, under a lock). */
 export function openStore(opts: StoreOptions): Promise<MetadataStore> {
   return opts.kind === 'postgres' ? openPostgresStore(opts.url) : openSqliteStore(opts.path);
+}
+
+/** Opens the inference table store (SQLite file, or a table beside the Postgres metadata). */
+export function openInferenceTableStore(opts: InferenceTableStoreOptions): Promise<InferenceTableStore> {
+  return opts.kind === 'postgres' ? openPostgresInferenceTable(opts.url) : openSqliteInferenceTable(opts.path);
 }

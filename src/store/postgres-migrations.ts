@@ -108,4 +108,27 @@ export const PG_MIGRATIONS: readonly string[] = [
     error_code TEXT NOT NULL DEFAULT ''
   );
   `,
+  // 2: inference tables (one row per logged call; see inference-table.ts), beside the metadata
+  `
+  CREATE TABLE inference_rows (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    client_request_id TEXT,
+    timestamp_ms BIGINT NOT NULL,
+    status_code INTEGER NOT NULL,
+    error_code TEXT,
+    execution_time_ms DOUBLE PRECISION NOT NULL,
+    served_entity TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    request TEXT,
+    response TEXT,
+    sampling_fraction DOUBLE PRECISION NOT NULL
+  );
+  CREATE INDEX inference_rows_endpoint_time ON inference_rows (endpoint, endpoint_id, timestamp_ms, seq);
+  CREATE INDEX inference_rows_time ON inference_rows (timestamp_ms);
+  `,
 ];

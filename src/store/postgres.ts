@@ -29,6 +29,11 @@ const MIGRATION_LOCK_KEY = 0x4665_7272_79; // "Ferry"
 
 /** Opens a pool on `url` (postgres://user:pass@host:5432/db) and brings the schema up to date. */
 export async function openPostgresStore(url: string): Promise<MetadataStore> {
+  return new PostgresStore(await openPool(url));
+}
+
+/** A pool on `url` with the schema up to date (also used by the Postgres inference table). */
+export async function openPool(url: string): Promise<pg.Pool> {
   const pool = new pg.Pool({ connectionString: url, max: 10 });
   // An idle client that loses its connection (server restart) emits 'error' on the pool; without
   // a listener that would crash the process. The next query gets a fresh connection.
@@ -39,7 +44,7 @@ export async function openPostgresStore(url: string): Promise<MetadataStore> {
     await pool.end();
     throw err;
   }
-  return new PostgresStore(pool);
+  return pool;
 }
 
 /**
