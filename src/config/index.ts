@@ -97,6 +97,11 @@ export const serverConfigSchema = z.strictObject({
    * gateway spans are POSTed to `{otlpEndpoint}/v1/traces` as OTLP JSON. Unset: no export.
    */
   otlpEndpoint: z.string().min(1).optional(),
+  /**
+   * Metadata store in Postgres instead of SQLite in the data directory, e.g.
+   * "postgres://ferry:secret@db:5432/ferry" (docs/storage.md). Unset: SQLite (`<dataDir>/ferry.db`).
+   */
+  databaseUrl: z.string().min(1).optional(),
 });
 
 export type ServerConfigInput = z.input<typeof serverConfigSchema>;
@@ -128,6 +133,8 @@ export interface ServerConfig {
   readonly inferenceTableRetentionMs: number;
   readonly inferenceTableBufferRows: number;
   readonly otlpEndpoint: string | undefined;
+  /** A postgres:// URL, or undefined for SQLite in the data directory. */
+  readonly databaseUrl: string | undefined;
 }
 
 /** Validates and compiles server settings; throws a FerryError naming the first bad key. */
@@ -161,6 +168,7 @@ export function compileServerConfig(input: unknown): ServerConfig {
     inferenceTableRetentionMs: requireUnit('inferenceTableRetention', c.inferenceTableRetention, parseDurationMs, 'a duration such as "30d" or "12h"'),
     inferenceTableBufferRows: c.inferenceTableBufferSize,
     otlpEndpoint: compileOtlpEndpoint(c.otlpEndpoint),
+    databaseUrl: compileDatabaseUrl(c.databaseUrl),
   });
   // node:http refuses a head deadline past the whole request's (0 turns either off).
   if (compiled.bodyTimeoutMs > 0 && compiled.headersTimeoutMs > compiled.bodyTimeoutMs) {
@@ -183,6 +191,16 @@ function compileOtlpEndpoint(value: string | undefined): string | undefined {
   }
   if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.search !== '' || url.hash !== '') {
     throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(value)} for 'otlpEndpoint': expected an http:// or https:// URL without query, e.g. "http://127.0.0.1:4318".`);
+  }
+  return value;
+}
+
+/** The URL must name Postgres; the error shows only its scheme, as the rest may hold a password. */
+function compileDatabaseUrl(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(value)?.[1];
+  if (scheme !== 'postgres' && scheme !== 'postgresql') {
+    throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value for 'databaseUrl' (scheme ${describeValue(scheme ?? '')}): expected a postgres:// or postgresql:// URL, e.g. "postgres://ferry:secret@db:5432/ferry".`);
   }
   return value;
 }

@@ -50,7 +50,9 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const tlsCredentials = await loadTlsCredentials(config.tls);
   await fsp.mkdir(dataDir, { recursive: true, mode: 0o700 });
   const releaseLock = await lockDataDir(dataDir);
-  const store = await openStore({ kind: 'sqlite', path: path.join(dataDir, 'ferry.db') });
+  const store = await openStore(config.databaseUrl === undefined
+    ? { kind: 'sqlite', path: path.join(dataDir, 'ferry.db') }
+    : { kind: 'postgres', url: config.databaseUrl });
   /** What to stop if the start fails half way (replicas, the warm pool, timers). */
   let stopStarted: (() => Promise<void>) | undefined;
   try {
@@ -98,7 +100,9 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       await exporter?.close();
     };
     endpointRoutes(router, controller, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits });
-    const inferenceStore = await openInferenceTableStore({ kind: 'sqlite', path: path.join(dataDir, 'inference.db') });
+    const inferenceStore = await openInferenceTableStore(config.databaseUrl === undefined
+      ? { kind: 'sqlite', path: path.join(dataDir, 'inference.db') }
+      : { kind: 'postgres', url: config.databaseUrl });
     const settingsOf = (name: string): ReturnType<EndpointController['inferenceTableOf']> => controller.inferenceTableOf(name);
     const inferenceTable = new InferenceTableWriter({
       store: inferenceStore, settingsOf, bufferRows: config.inferenceTableBufferRows, retentionMs: config.inferenceTableRetentionMs, now,

@@ -1,21 +1,29 @@
 /**
- * The metadata store: registered models, versions, aliases, tags and API tokens. One interface
- * (`MetadataStore`, in types.ts), implemented by SQLite (default, embedded) and later Postgres.
- * Every method is async so both implementations fit; every acknowledged write is durable (SQLite:
- * WAL + synchronous=FULL). Nothing outside this folder writes SQL.
+ * The metadata store: registered models, versions, aliases, tags, endpoints, principals, tokens,
+ * grants and the audit log. One interface (`MetadataStore`, in types.ts), implemented by SQLite
+ * (default, embedded) and Postgres (`databaseUrl`). Every method is async so both implementations
+ * fit; every acknowledged write is durable (SQLite: WAL + synchronous=FULL; Postgres: committed).
+ * Nothing outside this folder writes SQL.
  */
 import type { MetadataStore } from './types.js';
+import { openSqliteInferenceTable, type InferenceTableStore, type InferenceTableStoreOptions } from './inference-table.js';
+import { openPostgresInferenceTable } from './inference-table-postgres.js';
+import { openPostgresStore } from './postgres.js';
 import { openSqliteStore } from './sqlite.js';
 
 export type * from './types.js';
-export { openInferenceTableStore, type InferenceRow, type InferenceRowQuery, type InferenceTableStore, type InferenceTableStoreOptions } from './inference-table.js';
+export type { InferenceRow, InferenceRowQuery, InferenceTableStore, InferenceTableStoreOptions } from './inference-table.js';
 
-export interface StoreOptions {
-  kind: 'sqlite';
-  /** SQLite database file. */
-  path: string;
+export type StoreOptions =
+  | { kind: 'sqlite'; /** SQLite database file. */ path: string }
+  | { kind: 'postgres'; /** postgres://user:pass@host:5432/db (libpq-style query parameters such as ?host=/socket/dir work too). */ url: string };
+
+/** Opens the store and brings its schema up to date (migrations run once, under a lock). */
+export function openStore(opts: StoreOptions): Promise<MetadataStore> {
+  return opts.kind === 'postgres' ? openPostgresStore(opts.url) : openSqliteStore(opts.path);
 }
 
-export function openStore(opts: StoreOptions): Promise<MetadataStore> {
-  return openSqliteStore(opts.path);
+/** Opens the inference table store (SQLite file, or a table beside the Postgres metadata). */
+export function openInferenceTableStore(opts: InferenceTableStoreOptions): Promise<InferenceTableStore> {
+  return opts.kind === 'postgres' ? openPostgresInferenceTable(opts.url) : openSqliteInferenceTable(opts.path);
 }

@@ -1,7 +1,7 @@
 /**
  * The inference table store: one row per logged inference call (src/inference-tables writes them,
- * its API reads them). An interface so Postgres can implement it later; SQLite here, in its own
- * file (`<data-dir>/inference.db`) so that bulk request logging never contends with the metadata
+ * its API reads them). An interface with two implementations: Postgres (inference-table-postgres.ts,
+ * beside the metadata tables) and SQLite here, in its own file (`<data-dir>/inference.db`) so that bulk request logging never contends with the metadata
  * database's writes.
  */
 import fs from 'node:fs';
@@ -59,15 +59,10 @@ export interface InferenceTableStore {
   close(): Promise<void>;
 }
 
-export interface InferenceTableStoreOptions {
-  kind: 'sqlite';
-  /** SQLite database file. */
-  path: string;
-}
+export type InferenceTableStoreOptions =
+  | { kind: 'sqlite'; /** SQLite database file. */ path: string }
+  | { kind: 'postgres'; /** The metadata store's postgres:// URL: the rows go to a table of the same database. */ url: string };
 
-export function openInferenceTableStore(opts: InferenceTableStoreOptions): Promise<InferenceTableStore> {
-  return openSqliteInferenceTable(opts.path);
-}
 
 /** Schema versions, applied in order (`user_version` counts the applied ones). */
 const MIGRATIONS = [`
@@ -95,7 +90,7 @@ const MIGRATIONS = [`
 
 type Row = Record<string, unknown>;
 
-async function openSqliteInferenceTable(file: string): Promise<InferenceTableStore> {
+export async function openSqliteInferenceTable(file: string): Promise<InferenceTableStore> {
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   const db = new Database(file);
   try {
@@ -160,7 +155,7 @@ class SqliteInferenceTable implements InferenceTableStore {
     const last = shown[shown.length - 1];
     return {
       items: shown.map(toRecord),
-      nextPageToken: rows.length > q.maxResults && last ? Buffer.from(`row:${Number(last.timestamp_ms)}:${Number(last.seq)}`).toString('base64url') : undefined,
+      nextPageToken: rows.length > q.maxResults && last ? encodeCursor(last) : undefined,
     };
   }
 
@@ -173,7 +168,12 @@ class SqliteInferenceTable implements InferenceTableStore {
   }
 }
 
-function decodeCursor(token: string): [number, number] {
+/** The page token after `last`, the last row shown: its (timestamp, seq). */
+export function encodeCursor(last: Row): string {
+  return Buffer.from(`row:${Number(last.timestamp_ms)}:${Number(last.seq)}`).toString('base64url');
+}
+
+export function decodeCursor(token: string): [number, number] {
   const m = /^row:(\d{1,15}):(\d{1,15})$/.exec(Buffer.from(token, 'base64url').toString('utf8'));
   if (!m) throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${JSON.stringify(token.slice(0, 80))} for 'page_token': use the next_page_token of a previous response.`);
   return [Number(m[1]), Number(m[2])];
@@ -181,7 +181,7 @@ function decodeCursor(token: string): [number, number] {
 
 const optional = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
 
-function toRecord(r: Row): InferenceRow {
+export function toRecord(r: Row): InferenceRow {
   return {
     requestId: String(r.request_id), clientRequestId: optional(r.client_request_id), endpoint: String(r.endpoint), endpointId: String(r.endpoint_id),
     timestampMs: Number(r.timestamp_ms), statusCode: Number(r.status_code), errorCode: optional(r.error_code), executionTimeMs: Number(r.execution_time_ms),

@@ -9,11 +9,10 @@ import Database from 'better-sqlite3';
 import { FerryError, notFound } from '../errors.js';
 import type {
   EndpointRecord, MetadataStore, ModelFilter, ModelVersionPatch, ModelVersionRecord, Page, PageResult,
-  RegisteredModelRecord, TokenRecord, VersionArtifact, PrincipalRecord, ObjectType, Grant, AuditRecord, AuditQuery,
+  RegisteredModelRecord, TokenRecord, PrincipalRecord, ObjectType, Grant, AuditRecord, AuditQuery,
 } from './types.js';
 import { MIGRATIONS } from './migrations.js';
-
-type Row = Record<string, unknown>;
+import { artifactParams, auditPage, decodePageToken, endpointParams, filterSql, paginate, toArtifact, toEndpoint, toPrincipal, toToken, type Row } from './rows.js';
 
 export async function openSqliteStore(file: string): Promise<MetadataStore> {
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
@@ -100,7 +99,7 @@ class SqliteStore implements MetadataStore {
   }
 
   async searchRegisteredModels(filter: ModelFilter, order: 'name' | 'updated', page: Page): Promise<PageResult<RegisteredModelRecord>> {
-    const { where, params } = filterSql(filter, 'registered_model_tags', 'm');
+    const { where, params } = filterSql(filter, 'registered_model_tags', 'm', 'sqlite');
     const orderBy = order === 'name' ? 'm.name ASC' : 'm.updated_ms DESC, m.name ASC';
     const offset = decodePageToken(page.pageToken);
     const rows = this.stmt(`SELECT m.name FROM registered_models m ${where} ORDER BY ${orderBy} LIMIT ? OFFSET ?`)
@@ -152,14 +151,11 @@ class SqliteStore implements MetadataStore {
   async updateModelVersion(name: string, version: number, patch: ModelVersionPatch, nowMs: number): Promise<ModelVersionRecord> {
     return this.tx(() => {
       const current = this.loadVersion(name, version);
-      const a = patch.artifact ?? current.artifact;
       this.stmt(`UPDATE model_versions SET description = ?, status = ?, status_message = ?, updated_ms = ?,
           artifact_path = ?, flavor = ?, model_file = ?, signature = ?, input_example = ?, sha256 = ?, size_bytes = ?
         WHERE name = ? AND version = ?`).run(
         patch.description ?? current.description, patch.status ?? current.status, patch.statusMessage ?? current.statusMessage, nowMs,
-        a?.path ?? null, a?.flavor ?? null, a?.modelFile ?? null, a ? JSON.stringify(a.signature) : null,
-        a && a.inputExample !== undefined ? JSON.stringify(a.inputExample) : null, a?.sha256 ?? null, a?.sizeBytes ?? null,
-        name, version,
+        ...artifactParams(patch.artifact ?? current.artifact), name, version,
       );
       return this.loadVersion(name, version);
     });
@@ -176,7 +172,7 @@ class SqliteStore implements MetadataStore {
   }
 
   async searchModelVersions(filter: ModelFilter, page: Page): Promise<PageResult<ModelVersionRecord>> {
-    const { where, params } = filterSql(filter, 'model_version_tags', 'v');
+    const { where, params } = filterSql(filter, 'model_version_tags', 'v', 'sqlite');
     const offset = decodePageToken(page.pageToken);
     const rows = this.stmt(`SELECT v.* FROM model_versions v ${where} ORDER BY v.name ASC, v.version DESC LIMIT ? OFFSET ?`)
       .all(...params, page.maxResults + 1, offset) as Row[];
@@ -325,13 +321,7 @@ class SqliteStore implements MetadataStore {
     const before = q.pageToken === undefined ? Number.MAX_SAFE_INTEGER : decodePageToken(q.pageToken);
     const rows = this.stmt(`SELECT * FROM audit_log WHERE id < ? AND time_ms >= ? AND (? IS NULL OR principal = ?)
       ORDER BY id DESC LIMIT ?`).all(before, q.sinceMs ?? 0, q.principal ?? null, q.principal ?? null, q.maxResults + 1) as Row[];
-    const items = rows.slice(0, q.maxResults).map((r) => ({
-      id: Number(r.id), timeMs: Number(r.time_ms), principal: String(r.principal), sourceAddress: String(r.source_address),
-      method: String(r.method), path: String(r.path), action: String(r.action), status: Number(r.status), errorCode: String(r.error_code),
-    }));
-    const last = items[items.length - 1];
-    // The cursor is the last id shown, in the same envelope as offsets (older entries have smaller ids).
-    return { items, nextPageToken: rows.length > q.maxResults && last ? Buffer.from(`offset:${last.id}`).toString('base64url') : undefined };
+    return auditPage(rows, q.maxResults);
   }
 
   // ---- tokens ------------------------------------------------------------------------------
@@ -436,90 +426,4 @@ class SqliteStore implements MetadataStore {
       artifact: row.artifact_path === null ? undefined : toArtifact(row),
     };
   }
-}
-
-function endpointParams(e: EndpointRecord): Record<string, unknown> {
-  return {
-    name: e.name, id: e.id, creator: e.creator, createdMs: e.createdMs, updatedMs: e.updatedMs, description: e.description,
-    tags: JSON.stringify(e.tags), config: e.config === undefined ? null : JSON.stringify(e.config),
-    pendingConfig: e.pendingConfig === undefined ? null : JSON.stringify(e.pendingConfig), configUpdate: e.configUpdate, updateMessage: e.updateMessage,
-    aiGateway: JSON.stringify(e.aiGateway ?? {}),
-  };
-}
-
-function toToken(r: Row): TokenRecord {
-  return {
-    id: String(r.id), principal: String(r.principal), hash: String(r.hash), createdMs: Number(r.created_ms),
-    expiresMs: r.expires_ms === null ? undefined : Number(r.expires_ms), description: String(r.description),
-  };
-}
-
-function toPrincipal(r: Row): PrincipalRecord {
-  return { name: String(r.name), kind: r.kind === 'service_principal' ? 'service_principal' : 'user', admin: r.admin === 1, createdMs: Number(r.created_ms), createdBy: String(r.created_by) };
-}
-
-function toEndpoint(r: Row): EndpointRecord {
-  return {
-    name: String(r.name), id: String(r.id), creator: String(r.creator), createdMs: Number(r.created_ms), updatedMs: Number(r.updated_ms),
-    description: String(r.description), tags: JSON.parse(r.tags as string) as Record<string, string>,
-    config: r.config === null ? undefined : JSON.parse(r.config as string) as unknown,
-    pendingConfig: r.pending_config === null ? undefined : JSON.parse(r.pending_config as string) as unknown,
-    configUpdate: r.config_update as EndpointRecord['configUpdate'], updateMessage: String(r.update_message),
-    aiGateway: JSON.parse(r.ai_gateway as string) as unknown,
-  };
-}
-
-function toArtifact(row: Row): VersionArtifact {
-  return {
-    path: String(row.artifact_path),
-    flavor: row.flavor as VersionArtifact['flavor'],
-    modelFile: String(row.model_file),
-    signature: JSON.parse(row.signature as string) as VersionArtifact['signature'],
-    inputExample: row.input_example === null ? undefined : JSON.parse(row.input_example as string) as unknown,
-    sha256: String(row.sha256),
-    sizeBytes: Number(row.size_bytes),
-  };
-}
-
-/** Builds a WHERE clause for a structured filter; `alias` is the main table's alias ('m' or 'v'). */
-function filterSql(filter: ModelFilter, tagTable: string, alias: string): { where: string; params: unknown[] } {
-  const clauses: string[] = [];
-  const params: unknown[] = [];
-  if (filter.name) {
-    const { op, value } = filter.name;
-    if (op === 'ILIKE') clauses.push(`lower(${alias}.name) LIKE lower(?) ESCAPE '\\'`);
-    else if (op === 'LIKE') clauses.push(`${alias}.name GLOB ?`);
-    else clauses.push(`${alias}.name ${op} ?`);
-    params.push(op === 'LIKE' ? likeToGlob(value) : value);
-  }
-  if (filter.runId !== undefined) {
-    clauses.push(`${alias}.run_id = ?`);
-    params.push(filter.runId);
-  }
-  for (const t of filter.tags ?? []) {
-    const join = alias === 'v' ? 't.version = v.version AND ' : '';
-    clauses.push(`EXISTS (SELECT 1 FROM ${tagTable} t WHERE t.name = ${alias}.name AND ${join}t.key = ? AND t.value = ?)`);
-    params.push(t.key, t.value);
-  }
-  return { where: clauses.length ? `WHERE ${clauses.join(' AND ')}` : '', params };
-}
-
-/** SQL LIKE is case-insensitive in SQLite; MLflow's LIKE is case-sensitive, so use GLOB. */
-function likeToGlob(pattern: string): string {
-  return pattern.replace(/[[\]*?]/g, (c) => `[${c}]`).replace(/%/g, '*').replace(/_/g, '?');
-}
-
-function decodePageToken(token: string | undefined): number {
-  if (token === undefined || token === '') return 0;
-  const m = /^offset:(\d{1,15})$/.exec(Buffer.from(token, 'base64url').toString('utf8'));
-  if (!m) throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid page_token ${JSON.stringify(token)}: use the next_page_token of a previous response.`);
-  return Number(m[1]);
-}
-
-function paginate<T>(rows: Row[], maxResults: number, offset: number, map: (r: Row) => T): PageResult<T> {
-  const more = rows.length > maxResults;
-  return {
-    items: rows.slice(0, maxResults).map(map),
-    nextPageToken: more ? Buffer.from(`offset:${offset + maxResults}`, 'utf8').toString('base64url') : undefined,
-  };
 }

@@ -1,0 +1,135 @@
+/**
+ * Row ↔ record mapping and SQL pieces shared by the SQLite and Postgres stores, so both return
+ * byte-identical records and page tokens. Rows come back with driver types: SQLite gives numbers,
+ * Postgres gives BIGINT as strings and BOOLEAN as booleans; every mapper goes through Number() or
+ * an explicit check. JSON columns are text in both (the records own them; the store never looks
+ * inside), so a record reads back exactly as it was written, key order included.
+ */
+import { FerryError } from '../errors.js';
+import type { AuditRecord, EndpointRecord, ModelFilter, PageResult, PrincipalRecord, TokenRecord, VersionArtifact } from './types.js';
+
+export type Row = Record<string, unknown>;
+
+/** An endpoint's column values, keyed by the record field; JSON fields serialized. */
+export function endpointParams(e: EndpointRecord): Record<string, unknown> {
+  return {
+    name: e.name, id: e.id, creator: e.creator, createdMs: e.createdMs, updatedMs: e.updatedMs, description: e.description,
+    tags: JSON.stringify(e.tags), config: e.config === undefined ? null : JSON.stringify(e.config),
+    pendingConfig: e.pendingConfig === undefined ? null : JSON.stringify(e.pendingConfig), configUpdate: e.configUpdate, updateMessage: e.updateMessage,
+    aiGateway: JSON.stringify(e.aiGateway ?? {}),
+  };
+}
+
+export function toToken(r: Row): TokenRecord {
+  return {
+    id: String(r.id), principal: String(r.principal), hash: String(r.hash), createdMs: Number(r.created_ms),
+    expiresMs: r.expires_ms === null ? undefined : Number(r.expires_ms), description: String(r.description),
+  };
+}
+
+export function toPrincipal(r: Row): PrincipalRecord {
+  return {
+    name: String(r.name), kind: r.kind === 'service_principal' ? 'service_principal' : 'user',
+    // SQLite stores 0/1, Postgres a BOOLEAN.
+    admin: r.admin === 1 || r.admin === true, createdMs: Number(r.created_ms), createdBy: String(r.created_by),
+  };
+}
+
+export function toEndpoint(r: Row): EndpointRecord {
+  return {
+    name: String(r.name), id: String(r.id), creator: String(r.creator), createdMs: Number(r.created_ms), updatedMs: Number(r.updated_ms),
+    description: String(r.description), tags: JSON.parse(r.tags as string) as Record<string, string>,
+    config: r.config === null ? undefined : JSON.parse(r.config as string) as unknown,
+    pendingConfig: r.pending_config === null ? undefined : JSON.parse(r.pending_config as string) as unknown,
+    configUpdate: r.config_update as EndpointRecord['configUpdate'], updateMessage: String(r.update_message),
+    aiGateway: JSON.parse(r.ai_gateway as string) as unknown,
+  };
+}
+
+export function toArtifact(row: Row): VersionArtifact {
+  return {
+    path: String(row.artifact_path),
+    flavor: row.flavor as VersionArtifact['flavor'],
+    modelFile: String(row.model_file),
+    signature: JSON.parse(row.signature as string) as VersionArtifact['signature'],
+    inputExample: row.input_example === null ? undefined : JSON.parse(row.input_example as string) as unknown,
+    sha256: String(row.sha256),
+    sizeBytes: Number(row.size_bytes),
+  };
+}
+
+/** The artifact columns of a version (artifact_path ... size_bytes, in that order), NULLs without one. */
+export function artifactParams(a: VersionArtifact | undefined): unknown[] {
+  return [
+    a?.path ?? null, a?.flavor ?? null, a?.modelFile ?? null, a ? JSON.stringify(a.signature) : null,
+    a && a.inputExample !== undefined ? JSON.stringify(a.inputExample) : null, a?.sha256 ?? null, a?.sizeBytes ?? null,
+  ];
+}
+
+export function toAudit(r: Row): AuditRecord {
+  return {
+    id: Number(r.id), timeMs: Number(r.time_ms), principal: String(r.principal), sourceAddress: String(r.source_address),
+    method: String(r.method), path: String(r.path), action: String(r.action), status: Number(r.status), errorCode: String(r.error_code),
+  };
+}
+
+/** A page of audit rows (fetched newest first, one more than shown); the cursor is the last id shown. */
+export function auditPage(rows: Row[], maxResults: number): PageResult<AuditRecord> {
+  const items = rows.slice(0, maxResults).map(toAudit);
+  const last = items[items.length - 1];
+  // The cursor is the last id shown, in the same envelope as offsets (older entries have smaller ids).
+  return { items, nextPageToken: rows.length > maxResults && last ? encodeOffset(last.id) : undefined };
+}
+
+/**
+ * The SQL dialects of the two stores: placeholders (`?` or `$n`) and MLflow's case-sensitive LIKE
+ * (SQLite's LIKE ignores case, so it becomes GLOB there; Postgres' LIKE is case-sensitive).
+ */
+export type Dialect = 'sqlite' | 'postgres';
+
+/** Builds a WHERE clause for a structured filter; `alias` is the main table's alias ('m' or 'v'). */
+export function filterSql(filter: ModelFilter, tagTable: string, alias: string, dialect: Dialect): { where: string; params: unknown[] } {
+  const clauses: string[] = [];
+  const params: unknown[] = [];
+  const param = (v: unknown): string => {
+    params.push(v);
+    return dialect === 'sqlite' ? '?' : `$${params.length}`;
+  };
+  if (filter.name) {
+    const { op, value } = filter.name;
+    if (op === 'ILIKE') clauses.push(`lower(${alias}.name) LIKE lower(${param(value)}) ESCAPE '\\'`);
+    else if (op === 'LIKE' && dialect === 'sqlite') clauses.push(`${alias}.name GLOB ${param(likeToGlob(value))}`);
+    else if (op === 'LIKE') clauses.push(`${alias}.name LIKE ${param(value)} ESCAPE '\\'`);
+    else clauses.push(`${alias}.name ${op} ${param(value)}`);
+  }
+  if (filter.runId !== undefined) clauses.push(`${alias}.run_id = ${param(filter.runId)}`);
+  for (const t of filter.tags ?? []) {
+    const join = alias === 'v' ? 't.version = v.version AND ' : '';
+    clauses.push(`EXISTS (SELECT 1 FROM ${tagTable} t WHERE t.name = ${alias}.name AND ${join}t.key = ${param(t.key)} AND t.value = ${param(t.value)})`);
+  }
+  return { where: clauses.length ? `WHERE ${clauses.join(' AND ')}` : '', params };
+}
+
+/** SQL LIKE is case-insensitive in SQLite; MLflow's LIKE is case-sensitive, so use GLOB. */
+function likeToGlob(pattern: string): string {
+  return pattern.replace(/[[\]*?]/g, (c) => `[${c}]`).replace(/%/g, '*').replace(/_/g, '?');
+}
+
+function encodeOffset(n: number): string {
+  return Buffer.from(`offset:${n}`, 'utf8').toString('base64url');
+}
+
+export function decodePageToken(token: string | undefined): number {
+  if (token === undefined || token === '') return 0;
+  const m = /^offset:(\d{1,15})$/.exec(Buffer.from(token, 'base64url').toString('utf8'));
+  if (!m) throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid page_token ${JSON.stringify(token)}: use the next_page_token of a previous response.`);
+  return Number(m[1]);
+}
+
+/** A page of `rows` (fetched with LIMIT maxResults + 1 at `offset`). */
+export function paginate<T>(rows: Row[], maxResults: number, offset: number, map: (r: Row) => T): PageResult<T> {
+  return {
+    items: rows.slice(0, maxResults).map(map),
+    nextPageToken: rows.length > maxResults ? encodeOffset(offset + maxResults) : undefined,
+  };
+}
