@@ -5,8 +5,10 @@ import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { openArtifactStore } from '../src/artifacts/index.js';
 import { FerryError } from '../src/errors.js';
+import { writeFixtures } from '../src/fixtures/index.js';
+import type { FerryServer } from '../src/server/index.js';
 import { artifactContract } from './contract/artifacts.js';
-import { tempDir } from './support/index.js';
+import { ferryChildren, registerVersion, request, startTestServer, tempDir, waitFor, waitSettled } from './support/index.js';
 import { startTestS3, type TestS3 } from './support/s3.js';
 
 let s3: TestS3 | undefined;
@@ -94,6 +96,75 @@ describe('S3 artifact store', () => {
         (e: unknown) => e instanceof FerryError && e.status === 400 && /'no-such-bucket'/.test(e.message));
     } finally {
       await fsp.rm(cacheDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a ferry server on the S3 artifact store', () => {
+  test('registers from an upload and from a path, serves, and after a restart rebuilds its verified cache from S3', async () => {
+    const dir = await tempDir();
+    const dataDir = path.join(dir, 'data');
+    const cacheDir = path.join(dataDir, 'artifact-cache');
+    const { endpoint } = s3!;
+    const config = { artifactStore: { kind: 's3', bucket: 'ferry', prefix: 'server', endpoint, forcePathStyle: true, accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } };
+    let server: FerryServer | undefined;
+    try {
+      const fx = await writeFixtures(path.join(dir, 'fixtures'));
+      server = await startTestServer(dataDir, config);
+      const url = server.url;
+      const put = await request({ url, method: 'PUT', path: '/api/2.0/mlflow-artifacts/artifacts/up1/model.onnx', body: await fsp.readFile(fx.linear) });
+      assert.equal(put.status, 200, put.text);
+      await registerVersion(url, 'uploaded', 'mlflow-artifacts:/up1');
+      await registerVersion(url, 'from-path', fx.linear);
+
+      // The versions live in the bucket (under the prefix), not in the data directory, with the
+      // digest the local store would compute.
+      const reader = await openArtifactStore({ kind: 's3', ...s3!.settings('ferry', 'server/'), cacheDir: path.join(dir, 'reader-cache') });
+      assert.deepEqual((await reader.list('models')).map((e) => e.path), ['from-path', 'uploaded']);
+      assert.equal(await fsp.stat(path.join(dataDir, 'artifacts')).then(() => true, () => false), false);
+      const local = await openArtifactStore({ kind: 'local', root: path.join(dir, 'local') });
+      for (const [name, file] of [['uploaded', 'model.onnx'], ['from-path', path.basename(fx.linear)]] as const) {
+        await local.importLocal(fx.linear, `${name}/${file}`, 1e9);
+        const v = await request({ url, path: `/api/2.0/mlflow/model-versions/get?name=${name}&version=1` });
+        assert.equal(v.json.model_version.artifact_sha256, (await local.digest(name)).sha256, name);
+      }
+
+      const query = async (name: string): Promise<void> => {
+        const r = await request({ url: server!.url, method: 'POST', path: `/serving-endpoints/${name}/invocations`, json: { inputs: [[1, 2, 3, 4]] } });
+        assert.equal(r.status, 200, r.text);
+        assert.deepEqual(r.json, { predictions: [[5.625]] });
+      };
+      for (const name of ['uploaded', 'from-path']) {
+        const created = await request({ url, method: 'POST', path: '/api/2.0/serving-endpoints', json: { name, config: { served_entities: [{ entity_name: name, entity_version: '1' }] } } });
+        assert.equal(created.status, 200, created.text);
+        assert.equal((await waitSettled(url, name)).state.ready, 'READY');
+        await query(name);
+      }
+
+      // While stopped: one version's cached copy disappears, the other's is corrupted.
+      await server.close();
+      server = undefined;
+      const entries = new Map<string, string>();
+      for (const e of await fsp.readdir(cacheDir)) {
+        const record = await fsp.readFile(path.join(cacheDir, e, 'record.json'), 'utf8').catch(() => undefined);
+        if (record !== undefined) entries.set((JSON.parse(record) as { key: string }).key, path.join(cacheDir, e));
+      }
+      assert.deepEqual([...entries.keys()].sort(), ['models/from-path/1', 'models/uploaded/1']);
+      await fsp.rm(entries.get('models/from-path/1')!, { recursive: true });
+      await fsp.writeFile(path.join(entries.get('models/uploaded/1')!, 'tree', 'model.onnx'), 'not a model');
+
+      server = await startTestServer(dataDir, config);
+      for (const name of ['uploaded', 'from-path']) {
+        const url = server.url;
+        await waitFor(`${name} ready after the restart`, async () => ((await request({ url, path: `/api/2.0/serving-endpoints/${name}` })).json.state?.ready === 'READY' ? true : undefined), 30_000);
+        await query(name);
+      }
+      assert.deepEqual(await fsp.readFile(path.join(entries.get('models/uploaded/1')!, 'tree', 'model.onnx')), await fsp.readFile(fx.linear), 'the corrupted copy was downloaded again');
+      assert.equal(await fsp.stat(entries.get('models/from-path/1')!).then(() => true, () => false), true, 'the missing copy was downloaded again');
+    } finally {
+      await server?.close();
+      assert.deepEqual(await ferryChildren(dataDir), [], 'no replica outlives the server');
+      await fsp.rm(dir, { recursive: true, force: true });
     }
   });
 });

@@ -58,6 +58,7 @@ export function artifactContract(name: string, make: () => Promise<ArtifactHarne
       assert.equal(got.sizeBytes, 11);
       assert.equal((await readAll(got.stream)).toString(), 'hello world');
       assert.equal(await s.exists('a/b/model.onnx'), true);
+      assert.deepEqual(await s.list(''), [{ path: 'a', isDir: true, sizeBytes: 0 }], 'a directory holding only directories');
       assert.deepEqual(await s.list('a'), [{ path: 'b', isDir: true, sizeBytes: 0 }]);
       assert.deepEqual(await s.list('a/b'), [{ path: 'model.onnx', isDir: false, sizeBytes: 11 }]);
       await s.putFile('a/b/model.onnx', chunks('v2'), 1000);
