@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { openArtifactStore } from '../src/artifacts/index.js';
+import { compileServerConfig } from '../src/config/index.js';
 import { FerryError } from '../src/errors.js';
 import { writeFixtures } from '../src/fixtures/index.js';
 import type { FerryServer } from '../src/server/index.js';
@@ -165,6 +166,26 @@ describe('a ferry server on the S3 artifact store', () => {
       await server?.close();
       assert.deepEqual(await ferryChildren(dataDir), [], 'no replica outlives the server');
       await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('artifactStore server setting', () => {
+  test('defaults to the local store; s3 settings are compiled, and bad ones name the key', () => {
+    assert.deepEqual(compileServerConfig({}).artifactStore, { kind: 'local' });
+    assert.deepEqual(compileServerConfig({ artifactStore: { kind: 's3', bucket: 'm', prefix: '/ferry/prod/' } }).artifactStore, {
+      kind: 's3', bucket: 'm', prefix: 'ferry/prod/', endpoint: undefined, region: 'us-east-1', forcePathStyle: false, credentials: undefined,
+    });
+    const bad: Array<[unknown, RegExp]> = [
+      [{ kind: 's3' }, /'artifactStore\.bucket'/],
+      [{ kind: 'gcs', bucket: 'm' }, /'artifactStore\.kind'/],
+      [{ kind: 's3', bucket: 'm', endpoint: 'localhost:9000' }, /'artifactStore\.endpoint'.*http/],
+      [{ kind: 's3', bucket: 'm', prefix: 'a/../b' }, /'artifactStore\.prefix'/],
+      [{ kind: 's3', bucket: 'm', accessKeyId: 'k' }, /'artifactStore\.secretAccessKey'/],
+      [{ kind: 's3', bucket: 'm', bukket: 'x' }, /Unknown key 'bukket' in 'artifactStore'/],
+    ];
+    for (const [artifactStore, message] of bad) {
+      assert.throws(() => compileServerConfig({ artifactStore }), (e: unknown) => e instanceof FerryError && e.status === 400 && message.test(e.message), JSON.stringify(artifactStore));
     }
   });
 });
