@@ -154,7 +154,8 @@ export class S3ArtifactStore implements ArtifactStore {
     }
     await this.replaceTree(key, files.map((f) => ({
       rel: f.rel,
-      write: (objectKey: string) => this.upload(objectKey, fs.createReadStream(f.abs), Number.MAX_SAFE_INTEGER, key).then(() => undefined),
+      // The known size as the limit: it sets the part size, and a file that grew since is refused.
+      write: (objectKey: string) => this.upload(objectKey, fs.createReadStream(f.abs), f.sizeBytes, key).then(() => undefined),
     })));
   }
 
@@ -271,7 +272,8 @@ export class S3ArtifactStore implements ArtifactStore {
    * `key` names the artifact in errors.
    */
   private async upload(objectKey: string, body: AsyncIterable<Uint8Array>, maxBytes: number, key: string): Promise<{ sizeBytes: number; sha256: string }> {
-    const partBytes = Math.max(MIN_PART_BYTES, Math.ceil(Math.min(maxBytes, Number.MAX_SAFE_INTEGER) / MAX_PARTS));
+    // Parts grow with the limit so that `maxBytes` fits in 10,000 of them (2 GiB: 8 MiB parts).
+    const partBytes = Math.max(MIN_PART_BYTES, Math.ceil(maxBytes / MAX_PARTS));
     const { bucket } = this.opts;
     const hash = createHash('sha256');
     let sizeBytes = 0;
@@ -320,7 +322,7 @@ export class S3ArtifactStore implements ArtifactStore {
     if (sizeBytes > MAX_COPY_OBJECT_BYTES) {
       const res = await this.s3.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: fromObjectKey }));
       if (!(res.Body instanceof Readable)) throw new FerryError('INTERNAL_ERROR', `S3 returned no body for '${fromObjectKey}'.`);
-      await this.upload(toObjectKey, res.Body, Number.MAX_SAFE_INTEGER, key);
+      await this.upload(toObjectKey, res.Body, sizeBytes, key);
       return;
     }
     const source = `${this.opts.bucket}/${fromObjectKey.split('/').map(encodeURIComponent).join('/')}`;
