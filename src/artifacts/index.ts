@@ -1,10 +1,11 @@
 /**
- * The artifact store: where model files live. Local directory by default (S3 later), behind one
- * interface. Paths are relative, '/'-separated keys; no key can escape the store (`..`, absolute
+ * The artifact store: where model files live. Local directory by default, or an S3 bucket, behind
+ * one interface. Paths are relative, '/'-separated keys; no key can escape the store (`..`, absolute
  * paths, NUL, backslashes and empty segments are refused with a 400).
  */
 import type { Readable } from 'node:stream';
 import { LocalArtifactStore } from './local.js';
+import { S3ArtifactStore, type S3ArtifactStoreOptions } from './s3.js';
 
 export interface ArtifactEntry {
   /** Key relative to the listed prefix. */
@@ -38,18 +39,25 @@ export interface ArtifactStore {
   /** Removes `key` (file or directory, recursively); no error when absent. */
   delete(key: string): Promise<void>;
   digest(key: string): Promise<TreeDigest>;
-  /** A directory on this machine holding the tree at `key` (the local store returns it in place). */
-  localDir(key: string): Promise<string>;
+  /**
+   * A directory on this machine holding the tree at `key`: the local store returns it in place; the
+   * S3 store returns a cached copy, checked against `sha256` (a version's recorded tree digest) when
+   * given, else downloaded afresh. Replicas and the registry's inspection read from here.
+   */
+  localDir(key: string, sha256?: string): Promise<string>;
 }
 
-export interface ArtifactStoreOptions {
-  kind: 'local';
-  /** Root directory of the store. */
-  root: string;
-}
+export type ArtifactStoreOptions =
+  | {
+    kind: 'local';
+    /** Root directory of the store. */
+    root: string;
+  }
+  | ({ kind: 's3' } & S3ArtifactStoreOptions);
 
 export function openArtifactStore(opts: ArtifactStoreOptions): Promise<ArtifactStore> {
-  return LocalArtifactStore.open(opts.root);
+  return opts.kind === 'local' ? LocalArtifactStore.open(opts.root) : S3ArtifactStore.open(opts);
 }
 
 export { validateKey } from './keys.js';
+export type { S3Settings } from './s3.js';

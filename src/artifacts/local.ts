@@ -11,6 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import { FerryError, notFound } from '../errors.js';
 import type { ArtifactEntry, ArtifactStore, TreeDigest } from './index.js';
 import { validateKey } from './keys.js';
+import { digestTree, walk } from './tree.js';
 
 const TMP_DIR = '.tmp';
 
@@ -128,22 +129,8 @@ export class LocalArtifactStore implements ArtifactStore {
     await removeTree(this.resolve(key));
   }
 
-  async digest(key: string): Promise<TreeDigest> {
-    const base = this.resolve(key);
-    const files: Array<{ rel: string; abs: string; size: number }> = [];
-    await walk(base, (abs, size) => {
-      files.push({ rel: path.relative(base, abs).split(path.sep).join('/'), abs, size });
-    });
-    files.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
-    const tree = createHash('sha256');
-    let sizeBytes = 0;
-    for (const f of files) {
-      const h = createHash('sha256');
-      await pipeline(fs.createReadStream(f.abs), h);
-      tree.update(`${f.rel}\0${h.digest('hex')}\n`);
-      sizeBytes += f.size;
-    }
-    return { sha256: tree.digest('hex'), sizeBytes, files: files.length };
+  digest(key: string): Promise<TreeDigest> {
+    return digestTree(this.resolve(key));
   }
 
   localDir(key: string): Promise<string> {
@@ -172,19 +159,4 @@ async function removeTree(p: string): Promise<void> {
 async function refuseDirectory(dest: string, key: string): Promise<void> {
   const st = await fsp.stat(dest).catch(() => undefined);
   if (st?.isDirectory()) throw new FerryError('RESOURCE_CONFLICT', `Artifact path '${key}' is a directory.`);
-}
-
-/**
- * Visits every regular file under `p` (or `p` itself), refusing symbolic links and special files:
- * an artifact must be self-contained, and a link could point anywhere on the server.
- */
-async function walk(p: string, visit: (file: string, sizeBytes: number) => void): Promise<void> {
-  const st = await fsp.lstat(p);
-  if (st.isSymbolicLink()) throw new FerryError('INVALID_PARAMETER_VALUE', `'${p}' is a symbolic link; artifacts must contain regular files only.`);
-  if (st.isFile()) {
-    visit(p, st.size);
-    return;
-  }
-  if (!st.isDirectory()) throw new FerryError('INVALID_PARAMETER_VALUE', `'${p}' is not a regular file or directory.`);
-  for (const name of await fsp.readdir(p)) await walk(path.join(p, name), visit);
 }

@@ -5,6 +5,7 @@
  * is allowed.
  */
 import { z } from 'zod';
+import { validateKey, type S3Settings } from '../artifacts/index.js';
 import { FerryError, describeValue } from '../errors.js';
 
 const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -102,6 +103,27 @@ export const serverConfigSchema = z.strictObject({
    * "postgres://ferry:secret@db:5432/ferry" (docs/storage.md). Unset: SQLite (`<dataDir>/ferry.db`).
    */
   databaseUrl: z.string().min(1).optional(),
+  /**
+   * Where model artifacts live: `{"kind": "local"}` (the data directory) or an S3 bucket,
+   * `{"kind": "s3", "bucket": "models", "endpoint": "http://127.0.0.1:9000", "forcePathStyle": true}`.
+   */
+  artifactStore: z.discriminatedUnion('kind', [
+    z.strictObject({ kind: z.literal('local') }),
+    z.strictObject({
+      kind: z.literal('s3'),
+      bucket: z.string().min(1),
+      /** Key prefix inside the bucket, e.g. "ferry/". */
+      prefix: z.string().default(''),
+      /** S3-compatible server (MinIO, Ceph...); unset: AWS. */
+      endpoint: z.string().min(1).optional(),
+      region: z.string().min(1).default('us-east-1'),
+      forcePathStyle: z.boolean().default(false),
+      /** Unset: the standard AWS chain (AWS_ACCESS_KEY_ID..., ~/.aws, instance roles). */
+      accessKeyId: z.string().min(1).optional(),
+      secretAccessKey: z.string().min(1).optional(),
+      sessionToken: z.string().min(1).optional(),
+    }),
+  ]).default({ kind: 'local' }),
 });
 
 export type ServerConfigInput = z.input<typeof serverConfigSchema>;
@@ -135,6 +157,8 @@ export interface ServerConfig {
   readonly otlpEndpoint: string | undefined;
   /** A postgres:// URL, or undefined for SQLite in the data directory. */
   readonly databaseUrl: string | undefined;
+  /** Local: `<dataDir>/artifacts`; S3: the bucket, with copies for replicas in `<dataDir>/artifact-cache`. */
+  readonly artifactStore: { readonly kind: 'local' } | ({ readonly kind: 's3' } & Readonly<S3Settings>);
 }
 
 /** Validates and compiles server settings; throws a FerryError naming the first bad key. */
@@ -169,6 +193,7 @@ export function compileServerConfig(input: unknown): ServerConfig {
     inferenceTableBufferRows: c.inferenceTableBufferSize,
     otlpEndpoint: compileOtlpEndpoint(c.otlpEndpoint),
     databaseUrl: compileDatabaseUrl(c.databaseUrl),
+    artifactStore: compileArtifactStore(c.artifactStore),
   });
   // node:http refuses a head deadline past the whole request's (0 turns either off).
   if (compiled.bodyTimeoutMs > 0 && compiled.headersTimeoutMs > compiled.bodyTimeoutMs) {
@@ -203,6 +228,32 @@ function compileDatabaseUrl(value: string | undefined): string | undefined {
     throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value for 'databaseUrl' (scheme ${describeValue(scheme ?? '')}): expected a postgres:// or postgresql:// URL, e.g. "postgres://ferry:secret@db:5432/ferry".`);
   }
   return value;
+}
+
+function compileArtifactStore(c: z.infer<typeof serverConfigSchema>['artifactStore']): ServerConfig['artifactStore'] {
+  if (c.kind === 'local') return { kind: 'local' };
+  if (c.endpoint !== undefined && !/^https?:\/\/[^/?#]+\/?$/.test(c.endpoint)) {
+    throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.endpoint)} for 'artifactStore.endpoint': expected an http:// or https:// URL without a path, e.g. "http://127.0.0.1:9000".`);
+  }
+  // "ferry", "/ferry/" and "ferry/" all mean the keys start with "ferry/".
+  const prefix = c.prefix.replace(/^\/+|\/+$/g, '');
+  if (prefix !== '') {
+    try {
+      validateKey(prefix, 'prefix');
+    } catch (err) {
+      throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.prefix)} for 'artifactStore.prefix': ${(err as Error).message}`);
+    }
+  }
+  if ((c.accessKeyId === undefined) !== (c.secretAccessKey === undefined)) {
+    const missing = c.accessKeyId === undefined ? 'accessKeyId' : 'secretAccessKey';
+    throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value undefined for 'artifactStore.${missing}': explicit S3 credentials need both accessKeyId and secretAccessKey (or neither, for the AWS credential chain).`);
+  }
+  return {
+    kind: 's3', bucket: c.bucket, prefix: prefix === '' ? '' : `${prefix}/`, endpoint: c.endpoint, region: c.region, forcePathStyle: c.forcePathStyle,
+    credentials: c.accessKeyId === undefined || c.secretAccessKey === undefined ? undefined : {
+      accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey, ...(c.sessionToken === undefined ? {} : { sessionToken: c.sessionToken }),
+    },
+  };
 }
 
 function compileTls(certFile: string | undefined, keyFile: string | undefined): ServerConfig['tls'] {

@@ -163,6 +163,8 @@ export interface ServedEntityConfig {
   scaling: ScalingSpec;
   /** What the runtime needs to start a replica (copied from the version at config time). */
   artifactPath: string;
+  /** The version's tree digest: a store that copies the artifact to this machine checks the copy against it. */
+  artifactSha256: string;
   modelFile: string;
   flavor: FlavorName;
   /** The version's input example, a ready-to-send MLflow scoring body (copied at config time); undefined when it has none. */
@@ -249,6 +251,7 @@ export async function compileConfig(raw: unknown, configVersion: number, registr
       },
       scaling: compileScaling(e, where),
       artifactPath: version.artifact.path,
+      artifactSha256: version.artifact.sha256,
       modelFile: version.artifact.modelFile,
       flavor: version.artifact.flavor,
       inputExample: version.artifact.inputExample,

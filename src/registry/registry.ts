@@ -95,8 +95,9 @@ export class Registry {
     const key = `models/${name}/${version}`;
     try {
       await this.materialize(record.source, key);
-      const inspection = await inspectArtifact(await this.artifacts.localDir(key));
+      // Digest first: the S3 store downloads the tree once for both (localDir reuses the copy).
       const digest = await this.artifacts.digest(key);
+      const inspection = await inspectArtifact(await this.artifacts.localDir(key, digest.sha256));
       return await this.store.updateModelVersion(name, version, {
         status: 'READY',
         statusMessage: '',

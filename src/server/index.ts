@@ -56,7 +56,9 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   /** What to stop if the start fails half way (replicas, the warm pool, timers). */
   let stopStarted: (() => Promise<void>) | undefined;
   try {
-    const artifacts = await openArtifactStore({ kind: 'local', root: path.join(dataDir, 'artifacts') });
+    const artifacts = await openArtifactStore(config.artifactStore.kind === 'local'
+      ? { kind: 'local', root: path.join(dataDir, 'artifacts') }
+      : { ...config.artifactStore, cacheDir: path.join(dataDir, 'artifact-cache') });
     const generatedAdminToken = await bootstrapAdminToken(store, dataDir, deps.adminToken, now());
     const registry = new Registry(store, artifacts, { maxUploadBytes: config.maxUploadBytes, now });
     await registry.recoverPending();

@@ -1,0 +1,57 @@
+/**
+ * Directory-tree helpers shared by the artifact stores, so that a version's sha256 is the same
+ * whichever store holds it: the S3 store digests its local copy with the same function the local
+ * store uses on its own directory.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { FerryError } from '../errors.js';
+import type { TreeDigest } from './index.js';
+
+/**
+ * Visits every regular file under `p` (or `p` itself), refusing symbolic links and special files:
+ * an artifact must be self-contained, and a link could point anywhere on the server.
+ */
+export async function walk(p: string, visit: (file: string, sizeBytes: number) => void): Promise<void> {
+  const st = await fsp.lstat(p);
+  if (st.isSymbolicLink()) throw new FerryError('INVALID_PARAMETER_VALUE', `'${p}' is a symbolic link; artifacts must contain regular files only.`);
+  if (st.isFile()) {
+    visit(p, st.size);
+    return;
+  }
+  if (!st.isDirectory()) throw new FerryError('INVALID_PARAMETER_VALUE', `'${p}' is not a regular file or directory.`);
+  for (const name of await fsp.readdir(p)) await walk(path.join(p, name), visit);
+}
+
+/**
+ * Every regular file under `base` with its '/'-separated path relative to `base` ('' when `base`
+ * is a file), sorted by path in UTF-16 code-unit order.
+ */
+export async function listTree(base: string): Promise<Array<{ rel: string; abs: string; sizeBytes: number }>> {
+  const files: Array<{ rel: string; abs: string; sizeBytes: number }> = [];
+  await walk(base, (abs, sizeBytes) => {
+    files.push({ rel: path.relative(base, abs).split(path.sep).join('/'), abs, sizeBytes });
+  });
+  return files.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
+}
+
+/**
+ * The tree digest of the file or directory `base`: sha256 over one line `<path>\0<file sha256>\n`
+ * per file, in sorted path order. Example: a directory holding only `model.onnx` with the bytes
+ * "abc" digests to sha256("model.onnx\0ba7816bf…15ad\n").
+ */
+export async function digestTree(base: string): Promise<TreeDigest> {
+  const files = await listTree(base);
+  const tree = createHash('sha256');
+  let sizeBytes = 0;
+  for (const f of files) {
+    const h = createHash('sha256');
+    await pipeline(fs.createReadStream(f.abs), h);
+    tree.update(`${f.rel}\0${h.digest('hex')}\n`);
+    sizeBytes += f.sizeBytes;
+  }
+  return { sha256: tree.digest('hex'), sizeBytes, files: files.length };
+}
