@@ -120,8 +120,10 @@ test('console: sign in, register, Serve, query, split traffic, charts, a failed 
       await shot('endpoint-charts');
       await page.unroute('**/metrics/series?*');
     } else {
-      for (let i = 0; i < 30; i++) await request({ url, path: '/serving-endpoints/iris/invocations', json: { inputs: [[0, 0, 0, 0]] } });
+      // Traffic keeps flowing while waiting: the chart's latest point is the 5 s slot in progress,
+      // and a page poll landing just after a quiet slot began would otherwise see 0.
       await waitFor('the requests chart to show traffic', async () => {
+        for (let i = 0; i < 10; i++) await request({ url, path: '/serving-endpoints/iris/invocations', json: { inputs: [[0, 0, 0, 0]] } });
         const now = await metrics.locator('.chart[data-chart="qps"] .now').innerText();
         return /requests\/s (0\.\d*[1-9]|[1-9])/.test(now) ? true : undefined;
       }, 20_000);
