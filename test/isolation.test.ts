@@ -17,7 +17,7 @@ import { compileServerConfig } from '../src/config/index.js';
 import { writeFixtures, type FixturePaths } from '../src/fixtures/index.js';
 import { LocalRuntime, replicaNodeFlags } from '../src/runtime/local/index.js';
 import { startServer, type FerryServer } from '../src/server/index.js';
-import { ferryChildren, rejectsWith, request, ROOT, tempDir, waitFor, type HttpResult } from './support/index.js';
+import { ferryChildren, rejectsWith, request, ROOT, tempDir, waitFor, writeTestModel, type HttpResult } from './support/index.js';
 
 /** Where `replicaUser`'s default, "nobody", resolves on Debian-like systems (checked in `before`). */
 const NOBODY = { uid: 65534, gid: 65534 };
@@ -49,24 +49,17 @@ const call = (method: string, p: string, json?: unknown): Promise<HttpResult> =>
 async function writeAllocModel(modelDir: string): Promise<void> {
   const { onnx } = onnxProto;
   const T = onnx.TensorProto.DataType;
-  const bytes = onnx.ModelProto.encode({
-    irVersion: 8,
-    producerName: 'ferry-test',
-    opsetImport: [{ domain: '', version: 15 }],
-    graph: {
-      name: 'alloc',
-      input: [{ name: 'x', type: { tensorType: { elemType: T.INT64, shape: { dim: [{ dimParam: 'N' }] } } } }],
-      output: [{ name: 'y', type: { tensorType: { elemType: T.FLOAT, shape: { dim: [{ dimValue: 1 }] } } } }],
-      initializer: [{ name: 'one', dims: [1], dataType: T.INT64, rawData: new Uint8Array(BigInt64Array.of(1n).buffer) }],
-      node: [
-        { opType: 'ConstantOfShape', input: ['x'], output: ['filled'], attribute: [{ name: 'value', type: onnx.AttributeProto.AttributeType.TENSOR, t: { dims: [1], dataType: T.FLOAT, floatData: [1] } }] },
-        { opType: 'ReduceSum', input: ['filled'], output: ['sum'], attribute: [{ name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 0 }] },
-        { opType: 'Reshape', input: ['sum', 'one'], output: ['y'] },
-      ],
-    },
-  }).finish();
-  await fsp.mkdir(modelDir, { recursive: true });
-  await fsp.writeFile(path.join(modelDir, 'model.onnx'), bytes);
+  await writeTestModel(modelDir, {
+    name: 'alloc',
+    input: [{ name: 'x', type: { tensorType: { elemType: T.INT64, shape: { dim: [{ dimParam: 'N' }] } } } }],
+    output: [{ name: 'y', type: { tensorType: { elemType: T.FLOAT, shape: { dim: [{ dimValue: 1 }] } } } }],
+    initializer: [{ name: 'one', dims: [1], dataType: T.INT64, rawData: new Uint8Array(BigInt64Array.of(1n).buffer) }],
+    node: [
+      { opType: 'ConstantOfShape', input: ['x'], output: ['filled'], attribute: [{ name: 'value', type: onnx.AttributeProto.AttributeType.TENSOR, t: { dims: [1], dataType: T.FLOAT, floatData: [1] } }] },
+      { opType: 'ReduceSum', input: ['filled'], output: ['sum'], attribute: [{ name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 0 }] },
+      { opType: 'Reshape', input: ['sum', 'one'], output: ['y'] },
+    ],
+  });
 }
 
 /** The running replica of `endpoint`: pid, socket, command line and private model directory. */

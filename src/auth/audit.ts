@@ -6,8 +6,7 @@
  */
 import { z } from 'zod';
 import { configError } from '../config/index.js';
-import { toFerryError } from '../errors.js';
-import type { Middleware } from '../http/index.js';
+import { withOutcome, type Middleware } from '../http/index.js';
 import type { AuditRecord, MetadataStore } from '../store/index.js';
 import { access, isDataPlane, type Access, type ServerRouter } from './access.js';
 
@@ -19,23 +18,10 @@ export function auditTrail(store: MetadataStore, now: () => number, onError: (er
     return async (ctx) => {
       // Read now: the socket is gone from the request once a refused upload closes it.
       const sourceAddress = ctx.req.socket.remoteAddress ?? '';
-      let status = 200;
-      let errorCode = '';
-      try {
-        const reply = await next(ctx);
-        status = reply?.status ?? 200;
-        return reply;
-      } catch (err) {
-        const e = toFerryError(err);
-        status = e.status;
-        errorCode = e.code;
-        throw err;
-      } finally {
-        await store.appendAudit({
-          timeMs: now(), principal: ctx.principal ?? '', sourceAddress,
-          method: ctx.method, path: ctx.path, action, status, errorCode,
-        }).catch(onError);
-      }
+      return withOutcome(next, ctx, (status, errorCode) => store.appendAudit({
+        timeMs: now(), principal: ctx.principal ?? '', sourceAddress,
+        method: ctx.method, path: ctx.path, action, status, errorCode: errorCode ?? '',
+      }).catch(onError));
     };
   };
 }

@@ -9,7 +9,7 @@
  */
 import { access, identityOf, type Authorizer, type NameOf, type ServerRouter } from '../auth/index.js';
 import { FerryError, invalidParameter, notFound, toFerryError, type ErrorBody } from '../errors.js';
-import { parseJson, readBody, type Context, type Handler, type Reply } from '../http/index.js';
+import { parseJson, readBody, withOutcome, type Context, type Handler, type Reply } from '../http/index.js';
 import { openAiError, sseData } from '../protocols/openai.js';
 import { ChannelError, type ChannelRequest, type ChannelResponse, type RequestMeta, type ResponseStream } from '../channel/index.js';
 import type { LogFn, LogLevel } from '../logs/index.js';
@@ -219,18 +219,7 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
       observations.set(ctx, obs);
       const startMs = Date.now();
       const t0 = performance.now();
-      let status = 200;
-      let errorCode: string | undefined;
-      try {
-        const reply = await h(ctx);
-        status = reply?.status ?? ctx.res.statusCode;
-        return reply;
-      } catch (err) {
-        const e = toFerryError(err);
-        status = e.status;
-        errorCode = e.code;
-        throw err;
-      } finally {
+      return withOutcome(h, ctx, (status, errorCode) => {
         const endMs = performance.now();
         const endpoint = ctx.params.name ?? '';
         if (gatewayRequests.hasSubscribers) {
@@ -248,7 +237,7 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
           });
         }
         if (exporting && trace !== undefined) exportSpans(exporter, trace, { method, pattern, routeName, endpoint, status, errorCode, endMs }, obs);
-      }
+      });
     };
   };
   const add = (method: 'GET' | 'POST', pattern: string, inference: boolean, h: Handler): void => {

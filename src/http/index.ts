@@ -5,7 +5,7 @@
  * per-request overhead, and the control plane needs nothing more.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { FerryError, toFerryError } from '../errors.js';
+import { FerryError, toFerryError, type ErrorCode } from '../errors.js';
 import { checkJsonLimits, DEFAULT_JSON_LIMITS, type JsonLimits } from './json-limits.js';
 
 export { checkJsonLimits, DEFAULT_JSON_LIMITS, type JsonLimits } from './json-limits.js';
@@ -130,6 +130,28 @@ function decodeSegment(s: string): string {
   }
 }
 
+
+/**
+ * Runs `handler` and tells `done` how the request ended, before the result settles: the reply's
+ * status (or the one the handler wrote itself) and no error code, or a thrown error's status and
+ * code. The audit trail and the gateway's request events share it.
+ */
+export async function withOutcome(handler: Handler, ctx: Context, done: (status: number, errorCode: ErrorCode | undefined) => void | Promise<void>): Promise<Reply | undefined> {
+  let status = 200;
+  let errorCode: ErrorCode | undefined;
+  try {
+    const reply = await handler(ctx);
+    status = reply?.status ?? ctx.res.statusCode;
+    return reply;
+  } catch (err) {
+    const e = toFerryError(err);
+    status = e.status;
+    errorCode = e.code;
+    throw err;
+  } finally {
+    await done(status, errorCode);
+  }
+}
 
 /**
  * Reads a request body up to `maxBytes`, refusing more while it streams (413) rather than

@@ -11,7 +11,7 @@ import pg from 'pg';
 import { FerryError, notFound } from '../errors.js';
 import { PG_MIGRATIONS } from './postgres-migrations.js';
 import {
-  artifactParams, auditPage, decodePageToken, endpointParams, filterSql, paginate, toArtifact, toEndpoint, toPrincipal, toToken, type Row,
+  artifactParams, auditPage, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toPrincipal, toToken, toVersion as toVersionRow, type Row,
 } from './rows.js';
 import type {
   AuditQuery, AuditRecord, EndpointRecord, Grant, MetadataStore, ModelFilter, ModelVersionPatch, ModelVersionRecord, ObjectType, Page,
@@ -481,18 +481,5 @@ async function toVersions(db: Db, rows: Row[]): Promise<ModelVersionRecord[]> {
 }
 
 async function toVersion(db: Db, row: Row): Promise<ModelVersionRecord> {
-  const tags = await all(db, 'SELECT key, value FROM model_version_tags WHERE name = $1 AND version = $2 ORDER BY key', [row.name, row.version]);
-  return {
-    name: String(row.name),
-    version: Number(row.version),
-    createdMs: Number(row.created_ms),
-    updatedMs: Number(row.updated_ms),
-    description: String(row.description),
-    source: String(row.source),
-    runId: String(row.run_id),
-    status: row.status as ModelVersionRecord['status'],
-    statusMessage: String(row.status_message),
-    tags: Object.fromEntries(tags.map((t) => [String(t.key), String(t.value)])),
-    artifact: row.artifact_path === null ? undefined : toArtifact(row),
-  };
+  return toVersionRow(row, await all(db, 'SELECT key, value FROM model_version_tags WHERE name = $1 AND version = $2 ORDER BY key', [row.name, row.version]));
 }

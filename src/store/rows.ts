@@ -6,7 +6,7 @@
  * inside), so a record reads back exactly as it was written, key order included.
  */
 import { FerryError } from '../errors.js';
-import type { AuditRecord, EndpointRecord, ModelFilter, PageResult, PrincipalRecord, TokenRecord, VersionArtifact } from './types.js';
+import type { AuditRecord, EndpointRecord, ModelFilter, ModelVersionRecord, PageResult, PrincipalRecord, TokenRecord, VersionArtifact } from './types.js';
 
 export type Row = Record<string, unknown>;
 
@@ -43,6 +43,23 @@ export function toEndpoint(r: Row): EndpointRecord {
     pendingConfig: r.pending_config === null ? undefined : JSON.parse(r.pending_config as string) as unknown,
     configUpdate: r.config_update as EndpointRecord['configUpdate'], updateMessage: String(r.update_message),
     aiGateway: JSON.parse(r.ai_gateway as string) as unknown,
+  };
+}
+
+/** A `model_versions` row with its tag rows (`key`, `value`). */
+export function toVersion(row: Row, tags: Row[]): ModelVersionRecord {
+  return {
+    name: String(row.name),
+    version: Number(row.version),
+    createdMs: Number(row.created_ms),
+    updatedMs: Number(row.updated_ms),
+    description: String(row.description),
+    source: String(row.source),
+    runId: String(row.run_id),
+    status: row.status as ModelVersionRecord['status'],
+    statusMessage: String(row.status_message),
+    tags: Object.fromEntries(tags.map((t) => [String(t.key), String(t.value)])),
+    artifact: row.artifact_path === null ? undefined : toArtifact(row),
   };
 }
 

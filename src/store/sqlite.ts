@@ -12,7 +12,7 @@ import type {
   RegisteredModelRecord, TokenRecord, PrincipalRecord, ObjectType, Grant, AuditRecord, AuditQuery,
 } from './types.js';
 import { MIGRATIONS } from './migrations.js';
-import { artifactParams, auditPage, decodePageToken, endpointParams, filterSql, paginate, toArtifact, toEndpoint, toPrincipal, toToken, type Row } from './rows.js';
+import { artifactParams, auditPage, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toPrincipal, toToken, toVersion as toVersionRow, type Row } from './rows.js';
 
 export async function openSqliteStore(file: string): Promise<MetadataStore> {
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
@@ -411,19 +411,6 @@ class SqliteStore implements MetadataStore {
   }
 
   private toVersion(row: Row): ModelVersionRecord {
-    const tags = this.stmt('SELECT key, value FROM model_version_tags WHERE name = ? AND version = ? ORDER BY key').all(row.name, row.version) as Row[];
-    return {
-      name: String(row.name),
-      version: Number(row.version),
-      createdMs: Number(row.created_ms),
-      updatedMs: Number(row.updated_ms),
-      description: String(row.description),
-      source: String(row.source),
-      runId: String(row.run_id),
-      status: row.status as ModelVersionRecord['status'],
-      statusMessage: String(row.status_message),
-      tags: Object.fromEntries(tags.map((t) => [String(t.key), String(t.value)])),
-      artifact: row.artifact_path === null ? undefined : toArtifact(row),
-    };
+    return toVersionRow(row, this.stmt('SELECT key, value FROM model_version_tags WHERE name = ? AND version = ? ORDER BY key').all(row.name, row.version) as Row[]);
   }
 }

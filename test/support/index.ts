@@ -162,23 +162,22 @@ export async function rejectsWith(promise: Promise<unknown>, code: ErrorCode, me
  * has a one-row input example (valid for the signature, refused by the model).
  */
 export async function writeEvenRowsModel(modelDir: string): Promise<void> {
-  const { onnx } = onnxProto;
-  const T = onnx.TensorProto.DataType;
-  const bytes = onnx.ModelProto.encode({
-    irVersion: 8,
-    producerName: 'ferry-test',
-    opsetImport: [{ domain: '', version: 15 }],
-    graph: {
-      name: 'even-rows',
-      input: [{ name: 'x', type: { tensorType: { elemType: T.FLOAT, shape: { dim: [{ dimParam: 'N' }, { dimValue: 4 }] } } } }],
-      output: [{ name: 'y', type: { tensorType: { elemType: T.FLOAT, shape: { dim: [{ dimParam: 'M' }, { dimValue: 8 }] } } } }],
-      initializer: [{ name: 'shape', dims: [2], dataType: T.INT64, rawData: new Uint8Array(BigInt64Array.of(-1n, 8n).buffer) }],
-      node: [{ opType: 'Reshape', domain: '', input: ['x', 'shape'], output: ['y'], name: 'reshape' }],
-    },
-  }).finish();
+  const T = onnxProto.onnx.TensorProto.DataType;
+  await writeTestModel(modelDir, {
+    name: 'even-rows',
+    input: [{ name: 'x', type: { tensorType: { elemType: T.FLOAT, shape: { dim: [{ dimParam: 'N' }, { dimValue: 4 }] } } } }],
+    output: [{ name: 'y', type: { tensorType: { elemType: T.FLOAT, shape: { dim: [{ dimParam: 'M' }, { dimValue: 8 }] } } } }],
+    initializer: [{ name: 'shape', dims: [2], dataType: T.INT64, rawData: new Uint8Array(BigInt64Array.of(-1n, 8n).buffer) }],
+    node: [{ opType: 'Reshape', domain: '', input: ['x', 'shape'], output: ['y'], name: 'reshape' }],
+  });
+  await fsp.writeFile(path.join(modelDir, 'input_example.json'), JSON.stringify({ inputs: { x: [[1, 2, 3, 4]] } }));
+}
+
+/** Writes `<modelDir>/model.onnx` for a hand-built graph (opset 15, IR 8). */
+export async function writeTestModel(modelDir: string, graph: onnxProto.onnx.IGraphProto): Promise<void> {
+  const bytes = onnxProto.onnx.ModelProto.encode({ irVersion: 8, producerName: 'ferry-test', opsetImport: [{ domain: '', version: 15 }], graph }).finish();
   await fsp.mkdir(modelDir, { recursive: true });
   await fsp.writeFile(path.join(modelDir, 'model.onnx'), bytes);
-  await fsp.writeFile(path.join(modelDir, 'input_example.json'), JSON.stringify({ inputs: { x: [[1, 2, 3, 4]] } }));
 }
 
 
