@@ -5,7 +5,7 @@
  */
 import type { Readable } from 'node:stream';
 import { LocalArtifactStore } from './local.js';
-import { S3ArtifactStore, type S3ArtifactStoreOptions } from './s3.js';
+import type { S3ArtifactStoreOptions } from './s3.js';
 
 export interface ArtifactEntry {
   /** Key relative to the listed prefix. */
@@ -55,8 +55,12 @@ export type ArtifactStoreOptions =
   }
   | ({ kind: 's3' } & S3ArtifactStoreOptions);
 
-export function openArtifactStore(opts: ArtifactStoreOptions): Promise<ArtifactStore> {
-  return opts.kind === 'local' ? LocalArtifactStore.open(opts.root) : S3ArtifactStore.open(opts);
+/**
+ * The S3 store (and the AWS SDK, ~80 ms to import) is loaded only when configured: every `ferry`
+ * process, replicas included, loads this folder.
+ */
+export async function openArtifactStore(opts: ArtifactStoreOptions): Promise<ArtifactStore> {
+  return opts.kind === 'local' ? LocalArtifactStore.open(opts.root) : (await import('./s3.js')).S3ArtifactStore.open(opts);
 }
 
 export { validateKey } from './keys.js';

@@ -16,7 +16,7 @@ import { WORKLOAD_TYPES, isFlavorName, type WorkloadType } from '../flavors/inde
 import { writeDemoModel, writeFixtures } from '../fixtures/index.js';
 import { isLogLevel, LOG_LEVELS } from '../logs/index.js';
 import { awaitPoolClaim, log, startReplica, type ReplicaOptions } from '../replica/index.js';
-import { startServer, type FerryServer } from '../server/index.js';
+import type { FerryServer } from '../server/index.js';
 
 const HELP = `ferry — serve models behind secure REST endpoints
 
@@ -165,6 +165,8 @@ async function runServer(values: Values): Promise<{ server: FerryServer; config:
   const serverLog = (level: string, msg: string, fields: Record<string, unknown> = {}): void => {
     process.stderr.write(JSON.stringify({ ts: new Date().toISOString(), level, msg, ...fields }) + '\n');
   };
+  // Imported here, not at the top: every replica process runs this file, and needs none of it.
+  const { startServer } = await import('../server/index.js');
   const server = await startServer(config, { adminToken: process.env.FERRY_ADMIN_TOKEN, log: serverLog });
   process.stdout.write(`Ferry server listening on ${server.url} (data in ${config.dataDir})\n`);
   if (server.generatedAdminToken !== undefined) {

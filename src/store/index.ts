@@ -7,8 +7,6 @@
  */
 import type { MetadataStore } from './types.js';
 import { openSqliteInferenceTable, type InferenceTableStore, type InferenceTableStoreOptions } from './inference-table.js';
-import { openPostgresInferenceTable } from './inference-table-postgres.js';
-import { openPostgresStore } from './postgres.js';
 import { openSqliteStore } from './sqlite.js';
 
 export type * from './types.js';
@@ -18,12 +16,15 @@ export type StoreOptions =
   | { kind: 'sqlite'; /** SQLite database file. */ path: string }
   | { kind: 'postgres'; /** postgres://user:pass@host:5432/db (libpq-style query parameters such as ?host=/socket/dir work too). */ url: string };
 
-/** Opens the store and brings its schema up to date (migrations run once, under a lock). */
-export function openStore(opts: StoreOptions): Promise<MetadataStore> {
-  return opts.kind === 'postgres' ? openPostgresStore(opts.url) : openSqliteStore(opts.path);
+/**
+ * Opens the store and brings its schema up to date (migrations run once, under a lock). Postgres
+ * is imported only when chosen: every `ferry` process, replicas included, loads this folder.
+ */
+export async function openStore(opts: StoreOptions): Promise<MetadataStore> {
+  return opts.kind === 'postgres' ? (await import('./postgres.js')).openPostgresStore(opts.url) : openSqliteStore(opts.path);
 }
 
 /** Opens the inference table store (SQLite file, or a table beside the Postgres metadata). */
-export function openInferenceTableStore(opts: InferenceTableStoreOptions): Promise<InferenceTableStore> {
-  return opts.kind === 'postgres' ? openPostgresInferenceTable(opts.url) : openSqliteInferenceTable(opts.path);
+export async function openInferenceTableStore(opts: InferenceTableStoreOptions): Promise<InferenceTableStore> {
+  return opts.kind === 'postgres' ? (await import('./inference-table-postgres.js')).openPostgresInferenceTable(opts.url) : openSqliteInferenceTable(opts.path);
 }
