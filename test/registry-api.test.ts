@@ -84,6 +84,8 @@ describe('registered models', () => {
     assert.deepEqual(next.json.registered_models.map((m: { name: string }) => m.name), ['iris-2']);
     assert.equal(next.json.next_page_token, undefined);
     assertError(await call('GET', `${API}/registered-models/search?filter=${encodeURIComponent('foo > 3')}`), 400, 'INVALID_PARAMETER_VALUE', /Unsupported filter/);
+    // Found by the fuzzer: run_id is a model-version field (it was a 500 from the store's SQL).
+    assertError(await call('GET', `${API}/registered-models/search?filter=${encodeURIComponent("run_id = 'r1'")}`), 400, 'INVALID_PARAMETER_VALUE', /run_id applies to model-versions\/search/);
 
     assert.equal((await call('DELETE', `${API}/registered-models/delete`, { name: 'iris-2' })).status, 200);
     assertError(await call('GET', `${API}/registered-models/get?name=iris-2`), 404, 'RESOURCE_DOES_NOT_EXIST', /'iris-2' not found/);

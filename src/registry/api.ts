@@ -102,7 +102,10 @@ export function registryRoutes(router: ServerRouter, registry: Registry, authz: 
     .add('GET', `${base}/registered-models/search`, async (ctx) => {
       const b = await input(ctx, schemas.search);
       const order = [b.order_by ?? []].flat().some((o) => /last_updated_timestamp/i.test(o)) ? 'updated' : 'name';
-      const page = await registry.store.searchRegisteredModels(parseFilter(b.filter), order, { maxResults: b.max_results, pageToken: b.page_token });
+      const filter = parseFilter(b.filter);
+      // As in MLflow, run_id filters model versions; registered models have none.
+      if (filter.runId !== undefined) throw invalidParameter('filter', b.filter, "a filter on name and tags (run_id applies to model-versions/search)");
+      const page = await registry.store.searchRegisteredModels(filter, order, { maxResults: b.max_results, pageToken: b.page_token });
       // Models the caller cannot read are left out (a page may then hold fewer than max_results).
       const canRead = await visible(ctx);
       return { body: { registered_models: await Promise.all(page.items.filter((m) => canRead(m.name)).map(modelOut)), ...nextPage(page.nextPageToken) } };

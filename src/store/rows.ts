@@ -119,7 +119,11 @@ export function filterSql(filter: ModelFilter, tagTable: string, alias: string, 
     else if (op === 'LIKE') clauses.push(`${alias}.name LIKE ${param(value)} ESCAPE '\\'`);
     else clauses.push(`${alias}.name ${op} ${param(value)}`);
   }
-  if (filter.runId !== undefined) clauses.push(`${alias}.run_id = ${param(filter.runId)}`);
+  if (filter.runId !== undefined) {
+    // Only model versions have a run id (the registry's API refuses run_id for registered models).
+    if (alias !== 'v') throw new FerryError('INVALID_PARAMETER_VALUE', 'run_id filters model versions, not registered models.');
+    clauses.push(`${alias}.run_id = ${param(filter.runId)}`);
+  }
   for (const t of filter.tags ?? []) {
     const join = alias === 'v' ? 't.version = v.version AND ' : '';
     clauses.push(`EXISTS (SELECT 1 FROM ${tagTable} t WHERE t.name = ${alias}.name AND ${join}t.key = ${param(t.key)} AND t.value = ${param(t.value)})`);
