@@ -12,6 +12,9 @@ import type { FuzzTarget } from './support/fuzz-cases.js';
 const json = (status: number, body: unknown): Outcome => ({ kind: 'answer', status, headers: { 'content-type': 'application/json' }, body: Buffer.from(JSON.stringify(body)) });
 const get = (target: string, method = 'GET', body = ''): FuzzCase => ({ route: 'test', method, target, headers: [], framing: 'length', body: Buffer.from(body) });
 
+/** The suite's seed (see below). */
+const SUITE_SEED = 20_261_126;
+
 test('the judge refuses 5xx, other error shapes, a status that is not the code\'s, and lost answers', () => {
   const c = get('/x');
   assert.equal(judge(c, json(404, { error_code: 'ENDPOINT_NOT_FOUND', message: 'No API route GET /x.' }), false), undefined);
@@ -51,7 +54,9 @@ test('the guard keeps the fixture: no deletes of it, no valid endpoint configs, 
 });
 
 test('fuzz every route of a real server: no 5xx, one error shape, no crash, memory back to baseline', { timeout: 180_000 }, async () => {
-  const seed = process.env.FUZZ_SEED === undefined ? (Math.random() * 0x7fffffff) | 0 : Number(process.env.FUZZ_SEED);
+  // A fixed seed keeps the suite repeatable (CI either passes or it does not); `npm run fuzz`
+  // draws a new seed each run to explore (FUZZ_SEED here replays one of its findings).
+  const seed = process.env.FUZZ_SEED === undefined ? SUITE_SEED : Number(process.env.FUZZ_SEED);
   const cases = Number(process.env.FUZZ_CASES ?? 20_000);
   console.log(`fuzz: seed ${seed} (FUZZ_SEED=${seed} reproduces), ${cases} cases`);
   const report = await fuzzRoutes({ ...FUZZ_DEFAULTS, seed, cases, warmupCases: 5000, log: (line) => console.log(line) });
