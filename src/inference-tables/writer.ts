@@ -131,7 +131,7 @@ export class InferenceTableWriter {
     return { ...(this.counts.get(endpoint) ?? { queuedRows: 0, writtenRows: 0, droppedRows: 0 }) };
   }
 
-  /** Dropped rows per endpoint since the start (for metrics: `ferry_inference_table_dropped_total`). */
+  /** Dropped rows per endpoint since the start (the metrics count them from the drop events instead). */
   droppedRows(): Map<string, number> {
     return new Map([...this.counts].map(([endpoint, c]) => [endpoint, c.droppedRows]));
   }

@@ -11,7 +11,7 @@ import pg from 'pg';
 import { FerryError, notFound } from '../errors.js';
 import { PG_MIGRATIONS } from './postgres-migrations.js';
 import {
-  artifactParams, auditPage, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toPrincipal, toToken, toVersion as toVersionRow, type Row,
+  artifactParams, auditPage, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toPrincipal, toModel, toToken, toVersion as toVersionRow, type Row,
 } from './rows.js';
 import type {
   AuditQuery, AuditRecord, EndpointRecord, Grant, MetadataStore, ModelFilter, ModelVersionPatch, ModelVersionRecord, ObjectType, Page,
@@ -456,15 +456,7 @@ async function loadModel(db: Db, name: string): Promise<RegisteredModelRecord> {
   const row = await modelRow(db, name);
   if (!row) throw notFound(`Registered model '${name}'`);
   const tags = await all(db, 'SELECT key, value FROM registered_model_tags WHERE name = $1 ORDER BY key', [name]);
-  const aliases = await all(db, 'SELECT alias, version FROM model_aliases WHERE name = $1 ORDER BY alias', [name]);
-  return {
-    name: String(row.name),
-    description: String(row.description),
-    createdMs: Number(row.created_ms),
-    updatedMs: Number(row.updated_ms),
-    tags: Object.fromEntries(tags.map((t) => [String(t.key), String(t.value)])),
-    aliases: Object.fromEntries(aliases.map((a) => [String(a.alias), Number(a.version)])),
-  };
+  return toModel(row, tags, await all(db, 'SELECT alias, version FROM model_aliases WHERE name = $1 ORDER BY alias', [name]));
 }
 
 /** The version, or RESOURCE_DOES_NOT_EXIST; `lock` ('FOR UPDATE') keeps it until the transaction ends. */

@@ -6,7 +6,7 @@
  * inside), so a record reads back exactly as it was written, key order included.
  */
 import { FerryError } from '../errors.js';
-import type { AuditRecord, EndpointRecord, ModelFilter, ModelVersionRecord, PageResult, PrincipalRecord, TokenRecord, VersionArtifact } from './types.js';
+import type { AuditRecord, EndpointRecord, ModelFilter, ModelVersionRecord, RegisteredModelRecord, PageResult, PrincipalRecord, TokenRecord, VersionArtifact } from './types.js';
 
 export type Row = Record<string, unknown>;
 
@@ -43,6 +43,18 @@ export function toEndpoint(r: Row): EndpointRecord {
     pendingConfig: r.pending_config === null ? undefined : JSON.parse(r.pending_config as string) as unknown,
     configUpdate: r.config_update as EndpointRecord['configUpdate'], updateMessage: String(r.update_message),
     aiGateway: JSON.parse(r.ai_gateway as string) as unknown,
+  };
+}
+
+/** A `registered_models` row with its tag rows (`key`, `value`) and alias rows (`alias`, `version`). */
+export function toModel(row: Row, tags: Row[], aliases: Row[]): RegisteredModelRecord {
+  return {
+    name: String(row.name),
+    description: String(row.description),
+    createdMs: Number(row.created_ms),
+    updatedMs: Number(row.updated_ms),
+    tags: Object.fromEntries(tags.map((t) => [String(t.key), String(t.value)])),
+    aliases: Object.fromEntries(aliases.map((a) => [String(a.alias), Number(a.version)])),
   };
 }
 

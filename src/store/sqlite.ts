@@ -12,7 +12,7 @@ import type {
   RegisteredModelRecord, TokenRecord, PrincipalRecord, ObjectType, Grant, AuditRecord, AuditQuery,
 } from './types.js';
 import { MIGRATIONS } from './migrations.js';
-import { artifactParams, auditPage, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toPrincipal, toToken, toVersion as toVersionRow, type Row } from './rows.js';
+import { artifactParams, auditPage, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toModel, toPrincipal, toToken, toVersion as toVersionRow, type Row } from './rows.js';
 
 export async function openSqliteStore(file: string): Promise<MetadataStore> {
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
@@ -393,15 +393,7 @@ class SqliteStore implements MetadataStore {
   private loadModel(name: string): RegisteredModelRecord {
     const row = this.requireModel(name);
     const tags = this.stmt('SELECT key, value FROM registered_model_tags WHERE name = ? ORDER BY key').all(name) as Row[];
-    const aliases = this.stmt('SELECT alias, version FROM model_aliases WHERE name = ? ORDER BY alias').all(name) as Row[];
-    return {
-      name: String(row.name),
-      description: String(row.description),
-      createdMs: Number(row.created_ms),
-      updatedMs: Number(row.updated_ms),
-      tags: Object.fromEntries(tags.map((t) => [String(t.key), String(t.value)])),
-      aliases: Object.fromEntries(aliases.map((a) => [String(a.alias), Number(a.version)])),
-    };
+    return toModel(row, tags, this.stmt('SELECT alias, version FROM model_aliases WHERE name = ? ORDER BY alias').all(name) as Row[]);
   }
 
   private loadVersion(name: string, version: number): ModelVersionRecord {
