@@ -139,6 +139,31 @@ class SqliteStore implements MetadataStore {
     });
   }
 
+  async createReadyModelVersions(entries: ReadonlyArray<{ name: string; source: string; artifact: VersionArtifact; creator?: string }>, nowMs: number): Promise<number[]> {
+    return this.tx(() => {
+      const next = this.stmt('SELECT next_version FROM registered_models WHERE name = ?');
+      const createModel = this.stmt('INSERT INTO registered_models (name, description, created_ms, updated_ms, next_version) VALUES (?, \'\', ?, ?, 1)');
+      const bump = this.stmt('UPDATE registered_models SET next_version = ?, updated_ms = ? WHERE name = ?');
+      const insert = this.stmt(`INSERT INTO model_versions (name, version, created_ms, updated_ms, description, source, run_id, status, status_message,
+          artifact_path, flavor, model_file, signature, input_example, sha256, size_bytes)
+        VALUES (?, ?, ?, ?, '', ?, '', 'READY', '', ?, ?, ?, ?, ?, ?, ?)`);
+      return entries.map((e) => {
+        let row = next.get(e.name) as Row | undefined;
+        if (!row) {
+          createModel.run(e.name, nowMs, nowMs);
+          if (e.creator !== undefined) this.replaceGrants('registered-model', e.name, [{ grantee: e.creator, level: 'CAN_MANAGE' }]);
+          row = { next_version: 1 };
+        }
+        const version = Number(row.next_version);
+        bump.run(version + 1, nowMs, e.name);
+        const a = e.artifact;
+        insert.run(e.name, version, nowMs, nowMs, e.source, a.path, a.flavor, a.modelFile, JSON.stringify(a.signature),
+          a.inputExample !== undefined ? JSON.stringify(a.inputExample) : null, a.sha256, a.sizeBytes);
+        return version;
+      });
+    });
+  }
+
   async getModelVersion(name: string, version: number): Promise<ModelVersionRecord | undefined> {
     const row = this.stmt('SELECT * FROM model_versions WHERE name = ? AND version = ?').get(name, version) as Row | undefined;
     return (row ? this.toVersion(row) : undefined);
