@@ -24,6 +24,7 @@ import {
   cleanup, cpuSnapshot, installCleanupHandlers, interrupted, machineCpu, makeTempDir, processTree, rssMiB, runNodeScript, stopServer,
 } from './procs.js';
 import { goals, machineInfo, markdown, ratios, scalingGoals, type ComputeLimit, type Report, type Row } from './report.js';
+import { multiMarkdown, runMulti } from './multi.js';
 import { runScaling, type ScalingReport } from './scaling.js';
 import { checkAnswers, startFerry, startHandWritten, TARGET_NAMES, type FerryVariant, type Target, type TargetName } from './targets.js';
 import { requireWrk, round, runWrk, writeWrkScript } from './wrk.js';
@@ -220,6 +221,9 @@ async function main(): Promise<void> {
     Object.assign(ferryStderr, scaling.stderr);
   }
 
+  // Many tiny models: 100,000 under a full run, a 200-model smoke under --quick.
+  const multi = await runMulti({ models: s.quick ? 200 : 100_000, durationS: s.quick ? 0.5 : 60, budgetBytes: 64 * 1024 * 1024, concurrency: 16 }, (line) => process.stderr.write(`bench: ${line}\n`));
+
   const rs = ratios(rows, computeLimits);
   const report: Report = {
     quick: s.quick,
@@ -235,9 +239,9 @@ async function main(): Promise<void> {
     goals: [...goals(rows, rs), ...scalingGoals(scaling)],
     ferryStderr,
   };
-  const md = markdown(report);
+  const md = `${markdown(report)}\n${multiMarkdown(multi)}`;
   mkdirSync(RESULTS_DIR, { recursive: true });
-  const json = { settings: s, ...report, models: models.map(({ checks: _c, ...m }) => m) };
+  const json = { settings: s, ...report, models: models.map(({ checks: _c, ...m }) => m), multi };
   writeFileSync(join(RESULTS_DIR, 'latest.json'), JSON.stringify(json, null, 2) + '\n');
   writeFileSync(join(RESULTS_DIR, 'latest.md'), md);
   process.stdout.write(md);

@@ -8,7 +8,7 @@ import {
   familyLinearFixture, familyTreeFixture, irisClassifierFixture, linearFixture, mlpSmallFixture, treeClassifierFixture, type OnnxFixture,
 } from '../src/fixtures/index.js';
 import { getFlavor } from '../src/flavors/index.js';
-import { compileCompact, loadFamilyModel, SESSION_BYTES_ESTIMATE, type CompactModel } from '../src/multi/index.js';
+import { compileCompact, loadFamilyModel, ModelCache, SESSION_BYTES_ESTIMATE, type CompactModel, type FamilyModel } from '../src/multi/index.js';
 
 const compact = (f: OnnxFixture): CompactModel => {
   const c = compileCompact(onnxProto.onnx.ModelProto.decode(f.build()), f.file);
@@ -64,6 +64,41 @@ test('a graph the compact path cannot run says why; the loader falls back to a s
     await writeFile(join(dir, 'l.onnx'), familyLinearFixture(8).build());
     const small = await loadFamilyModel(dir, { ...opts, modelFile: 'l.onnx' }, false);
     assert.equal(small.model.path, 'compact');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('churn: 600 distinct real models through a 32 KiB cache stay within the budget, and every evicted model is closed', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-churn-'));
+  try {
+    const n = 600;
+    for (let i = 0; i < n; i++) await writeFile(join(dir, `m-${i}.onnx`), (i % 2 === 0 ? familyLinearFixture(i) : familyTreeFixture(i)).build());
+    let closed = 0;
+    const budgetBytes = 32 * 1024;
+    const cache = new ModelCache<FamilyModel>({
+      budgetBytes,
+      load: (key) => loadFamilyModel(dir, { modelFile: `${key}.onnx`, workloadType: 'CPU', intraOpThreads: 1 }, false),
+      close: async (m) => {
+        closed++;
+        await m.model.close();
+      },
+    });
+    const inputs = familyLinearFixture(0).example(1);
+    let maxBytes = 0;
+    // Two passes in parallel lanes of 8: every request a miss once the cache is full.
+    for (let pass = 0; pass < 2; pass++) {
+      for (let i = 0; i < n; i += 8) {
+        await Promise.all(Array.from({ length: 8 }, (_, j) => cache.use(`m-${i + j}`, (m) => m.model.predict(inputs))));
+        maxBytes = Math.max(maxBytes, cache.stats().bytes);
+      }
+    }
+    const s = cache.stats();
+    assert.ok(maxBytes <= budgetBytes, `${maxBytes} bytes cached at most`);
+    assert.equal(s.loads, 2 * n);
+    assert.equal(closed, s.evictions);
+    assert.equal(s.loads - s.evictions, s.models);
+    assert.ok(s.models >= 8 && s.models <= Math.floor(budgetBytes / 3000), `${s.models} models cached`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
