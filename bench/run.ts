@@ -29,6 +29,7 @@ import {
 import { embeddingsMarkdown, runEmbeddings } from './embeddings.js';
 import { llmMarkdown, runLlm } from './llm.js';
 import { goals, machineInfo, markdown, ratios, scalingGoals, type ComputeLimit, type Report, type Row } from './report.js';
+import { multiMarkdown, runMulti } from './multi.js';
 import { runScaling, type ScalingReport } from './scaling.js';
 import { checkAnswers, startFerry, startHandWritten, TARGET_NAMES, type FerryVariant, type Target, type TargetName } from './targets.js';
 import { requireWrk, round, runWrk, writeWrkScript } from './wrk.js';
@@ -243,6 +244,9 @@ async function main(): Promise<void> {
   }
   const llmRows = s.llm ? await runLlm(tmp, s.llmTokens, token, (line) => process.stderr.write(`${line}\n`)) : [];
 
+  // Many tiny models: 100,000 under a full run, a 200-model smoke under --quick.
+  const multi = await runMulti({ models: s.quick ? 200 : 100_000, durationS: s.quick ? 0.5 : 60, budgetBytes: 64 * 1024 * 1024, concurrency: 16 }, (line) => process.stderr.write(`bench: ${line}\n`));
+
   const rs = ratios(rows, computeLimits);
   const report: Report = {
     quick: s.quick,
@@ -259,9 +263,9 @@ async function main(): Promise<void> {
     ferryStderr,
   };
   const embeddingsRows = s.embeddings ? await runEmbeddings(tmp, s.embeddingsS, token, (line) => process.stderr.write(`${line}\n`)) : [];
-  const md = [markdown(report), ...llmMarkdown(llmRows), ...embeddingsMarkdown(embeddingsRows)].join('\n');
+  const md = [markdown(report), ...llmMarkdown(llmRows), ...embeddingsMarkdown(embeddingsRows), multiMarkdown(multi)].join('\n');
   mkdirSync(RESULTS_DIR, { recursive: true });
-  const json = { settings: s, ...report, models: models.map(({ checks: _c, ...m }) => m), llm: llmRows, embeddings: embeddingsRows };
+  const json = { settings: s, ...report, models: models.map(({ checks: _c, ...m }) => m), llm: llmRows, embeddings: embeddingsRows, multi };
   writeFileSync(join(RESULTS_DIR, 'latest.json'), JSON.stringify(json, null, 2) + '\n');
   writeFileSync(join(RESULTS_DIR, 'latest.md'), md);
   process.stdout.write(md);

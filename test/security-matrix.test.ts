@@ -62,6 +62,7 @@ const EXPECTED: Record<string, Min> = {
   'DELETE /api/2.0/mlflow/registered-models/alias': 'querier',
   'GET /api/2.0/mlflow/registered-models/alias': 'viewer',
   'POST /api/2.0/mlflow/model-versions/create': 'querier',
+  'POST /api/2.0/mlflow/model-versions/bulk-create': 'outsider',
   'GET /api/2.0/mlflow/model-versions/get': 'viewer',
   'PATCH /api/2.0/mlflow/model-versions/update': 'querier',
   'DELETE /api/2.0/mlflow/model-versions/delete': 'manager',

@@ -31,6 +31,8 @@ Commands:
   models register <path> --name NAME [--description TEXT]
                               Upload a .onnx file, a directory with model.onnx, or an MLflow
                               model directory, and register it as a new version of NAME
+  models import <dir>         Register every <name>.onnx file in DIR as a new version of <name>,
+                              thousands per call (bulk registration); failures listed per model
   models list [--filter "name LIKE 'iris%'"]
   models show <name> [--version N | --alias A]
   models alias <name> <alias> <version>
@@ -305,6 +307,16 @@ async function modelsCommand(args: string[]): Promise<void> {
       if (v.status !== 'READY') process.exitCode = 1;
       return;
     }
+    case 'import': {
+      const { values, positionals } = parse(rest, {});
+      const dir = positionals[0];
+      if (dir === undefined) throw new UsageError('models import: usage: ferry models import <dir>');
+      const r = await client.importModels(dir);
+      const failures = r.results.filter((x) => x.status !== 'READY').map((x) => `  ${x.name}: ${x.error_code ?? ''} ${x.message ?? ''}`);
+      out(values, r, [`Registered ${r.registered} model versions; ${r.failed} failed.`, ...failures].join('\n'));
+      if (r.failed > 0) process.exitCode = 1;
+      return;
+    }
     case 'list': {
       const { values } = parse(rest, { filter: { type: 'string' } });
       const filter = str(values, 'filter');
@@ -339,7 +351,7 @@ async function modelsCommand(args: string[]): Promise<void> {
       return;
     }
     default:
-      throw new UsageError(`models: unknown subcommand '${sub ?? ''}' (register, list, show, alias).`);
+      throw new UsageError(`models: unknown subcommand '${sub ?? ''}' (register, import, list, show, alias).`);
   }
 }
 

@@ -424,7 +424,60 @@ export class FerryClient {
       await this.request('DELETE', `/api/2.0/mlflow-artifacts/artifacts/${prefix.split('/').map(encodeURIComponent).join('/')}`).catch(() => undefined);
     }
   }
+
+  /**
+   * Ferry extension: registers many single-file models in one call (one server transaction).
+   * At most 10,000 models per call; see `importModels` for a whole directory.
+   */
+  async bulkCreateModelVersions(models: ReadonlyArray<{ name: string; file?: string; content: Uint8Array }>): Promise<BulkCreateResponse> {
+    return this.request<BulkCreateResponse>('POST', '/api/2.0/mlflow/model-versions/bulk-create', {
+      json: { models: models.map((m) => ({ name: m.name, ...(m.file === undefined ? {} : { file: m.file }), content_base64: Buffer.from(m.content).toString('base64') })) },
+    });
+  }
+
+  /**
+   * Registers every `<name>.onnx` file in `dir` as a new version of `<name>`, in calls of at most
+   * `IMPORT_BATCH_MODELS` models and `IMPORT_BATCH_BYTES` bytes (under the server's default
+   * 16 MiB body limit once base64-encoded). Each call commits on its own: a failed call leaves
+   * the earlier ones registered. Results are in file-name order.
+   */
+  async importModels(dir: string): Promise<BulkCreateResponse> {
+    const files = (await fsp.readdir(dir)).filter((f) => f.endsWith('.onnx')).sort();
+    const total: BulkCreateResponse = { registered: 0, failed: 0, results: [] };
+    let batch: Array<{ name: string; content: Uint8Array }> = [];
+    let bytes = 0;
+    const flush = async (): Promise<void> => {
+      if (batch.length === 0) return;
+      const r = await this.bulkCreateModelVersions(batch);
+      total.registered += r.registered;
+      total.failed += r.failed;
+      total.results.push(...r.results);
+      batch = [];
+      bytes = 0;
+    };
+    for (const f of files) {
+      const content = await fsp.readFile(path.join(dir, f));
+      if (batch.length >= IMPORT_BATCH_MODELS || (batch.length > 0 && bytes + content.length > IMPORT_BATCH_BYTES)) await flush();
+      batch.push({ name: f.slice(0, -'.onnx'.length), content });
+      bytes += content.length;
+    }
+    await flush();
+    return total;
+  }
 }
+
+/** Most models `importModels` sends per call (the server takes up to 10,000). */
+export const IMPORT_BATCH_MODELS = 5000;
+/** Most raw model bytes per call: 8 MiB, ~10.7 MiB in base64 JSON. */
+export const IMPORT_BATCH_BYTES = 8 * 1024 * 1024;
+
+/** The answer of a bulk registration: per model, in request order, its version or its error. */
+export interface BulkCreateResponse {
+  registered: number;
+  failed: number;
+  results: Array<{ name: string; status: 'READY' | 'FAILED_REGISTRATION'; version?: string; error_code?: string; message?: string }>;
+}
+
 
 export type PermissionObject = 'serving-endpoint' | 'registered-model';
 

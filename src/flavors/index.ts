@@ -11,6 +11,8 @@ import { transformersFlavor } from './transformers/index.js';
 
 export { MANIFEST_FILE, insideArtifact, isJsonObject, readManifest } from './manifest.js';
 export { TRANSFORMERS_TASKS, type TransformersTask } from './transformers/index.js';
+export { int64ToNumber, int64ToString, readModel, signatureOf, type ModelProto } from './onnx/model-proto.js';
+export { zipRows } from './onnx/zipmap.js';
 
 export const FLAVOR_NAMES = ['onnx', 'transformers', 'js', 'llm'] as const;
 export type FlavorName = (typeof FLAVOR_NAMES)[number];

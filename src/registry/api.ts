@@ -12,7 +12,7 @@ import { FerryError, invalidParameter } from '../errors.js';
 import { readJsonObject, type Context, type JsonLimits } from '../http/index.js';
 import type { ModelVersionRecord, RegisteredModelRecord } from '../store/index.js';
 import { parseFilter } from './filter.js';
-import { parseSource, UPLOADS_PREFIX, type Registry } from './registry.js';
+import { MAX_BULK_MODELS, parseSource, UPLOADS_PREFIX, type BulkModel, type BulkResult, type Registry } from './registry.js';
 
 export interface RegistryApiOptions {
   maxBodyBytes: number;
@@ -45,6 +45,13 @@ const schemas = {
     run_id: z.string().default(''),
     description: z.string().default(''),
     tags: tagList,
+  }),
+  bulkCreate: z.object({
+    models: z.array(z.object({
+      name: z.string(),
+      file: z.string().min(1).default('model.onnx'),
+      content_base64: z.string().min(1),
+    })).min(1).max(MAX_BULK_MODELS),
   }),
   versionKey: z.object({ name: z.string().min(1), version }),
   updateVersion: z.object({ name: z.string().min(1), version, description: z.string() }),
@@ -144,6 +151,36 @@ export function registryRoutes(router: ServerRouter, registry: Registry, authz: 
       const v = await registry.createVersion({ name: b.name, source: ownSource(ctx, b.source), runId: b.run_id, description: b.description, tags: tagsObject(b.tags) });
       return { body: { model_version: await versionOut(v) } };
     }, model('CAN_EDIT'))
+    // Ferry extension (docs/multi-model.md): many single-file models in one call and one
+    // transaction. Per model, an existing model needs CAN_EDIT; a new one is created for the caller.
+    .add('POST', `${base}/model-versions/bulk-create`, async (ctx) => {
+      const b = await input(ctx, schemas.bulkCreate);
+      const who = identityOf(ctx);
+      const denied = new Map<string, FerryError>();
+      if (ctx.admin !== true) {
+        for (const name of new Set(b.models.map((m) => m.name))) {
+          if (!(await registry.store.getRegisteredModel(name))) continue;
+          await authz.require(who, 'registered-model', name, 'CAN_EDIT').catch((err: unknown) => denied.set(name, err instanceof FerryError ? err : new FerryError('PERMISSION_DENIED', String(err))));
+        }
+      }
+      const allowed: Array<{ index: number; model: BulkModel }> = [];
+      const results: BulkResult[] = b.models.map((m, index) => {
+        const err = denied.get(m.name);
+        if (err === undefined) allowed.push({ index, model: { name: m.name, file: m.file, content: Buffer.from(m.content_base64, 'base64') } });
+        return { name: m.name, status: 'FAILED_REGISTRATION', errorCode: err?.code ?? '', message: err?.message ?? '' };
+      });
+      const registered = await registry.createVersionsBulk(allowed.map((a) => a.model), ctx.principal);
+      registered.forEach((r, j) => (results[allowed[j]?.index ?? 0] = r));
+      return {
+        body: {
+          registered: results.filter((r) => r.status === 'READY').length,
+          failed: results.filter((r) => r.status !== 'READY').length,
+          results: results.map((r) => (r.status === 'READY'
+            ? { name: r.name, status: r.status, version: String(r.version) }
+            : { name: r.name, status: r.status, error_code: r.errorCode, message: r.message })),
+        },
+      };
+    }, access.user)
     .add('GET', `${base}/model-versions/get`, async (ctx) => {
       const b = await input(ctx, schemas.versionKey);
       return { body: { model_version: await versionOut(await registry.getVersion(b.name, b.version)) } };

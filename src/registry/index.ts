@@ -2,6 +2,6 @@
  * The model registry (registered models, versions, aliases, tags, artifacts) and its
  * MLflow-compatible REST API. See registry.ts.
  */
-export { Registry, parseSource, checkName, UPLOADS_PREFIX, type RegistryOptions } from './registry.js';
+export { Registry, parseSource, checkName, MAX_BULK_MODELS, UPLOADS_PREFIX, type BulkModel, type BulkResult, type RegistryOptions } from './registry.js';
 export { registryRoutes, type RegistryApiOptions } from './api.js';
 export { parseFilter } from './filter.js';

@@ -3,11 +3,12 @@
  * back them. A version's artifact is copied into the artifact store at `models/{name}/{version}`
  * (so deleting the original loses nothing), inspected, and marked READY or FAILED_REGISTRATION.
  */
+import { randomUUID } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { validateKey, type ArtifactStore } from '../artifacts/index.js';
 import { FerryError, invalidParameter, notFound, toFerryError } from '../errors.js';
-import type { MetadataStore, ModelVersionRecord, RegisteredModelRecord } from '../store/index.js';
+import type { MetadataStore, ModelVersionRecord, RegisteredModelRecord, VersionArtifact } from '../store/index.js';
 import { inspectArtifact } from './inspect.js';
 
 /** Names become artifact-store path segments and URL parts: keep them plain. */
@@ -16,6 +17,24 @@ const ALIAS_RE = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
 
 /** Where uploads through the MLflow artifact proxy live inside the artifact store: `uploads/<principal>/<path>`. */
 export const UPLOADS_PREFIX = 'uploads';
+
+/** Most models one bulk registration call takes (docs/multi-model.md, "Bulk registration"). */
+export const MAX_BULK_MODELS = 10_000;
+/** Artifacts written and inspected at once during a bulk registration. */
+const BULK_CONCURRENCY = 16;
+
+/** One model of a bulk registration: its registered model name and the bytes of its one file. */
+export interface BulkModel {
+  name: string;
+  /** File name inside the version's artifact directory, e.g. "model.onnx". */
+  file: string;
+  content: Uint8Array;
+}
+
+/** What happened to one model of a bulk registration, in request order. */
+export type BulkResult =
+  | { name: string; status: 'READY'; version: number }
+  | { name: string; status: 'FAILED_REGISTRATION'; errorCode: string; message: string };
 
 export interface RegistryOptions {
   /** Largest artifact accepted from a server-side path. */
@@ -56,6 +75,54 @@ export class Registry {
     return this.finishRegistration(record);
   }
 
+  /**
+   * Registers many single-file models at once. Each is written to its own artifact directory
+   * (`models/<name>/bulk-<uuid>`: its version number is only known in the transaction) and
+   * inspected; those that pass are registered READY in ONE store transaction (`creator` gets
+   * CAN_MANAGE on models it creates). Atomicity: a model that fails inspection is reported and
+   * left out, the others commit together; if the transaction fails, none commits and every
+   * artifact written is deleted. A crash before the commit leaves only orphan artifact
+   * directories, no version rows.
+   */
+  async createVersionsBulk(models: readonly BulkModel[], creator: string | undefined): Promise<BulkResult[]> {
+    const results: BulkResult[] = new Array<BulkResult>(models.length);
+    const ready: Array<{ index: number; name: string; source: string; artifact: VersionArtifact; creator?: string }> = [];
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      for (let i = next++; i < models.length; i = next++) {
+        const m = models[i] as BulkModel;
+        const key = `models/${m.name}/bulk-${randomUUID()}`;
+        try {
+          checkName(m.name, `models[${i}].name`);
+          validateKey(m.file, `models[${i}].file`);
+          await this.artifacts.putFile(`${key}/${m.file}`, once(m.content), this.opts.maxUploadBytes);
+          const inspection = await inspectArtifact(await this.artifacts.localDir(key));
+          const digest = await this.artifacts.digest(key);
+          ready.push({
+            index: i, name: m.name, source: `bulk:${m.file}`, artifact: { path: key, ...inspection, sha256: digest.sha256, sizeBytes: digest.sizeBytes },
+            ...(creator === undefined ? {} : { creator }),
+          });
+        } catch (err) {
+          await this.artifacts.delete(key).catch(() => undefined);
+          const e = toFerryError(err);
+          results[i] = { name: m.name, status: 'FAILED_REGISTRATION', errorCode: e.code, message: e.message };
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(BULK_CONCURRENCY, models.length) }, worker));
+    // Entry order, so versions of one model follow the request's order.
+    ready.sort((a, b) => a.index - b.index);
+    let versions: number[];
+    try {
+      versions = await this.store.createReadyModelVersions(ready, this.opts.now());
+    } catch (err) {
+      await Promise.all(ready.map((r) => this.artifacts.delete(r.artifact.path).catch(() => undefined)));
+      throw err;
+    }
+    ready.forEach((r, j) => (results[r.index] = { name: r.name, status: 'READY', version: versions[j] ?? 0 }));
+    return results;
+  }
+
   async getVersion(name: string, version: number): Promise<ModelVersionRecord> {
     return (await this.store.getModelVersion(name, version)) ?? missingVersion(name, version);
   }
@@ -63,7 +130,8 @@ export class Registry {
   async deleteVersion(name: string, version: number): Promise<void> {
     const deleted = await this.store.deleteModelVersion(name, version);
     if (!deleted) missingVersion(name, version);
-    await this.artifacts.delete(`models/${name}/${version}`);
+    // Bulk-registered versions live under models/<name>/bulk-<uuid>, the others under models/<name>/<version>.
+    await this.artifacts.delete(deleted.artifact?.path ?? `models/${name}/${version}`);
   }
 
   async setAlias(name: string, alias: string, version: number): Promise<void> {
@@ -126,6 +194,10 @@ export class Registry {
       await this.artifacts.importLocal(src.path, st.isDirectory() ? key : `${key}/${path.basename(src.path)}`, this.opts.maxUploadBytes);
     }
   }
+}
+
+async function* once(bytes: Uint8Array): AsyncIterable<Uint8Array> {
+  yield bytes;
 }
 
 type Source = { kind: 'upload'; key: string } | { kind: 'local'; path: string };

@@ -15,7 +15,7 @@ import {
 } from './rows.js';
 import type {
   AuditQuery, AuditRecord, EndpointRecord, Grant, MetadataStore, ModelFilter, ModelVersionPatch, ModelVersionRecord, ObjectType, Page,
-  PageResult, PrincipalRecord, RegisteredModelRecord, TokenRecord,
+  PageResult, PrincipalRecord, RegisteredModelRecord, TokenRecord, BulkVersionEntry,
 } from './types.js';
 
 /** A pool or one of its clients (inside a transaction): both run queries. */
@@ -197,6 +197,25 @@ class PostgresStore implements MetadataStore {
         await c.query('INSERT INTO model_version_tags (name, version, key, value) VALUES ($1, $2, $3, $4)', [v.name, version, k, val]);
       }
       return loadVersion(c, v.name, version);
+    });
+  }
+
+  async createReadyModelVersions(entries: readonly BulkVersionEntry[], nowMs: number): Promise<number[]> {
+    return this.tx(async (c) => {
+      const versions: number[] = [];
+      for (const e of entries) {
+        const created = await changes(c, `INSERT INTO registered_models (name, description, created_ms, updated_ms, next_version) VALUES ($1, '', $2, $2, 1)
+          ON CONFLICT (name) DO NOTHING`, [e.name, nowMs]);
+        if (created === 1 && e.creator !== undefined) await replaceGrants(c, 'registered-model', e.name, [{ grantee: e.creator, level: 'CAN_MANAGE' }]);
+        const bumped = await one(c, 'UPDATE registered_models SET next_version = next_version + 1, updated_ms = $2 WHERE name = $1 RETURNING next_version - 1 AS version',
+          [e.name, nowMs]);
+        const version = Number(bumped?.version);
+        await c.query(`INSERT INTO model_versions (name, version, created_ms, updated_ms, description, source, run_id, status, status_message,
+            artifact_path, flavor, model_file, signature, input_example, sha256, size_bytes)
+          VALUES ($1, $2, $3, $3, '', $4, '', 'READY', '', $5, $6, $7, $8, $9, $10, $11)`, [e.name, version, nowMs, e.source, ...artifactParams(e.artifact)]);
+        versions.push(version);
+      }
+      return versions;
     });
   }
 

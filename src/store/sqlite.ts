@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import { FerryError, notFound } from '../errors.js';
 import type {
   EndpointRecord, MetadataStore, ModelFilter, ModelVersionPatch, ModelVersionRecord, Page, PageResult,
-  RegisteredModelRecord, TokenRecord, PrincipalRecord, ObjectType, Grant, AuditRecord, AuditQuery,
+  RegisteredModelRecord, TokenRecord, PrincipalRecord, ObjectType, Grant, AuditRecord, AuditQuery, BulkVersionEntry,
 } from './types.js';
 import { MIGRATIONS } from './migrations.js';
 import { artifactParams, auditPage, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toModel, toPrincipal, toToken, toVersion as toVersionRow, type Row } from './rows.js';
@@ -135,6 +135,29 @@ class SqliteStore implements MetadataStore {
       const tag = this.stmt('INSERT INTO model_version_tags (name, version, key, value) VALUES (?, ?, ?, ?)');
       for (const [k, val] of Object.entries(v.tags)) tag.run(v.name, version, k, val);
       return this.loadVersion(v.name, version);
+    });
+  }
+
+  async createReadyModelVersions(entries: readonly BulkVersionEntry[], nowMs: number): Promise<number[]> {
+    return this.tx(() => {
+      const next = this.stmt('SELECT next_version FROM registered_models WHERE name = ?');
+      const createModel = this.stmt('INSERT INTO registered_models (name, description, created_ms, updated_ms, next_version) VALUES (?, \'\', ?, ?, 1)');
+      const bump = this.stmt('UPDATE registered_models SET next_version = ?, updated_ms = ? WHERE name = ?');
+      const insert = this.stmt(`INSERT INTO model_versions (name, version, created_ms, updated_ms, description, source, run_id, status, status_message,
+          artifact_path, flavor, model_file, signature, input_example, sha256, size_bytes)
+        VALUES (?, ?, ?, ?, '', ?, '', 'READY', '', ?, ?, ?, ?, ?, ?, ?)`);
+      return entries.map((e) => {
+        let row = next.get(e.name) as Row | undefined;
+        if (!row) {
+          createModel.run(e.name, nowMs, nowMs);
+          if (e.creator !== undefined) this.replaceGrants('registered-model', e.name, [{ grantee: e.creator, level: 'CAN_MANAGE' }]);
+          row = { next_version: 1 };
+        }
+        const version = Number(row.next_version);
+        bump.run(version + 1, nowMs, e.name);
+        insert.run(e.name, version, nowMs, nowMs, e.source, ...artifactParams(e.artifact));
+        return version;
+      });
     });
   }
 

@@ -30,6 +30,15 @@ export interface ModelVersionRecord {
   artifact: VersionArtifact | undefined;
 }
 
+/** One version of a bulk registration: already copied and inspected, written READY. */
+export interface BulkVersionEntry {
+  name: string;
+  source: string;
+  artifact: VersionArtifact;
+  /** Gets CAN_MANAGE on the registered model when the bulk call creates it. */
+  creator?: string;
+}
+
 /** What Ferry learnt about a version's artifact at registration. */
 export interface VersionArtifact {
   /** Artifact-store path of the version's directory, e.g. "models/iris/3". */
@@ -163,6 +172,13 @@ export interface MetadataStore {
 
   /** Allocates the next version number (never reused, even after deletes), status PENDING_REGISTRATION. */
   createModelVersion(v: { name: string; source: string; runId: string; description: string; tags: Record<string, string> }, nowMs: number): Promise<ModelVersionRecord>;
+  /**
+   * Bulk registration (Ferry extension): registers every entry as a READY version with its
+   * artifact already in place, in ONE transaction: all entries or none. A missing model is
+   * created first (its `creator` gets CAN_MANAGE); each entry takes its model's next version.
+   * Returns the versions in entry order.
+   */
+  createReadyModelVersions(entries: readonly BulkVersionEntry[], nowMs: number): Promise<number[]>;
   getModelVersion(name: string, version: number): Promise<ModelVersionRecord | undefined>;
   latestModelVersion(name: string): Promise<ModelVersionRecord | undefined>;
   updateModelVersion(name: string, version: number, patch: ModelVersionPatch, nowMs: number): Promise<ModelVersionRecord>;

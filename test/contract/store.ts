@@ -63,6 +63,31 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       await rejectsWith(s.createModelVersion({ name: 'ghost', source: '/x', runId: '', description: '', tags: {} }, 5), 'RESOURCE_DOES_NOT_EXIST');
     });
 
+    withStore('bulk registration: READY versions in one transaction, missing models created for their creator, all or none', async (s) => {
+      await s.createRegisteredModel({ name: 'old', description: '', tags: {} }, 1);
+      await s.createModelVersion({ name: 'old', source: '/a', runId: '', description: '', tags: {} }, 2);
+      const at = (path: string): VersionArtifact => ({ ...artifact, path });
+      const versions = await s.createReadyModelVersions([
+        { name: 'old', source: 'bulk:old.onnx', artifact: at('models/old/b1'), creator: 'alice' },
+        { name: 'new', source: 'bulk:new.onnx', artifact: at('models/new/b2'), creator: 'alice' },
+        { name: 'new', source: 'bulk:new2.onnx', artifact: at('models/new/b3'), creator: 'alice' },
+      ], 10);
+      assert.deepEqual(versions, [2, 1, 2]);
+      const v = await s.getModelVersion('new', 2);
+      assert.equal(v?.status, 'READY');
+      assert.deepEqual(v?.artifact, at('models/new/b3'));
+      assert.equal(v?.source, 'bulk:new2.onnx');
+      assert.deepEqual(await s.getGrants('registered-model', 'new'), [{ grantee: 'alice', level: 'CAN_MANAGE' }]);
+      assert.deepEqual(await s.getGrants('registered-model', 'old'), [], 'an existing model keeps its grants');
+      // A bad row (NOT NULL source) rolls back the whole batch, the models it created included.
+      await assert.rejects(s.createReadyModelVersions([
+        { name: 'new', source: 'bulk:x', artifact: at('models/new/b4') },
+        { name: 'other', source: null as unknown as string, artifact: at('models/other/b5') },
+      ], 11));
+      assert.equal((await s.latestModelVersion('new'))?.version, 2);
+      assert.equal(await s.getRegisteredModel('other'), undefined);
+    });
+
     withStore('version update stores the artifact and status', async (s) => {
       await s.createRegisteredModel({ name: 'm', description: '', tags: {} }, 1);
       await s.createModelVersion({ name: 'm', source: '/a', runId: '', description: '', tags: {} }, 2);

@@ -1,0 +1,150 @@
+/**
+ * ModelCache: the models one family replica holds, bounded by bytes (not by count), least recently
+ * used evicted first. A miss loads without blocking hits (loads are asynchronous and each request
+ * awaits only its own model); concurrent misses for one model share one load; a failed load is
+ * not remembered: its waiters get the error and the next request loads again.
+ *
+ * Accounting: an entry's bytes are charged when its load finishes and released when it is
+ * evicted. A model still running a request when evicted is closed when that request ends, so
+ * memory may exceed the budget by the models in use at that moment (at most the replica's
+ * concurrency limit × the largest model); `bytes` never does.
+ * Example (budget 1000 B): load a (400), b (400), use a, load c (400) → b is evicted (a was used
+ * more recently), bytes = 800.
+ */
+import { FerryError } from '../errors.js';
+
+/** What a loader returns: the model and the bytes it holds. */
+export interface Loaded<M> {
+  model: M;
+  sizeBytes: number;
+}
+
+export interface ModelCacheOptions<M> {
+  /** Most bytes the cached models may hold together. */
+  budgetBytes: number;
+  /** Loads one model; rejects with a FerryError saying why it cannot. */
+  load: (key: string) => Promise<Loaded<M>>;
+  /** Frees an evicted model (e.g. releases its onnxruntime session). */
+  close: (model: M) => Promise<void>;
+}
+
+/** Counters since the replica started, and the cache's current size. */
+export interface ModelCacheStats {
+  models: number;
+  bytes: number;
+  budgetBytes: number;
+  hits: number;
+  misses: number;
+  /** Loads that finished (misses that shared a load count once). */
+  loads: number;
+  loadFailures: number;
+  evictions: number;
+  /** Sum and maximum of load durations, seconds. */
+  loadSecondsSum: number;
+  loadSecondsMax: number;
+}
+
+interface Entry<M> {
+  model: M;
+  sizeBytes: number;
+  /** Requests running on it now. */
+  refs: number;
+  /** Evicted while in use: close it when `refs` reaches 0. */
+  evicted: boolean;
+}
+
+export class ModelCache<M> {
+  /** Insertion order is recency order: a hit moves its entry to the end; the first entry is evicted first. */
+  private readonly entries = new Map<string, Entry<M>>();
+  private readonly loading = new Map<string, { promise: Promise<Entry<M>>; state: { waiters: number } }>();
+  private readonly counters = { hits: 0, misses: 0, loads: 0, loadFailures: 0, evictions: 0, loadSecondsSum: 0, loadSecondsMax: 0 };
+  private bytes = 0;
+
+  constructor(private readonly opts: ModelCacheOptions<M>) {
+    if (!(opts.budgetBytes > 0)) throw new Error(`ModelCache budgetBytes must be > 0 (got ${opts.budgetBytes})`);
+  }
+
+  /** Runs `fn` on model `key`, loading it first on a miss; the model is not closed while `fn` runs. */
+  async use<T>(key: string, fn: (model: M) => Promise<T>): Promise<T> {
+    let entry = this.entries.get(key);
+    if (entry !== undefined) {
+      this.counters.hits++;
+      this.entries.delete(key);
+      this.entries.set(key, entry);
+      entry.refs++;
+    } else {
+      this.counters.misses++;
+      // Counted in `refs` by the load itself, so a load finishing for someone else cannot evict
+      // and close it before this request's turn.
+      entry = await this.loadOnce(key);
+    }
+    try {
+      return await fn(entry.model);
+    } finally {
+      if (--entry.refs === 0 && entry.evicted) await this.opts.close(entry.model);
+    }
+  }
+
+  /** Keys of the cached models, least recently used first. */
+  keys(): string[] {
+    return [...this.entries.keys()];
+  }
+
+  stats(): ModelCacheStats {
+    return { models: this.entries.size, bytes: this.bytes, budgetBytes: this.opts.budgetBytes, ...this.counters };
+  }
+
+  /** Evicts (and closes once idle) every model. */
+  async clear(): Promise<void> {
+    await Promise.all([...this.entries.keys()].map((k) => this.evict(k)));
+  }
+
+  private loadOnce(key: string): Promise<Entry<M>> {
+    let pending = this.loading.get(key);
+    if (pending === undefined) {
+      const state = { waiters: 0 };
+      pending = { promise: this.load(key, state).finally(() => this.loading.delete(key)), state };
+      this.loading.set(key, pending);
+    }
+    pending.state.waiters++;
+    return pending.promise;
+  }
+
+  private async load(key: string, pending: { waiters: number }): Promise<Entry<M>> {
+    const t0 = performance.now();
+    let loaded: Loaded<M>;
+    try {
+      loaded = await this.opts.load(key);
+    } catch (err) {
+      this.counters.loadFailures++;
+      throw err;
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    this.counters.loads++;
+    this.counters.loadSecondsSum += seconds;
+    this.counters.loadSecondsMax = Math.max(this.counters.loadSecondsMax, seconds);
+    if (loaded.sizeBytes > this.opts.budgetBytes) {
+      await this.opts.close(loaded.model);
+      throw new FerryError('REQUEST_LIMIT_EXCEEDED', `Model '${key}' needs ${loaded.sizeBytes} bytes, more than this replica's whole model budget (${this.opts.budgetBytes} bytes).`);
+    }
+    const entry: Entry<M> = { model: loaded.model, sizeBytes: loaded.sizeBytes, refs: pending.waiters, evicted: false };
+    this.entries.set(key, entry);
+    this.bytes += entry.sizeBytes;
+    // Oldest first, never the entry just loaded (it fits on its own: checked above).
+    for (const k of this.entries.keys()) {
+      if (this.bytes <= this.opts.budgetBytes) break;
+      if (k !== key) await this.evict(k);
+    }
+    return entry;
+  }
+
+  private async evict(key: string): Promise<void> {
+    const entry = this.entries.get(key);
+    if (entry === undefined) return;
+    this.entries.delete(key);
+    this.bytes -= entry.sizeBytes;
+    this.counters.evictions++;
+    entry.evicted = true;
+    if (entry.refs === 0) await this.opts.close(entry.model);
+  }
+}

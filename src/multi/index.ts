@@ -1,0 +1,8 @@
+/**
+ * Many tiny models behind one endpoint (docs/multi-model.md): the replica-side model cache
+ * (byte budget, LRU, one load per miss), compact evaluators for linear and tree-ensemble ONNX-ML
+ * models, and loading a family member with a session fallback.
+ */
+export { ModelCache, type Loaded, type ModelCacheOptions, type ModelCacheStats } from './cache.js';
+export { COMPACT_OVERHEAD_BYTES, compileCompact, type CompactModel } from './compact.js';
+export { loadFamilyModel, SESSION_BYTES_ESTIMATE, type FamilyModel } from './loader.js';

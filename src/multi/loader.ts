@@ -1,0 +1,46 @@
+/**
+ * Loading one member of a family in a replica: the ONNX file is parsed with onnx-proto (pure JS);
+ * linear and tree-ensemble graphs get a compact evaluator (./compact.ts), anything else an
+ * onnxruntime session through the onnx flavor, counted and charged `SESSION_BYTES_ESTIMATE`.
+ *
+ * Why sessions are allowed at all, and what they are charged (numbers measured on this machine
+ * with 1000 generated tiny models, onnxruntime-node 1.x, glibc malloc): one live session costs
+ * ~103 KB of RSS; creating 1000 and releasing them all left ~98 MB with the process (freed pages
+ * stay with the allocator). That is a high-water mark, not a per-session leak: a fresh process
+ * churning 5000 sessions with at most 100 alive grew RSS by 36.8 MB after 1000 creates and
+ * plateaued at 40.9 MB from 3000 on, i.e. ~410 KB per session slot alive at the peak. So each
+ * session is charged SESSION_BYTES_ESTIMATE (400 KiB, the churn cost, not the 103 KB steady
+ * cost), which keeps the budget a bound on RSS under churn; no replica recycling is needed.
+ * Linear and tree families never pay this: compact models are ~2.5–3.5 KB each.
+ */
+import { stat } from 'node:fs/promises';
+import { FerryError } from '../errors.js';
+import { getFlavor, readModel, type LoadedModel, type LoadOptions } from '../flavors/index.js';
+import type { Loaded } from './cache.js';
+import { compileCompact } from './compact.js';
+
+/** Bytes charged for one onnxruntime session (plus its file size): the measured churn cost, above. */
+export const SESSION_BYTES_ESTIMATE = 400 * 1024;
+
+/** A loaded family member and which path runs it. */
+export interface FamilyModel {
+  model: LoadedModel;
+  /** "compact" or "session". */
+  path: 'compact' | 'session';
+}
+
+/**
+ * Loads the model file `loadOptions.modelFile` of the artifact at `dir`. `sessionFallback` false
+ * refuses (MODEL_ERROR naming the reason) a model the compact path cannot run.
+ */
+export async function loadFamilyModel(dir: string, loadOptions: LoadOptions, sessionFallback: boolean): Promise<Loaded<FamilyModel>> {
+  const { path, model } = await readModel(dir, loadOptions.modelFile);
+  const compact = compileCompact(model, loadOptions.modelFile);
+  if (typeof compact !== 'string') return { model: { model: compact, path: 'compact' }, sizeBytes: compact.sizeBytes };
+  if (!sessionFallback) {
+    throw new FerryError('MODEL_ERROR', `Model '${loadOptions.modelFile}' needs an onnxruntime session (${compact}), and this family serves compact models only.`);
+  }
+  const session = await getFlavor('onnx').load(dir, loadOptions);
+  const { size } = await stat(path);
+  return { model: { model: session, path: 'session' }, sizeBytes: SESSION_BYTES_ESTIMATE + size };
+}

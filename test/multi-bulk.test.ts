@@ -1,0 +1,82 @@
+/** Bulk registration (docs/multi-model.md): the API, the CLI, per-model failures and authorization. */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { familyFixture } from '../src/fixtures/index.js';
+import type { FerryServer } from '../src/server/index.js';
+import { ADMIN_TOKEN, FERRY_BIN, request, startTestServer, tempDir } from './support/index.js';
+
+let dir: string;
+let server: FerryServer;
+
+const call = (method: string, p: string, token: string, json?: unknown) => request({ url: server.url, method, path: p, token, ...(json === undefined ? {} : { json }) });
+
+async function principalWithToken(name: string): Promise<string> {
+  assert.equal((await call('POST', '/api/2.0/principals', ADMIN_TOKEN, { name, type: 'USER' })).status, 200);
+  const t = await call('POST', '/api/2.0/token-management/on-behalf-of/tokens', ADMIN_TOKEN, { principal: name, comment: 'test' });
+  assert.equal(t.status, 200, t.text);
+  return t.json.token_value as string;
+}
+
+before(async () => {
+  dir = await tempDir();
+  server = await startTestServer(path.join(dir, 'data'));
+});
+
+after(async () => {
+  await server.close();
+  await fsp.rm(dir, { recursive: true, force: true });
+});
+
+test('ferry models import registers a directory of <name>.onnx files; a bad file is reported by name and the rest commit', async () => {
+  const models = path.join(dir, 'models');
+  await fsp.mkdir(models);
+  for (let i = 0; i < 20; i++) await fsp.writeFile(path.join(models, `ads-${i}.onnx`), familyFixture(i).build());
+  await fsp.writeFile(path.join(models, 'ads-broken.onnx'), 'not a model');
+  await fsp.writeFile(path.join(models, 'README.txt'), 'ignored');
+  const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    execFile(process.execPath, [FERRY_BIN, 'models', 'import', models, '--json'], { env: { PATH: process.env.PATH ?? '', FERRY_URL: server.url, FERRY_TOKEN: ADMIN_TOKEN } }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+    });
+  });
+  assert.equal(r.code, 1, 'a failure makes the command fail');
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.registered, 20);
+  assert.equal(out.failed, 1);
+  const bad = out.results.find((x: { name: string }) => x.name === 'ads-broken');
+  assert.equal(bad.status, 'FAILED_REGISTRATION');
+  assert.equal(bad.error_code, 'INVALID_PARAMETER_VALUE');
+  assert.match(bad.message, /not an ONNX protobuf/);
+  // Failed models leave nothing behind: no model, no version.
+  assert.equal((await call('GET', '/api/2.0/mlflow/registered-models/get?name=ads-broken', ADMIN_TOKEN)).status, 404);
+  const v = await call('GET', '/api/2.0/mlflow/model-versions/get?name=ads-7&version=1', ADMIN_TOKEN);
+  assert.equal(v.status, 200, v.text);
+  assert.equal(v.json.model_version.status, 'READY');
+  // Importing again adds version 2 of each; deleting a bulk version deletes its artifact directory.
+  const again = await call('POST', '/api/2.0/mlflow/model-versions/bulk-create', ADMIN_TOKEN, { models: [{ name: 'ads-7', content_base64: Buffer.from(familyFixture(7).build()).toString('base64') }] });
+  assert.deepEqual(again.json.results, [{ name: 'ads-7', status: 'READY', version: '2' }]);
+  const artifactsBefore = await fsp.readdir(path.join(dir, 'data', 'artifacts', 'models', 'ads-7'));
+  assert.equal(artifactsBefore.length, 2);
+  assert.equal((await call('DELETE', '/api/2.0/mlflow/model-versions/delete', ADMIN_TOKEN, { name: 'ads-7', version: 2 })).status, 200);
+  assert.equal((await fsp.readdir(path.join(dir, 'data', 'artifacts', 'models', 'ads-7'))).length, 1);
+});
+
+test('bulk registration checks CAN_EDIT per existing model: others are created for the caller, a denied one is reported', async () => {
+  const bob = await principalWithToken('bob');
+  const content = Buffer.from(familyFixture(2).build()).toString('base64');
+  // ads-0 exists (admin's); bob may not add versions to it, but may create bob-1.
+  const r = await call('POST', '/api/2.0/mlflow/model-versions/bulk-create', bob, { models: [{ name: 'ads-0', content_base64: content }, { name: 'bob-1', content_base64: content }] });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.json.results[0].status, 'FAILED_REGISTRATION');
+  assert.equal(r.json.results[0].error_code, 'PERMISSION_DENIED');
+  assert.deepEqual(r.json.results[1], { name: 'bob-1', status: 'READY', version: '1' });
+  assert.equal((await call('GET', '/api/2.0/mlflow/model-versions/get?name=ads-0&version=2', ADMIN_TOKEN)).status, 404);
+  // bob got CAN_MANAGE on the model he created.
+  assert.equal((await call('GET', '/api/2.0/mlflow/model-versions/get?name=bob-1&version=1', bob)).status, 200);
+  // Too many models, or none, is a 400 naming the field.
+  const empty = await call('POST', '/api/2.0/mlflow/model-versions/bulk-create', bob, { models: [] });
+  assert.equal(empty.status, 400);
+  assert.match(empty.json.message, /models/);
+});
