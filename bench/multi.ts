@@ -81,7 +81,7 @@ function zipf(n: number, s: number): (u: number) => number {
 async function phase(name: string, dir: string, s: MultiSettings, pick: () => number): Promise<PhaseResult> {
   const cache = new ModelCache<FamilyModel>({
     budgetBytes: s.budgetBytes,
-    load: (key) => loadFamilyModel(dir, { modelFile: `${key}.onnx`, workloadType: 'CPU', intraOpThreads: 1 }, false),
+    load: async (key) => loadFamilyModel(await fsp.readFile(join(dir, `${key}.onnx`)), { modelFile: `${key}.onnx`, workloadType: 'CPU', intraOpThreads: 1 }, false),
     close: (m) => m.model.close(),
   });
   global.gc?.();

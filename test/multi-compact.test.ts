@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
@@ -54,15 +54,15 @@ test('a graph the compact path cannot run says why; the loader falls back to a s
   try {
     await writeFile(join(dir, mlpSmallFixture.file), mlpSmallFixture.build());
     const opts = { modelFile: mlpSmallFixture.file, workloadType: 'CPU' as const, intraOpThreads: 1 };
-    const loaded = await loadFamilyModel(dir, opts, true);
+    const loaded = await loadFamilyModel(await readFile(join(dir, opts.modelFile)), opts, true);
     assert.equal(loaded.model.path, 'session');
     assert.ok(loaded.sizeBytes > SESSION_BYTES_ESTIMATE);
     const inputs = mlpSmallFixture.example(2);
     assert.deepEqual(Object.keys(await loaded.model.model.predict(inputs)), mlpSmallFixture.signature.outputs.map((o) => o.name));
     await loaded.model.model.close();
-    await assert.rejects(loadFamilyModel(dir, opts, false), /needs an onnxruntime session/);
+    await assert.rejects(loadFamilyModel(await readFile(join(dir, opts.modelFile)), opts, false), /needs an onnxruntime session/);
     await writeFile(join(dir, 'l.onnx'), familyLinearFixture(8).build());
-    const small = await loadFamilyModel(dir, { ...opts, modelFile: 'l.onnx' }, false);
+    const small = await loadFamilyModel(await readFile(join(dir, 'l.onnx')), { ...opts, modelFile: 'l.onnx' }, false);
     assert.equal(small.model.path, 'compact');
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -78,7 +78,7 @@ test('churn: 600 distinct real models through a 32 KiB cache stay within the bud
     const budgetBytes = 32 * 1024;
     const cache = new ModelCache<FamilyModel>({
       budgetBytes,
-      load: (key) => loadFamilyModel(dir, { modelFile: `${key}.onnx`, workloadType: 'CPU', intraOpThreads: 1 }, false),
+      load: async (key) => loadFamilyModel(await readFile(join(dir, `${key}.onnx`)), { modelFile: `${key}.onnx`, workloadType: 'CPU', intraOpThreads: 1 }, false),
       close: async (m) => {
         closed++;
         await m.model.close();

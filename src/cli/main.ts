@@ -226,6 +226,7 @@ async function replicaCommand(args: string[]): Promise<void> {
     'preferred-batch-sizes': { type: 'string' }, execution: { type: 'string' }, pool: { type: 'string' },
     'max-rows-per-request': { type: 'string' }, 'max-json-depth': { type: 'string' }, 'max-json-elements': { type: 'string' },
     uid: { type: 'string' }, gid: { type: 'string' }, 'log-level': { type: 'string' },
+    'family-cache-bytes': { type: 'string' }, 'family-session-fallback': { type: 'string' },
   });
   const failed = (err: unknown): never => {
     // The runtime reads this line to explain a failed start.
@@ -258,13 +259,16 @@ async function replicaCommand(args: string[]): Promise<void> {
     if ((uid === undefined) !== (gid === undefined) || [uid, gid].some((v) => v !== undefined && !/^\d+$/.test(v))) {
       throw new UsageError('replica: --uid and --gid go together, as numbers.');
     }
+    const familyBytes = str(values, 'family-cache-bytes');
+    if (familyBytes !== undefined && !/^[1-9]\d*$/.test(familyBytes)) throw new UsageError('replica: --family-cache-bytes must be a byte count.');
+    const family = familyBytes === undefined ? undefined : { cacheBytes: Number(familyBytes), sessionFallback: str(values, 'family-session-fallback') !== 'off' };
     // The server's own defaults for the shape limits, so a replica started by hand enforces the same.
     const defaults = compileServerConfig({});
     options = {
       socketPath: need('socket'),
       dir: need('dir'),
       flavor,
-      loadOptions: { modelFile: need('model-file'), workloadType, intraOpThreads: Number(str(values, 'threads') ?? 1) },
+      loadOptions: { modelFile: family === undefined ? need('model-file') : '', workloadType, intraOpThreads: Number(str(values, 'threads') ?? 1) },
       modelName: need('name'),
       modelVersion: need('version'),
       maxBodyBytes: Number(str(values, 'max-body-bytes') ?? 16 * 1024 * 1024),
@@ -281,6 +285,7 @@ async function replicaCommand(args: string[]): Promise<void> {
       ...(execution === undefined ? {} : { execution }),
       ...(uid === undefined || gid === undefined ? {} : { user: { uid: Number(uid), gid: Number(gid) } }),
       ...(logLevel === undefined ? {} : { logLevel }),
+      ...(family === undefined ? {} : { family }),
     };
   }
   const replica = await startReplica(options).catch(failed);

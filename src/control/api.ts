@@ -27,7 +27,7 @@ export function endpointRoutes(router: ServerRouter, controller: EndpointControl
       const canView = await authz.visible(identityOf(ctx), 'serving-endpoint');
       return { body: { endpoints: controller.list().filter((e) => canView(e.name)) } };
     }, access.user)
-    .add('GET', `${base}/:name`, (ctx) => ({ body: controller.describe(name(ctx)) }), access.endpoint('CAN_VIEW'))
+    .add('GET', `${base}/:name`, async (ctx) => ({ body: controller.describe(name(ctx), await controller.familyViews(name(ctx))) }), access.endpoint('CAN_VIEW'))
     .add('PUT', `${base}/:name/config`, async (ctx) => {
       await controller.updateConfig(name(ctx), await body(ctx), mayServe(ctx));
       return { body: controller.describe(name(ctx)) };

@@ -5,7 +5,7 @@
  * an endpoint serves.
  */
 import { z } from 'zod';
-import { configError } from '../config/index.js';
+import { configError, parseBytes } from '../config/index.js';
 import { FerryError, invalidParameter } from '../errors.js';
 import { WORKLOAD_TYPES, type FlavorName, type WorkloadType } from '../flavors/index.js';
 import { RATE_LIMIT_KEYS, RENEWAL_PERIOD_MS, type RateLimit, type RenewalPeriod } from '../gateway/index.js';
@@ -13,6 +13,7 @@ import type { Registry } from '../registry/index.js';
 import { scalingSpecFor, type ScalingSpec, type ScalingTunables } from '../autoscaler/index.js';
 import type { BatchingConfig } from '../runtime/index.js';
 import type { ModelVersionRecord } from '../store/index.js';
+import type { FamilyConfig } from '../multi/index.js';
 
 export const WORKLOAD_SIZES = ['Small', 'Medium', 'Large'] as const;
 export type WorkloadSize = (typeof WORKLOAD_SIZES)[number];
@@ -34,8 +35,19 @@ const NAME_RULE = '1-63 letters, digits, "-" or "_", starting with a letter or d
 
 const servedEntitySchema = z.strictObject({
   name: z.string().regex(NAME_RE, `expected ${NAME_RULE}`).optional(),
-  entity_name: z.string().min(1),
-  entity_version: z.union([z.string().min(1), z.number().int().positive()]).transform(String),
+  // Either one model version (entity_name + entity_version) or a family (model_family).
+  entity_name: z.string().min(1).optional(),
+  entity_version: z.union([z.string().min(1), z.number().int().positive()]).transform(String).optional(),
+  /** Ferry extension: many registered models behind one served entity (docs/multi-model.md). */
+  model_family: z.strictObject({
+    name_prefix: z.string().min(1).max(128).optional(),
+    /** "key=value": registered models carrying this tag. */
+    tag: z.string().regex(/^[^=]+=.*$/, 'expected "key=value"').optional(),
+    /** Bytes of models one replica keeps loaded, e.g. "64MiB". */
+    cache_size: z.union([z.string(), z.number().int().positive()]).default('64MiB'),
+    /** Models the compact evaluators cannot run get an onnxruntime session (charged its measured cost); false refuses them. */
+    session_fallback: z.boolean().default(true),
+  }).optional(),
   workload_size: z.enum(WORKLOAD_SIZES).default('Small'),
   workload_type: z.enum(WORKLOAD_TYPES).default('CPU'),
   scale_to_zero_enabled: z.boolean().default(false),
@@ -148,6 +160,7 @@ export const DEFAULT_BATCHING: BatchingConfig = { enabled: true, maxBatchSize: 6
 
 export interface ServedEntityConfig {
   name: string;
+  /** The registered model; for a family entity, a description of the family ("family ads-*"). */
   entityName: string;
   /** Resolved version number, as a string (Databricks shape). */
   entityVersion: string;
@@ -171,6 +184,8 @@ export interface ServedEntityConfig {
   inputExample: unknown;
   /** Ferry extension: the scoring body to validate new replicas with instead of the input example. */
   validationRequest: Record<string, unknown> | undefined;
+  /** Set for a family entity (then the version, artifact and flavor fields above are empty). */
+  family: FamilyConfig | undefined;
 }
 
 export interface CanaryStep {
@@ -227,6 +242,14 @@ export async function compileConfig(raw: unknown, configVersion: number, registr
   const servedEntities: ServedEntityConfig[] = [];
   for (const [i, e] of c.served_entities.entries()) {
     const where = `${field}.served_entities[${i}]`;
+    if (e.model_family !== undefined) {
+      const family = compileFamilyEntity(e, e.model_family, where);
+      if (servedEntities.some((s) => s.name === family.name)) throw invalidParameter(`${where}.name`, family.name, 'a name no other served entity of this endpoint has');
+      servedEntities.push(family);
+      continue;
+    }
+    if (e.entity_name === undefined) throw invalidParameter(`${where}.entity_name`, undefined, 'a registered model name (or model_family instead of entity_name and entity_version)');
+    if (e.entity_version === undefined) throw invalidParameter(`${where}.entity_version`, undefined, 'a version number or alias of the registered model');
     const version = await resolveVersion(registry, e.entity_name, e.entity_version, where);
     if (!version.artifact || version.status !== 'READY') {
       throw invalidParameter(`${where}.entity_version`, e.entity_version, `a READY version (version ${version.version} of '${e.entity_name}' is ${version.status}${version.statusMessage ? `: ${version.statusMessage}` : ''})`);
@@ -243,12 +266,7 @@ export async function compileConfig(raw: unknown, configVersion: number, registr
       scaleToZeroEnabled: e.scale_to_zero_enabled,
       minProvisionedConcurrency: e.min_provisioned_concurrency,
       maxProvisionedConcurrency: e.max_provisioned_concurrency,
-      batching: e.batching === undefined ? DEFAULT_BATCHING : {
-        enabled: e.batching.enabled,
-        maxBatchSize: e.batching.max_batch_size,
-        maxQueueDelayUs: e.batching.max_queue_delay_us,
-        preferredBatchSizes: e.batching.preferred_batch_sizes,
-      },
+      batching: compileBatching(e),
       scaling: compileScaling(e, where),
       artifactPath: version.artifact.path,
       artifactSha256: version.artifact.sha256,
@@ -256,13 +274,67 @@ export async function compileConfig(raw: unknown, configVersion: number, registr
       flavor: version.artifact.flavor,
       inputExample: version.artifact.inputExample,
       validationRequest: e.validation_request,
+      family: undefined,
     });
+  }
+  const families = servedEntities.filter((e) => e.family !== undefined).length;
+  if (families > 0 && families < servedEntities.length) {
+    throw invalidParameter(`${field}.served_entities`, servedEntities.map((e) => e.name), 'either model families only or single model versions only (a request to a family names its model; one to a single version does not)');
+  }
+  if (families > 0 && (c.traffic_config?.shadow_routes ?? []).length > 0) {
+    throw invalidParameter(`${field}.traffic_config.shadow_routes`, c.traffic_config?.shadow_routes, 'no shadow routes on a family endpoint');
   }
   return {
     configVersion, servedEntities, routes: compileRoutes(c.traffic_config?.routes, servedEntities, field),
     shadows: compileShadows(c.traffic_config?.shadow_routes ?? [], servedEntities, `${field}.traffic_config.shadow_routes`),
     requestTimeoutMs: c.request_timeout_ms,
     rollout: compileRollout(c.rollout, `${field}.rollout`),
+  };
+}
+
+function compileBatching(e: z.output<typeof servedEntitySchema>): BatchingConfig {
+  return e.batching === undefined ? DEFAULT_BATCHING : {
+    enabled: e.batching.enabled,
+    maxBatchSize: e.batching.max_batch_size,
+    maxQueueDelayUs: e.batching.max_queue_delay_us,
+    preferredBatchSizes: e.batching.preferred_batch_sizes,
+  };
+}
+
+/**
+ * A family entity: no version is resolved at config time (each request names its model), so
+ * the registry is not consulted; an empty family is allowed (models may be registered later).
+ * Example: `{"name": "ads", "model_family": {"name_prefix": "ads-", "cache_size": "64MiB"}}`.
+ */
+function compileFamilyEntity(e: z.output<typeof servedEntitySchema>, f: NonNullable<z.output<typeof servedEntitySchema>['model_family']>, where: string): ServedEntityConfig {
+  if (e.entity_name !== undefined || e.entity_version !== undefined) {
+    throw invalidParameter(`${where}.entity_name`, e.entity_name ?? e.entity_version, 'nothing next to model_family (a family entity serves many models; each request names one)');
+  }
+  if (f.name_prefix === undefined && f.tag === undefined) throw invalidParameter(`${where}.model_family`, f, 'a name_prefix, a tag ("key=value") or both');
+  if (e.name === undefined) throw invalidParameter(`${where}.name`, undefined, `a name for the family entity (${NAME_RULE})`);
+  if (e.validation_request !== undefined) throw invalidParameter(`${where}.validation_request`, e.validation_request, 'nothing on a family entity (its replicas load models on demand)');
+  const cacheBytes = parseBytes(f.cache_size);
+  if (cacheBytes === undefined || cacheBytes < 1024 * 1024) throw invalidParameter(`${where}.model_family.cache_size`, f.cache_size, 'a size of at least 1MiB, such as "64MiB"');
+  const tag = f.tag === undefined ? undefined : { key: f.tag.slice(0, f.tag.indexOf('=')), value: f.tag.slice(f.tag.indexOf('=') + 1) };
+  return {
+    name: e.name,
+    entityName: `family ${[f.name_prefix === undefined ? '' : `${f.name_prefix}*`, tag === undefined ? '' : `tag ${f.tag}`].filter((x) => x !== '').join(' ')}`,
+    entityVersion: '',
+    entityAlias: undefined,
+    workloadSize: e.workload_size,
+    workloadType: e.workload_type,
+    scaleToZeroEnabled: e.scale_to_zero_enabled,
+    minProvisionedConcurrency: e.min_provisioned_concurrency,
+    maxProvisionedConcurrency: e.max_provisioned_concurrency,
+    batching: compileBatching(e),
+    scaling: compileScaling(e, where),
+    artifactPath: '',
+    artifactSha256: '',
+    modelFile: '',
+    flavor: 'onnx',
+    inputExample: undefined,
+    validationRequest: undefined,
+    family: { namePrefix: f.name_prefix, tag, cacheBytes, sessionFallback: f.session_fallback },
   };
 }
 

@@ -26,6 +26,7 @@ import { decide, newScalerState, record, type Decision, type ScalerState } from 
 import { FerryError, notFound } from '../errors.js';
 import { FramedChannel, framePayloadLimit } from '../channel/index.js';
 import { EntityTraffic, GatewayStats, RateLimiter, statsKey, type Backend, type EndpointRoute, type RoutingTable, type TrafficOptions } from '../gateway/index.js';
+import { FamilyResolver, type FamilyConfig, type ModelCacheStats } from '../multi/index.js';
 import type { Registry } from '../registry/index.js';
 import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../runtime/index.js';
 import type { EndpointRecord, MetadataStore } from '../store/index.js';
@@ -103,8 +104,12 @@ class Deployment {
   restartTimer: NodeJS.Timeout | undefined;
   stopped = false;
 
-  constructor(readonly endpoint: string, readonly entity: ServedEntityConfig, traffic: Omit<TrafficOptions, 'name' | 'onDemand'>, onDemand: (d: Deployment) => void) {
+  /** A family entity's member lookup (the gateway's, shared by its replicas' staging requests). */
+  readonly family: FamilyResolver | undefined;
+
+  constructor(readonly endpoint: string, readonly entity: ServedEntityConfig, traffic: Omit<TrafficOptions, 'name' | 'onDemand'>, onDemand: (d: Deployment) => void, store: MetadataStore) {
     this.traffic = new EntityTraffic({ ...traffic, name: `${endpoint}/${entity.name}`, onDemand: () => onDemand(this) });
+    this.family = entity.family === undefined ? undefined : new FamilyResolver(entity.family, store);
     this.desiredReplicas = Math.max(entity.scaling.minReplicas, 1);
     this.scaler = newScalerState(entity.scaling);
     this.validationNote = validationRequestOf(entity) === undefined ? VALIDATION_SKIPPED : '';
@@ -124,7 +129,8 @@ class Deployment {
     const a = this.entity;
     return a.name === entity.name && a.entityName === entity.entityName && a.entityVersion === entity.entityVersion
       && a.workloadType === entity.workloadType && a.workloadSize === entity.workloadSize && a.artifactPath === entity.artifactPath
-      && JSON.stringify(a.batching) === JSON.stringify(entity.batching) && JSON.stringify(a.scaling) === JSON.stringify(entity.scaling);
+      && JSON.stringify(a.batching) === JSON.stringify(entity.batching) && JSON.stringify(a.scaling) === JSON.stringify(entity.scaling)
+      && JSON.stringify(a.family) === JSON.stringify(entity.family);
   }
 }
 
@@ -307,8 +313,32 @@ export class EndpointController {
     return [...out.values()];
   }
 
-  describe(name: string): EndpointView {
-    return this.view(this.get(name));
+  describe(name: string, families?: ReadonlyMap<string, FamilyView>): EndpointView {
+    return this.view(this.get(name), families);
+  }
+
+  /**
+   * The model caches of an endpoint's family entities, read from their ready replicas (each
+   * answers `GET /metrics` with its cache counters; one that does not answer within 1 s is left
+   * out): per entity, models and bytes per replica and the counters summed.
+   */
+  async familyViews(name: string): Promise<Map<string, FamilyView>> {
+    const out = new Map<string, FamilyView>();
+    for (const d of this.get(name).current.values()) {
+      if (d.entity.family === undefined) continue;
+      const replicas = await Promise.all([...d.replicas.values()].map(async (slot) => {
+        if (slot.backend === undefined) return undefined;
+        try {
+          const res = await slot.backend.channel.request({ method: 'GET', path: '/metrics', body: undefined, meta: undefined, signal: undefined }, FAMILY_STATS_TIMEOUT_MS);
+          const stats = (JSON.parse(res.body.toString('utf8')) as { family?: ModelCacheStats }).family;
+          return stats === undefined ? undefined : { replica: slot.id, stats };
+        } catch {
+          return undefined;
+        }
+      }));
+      out.set(d.entity.name, familyView(replicas.filter((r) => r !== undefined)));
+    }
+    return out;
   }
 
   async logs(name: string, servedEntity: string): Promise<string> {
@@ -336,7 +366,7 @@ export class EndpointController {
   }
 
   private newDeployment(endpoint: string, entity: ServedEntityConfig): Deployment {
-    return new Deployment(endpoint, entity, this.o.traffic, (d) => this.onDemand(d));
+    return new Deployment(endpoint, entity, this.o.traffic, (d) => this.onDemand(d), this.o.store);
   }
 
   /**
@@ -608,6 +638,7 @@ export class EndpointController {
     const entities = weighted.map(({ target: d, trafficPercentage }) => ({
       name: d.entity.name, modelName: d.entity.entityName, modelVersion: d.entity.entityVersion, trafficPercentage, traffic: d.traffic,
       statsKey: statsKey(d.endpoint, d.entity.name, d.entity.entityVersion),
+      ...(d.family === undefined ? {} : { family: d.family }),
     }));
     const route: EndpointRoute = {
       name: st.record.name,
@@ -648,10 +679,11 @@ export class EndpointController {
     try {
       handle = await this.o.runtime.startReplica({
         id, endpoint: d.endpoint, servedEntity: e.name,
-        artifactDir: await this.o.artifacts.localDir(e.artifactPath, e.artifactSha256), modelFile: e.modelFile, flavor: e.flavor,
+        artifactDir: e.family === undefined ? await this.o.artifacts.localDir(e.artifactPath, e.artifactSha256) : '', modelFile: e.modelFile, flavor: e.flavor,
         workloadType: e.workloadType, modelName: d.endpoint, modelVersion: e.entityVersion,
         memoryLimitBytes: this.o.replicaMemoryLimitBytes, maxBodyBytes: this.o.maxBodyBytes, ...this.o.inputLimits,
         batching: e.batching,
+        ...(e.family === undefined || d.family === undefined ? {} : { family: familySpec(e.family, d.family, this.o.artifacts) }),
       });
     } catch (err) {
       d.replicas.delete(id);
@@ -750,14 +782,20 @@ export class EndpointController {
 
   // ---- views -------------------------------------------------------------------------------
 
-  private view(st: EndpointState): EndpointView {
+  private view(st: EndpointState, families?: ReadonlyMap<string, FamilyView>): EndpointView {
     const r = st.record;
     const entityView = (e: ServedEntityConfig, deployments: Map<string, Deployment>): Record<string, unknown> => {
       const d = deployments.get(e.name);
+      const family = families?.get(e.name);
       return {
         name: e.name,
-        entity_name: e.entityName,
-        entity_version: e.entityVersion,
+        ...(e.family === undefined ? { entity_name: e.entityName, entity_version: e.entityVersion } : {
+          model_family: {
+            ...(e.family.namePrefix === undefined ? {} : { name_prefix: e.family.namePrefix }),
+            ...(e.family.tag === undefined ? {} : { tag: `${e.family.tag.key}=${e.family.tag.value}` }),
+            cache_size: e.family.cacheBytes, session_fallback: e.family.sessionFallback,
+          },
+        }),
         ...(e.entityAlias === undefined ? {} : { entity_alias: e.entityAlias }),
         workload_size: e.workloadSize,
         workload_type: e.workloadType,
@@ -796,6 +834,7 @@ export class EndpointController {
           deployment: d?.state ?? 'DEPLOYMENT_CREATING',
           deployment_state_message: d === undefined ? '' : d.message || d.validationNote,
           replicas: { ready: d?.readyReplicas ?? 0, total: d?.replicas.size ?? 0, desired: d?.desiredReplicas ?? 0 },
+          ...(family === undefined ? {} : { family }),
         },
       };
     };
@@ -872,6 +911,54 @@ export type ModelCheck = (modelNames: string[]) => Promise<void>;
 
 const noCheck: ModelCheck = async () => undefined;
 
+/** The models a config serves by name (a family's members are checked per request instead). */
 function modelsOf(c: EndpointConfig): string[] {
-  return [...new Set(c.servedEntities.map((e) => e.entityName))];
+  return [...new Set(c.servedEntities.filter((e) => e.family === undefined).map((e) => e.entityName))];
+}
+
+/** How long the endpoint view waits for a family replica's cache counters. */
+const FAMILY_STATS_TIMEOUT_MS = 1000;
+
+/** A family entity's model caches in the endpoint view (`state.family`). */
+export interface FamilyView {
+  replicas: Array<{ replica: string; models_loaded: number; bytes: number; budget_bytes: number }>;
+  hits: number;
+  misses: number;
+  /** hits / (hits + misses); null before the first request. */
+  hit_rate: number | null;
+  loads: number;
+  load_failures: number;
+  evictions: number;
+  load_seconds_avg: number | null;
+  load_seconds_max: number;
+}
+
+function familyView(replicas: Array<{ replica: string; stats: ModelCacheStats }>): FamilyView {
+  const sum = (k: 'hits' | 'misses' | 'loads' | 'loadFailures' | 'evictions' | 'loadSecondsSum'): number => replicas.reduce((a, r) => a + r.stats[k], 0);
+  const hits = sum('hits');
+  const misses = sum('misses');
+  const loads = sum('loads');
+  return {
+    replicas: replicas.map((r) => ({ replica: r.replica, models_loaded: r.stats.models, bytes: r.stats.bytes, budget_bytes: r.stats.budgetBytes })),
+    hits, misses, hit_rate: hits + misses === 0 ? null : hits / (hits + misses),
+    loads, load_failures: sum('loadFailures'), evictions: sum('evictions'),
+    load_seconds_avg: loads === 0 ? null : sum('loadSecondsSum') / loads,
+    load_seconds_max: replicas.reduce((a, r) => Math.max(a, r.stats.loadSecondsMax), 0),
+  };
+}
+
+/**
+ * What a family entity's replicas are told: their cache budget and how the runtime stages a
+ * member for them. The member is looked up again (a replica asks only by name and version, and
+ * gets nothing outside its family), then copied to this machine and checked against its digest.
+ */
+function familySpec(f: FamilyConfig, resolver: FamilyResolver, artifacts: ArtifactStore): NonNullable<ReplicaSpec['family']> {
+  return {
+    cacheBytes: f.cacheBytes,
+    sessionFallback: f.sessionFallback,
+    stage: async (name, version) => {
+      const member = await resolver.resolve(`${name}/${version}`, 'model');
+      return { artifactDir: await artifacts.localDir(member.artifactPath, member.artifactSha256), modelFile: member.modelFile };
+    },
+  };
 }

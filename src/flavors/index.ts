@@ -7,11 +7,12 @@ import type { OutputValue, Signature, Tensor } from '../tensor/index.js';
 import { jsFlavor } from './js/index.js';
 import { llmFlavor } from './llm/index.js';
 import { onnxFlavor } from './onnx/index.js';
+export { loadModelProto } from './onnx/index.js';
 import { transformersFlavor } from './transformers/index.js';
 
 export { MANIFEST_FILE, insideArtifact, isJsonObject, readManifest } from './manifest.js';
 export { TRANSFORMERS_TASKS, type TransformersTask } from './transformers/index.js';
-export { int64ToNumber, int64ToString, readModel, signatureOf, type ModelProto } from './onnx/model-proto.js';
+export { decodeModel, int64ToNumber, int64ToString, readModel, signatureOf, type ModelProto } from './onnx/model-proto.js';
 export { zipRows } from './onnx/zipmap.js';
 
 export const FLAVOR_NAMES = ['onnx', 'transformers', 'js', 'llm'] as const;

@@ -16,10 +16,11 @@ import type { LogFn, LogLevel } from '../logs/index.js';
 import { traceOf, unixMicros, type OtlpExporter, type RequestTrace, type Span } from '../tracing/index.js';
 import { gatewayRequests, gatewayStreams, newObservation, type GatewayRequestEvent, type GatewayStreamEvent, type Observation } from './events.js';
 import { rateLimited, type RouteHandler, type TokenMeter } from './rate-limit.js';
-import { pickEntity, type Backend, type EndpointRoute, type EntityRoute, type RoutingTable } from './routing.js';
+import { MODEL_HEADER, type FamilyMember } from '../multi/index.js';
+import { modelAffinity, pickEntity, type Backend, type EndpointRoute, type EntityRoute, type RoutingTable } from './routing.js';
 import type { GatewayStats } from './stats.js';
 
-export { RoutingTable, pickBackend, pickEntity, type Backend, type EndpointRoute, type EntityRoute } from './routing.js';
+export { RoutingTable, pickAffine, pickBackend, pickEntity, modelAffinity, AFFINITY_LOAD_FACTOR, type Backend, type EndpointRoute, type EntityRoute } from './routing.js';
 export { EntityTraffic, type TrafficOptions } from './traffic.js';
 export { RATE_LIMIT_KEYS, RENEWAL_PERIOD_MS, RateLimiter, TokenMeter, type RateLimit, type RateLimitKey, type RenewalPeriod } from './rate-limit.js';
 export { GatewayStats, statsKey, type StatsSummary } from './stats.js';
@@ -67,7 +68,8 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
   };
   const entitiesFor = (ctx: Context, r: EndpointRoute): readonly EntityRoute[] => {
     const version = ctx.params.version;
-    if (version === undefined) return r.entities;
+    // On a family endpoint the version segment names the model (see `familyModelOf`).
+    if (version === undefined || isFamily(r)) return r.entities;
     const matching = r.entities.filter((e) => e.modelVersion === version || e.name === version);
     if (matching.length === 0) throw notFound(`Version '${version}' of serving endpoint '${r.name}'`);
     // A version path addresses those entities directly, whatever their traffic share.
@@ -90,10 +92,11 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
    * before the answer is complete; any route relays a streamed answer as it comes and cancels it
    * when the client goes away. The answer given to the client is reported to `meter` (token limits).
    */
-  const forward = (replicaPath: (ctx: Context, r: EndpointRoute) => string, openAi = false): RouteHandler<EndpointRoute> => async (ctx, r, meter) => {
+  const forward = (replicaPath: (ctx: Context, r: EndpointRoute) => string, openAi = false, familyRoute?: FamilyRoute): RouteHandler<EndpointRoute> => async (ctx, r, meter) => {
     const startMs = performance.now();
     const obs = (ctx as ObservedContext)[OBSERVATION];
     const trace = traceOf(ctx);
+    const model = isFamily(r) ? familyModelOf(ctx, r, familyRoute) : undefined;
     const entities = entitiesFor(ctx, r);
     const first = pickEntity(entities, Math.random());
     if (!first) throw noReplica(r.name);
@@ -103,6 +106,7 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
       ? undefined
       : { requestId: trace.requestId, traceparent: trace.traceparent, tracestate: trace.tracestate, wantSpan: obs?.replicaSpans !== undefined };
     const req: ChannelRequest = { method: ctx.method, path: replicaPath(ctx, r), body, meta, signal: openAi ? clientGone(ctx) : undefined };
+    // A family endpoint has no shadows (config validation): each copy would need its own model.
     for (const s of r.shadows) {
       // A shadow's span is not wanted: its answer is thrown away.
       if (s.entity !== first && Math.random() * 100 < s.mirrorPercentage) mirror(s.entity, meta?.wantSpan === true ? { ...req, meta: { ...meta, wantSpan: false } } : req, r.timeoutMs);
@@ -118,7 +122,12 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
         obs.modelVersion = entity.modelVersion;
       }
       try {
-        const res = await measured(entity, () => send(entity, req, r.timeoutMs, obs));
+        const target = model === undefined || familyRoute === undefined ? undefined : await familyTarget(ctx, entity, model, familyRoute, req);
+        if (obs && target !== undefined) {
+          obs.modelName = target.member.name;
+          obs.modelVersion = String(target.member.version);
+        }
+        const res = await measured(entity, () => send(entity, target?.req ?? req, r.timeoutMs, obs, target?.affinity));
         if (res.span !== undefined) obs?.replicaSpans?.push({ ...res.span, entity, status: res.status });
         if (res.status >= 500 && !last) continue;
         // Thrown errors are logged by the server; this is the model's own error answer.
@@ -178,6 +187,34 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
     const { model } = await openAiRequest(ctx);
     ctx.params.name = model; // for the request event, logs and spans, as on the other routes
     return rateLimited(forward(() => replicaPath, true))(ctx, route(ctx));
+  };
+
+  /**
+   * The model a request to a family endpoint names: the `X-Ferry-Model` header, else (OIP v2) the
+   * version segment of the path. 400 when neither is there, or on a route families do not serve.
+   */
+  const familyModelOf = (ctx: Context, r: EndpointRoute, familyRoute: FamilyRoute | undefined): { raw: string; field: string } => {
+    if (familyRoute === undefined) {
+      throw new FerryError('INVALID_PARAMETER_VALUE', `Serving endpoint '${r.name}' serves a model family: call /serving-endpoints/${r.name}/invocations or the OIP v2 routes with an X-Ferry-Model header.`);
+    }
+    const header = ctx.req.headers[MODEL_HEADER];
+    if (typeof header === 'string' && header !== '') return { raw: header, field: 'X-Ferry-Model' };
+    const version = ctx.params.version;
+    if (version !== undefined) return { raw: version, field: 'versions/{model} path segment' };
+    throw invalidParameter('X-Ferry-Model', undefined, `a header naming the model (name, name/<version> or name@<alias>): serving endpoint '${r.name}' serves a model family`);
+  };
+  /**
+   * Where a family request goes on `entity`: the READY version it names (404 when there is none
+   * in the family), which the caller must be able to read (403), the replica path that carries
+   * it, and the model's affinity hash for routing.
+   */
+  const familyTarget = async (
+    ctx: Context, entity: EntityRoute, model: { raw: string; field: string }, familyRoute: FamilyRoute, req: ChannelRequest,
+  ): Promise<{ member: FamilyMember; req: ChannelRequest; affinity: number }> => {
+    const member = await (entity.family as NonNullable<EntityRoute['family']>).resolve(model.raw, model.field);
+    await opts.authz.require(identityOf(ctx), 'registered-model', member.name, 'CAN_READ');
+    const path = `/family/${member.name}/${member.version}${familyRoute === 'metadata' ? '' : `/${familyRoute}`}`;
+    return { member, req: { ...req, path }, affinity: modelAffinity(`${member.name}/${member.version}`) };
   };
 
   /** Runs one attempt on `entity`, counted in its concurrency and recorded in the stats. */
@@ -264,11 +301,11 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
   }, access.user);
 
   // Rate limits count inference calls only, not metadata or readiness probes.
-  add('POST', '/serving-endpoints/:name/invocations', true, withRoute(rateLimited(forward(() => '/invocations'))));
-  add('POST', '/v2/models/:name/infer', true, withRoute(rateLimited(forward(v2('/infer')))));
-  add('POST', '/v2/models/:name/versions/:version/infer', true, withRoute(rateLimited(forward(v2Version('/infer')))));
-  add('GET', '/v2/models/:name', false, withRoute(forward(v2(''))));
-  add('GET', '/v2/models/:name/versions/:version', false, withRoute(forward(v2Version(''))));
+  add('POST', '/serving-endpoints/:name/invocations', true, withRoute(rateLimited(forward(() => '/invocations', false, 'invocations'))));
+  add('POST', '/v2/models/:name/infer', true, withRoute(rateLimited(forward(v2('/infer'), false, 'infer'))));
+  add('POST', '/v2/models/:name/versions/:version/infer', true, withRoute(rateLimited(forward(v2Version('/infer'), false, 'infer'))));
+  add('GET', '/v2/models/:name', false, withRoute(forward(v2(''), false, 'metadata')));
+  add('GET', '/v2/models/:name/versions/:version', false, withRoute(forward(v2Version(''), false, 'metadata')));
   add('GET', '/v2/models/:name/ready', false, (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))));
   add('GET', '/v2/models/:name/versions/:version/ready', false, (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))));
 }
@@ -372,6 +409,14 @@ function exportSpans(
   }
 }
 
+/** What a family request asks its replica for: a model call in either protocol, or the model's metadata. */
+type FamilyRoute = 'invocations' | 'infer' | 'metadata';
+
+/** Family endpoints have family entities only (config validation), so the first one tells. */
+function isFamily(r: EndpointRoute): boolean {
+  return r.entities[0]?.family !== undefined;
+}
+
 function readiness(r: EndpointRoute, entities: readonly EntityRoute[]): Reply {
   if (!entities.some((e) => e.traffic.backends.length > 0)) throw noReplica(r.name);
   return { body: { name: r.name, ready: true } };
@@ -388,13 +433,13 @@ function noReplica(endpoint: string): FerryError {
  * inference requests are idempotent, and a caller should not pay for a replica crash another
  * replica can absorb. Timeouts are not retried (they would double the load on a slow model).
  */
-async function send(entity: EntityRoute, req: ChannelRequest, timeoutMs: number, obs?: Observation): Promise<ChannelResponse> {
+async function send(entity: EntityRoute, req: ChannelRequest, timeoutMs: number, obs?: Observation, affinity?: number): Promise<ChannelResponse> {
   const traffic = entity.traffic;
   traffic.countRequest();
   let failed: Backend | undefined;
   for (let attempt = 0; ; attempt++) {
     const t0 = obs ? performance.now() : 0;
-    const backend = await traffic.acquire(failed);
+    const backend = await traffic.acquire(failed, affinity);
     if (obs) obs.queueMs += performance.now() - t0;
     let streaming = false;
     try {

@@ -7,7 +7,7 @@
  * pokes it when a request has to wait for capacity (e.g. scale from zero).
  */
 import { FerryError } from '../errors.js';
-import { pickBackend, type Backend } from './routing.js';
+import { pickAffine, pickBackend, type Backend } from './routing.js';
 
 export interface TrafficOptions {
   /** Requests one replica carries at once; beyond it requests wait or go to another replica. */
@@ -27,6 +27,7 @@ interface Waiter {
   reject: (err: FerryError) => void;
   timer: NodeJS.Timeout;
   exclude: Backend | undefined;
+  affinity: number | undefined;
 }
 
 /** Seconds a client should wait before retrying a request refused for lack of capacity. */
@@ -137,10 +138,12 @@ export class EntityTraffic {
 
   /**
    * A backend with room for one more request (its outstanding count already incremented), now or
-   * once one frees up. `exclude` skips a backend that just failed this request.
+   * once one frees up. `exclude` skips a backend that just failed this request. `affinity` (a
+   * family model's hash, `modelAffinity`) prefers the replicas that model's requests went to
+   * before, within a load bound (see `pickAffine`).
    */
-  acquire(exclude?: Backend): Promise<Backend> {
-    const b = this.pick(exclude);
+  acquire(exclude?: Backend, affinity?: number): Promise<Backend> {
+    const b = this.pick(exclude, affinity);
     if (b !== undefined && this.waiters.length === 0) {
       b.outstanding++;
       this.admitted++;
@@ -156,6 +159,7 @@ export class EntityTraffic {
         resolve,
         reject,
         exclude,
+        affinity,
         timer: setTimeout(() => {
           const i = this.waiters.indexOf(waiter);
           if (i >= 0) this.waiters.splice(i, 1);
@@ -199,10 +203,14 @@ export class EntityTraffic {
     }
   }
 
-  private pick(exclude: Backend | undefined): Backend | undefined {
+  private pick(exclude: Backend | undefined, affinity?: number): Backend | undefined {
     const max = this.opts.maxConcurrencyPerReplica;
     const usable = (x: Backend, now: number): boolean => x !== exclude && x.outstanding < max && (x.ejectedUntilMs === undefined || x.ejectedUntilMs <= now);
     const now = performance.now();
+    if (affinity !== undefined) {
+      const a = pickAffine(this.backends, affinity, (x) => usable(x, now));
+      if (a !== undefined) return a;
+    }
     const b = pickBackend(this.backends, Math.random(), Math.random(), exclude);
     if (b !== undefined && usable(b, now)) return b;
     // The two random choices were full, ejected or excluded: the least loaded usable one.
@@ -217,7 +225,7 @@ export class EntityTraffic {
   private dispatch(): void {
     while (this.waiters.length > 0) {
       const w = this.waiters[0] as Waiter;
-      const b = this.pick(w.exclude);
+      const b = this.pick(w.exclude, w.affinity);
       if (b === undefined) return;
       this.waiters.shift();
       clearTimeout(w.timer);

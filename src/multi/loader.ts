@@ -13,9 +13,8 @@
  * cost), which keeps the budget a bound on RSS under churn; no replica recycling is needed.
  * Linear and tree families never pay this: compact models are ~2.5–3.5 KB each.
  */
-import { stat } from 'node:fs/promises';
 import { FerryError } from '../errors.js';
-import { getFlavor, readModel, type LoadedModel, type LoadOptions } from '../flavors/index.js';
+import { decodeModel, loadModelProto, type LoadedModel, type LoadOptions } from '../flavors/index.js';
 import type { Loaded } from './cache.js';
 import { compileCompact } from './compact.js';
 
@@ -30,17 +29,17 @@ export interface FamilyModel {
 }
 
 /**
- * Loads the model file `loadOptions.modelFile` of the artifact at `dir`. `sessionFallback` false
- * refuses (MODEL_ERROR naming the reason) a model the compact path cannot run.
+ * Loads a member from the bytes of its model file (`loadOptions.modelFile` names it in errors;
+ * family members are single-file ONNX models). `sessionFallback` false refuses (MODEL_ERROR
+ * naming the reason) a model the compact path cannot run.
  */
-export async function loadFamilyModel(dir: string, loadOptions: LoadOptions, sessionFallback: boolean): Promise<Loaded<FamilyModel>> {
-  const { path, model } = await readModel(dir, loadOptions.modelFile);
+export async function loadFamilyModel(bytes: Uint8Array, loadOptions: LoadOptions, sessionFallback: boolean): Promise<Loaded<FamilyModel>> {
+  const model = decodeModel(bytes, loadOptions.modelFile);
   const compact = compileCompact(model, loadOptions.modelFile);
   if (typeof compact !== 'string') return { model: { model: compact, path: 'compact' }, sizeBytes: compact.sizeBytes };
   if (!sessionFallback) {
     throw new FerryError('MODEL_ERROR', `Model '${loadOptions.modelFile}' needs an onnxruntime session (${compact}), and this family serves compact models only.`);
   }
-  const session = await getFlavor('onnx').load(dir, loadOptions);
-  const { size } = await stat(path);
-  return { model: { model: session, path: 'session' }, sizeBytes: SESSION_BYTES_ESTIMATE + size };
+  const session = await loadModelProto(model, undefined, loadOptions);
+  return { model: { model: session, path: 'session' }, sizeBytes: SESSION_BYTES_ESTIMATE + bytes.length };
 }

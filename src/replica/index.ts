@@ -26,6 +26,8 @@ import { openAiKind } from '../protocols/openai.js';
 import { batchable, DynamicBatcher, realClock } from './batcher.js';
 import { llmHandlers, Streamed } from './llm.js';
 import { ModelRunner, type ExecutionMode } from './runner.js';
+import { familyModel, stageThroughRuntime, type FamilyOptions, type StageReply, type StageRequest } from './family.js';
+import type { Inference, ModelContext, ModelRoutes, RouteRow } from './model-routes.js';
 
 export interface ReplicaOptions {
   /** Unix socket path to listen on (the parent directory should be 0700). */
@@ -57,6 +59,8 @@ export interface ReplicaOptions {
    * socket) happens before, so the model's files and the 0700 socket directory may be root's.
    */
   user?: { uid: number; gid: number };
+  /** Serve a model family (no model at start; `dir` is unused): see ./family.ts. */
+  family?: FamilyOptions;
 }
 
 /**
@@ -69,8 +73,11 @@ export type ReplicaToRuntime =
   /** Pool mode: Node, onnxruntime and the replica code are loaded; send `start` now. */
   | { type: 'warm' }
   /** The replica listens on its socket: a hint to probe readiness now rather than at the next poll. */
-  | { type: 'listening' };
-export type RuntimeToReplica = { type: 'start'; options: ReplicaOptions };
+  | { type: 'listening' }
+  /** A family replica needs a member staged (./family.ts). */
+  | StageRequest;
+export type RuntimeToReplica = { type: 'start'; options: ReplicaOptions } | StageReply;
+export type { StageReply, StageRequest } from './family.js';
 
 const EXECUTION_MODES: readonly ExecutionMode[] = ['auto', 'inline', 'worker'];
 
@@ -89,118 +96,31 @@ export interface Replica {
   close(): Promise<void>;
 }
 
-/**
- * An inference route shared by both transports (HTTP for debugging and probes, frames from the
- * gateway): path parameters and the raw body in, a JSON-able answer out; errors are FerryErrors.
- */
-type Inference = (params: Record<string, string>, body: Buffer, signal: () => AbortSignal) => unknown;
 
 /** Loads the model, then listens. Rejects (without listening) when the model cannot load. */
 export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
-  // An llm model runs on this thread: llama.cpp computes on its own threads, asynchronously, and
-  // the OpenAI routes call the model itself (calibration would only time a long generation).
-  const runner = await ModelRunner.start(
-    { flavor: opts.flavor, dir: opts.dir, loadOptions: opts.loadOptions },
-    { execution: opts.flavor === 'llm' ? 'inline' : opts.execution ?? 'auto', calibrationBatchRows: opts.batching.maxBatchSize },
-  );
-  const signature = runner.signature;
-  const llmModel = runner.inlineModel instanceof LlmModel ? runner.inlineModel : undefined;
-  // Every model call (a batch, or a request run alone) is timed and its rows counted; the server
-  // reads the totals from GET /metrics.
-  const modelMetrics = new ModelCallMetrics();
-  const runModel = async (inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>> => {
-    const t0 = performance.now();
-    try {
-      return await runner.predict(inputs, params);
-    } finally {
-      modelMetrics.observe(rowsOf(inputs), (performance.now() - t0) / 1000);
-    }
-  };
-  const batcher = opts.batching.enabled && batchable(signature)
-    ? new DynamicBatcher({
-      run: (inputs) => runModel(inputs, undefined),
-      maxBatchSize: opts.batching.maxBatchSize,
-      maxQueueDelayUs: opts.batching.maxQueueDelayUs,
-      preferredBatchSizes: opts.batching.preferredBatchSizes,
-      maxQueueRows: Math.max(opts.batching.maxBatchSize * MAX_QUEUED_BATCHES, MIN_QUEUE_ROWS),
-      clock: realClock,
-    })
-    : undefined;
-  /** Requests with params run alone: one batch can carry only one set of params. */
-  const predict = (inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>> =>
-    batcher && (params === undefined || Object.keys(params).length === 0) ? batcher.submit(inputs, rowsOf(inputs)) : runModel(inputs, params);
   let draining = false;
-  const jsonLimits: JsonLimits = {
-    maxDepth: opts.maxJsonDepth,
-    maxElements: opts.maxJsonElements,
-  };
-  const maxRows = opts.maxRowsPerRequest;
-
-  const checkModel = (params: Record<string, string>): void => {
-    const { name, version } = params;
-    if (name !== opts.modelName) throw new FerryError('RESOURCE_DOES_NOT_EXIST', `Model '${name ?? ''}' is not served here (this replica serves '${opts.modelName}').`);
-    if (version !== undefined && version !== opts.modelVersion) {
-      throw new FerryError('RESOURCE_DOES_NOT_EXIST', `Model '${name}' version '${version}' is not served here (this replica serves version ${opts.modelVersion}).`);
-    }
-  };
   const notReady = (): FerryError => new FerryError('TEMPORARILY_UNAVAILABLE', 'Replica is shutting down.', { retryAfterS: 1 });
   const ready = (): unknown => {
     if (draining) throw notReady();
     return { ready: true };
   };
-  const infer: Inference = async (params, body) => {
-    checkModel(params);
-    const req = decodeV2Request(parseJson(body, jsonLimits), signature);
-    checkRowCount(req.inputs, maxRows);
-    const outputs = await predict(req.inputs, req.parameters);
-    return encodeV2Response(outputs, { modelName: opts.modelName, modelVersion: opts.modelVersion, id: req.id, requestedOutputs: req.requestedOutputs });
-  };
-  const metadata: Inference = (params) => {
-    checkModel(params);
-    return v2ModelMetadata(opts.modelName, opts.modelVersion, signature, platformOf(opts.flavor));
-  };
-
   const logLevel = opts.logLevel ?? 'info';
   const logger = jsonLogger(logLevel, writeStdout);
-  const llm = llmModel === undefined ? undefined : llmHandlers(llmModel, opts.modelName, (stats) => {
-    modelMetrics.observe(1, stats.durationMs / 1000);
-    logger('debug', 'generation', {
-      prompt_tokens: stats.promptTokens, completion_tokens: stats.completionTokens, ttft_ms: stats.timeToFirstTokenMs,
-      tokens_per_s: stats.durationMs > 0 ? Math.round((stats.completionTokens / stats.durationMs) * 1e6) / 1000 : undefined,
-    });
-  });
-  const mlflowInvocations: Inference = async (_params, body) => {
-    const req = decodeMlflowRequest(parseJson(body, jsonLimits), signature);
-    checkRowCount(req.inputs, maxRows);
-    return encodeMlflowResponse(await predict(req.inputs, req.params), req.format);
+  const jsonLimits: JsonLimits = {
+    maxDepth: opts.maxJsonDepth,
+    maxElements: opts.maxJsonElements,
   };
-  const table: Array<[method: 'GET' | 'POST', pattern: string, handler: Inference]> = [
+  const model = opts.family === undefined
+    ? await singleModel(opts, { ready, logger, jsonLimits })
+    : familyModel(opts.family, { ready, logger, jsonLimits, maxRows: opts.maxRowsPerRequest, stage: stageThroughRuntime });
+  const table: RouteRow[] = [
     ['GET', '/v2/health/live', () => ({ live: true })],
     ['GET', '/v2/health/ready', ready],
     ['GET', '/ping', ready],
     ['GET', '/v2', () => ({ name: 'ferry-replica', version: '1', extensions: [] })],
-    ['GET', '/metrics', () => modelMetrics.snapshot()],
-    ['POST', '/invocations', llm === undefined ? mlflowInvocations : (params, body, signal) => {
-      // Databricks accepts OpenAI bodies at /invocations of a chat, completions or embeddings
-      // endpoint; anything else is MLflow scoring (a `prompt` column).
-      const parsed = parseJson(body, jsonLimits);
-      const kind = openAiKind(parsed);
-      if (kind === 'chat') return llm.chat(parsed, signal);
-      if (kind === 'embedding') return llm.embeddings(parsed);
-      if (kind === 'completion' && !('dataframe_split' in (parsed as object)) && !('inputs' in (parsed as object))) return llm.completion(parsed, signal);
-      return mlflowInvocations(params, body, signal);
-    }],
-    ...(llm === undefined ? [] : [
-      ['POST', '/v1/chat/completions', (_params, body, signal) => llm.chat(parseJson(body, jsonLimits), signal)],
-      ['POST', '/v1/completions', (_params, body, signal) => llm.completion(parseJson(body, jsonLimits), signal)],
-      ['POST', '/v1/embeddings', (_params, body) => llm.embeddings(parseJson(body, jsonLimits))],
-    ] satisfies Array<[method: 'GET' | 'POST', pattern: string, handler: Inference]>),
-    ['GET', '/v2/models/:name', metadata],
-    ['GET', '/v2/models/:name/versions/:version', metadata],
-    ['GET', '/v2/models/:name/ready', (params) => (checkModel(params), ready())],
-    ['GET', '/v2/models/:name/versions/:version/ready', (params) => (checkModel(params), ready())],
-    ['POST', '/v2/models/:name/infer', infer],
-    ['POST', '/v2/models/:name/versions/:version/infer', infer],
+    ['GET', '/metrics', model.metrics],
+    ...model.routes,
   ];
   // The same routes over HTTP (each body read within the limit) and over frames.
   const router = new Router();
@@ -278,8 +198,7 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
   // A lost hint costs only the rest of one poll interval; the probe stays the proof of readiness.
   if (process.connected) process.send?.({ type: 'listening' } satisfies ReplicaToRuntime, undefined, undefined, () => undefined);
   logger('info', 'replica ready', {
-    model: opts.modelName, version: opts.modelVersion, socket: opts.socketPath,
-    execution: runner.choice.mode, executionReason: runner.choice.reason, batching: batcher !== undefined,
+    ...model.readyFields, socket: opts.socketPath,
     uid: process.getuid?.(), maxRowsPerRequest: opts.maxRowsPerRequest, maxJsonDepth: opts.maxJsonDepth, maxJsonElements: opts.maxJsonElements, logLevel,
   });
 
@@ -301,7 +220,7 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     server.closeAllConnections();
     for (const c of frameConnections) c.destroy();
     await closed;
-    await runner.close();
+    await model.close();
     // After a drop the socket's directory (0700, the server's) is out of reach; the runtime
     // removes the socket once this process is gone.
     if (opts.user === undefined) fs.rmSync(opts.socketPath, { force: true });
@@ -319,6 +238,104 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     else exitWithParent();
   }
   return { close };
+}
+
+/** ONE model version: loaded now, its inference and metadata routes, batching, and llm routes for a GGUF model. */
+async function singleModel(opts: ReplicaOptions, { ready, logger, jsonLimits }: ModelContext): Promise<ModelRoutes> {
+  // An llm model runs on this thread: llama.cpp computes on its own threads, asynchronously, and
+  // the OpenAI routes call the model itself (calibration would only time a long generation).
+  const runner = await ModelRunner.start(
+    { flavor: opts.flavor, dir: opts.dir, loadOptions: opts.loadOptions },
+    { execution: opts.flavor === 'llm' ? 'inline' : opts.execution ?? 'auto', calibrationBatchRows: opts.batching.maxBatchSize },
+  );
+  const signature = runner.signature;
+  const llmModel = runner.inlineModel instanceof LlmModel ? runner.inlineModel : undefined;
+  // Every model call (a batch, or a request run alone) is timed and its rows counted; the server
+  // reads the totals from GET /metrics.
+  const modelMetrics = new ModelCallMetrics();
+  const runModel = async (inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>> => {
+    const t0 = performance.now();
+    try {
+      return await runner.predict(inputs, params);
+    } finally {
+      modelMetrics.observe(rowsOf(inputs), (performance.now() - t0) / 1000);
+    }
+  };
+  const batcher = opts.batching.enabled && batchable(signature)
+    ? new DynamicBatcher({
+      run: (inputs) => runModel(inputs, undefined),
+      maxBatchSize: opts.batching.maxBatchSize,
+      maxQueueDelayUs: opts.batching.maxQueueDelayUs,
+      preferredBatchSizes: opts.batching.preferredBatchSizes,
+      maxQueueRows: Math.max(opts.batching.maxBatchSize * MAX_QUEUED_BATCHES, MIN_QUEUE_ROWS),
+      clock: realClock,
+    })
+    : undefined;
+  /** Requests with params run alone: one batch can carry only one set of params. */
+  const predict = (inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>> =>
+    batcher && (params === undefined || Object.keys(params).length === 0) ? batcher.submit(inputs, rowsOf(inputs)) : runModel(inputs, params);
+  const maxRows = opts.maxRowsPerRequest;
+
+  const checkModel = (params: Record<string, string>): void => {
+    const { name, version } = params;
+    if (name !== opts.modelName) throw new FerryError('RESOURCE_DOES_NOT_EXIST', `Model '${name ?? ''}' is not served here (this replica serves '${opts.modelName}').`);
+    if (version !== undefined && version !== opts.modelVersion) {
+      throw new FerryError('RESOURCE_DOES_NOT_EXIST', `Model '${name}' version '${version}' is not served here (this replica serves version ${opts.modelVersion}).`);
+    }
+  };
+  const infer: Inference = async (params, body) => {
+    checkModel(params);
+    const req = decodeV2Request(parseJson(body, jsonLimits), signature);
+    checkRowCount(req.inputs, maxRows);
+    const outputs = await predict(req.inputs, req.parameters);
+    return encodeV2Response(outputs, { modelName: opts.modelName, modelVersion: opts.modelVersion, id: req.id, requestedOutputs: req.requestedOutputs });
+  };
+  const metadata: Inference = (params) => {
+    checkModel(params);
+    return v2ModelMetadata(opts.modelName, opts.modelVersion, signature, platformOf(opts.flavor));
+  };
+
+  const llm = llmModel === undefined ? undefined : llmHandlers(llmModel, opts.modelName, (stats) => {
+    modelMetrics.observe(1, stats.durationMs / 1000);
+    logger('debug', 'generation', {
+      prompt_tokens: stats.promptTokens, completion_tokens: stats.completionTokens, ttft_ms: stats.timeToFirstTokenMs,
+      tokens_per_s: stats.durationMs > 0 ? Math.round((stats.completionTokens / stats.durationMs) * 1e6) / 1000 : undefined,
+    });
+  });
+  const mlflowInvocations: Inference = async (_params, body) => {
+    const req = decodeMlflowRequest(parseJson(body, jsonLimits), signature);
+    checkRowCount(req.inputs, maxRows);
+    return encodeMlflowResponse(await predict(req.inputs, req.params), req.format);
+  };
+  const routes: RouteRow[] = [
+    ['POST', '/invocations', llm === undefined ? mlflowInvocations : (params, body, signal) => {
+      // Databricks accepts OpenAI bodies at /invocations of a chat, completions or embeddings
+      // endpoint; anything else is MLflow scoring (a `prompt` column).
+      const parsed = parseJson(body, jsonLimits);
+      const kind = openAiKind(parsed);
+      if (kind === 'chat') return llm.chat(parsed, signal);
+      if (kind === 'embedding') return llm.embeddings(parsed);
+      if (kind === 'completion' && !('dataframe_split' in (parsed as object)) && !('inputs' in (parsed as object))) return llm.completion(parsed, signal);
+      return mlflowInvocations(params, body, signal);
+    }],
+    ...(llm === undefined ? [] : [
+      ['POST', '/v1/chat/completions', (_params, body, signal) => llm.chat(parseJson(body, jsonLimits), signal)],
+      ['POST', '/v1/completions', (_params, body, signal) => llm.completion(parseJson(body, jsonLimits), signal)],
+      ['POST', '/v1/embeddings', (_params, body) => llm.embeddings(parseJson(body, jsonLimits))],
+    ] satisfies Array<[method: 'GET' | 'POST', pattern: string, handler: Inference]>),
+    ['GET', '/v2/models/:name', metadata],
+    ['GET', '/v2/models/:name/versions/:version', metadata],
+    ['GET', '/v2/models/:name/ready', (params) => (checkModel(params), ready())],
+    ['GET', '/v2/models/:name/versions/:version/ready', (params) => (checkModel(params), ready())],
+    ['POST', '/v2/models/:name/infer', infer],
+    ['POST', '/v2/models/:name/versions/:version/infer', infer],
+  ];
+  return {
+    routes,
+    metrics: () => modelMetrics.snapshot(),
+    readyFields: { model: opts.modelName, version: opts.modelVersion, execution: runner.choice.mode, executionReason: runner.choice.reason, batching: batcher !== undefined },
+    close: () => runner.close(),
+  };
 }
 
 /** Aborted when the HTTP response closes before it finished (the client went away). */
@@ -411,11 +428,15 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
   const user = u === undefined ? undefined : { uid: num(u.uid, 'user.uid'), gid: num(u.gid, 'user.gid') };
   const execution = o.execution === undefined ? undefined : EXECUTION_MODES.find((e) => e === o.execution) ?? bad(`unknown execution ${JSON.stringify(o.execution)}`);
   const logLevel = o.logLevel === undefined || isLogLevel(o.logLevel) ? o.logLevel : bad(`unknown logLevel ${JSON.stringify(o.logLevel)}`);
+  const f = o.family === undefined ? undefined : obj(o.family, 'family');
+  if (f !== undefined && typeof f.sessionFallback !== 'boolean') bad('family.sessionFallback is not a boolean');
+  const family = f === undefined ? undefined : { cacheBytes: num(f.cacheBytes, 'family.cacheBytes'), sessionFallback: f.sessionFallback === true };
   return {
     socketPath: text(o.socketPath, 'socketPath'),
     dir: text(o.dir, 'dir'),
     flavor,
-    loadOptions: { modelFile: text(lo.modelFile, 'loadOptions.modelFile'), workloadType, intraOpThreads: num(lo.intraOpThreads, 'loadOptions.intraOpThreads') },
+    // A family replica loads its models later, each with its own file.
+    loadOptions: { modelFile: family === undefined ? text(lo.modelFile, 'loadOptions.modelFile') : '', workloadType, intraOpThreads: num(lo.intraOpThreads, 'loadOptions.intraOpThreads') },
     modelName: text(o.modelName, 'modelName'),
     modelVersion: text(o.modelVersion, 'modelVersion'),
     maxBodyBytes: num(o.maxBodyBytes, 'maxBodyBytes'),
@@ -432,6 +453,7 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
     ...(execution === undefined ? {} : { execution }),
     ...(user === undefined ? {} : { user }),
     ...(logLevel === undefined ? {} : { logLevel }),
+    ...(family === undefined ? {} : { family }),
   };
 }
 

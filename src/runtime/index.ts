@@ -47,6 +47,20 @@ export interface ReplicaSpec {
   /** Most values accepted in one JSON body. */
   maxJsonElements: number;
   batching: BatchingConfig;
+  /**
+   * Set for a replica of a model family (docs/multi-model.md): it loads no model at start
+   * (`artifactDir` is empty) and keeps the members it is asked for in a cache of `cacheBytes`.
+   */
+  family?: {
+    cacheBytes: number;
+    sessionFallback: boolean;
+    /**
+     * Where a member's artifact is on this machine (the server's lookup; rejects with a
+     * FerryError for a model that is not a READY member of the family). The runtime copies it
+     * to where the replica may read it.
+     */
+    stage: (name: string, version: number) => Promise<{ artifactDir: string; modelFile: string }>;
+  };
 }
 
 /** How to reach a replica. */

@@ -107,7 +107,10 @@ export class Telemetry {
    */
   async exposition(visible: (endpoint: string) => boolean, process: boolean): Promise<string> {
     await this.scraper.scrape(this.o.replicas(), visible);
-    const families = this.metrics.families({ visible, gauges: this.o.entities(), model: this.scraper.totals(), scrapeErrors: this.scraper.errors });
+    const families = [
+      ...this.metrics.families({ visible, gauges: this.o.entities(), model: this.scraper.totals(), scrapeErrors: this.scraper.errors }),
+      ...this.scraper.familyMetrics(visible),
+    ];
     if (process) {
       families.push(...this.processMetrics.families());
       const spans = this.o.spanExport?.();

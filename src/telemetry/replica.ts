@@ -12,6 +12,31 @@ import { BATCH_ROWS_BUCKETS, Histogram, isSnapshotOf, MODEL_SECONDS_BUCKETS, typ
 export interface ReplicaMetricsSnapshot {
   batch_rows: HistogramSnapshot;
   model_seconds: HistogramSnapshot;
+  /** A family replica's model cache (src/multi `ModelCacheStats`): counters since it started, and its size now. */
+  family?: FamilyCacheSnapshot;
+}
+
+/** The numeric fields of a family replica's cache stats that the server reads. */
+export interface FamilyCacheSnapshot {
+  models: number;
+  bytes: number;
+  budgetBytes: number;
+  hits: number;
+  misses: number;
+  loads: number;
+  loadFailures: number;
+  evictions: number;
+  loadSecondsSum: number;
+}
+
+const FAMILY_FIELDS = ['models', 'bytes', 'budgetBytes', 'hits', 'misses', 'loads', 'loadFailures', 'evictions', 'loadSecondsSum'] as const;
+
+function parseFamily(v: unknown): FamilyCacheSnapshot | undefined {
+  if (typeof v !== 'object' || v === null) return undefined;
+  const o = v as Record<string, unknown>;
+  return FAMILY_FIELDS.every((k) => typeof o[k] === 'number' && Number.isFinite(o[k]) && o[k] >= 0)
+    ? Object.fromEntries(FAMILY_FIELDS.map((k) => [k, o[k]])) as unknown as FamilyCacheSnapshot
+    : undefined;
 }
 
 export class ModelCallMetrics {
@@ -33,9 +58,9 @@ export class ModelCallMetrics {
 export function parseReplicaSnapshot(v: unknown): ReplicaMetricsSnapshot | undefined {
   if (typeof v !== 'object' || v === null) return undefined;
   const o = v as Record<string, unknown>;
-  return isSnapshotOf(o.batch_rows, BATCH_ROWS_BUCKETS) && isSnapshotOf(o.model_seconds, MODEL_SECONDS_BUCKETS)
-    ? { batch_rows: o.batch_rows, model_seconds: o.model_seconds }
-    : undefined;
+  if (!isSnapshotOf(o.batch_rows, BATCH_ROWS_BUCKETS) || !isSnapshotOf(o.model_seconds, MODEL_SECONDS_BUCKETS)) return undefined;
+  const family = parseFamily(o.family);
+  return { batch_rows: o.batch_rows, model_seconds: o.model_seconds, ...(family === undefined ? {} : { family }) };
 }
 
 /** Where a replica listens (the runtime's `ReplicaAddress`). */

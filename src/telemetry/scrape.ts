@@ -9,7 +9,19 @@
  */
 import type { ReplicaHandle } from '../runtime/index.js';
 import { BATCH_ROWS_BUCKETS, Histogram, MODEL_SECONDS_BUCKETS, type HistogramSnapshot } from './histogram.js';
-import { fetchReplicaSnapshot, type ReplicaMetricsSnapshot } from './replica.js';
+import type { MetricFamily } from './exposition.js';
+import { fetchReplicaSnapshot, type FamilyCacheSnapshot, type ReplicaMetricsSnapshot } from './replica.js';
+
+/** Family cache counters that only grow; a gone replica's last values are carried (see the file comment). */
+const FAMILY_COUNTERS = [
+  ['hits', 'ferry_family_cache_hits_total', 'Requests whose model was already loaded in the family replica.'],
+  ['misses', 'ferry_family_cache_misses_total', 'Requests whose model had to be loaded first.'],
+  ['loads', 'ferry_family_model_loads_total', 'Family models loaded (concurrent misses for one model load once).'],
+  ['loadFailures', 'ferry_family_model_load_failures_total', 'Family model loads that failed.'],
+  ['evictions', 'ferry_family_evictions_total', 'Family models evicted (least recently used) to stay within the cache budget.'],
+  ['loadSecondsSum', 'ferry_family_model_load_seconds_total', 'Time spent loading family models (divide by loads for the mean).'],
+] as const;
+type FamilyCounter = (typeof FAMILY_COUNTERS)[number][0];
 
 export interface ScrapeOptions {
   /** Replicas read at the same time. */
@@ -37,6 +49,8 @@ export class ReplicaScraper {
   private readonly last = new Map<string, { endpoint: string; servedEntity: string; snapshot: ReplicaMetricsSnapshot }>();
   /** Totals of replicas that are gone, per entity key. */
   private readonly carried = new Map<string, Totals>();
+  /** Family cache counters of replicas that are gone, per entity key. */
+  private readonly carriedFamily = new Map<string, Record<FamilyCounter, number>>();
   /** Failed scrapes, per endpoint. */
   readonly errors = new Map<string, number>();
 
@@ -53,6 +67,7 @@ export class ReplicaScraper {
       this.last.delete(id);
       this.carry(r.endpoint, r.servedEntity).batchRows.add(r.snapshot.batch_rows);
       this.carry(r.endpoint, r.servedEntity).modelSeconds.add(r.snapshot.model_seconds);
+      if (r.snapshot.family !== undefined) addCounters(this.familyCarry(entityKey(r.endpoint, r.servedEntity)), r.snapshot.family);
     }
     const queue = live.filter((h) => wanted(h.spec.endpoint));
     const worker = async (): Promise<void> => {
@@ -91,10 +106,51 @@ export class ReplicaScraper {
     return new Map([...sums].map(([k, t]) => [k, { batchRows: t.batchRows.snapshot(), modelSeconds: t.modelSeconds.snapshot() }]));
   }
 
+  /**
+   * The family cache metrics of the endpoints `visible` shows: per replica the models and bytes
+   * loaded now, per served entity the counters (live replicas plus carried ones).
+   */
+  familyMetrics(visible: (endpoint: string) => boolean): MetricFamily[] {
+    const counters = new Map<string, Record<FamilyCounter, number>>();
+    const sum = (key: string): Record<FamilyCounter, number> => {
+      let c = counters.get(key);
+      if (c === undefined) counters.set(key, c = zeroCounters());
+      return c;
+    };
+    for (const [key, c] of this.carriedFamily) addCounters(sum(key), c);
+    const live: Array<{ labels: Record<string, string>; f: FamilyCacheSnapshot }> = [];
+    for (const [id, r] of this.last) {
+      const f = r.snapshot.family;
+      if (f === undefined) continue;
+      const key = entityKey(r.endpoint, r.servedEntity);
+      addCounters(sum(key), f);
+      live.push({ labels: { endpoint: r.endpoint, served_entity: r.servedEntity, replica: id }, f });
+    }
+    const shown = [...counters].filter(([key]) => visible(key.slice(0, key.indexOf('\0')))).sort(([a], [b]) => a.localeCompare(b));
+    if (shown.length === 0) return [];
+    const entityLabels = (key: string): Record<string, string> => ({ endpoint: key.slice(0, key.indexOf('\0')), served_entity: key.slice(key.indexOf('\0') + 1) });
+    const replicas = live.filter((x) => visible(x.labels.endpoint ?? '')).sort((a, b) => (a.labels.replica ?? '').localeCompare(b.labels.replica ?? ''));
+    return [
+      { name: 'ferry_family_models_loaded', type: 'gauge', help: 'Family models a replica holds in memory now.', samples: replicas.map((x) => ({ labels: x.labels, value: x.f.models })) },
+      { name: 'ferry_family_cache_bytes', type: 'gauge', help: 'Bytes of family models a replica holds now (at most its cache budget).', samples: replicas.map((x) => ({ labels: x.labels, value: x.f.bytes })) },
+      { name: 'ferry_family_cache_budget_bytes', type: 'gauge', help: 'A family replica\'s model cache budget.', samples: replicas.map((x) => ({ labels: x.labels, value: x.f.budgetBytes })) },
+      ...FAMILY_COUNTERS.map(([field, name, help]): MetricFamily => ({
+        name, type: 'counter', help, samples: shown.map(([key, c]) => ({ labels: entityLabels(key), value: c[field] })),
+      })),
+    ];
+  }
+
   /** Forgets what belongs to endpoints that no longer exist. */
   prune(exists: (endpoint: string) => boolean): void {
     for (const key of this.carried.keys()) if (!exists(key.slice(0, key.indexOf('\0')))) this.carried.delete(key);
+    for (const key of this.carriedFamily.keys()) if (!exists(key.slice(0, key.indexOf('\0')))) this.carriedFamily.delete(key);
     for (const endpoint of this.errors.keys()) if (!exists(endpoint)) this.errors.delete(endpoint);
+  }
+
+  private familyCarry(key: string): Record<FamilyCounter, number> {
+    let c = this.carriedFamily.get(key);
+    if (c === undefined) this.carriedFamily.set(key, c = zeroCounters());
+    return c;
   }
 
   private carry(endpoint: string, servedEntity: string): Totals {
@@ -103,4 +159,12 @@ export class ReplicaScraper {
     if (c === undefined) this.carried.set(key, c = { batchRows: new Histogram(BATCH_ROWS_BUCKETS), modelSeconds: new Histogram(MODEL_SECONDS_BUCKETS) });
     return c;
   }
+}
+
+function zeroCounters(): Record<FamilyCounter, number> {
+  return { hits: 0, misses: 0, loads: 0, loadFailures: 0, evictions: 0, loadSecondsSum: 0 };
+}
+
+function addCounters(into: Record<FamilyCounter, number>, from: Record<FamilyCounter, number>): void {
+  for (const [field] of FAMILY_COUNTERS) into[field] += from[field];
 }

@@ -11,6 +11,7 @@ import ort from 'onnxruntime-node';
 import { FerryError } from '../../errors.js';
 import type { OutputValue, Signature, Tensor } from '../../tensor/index.js';
 import type { Flavor, LoadedModel, LoadOptions } from '../index.js';
+import type { ModelProto } from './model-proto.js';
 import { fromOrtTensor, toOrtTensor } from './convert.js';
 import { invalidModel, readModel, signatureOf } from './model-proto.js';
 import type { DetachedZipMap } from './zipmap.js';
@@ -106,16 +107,24 @@ export const onnxFlavor: Flavor = {
 
   async load(dir, opts) {
     const { path, model } = await readModel(dir, opts.modelFile);
-    const signature = signatureOf(model, opts.modelFile);
-    const detached = detachZipMaps(model, opts.modelFile);
-    for (const spec of signature.outputs) {
-      if (spec.dtype === 'map' && !detached.some((d) => d.output === spec.name)) {
-        throw invalidModel(opts.modelFile, `output '${spec.name}' is a sequence of maps not produced by ZipMap, which onnxruntime-node cannot return`);
-      }
-    }
-    // Without a rewrite, onnxruntime reads the file itself (which also resolves external weights).
-    const source = detached.length === 0 ? path : onnxProto.onnx.ModelProto.encode(model).finish();
-    const session = await createSession(source, opts.modelFile, opts);
-    return new OnnxModel(signature, session, new Map(detached.map((d) => [d.output, d])));
+    return loadModelProto(model, path, opts);
   },
 };
+
+/**
+ * A session for a decoded model: onnxruntime reads `path` itself when given and the graph needs
+ * no rewrite (which also resolves external weights); otherwise it gets the encoded graph. Model
+ * families load from bytes this way (`path` undefined; their members are single files).
+ */
+export async function loadModelProto(model: ModelProto, path: string | undefined, opts: LoadOptions): Promise<LoadedModel> {
+  const signature = signatureOf(model, opts.modelFile);
+  const detached = detachZipMaps(model, opts.modelFile);
+  for (const spec of signature.outputs) {
+    if (spec.dtype === 'map' && !detached.some((d) => d.output === spec.name)) {
+      throw invalidModel(opts.modelFile, `output '${spec.name}' is a sequence of maps not produced by ZipMap, which onnxruntime-node cannot return`);
+    }
+  }
+  const source = detached.length === 0 && path !== undefined ? path : onnxProto.onnx.ModelProto.encode(model).finish();
+  const session = await createSession(source, opts.modelFile, opts);
+  return new OnnxModel(signature, session, new Map(detached.map((d) => [d.output, d])));
+}

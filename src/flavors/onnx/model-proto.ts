@@ -60,6 +60,11 @@ export async function readModel(dir: string, modelFile: string): Promise<{ path:
     const code = (err as NodeJS.ErrnoException).code;
     throw invalidModel(modelFile, code === 'ENOENT' ? 'file not found' : `cannot read the file (${code ?? String(err)})`);
   }
+  return { path, model: decodeModel(bytes, modelFile) };
+}
+
+/** Decodes and sanity-checks an ONNX ModelProto; errors name `modelFile`. */
+export function decodeModel(bytes: Uint8Array, modelFile: string): ModelProto {
   if (bytes.length === 0) throw invalidModel(modelFile, 'the file is empty');
   let model: ModelProto;
   try {
@@ -71,7 +76,7 @@ export async function readModel(dir: string, modelFile: string): Promise<{ path:
   }
   if (int64ToNumber(model.irVersion) <= 0) throw invalidModel(modelFile, 'no ir_version, so not an ONNX ModelProto');
   if (!model.graph) throw invalidModel(modelFile, 'the model has no graph');
-  return { path, model };
+  return model;
 }
 
 /** The dimensions of a tensor type: -1 for symbolic (dim_param) or unknown dims, `undefined` without a shape. */

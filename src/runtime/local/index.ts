@@ -71,10 +71,10 @@ import fsp from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FerryError, invalidParameter } from '../../errors.js';
+import { FerryError, invalidParameter, toFerryError } from '../../errors.js';
 import type { FlavorName } from '../../flavors/index.js';
 import type { LogLevel } from '../../logs/index.js';
-import type { ReplicaOptions, ReplicaToRuntime, RuntimeToReplica } from '../../replica/index.js';
+import type { ReplicaOptions, ReplicaToRuntime, RuntimeToReplica, StageReply, StageRequest } from '../../replica/index.js';
 import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../index.js';
 import { commandLine, isRunning, replicaEnv, residentBytes, resolveUser, waitGone, type UserIds } from './proc.js';
 
@@ -261,7 +261,7 @@ export class LocalRuntime implements Runtime {
     for (const key of ['id', 'endpoint', 'servedEntity'] as const) {
       if (!NAME_PATTERN.test(spec[key])) throw invalidParameter(key, spec[key], 'letters, digits, ".", "_" or "-", starting with a letter or digit');
     }
-    if (!(await fsp.stat(spec.artifactDir).catch(() => undefined))?.isDirectory()) {
+    if (spec.family === undefined && !(await fsp.stat(spec.artifactDir).catch(() => undefined))?.isDirectory()) {
       throw new FerryError('MODEL_ERROR', `Artifact directory '${spec.artifactDir}' of replica '${spec.id}' does not exist.`);
     }
     const logDir = path.join(this.dirs.logs, spec.endpoint, spec.servedEntity);
@@ -320,6 +320,12 @@ export class LocalRuntime implements Runtime {
     };
     this.replicas.set(spec.id, r);
     void r.gone.then((e) => this.reportExit(r, e));
+    if (spec.family !== undefined) {
+      const family = spec.family;
+      child.on('message', (m: ReplicaToRuntime) => {
+        if (m.type === 'stage') void stageMember(child, family, m);
+      });
+    }
 
     if (pooled !== undefined) {
       fs.rmSync(pooled.pidFile, { force: true });
@@ -693,6 +699,29 @@ function ferryCodePaths(): string[] {
   return codePaths;
 }
 
+/** Largest family member file sent to a replica (family members are kilobytes; a cache holds at least 1 MiB). */
+const MAX_MEMBER_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Answers a family replica's `StageRequest`: the server finds the member (`family.stage`, which
+ * refuses models outside the family) and its model file's bytes go back over IPC, so the replica
+ * needs no file access. Failures are answered with the error.
+ */
+async function stageMember(child: ChildProcess, family: NonNullable<ReplicaSpec['family']>, m: StageRequest): Promise<void> {
+  let reply: StageReply;
+  try {
+    const { artifactDir, modelFile } = await family.stage(m.name, m.version);
+    const file = path.join(artifactDir, modelFile);
+    const st = await fsp.stat(file);
+    if (!st.isFile()) throw new FerryError('MODEL_ERROR', `Model file '${modelFile}' of model '${m.name}' version ${m.version} is not a regular file.`);
+    if (st.size > MAX_MEMBER_BYTES) throw new FerryError('MODEL_ERROR', `Model file '${modelFile}' of model '${m.name}' version ${m.version} has ${st.size} bytes, more than a family member may (${MAX_MEMBER_BYTES}).`);
+    reply = { type: 'staged', id: m.id, modelFile, base64: (await fsp.readFile(file)).toString('base64') };
+  } catch (err) {
+    reply = { type: 'staged', id: m.id, error: toFerryError(err).toBody() };
+  }
+  if (child.connected) child.send(reply satisfies RuntimeToReplica, () => undefined);
+}
+
 /**
  * Fills `modelDir` (a replica process's private directory) with `spec.artifactDir`'s tree: hard
  * links, so staging a model of any size costs one link per file, or copies where links are refused
@@ -701,6 +730,11 @@ function ferryCodePaths(): string[] {
  * must not read, so one is refused. Rejects with MODEL_ERROR.
  */
 async function stageModel(spec: ReplicaSpec, modelDir: string): Promise<void> {
+  if (spec.family !== undefined) {
+    // A family replica starts with no model; its members arrive over IPC (`stageMember`).
+    await fsp.mkdir(modelDir, { recursive: true, mode: 0o700 });
+    return;
+  }
   const stage = async (from: string, to: string): Promise<void> => {
     await fsp.mkdir(to, { recursive: true, mode: 0o700 });
     for (const entry of await fsp.readdir(from, { withFileTypes: true })) {
@@ -736,13 +770,17 @@ function replicaOptions(
     maxRowsPerRequest: spec.maxRowsPerRequest, maxJsonDepth: spec.maxJsonDepth, maxJsonElements: spec.maxJsonElements,
     batching: spec.batching, logLevel: o.logLevel,
     ...(o.user === undefined ? {} : { user: o.user }),
+    ...(spec.family === undefined ? {} : { family: { cacheBytes: spec.family.cacheBytes, sessionFallback: spec.family.sessionFallback } }),
   };
 }
 
 /** `ferry replica` flags that carry `o` (the inverse of the flag parsing in `src/cli/main.ts`). */
 function replicaFlags(o: ReplicaOptions): string[] {
   return [
-    '--socket', o.socketPath, '--dir', o.dir, '--model-file', o.loadOptions.modelFile,
+    '--socket', o.socketPath, '--dir', o.dir,
+    ...(o.family === undefined
+      ? ['--model-file', o.loadOptions.modelFile]
+      : ['--family-cache-bytes', String(o.family.cacheBytes), '--family-session-fallback', o.family.sessionFallback ? 'on' : 'off']),
     '--flavor', o.flavor, '--workload-type', o.loadOptions.workloadType, '--threads', String(o.loadOptions.intraOpThreads),
     '--name', o.modelName, '--version', o.modelVersion,
     '--max-body-bytes', String(o.maxBodyBytes), '--drain-timeout-ms', String(o.drainTimeoutMs),

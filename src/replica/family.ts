@@ -1,0 +1,149 @@
+/**
+ * A family replica (docs/multi-model.md): it starts with no model and serves any member of its
+ * family the gateway names in the path (`/family/{name}/{version}/invocations` or `/infer`, and
+ * `GET /family/{name}/{version}` for OIP v2 metadata), keeping the members it used last in a
+ * `ModelCache` bounded by bytes. A miss asks the runtime, over the IPC channel, for the member's
+ * model file (`stageThroughRuntime`), and the runtime sends its bytes: the replica cannot read the
+ * artifact store itself (permission model, dropped uid) and needs no file at all (the model is
+ * decoded and compiled, or given to onnxruntime, from memory); the server looks the model up
+ * again, so a replica gets nothing outside its family.
+ */
+import { FerryError, invalidParameter, isErrorCode, type ErrorBody } from '../errors.js';
+import { parseJson } from '../http/index.js';
+import { loadFamilyModel, ModelCache, type FamilyModel } from '../multi/index.js';
+import {
+  checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Response, v2ModelMetadata,
+} from '../protocols/index.js';
+import { ModelCallMetrics } from '../telemetry/index.js';
+import type { OutputValue, Tensor } from '../tensor/index.js';
+import type { ModelContext, ModelRoutes, RouteRow } from './model-routes.js';
+
+/** A family replica asks its runtime (over IPC) for a member's model file; part of `ReplicaToRuntime`. */
+export interface StageRequest {
+  type: 'stage';
+  id: number;
+  name: string;
+  version: number;
+}
+
+/** The runtime's answer to a `StageRequest` (the file's bytes in base64); part of `RuntimeToReplica`. */
+export type StageReply =
+  | { type: 'staged'; id: number; modelFile: string; base64: string }
+  | { type: 'staged'; id: number; error: ErrorBody };
+
+/** The model file of a member (family members are single-file ONNX models) and its name. */
+export type StageModel = (name: string, version: number) => Promise<{ modelFile: string; bytes: Buffer }>;
+
+export interface FamilyOptions {
+  cacheBytes: number;
+  sessionFallback: boolean;
+}
+
+const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export function familyModel(f: FamilyOptions, ctx: ModelContext & { maxRows: number; stage: StageModel }): ModelRoutes {
+  const modelMetrics = new ModelCallMetrics();
+  const cache = new ModelCache<FamilyModel>({
+    budgetBytes: f.cacheBytes,
+    load: async (key) => {
+      const slash = key.indexOf('/');
+      const staged = await ctx.stage(key.slice(0, slash), Number(key.slice(slash + 1)));
+      return loadFamilyModel(staged.bytes, { modelFile: staged.modelFile, workloadType: 'CPU', intraOpThreads: 1 }, f.sessionFallback);
+    },
+    close: (m) => m.model.close(),
+  });
+  /** The member a path names; 400 for a malformed name or version (only the gateway's paths are well formed). */
+  const memberOf = (params: Record<string, string>): { name: string; version: string } => {
+    const { name = '', version = '' } = params;
+    if (!MODEL_NAME.test(name)) throw invalidParameter('name', name, 'a registered model name');
+    if (!/^[1-9]\d{0,9}$/.test(version)) throw invalidParameter('version', version, 'a version number');
+    return { name, version };
+  };
+  const predict = async (m: FamilyModel, inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>> => {
+    checkRowCount(inputs, ctx.maxRows);
+    const t0 = performance.now();
+    try {
+      return await m.model.predict(inputs, params);
+    } finally {
+      let rows = 0;
+      for (const t of Object.values(inputs)) {
+        rows = t.shape[0] ?? 1;
+        break;
+      }
+      modelMetrics.observe(rows, (performance.now() - t0) / 1000);
+    }
+  };
+  const routes: RouteRow[] = [
+    ['POST', '/family/:name/:version/invocations', async (params, body) => {
+      const { name, version } = memberOf(params);
+      // Parsed before the model is looked at: a malformed body never costs a load.
+      const parsed = parseJson(body, ctx.jsonLimits);
+      return cache.use(`${name}/${version}`, async (m) => {
+        const req = decodeMlflowRequest(parsed, m.model.signature);
+        return encodeMlflowResponse(await predict(m, req.inputs, req.params), req.format);
+      });
+    }],
+    ['POST', '/family/:name/:version/infer', async (params, body) => {
+      const { name, version } = memberOf(params);
+      const parsed = parseJson(body, ctx.jsonLimits);
+      return cache.use(`${name}/${version}`, async (m) => {
+        const req = decodeV2Request(parsed, m.model.signature);
+        const outputs = await predict(m, req.inputs, req.parameters);
+        return encodeV2Response(outputs, { modelName: name, modelVersion: version, id: req.id, requestedOutputs: req.requestedOutputs });
+      });
+    }],
+    ['GET', '/family/:name/:version', (params) => {
+      const { name, version } = memberOf(params);
+      return cache.use(`${name}/${version}`, async (m) => v2ModelMetadata(name, version, m.model.signature, 'onnxruntime_onnx'));
+    }],
+  ];
+  return {
+    routes,
+    metrics: () => ({ ...modelMetrics.snapshot(), family: cache.stats() }),
+    readyFields: { family: true, cacheBytes: f.cacheBytes, sessionFallback: f.sessionFallback },
+    close: () => cache.clear(),
+  };
+}
+
+/** How long a replica waits for the runtime to stage a model before the request fails. */
+const STAGE_TIMEOUT_MS = 30_000;
+
+let stageSeq = 0;
+const staging = new Map<number, { resolve: (r: { modelFile: string; bytes: Buffer }) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+let listening = false;
+
+/** `StageModel` over the IPC channel to the local runtime that started this process. */
+export const stageThroughRuntime: StageModel = (name, version) => {
+  if (process.send === undefined || !process.connected) {
+    return Promise.reject(new FerryError('MODEL_ERROR', 'This family replica has no runtime to stage models through (it runs under `ferry server`).'));
+  }
+  if (!listening) {
+    listening = true;
+    process.on('message', (m: { type?: unknown }) => {
+      if (m.type !== 'staged') return;
+      const reply = m as StageReply;
+      const p = staging.get(reply.id);
+      if (p === undefined) return;
+      staging.delete(reply.id);
+      clearTimeout(p.timer);
+      if ('error' in reply) p.reject(new FerryError(isErrorCode(reply.error.error_code) ? reply.error.error_code : 'MODEL_ERROR', reply.error.message));
+      else p.resolve({ modelFile: reply.modelFile, bytes: Buffer.from(reply.base64, 'base64') });
+    });
+  }
+  const id = ++stageSeq;
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      staging.delete(id);
+      reject(new FerryError('DEADLINE_EXCEEDED', `The runtime did not stage model '${name}' version ${version} within ${STAGE_TIMEOUT_MS} ms.`));
+    }, STAGE_TIMEOUT_MS);
+    timer.unref();
+    staging.set(id, { resolve, reject, timer });
+    process.send?.({ type: 'stage', id, name, version } satisfies StageRequest, undefined, undefined, (err) => {
+      if (err === null) return;
+      staging.delete(id);
+      clearTimeout(timer);
+      reject(new FerryError('MODEL_ERROR', `Could not ask the runtime to stage model '${name}': ${err.message}`));
+    });
+  });
+};
+

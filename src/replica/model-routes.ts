@@ -1,0 +1,33 @@
+/**
+ * The seam between a replica's transport (HTTP and frames on one socket, drain, privilege drop:
+ * ./index.ts) and what it serves: one model version (`singleModel` in ./index.ts) or a model
+ * family (./family.ts).
+ */
+import type { JsonLimits } from '../http/index.js';
+import type { jsonLogger, LogFields } from '../logs/index.js';
+
+/**
+ * An inference route shared by both transports (HTTP for debugging and probes, frames from the
+ * gateway): path parameters and the raw body in, a JSON-able answer out; errors are FerryErrors.
+ */
+export type Inference = (params: Record<string, string>, body: Buffer, signal: () => AbortSignal) => unknown;
+
+/** One route of the replica: served over HTTP and over frames alike. */
+export type RouteRow = [method: 'GET' | 'POST', pattern: string, handler: Inference];
+
+/** What the replica's model side gives the transport side. */
+export interface ModelRoutes {
+  routes: RouteRow[];
+  /** The answer to `GET /metrics`. */
+  metrics: () => unknown;
+  /** Fields of the "replica ready" log line. */
+  readyFields: LogFields;
+  close(): Promise<void>;
+}
+
+export interface ModelContext {
+  /** Throws 503 while the replica drains. */
+  ready: () => unknown;
+  logger: ReturnType<typeof jsonLogger>;
+  jsonLimits: JsonLimits;
+}

@@ -1,0 +1,165 @@
+/**
+ * Model families end to end (docs/multi-model.md): one endpoint serving many registered models,
+ * each request naming one; real server, real family replicas staging models through the runtime,
+ * real per-model authorization, the cache counters in the endpoint view and in /metrics.
+ */
+import assert from 'node:assert/strict';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { familyFixture, FAMILY_FEATURES } from '../src/fixtures/index.js';
+import type { FerryServer } from '../src/server/index.js';
+import { float32Tensor } from '../src/fixtures/fixture.js';
+import { ADMIN_TOKEN, request, startTestServer, tempDir, waitSettled } from './support/index.js';
+
+const MODELS = 40;
+let dir: string;
+let server: FerryServer;
+
+const call = (method: string, p: string, opts: { token?: string; json?: unknown; model?: string } = {}) => request({
+  url: server.url, method, path: p, token: opts.token ?? ADMIN_TOKEN,
+  ...(opts.json === undefined ? {} : { json: opts.json }),
+  ...(opts.model === undefined ? {} : { headers: { 'x-ferry-model': opts.model } }),
+});
+
+/** The row the tests send, and member i's answer to it from its pure-JS reference. */
+const ROW = [0.5, -1.25, 2, 0.75];
+function expected(i: number): number {
+  const out = familyFixture(i).reference({ x: float32Tensor(new Float32Array(ROW), 1, FAMILY_FEATURES) });
+  return (out.y as { data: Float32Array }).data[0] as number;
+}
+
+async function tokenFor(name: string): Promise<string> {
+  assert.equal((await call('POST', '/api/2.0/principals', { json: { name, type: 'USER' } })).status, 200);
+  const t = await call('POST', '/api/2.0/token-management/on-behalf-of/tokens', { json: { principal: name, comment: 'test' } });
+  assert.equal(t.status, 200, t.text);
+  return t.json.token_value as string;
+}
+
+before(async () => {
+  dir = await tempDir();
+  server = await startTestServer(path.join(dir, 'data'));
+  const models = Array.from({ length: MODELS }, (_, i) => ({ name: `ads-${i}`, content_base64: Buffer.from(familyFixture(i).build()).toString('base64') }));
+  models.push({ name: 'other-0', content_base64: Buffer.from(familyFixture(0).build()).toString('base64') });
+  const r = await call('POST', '/api/2.0/mlflow/model-versions/bulk-create', { json: { models } });
+  assert.equal(r.json.registered, MODELS + 1, r.text);
+  // Two replicas (min provisioned concurrency), a 1 MiB cache each.
+  const created = await call('POST', '/api/2.0/serving-endpoints', {
+    json: {
+      name: 'ads',
+      config: { served_entities: [{ name: 'family', model_family: { name_prefix: 'ads-', cache_size: '1MiB' }, min_provisioned_concurrency: 8, max_provisioned_concurrency: 8 }] },
+    },
+  });
+  assert.equal(created.status, 200, created.text);
+  const settled = await waitSettled(server.url, 'ads', 60_000);
+  assert.equal(settled.state.ready, 'READY', JSON.stringify(settled));
+});
+
+after(async () => {
+  await server.close();
+  await fsp.rm(dir, { recursive: true, force: true });
+});
+
+test('each request is answered by the model its X-Ferry-Model header names (name, name/version, name@alias), in both protocols', async () => {
+  for (let i = 0; i < MODELS; i++) {
+    const r = await call('POST', '/serving-endpoints/ads/invocations', { model: `ads-${i}`, json: { inputs: [ROW] } });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.headers['served-model-name'], 'family');
+    assert.deepEqual(r.json, { predictions: [[expected(i)]] }, `ads-${i}`);
+  }
+  assert.deepEqual((await call('POST', '/serving-endpoints/ads/invocations', { model: 'ads-3/1', json: { inputs: [ROW] } })).json, { predictions: [[expected(3)]] });
+  assert.equal((await call('POST', '/api/2.0/mlflow/registered-models/alias', { json: { name: 'ads-5', alias: 'champion', version: '1' } })).status, 200);
+  assert.deepEqual((await call('POST', '/serving-endpoints/ads/invocations', { model: 'ads-5@champion', json: { inputs: [ROW] } })).json, { predictions: [[expected(5)]] });
+  // OIP v2: the header, or the version segment of the path.
+  const v2 = { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: ROW }] };
+  const byHeader = await call('POST', '/v2/models/ads/infer', { model: 'ads-8', json: v2 });
+  assert.equal(byHeader.status, 200, byHeader.text);
+  assert.equal(byHeader.json.model_name, 'ads-8');
+  assert.equal(byHeader.json.model_version, '1');
+  assert.deepEqual(byHeader.json.outputs[0].data, [expected(8)]);
+  const byPath = await call('POST', '/v2/models/ads/versions/ads-9/infer', { json: v2 });
+  assert.equal(byPath.status, 200, byPath.text);
+  assert.deepEqual(byPath.json.outputs[0].data, [expected(9)]);
+  const meta = await call('GET', '/v2/models/ads/versions/ads-9');
+  assert.equal(meta.status, 200, meta.text);
+  assert.equal(meta.json.name, 'ads-9');
+  assert.deepEqual(meta.json.inputs, [{ name: 'x', datatype: 'FP32', shape: [-1, 4] }]);
+});
+
+test('an unknown model, one outside the family, a missing version or a malformed name is refused with the model named', async () => {
+  const cases: Array<[string | undefined, number, RegExp]> = [
+    ['ads-999', 404, /Model 'ads-999' does not exist/],
+    ['other-0', 404, /Model 'other-0' is not in this family \(names starting with 'ads-'\)/],
+    ['ads-1/7', 404, /Model 'ads-1\/7' does not exist/],
+    ['ads-1@nope', 404, /Model 'ads-1@nope' has no alias 'nope'/],
+    ['../etc', 400, /X-Ferry-Model/],
+    [undefined, 400, /X-Ferry-Model.*serves a model family/],
+  ];
+  for (const [model, status, message] of cases) {
+    const r = await call('POST', '/serving-endpoints/ads/invocations', { ...(model === undefined ? {} : { model }), json: { inputs: [ROW] } });
+    assert.equal(r.status, status, `${model}: ${r.text}`);
+    assert.match(r.json.message, message);
+  }
+  // OpenAI routes do not serve families.
+  const openai = await call('POST', '/v1/embeddings', { json: { model: 'ads', input: 'x' } });
+  assert.equal(openai.status, 400, openai.text);
+});
+
+test('authorization applies per model as well as per endpoint', async () => {
+  const token = await tokenFor('analyst');
+  // No CAN_QUERY on the endpoint: 403 whatever the model.
+  assert.equal((await call('POST', '/serving-endpoints/ads/invocations', { token, model: 'ads-1', json: { inputs: [ROW] } })).status, 403);
+  assert.equal((await call('PATCH', '/api/2.0/permissions/serving-endpoints/ads', { json: { access_control_list: [{ user_name: 'analyst', permission_level: 'CAN_QUERY' }] } })).status, 200);
+  // CAN_QUERY on the endpoint but no CAN_READ on the model: 403 naming the model.
+  const denied = await call('POST', '/serving-endpoints/ads/invocations', { token, model: 'ads-1', json: { inputs: [ROW] } });
+  assert.equal(denied.status, 403, denied.text);
+  assert.match(denied.json.message, /CAN_READ on registered model 'ads-1'/);
+  assert.equal((await call('PATCH', '/api/2.0/permissions/registered-models/ads-1', { json: { access_control_list: [{ user_name: 'analyst', permission_level: 'CAN_READ' }] } })).status, 200);
+  const allowed = await call('POST', '/serving-endpoints/ads/invocations', { token, model: 'ads-1', json: { inputs: [ROW] } });
+  assert.equal(allowed.status, 200, allowed.text);
+  assert.equal((await call('POST', '/serving-endpoints/ads/invocations', { token, model: 'ads-2', json: { inputs: [ROW] } })).status, 403, 'a grant on one model opens that model only');
+});
+
+test('requests for one model stick to one replica; the endpoint view and /metrics show each replica\'s cache', async () => {
+  const before = await call('GET', '/api/2.0/serving-endpoints/ads');
+  const replicasBefore = before.json.config.served_entities[0].state.family.replicas as Array<{ replica: string; models_loaded: number }>;
+  assert.equal(replicasBefore.length, 2, JSON.stringify(before.json.config.served_entities[0].state));
+  const loadsBefore = before.json.config.served_entities[0].state.family.loads as number;
+  // A model registered now, asked for 30 times one after another: one load (one replica holds it), 29 hits.
+  const added = await call('POST', '/api/2.0/mlflow/model-versions/bulk-create', { json: { models: [{ name: 'ads-new', content_base64: Buffer.from(familyFixture(33).build()).toString('base64') }] } });
+  assert.equal(added.json.registered, 1, added.text);
+  for (let i = 0; i < 30; i++) {
+    const r = await call('POST', '/serving-endpoints/ads/invocations', { model: 'ads-new/1', json: { inputs: [ROW] } });
+    assert.deepEqual(r.json, { predictions: [[expected(33)]] });
+  }
+  const view = await call('GET', '/api/2.0/serving-endpoints/ads');
+  const family = view.json.config.served_entities[0].state.family;
+  assert.equal(family.loads - loadsBefore, 1, `one replica keeps a model's requests: ${JSON.stringify(family)}`);
+  assert.equal(family.load_failures, 0);
+  assert.ok(family.hit_rate > 0 && family.hit_rate < 1, JSON.stringify(family));
+  for (const r of family.replicas) assert.ok(r.bytes <= r.budget_bytes && r.budget_bytes === 1024 * 1024, JSON.stringify(r));
+  // Every model was loaded on one replica only (nothing was evicted from these 1 MiB caches).
+  assert.equal(family.evictions, 0);
+  assert.equal(family.replicas.reduce((a: number, r: { models_loaded: number }) => a + r.models_loaded, 0), family.loads, JSON.stringify(family));
+  assert.ok(family.replicas.every((r: { models_loaded: number }) => r.models_loaded > 0), `both replicas hold models: ${JSON.stringify(family)}`);
+  const metrics = (await call('GET', '/metrics')).text;
+  assert.match(metrics, /ferry_family_cache_hits_total\{endpoint="ads",served_entity="family"\} \d+/);
+  assert.match(metrics, /ferry_family_models_loaded\{endpoint="ads",served_entity="family",replica="ads\.family\.[0-9a-f]+"\} \d+/);
+});
+
+test('a family endpoint config is validated: a family or a version, never both, a cache of at least 1 MiB, no mixing', async () => {
+  const bad = async (entity: Record<string, unknown>, message: RegExp, extra: Record<string, unknown> = {}) => {
+    const r = await call('PUT', '/api/2.0/serving-endpoints/ads/config', { json: { served_entities: [entity], ...extra } });
+    assert.equal(r.status, 400, r.text);
+    assert.match(r.json.message, message);
+  };
+  await bad({ name: 'f', model_family: {} }, /model_family.*a name_prefix, a tag/);
+  await bad({ name: 'f', entity_name: 'ads-1', entity_version: '1', model_family: { name_prefix: 'ads-' } }, /entity_name.*nothing next to model_family/);
+  await bad({ name: 'f', model_family: { name_prefix: 'ads-', cache_size: '1KiB' } }, /cache_size.*at least 1MiB/);
+  await bad({ model_family: { name_prefix: 'ads-' } }, /served_entities\[0\]\.name/);
+  const mixed = await call('PUT', '/api/2.0/serving-endpoints/ads/config', {
+    json: { served_entities: [{ name: 'f', model_family: { name_prefix: 'ads-' } }, { entity_name: 'ads-1', entity_version: '1' }] },
+  });
+  assert.equal(mixed.status, 400, mixed.text);
+  assert.match(mixed.json.message, /model families only or single model versions only/);
+});
