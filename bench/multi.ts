@@ -1,12 +1,13 @@
 /**
- * Many tiny models (docs/multi-model.md): bulk registration of N generated linear and tree models
- * through a real server (`FerryClient.importModels`, the code `ferry models import` runs), then
- * the replica-side model cache under traffic, in this process: uniform random traffic over all N
- * models (errors, RSS growth vs the budget), Zipf s=1.1 (hit rate, throughput), the p99 of a
- * request for a loaded model vs a single-model loop at the same concurrency, and the miss p99.
- * The gateway/endpoint path for families is not built yet, so these latencies are the cache and
- * the evaluator without the HTTP hop. `node dist/bench/multi.js [--models N] [--duration-s S]`;
- * `npm run bench` runs it after the suite (a tiny smoke under --quick).
+ * Many tiny models (docs/multi-model.md), end to end through a real server: N generated linear
+ * and tree models bulk-registered through the API (`FerryClient.importModels`, the code `ferry
+ * models import` runs), one family endpoint serving all of them (2 replicas, a byte-budget cache
+ * each) and a single-model endpoint for comparison, then HTTP load from a worker thread:
+ * the single-model endpoint; the family endpoint on 100 loaded models (hit p99 vs the single
+ * model's); misses only (fresh models, one after another at low concurrency); uniform random
+ * traffic over all N (errors, cache bytes and replica RSS vs the budget); Zipf s=1.1 (hit rate,
+ * throughput). `node dist/bench/multi.js [--models N] [--duration-s S] [--budget-mib M]`;
+ * `npm run bench` runs it (a 200-model smoke under --quick).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -14,12 +15,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { FerryClient } from '../src/client/index.js';
+import { Worker } from 'node:worker_threads';
+import { FerryClient, type FamilyCacheView } from '../src/client/index.js';
 import { compileServerConfig } from '../src/config/index.js';
 import { familyFixture } from '../src/fixtures/index.js';
-import { loadFamilyModel, ModelCache, type FamilyModel } from '../src/multi/index.js';
-import { startServer } from '../src/server/index.js';
-import type { Tensor } from '../src/tensor/index.js';
+import { startServer, type FerryServer } from '../src/server/index.js';
+import type { LoadResult, LoadSpec } from './multi-load.js';
 
 export interface MultiSettings {
   models: number;
@@ -41,80 +42,76 @@ interface PhaseResult {
   name: string;
   requests: number;
   errors: number;
+  firstError: string;
   requestsPerS: number;
-  hitRate: number;
-  hitP99Us: number;
-  missP99Us: number;
+  p50Us: number;
+  p99Us: number;
+  /** Family phases: hits / (hits + misses) in the replicas' caches during the phase. */
+  hitRate: number | null;
   loads: number;
   evictions: number;
-  cachedModels: number;
-  cachedBytes: number;
-  rssGrowthMaxBytes: number;
+  /** Largest cache (bytes) any replica reported during the phase, and the budget. */
+  cacheBytesMax: number;
+  /** Largest resident memory of any family replica during the phase. */
+  replicaRssMaxBytes: number;
 }
 
-const x: Record<string, Tensor> = { x: { dtype: 'float32', shape: [1, 4], data: Float32Array.of(0.5, -1, 2, 0.25) } };
-
-function p99(values: number[]): number {
-  if (values.length === 0) return 0;
-  values.sort((a, b) => a - b);
-  return Math.round(values[Math.min(values.length - 1, Math.floor(values.length * 0.99))] ?? 0);
+function percentile(sorted: number[], q: number): number {
+  return Math.round(sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? 0);
 }
 
-/** Zipf(s) over ranks 1..n as a cumulative table; `sample(u)` maps u in [0, 1) to a rank - 1. */
-function zipf(n: number, s: number): (u: number) => number {
-  const cdf = new Float64Array(n);
-  let sum = 0;
-  for (let k = 1; k <= n; k++) cdf[k - 1] = sum += 1 / k ** s;
-  return (u) => {
-    const target = u * sum;
-    let lo = 0;
-    let hi = n - 1;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if ((cdf[mid] ?? 0) < target) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  };
-}
-
-async function phase(name: string, dir: string, s: MultiSettings, pick: () => number): Promise<PhaseResult> {
-  const cache = new ModelCache<FamilyModel>({
-    budgetBytes: s.budgetBytes,
-    load: async (key) => loadFamilyModel(await fsp.readFile(join(dir, `${key}.onnx`)), { modelFile: `${key}.onnx`, workloadType: 'CPU', intraOpThreads: 1 }, false),
-    close: (m) => m.model.close(),
+function load(spec: LoadSpec): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const w = new Worker(new URL('./multi-load.js', import.meta.url), { workerData: spec });
+    w.once('message', (m: LoadResult | { error: string }) => ('error' in m ? reject(new Error(m.error)) : resolve(m)));
+    w.once('error', reject);
   });
-  global.gc?.();
-  const rss0 = process.memoryUsage().rss;
-  let rssMax = 0;
-  const sampler = setInterval(() => (rssMax = Math.max(rssMax, process.memoryUsage().rss - rss0)), 100);
-  const hit: number[] = [];
-  const miss: number[] = [];
-  let errors = 0;
-  const end = performance.now() + s.durationS * 1000;
-  const worker = async (): Promise<void> => {
-    while (performance.now() < end) {
-      const key = `m-${pick()}`;
-      const before = cache.stats().misses;
-      const t0 = performance.now();
-      try {
-        await cache.use(key, (m) => m.model.predict(x));
-      } catch {
-        errors++;
-      }
-      const us = (performance.now() - t0) * 1000;
-      (cache.stats().misses > before ? miss : hit).push(us);
+}
+
+async function familyState(client: FerryClient): Promise<FamilyCacheView> {
+  const f = (await client.getEndpoint('ads')).config?.served_entities[0]?.state.family;
+  if (f === undefined) throw new Error('the family endpoint reports no cache state');
+  return f;
+}
+
+async function replicaRssBytes(dataDir: string): Promise<number> {
+  let max = 0;
+  const pidsDir = join(dataDir, 'runtime', 'pids');
+  for (const f of await fsp.readdir(pidsDir).catch(() => [] as string[])) {
+    if (!f.startsWith('ads.')) continue;
+    const pid = Number((JSON.parse(await fsp.readFile(join(pidsDir, f), 'utf8').catch(() => '{}')) as { pid?: number }).pid);
+    const status = await fsp.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+    const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+    max = Math.max(max, kb * 1024);
+  }
+  return max;
+}
+
+async function phase(name: string, server: FerryServer, client: FerryClient, dataDir: string, spec: Omit<LoadSpec, 'url' | 'token'>, token: string): Promise<PhaseResult> {
+  const family = spec.endpoint === 'ads';
+  const before = family ? await familyState(client) : undefined;
+  let cacheBytesMax = 0;
+  let replicaRssMaxBytes = 0;
+  let polling = true;
+  const poller = (async () => {
+    while (polling && family) {
+      const f = await familyState(client);
+      cacheBytesMax = Math.max(cacheBytesMax, ...f.replicas.map((r) => r.bytes));
+      replicaRssMaxBytes = Math.max(replicaRssMaxBytes, await replicaRssBytes(dataDir));
+      await new Promise((r) => setTimeout(r, 500));
     }
-  };
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: s.concurrency }, worker));
-  const elapsedS = (performance.now() - t0) / 1000;
-  clearInterval(sampler);
-  const st = cache.stats();
-  const requests = hit.length + miss.length;
+  })();
+  const r = await load({ ...spec, url: server.url, token });
+  polling = false;
+  await poller;
+  const after = family ? await familyState(client) : undefined;
+  const sorted = r.latenciesUs.sort((a, b) => a - b);
+  const d = (k: 'hits' | 'misses' | 'loads' | 'evictions'): number => (after?.[k] ?? 0) - (before?.[k] ?? 0);
   return {
-    name, requests, errors, requestsPerS: Math.round(requests / elapsedS), hitRate: Math.round((st.hits / Math.max(1, st.hits + st.misses)) * 1000) / 1000,
-    hitP99Us: p99(hit), missP99Us: p99(miss), loads: st.loads, evictions: st.evictions, cachedModels: st.models, cachedBytes: st.bytes, rssGrowthMaxBytes: rssMax,
+    name, requests: r.requests, errors: r.errors, firstError: r.firstError, requestsPerS: Math.round(r.requests / r.elapsedS),
+    p50Us: percentile(sorted, 0.5), p99Us: percentile(sorted, 0.99),
+    hitRate: family && d('hits') + d('misses') > 0 ? Math.round((d('hits') / (d('hits') + d('misses'))) * 1000) / 1000 : null,
+    loads: d('loads'), evictions: d('evictions'), cacheBytesMax, replicaRssMaxBytes,
   };
 }
 
@@ -128,29 +125,40 @@ export async function runMulti(s: MultiSettings, log: (line: string) => void): P
     const generateS = (performance.now() - t0) / 1000;
     log(`multi: generated ${s.models} models in ${generateS.toFixed(1)} s`);
     const token = 'bench_multi_admin_token_0123456789abcdef';
-    const server = await startServer(compileServerConfig({ port: 0, dataDir: join(tmp, 'data'), logLevel: 'error' }), { adminToken: token });
-    let registerS: number;
-    let r: Awaited<ReturnType<FerryClient['importModels']>>;
+    const dataDir = join(tmp, 'data');
+    const server = await startServer(compileServerConfig({ port: 0, dataDir, logLevel: 'error' }), { adminToken: token });
     try {
+      const client = new FerryClient({ url: server.url, token });
       t0 = performance.now();
-      r = await new FerryClient({ url: server.url, token }).importModels(dir);
-      registerS = (performance.now() - t0) / 1000;
+      const r = await client.importModels(dir);
+      const registerS = (performance.now() - t0) / 1000;
+      log(`multi: registered ${r.registered} (failed ${r.failed}) in ${registerS.toFixed(1)} s`);
+      // Two replicas each (provisioned concurrency 8 = 2 × the Small target of 4), fixed.
+      const fixed = { min_provisioned_concurrency: 8, max_provisioned_concurrency: 8 };
+      await client.createEndpoint('ads', { served_entities: [{ name: 'family', model_family: { name_prefix: 'm-', cache_size: s.budgetBytes }, ...fixed }] });
+      await client.createEndpoint('single', { served_entities: [{ entity_name: 'm-0', entity_version: '1', ...fixed }] });
+      for (const ep of ['ads', 'single']) await client.waitForEndpoint(ep, { timeoutMs: 120_000 });
+      const hot = Math.min(100, s.models);
+      const base = { concurrency: s.concurrency, durationS: s.durationS, maxRequests: Number.MAX_SAFE_INTEGER, noHeader: false };
+      // Load the hot set on every replica that will serve it before measuring hits.
+      await load({ ...base, url: server.url, token, endpoint: 'ads', durationS: Math.max(1, s.durationS / 4), pick: { kind: 'uniform', n: hot } });
+      const phases: PhaseResult[] = [];
+      const run = async (name: string, spec: Omit<LoadSpec, 'url' | 'token'>): Promise<void> => {
+        const p = await phase(name, server, client, dataDir, spec, token);
+        log(`multi: ${name}: ${p.requestsPerS} req/s, p50 ${p.p50Us} µs, p99 ${p.p99Us} µs, hit rate ${p.hitRate ?? '-'}, loads ${p.loads}, errors ${p.errors}${p.firstError ? ` (${p.firstError})` : ''}, cache max ${p.cacheBytesMax} B, replica RSS max ${(p.replicaRssMaxBytes / 1048576).toFixed(1)} MiB`);
+        phases.push(p);
+      };
+      await run('single-model endpoint', { ...base, endpoint: 'single', noHeader: true, pick: { kind: 'fixed', model: 'm-0' } });
+      await run(`family, ${hot} loaded models`, { ...base, endpoint: 'ads', pick: { kind: 'uniform', n: hot } });
+      // Fresh models one after another (4 at a time): every request is a miss.
+      const fresh = Math.min(2000, Math.max(0, s.models - hot));
+      if (fresh > 0) await run('family, misses only', { ...base, endpoint: 'ads', concurrency: 4, durationS: 600, maxRequests: fresh, pick: { kind: 'sequence', from: s.models - fresh } });
+      await run(`family, uniform over ${s.models}`, { ...base, endpoint: 'ads', pick: { kind: 'uniform', n: s.models } });
+      await run('family, Zipf s=1.1', { ...base, endpoint: 'ads', pick: { kind: 'zipf', n: s.models, s: 1.1 } });
+      return { settings: s, generateS, registerS, registered: r.registered, failed: r.failed, phases };
     } finally {
       await server.close();
     }
-    log(`multi: registered ${r.registered} (failed ${r.failed}) in ${registerS.toFixed(1)} s`);
-    const phases: PhaseResult[] = [];
-    const sample = zipf(s.models, 1.1);
-    for (const [name, pick] of [
-      ['single model', () => 0],
-      ['uniform', () => Math.floor(Math.random() * s.models)],
-      ['zipf s=1.1', () => sample(Math.random())],
-    ] as Array<[string, () => number]>) {
-      const p = await phase(name, dir, s, pick);
-      log(`multi: ${name}: ${p.requestsPerS} req/s, hit rate ${p.hitRate}, hit p99 ${p.hitP99Us} µs, miss p99 ${p.missP99Us} µs, errors ${p.errors}, cached ${p.cachedModels} (${p.cachedBytes} B), RSS growth max ${(p.rssGrowthMaxBytes / 1048576).toFixed(1)} MiB`);
-      phases.push(p);
-    }
-    return { settings: s, generateS, registerS, registered: r.registered, failed: r.failed, phases };
   } finally {
     await fsp.rm(tmp, { recursive: true, force: true });
   }
@@ -158,13 +166,17 @@ export async function runMulti(s: MultiSettings, log: (line: string) => void): P
 
 /** The report's section, as markdown. */
 export function multiMarkdown(m: MultiReport): string {
+  const single = m.phases.find((p) => p.name === 'single-model endpoint');
+  const loaded = m.phases.find((p) => p.name.includes('loaded models'));
   const lines = [
     '## Many tiny models (bench/multi.ts)', '',
     `${m.settings.models} generated models (linear and tree); bulk registration through the API: ${m.registerS.toFixed(1)} s (${m.registered} READY, ${m.failed} failed). `
-      + `Cache budget ${m.settings.budgetBytes} B, ${m.settings.concurrency} concurrent callers, ${m.settings.durationS} s per phase, in-process (no HTTP hop).`, '',
-    '| phase | req/s | hit rate | hit p99 µs | miss p99 µs | errors | loads | evictions | cached | RSS growth max MiB |',
-    '|---|---|---|---|---|---|---|---|---|---|',
-    ...m.phases.map((p) => `| ${p.name} | ${p.requestsPerS} | ${p.hitRate} | ${p.hitP99Us} | ${p.missP99Us} | ${p.errors} | ${p.loads} | ${p.evictions} | ${p.cachedModels} | ${(p.rssGrowthMaxBytes / 1048576).toFixed(1)} |`),
+      + `One family endpoint (2 replicas, cache budget ${m.settings.budgetBytes} B each) and a single-model endpoint (2 replicas); ${m.settings.concurrency} keep-alive connections, ${m.settings.durationS} s per phase, HTTP through the gateway.`, '',
+    '| phase | req/s | p50 µs | p99 µs | hit rate | loads | errors | max cache B | max replica RSS MiB |',
+    '|---|---|---|---|---|---|---|---|---|',
+    ...m.phases.map((p) => `| ${p.name} | ${p.requestsPerS} | ${p.p50Us} | ${p.p99Us} | ${p.hitRate ?? '-'} | ${p.loads} | ${p.errors} | ${p.cacheBytesMax || '-'} | ${p.replicaRssMaxBytes ? (p.replicaRssMaxBytes / 1048576).toFixed(1) : '-'} |`),
+    '',
+    single && loaded ? `Loaded-model p99 ÷ single-model p99: ${(loaded.p99Us / Math.max(1, single.p99Us)).toFixed(2)} (goal ≤ 1.2).` : '',
     '',
   ];
   return lines.join('\n');

@@ -49,7 +49,7 @@ Commands:
   endpoints inference-table <name> [--since 1h] [--status 500] [--served-entity E] [--limit N]
                     [--format jsonl|csv]  Logged requests and responses, newest first (CAN_MANAGE);
                               --format streams every matching row
-  query <endpoint> --json '{"inputs": [[1, 2, 3, 4]]}' | --file request.json
+  query <endpoint> --json '{"inputs": [[1, 2, 3, 4]]}' | --file request.json [--model NAME[/VERSION|@ALIAS]] (family endpoints)
   whoami                      The principal FERRY_TOKEN belongs to
   principals create <name> [--service] [--admin] | list | delete <name>      (admins)
   tokens create [--for PRINCIPAL] [--lifetime 90d|12h] [--comment TEXT]
@@ -640,7 +640,12 @@ function describeEndpoint(e: ServingEndpoint): string {
     const pct = new Map(c.traffic_config.routes.map((r) => [r.served_entity_name, r.traffic_percentage]));
     lines.push(`  ${label} v${c.config_version}:`);
     for (const x of c.served_entities) {
-      lines.push(`    ${x.name}: ${x.entity_name} v${x.entity_version}${x.entity_alias ? ` (@${x.entity_alias})` : ''} ${pct.get(x.name) ?? 0}% ${x.state.deployment} replicas ${x.state.replicas.ready}/${x.state.replicas.desired}`);
+      const f = x.model_family;
+      const what = f === undefined
+        ? `${x.entity_name ?? ''} v${x.entity_version ?? ''}${x.entity_alias ? ` (@${x.entity_alias})` : ''}`
+        : `family ${[f.name_prefix === undefined ? '' : `${f.name_prefix}*`, f.tag === undefined ? '' : `tag ${f.tag}`].filter((t) => t !== '').join(' ')}`
+          + (x.state.family === undefined ? '' : ` (${x.state.family.replicas.reduce((a, r) => a + r.models_loaded, 0)} models loaded, hit rate ${x.state.family.hit_rate ?? '-'})`);
+      lines.push(`    ${x.name}: ${what} ${pct.get(x.name) ?? 0}% ${x.state.deployment} replicas ${x.state.replicas.ready}/${x.state.replicas.desired}`);
       if (x.state.deployment_state_message) lines.push(`      ${x.state.deployment_state_message.split('\n').join('\n      ')}`);
     }
   }
@@ -648,18 +653,18 @@ function describeEndpoint(e: ServingEndpoint): string {
 }
 
 async function queryCommand(args: string[]): Promise<void> {
-  const { values, positionals } = parse(args, { file: { type: 'string' } });
+  const { values, positionals } = parse(args, { file: { type: 'string' }, model: { type: 'string' } });
   const name = positionals[0];
   const inline = values.json === true ? positionals[1] : undefined;
   const file = str(values, 'file');
-  if (name === undefined || (inline === undefined && file === undefined)) throw new UsageError('query: usage: ferry query <endpoint> --json \'{"inputs": [[1, 2, 3, 4]]}\' | --file request.json');
+  if (name === undefined || (inline === undefined && file === undefined)) throw new UsageError('query: usage: ferry query <endpoint> --json \'{"inputs": [[1, 2, 3, 4]]}\' | --file request.json [--model NAME[/VERSION|@ALIAS]]');
   let body: unknown;
   try {
     body = JSON.parse(inline ?? await fsp.readFile(file ?? '', 'utf8'));
   } catch (err) {
     throw new UsageError(`query: the request is not valid JSON: ${(err as Error).message}`);
   }
-  process.stdout.write(JSON.stringify(await FerryClient.fromEnv().query(name, body)) + '\n');
+  process.stdout.write(JSON.stringify(await FerryClient.fromEnv().query(name, body, str(values, 'model'))) + '\n');
 }
 
 /** `ferry serve`: the one command from a model file (or a registered version) to a working endpoint. */

@@ -62,10 +62,30 @@ export interface ModelVersion {
   artifact_size_bytes?: number;
 }
 
+/** A served entity that serves many registered models, each request naming one (docs/multi-model.md). */
+export interface ModelFamilyInput {
+  name_prefix?: string;
+  /** "key=value": models carrying this tag. */
+  tag?: string;
+  /** Bytes of models each replica keeps loaded: "64MiB" or a byte count. */
+  cache_size?: string | number;
+  session_fallback?: boolean;
+}
+
+/** One model version (`entity_name` + `entity_version`) or, instead, a `model_family`. */
+/** Options of one API call. */
+export interface RequestOptions {
+  query?: Record<string, string | number | undefined>;
+  json?: unknown;
+  body?: Readable | Buffer;
+  headers?: Record<string, string>;
+}
+
 export interface ServedEntityInput {
   name?: string;
-  entity_name: string;
-  entity_version: string | number;
+  entity_name?: string;
+  entity_version?: string | number;
+  model_family?: ModelFamilyInput;
   workload_size?: 'Small' | 'Medium' | 'Large';
   workload_type?: 'CPU' | 'GPU_SMALL' | 'GPU_MEDIUM' | 'GPU_LARGE';
   scale_to_zero_enabled?: boolean;
@@ -79,14 +99,31 @@ export interface EndpointConfigInput {
   request_timeout_ms?: number;
 }
 
-export interface ServedEntity extends Required<Pick<ServedEntityInput, 'name' | 'entity_name' | 'workload_size' | 'workload_type' | 'scale_to_zero_enabled'>> {
-  entity_version: string;
+export interface ServedEntity extends Required<Pick<ServedEntityInput, 'name' | 'workload_size' | 'workload_type' | 'scale_to_zero_enabled'>> {
+  /** Absent on a family entity (which has `model_family`). */
+  entity_name?: string;
+  entity_version?: string;
   entity_alias?: string;
+  model_family?: { name_prefix?: string; tag?: string; cache_size: number; session_fallback: boolean };
   state: {
     deployment: 'DEPLOYMENT_CREATING' | 'DEPLOYMENT_READY' | 'DEPLOYMENT_RECOVERING' | 'DEPLOYMENT_FAILED' | 'DEPLOYMENT_ABORTED';
     deployment_state_message: string;
     replicas: { ready: number; total: number; desired: number };
+    /** A family entity's model caches, read from its replicas when the endpoint is read. */
+    family?: FamilyCacheView;
   };
+}
+
+export interface FamilyCacheView {
+  replicas: Array<{ replica: string; models_loaded: number; bytes: number; budget_bytes: number }>;
+  hits: number;
+  misses: number;
+  hit_rate: number | null;
+  loads: number;
+  load_failures: number;
+  evictions: number;
+  load_seconds_avg: number | null;
+  load_seconds_max: number;
 }
 
 export interface EndpointConfigView {
@@ -175,7 +212,7 @@ export class FerryClient {
   }
 
   /** Sends a request and returns the parsed JSON answer; non-2xx answers throw FerryApiError. */
-  async request<T>(method: string, route: string, opts: { query?: Record<string, string | number | undefined>; json?: unknown; body?: Readable | Buffer } = {}): Promise<T> {
+  async request<T>(method: string, route: string, opts: RequestOptions = {}): Promise<T> {
     const text = await (await this.send(method, route, opts)).text();
     try {
       return (text === '' ? {} : JSON.parse(text)) as T;
@@ -185,10 +222,10 @@ export class FerryClient {
   }
 
   /** Sends a request and returns the response with its body unread; non-2xx answers throw FerryApiError. */
-  private async send(method: string, route: string, opts: { query?: Record<string, string | number | undefined>; json?: unknown; body?: Readable | Buffer }): Promise<Response> {
+  private async send(method: string, route: string, opts: RequestOptions): Promise<Response> {
     const url = new URL(this.url + route);
     for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
-    const headers: Record<string, string> = {};
+    const headers: Record<string, string> = { ...opts.headers };
     if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`;
     let body: string | Buffer | ReadableStream | undefined;
     if (opts.json !== undefined) {
@@ -333,9 +370,12 @@ export class FerryClient {
     }
   }
 
-  /** Scores a request body (MLflow scoring JSON) on an endpoint; returns the parsed response. */
-  async query<T = { predictions: unknown }>(name: string, body: unknown): Promise<T> {
-    return this.request('POST', `/serving-endpoints/${encodeURIComponent(name)}/invocations`, { json: body });
+  /**
+   * Scores a request body (MLflow scoring JSON) on an endpoint; returns the parsed response.
+   * `model` names the model on a family endpoint (name, name/version or name@alias).
+   */
+  async query<T = { predictions: unknown }>(name: string, body: unknown, model?: string): Promise<T> {
+    return this.request('POST', `/serving-endpoints/${encodeURIComponent(name)}/invocations`, { json: body, ...(model === undefined ? {} : { headers: { 'x-ferry-model': model } }) });
   }
 
   // ---- identities, tokens, permissions, audit ----------------------------------------------

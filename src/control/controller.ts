@@ -528,7 +528,7 @@ export class EndpointController {
     const results = await untilAborted(run.abort.signal, Promise.allSettled(run.started.map((d) => this.deploy(d))));
     const failed = run.started.filter((_, i) => results[i]?.status === 'rejected');
     if (failed.length > 0) {
-      throw new RolloutFailure(failed.map((d) => `served entity '${d.entity.name}' (${d.entity.entityName} version ${d.entity.entityVersion}) failed to start: ${d.message}`).join('; '));
+      throw new RolloutFailure(failed.map((d) => `served entity '${d.entity.name}' (${describeEntity(d.entity)}) failed to start: ${d.message}`).join('; '));
     }
   }
 
@@ -551,7 +551,7 @@ export class EndpointController {
       } else {
         d.message = `Validation failed: ${outcome.detail}.`;
         d.state = 'DEPLOYMENT_FAILED';
-        failures.push(`served entity '${d.entity.name}' (${d.entity.entityName} version ${d.entity.entityVersion}) failed validation: ${outcome.detail}`);
+        failures.push(`served entity '${d.entity.name}' (${describeEntity(d.entity)}) failed validation: ${outcome.detail}`);
       }
     }
     if (failures.length > 0) throw new RolloutFailure(failures.join('; '));
@@ -910,6 +910,11 @@ const INFERENCE_TABLE_OFF = Object.freeze({ endpointId: '', enabled: false, samp
 export type ModelCheck = (modelNames: string[]) => Promise<void>;
 
 const noCheck: ModelCheck = async () => undefined;
+
+/** "iris version 3", or "family ads-*" for a family entity. */
+function describeEntity(e: ServedEntityConfig): string {
+  return e.family === undefined ? `${e.entityName} version ${e.entityVersion}` : e.entityName;
+}
 
 /** The models a config serves by name (a family's members are checked per request instead). */
 function modelsOf(c: EndpointConfig): string[] {

@@ -438,7 +438,7 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
     // A family replica loads its models later, each with its own file.
     loadOptions: { modelFile: family === undefined ? text(lo.modelFile, 'loadOptions.modelFile') : '', workloadType, intraOpThreads: num(lo.intraOpThreads, 'loadOptions.intraOpThreads') },
     modelName: text(o.modelName, 'modelName'),
-    modelVersion: text(o.modelVersion, 'modelVersion'),
+    modelVersion: family === undefined ? text(o.modelVersion, 'modelVersion') : '',
     maxBodyBytes: num(o.maxBodyBytes, 'maxBodyBytes'),
     drainTimeoutMs: num(o.drainTimeoutMs, 'drainTimeoutMs'),
     maxRowsPerRequest: num(o.maxRowsPerRequest, 'maxRowsPerRequest'),

@@ -31,9 +31,8 @@ export function serveRequest(model: string, version: string, taken: ReadonlySet<
 export function entityInput(e: ServedEntityView): ServedEntityInput {
   return {
     name: e.name,
-    entity_name: e.entity_name,
     // The resolved version, not the alias: an alias moved since would swap the model.
-    entity_version: e.entity_version,
+    ...(e.model_family === undefined ? { entity_name: e.entity_name ?? '', entity_version: e.entity_version ?? '' } : { model_family: e.model_family }),
     workload_size: e.workload_size,
     workload_type: e.workload_type,
     scale_to_zero_enabled: e.scale_to_zero_enabled,

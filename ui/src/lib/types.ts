@@ -47,11 +47,21 @@ export interface AutoscalingDecision {
 export type DeploymentState = 'DEPLOYMENT_CREATING' | 'DEPLOYMENT_READY' | 'DEPLOYMENT_RECOVERING' | 'DEPLOYMENT_FAILED' | 'DEPLOYMENT_ABORTED';
 
 /** A served entity as the endpoint describes it: its config, then live state. */
+/** A family entity's members and cache (docs/multi-model.md). */
+export interface ModelFamily {
+  name_prefix?: string;
+  tag?: string;
+  cache_size: number;
+  session_fallback: boolean;
+}
+
 export interface ServedEntityView {
   name: string;
-  entity_name: string;
-  entity_version: string;
+  /** Absent on a family entity, which has `model_family` instead. */
+  entity_name?: string;
+  entity_version?: string;
   entity_alias?: string;
+  model_family?: ModelFamily;
   workload_size: string;
   workload_type: string;
   scale_to_zero_enabled: boolean;
@@ -69,7 +79,10 @@ export interface ServedEntityView {
     queued_requests: number;
     last_decisions: AutoscalingDecision[];
   };
-  state: { deployment: DeploymentState; deployment_state_message: string; replicas: { ready: number; total: number; desired: number } };
+  state: {
+    deployment: DeploymentState; deployment_state_message: string; replicas: { ready: number; total: number; desired: number };
+    family?: { replicas: Array<{ replica: string; models_loaded: number; bytes: number; budget_bytes: number }>; hit_rate: number | null; loads: number; evictions: number };
+  };
 }
 
 export interface Route {
@@ -131,8 +144,9 @@ export interface InferenceRow {
 /** A served entity as a config input (`PUT .../config`). */
 export interface ServedEntityInput {
   name?: string;
-  entity_name: string;
-  entity_version: string;
+  entity_name?: string;
+  entity_version?: string;
+  model_family?: ModelFamily;
   workload_size?: string;
   workload_type?: string;
   scale_to_zero_enabled?: boolean;

@@ -12,7 +12,7 @@ import { isMissingRoute, type ShownError } from '../lib/errors.js';
 import { endpointStatus, formatMs, formatTime, prettyJson } from '../lib/format.js';
 import { href } from '../lib/route.js';
 import { CHARTS, chartData, hasTraffic } from '../lib/series.js';
-import type { Endpoint, EndpointConfigView, InferenceRow, ModelVersion, Series } from '../lib/types.js';
+import type { Endpoint, EndpointConfigView, InferenceRow, ModelVersion, Series, ServedEntityView } from '../lib/types.js';
 
 /** How often the page refreshes the endpoint and its metrics: fresh enough to watch a rollout. */
 const POLL_MS = 2000;
@@ -89,7 +89,9 @@ function EntitiesTable({ title, c }: { title: string; c: EndpointConfigView }) {
         {c.served_entities.map((s) => (
           <tr key={s.name} data-entity={s.name}>
             <td><code>{s.name}</code></td>
-            <td><a href={href({ page: 'model', name: s.entity_name })}>{s.entity_name}</a> v{s.entity_version}{s.entity_alias ? ` (@${s.entity_alias})` : ''}</td>
+            <td>{s.model_family === undefined
+              ? <><a href={href({ page: 'model', name: s.entity_name ?? '' })}>{s.entity_name}</a> v{s.entity_version}{s.entity_alias ? ` (@${s.entity_alias})` : ''}</>
+              : <FamilyCell family={s.model_family} state={s.state.family} />}</td>
             <td>{s.workload_size} {s.workload_type}{s.scale_to_zero_enabled ? ', scales to zero' : ''}</td>
             <td>{pct.get(s.name) ?? 0}%</td>
             <td>{s.state.replicas.ready} / {s.state.replicas.total} / {s.state.replicas.desired}</td>
@@ -302,4 +304,11 @@ function InferenceTable({ e, path }: { e: Endpoint; path: string }) {
       )}
     </Section>
   );
+}
+
+/** A family entity's members and cache: "family ads-* · 40 models loaded · hit rate 0.93". */
+function FamilyCell({ family, state }: { family: NonNullable<ServedEntityView['model_family']>; state: ServedEntityView['state']['family'] }) {
+  const members = [family.name_prefix === undefined ? '' : `${family.name_prefix}*`, family.tag === undefined ? '' : `tag ${family.tag}`].filter((x) => x !== '').join(' ');
+  const loaded = state?.replicas.reduce((a, r) => a + r.models_loaded, 0);
+  return <span>family <code>{members}</code>{loaded === undefined ? '' : ` · ${loaded} models loaded · hit rate ${state?.hit_rate === null || state?.hit_rate === undefined ? '–' : state.hit_rate.toFixed(2)}`}</span>;
 }

@@ -28,7 +28,9 @@ export function EndpointsPage() {
                     <td>
                       {(c?.served_entities ?? []).map((s) => (
                         <div key={s.name}>
-                          <a href={href({ page: 'model', name: s.entity_name })}>{s.entity_name}</a> v{s.entity_version}{' '}
+                          {s.model_family === undefined
+                            ? <><a href={href({ page: 'model', name: s.entity_name ?? '' })}>{s.entity_name}</a> v{s.entity_version}</>
+                            : <>family <code>{s.model_family.name_prefix ?? ''}*{s.model_family.tag === undefined ? '' : ` tag ${s.model_family.tag}`}</code></>}{' '}
                           <span class="meta">({s.state.replicas.ready}/{s.state.replicas.desired} ready)</span>
                         </div>
                       ))}
