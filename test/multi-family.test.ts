@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { familyFixture, FAMILY_FEATURES } from '../src/fixtures/index.js';
+import { familyFixture, FAMILY_FEATURES, mlpSmallFixture } from '../src/fixtures/index.js';
 import type { FerryServer } from '../src/server/index.js';
 import { float32Tensor } from '../src/fixtures/fixture.js';
-import { ADMIN_TOKEN, request, startTestServer, tempDir, waitSettled } from './support/index.js';
+import { ADMIN_TOKEN, replicaPids, request, startTestServer, tempDir, waitSettled } from './support/index.js';
 
 const MODELS = 40;
 let dir: string;
@@ -162,4 +162,52 @@ test('a family endpoint config is validated: a family or a version, never both, 
   });
   assert.equal(mixed.status, 400, mixed.text);
   assert.match(mixed.json.message, /model families only or single model versions only/);
+});
+
+test('a model the compact evaluators cannot run gets an onnxruntime session from its bytes (session_fallback)', async () => {
+  const added = await call('POST', '/api/2.0/mlflow/model-versions/bulk-create', { json: { models: [{ name: 'ads-mlp', content_base64: Buffer.from(mlpSmallFixture.build()).toString('base64') }] } });
+  assert.equal(added.json.registered, 1, added.text);
+  const x = mlpSmallFixture.example(2).x as { data: Float32Array; shape: number[] };
+  const rows = [Array.from(x.data.subarray(0, 64)), Array.from(x.data.subarray(64, 128))];
+  const r = await call('POST', '/serving-endpoints/ads/invocations', { model: 'ads-mlp', json: { inputs: rows } });
+  assert.equal(r.status, 200, r.text);
+  const want = mlpSmallFixture.reference(mlpSmallFixture.example(2));
+  const got = (r.json.predictions as number[][]).flat();
+  const ref = Array.from((Object.values(want)[0] as { data: Float32Array }).data);
+  assert.equal(got.length, ref.length);
+  for (const [i, v] of got.entries()) assert.ok(Math.abs(v - (ref[i] ?? NaN)) < 1e-4, `output ${i}: ${v} vs ${ref[i]}`);
+});
+
+test('churn: 400 models through 1 MiB caches: every answer right, models evicted, no cache ever over its budget', async () => {
+  const n = 400;
+  const models = Array.from({ length: n }, (_, i) => ({ name: `churn-${i}`, content_base64: Buffer.from(familyFixture(i).build()).toString('base64') }));
+  assert.equal((await call('POST', '/api/2.0/mlflow/model-versions/bulk-create', { json: { models } })).json.registered, n);
+  const created = await call('POST', '/api/2.0/serving-endpoints', {
+    json: { name: 'churn', config: { served_entities: [{ name: 'family', model_family: { name_prefix: 'churn-', cache_size: '1MiB' }, min_provisioned_concurrency: 4, max_provisioned_concurrency: 4 }] } },
+  });
+  assert.equal(created.status, 200, created.text);
+  assert.equal((await waitSettled(server.url, 'churn', 60_000)).state.ready, 'READY');
+  const [pid] = await replicaPids(path.join(dir, 'data'), 'churn');
+  const rssKb = async (): Promise<number> => Number(/VmRSS:\s+(\d+)/.exec(await fsp.readFile(`/proc/${pid ?? 0}/status`, 'utf8'))?.[1]);
+  let maxBytes = 0;
+  const rss: number[] = [];
+  for (let pass = 0; pass < 3; pass++) {
+    // 8 lanes, each walking its share of the models: every request a miss once the cache is full.
+    await Promise.all(Array.from({ length: 8 }, async (_, lane) => {
+      for (let i = lane; i < n; i += 8) {
+        const r = await call('POST', '/serving-endpoints/churn/invocations', { model: `churn-${i}`, json: { inputs: [ROW] } });
+        assert.deepEqual(r.json, { predictions: [[expected(i)]] }, `churn-${i}: ${r.text}`);
+      }
+    }));
+    const family = (await call('GET', '/api/2.0/serving-endpoints/churn')).json.config.served_entities[0].state.family;
+    for (const r of family.replicas) maxBytes = Math.max(maxBytes, r.bytes);
+    rss.push(await rssKb());
+    if (pass === 2) {
+      assert.ok(family.evictions > n, `models were evicted: ${JSON.stringify(family)}`);
+      assert.equal(family.load_failures, 0);
+    }
+  }
+  assert.ok(maxBytes > 0 && maxBytes <= 1024 * 1024, `cache bytes ${maxBytes} within the 1 MiB budget`);
+  // Churn does not grow the replica: the third pass ends within 16 MiB of the first.
+  assert.ok((rss[2] ?? 0) - (rss[0] ?? 0) < 16 * 1024, `replica RSS after each pass (KiB): ${rss.join(', ')}`);
 });
