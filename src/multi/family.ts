@@ -105,6 +105,8 @@ export class FamilyResolver {
     }
     if (this.cache.size >= RESOLVE_CACHE_MAX) this.cache.clear();
     this.cache.set(raw, entry);
+    // The exact version too: a replica's staging request for it (a miss) then costs no lookup.
+    if ('member' in entry) this.cache.set(`${entry.member.name}/${entry.member.version}`, entry);
     if ('error' in entry) throw entry.error;
     return entry.member;
   }
