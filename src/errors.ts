@@ -61,12 +61,12 @@ export class FerryError extends Error {
   }
 }
 
-/** 400 naming the offending field, its value and what was expected. */
 /** Whether `code` is one of Ferry's error codes (e.g. one read back from another process). */
 export function isErrorCode(code: string): code is ErrorCode {
   return Object.hasOwn(ERROR_TABLE, code);
 }
 
+/** 400 naming the offending field, its value and what was expected. */
 export function invalidParameter(field: string, value: unknown, expected: string): FerryError {
   return new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(value)} for '${field}': expected ${expected}.`);
 }

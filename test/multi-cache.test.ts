@@ -44,7 +44,7 @@ test('the cache evicts least recently used models first and accounts bytes, not 
 test('a model larger than the whole budget is refused and closed, and nothing else is evicted for it', async () => {
   const { cache, closed, get } = fakeCache(500, { a: 100, huge: 501 });
   await get('a');
-  await assert.rejects(get('huge'), (err: FerryError) => err.code === 'REQUEST_LIMIT_EXCEEDED' && /huge/.test(err.message));
+  await assert.rejects(get('huge'), (err: FerryError) => err.code === 'INVALID_PARAMETER_VALUE' && err.status === 400 && /huge/.test(err.message));
   assert.deepEqual(cache.keys(), ['a']);
   assert.deepEqual(closed, ['huge']);
 });

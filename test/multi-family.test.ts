@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { familyFixture, FAMILY_FEATURES, mlpSmallFixture } from '../src/fixtures/index.js';
+import { familyFixture, FAMILY_FEATURES, mlpFixture, mlpSmallFixture } from '../src/fixtures/index.js';
 import type { FerryServer } from '../src/server/index.js';
 import { float32Tensor } from '../src/fixtures/fixture.js';
 import { ADMIN_TOKEN, replicaPids, request, startTestServer, tempDir, waitSettled } from './support/index.js';
@@ -92,6 +92,8 @@ test('an unknown model, one outside the family, a missing version or a malformed
     ['other-0', 404, /Model 'other-0' is not in this family \(names starting with 'ads-'\)/],
     ['ads-1/7', 404, /Model 'ads-1\/7' does not exist/],
     ['ads-1@nope', 404, /Model 'ads-1@nope' has no alias 'nope'/],
+    ['ads-1@constructor', 404, /has no alias 'constructor'/],
+    ['ads-1@__proto__', 404, /has no alias '__proto__'/],
     ['../etc', 400, /X-Ferry-Model/],
     [undefined, 400, /X-Ferry-Model.*serves a model family/],
   ];
@@ -118,6 +120,27 @@ test('authorization applies per model as well as per endpoint', async () => {
   const allowed = await call('POST', '/serving-endpoints/ads/invocations', { token, model: 'ads-1', json: { inputs: [ROW] } });
   assert.equal(allowed.status, 200, allowed.text);
   assert.equal((await call('POST', '/serving-endpoints/ads/invocations', { token, model: 'ads-2', json: { inputs: [ROW] } })).status, 403, 'a grant on one model opens that model only');
+  // Every family route checks the model: OIP v2 by header and by path, and metadata.
+  const v2 = { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: ROW }] };
+  assert.equal((await call('POST', '/v2/models/ads/infer', { token, model: 'ads-2', json: v2 })).status, 403);
+  assert.equal((await call('POST', '/v2/models/ads/versions/ads-2/infer', { token, json: v2 })).status, 403);
+  assert.equal((await call('GET', '/v2/models/ads/versions/ads-2', { token })).status, 403);
+  assert.equal((await call('POST', '/v2/models/ads/versions/ads-1/infer', { token, json: v2 })).status, 200);
+
+  // A family serves only models its endpoint's creator can read: someone else's model under the
+  // prefix is not a member. The analyst's own endpoint over the same prefix serves ads-1 only.
+  const mine = await call('POST', '/api/2.0/serving-endpoints', { token, json: { name: 'mine', config: { served_entities: [{ name: 'f', model_family: { name_prefix: 'ads-', cache_size: '1MiB' } }] } } });
+  assert.equal(mine.status, 200, mine.text);
+  assert.equal((await waitSettled(server.url, 'mine', 60_000)).state.ready, 'READY');
+  assert.equal((await call('POST', '/serving-endpoints/mine/invocations', { token, model: 'ads-1', json: { inputs: [ROW] } })).status, 200);
+  const foreign = await call('POST', '/serving-endpoints/mine/invocations', { model: 'ads-2', json: { inputs: [ROW] } });
+  assert.equal(foreign.status, 404, foreign.text);
+  assert.match(foreign.json.message, /Model 'ads-2' is not in this family \(the endpoint's creator cannot read it\)/);
+  const mallory = await tokenFor('mallory');
+  const planted = await call('POST', '/api/2.0/mlflow/model-versions/bulk-create', { token: mallory, json: { models: [{ name: 'ads-planted', content_base64: Buffer.from(familyFixture(1).build()).toString('base64') }] } });
+  assert.equal(planted.json.registered, 1, planted.text);
+  assert.equal((await call('POST', '/serving-endpoints/mine/invocations', { token, model: 'ads-planted', json: { inputs: [ROW] } })).status, 404, 'a model planted under the prefix by another principal is not served');
+  assert.equal((await call('DELETE', '/api/2.0/serving-endpoints/mine', { token })).status, 200);
 });
 
 test('requests for one model stick to one replica; the endpoint view and /metrics show each replica\'s cache', async () => {
@@ -157,6 +180,16 @@ test('a family endpoint config is validated: a family or a version, never both, 
   await bad({ name: 'f', entity_name: 'ads-1', entity_version: '1', model_family: { name_prefix: 'ads-' } }, /entity_name.*nothing next to model_family/);
   await bad({ name: 'f', model_family: { name_prefix: 'ads-', cache_size: '1KiB' } }, /cache_size.*at least 1MiB/);
   await bad({ model_family: { name_prefix: 'ads-' } }, /served_entities\[0\]\.name/);
+  // A split between family entities must serve the same models.
+  const split = await call('PUT', '/api/2.0/serving-endpoints/ads/config', {
+    json: { served_entities: [{ name: 'a', model_family: { name_prefix: 'ads-' } }, { name: 'b', model_family: { name_prefix: 'ads-1' } }] },
+  });
+  assert.equal(split.status, 400, split.text);
+  assert.match(split.json.message, /same name_prefix and tag/);
+  // An endpoint does not switch between a family and single versions.
+  const single = await call('PUT', '/api/2.0/serving-endpoints/ads/config', { json: { served_entities: [{ entity_name: 'ads-1', entity_version: '1' }] } });
+  assert.equal(single.status, 400, single.text);
+  assert.match(single.json.message, /cannot switch between a model family and single versions/);
   const mixed = await call('PUT', '/api/2.0/serving-endpoints/ads/config', {
     json: { served_entities: [{ name: 'f', model_family: { name_prefix: 'ads-' } }, { entity_name: 'ads-1', entity_version: '1' }] },
   });
@@ -176,6 +209,16 @@ test('a model the compact evaluators cannot run gets an onnxruntime session from
   const ref = Array.from((Object.values(want)[0] as { data: Float32Array }).data);
   assert.equal(got.length, ref.length);
   for (const [i, v] of got.entries()) assert.ok(Math.abs(v - (ref[i] ?? NaN)) < 1e-4, `output ${i}: ${v} vs ${ref[i]}`);
+});
+
+test('a member larger than the whole cache is a 400 naming it and the budget; other models keep working', async () => {
+  const big = mlpFixture([64, 1024, 256, 8], 'model.onnx');
+  const added = await call('POST', '/api/2.0/mlflow/model-versions/bulk-create', { json: { models: [{ name: 'ads-big', content_base64: Buffer.from(big.build()).toString('base64') }] } });
+  assert.equal(added.json.registered, 1, added.text);
+  const r = await call('POST', '/serving-endpoints/ads/invocations', { model: 'ads-big', json: { inputs: [Array(64).fill(0)] } });
+  assert.equal(r.status, 400, r.text);
+  assert.match(r.json.message, /Model 'ads-big\/1' needs \d+ bytes, more than a replica's whole model cache \(model_family.cache_size 1048576 bytes\)/);
+  assert.deepEqual((await call('POST', '/serving-endpoints/ads/invocations', { model: 'ads-4', json: { inputs: [ROW] } })).json, { predictions: [[expected(4)]] });
 });
 
 test('churn: 400 models through 1 MiB caches: every answer right, models evicted, no cache ever over its budget', async () => {
@@ -208,6 +251,13 @@ test('churn: 400 models through 1 MiB caches: every answer right, models evicted
     }
   }
   assert.ok(maxBytes > 0 && maxBytes <= 1024 * 1024, `cache bytes ${maxBytes} within the 1 MiB budget`);
+  // Concurrent misses for one new model load it once (one replica here).
+  const fresh = await call('POST', '/api/2.0/mlflow/model-versions/bulk-create', { json: { models: [{ name: 'churn-fresh', content_base64: Buffer.from(familyFixture(7).build()).toString('base64') }] } });
+  assert.equal(fresh.json.registered, 1);
+  const loadsBefore = (await call('GET', '/api/2.0/serving-endpoints/churn')).json.config.served_entities[0].state.family.loads as number;
+  const answers = await Promise.all(Array.from({ length: 8 }, () => call('POST', '/serving-endpoints/churn/invocations', { model: 'churn-fresh', json: { inputs: [ROW] } })));
+  for (const a of answers) assert.deepEqual(a.json, { predictions: [[expected(7)]] });
+  assert.equal((await call('GET', '/api/2.0/serving-endpoints/churn')).json.config.served_entities[0].state.family.loads - loadsBefore, 1);
   // Churn does not grow the replica: the third pass ends within 16 MiB of the first.
   assert.ok((rss[2] ?? 0) - (rss[0] ?? 0) < 16 * 1024, `replica RSS after each pass (KiB): ${rss.join(', ')}`);
 });

@@ -23,10 +23,11 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import diagnostics_channel from 'node:diagnostics_channel';
 import type { ArtifactStore } from '../artifacts/index.js';
 import { decide, newScalerState, record, type Decision, type ScalerState } from '../autoscaler/index.js';
-import { FerryError, notFound } from '../errors.js';
+import { FerryError, invalidParameter, notFound } from '../errors.js';
 import { FramedChannel, framePayloadLimit } from '../channel/index.js';
 import { EntityTraffic, GatewayStats, RateLimiter, statsKey, type Backend, type EndpointRoute, type RoutingTable, type TrafficOptions } from '../gateway/index.js';
 import { FamilyResolver, type FamilyConfig, type ModelCacheStats } from '../multi/index.js';
+import type { Authorizer } from '../auth/index.js';
 import type { Registry } from '../registry/index.js';
 import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../runtime/index.js';
 import type { EndpointRecord, MetadataStore } from '../store/index.js';
@@ -43,6 +44,8 @@ type Record_ = EndpointRecord<EndpointConfig>;
 
 export interface ControllerOptions {
   store: MetadataStore;
+  /** Who may read which registered model: a family serves only models its endpoint's creator can read. */
+  authz: Pick<Authorizer, 'require'>;
   registry: Registry;
   artifacts: ArtifactStore;
   runtime: Runtime;
@@ -107,9 +110,12 @@ class Deployment {
   /** A family entity's member lookup (the gateway's, shared by its replicas' staging requests). */
   readonly family: FamilyResolver | undefined;
 
-  constructor(readonly endpoint: string, readonly entity: ServedEntityConfig, traffic: Omit<TrafficOptions, 'name' | 'onDemand'>, onDemand: (d: Deployment) => void, store: MetadataStore) {
+  constructor(
+    readonly endpoint: string, readonly entity: ServedEntityConfig, traffic: Omit<TrafficOptions, 'name' | 'onDemand'>, onDemand: (d: Deployment) => void,
+    store: MetadataStore, ownerReads: (model: string) => Promise<boolean>,
+  ) {
     this.traffic = new EntityTraffic({ ...traffic, name: `${endpoint}/${entity.name}`, onDemand: () => onDemand(this) });
-    this.family = entity.family === undefined ? undefined : new FamilyResolver(entity.family, store);
+    this.family = entity.family === undefined ? undefined : new FamilyResolver(entity.family, store, ownerReads);
     this.desiredReplicas = Math.max(entity.scaling.minReplicas, 1);
     this.scaler = newScalerState(entity.scaling);
     this.validationNote = validationRequestOf(entity) === undefined ? VALIDATION_SKIPPED : '';
@@ -220,6 +226,12 @@ export class EndpointController {
     }
     const version = Math.max(st.record.config?.configVersion ?? 0, st.record.pendingConfig?.configVersion ?? 0) + 1;
     const config = await compileConfig(body, version, this.o.registry, 'config');
+    const current = st.record.config;
+    if (current !== undefined && isFamilyConfig(current) !== isFamilyConfig(config)) {
+      // Requests to a family name their model and others do not: no rollout can move between them.
+      throw invalidParameter('config.served_entities', config.servedEntities.map((e) => e.name),
+        `${isFamilyConfig(current) ? 'model families' : 'single model versions'}, as the endpoint serves now (an endpoint cannot switch between a model family and single versions; create another endpoint)`);
+    }
     await mayServe(modelsOf(config));
     this.discard(st.pending, st);
     st.record = { ...st.record, pendingConfig: config, configUpdate: 'IN_PROGRESS', updateMessage: '', updatedMs: this.o.now() };
@@ -324,8 +336,7 @@ export class EndpointController {
    */
   async familyViews(name: string): Promise<Map<string, FamilyView>> {
     const out = new Map<string, FamilyView>();
-    for (const d of this.get(name).current.values()) {
-      if (d.entity.family === undefined) continue;
+    await Promise.all([...this.get(name).current.values()].filter((d) => d.entity.family !== undefined).map(async (d) => {
       const replicas = await Promise.all([...d.replicas.values()].map(async (slot) => {
         if (slot.backend === undefined) return undefined;
         try {
@@ -337,7 +348,7 @@ export class EndpointController {
         }
       }));
       out.set(d.entity.name, familyView(replicas.filter((r) => r !== undefined)));
-    }
+    }));
     return out;
   }
 
@@ -365,8 +376,27 @@ export class EndpointController {
     await this.o.runtime.close();
   }
 
-  private newDeployment(endpoint: string, entity: ServedEntityConfig): Deployment {
-    return new Deployment(endpoint, entity, this.o.traffic, (d) => this.onDemand(d), this.o.store);
+  private newDeployment(st: EndpointState, entity: ServedEntityConfig): Deployment {
+    return new Deployment(st.record.name, entity, this.o.traffic, (d) => this.onDemand(d), this.o.store, this.ownerReads(st.record.creator));
+  }
+
+  /**
+   * Whether the endpoint's creator may read a model: a family serves only those, so a principal
+   * who registers a model under the family's prefix (or with its tag) cannot slip it into
+   * someone else's replicas. Looked up per model name (the family resolver caches the answer).
+   */
+  private ownerReads(creator: string): (model: string) => Promise<boolean> {
+    return async (model) => {
+      const owner = await this.o.store.getPrincipal(creator);
+      if (owner === undefined) return false;
+      try {
+        await this.o.authz.require({ principal: owner.name, admin: owner.admin }, 'registered-model', model, 'CAN_READ');
+        return true;
+      } catch (err) {
+        if (err instanceof FerryError && err.code === 'PERMISSION_DENIED') return false;
+        throw err;
+      }
+    };
   }
 
   /**
@@ -469,7 +499,7 @@ export class EndpointController {
   private async recover(st: EndpointState): Promise<void> {
     const config = st.record.config;
     if (config) {
-      const deployments = new Map(config.servedEntities.map((e) => [e.name, this.newDeployment(st.record.name, e)]));
+      const deployments = new Map(config.servedEntities.map((e) => [e.name, this.newDeployment(st, e)]));
       st.current = deployments;
       await Promise.allSettled([...deployments.values()].map((d) => this.deploy(d)));
       if (st.deleted) return;
@@ -495,7 +525,7 @@ export class EndpointController {
       if (existing?.sameAs(e) && existing.state !== 'DEPLOYMENT_FAILED') {
         next.set(e.name, existing);
       } else {
-        const d = this.newDeployment(st.record.name, e);
+        const d = this.newDeployment(st, e);
         next.set(e.name, d);
         started.push(d);
       }
@@ -910,6 +940,10 @@ const INFERENCE_TABLE_OFF = Object.freeze({ endpointId: '', enabled: false, samp
 export type ModelCheck = (modelNames: string[]) => Promise<void>;
 
 const noCheck: ModelCheck = async () => undefined;
+
+function isFamilyConfig(c: EndpointConfig): boolean {
+  return c.servedEntities.some((e) => e.family !== undefined);
+}
 
 /** "iris version 3", or "family ads-*" for a family entity. */
 function describeEntity(e: ServedEntityConfig): string {

@@ -53,6 +53,14 @@ interface Entry<M> {
   evicted: boolean;
 }
 
+/**
+ * A model that could never fit this cache: a 400 (retrying cannot help) naming the model, its
+ * size and the budget.
+ */
+export function tooLarge(model: string, sizeBytes: number, budgetBytes: number): FerryError {
+  return new FerryError('INVALID_PARAMETER_VALUE', `Model '${model}' needs ${sizeBytes} bytes, more than a replica's whole model cache (model_family.cache_size ${budgetBytes} bytes).`);
+}
+
 export class ModelCache<M> {
   /** Insertion order is recency order: a hit moves its entry to the end; the first entry is evicted first. */
   private readonly entries = new Map<string, Entry<M>>();
@@ -125,7 +133,7 @@ export class ModelCache<M> {
     this.counters.loadSecondsMax = Math.max(this.counters.loadSecondsMax, seconds);
     if (loaded.sizeBytes > this.opts.budgetBytes) {
       await this.opts.close(loaded.model);
-      throw new FerryError('REQUEST_LIMIT_EXCEEDED', `Model '${key}' needs ${loaded.sizeBytes} bytes, more than this replica's whole model budget (${this.opts.budgetBytes} bytes).`);
+      throw tooLarge(key, loaded.sizeBytes, this.opts.budgetBytes);
     }
     const entry: Entry<M> = { model: loaded.model, sizeBytes: loaded.sizeBytes, refs: pending.waiters, evicted: false };
     this.entries.set(key, entry);

@@ -72,67 +72,88 @@ export const RESOLVE_TTL_MS = 2000;
 /** The cache is emptied when it reaches this many names (100,000 models fit). */
 const RESOLVE_CACHE_MAX = 200_000;
 
-type Resolved = { member: FamilyMember; atMs: number } | { error: FerryError; atMs: number };
+/** A cached answer: the member, or why there is none (kept as text: no stack per unknown name). */
+type Resolved = { member: FamilyMember; atMs: number } | { missing: string; atMs: number };
 
 /** The gateway's lookup of a family entity's members. */
 export class FamilyResolver {
+  /** Insertion order is age order: the oldest answers are dropped first when it is full. */
   private readonly cache = new Map<string, Resolved>();
+  /** Lookups under way, so that concurrent requests for one new name cost one lookup. */
+  private readonly pending = new Map<string, Promise<Resolved>>();
 
+  /**
+   * `ownerReads` says whether the endpoint's creator may read a model: only such models are
+   * members, so nobody else can add a model to the family by its name or tag.
+   */
   constructor(
     private readonly family: FamilyConfig,
     private readonly store: MetadataStore,
+    private readonly ownerReads: (model: string) => Promise<boolean>,
     private readonly now: () => number = Date.now,
   ) {}
 
   /**
    * The READY version a request names. 404 RESOURCE_DOES_NOT_EXIST naming the model when it does
-   * not exist, is not in the family, or the version is not READY; 400 for a malformed name.
+   * not exist, is not in the family, is not an ONNX model, or the version is not READY; 400 for a
+   * malformed name (`field` names where it came from).
    */
   async resolve(raw: string, field: string): Promise<FamilyMember> {
-    const t = this.now();
     const hit = this.cache.get(raw);
-    if (hit !== undefined && t - hit.atMs < RESOLVE_TTL_MS) {
-      if ('error' in hit) throw hit.error;
-      return hit.member;
-    }
-    const ref = parseModelRef(raw, field);
-    let entry: Resolved;
-    try {
-      entry = { member: await this.lookup(ref, raw), atMs: t };
-    } catch (err) {
-      if (!(err instanceof FerryError) || err.code !== 'RESOURCE_DOES_NOT_EXIST') throw err;
-      entry = { error: err, atMs: t };
-    }
-    if (this.cache.size >= RESOLVE_CACHE_MAX) this.cache.clear();
-    this.cache.set(raw, entry);
-    // The exact version too: a replica's staging request for it (a miss) then costs no lookup.
-    if ('member' in entry) this.cache.set(`${entry.member.name}/${entry.member.version}`, entry);
-    if ('error' in entry) throw entry.error;
+    const entry = hit !== undefined && this.now() - hit.atMs < RESOLVE_TTL_MS ? hit : await this.lookupOnce(raw, parseModelRef(raw, field));
+    if ('missing' in entry) throw new FerryError('RESOURCE_DOES_NOT_EXIST', `Model '${raw}' ${entry.missing}.`);
     return entry.member;
   }
 
-  /** Drops every cached answer (a registry change made through this server). */
-  clear(): void {
-    this.cache.clear();
+  private lookupOnce(raw: string, ref: ModelRef): Promise<Resolved> {
+    let p = this.pending.get(raw);
+    if (p === undefined) {
+      const atMs = this.now();
+      p = this.lookup(ref).then((r) => {
+        const entry: Resolved = typeof r === 'string' ? { missing: r, atMs } : { member: r, atMs };
+        this.remember(raw, entry);
+        // The exact version too: a replica's staging request for it (a miss) then costs no lookup.
+        if ('member' in entry) this.remember(`${entry.member.name}/${entry.member.version}`, entry);
+        return entry;
+      }).finally(() => this.pending.delete(raw));
+      this.pending.set(raw, p);
+    }
+    return p;
   }
 
-  private async lookup(ref: ModelRef, raw: string): Promise<FamilyMember> {
-    const missing = (why: string): FerryError => new FerryError('RESOURCE_DOES_NOT_EXIST', `Model '${raw}' ${why}.`);
+  private remember(key: string, entry: Resolved): void {
+    this.cache.delete(key);
+    if (this.cache.size >= RESOLVE_CACHE_MAX) {
+      // Drop the oldest tenth: a flood of new names ages out old answers, not every answer at once.
+      let n = Math.ceil(RESOLVE_CACHE_MAX / 10);
+      for (const k of this.cache.keys()) {
+        if (n-- <= 0) break;
+        this.cache.delete(k);
+      }
+    }
+    this.cache.set(key, entry);
+  }
+
+  /** The member `ref` names, or why there is none ("does not exist", …). */
+  private async lookup(ref: ModelRef): Promise<FamilyMember | string> {
     const f = this.family;
-    if (f.namePrefix !== undefined && !ref.name.startsWith(f.namePrefix)) throw missing(`is not in this family (names starting with '${f.namePrefix}')`);
+    if (f.namePrefix !== undefined && !ref.name.startsWith(f.namePrefix)) return `is not in this family (names starting with '${f.namePrefix}')`;
     const model = await this.store.getRegisteredModel(ref.name);
-    if (model === undefined) throw missing('does not exist');
-    if (f.tag !== undefined && model.tags[f.tag.key] !== f.tag.value) throw missing(`is not in this family (tag ${f.tag.key}=${f.tag.value})`);
+    if (model === undefined) return 'does not exist';
+    if (f.tag !== undefined && model.tags[f.tag.key] !== f.tag.value) return `is not in this family (tag ${f.tag.key}=${f.tag.value})`;
+    if (!(await this.ownerReads(ref.name))) return 'is not in this family (the endpoint\'s creator cannot read it)';
     let version: ModelVersionRecord | undefined;
     if (ref.alias !== undefined) {
-      const n = model.aliases[ref.alias];
-      if (n === undefined) throw missing(`has no alias '${ref.alias}'`);
+      // Own properties only: "constructor" or "__proto__" is no alias.
+      const n = Object.hasOwn(model.aliases, ref.alias) ? model.aliases[ref.alias] : undefined;
+      if (n === undefined) return `has no alias '${ref.alias}'`;
       version = await this.store.getModelVersion(ref.name, n);
     } else {
       version = ref.version === undefined ? await this.store.latestModelVersion(ref.name) : await this.store.getModelVersion(ref.name, ref.version);
     }
-    if (version === undefined) throw missing(ref.version === undefined ? 'has no versions' : 'does not exist');
-    if (version.status !== 'READY' || version.artifact === undefined) throw missing(`version ${version.version} is ${version.status}, not READY`);
+    if (version === undefined) return ref.version === undefined ? 'has no versions' : 'does not exist';
+    if (version.status !== 'READY' || version.artifact === undefined) return `version ${version.version} is ${version.status}, not READY`;
+    if (version.artifact.flavor !== 'onnx') return `version ${version.version} is a ${version.artifact.flavor} model (families serve ONNX models)`;
     return { name: ref.name, version: version.version, artifactPath: version.artifact.path, artifactSha256: version.artifact.sha256, modelFile: version.artifact.modelFile };
   }
 }

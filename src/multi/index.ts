@@ -3,7 +3,7 @@
  * (byte budget, LRU, one load per miss), compact evaluators for linear and tree-ensemble ONNX-ML
  * models, and loading a family member with a session fallback.
  */
-export { ModelCache, type Loaded, type ModelCacheOptions, type ModelCacheStats } from './cache.js';
+export { ModelCache, tooLarge, type Loaded, type ModelCacheOptions, type ModelCacheStats } from './cache.js';
 export { COMPACT_OVERHEAD_BYTES, compileCompact, type CompactModel } from './compact.js';
 export { loadFamilyModel, SESSION_BYTES_ESTIMATE, type FamilyModel } from './loader.js';
 export { FamilyResolver, MODEL_HEADER, parseModelRef, RESOLVE_TTL_MS, type FamilyConfig, type FamilyMember, type ModelRef } from './family.js';

@@ -48,7 +48,8 @@ export function familyModel(f: FamilyOptions, ctx: ModelContext & { maxRows: num
     load: async (key) => {
       const slash = key.indexOf('/');
       const staged = await ctx.stage(key.slice(0, slash), Number(key.slice(slash + 1)));
-      return loadFamilyModel(staged.bytes, { modelFile: staged.modelFile, workloadType: 'CPU', intraOpThreads: 1 }, f.sessionFallback);
+      // Errors name the member ("Invalid ONNX model 'ads-17/3/model.onnx': …"), not just its file.
+      return loadFamilyModel(staged.bytes, { modelFile: `${key}/${staged.modelFile}`, workloadType: 'CPU', intraOpThreads: 1 }, f.sessionFallback);
     },
     close: (m) => m.model.close(),
   });
@@ -119,6 +120,14 @@ export const stageThroughRuntime: StageModel = (name, version) => {
   }
   if (!listening) {
     listening = true;
+    // The runtime is gone (the server died): nothing pending will be answered.
+    process.once('disconnect', () => {
+      for (const [id, p] of staging) {
+        staging.delete(id);
+        clearTimeout(p.timer);
+        p.reject(new FerryError('TEMPORARILY_UNAVAILABLE', 'The replica lost its runtime; it is shutting down.', { retryAfterS: 1 }));
+      }
+    });
     process.on('message', (m: { type?: unknown }) => {
       if (m.type !== 'staged') return;
       const reply = m as StageReply;

@@ -82,7 +82,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     stopStarted = () => runtime.close();
     const table = new RoutingTable();
     const controller = new EndpointController({
-      store, registry, artifacts, runtime, table, now, log,
+      store, authz, registry, artifacts, runtime, table, now, log,
       defaultRequestTimeoutMs: config.requestTimeoutMs,
       replicaMemoryLimitBytes: config.replicaMemoryLimitBytes,
       maxBodyBytes: config.maxBodyBytes,

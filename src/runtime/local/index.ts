@@ -72,8 +72,9 @@ import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FerryError, invalidParameter, toFerryError } from '../../errors.js';
-import type { FlavorName } from '../../flavors/index.js';
+import { insideArtifact, type FlavorName } from '../../flavors/index.js';
 import type { LogLevel } from '../../logs/index.js';
+import { tooLarge } from '../../multi/index.js';
 import type { ReplicaOptions, ReplicaToRuntime, RuntimeToReplica, StageReply, StageRequest } from '../../replica/index.js';
 import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../index.js';
 import { commandLine, isRunning, replicaEnv, residentBytes, resolveUser, waitGone, type UserIds } from './proc.js';
@@ -322,8 +323,18 @@ export class LocalRuntime implements Runtime {
     void r.gone.then((e) => this.reportExit(r, e));
     if (spec.family !== undefined) {
       const family = spec.family;
-      child.on('message', (m: ReplicaToRuntime) => {
-        if (m.type === 'stage') void stageMember(child, family, m);
+      let staging = 0;
+      // The replica is not trusted: a message that is not a well-formed stage request is ignored,
+      // and at most MAX_STAGING requests of one replica are served at a time.
+      child.on('message', (m: unknown) => {
+        const req = stageRequestOf(m);
+        if (req === undefined) return;
+        if (staging >= MAX_STAGING) {
+          reply(child, { type: 'staged', id: req.id, error: new FerryError('TEMPORARILY_UNAVAILABLE', `Replica '${spec.id}' has ${staging} models loading; retry shortly.`).toBody() });
+          return;
+        }
+        staging++;
+        void stageMember(child, family, req).finally(() => staging--);
       });
     }
 
@@ -699,27 +710,41 @@ function ferryCodePaths(): string[] {
   return codePaths;
 }
 
-/** Largest family member file sent to a replica (family members are kilobytes; a cache holds at least 1 MiB). */
-const MAX_MEMBER_BYTES = 64 * 1024 * 1024;
+/** Stage requests of one family replica served at a time (each reads one model file). */
+const MAX_STAGING = 16;
+
+/** A well-formed `StageRequest` from a replica, or undefined. */
+function stageRequestOf(m: unknown): StageRequest | undefined {
+  if (typeof m !== 'object' || m === null) return undefined;
+  const o = m as Record<string, unknown>;
+  return o.type === 'stage' && Number.isSafeInteger(o.id) && typeof o.name === 'string' && Number.isSafeInteger(o.version)
+    ? { type: 'stage', id: o.id as number, name: o.name, version: o.version as number }
+    : undefined;
+}
+
+function reply(child: ChildProcess, r: StageReply): void {
+  if (child.connected) child.send(r satisfies RuntimeToReplica, () => undefined);
+}
 
 /**
  * Answers a family replica's `StageRequest`: the server finds the member (`family.stage`, which
  * refuses models outside the family) and its model file's bytes go back over IPC, so the replica
- * needs no file access. Failures are answered with the error.
+ * needs no file access. A file over the replica's cache budget is refused here, unread. Failures
+ * are answered with the error.
  */
 async function stageMember(child: ChildProcess, family: NonNullable<ReplicaSpec['family']>, m: StageRequest): Promise<void> {
-  let reply: StageReply;
+  let r: StageReply;
   try {
     const { artifactDir, modelFile } = await family.stage(m.name, m.version);
-    const file = path.join(artifactDir, modelFile);
-    const st = await fsp.stat(file);
+    const file = path.join(artifactDir, insideArtifact(modelFile, 'The model file'));
+    const st = await fsp.lstat(file);
     if (!st.isFile()) throw new FerryError('MODEL_ERROR', `Model file '${modelFile}' of model '${m.name}' version ${m.version} is not a regular file.`);
-    if (st.size > MAX_MEMBER_BYTES) throw new FerryError('MODEL_ERROR', `Model file '${modelFile}' of model '${m.name}' version ${m.version} has ${st.size} bytes, more than a family member may (${MAX_MEMBER_BYTES}).`);
-    reply = { type: 'staged', id: m.id, modelFile, base64: (await fsp.readFile(file)).toString('base64') };
+    if (st.size > family.cacheBytes) throw tooLarge(`${m.name}/${m.version}`, st.size, family.cacheBytes);
+    r = { type: 'staged', id: m.id, modelFile, base64: (await fsp.readFile(file)).toString('base64') };
   } catch (err) {
-    reply = { type: 'staged', id: m.id, error: toFerryError(err).toBody() };
+    r = { type: 'staged', id: m.id, error: toFerryError(err).toBody() };
   }
-  if (child.connected) child.send(reply satisfies RuntimeToReplica, () => undefined);
+  reply(child, r);
 }
 
 /**
