@@ -429,6 +429,8 @@ export class KubeApiDouble {
     const matches = selectorFilter(q);
     const w: Watcher = { resource, namespace, matches, res };
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    // A client's watch call resolves on the response head: send it before any event.
+    res.flushHeaders();
     const from = q.get('resourceVersion');
     if (from === null || from === '' || from === '0') {
       for (const [k, o] of this.objects) {

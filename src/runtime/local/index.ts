@@ -725,8 +725,11 @@ async function stageModel(spec: ReplicaSpec, modelDir: string): Promise<void> {
   }
 }
 
-/** What a replica of `spec` is told: as flags when spawned, in the `start` message when claimed from the pool. */
-function replicaOptions(
+/**
+ * What a replica of `spec` is told: as flags when spawned, in the `start` message when claimed from
+ * the pool (the Kubernetes runtime builds its pods' arguments from it too).
+ */
+export function replicaOptions(
   spec: ReplicaSpec, o: { socketPath: string; modelDir: string; drainTimeoutMs: number; user: UserIds | undefined; logLevel: LogLevel },
 ): ReplicaOptions {
   return {
@@ -740,9 +743,9 @@ function replicaOptions(
 }
 
 /** `ferry replica` flags that carry `o` (the inverse of the flag parsing in `src/cli/main.ts`). */
-function replicaFlags(o: ReplicaOptions): string[] {
+export function replicaFlags(o: ReplicaOptions): string[] {
   return [
-    '--socket', o.socketPath, '--dir', o.dir, '--model-file', o.loadOptions.modelFile,
+    ...(o.listen === undefined ? ['--socket', o.socketPath] : ['--listen', `${o.listen.host}:${o.listen.port}`]), '--dir', o.dir, '--model-file', o.loadOptions.modelFile,
     '--flavor', o.flavor, '--workload-type', o.loadOptions.workloadType, '--threads', String(o.loadOptions.intraOpThreads),
     '--name', o.modelName, '--version', o.modelVersion,
     '--max-body-bytes', String(o.maxBodyBytes), '--drain-timeout-ms', String(o.drainTimeoutMs),
