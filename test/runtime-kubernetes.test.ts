@@ -214,6 +214,25 @@ describe('KubernetesRuntime', () => {
     });
   });
 
+  test('a stop while another start of the group waits for its pod removes the stopped pod, and the start still gets one', { timeout: 60_000 }, async () => {
+    await withDouble(async (double, rt, exits) => {
+      const spec = makeSpec('ep.linear.s1', 'linear');
+      const a = await rt.startReplica(spec);
+      const podA = podAt(double, a.address.kind === 'tcp' ? a.address.host : '').metadata.name;
+      const starting = rt.startReplica(makeSpec('ep.linear.s2', 'linear'));
+      // The second pod exists, most likely not ready yet: the ReplicaSet controller would remove it
+      // before the one with the lowest deletion cost.
+      await waitFor('a second pod', () => (groupObjectsIn(double, 'pods', spec).length === 2 ? true : undefined));
+      await rt.stopReplica(a.id);
+      const b = await starting;
+      assert.equal((await requestReplica(b.address, '/invocations', { inputs: [[1, 2, 3, 4]] })).status, 200);
+      assert.ok(!double.list('pods', NS).some((p) => p.metadata.name === podA), 'the stopped replica\'s pod is gone');
+      await waitFor('one pod, one replica wanted', () => (groupObjectsIn(double, 'pods', spec).length === 1 && groupObjectsIn(double, 'deployments', spec)[0]?.spec.replicas === 1 ? true : undefined));
+      assert.deepEqual(rt.list().map((r) => r.id), ['ep.linear.s2']);
+      assert.deepEqual(exits, []);
+    });
+  });
+
   test('a crashed pod is reported once and retired; its restarted container is not reused', { timeout: 60_000 }, async () => {
     await withDouble(async (double, rt, exits) => {
       const spec = makeSpec('ep.linear.c', 'linear');

@@ -16,8 +16,9 @@
  *   DEADLINE_EXCEEDED. Either way the start's pod is given the lowest deletion cost and the count
  *   goes back down, and a group left with nothing is deleted: nothing is left running.
  * - `stopReplica`: gives the replica's pod the lowest `controller.kubernetes.io/pod-deletion-cost`,
- *   so exactly that pod goes, scales down by one (the pod drains on SIGTERM) and waits until the
- *   pod is gone; the last replica of a group deletes the group's objects.
+ *   scales down by one and deletes that pod (the cost is only a hint, see `scale`); the pod drains
+ *   on SIGTERM, and the stop waits until it is gone. The last replica of a group deletes the
+ *   group's objects.
  * - Failures: a claimed pod whose container terminates or restarts, or that disappears, is reported
  *   once through `onExit` ('oom' for OOMKilled, else 'crashed'; the log lines from the previous
  *   container's log, else its termination message) and retired like a stop, so the controller's
@@ -204,13 +205,9 @@ export class KubernetesRuntime implements Runtime {
   /** Unclaimed pods found at `open` are scaled away; groups without replicas are deleted. */
   private endAdoptionGrace(): void {
     for (const group of this.groups.values()) {
-      const leftovers = [...group.adoptable];
+      for (const name of group.adoptable) group.retired.add(name);
       group.adoptable.clear();
-      for (const name of leftovers) group.retired.add(name);
-      this.enqueue(group, async () => {
-        await Promise.all(leftovers.map((name) => this.markForDeletion(name)));
-        await this.scale(group);
-      }).catch(() => undefined); // the API unreachable: the next open's grace retries
+      this.enqueue(group, () => this.scale(group)).catch(() => undefined); // the API unreachable: the next open's grace retries
     }
   }
 
@@ -315,7 +312,8 @@ export class KubernetesRuntime implements Runtime {
     for (const pod of pods) {
       const name = pod.metadata?.name ?? '';
       if (group.claimed.has(name) || group.retired.has(name)) continue;
-      const failure = podFailure(pod);
+      // A pod found at open may have crashed and restarted before: only its current state counts.
+      const failure = podFailure(pod, !group.adoptable.has(name));
       if (failure !== undefined) {
         group.adoptable.delete(name);
         group.retired.add(name);
@@ -484,8 +482,18 @@ export class KubernetesRuntime implements Runtime {
   }
 
   /**
-   * Scales the group's Deployment to claimed + waiting + adoptable pods (the scale subresource), or
-   * deletes the group's objects when that is 0. Pods to go were given the lowest deletion cost.
+   * Scales the group's Deployment (the scale subresource) to claimed + waiting + adoptable pods, or
+   * deletes the group's objects when that is 0, and removes the pods it no longer needs: retired
+   * ones, and unclaimed ones beyond the waiting starts (kept: ready ones first).
+   *
+   * Those pods get the lowest `pod-deletion-cost` before the scale-down, and are then deleted by
+   * the runtime too: the ReplicaSet controller ranks not-ready pods before the cost, so with a
+   * start still waiting for its (not yet ready) pod it would remove that pod instead of the retired
+   * one. Deleting the retired pod makes the outcome exact: if the controller took another pod, it
+   * creates a replacement, which serves the waiting start. A claimed, ready pod is never among
+   * the pods the controller removes, as every pod it removes ranks below it (marked or not ready).
+   * Example: claimed {A}, one waiting start with not-ready pod B, a stop of A: replicas 1; the
+   * controller deletes B (not ready), the runtime deletes A; a new pod C comes up for the start.
    */
   private async scale(group: GroupState): Promise<void> {
     const replicas = group.claimed.size + group.waiters.length + group.adoptable.size;
@@ -493,9 +501,21 @@ export class KubernetesRuntime implements Runtime {
       await this.deleteGroup(group);
       return;
     }
-    await this.apps.patchNamespacedDeploymentScale({ name: group.name, namespace: this.ns, body: { spec: { replicas } } }, MERGE_PATCH).catch((err: unknown) => {
-      if (!hasCode(err, 404) || replicas > 0) throw err;
+    const unclaimed = [...this.pods.values()].filter((p) => {
+      const name = p.metadata?.name ?? '';
+      return p.metadata?.labels?.[LABEL_GROUP] === group.name && p.metadata?.deletionTimestamp === undefined && !group.claimed.has(name) && !group.adoptable.has(name);
     });
+    const kept = new Set(unclaimed.filter((p) => !group.retired.has(p.metadata?.name ?? '') && podFailure(p, true) === undefined)
+      .sort((a, b) => Number(isReady(b)) - Number(isReady(a)))
+      .slice(0, group.waiters.length)
+      .map((p) => p.metadata?.name ?? ''));
+    const surplus = unclaimed.map((p) => p.metadata?.name ?? '').filter((name) => !kept.has(name));
+    for (const name of surplus) group.retired.add(name);
+    await Promise.all(surplus.map((name) => this.markForDeletion(name)));
+    await this.apps.patchNamespacedDeploymentScale({ name: group.name, namespace: this.ns, body: { spec: { replicas } } }, MERGE_PATCH);
+    await Promise.all(surplus.map((name) => this.core.deleteNamespacedPod({ name, namespace: this.ns }).catch((err: unknown) => {
+      if (!hasCode(err, 404)) throw err;
+    })));
   }
 
   private async deleteGroup(group: GroupState): Promise<void> {
@@ -513,13 +533,10 @@ export class KubernetesRuntime implements Runtime {
     })));
   }
 
-  /** Takes a pod out: the lowest deletion cost, then a scale-down that removes exactly it. */
+  /** Takes a pod out: a scale-down that removes exactly it (see `scale`). */
   private retire(group: GroupState, podName: string): void {
     group.retired.add(podName);
-    this.enqueue(group, async () => {
-      await this.markForDeletion(podName);
-      await this.scale(group);
-    }).catch(() => undefined);
+    this.enqueue(group, () => this.scale(group)).catch(() => undefined);
   }
 
   private async markForDeletion(podName: string): Promise<void> {
@@ -568,11 +585,14 @@ function isReady(pod: V1Pod): boolean {
   return pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
 }
 
-/** Why a pod will not become ready: its container terminated (now or before a restart), or waits for good. */
-function podFailure(pod: V1Pod): { message: string; restarted: boolean } | undefined {
+/**
+ * Why a pod will not become ready: its container terminated (now or, with `includePast`, before a
+ * restart), or waits for good (crash loop, image errors).
+ */
+function podFailure(pod: V1Pod, includePast: boolean): { message: string; restarted: boolean } | undefined {
   const status = pod.status?.containerStatuses?.find((c) => c.name === CONTAINER);
   if (status === undefined) return undefined;
-  const terminated = status.state?.terminated ?? status.lastState?.terminated;
+  const terminated = status.state?.terminated ?? (includePast ? status.lastState?.terminated : undefined);
   if (terminated !== undefined) {
     const what = `its container terminated (exit code ${terminated.exitCode}${terminated.reason === undefined ? '' : `, ${terminated.reason}`})`;
     return { message: terminated.message?.trim() || what, restarted: status.state?.terminated === undefined };
