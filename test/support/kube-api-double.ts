@@ -36,8 +36,9 @@
  * - A fake kubelet that runs each pod's first container as a real child process: `command`
  *   (else the image's entrypoint from `images`) + `args`, `$(VAR)` references expanded as
  *   Kubernetes does, env with `value` and `valueFrom.fieldRef` (`status.podIP`, `metadata.name`,
- *   `metadata.namespace`). Each pod gets its own loopback address 127.0.0.N as its pod IP, so all
- *   pods may listen on the same port. Not emulated: a container file system. Each `emptyDir`
+ *   `metadata.namespace`). Each pod gets its own loopback address as its pod IP, 127.A.B.N with A.B
+ *   drawn at random per double (so doubles of tests running side by side, or of other checkouts on
+ *   the same machine, do not share addresses), so all pods may listen on the same port. Not emulated: a container file system. Each `emptyDir`
  *   volume is a fresh directory on this machine, and an arg or env value that starts with its
  *   `mountPath` is rewritten to that directory; other mounts, the security context's uid and
  *   read-only root are not enforced (the process runs as the test's user).
@@ -161,7 +162,9 @@ export class KubeApiDouble {
   private rv = 1;
   /** The resourceVersion of the oldest event dropped from `history` (0: none dropped). */
   private compactedRv = 0;
-  private nextIp = 2;
+  /** Pod IPs: 127.A.B.N, A.B random per double, N counting from 2 (into B+1 past 254). */
+  private readonly ipBase = (1 + randomBytes(1)[0]! % 254) * 256 + randomBytes(1)[0]!;
+  private podCount = 0;
   private reconcileQueued = false;
   private closed = false;
   private readonly ticker: NodeJS.Timeout;
@@ -567,7 +570,7 @@ export class KubeApiDouble {
 
   private async startPod(pod: KubeObject): Promise<void> {
     const rt: PodRuntime = {
-      key: podKey(pod), ip: `127.0.0.${this.nextIp++}`, dir: path.join(this.root, `${pod.metadata.namespace}-${pod.metadata.name}`),
+      key: podKey(pod), ip: this.nextPodIp(), dir: path.join(this.root, `${pod.metadata.namespace}-${pod.metadata.name}`),
       child: undefined, log: [], logBytes: 0, previousLog: '', startedAt: '', restartCount: 0, oomKilled: false,
       restartTimer: undefined, killTimer: undefined, probing: false, ready: false, terminating: false, exited: Promise.resolve(),
     };
@@ -575,6 +578,12 @@ export class KubeApiDouble {
     await fsp.mkdir(rt.dir, { recursive: true });
     this.patchPodStatus(rt, { phase: 'Pending', podIP: rt.ip, podIPs: [{ ip: rt.ip }], hostIP: '127.0.0.1', startTime: new Date().toISOString() }, { spec: { nodeName: 'double-node' } });
     await this.runContainer(rt);
+  }
+
+  private nextPodIp(): string {
+    const n = this.podCount++;
+    const ab = (this.ipBase + Math.floor(n / 253)) % 65536;
+    return `127.${Math.max(1, ab >> 8)}.${ab & 255}.${2 + (n % 253)}`;
   }
 
   private currentPod(rt: PodRuntime): KubeObject | undefined {
