@@ -295,6 +295,15 @@ describe('KubernetesRuntime', () => {
     });
   });
 
+  test('a replica over its memory limit while loading (OOMKilled) fails the start, saying so', { timeout: 60_000 }, async () => {
+    await withDouble(async (double, rt) => {
+      // Node alone is resident well over 16 MiB: the double's kubelet kills it as the kernel would.
+      const spec = makeSpec('ep.tiny.a', 'linear', { servedEntity: 'tiny', memoryLimitBytes: 16 * MIB });
+      await assert.rejects(rt.startReplica(spec), (err: unknown) => err instanceof FerryError && err.code === 'MODEL_ERROR' && /ep\.tiny\.a[^]*OOMKilled/.test(err.message));
+      await waitFor('nothing left', () => (groupObjectsIn(double, 'pods', spec).length === 0 && groupObjectsIn(double, 'deployments', spec).length === 0 ? true : undefined));
+    });
+  });
+
   test('a start past startTimeoutMs is DEADLINE_EXCEEDED and leaves nothing', { timeout: 60_000 }, async () => {
     await withDouble(async (double, rt) => {
       const spec = makeSpec('ep.linear.slow', 'linear');

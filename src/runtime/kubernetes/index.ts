@@ -109,7 +109,8 @@ interface GroupState extends Group {
 
 interface Waiter {
   id: string;
-  resolve: (podName: string) => void;
+  /** Gets the claimed pod and its container's restart count at the claim (a later restart is a crash). */
+  resolve: (claim: { podName: string; restartCount: number }) => void;
   reject: (err: Error) => void;
 }
 
@@ -302,7 +303,8 @@ export class KubernetesRuntime implements Runtime {
         reason: termination?.reason === 'OOMKilled' ? 'oom' : 'crashed', lastLogLines,
       };
       for (const listener of this.listeners) listener(exit);
-      if (pod !== undefined) this.retire(r.group, r.podName);
+      // Also for a pod deleted outside Ferry: its replacement is not wanted.
+      this.retire(r.group, r.podName);
     })();
   }
 
@@ -326,15 +328,16 @@ export class KubernetesRuntime implements Runtime {
       if (waiter === undefined) continue;
       group.adoptable.delete(name);
       group.claimed.add(name);
-      waiter.resolve(name);
+      waiter.resolve({ podName: name, restartCount: pod.status?.containerStatuses?.find((c) => c.name === CONTAINER)?.restartCount ?? 0 });
     }
   }
 
   /** A pod that failed before it was claimed: its log kept, the waiting start (if any) failed, the pod retired. */
-  private async failPod(group: GroupState, podName: string, failure: { message: string; restarted: boolean }, waiter: Waiter | undefined): Promise<void> {
-    const log = await this.podLog(podName, { previous: failure.restarted, maxBytes: 64 * 1024 });
-    if (group.spec !== undefined) this.keepLog(group.spec, log || failure.message);
-    const reason = replicaError(failure.message) ?? replicaError(log) ?? `${failure.message}${log === '' ? '' : `\nLast log lines:\n${lastLines(log)}`}`;
+  private async failPod(group: GroupState, podName: string, failure: PodFailure, waiter: Waiter | undefined): Promise<void> {
+    const log = await this.podLog(podName, { previous: failure.restarted, maxBytes: 64 * 1024 }) || failure.terminationMessage;
+    if (group.spec !== undefined) this.keepLog(group.spec, log);
+    // The replica's own words when it said why; else what Kubernetes saw, with the log's last lines.
+    const reason = replicaError(log) ?? `pod ${podName}: ${failure.summary}${log === '' ? '' : `. Last log lines:\n${lastLines(log)}`}`;
     waiter?.reject(new FerryError('MODEL_ERROR', `Replica '${waiter.id}' failed to start: ${reason}`));
     this.retire(group, podName);
   }
@@ -362,7 +365,7 @@ export class KubernetesRuntime implements Runtime {
     this.starting.add(spec.id);
     let timer: NodeJS.Timeout | undefined;
     try {
-      const claimed = new Promise<string>((resolve, reject) => {
+      const claimed = new Promise<{ podName: string; restartCount: number }>((resolve, reject) => {
         g.waiters.push({ id: spec.id, resolve, reject });
         timer = setTimeout(() => reject(new FerryError('DEADLINE_EXCEEDED', `Replica '${spec.id}' did not become ready within ${this.opts.startTimeoutMs} ms; its pod was removed.`)), this.opts.startTimeoutMs);
       });
@@ -375,14 +378,13 @@ export class KubernetesRuntime implements Runtime {
         await this.scale(g);
       });
       ensured.catch(() => undefined);
-      const podName = await Promise.race([claimed, ensured.then(() => claimed)]);
+      const { podName, restartCount } = await Promise.race([claimed, ensured.then(() => claimed)]);
       clearTimeout(timer);
       const pod = this.pods.get(podName);
       const handle: ReplicaHandle = {
         id: spec.id, spec, pid: undefined, coldStartMs: performance.now() - calledMs,
         address: { kind: 'tcp', host: pod?.status?.podIP ?? '', port: this.settings.replicaPort },
       };
-      const restartCount = pod?.status?.containerStatuses?.find((c) => c.name === CONTAINER)?.restartCount ?? 0;
       const r: PodReplica = { handle, group: g, podName, restartCount, stopping: false, reported: false };
       this.replicas.set(spec.id, r);
       await this.core.patchNamespacedPod({ name: podName, namespace: this.ns, body: { metadata: { annotations: { [ANNOTATION_REPLICA]: spec.id } } } }, MERGE_PATCH)
@@ -432,8 +434,10 @@ export class KubernetesRuntime implements Runtime {
   async logs(endpoint: string, servedEntity: string, maxBytes: number): Promise<string> {
     if (!NAME_PATTERN.test(endpoint)) throw invalidParameter('endpoint', endpoint, 'an endpoint name');
     if (!NAME_PATTERN.test(servedEntity)) throw invalidParameter('servedEntity', servedEntity, 'a served entity name');
-    const pods = (await this.core.listNamespacedPod({ namespace: this.ns, labelSelector: entitySelector(endpoint, servedEntity) })).items
-      .sort((a, b) => String(a.metadata?.creationTimestamp ?? '').localeCompare(String(b.metadata?.creationTimestamp ?? '')));
+    const list = await this.core.listNamespacedPod({ namespace: this.ns, labelSelector: entitySelector(endpoint, servedEntity) }).catch((err: unknown) => {
+      throw new FerryError('TEMPORARILY_UNAVAILABLE', `Cannot list the pods of '${endpoint}/${servedEntity}' in Kubernetes namespace '${this.ns}': ${describeApiError(err)}`, { cause: err, retryAfterS: 1 });
+    });
+    const pods = list.items.sort((a, b) => String(a.metadata?.creationTimestamp ?? '').localeCompare(String(b.metadata?.creationTimestamp ?? '')));
     const live = await Promise.all(pods.map((p) => this.podLog(p.metadata?.name ?? '', { previous: false, maxBytes })));
     const all = Buffer.from((this.keptLogs.get(entityKey(endpoint, servedEntity)) ?? '') + live.join(''));
     return all.subarray(Math.max(0, all.length - Math.max(0, maxBytes))).toString('utf8');
@@ -585,21 +589,30 @@ function isReady(pod: V1Pod): boolean {
   return pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
 }
 
+interface PodFailure {
+  /** What Kubernetes saw, e.g. "its container terminated (exit code 137, OOMKilled)" or "ErrImagePull (...)". */
+  summary: string;
+  /** The container's termination message (with FallbackToLogsOnError: its log's tail); '' when none. */
+  terminationMessage: string;
+  /** The failed container was restarted since: its log is the previous container's. */
+  restarted: boolean;
+}
+
 /**
  * Why a pod will not become ready: its container terminated (now or, with `includePast`, before a
  * restart), or waits for good (crash loop, image errors).
  */
-function podFailure(pod: V1Pod, includePast: boolean): { message: string; restarted: boolean } | undefined {
+function podFailure(pod: V1Pod, includePast: boolean): PodFailure | undefined {
   const status = pod.status?.containerStatuses?.find((c) => c.name === CONTAINER);
   if (status === undefined) return undefined;
   const terminated = status.state?.terminated ?? (includePast ? status.lastState?.terminated : undefined);
   if (terminated !== undefined) {
     const what = `its container terminated (exit code ${terminated.exitCode}${terminated.reason === undefined ? '' : `, ${terminated.reason}`})`;
-    return { message: terminated.message?.trim() || what, restarted: status.state?.terminated === undefined };
+    return { summary: what, terminationMessage: terminated.message?.trim() ?? '', restarted: status.state?.terminated === undefined };
   }
   const waiting = status.state?.waiting;
   if (waiting?.reason !== undefined && FAILED_WAITING.has(waiting.reason)) {
-    return { message: `pod ${pod.metadata?.name ?? '?'}: ${waiting.reason}${waiting.message === undefined ? '' : `: ${waiting.message}`}`, restarted: false };
+    return { summary: `${waiting.reason}${waiting.message === undefined ? '' : ` (${waiting.message})`}`, terminationMessage: '', restarted: false };
   }
   return undefined;
 }
