@@ -24,7 +24,8 @@ import type { ReplicaExit, ReplicaSpec } from '../src/runtime/index.js';
 import { KubernetesRuntime, type KubernetesRuntimeOptions } from '../src/runtime/kubernetes/index.js';
 import { groupObjects, groupOf, type PodSettings } from '../src/runtime/kubernetes/objects.js';
 import { requestReplica, runtimeContract, type RuntimeHarness } from './contract/runtime.js';
-import { FERRY_BIN, tempDir, waitFor } from './support/index.js';
+import type { FerryServer } from '../src/server/index.js';
+import { FERRY_BIN, registerVersion, request, startTestServer, tempDir, waitFor, waitSettled } from './support/index.js';
 import { KubeApiDouble, type KubeObject } from './support/kube-api-double.js';
 
 const MIB = 1024 * 1024;
@@ -311,6 +312,51 @@ describe('KubernetesRuntime', () => {
       await waitFor('nothing left', () => (groupObjectsIn(double, 'pods', spec).length === 0 && groupObjectsIn(double, 'deployments', spec).length === 0 ? true : undefined));
       assert.deepEqual(rt.list(), []);
     }, { startTimeoutMs: 150 });
+  });
+
+  test('a server with runtime kubernetes serves an endpoint through pods; after a restart it adopts them', { timeout: 120_000 }, async () => {
+    const double = await startDouble();
+    const dataDir = path.join(root, 'server-data');
+    const kubeconfig = path.join(root, 'kubeconfig.json');
+    await fsp.writeFile(kubeconfig, double.kubeconfig(NS));
+    const saved = process.env.KUBECONFIG;
+    // The server's runtime takes its kubeconfig from the environment, as in a real deployment.
+    process.env.KUBECONFIG = kubeconfig;
+    const start = (): Promise<FerryServer> => startTestServer(dataDir, { runtime: { kind: 'kubernetes', namespace: NS, image: IMAGE, adoptionGrace: '1m' } });
+    let server: FerryServer | undefined;
+    try {
+      server = await start();
+      const url = server.url;
+      await fsp.writeFile(path.join(root, 'linear.onnx'), linearFixture.build());
+      await registerVersion(url, 'linear', path.join(root, 'linear.onnx'));
+      const created = await request({ url, method: 'POST', path: '/api/2.0/serving-endpoints', json: { name: 'lin', config: { served_entities: [{ entity_name: 'linear', entity_version: '1' }] } } });
+      assert.equal(created.status, 200, created.text);
+      const settled = await waitSettled(url, 'lin');
+      assert.equal(settled.state.ready, 'READY', JSON.stringify(settled));
+      const query = async (u: string): Promise<void> => {
+        const res = await request({ url: u, method: 'POST', path: '/serving-endpoints/lin/invocations', json: { inputs: [[1, 2, 3, 4]] } });
+        assert.equal(res.status, 200, res.text);
+        assert.deepEqual(res.json, { predictions: [[5.625]] });
+      };
+      await query(url);
+      const [pod] = double.list('pods', NS);
+      assert.equal(pod?.metadata.labels?.['ferry.dev/endpoint'], 'lin');
+
+      await server.close(); // the pods keep serving
+      server = await start();
+      // Recovery starts the endpoint's replicas again: the running pod is claimed, no new one starts.
+      await waitFor('READY again', async () => ((await waitSettled(server?.url ?? '', 'lin')).state.ready === 'READY' ? true : undefined), 30_000);
+      await query(server.url);
+      assert.deepEqual(double.list('pods', NS).map((p) => p.metadata.name), [pod?.metadata.name], 'the running pod was adopted');
+
+      assert.equal((await request({ url: server.url, method: 'DELETE', path: '/api/2.0/serving-endpoints/lin' })).status, 200);
+      await waitFor('the endpoint\'s objects deleted', () => (double.list('pods', NS).length === 0 && double.list('deployments', NS).length === 0 ? true : undefined), 30_000);
+    } finally {
+      if (saved === undefined) delete process.env.KUBECONFIG;
+      else process.env.KUBECONFIG = saved;
+      await server?.close();
+      await double.close();
+    }
   });
 
   test('config: runtime kind kubernetes compiles with units in names; bad values name the key', () => {

@@ -28,7 +28,7 @@ export interface ReplicaSpec {
   /** Endpoint and served-entity names this replica belongs to (for logs and cleanup). */
   endpoint: string;
   servedEntity: string;
-  /** Artifact directory of the model version, on this machine. */
+  /** Artifact directory of the model version, on this machine (the Kubernetes runtime's pods fetch `artifactKey` instead). */
   artifactDir: string;
   /**
    * The model version's tree in the artifact store and its recorded tree digest (sha256). The
