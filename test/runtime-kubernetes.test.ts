@@ -16,7 +16,7 @@ import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPol
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
 import { Service } from 'kubernetes-models/v1/Service';
 import YAML from 'yaml';
-import { digestTree } from '../src/artifacts/index.js';
+import { openArtifactStore } from '../src/artifacts/index.js';
 import { compileServerConfig } from '../src/config/index.js';
 import { FerryError } from '../src/errors.js';
 import { linearFixture } from '../src/fixtures/index.js';
@@ -45,12 +45,17 @@ before(async () => {
   await fsp.writeFile(path.join(storeRoot, artifacts.linear.key, 'linear.onnx'), linearFixture.build());
   await fsp.mkdir(path.join(storeRoot, artifacts.broken.key), { recursive: true });
   await fsp.writeFile(path.join(storeRoot, artifacts.broken.key, 'model.onnx'), Buffer.from('this is not an onnx model \x00\x01\x02\xff'.repeat(20), 'latin1'));
-  for (const a of Object.values(artifacts)) a.sha256 = (await digestTree(path.join(storeRoot, a.key))).sha256;
+  for (const a of Object.values(artifacts)) a.sha256 = await treeSha256(a.key);
 });
 
 after(async () => {
   await fsp.rm(root, { recursive: true, force: true });
 });
+
+/** The recorded digest of the tree at `key` in the test's store, as the registry records it. */
+async function treeSha256(key: string): Promise<string> {
+  return (await (await openArtifactStore({ kind: 'local', root: storeRoot })).digest(key)).sha256;
+}
 
 function makeSpec(id: string, model: 'linear' | 'broken', overrides: Partial<ReplicaSpec> = {}): ReplicaSpec {
   const a = artifacts[model];
@@ -283,7 +288,7 @@ describe('KubernetesRuntime', () => {
     const key = 'models/altered/1';
     await fsp.mkdir(path.join(storeRoot, key), { recursive: true });
     await fsp.writeFile(path.join(storeRoot, key, 'linear.onnx'), linearFixture.build());
-    const { sha256 } = await digestTree(path.join(storeRoot, key));
+    const sha256 = await treeSha256(key);
     await fsp.appendFile(path.join(storeRoot, key, 'linear.onnx'), Buffer.from([0]));
     await withDouble(async (double, rt, exits) => {
       const spec = makeSpec('ep.altered.a', 'linear', { servedEntity: 'altered', artifactKey: key, artifactSha256: sha256 });

@@ -6,6 +6,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { fetchArtifact, parseArtifactStoreLocation } from '../artifacts/index.js';
 import { ADMIN_TOKEN_FILE } from '../auth/index.js';
 import { compileServerConfig, parseDurationMs, type ServerConfig } from '../config/index.js';
 import {
@@ -296,7 +297,6 @@ async function replicaCommand(args: string[]): Promise<void> {
     const storeJson = str(values, 'artifact-store') ?? process.env.FERRY_ARTIFACT_STORE;
     if (sha256 === undefined || !/^[0-9a-f]{64}$/.test(sha256)) throw new UsageError('replica: --artifact-path needs --sha256 with the version\'s 64-hex-digit tree digest.');
     if (storeJson === undefined) throw new UsageError('replica: --artifact-path needs --artifact-store JSON or FERRY_ARTIFACT_STORE.');
-    const { fetchArtifact, parseArtifactStoreLocation } = await import('../replica/artifact.js');
     const location = (() => {
       try {
         return parseArtifactStoreLocation(storeJson, str(values, 'artifact-store') === undefined ? 'FERRY_ARTIFACT_STORE' : '--artifact-store');

@@ -41,7 +41,7 @@ import {
 } from '@kubernetes/client-node';
 import { FerryError, invalidParameter } from '../../errors.js';
 import type { LogLevel } from '../../logs/index.js';
-import type { ArtifactStoreLocation } from '../../replica/artifact.js';
+import type { ArtifactStoreLocation } from '../../artifacts/index.js';
 import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../index.js';
 import {
   ANNOTATION_REPLICA, CONTAINER, DELETION_COST, LABEL_GROUP, LOWEST_DELETION_COST, MANAGED_BY,
@@ -77,7 +77,7 @@ export interface KubernetesRuntimeOptions {
   logLevel?: LogLevel;
 }
 
-/** One a line: names Ferry validates before they reach labels and selectors. */
+/** Ids, endpoint and entity names, as the local runtime accepts them (labels get them through `labelValue`). */
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 const DEFAULT_SERVER_POD_LABELS = { 'app.kubernetes.io/name': 'ferry', 'app.kubernetes.io/component': 'server' };
 const DEFAULT_ADOPTION_GRACE_MS = 120_000;

@@ -10,7 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { V1Deployment, V1NetworkPolicy, V1PodDisruptionBudget, V1ResourceRequirements, V1Service } from '@kubernetes/client-node';
-import type { ArtifactStoreLocation } from '../../replica/artifact.js';
+import type { ArtifactStoreLocation } from '../../artifacts/index.js';
 import type { ReplicaSpec } from '../index.js';
 import { replicaFlags, replicaOptions } from '../local/index.js';
 import type { LogLevel } from '../../logs/index.js';
@@ -129,7 +129,7 @@ function dnsLabel(s: string, max: number): string {
  * is OOM-killed and reported 'oom'). GPU workload types get one `nvidia.com/gpu`.
  * Example: CPU, 2 GiB, 1 thread → requests {cpu: "1", memory: "2048Mi"}, limits {cpu: "2", memory: "2048Mi"}.
  */
-export function resourcesOf(spec: ReplicaSpec, threads: number): V1ResourceRequirements {
+function resourcesOf(spec: ReplicaSpec, threads: number): V1ResourceRequirements {
   const memory = `${Math.ceil(spec.memoryLimitBytes / MIB)}Mi`;
   const gpu = spec.workloadType.startsWith('GPU_') ? { [GPU_RESOURCE]: '1' } : {};
   return {

@@ -15,8 +15,9 @@
  */
 import path from 'node:path';
 import { z } from 'zod';
-import { digestTree, openArtifactStore, validateKey } from '../artifacts/index.js';
 import { FerryError } from '../errors.js';
+import { validateKey } from './keys.js';
+import { digestTree } from './tree.js';
 
 const locationSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('local'), root: z.string().min(1) }),
@@ -51,7 +52,9 @@ export function parseArtifactStoreLocation(json: string, source: string): z.outp
  */
 export async function fetchArtifact(location: z.output<typeof locationSchema>, key: string, sha256: string, workDir: string): Promise<string> {
   if (location.kind === 's3') {
-    const store = await openArtifactStore({ ...location, endpoint: location.endpoint, credentials: undefined, cacheDir: path.join(workDir, 'artifact-cache') });
+    // Loaded only here, as in openArtifactStore: the AWS SDK costs ~80 ms to import.
+    const { S3ArtifactStore } = await import('./s3.js');
+    const store = await S3ArtifactStore.open({ ...location, endpoint: location.endpoint, credentials: undefined, cacheDir: path.join(workDir, 'artifact-cache') });
     return store.localDir(key, sha256);
   }
   const dir = path.join(path.resolve(location.root), ...validateKey(key));
