@@ -256,6 +256,16 @@ describe('KubernetesRuntime', () => {
     });
   });
 
+  test('a watch the API server ends is resumed: later pod failures are still seen', { timeout: 60_000 }, async () => {
+    await withDouble(async (double, rt, exits) => {
+      const handle = await rt.startReplica(makeSpec('ep.linear.w', 'linear'));
+      double.endWatches();
+      double.killContainer(NS, podAt(double, handle.address.kind === 'tcp' ? handle.address.host : '').metadata.name, 'SIGKILL');
+      await waitFor('exit report after the watch was resumed', () => (exits.length > 0 ? true : undefined));
+      assert.deepEqual(exits.map((e) => [e.id, e.reason]), [['ep.linear.w', 'crashed']]);
+    });
+  });
+
   test('a new runtime adopts running pods without a cold start; unclaimed groups go after the grace period', { timeout: 60_000 }, async () => {
     const double = await startDouble();
     try {

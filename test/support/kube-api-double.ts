@@ -219,13 +219,18 @@ export class KubeApiDouble {
     child.kill(signal);
   }
 
+  /** Ends every open watch, as an API server does now and then (clients must list and watch again). */
+  endWatches(): void {
+    for (const w of this.watchers) w.res.end();
+    this.watchers.clear();
+  }
+
   /** Stops every container, ends every watch and the server, and removes the pods' directories. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.ticker);
-    for (const w of this.watchers) w.res.end();
-    this.watchers.clear();
+    this.endWatches();
     await Promise.all([...this.pods.values(), ...this.stopping].map(async (p) => {
       clearTimeout(p.restartTimer);
       clearTimeout(p.killTimer);

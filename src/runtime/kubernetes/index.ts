@@ -13,8 +13,8 @@
  *   (its container terminated, or waiting in CrashLoopBackOff / an image error) fails the oldest
  *   waiting start with MODEL_ERROR holding the container's termination message (the replica's
  *   own "replica failed to start" line); past `startTimeoutMs` a start fails with
- *   DEADLINE_EXCEEDED. Either way the start's pod is given the lowest deletion cost and the count
- *   goes back down, and a group left with nothing is deleted: nothing is left running.
+ *   DEADLINE_EXCEEDED. Either way the count goes back down, the start's pod goes (see `scale`),
+ *   and a group left with nothing is deleted: nothing is left running.
  * - `stopReplica`: gives the replica's pod the lowest `controller.kubernetes.io/pod-deletion-cost`,
  *   scales down by one and deletes that pod (the cost is only a hint, see `scale`); the pod drains
  *   on SIGTERM, and the stop waits until it is gone. The last replica of a group deletes the
