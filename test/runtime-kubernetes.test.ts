@@ -220,23 +220,43 @@ describe('KubernetesRuntime', () => {
     });
   });
 
-  test('a stop while another start of the group waits for its pod removes the stopped pod, and the start still gets one', { timeout: 60_000 }, async () => {
-    await withDouble(async (double, rt, exits) => {
+  test('a stop while another start of the group waits for its (not ready) pod removes the stopped pod, and the start still gets one', { timeout: 60_000 }, async () => {
+    // Containers of the "held" image wait while the hold file exists before they run `ferry`, so
+    // a pod can be kept not ready for as long as the test needs.
+    const hold = path.join(root, 'hold');
+    const waitWhileHeld = `const fs = require('node:fs'); const [node, file, bin, ...args] = process.argv;
+      const go = () => { process.argv = [node, bin, ...args]; import(require('node:url').pathToFileURL(bin).href); };
+      const poll = () => (fs.existsSync(file) ? setTimeout(poll, 20) : go()); poll();`;
+    const double = await KubeApiDouble.start({ images: { 'ferry:held': [process.execPath, '-e', waitWhileHeld, hold, FERRY_BIN] } });
+    const exits: ReplicaExit[] = [];
+    // A long drain: were the stopped pod left to the controller, the stop's own fallback (a forced
+    // delete after the grace period) would come only after this test's timeout.
+    const rt = await openRuntime(double, { image: 'ferry:held', drainTimeoutMs: 120_000 });
+    rt.onExit((e) => exits.push(e));
+    try {
       const spec = makeSpec('ep.linear.s1', 'linear');
       const a = await rt.startReplica(spec);
       const podA = podAt(double, a.address.kind === 'tcp' ? a.address.host : '').metadata.name;
+      await fsp.writeFile(hold, '');
       const starting = rt.startReplica(makeSpec('ep.linear.s2', 'linear'));
-      // The second pod exists, most likely not ready yet: the ReplicaSet controller would remove it
-      // before the one with the lowest deletion cost.
-      await waitFor('a second pod', () => (groupObjectsIn(double, 'pods', spec).length === 2 ? true : undefined));
+      const podB = await waitFor('a second pod', () => groupObjectsIn(double, 'pods', spec).find((p) => p.metadata.name !== podA)?.metadata.name);
+      // The ReplicaSet controller removes a not-ready pod before the one with the lowest deletion
+      // cost: B goes, and A must go too, by the runtime's own delete.
       await rt.stopReplica(a.id);
+      await fsp.rm(hold);
       const b = await starting;
+      const podOfB = podAt(double, b.address.kind === 'tcp' ? b.address.host : '').metadata.name;
+      assert.ok(podOfB !== podA && podOfB !== podB, `a new pod serves the start (${podOfB})`);
       assert.equal((await requestReplica(b.address, '/invocations', { inputs: [[1, 2, 3, 4]] })).status, 200);
       assert.ok(!double.list('pods', NS).some((p) => p.metadata.name === podA), 'the stopped replica\'s pod is gone');
       await waitFor('one pod, one replica wanted', () => (groupObjectsIn(double, 'pods', spec).length === 1 && groupObjectsIn(double, 'deployments', spec)[0]?.spec.replicas === 1 ? true : undefined));
       assert.deepEqual(rt.list().map((r) => r.id), ['ep.linear.s2']);
       assert.deepEqual(exits, []);
-    });
+    } finally {
+      await fsp.rm(hold, { force: true });
+      await rt.close();
+      await double.close();
+    }
   });
 
   test('a crashed pod is reported once and retired; its restarted container is not reused', { timeout: 60_000 }, async () => {
