@@ -77,8 +77,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       ? {
         ...config.runtime, startTimeoutMs: config.replicaStartTimeoutMs, drainTimeoutMs: config.replicaDrainTimeoutMs, logLevel: config.logLevel,
         // Pods fetch artifacts themselves: from the bucket (credentials via the runtime's
-        // artifactStoreSecret), or from the local store's directory, which must then be a volume
-        // mounted at the same path in the replicas' image.
+        // artifactStoreSecret), or from the local store's directory, which the pods must then see
+        // at the same path (Ferry mounts nothing for it: in a real cluster, use S3).
         artifactStore: config.artifactStore.kind === 'local'
           ? { kind: 'local', root: path.resolve(dataDir, 'artifacts') }
           : {

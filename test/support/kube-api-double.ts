@@ -25,7 +25,10 @@
  * - delete: pods are deleted gracefully (a `deletionTimestamp`, the container is sent SIGTERM and
  *   killed after `terminationGracePeriodSeconds`, then the pod goes); `gracePeriodSeconds=0`
  *   removes at once. Other kinds go at once; a Deployment's pods are deleted with it (garbage
- *   collection by owner reference).
+ *   collection by owner reference, whatever `propagationPolicy` says).
+ * - Not honoured: `dryRun` (the change is made), server-side apply, authentication and RBAC (any
+ *   token is accepted), admission (Pod Security), field validation beyond names; objects are
+ *   JSON only.
  *
  * Controllers simulated, level-triggered after every change:
  * - Deployment → pods (no ReplicaSets): creates pods from the template until `spec.replicas` pods
