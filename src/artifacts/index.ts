@@ -65,3 +65,4 @@ export async function openArtifactStore(opts: ArtifactStoreOptions): Promise<Art
 
 export { validateKey } from './keys.js';
 export type { S3Settings } from './s3.js';
+export { fetchArtifact, parseArtifactStoreLocation, type ArtifactStoreLocation } from './location.js';

@@ -6,6 +6,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { fetchArtifact, parseArtifactStoreLocation } from '../artifacts/index.js';
 import { ADMIN_TOKEN_FILE } from '../auth/index.js';
 import { compileServerConfig, parseDurationMs, type ServerConfig } from '../config/index.js';
 import {
@@ -63,7 +64,10 @@ Commands:
                               Control-plane changes, newest first (admins)
   fixtures [dir]              Write the built-in example models (default ./fixtures)
   replica                     Run one model replica (started by the server; see docs/architecture.md);
-                              --pool ID: start warm and take the options over IPC from the server
+                              --pool ID: start warm and take the options over IPC from the server;
+                              pod mode: --listen [HOST]:PORT (HOST default $POD_IP) --artifact-path KEY
+                              --sha256 HEX: fetch the model into --dir from the store in --artifact-store
+                              JSON (default $FERRY_ARTIFACT_STORE) and verify it
 
 Common options:
   --json                      Machine-readable output
@@ -227,6 +231,7 @@ async function replicaCommand(args: string[]): Promise<void> {
     'max-rows-per-request': { type: 'string' }, 'max-json-depth': { type: 'string' }, 'max-json-elements': { type: 'string' },
     uid: { type: 'string' }, gid: { type: 'string' }, 'log-level': { type: 'string' },
     'family-cache-bytes': { type: 'string' }, 'family-session-fallback': { type: 'string' },
+    listen: { type: 'string' }, 'artifact-path': { type: 'string' }, sha256: { type: 'string' }, 'artifact-store': { type: 'string' },
   });
   const failed = (err: unknown): never => {
     // The runtime reads this line to explain a failed start.
@@ -264,8 +269,10 @@ async function replicaCommand(args: string[]): Promise<void> {
     const family = familyBytes === undefined ? undefined : { cacheBytes: Number(familyBytes), sessionFallback: str(values, 'family-session-fallback') !== 'off' };
     // The server's own defaults for the shape limits, so a replica started by hand enforces the same.
     const defaults = compileServerConfig({});
+    const listen = str(values, 'listen') === undefined ? undefined : parseListen(need('listen'));
     options = {
-      socketPath: need('socket'),
+      socketPath: listen === undefined ? need('socket') : '',
+      ...(listen === undefined ? {} : { listen }),
       dir: need('dir'),
       flavor,
       loadOptions: { modelFile: family === undefined ? need('model-file') : '', workloadType, intraOpThreads: Number(str(values, 'threads') ?? 1) },
@@ -288,6 +295,22 @@ async function replicaCommand(args: string[]): Promise<void> {
       ...(family === undefined ? {} : { family }),
     };
   }
+  const artifactPath = str(values, 'artifact-path');
+  if (artifactPath !== undefined) {
+    // Pod mode: the model comes from the artifact store, not from a directory the runtime prepared.
+    const sha256 = str(values, 'sha256');
+    const storeJson = str(values, 'artifact-store') ?? process.env.FERRY_ARTIFACT_STORE;
+    if (sha256 === undefined || !/^[0-9a-f]{64}$/.test(sha256)) throw new UsageError('replica: --artifact-path needs --sha256 with the version\'s 64-hex-digit tree digest.');
+    if (storeJson === undefined) throw new UsageError('replica: --artifact-path needs --artifact-store JSON or FERRY_ARTIFACT_STORE.');
+    const location = (() => {
+      try {
+        return parseArtifactStoreLocation(storeJson, str(values, 'artifact-store') === undefined ? 'FERRY_ARTIFACT_STORE' : '--artifact-store');
+      } catch (err) {
+        return failed(err);
+      }
+    })();
+    options = { ...options, dir: await fetchArtifact(location, artifactPath, sha256, options.dir).catch(failed) };
+  }
   const replica = await startReplica(options).catch(failed);
   const stop = (): void => {
     log('info', 'draining');
@@ -295,6 +318,15 @@ async function replicaCommand(args: string[]): Promise<void> {
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+}
+
+/** `--listen HOST:PORT`; an empty HOST is the pod's IP (env POD_IP, from the downward API), else every interface. */
+function parseListen(value: string): { host: string; port: number } {
+  const i = value.lastIndexOf(':');
+  const port = Number(value.slice(i + 1));
+  if (i < 0 || !Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError(`replica: --listen must be [HOST]:PORT, got '${value}'.`);
+  const host = value.slice(0, i).replace(/^\[|\]$/g, '') || process.env.POD_IP || '0.0.0.0';
+  return { host, port };
 }
 
 async function modelsCommand(args: string[]): Promise<void> {

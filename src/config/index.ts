@@ -40,6 +40,8 @@ export const DEFAULT_MAX_JSON_ELEMENTS = 4_194_304;
 export const DEFAULT_MAX_ROWS_PER_REQUEST = 100_000;
 
 const duration = z.union([z.string(), z.number()]);
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const size = z.union([z.string(), z.number()]);
 
 /** What a user may set for `ferry server` (flags or a JSON config file). Unknown keys are errors. */
@@ -124,6 +126,33 @@ export const serverConfigSchema = z.strictObject({
       sessionToken: z.string().min(1).optional(),
     }),
   ]).default({ kind: 'local' }),
+  /**
+   * Where replicas run: `{"kind": "local"}` (child processes of the server, the default) or pods,
+   * `{"kind": "kubernetes", "namespace": "ferry", "image": "ghcr.io/example/ferry:1.0"}`.
+   */
+  runtime: z.discriminatedUnion('kind', [
+    z.strictObject({ kind: z.literal('local') }),
+    z.strictObject({
+      kind: z.literal('kubernetes'),
+      /** Namespace of the replicas' Deployments, Services, NetworkPolicies and PodDisruptionBudgets. */
+      namespace: z.string().regex(DNS_LABEL, 'expected a DNS-1123 label (lower-case letters, digits and "-", at most 63 characters)'),
+      /** The Ferry image replicas run (`ferry replica`). */
+      image: z.string().min(1),
+      imagePullPolicy: z.enum(['Always', 'IfNotPresent', 'Never']).optional(),
+      /** Port replicas listen on in their pods. */
+      replicaPort: z.number().int().min(1).max(65535).default(8080),
+      /** Labels of the Ferry server pods: replicas' NetworkPolicy admits only these. */
+      serverPodLabels: z.record(z.string(), z.string()).default({ 'app.kubernetes.io/name': 'ferry', 'app.kubernetes.io/component': 'server' }),
+      /** Non-root uid (and gid) of replica containers. */
+      replicaUid: z.number().int().min(1).max(2_147_483_647).default(10001),
+      /** Model threads per replica, also its CPU request (its limit is one more). */
+      replicaThreads: z.number().int().min(1).max(256).default(1),
+      /** A Secret mapped into replicas' environment: the S3 credentials of `artifactStore`. */
+      artifactStoreSecret: z.string().regex(DNS_SUBDOMAIN, 'expected a Secret name (a DNS-1123 subdomain)').optional(),
+      /** How long replicas found running at start wait to be adopted before they are removed. */
+      adoptionGrace: duration.default('2m'),
+    }),
+  ]).default({ kind: 'local' }),
 });
 
 export type ServerConfigInput = z.input<typeof serverConfigSchema>;
@@ -159,6 +188,21 @@ export interface ServerConfig {
   readonly databaseUrl: string | undefined;
   /** Local: `<dataDir>/artifacts`; S3: the bucket, with copies for replicas in `<dataDir>/artifact-cache`. */
   readonly artifactStore: { readonly kind: 'local' } | ({ readonly kind: 's3' } & Readonly<S3Settings>);
+  /** Local child processes, or Kubernetes pods (the kubeconfig comes from the environment: KUBECONFIG, or the pod's service account). */
+  readonly runtime: { readonly kind: 'local' } | KubernetesRuntimeConfig;
+}
+
+export interface KubernetesRuntimeConfig {
+  readonly kind: 'kubernetes';
+  readonly namespace: string;
+  readonly image: string;
+  readonly imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never' | undefined;
+  readonly replicaPort: number;
+  readonly serverPodLabels: Readonly<Record<string, string>>;
+  readonly replicaUid: number;
+  readonly replicaThreads: number;
+  readonly artifactStoreSecret: string | undefined;
+  readonly adoptionGraceMs: number;
 }
 
 /** Validates and compiles server settings; throws a FerryError naming the first bad key. */
@@ -194,6 +238,7 @@ export function compileServerConfig(input: unknown): ServerConfig {
     otlpEndpoint: compileOtlpEndpoint(c.otlpEndpoint),
     databaseUrl: compileDatabaseUrl(c.databaseUrl),
     artifactStore: compileArtifactStore(c.artifactStore),
+    runtime: compileRuntime(c.runtime),
   });
   // node:http refuses a head deadline past the whole request's (0 turns either off).
   if (compiled.bodyTimeoutMs > 0 && compiled.headersTimeoutMs > compiled.bodyTimeoutMs) {
@@ -253,6 +298,16 @@ function compileArtifactStore(c: z.infer<typeof serverConfigSchema>['artifactSto
     credentials: c.accessKeyId === undefined || c.secretAccessKey === undefined ? undefined : {
       accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey, ...(c.sessionToken === undefined ? {} : { sessionToken: c.sessionToken }),
     },
+  };
+}
+
+function compileRuntime(c: z.infer<typeof serverConfigSchema>['runtime']): ServerConfig['runtime'] {
+  if (c.kind === 'local') return { kind: 'local' };
+  return {
+    kind: 'kubernetes', namespace: c.namespace, image: c.image, imagePullPolicy: c.imagePullPolicy,
+    replicaPort: c.replicaPort, serverPodLabels: c.serverPodLabels, replicaUid: c.replicaUid,
+    replicaThreads: c.replicaThreads, artifactStoreSecret: c.artifactStoreSecret,
+    adoptionGraceMs: requireUnit('runtime.adoptionGrace', c.adoptionGrace, parseDurationMs, 'a duration such as "2m"'),
   };
 }
 

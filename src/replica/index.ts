@@ -30,8 +30,10 @@ import { familyModel, stageThroughRuntime, type FamilyOptions, type StageReply, 
 import type { Inference, ModelContext, ModelRoutes, RouteRow } from './model-routes.js';
 
 export interface ReplicaOptions {
-  /** Unix socket path to listen on (the parent directory should be 0700). */
+  /** Unix socket path to listen on (the parent directory should be 0700); unused when `listen` is set. */
   socketPath: string;
+  /** TCP address to listen on instead of `socketPath`: a Kubernetes pod's IP and the replica port. */
+  listen?: { host: string; port: number };
   /** Artifact directory of the version. */
   dir: string;
   flavor: FlavorName;
@@ -186,19 +188,19 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     frameConnections.add(conn);
     void conn.closed.then(() => frameConnections.delete(conn));
   });
-  fs.rmSync(opts.socketPath, { force: true });
+  if (opts.listen === undefined) fs.rmSync(opts.socketPath, { force: true });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.socketPath, () => resolve());
+    server.listen(opts.listen ?? opts.socketPath, () => resolve());
   });
-  fs.chmodSync(opts.socketPath, 0o600);
+  if (opts.listen === undefined) fs.chmodSync(opts.socketPath, 0o600);
   // Synchronously after listening: no request is handled before the switch (requests are
   // answered on later event-loop turns).
   if (opts.user !== undefined) dropPrivileges(opts.user);
   // A lost hint costs only the rest of one poll interval; the probe stays the proof of readiness.
   if (process.connected) process.send?.({ type: 'listening' } satisfies ReplicaToRuntime, undefined, undefined, () => undefined);
   logger('info', 'replica ready', {
-    ...model.readyFields, socket: opts.socketPath,
+    ...model.readyFields, socket: opts.listen === undefined ? opts.socketPath : `${opts.listen.host}:${opts.listen.port}`,
     uid: process.getuid?.(), maxRowsPerRequest: opts.maxRowsPerRequest, maxJsonDepth: opts.maxJsonDepth, maxJsonElements: opts.maxJsonElements, logLevel,
   });
 
@@ -223,7 +225,7 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     await model.close();
     // After a drop the socket's directory (0700, the server's) is out of reach; the runtime
     // removes the socket once this process is gone.
-    if (opts.user === undefined) fs.rmSync(opts.socketPath, { force: true });
+    if (opts.user === undefined && opts.listen === undefined) fs.rmSync(opts.socketPath, { force: true });
   })());
 
   // A replica never outlives the server that started it: when the server dies, even by SIGKILL,

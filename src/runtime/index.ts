@@ -1,10 +1,11 @@
 /**
  * Runtimes: WHERE replicas run. One interface, two implementations chosen by configuration:
- * `local` (child processes of `ferry server` on Unix sockets, the default) and later
- * `kubernetes` (pods). The control plane decides how many replicas of what; a runtime only starts,
+ * `local` (child processes of `ferry server` on Unix sockets, the default) and `kubernetes`
+ * (pods of Deployments in one namespace). The control plane decides how many replicas of what; a runtime only starts,
  * stops and watches them, and tells the control plane when one dies.
  */
 import type { FlavorName, WorkloadType } from '../flavors/index.js';
+import type { KubernetesRuntimeOptions } from './kubernetes/index.js';
 import { LocalRuntime, type LocalRuntimeOptions } from './local/index.js';
 
 /**
@@ -27,8 +28,15 @@ export interface ReplicaSpec {
   /** Endpoint and served-entity names this replica belongs to (for logs and cleanup). */
   endpoint: string;
   servedEntity: string;
-  /** Artifact directory of the model version, on this machine. */
+  /** Artifact directory of the model version, on this machine (the Kubernetes runtime's pods fetch `artifactKey` instead). */
   artifactDir: string;
+  /**
+   * The model version's tree in the artifact store and its recorded tree digest (sha256). The
+   * control plane sets both; runtimes whose replicas fetch their own model (Kubernetes pods)
+   * require them, and the replica refuses a tree that does not hash to `artifactSha256`.
+   */
+  artifactKey?: string;
+  artifactSha256?: string;
   /** Model file inside `artifactDir`. */
   modelFile: string;
   flavor: FlavorName;
@@ -112,12 +120,22 @@ export interface Runtime {
   list(): ReplicaHandle[];
   /** The tail of the logs of a served entity's replicas (newest replica last), at most `maxBytes`. */
   logs(endpoint: string, servedEntity: string, maxBytes: number): Promise<string>;
-  /** Stops every replica (server shutdown). */
+  /**
+   * Server shutdown. The local runtime stops every replica (they are its child processes). The
+   * Kubernetes runtime stops watching and forgets its replicas but leaves their pods serving: a
+   * control-plane restart must not take endpoints down, and the next `open` adopts them (the
+   * runtime contract's `replicasOutliveClose`).
+   */
   close(): Promise<void>;
 }
 
-export type RuntimeOptions = { kind: 'local' } & LocalRuntimeOptions;
+export type RuntimeOptions = ({ kind: 'local' } & LocalRuntimeOptions) | ({ kind: 'kubernetes' } & KubernetesRuntimeOptions);
 
+/**
+ * Opens the configured runtime. The Kubernetes one (and its client library) is imported only when
+ * configured: every `ferry` process, replicas included, may load this module.
+ */
 export async function openRuntime(opts: RuntimeOptions): Promise<Runtime> {
+  if (opts.kind === 'kubernetes') return (await import('./kubernetes/index.js')).KubernetesRuntime.open(opts);
   return LocalRuntime.open(opts);
 }

@@ -73,12 +73,25 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     auditRoutes(router, store);
     registryRoutes(router, registry, authz, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes, jsonLimits });
 
-    const runtime = await openRuntime({
-      kind: 'local', stateDir: path.join(dataDir, 'runtime'),
-      startTimeoutMs: config.replicaStartTimeoutMs, drainTimeoutMs: config.replicaDrainTimeoutMs,
-      warmPoolSize: config.warmPoolSize, warmPoolMemoryLimitBytes: config.replicaMemoryLimitBytes, replicaUser: config.replicaUser,
-      logLevel: config.logLevel,
-    });
+    const runtime = await openRuntime(config.runtime.kind === 'kubernetes'
+      ? {
+        ...config.runtime, startTimeoutMs: config.replicaStartTimeoutMs, drainTimeoutMs: config.replicaDrainTimeoutMs, logLevel: config.logLevel,
+        // Pods fetch artifacts themselves: from the bucket (credentials via the runtime's
+        // artifactStoreSecret), or from the local store's directory, which the pods must then see
+        // at the same path (Ferry mounts nothing for it: in a real cluster, use S3).
+        artifactStore: config.artifactStore.kind === 'local'
+          ? { kind: 'local', root: path.resolve(dataDir, 'artifacts') }
+          : {
+            kind: 's3', bucket: config.artifactStore.bucket, prefix: config.artifactStore.prefix, region: config.artifactStore.region,
+            forcePathStyle: config.artifactStore.forcePathStyle, ...(config.artifactStore.endpoint === undefined ? {} : { endpoint: config.artifactStore.endpoint }),
+          },
+      }
+      : {
+        kind: 'local', stateDir: path.join(dataDir, 'runtime'),
+        startTimeoutMs: config.replicaStartTimeoutMs, drainTimeoutMs: config.replicaDrainTimeoutMs,
+        warmPoolSize: config.warmPoolSize, warmPoolMemoryLimitBytes: config.replicaMemoryLimitBytes, replicaUser: config.replicaUser,
+        logLevel: config.logLevel,
+      });
     stopStarted = () => runtime.close();
     const table = new RoutingTable();
     const controller = new EndpointController({

@@ -784,8 +784,11 @@ async function stageModel(spec: ReplicaSpec, modelDir: string): Promise<void> {
   }
 }
 
-/** What a replica of `spec` is told: as flags when spawned, in the `start` message when claimed from the pool. */
-function replicaOptions(
+/**
+ * What a replica of `spec` is told: as flags when spawned, in the `start` message when claimed from
+ * the pool (the Kubernetes runtime builds its pods' arguments from it too).
+ */
+export function replicaOptions(
   spec: ReplicaSpec, o: { socketPath: string; modelDir: string; drainTimeoutMs: number; user: UserIds | undefined; logLevel: LogLevel },
 ): ReplicaOptions {
   return {
@@ -800,9 +803,9 @@ function replicaOptions(
 }
 
 /** `ferry replica` flags that carry `o` (the inverse of the flag parsing in `src/cli/main.ts`). */
-function replicaFlags(o: ReplicaOptions): string[] {
+export function replicaFlags(o: ReplicaOptions): string[] {
   return [
-    '--socket', o.socketPath, '--dir', o.dir,
+    ...(o.listen === undefined ? ['--socket', o.socketPath] : ['--listen', `${o.listen.host}:${o.listen.port}`]), '--dir', o.dir,
     ...(o.family === undefined
       ? ['--model-file', o.loadOptions.modelFile]
       : ['--family-cache-bytes', String(o.family.cacheBytes), '--family-session-fallback', o.family.sessionFallback ? 'on' : 'off']),
