@@ -189,21 +189,31 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   }
 }
 
+/** Data directories this process has locked. */
+const lockedHere = new Set<string>();
+
 /**
  * One server per data directory: a second one would adopt (and kill) the first one's replicas.
  * The lock is a file holding the owner's pid; a lock whose process is gone (a crash) is taken over.
+ * A lock holding our own pid that this process did not take is stale too: a container restarted
+ * with its data directory kept (a Kubernetes emptyDir) runs the server as the same pid, 1, again.
  */
 async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
   const file = path.join(dataDir, 'server.pid');
   for (;;) {
     try {
       await fsp.writeFile(file, String(process.pid), { flag: 'wx' });
-      return () => fsp.rm(file, { force: true });
+      lockedHere.add(dataDir);
+      return async () => {
+        lockedHere.delete(dataDir);
+        await fsp.rm(file, { force: true });
+      };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
     const pid = Number(await fsp.readFile(file, 'utf8').catch(() => ''));
-    if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
+    const stale = pid === process.pid && !lockedHere.has(dataDir);
+    if (Number.isInteger(pid) && pid > 0 && !stale && isAlive(pid)) {
       throw new FerryError('RESOURCE_CONFLICT', `Another Ferry server (pid ${pid}) is using the data directory ${dataDir}. Stop it, or start this one with another --data-dir.`);
     }
     await fsp.rm(file, { force: true });

@@ -54,7 +54,7 @@
  *   back-off (`restartBackoffMs`, doubling, in state `waiting: CrashLoopBackOff`), counting
  *   `restartCount`. Pod logs (`/log`, `previous`, `tailLines`, `limitBytes`) are served from the
  *   captured stdout and stderr. Liveness probes are not run.
- * - EndpointSlices for Services with a selector (one slice per Service, labelled
+ * - EndpointSlices for Services with a selector (one slice per Service, with the Service's labels and
  *   `kubernetes.io/service-name`), listing the matching pods with an IP: `ready`, `serving`,
  *   `terminating` conditions and the Service's ports (named target ports resolved).
  *
@@ -798,13 +798,15 @@ export class KubeApiDouble {
       const desired = {
         apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', addressType: 'IPv4', endpoints, ports,
         metadata: {
-          name, namespace: ns, labels: { [SERVICE_NAME_LABEL]: svc.metadata.name, 'endpointslice.kubernetes.io/managed-by': 'endpointslice-controller.k8s.io' },
+          // As the EndpointSlice controller does: the Service's labels, plus its own two.
+          name, namespace: ns, labels: { ...svc.metadata.labels, [SERVICE_NAME_LABEL]: svc.metadata.name, 'endpointslice.kubernetes.io/managed-by': 'endpointslice-controller.k8s.io' },
           ownerReferences: [{ apiVersion: 'v1', kind: 'Service', name: svc.metadata.name, uid: svc.metadata.uid, controller: true, blockOwnerDeletion: true }],
         },
       };
       if (existing === undefined) this.create(slices, ns, desired);
-      else if (JSON.stringify(existing.endpoints) !== JSON.stringify(endpoints) || JSON.stringify(existing.ports) !== JSON.stringify(ports)) {
-        this.write(slices, 'MODIFIED', key, { ...structuredClone(existing), endpoints, ports });
+      else if (JSON.stringify(existing.endpoints) !== JSON.stringify(endpoints) || JSON.stringify(existing.ports) !== JSON.stringify(ports)
+        || JSON.stringify(existing.metadata.labels) !== JSON.stringify(desired.metadata.labels)) {
+        this.write(slices, 'MODIFIED', key, { ...structuredClone(existing), metadata: { ...structuredClone(existing.metadata), labels: desired.metadata.labels }, endpoints, ports });
       }
     }
     // Slices of deleted Services.

@@ -1,0 +1,47 @@
+# Ferry's container image: the server (`ferry server`) and, in pod mode, its replicas
+# (`ferry replica`) run from the same image. docs/kubernetes.md says how to build and run it.
+#
+#   docker build -t ferry:dev .
+#   docker build -t ferry:cuda --build-arg ONNXRUNTIME_NODE_INSTALL=cuda12 .   # GPU nodes
+#
+# Two stages: the build stage has the compiler toolchain and the dev dependencies (TypeScript,
+# vite); the runtime stage gets only the compiled output and the production dependencies.
+
+FROM node:20-bookworm-slim AS build
+# better-sqlite3 compiles from source when no prebuilt binary matches; it needs these.
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends python3 g++ make ca-certificates \
+  && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+# onnxruntime-node's install script reads this before .npmrc's onnxruntime-node-install=skip:
+# "skip" keeps the CPU build bundled in the package, "cuda12" downloads the CUDA provider.
+ARG ONNXRUNTIME_NODE_INSTALL=skip
+ENV ONNXRUNTIME_NODE_INSTALL=${ONNXRUNTIME_NODE_INSTALL}
+COPY package.json package-lock.json .npmrc tsconfig.json ./
+COPY src ./src
+COPY test ./test
+COPY scripts ./scripts
+COPY bench ./bench
+COPY ui ./ui
+COPY bin ./bin
+# npm ci runs the package's `prepare` script, which is `npm run build` (tsc and the console's vite
+# build); the checks make a skipped build fail here rather than in a pod.
+RUN npm ci --no-audit --no-fund \
+  && test -f dist/src/cli/main.js && test -f ui/dist/index.html \
+  && npm prune --omit=dev --no-audit --no-fund
+
+FROM node:20-bookworm-slim AS runtime
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=build /app/package.json ./package.json
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/bin ./bin
+COPY --from=build /app/dist/src ./dist/src
+COPY --from=build /app/ui/dist ./ui/dist
+# The data directory (admin token file, artifact cache, SQLite when no databaseUrl); in
+# Kubernetes a volume is mounted over it, as the root filesystem is read-only there.
+RUN mkdir -p /var/lib/ferry && chown 1000:1000 /var/lib/ferry
+# The node image's unprivileged user, by number so that runAsNonRoot can verify it.
+USER 1000:1000
+EXPOSE 8080
+ENTRYPOINT ["node", "/app/bin/ferry.js"]
+CMD ["server", "--host", "0.0.0.0", "--port", "8080", "--data-dir", "/var/lib/ferry"]
