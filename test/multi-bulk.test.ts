@@ -80,3 +80,38 @@ test('bulk registration checks CAN_EDIT per existing model: others are created f
   assert.equal(empty.status, 400);
   assert.match(empty.json.message, /models/);
 });
+
+test('ferry models import reads a .tar.gz archive as a stream: <name>.onnx files anywhere in it, long names included', async () => {
+  const src = path.join(dir, 'archive-src');
+  await fsp.mkdir(path.join(src, 'region', 'eu'), { recursive: true });
+  const long = `arc-${'x'.repeat(120)}`;
+  await fsp.writeFile(path.join(src, 'arc-0.onnx'), familyFixture(0).build());
+  await fsp.writeFile(path.join(src, 'region', 'eu', 'arc-1.onnx'), familyFixture(1).build());
+  await fsp.writeFile(path.join(src, 'region', `${long}.onnx`), familyFixture(2).build());
+  await fsp.writeFile(path.join(src, 'region', 'notes.txt'), 'skipped');
+  const archive = path.join(dir, 'models.tar.gz');
+  // GNU tar writes the 120-character name with a long-name entry: the reader must follow it.
+  await new Promise<void>((resolve, reject) => execFile('tar', ['-czf', archive, '-C', src, '.'], (err) => (err ? reject(err) : resolve())));
+  const r = await new Promise<{ code: number; stdout: string }>((resolve) => {
+    execFile(process.execPath, [FERRY_BIN, 'models', 'import', archive, '--json'], { env: { PATH: process.env.PATH ?? '', FERRY_URL: server.url, FERRY_TOKEN: ADMIN_TOKEN } }, (err, stdout) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout });
+    });
+  });
+  assert.equal(r.code, 0, r.stdout);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.registered, 3);
+  assert.deepEqual(out.results.map((x: { name: string }) => x.name).sort(), ['arc-0', 'arc-1', long].sort());
+  for (const name of ['arc-1', long]) {
+    assert.equal((await call('GET', `/api/2.0/mlflow/model-versions/get?name=${name}&version=1`, ADMIN_TOKEN)).json.model_version.status, 'READY');
+  }
+  // Not an archive: a clear error, nothing registered.
+  const bogus = path.join(dir, 'bogus.tar');
+  await fsp.writeFile(bogus, Buffer.alloc(1024, 7));
+  const bad = await new Promise<{ code: number; stderr: string }>((resolve) => {
+    execFile(process.execPath, [FERRY_BIN, 'models', 'import', bogus], { env: { PATH: process.env.PATH ?? '', FERRY_URL: server.url, FERRY_TOKEN: ADMIN_TOKEN } }, (err, _stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stderr });
+    });
+  });
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /not a tar archive/);
+});

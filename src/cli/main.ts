@@ -32,8 +32,9 @@ Commands:
   models register <path> --name NAME [--description TEXT]
                               Upload a .onnx file, a directory with model.onnx, or an MLflow
                               model directory, and register it as a new version of NAME
-  models import <dir>         Register every <name>.onnx file in DIR as a new version of <name>,
-                              thousands per call (bulk registration); failures listed per model
+  models import <dir|archive> Register every <name>.onnx file in DIR (or in a .tar/.tar.gz/.tgz)
+                              as a new version of <name>, thousands per call (bulk
+                              registration); failures listed per model
   models list [--filter "name LIKE 'iris%'"]
   models show <name> [--version N | --alias A]
   models alias <name> <alias> <version>
@@ -346,9 +347,9 @@ async function modelsCommand(args: string[]): Promise<void> {
     }
     case 'import': {
       const { values, positionals } = parse(rest, {});
-      const dir = positionals[0];
-      if (dir === undefined) throw new UsageError('models import: usage: ferry models import <dir>');
-      const r = await client.importModels(dir);
+      const source = positionals[0];
+      if (source === undefined) throw new UsageError('models import: usage: ferry models import <dir | archive.tar[.gz]>');
+      const r = await client.importModels(source);
       const failures = r.results.filter((x) => x.status !== 'READY').map((x) => `  ${x.name}: ${x.error_code ?? ''} ${x.message ?? ''}`);
       out(values, r, [`Registered ${r.registered} model versions; ${r.failed} failed.`, ...failures].join('\n'));
       if (r.failed > 0) process.exitCode = 1;

@@ -9,6 +9,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { isTarArchive, tarFiles } from './tar.js';
 
 export { exampleRequest, type ExampleSource } from './example.js';
 
@@ -476,13 +477,14 @@ export class FerryClient {
   }
 
   /**
-   * Registers every `<name>.onnx` file in `dir` as a new version of `<name>`, in calls of at most
-   * `IMPORT_BATCH_MODELS` models and `IMPORT_BATCH_BYTES` bytes (under the server's default
-   * 16 MiB body limit once base64-encoded). Each call commits on its own: a failed call leaves
-   * the earlier ones registered. Results are in file-name order.
+   * Registers every `<name>.onnx` file in `source`, a directory or a tar archive (`.tar`,
+   * `.tar.gz`, `.tgz`; files anywhere in it, named by their base name), as a new version of
+   * `<name>`, in calls of at most `IMPORT_BATCH_MODELS` models and `IMPORT_BATCH_BYTES` bytes
+   * (under the server's default 16 MiB body limit once base64-encoded). Each call commits on its
+   * own: a failed call leaves the earlier ones registered. Results are in file-name order for a
+   * directory, archive order for an archive.
    */
-  async importModels(dir: string): Promise<BulkCreateResponse> {
-    const files = (await fsp.readdir(dir)).filter((f) => f.endsWith('.onnx')).sort();
+  async importModels(source: string): Promise<BulkCreateResponse> {
     const total: BulkCreateResponse = { registered: 0, failed: 0, results: [] };
     let batch: Array<{ name: string; content: Uint8Array }> = [];
     let bytes = 0;
@@ -495,14 +497,27 @@ export class FerryClient {
       batch = [];
       bytes = 0;
     };
-    for (const f of files) {
-      const content = await fsp.readFile(path.join(dir, f));
+    for await (const { name, content } of onnxFiles(source)) {
       if (batch.length >= IMPORT_BATCH_MODELS || (batch.length > 0 && bytes + content.length > IMPORT_BATCH_BYTES)) await flush();
-      batch.push({ name: f.slice(0, -'.onnx'.length), content });
+      batch.push({ name, content });
       bytes += content.length;
     }
     await flush();
     return total;
+  }
+}
+
+/** The `<name>.onnx` files of a directory (sorted) or a tar archive (in order), named by base name. */
+async function* onnxFiles(source: string): AsyncGenerator<{ name: string; content: Buffer }> {
+  if (isTarArchive(source)) {
+    for await (const f of tarFiles(source)) {
+      const base = path.posix.basename(f.path);
+      if (base.endsWith('.onnx')) yield { name: base.slice(0, -'.onnx'.length), content: f.content };
+    }
+    return;
+  }
+  for (const f of (await fsp.readdir(source)).filter((x) => x.endsWith('.onnx')).sort()) {
+    yield { name: f.slice(0, -'.onnx'.length), content: await fsp.readFile(path.join(source, f)) };
   }
 }
 

@@ -1,0 +1,77 @@
+/**
+ * Reading the regular files of a tar archive (plain, or gzip-compressed: `.tar.gz`, `.tgz`) as a
+ * stream, for `ferry models import <archive>`: the archive is never held in memory whole (100,000
+ * models are ~300 MB), only one file at a time. ustar names (prefix + name), GNU long names
+ * (`L` entries) and pax `path` records are honoured; directories, links and other entries are
+ * skipped. Format: POSIX.1-1988 ustar with the pax (POSIX.1-2001) and GNU extensions.
+ */
+import { createReadStream } from 'node:fs';
+import { createGunzip } from 'node:zlib';
+
+const BLOCK = 512;
+
+/** Whether `file` is an archive `tarFiles` reads (by its name). */
+export function isTarArchive(file: string): boolean {
+  return /\.(tar|tar\.gz|tgz)$/.test(file);
+}
+
+/** Every regular file of the archive, in archive order: its path inside the archive and its bytes. */
+export async function* tarFiles(file: string): AsyncGenerator<{ path: string; content: Buffer }> {
+  const raw = createReadStream(file);
+  const input = /\.(tar\.gz|tgz)$/.test(file) ? raw.pipe(createGunzip()) : raw;
+  let buf: Buffer = Buffer.alloc(0);
+  /** Pending: the header being read, then its data (padded to whole blocks). */
+  let header: { path: string; size: number; type: string } | undefined;
+  let longName: string | undefined;
+  for await (const chunk of input as AsyncIterable<Buffer>) {
+    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    for (;;) {
+      if (header === undefined) {
+        if (buf.length < BLOCK) break;
+        const block = buf.subarray(0, BLOCK);
+        buf = buf.subarray(BLOCK);
+        if (block.every((b) => b === 0)) continue; // end-of-archive blocks
+        header = parseHeader(block, file);
+        if (longName !== undefined) {
+          header.path = longName;
+          longName = undefined;
+        }
+      }
+      const padded = Math.ceil(header.size / BLOCK) * BLOCK;
+      if (buf.length < padded) break;
+      const data = Buffer.from(buf.subarray(0, header.size));
+      buf = buf.subarray(padded);
+      const h = header;
+      header = undefined;
+      if (h.type === 'L') longName = cString(data);
+      else if (h.type === 'x') longName = paxPath(data) ?? longName;
+      else if (h.type === '0' || h.type === '\0') yield { path: h.path, content: data };
+    }
+  }
+  if (header !== undefined) throw new Error(`${file}: the archive ends inside '${header.path}'.`);
+}
+
+function parseHeader(block: Buffer, file: string): { path: string; size: number; type: string } {
+  const sum = block.reduce((a, b, i) => a + (i >= 148 && i < 156 ? 32 : b), 0);
+  if (sum !== parseInt(cString(block.subarray(148, 156)).trim(), 8)) throw new Error(`${file}: not a tar archive (bad header checksum).`);
+  const name = cString(block.subarray(0, 100));
+  const prefix = block.subarray(257, 263).toString('latin1').startsWith('ustar') ? cString(block.subarray(345, 500)) : '';
+  const size = parseInt(cString(block.subarray(124, 136)).trim() || '0', 8);
+  if (!Number.isSafeInteger(size) || size < 0) throw new Error(`${file}: bad size in the header of '${name}'.`);
+  return { path: prefix === '' ? name : `${prefix}/${name}`, size, type: String.fromCharCode(block[156] ?? 0) };
+}
+
+/** Text up to the first NUL. */
+function cString(b: Buffer): string {
+  const end = b.indexOf(0);
+  return b.subarray(0, end < 0 ? b.length : end).toString('utf8');
+}
+
+/** The `path` record of a pax extended header ("<len> path=<value>\n" records). */
+function paxPath(data: Buffer): string | undefined {
+  for (const line of data.toString('utf8').split('\n')) {
+    const m = /^\d+ path=(.*)$/.exec(line);
+    if (m !== null) return m[1];
+  }
+  return undefined;
+}
