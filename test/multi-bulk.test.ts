@@ -91,7 +91,7 @@ test('ferry models import reads a .tar.gz archive as a stream: <name>.onnx files
   await fsp.writeFile(path.join(src, 'region', 'notes.txt'), 'skipped');
   const archive = path.join(dir, 'models.tar.gz');
   // GNU tar writes the 120-character name with a long-name entry: the reader must follow it.
-  await new Promise<void>((resolve, reject) => execFile('tar', ['-czf', archive, '-C', src, '.'], (err) => (err ? reject(err) : resolve())));
+  await new Promise<void>((resolve, reject) => execFile('tar', ['-czf', archive, '-C', src, '.'], (err) => (err === null ? resolve() : reject(new Error(err.message)))));
   const r = await new Promise<{ code: number; stdout: string }>((resolve) => {
     execFile(process.execPath, [FERRY_BIN, 'models', 'import', archive, '--json'], { env: { PATH: process.env.PATH ?? '', FERRY_URL: server.url, FERRY_TOKEN: ADMIN_TOKEN } }, (err, stdout) => {
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout });
