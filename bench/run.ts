@@ -71,6 +71,8 @@ interface Settings {
   /** The embeddings section (bench/embeddings.ts) and the seconds of each of its runs. */
   embeddings: boolean;
   embeddingsS: number;
+  /** The many-tiny-models section (bench/multi.ts). */
+  multi: boolean;
   /** Extra node flags for every server (`--cpu-prof-dir D` → `--cpu-prof --cpu-prof-dir=D`). */
   serverNodeArgs: string[];
 }
@@ -106,7 +108,7 @@ function parseSettings(argv: string[]): Settings {
     return x as T;
   });
   const only = values.only === undefined ? undefined
-    : list(values.only, [...TARGET_NAMES, ...Object.keys(GROUPS), 'compute', 'scaling', 'llm', 'embeddings'], 'only').flatMap((x): string[] => [...(GROUPS[x] ?? [x])]);
+    : list(values.only, [...TARGET_NAMES, ...Object.keys(GROUPS), 'compute', 'scaling', 'llm', 'embeddings', 'multi'], 'only').flatMap((x): string[] => [...(GROUPS[x] ?? [x])]);
   const defaultTargets: TargetName[] = quick ? ['single', 'cluster2', 'ferry-off', 'ferry-on'] : [...TARGET_NAMES];
   return {
     quick,
@@ -127,6 +129,7 @@ function parseSettings(argv: string[]): Settings {
     llmTokens: quick ? 64 : 512,
     embeddings: only === undefined || only.includes('embeddings'),
     embeddingsS: quick ? 1 : 5,
+    multi: only === undefined || only.includes('multi'),
     serverNodeArgs: values['cpu-prof-dir'] === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof-dir']}`],
   };
 }
@@ -245,7 +248,7 @@ async function main(): Promise<void> {
   const llmRows = s.llm ? await runLlm(tmp, s.llmTokens, token, (line) => process.stderr.write(`${line}\n`)) : [];
 
   // Many tiny models: 100,000 under a full run, a 200-model smoke under --quick.
-  const multi = await runMulti({ models: s.quick ? 200 : 100_000, durationS: s.quick ? 0.5 : 60, budgetBytes: 64 * 1024 * 1024, concurrency: 16 }, (line) => process.stderr.write(`bench: ${line}\n`));
+  const multi = s.multi ? await runMulti({ models: s.quick ? 200 : 100_000, durationS: s.quick ? 0.5 : 60, budgetBytes: 64 * 1024 * 1024, concurrency: 16 }, (line) => process.stderr.write(`bench: ${line}\n`)) : undefined;
 
   const rs = ratios(rows, computeLimits);
   const report: Report = {
@@ -263,7 +266,7 @@ async function main(): Promise<void> {
     ferryStderr,
   };
   const embeddingsRows = s.embeddings ? await runEmbeddings(tmp, s.embeddingsS, token, (line) => process.stderr.write(`${line}\n`)) : [];
-  const md = [markdown(report), ...llmMarkdown(llmRows), ...embeddingsMarkdown(embeddingsRows), multiMarkdown(multi)].join('\n');
+  const md = [markdown(report), ...llmMarkdown(llmRows), ...embeddingsMarkdown(embeddingsRows), ...(multi === undefined ? [] : [multiMarkdown(multi)])].join('\n');
   mkdirSync(RESULTS_DIR, { recursive: true });
   const json = { settings: s, ...report, models: models.map(({ checks: _c, ...m }) => m), llm: llmRows, embeddings: embeddingsRows, multi };
   writeFileSync(join(RESULTS_DIR, 'latest.json'), JSON.stringify(json, null, 2) + '\n');
