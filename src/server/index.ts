@@ -201,8 +201,14 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       cluster.onAddressesChange(() => follower.syncReplicas());
       await cluster.elect();
       // A free Lease (or our own, after a restart): lead before listening; else follow.
-      if (promoting !== undefined) await promoting;
-      else await follower.start();
+      if (promoting !== undefined) {
+        await promoting;
+      } else {
+        // A leader's container that crashed restarts in the same pod, still labelled: unlabel it,
+        // or the leader's Service would send control-plane calls here too.
+        await cluster.markLeader(false).catch((err: unknown) => log('warn', 'removing a stale leader label failed', { error: String(err) }));
+        await follower.start();
+      }
       log('info', leading ? 'leading the control plane' : 'following: serving inference, the control plane runs on the leader', { identity: cluster.identity });
     }
 
