@@ -7,6 +7,7 @@
  * builds from a stored record and discovered addresses.
  */
 import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -19,6 +20,66 @@ import { postgresUnavailable, startPostgres, type TestPostgres } from './support
 const NS = 'ferry-ha';
 const IMAGE = 'ferry:test';
 const LEASE_DURATION_MS = 3000;
+const LEASE = 'ferry-server-leader';
+
+interface TestCluster {
+  double: KubeApiDouble;
+  core: k8s.CoreV1Api;
+  procs: Processes;
+  /** Starts `ferry server` as pod `pod` (the pod object exists in the double). */
+  start: (pod: string) => Promise<{ child: ChildProcess; url: string }>;
+  /** The Lease's holder. */
+  holder: () => string | undefined;
+  /** The `ferry.dev/role` label of a server pod. */
+  roleOf: (pod: string) => string | undefined;
+  close: () => Promise<void>;
+}
+
+/**
+ * The contract double with the server pods `pods` (so the leader can label its own; their image
+ * does not run in the double), servers sharing the database `databaseUrl` and one artifact directory.
+ */
+async function startCluster(root: string, databaseUrl: string, pods: string[]): Promise<TestCluster> {
+  const double = await KubeApiDouble.start({ images: { [IMAGE]: [process.execPath, FERRY_BIN] } });
+  const procs = new Processes();
+  try {
+    await fsp.mkdir(root, { recursive: true });
+    const kubeconfig = path.join(root, 'kubeconfig.json');
+    await fsp.writeFile(kubeconfig, double.kubeconfig(NS));
+    const kc = new k8s.KubeConfig();
+    kc.loadFromString(double.kubeconfig(NS));
+    const core = kc.makeApiClient(k8s.CoreV1Api);
+    for (const name of pods) {
+      await core.createNamespacedPod({ namespace: NS, body: { metadata: { name, labels: { 'app.kubernetes.io/name': 'ferry', 'app.kubernetes.io/component': 'server' } }, spec: { containers: [{ name: 'server', image: 'ferry-server:elsewhere' }] } } });
+    }
+    const config = path.join(root, 'server.json');
+    await fsp.writeFile(config, JSON.stringify({
+      databaseUrl,
+      runtime: { kind: 'kubernetes', namespace: NS, image: IMAGE, adoptionGrace: '1m', leaseDuration: `${LEASE_DURATION_MS}ms`, renewInterval: '500ms' },
+    }));
+    const shared = path.join(root, 'artifacts');
+    await fsp.mkdir(shared);
+    return {
+      double, core, procs,
+      start: async (pod) => {
+        const dataDir = path.join(root, pod);
+        await fsp.mkdir(dataDir);
+        await fsp.symlink(shared, path.join(dataDir, 'artifacts'));
+        return procs.startServer(dataDir, { KUBECONFIG: kubeconfig, POD_NAME: pod }, ['--config', config]);
+      },
+      holder: () => double.list('leases', NS).find((l) => l.metadata.name === LEASE)?.spec?.holderIdentity as string | undefined,
+      roleOf: (pod) => double.list('pods', NS).find((p) => p.metadata.name === pod)?.metadata.labels?.['ferry.dev/role'],
+      close: async () => {
+        await procs.killAll();
+        await double.close();
+      },
+    };
+  } catch (err) {
+    await procs.killAll();
+    await double.close();
+    throw err;
+  }
+}
 
 describe('several servers on Kubernetes', { skip: postgresUnavailable() ?? false }, () => {
   let root: string;
@@ -33,35 +94,11 @@ describe('several servers on Kubernetes', { skip: postgresUnavailable() ?? false
   });
 
   test('one leads; the follower serves the endpoint from discovered pods, refuses control-plane calls, and takes over when the leader dies', { timeout: 90_000 }, async () => {
-    const double = await KubeApiDouble.start({ images: { [IMAGE]: [process.execPath, FERRY_BIN] } });
-    const procs = new Processes();
+    const cluster = await startCluster(path.join(root, 'failover'), await pg.createDatabase(), ['ferry-a', 'ferry-b']);
+    const { double, start, holder, roleOf } = cluster;
     try {
-      const kubeconfig = path.join(root, 'kubeconfig.json');
-      await fsp.writeFile(kubeconfig, double.kubeconfig(NS));
-      // The server pods themselves, so the leader can label its own (their image does not run in the double).
-      const kc = new k8s.KubeConfig();
-      kc.loadFromString(double.kubeconfig(NS));
-      const core = kc.makeApiClient(k8s.CoreV1Api);
-      for (const name of ['ferry-a', 'ferry-b']) {
-        await core.createNamespacedPod({ namespace: NS, body: { metadata: { name, labels: { 'app.kubernetes.io/name': 'ferry', 'app.kubernetes.io/component': 'server' } }, spec: { containers: [{ name: 'server', image: 'ferry-server:elsewhere' }] } } });
-      }
-      const config = path.join(root, 'server.json');
-      await fsp.writeFile(config, JSON.stringify({
-        databaseUrl: await pg.createDatabase(),
-        runtime: { kind: 'kubernetes', namespace: NS, image: IMAGE, adoptionGrace: '1m', leaseDuration: `${LEASE_DURATION_MS}ms`, renewInterval: '500ms' },
-      }));
-      const shared = path.join(root, 'artifacts');
-      await fsp.mkdir(shared);
-      const start = async (pod: string): Promise<{ child: import('node:child_process').ChildProcess; url: string }> => {
-        const dataDir = path.join(root, pod);
-        await fsp.mkdir(dataDir);
-        await fsp.symlink(shared, path.join(dataDir, 'artifacts'));
-        return procs.startServer(dataDir, { KUBECONFIG: kubeconfig, POD_NAME: pod }, ['--config', config]);
-      };
       const a = await start('ferry-a');
       const b = await start('ferry-b');
-      const holder = (): string | undefined => double.list('leases', NS).find((l) => l.metadata.name === 'ferry-server-leader')?.spec?.holderIdentity as string | undefined;
-      const roleOf = (pod: string): string | undefined => double.list('pods', NS).find((p) => p.metadata.name === pod)?.metadata.labels?.['ferry.dev/role'];
       assert.equal(holder(), 'ferry-a', 'the first server took the free Lease');
       assert.equal(roleOf('ferry-a'), 'leader');
       assert.equal(roleOf('ferry-b'), undefined);
@@ -89,6 +126,7 @@ describe('several servers on Kubernetes', { skip: postgresUnavailable() ?? false
       assert.equal(write.status, 503, write.text);
       assert.equal(write.json.error_code, 'TEMPORARILY_UNAVAILABLE');
       assert.match(write.json.message, /'ferry-api' Service/);
+      assert.equal(write.headers['retry-after'], '1');
       assert.equal((await request({ url: b.url, method: 'GET', path: '/api/2.0/serving-endpoints/lin' })).status, 503);
       assert.equal((await request({ url: a.url, method: 'GET', path: '/api/2.0/serving-endpoints/other' })).status, 404);
 
@@ -111,8 +149,28 @@ describe('several servers on Kubernetes', { skip: postgresUnavailable() ?? false
       assert.equal((await request({ url: b.url, method: 'DELETE', path: '/api/2.0/serving-endpoints/lin' })).status, 200);
       await waitFor('the endpoint\'s pods deleted', () => (replicaPods().length === 0 ? true : undefined), 30_000);
     } finally {
-      await procs.killAll();
-      await double.close();
+      await cluster.close();
+    }
+  });
+
+  test('a leader whose Lease another server took steps down: it removes its label, closes and exits non-zero', { timeout: 60_000 }, async () => {
+    const cluster = await startCluster(path.join(root, 'step-down'), await pg.createDatabase(), ['ferry-c']);
+    try {
+      const c = await cluster.start('ferry-c');
+      assert.equal(cluster.holder(), 'ferry-c');
+      assert.equal(cluster.roleOf('ferry-c'), 'leader');
+      // Another writer takes the Lease (as after a partition): the leader's next renew is refused (409).
+      const kc = new k8s.KubeConfig();
+      kc.loadFromString(cluster.double.kubeconfig(NS));
+      const leases = kc.makeApiClient(k8s.CoordinationV1Api);
+      const lease = await leases.readNamespacedLease({ name: LEASE, namespace: NS });
+      await leases.replaceNamespacedLease({ name: LEASE, namespace: NS, body: { ...lease, spec: { ...lease.spec, holderIdentity: 'intruder' } } });
+      const code = await waitFor('the leader to exit', () => c.child.exitCode ?? undefined, 15_000);
+      assert.equal(code, 1);
+      assert.equal(cluster.roleOf('ferry-c'), undefined, 'the leader label removed');
+      assert.equal(cluster.holder(), 'intruder', 'the stepping-down server did not take the Lease back');
+    } finally {
+      await cluster.close();
     }
   });
 });

@@ -180,11 +180,13 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     let stepDown: (reason: string, err?: unknown) => void = () => undefined;
     /** This server's pod carries the leader label (removed at close). */
     let labelled = false;
+    let steppedDown = false;
     if (cluster === undefined || follower === undefined || leaderRuntime === undefined) {
       await controller.start();
     } else {
       let promoting: Promise<void> | undefined;
       cluster.onLeadershipChange((isLeader) => {
+        if (steppedDown) return; // closing: the elector may still take a free Lease before it stops
         if (!isLeader) return stepDown('lost the leadership');
         promoting = (async () => {
           log('info', 'elected leader: starting the control plane', { identity: cluster.identity });
@@ -255,6 +257,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         await releaseLock();
       })());
     stepDown = (reason, err) => {
+      if (steppedDown) return;
+      steppedDown = true;
       log('error', `stepping down: ${reason}; closing so that Kubernetes restarts this server as a follower`, { error: err instanceof Error ? err.message : undefined });
       leading = false;
       void close().finally(() => deps.onStepDown?.());
