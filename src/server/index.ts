@@ -176,11 +176,19 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     inferenceTableRoutes(router, { store: inferenceStore, writer: inferenceTable, settingsOf });
     gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats, log, logLevel: config.logLevel, exporter, authz });
     telemetryRoutes(router, telemetry, authz);
-    /** Closes this server (set below, before anything can call it) and tells the CLI: see `onStepDown`. */
-    let stepDown: (reason: string, err?: unknown) => void = () => undefined;
     /** This server's pod carries the leader label (removed at close). */
     let labelled = false;
     let steppedDown = false;
+    /** Closes the server and tells the CLI (`onStepDown`); nothing until the server is up (then it runs at once). */
+    let finishStepDown = (): void => undefined;
+    /** Stops leading at once; the close follows (at once, or once the start is done). */
+    const stepDown = (reason: string, err?: unknown): void => {
+      if (steppedDown) return;
+      steppedDown = true;
+      leading = false;
+      log('error', `stepping down: ${reason}; closing so that Kubernetes restarts this server as a follower`, { error: err instanceof Error ? err.message : undefined });
+      finishStepDown();
+    };
     if (cluster === undefined || follower === undefined || leaderRuntime === undefined) {
       await controller.start();
     } else {
@@ -240,29 +248,24 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
 
     let closing: Promise<void> | undefined;
     const close = (): Promise<void> => (closing ??= (async () => {
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-        server.closeIdleConnections();
-        const timer = setTimeout(() => server.closeAllConnections(), 5000);
-        await closed;
-        clearTimeout(timer);
-        telemetry.close();
-        await inferenceTable.close(); // writes what is still queued
-        await inferenceStore.close();
-        follower?.close();
-        if (labelled) await cluster?.markLeader(false).catch((err: unknown) => log('warn', 'removing the leader label failed', { error: String(err) }));
-        await controller.close(); // the Kubernetes runtime leaves the pods serving
-        await cluster?.close(); // releases the Lease: a follower takes over at its next look
-        await exporter?.close();
-        await store.close();
-        await releaseLock();
-      })());
-    stepDown = (reason, err) => {
-      if (steppedDown) return;
-      steppedDown = true;
-      log('error', `stepping down: ${reason}; closing so that Kubernetes restarts this server as a follower`, { error: err instanceof Error ? err.message : undefined });
-      leading = false;
-      void close().finally(() => deps.onStepDown?.());
-    };
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const timer = setTimeout(() => server.closeAllConnections(), 5000);
+      await closed;
+      clearTimeout(timer);
+      telemetry.close();
+      await inferenceTable.close(); // writes what is still queued
+      await inferenceStore.close();
+      follower?.close();
+      if (labelled) await cluster?.markLeader(false).catch((err: unknown) => log('warn', 'removing the leader label failed', { error: String(err) }));
+      await controller.close(); // the Kubernetes runtime leaves the pods serving
+      await cluster?.close(); // releases the Lease: a follower takes over at its next look
+      await exporter?.close();
+      await store.close();
+      await releaseLock();
+    })());
+    finishStepDown = () => void close().finally(() => deps.onStepDown?.());
+    if (steppedDown) finishStepDown();
     return { url, generatedAdminToken, store, router, controller, close };
   } catch (err) {
     await stopStarted?.();
