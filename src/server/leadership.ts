@@ -10,7 +10,7 @@ import type { Middleware } from '../http/index.js';
 import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../runtime/index.js';
 
 /** The install manifests' Service that selects the leader (`ferry.dev/role=leader`). */
-export const LEADER_SERVICE = 'ferry-api';
+const LEADER_SERVICE = 'ferry-api';
 const ENDPOINTS_API = '/api/2.0/serving-endpoints';
 
 function notLeader(): FerryError {
