@@ -174,7 +174,13 @@ async function runServer(values: Values): Promise<{ server: FerryServer; config:
   };
   // Imported here, not at the top: every replica process runs this file, and needs none of it.
   const { startServer } = await import('../server/index.js');
-  const server = await startServer(config, { adminToken: process.env.FERRY_ADMIN_TOKEN, log: serverLog });
+  const server = await startServer(config, {
+    adminToken: process.env.FERRY_ADMIN_TOKEN, log: serverLog,
+    // Kubernetes: the pod name (the install manifests set POD_NAME from the downward API).
+    podName: process.env.POD_NAME,
+    // A leader that lost its Lease has closed itself: exit so that Kubernetes restarts it as a follower.
+    onStepDown: () => process.exit(1),
+  });
   process.stdout.write(`Ferry server listening on ${server.url} (data in ${config.dataDir})\n`);
   if (server.generatedAdminToken !== undefined) {
     process.stdout.write(`Admin token (shown once; also saved to ${path.join(config.dataDir, ADMIN_TOKEN_FILE)}, mode 0600):\n  ${server.generatedAdminToken}\n`);

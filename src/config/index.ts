@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { validateKey, type S3Settings } from '../artifacts/index.js';
-import { FerryError, describeValue } from '../errors.js';
+import { FerryError, describeValue, invalidParameter } from '../errors.js';
 
 const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 const SIZE_UNITS_BYTES: Record<string, number> = {
@@ -151,6 +151,15 @@ export const serverConfigSchema = z.strictObject({
       artifactStoreSecret: z.string().regex(DNS_SUBDOMAIN, 'expected a Secret name (a DNS-1123 subdomain)').optional(),
       /** How long replicas found running at start wait to be adopted before they are removed. */
       adoptionGrace: duration.default('2m'),
+      /**
+       * Several server replicas elect one leader over this Lease (the control plane: reconciler,
+       * rollouts, autoscaler); the others serve inference only. A leader that dies is replaced
+       * after `leaseDuration` at most; `renewInterval` is how often the leader renews and the
+       * others look, below two thirds of `leaseDuration` (the leader's renew deadline).
+       */
+      leaseName: z.string().regex(DNS_SUBDOMAIN, 'expected a Lease name (a DNS-1123 subdomain)').default('ferry-server-leader'),
+      leaseDuration: duration.default('15s'),
+      renewInterval: duration.default('2s'),
     }),
   ]).default({ kind: 'local' }),
 });
@@ -203,6 +212,10 @@ export interface KubernetesRuntimeConfig {
   readonly replicaThreads: number;
   readonly artifactStoreSecret: string | undefined;
   readonly adoptionGraceMs: number;
+  /** The Lease the server replicas elect their leader with. */
+  readonly leaseName: string;
+  readonly leaseDurationMs: number;
+  readonly renewIntervalMs: number;
 }
 
 /** Validates and compiles server settings; throws a FerryError naming the first bad key. */
@@ -303,11 +316,18 @@ function compileArtifactStore(c: z.infer<typeof serverConfigSchema>['artifactSto
 
 function compileRuntime(c: z.infer<typeof serverConfigSchema>['runtime']): ServerConfig['runtime'] {
   if (c.kind === 'local') return { kind: 'local' };
+  const leaseDurationMs = requireUnit('runtime.leaseDuration', c.leaseDuration, parseDurationMs, 'a duration such as "15s"');
+  const renewIntervalMs = requireUnit('runtime.renewInterval', c.renewInterval, parseDurationMs, 'a duration such as "2s"');
+  // The leader's renew deadline is two thirds of the lease duration; it must renew (at least) once within it.
+  if (!(renewIntervalMs > 0 && renewIntervalMs < Math.floor((leaseDurationMs * 2) / 3))) {
+    throw invalidParameter('runtime.renewInterval', c.renewInterval, `a positive duration below two thirds of runtime.leaseDuration (${leaseDurationMs} ms)`);
+  }
   return {
     kind: 'kubernetes', namespace: c.namespace, image: c.image, imagePullPolicy: c.imagePullPolicy,
     replicaPort: c.replicaPort, serverPodLabels: c.serverPodLabels, replicaUid: c.replicaUid,
     replicaThreads: c.replicaThreads, artifactStoreSecret: c.artifactStoreSecret,
     adoptionGraceMs: requireUnit('runtime.adoptionGrace', c.adoptionGrace, parseDurationMs, 'a duration such as "2m"'),
+    leaseName: c.leaseName, leaseDurationMs, renewIntervalMs,
   };
 }
 

@@ -36,6 +36,7 @@ import {
   blendRoutes, describeStep, judgeCanaryStep, RolloutAborted, RolloutFailure, scoreValidation, sleepUnlessAborted, untilAborted,
   validationRequestOf, type Weighted,
 } from './rollout.js';
+import { aiGatewayOf, buildEndpointRoute, creatorReads, inferenceTableSettings, rateLimiterFor } from './routes.js';
 import { replicaExit, replicaReady, type ReplicaExitEvent, type ReplicaReadyEvent } from './events.js';
 
 export type DeploymentState = 'DEPLOYMENT_CREATING' | 'DEPLOYMENT_READY' | 'DEPLOYMENT_RECOVERING' | 'DEPLOYMENT_FAILED' | 'DEPLOYMENT_ABORTED';
@@ -292,11 +293,7 @@ export class EndpointController {
    */
   inferenceTableOf(name: string): { endpointId: string; enabled: boolean; sampleFraction: number } | undefined {
     const r = this.endpoints.get(name)?.record;
-    if (r === undefined) return undefined;
-    // Called for every inference request (the table writer): no allocation unless enabled.
-    const t = (r.aiGateway as Partial<AiGatewayConfig> | undefined)?.inferenceTable;
-    if (t?.enabled !== true) return INFERENCE_TABLE_OFF;
-    return { endpointId: r.id, enabled: true, sampleFraction: t.sampleFraction ?? 1 };
+    return r === undefined ? undefined : inferenceTableSettings(r);
   }
 
   list(): EndpointView[] {
@@ -377,26 +374,7 @@ export class EndpointController {
   }
 
   private newDeployment(st: EndpointState, entity: ServedEntityConfig): Deployment {
-    return new Deployment(st.record.name, entity, this.o.traffic, (d) => this.onDemand(d), this.o.store, this.ownerReads(st.record.creator));
-  }
-
-  /**
-   * Whether the endpoint's creator may read a model: a family serves only those, so a principal
-   * who registers a model under the family's prefix (or with its tag) cannot slip it into
-   * someone else's replicas. Looked up per model name (the family resolver caches the answer).
-   */
-  private ownerReads(creator: string): (model: string) => Promise<boolean> {
-    return async (model) => {
-      const owner = await this.o.store.getPrincipal(creator);
-      if (owner === undefined) return false;
-      try {
-        await this.o.authz.require({ principal: owner.name, admin: owner.admin }, 'registered-model', model, 'CAN_READ');
-        return true;
-      } catch (err) {
-        if (err instanceof FerryError && err.code === 'PERMISSION_DENIED') return false;
-        throw err;
-      }
-    };
+    return new Deployment(st.record.name, entity, this.o.traffic, (d) => this.onDemand(d), this.o.store, creatorReads(this.o.store, this.o.authz, st.record.creator));
   }
 
   /**
@@ -665,22 +643,8 @@ export class EndpointController {
 
   /** Swaps the endpoint's route in one step; `config` gives the request timeout and the shadows. */
   private publishWeighted(st: EndpointState, config: EndpointConfig, weighted: Array<Weighted<Deployment>>): void {
-    const entities = weighted.map(({ target: d, trafficPercentage }) => ({
-      name: d.entity.name, modelName: d.entity.entityName, modelVersion: d.entity.entityVersion, trafficPercentage, traffic: d.traffic,
-      statsKey: statsKey(d.endpoint, d.entity.name, d.entity.entityVersion),
-      ...(d.family === undefined ? {} : { family: d.family }),
-    }));
-    const route: EndpointRoute = {
-      name: st.record.name,
-      timeoutMs: config.requestTimeoutMs ?? this.o.defaultRequestTimeoutMs,
-      entities,
-      shadows: (config.shadows ?? []).flatMap((s) => {
-        const entity = entities.find((e) => e.name === s.servedEntityName);
-        return entity ? [{ entity, mirrorPercentage: s.mirrorPercentage }] : [];
-      }),
-      ...gatewayPolicies(st, aiGatewayOf(st.record)),
-    };
-    this.o.table.set(route);
+    const entities = weighted.map(({ target: d, trafficPercentage }) => ({ endpoint: d.endpoint, entity: d.entity, trafficPercentage, traffic: d.traffic, family: d.family }));
+    this.o.table.set(buildEndpointRoute(st.record.name, config, entities, this.o.defaultRequestTimeoutMs, aiGatewayOf(st.record), st.rateLimiter));
   }
 
   /** Starts a deployment's replicas; resolves when they are all ready, rejects on the first failure. */
@@ -906,17 +870,6 @@ export class EndpointController {
   }
 }
 
-/** The stored AI gateway settings (records written before they existed have none, or fewer). */
-function aiGatewayOf(r: Record_): AiGatewayConfig {
-  const a = r.aiGateway as Partial<AiGatewayConfig> | undefined;
-  return { fallbackEnabled: a?.fallbackEnabled === true, rateLimits: a?.rateLimits ?? [], maxBodyBytes: a?.maxBodyBytes, ...(a?.inferenceTable === undefined ? {} : { inferenceTable: a.inferenceTable }) };
-}
-
-/** No limiter at all without limits, so such endpoints pay nothing for the feature. */
-function rateLimiterFor(endpoint: string, a: AiGatewayConfig): RateLimiter | undefined {
-  return a.rateLimits.length === 0 ? undefined : new RateLimiter(endpoint, a.rateLimits);
-}
-
 /** The route fields that come from the AI gateway settings. */
 function gatewayPolicies(st: EndpointState, a: AiGatewayConfig): Pick<EndpointRoute, 'fallback' | 'rateLimiter' | 'maxBodyBytes'> {
   return { fallback: a.fallbackEnabled, rateLimiter: st.rateLimiter, maxBodyBytes: a.maxBodyBytes };
@@ -934,8 +887,6 @@ export interface EntityGauges {
 }
 
 export type EndpointView = Record<string, unknown> & { name: string; state: { ready: 'READY' | 'NOT_READY'; config_update: string } };
-
-const INFERENCE_TABLE_OFF = Object.freeze({ endpointId: '', enabled: false, sampleFraction: 1 });
 
 /** Throws when the caller may not serve one of these registered models. */
 export type ModelCheck = (modelNames: string[]) => Promise<void>;

@@ -129,6 +129,56 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
+/** One ready replica of a served entity, as the cluster's EndpointSlices list it. */
+export interface DiscoveredReplica {
+  host: string;
+  port: number;
+  /** The pod behind it, when known. */
+  pod: string | undefined;
+}
+
+export interface ClusterOptions {
+  /** The namespace of the server pods, the Lease and the replicas. */
+  namespace: string;
+  /** A kubeconfig's text; undefined: the default (KUBECONFIG, or the pod's service account). */
+  kubeconfig?: string;
+  /** This server's name in the election: unique among the servers, stable across a restart of its pod. */
+  identity: string;
+  /** This server's pod, which the leader labels; undefined outside a pod (nothing is labelled). */
+  podName: string | undefined;
+  leaseName: string;
+  leaseDurationMs: number;
+  renewIntervalMs: number;
+  /** Errors talking to the API server; each is retried. */
+  onError: (err: unknown) => void;
+}
+
+/**
+ * A Ferry server among its peers (Kubernetes only): one of them, elected over a Lease, runs the
+ * control plane; every one routes inference to the replicas its EndpointSlices list.
+ */
+export interface Cluster {
+  readonly identity: string;
+  /** Starts the election; resolves after its first look (`isLeader()` then says whether the Lease was free or ours). */
+  elect(): Promise<void>;
+  isLeader(): boolean;
+  /** Called with true on becoming leader, false on losing it. */
+  onLeadershipChange(listener: (leading: boolean) => void): void;
+  /** Ready replicas of a served entity (all its replica groups). */
+  addresses(endpoint: string, servedEntity: string): DiscoveredReplica[];
+  /** Called when any served entity's ready replicas change. */
+  onAddressesChange(listener: () => void): void;
+  /** Sets (true) or removes (false) the leader label on this server's pod; nothing without a pod name. */
+  markLeader(leading: boolean): Promise<void>;
+  /** Stops watching; a held Lease is released so a peer takes over at its next look. */
+  close(): Promise<void>;
+}
+
+/** Joins the server's peers in a namespace (the Kubernetes client is imported only here, when configured). */
+export async function openCluster(opts: ClusterOptions): Promise<Cluster> {
+  return (await import('./kubernetes/index.js')).KubernetesCluster.open(opts);
+}
+
 export type RuntimeOptions = ({ kind: 'local' } & LocalRuntimeOptions) | ({ kind: 'kubernetes' } & KubernetesRuntimeOptions);
 
 /**

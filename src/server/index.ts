@@ -6,22 +6,24 @@
  */
 import fsp from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { openArtifactStore } from '../artifacts/index.js';
 import { access, auditRoutes, auditTrail, authenticate, Authorizer, authorize, authRoutes, bootstrapAdminToken, type Access, type ServerRouter } from '../auth/index.js';
 import type { ServerConfig } from '../config/index.js';
 import { consoleRoutes } from '../console/index.js';
-import { EndpointController, endpointRoutes } from '../control/index.js';
+import { EndpointController, endpointRoutes, RouteFollower } from '../control/index.js';
 import { errorBodyFor, gatewayRoutes, RoutingTable } from '../gateway/index.js';
 import { FerryError } from '../errors.js';
 import { InferenceTableWriter, inferenceTableRoutes } from '../inference-tables/index.js';
 import { listener, Router, type Handler } from '../http/index.js';
 import { atLevel, type LogFn } from '../logs/index.js';
 import { Registry, registryRoutes } from '../registry/index.js';
-import { openRuntime } from '../runtime/index.js';
+import { openCluster, openRuntime, type Cluster, type Runtime } from '../runtime/index.js';
 import { openInferenceTableStore, openStore, type MetadataStore } from '../store/index.js';
 import { Telemetry, telemetryRoutes } from '../telemetry/index.js';
 import { OtlpExporter, requestTracing, traceOf } from '../tracing/index.js';
+import { LeaderRuntime, leaderOnly } from './leadership.js';
 import { bindWarning, createServer, loadTlsCredentials } from './listen.js';
 
 export interface FerryServer {
@@ -41,6 +43,17 @@ export interface ServerDeps {
   now?: () => number;
   /** Where log lines go; those below the configured `logLevel` are dropped before. */
   log?: LogFn;
+  /**
+   * Kubernetes runtime: this server's pod (env POD_NAME), its name in the leader election and the
+   * pod the leader labels; undefined: hostname and pid, and no label.
+   */
+  podName?: string | undefined;
+  /**
+   * Kubernetes runtime: called once this server, having led, lost the leadership (or failed to
+   * take it up) and has closed itself; the CLI exits non-zero, so Kubernetes restarts the
+   * container, which comes back as a follower.
+   */
+  onStepDown?: () => void;
 }
 
 export async function startServer(config: ServerConfig, deps: ServerDeps): Promise<FerryServer> {
@@ -73,7 +86,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     auditRoutes(router, store);
     registryRoutes(router, registry, authz, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes, jsonLimits });
 
-    const runtime = await openRuntime(config.runtime.kind === 'kubernetes'
+    const runtimeOptions: Parameters<typeof openRuntime>[0] = config.runtime.kind === 'kubernetes'
       ? {
         ...config.runtime, startTimeoutMs: config.replicaStartTimeoutMs, drainTimeoutMs: config.replicaDrainTimeoutMs, logLevel: config.logLevel,
         // Pods fetch artifacts themselves: from the bucket (credentials via the runtime's
@@ -91,9 +104,26 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         startTimeoutMs: config.replicaStartTimeoutMs, drainTimeoutMs: config.replicaDrainTimeoutMs,
         warmPoolSize: config.warmPoolSize, warmPoolMemoryLimitBytes: config.replicaMemoryLimitBytes, replicaUser: config.replicaUser,
         logLevel: config.logLevel,
-      });
-    stopStarted = () => runtime.close();
+      };
+    // Kubernetes: several servers may run side by side; one, elected over a Lease, runs the
+    // control plane (its runtime opens, adopting the pods, when it becomes leader). Joined before
+    // anything else starts, so an unreachable API server fails the start.
+    const cluster: Cluster | undefined = config.runtime.kind === 'kubernetes'
+      ? await openCluster({
+        namespace: config.runtime.namespace, identity: deps.podName ?? `${os.hostname()}-${process.pid}`, podName: deps.podName,
+        leaseName: config.runtime.leaseName, leaseDurationMs: config.runtime.leaseDurationMs, renewIntervalMs: config.runtime.renewIntervalMs,
+        onError: (err) => log('warn', 'Kubernetes API call failed (retrying)', { error: err instanceof Error ? err.message : String(err) }),
+      })
+      : undefined;
+    stopStarted = async () => cluster?.close();
+    const leaderRuntime = cluster === undefined ? undefined : new LeaderRuntime(() => openRuntime(runtimeOptions));
+    const runtime: Runtime = leaderRuntime ?? await openRuntime(runtimeOptions);
+    stopStarted = async () => {
+      await runtime.close();
+      await cluster?.close();
+    };
     const table = new RoutingTable();
+    const traffic = { maxConcurrencyPerReplica: config.replicaMaxConcurrency, maxQueued: config.bufferDepth, queueTimeoutMs: config.bufferTimeoutMs };
     const controller = new EndpointController({
       store, authz, registry, artifacts, runtime, table, now, log,
       defaultRequestTimeoutMs: config.requestTimeoutMs,
@@ -101,8 +131,16 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       maxBodyBytes: config.maxBodyBytes,
       inputLimits: { maxRowsPerRequest: config.maxRowsPerRequest, maxJsonDepth: config.maxJsonDepth, maxJsonElements: config.maxJsonElements },
       drainTimeoutMs: config.replicaDrainTimeoutMs,
-      traffic: { maxConcurrencyPerReplica: config.replicaMaxConcurrency, maxQueued: config.bufferDepth, queueTimeoutMs: config.bufferTimeoutMs },
+      traffic,
     });
+    // Until it leads, a server in a cluster routes from the stored configs and the discovered pods.
+    const follower = cluster === undefined ? undefined : new RouteFollower({
+      store, authz, table, replicas: cluster, traffic, log,
+      defaultRequestTimeoutMs: config.requestTimeoutMs, maxBodyBytes: config.maxBodyBytes, drainTimeoutMs: config.replicaDrainTimeoutMs,
+      refreshIntervalMs: FOLLOWER_REFRESH_MS,
+    });
+    /** Whether this server runs the control plane: always without a cluster; in one, once its controller has started. */
+    let leading = cluster === undefined;
     // Subscribed before the controller starts, so the replicas it brings back are counted.
     const exporter = config.otlpEndpoint === undefined ? undefined : new OtlpExporter({ endpoint: config.otlpEndpoint, log });
     const telemetry = new Telemetry({
@@ -111,14 +149,16 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     });
     stopStarted = async () => {
       telemetry.close();
+      follower?.close();
       await controller.close();
       await exporter?.close();
+      await cluster?.close();
     };
     endpointRoutes(router, controller, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits });
     const inferenceStore = await openInferenceTableStore(config.databaseUrl === undefined
       ? { kind: 'sqlite', path: path.join(dataDir, 'inference.db') }
       : { kind: 'postgres', url: config.databaseUrl });
-    const settingsOf = (name: string): ReturnType<EndpointController['inferenceTableOf']> => controller.inferenceTableOf(name);
+    const settingsOf = (name: string): ReturnType<EndpointController['inferenceTableOf']> => (leading || follower === undefined ? controller.inferenceTableOf(name) : follower.inferenceTableOf(name));
     const inferenceTable = new InferenceTableWriter({
       store: inferenceStore, settingsOf, bufferRows: config.inferenceTableBufferRows, retentionMs: config.inferenceTableRetentionMs, now,
       onError: (err) => log('error', 'inference table write failed', { error: String(err) }),
@@ -127,20 +167,67 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       telemetry.close();
       await inferenceTable.close();
       await inferenceStore.close();
+      follower?.close();
       await controller.close();
       await exporter?.close();
+      await cluster?.close();
     };
     await inferenceTable.start();
     inferenceTableRoutes(router, { store: inferenceStore, writer: inferenceTable, settingsOf });
     gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats, log, logLevel: config.logLevel, exporter, authz });
     telemetryRoutes(router, telemetry, authz);
-    await controller.start();
+    /** This server's pod carries the leader label (removed at close). */
+    let labelled = false;
+    let steppedDown = false;
+    /** Closes the server and tells the CLI (`onStepDown`); nothing until the server is up (then it runs at once). */
+    let finishStepDown = (): void => undefined;
+    /** Stops leading at once; the close follows (at once, or once the start is done). */
+    const stepDown = (reason: string, err?: unknown): void => {
+      if (steppedDown) return;
+      steppedDown = true;
+      leading = false;
+      log('error', `stepping down: ${reason}; closing so that Kubernetes restarts this server as a follower`, { error: err instanceof Error ? err.message : undefined });
+      finishStepDown();
+    };
+    if (cluster === undefined || follower === undefined || leaderRuntime === undefined) {
+      await controller.start();
+    } else {
+      let promoting: Promise<void> | undefined;
+      cluster.onLeadershipChange((isLeader) => {
+        if (steppedDown) return; // closing: the elector may still take a free Lease before it stops
+        if (!isLeader) return stepDown('lost the leadership');
+        promoting = (async () => {
+          log('info', 'elected leader: starting the control plane', { identity: cluster.identity });
+          await leaderRuntime.activate();
+          await controller.start();
+          leading = true;
+          follower.handOver();
+          await cluster.markLeader(true).then(() => {
+            labelled = true;
+          }, (err: unknown) => log('error', 'labelling this pod as the leader failed', { error: String(err) }));
+        })();
+        promoting.catch((err: unknown) => stepDown('could not start the control plane', err));
+      });
+      cluster.onAddressesChange(() => follower.syncReplicas());
+      await cluster.elect();
+      // A free Lease (or our own, after a restart): lead before listening; else follow.
+      if (promoting !== undefined) {
+        await promoting;
+      } else {
+        // A leader's container that crashed restarts in the same pod, still labelled: unlabel it,
+        // or the leader's Service would send control-plane calls here too.
+        await cluster.markLeader(false).catch((err: unknown) => log('warn', 'removing a stale leader label failed', { error: String(err) }));
+        await follower.start();
+      }
+      log('info', leading ? 'leading the control plane' : 'following: serving inference, the control plane runs on the leader', { identity: cluster.identity });
+    }
 
     const middlewares = [
       requestTracing(),
       auditTrail(store, now, (err) => log('error', 'writing the audit log failed', { error: String(err) })),
       authenticate(authz),
       authorize(authz),
+      leaderOnly(() => leading),
     ];
     const server = createServer(listener(router, middlewares, (err, ctx) => {
       const trace = traceOf(ctx);
@@ -160,27 +247,26 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     if (exposed !== undefined) log('warn', exposed, { address: addr.address, port: addr.port, tls: tlsCredentials !== undefined });
 
     let closing: Promise<void> | undefined;
-    return {
-      url,
-      generatedAdminToken,
-      store,
-      router,
-      controller,
-      close: () => (closing ??= (async () => {
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-        server.closeIdleConnections();
-        const timer = setTimeout(() => server.closeAllConnections(), 5000);
-        await closed;
-        clearTimeout(timer);
-        telemetry.close();
-        await inferenceTable.close(); // writes what is still queued
-        await inferenceStore.close();
-        await controller.close();
-        await exporter?.close();
-        await store.close();
-        await releaseLock();
-      })()),
-    };
+    const close = (): Promise<void> => (closing ??= (async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const timer = setTimeout(() => server.closeAllConnections(), 5000);
+      await closed;
+      clearTimeout(timer);
+      telemetry.close();
+      await inferenceTable.close(); // writes what is still queued
+      await inferenceStore.close();
+      follower?.close();
+      if (labelled) await cluster?.markLeader(false).catch((err: unknown) => log('warn', 'removing the leader label failed', { error: String(err) }));
+      await controller.close(); // the Kubernetes runtime leaves the pods serving
+      await cluster?.close(); // releases the Lease: a follower takes over at its next look
+      await exporter?.close();
+      await store.close();
+      await releaseLock();
+    })());
+    finishStepDown = () => void close().finally(() => deps.onStepDown?.());
+    if (steppedDown) finishStepDown();
+    return { url, generatedAdminToken, store, router, controller, close };
   } catch (err) {
     await stopStarted?.();
     await store.close();
@@ -188,6 +274,9 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     throw err;
   }
 }
+
+/** How often a follower reads the stored endpoints again (a config the leader activated shows within this). */
+const FOLLOWER_REFRESH_MS = 2000;
 
 /** Data directories this process has locked. */
 const lockedHere = new Set<string>();

@@ -100,11 +100,11 @@ export class Processes {
     return child;
   }
 
-  /** Starts `ferry server` on a free port and resolves with its URL once it listens. */
-  async startServer(dataDir: string, env: Record<string, string> = {}): Promise<{ child: ChildProcess; url: string }> {
+  /** Starts `ferry server` on a free port (more `args`, e.g. `--config FILE`) and resolves with its URL once it listens. */
+  async startServer(dataDir: string, env: Record<string, string> = {}, args: string[] = []): Promise<{ child: ChildProcess; url: string }> {
     const logFile = path.join(dataDir + '.log');
     await fsp.mkdir(path.dirname(logFile), { recursive: true });
-    const child = this.spawnFerry(['server', '--port', '0', '--data-dir', dataDir], { env: { FERRY_ADMIN_TOKEN: ADMIN_TOKEN, ...env }, logFile });
+    const child = this.spawnFerry(['server', '--port', '0', '--data-dir', dataDir, ...args], { env: { FERRY_ADMIN_TOKEN: ADMIN_TOKEN, ...env }, logFile });
     const url = await waitFor('ferry server to listen', async () => {
       if (child.exitCode !== null) throw new Error(`ferry server exited with ${child.exitCode}: ${await fsp.readFile(logFile, 'utf8')}`);
       const text = await fsp.readFile(logFile, 'utf8').catch(() => '');

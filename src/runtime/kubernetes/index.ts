@@ -48,6 +48,8 @@ import {
   entitySelector, groupObjects, groupOf, labelValue, type Group, type PodSettings,
 } from './objects.js';
 
+export { KubernetesCluster, ROLE_LABEL } from './cluster.js';
+
 export interface KubernetesRuntimeOptions {
   /** Namespace of every object the runtime creates (and lists at `open`). */
   namespace: string;

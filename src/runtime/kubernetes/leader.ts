@@ -130,6 +130,8 @@ export class LeaderElector {
   private deadlineTimer: NodeJS.Timeout | undefined;
   private running: Promise<void> = Promise.resolve();
   private closed = false;
+  private readonly firstLook: Promise<void>;
+  private lookedOnce: () => void = () => undefined;
 
   constructor(private readonly opts: LeaderElectorOptions) {
     this.renewDeadlineMs = opts.renewDeadlineMs ?? Math.floor((opts.leaseDurationMs * 2) / 3);
@@ -139,12 +141,23 @@ export class LeaderElector {
     this.api = opts.kubeConfig.makeApiClient(CoordinationV1Api);
     this.leaseName = opts.leaseName ?? DEFAULT_LEASE_NAME;
     this.now = opts.now ?? Date.now;
+    this.firstLook = new Promise((resolve) => {
+      this.lookedOnce = resolve;
+    });
   }
 
   /** Starts the loop: the first look happens at once. */
   start(): this {
     this.schedule(0);
     return this;
+  }
+
+  /**
+   * Resolves once the first look after `start()` is done (or `close()` came first): `isLeader()`
+   * then tells whether this replica took a free (or its own) Lease at once.
+   */
+  looked(): Promise<void> {
+    return this.firstLook;
   }
 
   /** Whether this replica leads now. */
@@ -161,6 +174,7 @@ export class LeaderElector {
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.timer);
+    this.lookedOnce();
     await this.running;
     const lease = this.lease;
     if (this.renewedAtMs === undefined || lease === undefined) return;
@@ -178,7 +192,10 @@ export class LeaderElector {
   private schedule(delayMs: number): void {
     if (this.closed) return;
     this.timer = setTimeout(() => {
-      this.running = this.step().finally(() => this.schedule(this.opts.renewIntervalMs));
+      this.running = this.step().finally(() => {
+        this.lookedOnce();
+        this.schedule(this.opts.renewIntervalMs);
+      });
     }, delayMs);
   }
 
