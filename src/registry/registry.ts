@@ -154,8 +154,14 @@ export class Registry {
   }
 
   /** Finishes registrations interrupted by a crash (call once at start). */
-  async recoverPending(): Promise<void> {
-    for (const v of await this.store.pendingModelVersions()) await this.finishRegistration(v);
+  /**
+   * Finishes the registrations a crash interrupted (versions still PENDING_REGISTRATION), those
+   * created at least `minAgeMs` ago: 0 for a server alone with its store; with a store shared by
+   * several servers, an age no registration in progress elsewhere still has.
+   */
+  async recoverPending(minAgeMs = 0): Promise<void> {
+    const cutoff = this.opts.now() - minAgeMs;
+    for (const v of await this.store.pendingModelVersions()) if (v.createdMs <= cutoff) await this.finishRegistration(v);
   }
 
   private async finishRegistration(record: ModelVersionRecord): Promise<ModelVersionRecord> {

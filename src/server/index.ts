@@ -74,7 +74,9 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       : { ...config.artifactStore, cacheDir: path.join(dataDir, 'artifact-cache') });
     const generatedAdminToken = await bootstrapAdminToken(store, dataDir, deps.adminToken, now());
     const registry = new Registry(store, artifacts, { maxUploadBytes: config.maxUploadBytes, now });
-    await registry.recoverPending();
+    // Several servers share the store on Kubernetes: a version another one is registering right
+    // now is PENDING too, so only those pending for longer than any upload takes are finished.
+    await registry.recoverPending(config.runtime.kind === 'kubernetes' ? SHARED_STORE_RECOVERY_AGE_MS : 0);
 
     const authz = new Authorizer(store, now);
     const router: ServerRouter = new Router<Handler, Access>()
@@ -274,6 +276,9 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     throw err;
   }
 }
+
+/** A registration pending for this long on a shared store was interrupted (a 2 GiB upload takes minutes, not an hour). */
+const SHARED_STORE_RECOVERY_AGE_MS = 60 * 60 * 1000;
 
 /** How often a follower reads the stored endpoints again (a config the leader activated shows within this). */
 const FOLLOWER_REFRESH_MS = 2000;
