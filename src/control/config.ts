@@ -261,13 +261,7 @@ export async function compileConfig(raw: unknown, configVersion: number, registr
       entityName: e.entity_name,
       entityVersion: String(version.version),
       entityAlias: /^\d+$/.test(e.entity_version) ? undefined : e.entity_version,
-      workloadSize: e.workload_size,
-      workloadType: e.workload_type,
-      scaleToZeroEnabled: e.scale_to_zero_enabled,
-      minProvisionedConcurrency: e.min_provisioned_concurrency,
-      maxProvisionedConcurrency: e.max_provisioned_concurrency,
-      batching: compileBatching(e),
-      scaling: compileScaling(e, where),
+      ...workloadOf(e, where),
       artifactPath: version.artifact.path,
       artifactSha256: version.artifact.sha256,
       modelFile: version.artifact.modelFile,
@@ -296,6 +290,20 @@ export async function compileConfig(raw: unknown, configVersion: number, registr
     shadows: compileShadows(c.traffic_config?.shadow_routes ?? [], servedEntities, `${field}.traffic_config.shadow_routes`),
     requestTimeoutMs: c.request_timeout_ms,
     rollout: compileRollout(c.rollout, `${field}.rollout`),
+  };
+}
+
+/** What runs the entity, whatever it serves: workload, scaling bounds and tunables, batching. */
+function workloadOf(e: z.output<typeof servedEntitySchema>, where: string): Pick<ServedEntityConfig,
+  'workloadSize' | 'workloadType' | 'scaleToZeroEnabled' | 'minProvisionedConcurrency' | 'maxProvisionedConcurrency' | 'batching' | 'scaling'> {
+  return {
+    workloadSize: e.workload_size,
+    workloadType: e.workload_type,
+    scaleToZeroEnabled: e.scale_to_zero_enabled,
+    minProvisionedConcurrency: e.min_provisioned_concurrency,
+    maxProvisionedConcurrency: e.max_provisioned_concurrency,
+    batching: compileBatching(e),
+    scaling: compileScaling(e, where),
   };
 }
 
@@ -328,13 +336,7 @@ function compileFamilyEntity(e: z.output<typeof servedEntitySchema>, f: NonNulla
     entityName: `family ${[f.name_prefix === undefined ? '' : `${f.name_prefix}*`, tag === undefined ? '' : `tag ${f.tag}`].filter((x) => x !== '').join(' ')}`,
     entityVersion: '',
     entityAlias: undefined,
-    workloadSize: e.workload_size,
-    workloadType: e.workload_type,
-    scaleToZeroEnabled: e.scale_to_zero_enabled,
-    minProvisionedConcurrency: e.min_provisioned_concurrency,
-    maxProvisionedConcurrency: e.max_provisioned_concurrency,
-    batching: compileBatching(e),
-    scaling: compileScaling(e, where),
+    ...workloadOf(e, where),
     artifactPath: '',
     artifactSha256: '',
     modelFile: '',

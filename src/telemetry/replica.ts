@@ -6,6 +6,7 @@
  * between scrapes this costs the replica two histogram updates per model call and nothing else.
  */
 import http from 'node:http';
+import type { ModelCacheStats } from '../multi/index.js';
 import { BATCH_ROWS_BUCKETS, Histogram, isSnapshotOf, MODEL_SECONDS_BUCKETS, type HistogramSnapshot } from './histogram.js';
 
 /** A replica's answer to `GET /metrics`: histograms since the replica started. */
@@ -16,18 +17,8 @@ export interface ReplicaMetricsSnapshot {
   family?: FamilyCacheSnapshot;
 }
 
-/** The numeric fields of a family replica's cache stats that the server reads. */
-export interface FamilyCacheSnapshot {
-  models: number;
-  bytes: number;
-  budgetBytes: number;
-  hits: number;
-  misses: number;
-  loads: number;
-  loadFailures: number;
-  evictions: number;
-  loadSecondsSum: number;
-}
+/** A family replica's cache stats as the server reads them (the maximum load time is not summed). */
+export type FamilyCacheSnapshot = Omit<ModelCacheStats, 'loadSecondsMax'>;
 
 const FAMILY_FIELDS = ['models', 'bytes', 'budgetBytes', 'hits', 'misses', 'loads', 'loadFailures', 'evictions', 'loadSecondsSum'] as const;
 
