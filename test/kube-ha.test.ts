@@ -128,6 +128,9 @@ describe('several servers on Kubernetes', { skip: postgresUnavailable() ?? false
       assert.match(write.json.message, /'ferry-api' Service/);
       assert.equal(write.headers['retry-after'], '1');
       assert.equal((await request({ url: b.url, method: 'GET', path: '/api/2.0/serving-endpoints/lin' })).status, 503);
+      // Its own gateway's metrics and the shared inference table are any server's to answer.
+      assert.equal((await request({ url: b.url, method: 'GET', path: '/api/2.0/serving-endpoints/lin/metrics' })).status, 200);
+      assert.equal((await request({ url: b.url, method: 'GET', path: '/api/2.0/serving-endpoints/lin/inference-table' })).status, 200);
       assert.equal((await request({ url: a.url, method: 'GET', path: '/api/2.0/serving-endpoints/other' })).status, 404);
 
       // The leader dies without releasing the Lease: the follower keeps serving, and takes over once the Lease expires.

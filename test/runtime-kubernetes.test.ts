@@ -125,7 +125,8 @@ async function withDouble(fn: (double: KubeApiDouble, rt: KubernetesRuntime, exi
 
 /** Objects of `plural` in the test namespace belonging to the group of `spec`. */
 function groupObjectsIn(double: KubeApiDouble, plural: string, spec: ReplicaSpec): KubeObject[] {
-  return double.list(plural, NS).filter((o) => o.metadata.labels?.['ferry.dev/group'] === groupOf(spec).name);
+  // By endpoint and entity (each test has its own double): the runtime's group names also hash its settings.
+  return double.list(plural, NS).filter((o) => o.metadata.labels?.['ferry.dev/endpoint'] === spec.endpoint && o.metadata.labels['ferry.dev/served-entity'] === spec.servedEntity);
 }
 
 const SETTINGS: PodSettings = {

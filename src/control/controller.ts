@@ -673,7 +673,8 @@ export class EndpointController {
     try {
       handle = await this.o.runtime.startReplica({
         id, endpoint: d.endpoint, servedEntity: e.name,
-        artifactDir: e.family === undefined ? await this.o.artifacts.localDir(e.artifactPath, e.artifactSha256) : '', modelFile: e.modelFile, flavor: e.flavor,
+        artifactDir: e.family !== undefined || this.o.runtime.fetchesArtifacts === true ? '' : await this.o.artifacts.localDir(e.artifactPath, e.artifactSha256),
+        modelFile: e.modelFile, flavor: e.flavor,
         artifactKey: e.artifactPath, artifactSha256: e.artifactSha256,
         workloadType: e.workloadType, modelName: d.endpoint, modelVersion: e.entityVersion,
         memoryLimitBytes: this.o.replicaMemoryLimitBytes, maxBodyBytes: this.o.maxBodyBytes, ...this.o.inputLimits,

@@ -107,6 +107,12 @@ export interface ReplicaExit {
 
 export interface Runtime {
   /**
+   * Whether replicas fetch their model from the artifact store themselves (`artifactKey`,
+   * `artifactSha256`; Kubernetes pods): then the control plane does not copy it to its own disk
+   * and `artifactDir` is empty.
+   */
+  readonly fetchesArtifacts?: boolean;
+  /**
    * Starts a replica and resolves once it reports ready. Rejects with a FerryError
    * (MODEL_ERROR) whose message holds the replica's own error (e.g. the model failed to load)
    * when it exits before that, or DEADLINE_EXCEEDED after `startTimeoutMs`; nothing is left running.

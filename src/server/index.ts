@@ -90,7 +90,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
 
     const runtimeOptions: Parameters<typeof openRuntime>[0] = config.runtime.kind === 'kubernetes'
       ? {
-        ...config.runtime, startTimeoutMs: config.replicaStartTimeoutMs, drainTimeoutMs: config.replicaDrainTimeoutMs, logLevel: config.logLevel,
+        ...config.runtime, startTimeoutMs: config.replicaStartTimeoutMs, drainTimeoutMs: config.replicaDrainTimeoutMs, logLevel: config.logLevel, log,
         // Pods fetch artifacts themselves: from the bucket (credentials via the runtime's
         // artifactStoreSecret), or from the local store's directory, which the pods must then see
         // at the same path (Ferry mounts nothing for it: in a real cluster, use S3).
@@ -189,6 +189,9 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       steppedDown = true;
       leading = false;
       log('error', `stepping down: ${reason}; closing so that Kubernetes restarts this server as a follower`, { error: err instanceof Error ? err.message : undefined });
+      // Fenced before anything else: the controller winds down during the close, and none of its
+      // stops may reach pods the new leader may have adopted already.
+      void leaderRuntime?.fence().catch((e: unknown) => log('warn', 'closing the runtime on step-down failed', { error: String(e) }));
       finishStepDown();
     };
     if (cluster === undefined || follower === undefined || leaderRuntime === undefined) {
@@ -201,7 +204,10 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         promoting = (async () => {
           log('info', 'elected leader: starting the control plane', { identity: cluster.identity });
           await leaderRuntime.activate();
+          // A step-down while this ran wins: no control plane, no label.
+          if (steppedDown) return;
           await controller.start();
+          if (steppedDown) return;
           leading = true;
           follower.handOver();
           await cluster.markLeader(true).then(() => {

@@ -12,6 +12,8 @@ import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../runtim
 /** The install manifests' Service that selects the leader (`ferry.dev/role=leader`). */
 const LEADER_SERVICE = 'ferry-api';
 const ENDPOINTS_API = '/api/2.0/serving-endpoints';
+/** Routes under ENDPOINTS_API that every server serves. */
+const ANY_SERVER = /^\/api\/2\.0\/serving-endpoints\/:name\/(inference-table|metrics)(\/|$)/;
 
 function notLeader(): FerryError {
   return new FerryError('TEMPORARILY_UNAVAILABLE',
@@ -22,22 +24,44 @@ function notLeader(): FerryError {
 export class LeaderRuntime implements Runtime {
   private inner: Runtime | undefined;
   private readonly exitListeners: Array<(exit: ReplicaExit) => void> = [];
+  /** Set once this server stopped leading: nothing reaches the cluster any more. */
+  private fenced = false;
+  /** It wraps the Kubernetes runtime, whose pods fetch their own models. */
+  readonly fetchesArtifacts = true;
 
   constructor(private readonly open: () => Promise<Runtime>) {}
 
   /** Opens the runtime (once). */
   async activate(): Promise<void> {
-    if (this.inner !== undefined) return;
+    if (this.inner !== undefined || this.fenced) return;
     const inner = await this.open();
+    if (this.fenced) {
+      await inner.close();
+      return;
+    }
     for (const listener of this.exitListeners) inner.onExit(listener);
     this.inner = inner;
+  }
+
+  /**
+   * This server lost (or gave up) the leadership: from now on it starts, stops and deletes
+   * nothing, even while its controller winds down, since the new leader may already have adopted
+   * the pods. The runtime closes at once (pods keep serving).
+   */
+  async fence(): Promise<void> {
+    this.fenced = true;
+    const inner = this.inner;
+    this.inner = undefined;
+    await inner?.close();
   }
 
   startReplica(spec: ReplicaSpec): Promise<ReplicaHandle> {
     return this.active().startReplica(spec);
   }
 
+  /** A fenced runtime stops nothing: the replicas are the new leader's now. */
   stopReplica(id: string): Promise<void> {
+    if (this.fenced) return Promise.resolve();
     return this.active().stopReplica(id);
   }
 
@@ -72,7 +96,9 @@ export class LeaderRuntime implements Runtime {
  */
 export function leaderOnly(leading: () => boolean): Middleware<Access> {
   return (next, _rule, route) => {
-    if (!route.pattern.startsWith(ENDPOINTS_API)) return next;
+    // Inference tables live in the shared store and metrics are this server's own gateway's:
+    // any server answers those.
+    if (!route.pattern.startsWith(ENDPOINTS_API) || ANY_SERVER.test(route.pattern)) return next;
     return (ctx) => {
       if (!leading()) throw notLeader();
       return next(ctx);

@@ -40,7 +40,7 @@ import {
   type KubernetesObject, type V1Pod,
 } from '@kubernetes/client-node';
 import { FerryError, invalidParameter } from '../../errors.js';
-import type { LogLevel } from '../../logs/index.js';
+import type { LogFn, LogLevel } from '../../logs/index.js';
 import type { ArtifactStoreLocation } from '../../artifacts/index.js';
 import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../index.js';
 import {
@@ -77,6 +77,8 @@ export interface KubernetesRuntimeOptions {
   /** How long objects found at `open` wait to be claimed before they are deleted; default 2 min. */
   adoptionGraceMs?: number;
   logLevel?: LogLevel;
+  /** The server's log (a pod watch that keeps failing is logged); default: none. */
+  log?: LogFn;
 }
 
 /** Ids, endpoint and entity names, as the local runtime accepts them (labels get them through `labelValue`). */
@@ -92,6 +94,9 @@ const KEPT_LOG_BYTES = 256 * 1024;
 const STOP_EXTRA_WAIT_MS = 10_000;
 /** Pause before re-listing after a watch failed (the API server restarting, a network blip). */
 const REWATCH_DELAY_MS = 1000;
+const MAX_REWATCH_DELAY_MS = 30_000;
+/** Most bytes of a pod's log read at once (a crash report or `logs()` needs the tail only). */
+const POD_LOG_LIMIT_BYTES = 1024 * 1024;
 const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
 interface GroupState extends Group {
@@ -127,6 +132,8 @@ interface PodReplica {
 }
 
 export class KubernetesRuntime implements Runtime {
+  /** Pods fetch their model from the artifact store (`ferry replica --artifact-path`). */
+  readonly fetchesArtifacts = true;
   private readonly groups = new Map<string, GroupState>();
   private readonly replicas = new Map<string, PodReplica>();
   /** Ids of starts in progress (duplicates are refused). */
@@ -139,6 +146,9 @@ export class KubernetesRuntime implements Runtime {
   private readonly goneWaiters = new Map<string, Array<() => void>>();
   private watchAbort: AbortController | undefined;
   private rewatchTimer: NodeJS.Timeout | undefined;
+  /** Failed re-lists in a row (the retry delay doubles with each). */
+  private rewatchFailures = 0;
+  private readonly log: LogFn;
   private graceTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly core: CoreV1Api;
@@ -151,6 +161,7 @@ export class KubernetesRuntime implements Runtime {
     this.apps = kc.makeApiClient(AppsV1Api);
     this.networking = kc.makeApiClient(NetworkingV1Api);
     this.policy = kc.makeApiClient(PolicyV1Api);
+    this.log = opts.log ?? (() => undefined);
   }
 
   /**
@@ -257,10 +268,19 @@ export class KubernetesRuntime implements Runtime {
     if (this.closed || this.rewatchTimer !== undefined) return;
     this.watchAbort?.abort();
     this.watchAbort = undefined;
+    // 1 s, doubling while listing fails (RBAC missing, API server down), at most 30 s.
+    const delayMs = Math.min(REWATCH_DELAY_MS * 2 ** this.rewatchFailures, MAX_REWATCH_DELAY_MS);
     this.rewatchTimer = setTimeout(() => {
       this.rewatchTimer = undefined;
-      this.listPods().then((rv) => this.watchPods(rv)).catch(() => this.rewatch());
-    }, REWATCH_DELAY_MS);
+      this.listPods().then((rv) => {
+        this.rewatchFailures = 0;
+        return this.watchPods(rv);
+      }).catch((err: unknown) => {
+        this.rewatchFailures++;
+        this.log('warn', 'watching pods failed; retrying', { error: err instanceof Error ? err.message : String(err), retry_in_ms: Math.min(REWATCH_DELAY_MS * 2 ** this.rewatchFailures, MAX_REWATCH_DELAY_MS) });
+        this.rewatch();
+      });
+    }, delayMs);
   }
 
   private onPod(type: 'ADDED' | 'MODIFIED' | 'DELETED', pod: V1Pod): void {
@@ -360,7 +380,7 @@ export class KubernetesRuntime implements Runtime {
     }
     if (this.closed) throw new FerryError('TEMPORARILY_UNAVAILABLE', 'The runtime is shutting down.');
     if (this.replicas.has(spec.id) || this.starting.has(spec.id)) throw new FerryError('RESOURCE_ALREADY_EXISTS', `Replica '${spec.id}' is already running.`);
-    const identity = groupOf(spec);
+    const identity = groupOf(spec, this.settings);
     let group = this.groups.get(identity.name);
     if (group === undefined) {
       group = newGroupState(identity, spec);
@@ -443,7 +463,8 @@ export class KubernetesRuntime implements Runtime {
     const list = await this.core.listNamespacedPod({ namespace: this.ns, labelSelector: entitySelector(endpoint, servedEntity) }).catch((err: unknown) => {
       throw new FerryError('TEMPORARILY_UNAVAILABLE', `Cannot list the pods of '${endpoint}/${servedEntity}' in Kubernetes namespace '${this.ns}': ${describeApiError(err)}`, { cause: err, retryAfterS: 1 });
     });
-    const pods = list.items.sort((a, b) => String(a.metadata?.creationTimestamp ?? '').localeCompare(String(b.metadata?.creationTimestamp ?? '')));
+    // creationTimestamp is a Date in client-node: compare times, not their text.
+    const pods = list.items.sort((a, b) => new Date(a.metadata?.creationTimestamp ?? 0).getTime() - new Date(b.metadata?.creationTimestamp ?? 0).getTime());
     const live = await Promise.all(pods.map((p) => this.podLog(p.metadata?.name ?? '', { previous: false, maxBytes })));
     const all = Buffer.from((this.keptLogs.get(entityKey(endpoint, servedEntity)) ?? '') + live.join(''));
     return all.subarray(Math.max(0, all.length - Math.max(0, maxBytes))).toString('utf8');
@@ -569,7 +590,8 @@ export class KubernetesRuntime implements Runtime {
   private async podLog(podName: string, o: { previous: boolean; maxBytes: number }): Promise<string> {
     if (o.maxBytes <= 0 || podName === '') return '';
     try {
-      return await this.core.readNamespacedPodLog({ name: podName, namespace: this.ns, container: CONTAINER, previous: o.previous })
+      // limitBytes bounds what the API server sends (from the start of the log); the tail is cut here.
+      return await this.core.readNamespacedPodLog({ name: podName, namespace: this.ns, container: CONTAINER, previous: o.previous, limitBytes: Math.max(o.maxBytes, POD_LOG_LIMIT_BYTES) })
         .then((text) => tailBytes(text, o.maxBytes));
     } catch {
       return '';

@@ -82,11 +82,18 @@ const MIB = 1024 * 1024;
  * The group of `spec`: e.g. endpoint "iris-ep", entity "champion" → "ferry-iris-ep-champion-3fa94c01d2".
  * Names keep DNS-1123 characters of the names (lower-cased, others become "-"), cut so the whole
  * stays ≤ 47 characters; the hash covers the full identity, so cutting never merges two groups.
+ * The runtime passes its `settings` too: the pod template depends on them (image, uid, threads,
+ * port, the credentials Secret, the server pods' labels), so after a server upgrade or such a
+ * config change new replicas go to a new group with the new template instead of scaling up an
+ * old Deployment.
  */
-export function groupOf(spec: ReplicaSpec): Group {
+export function groupOf(spec: ReplicaSpec, settings?: PodSettings): Group {
   const identity = JSON.stringify([
     spec.endpoint, spec.servedEntity, spec.modelName, spec.modelVersion, spec.artifactKey, spec.artifactSha256, spec.modelFile, spec.flavor,
     spec.workloadType, spec.memoryLimitBytes, spec.maxBodyBytes, spec.maxRowsPerRequest, spec.maxJsonDepth, spec.maxJsonElements, spec.batching,
+    // What a pod needs to run differently; not where it fetches the model from (the sha256 pins
+    // the model, and servers may see one store under different paths), log level or timeouts.
+    ...(settings === undefined ? [] : [[settings.image, settings.imagePullPolicy, settings.replicaPort, settings.replicaUid, settings.replicaThreads, settings.artifactStoreSecret, settings.serverPodLabels]]),
   ]);
   const hash = createHash('sha256').update(identity).digest('hex').slice(0, HASH_CHARS);
   const stem = dnsLabel(`${spec.endpoint}-${spec.servedEntity}`, MAX_GROUP_NAME - NAME_PREFIX.length - HASH_CHARS - 1);
