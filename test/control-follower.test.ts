@@ -133,6 +133,7 @@ test('a follower reports its load: a request waiting for an entity with no repli
     const traffic = table.get('ep')?.entities[0]?.traffic;
     assert.ok(traffic);
     traffic.begin();
+    await new Promise((r) => setTimeout(r, 5)); // held 5 ms: a time average > 0
     const waiting = traffic.acquire();
     waiting.catch(() => undefined); // rejected once the queue timeout is up
     const [report] = await waitFor('the immediate report', () => (reports.length > 0 ? reports : undefined));

@@ -27,6 +27,12 @@ import { aiGatewayOf, buildEndpointRoute, creatorReads, inferenceTableSettings, 
 
 type Record_ = EndpointRecord<EndpointConfig>;
 
+/**
+ * The least time between a report and an early one for a waiting request: a burst of requests
+ * for an entity at zero replicas writes one report, not one per request.
+ */
+const EARLY_REPORT_GAP_MS = 250;
+
 export interface FollowerOptions {
   store: MetadataStore;
   /** For a family entity's members (served only when the endpoint's creator can read them). */
@@ -76,6 +82,8 @@ export class RouteFollower {
   private reporting = false;
   /** The last report written had no entity in it (an idle follower writes nothing more). */
   private reportedIdle = false;
+  /** When the last report was taken. */
+  private reportedAtMs = -Infinity;
   private stopped = false;
 
   constructor(private readonly o: FollowerOptions) {}
@@ -186,8 +194,10 @@ export class RouteFollower {
     };
   }
 
+  /** A request waits: with no replica of its entity here, reports at once (at most every `EARLY_REPORT_GAP_MS`, however many wait). */
   private onDemand(endpoint: string, servedEntity: string): void {
-    if (this.endpoints.get(endpoint)?.entities.get(servedEntity)?.backends.size === 0) this.reportLoad();
+    if (this.endpoints.get(endpoint)?.entities.get(servedEntity)?.backends.size !== 0) return;
+    if (this.o.now() - this.reportedAtMs >= EARLY_REPORT_GAP_MS) this.reportLoad();
   }
 
   /**
@@ -207,7 +217,8 @@ export class RouteFollower {
     }
     if (entities.length === 0 && this.reportedIdle) return;
     this.reporting = true;
-    this.o.store.putGatewayLoad({ server: this.o.server, reportedMs: this.o.now(), entities }).then(
+    this.reportedAtMs = this.o.now();
+    this.o.store.putGatewayLoad({ server: this.o.server, reportedMs: this.reportedAtMs, entities }).then(
       () => {
         this.reportedIdle = entities.length === 0;
       },
