@@ -9,7 +9,7 @@ import { compileServerConfig } from '../src/config/index.js';
 import { RouteFollower, type EndpointConfig, type ServedEntityConfig } from '../src/control/index.js';
 import { RoutingTable } from '../src/gateway/index.js';
 import type { DiscoveredReplica } from '../src/runtime/index.js';
-import type { EndpointRecord, MetadataStore } from '../src/store/index.js';
+import type { EndpointRecord, GatewayLoadReport, MetadataStore } from '../src/store/index.js';
 import { waitFor } from './support/index.js';
 
 /** A served entity as compiled; the follower reads only its names and version (and family). */
@@ -31,18 +31,27 @@ function record(name: string, c: EndpointConfig | undefined, aiGateway: unknown 
   };
 }
 
-function setup(records: Array<EndpointRecord<EndpointConfig>>, addresses: Map<string, DiscoveredReplica[]>): { follower: RouteFollower; table: RoutingTable } {
+function setup(
+  records: Array<EndpointRecord<EndpointConfig>>, addresses: Map<string, DiscoveredReplica[]>, reportIntervalMs = 10,
+): { follower: RouteFollower; table: RoutingTable; reports: GatewayLoadReport[] } {
   const table = new RoutingTable();
+  const reports: GatewayLoadReport[] = [];
   const follower = new RouteFollower({
-    store: { listEndpoints: async () => records } as unknown as MetadataStore,
+    store: {
+      listEndpoints: async () => records,
+      putGatewayLoad: async (r: GatewayLoadReport) => {
+        reports.push(r);
+      },
+    } as unknown as MetadataStore,
     authz: { require: async () => undefined },
     table,
     replicas: { addresses: (endpoint, servedEntity) => addresses.get(`${endpoint}/${servedEntity}`) ?? [] },
     defaultRequestTimeoutMs: 5000, maxBodyBytes: 1024, drainTimeoutMs: 100, refreshIntervalMs: 10,
     traffic: { maxConcurrencyPerReplica: 4, maxQueued: 10, queueTimeoutMs: 1000 },
+    server: 'ferry-b', reportIntervalMs, now: () => 1234,
     log: () => undefined,
   });
-  return { follower, table };
+  return { follower, table, reports };
 }
 
 test('a follower builds the route from the serving config and the discovered replicas', async () => {
@@ -112,6 +121,37 @@ test('a follower hands its routes over: each serves until the leader publishes i
     await waitFor('the follower\'s replicas out of rotation', () => (route.entities[0]?.traffic.backends.length === 0 ? true : undefined));
   } finally {
     follower.close();
+  }
+});
+
+test('a follower reports its load: a request waiting for an entity with no replica here at once; an idle follower once', async () => {
+  const records = [record('ep', config([['a', 100], ['b', 0]]))];
+  const addresses = new Map<string, DiscoveredReplica[]>([['ep/b', [{ host: '10.0.0.2', port: 8080, pod: 'pod-2' }]]]);
+  const { follower, table, reports } = setup(records, addresses, 60_000);
+  await follower.start();
+  try {
+    const traffic = table.get('ep')?.entities[0]?.traffic;
+    assert.ok(traffic);
+    traffic.begin();
+    await new Promise((r) => setTimeout(r, 5)); // held 5 ms: a time average > 0
+    const waiting = traffic.acquire();
+    waiting.catch(() => undefined); // rejected once the queue timeout is up
+    const [report] = await waitFor('the immediate report', () => (reports.length > 0 ? reports : undefined));
+    assert.equal(report?.server, 'ferry-b');
+    assert.equal(report?.reportedMs, 1234);
+    assert.deepEqual(report?.entities.map((e) => [e.endpoint, e.servedEntity, e.queued, e.concurrency > 0]), [['ep', 'a', 1, true]], 'only the entity with load');
+  } finally {
+    follower.close();
+  }
+
+  // Every 10 ms, with no load: one empty report, then nothing.
+  const idle = setup([record('ep', config([['a', 100]]))], new Map());
+  await idle.follower.start();
+  try {
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(idle.reports.map((r) => r.entities), [[]], 'an idle follower writes one empty report');
+  } finally {
+    idle.follower.close();
   }
 });
 

@@ -39,7 +39,7 @@ interface TestCluster {
  * The contract double with the server pods `pods` (so the leader can label its own; their image
  * does not run in the double), servers sharing the database `databaseUrl` and one artifact directory.
  */
-async function startCluster(root: string, databaseUrl: string, pods: string[]): Promise<TestCluster> {
+async function startCluster(root: string, databaseUrl: string, pods: string[], serverConfig: Record<string, unknown> = {}): Promise<TestCluster> {
   const double = await KubeApiDouble.start({ images: { [IMAGE]: [process.execPath, FERRY_BIN] } });
   const procs = new Processes();
   try {
@@ -54,6 +54,7 @@ async function startCluster(root: string, databaseUrl: string, pods: string[]): 
     }
     const config = path.join(root, 'server.json');
     await fsp.writeFile(config, JSON.stringify({
+      ...serverConfig,
       databaseUrl,
       runtime: { kind: 'kubernetes', namespace: NS, image: IMAGE, adoptionGrace: '1m', leaseDuration: `${LEASE_DURATION_MS}ms`, renewInterval: '500ms' },
     }));
@@ -151,6 +152,39 @@ describe('several servers on Kubernetes', { skip: postgresUnavailable() ?? false
       // The new leader runs the control plane: deleting the endpoint removes its pods.
       assert.equal((await request({ url: b.url, method: 'DELETE', path: '/api/2.0/serving-endpoints/lin' })).status, 200);
       await waitFor('the endpoint\'s pods deleted', () => (replicaPods().length === 0 ? true : undefined), 30_000);
+    } finally {
+      await cluster.close();
+    }
+  });
+
+  test('a request that reaches only the follower wakes an entity scaled to zero: the leader\'s autoscaler counts the follower\'s reported load', { timeout: 60_000 }, async () => {
+    // The follower's request waits in its buffer for the woken pod (well under the 30 s here; 10 s by default).
+    const cluster = await startCluster(path.join(root, 'follower-load'), await pg.createDatabase(), ['ferry-d', 'ferry-e'], { bufferTimeout: '30s' });
+    try {
+      const d = await cluster.start('ferry-d');
+      const e = await cluster.start('ferry-e');
+      assert.equal(cluster.holder(), 'ferry-d');
+      await fsp.writeFile(path.join(root, 'linear-2.onnx'), linearFixture.build());
+      await registerVersion(d.url, 'linear', path.join(root, 'linear-2.onnx'));
+      // Scale to zero after 2 s without requests.
+      const autoscaling = { stable_window_ms: 2000, panic_window_ms: 1000, scale_down_delay_ms: 0, scale_to_zero_grace_ms: 0 };
+      const created = await request({
+        url: d.url, method: 'POST', path: '/api/2.0/serving-endpoints',
+        json: { name: 'idle', config: { served_entities: [{ name: 'a', entity_name: 'linear', entity_version: '1', scale_to_zero_enabled: true, autoscaling }] } },
+      });
+      assert.equal(created.status, 200, created.text);
+      await waitSettled(d.url, 'idle');
+      const pods = (): KubeObject[] => cluster.double.list('pods', NS).filter((p) => p.metadata.labels?.['ferry.dev/endpoint'] === 'idle');
+      await waitFor('the entity scaled to zero, its pod gone', () => (pods().length === 0 ? true : undefined), 20_000);
+      // Routed on the follower (not 404), with no replica there (503).
+      await waitFor('the follower to route idle, with no replica', async () => ((await request({ url: e.url, method: 'GET', path: '/v2/models/idle/ready' })).status === 503 ? true : undefined), 10_000);
+
+      const res = await request({ url: e.url, method: 'POST', path: '/serving-endpoints/idle/invocations', json: { inputs: [[1, 2, 3, 4]] } });
+      assert.equal(res.status, 200, res.text);
+      assert.deepEqual(res.json.predictions, [[5.625]]);
+      const view = await request({ url: d.url, method: 'GET', path: '/api/2.0/serving-endpoints/idle' });
+      const decisions = (view.json.config.served_entities[0].autoscaling.last_decisions as Array<{ desired_replicas: number }>).map((x) => x.desired_replicas);
+      assert.deepEqual(decisions.slice(-2), [0, 1], 'scaled to zero, then woken by the follower\'s load');
     } finally {
       await cluster.close();
     }

@@ -37,6 +37,7 @@ import {
   validationRequestOf, type Weighted,
 } from './rollout.js';
 import { aiGatewayOf, buildEndpointRoute, creatorReads, inferenceTableSettings, rateLimiterFor } from './routes.js';
+import { loadKey, type PeerLoad } from './load.js';
 import { replicaExit, replicaReady, type ReplicaExitEvent, type ReplicaReadyEvent } from './events.js';
 
 export type DeploymentState = 'DEPLOYMENT_CREATING' | 'DEPLOYMENT_READY' | 'DEPLOYMENT_RECOVERING' | 'DEPLOYMENT_FAILED' | 'DEPLOYMENT_ABORTED';
@@ -60,6 +61,11 @@ export interface ControllerOptions {
   drainTimeoutMs: number;
   /** Per-entity capacity and wait-buffer settings of the gateway. */
   traffic: Omit<TrafficOptions, 'name' | 'onDemand'>;
+  /**
+   * Several servers on one store (Kubernetes): the other servers' gateway load, added to this
+   * server's own in every autoscale sample. Undefined on one machine.
+   */
+  peers?: PeerLoad | undefined;
   now: () => number;
   log: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -388,18 +394,41 @@ export class EndpointController {
 
   // ---- autoscaling -------------------------------------------------------------------------
 
-  /** Once a second: sample every serving entity's load and apply the policy's decision. */
+  /**
+   * Once a second: sample every serving entity's load and apply the policy's decision. With
+   * peers, their reports are then read again for the next tick, and an entity at zero replicas
+   * that they hold requests for is poked as soon as those are read.
+   */
   private autoscale(): void {
+    if (this.endpoints.size === 0) return; // nothing to scale (a follower's controller has not started)
     const now = this.o.now();
+    const peers = this.o.peers?.demand(now);
+    for (const d of this.serving()) this.scaleEntity(d, now, peers);
+    this.o.peers?.refresh(now).then(() => this.pokeFromPeers())
+      .catch((err: unknown) => this.o.log('error', 'autoscaling from the other servers\' load failed', { error: String(err) }));
+  }
+
+  /** The deployments of every endpoint's serving config. */
+  private *serving(): Iterable<Deployment> {
     for (const st of this.endpoints.values()) {
       if (st.deleted) continue;
-      for (const d of st.current.values()) if (!d.stopped) this.scaleEntity(d, now);
+      for (const d of st.current.values()) if (!d.stopped) yield d;
     }
   }
 
-  private scaleEntity(d: Deployment, nowMs: number): void {
+  private pokeFromPeers(): void {
+    const now = this.o.now();
+    const peers = this.o.peers?.demand(now);
+    for (const d of this.serving()) {
+      if (d.replicas.size === 0 && (peers?.get(loadKey(d.endpoint, d.entity.name)) ?? 0) > 0) this.scaleEntity(d, now, peers);
+    }
+  }
+
+  /** `peers`: the other servers' demand by `loadKey` (see ./load.ts); absent on one machine. */
+  private scaleEntity(d: Deployment, nowMs: number, peers = this.o.peers?.demand(nowMs)): void {
     // A poke samples what is waiting right now; a tick, the average since the last tick.
-    record(d.scaler, nowMs, d.replicas.size === 0 ? Math.max(d.traffic.inFlight, d.traffic.takeAverageConcurrency()) : d.traffic.takeAverageConcurrency());
+    const own = d.replicas.size === 0 ? Math.max(d.traffic.inFlight, d.traffic.takeAverageConcurrency()) : d.traffic.takeAverageConcurrency();
+    record(d.scaler, nowMs, own + (peers?.get(loadKey(d.endpoint, d.entity.name)) ?? 0));
     const decision = decide(d.entity.scaling, d.scaler, { readyReplicas: d.readyReplicas, startingReplicas: d.startingReplicas }, nowMs);
     if (!decision.valid || decision.desiredReplicas === d.desiredReplicas) return;
     d.decisions.push({ ...decision, timeMs: nowMs });

@@ -9,19 +9,29 @@
  * Routes follow the store every `refreshIntervalMs` (a config the leader activated, an endpoint
  * created or deleted) and the replicas at each discovery change. What a follower does not see:
  * a canary's intermediate traffic split (it serves the serving config until the leader activates
- * the new one), and its own load is not in the leader's autoscaler (an entity scaled to zero stays
- * there until a request reaches the leader).
+ * the new one).
+ *
+ * Scaling is the leader's: every `reportIntervalMs` the follower writes its load per served
+ * entity to the store (./load.ts), which the leader's autoscaler adds to its own. A request that
+ * has to wait for an entity with no replica here is reported at once, so the leader wakes an
+ * entity scaled to zero without waiting for the next report.
  */
 import { FramedChannel, framePayloadLimit } from '../channel/index.js';
 import type { Authorizer } from '../auth/index.js';
 import { EntityTraffic, type Backend, type EndpointRoute, type RateLimiter, type RoutingTable, type TrafficOptions } from '../gateway/index.js';
 import { FamilyResolver } from '../multi/index.js';
 import type { DiscoveredReplica } from '../runtime/index.js';
-import type { EndpointRecord, MetadataStore } from '../store/index.js';
+import type { EndpointRecord, EntityLoad, MetadataStore } from '../store/index.js';
 import type { AiGatewayConfig, EndpointConfig, ServedEntityConfig } from './config.js';
 import { aiGatewayOf, buildEndpointRoute, creatorReads, inferenceTableSettings, rateLimiterFor } from './routes.js';
 
 type Record_ = EndpointRecord<EndpointConfig>;
+
+/**
+ * The least time between a report and an early one for a waiting request: a burst of requests
+ * for an entity at zero replicas writes one report, not one per request.
+ */
+const EARLY_REPORT_GAP_MS = 250;
 
 export interface FollowerOptions {
   store: MetadataStore;
@@ -37,6 +47,11 @@ export interface FollowerOptions {
   traffic: Omit<TrafficOptions, 'name' | 'onDemand'>;
   /** How often the stored endpoints are read again, e.g. 2000. */
   refreshIntervalMs: number;
+  /** This server's name in its load reports (its pod name). */
+  server: string;
+  /** How often the load is reported, e.g. `LOAD_REPORT_INTERVAL_MS`. */
+  reportIntervalMs: number;
+  now: () => number;
   log: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -62,6 +77,13 @@ interface FollowedEndpoint {
 export class RouteFollower {
   private readonly endpoints = new Map<string, FollowedEndpoint>();
   private timer: NodeJS.Timeout | undefined;
+  private reportTimer: NodeJS.Timeout | undefined;
+  /** A load report is being written (one at a time). */
+  private reporting = false;
+  /** The last report written had no entity in it (an idle follower writes nothing more). */
+  private reportedIdle = false;
+  /** When the last report was taken. */
+  private reportedAtMs = -Infinity;
   private stopped = false;
 
   constructor(private readonly o: FollowerOptions) {}
@@ -74,6 +96,8 @@ export class RouteFollower {
       this.refresh().catch((err: unknown) => this.o.log('error', 'reading the stored endpoints failed', { error: String(err) }));
     }, this.o.refreshIntervalMs);
     this.timer.unref();
+    this.reportTimer = setInterval(() => this.reportLoad(), this.o.reportIntervalMs);
+    this.reportTimer.unref();
   }
 
   /** The discovered replicas changed: adds and removes backends of every followed entity. */
@@ -95,6 +119,7 @@ export class RouteFollower {
   handOver(): void {
     this.stopped = true;
     clearInterval(this.timer);
+    clearInterval(this.reportTimer); // the controller counts this gateway's load now; the last report ages out
     this.timer = setInterval(() => {
       for (const [name, fe] of this.endpoints) {
         if (this.o.table.get(name) === fe.route) continue;
@@ -110,6 +135,7 @@ export class RouteFollower {
   close(): void {
     this.stopped = true;
     clearInterval(this.timer);
+    clearInterval(this.reportTimer);
     for (const fe of this.endpoints.values()) for (const e of fe.entities.values()) for (const b of e.backends.values()) b.channel.close();
     this.endpoints.clear();
   }
@@ -161,11 +187,45 @@ export class RouteFollower {
   private newEntity(record: Record_, entity: ServedEntityConfig): FollowedEntity {
     return {
       entity,
-      // No poke: scaling is the leader's (see the module comment).
-      traffic: new EntityTraffic({ ...this.o.traffic, name: `${record.name}/${entity.name}`, onDemand: () => undefined }),
+      // A request waits: with no replica here, tell the leader now (see the module comment).
+      traffic: new EntityTraffic({ ...this.o.traffic, name: `${record.name}/${entity.name}`, onDemand: () => this.onDemand(record.name, entity.name) }),
       family: entity.family === undefined ? undefined : new FamilyResolver(entity.family, this.o.store, creatorReads(this.o.store, this.o.authz, record.creator)),
       backends: new Map(),
     };
+  }
+
+  /** A request waits: with no replica of its entity here, reports at once (at most every `EARLY_REPORT_GAP_MS`, however many wait). */
+  private onDemand(endpoint: string, servedEntity: string): void {
+    if (this.endpoints.get(endpoint)?.entities.get(servedEntity)?.backends.size !== 0) return;
+    if (this.o.now() - this.reportedAtMs >= EARLY_REPORT_GAP_MS) this.reportLoad();
+  }
+
+  /**
+   * Writes this gateway's load per served entity: the time-weighted in-flight concurrency since
+   * the previous report and the requests waiting now. Entities without load are left out; an
+   * idle follower writes one empty report, then nothing until it has load again.
+   */
+  private reportLoad(): void {
+    if (this.stopped || this.reporting) return;
+    const entities: EntityLoad[] = [];
+    for (const [endpoint, fe] of this.endpoints) {
+      for (const [servedEntity, e] of fe.entities) {
+        const concurrency = e.traffic.takeAverageConcurrency();
+        const queued = e.traffic.queued;
+        if (concurrency > 0 || queued > 0) entities.push({ endpoint, servedEntity, concurrency, queued });
+      }
+    }
+    if (entities.length === 0 && this.reportedIdle) return;
+    this.reporting = true;
+    this.reportedAtMs = this.o.now();
+    this.o.store.putGatewayLoad({ server: this.o.server, reportedMs: this.reportedAtMs, entities }).then(
+      () => {
+        this.reportedIdle = entities.length === 0;
+      },
+      (err: unknown) => this.o.log('warn', 'reporting the gateway load failed', { error: String(err) }),
+    ).finally(() => {
+      this.reporting = false;
+    });
   }
 
   /** Makes the entity's backends the discovered ready replicas: new ones added, gone ones drained. */

@@ -12,7 +12,7 @@ import { openArtifactStore } from '../artifacts/index.js';
 import { access, auditRoutes, auditTrail, authenticate, Authorizer, authorize, authRoutes, bootstrapAdminToken, type Access, type ServerRouter } from '../auth/index.js';
 import type { ServerConfig } from '../config/index.js';
 import { consoleRoutes } from '../console/index.js';
-import { EndpointController, endpointRoutes, RouteFollower } from '../control/index.js';
+import { EndpointController, endpointRoutes, LOAD_REPORT_INTERVAL_MS, PeerLoad, RouteFollower } from '../control/index.js';
 import { errorBodyFor, gatewayRoutes, RoutingTable } from '../gateway/index.js';
 import { FerryError } from '../errors.js';
 import { InferenceTableWriter, inferenceTableRoutes } from '../inference-tables/index.js';
@@ -134,12 +134,14 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       inputLimits: { maxRowsPerRequest: config.maxRowsPerRequest, maxJsonDepth: config.maxJsonDepth, maxJsonElements: config.maxJsonElements },
       drainTimeoutMs: config.replicaDrainTimeoutMs,
       traffic,
+      // In a cluster, the followers' gateways serve too: their load counts in the autoscaler.
+      peers: cluster === undefined ? undefined : new PeerLoad({ store, self: cluster.identity, log }),
     });
     // Until it leads, a server in a cluster routes from the stored configs and the discovered pods.
     const follower = cluster === undefined ? undefined : new RouteFollower({
       store, authz, table, replicas: cluster, traffic, log,
       defaultRequestTimeoutMs: config.requestTimeoutMs, maxBodyBytes: config.maxBodyBytes, drainTimeoutMs: config.replicaDrainTimeoutMs,
-      refreshIntervalMs: FOLLOWER_REFRESH_MS,
+      refreshIntervalMs: FOLLOWER_REFRESH_MS, server: cluster.identity, reportIntervalMs: LOAD_REPORT_INTERVAL_MS, now,
     });
     /** Whether this server runs the control plane: always without a cluster; in one, once its controller has started. */
     let leading = cluster === undefined;

@@ -111,4 +111,12 @@ export const MIGRATIONS: readonly string[] = [
     error_code TEXT NOT NULL DEFAULT ''
   );
   `,
+  // 5: each server's gateway load (several servers on one store; the leader's autoscaler reads it)
+  `
+  CREATE TABLE gateway_load (
+    server TEXT PRIMARY KEY,
+    reported_ms INTEGER NOT NULL,
+    entities TEXT NOT NULL
+  );
+  `,
 ];

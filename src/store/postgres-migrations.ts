@@ -131,4 +131,12 @@ export const PG_MIGRATIONS: readonly string[] = [
   CREATE INDEX inference_rows_endpoint_time ON inference_rows (endpoint, endpoint_id, timestamp_ms, seq);
   CREATE INDEX inference_rows_time ON inference_rows (timestamp_ms);
   `,
+  // 3: each server's gateway load (see migrations.ts 5)
+  `
+  CREATE TABLE gateway_load (
+    server TEXT COLLATE "C" PRIMARY KEY,
+    reported_ms BIGINT NOT NULL,
+    entities TEXT NOT NULL
+  );
+  `,
 ];

@@ -11,10 +11,10 @@ import pg from 'pg';
 import { FerryError, notFound } from '../errors.js';
 import { PG_MIGRATIONS } from './postgres-migrations.js';
 import {
-  artifactParams, auditPage, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toPrincipal, toModel, toToken, toVersion as toVersionRow, type Row,
+  artifactParams, auditPage, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toGatewayLoad, toPrincipal, toModel, toToken, toVersion as toVersionRow, type Row,
 } from './rows.js';
 import type {
-  AuditQuery, AuditRecord, EndpointRecord, Grant, MetadataStore, ModelFilter, ModelVersionPatch, ModelVersionRecord, ObjectType, Page,
+  AuditQuery, AuditRecord, EndpointRecord, GatewayLoadReport, Grant, MetadataStore, ModelFilter, ModelVersionPatch, ModelVersionRecord, ObjectType, Page,
   PageResult, PrincipalRecord, RegisteredModelRecord, TokenRecord, BulkVersionEntry,
 } from './types.js';
 
@@ -332,6 +332,21 @@ class PostgresStore implements MetadataStore {
       await replaceGrants(c, 'serving-endpoint', name, []);
       return (await changes(c, 'DELETE FROM endpoints WHERE name = $1', [name])) > 0;
     });
+  }
+
+  // ---- gateway load ------------------------------------------------------------------------
+
+  async putGatewayLoad(r: GatewayLoadReport): Promise<void> {
+    await this.pool.query(`INSERT INTO gateway_load (server, reported_ms, entities) VALUES ($1, $2, $3)
+      ON CONFLICT (server) DO UPDATE SET reported_ms = excluded.reported_ms, entities = excluded.entities`, [r.server, r.reportedMs, JSON.stringify(r.entities)]);
+  }
+
+  async listGatewayLoad(): Promise<GatewayLoadReport[]> {
+    return (await all(this.pool, 'SELECT * FROM gateway_load ORDER BY server')).map(toGatewayLoad);
+  }
+
+  async deleteGatewayLoad(beforeMs: number): Promise<number> {
+    return changes(this.pool, 'DELETE FROM gateway_load WHERE reported_ms < $1', [beforeMs]);
   }
 
   // ---- principals and permissions ----------------------------------------------------------

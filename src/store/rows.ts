@@ -6,7 +6,7 @@
  * inside), so a record reads back exactly as it was written, key order included.
  */
 import { FerryError } from '../errors.js';
-import type { AuditRecord, EndpointRecord, ModelFilter, ModelVersionRecord, RegisteredModelRecord, PageResult, PrincipalRecord, TokenRecord, VersionArtifact } from './types.js';
+import type { AuditRecord, EndpointRecord, GatewayLoadReport, ModelFilter, ModelVersionRecord, RegisteredModelRecord, PageResult, PrincipalRecord, TokenRecord, VersionArtifact } from './types.js';
 
 export type Row = Record<string, unknown>;
 
@@ -44,6 +44,10 @@ export function toEndpoint(r: Row): EndpointRecord {
     configUpdate: r.config_update as EndpointRecord['configUpdate'], updateMessage: String(r.update_message),
     aiGateway: JSON.parse(r.ai_gateway as string) as unknown,
   };
+}
+
+export function toGatewayLoad(r: Row): GatewayLoadReport {
+  return { server: String(r.server), reportedMs: Number(r.reported_ms), entities: JSON.parse(r.entities as string) as GatewayLoadReport['entities'] };
 }
 
 /** A `registered_models` row with its tag rows (`key`, `value`) and alias rows (`alias`, `version`). */

@@ -8,11 +8,11 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { FerryError, notFound } from '../errors.js';
 import type {
-  EndpointRecord, MetadataStore, ModelFilter, ModelVersionPatch, ModelVersionRecord, Page, PageResult,
+  EndpointRecord, GatewayLoadReport, MetadataStore, ModelFilter, ModelVersionPatch, ModelVersionRecord, Page, PageResult,
   RegisteredModelRecord, TokenRecord, PrincipalRecord, ObjectType, Grant, AuditRecord, AuditQuery, BulkVersionEntry,
 } from './types.js';
 import { MIGRATIONS } from './migrations.js';
-import { artifactParams, auditPage, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toModel, toPrincipal, toToken, toVersion as toVersionRow, type Row } from './rows.js';
+import { artifactParams, auditPage, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toGatewayLoad, toModel, toPrincipal, toToken, toVersion as toVersionRow, type Row } from './rows.js';
 
 export async function openSqliteStore(file: string): Promise<MetadataStore> {
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
@@ -276,6 +276,21 @@ class SqliteStore implements MetadataStore {
       this.replaceGrants('serving-endpoint', name, []);
       return this.stmt('DELETE FROM endpoints WHERE name = ?').run(name).changes > 0;
     });
+  }
+
+  // ---- gateway load ------------------------------------------------------------------------
+
+  async putGatewayLoad(r: GatewayLoadReport): Promise<void> {
+    this.stmt(`INSERT INTO gateway_load (server, reported_ms, entities) VALUES (?, ?, ?)
+      ON CONFLICT (server) DO UPDATE SET reported_ms = excluded.reported_ms, entities = excluded.entities`).run(r.server, r.reportedMs, JSON.stringify(r.entities));
+  }
+
+  async listGatewayLoad(): Promise<GatewayLoadReport[]> {
+    return (this.stmt('SELECT * FROM gateway_load ORDER BY server').all() as Row[]).map(toGatewayLoad);
+  }
+
+  async deleteGatewayLoad(beforeMs: number): Promise<number> {
+    return this.stmt('DELETE FROM gateway_load WHERE reported_ms < ?').run(beforeMs).changes;
   }
 
   // ---- principals and permissions ----------------------------------------------------------

@@ -159,6 +159,28 @@ export interface EndpointRecord<C = unknown> {
   aiGateway: unknown;
 }
 
+/** One served entity's load on one server's gateway (see `GatewayLoadReport`). */
+export interface EntityLoad {
+  endpoint: string;
+  servedEntity: string;
+  /** Requests the gateway held for the entity (waiting or on a replica), averaged over time since the previous report. */
+  concurrency: number;
+  /** Requests waiting in the gateway's buffer when the report was taken. */
+  queued: number;
+}
+
+/**
+ * What one server's gateway carried, as it last reported it to the shared store (Kubernetes,
+ * several servers): the leader's autoscaler adds the fresh reports of the others to its own load.
+ */
+export interface GatewayLoadReport {
+  /** The reporting server's name (its pod name). */
+  server: string;
+  /** When the report was taken, ms since the epoch (the reporting server's clock). */
+  reportedMs: number;
+  entities: EntityLoad[];
+}
+
 export interface MetadataStore {
   /** With `creator`, the creator gets CAN_MANAGE on it in the same transaction. */
   createRegisteredModel(m: { name: string; description: string; tags: Record<string, string>; creator?: string }, nowMs: number): Promise<RegisteredModelRecord>;
@@ -225,6 +247,16 @@ export interface MetadataStore {
   setGrants(type: ObjectType, name: string, grants: Grant[]): Promise<void>;
   /** Objects of `type` on which any of `grantees` holds a grant: name → the grants. */
   grantsOf(type: ObjectType, grantees: string[]): Promise<Map<string, Grant[]>>;
+
+  /**
+   * Replaces one server's gateway load report (one row per server: a follower writes it about
+   * once a second with all its entities).
+   */
+  putGatewayLoad(r: GatewayLoadReport): Promise<void>;
+  /** Every server's latest report, by server name. */
+  listGatewayLoad(): Promise<GatewayLoadReport[]>;
+  /** Deletes the reports older than `beforeMs` (servers gone); returns how many. */
+  deleteGatewayLoad(beforeMs: number): Promise<number>;
 
   appendAudit(e: Omit<AuditRecord, 'id'>): Promise<void>;
   /** Newest first. */

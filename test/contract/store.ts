@@ -256,6 +256,21 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.equal(await s.getEndpoint('ep'), undefined);
     });
 
+    withStore('gateway load: one row per server, replaced by its next report; reports older than a cut-off deleted', async (s) => {
+      assert.deepEqual(await s.listGatewayLoad(), []);
+      const load = (endpoint: string, concurrency: number, queued: number) => ({ endpoint, servedEntity: 'a', concurrency, queued });
+      await s.putGatewayLoad({ server: 'ferry-b', reportedMs: 1_700_000_000_000, entities: [load('lin', 2.5, 0), load('iris', 0.125, 3)] });
+      await s.putGatewayLoad({ server: 'ferry-c', reportedMs: 1_700_000_000_500, entities: [] });
+      await s.putGatewayLoad({ server: 'ferry-b', reportedMs: 1_700_000_001_000, entities: [load('lin', 1.75, 1)] });
+      assert.deepEqual(await s.listGatewayLoad(), [
+        { server: 'ferry-b', reportedMs: 1_700_000_001_000, entities: [load('lin', 1.75, 1)] },
+        { server: 'ferry-c', reportedMs: 1_700_000_000_500, entities: [] },
+      ]);
+      assert.equal(await s.deleteGatewayLoad(1_700_000_000_501), 1, 'only ferry-c\'s report is older');
+      assert.deepEqual((await s.listGatewayLoad()).map((r) => r.server), ['ferry-b']);
+      assert.equal(await s.deleteGatewayLoad(1_700_000_000_501), 0);
+    });
+
     test('data survives close and reopen', async () => {
       const h = await makeHarness();
       try {
