@@ -2,10 +2,17 @@
 # (`ferry replica`) run from the same image. docs/kubernetes.md says how to build and run it.
 #
 #   docker build -t ferry:dev .
-#   docker build -t ferry:cuda --build-arg ONNXRUNTIME_NODE_INSTALL=cuda12 .   # GPU nodes
+#   docker build -t ferry:cuda --build-arg ONNXRUNTIME_NODE_INSTALL=cuda12 \
+#     --build-arg RUNTIME_BASE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 .   # GPU nodes
 #
 # Two stages: the build stage has the compiler toolchain and the dev dependencies (TypeScript,
 # vite); the runtime stage gets only the compiled output and the production dependencies.
+
+# The runtime stage's base: the default runs on CPUs. GPU nodes need CUDA 12 and cuDNN 9 user
+# libraries, which this image lacks (the NVIDIA container runtime brings only the driver): build
+# the runtime stage on NVIDIA's image instead, with the node binary copied in below, e.g.
+#   --build-arg ONNXRUNTIME_NODE_INSTALL=cuda12 --build-arg RUNTIME_BASE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
+ARG RUNTIME_BASE=node:20-bookworm-slim
 
 FROM node:20-bookworm-slim AS build
 # better-sqlite3 compiles from source when no prebuilt binary matches; it needs these.
@@ -29,9 +36,11 @@ RUN npm ci --no-audit --no-fund \
   && test -f dist/src/cli/main.js && test -f ui/dist/index.html \
   && npm prune --omit=dev --no-audit --no-fund
 
-FROM node:20-bookworm-slim AS runtime
+FROM ${RUNTIME_BASE} AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
+# Node itself, from the build stage (the same binary whatever the base; a no-op on the node image).
+COPY --from=build /usr/local/bin/node /usr/local/bin/node
 COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/bin ./bin

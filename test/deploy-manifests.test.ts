@@ -241,7 +241,13 @@ test('Dockerfile: every COPY source exists, .dockerignore keeps them, the entryp
   const lines = text.replace(/\\\n/g, ' ').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
   const stages = lines.filter((l) => /^FROM /i.test(l));
   assert.equal(stages.length, 2, 'a build stage and a runtime stage');
-  assert.ok(stages.every((s) => s.startsWith('FROM node:20-bookworm-slim')), 'Node 20 (package.json engines)');
+  // Node 20 (package.json engines): the build stage's image, and the runtime stage's by default
+  // (a GPU build passes NVIDIA's CUDA image as RUNTIME_BASE and gets the same node binary).
+  assert.ok(stages[0]?.startsWith('FROM node:20-bookworm-slim AS build'), stages[0]);
+  assert.equal(stages[1], 'FROM ${RUNTIME_BASE} AS runtime');
+  assert.ok(lines.includes('ARG RUNTIME_BASE=node:20-bookworm-slim'), 'the runtime base defaults to the node image');
+  assert.ok(lines.indexOf('ARG RUNTIME_BASE=node:20-bookworm-slim') < lines.findIndex((l) => /^FROM /.test(l)), 'an ARG used in FROM is declared before the first FROM');
+  assert.ok(lines.includes('COPY --from=build /usr/local/bin/node /usr/local/bin/node'), 'the runtime stage has the build stage\'s node');
   const ignored = (await fsp.readFile(path.join(ROOT, '.dockerignore'), 'utf8')).split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
   const contextCopies = lines.filter((l) => /^COPY /i.test(l) && !/--from=/.test(l));
   assert.ok(contextCopies.length > 0);
@@ -256,7 +262,7 @@ test('Dockerfile: every COPY source exists, .dockerignore keeps them, the entryp
   // sources the build stage received.
   for (const copy of lines.filter((l) => /^COPY --from=build /.test(l))) {
     const src = copy.split(/\s+/)[2]!.replace(/^\/app\//, '');
-    const built = ['dist/src', 'ui/dist', 'node_modules'].includes(src);
+    const built = ['dist/src', 'ui/dist', 'node_modules', '/usr/local/bin/node'].includes(src);
     assert.ok(built || contextCopies.some((c) => c.split(/\s+/).slice(1, -1).includes(src)), `${src} is built or copied in the build stage`);
   }
   const entrypoint = JSON.parse(lines.find((l) => l.startsWith('ENTRYPOINT '))!.slice('ENTRYPOINT '.length)) as string[];

@@ -100,7 +100,24 @@ function str(v: Values, key: string): string | undefined {
   return typeof x === 'string' ? x : undefined;
 }
 
+/**
+ * Until a command installs its own SIGTERM/SIGINT handlers (which drain), a signal exits at once.
+ * Without any handler a container's pid 1 ignores SIGTERM, so a pod stopped while its server or
+ * replica is still starting (fetching, loading a model) would wait out its whole grace period.
+ */
+const exitNow = (): void => process.exit(143);
+
+/** Replaces `exitNow` with the command's own handler. */
+function onStopSignals(stop: () => void): void {
+  process.off('SIGTERM', exitNow);
+  process.off('SIGINT', exitNow);
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
+
 export async function main(argv: string[]): Promise<void> {
+  process.on('SIGTERM', exitNow);
+  process.on('SIGINT', exitNow);
   const [cmd, ...rest] = argv;
   try {
     switch (cmd) {
@@ -185,11 +202,9 @@ async function runServer(values: Values): Promise<{ server: FerryServer; config:
   if (server.generatedAdminToken !== undefined) {
     process.stdout.write(`Admin token (shown once; also saved to ${path.join(config.dataDir, ADMIN_TOKEN_FILE)}, mode 0600):\n  ${server.generatedAdminToken}\n`);
   }
-  const stop = (): void => {
+  onStopSignals(() => {
     server.close().then(() => process.exit(0), () => process.exit(1));
-  };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  });
   return { server, config };
 }
 
@@ -319,12 +334,10 @@ async function replicaCommand(args: string[]): Promise<void> {
     options = { ...options, dir: await fetchArtifact(location, artifactPath, sha256, options.dir).catch(failed) };
   }
   const replica = await startReplica(options).catch(failed);
-  const stop = (): void => {
+  onStopSignals(() => {
     log('info', 'draining');
     replica.close().then(() => process.exit(0), () => process.exit(1));
-  };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
+  });
 }
 
 /** `--listen HOST:PORT`; an empty HOST is the pod's IP (env POD_IP, from the downward API), else every interface. */

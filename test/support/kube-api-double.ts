@@ -638,6 +638,9 @@ export class KubeApiDouble {
       env[String(e.name)] = mapPath(value);
     }
     const argv = [...entrypoint, ...((c.args as string[] | undefined) ?? [])].map((a, i) => (i < entrypoint.length && c.command === undefined ? a : mapPath(expand(a, env))));
+    // The awaits above may have let close() run, or the pod be deleted: a process started now
+    // would outlive the double (and keep the test process alive).
+    if (this.closed || rt.terminating) return;
     rt.log = [];
     rt.logBytes = 0;
     rt.oomKilled = false;

@@ -542,11 +542,15 @@ export class KubernetesRuntime implements Runtime {
       .map((p) => p.metadata?.name ?? ''));
     const surplus = unclaimed.map((p) => p.metadata?.name ?? '').filter((name) => !kept.has(name));
     for (const name of surplus) group.retired.add(name);
+    // Deleted before the scale-down: a terminating pod no longer counts for the ReplicaSet
+    // controller, so the scale-down never has to choose, whichever of the two it sees first (its
+    // informers are not ordered with ours). At worst it creates a replacement in between, which
+    // the scale-down then removes (not ready, it ranks first) or a waiting start claims.
     await Promise.all(surplus.map((name) => this.markForDeletion(name)));
-    await this.apps.patchNamespacedDeploymentScale({ name: group.name, namespace: this.ns, body: { spec: { replicas } } }, MERGE_PATCH);
     await Promise.all(surplus.map((name) => this.core.deleteNamespacedPod({ name, namespace: this.ns }).catch((err: unknown) => {
       if (!hasCode(err, 404)) throw err;
     })));
+    await this.apps.patchNamespacedDeploymentScale({ name: group.name, namespace: this.ns, body: { spec: { replicas } } }, MERGE_PATCH);
   }
 
   private async deleteGroup(group: GroupState): Promise<void> {
