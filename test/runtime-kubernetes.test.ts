@@ -351,6 +351,20 @@ describe('KubernetesRuntime', () => {
     }, { startTimeoutMs: 150 });
   });
 
+  test('a GPU entity on a cluster without a free GPU times out naming the scheduler\'s reason, and leaves nothing', { timeout: 60_000 }, async () => {
+    const double = await KubeApiDouble.start({ images: { [IMAGE]: [process.execPath, FERRY_BIN] }, gpus: 0 });
+    const rt = await openRuntime(double, { startTimeoutMs: 1500 });
+    try {
+      const spec = makeSpec('ep.gpu.a', 'linear', { servedEntity: 'gpu', workloadType: 'GPU_SMALL' });
+      await assert.rejects(rt.startReplica(spec), (err: unknown) => err instanceof FerryError && err.code === 'DEADLINE_EXCEEDED'
+        && /ep\.gpu\.a[^]*The scheduler could not place it: Unschedulable: 0\/1 nodes are available: 1 Insufficient nvidia\.com\/gpu\./.test(err.message), 'the scheduler\'s reason');
+      await waitFor('nothing left', () => (groupObjectsIn(double, 'pods', spec).length === 0 && groupObjectsIn(double, 'deployments', spec).length === 0 ? true : undefined));
+    } finally {
+      await rt.close();
+      await double.close();
+    }
+  });
+
   test('a server with runtime kubernetes serves an endpoint through pods; after a restart it adopts them', { timeout: 120_000 }, async () => {
     const double = await startDouble();
     const dataDir = path.join(root, 'server-data');

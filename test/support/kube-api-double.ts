@@ -112,6 +112,11 @@ export interface KubeApiDoubleOptions {
   restartBackoffMs?: number;
   /** Environment every container starts with, before its own `env`; default PATH and HOME of this process. */
   baseEnv?: Record<string, string>;
+  /**
+   * `nvidia.com/gpu` the one node has; default unlimited. A pod asking for more than is free stays
+   * Pending with `PodScheduled=False` (reason Unschedulable), as the scheduler leaves it.
+   */
+  gpus?: number;
 }
 
 interface WatchEvent {
@@ -184,7 +189,7 @@ export class KubeApiDouble {
     const server = http.createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const opts: Required<KubeApiDoubleOptions> = {
-      images: {}, historyLimit: 10_000, probeIntervalMs: 100, restartBackoffMs: 200,
+      images: {}, historyLimit: 10_000, probeIntervalMs: 100, restartBackoffMs: 200, gpus: Number.POSITIVE_INFINITY,
       baseEnv: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/' }, ...options,
     };
     const double = new KubeApiDouble(server, root, opts);
@@ -570,10 +575,30 @@ export class KubeApiDouble {
 
   /** The fake kubelet: starts a container for every new pod. */
   private reconcilePods(): void {
+    let gpusFree = this.opts.gpus;
+    for (const rt of this.pods.values()) {
+      const pod = this.currentPod(rt);
+      if (pod !== undefined) gpusFree -= gpusOf(pod);
+    }
     for (const [key, p] of this.objects) {
       if (!key.startsWith('/pods/') || this.pods.has(podKey(p)) || p.metadata.deletionTimestamp !== undefined) continue;
+      const gpus = gpusOf(p);
+      if (gpus > gpusFree) {
+        this.markUnschedulable(key, p, `0/1 nodes are available: 1 Insufficient nvidia.com/gpu.`);
+        continue;
+      }
+      gpusFree -= gpus;
       void this.startPod(p);
     }
+  }
+
+  /** Leaves a pod Pending with the scheduler's condition (written once). */
+  private markUnschedulable(key: string, pod: KubeObject, message: string): void {
+    const conditions = (pod.status?.conditions as KubeObject[] | undefined) ?? [];
+    if (conditions.some((c) => c.type === 'PodScheduled')) return;
+    const next = structuredClone(pod);
+    next.status = { ...next.status, phase: 'Pending', conditions: [{ type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message, lastTransitionTime: new Date().toISOString() }] };
+    this.write(this.typeOf('pods'), 'MODIFIED', key, next);
   }
 
   private async startPod(pod: KubeObject): Promise<void> {
@@ -1036,4 +1061,11 @@ function jsonPatch(doc: KubeObject, ops: KubeObject[]): KubeObject {
     }
   }
   return doc;
+}
+
+/** `nvidia.com/gpu` a pod's containers ask for. */
+function gpusOf(pod: KubeObject): number {
+  let n = 0;
+  for (const c of (pod.spec?.containers as KubeObject[] | undefined) ?? []) n += Number(c.resources?.limits?.['nvidia.com/gpu'] ?? c.resources?.requests?.['nvidia.com/gpu'] ?? 0);
+  return n;
 }

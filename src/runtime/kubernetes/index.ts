@@ -393,7 +393,10 @@ export class KubernetesRuntime implements Runtime {
     try {
       const claimed = new Promise<{ podName: string; restartCount: number }>((resolve, reject) => {
         g.waiters.push({ id: spec.id, resolve, reject });
-        timer = setTimeout(() => reject(new FerryError('DEADLINE_EXCEEDED', `Replica '${spec.id}' did not become ready within ${this.opts.startTimeoutMs} ms; its pod was removed.`)), this.opts.startTimeoutMs);
+        timer = setTimeout(() => {
+          const unscheduled = this.unschedulable(g);
+          reject(new FerryError('DEADLINE_EXCEEDED', `Replica '${spec.id}' did not become ready within ${this.opts.startTimeoutMs} ms; its pod was removed.${unscheduled === undefined ? '' : ` The scheduler could not place it: ${unscheduled}`}`));
+        }, this.opts.startTimeoutMs);
       });
       // Settled by whichever comes first below; a later rejection has no one to tell.
       claimed.catch(() => undefined);
@@ -566,6 +569,19 @@ export class KubernetesRuntime implements Runtime {
     await Promise.all(deletes.map((del) => del().catch((err: unknown) => {
       if (!hasCode(err, 404)) throw err;
     })));
+  }
+
+  /**
+   * Why the scheduler left a pod of the group Pending, e.g. "Unschedulable: 0/3 nodes are available:
+   * 3 Insufficient nvidia.com/gpu." (a GPU entity on a cluster without free GPUs); undefined when none is.
+   */
+  private unschedulable(group: GroupState): string | undefined {
+    for (const p of this.pods.values()) {
+      if (p.metadata?.labels?.[LABEL_GROUP] !== group.name) continue;
+      const c = p.status?.conditions?.find((x) => x.type === 'PodScheduled' && x.status === 'False');
+      if (c !== undefined) return `${c.reason ?? 'Unschedulable'}: ${c.message ?? ''}`.trim();
+    }
+    return undefined;
   }
 
   /** Takes a pod out: a scale-down that removes exactly it (see `scale`). */
