@@ -21,6 +21,7 @@ import { compileServerConfig } from '../src/config/index.js';
 import { familyFixture } from '../src/fixtures/index.js';
 import { startServer, type FerryServer } from '../src/server/index.js';
 import type { LoadResult, LoadSpec } from './multi-load.js';
+import { percentile } from './scaling.js';
 
 export interface MultiSettings {
   models: number;
@@ -54,10 +55,6 @@ interface PhaseResult {
   cacheBytesMax: number;
   /** Largest resident memory of any family replica during the phase. */
   replicaRssMaxBytes: number;
-}
-
-function percentile(sorted: number[], q: number): number {
-  return Math.round(sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? 0);
 }
 
 function load(spec: LoadSpec): Promise<LoadResult> {
@@ -105,11 +102,10 @@ async function phase(name: string, server: FerryServer, client: FerryClient, dat
   polling = false;
   await poller;
   const after = family ? await familyState(client) : undefined;
-  const sorted = r.latenciesUs.sort((a, b) => a - b);
   const d = (k: 'hits' | 'misses' | 'loads' | 'evictions'): number => (after?.[k] ?? 0) - (before?.[k] ?? 0);
   return {
     name, requests: r.requests, errors: r.errors, firstError: r.firstError, requestsPerS: Math.round(r.requests / r.elapsedS),
-    p50Us: percentile(sorted, 0.5), p99Us: percentile(sorted, 0.99),
+    p50Us: Math.round(percentile(r.latenciesUs, 50) ?? 0), p99Us: Math.round(percentile(r.latenciesUs, 99) ?? 0),
     hitRate: family && d('hits') + d('misses') > 0 ? Math.round((d('hits') / (d('hits') + d('misses'))) * 1000) / 1000 : null,
     loads: d('loads'), evictions: d('evictions'), cacheBytesMax, replicaRssMaxBytes,
   };

@@ -271,18 +271,17 @@ export async function compileConfig(raw: unknown, configVersion: number, registr
       family: undefined,
     });
   }
-  const families = servedEntities.filter((e) => e.family !== undefined).length;
-  if (families > 0 && families < servedEntities.length) {
+  const familyEntities = servedEntities.filter((e) => e.family !== undefined);
+  if (familyEntities.length > 0 && familyEntities.length < servedEntities.length) {
     throw invalidParameter(`${field}.served_entities`, servedEntities.map((e) => e.name), 'either model families only or single model versions only (a request to a family names its model; one to a single version does not)');
   }
-  const familyEntities = servedEntities.filter((e) => e.family !== undefined);
   const members = (e: ServedEntityConfig): string => JSON.stringify([e.family?.namePrefix, e.family?.tag]);
   const odd = familyEntities.find((e) => members(e) !== members(familyEntities[0] as ServedEntityConfig));
   if (odd !== undefined) {
     // A request names one model; every entity it may be sent to must have that model.
     throw invalidParameter(`${field}.served_entities`, odd.name, `family entities with the same name_prefix and tag (a split between them differs only in cache size, fallback and workload)`);
   }
-  if (families > 0 && (c.traffic_config?.shadow_routes ?? []).length > 0) {
+  if (familyEntities.length > 0 && (c.traffic_config?.shadow_routes ?? []).length > 0) {
     throw invalidParameter(`${field}.traffic_config.shadow_routes`, c.traffic_config?.shadow_routes, 'no shadow routes on a family endpoint');
   }
   return {

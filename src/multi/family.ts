@@ -41,7 +41,10 @@ export interface FamilyMember {
 /** The request header that names the model of a family endpoint. */
 export const MODEL_HEADER = 'x-ferry-model';
 
-const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** A registered model's name: 1-128 letters, digits, ".", "_" or "-", starting with a letter or digit (the registry's rule). */
+export const MODEL_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** A version number as text: 1 to 9,999,999,999, no leading zero. */
+export const VERSION_PATTERN = /^[1-9]\d{0,9}$/;
 const ALIAS = /^[A-Za-z0-9_-]{1,255}$/;
 
 /**
@@ -53,10 +56,10 @@ export function parseModelRef(raw: string, field: string): ModelRef {
   const at = raw.indexOf('@');
   const name = slash >= 0 ? raw.slice(0, slash) : at >= 0 ? raw.slice(0, at) : raw;
   const expected = 'a registered model name, "name/<version>" or "name@<alias>"';
-  if (!MODEL_NAME.test(name)) throw invalidParameter(field, raw, expected);
+  if (!MODEL_NAME_PATTERN.test(name)) throw invalidParameter(field, raw, expected);
   if (slash >= 0) {
     const v = raw.slice(slash + 1);
-    if (!/^[1-9]\d{0,9}$/.test(v)) throw invalidParameter(field, raw, expected);
+    if (!VERSION_PATTERN.test(v)) throw invalidParameter(field, raw, expected);
     return { name, version: Number(v), alias: undefined };
   }
   if (at >= 0) {

@@ -8,11 +8,11 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { validateKey, type ArtifactStore } from '../artifacts/index.js';
 import { FerryError, invalidParameter, notFound, toFerryError } from '../errors.js';
+import { MODEL_NAME_PATTERN } from '../multi/index.js';
 import type { MetadataStore, ModelVersionRecord, RegisteredModelRecord, VersionArtifact } from '../store/index.js';
 import { inspectArtifact } from './inspect.js';
 
 /** Names become artifact-store path segments and URL parts: keep them plain. */
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const ALIAS_RE = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
 
 /** Where uploads through the MLflow artifact proxy live inside the artifact store: `uploads/<principal>/<path>`. */
@@ -227,7 +227,7 @@ export function parseSource(source: string): Source {
 }
 
 export function checkName(name: string, field = 'name'): void {
-  if (!NAME_RE.test(name)) throw invalidParameter(field, name, 'a model name of 1-128 letters, digits, ".", "_" or "-", starting with a letter or digit');
+  if (!MODEL_NAME_PATTERN.test(name)) throw invalidParameter(field, name, 'a model name of 1-128 letters, digits, ".", "_" or "-", starting with a letter or digit');
 }
 
 function missingModel(name: string): never {

@@ -10,13 +10,13 @@
  */
 import { FerryError, invalidParameter, isErrorCode, type ErrorBody } from '../errors.js';
 import { parseJson } from '../http/index.js';
-import { loadFamilyModel, ModelCache, type FamilyModel } from '../multi/index.js';
+import { loadFamilyModel, ModelCache, MODEL_NAME_PATTERN, VERSION_PATTERN, type FamilyModel } from '../multi/index.js';
 import {
   checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Response, v2ModelMetadata,
 } from '../protocols/index.js';
 import { ModelCallMetrics } from '../telemetry/index.js';
 import type { OutputValue, Tensor } from '../tensor/index.js';
-import type { ModelContext, ModelRoutes, RouteRow } from './model-routes.js';
+import { rowsOf, type ModelContext, type ModelRoutes, type RouteRow } from './model-routes.js';
 
 /** A family replica asks its runtime (over IPC) for a member's model file; part of `ReplicaToRuntime`. */
 export interface StageRequest {
@@ -39,7 +39,6 @@ export interface FamilyOptions {
   sessionFallback: boolean;
 }
 
-const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export function familyModel(f: FamilyOptions, ctx: ModelContext & { maxRows: number; stage: StageModel }): ModelRoutes {
   const modelMetrics = new ModelCallMetrics();
@@ -56,8 +55,8 @@ export function familyModel(f: FamilyOptions, ctx: ModelContext & { maxRows: num
   /** The member a path names; 400 for a malformed name or version (only the gateway's paths are well formed). */
   const memberOf = (params: Record<string, string>): { name: string; version: string } => {
     const { name = '', version = '' } = params;
-    if (!MODEL_NAME.test(name)) throw invalidParameter('name', name, 'a registered model name');
-    if (!/^[1-9]\d{0,9}$/.test(version)) throw invalidParameter('version', version, 'a version number');
+    if (!MODEL_NAME_PATTERN.test(name)) throw invalidParameter('name', name, 'a registered model name');
+    if (!VERSION_PATTERN.test(version)) throw invalidParameter('version', version, 'a version number');
     return { name, version };
   };
   const predict = async (m: FamilyModel, inputs: Record<string, Tensor>, params: Record<string, unknown> | undefined): Promise<Record<string, OutputValue>> => {
@@ -66,12 +65,7 @@ export function familyModel(f: FamilyOptions, ctx: ModelContext & { maxRows: num
     try {
       return await m.model.predict(inputs, params);
     } finally {
-      let rows = 0;
-      for (const t of Object.values(inputs)) {
-        rows = t.shape[0] ?? 1;
-        break;
-      }
-      modelMetrics.observe(rows, (performance.now() - t0) / 1000);
+      modelMetrics.observe(rowsOf(inputs), (performance.now() - t0) / 1000);
     }
   };
   const routes: RouteRow[] = [

@@ -27,7 +27,7 @@ import { batchable, DynamicBatcher, realClock } from './batcher.js';
 import { llmHandlers, Streamed } from './llm.js';
 import { ModelRunner, type ExecutionMode } from './runner.js';
 import { familyModel, stageThroughRuntime, type FamilyOptions, type StageReply, type StageRequest } from './family.js';
-import type { Inference, ModelContext, ModelRoutes, RouteRow } from './model-routes.js';
+import { rowsOf, type Inference, type ModelContext, type ModelRoutes, type RouteRow } from './model-routes.js';
 
 export interface ReplicaOptions {
   /** Unix socket path to listen on (the parent directory should be 0700); unused when `listen` is set. */
@@ -87,12 +87,6 @@ const EXECUTION_MODES: readonly ExecutionMode[] = ['auto', 'inline', 'worker'];
 const MAX_QUEUED_BATCHES = 16;
 const MIN_QUEUE_ROWS = 1024;
 const EMPTY = Buffer.alloc(0);
-
-/** Rows of a request: the first dimension of its (validated, consistent) inputs. */
-function rowsOf(inputs: Record<string, Tensor>): number {
-  for (const t of Object.values(inputs)) return t.shape[0] ?? 1;
-  return 0;
-}
 
 export interface Replica {
   close(): Promise<void>;

@@ -5,6 +5,13 @@
  */
 import type { JsonLimits } from '../http/index.js';
 import type { jsonLogger, LogFields } from '../logs/index.js';
+import type { Tensor } from '../tensor/index.js';
+
+/** Rows of a request: the first dimension of its (validated, consistent) inputs. */
+export function rowsOf(inputs: Record<string, Tensor>): number {
+  for (const t of Object.values(inputs)) return t.shape[0] ?? 1;
+  return 0;
+}
 
 /**
  * An inference route shared by both transports (HTTP for debugging and probes, frames from the
