@@ -43,7 +43,7 @@ after(async () => {
 
 test('the fixture is byte-identical on every build and its metadata reads back in pure JS', async () => {
   assert.deepEqual(buildTinyGguf(), buildTinyGguf());
-  const h = await readGgufHeader(path.join(dir, TINY_LLM.file));
+  const h = readGgufHeader(path.join(dir, TINY_LLM.file));
   assert.equal(h.version, 3);
   assert.equal(h.tensorCount, 3 + 9 * TINY_LLM.blockCount);
   assert.equal(h.metadata.get('general.architecture'), 'llama');

@@ -19,17 +19,16 @@ export function isTarArchive(file: string): boolean {
 export async function* tarFiles(file: string): AsyncGenerator<{ path: string; content: Buffer }> {
   const raw = createReadStream(file);
   const input = /\.(tar\.gz|tgz)$/.test(file) ? raw.pipe(createGunzip()) : raw;
-  let buf: Buffer = Buffer.alloc(0);
+  const pending = new Chunks();
   /** Pending: the header being read, then its data (padded to whole blocks). */
   let header: { path: string; size: number; type: string } | undefined;
   let longName: string | undefined;
   for await (const chunk of input as AsyncIterable<Buffer>) {
-    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    pending.push(chunk);
     for (;;) {
       if (header === undefined) {
-        if (buf.length < BLOCK) break;
-        const block = buf.subarray(0, BLOCK);
-        buf = buf.subarray(BLOCK);
+        if (pending.length < BLOCK) break;
+        const block = pending.take(BLOCK);
         if (block.every((b) => b === 0)) continue; // end-of-archive blocks
         header = parseHeader(block, file);
         if (longName !== undefined) {
@@ -38,9 +37,8 @@ export async function* tarFiles(file: string): AsyncGenerator<{ path: string; co
         }
       }
       const padded = Math.ceil(header.size / BLOCK) * BLOCK;
-      if (buf.length < padded) break;
-      const data = Buffer.from(buf.subarray(0, header.size));
-      buf = buf.subarray(padded);
+      if (pending.length < padded) break;
+      const data = Buffer.from(pending.take(padded).subarray(0, header.size));
       const h = header;
       header = undefined;
       if (h.type === 'L') longName = cString(data);
@@ -49,6 +47,39 @@ export async function* tarFiles(file: string): AsyncGenerator<{ path: string; co
     }
   }
   if (header !== undefined) throw new Error(`${file}: the archive ends inside '${header.path}'.`);
+}
+
+/**
+ * The bytes read but not yet consumed, as a list of chunks: an entry of N bytes arriving in 64 KiB
+ * chunks is joined once when whole (O(N)), not once per chunk (a 32 MiB entry: 512 joins of up to
+ * 32 MiB each, ~23 s, before this).
+ */
+class Chunks {
+  private chunks: Buffer[] = [];
+  /** Bytes held. */
+  length = 0;
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+  }
+
+  /** The first `n` bytes (n <= length), removed. */
+  take(n: number): Buffer {
+    const first = this.chunks[0];
+    if (first !== undefined && first.length >= n) {
+      // The common case for headers: no copy.
+      const out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+      this.length -= n;
+      return out;
+    }
+    const whole = Buffer.concat(this.chunks, this.length);
+    this.chunks = whole.length > n ? [whole.subarray(n)] : [];
+    this.length -= n;
+    return whole.subarray(0, n);
+  }
 }
 
 function parseHeader(block: Buffer, file: string): { path: string; size: number; type: string } {

@@ -59,6 +59,14 @@ export const serverConfigSchema = z.strictObject({
   replicaDrainTimeout: duration.default('30s'),
   /** A replica whose resident memory grows past this is killed and restarted. */
   replicaMemoryLimit: size.default('2GiB'),
+  /**
+   * The inspector process (which parses uploaded artifacts at registration) is killed past this
+   * resident memory, and its V8 heap is limited to it; the artifact it was reading fails
+   * registration. Real inspections use a few MiB over the ~60 MiB Node needs to start.
+   */
+  inspectorMemoryLimit: size.default('256MiB'),
+  /** Longest one artifact's inspection may take before the inspector is killed and the version fails. */
+  inspectionTimeout: duration.default('30s'),
   /** Generic replica processes kept started (runtime loaded, no model) so cold starts skip process start-up. */
   warmPoolSize: z.number().int().min(0).max(64).default(1),
   /** Default time the gateway waits for a model's answer (per endpoint: request_timeout_ms). */
@@ -164,6 +172,8 @@ export const serverConfigSchema = z.strictObject({
   ]).default({ kind: 'local' }),
 });
 
+const MIN_INSPECTOR_MEMORY_BYTES = 96 * 1024 * 1024;
+
 export type ServerConfigInput = z.input<typeof serverConfigSchema>;
 
 export interface ServerConfig {
@@ -175,6 +185,8 @@ export interface ServerConfig {
   readonly replicaStartTimeoutMs: number;
   readonly replicaDrainTimeoutMs: number;
   readonly replicaMemoryLimitBytes: number;
+  readonly inspectorMemoryLimitBytes: number;
+  readonly inspectionTimeoutMs: number;
   readonly warmPoolSize: number;
   readonly requestTimeoutMs: number;
   readonly replicaMaxConcurrency: number;
@@ -232,6 +244,8 @@ export function compileServerConfig(input: unknown): ServerConfig {
     replicaStartTimeoutMs: requireUnit('replicaStartTimeout', c.replicaStartTimeout, parseDurationMs, 'a duration such as "60s"'),
     replicaDrainTimeoutMs: requireUnit('replicaDrainTimeout', c.replicaDrainTimeout, parseDurationMs, 'a duration such as "30s"'),
     replicaMemoryLimitBytes: requireUnit('replicaMemoryLimit', c.replicaMemoryLimit, parseBytes, 'a size such as "2GiB"'),
+    inspectorMemoryLimitBytes: requireUnit('inspectorMemoryLimit', c.inspectorMemoryLimit, parseBytes, 'a size such as "256MiB"'),
+    inspectionTimeoutMs: requireUnit('inspectionTimeout', c.inspectionTimeout, parseDurationMs, 'a duration such as "30s"'),
     warmPoolSize: c.warmPoolSize,
     requestTimeoutMs: requireUnit('requestTimeout', c.requestTimeout, parseDurationMs, 'a duration such as "30s"'),
     replicaMaxConcurrency: c.replicaMaxConcurrency,
@@ -256,6 +270,13 @@ export function compileServerConfig(input: unknown): ServerConfig {
   // node:http refuses a head deadline past the whole request's (0 turns either off).
   if (compiled.bodyTimeoutMs > 0 && compiled.headersTimeoutMs > compiled.bodyTimeoutMs) {
     throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.headersTimeout)} for 'headersTimeout': expected at most bodyTimeout (${describeValue(c.bodyTimeout)}), which covers the head too.`);
+  }
+  // Node alone needs ~60 MiB resident: below 96 MiB every inspection would fail.
+  if (compiled.inspectorMemoryLimitBytes < MIN_INSPECTOR_MEMORY_BYTES) {
+    throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.inspectorMemoryLimit)} for 'inspectorMemoryLimit': expected at least 96MiB.`);
+  }
+  if (compiled.inspectionTimeoutMs <= 0) {
+    throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.inspectionTimeout)} for 'inspectionTimeout': expected a positive duration such as "30s".`);
   }
   // Retention is enforced at most once a minute (see src/inference-tables), so less could not be kept.
   if (compiled.inferenceTableRetentionMs < 60_000) {

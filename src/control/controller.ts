@@ -186,6 +186,9 @@ export class EndpointController {
   /** Per-entity answers as the gateway saw them; the gateway records into it (see GatewayStats). */
   readonly stats: GatewayStats;
 
+  /** Endpoints loaded by `start`, until `restore` brings them up (those created since roll out on their own). */
+  private readonly stored: EndpointState[] = [];
+
   constructor(private readonly o: ControllerOptions) {
     this.stats = new GatewayStats({ now: o.now });
     o.runtime.onExit((exit) => this.onReplicaExit(exit));
@@ -193,13 +196,22 @@ export class EndpointController {
     this.autoscaleTimer.unref();
   }
 
-  /** Loads stored endpoints and brings them back up (returns at once; they converge in the background). */
+  /** Loads the stored endpoints, so the API shows them; `restore` brings them back up. */
   async start(): Promise<void> {
     for (const record of (await this.o.store.listEndpoints()) as Record_[]) {
       const st = new EndpointState(record);
       this.endpoints.set(record.name, st);
-      this.track(this.recover(st));
+      this.stored.push(st);
     }
+  }
+
+  /**
+   * Brings the loaded endpoints back up (returns at once; they converge in the background). The
+   * server calls it once it listens, so that an endpoint whose replicas misbehave can never keep
+   * the API from answering. Only the first call does anything.
+   */
+  restore(): void {
+    for (const st of this.stored.splice(0)) if (!st.deleted) this.track(this.recover(st));
   }
 
   /**

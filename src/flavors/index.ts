@@ -1,7 +1,7 @@
 /**
  * Flavors: HOW a model artifact is inspected, loaded and run. A flavor turns an artifact
- * directory into a `LoadedModel`. `inspect` reads only metadata (pure JS, safe inside the server
- * process at registration); `load` runs inside a replica process only.
+ * directory into a `LoadedModel`. `inspect` reads only metadata (pure JS, run at registration in
+ * the inspector process, through `inspection.ts`); `load` runs inside a replica process only.
  */
 import type { OutputValue, Signature, Tensor } from '../tensor/index.js';
 import { jsFlavor } from './js/index.js';
@@ -15,8 +15,8 @@ export { TRANSFORMERS_TASKS, type TransformersTask } from './transformers/index.
 export { decodeModel, int64ToNumber, int64ToString, readModel, signatureOf, type ModelProto } from './onnx/model-proto.js';
 export { zipRows } from './onnx/zipmap.js';
 
-export const FLAVOR_NAMES = ['onnx', 'transformers', 'js', 'llm'] as const;
-export type FlavorName = (typeof FLAVOR_NAMES)[number];
+import type { FlavorName } from './names.js';
+export { FLAVOR_NAMES, isFlavorName, type FlavorName } from './names.js';
 
 /** Databricks workload types; any GPU_* type asks the flavor for its GPU execution path. */
 export const WORKLOAD_TYPES = ['CPU', 'GPU_SMALL', 'GPU_MEDIUM', 'GPU_LARGE'] as const;
@@ -63,8 +63,4 @@ const FLAVORS: Record<FlavorName, Flavor> = { onnx: onnxFlavor, transformers: tr
 
 export function getFlavor(name: FlavorName): Flavor {
   return FLAVORS[name];
-}
-
-export function isFlavorName(value: unknown): value is FlavorName {
-  return typeof value === 'string' && (FLAVOR_NAMES as readonly string[]).includes(value);
 }

@@ -10,7 +10,7 @@ import { validateKey, type ArtifactStore } from '../artifacts/index.js';
 import { FerryError, invalidParameter, notFound, toFerryError } from '../errors.js';
 import { MODEL_NAME_PATTERN } from '../multi/index.js';
 import type { MetadataStore, ModelVersionRecord, RegisteredModelRecord, VersionArtifact } from '../store/index.js';
-import { inspectArtifact } from './inspect.js';
+import type { Inspector } from './inspector.js';
 
 /** Names become artifact-store path segments and URL parts: keep them plain. */
 const ALIAS_RE = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
@@ -40,6 +40,8 @@ export interface RegistryOptions {
   /** Largest artifact accepted from a server-side path. */
   maxUploadBytes: number;
   now: () => number;
+  /** Where artifacts are parsed: a separate process with memory, time and count limits. */
+  inspector: Pick<Inspector, 'inspect'>;
 }
 
 export class Registry {
@@ -96,7 +98,7 @@ export class Registry {
           checkName(m.name, `models[${i}].name`);
           validateKey(m.file, `models[${i}].file`);
           await this.artifacts.putFile(`${key}/${m.file}`, once(m.content), this.opts.maxUploadBytes);
-          const inspection = await inspectArtifact(await this.artifacts.localDir(key));
+          const inspection = await this.opts.inspector.inspect(await this.artifacts.localDir(key));
           const digest = await this.artifacts.digest(key);
           ready.push({
             index: i, name: m.name, source: `bulk:${m.file}`, artifact: { path: key, ...inspection, sha256: digest.sha256, sizeBytes: digest.sizeBytes },
@@ -153,11 +155,12 @@ export class Registry {
     return this.getVersion(name, version);
   }
 
-  /** Finishes registrations interrupted by a crash (call once at start). */
   /**
    * Finishes the registrations a crash interrupted (versions still PENDING_REGISTRATION), those
    * created at least `minAgeMs` ago: 0 for a server alone with its store; with a store shared by
-   * several servers, an age no registration in progress elsewhere still has.
+   * several servers, an age no registration in progress elsewhere still has. Each goes through
+   * the inspector like a new one, so an artifact that crashes or exhausts it ends
+   * FAILED_REGISTRATION with the reason, and the next start does not try it again.
    */
   async recoverPending(minAgeMs = 0): Promise<void> {
     const cutoff = this.opts.now() - minAgeMs;
@@ -171,7 +174,7 @@ export class Registry {
       await this.materialize(record.source, key);
       // Digest first: the S3 store downloads the tree once for both (localDir reuses the copy).
       const digest = await this.artifacts.digest(key);
-      const inspection = await inspectArtifact(await this.artifacts.localDir(key, digest.sha256));
+      const inspection = await this.opts.inspector.inspect(await this.artifacts.localDir(key, digest.sha256));
       return await this.store.updateModelVersion(name, version, {
         status: 'READY',
         statusMessage: '',

@@ -8,6 +8,10 @@ import type { FlavorName, WorkloadType } from '../flavors/index.js';
 import type { KubernetesRuntimeOptions } from './kubernetes/index.js';
 import { LocalRuntime, type LocalRuntimeOptions } from './local/index.js';
 
+/** For other Ferry processes under the permission model (the registry's inspector): Ferry's code paths, and a process's resident memory. */
+export { ferryCodePaths } from './local/index.js';
+export { residentBytes } from './local/proc.js';
+
 /**
  * Dynamic batching of one served entity's replicas. With `maxQueueDelayUs` 0 requests that arrive
  * in the same event-loop turn, or while the model is busy, run together: no request waits for

@@ -1,7 +1,8 @@
 /**
  * `ferry server`: the composition root. Opens the metadata and artifact stores in the data
- * directory, bootstraps the admin token, finishes interrupted registrations, mounts the APIs and
- * listens. Every request passes the audit trail, authentication and the route's access rule
+ * directory, bootstraps the admin token, starts the artifact inspector, finishes interrupted
+ * registrations (through the inspector: one that fails is FAILED_REGISTRATION, never retried at
+ * every start), mounts the APIs, listens, and only then brings the stored endpoints back up. Every request passes the audit trail, authentication and the route's access rule
  * (src/auth); health probes are public, every other route requires a bearer token.
  */
 import fsp from 'node:fs/promises';
@@ -18,7 +19,7 @@ import { FerryError } from '../errors.js';
 import { InferenceTableWriter, inferenceTableRoutes } from '../inference-tables/index.js';
 import { listener, Router, type Handler } from '../http/index.js';
 import { atLevel, type LogFn } from '../logs/index.js';
-import { Registry, registryRoutes } from '../registry/index.js';
+import { Inspector, Registry, registryRoutes } from '../registry/index.js';
 import { openCluster, openRuntime, type Cluster, type Runtime } from '../runtime/index.js';
 import { openInferenceTableStore, openStore, type MetadataStore } from '../store/index.js';
 import { Telemetry, telemetryRoutes } from '../telemetry/index.js';
@@ -73,7 +74,13 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       ? { kind: 'local', root: path.join(dataDir, 'artifacts') }
       : { ...config.artifactStore, cacheDir: path.join(dataDir, 'artifact-cache') });
     const generatedAdminToken = await bootstrapAdminToken(store, dataDir, deps.adminToken, now());
-    const registry = new Registry(store, artifacts, { maxUploadBytes: config.maxUploadBytes, now });
+    // Uploaded artifacts are parsed in inspector processes, never in this one (src/registry/inspector.ts).
+    const inspector = new Inspector({
+      memoryLimitBytes: config.inspectorMemoryLimitBytes, timeoutMs: config.inspectionTimeoutMs,
+      readRoots: [path.join(dataDir, 'artifacts'), path.join(dataDir, 'artifact-cache')],
+    });
+    stopStarted = () => inspector.close();
+    const registry = new Registry(store, artifacts, { maxUploadBytes: config.maxUploadBytes, now, inspector });
     // Several servers share the store on Kubernetes: a version another one is registering right
     // now is PENDING too, so only those pending for longer than any upload takes are finished.
     await registry.recoverPending(config.runtime.kind === 'kubernetes' ? SHARED_STORE_RECOVERY_AGE_MS : 0);
@@ -117,12 +124,16 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         onError: (err) => log('warn', 'Kubernetes API call failed (retrying)', { error: err instanceof Error ? err.message : String(err) }),
       })
       : undefined;
-    stopStarted = async () => cluster?.close();
+    stopStarted = async () => {
+      await cluster?.close();
+      await inspector.close();
+    };
     const leaderRuntime = cluster === undefined ? undefined : new LeaderRuntime(() => openRuntime(runtimeOptions));
     const runtime: Runtime = leaderRuntime ?? await openRuntime(runtimeOptions);
     stopStarted = async () => {
       await runtime.close();
       await cluster?.close();
+      await inspector.close();
     };
     const table = new RoutingTable();
     const traffic = { maxConcurrencyPerReplica: config.replicaMaxConcurrency, maxQueued: config.bufferDepth, queueTimeoutMs: config.bufferTimeoutMs };
@@ -145,6 +156,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     });
     /** Whether this server runs the control plane: always without a cluster; in one, once its controller has started. */
     let leading = cluster === undefined;
+    /** Whether the API listens (the controller restores the stored endpoints from then on). */
+    let listening = false;
     // Subscribed before the controller starts, so the replicas it brings back are counted.
     const exporter = config.otlpEndpoint === undefined ? undefined : new OtlpExporter({ endpoint: config.otlpEndpoint, log });
     const telemetry = new Telemetry({
@@ -157,6 +170,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       await controller.close();
       await exporter?.close();
       await cluster?.close();
+      await inspector.close();
     };
     endpointRoutes(router, controller, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits });
     const inferenceStore = await openInferenceTableStore(config.databaseUrl === undefined
@@ -175,6 +189,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       await controller.close();
       await exporter?.close();
       await cluster?.close();
+      await inspector.close();
     };
     await inferenceTable.start();
     inferenceTableRoutes(router, { store: inferenceStore, writer: inferenceTable, settingsOf });
@@ -211,6 +226,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
           await controller.start();
           if (steppedDown) return;
           leading = true;
+          if (listening) controller.restore();
           follower.handOver();
           await cluster.markLeader(true).then(() => {
             labelled = true;
@@ -253,6 +269,9 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
     const url = `${tlsCredentials === undefined ? 'http' : 'https'}://${host}:${addr.port}`;
     log('info', 'ferry server listening', { url, dataDir });
+    // Endpoints come back only now: replicas that misbehave cannot keep the API from answering.
+    listening = true;
+    if (leading) controller.restore();
     const exposed = bindWarning(addr.address, addr.port, tlsCredentials !== undefined);
     if (exposed !== undefined) log('warn', exposed, { address: addr.address, port: addr.port, tls: tlsCredentials !== undefined });
 
@@ -271,6 +290,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       await controller.close(); // the Kubernetes runtime leaves the pods serving
       await cluster?.close(); // releases the Lease: a follower takes over at its next look
       await exporter?.close();
+      await inspector.close();
       await store.close();
       await releaseLock();
     })());

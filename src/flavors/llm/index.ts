@@ -418,7 +418,7 @@ export const llmFlavor: Flavor = {
   name: 'llm',
   defaultModelFile: 'model.gguf',
   async inspect(dir, modelFile) {
-    describeGguf(await readGgufHeader(path.join(dir, modelFile)));
+    describeGguf(readGgufHeader(path.join(dir, modelFile)));
     await readLlmSettings(dir);
     return LLM_SIGNATURE;
   },

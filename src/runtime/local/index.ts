@@ -699,7 +699,7 @@ const LLM_SYSTEM_READS = ['/lib', '/lib64', '/usr/lib', '/usr/lib64', '/etc/os-r
 
 let codePaths: string[] | undefined;
 /** `FERRY_CODE_PATHS` and, where they differ, their real paths; computed once. */
-function ferryCodePaths(): string[] {
+export function ferryCodePaths(): string[] {
   codePaths ??= FERRY_CODE_PATHS.flatMap((p) => {
     try {
       return [p, fs.realpathSync(p)];

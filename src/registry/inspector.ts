@@ -1,0 +1,257 @@
+/**
+ * Artifact inspection outside the server's heap. Parsing an uploaded artifact (ONNX protobuf,
+ * GGUF header, transformers JSON, MLmodel YAML, ferry.json, input_example.json) is the one place
+ * where hostile bytes meet Ferry's own parsers; it happens in a separate inspector process
+ * (inspector-main.ts), never in the server: an ONNX file of 6 million empty nodes once grew the
+ * server by ~1 GB and stalled it for 4 s. A worker thread would not do: Buffers and native memory
+ * are outside its resourceLimits, and its crash can take the process with it.
+ *
+ * Limits, each ending that one artifact's registration with FAILED_REGISTRATION and a reason:
+ * - memory: V8 heap limited to `memoryLimitBytes` (--max-old-space-size), and the process is killed
+ *   when its resident memory passes the same bound (polled every 50 ms);
+ * - time: `timeoutMs` per artifact (wall clock, from the request to the answer);
+ * - counts: the parsers refuse counts past their bounds before allocating (ONNX_LIMITS, the GGUF
+ *   reader's), so a real limit hit is rare;
+ * - rights: Node's permission model: the process reads only Ferry's code and `readRoots` (the
+ *   artifact store's local directories); it cannot write, start processes, load addons or
+ *   start workers. Its environment is empty.
+ * - channel: length-prefixed JSON frames on its stdin/stdout (inspector-frames.ts), each bounded,
+ *   and every answer checked against a schema; anything else kills the process.
+ *
+ * A pool of `processes` long-lived processes, each serving one request at a time (so when one
+ * dies, the artifact that killed it is known; the others' requests are not affected). A dead or
+ * killed process is replaced at its next request. Requests wait in an unbounded FIFO only as
+ * long as their callers do: registration calls are bounded by the API (bulk-create: 10,000).
+ */
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import fs from 'node:fs';
+import type { Readable, Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { FerryError, type ErrorCode, ERROR_TABLE } from '../errors.js';
+import { ferryCodePaths, residentBytes } from '../runtime/index.js';
+import { DTYPES } from '../tensor/index.js';
+import type { Inspection } from './inspect.js';
+import { encodeFrame, FrameReader } from './inspector-frames.js';
+import { FLAVOR_NAMES } from '../flavors/index.js';
+
+export interface InspectorOptions {
+  /** The inspector's V8 heap limit and resident-memory bound (e.g. 256 MiB). */
+  memoryLimitBytes: number;
+  /** Longest one inspection may take. */
+  timeoutMs: number;
+  /** Directories (and everything under them) the inspector may read: where artifacts are inspected. */
+  readRoots: readonly string[];
+  /** Inspector processes (each inspects one artifact at a time). */
+  processes?: number;
+}
+
+/** Inspector processes by default: two keep bulk registration's throughput (docs/multi-model.md). */
+const DEFAULT_PROCESSES = 2;
+/** How often a busy inspector's resident memory is read. */
+const RSS_POLL_MS = 50;
+/** Bytes of an inspector's stderr kept, for the reason of a crash (V8's "heap out of memory"). */
+const STDERR_TAIL_BYTES = 4096;
+
+const MAIN = fileURLToPath(new URL('./inspector-main.js', import.meta.url));
+
+const mib = (bytes: number): number => Math.floor(bytes / (1024 * 1024));
+
+const tensorSpec = z.strictObject({
+  name: z.string(),
+  dtype: z.enum(DTYPES),
+  shape: z.array(z.number().int().min(-1)).optional(),
+}).transform((s) => ({ name: s.name, dtype: s.dtype, shape: s.shape }));
+const rowSpec = z.strictObject({ name: z.string(), dtype: z.enum(['map', 'json']) }).transform((s) => ({ name: s.name, dtype: s.dtype, shape: undefined }));
+/** What an inspector may answer; anything else is a broken inspector, killed. */
+const answerSchema = z.union([
+  z.strictObject({
+    id: z.number().int(),
+    ok: z.literal(true),
+    inspection: z.strictObject({
+      flavor: z.enum(FLAVOR_NAMES),
+      modelFile: z.string(),
+      signature: z.strictObject({ inputs: z.array(tensorSpec), outputs: z.array(z.union([tensorSpec, rowSpec])) }),
+      inputExample: z.unknown().optional(),
+    }).transform((i) => ({ ...i, inputExample: i.inputExample })),
+  }),
+  z.strictObject({ id: z.number().int(), ok: z.literal(false), code: z.string().refine((c) => c in ERROR_TABLE), message: z.string() }),
+]);
+
+interface Job {
+  dir: string;
+  resolve: (i: Inspection) => void;
+  reject: (err: FerryError) => void;
+}
+
+export class Inspector {
+  private readonly queue: Job[] = [];
+  private readonly idle: InspectorProcess[] = [];
+  private readonly all: InspectorProcess[] = [];
+  private closed = false;
+
+  constructor(o: InspectorOptions) {
+    const count = o.processes ?? DEFAULT_PROCESSES;
+    for (let i = 0; i < count; i++) {
+      const p = new InspectorProcess(o);
+      this.all.push(p);
+      this.idle.push(p);
+    }
+  }
+
+  /** Inspects the artifact directory `dir`; rejects with a FerryError whose message is the version's status message. */
+  inspect(dir: string): Promise<Inspection> {
+    if (this.closed) return Promise.reject(new FerryError('TEMPORARILY_UNAVAILABLE', 'The server is shutting down; register the version again.'));
+    return new Promise<Inspection>((resolve, reject) => {
+      this.queue.push({ dir, resolve, reject });
+      this.dispatch();
+    });
+  }
+
+  private dispatch(): void {
+    for (;;) {
+      const p = this.idle.pop();
+      if (p === undefined) return;
+      const job = this.queue.shift();
+      if (job === undefined) {
+        this.idle.push(p);
+        return;
+      }
+      void p.run(job.dir).then(job.resolve, job.reject).finally(() => {
+        this.idle.push(p);
+        if (!this.closed) this.dispatch();
+      });
+    }
+  }
+
+  /** Stops the processes; queued requests fail. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const job of this.queue.splice(0)) job.reject(new FerryError('TEMPORARILY_UNAVAILABLE', 'The server is shutting down; register the version again.'));
+    await Promise.all(this.all.map((p) => p.stop()));
+  }
+}
+
+/** Why an inspector process stopped answering, as the version's status message says it. */
+type Failure = { kind: 'memory' } | { kind: 'timeout' } | { kind: 'protocol'; detail: string };
+
+/** One inspector process, started on demand, one request at a time. */
+class InspectorProcess {
+  private child: ChildProcessByStdio<Writable, Readable, Readable> | undefined;
+  private exited: Promise<void> = Promise.resolve();
+  private nextId = 1;
+  private current: { id: number; resolve(i: Inspection): void; reject(e: FerryError): void } | undefined;
+  /** Set when the server kills the process, to say why. */
+  private failure: Failure | undefined;
+  private stderrTail = '';
+
+  constructor(private readonly o: InspectorOptions) {}
+
+  run(dir: string): Promise<Inspection> {
+    const child = this.child ?? this.spawn();
+    const id = this.nextId++;
+    return new Promise<Inspection>((resolve, reject) => {
+      const timer = setTimeout(() => this.kill({ kind: 'timeout' }), this.o.timeoutMs);
+      const poll = setInterval(() => void this.checkMemory(child), RSS_POLL_MS);
+      const done = (): void => {
+        clearTimeout(timer);
+        clearInterval(poll);
+        this.current = undefined;
+      };
+      this.current = {
+        id,
+        resolve: (i) => { done(); resolve(i); },
+        reject: (e) => { done(); reject(e); },
+      };
+      child.stdin.write(encodeFrame({ id, dir }));
+    });
+  }
+
+  private spawn(): ChildProcessByStdio<Writable, Readable, Readable> {
+    const reads = new Set([...ferryCodePaths(), ...this.o.readRoots.flatMap(realAndGiven)]);
+    const child = spawn(process.execPath, [
+      `--max-old-space-size=${Math.max(16, mib(this.o.memoryLimitBytes))}`,
+      '--experimental-permission', '--disable-warning=ExperimentalWarning',
+      ...[...reads].map((p) => `--allow-fs-read=${p}`),
+      MAIN,
+    ], { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
+    this.child = child;
+    this.failure = undefined;
+    this.stderrTail = '';
+    const reader = new FrameReader();
+    child.stdout.on('data', (chunk: Buffer) => {
+      let frames: unknown[];
+      try {
+        frames = reader.push(chunk);
+      } catch (err) {
+        return this.kill({ kind: 'protocol', detail: (err as Error).message });
+      }
+      for (const frame of frames) this.onAnswer(frame);
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      this.stderrTail = (this.stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL_BYTES);
+    });
+    // A write to a process that just died fails with EPIPE; its exit reports the failure.
+    child.stdin.on('error', () => undefined);
+    this.exited = new Promise<void>((resolve) => {
+      child.once('exit', (code, signal) => {
+        if (this.child === child) this.child = undefined;
+        this.current?.reject(this.failureError(code, signal));
+        resolve();
+      });
+    });
+    return child;
+  }
+
+  private onAnswer(frame: unknown): void {
+    const parsed = answerSchema.safeParse(frame);
+    if (!parsed.success || parsed.data.id !== this.current?.id) {
+      return this.kill({ kind: 'protocol', detail: parsed.success ? `an answer to request ${parsed.data.id}, which is not the one in progress` : `an answer that is not an inspection (${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')})` });
+    }
+    const a = parsed.data;
+    if (a.ok) this.current.resolve(a.inspection);
+    else this.current.reject(new FerryError(a.code as ErrorCode, a.message));
+  }
+
+  private async checkMemory(child: ChildProcessByStdio<Writable, Readable, Readable>): Promise<void> {
+    const pid = child.pid;
+    const rss = pid === undefined ? undefined : await residentBytes(pid);
+    if (rss !== undefined && rss > this.o.memoryLimitBytes && this.child === child) this.kill({ kind: 'memory' });
+  }
+
+  private kill(failure: Failure): void {
+    this.failure ??= failure;
+    this.child?.kill('SIGKILL');
+  }
+
+  /** The status message for the artifact being inspected when the process exited. */
+  private failureError(code: number | null, signal: NodeJS.Signals | null): FerryError {
+    const limit = `${mib(this.o.memoryLimitBytes)} MiB`;
+    const f = this.failure;
+    const oom = /heap out of memory|Reached heap limit|Allocation failed/i.test(this.stderrTail);
+    const reason = f?.kind === 'timeout' ? `inspection took longer than its time limit (${this.o.timeoutMs} ms)`
+      : f?.kind === 'memory' || oom ? `inspection exceeded its memory limit (${limit})`
+        : f?.kind === 'protocol' ? `the inspector answered out of protocol (${f.detail})`
+          : `the inspector process died (${signal === null ? `exit code ${code ?? 'unknown'}` : signal})`;
+    return new FerryError('INVALID_PARAMETER_VALUE', `The artifact could not be inspected: ${reason}. The inspector reads the model's metadata only; an artifact that needs this much is refused (see docs/security.md, "Hostile artifacts").`);
+  }
+
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (child === undefined) return;
+    child.stdin.end();
+    const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
+    await this.exited;
+    clearTimeout(timer);
+  }
+}
+
+/** A directory by the path given and, where it differs, its real path (the permission model compares real paths). */
+function realAndGiven(p: string): string[] {
+  try {
+    const real = fs.realpathSync(p);
+    return real === p ? [p] : [p, real];
+  } catch {
+    return [p]; // not there yet (an empty store): created under the given path
+  }
+}
