@@ -759,8 +759,10 @@ async function serveVersion(client: FerryClient, version: ModelVersion, endpoint
   const e = await client.waitForEndpoint(endpoint, { onProgress: progress(values) });
   if (process.stderr.isTTY && !values.json) process.stderr.write('\n');
   const example = exampleRequest(version);
-  const curl = `curl -s ${client.url}/serving-endpoints/${endpoint}/invocations -H "Authorization: Bearer ${client.tokenForDisplay}" -H "Content-Type: application/json" -d '${JSON.stringify(example).replace(/'/g, "'\\''")}'`;
-  out(values, { endpoint: e, curl }, `Endpoint '${endpoint}' is READY, serving ${version.name} version ${version.version}.\n\nQuery it:\n  ${curl}`);
+  const data = 'body' in example ? JSON.stringify(example.body).replace(/'/g, "'\\''") : '<your request body>';
+  const curl = `curl -s ${client.url}/serving-endpoints/${endpoint}/invocations -H "Authorization: Bearer ${client.tokenForDisplay}" -H "Content-Type: application/json" -d '${data}'`;
+  const note = 'tooLarge' in example ? `\n\n${example.tooLarge}` : '';
+  out(values, { endpoint: e, curl, ...('tooLarge' in example ? { example_problem: example.tooLarge } : {}) }, `Endpoint '${endpoint}' is READY, serving ${version.name} version ${version.version}.\n\nQuery it:\n  ${curl}${note}`);
 }
 
 async function fixturesCommand(args: string[]): Promise<void> {

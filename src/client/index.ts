@@ -11,7 +11,7 @@ import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { isTarArchive, tarFiles } from './tar.js';
 
-export { exampleRequest, type ExampleSource } from './example.js';
+export { exampleRequest, MAX_EXAMPLE_VALUES, type ExampleRequest, type ExampleSource } from './example.js';
 
 export interface ClientOptions {
   /** Base URL, e.g. http://127.0.0.1:8080 */

@@ -12,7 +12,7 @@ import { onnxInspection } from './onnx/model-proto.js';
 import { transformersFlavor } from './transformers/index.js';
 
 export { FLAVOR_NAMES, isFlavorName, type FlavorName } from './names.js';
-export { MANIFEST_FILE, insideArtifact, readManifest } from './manifest.js';
+export { MANIFEST_FILE, insideArtifact, readManifest, readMetadataText } from './manifest.js';
 
 export type FlavorInspection = Pick<Flavor, 'name' | 'defaultModelFile' | 'inspect' | 'inputExample'>;
 

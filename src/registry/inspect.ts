@@ -1,15 +1,15 @@
 /**
  * Registration-time inspection of a version's artifact directory: which flavor, which model file,
- * what signature, which input example. Reads metadata only (never runs the model), so it is safe
- * in the server process. Every problem is a FerryError whose message becomes the version's
- * `status_message` (FAILED_REGISTRATION).
+ * what signature, which input example. Reads metadata only (never runs the model), and runs only
+ * in the inspector process (inspector-main.ts), never in the server's. Every problem is a
+ * FerryError whose message becomes the version's `status_message` (FAILED_REGISTRATION).
  */
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { FerryError } from '../errors.js';
 // The inspection leaf, not the flavors' index, which loads onnxruntime (see flavors/inspection.ts).
-import { FLAVOR_NAMES, flavorInspection, insideArtifact, isFlavorName, MANIFEST_FILE, readManifest, type FlavorName } from '../flavors/inspection.js';
+import { FLAVOR_NAMES, flavorInspection, insideArtifact, isFlavorName, MANIFEST_FILE, readManifest, readMetadataText, type FlavorName } from '../flavors/inspection.js';
 import { decodeMlflowRequest } from '../protocols/index.js';
 import type { Signature } from '../tensor/index.js';
 
@@ -66,7 +66,7 @@ async function locateModel(dir: string): Promise<Located> {
   const gguf = entries.filter((e) => e.endsWith('.gguf'));
   if (gguf.length > 1) throw new FerryError('INVALID_PARAMETER_VALUE', `The artifact has several .gguf files (${gguf.join(', ')}); an llm model is one GGUF file (split GGUF files are not supported).`);
   if (gguf.length === 1 && !entries.includes('MLmodel')) return { flavor: 'llm', modelFile: gguf[0] as string, exampleFile: undefined };
-  if (entries.includes('MLmodel')) return readMlmodel(path.join(dir, 'MLmodel'));
+  if (entries.includes('MLmodel')) return readMlmodel(dir);
   if (entries.includes('config.json')) return { flavor: 'transformers', modelFile: flavorInspection('transformers').defaultModelFile, exampleFile: example };
   if (entries.includes('model.mjs')) return { flavor: 'js', modelFile: flavorInspection('js').defaultModelFile, exampleFile: example };
   const onnxFiles = entries.filter((e) => e.endsWith('.onnx'));
@@ -78,10 +78,12 @@ async function locateModel(dir: string): Promise<Located> {
   return { flavor: 'onnx', modelFile, exampleFile: example };
 }
 
-async function readMlmodel(file: string): Promise<Located> {
+async function readMlmodel(dir: string): Promise<Located> {
+  // Bounded like every metadata file (4 MiB); the YAML parser bounds alias expansion itself.
+  const text = await readMetadataText(dir, 'MLmodel');
   let doc: unknown;
   try {
-    doc = parseYaml(await fsp.readFile(file, 'utf8'));
+    doc = parseYaml(text ?? '');
   } catch (err) {
     throw new FerryError('INVALID_PARAMETER_VALUE', `The MLmodel file is not valid YAML: ${(err as Error).message}`);
   }

@@ -14,12 +14,11 @@
  * MLmodel                (optional) flavors.transformers.task
  * ```
  */
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { FerryError } from '../../errors.js';
 import type { Signature, TensorSpec } from '../../tensor/index.js';
-import { checkManifestKeys, insideArtifact, isFile, isJsonObject, readJsonFile, readManifest } from '../manifest.js';
+import { checkManifestKeys, insideArtifact, isFile, isJsonObject, readJsonFile, readManifest, readMetadataText } from '../manifest.js';
 import { inspectOnnx } from '../onnx/model-proto.js';
 
 export const TRANSFORMERS_TASKS = ['text-classification', 'feature-extraction', 'token-classification'] as const;
@@ -141,7 +140,7 @@ async function mlmodelTask(dir: string): Promise<TransformersTask | undefined> {
   if (!(await isFile(dir, 'MLmodel'))) return undefined;
   let doc: unknown;
   try {
-    doc = parseYaml(await fsp.readFile(path.join(dir, 'MLmodel'), 'utf8'));
+    doc = parseYaml(await readMetadataText(dir, 'MLmodel') ?? '');
   } catch (err) {
     throw invalid(`the MLmodel file is not valid YAML: ${(err as Error).message}`);
   }

@@ -153,7 +153,10 @@ function QueryPanel({ e }: { e: Endpoint }) {
   useEffect(() => {
     if (first === undefined || body !== undefined) return;
     api<{ model_version: ModelVersion }>('GET', `/api/2.0/mlflow/model-versions/get${qs({ name: first.entity_name, version: first.entity_version })}`)
-      .then((r) => setBody((b) => b ?? JSON.stringify(exampleRequest(r.model_version), null, 2)), () => setBody((b) => b ?? '{"inputs": []}'));
+      .then((r) => {
+        const example = exampleRequest(r.model_version);
+        setBody((b) => b ?? ('body' in example ? JSON.stringify(example.body, null, 2) : '{"inputs": []}'));
+      }, () => setBody((b) => b ?? '{"inputs": []}'));
   }, [first?.entity_name, first?.entity_version]);
   const send = (): void => {
     if (body === undefined) return;
