@@ -85,12 +85,16 @@ export function ggufWithStrings(extraKeys: number, valueBytes: number): Buffer {
 }
 
 /**
- * A GGUF header whose one key holds an array of `items` strings of `itemBytes` bytes each, kept
- * in memory by the reader (short arrays are kept): 40 × 4 MiB exhausts a 128 MiB inspector.
+ * A GGUF header (no tensors) with the keys the llm flavor needs and `tokenizer.ggml.tokens`, an
+ * array of `items` strings of `itemBytes` bytes each. Short arrays are kept in memory by the
+ * reader: 40 × 4 MiB exhausts a 128 MiB inspector. Long ones are counted: 3.7 million 1-byte
+ * tokens are a 32 MiB header that cost seconds of server CPU read one awaited value at a time.
  */
-export function ggufMemoryBomb(items: number, itemBytes: number): Buffer {
-  const w = new Gguf().raw(Buffer.from('GGUF', 'latin1')).u32(3).u64(0).u64(1);
-  w.str('general.architecture').u32(GGUF_ARRAY).u32(GGUF_STRING).u64(items);
+export function ggufStringArray(items: number, itemBytes: number): Buffer {
+  const w = new Gguf().raw(Buffer.from('GGUF', 'latin1')).u32(3).u64(0).u64(3);
+  w.str('general.architecture').u32(GGUF_STRING).str('llama');
+  w.str('tokenizer.ggml.model').u32(GGUF_STRING).str('llama');
+  w.str('tokenizer.ggml.tokens').u32(GGUF_ARRAY).u32(GGUF_STRING).u64(items);
   const value = Buffer.alloc(itemBytes, 'b');
   for (let i = 0; i < items; i++) w.str(value);
   return w.bytes();
