@@ -36,6 +36,7 @@ before(async () => {
   dataDir = path.join(dir, 'data');
   configFile = path.join(dir, 'config.json');
   await fsp.writeFile(configFile, JSON.stringify({ warmPoolSize: 0, inspectorMemoryLimit: INSPECTOR_MEMORY_LIMIT }));
+  await fsp.writeFile(path.join(dir, 'linear.onnx'), linearFixture.build());
   await startServer();
 });
 
@@ -78,6 +79,15 @@ async function probed<T>(attack: () => Promise<T>): Promise<{ result: T; p99Ms: 
     done = true;
     await loop;
   }
+}
+
+/** A directory holding a GGUF that keeps 160 MiB of strings in the inspector's memory (written once). */
+async function memoryBomb(): Promise<string> {
+  const bombDir = path.join(dir, 'gguf-bomb');
+  if (await fsp.stat(bombDir).catch(() => undefined)) return bombDir;
+  await fsp.mkdir(bombDir);
+  await fsp.writeFile(path.join(bombDir, 'model.gguf'), ggufStringArray(40, 4 * 2 ** 20));
+  return bombDir;
 }
 
 /** Registers `source` as a new version of `name` and returns the version record. */
@@ -128,14 +138,11 @@ test('ONNX protobuf bombs (12 MB and 80 MB of empty nodes) via upload, a server 
   assert.ok(rssGrowth < 96 * 2 ** 20, `server RSS grew by ${rssGrowth} bytes`);
   assert.ok(p99Ms < 1000, `health p99 ${p99Ms} ms: no multi-second stall (4 s before)`);
   // A good model registers right after.
-  await fsp.writeFile(path.join(dir, 'linear.onnx'), linearFixture.build());
   assert.equal((await register('after-bombs', path.join(dir, 'linear.onnx'))).status, 'READY');
 });
 
 test('an artifact that exhausts the inspector\'s memory: FAILED_REGISTRATION with the limit, the inspector replaced, the next version READY', { timeout: 120_000 }, async () => {
-  const bombDir = path.join(dir, 'gguf-bomb');
-  await fsp.mkdir(bombDir);
-  await fsp.writeFile(path.join(bombDir, 'model.gguf'), ggufStringArray(40, 4 * 2 ** 20));
+  const bombDir = await memoryBomb();
   const { result, p99Ms, failures } = await probed(() => register('memory-bomb', bombDir));
   assert.equal(result.status, 'FAILED_REGISTRATION');
   assert.match(result.status_message, /inspection exceeded its memory limit \(128 MiB\)/);
@@ -149,7 +156,7 @@ test('a version left PENDING_REGISTRATION on that artifact (a crash mid-inspecti
   // What a crash mid-inspection leaves: the version row, PENDING_REGISTRATION.
   const store = await openStore({ kind: 'sqlite', path: path.join(dataDir, 'ferry.db') });
   await store.createRegisteredModel({ name: 'pending-bomb', description: '', tags: {} }, Date.now());
-  await store.createModelVersion({ name: 'pending-bomb', source: path.join(dir, 'gguf-bomb'), runId: '', description: '', tags: {} }, Date.now());
+  await store.createModelVersion({ name: 'pending-bomb', source: await memoryBomb(), runId: '', description: '', tags: {} }, Date.now());
   await store.close();
   for (const start of ['first', 'second']) {
     await startServer();
@@ -194,7 +201,7 @@ test('ferry models import reads a .tar.gz with a 32 MiB entry in linear time', {
   assert.ok((await fsp.stat(archive)).size < 100_000, 'the archive is tiny (it compresses zeros)');
   const cpu0 = process.cpuUsage();
   const files: Array<{ path: string; content: Buffer }> = [];
-  for await (const f of tarFiles(archive)) files.push(f);
+  for await (const f of tarFiles(archive, { want: () => true, maxFileBytes: 64 * 2 ** 20 })) files.push(f);
   const cpu = process.cpuUsage(cpu0);
   const cpuS = (cpu.user + cpu.system) / 1e6;
   console.log(`tar with a 32 MiB entry: ${cpuS.toFixed(2)} s of CPU`);
@@ -204,4 +211,12 @@ test('ferry models import reads a .tar.gz with a 32 MiB entry in linear time', {
   // Quadratic joins took 23 s here; linear reading takes a fraction of a second. The bound is loose
   // on purpose (a loaded machine), yet far below the quadratic cost.
   assert.ok(cpuS < 5, `${cpuS} s of CPU`);
+  // A wanted entry past the bound is refused by its header (a gzip bomb declares what it likes);
+  // an unwanted one streams past without being held.
+  await assert.rejects(async () => {
+    for await (const f of tarFiles(archive, { want: () => true, maxFileBytes: 2 ** 20 })) assert.fail(`read ${f.path}`);
+  }, /'big\.bin' declares 33554432 bytes, more than the 1048576 read from an archive/);
+  const only: string[] = [];
+  for await (const f of tarFiles(archive, { want: (p) => p.endsWith('.txt'), maxFileBytes: 2 ** 20 })) only.push(f.path);
+  assert.deepEqual(only, ['after.txt']);
 });

@@ -510,9 +510,9 @@ export class FerryClient {
 /** The `<name>.onnx` files of a directory (sorted) or a tar archive (in order), named by base name. */
 async function* onnxFiles(source: string): AsyncGenerator<{ name: string; content: Buffer }> {
   if (isTarArchive(source)) {
-    for await (const f of tarFiles(source)) {
-      const base = path.posix.basename(f.path);
-      if (base.endsWith('.onnx')) yield { name: base.slice(0, -'.onnx'.length), content: f.content };
+    const isOnnx = (p: string): boolean => path.posix.basename(p).endsWith('.onnx');
+    for await (const f of tarFiles(source, { want: isOnnx, maxFileBytes: MAX_IMPORT_FILE_BYTES })) {
+      yield { name: path.posix.basename(f.path).slice(0, -'.onnx'.length), content: f.content };
     }
     return;
   }
@@ -520,6 +520,13 @@ async function* onnxFiles(source: string): AsyncGenerator<{ name: string; conten
     yield { name: f.slice(0, -'.onnx'.length), content: await fsp.readFile(path.join(source, f)) };
   }
 }
+
+/**
+ * Largest model file `importModels` reads from an archive: far above what one bulk-create call
+ * carries under the server's default 16 MiB body limit; register bigger models one by one
+ * (`ferry models register`).
+ */
+export const MAX_IMPORT_FILE_BYTES = 64 * 1024 * 1024;
 
 /** Most models `importModels` sends per call (the server takes up to 10,000). */
 export const IMPORT_BATCH_MODELS = 5000;

@@ -1,7 +1,7 @@
 /**
  * Reading the regular files of a tar archive (plain, or gzip-compressed: `.tar.gz`, `.tgz`) as a
  * stream, for `ferry models import <archive>`: the archive is never held in memory whole (100,000
- * models are ~300 MB), only one file at a time. ustar names (prefix + name), GNU long names
+ * models are ~300 MB), only one wanted file at a time, of a bounded size; other files stream past. ustar names (prefix + name), GNU long names
  * (`L` entries) and pax `path` records are honoured; directories, links and other entries are
  * skipped. Format: POSIX.1-1988 ustar with the pax (POSIX.1-2001) and GNU extensions.
  */
@@ -15,17 +15,36 @@ export function isTarArchive(file: string): boolean {
   return /\.(tar|tar\.gz|tgz)$/.test(file);
 }
 
-/** Every regular file of the archive, in archive order: its path inside the archive and its bytes. */
-export async function* tarFiles(file: string): AsyncGenerator<{ path: string; content: Buffer }> {
+/** Which files `tarFiles` returns, and how big one may be. */
+export interface TarFilter {
+  /** Whether to return the regular file at `path` (others are streamed past, never buffered). */
+  want(path: string): boolean;
+  /** A wanted file declaring more bytes is an error (a gzip bomb can declare gigabytes in 30 KB). */
+  maxFileBytes: number;
+}
+
+/**
+ * The regular files of the archive that `filter` wants, in archive order: their paths inside the
+ * archive and their bytes. Throws an Error naming the archive for a malformed or truncated one.
+ */
+export async function* tarFiles(file: string, filter: TarFilter): AsyncGenerator<{ path: string; content: Buffer }> {
   const raw = createReadStream(file);
   const input = /\.(tar\.gz|tgz)$/.test(file) ? raw.pipe(createGunzip()) : raw;
   const pending = new Chunks();
   /** Pending: the header being read, then its data (padded to whole blocks). */
   let header: { path: string; size: number; type: string } | undefined;
   let longName: string | undefined;
+  /** Bytes of an unwanted entry still to stream past. */
+  let skipping = 0;
   for await (const chunk of input as AsyncIterable<Buffer>) {
     pending.push(chunk);
     for (;;) {
+      if (skipping > 0) {
+        const n = Math.min(skipping, pending.length);
+        pending.take(n);
+        skipping -= n;
+        if (skipping > 0) break;
+      }
       if (header === undefined) {
         if (pending.length < BLOCK) break;
         const block = pending.take(BLOCK);
@@ -37,16 +56,24 @@ export async function* tarFiles(file: string): AsyncGenerator<{ path: string; co
         }
       }
       const padded = Math.ceil(header.size / BLOCK) * BLOCK;
-      if (pending.length < padded) break;
-      const data = Buffer.from(pending.take(padded).subarray(0, header.size));
       const h = header;
+      const regular = h.type === '0' || h.type === '\0';
+      // Long names (GNU 'L', pax 'x') are metadata of the next entry: small, always read.
+      if (regular && !filter.want(h.path)) {
+        header = undefined;
+        skipping = padded;
+        continue;
+      }
+      if (h.size > filter.maxFileBytes) throw new Error(`${file}: '${h.path}' declares ${h.size} bytes, more than the ${filter.maxFileBytes} read from an archive.`);
+      if (pending.length < padded) break;
+      const data = Buffer.from(pending.take(padded).subarray(0, h.size));
       header = undefined;
       if (h.type === 'L') longName = cString(data);
       else if (h.type === 'x') longName = paxPath(data) ?? longName;
-      else if (h.type === '0' || h.type === '\0') yield { path: h.path, content: data };
+      else if (regular) yield { path: h.path, content: data };
     }
   }
-  if (header !== undefined) throw new Error(`${file}: the archive ends inside '${header.path}'.`);
+  if (header !== undefined || skipping > 0) throw new Error(`${file}: the archive ends inside '${header?.path ?? 'an entry'}'.`);
 }
 
 /**
