@@ -13,7 +13,7 @@ import { formatReport, FUZZ_DEFAULTS, fuzzRoutes, replayCase } from '../test/sup
 
 const { values } = parseArgs({
   options: {
-    cases: { type: 'string', default: '500000' },
+    cases: { type: 'string' },
     duration: { type: 'string' },
     seed: { type: 'string' },
     concurrency: { type: 'string', default: String(FUZZ_DEFAULTS.concurrency) },
@@ -43,7 +43,7 @@ const log = (line: string): void => void process.stdout.write(line + '\n');
 const seed = values.seed === undefined ? (Date.now() ^ (Math.random() * 0x7fffffff)) | 0 : int('seed', values.seed);
 
 if (values.artifacts) {
-  const report = await fuzzArtifacts({ ...ARTIFACT_FUZZ_DEFAULTS, seed, cases: int('cases', values.cases === '500000' ? '2000' : values.cases), log });
+  const report = await fuzzArtifacts({ ...ARTIFACT_FUZZ_DEFAULTS, seed, cases: int('cases', values.cases ?? '2000'), log });
   log(formatArtifactReport(report));
   process.exit(report.problems.length === 0 ? 0 : 1);
 }
@@ -61,7 +61,7 @@ if (values.replay !== undefined) {
 const report = await fuzzRoutes({
   ...FUZZ_DEFAULTS,
   seed,
-  cases: values.duration === undefined ? int('cases', values.cases) : Number.MAX_SAFE_INTEGER,
+  cases: values.duration === undefined ? int('cases', values.cases ?? '500000') : Number.MAX_SAFE_INTEGER,
   ...(values.duration === undefined ? {} : { durationMs: duration(values.duration) }),
   warmupCases: int('warmup', values.warmup),
   concurrency: int('concurrency', values.concurrency),
