@@ -14,6 +14,8 @@ import { after, before, test } from 'node:test';
 import { tarFiles } from '../src/client/tar.js';
 import { readGgufHeader } from '../src/flavors/llm/index.js';
 import { familyFixture, linearFixture } from '../src/fixtures/index.js';
+import type { FerryError } from '../src/errors.js';
+import { Inspector } from '../src/registry/index.js';
 import { openStore } from '../src/store/index.js';
 import { ggufStringArray, onnxNodeBomb, writeTransformersDir } from './support/hostile.js';
 import { kill, Processes, request, tempDir } from './support/index.js';
@@ -149,6 +151,33 @@ test('an artifact that exhausts the inspector\'s memory: FAILED_REGISTRATION wit
   console.log(`memory bomb: health p99 ${p99Ms.toFixed(1)} ms`);
   assert.deepEqual(failures, []);
   assert.equal((await register('after-memory-bomb', path.join(dir, 'linear.onnx'))).status, 'READY');
+});
+
+test('an inspection past its time limit fails with the limit, and the inspector serves the next artifact', { timeout: 60_000 }, async () => {
+  const artifacts = path.join(dir, 'timing');
+  await fsp.mkdir(path.join(artifacts, 'slow'), { recursive: true });
+  await fsp.mkdir(path.join(artifacts, 'fine'), { recursive: true });
+  // 3.7 million tokens to skip: ~0.4 s of reading, far past a 1 ms limit.
+  await fsp.writeFile(path.join(artifacts, 'slow', 'model.gguf'), ggufStringArray(3_700_000, 1));
+  await fsp.writeFile(path.join(artifacts, 'fine', 'model.onnx'), linearFixture.build());
+  const strict = new Inspector({ memoryLimitBytes: 256 * 2 ** 20, timeoutMs: 1, readRoots: [artifacts], processes: 1 });
+  try {
+    await assert.rejects(strict.inspect(path.join(artifacts, 'slow')), (err: FerryError) => {
+      assert.equal(err.code, 'INVALID_PARAMETER_VALUE');
+      assert.match(err.message, /inspection took longer than its time limit \(1 ms\)/);
+      return true;
+    });
+  } finally {
+    await strict.close();
+  }
+  const inspector = new Inspector({ memoryLimitBytes: 256 * 2 ** 20, timeoutMs: 30_000, readRoots: [artifacts], processes: 1 });
+  try {
+    // The permission model: an artifact outside the read roots cannot be read at all.
+    await assert.rejects(inspector.inspect(path.dirname(artifacts)), /No model found|ERR_ACCESS_DENIED|cannot read/);
+    assert.equal((await inspector.inspect(path.join(artifacts, 'fine'))).flavor, 'onnx');
+  } finally {
+    await inspector.close();
+  }
 });
 
 test('a version left PENDING_REGISTRATION on that artifact (a crash mid-inspection): the server starts, answers, marks it FAILED_REGISTRATION; a second restart does the same', { timeout: 120_000 }, async () => {

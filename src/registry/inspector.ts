@@ -135,39 +135,52 @@ export class Inspector {
 /** Why an inspector process stopped answering, as the version's status message says it. */
 type Failure = { kind: 'memory' } | { kind: 'timeout' } | { kind: 'protocol'; detail: string };
 
-/** One inspector process, started on demand, one request at a time. */
+/** One started inspector process and what the server knows of it. */
+interface Started {
+  child: ChildProcessByStdio<Writable, Readable, Readable>;
+  exited: Promise<void>;
+  /** Set when the server kills it, to say why. */
+  failure: Failure | undefined;
+  stderrTail: string;
+}
+
+/** The request in progress: on which process, and how to settle it. */
+interface Current {
+  id: number;
+  on: Started;
+  resolve: (i: Inspection) => void;
+  reject: (e: FerryError) => void;
+}
+
+/** One inspector process slot: the process is started on demand and replaced after it dies; one request at a time. */
 class InspectorProcess {
-  private child: ChildProcessByStdio<Writable, Readable, Readable> | undefined;
-  private exited: Promise<void> = Promise.resolve();
+  private started: Started | undefined;
   private nextId = 1;
-  private current: { id: number; resolve(i: Inspection): void; reject(e: FerryError): void } | undefined;
-  /** Set when the server kills the process, to say why. */
-  private failure: Failure | undefined;
-  private stderrTail = '';
+  private current: Current | undefined;
 
   constructor(private readonly o: InspectorOptions) {}
 
   run(dir: string): Promise<Inspection> {
-    const child = this.child ?? this.spawn();
+    const on = this.started ?? this.spawn();
     const id = this.nextId++;
     return new Promise<Inspection>((resolve, reject) => {
-      const timer = setTimeout(() => this.kill({ kind: 'timeout' }), this.o.timeoutMs);
-      const poll = setInterval(() => void this.checkMemory(child), RSS_POLL_MS);
+      const timer = setTimeout(() => this.kill(on, { kind: 'timeout' }), this.o.timeoutMs);
+      const poll = setInterval(() => void this.checkMemory(on), RSS_POLL_MS);
       const done = (): void => {
         clearTimeout(timer);
         clearInterval(poll);
         this.current = undefined;
       };
       this.current = {
-        id,
+        id, on,
         resolve: (i) => { done(); resolve(i); },
         reject: (e) => { done(); reject(e); },
       };
-      child.stdin.write(encodeFrame({ id, dir }));
+      on.child.stdin.write(encodeFrame({ id, dir }));
     });
   }
 
-  private spawn(): ChildProcessByStdio<Writable, Readable, Readable> {
+  private spawn(): Started {
     const reads = new Set([...ferryCodePaths(), ...this.o.readRoots.flatMap(realAndGiven)]);
     const child = spawn(process.execPath, [
       `--max-old-space-size=${Math.max(16, mib(this.o.memoryLimitBytes))}`,
@@ -175,73 +188,80 @@ class InspectorProcess {
       ...[...reads].map((p) => `--allow-fs-read=${p}`),
       MAIN,
     ], { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
-    this.child = child;
-    this.failure = undefined;
-    this.stderrTail = '';
+    const started: Started = { child, exited: Promise.resolve(), failure: undefined, stderrTail: '' };
+    this.started = started;
     const reader = new FrameReader();
     child.stdout.on('data', (chunk: Buffer) => {
+      if (started.failure !== undefined) return; // being killed: nothing it says counts
       let frames: unknown[];
       try {
         frames = reader.push(chunk);
       } catch (err) {
-        return this.kill({ kind: 'protocol', detail: (err as Error).message });
+        return this.kill(started, { kind: 'protocol', detail: (err as Error).message });
       }
-      for (const frame of frames) this.onAnswer(frame);
+      for (const frame of frames) this.onAnswer(started, frame);
     });
     child.stderr.on('data', (chunk: Buffer) => {
-      this.stderrTail = (this.stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL_BYTES);
+      started.stderrTail = (started.stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL_BYTES);
     });
     // A write to a process that just died fails with EPIPE; its exit reports the failure.
     child.stdin.on('error', () => undefined);
-    this.exited = new Promise<void>((resolve) => {
+    started.exited = new Promise<void>((resolve) => {
       child.once('exit', (code, signal) => {
-        if (this.child === child) this.child = undefined;
-        this.current?.reject(this.failureError(code, signal));
+        if (this.started === started) this.started = undefined;
+        if (this.current?.on === started) this.current.reject(this.failureError(started, code, signal));
         resolve();
       });
     });
-    return child;
+    return started;
   }
 
-  private onAnswer(frame: unknown): void {
+  private onAnswer(on: Started, frame: unknown): void {
     const parsed = answerSchema.safeParse(frame);
-    if (!parsed.success || parsed.data.id !== this.current?.id) {
-      return this.kill({ kind: 'protocol', detail: parsed.success ? `an answer to request ${parsed.data.id}, which is not the one in progress` : `an answer that is not an inspection (${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')})` });
+    const current = this.current;
+    if (!parsed.success || current?.on !== on || parsed.data.id !== current.id) {
+      const detail = parsed.success
+        ? `an answer to request ${parsed.data.id}, which is not the one in progress`
+        : `an answer that is not an inspection (${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')})`;
+      return this.kill(on, { kind: 'protocol', detail });
     }
     const a = parsed.data;
-    if (a.ok) this.current.resolve(a.inspection);
-    else this.current.reject(new FerryError(a.code as ErrorCode, a.message));
+    if (a.ok) current.resolve(a.inspection);
+    else current.reject(new FerryError(a.code as ErrorCode, a.message));
   }
 
-  private async checkMemory(child: ChildProcessByStdio<Writable, Readable, Readable>): Promise<void> {
-    const pid = child.pid;
+  private async checkMemory(on: Started): Promise<void> {
+    const pid = on.child.pid;
     const rss = pid === undefined ? undefined : await residentBytes(pid);
-    if (rss !== undefined && rss > this.o.memoryLimitBytes && this.child === child) this.kill({ kind: 'memory' });
+    if (rss !== undefined && rss > this.o.memoryLimitBytes) this.kill(on, { kind: 'memory' });
   }
 
-  private kill(failure: Failure): void {
-    this.failure ??= failure;
-    this.child?.kill('SIGKILL');
+  /** Kills `on` (the first reason wins); the next request starts a new process at once. */
+  private kill(on: Started, failure: Failure): void {
+    on.failure ??= failure;
+    if (this.started === on) this.started = undefined;
+    on.child.kill('SIGKILL');
   }
 
   /** The status message for the artifact being inspected when the process exited. */
-  private failureError(code: number | null, signal: NodeJS.Signals | null): FerryError {
+  private failureError(on: Started, code: number | null, signal: NodeJS.Signals | null): FerryError {
     const limit = `${mib(this.o.memoryLimitBytes)} MiB`;
-    const f = this.failure;
-    const oom = /heap out of memory|Reached heap limit|Allocation failed/i.test(this.stderrTail);
+    const f = on.failure;
+    const oom = /heap out of memory|Reached heap limit|Allocation failed/i.test(on.stderrTail);
     const reason = f?.kind === 'timeout' ? `inspection took longer than its time limit (${this.o.timeoutMs} ms)`
       : f?.kind === 'memory' || oom ? `inspection exceeded its memory limit (${limit})`
         : f?.kind === 'protocol' ? `the inspector answered out of protocol (${f.detail})`
           : `the inspector process died (${signal === null ? `exit code ${code ?? 'unknown'}` : signal})`;
-    return new FerryError('INVALID_PARAMETER_VALUE', `The artifact could not be inspected: ${reason}. The inspector reads the model's metadata only; an artifact that needs this much is refused (see docs/security.md, "Hostile artifacts").`);
+    return new FerryError('INVALID_PARAMETER_VALUE', `The artifact could not be inspected: ${reason}. The inspector reads the model's metadata only; an artifact that needs more is refused (see docs/security.md, "Hostile artifacts").`);
   }
 
   async stop(): Promise<void> {
-    const child = this.child;
-    if (child === undefined) return;
-    child.stdin.end();
-    const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
-    await this.exited;
+    const on = this.started;
+    if (on === undefined) return;
+    this.started = undefined;
+    on.child.stdin.end();
+    const timer = setTimeout(() => on.child.kill('SIGKILL'), 2000);
+    await on.exited;
     clearTimeout(timer);
   }
 }
