@@ -13,14 +13,17 @@ export class OutOfData extends Error {}
 const CHUNK_BYTES = 1024 * 1024;
 
 export class FileCursor {
-  private readonly chunk = Buffer.allocUnsafe(CHUNK_BYTES);
+  /** Sized to the file when it is smaller than a chunk: most models of a bulk import are a few KB. */
+  private readonly chunk: Buffer;
   /** The file offset of `chunk[0]`, and how many bytes of it are valid. */
   private base = 0;
   private filled = 0;
   /** The next byte to read. */
   pos = 0;
 
-  private constructor(private readonly fd: number, readonly size: number) {}
+  private constructor(private readonly fd: number, readonly size: number) {
+    this.chunk = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, size));
+  }
 
   /** Opens `file` and runs `use` on a cursor at its start; the file is closed afterwards. */
   static read<T>(file: string, use: (c: FileCursor) => T): T {
@@ -46,13 +49,13 @@ export class FileCursor {
     const start = this.pos;
     this.pos += n;
     if (start >= this.base && start + n <= this.base + this.filled) return this.chunk.subarray(start - this.base, start - this.base + n);
-    if (n > CHUNK_BYTES) {
+    if (n > this.chunk.length) {
       const out = Buffer.allocUnsafe(n);
       fs.readSync(this.fd, out, 0, n, start);
       return out;
     }
     this.base = start;
-    this.filled = fs.readSync(this.fd, this.chunk, 0, Math.min(CHUNK_BYTES, this.size - start), start);
+    this.filled = fs.readSync(this.fd, this.chunk, 0, Math.min(this.chunk.length, this.size - start), start);
     if (this.filled < n) throw new OutOfData();
     return this.chunk.subarray(0, n);
   }

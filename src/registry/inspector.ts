@@ -18,10 +18,11 @@
  * - channel: length-prefixed JSON frames on its stdin/stdout (inspector-frames.ts), each bounded,
  *   and every answer checked against a schema; anything else kills the process.
  *
- * A pool of `processes` long-lived processes, each serving one request at a time (so when one
- * dies, the artifact that killed it is known; the others' requests are not affected). A dead or
- * killed process is replaced at its next request. Requests wait in an unbounded FIFO only as
- * long as their callers do: registration calls are bounded by the API (bulk-create: 10,000).
+ * A pool of `processes` long-lived processes, each inspecting one artifact at a time, in the order
+ * sent (up to WINDOW sent ahead), so when one dies the artifact that killed it is known: the
+ * oldest unanswered. That one fails; the others it held go back to the queue, unharmed. A dead or
+ * killed process is replaced at the next request. Requests wait in a FIFO only as long as their
+ * callers do: registration calls are bounded by the API (bulk-create: 10,000).
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import fs from 'node:fs';
@@ -84,42 +85,40 @@ interface Job {
   reject: (err: FerryError) => void;
 }
 
+const shuttingDown = (): FerryError => new FerryError('TEMPORARILY_UNAVAILABLE', 'The server is shutting down; register the version again.');
+
 export class Inspector {
+  /** Requests not yet sent to a process (those a dead process had not started come back to the front). */
   private readonly queue: Job[] = [];
-  private readonly idle: InspectorProcess[] = [];
-  private readonly all: InspectorProcess[] = [];
+  private readonly processes: InspectorProcess[] = [];
   private closed = false;
 
   constructor(o: InspectorOptions) {
     const count = o.processes ?? DEFAULT_PROCESSES;
-    for (let i = 0; i < count; i++) {
-      const p = new InspectorProcess(o);
-      this.all.push(p);
-      this.idle.push(p);
-    }
+    for (let i = 0; i < count; i++) this.processes.push(new InspectorProcess(o, () => this.pump()));
   }
 
   /** Inspects the artifact directory `dir`; rejects with a FerryError whose message is the version's status message. */
   inspect(dir: string): Promise<Inspection> {
-    if (this.closed) return Promise.reject(new FerryError('TEMPORARILY_UNAVAILABLE', 'The server is shutting down; register the version again.'));
+    if (this.closed) return Promise.reject(shuttingDown());
     return new Promise<Inspection>((resolve, reject) => {
       this.queue.push({ dir, resolve, reject });
-      this.dispatch();
+      this.pump();
     });
   }
 
-  private dispatch(): void {
+  /** Hands queued requests to the processes with room, least loaded first. */
+  private pump(): void {
+    if (this.closed) return;
     for (;;) {
-      const p = this.idle.pop();
-      if (p === undefined) return;
-      const job = this.queue.shift();
-      if (job === undefined) {
-        this.idle.push(p);
-        return;
-      }
-      void p.run(job.dir).then(job.resolve, job.reject).finally(() => {
-        this.idle.push(p);
-        if (!this.closed) this.dispatch();
+      const job = this.queue[0];
+      if (job === undefined) return;
+      let best: InspectorProcess | undefined;
+      for (const p of this.processes) if (p.room() > 0 && (best === undefined || p.room() > best.room())) best = p;
+      if (best === undefined) return;
+      this.queue.shift();
+      best.send(job, (unstarted) => {
+        this.queue.unshift(...unstarted);
       });
     }
   }
@@ -127,57 +126,67 @@ export class Inspector {
   /** Stops the processes; queued requests fail. */
   async close(): Promise<void> {
     this.closed = true;
-    for (const job of this.queue.splice(0)) job.reject(new FerryError('TEMPORARILY_UNAVAILABLE', 'The server is shutting down; register the version again.'));
-    await Promise.all(this.all.map((p) => p.stop()));
+    for (const job of this.queue.splice(0)) job.reject(shuttingDown());
+    await Promise.all(this.processes.map((p) => p.stop()));
   }
 }
 
 /** Why an inspector process stopped answering, as the version's status message says it. */
 type Failure = { kind: 'memory' } | { kind: 'timeout' } | { kind: 'protocol'; detail: string };
 
+/** A request sent to a process: answered in order, since the process inspects one at a time. */
+interface Sent extends Job {
+  id: number;
+  /** Where the requests this process had not started go when it dies. */
+  requeue: (jobs: Job[]) => void;
+}
+
 /** One started inspector process and what the server knows of it. */
 interface Started {
   child: ChildProcessByStdio<Writable, Readable, Readable>;
   exited: Promise<void>;
+  /** Requests sent and not answered, oldest (the one being inspected) first. */
+  inflight: Sent[];
   /** Set when the server kills it, to say why. */
   failure: Failure | undefined;
   stderrTail: string;
+  /** The time limit of the request at the head of `inflight`, and the memory poll while any is. */
+  timer: NodeJS.Timeout | undefined;
+  poll: NodeJS.Timeout | undefined;
 }
 
-/** The request in progress: on which process, and how to settle it. */
-interface Current {
-  id: number;
-  on: Started;
-  resolve: (i: Inspection) => void;
-  reject: (e: FerryError) => void;
-}
+/**
+ * Requests sent ahead to one process: it inspects them one after another, so the one it works on
+ * is always the oldest unanswered; sending ahead saves a round trip per artifact (on a loaded
+ * 2-core machine, waking the process per request halved bulk registration's rate).
+ */
+const WINDOW = 8;
 
-/** One inspector process slot: the process is started on demand and replaced after it dies; one request at a time. */
+/** One inspector process slot: started on demand, replaced after it dies. */
 class InspectorProcess {
   private started: Started | undefined;
   private nextId = 1;
-  private current: Current | undefined;
 
-  constructor(private readonly o: InspectorOptions) {}
+  constructor(private readonly o: InspectorOptions, private readonly wake: () => void) {}
 
-  run(dir: string): Promise<Inspection> {
+  /** How many more requests this slot takes now. */
+  room(): number {
+    return WINDOW - (this.started?.inflight.length ?? 0);
+  }
+
+  send(job: Job, requeue: (jobs: Job[]) => void): void {
     const on = this.started ?? this.spawn();
-    const id = this.nextId++;
-    return new Promise<Inspection>((resolve, reject) => {
-      const timer = setTimeout(() => this.kill(on, { kind: 'timeout' }), this.o.timeoutMs);
-      const poll = setInterval(() => void this.checkMemory(on), RSS_POLL_MS);
-      const done = (): void => {
-        clearTimeout(timer);
-        clearInterval(poll);
-        this.current = undefined;
-      };
-      this.current = {
-        id, on,
-        resolve: (i) => { done(); resolve(i); },
-        reject: (e) => { done(); reject(e); },
-      };
-      on.child.stdin.write(encodeFrame({ id, dir }));
-    });
+    const sent: Sent = { ...job, id: this.nextId++, requeue };
+    on.inflight.push(sent);
+    if (on.inflight.length === 1) this.headStarted(on);
+    on.child.stdin.write(encodeFrame({ id: sent.id, dir: sent.dir }));
+  }
+
+  /** The head of `on.inflight` is being inspected from now: its time limit starts. */
+  private headStarted(on: Started): void {
+    clearTimeout(on.timer);
+    on.timer = setTimeout(() => this.kill(on, { kind: 'timeout' }), this.o.timeoutMs);
+    on.poll ??= setInterval(() => void this.checkMemory(on), RSS_POLL_MS);
   }
 
   private spawn(): Started {
@@ -188,7 +197,7 @@ class InspectorProcess {
       ...[...reads].map((p) => `--allow-fs-read=${p}`),
       MAIN,
     ], { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
-    const started: Started = { child, exited: Promise.resolve(), failure: undefined, stderrTail: '' };
+    const started: Started = { child, exited: Promise.resolve(), inflight: [], failure: undefined, stderrTail: '', timer: undefined, poll: undefined };
     this.started = started;
     const reader = new FrameReader();
     child.stdout.on('data', (chunk: Buffer) => {
@@ -200,6 +209,7 @@ class InspectorProcess {
         return this.kill(started, { kind: 'protocol', detail: (err as Error).message });
       }
       for (const frame of frames) this.onAnswer(started, frame);
+      this.wake();
     });
     child.stderr.on('data', (chunk: Buffer) => {
       started.stderrTail = (started.stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL_BYTES);
@@ -209,25 +219,40 @@ class InspectorProcess {
     started.exited = new Promise<void>((resolve) => {
       child.once('exit', (code, signal) => {
         if (this.started === started) this.started = undefined;
-        if (this.current?.on === started) this.current.reject(this.failureError(started, code, signal));
+        this.idle(started);
+        const [head, ...unstarted] = started.inflight.splice(0);
+        head?.reject(this.failureError(started, code, signal));
+        if (unstarted.length > 0) unstarted[0]?.requeue(unstarted);
         resolve();
+        this.wake();
       });
     });
     return started;
   }
 
+  private idle(on: Started): void {
+    clearTimeout(on.timer);
+    clearInterval(on.poll);
+    on.timer = undefined;
+    on.poll = undefined;
+  }
+
   private onAnswer(on: Started, frame: unknown): void {
+    if (on.failure !== undefined) return;
     const parsed = answerSchema.safeParse(frame);
-    const current = this.current;
-    if (!parsed.success || current?.on !== on || parsed.data.id !== current.id) {
+    const head = on.inflight[0];
+    if (!parsed.success || parsed.data.id !== head?.id) {
       const detail = parsed.success
         ? `an answer to request ${parsed.data.id}, which is not the one in progress`
         : `an answer that is not an inspection (${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')})`;
       return this.kill(on, { kind: 'protocol', detail });
     }
+    on.inflight.shift();
+    if (on.inflight.length > 0) this.headStarted(on);
+    else this.idle(on);
     const a = parsed.data;
-    if (a.ok) current.resolve(a.inspection);
-    else current.reject(new FerryError(a.code as ErrorCode, a.message));
+    if (a.ok) head.resolve(a.inspection);
+    else head.reject(new FerryError(a.code as ErrorCode, a.message));
   }
 
   private async checkMemory(on: Started): Promise<void> {
@@ -255,10 +280,12 @@ class InspectorProcess {
     return new FerryError('INVALID_PARAMETER_VALUE', `The artifact could not be inspected: ${reason}. The inspector reads the model's metadata only; an artifact that needs more is refused (see docs/security.md, "Hostile artifacts").`);
   }
 
+  /** Ends the process (requests it still holds fail as the server is shutting down). */
   async stop(): Promise<void> {
     const on = this.started;
     if (on === undefined) return;
     this.started = undefined;
+    for (const sent of on.inflight.splice(0)) sent.reject(shuttingDown());
     on.child.stdin.end();
     const timer = setTimeout(() => on.child.kill('SIGKILL'), 2000);
     await on.exited;
