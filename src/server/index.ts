@@ -2,8 +2,9 @@
  * `ferry server`: the composition root. Opens the metadata and artifact stores in the data
  * directory, bootstraps the admin token, starts the artifact inspector, finishes interrupted
  * registrations (through the inspector: one that fails is FAILED_REGISTRATION, never retried at
- * every start), mounts the APIs, listens, and only then brings the stored endpoints back up. Every request passes the audit trail, authentication and the route's access rule
- * (src/auth); health probes are public, every other route requires a bearer token.
+ * every start), mounts the APIs, listens, and only then brings the stored endpoints back up.
+ * Every request passes the audit trail, authentication and the route's access rule (src/auth);
+ * health probes are public, every other route requires a bearer token.
  */
 import fsp from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
