@@ -4,7 +4,6 @@
  * listens. Every request passes the audit trail, authentication and the route's access rule
  * (src/auth); health probes are public, every other route requires a bearer token.
  */
-import fsp from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,6 +22,7 @@ import { openCluster, openRuntime, type Cluster, type Runtime } from '../runtime
 import { openInferenceTableStore, openStore, type MetadataStore } from '../store/index.js';
 import { Telemetry, telemetryRoutes } from '../telemetry/index.js';
 import { OtlpExporter, requestTracing, traceOf } from '../tracing/index.js';
+import { lockDataDir, restrictDataDir } from './data-dir.js';
 import { LeaderRuntime, leaderOnly } from './leadership.js';
 import { bindWarning, createServer, loadTlsCredentials } from './listen.js';
 
@@ -61,7 +61,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const log = atLevel(config.logLevel, deps.log ?? (() => undefined));
   const dataDir = path.resolve(config.dataDir);
   const tlsCredentials = await loadTlsCredentials(config.tls);
-  await fsp.mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await restrictDataDir(dataDir);
   const releaseLock = await lockDataDir(dataDir);
   const store = await openStore(config.databaseUrl === undefined
     ? { kind: 'sqlite', path: path.join(dataDir, 'ferry.db') }
@@ -177,6 +177,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       await cluster?.close();
     };
     await inferenceTable.start();
+    // The stores created their files with the umask's mode.
+    await restrictDataDir(dataDir);
     inferenceTableRoutes(router, { store: inferenceStore, writer: inferenceTable, settingsOf });
     gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats, log, logLevel: config.logLevel, exporter, authz });
     telemetryRoutes(router, telemetry, authz);
@@ -290,43 +292,3 @@ const SHARED_STORE_RECOVERY_AGE_MS = 60 * 60 * 1000;
 
 /** How often a follower reads the stored endpoints again (a config the leader activated shows within this). */
 const FOLLOWER_REFRESH_MS = 2000;
-
-/** Data directories this process has locked. */
-const lockedHere = new Set<string>();
-
-/**
- * One server per data directory: a second one would adopt (and kill) the first one's replicas.
- * The lock is a file holding the owner's pid; a lock whose process is gone (a crash) is taken over.
- * A lock holding our own pid that this process did not take is stale too: a container restarted
- * with its data directory kept (a Kubernetes emptyDir) runs the server as the same pid, 1, again.
- */
-async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
-  const file = path.join(dataDir, 'server.pid');
-  for (;;) {
-    try {
-      await fsp.writeFile(file, String(process.pid), { flag: 'wx' });
-      lockedHere.add(dataDir);
-      return async () => {
-        lockedHere.delete(dataDir);
-        await fsp.rm(file, { force: true });
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    const pid = Number(await fsp.readFile(file, 'utf8').catch(() => ''));
-    const stale = pid === process.pid && !lockedHere.has(dataDir);
-    if (Number.isInteger(pid) && pid > 0 && !stale && isAlive(pid)) {
-      throw new FerryError('RESOURCE_CONFLICT', `Another Ferry server (pid ${pid}) is using the data directory ${dataDir}. Stop it, or start this one with another --data-dir.`);
-    }
-    await fsp.rm(file, { force: true });
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
