@@ -7,6 +7,7 @@
  */
 import type { MetadataStore } from './types.js';
 import { openSqliteInferenceTable, type InferenceTableStore, type InferenceTableStoreOptions } from './inference-table.js';
+import { guardStore } from './guard.js';
 import { openSqliteStore } from './sqlite.js';
 
 export type * from './types.js';
@@ -21,10 +22,14 @@ export type StoreOptions =
  * is imported only when chosen: every `ferry` process, replicas included, loads this folder.
  */
 export async function openStore(opts: StoreOptions): Promise<MetadataStore> {
-  return opts.kind === 'postgres' ? (await import('./postgres.js')).openPostgresStore(opts.url) : openSqliteStore(opts.path);
+  return opts.kind === 'postgres'
+    ? guardStore(await (await import('./postgres.js')).openPostgresStore(opts.url), 'The metadata database (Postgres)')
+    : guardStore(await openSqliteStore(opts.path), `The metadata database ${opts.path}`);
 }
 
 /** Opens the inference table store (SQLite file, or a table beside the Postgres metadata). */
 export async function openInferenceTableStore(opts: InferenceTableStoreOptions): Promise<InferenceTableStore> {
-  return opts.kind === 'postgres' ? (await import('./inference-table-postgres.js')).openPostgresInferenceTable(opts.url) : openSqliteInferenceTable(opts.path);
+  return opts.kind === 'postgres'
+    ? guardStore(await (await import('./inference-table-postgres.js')).openPostgresInferenceTable(opts.url), 'The inference table (Postgres)')
+    : guardStore(await openSqliteInferenceTable(opts.path), `The inference table database ${opts.path}`);
 }
