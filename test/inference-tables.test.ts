@@ -333,7 +333,7 @@ describe('through a real server', () => {
     const records = parseCsv(csv.text);
     assert.deepEqual(records[0], [...COLUMNS]);
     // Text a spreadsheet would run as a formula gets a leading quote (OWASP CSV injection); numbers stay numbers.
-    const cell = (v: unknown): string => (v === null ? '' : typeof v === 'string' && /^[=+\-@\t\r]/.test(v) ? `'${v}` : String(v));
+    const cell = (v: string | number | null): string => (v === null ? '' : typeof v === 'string' && /^[=+\-@\t\r]/.test(v) ? `'${v}` : String(v));
     assert.deepEqual(records.slice(1), all.filter((x) => x.status_code === 200).map((x) => COLUMNS.map((c) => cell(x[c]))));
     assert.ok(records.slice(1).some((r) => r.includes(`'=HYPERLINK("http://evil","order-17")`)), 'a formula is exported as text; quotes and commas survive');
 
