@@ -148,7 +148,8 @@ export class Registry {
 
   async getVersionByAlias(name: string, alias: string): Promise<ModelVersionRecord> {
     const model = await this.getModel(name);
-    const version = model.aliases[alias];
+    // An own alias only: `constructor` or `toString` must not find Object.prototype's members.
+    const version = Object.hasOwn(model.aliases, alias) ? model.aliases[alias] : undefined;
     if (version === undefined) throw notFound(`Alias '${alias}' of registered model '${name}'`);
     return this.getVersion(name, version);
   }
