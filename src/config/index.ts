@@ -95,6 +95,20 @@ export const serverConfigSchema = z.strictObject({
   inferenceTableRetention: duration.default('30d'),
   /** Inference table rows held in memory awaiting their write; more are dropped and counted. */
   inferenceTableBufferSize: z.number().int().min(1).max(1_000_000).default(10_000),
+  /** Audit log rows older than this are deleted (at start and then hourly). */
+  auditRetention: duration.default('90d'),
+  /**
+   * Audit rows for calls without a valid token, per minute; the calls over it are summed up in one
+   * row (with their count) when the minute ends, so anonymous traffic cannot grow the log without bound.
+   */
+  auditAnonymousRowsPerMinute: z.number().int().min(1).max(1_000_000).default(100),
+  /**
+   * Most client connections the server holds at once; more are closed as they arrive. Keeps a
+   * flood of connections from using up the process's file descriptors.
+   */
+  maxConnections: z.number().int().min(1).max(1_000_000).default(10_000),
+  /** Most connections from one client address that have not yet sent a valid token (see docs/security.md). */
+  maxUnauthenticatedConnectionsPerIp: z.number().int().min(1).max(1_000_000).default(64),
   /**
    * Base URL of an OpenTelemetry collector's OTLP/HTTP receiver, e.g. "http://127.0.0.1:4318":
    * gateway spans are POSTed to `{otlpEndpoint}/v1/traces` as OTLP JSON. Unset: no export.
@@ -192,6 +206,10 @@ export interface ServerConfig {
   readonly replicaUser: string;
   readonly inferenceTableRetentionMs: number;
   readonly inferenceTableBufferRows: number;
+  readonly auditRetentionMs: number;
+  readonly auditAnonymousRowsPerMinute: number;
+  readonly maxConnections: number;
+  readonly maxUnauthenticatedConnectionsPerIp: number;
   readonly otlpEndpoint: string | undefined;
   /** A postgres:// URL, or undefined for SQLite in the data directory. */
   readonly databaseUrl: string | undefined;
@@ -248,6 +266,10 @@ export function compileServerConfig(input: unknown): ServerConfig {
     replicaUser: c.replicaUser,
     inferenceTableRetentionMs: requireUnit('inferenceTableRetention', c.inferenceTableRetention, parseDurationMs, 'a duration such as "30d" or "12h"'),
     inferenceTableBufferRows: c.inferenceTableBufferSize,
+    auditRetentionMs: requireUnit('auditRetention', c.auditRetention, parseDurationMs, 'a duration such as "90d"'),
+    auditAnonymousRowsPerMinute: c.auditAnonymousRowsPerMinute,
+    maxConnections: c.maxConnections,
+    maxUnauthenticatedConnectionsPerIp: c.maxUnauthenticatedConnectionsPerIp,
     otlpEndpoint: compileOtlpEndpoint(c.otlpEndpoint),
     databaseUrl: compileDatabaseUrl(c.databaseUrl),
     artifactStore: compileArtifactStore(c.artifactStore),
@@ -256,6 +278,10 @@ export function compileServerConfig(input: unknown): ServerConfig {
   // node:http refuses a head deadline past the whole request's (0 turns either off).
   if (compiled.bodyTimeoutMs > 0 && compiled.headersTimeoutMs > compiled.bodyTimeoutMs) {
     throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.headersTimeout)} for 'headersTimeout': expected at most bodyTimeout (${describeValue(c.bodyTimeout)}), which covers the head too.`);
+  }
+  // Audit retention is enforced hourly; a shorter one would not hold.
+  if (compiled.auditRetentionMs < 86_400_000) {
+    throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.auditRetention)} for 'auditRetention': expected at least 1 day ("1d").`);
   }
   // Retention is enforced at most once a minute (see src/inference-tables), so less could not be kept.
   if (compiled.inferenceTableRetentionMs < 60_000) {

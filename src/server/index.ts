@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { openArtifactStore } from '../artifacts/index.js';
-import { access, auditRoutes, auditTrail, authenticate, Authorizer, authorize, authRoutes, bootstrapAdminToken, type Access, type ServerRouter } from '../auth/index.js';
+import { access, auditRoutes, AuditTrail, authenticate, Authorizer, authorize, authRoutes, bootstrapAdminToken, type Access, type ServerRouter } from '../auth/index.js';
 import type { ServerConfig } from '../config/index.js';
 import { consoleRoutes } from '../console/index.js';
 import { EndpointController, endpointRoutes, LOAD_REPORT_INTERVAL_MS, PeerLoad, RouteFollower } from '../control/index.js';
@@ -66,6 +66,10 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const store = await openStore(config.databaseUrl === undefined
     ? { kind: 'sqlite', path: path.join(dataDir, 'ferry.db') }
     : { kind: 'postgres', url: config.databaseUrl });
+  const audit = new AuditTrail({
+    store, now, retentionMs: config.auditRetentionMs, anonymousRowsPerMinute: config.auditAnonymousRowsPerMinute,
+    onError: (err) => log('error', 'writing the audit log failed', { error: String(err) }),
+  });
   /** What to stop if the start fails half way (replicas, the warm pool, timers). */
   let stopStarted: (() => Promise<void>) | undefined;
   try {
@@ -78,6 +82,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     // now is PENDING too, so only those pending for longer than any upload takes are finished.
     await registry.recoverPending(config.runtime.kind === 'kubernetes' ? SHARED_STORE_RECOVERY_AGE_MS : 0);
 
+    await audit.start();
     const authz = new Authorizer(store, now);
     const router: ServerRouter = new Router<Handler, Access>()
       .add('GET', '/v2/health/live', () => ({ body: { live: true } }), access.public)
@@ -236,10 +241,11 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
 
     const middlewares = [
       requestTracing(),
-      auditTrail(store, now, (err) => log('error', 'writing the audit log failed', { error: String(err) })),
+      audit.record,
       authenticate(authz),
       authorize(authz),
       leaderOnly(() => leading),
+      audit.writeAhead,
     ];
     const server = createServer(listener(router, middlewares, (err, ctx) => {
       const trace = traceOf(ctx);
@@ -273,6 +279,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       await controller.close(); // the Kubernetes runtime leaves the pods serving
       await cluster?.close(); // releases the Lease: a follower takes over at its next look
       await exporter?.close();
+      await audit.close();
       await store.close();
       await releaseLock();
     })());
@@ -281,6 +288,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     return { url, generatedAdminToken, store, router, controller, close };
   } catch (err) {
     await stopStarted?.();
+    await audit.close();
     await store.close();
     await releaseLock();
     throw err;

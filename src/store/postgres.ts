@@ -403,9 +403,18 @@ class PostgresStore implements MetadataStore {
 
   // ---- audit log ---------------------------------------------------------------------------
 
-  async appendAudit(e: Omit<AuditRecord, 'id'>): Promise<void> {
-    await this.pool.query(`INSERT INTO audit_log (time_ms, principal, source_address, method, path, action, status, error_code)
-      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, [e.timeMs, e.principal, e.sourceAddress, e.method, e.path, e.action, e.status, e.errorCode]);
+  async appendAudit(e: Omit<AuditRecord, 'id'>): Promise<number> {
+    const { rows } = await this.pool.query<{ id: string }>(`INSERT INTO audit_log (time_ms, principal, source_address, method, path, action, status, error_code, count)
+      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`, [e.timeMs, e.principal, e.sourceAddress, e.method, e.path, e.action, e.status, e.errorCode, e.count]);
+    return Number(rows[0]?.id);
+  }
+
+  async finishAudit(id: number, status: number, errorCode: string): Promise<void> {
+    await this.pool.query('UPDATE audit_log SET status = $1, error_code = $2 WHERE id = $3', [status, errorCode, id]);
+  }
+
+  async deleteAuditBefore(beforeMs: number): Promise<number> {
+    return (await this.pool.query('DELETE FROM audit_log WHERE time_ms < $1', [beforeMs])).rowCount ?? 0;
   }
 
   async searchAudit(q: AuditQuery): Promise<PageResult<AuditRecord>> {

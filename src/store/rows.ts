@@ -103,6 +103,7 @@ export function toAudit(r: Row): AuditRecord {
   return {
     id: Number(r.id), timeMs: Number(r.time_ms), principal: String(r.principal), sourceAddress: String(r.source_address),
     method: String(r.method), path: String(r.path), action: String(r.action), status: Number(r.status), errorCode: String(r.error_code),
+    count: Number(r.count),
   };
 }
 

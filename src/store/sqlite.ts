@@ -350,9 +350,17 @@ class SqliteStore implements MetadataStore {
 
   // ---- audit log ---------------------------------------------------------------------------
 
-  async appendAudit(e: Omit<AuditRecord, 'id'>): Promise<void> {
-    this.stmt(`INSERT INTO audit_log (time_ms, principal, source_address, method, path, action, status, error_code)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?)`).run(e.timeMs, e.principal, e.sourceAddress, e.method, e.path, e.action, e.status, e.errorCode);
+  async appendAudit(e: Omit<AuditRecord, 'id'>): Promise<number> {
+    return Number(this.stmt(`INSERT INTO audit_log (time_ms, principal, source_address, method, path, action, status, error_code, count)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(e.timeMs, e.principal, e.sourceAddress, e.method, e.path, e.action, e.status, e.errorCode, e.count).lastInsertRowid);
+  }
+
+  async finishAudit(id: number, status: number, errorCode: string): Promise<void> {
+    this.stmt('UPDATE audit_log SET status = ?, error_code = ? WHERE id = ?').run(status, errorCode, id);
+  }
+
+  async deleteAuditBefore(beforeMs: number): Promise<number> {
+    return this.stmt('DELETE FROM audit_log WHERE time_ms < ?').run(beforeMs).changes;
   }
 
   async searchAudit(q: AuditQuery): Promise<PageResult<AuditRecord>> {

@@ -106,6 +106,11 @@ export interface AuditRecord {
   status: number;
   /** The error code of a failed change ('' on success). */
   errorCode: string;
+  /**
+   * How many calls the row stands for: 1, or more for the row that sums up the anonymous calls
+   * over the per-minute cap (see src/auth/audit.ts).
+   */
+  count: number;
 }
 
 export interface AuditQuery {
@@ -258,7 +263,12 @@ export interface MetadataStore {
   /** Deletes the reports older than `beforeMs` (servers gone); returns how many. */
   deleteGatewayLoad(beforeMs: number): Promise<number>;
 
-  appendAudit(e: Omit<AuditRecord, 'id'>): Promise<void>;
+  /** Appends a row; resolves with its id once it is durable. */
+  appendAudit(e: Omit<AuditRecord, 'id'>): Promise<number>;
+  /** Sets the outcome of a row written before its call ran. */
+  finishAudit(id: number, status: number, errorCode: string): Promise<void>;
+  /** Deletes the rows older than `beforeMs` (retention); resolves with how many went. */
+  deleteAuditBefore(beforeMs: number): Promise<number>;
   /** Newest first. */
   searchAudit(q: AuditQuery): Promise<PageResult<AuditRecord>>;
 

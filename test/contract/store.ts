@@ -222,7 +222,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
 
     withStore('audit log: appended, newest first, filtered and paged', async (s) => {
       for (let i = 1; i <= 5; i++) {
-        await s.appendAudit({ timeMs: i * 10, principal: i % 2 ? 'alice' : 'bob', sourceAddress: '127.0.0.1', method: 'POST', path: `/p/${i}`, action: 'POST /p/:n', status: 200, errorCode: '' });
+        await s.appendAudit({ timeMs: i * 10, principal: i % 2 ? 'alice' : 'bob', sourceAddress: '127.0.0.1', method: 'POST', path: `/p/${i}`, action: 'POST /p/:n', status: 200, errorCode: '', count: 1 });
       }
       const page1 = await s.searchAudit({ maxResults: 2, pageToken: undefined });
       assert.deepEqual(page1.items.map((e) => e.path), ['/p/5', '/p/4']);
@@ -233,7 +233,19 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.equal(page3.nextPageToken, undefined);
       assert.deepEqual((await s.searchAudit({ maxResults: 10, pageToken: undefined, principal: 'bob' })).items.map((e) => e.path), ['/p/4', '/p/2']);
       assert.deepEqual((await s.searchAudit({ maxResults: 10, pageToken: undefined, sinceMs: 40 })).items.map((e) => e.path), ['/p/5', '/p/4']);
-      assert.deepEqual(Object.keys(page3.items[0] ?? {}).sort(), ['action', 'errorCode', 'id', 'method', 'path', 'principal', 'sourceAddress', 'status', 'timeMs']);
+      assert.deepEqual(Object.keys(page3.items[0] ?? {}).sort(), ['action', 'count', 'errorCode', 'id', 'method', 'path', 'principal', 'sourceAddress', 'status', 'timeMs']);
+    });
+
+    withStore('audit log: rows written ahead get their outcome; aggregated rows keep their count; retention deletes by time', async (s) => {
+      const ahead = await s.appendAudit({ timeMs: 100, principal: 'alice', sourceAddress: '::1', method: 'DELETE', path: '/e', action: 'DELETE /e', status: 0, errorCode: '', count: 1 });
+      const summary = await s.appendAudit({ timeMs: 200, principal: '', sourceAddress: '', method: '*', path: '', action: 'anonymous', status: 401, errorCode: 'UNAUTHENTICATED', count: 1234 });
+      assert.ok(summary > ahead);
+      await s.finishAudit(ahead, 403, 'PERMISSION_DENIED');
+      const rows = (await s.searchAudit({ maxResults: 10, pageToken: undefined })).items;
+      assert.deepEqual(rows.map((r) => [r.id, r.status, r.errorCode, r.count]), [[summary, 401, 'UNAUTHENTICATED', 1234], [ahead, 403, 'PERMISSION_DENIED', 1]]);
+      assert.equal(await s.deleteAuditBefore(200), 1);
+      assert.deepEqual((await s.searchAudit({ maxResults: 10, pageToken: undefined })).items.map((r) => r.id), [summary]);
+      assert.equal(await s.deleteAuditBefore(200), 0);
     });
 
     withStore('endpoints: create, get, list, replace, delete', async (s) => {
