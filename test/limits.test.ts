@@ -19,7 +19,7 @@ import { checkJsonLimits, parseJson, type JsonLimits } from '../src/http/index.j
 import { checkRowCount } from '../src/protocols/index.js';
 import { startReplica, type Replica } from '../src/replica/index.js';
 import type { FerryServer } from '../src/server/index.js';
-import { bindWarning, isLoopback } from '../src/server/listen.js';
+import { bindWarning, defaultMaxConnections, isLoopback } from '../src/server/listen.js';
 import { ADMIN_TOKEN, FERRY_BIN, registerVersion, rejectsWith, request, startTestServer, tempDir, waitSettled, type HttpResult } from './support/index.js';
 
 let dir: string;
@@ -258,6 +258,31 @@ describe('a server with small limits: 4 KiB heads, 500 ms to send a head, 2 s fo
   });
 });
 
+describe('a server holding at most 100 connections, with the default 10 min bodyTimeout', () => {
+  let server: FerryServer;
+  before(async () => {
+    server = await startTestServer(path.join(dir, 'conn-data'), { maxConnections: 100, warmPoolSize: 0 });
+  });
+  after(() => server.close());
+
+  test('300 unauthenticated clients trickling their bodies are answered 401 and disconnected at once; a legitimate client is served throughout', { timeout: 60_000 }, async () => {
+    const head = 'POST /api/2.0/mlflow/registered-models/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{';
+    const attack = Promise.all(Array.from({ length: 300 }, () => trickle(server.url, head + ' '.repeat(99_999), head.length)));
+    const legit = await request({ url: server.url, method: 'POST', path: '/api/2.0/mlflow/registered-models/create', json: { name: 'legit' } });
+    assert.equal(legit.status, 200, legit.text);
+    // Each attacker is let go after its 401 (or, past maxConnections, at once), long before its body is in.
+    const results = await attack;
+    const answered = results.filter((r) => r.answer !== '');
+    assert.ok(answered.length >= 100, `${answered.length} answered`);
+    for (const r of answered) {
+      assert.match(r.answer, /^HTTP\/1\.1 401 Unauthorized\r\n/);
+      assert.match(r.answer, /\r\nConnection: close\r\n/i);
+      assert.ok(r.sent < head.length + 20, `the server waited for ${r.sent - head.length} body bytes`);
+    }
+    assert.equal((await request({ url: server.url, path: '/api/2.0/mlflow/registered-models/get?name=legit' })).status, 200);
+  });
+});
+
 describe('configuration', () => {
   test('headersTimeout past bodyTimeout is refused, naming both', () => {
     assert.throws(() => compileServerConfig({ headersTimeout: '20s', bodyTimeout: '10s' }),
@@ -345,6 +370,16 @@ describe('TLS', { skip: hasOpenssl ? false : 'the openssl CLI is not installed' 
     });
     assert.equal(code, 1);
     assert.equal(stderr, `ferry: INVALID_PARAMETER_VALUE: Invalid value "${missing}" for 'tlsKey': expected a readable PEM private key file (ENOENT).\n`);
+  });
+});
+
+describe('maxConnections default', () => {
+  test('three quarters of the soft open-file limit, between 64 and 10,000', () => {
+    const limits = (soft: number): string => `Limit                     Soft Limit           Hard Limit           Units\nMax open files            ${soft}                 1048576              files\n`;
+    assert.equal(defaultMaxConnections(limits(1024)), 768);
+    assert.equal(defaultMaxConnections(limits(1_048_576)), 10_000);
+    assert.equal(defaultMaxConnections(limits(50)), 64);
+    assert.equal(defaultMaxConnections(undefined), 10_000);
   });
 });
 

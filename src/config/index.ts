@@ -104,11 +104,11 @@ export const serverConfigSchema = z.strictObject({
   auditAnonymousRowsPerMinute: z.number().int().min(1).max(1_000_000).default(100),
   /**
    * Most client connections the server holds at once; more are closed as they arrive. Keeps a
-   * flood of connections from using up the process's file descriptors.
+   * flood of connections from using up the process's file descriptors. Unset: three quarters of
+   * the open-file limit (`ulimit -n`), at most 10,000.
    */
-  maxConnections: z.number().int().min(1).max(1_000_000).default(10_000),
-  /** Most connections from one client address that have not yet sent a valid token (see docs/security.md). */
-  maxUnauthenticatedConnectionsPerIp: z.number().int().min(1).max(1_000_000).default(64),
+  maxConnections: z.number().int().min(1).max(1_000_000).optional(),
+
   /**
    * Base URL of an OpenTelemetry collector's OTLP/HTTP receiver, e.g. "http://127.0.0.1:4318":
    * gateway spans are POSTed to `{otlpEndpoint}/v1/traces` as OTLP JSON. Unset: no export.
@@ -208,8 +208,8 @@ export interface ServerConfig {
   readonly inferenceTableBufferRows: number;
   readonly auditRetentionMs: number;
   readonly auditAnonymousRowsPerMinute: number;
-  readonly maxConnections: number;
-  readonly maxUnauthenticatedConnectionsPerIp: number;
+  /** Undefined: derived from the open-file limit when the server listens (see src/server/listen.ts). */
+  readonly maxConnections: number | undefined;
   readonly otlpEndpoint: string | undefined;
   /** A postgres:// URL, or undefined for SQLite in the data directory. */
   readonly databaseUrl: string | undefined;
@@ -269,7 +269,6 @@ export function compileServerConfig(input: unknown): ServerConfig {
     auditRetentionMs: requireUnit('auditRetention', c.auditRetention, parseDurationMs, 'a duration such as "90d"'),
     auditAnonymousRowsPerMinute: c.auditAnonymousRowsPerMinute,
     maxConnections: c.maxConnections,
-    maxUnauthenticatedConnectionsPerIp: c.maxUnauthenticatedConnectionsPerIp,
     otlpEndpoint: compileOtlpEndpoint(c.otlpEndpoint),
     databaseUrl: compileDatabaseUrl(c.databaseUrl),
     artifactStore: compileArtifactStore(c.artifactStore),

@@ -4,6 +4,7 @@
  * to send the head, time to send the whole request), and the warning printed when it listens
  * beyond this machine.
  */
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
@@ -14,7 +15,7 @@ import type { ServerConfig } from '../config/index.js';
 import { FerryError, invalidParameter } from '../errors.js';
 
 /** The request limits node:http enforces itself, before any Ferry code sees the request. */
-export type ListenLimits = Pick<ServerConfig, 'maxHeaderBytes' | 'headersTimeoutMs' | 'bodyTimeoutMs'>;
+export type ListenLimits = Pick<ServerConfig, 'maxHeaderBytes' | 'headersTimeoutMs' | 'bodyTimeoutMs' | 'maxConnections'>;
 
 /** A certificate chain and its private key, PEM, read and checked by `loadTlsCredentials`. */
 export interface TlsCredentials {
@@ -74,8 +75,29 @@ export function createServer(handler: http.RequestListener, limits: ListenLimits
     ? http.createServer(options, handler)
     : https.createServer({ ...options, ...credentials, ...(limits.headersTimeoutMs > 0 ? { handshakeTimeout: limits.headersTimeoutMs } : {}) }, handler);
   server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  // Connections past this are closed as they arrive, before they cost a request: a flood of idle
+  // connections cannot use up the process's file descriptors (the database, replicas' sockets).
+  server.maxConnections = limits.maxConnections ?? defaultMaxConnections();
   server.on('clientError', answerClientError(limits));
   return server;
+}
+
+/**
+ * Three quarters of the soft open-file limit (the rest stays for the databases, replica sockets
+ * and log files), between 64 and 10,000: 1024 → 768, 1048576 → 10000. 10,000 where /proc cannot
+ * be read (not Linux).
+ */
+export function defaultMaxConnections(limits = readProcLimits()): number {
+  const soft = /^Max open files\s+(\d+)/m.exec(limits ?? '')?.[1];
+  return soft === undefined ? 10_000 : Math.max(64, Math.min(10_000, Math.floor(Number(soft) * 0.75)));
+}
+
+function readProcLimits(): string | undefined {
+  try {
+    return fs.readFileSync('/proc/self/limits', 'utf8');
+  } catch {
+    return undefined;
+  }
 }
 
 /**
