@@ -57,7 +57,7 @@ test('a full disk is a 507 INSUFFICIENT_STORAGE naming the cause, for uploads an
       }
       assert.equal(last.status, 507, 'the disk never filled up');
       assert.equal(last.json.error_code, 'INSUFFICIENT_STORAGE');
-      assert.match(last.json.message, /No space left to write The metadata database .*ferry\.db \((SQLITE_FULL|ENOSPC)\)/);
+      assert.match(last.json.message, /^No space left to write to the metadata database ferry\.db \((SQLITE_FULL|ENOSPC)\)/);
       // The server keeps answering.
       assert.equal((await request({ url, path: '/v2/health/ready' })).status, 200);
     } finally {

@@ -13,16 +13,16 @@ const CORRUPT_CODES = new Set(['SQLITE_CORRUPT', 'SQLITE_NOTADB']);
 /**
  * `err` as the FerryError a user sees, when it is a storage condition: full → 507
  * INSUFFICIENT_STORAGE, corrupt → 500 INTERNAL_ERROR naming `what` (e.g. "the metadata database
- * /var/lib/ferry/ferry.db"). Anything else is returned unchanged.
+ * ferry.db": a file name, never the server's directories). Anything else is returned unchanged.
  */
 export function storageError(err: unknown, what: string): unknown {
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code !== 'string') return err;
   if (FULL_CODES.has(code)) {
-    return new FerryError('INSUFFICIENT_STORAGE', `No space left to write ${what} (${code}): free disk space on its volume, then retry.`, { cause: err });
+    return new FerryError('INSUFFICIENT_STORAGE', `No space left to write to ${what} (${code}): free disk space on its volume, then retry.`, { cause: err });
   }
   if (CORRUPT_CODES.has(code)) {
-    return new FerryError('INTERNAL_ERROR', `${what} is corrupt (${code}): stop the server, back the file up and recover it (docs/storage.md, "Integrity checks and recovery").`, { cause: err });
+    return new FerryError('INTERNAL_ERROR', `Storage failure: ${what} is corrupt (${code}). Stop the server, back the file up and recover it (docs/storage.md, "Integrity checks and recovery").`, { cause: err });
   }
   return err;
 }

@@ -5,6 +5,7 @@
  * fit; every acknowledged write is durable (SQLite: WAL + synchronous=FULL; Postgres: committed).
  * Nothing outside this folder writes SQL.
  */
+import path from 'node:path';
 import type { MetadataStore } from './types.js';
 import { openSqliteInferenceTable, type InferenceTableStore, type InferenceTableStoreOptions } from './inference-table.js';
 import { guardStore } from './guard.js';
@@ -23,13 +24,13 @@ export type StoreOptions =
  */
 export async function openStore(opts: StoreOptions): Promise<MetadataStore> {
   return opts.kind === 'postgres'
-    ? guardStore(await (await import('./postgres.js')).openPostgresStore(opts.url), 'The metadata database (Postgres)')
-    : guardStore(await openSqliteStore(opts.path), `The metadata database ${opts.path}`);
+    ? guardStore(await (await import('./postgres.js')).openPostgresStore(opts.url), 'the metadata database (Postgres)')
+    : guardStore(await openSqliteStore(opts.path), `the metadata database ${path.basename(opts.path)}`);
 }
 
 /** Opens the inference table store (SQLite file, or a table beside the Postgres metadata). */
 export async function openInferenceTableStore(opts: InferenceTableStoreOptions): Promise<InferenceTableStore> {
   return opts.kind === 'postgres'
-    ? guardStore(await (await import('./inference-table-postgres.js')).openPostgresInferenceTable(opts.url), 'The inference table (Postgres)')
-    : guardStore(await openSqliteInferenceTable(opts.path), `The inference table database ${opts.path}`);
+    ? guardStore(await (await import('./inference-table-postgres.js')).openPostgresInferenceTable(opts.url), 'the inference table (Postgres)')
+    : guardStore(await openSqliteInferenceTable(opts.path), `the inference table database ${path.basename(opts.path)}`);
 }

@@ -12,20 +12,30 @@ import type {
   RegisteredModelRecord, TokenRecord, PrincipalRecord, ObjectType, Grant, AuditRecord, AuditQuery, BulkVersionEntry,
 } from './types.js';
 import { MIGRATIONS } from './migrations.js';
+import { checkWal, openError, quickCheck } from './sqlite-integrity.js';
 import { artifactParams, auditPage, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toGatewayLoad, toModel, toPrincipal, toToken, toVersion as toVersionRow, type Row } from './rows.js';
 
+/**
+ * Opens (or creates) the metadata database. Damage stops the start with one line naming the file
+ * and the recovery steps (sqlite-integrity.ts): a WAL whose replay would drop committed writes, a
+ * file that is not a database or is truncated, a failed `PRAGMA quick_check`.
+ */
 export async function openSqliteStore(file: string): Promise<MetadataStore> {
+  const what = 'The metadata database';
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  const db = new Database(file);
+  checkWal(file, what);
+  let db: Database.Database | undefined;
   try {
+    db = new Database(file);
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = FULL');
     db.pragma('foreign_keys = ON');
     db.pragma('busy_timeout = 5000');
+    quickCheck(db, file, what);
     migrate(db);
   } catch (err) {
-    db.close();
-    throw err;
+    db?.close();
+    throw openError(err, file, what);
   }
   return new SqliteStore(db);
 }
