@@ -123,6 +123,11 @@ export class Registry {
     return results;
   }
 
+  /** Deletes a principal's upload area (`uploads/<principal>/`): registered versions hold copies of what they were registered from. */
+  async deleteUploadsOf(principal: string): Promise<void> {
+    await this.artifacts.delete(`${UPLOADS_PREFIX}/${principal}`);
+  }
+
   async getVersion(name: string, version: number): Promise<ModelVersionRecord> {
     return (await this.store.getModelVersion(name, version)) ?? missingVersion(name, version);
   }

@@ -89,7 +89,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       .add('GET', '/v2/health/ready', () => ({ body: { ready: true } }), access.public);
     await consoleRoutes(router);
     const jsonLimits = { maxDepth: config.maxJsonDepth, maxElements: config.maxJsonElements };
-    authRoutes(router, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits, now });
+    authRoutes(router, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits, now, deleteOwned: (principal) => registry.deleteUploadsOf(principal) });
     auditRoutes(router, store);
     registryRoutes(router, registry, authz, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes, jsonLimits });
 
