@@ -11,7 +11,7 @@ import pg from 'pg';
 import { FerryError, notFound } from '../errors.js';
 import { PG_MIGRATIONS } from './postgres-migrations.js';
 import {
-  artifactParams, auditPage, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toGatewayLoad, toPrincipal, toModel, toToken, toVersion as toVersionRow, type Row,
+  artifactParams, auditPage, MODEL_EDIT_LEVELS, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toGatewayLoad, toPrincipal, toModel, toToken, toVersion as toVersionRow, type Row,
 } from './rows.js';
 import type {
   AuditQuery, AuditRecord, EndpointRecord, GatewayLoadReport, Grant, MetadataStore, ModelFilter, ModelVersionPatch, ModelVersionRecord, ObjectType, Page,
@@ -200,13 +200,23 @@ class PostgresStore implements MetadataStore {
     });
   }
 
-  async createReadyModelVersions(entries: readonly BulkVersionEntry[], nowMs: number): Promise<number[]> {
+  async createReadyModelVersions(entries: readonly BulkVersionEntry[], nowMs: number): Promise<Array<number | undefined>> {
     return this.tx(async (c) => {
-      const versions: number[] = [];
+      const versions: Array<number | undefined> = [];
       for (const e of entries) {
         const created = await changes(c, `INSERT INTO registered_models (name, description, created_ms, updated_ms, next_version) VALUES ($1, '', $2, $2, 1)
           ON CONFLICT (name) DO NOTHING`, [e.name, nowMs]);
         if (created === 1 && e.creator !== undefined) await replaceGrants(c, 'registered-model', e.name, [{ grantee: e.creator, level: 'CAN_MANAGE' }]);
+        if (created === 0 && e.editors !== undefined) {
+          // The model row's lock (FOR SHARE) keeps it from being deleted and re-created while its grants are read.
+          await c.query('SELECT 1 FROM registered_models WHERE name = $1 FOR SHARE', [e.name]);
+          const grant = await one(c, `SELECT 1 FROM permissions WHERE object_type = 'registered-model' AND object_name = $1 AND grantee = ANY($2::text[]) AND level = ANY($3::text[])`,
+            [e.name, [...e.editors], [...MODEL_EDIT_LEVELS]]);
+          if (grant === undefined) {
+            versions.push(undefined);
+            continue;
+          }
+        }
         const bumped = await one(c, 'UPDATE registered_models SET next_version = next_version + 1, updated_ms = $2 WHERE name = $1 RETURNING next_version - 1 AS version',
           [e.name, nowMs]);
         const version = Number(bumped?.version);

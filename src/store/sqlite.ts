@@ -13,7 +13,7 @@ import type {
 } from './types.js';
 import { MIGRATIONS } from './migrations.js';
 import { checkWal, openError, quickCheck } from './sqlite-integrity.js';
-import { artifactParams, auditPage, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toGatewayLoad, toModel, toPrincipal, toToken, toVersion as toVersionRow, type Row } from './rows.js';
+import { artifactParams, auditPage, MODEL_EDIT_LEVELS, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toGatewayLoad, toModel, toPrincipal, toToken, toVersion as toVersionRow, type Row } from './rows.js';
 
 /**
  * Opens (or creates) the metadata database. Damage stops the start with one line naming the file
@@ -148,9 +148,12 @@ class SqliteStore implements MetadataStore {
     });
   }
 
-  async createReadyModelVersions(entries: readonly BulkVersionEntry[], nowMs: number): Promise<number[]> {
+  async createReadyModelVersions(entries: readonly BulkVersionEntry[], nowMs: number): Promise<Array<number | undefined>> {
     return this.tx(() => {
       const next = this.stmt('SELECT next_version FROM registered_models WHERE name = ?');
+      const mayEdit = (name: string, editors: readonly string[]): boolean => editors.some((grantee) =>
+        this.stmt(`SELECT 1 FROM permissions WHERE object_type = 'registered-model' AND object_name = ? AND grantee = ? AND level IN (${MODEL_EDIT_LEVELS.map(() => '?').join(', ')})`)
+          .get(name, grantee, ...MODEL_EDIT_LEVELS) !== undefined);
       const createModel = this.stmt('INSERT INTO registered_models (name, description, created_ms, updated_ms, next_version) VALUES (?, \'\', ?, ?, 1)');
       const bump = this.stmt('UPDATE registered_models SET next_version = ?, updated_ms = ? WHERE name = ?');
       const insert = this.stmt(`INSERT INTO model_versions (name, version, created_ms, updated_ms, description, source, run_id, status, status_message,
@@ -158,6 +161,7 @@ class SqliteStore implements MetadataStore {
         VALUES (?, ?, ?, ?, '', ?, '', 'READY', '', ?, ?, ?, ?, ?, ?, ?)`);
       return entries.map((e) => {
         let row = next.get(e.name) as Row | undefined;
+        if (row && e.editors !== undefined && !mayEdit(e.name, e.editors)) return undefined;
         if (!row) {
           createModel.run(e.name, nowMs, nowMs);
           if (e.creator !== undefined) this.replaceGrants('registered-model', e.name, [{ grantee: e.creator, level: 'CAN_MANAGE' }]);

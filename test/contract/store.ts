@@ -88,6 +88,30 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.equal(await s.getRegisteredModel('other'), undefined);
     });
 
+    withStore('bulk registration for a caller who is not an admin: an existing model takes a version only from one of its editors, checked in the transaction', async (s) => {
+      // 'taken' appeared after mallory's permission check: another user created it, with grants of its own.
+      await s.createRegisteredModel({ name: 'taken', description: '', tags: {}, creator: 'alice' }, 1);
+      await s.createRegisteredModel({ name: 'shared', description: '', tags: {} }, 1);
+      await s.setGrants('registered-model', 'shared', [{ grantee: 'group:users', level: 'CAN_EDIT' }]);
+      await s.createRegisteredModel({ name: 'readable', description: '', tags: {} }, 1);
+      await s.setGrants('registered-model', 'readable', [{ grantee: 'mallory', level: 'CAN_READ' }]);
+      const at = (path: string): VersionArtifact => ({ ...artifact, path });
+      const editors = ['mallory', 'group:users'];
+      const versions = await s.createReadyModelVersions([
+        { name: 'taken', source: 'bulk:a', artifact: at('models/taken/b1'), creator: 'mallory', editors },
+        { name: 'fresh', source: 'bulk:b', artifact: at('models/fresh/b2'), creator: 'mallory', editors },
+        { name: 'shared', source: 'bulk:c', artifact: at('models/shared/b3'), creator: 'mallory', editors },
+        { name: 'readable', source: 'bulk:d', artifact: at('models/readable/b4'), creator: 'mallory', editors },
+      ], 10);
+      assert.deepEqual(versions, [undefined, 1, 1, undefined]);
+      assert.equal(await s.latestModelVersion('taken'), undefined, 'nothing written to the model someone else created');
+      assert.deepEqual(await s.getGrants('registered-model', 'taken'), [{ grantee: 'alice', level: 'CAN_MANAGE' }]);
+      assert.equal(await s.latestModelVersion('readable'), undefined);
+      assert.deepEqual(await s.getGrants('registered-model', 'fresh'), [{ grantee: 'mallory', level: 'CAN_MANAGE' }]);
+      // Alice may edit her model: her entry goes in.
+      assert.deepEqual(await s.createReadyModelVersions([{ name: 'taken', source: 'bulk:e', artifact: at('models/taken/b5'), creator: 'alice', editors: ['alice', 'group:users'] }], 11), [1]);
+    });
+
     withStore('version update stores the artifact and status', async (s) => {
       await s.createRegisteredModel({ name: 'm', description: '', tags: {} }, 1);
       await s.createModelVersion({ name: 'm', source: '/a', runId: '', description: '', tags: {} }, 2);
