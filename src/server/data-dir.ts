@@ -20,13 +20,27 @@ const PRIVATE_FILE = /^(?:ferry|inference)\.db(?:-wal|-shm|-journal)?$|^server\.
  * start and again once the stores are open (SQLite creates its files with the umask's mode).
  * Subdirectories keep the modes their owners give them (the runtime's state, the artifacts): a
  * 0700 parent already keeps other users out of them.
+ *
+ * A directory or file this process may not chmod (EPERM: owned by another user, e.g. a volume
+ * mounted by root for a non-root server) is left as it is and named in the returned warnings,
+ * which the server logs: refusing to start there would take a running installation down.
  */
-export async function restrictDataDir(dataDir: string): Promise<void> {
+export async function restrictDataDir(dataDir: string): Promise<string[]> {
   await fsp.mkdir(dataDir, { recursive: true, mode: 0o700 });
-  await fsp.chmod(dataDir, 0o700);
+  const warnings: string[] = [];
+  const restrict = async (target: string, mode: number): Promise<void> => {
+    try {
+      await fsp.chmod(target, mode);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+      warnings.push(`cannot make ${target} ${mode.toString(8)} (not its owner): other local users may be able to read it; chown it to the user Ferry runs as`);
+    }
+  };
+  await restrict(dataDir, 0o700);
   for (const entry of await fsp.readdir(dataDir, { withFileTypes: true })) {
-    if (entry.isFile() && PRIVATE_FILE.test(entry.name)) await fsp.chmod(path.join(dataDir, entry.name), 0o600);
+    if (entry.isFile() && PRIVATE_FILE.test(entry.name)) await restrict(path.join(dataDir, entry.name), 0o600);
   }
+  return warnings;
 }
 
 /** Data directories this process has locked. */

@@ -61,7 +61,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const log = atLevel(config.logLevel, deps.log ?? (() => undefined));
   const dataDir = path.resolve(config.dataDir);
   const tlsCredentials = await loadTlsCredentials(config.tls);
-  await restrictDataDir(dataDir);
+  for (const warning of await restrictDataDir(dataDir)) log('warn', warning);
   const releaseLock = await lockDataDir(dataDir);
   const store = await openStore(config.databaseUrl === undefined
     ? { kind: 'sqlite', path: path.join(dataDir, 'ferry.db') }
@@ -183,7 +183,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     };
     await inferenceTable.start();
     // The stores created their files with the umask's mode.
-    await restrictDataDir(dataDir);
+    for (const warning of await restrictDataDir(dataDir)) log('warn', warning);
     inferenceTableRoutes(router, { store: inferenceStore, writer: inferenceTable, settingsOf });
     gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats, log, logLevel: config.logLevel, exporter, authz });
     telemetryRoutes(router, telemetry, authz);
