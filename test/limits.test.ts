@@ -20,7 +20,7 @@ import { checkRowCount } from '../src/protocols/index.js';
 import { startReplica, type Replica } from '../src/replica/index.js';
 import type { FerryServer } from '../src/server/index.js';
 import { bindWarning, defaultMaxConnections, isLoopback } from '../src/server/listen.js';
-import { ADMIN_TOKEN, FERRY_BIN, registerVersion, rejectsWith, request, startTestServer, tempDir, waitSettled, type HttpResult } from './support/index.js';
+import { ADMIN_TOKEN, FERRY_BIN, registerVersion, rejectsWith, request, startTestServer, tempDir, waitFor, waitSettled, type HttpResult } from './support/index.js';
 
 let dir: string;
 let modelFile: string;
@@ -261,7 +261,8 @@ describe('a server with small limits: 4 KiB heads, 500 ms to send a head, 2 s fo
 describe('a server holding at most 100 connections, with the default 10 min bodyTimeout', () => {
   let server: FerryServer;
   before(async () => {
-    server = await startTestServer(path.join(dir, 'conn-data'), { maxConnections: 100, warmPoolSize: 0 });
+    // The per-address limit of heads not yet in is the next describe's: here all 300 connect at once from one address.
+    server = await startTestServer(path.join(dir, 'conn-data'), { maxConnections: 100, maxPendingConnectionsPerIp: 1000, warmPoolSize: 0 });
   });
   after(() => server.close());
 
@@ -280,6 +281,47 @@ describe('a server holding at most 100 connections, with the default 10 min body
       assert.ok(r.sent < head.length + 20, `the server waited for ${r.sent - head.length} body bytes`);
     }
     assert.equal((await request({ url: server.url, path: '/api/2.0/mlflow/registered-models/get?name=legit' })).status, 200);
+  });
+});
+
+describe('a server allowing 20 connections per address without a request head', () => {
+  let server: FerryServer;
+  before(async () => {
+    server = await startTestServer(path.join(dir, 'pending-data'), { maxPendingConnectionsPerIp: 20, warmPoolSize: 0 });
+  });
+  after(() => server.close());
+
+  test('50 connections from one address trickling their heads: 30 are closed at once, other addresses are served, and the address is served again once they go', { timeout: 60_000 }, async () => {
+    const { port } = new URL(server.url);
+    const sockets = await Promise.all(Array.from({ length: 50 }, () => new Promise<{ socket: net.Socket; closed: Promise<void> }>((resolve) => {
+      const socket = net.connect({ port: Number(port), host: '127.0.0.1' });
+      socket.on('error', () => undefined);
+      const closed = new Promise<void>((done) => socket.once('close', () => done()));
+      socket.once('connect', () => {
+        socket.write('GET /v2/health/live HTTP/1.1\r\nHost: x\r\n');
+        resolve({ socket, closed });
+      });
+    })));
+    try {
+      let closedCount = 0;
+      for (const s of sockets) void s.closed.then(() => closedCount++);
+      // Well before headersTimeout (10 s) would close them all.
+      await waitFor('30 connections closed', () => (closedCount >= 30 ? true : undefined), 5_000);
+      // Another address of this machine is not held up by them.
+      const other = await new Promise<string>((resolve, reject) => {
+        const socket = net.connect({ port: Number(port), host: '127.0.0.1', localAddress: '127.0.0.2' });
+        let answer = '';
+        socket.on('data', (d: Buffer) => (answer += d.toString('latin1')));
+        socket.on('error', reject);
+        socket.on('close', () => resolve(answer));
+        socket.once('connect', () => socket.end('GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+      });
+      assert.match(other, /^HTTP\/1\.1 200 OK\r\n/);
+      assert.equal(closedCount, 30, 'the 20 within the limit are still open');
+    } finally {
+      for (const s of sockets) s.socket.destroy();
+    }
+    await waitFor('the address served again', async () => ((await request({ url: server.url, path: '/v2/health/live' })).status === 200 ? true : undefined));
   });
 });
 

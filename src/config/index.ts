@@ -108,6 +108,12 @@ export const serverConfigSchema = z.strictObject({
    * the open-file limit (`ulimit -n`), at most 10,000.
    */
   maxConnections: z.number().int().min(1).max(1_000_000).optional(),
+  /**
+   * Connections from one client address that have not yet sent a whole request head; more from
+   * that address are closed on arrival. A caller without a valid token costs a connection only
+   * until its head is in (its 401 closes it), so this bounds what one address can hold.
+   */
+  maxPendingConnectionsPerIp: z.number().int().min(1).max(1_000_000).default(128),
 
   /**
    * Base URL of an OpenTelemetry collector's OTLP/HTTP receiver, e.g. "http://127.0.0.1:4318":
@@ -210,6 +216,7 @@ export interface ServerConfig {
   readonly auditAnonymousRowsPerMinute: number;
   /** Undefined: derived from the open-file limit when the server listens (see src/server/listen.ts). */
   readonly maxConnections: number | undefined;
+  readonly maxPendingConnectionsPerIp: number;
   readonly otlpEndpoint: string | undefined;
   /** A postgres:// URL, or undefined for SQLite in the data directory. */
   readonly databaseUrl: string | undefined;
@@ -269,6 +276,7 @@ export function compileServerConfig(input: unknown): ServerConfig {
     auditRetentionMs: requireUnit('auditRetention', c.auditRetention, parseDurationMs, 'a duration such as "90d"'),
     auditAnonymousRowsPerMinute: c.auditAnonymousRowsPerMinute,
     maxConnections: c.maxConnections,
+    maxPendingConnectionsPerIp: c.maxPendingConnectionsPerIp,
     otlpEndpoint: compileOtlpEndpoint(c.otlpEndpoint),
     databaseUrl: compileDatabaseUrl(c.databaseUrl),
     artifactStore: compileArtifactStore(c.artifactStore),
