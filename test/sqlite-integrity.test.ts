@@ -73,6 +73,7 @@ test('one flipped byte in ferry.db-wal of a killed server holding 60 acknowledge
       await fsp.writeFile(walFile, wal);
       const lost = findLostCommits(wal);
       assert.ok(lost !== undefined && lost.frame === frame + 1 && lost.lostCommits > 20, JSON.stringify(lost));
+      console.log(`wal: ${frames} frames; one byte flipped in frame ${frame + 1}: SQLite's replay would drop ${lost.lostCommits} committed transactions`);
       assertOneLineRefusal(await refusedStart(dataDir), new RegExp(`The metadata database \\S+ferry\\.db cannot be opened safely: its write-ahead log \\S+ferry\\.db-wal is damaged at byte \\d+ \\(frame ${frame + 1}\\), and ${lost.lostCommits} committed transaction\\(s\\) after that point would be silently dropped`));
       // Refusing changed nothing: the WAL still holds what a recovery needs.
       assert.deepEqual(await fsp.readFile(walFile), wal);
