@@ -48,7 +48,7 @@ COPY --from=build /app/dist/src ./dist/src
 COPY --from=build /app/ui/dist ./ui/dist
 # The data directory (admin token file, artifact cache, SQLite when no databaseUrl); in
 # Kubernetes a volume is mounted over it, as the root filesystem is read-only there.
-RUN mkdir -p /var/lib/ferry && chown 1000:1000 /var/lib/ferry
+RUN mkdir -p -m 0700 /var/lib/ferry && chown 1000:1000 /var/lib/ferry
 # The node image's unprivileged user, by number so that runAsNonRoot can verify it.
 USER 1000:1000
 EXPOSE 8080

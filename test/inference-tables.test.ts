@@ -256,7 +256,7 @@ describe('through a real server', () => {
     const big = { client_request_id: 'big-one', inputs: Array.from({ length: 60_000 }, (_, i) => [0.25 * (i % 8), 0.5, 0.75, 1.25]) };
     const v2 = { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }] };
     assert.equal((await send('/serving-endpoints/tbl/invocations', ROW)).status, 200);
-    assert.equal((await send('/serving-endpoints/tbl/invocations', { client_request_id: 'order-17', ...ROW })).status, 200);
+    assert.equal((await send('/serving-endpoints/tbl/invocations', { client_request_id: '=HYPERLINK("http://evil","order-17")', ...ROW })).status, 200);
     assert.equal((await send('/serving-endpoints/tbl/invocations', { inputs: [[1, 2, 3]] })).status, 400);
     assert.equal((await send('/v2/models/tbl/infer', v2)).status, 200);
     assert.equal((await send('/v2/models/tbl/versions/7/infer', v2)).status, 404);
@@ -271,7 +271,7 @@ describe('through a real server', () => {
     const expected = sent.map((s, i) => {
       const notFound = i === 4;
       return {
-        client_request_id: [null, 'order-17', null, null, null, null][i],
+        client_request_id: [null, '=HYPERLINK("http://evil","order-17")', null, null, null, null][i],
         endpoint_name: 'tbl',
         status_code: s.res.status,
         error_code: notFound ? 'RESOURCE_DOES_NOT_EXIST' : null,
@@ -332,8 +332,10 @@ describe('through a real server', () => {
     assert.equal(csv.headers['content-type'], 'text/csv; charset=utf-8');
     const records = parseCsv(csv.text);
     assert.deepEqual(records[0], [...COLUMNS]);
-    assert.deepEqual(records.slice(1), all.filter((x) => x.status_code === 200).map((x) => COLUMNS.map((c) => (x[c] === null ? '' : String(x[c])))));
-    assert.ok(records.slice(1).some((r) => r.includes('order-17')), 'bodies with quotes and commas survive');
+    // Text a spreadsheet would run as a formula gets a leading quote (OWASP CSV injection); numbers stay numbers.
+    const cell = (v: string | number | null): string => (v === null ? '' : typeof v === 'string' && /^[=+\-@\t\r]/.test(v) ? `'${v}` : String(v));
+    assert.deepEqual(records.slice(1), all.filter((x) => x.status_code === 200).map((x) => COLUMNS.map((c) => cell(x[c]))));
+    assert.ok(records.slice(1).some((r) => r.includes(`'=HYPERLINK("http://evil","order-17")`)), 'a formula is exported as text; quotes and commas survive');
 
     const bad: Array<[string, string]> = [
       ['?max_results=0', `Invalid value "0" for 'max_results': expected a whole number from 1 to 1000.`],

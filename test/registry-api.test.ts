@@ -188,6 +188,15 @@ describe('model versions', () => {
     assertError(await call('POST', `${API}/registered-models/alias`, { name: 'lin', alias: 'champion', version: '99' }), 404, 'RESOURCE_DOES_NOT_EXIST');
     assertError(await call('POST', `${API}/registered-models/alias`, { name: 'lin', alias: 'latest', version: '1' }), 400, 'INVALID_PARAMETER_VALUE', /reserved/);
     assertError(await call('GET', `${API}/registered-models/alias?name=lin&alias=nope`), 404, 'RESOURCE_DOES_NOT_EXIST', /Alias 'nope'/);
+    // Names of Object.prototype's members are ordinary names: not found until set, then found.
+    for (const alias of ['constructor', 'toString', '__proto__', 'hasOwnProperty']) {
+      assertError(await call('GET', `${API}/registered-models/alias?name=lin&alias=${alias}`), 404, 'RESOURCE_DOES_NOT_EXIST', new RegExp(`Alias '${alias}'`));
+      const endpoint = await call('POST', '/api/2.0/serving-endpoints', { name: `proto-${alias.replace(/_/g, '')}`, config: { served_entities: [{ entity_name: 'lin', entity_version: alias, workload_size: 'Small', scale_to_zero_enabled: true }] } });
+      assertError(endpoint, 400, 'INVALID_PARAMETER_VALUE', new RegExp(`Alias '${alias}' of registered model 'lin' not found`));
+      assert.equal((await call('POST', `${API}/registered-models/alias`, { name: 'lin', alias, version: '1' })).status, 200);
+      assert.equal((await call('GET', `${API}/registered-models/alias?name=lin&alias=${alias}`)).json.model_version.version, '1');
+      assert.equal((await call('DELETE', `${API}/registered-models/alias`, { name: 'lin', alias })).status, 200);
+    }
 
     assert.equal((await call('POST', `${API}/model-versions/set-tag`, { name: 'lin', version: '1', key: 'q', value: 'good' })).status, 200);
     const search = await call('GET', `${API}/model-versions/search?filter=${encodeURIComponent("name='lin' AND tags.q='good'")}`);

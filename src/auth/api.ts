@@ -21,6 +21,11 @@ export interface AuthApiOptions {
   maxBodyBytes: number;
   jsonLimits: JsonLimits;
   now: () => number;
+  /**
+   * Removes what a deleted principal owned outside the store (its upload area in the artifact
+   * store), so that a principal created later under the same name starts with nothing.
+   */
+  deleteOwned: (principal: string) => Promise<void>;
 }
 
 /** Principal names: what a user name or an application name looks like; no ':' (groups use it). */
@@ -94,6 +99,9 @@ export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthAp
     .add('DELETE', '/api/2.0/principals/:name', async (ctx) => {
       const name = ctx.params.name ?? '';
       if (name === ADMIN_PRINCIPAL) throw new FerryError('INVALID_PARAMETER_VALUE', `The bootstrap principal '${ADMIN_PRINCIPAL}' cannot be deleted.`);
+      await requirePrincipal(name);
+      // Its files first: a failure leaves the principal in place, to be deleted again.
+      await opts.deleteOwned(name);
       if (!(await store.deletePrincipal(name))) throw notFound(`Principal '${name}'`);
       return { body: {} };
     }, access.admin)
@@ -123,9 +131,13 @@ export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthAp
     }, access.admin);
 
   permissionRoutes(router, authz, 'serving-endpoint', 'serving-endpoints', async (ctx) => {
-    // Databricks addresses endpoints by id here; names work too.
+    // Databricks addresses endpoints by id here; names work too. An id stands for its endpoint's
+    // name only for a caller who may see that endpoint: anyone else is refused (403) naming the
+    // id they sent, never the name behind it.
     const id = ctx.params.id ?? '';
-    return (await store.listEndpoints()).find((e) => e.id === id)?.name ?? id;
+    const endpoint = (await store.listEndpoints()).find((e) => e.id === id);
+    if (endpoint === undefined) return id;
+    return (await authz.levelOf(identityOf(ctx), 'serving-endpoint', endpoint.name)) >= 0 ? endpoint.name : id;
   }, input);
   permissionRoutes(router, authz, 'registered-model', 'registered-models', (ctx) => ctx.params.id ?? '', input);
 }

@@ -103,6 +103,26 @@ export const serverConfigSchema = z.strictObject({
   inferenceTableRetention: duration.default('30d'),
   /** Inference table rows held in memory awaiting their write; more are dropped and counted. */
   inferenceTableBufferSize: z.number().int().min(1).max(1_000_000).default(10_000),
+  /** Audit log rows older than this are deleted (at start and then hourly). */
+  auditRetention: duration.default('90d'),
+  /**
+   * Audit rows for calls without a valid token, per minute; the calls over it are summed up in one
+   * row (with their count) when the minute ends, so anonymous traffic cannot grow the log without bound.
+   */
+  auditAnonymousRowsPerMinute: z.number().int().min(1).max(1_000_000).default(100),
+  /**
+   * Most client connections the server holds at once; more are closed as they arrive. Keeps a
+   * flood of connections from using up the process's file descriptors. Unset: three quarters of
+   * the open-file limit (`ulimit -n`), at most 10,000.
+   */
+  maxConnections: z.number().int().min(1).max(1_000_000).optional(),
+  /**
+   * Connections from one client address that have not yet sent a whole request head; more from
+   * that address are closed on arrival. A caller without a valid token costs a connection only
+   * until its head is in (its 401 closes it), so this bounds what one address can hold.
+   */
+  maxPendingConnectionsPerIp: z.number().int().min(1).max(1_000_000).default(128),
+
   /**
    * Base URL of an OpenTelemetry collector's OTLP/HTTP receiver, e.g. "http://127.0.0.1:4318":
    * gateway spans are POSTed to `{otlpEndpoint}/v1/traces` as OTLP JSON. Unset: no export.
@@ -204,6 +224,11 @@ export interface ServerConfig {
   readonly replicaUser: string;
   readonly inferenceTableRetentionMs: number;
   readonly inferenceTableBufferRows: number;
+  readonly auditRetentionMs: number;
+  readonly auditAnonymousRowsPerMinute: number;
+  /** Undefined: derived from the open-file limit when the server listens (see src/server/listen.ts). */
+  readonly maxConnections: number | undefined;
+  readonly maxPendingConnectionsPerIp: number;
   readonly otlpEndpoint: string | undefined;
   /** A postgres:// URL, or undefined for SQLite in the data directory. */
   readonly databaseUrl: string | undefined;
@@ -262,6 +287,10 @@ export function compileServerConfig(input: unknown): ServerConfig {
     replicaUser: c.replicaUser,
     inferenceTableRetentionMs: requireUnit('inferenceTableRetention', c.inferenceTableRetention, parseDurationMs, 'a duration such as "30d" or "12h"'),
     inferenceTableBufferRows: c.inferenceTableBufferSize,
+    auditRetentionMs: requireUnit('auditRetention', c.auditRetention, parseDurationMs, 'a duration such as "90d"'),
+    auditAnonymousRowsPerMinute: c.auditAnonymousRowsPerMinute,
+    maxConnections: c.maxConnections,
+    maxPendingConnectionsPerIp: c.maxPendingConnectionsPerIp,
     otlpEndpoint: compileOtlpEndpoint(c.otlpEndpoint),
     databaseUrl: compileDatabaseUrl(c.databaseUrl),
     artifactStore: compileArtifactStore(c.artifactStore),
@@ -277,6 +306,10 @@ export function compileServerConfig(input: unknown): ServerConfig {
   }
   if (compiled.inspectionTimeoutMs <= 0) {
     throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.inspectionTimeout)} for 'inspectionTimeout': expected a positive duration such as "30s".`);
+  }
+  // Audit retention is enforced hourly; a shorter one would not hold.
+  if (compiled.auditRetentionMs < 86_400_000) {
+    throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.auditRetention)} for 'auditRetention': expected at least 1 day ("1d").`);
   }
   // Retention is enforced at most once a minute (see src/inference-tables), so less could not be kept.
   if (compiled.inferenceTableRetentionMs < 60_000) {

@@ -38,7 +38,7 @@ import {
 } from './rollout.js';
 import { aiGatewayOf, buildEndpointRoute, creatorReads, inferenceTableSettings, rateLimiterFor } from './routes.js';
 import { loadKey, type PeerLoad } from './load.js';
-import { replicaExit, replicaReady, type ReplicaExitEvent, type ReplicaReadyEvent } from './events.js';
+import { endpointDeleted, replicaExit, replicaReady, type EndpointDeletedEvent, type ReplicaExitEvent, type ReplicaReadyEvent } from './events.js';
 
 export type DeploymentState = 'DEPLOYMENT_CREATING' | 'DEPLOYMENT_READY' | 'DEPLOYMENT_RECOVERING' | 'DEPLOYMENT_FAILED' | 'DEPLOYMENT_ABORTED';
 
@@ -294,15 +294,25 @@ export class EndpointController {
     return aiGatewayView(aiGateway);
   }
 
-  /** Removes the endpoint: no more traffic, replicas drain and stop, then the record goes. */
+  /**
+   * Removes the endpoint: no more traffic, replicas drain and stop, then everything kept about it
+   * (replica logs, gateway stats, and through `ferry:endpoint:deleted` its metrics and series)
+   * goes, and only then the record: the name is free only once nothing of the old endpoint is
+   * left for a new one of the same name (perhaps someone else's) to read. Its inference table
+   * rows are kept until their retention, keyed by the endpoint's id, which no new endpoint gets.
+   */
   async delete(name: string): Promise<void> {
     const st = this.get(name);
     st.deleted = true;
     st.run?.abort.abort();
     this.o.table.delete(name);
     this.endpoints.delete(name);
+    const deployments = [...st.current.values(), ...st.pending.values()];
+    await Promise.all(deployments.map((d) => this.stopDeployment(d)));
+    for (const d of deployments) this.stats.forget(statsKey(name, d.entity.name, d.entity.entityVersion));
+    await this.o.runtime.deleteLogs(name);
+    if (endpointDeleted.hasSubscribers) endpointDeleted.publish({ endpoint: name, id: st.record.id } satisfies EndpointDeletedEvent);
     await this.o.store.deleteEndpoint(name);
-    await Promise.all([...st.current.values(), ...st.pending.values()].map((d) => this.stopDeployment(d)));
   }
 
   /**

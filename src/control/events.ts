@@ -6,6 +6,7 @@ import diagnosticsChannel from 'node:diagnostics_channel';
 
 export const REPLICA_READY_CHANNEL = 'ferry:replica:ready';
 export const REPLICA_EXIT_CHANNEL = 'ferry:replica:exit';
+export const ENDPOINT_DELETED_CHANNEL = 'ferry:endpoint:deleted';
 
 /** A replica of a serving entity turned ready (started by a rollout, a scale-up or a restart). */
 export interface ReplicaReadyEvent {
@@ -29,5 +30,17 @@ export interface ReplicaExitEvent {
   signal: string | undefined;
 }
 
+/**
+ * An endpoint was deleted and its replicas have stopped; published before its name is free again,
+ * so observers drop what they hold for it (metrics, series) before a new endpoint of the same
+ * name, perhaps someone else's, can exist.
+ */
+export interface EndpointDeletedEvent {
+  endpoint: string;
+  /** The deleted endpoint's id (a new endpoint of the same name gets another). */
+  id: string;
+}
+
 export const replicaReady = diagnosticsChannel.channel(REPLICA_READY_CHANNEL);
+export const endpointDeleted = diagnosticsChannel.channel(ENDPOINT_DELETED_CHANNEL);
 export const replicaExit = diagnosticsChannel.channel(REPLICA_EXIT_CHANNEL);

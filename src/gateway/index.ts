@@ -428,10 +428,12 @@ function noReplica(endpoint: string): FerryError {
 
 /**
  * Sends to a replica of `entity` with room for it, waiting in the entity's buffer when there is
- * none (scale from zero, all replicas busy). A transport failure (the replica died, refused, or
- * dropped the connection) is retried once on another replica, within the entity's retry budget:
- * inference requests are idempotent, and a caller should not pay for a replica crash another
- * replica can absorb. Timeouts are not retried (they would double the load on a slow model).
+ * none (scale from zero, all replicas busy). A transport failure before the request reached the
+ * replica (refused, gone, the frame never written) is retried once on another replica, within the
+ * entity's retry budget: a caller should not pay for a replica that died before it. A request the
+ * replica had received when it died is not retried: it may be what killed it (an input that
+ * drives the model past its memory limit, or into a crash), and a retry would kill the next
+ * replica too. Timeouts are not retried either (they would double the load on a slow model).
  */
 async function send(entity: EntityRoute, req: ChannelRequest, timeoutMs: number, obs?: Observation, affinity?: number): Promise<ChannelResponse> {
   const traffic = entity.traffic;
@@ -453,6 +455,9 @@ async function send(entity: EntityRoute, req: ChannelRequest, timeoutMs: number,
     } catch (err) {
       if (!(err instanceof ChannelError)) throw err;
       traffic.markFailure(backend);
+      if (err.sent) {
+        throw new FerryError('BAD_GATEWAY', `The replica stopped while it held this request (${err.message}); the request was not sent to another replica, as it may be what stopped it.`, { cause: err });
+      }
       if (attempt === 1 || !traffic.tryRetry()) throw err;
       failed = backend;
     } finally {

@@ -84,11 +84,14 @@ export class Registry {
    * CAN_MANAGE on models it creates). Atomicity: a model that fails inspection is reported and
    * left out, the others commit together; if the transaction fails, none commits and every
    * artifact written is deleted. A crash before the commit leaves only orphan artifact
-   * directories, no version rows.
+   * directories, no version rows. `editors` (a caller who is not an admin: its principal and
+   * `group:users`): a model that exists at the commit takes a version only when one of them may
+   * edit it, checked in the transaction; the caller's check before the (seconds-long) inspection
+   * cannot see a model another user creates meanwhile.
    */
-  async createVersionsBulk(models: readonly BulkModel[], creator: string | undefined): Promise<BulkResult[]> {
+  async createVersionsBulk(models: readonly BulkModel[], creator: string | undefined, editors?: readonly string[]): Promise<BulkResult[]> {
     const results: BulkResult[] = new Array<BulkResult>(models.length);
-    const ready: Array<{ index: number; name: string; source: string; artifact: VersionArtifact; creator?: string }> = [];
+    const ready: Array<{ index: number; name: string; source: string; artifact: VersionArtifact; creator?: string; editors?: readonly string[] }> = [];
     let next = 0;
     const worker = async (): Promise<void> => {
       for (let i = next++; i < models.length; i = next++) {
@@ -103,6 +106,7 @@ export class Registry {
           ready.push({
             index: i, name: m.name, source: `bulk:${m.file}`, artifact: { path: key, ...inspection, sha256: digest.sha256, sizeBytes: digest.sizeBytes },
             ...(creator === undefined ? {} : { creator }),
+            ...(editors === undefined ? {} : { editors }),
           });
         } catch (err) {
           await this.artifacts.delete(key).catch(() => undefined);
@@ -114,15 +118,31 @@ export class Registry {
     await Promise.all(Array.from({ length: Math.min(BULK_CONCURRENCY, models.length) }, worker));
     // Entry order, so versions of one model follow the request's order.
     ready.sort((a, b) => a.index - b.index);
-    let versions: number[];
+    let versions: Array<number | undefined>;
     try {
       versions = await this.store.createReadyModelVersions(ready, this.opts.now());
     } catch (err) {
       await Promise.all(ready.map((r) => this.artifacts.delete(r.artifact.path).catch(() => undefined)));
       throw err;
     }
-    ready.forEach((r, j) => (results[r.index] = { name: r.name, status: 'READY', version: versions[j] ?? 0 }));
+    await Promise.all(ready.map(async (r, j) => {
+      const version = versions[j];
+      if (version !== undefined) {
+        results[r.index] = { name: r.name, status: 'READY', version };
+        return;
+      }
+      await this.artifacts.delete(r.artifact.path).catch(() => undefined);
+      results[r.index] = {
+        name: r.name, status: 'FAILED_REGISTRATION', errorCode: 'PERMISSION_DENIED',
+        message: `Principal '${creator ?? ''}' does not have CAN_EDIT on registered model '${r.name}' (created by someone else during this registration).`,
+      };
+    }));
     return results;
+  }
+
+  /** Deletes a principal's upload area (`uploads/<principal>/`): registered versions hold copies of what they were registered from. */
+  async deleteUploadsOf(principal: string): Promise<void> {
+    await this.artifacts.delete(`${UPLOADS_PREFIX}/${principal}`);
   }
 
   async getVersion(name: string, version: number): Promise<ModelVersionRecord> {
@@ -150,7 +170,8 @@ export class Registry {
 
   async getVersionByAlias(name: string, alias: string): Promise<ModelVersionRecord> {
     const model = await this.getModel(name);
-    const version = model.aliases[alias];
+    // An own alias only: `constructor` or `toString` must not find Object.prototype's members.
+    const version = Object.hasOwn(model.aliases, alias) ? model.aliases[alias] : undefined;
     if (version === undefined) throw notFound(`Alias '${alias}' of registered model '${name}'`);
     return this.getVersion(name, version);
   }

@@ -131,6 +131,12 @@ export interface Runtime {
   /** The tail of the logs of a served entity's replicas (newest replica last), at most `maxBytes`. */
   logs(endpoint: string, servedEntity: string, maxBytes: number): Promise<string>;
   /**
+   * Deletes what the runtime kept of an endpoint's replicas' logs (files, tails of gone pods),
+   * once the endpoint is deleted and its replicas stopped: a new endpoint of the same name must
+   * not read them.
+   */
+  deleteLogs(endpoint: string): Promise<void>;
+  /**
    * Server shutdown. The local runtime stops every replica (they are its child processes). The
    * Kubernetes runtime stops watching and forgets its replicas but leaves their pods serving: a
    * control-plane restart must not take endpoints down, and the next `open` adopts them (the

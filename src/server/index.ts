@@ -6,12 +6,11 @@
  * Every request passes the audit trail, authentication and the route's access rule (src/auth);
  * health probes are public, every other route requires a bearer token.
  */
-import fsp from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { openArtifactStore } from '../artifacts/index.js';
-import { access, auditRoutes, auditTrail, authenticate, Authorizer, authorize, authRoutes, bootstrapAdminToken, type Access, type ServerRouter } from '../auth/index.js';
+import { access, auditRoutes, AuditTrail, authenticate, Authorizer, authorize, authRoutes, bootstrapAdminToken, type Access, type ServerRouter } from '../auth/index.js';
 import type { ServerConfig } from '../config/index.js';
 import { consoleRoutes } from '../console/index.js';
 import { EndpointController, endpointRoutes, LOAD_REPORT_INTERVAL_MS, PeerLoad, RouteFollower } from '../control/index.js';
@@ -25,6 +24,7 @@ import { openCluster, openRuntime, type Cluster, type Runtime } from '../runtime
 import { openInferenceTableStore, openStore, type MetadataStore } from '../store/index.js';
 import { Telemetry, telemetryRoutes } from '../telemetry/index.js';
 import { OtlpExporter, requestTracing, traceOf } from '../tracing/index.js';
+import { lockDataDir, restrictDataDir } from './data-dir.js';
 import { LeaderRuntime, leaderOnly } from './leadership.js';
 import { bindWarning, createServer, loadTlsCredentials } from './listen.js';
 
@@ -63,11 +63,15 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const log = atLevel(config.logLevel, deps.log ?? (() => undefined));
   const dataDir = path.resolve(config.dataDir);
   const tlsCredentials = await loadTlsCredentials(config.tls);
-  await fsp.mkdir(dataDir, { recursive: true, mode: 0o700 });
+  for (const warning of await restrictDataDir(dataDir)) log('warn', warning);
   const releaseLock = await lockDataDir(dataDir);
   const store = await openStore(config.databaseUrl === undefined
     ? { kind: 'sqlite', path: path.join(dataDir, 'ferry.db') }
     : { kind: 'postgres', url: config.databaseUrl });
+  const audit = new AuditTrail({
+    store, now, retentionMs: config.auditRetentionMs, anonymousRowsPerMinute: config.auditAnonymousRowsPerMinute,
+    onError: (err) => log('error', 'writing the audit log failed', { error: String(err) }),
+  });
   /** What to stop if the start fails half way (replicas, the warm pool, timers). */
   let stopStarted: (() => Promise<void>) | undefined;
   try {
@@ -86,13 +90,14 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     // now is PENDING too, so only those pending for longer than any upload takes are finished.
     await registry.recoverPending(config.runtime.kind === 'kubernetes' ? SHARED_STORE_RECOVERY_AGE_MS : 0);
 
+    await audit.start();
     const authz = new Authorizer(store, now);
     const router: ServerRouter = new Router<Handler, Access>()
       .add('GET', '/v2/health/live', () => ({ body: { live: true } }), access.public)
       .add('GET', '/v2/health/ready', () => ({ body: { ready: true } }), access.public);
     await consoleRoutes(router);
     const jsonLimits = { maxDepth: config.maxJsonDepth, maxElements: config.maxJsonElements };
-    authRoutes(router, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits, now });
+    authRoutes(router, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits, now, deleteOwned: (principal) => registry.deleteUploadsOf(principal) });
     auditRoutes(router, store);
     registryRoutes(router, registry, authz, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes, jsonLimits });
 
@@ -193,6 +198,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       await inspector.close();
     };
     await inferenceTable.start();
+    // The stores created their files with the umask's mode.
+    for (const warning of await restrictDataDir(dataDir)) log('warn', warning);
     inferenceTableRoutes(router, { store: inferenceStore, writer: inferenceTable, settingsOf });
     gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats, log, logLevel: config.logLevel, exporter, authz });
     telemetryRoutes(router, telemetry, authz);
@@ -251,10 +258,11 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
 
     const middlewares = [
       requestTracing(),
-      auditTrail(store, now, (err) => log('error', 'writing the audit log failed', { error: String(err) })),
+      audit.record,
       authenticate(authz),
       authorize(authz),
       leaderOnly(() => leading),
+      audit.writeAhead,
     ];
     const server = createServer(listener(router, middlewares, (err, ctx) => {
       const trace = traceOf(ctx);
@@ -292,6 +300,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       await cluster?.close(); // releases the Lease: a follower takes over at its next look
       await exporter?.close();
       await inspector.close();
+      await audit.close();
       await store.close();
       await releaseLock();
     })());
@@ -300,6 +309,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     return { url, generatedAdminToken, store, router, controller, close };
   } catch (err) {
     await stopStarted?.();
+    await audit.close();
     await store.close();
     await releaseLock();
     throw err;
@@ -311,43 +321,3 @@ const SHARED_STORE_RECOVERY_AGE_MS = 60 * 60 * 1000;
 
 /** How often a follower reads the stored endpoints again (a config the leader activated shows within this). */
 const FOLLOWER_REFRESH_MS = 2000;
-
-/** Data directories this process has locked. */
-const lockedHere = new Set<string>();
-
-/**
- * One server per data directory: a second one would adopt (and kill) the first one's replicas.
- * The lock is a file holding the owner's pid; a lock whose process is gone (a crash) is taken over.
- * A lock holding our own pid that this process did not take is stale too: a container restarted
- * with its data directory kept (a Kubernetes emptyDir) runs the server as the same pid, 1, again.
- */
-async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
-  const file = path.join(dataDir, 'server.pid');
-  for (;;) {
-    try {
-      await fsp.writeFile(file, String(process.pid), { flag: 'wx' });
-      lockedHere.add(dataDir);
-      return async () => {
-        lockedHere.delete(dataDir);
-        await fsp.rm(file, { force: true });
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    const pid = Number(await fsp.readFile(file, 'utf8').catch(() => ''));
-    const stale = pid === process.pid && !lockedHere.has(dataDir);
-    if (Number.isInteger(pid) && pid > 0 && !stale && isAlive(pid)) {
-      throw new FerryError('RESOURCE_CONFLICT', `Another Ferry server (pid ${pid}) is using the data directory ${dataDir}. Stop it, or start this one with another --data-dir.`);
-    }
-    await fsp.rm(file, { force: true });
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}

@@ -12,7 +12,7 @@
 import diagnosticsChannel from 'node:diagnostics_channel';
 import { access, identityOf, type Authorizer, type ServerRouter } from '../auth/index.js';
 import { parseDurationMs } from '../config/index.js';
-import { REPLICA_EXIT_CHANNEL, REPLICA_READY_CHANNEL, type EntityGauges, type ReplicaExitEvent, type ReplicaReadyEvent } from '../control/index.js';
+import { ENDPOINT_DELETED_CHANNEL, REPLICA_EXIT_CHANNEL, REPLICA_READY_CHANNEL, type EndpointDeletedEvent, type EntityGauges, type ReplicaExitEvent, type ReplicaReadyEvent } from '../control/index.js';
 import { invalidParameter, notFound } from '../errors.js';
 import { GATEWAY_REQUEST_CHANNEL, GATEWAY_STREAM_CHANNEL, type GatewayRequestEvent, type GatewayStreamEvent } from '../gateway/index.js';
 import type { Context } from '../http/index.js';
@@ -82,6 +82,7 @@ export class Telemetry {
       [GATEWAY_REQUEST_CHANNEL, (m) => this.onRequest(m as GatewayRequestEvent)],
       [REPLICA_READY_CHANNEL, (m) => this.metrics.onReplicaReady(m as ReplicaReadyEvent)],
       [REPLICA_EXIT_CHANNEL, (m) => this.metrics.onReplicaExit(m as ReplicaExitEvent)],
+      [ENDPOINT_DELETED_CHANNEL, (m) => this.forget((m as EndpointDeletedEvent).endpoint)],
       [INFERENCE_TABLE_DROP_CHANNEL, (m) => this.metrics.onInferenceTableDrop(m as InferenceTableDropEvent)],
       [GATEWAY_STREAM_CHANNEL, (m) => { const ev = m as GatewayStreamEvent; if (this.o.routed(ev.endpoint)) this.metrics.onStream(ev); }],
     ];
@@ -158,6 +159,14 @@ export class Telemetry {
     const s = this.seriesFor(ev.endpoint);
     s.all.recordRequest(now, ev.status, ev.durationMs);
     if (ev.servedEntity !== '') this.entityRing(s, ev.servedEntity).recordRequest(now, ev.status, ev.durationMs);
+  }
+
+  /** Drops everything held for a deleted endpoint at once (not at the next sample: its name may be reused within the second). */
+  private forget(endpoint: string): void {
+    const other = (e: string): boolean => e !== endpoint;
+    this.series.delete(endpoint);
+    this.metrics.prune(other);
+    this.scraper.prune(other);
   }
 
   /** Once a second (and before a series is read): gauges into the series; state of deleted endpoints dropped. */

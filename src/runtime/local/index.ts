@@ -409,6 +409,11 @@ export class LocalRuntime implements Runtime {
     return [...this.replicas.values()].filter((r) => r.ready).map((r) => r.handle);
   }
 
+  async deleteLogs(endpoint: string): Promise<void> {
+    if (!NAME_PATTERN.test(endpoint)) throw invalidParameter('endpoint', endpoint, 'an endpoint name');
+    await fsp.rm(path.join(this.dirs.logs, endpoint), { recursive: true, force: true });
+  }
+
   async logs(endpoint: string, servedEntity: string, maxBytes: number): Promise<string> {
     if (!NAME_PATTERN.test(endpoint)) throw invalidParameter('endpoint', endpoint, 'an endpoint name');
     if (!NAME_PATTERN.test(servedEntity)) throw invalidParameter('servedEntity', servedEntity, 'a served entity name');
