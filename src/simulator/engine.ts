@@ -506,8 +506,9 @@ export function simulate(trace: Trace, spec: ScalingSpec, model: ReplicaModel, o
   /**
    * The closed form for a second in which no request can wait: with c = the pool's room and
    * m = the requests in flight (offered load λ·E[S] plus those on replicas now), an M/G/∞ pool
-   * holds a Poisson(m) number of requests, so when c ≥ m + 8·√m + 8 the chance that one request
-   * waits is below 10⁻¹², and every request's latency is its service time. The second's arrivals
+   * holds a Poisson(m) number of requests, so when c ≥ m + 4·√m + 4 the chance that a request
+   * finds the pool full is below 10⁻⁴ (e.g. m = 20, c = 42: 10⁻⁵), a hundred times below what a
+   * p99 can see, and every request's latency is taken to be its service time. The second's arrivals
    * are then counted (a Poisson draw), their latencies added to the histograms by share, and
    * their time-weighted concurrency (n·E[S] / 1 s, Little's law) added to the policy's sample;
    * the trace continues at the next second. Only rate traces with constant rate over the second
@@ -520,7 +521,7 @@ export function simulate(trace: Trace, spec: ScalingSpec, model: ReplicaModel, o
     const rate = arrivals.steadyRate(from);
     if (rate === undefined || queue.size > 0 || nextArrival < from) return;
     const m = rate * meanServiceMs / 1000 + busy;
-    if (capacity < m + 8 * Math.sqrt(m) + 8) return;
+    if (capacity < m + 4 * Math.sqrt(m) + 4) return;
     const n = poisson(rate * TICK_MS / 1000, random);
     arrivals.skipTo(from + TICK_MS);
     nextArrival = arrivals.next();
@@ -606,10 +607,13 @@ export function simulate(trace: Trace, spec: ScalingSpec, model: ReplicaModel, o
   const timeline: TimelinePoint[] = [];
   for (let p = 0; p < nPoints; p++) {
     const samples = pointSamples[p] as number;
+    // A span without a tick (the trace's last partial second) keeps the counts of the one before.
+    const ticked = Number.isFinite(pointMinReady[p]);
+    const before = timeline[p - 1];
     timeline.push({
       t_s: (p * pointMs) / 1000,
-      replicas: pointMaxReplicas[p] as number,
-      ready: Number.isFinite(pointMinReady[p]) ? pointMinReady[p] as number : 0,
+      replicas: ticked ? pointMaxReplicas[p] as number : before?.replicas ?? ready + starting.length,
+      ready: ticked ? pointMinReady[p] as number : before?.ready ?? ready,
       concurrency: samples > 0 ? round((pointConcurrency[p] as number) / samples) : 0,
       rps: round((pointArrivals[p] as number) / (Math.min(pointMs, lengthMs - p * pointMs) / 1000)),
       p99_ms: roundOrNull(percentile(pointHist, p * LAT_BUCKETS, pointServed[p] as number, 0.99)),
