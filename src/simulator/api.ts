@@ -4,7 +4,7 @@
  * request (a file's text, a pattern, a bundled trace) or from the endpoint itself: its per-5-s
  * request rate of the last hour (`series`) or its inference-table timestamps (`inference_table`).
  * The replica model comes from the entity's own measurements (model-call histogram, cold starts)
- * unless the request gives it.
+ * unless the request gives it. The simulation itself runs on a worker thread (./thread.ts).
  */
 import { access, type ServerRouter } from '../auth/index.js';
 import type { EndpointController, ScalingFields, ServedEntityConfig } from '../control/index.js';
@@ -13,7 +13,8 @@ import { readJsonObject, type JsonLimits } from '../http/index.js';
 import type { InferenceTableStore } from '../store/index.js';
 import { MODEL_SECONDS_BUCKETS, SERIES_RESOLUTION_MS, type Telemetry } from '../telemetry/index.js';
 import type { ServiceTime } from './engine.js';
-import { localTrace, parseSimulateRequest, runSimulation, type TraceSource } from './request.js';
+import { localTrace, parseSimulateRequest, type TraceSource } from './request.js';
+import { simulateOnThread } from './thread.js';
 import { MAX_TRACE_REQUESTS, traceFromRates, traceFromTimes, type Trace } from './trace.js';
 
 export interface SimulatorApiDeps {
@@ -90,7 +91,7 @@ export function simulatorRoutes(router: ServerRouter, deps: SimulatorApiDeps): v
     return {
       body: {
         endpoint: name, served_entity_name: entity,
-        ...runSimulation(req, {
+        ...await simulateOnThread(req, {
           trace, current: scalingFieldsOf(found.config), measuredServiceTime: serviceTimeOf(measured), measuredColdStartsMs: found.coldStartsMs, gateway: deps.gateway,
         }),
       },
