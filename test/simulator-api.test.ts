@@ -1,16 +1,18 @@
 /**
- * `POST /api/2.0/serving-endpoints/{name}/simulate` on a real server with a real endpoint: the
+ * `POST /api/2.0/serving-endpoints/{name}/simulate` and `ferry simulate` (a real child process,
+ * against the server and offline) on a real server with a real endpoint: the
  * current config and a candidate side by side, the entity's own measurements and traffic as the
  * replica model and trace, a recommendation, and 400s that name the trace line or the field.
  * (Who may call it is checked by the route × role matrix in security-matrix.test.ts.)
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { writeFixtures } from '../src/fixtures/index.js';
 import type { FerryServer } from '../src/server/index.js';
-import { request, startTestServer, tempDir, waitFor, type HttpResult } from './support/index.js';
+import { ADMIN_TOKEN, FERRY_BIN, request, startTestServer, tempDir, waitFor, type HttpResult } from './support/index.js';
 
 let dir: string;
 let server: FerryServer;
@@ -93,4 +95,46 @@ test('400s name the trace line or the field', async () => {
   await bad({ trace: { source: 'bundled', name: 'bursty' }, replica: { service_time_ms: 0 } }, /'replica.service_time_ms'/);
   const missing = await call('POST', '/api/2.0/serving-endpoints/none/simulate', { trace: { source: 'bundled', name: 'bursty' } });
   assert.equal(missing.status, 404, missing.text);
+});
+
+function ferry(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [FERRY_BIN, ...args], { env: { PATH: process.env.PATH ?? '', FERRY_URL: server.url, FERRY_TOKEN: ADMIN_TOKEN }, cwd: dir, timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+test('ferry simulate: offline on a file and a pattern, and on the server', { timeout: 120_000 }, async () => {
+  const file = path.join(dir, 'trace.csv');
+  await fsp.writeFile(file, 'timestamp,duration_ms\n' + Array.from({ length: 600 }, (_, i) => `${1733443200000 + i * 100},50`).join('\n') + '\n');
+  const offline = await ferry(['simulate', '--trace', file, '--candidate', '{"autoscaling":{"target_concurrency":1}}', '--cold-start-ms', '300', '--json']);
+  assert.equal(offline.code, 0, offline.stderr);
+  const a = JSON.parse(offline.stdout);
+  assert.equal(a.current, null, 'offline: no current config');
+  assert.equal(a.trace.requests, 600);
+  assert.equal(a.candidate.config.autoscaling.target_concurrency, 1);
+  assert.equal(a.candidate.result.p50_ms > 49 && a.candidate.result.p50_ms < 51, true, 'the durations of the file');
+
+  const table = await ferry(['simulate', '--pattern', 'spike', '--rps', '2', '--peak-rps', '100', '--duration', '5m', '--at', '1m', '--burst', '1m',
+    '--service-time-ms', '100', '--max-concurrency', '4', '--candidate', '{"max_provisioned_concurrency":64}', '--target-p99-ms', '1000']);
+  assert.equal(table.code, 0, table.stderr);
+  assert.match(table.stdout, /^candidate +\d+/m);
+  assert.match(table.stdout, /^recommended +\d+/m);
+  assert.match(table.stdout, /^static \d+ \(peak\) +\d+/m);
+  assert.match(table.stdout, /^knative defaults +\d+/m);
+
+  const remote = await ferry(['simulate', 'sim', '--bundled', 'bursty', '--json']);
+  assert.equal(remote.code, 0, remote.stderr);
+  const b = JSON.parse(remote.stdout);
+  assert.equal(b.endpoint, 'sim');
+  assert.equal(b.current.config.workload_size, 'Medium');
+
+  await fsp.writeFile(path.join(dir, 'bad.csv'), '1733443200000\n1733443200100\nlater\n');
+  const badLine = await ferry(['simulate', '--trace', path.join(dir, 'bad.csv')]);
+  assert.equal(badLine.code, 1);
+  assert.match(badLine.stderr, /INVALID_PARAMETER_VALUE: Trace line 3: expected a timestamp/);
+  const usage = await ferry(['simulate', '--source', 'series']);
+  assert.equal(usage.code, 2);
+  assert.match(usage.stderr, /give the endpoint name/);
 });

@@ -10,6 +10,6 @@ export {
 export { KNATIVE_DEFAULTS, SEARCH_GRID, meets, recommend, staticForPeak, type Goal, type Recommendation, type Setting } from './recommend.js';
 export {
   DEFAULT_COLD_START_MS, DEFAULT_SERVICE_TIME_MS, MAX_RECOMMEND_REQUESTS, localTrace, parseSimulateRequest, runSimulation, simulateRequestSchema,
-  type SimulateAnswer, type SimulateRequest, type SimulationContext, type TraceSource,
+  type SimulateAnswer, type SimulateRequest, type SimulateRequestInput, type SimulationContext, type TraceSource,
 } from './request.js';
 export { scalingFieldsOf, simulatorRoutes, type SimulatorApiDeps } from './api.js';

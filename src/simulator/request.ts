@@ -73,6 +73,8 @@ export const simulateRequestSchema = z.strictObject({
 });
 
 export type SimulateRequest = z.output<typeof simulateRequestSchema>;
+/** The request as a client sends it (defaults not applied yet). */
+export type SimulateRequestInput = z.input<typeof simulateRequestSchema>;
 export type TraceSource = SimulateRequest['trace'];
 
 /** Validates a simulate request body; errors are 400s naming the field. */
