@@ -11,7 +11,7 @@ import type { EndpointController, ScalingFields, ServedEntityConfig } from '../c
 import { invalidParameter } from '../errors.js';
 import { readJsonObject, type JsonLimits } from '../http/index.js';
 import type { InferenceTableStore } from '../store/index.js';
-import { MODEL_SECONDS_BUCKETS, SERIES_RESOLUTION_MS, type Telemetry } from '../telemetry/index.js';
+import { MODEL_SECONDS_BUCKETS, SERIES_RESOLUTION_MS, type HistogramSnapshot, type Telemetry } from '../telemetry/index.js';
 import type { ServiceTime } from './engine.js';
 import { localTrace, parseSimulateRequest, type TraceSource } from './request.js';
 import { simulateOnThread } from './thread.js';
@@ -49,8 +49,8 @@ export function scalingFieldsOf(e: ServedEntityConfig): ScalingFields {
 }
 
 /** The model-call histogram (seconds) as a service-time distribution in ms. */
-function serviceTimeOf(h: { counts: readonly number[] } | undefined): ServiceTime | undefined {
-  return h === undefined ? undefined : { kind: 'histogram', boundsMs: MODEL_SECONDS_BUCKETS.map((s) => s * 1000), counts: h.counts };
+function serviceTimeOf(h: HistogramSnapshot | undefined): ServiceTime | undefined {
+  return h === undefined ? undefined : { kind: 'histogram', boundsMs: MODEL_SECONDS_BUCKETS.map((s) => s * 1000), counts: h.counts, meanMs: (h.sum / h.count) * 1000 };
 }
 
 export function simulatorRoutes(router: ServerRouter, deps: SimulatorApiDeps): void {

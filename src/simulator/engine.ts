@@ -36,8 +36,13 @@ export const TICK_MS = 1000;
 /** How long one request keeps a replica busy: a constant, or draws from a histogram. */
 export type ServiceTime =
   | { readonly kind: 'fixed'; readonly ms: number }
-  /** `boundsMs[i]` is bucket i's upper bound; `counts` has one more entry (the +Inf bucket, drawn as the last bound). */
-  | { readonly kind: 'histogram'; readonly boundsMs: readonly number[]; readonly counts: readonly number[] };
+  /**
+   * `boundsMs[i]` is bucket i's upper bound; `counts` has one more entry (the +Inf bucket, drawn
+   * as the last bound). Draws are uniform within a bucket, then scaled so that their mean is
+   * `meanMs` (the measured sum / count) when given: buckets are coarse (25–50 ms is one), the
+   * mean is exact.
+   */
+  | { readonly kind: 'histogram'; readonly boundsMs: readonly number[]; readonly counts: readonly number[]; readonly meanMs?: number | undefined };
 
 /** The replicas and the gateway in front of them. */
 export interface ReplicaModel {
@@ -302,6 +307,17 @@ function poisson(mean: number, random: () => number): number {
 /** Mean (ms) of a service time. */
 function meanService(s: ServiceTime): number {
   if (s.kind === 'fixed') return s.ms;
+  return s.meanMs ?? bucketMean(s);
+}
+
+/** The factor that gives a histogram's draws its measured mean (1 without one). */
+function histogramScale(s: Extract<ServiceTime, { kind: 'histogram' }>): number {
+  const m = bucketMean(s);
+  return s.meanMs === undefined || m <= 0 ? 1 : s.meanMs / m;
+}
+
+/** Mean of uniform draws within a histogram's buckets. */
+function bucketMean(s: Extract<ServiceTime, { kind: 'histogram' }>): number {
   const total = s.counts.reduce((a, c) => a + c, 0);
   const last = s.boundsMs[s.boundsMs.length - 1] ?? 0;
   return s.counts.reduce((sum, c, i) => {
@@ -324,10 +340,11 @@ function latencyShares(s: ServiceTime, overheadMs: number): Array<[bucket: numbe
     // Uniform within each bucket, as the sampler draws: 64 evenly spaced points per bucket.
     const total = s.counts.reduce((a, c) => a + c, 0);
     const last = s.boundsMs[s.boundsMs.length - 1] ?? 0;
+    const scale = histogramScale(s);
     s.counts.forEach((c, i) => {
       const hi = s.boundsMs[i] ?? last;
       const lo = i === 0 ? 0 : s.boundsMs[i - 1] ?? last;
-      for (let j = 0; j < 64; j++) add(lo + (hi - lo) * (j + 0.5) / 64 + overheadMs, c / total / 64);
+      for (let j = 0; j < 64; j++) add((lo + (hi - lo) * (j + 0.5) / 64) * scale + overheadMs, c / total / 64);
     });
   }
   return [...shares];
@@ -339,6 +356,7 @@ function serviceSampler(s: ServiceTime, random: () => number): () => number {
   const total = s.counts.reduce((a, c) => a + c, 0);
   const cum = s.counts.map(((sum) => (c: number) => (sum += c / total))(0));
   const last = s.boundsMs[s.boundsMs.length - 1] ?? 0;
+  const scale = histogramScale(s);
   return () => {
     const u = random();
     let i = 0;
@@ -346,7 +364,7 @@ function serviceSampler(s: ServiceTime, random: () => number): () => number {
     // Uniform within the bucket; the +Inf bucket is drawn as its lower bound.
     const hi = s.boundsMs[i] ?? last;
     const lo = i === 0 ? 0 : s.boundsMs[i - 1] ?? last;
-    return lo + (hi - lo) * random();
+    return (lo + (hi - lo) * random()) * scale;
   };
 }
 
@@ -516,7 +534,7 @@ export function simulate(trace: Trace, spec: ScalingSpec, model: ReplicaModel, o
    */
   const meanServiceMs = meanService(model.serviceTime);
   const shares = latencyShares(model.serviceTime, model.overheadMs);
-  const maxLatencyMs = (model.serviceTime.kind === 'fixed' ? model.serviceTime.ms : Math.max(0, ...model.serviceTime.boundsMs)) + model.overheadMs;
+  const maxLatencyMs = (model.serviceTime.kind === 'fixed' ? model.serviceTime.ms : Math.max(0, ...model.serviceTime.boundsMs) * histogramScale(model.serviceTime)) + model.overheadMs;
   const sumSecond = (from: number): void => {
     const rate = arrivals.steadyRate(from);
     if (rate === undefined || queue.size > 0 || nextArrival < from) return;
