@@ -120,8 +120,8 @@ test('patterns: rates per second as specified, seeded', () => {
   const onOff = generateTrace({ pattern: 'on_off', durationMs: 10_000, rps: 0, peakRps: 10, atMs: 0, burstMs: 2000, gapMs: 3000, seed: 1 });
   assert.deepEqual([...onOff.ratesPerS], [10, 10, 0, 0, 0, 10, 10, 0, 0, 0]);
   const diurnal = generateTrace(BUNDLED_TRACES.diurnal);
-  assert.equal(diurnal.ratesPerS[0], 1);
-  assert.equal(diurnal.ratesPerS[43_200], 30, 'peak at noon');
+  assert.equal(diurnal.ratesPerS[0], 0.5);
+  assert.equal(diurnal.ratesPerS[43_200], 15, 'peak at noon');
   const a = generateTrace(BUNDLED_TRACES.bursty);
   const b = generateTrace(BUNDLED_TRACES.bursty);
   assert.deepEqual(a.ratesPerS, b.ratesPerS, 'the same seed, the same trace');
@@ -169,7 +169,7 @@ test('recommendation: the cheapest setting meeting the p99 target, against stati
   assert.ok(rec.result.replica_seconds <= rec.static_peak.result.replica_seconds, 'never dearer than static');
   assert.ok(rec.static_peak.replicas >= 5 && rec.static_peak.replicas <= 12, `static ${rec.static_peak.replicas}`);
   assert.ok(rec.savings_vs_static_peak !== null && rec.savings_vs_static_peak > 0.4, `savings ${rec.savings_vs_static_peak}`);
-  assert.ok(rec.feasible >= 1 && rec.evaluated === 54, `${rec.feasible}/${rec.evaluated} (targets above 4 per replica skipped)`);
+  assert.ok(rec.feasible >= 1 && rec.evaluated === 72, `${rec.feasible}/${rec.evaluated} (targets above 4 per replica skipped)`);
   assert.ok(rec.knative_defaults.replica_seconds > 0);
 });
 

@@ -22,9 +22,9 @@ export interface Setting {
   scale_down_delay_ms: number;
 }
 
-/** The grid: 5 targets × scale to zero or not × 3 stable windows × 3 scale-down delays = 90 runs. */
+/** The grid: 7 targets × scale to zero or not × 3 stable windows × 3 scale-down delays = 126 runs (targets above the per-replica bound are skipped). */
 export const SEARCH_GRID = Object.freeze({
-  target_concurrency: [1, 2, 4, 8, 16],
+  target_concurrency: [1, 2, 3, 4, 6, 8, 16],
   scale_to_zero_enabled: [false, true],
   stable_window_ms: [10_000, 30_000, 60_000],
   scale_down_delay_ms: [0, 10_000, 60_000],

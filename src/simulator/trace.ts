@@ -243,11 +243,11 @@ export function generateTrace(p: PatternParams): RateTrace {
 
 /**
  * The bundled traces, as seeded patterns (the same requests on every run):
- * - `diurnal`: one day, 1 req/s at night to 30 req/s at noon (~1.3 M requests).
+ * - `diurnal`: one day, 0.5 req/s at night to 15 req/s at noon (~670,000 requests).
  * - `bursty`: one hour at 2 req/s with bursts of 40 req/s, ~20 s long, every ~2 min on average.
  */
 export const BUNDLED_TRACES: Readonly<Record<'diurnal' | 'bursty', Readonly<PatternParams>>> = Object.freeze({
-  diurnal: Object.freeze({ pattern: 'diurnal', durationMs: 86_400_000, rps: 1, peakRps: 30, atMs: 0, burstMs: 0, gapMs: 0, seed: 24 }),
+  diurnal: Object.freeze({ pattern: 'diurnal', durationMs: 86_400_000, rps: 0.5, peakRps: 15, atMs: 0, burstMs: 0, gapMs: 0, seed: 24 }),
   bursty: Object.freeze({ pattern: 'bursty', durationMs: 3_600_000, rps: 2, peakRps: 40, atMs: 0, burstMs: 20_000, gapMs: 120_000, seed: 24 }),
 });
 
