@@ -80,6 +80,24 @@ test('the endpoint\'s own traffic: the series; a recommendation on it', { timeou
   assert.ok(rec.result.replica_seconds <= rec.static_peak.result.replica_seconds);
 });
 
+test('the endpoint\'s own traffic: inference-table timestamps', { timeout: 60_000 }, async () => {
+  const on = await call('PUT', '/api/2.0/serving-endpoints/sim/ai-gateway', { inference_table_config: { enabled: true } });
+  assert.equal(on.status, 200, on.text);
+  try {
+    for (let i = 0; i < 12; i++) assert.equal((await call('POST', '/serving-endpoints/sim/invocations', { inputs: [[1, 2, 3, 4]] })).status, 200);
+    const r = await waitFor('the 12 rows written', async () => {
+      const x = await simulate({ trace: { source: 'inference_table', window_ms: 600_000 }, replica: { service_time_ms: 5 } });
+      return x.status === 200 && x.json.trace.requests === 12 ? x : undefined;
+    });
+    assert.equal(r.json.trace.source, 'inference_table');
+    assert.equal(r.json.current.result.requests, 12);
+    assert.equal(r.json.current.result.served, 12);
+    assert.equal(r.json.replica_model.service_time_source, 'request');
+  } finally {
+    await call('PUT', '/api/2.0/serving-endpoints/sim/ai-gateway', { inference_table_config: { enabled: false } });
+  }
+});
+
 test('400s name the trace line or the field', async () => {
   const bad = async (json: unknown, message: RegExp): Promise<void> => {
     const r = await simulate(json);
