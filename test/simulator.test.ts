@@ -188,4 +188,5 @@ test('request errors name the field', () => {
   bad({ trace: { source: 'bundled', name: 'bursty' }, candidate: { workload_size: 'Huge' } }, /'candidate.workload_size'/);
   bad({ trace: { source: 'bundled', name: 'bursty' }, price_per_replica_hour: { GPU_SMALL: 1 } }, /'price_per_replica_hour'.*CPU/);
   bad({ trace: { source: 'file', data: '1\nx\n' } }, /^Trace line 2:/);
+  bad({ trace: { source: 'pattern', pattern: 'steady', rps: 100_000, duration_ms: 7 * 86_400_000 } }, /'trace': expected at most 172800000 requests/);
 });

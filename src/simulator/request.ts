@@ -21,6 +21,12 @@ const DEFAULT_INFERENCE_WINDOW_MS = 86_400_000;
  */
 export const MAX_RECOMMEND_REQUESTS = 200_000;
 
+/**
+ * Expected requests of a rate trace at most: two days at 1,000 req/s. The closed form makes most
+ * seconds cheap, but a config that keeps the pool full is simulated request by request.
+ */
+export const MAX_RATE_TRACE_REQUESTS = 172_800_000;
+
 /** Replica model defaults when the entity has no measurements and the request gives none. */
 export const DEFAULT_SERVICE_TIME_MS = 10;
 export const DEFAULT_COLD_START_MS = 1000;
@@ -177,6 +183,9 @@ export function runSimulation(req: SimulateRequest, ctx: SimulationContext): Sim
   const requests = traceRequests(ctx.trace);
   if (ctx.trace.kind === 'requests' && requests > MAX_TRACE_REQUESTS) {
     throw invalidParameter('trace', `${requests} requests`, `at most ${MAX_TRACE_REQUESTS} requests (a shorter window, or a pattern)`);
+  }
+  if (requests > MAX_RATE_TRACE_REQUESTS) {
+    throw invalidParameter('trace', `${Math.round(requests)} requests`, `at most ${MAX_RATE_TRACE_REQUESTS} requests (two days at 1,000 req/s; a lower rate or a shorter duration)`);
   }
   const priceOf = (fields: ScalingFields, type: string): number | undefined => {
     const p = req.price_per_replica_hour;
