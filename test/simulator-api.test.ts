@@ -46,7 +46,7 @@ test('current and candidate side by side on a pattern, with the entity\'s measur
     trace: { source: 'pattern', pattern: 'step', duration_ms: 120_000, rps: 20, peak_rps: 400, at_ms: 60_000 },
     candidate: { scale_to_zero_enabled: true, min_provisioned_concurrency: 0, autoscaling: { target_concurrency: 1 } },
     replica: { cold_start_ms: 800 },
-    price_per_replica_hour: { CPU: 0.5 },
+    price_per_replica_hour: { CPU: 0.5, 'CPU/Medium': 0.8 },
   });
   assert.equal(r.status, 200, r.text);
   const a = r.json;
@@ -64,7 +64,7 @@ test('current and candidate side by side on a pattern, with the entity\'s measur
   assert.equal(a.current.result.max_replicas, 2, 'a tiny model keeps the concurrency low');
   assert.ok(a.current.result.replica_seconds >= 2 * 120);
   assert.ok(a.candidate.result.replica_seconds < a.current.result.replica_seconds, JSON.stringify(a.candidate.result));
-  assert.equal(a.current.result.cost, Math.round(a.current.result.replica_seconds / 3600 * 0.5 * 1000) / 1000);
+  assert.equal(a.current.result.cost, Math.round(a.current.result.replica_seconds / 3600 * 0.8 * 1000) / 1000, 'the Medium CPU price');
   assert.equal(a.current.result.timeline.length, 120);
   assert.equal(a.recommendation, null);
 });

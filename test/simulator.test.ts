@@ -186,7 +186,7 @@ test('request errors name the field', () => {
   bad({ trace: { source: 'pattern', pattern: 'steady', rps: -1 } }, /'trace.rps'/);
   bad({ trace: { source: 'bundled', name: 'bursty' }, candidate: { autoscaling: { target_concurrency: 0 } } }, /'candidate.autoscaling.target_concurrency'/);
   bad({ trace: { source: 'bundled', name: 'bursty' }, candidate: { workload_size: 'Huge' } }, /'candidate.workload_size'/);
-  bad({ trace: { source: 'bundled', name: 'bursty' }, price_per_replica_hour: { GPU_SMALL: 1 } }, /'price_per_replica_hour'.*CPU/);
+  bad({ trace: { source: 'bundled', name: 'bursty' }, price_per_replica_hour: { GPU_SMALL: 1 } }, /'price_per_replica_hour': expected a price for "CPU\/Small" or "CPU"/);
   bad({ trace: { source: 'file', data: '1\nx\n' } }, /^Trace line 2:/);
   bad({ trace: { source: 'pattern', pattern: 'steady', rps: 100_000, duration_ms: 7 * 86_400_000 } }, /'trace': expected at most 172800000 requests/);
 });

@@ -69,7 +69,10 @@ export const simulateRequestSchema = z.strictObject({
     buffer_timeout_ms: int(1, 3_600_000).optional(),
     overhead_ms: num(0, 60_000).default(0),
   }).default({ overhead_ms: 0 }),
-  /** Price of one replica-hour: one number, or one per workload type ({"CPU": 0.1, "GPU_SMALL": 1.2}). */
+  /**
+   * Price of one replica-hour: one number, or per workload type and size, the most specific key
+   * first: {"CPU": 0.1, "GPU_SMALL": 1.2, "GPU_SMALL/Large": 2.0}.
+   */
   price_per_replica_hour: z.union([num(0, 1e6), z.record(z.string(), num(0, 1e6))]).optional(),
   recommend: z.strictObject({
     target_p99_ms: num(0.001, 3_600_000),
@@ -187,17 +190,18 @@ export function runSimulation(req: SimulateRequest, ctx: SimulationContext): Sim
   if (requests > MAX_RATE_TRACE_REQUESTS) {
     throw invalidParameter('trace', `${Math.round(requests)} requests`, `at most ${MAX_RATE_TRACE_REQUESTS} requests (two days at 1,000 req/s; a lower rate or a shorter duration)`);
   }
-  const priceOf = (fields: ScalingFields, type: string): number | undefined => {
+  /** A replica-hour of this workload: "GPU_SMALL/Medium" (type and size) before "GPU_SMALL" (type). */
+  const priceOf = (type: string, size: string): number | undefined => {
     const p = req.price_per_replica_hour;
     if (p === undefined || typeof p === 'number') return p;
-    const v = p[type];
-    if (v === undefined) throw invalidParameter('price_per_replica_hour', p, `a price for workload_type ${type} (of ${JSON.stringify(fields)})`);
+    const v = p[`${type}/${size}`] ?? p[type];
+    if (v === undefined) throw invalidParameter('price_per_replica_hour', p, `a price for "${type}/${size}" or "${type}" (workload_type/workload_size)`);
     return v;
   };
   const opts = { seed: req.seed };
   const run = (fields: ScalingFields, where: string): Simulated => {
-    const { spec, workloadType } = scalingConfigOf(fields, where);
-    const price = priceOf(fields, workloadType);
+    const { spec, workloadType, workloadSize } = scalingConfigOf(fields, where);
+    const price = priceOf(workloadType, workloadSize);
     return { config: fields, result: simulate(ctx.trace, spec, model, { ...opts, ...(price === undefined ? {} : { pricePerReplicaHour: price }) }) };
   };
 
@@ -225,8 +229,8 @@ export function runSimulation(req: SimulateRequest, ctx: SimulationContext): Sim
     throw invalidParameter('recommend', req.recommend, `a trace of at most ${MAX_RECOMMEND_REQUESTS} requests (this one has ${requests}; use a shorter window)`);
   }
   const goal: Goal = { targetP99Ms: req.recommend.target_p99_ms, maxColdStartsPerHour: req.recommend.max_cold_starts_per_hour };
-  const { workloadType } = scalingConfigOf(candidateFields, 'candidate');
-  const price = priceOf(candidateFields, workloadType);
+  const { workloadType, workloadSize } = scalingConfigOf(candidateFields, 'candidate');
+  const price = priceOf(workloadType, workloadSize);
   const priced = { ...opts, ...(price === undefined ? {} : { pricePerReplicaHour: price }) };
   const settingFields = (s: Setting): ScalingFields => merged(candidateFields, {
     scale_to_zero_enabled: s.scale_to_zero_enabled,
