@@ -24,15 +24,15 @@ test('formOf fills the form with the settings in effect; checkForm builds the ca
   const f = formOf(entity({ max_provisioned_concurrency: 16 }));
   assert.deepEqual(f, {
     entity: 'iris-1', source: 'series', targetConcurrency: '4', scaleToZero: false, minProvisionedConcurrency: '', maxProvisionedConcurrency: '16',
-    stableWindowS: '30', scaleDownDelayS: '10', scaleToZeroGraceS: '30', targetP99Ms: '',
+    stableWindowS: '30', scaleDownDelayS: '10', scaleToZeroGraceS: '30', targetP99Ms: '', pricePerReplicaHour: '',
   });
-  const c = checkForm({ ...f, targetConcurrency: '2', scaleToZero: true, source: 'bursty', targetP99Ms: '250' });
+  const c = checkForm({ ...f, targetConcurrency: '2', scaleToZero: true, source: 'bursty', targetP99Ms: '250', pricePerReplicaHour: '0.25' });
   assert.deepEqual(c.errors, []);
   assert.deepEqual(c.fields, {
     scale_to_zero_enabled: true, max_provisioned_concurrency: 16,
     autoscaling: { target_concurrency: 2, stable_window_ms: 30_000, scale_down_delay_ms: 10_000, scale_to_zero_grace_ms: 30_000 },
   });
-  assert.deepEqual(c.body, { served_entity_name: 'iris-1', candidate: c.fields, trace: { source: 'bundled', name: 'bursty' }, recommend: { target_p99_ms: 250 } });
+  assert.deepEqual(c.body, { served_entity_name: 'iris-1', candidate: c.fields, trace: { source: 'bundled', name: 'bursty' }, price_per_replica_hour: 0.25, recommend: { target_p99_ms: 250 } });
   // The API takes what the form sends.
   assert.doesNotThrow(() => parseSimulateRequest(c.body));
   assert.doesNotThrow(() => scalingConfigOf(c.fields, 'candidate'));
@@ -45,6 +45,7 @@ test('checkForm names each field out of the API\'s range', () => {
   assert.deepEqual(checkForm({ ...f, maxProvisionedConcurrency: '2.5' }).errors, ['max provisioned concurrency: expected an integer from 1 to 100000, got 2.5']);
   assert.deepEqual(checkForm({ ...f, minProvisionedConcurrency: '8', maxProvisionedConcurrency: '4' }).errors, ['min provisioned concurrency: expected at most max provisioned concurrency (4), got 8']);
   assert.equal(checkForm({ ...f, targetP99Ms: 'fast' }).body, undefined);
+  assert.deepEqual(checkForm({ ...f, pricePerReplicaHour: '-1' }).errors, ['price per replica-hour: expected a number from 0 to 1000000, got -1']);
 });
 
 test('configWithScaling changes only the chosen entity\'s scaling fields', () => {

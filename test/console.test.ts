@@ -239,6 +239,7 @@ test('console: the autoscaling editor simulates a candidate next to the current 
     await editor.getByLabel('Target concurrency').fill('1');
     await editor.getByLabel('Traffic').selectOption('bursty');
     await editor.getByLabel('Target p99 (ms)').fill('50');
+    await editor.getByLabel('Price per replica-hour').fill('0.36');
     await editor.getByRole('button', { name: 'Simulate' }).click();
     const sim = page.locator('div.simulation');
     await sim.locator('tr[data-config="current"]').waitFor({ timeout: 60_000 });
@@ -246,11 +247,12 @@ test('console: the autoscaling editor simulates a candidate next to the current 
     const replicaSeconds = async (row: string): Promise<number> => Number(await sim.locator(`tr[data-config="${row}"] td:nth-child(2)`).innerText());
     assert.ok(await replicaSeconds('candidate') > 0);
     const direct = await call('POST', '/api/2.0/serving-endpoints/lin/simulate', {
-      served_entity_name: 'lin-1', trace: { source: 'bundled', name: 'bursty' },
+      served_entity_name: 'lin-1', trace: { source: 'bundled', name: 'bursty' }, price_per_replica_hour: 0.36,
       candidate: { scale_to_zero_enabled: false, max_provisioned_concurrency: 16, autoscaling: { target_concurrency: 1, stable_window_ms: 30_000, scale_down_delay_ms: 10_000, scale_to_zero_grace_ms: 30_000 } },
     });
     assert.equal(direct.status, 200, direct.text);
     assert.equal(await replicaSeconds('candidate'), Math.round(direct.json.candidate.result.replica_seconds), 'the table shows what the API answers');
+    assert.equal(await sim.locator('tr[data-config="candidate"] td:nth-child(3)').innerText(), direct.json.candidate.result.cost.toFixed(2), 'the cost at the price given');
     await sim.locator('.chart[data-chart="sim-replicas"] canvas').waitFor();
     assert.equal(await sim.locator('.chart canvas').count(), 2, 'replicas and p99 over time');
     assert.match(await sim.locator('.chart[data-chart="sim-replicas"] figcaption').innerText(), /current .* candidate/);

@@ -31,6 +31,8 @@ export interface ScalingForm {
   scaleToZeroGraceS: string;
   /** Empty: no recommendation. */
   targetP99Ms: string;
+  /** Empty: no cost column. */
+  pricePerReplicaHour: string;
 }
 
 /** The form filled with an entity's settings in effect. */
@@ -44,7 +46,7 @@ export function formOf(e: ServedEntityView, source: TraceChoice = 'series'): Sca
     minProvisionedConcurrency: e.min_provisioned_concurrency === undefined ? '' : String(e.min_provisioned_concurrency),
     maxProvisionedConcurrency: e.max_provisioned_concurrency === undefined ? '' : String(e.max_provisioned_concurrency),
     stableWindowS: s(a?.stable_window_ms, 30_000), scaleDownDelayS: s(a?.scale_down_delay_ms, 10_000), scaleToZeroGraceS: s(a?.scale_to_zero_grace_ms, 30_000),
-    targetP99Ms: '',
+    targetP99Ms: '', pricePerReplicaHour: '',
   };
 }
 
@@ -82,6 +84,7 @@ export function checkForm(f: ScalingForm): CheckedForm {
   const delay = num('scale-down delay (s)', f.scaleDownDelayS, 0, 3600);
   const grace = num('scale-to-zero grace (s)', f.scaleToZeroGraceS, 0, 3600);
   const p99 = num('target p99 (ms)', f.targetP99Ms, 0.001, 3_600_000, false, true);
+  const price = num('price per replica-hour', f.pricePerReplicaHour, 0, 1e6, false, true);
   if (min !== undefined && max !== undefined && min > max) errors.push(`min provisioned concurrency: expected at most max provisioned concurrency (${max}), got ${min}`);
   if (errors.length > 0 || target === undefined || stable === undefined || delay === undefined || grace === undefined) return { errors };
   const ms = (s: number): number => Math.round(s * 1000);
@@ -95,7 +98,11 @@ export function checkForm(f: ScalingForm): CheckedForm {
   return {
     errors,
     fields,
-    body: { served_entity_name: f.entity, candidate: fields, trace, ...(p99 === undefined ? {} : { recommend: { target_p99_ms: p99 } }) },
+    body: {
+      served_entity_name: f.entity, candidate: fields, trace,
+      ...(price === undefined ? {} : { price_per_replica_hour: price }),
+      ...(p99 === undefined ? {} : { recommend: { target_p99_ms: p99 } }),
+    },
   };
 }
 

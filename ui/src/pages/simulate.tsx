@@ -70,6 +70,7 @@ export function ScalingEditor({ config, path, busy, onSaved }: { config: Endpoin
         {field('sim-delay', 'Scale-down delay (s)', form.scaleDownDelayS, 'scaleDownDelayS')}
         {field('sim-grace', 'Scale-to-zero grace (s)', form.scaleToZeroGraceS, 'scaleToZeroGraceS')}
         {field('sim-p99', 'Target p99 (ms)', form.targetP99Ms, 'targetP99Ms', 'optional: find the cheapest setting that meets it')}
+        {field('sim-price', 'Price per replica-hour', form.pricePerReplicaHour, 'pricePerReplicaHour', 'optional: adds the cost')}
         {checked.errors.map((m) => <p key={m} class="hint bad">{m}</p>)}
         <ErrorBox error={error} />
         <div class="actions">
