@@ -99,6 +99,7 @@ const EXPECTED: Record<string, Min> = {
   'GET /metrics': 'outsider',
   'GET /api/2.0/serving-endpoints/:name/metrics': 'viewer',
   'GET /api/2.0/serving-endpoints/:name/metrics/series': 'viewer',
+  'POST /api/2.0/serving-endpoints/:name/simulate': 'manager',
 };
 
 let dir: string;

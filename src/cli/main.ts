@@ -18,6 +18,7 @@ import { writeDemoModel, writeFixtures } from '../fixtures/index.js';
 import { isLogLevel, LOG_LEVELS } from '../logs/index.js';
 import { awaitPoolClaim, log, startReplica, type ReplicaOptions } from '../replica/index.js';
 import type { FerryServer } from '../server/index.js';
+import { formatSimulation, SIMULATE_HELP, SIMULATE_OPTIONS, simulateBody, simulateOffline, SimulateUsageError } from './simulate.js';
 
 const HELP = `ferry — serve models behind secure REST endpoints
 
@@ -53,6 +54,7 @@ Commands:
                               --format streams every matching row
   query <endpoint> --json '{"inputs": [[1, 2, 3, 4]]}' | --file request.json [--model NAME[/VERSION|@ALIAS]] (family endpoints)
   whoami                      The principal FERRY_TOKEN belongs to
+${SIMULATE_HELP}
   principals create <name> [--service] [--admin] | list | delete <name>      (admins)
   tokens create [--for PRINCIPAL] [--lifetime 90d|12h] [--comment TEXT]
                               A new token (prints the secret once; --for: admins, for another principal)
@@ -140,6 +142,7 @@ export async function main(argv: string[]): Promise<void> {
       case 'tokens': return await tokensCommand(rest);
       case 'permissions': return await permissionsCommand(rest);
       case 'audit': return await auditCommand(rest);
+      case 'simulate': return await simulateCommand(rest);
       default: throw new UsageError(`Unknown command '${cmd}'.`);
     }
   } catch (err) {
@@ -562,6 +565,19 @@ async function permissionsCommand(args: string[]): Promise<void> {
     e.user_name ?? e.service_principal_name ?? `group ${e.group_name ?? ''}`,
     e.all_permissions.map((x) => x.permission_level + (x.inherited ? ' (inherited)' : '')).join(', '),
   ])));
+}
+
+/** `ferry simulate [endpoint] …`: on the server with an endpoint name, offline without. */
+async function simulateCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, SIMULATE_OPTIONS);
+  const endpoint = positionals[0];
+  try {
+    const body = await simulateBody(values, endpoint !== undefined);
+    const answer = endpoint === undefined ? simulateOffline(body) : await FerryClient.fromEnv().simulate(endpoint, body);
+    out(values, answer, formatSimulation(answer));
+  } catch (err) {
+    throw err instanceof SimulateUsageError ? new UsageError(err.message) : err;
+  }
 }
 
 async function auditCommand(args: string[]): Promise<void> {

@@ -9,6 +9,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import type { SimulateAnswer, SimulateRequestInput } from '../simulator/index.js';
 import { isTarArchive, tarFiles } from './tar.js';
 
 export { exampleRequest, MAX_EXAMPLE_VALUES, type ExampleRequest, type ExampleSource } from './example.js';
@@ -332,6 +333,14 @@ export class FerryClient {
   /** Cancels the update in progress (UPDATE_CANCELED); the previous config keeps serving. */
   async cancelEndpointUpdate(name: string): Promise<ServingEndpoint> {
     return this.request('POST', `/api/2.0/serving-endpoints/${encodeURIComponent(name)}/config/cancel`);
+  }
+
+  /**
+   * What a candidate scaling config would have cost on a trace, next to the current one, with an
+   * optional recommendation (CAN_MANAGE; docs/simulator.md).
+   */
+  async simulate(name: string, body: SimulateRequestInput): Promise<SimulateAnswer & { endpoint: string; served_entity_name: string }> {
+    return this.request('POST', `/api/2.0/serving-endpoints/${encodeURIComponent(name)}/simulate`, { json: body });
   }
 
   async deleteEndpoint(name: string): Promise<void> {

@@ -419,6 +419,26 @@ function compileRollout(r: z.output<typeof rolloutSchema> | undefined, field: st
   return { canarySteps: steps, maxErrorRate: r.max_error_rate, maxP99LatencyRatio: r.max_p99_latency_ratio };
 }
 
+/** The served-entity fields that decide its scaling, in API shape (what `scalingConfigOf` reads). */
+const scalingFieldsSchema = servedEntitySchema.pick({
+  workload_size: true, workload_type: true, scale_to_zero_enabled: true, min_provisioned_concurrency: true, max_provisioned_concurrency: true, autoscaling: true,
+});
+
+/** A served entity's scaling fields in API shape (snake_case), as `PUT .../config` takes them. */
+export type ScalingFields = z.input<typeof scalingFieldsSchema>;
+
+/**
+ * Compiles just the scaling fields of a served entity (workload size and type, scale to zero,
+ * provisioned concurrency, `autoscaling` tunables) as a config update would, for callers that
+ * judge a candidate config without applying it (the simulator). Errors are 400s naming
+ * `where.<field>`.
+ */
+export function scalingConfigOf(raw: unknown, where: string): { spec: ScalingSpec; workloadSize: WorkloadSize; workloadType: WorkloadType } {
+  const r = scalingFieldsSchema.safeParse(raw);
+  if (!r.success) throw configError(r.error, raw, `${where}.`);
+  return { spec: compileScaling(r.data, where), workloadSize: r.data.workload_size, workloadType: r.data.workload_type };
+}
+
 /** API field names of the tunables, for error messages. */
 const TUNABLE_FIELDS: Record<keyof ScalingTunables, string> = {
   targetConcurrency: 'target_concurrency', stableWindowMs: 'stable_window_ms', panicWindowMs: 'panic_window_ms',

@@ -355,6 +355,18 @@ export class EndpointController {
   }
 
   /**
+   * A served entity of an endpoint's serving config (`servedEntity` or the first) with its
+   * measured cold starts (ms, newest last), for the simulator. Undefined when there is no such
+   * entity; 404 when there is no such endpoint.
+   */
+  servedEntity(name: string, servedEntity?: string): { config: ServedEntityConfig; coldStartsMs: readonly number[] } | undefined {
+    const st = this.get(name);
+    const entity = st.record.config?.servedEntities.find((e) => servedEntity === undefined || e.name === servedEntity);
+    if (entity === undefined) return undefined;
+    return { config: entity, coldStartsMs: [...(st.current.get(entity.name)?.coldStartsMs ?? [])] };
+  }
+
+  /**
    * The model caches of an endpoint's family entities, read from their ready replicas (each
    * answers `GET /metrics` with its cache counters; one that does not answer within 1 s is left
    * out): per entity, models and bytes per replica and the counters summed.

@@ -22,6 +22,7 @@ import { atLevel, type LogFn } from '../logs/index.js';
 import { Inspector, Registry, registryRoutes } from '../registry/index.js';
 import { openCluster, openRuntime, type Cluster, type Runtime } from '../runtime/index.js';
 import { openInferenceTableStore, openStore, type MetadataStore } from '../store/index.js';
+import { simulatorRoutes } from '../simulator/index.js';
 import { Telemetry, telemetryRoutes } from '../telemetry/index.js';
 import { OtlpExporter, requestTracing, traceOf } from '../tracing/index.js';
 import { lockDataDir, restrictDataDir } from './data-dir.js';
@@ -203,6 +204,9 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     inferenceTableRoutes(router, { store: inferenceStore, writer: inferenceTable, settingsOf });
     gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats, log, logLevel: config.logLevel, exporter, authz });
     telemetryRoutes(router, telemetry, authz);
+    simulatorRoutes(router, {
+      controller, telemetry, inferenceStore, inferenceTableOf: settingsOf, gateway: traffic, now, maxBodyBytes: config.maxBodyBytes, jsonLimits,
+    });
     /** This server's pod carries the leader label (removed at close). */
     let labelled = false;
     let steppedDown = false;

@@ -21,7 +21,8 @@ import type { ReplicaHandle } from '../runtime/index.js';
 import { EXPOSITION_CONTENT_TYPE, writeExposition } from './exposition.js';
 import { ServingMetrics } from './metrics.js';
 import { ProcessMetrics } from './process.js';
-import { ReplicaScraper, type ScrapeOptions } from './scrape.js';
+import { entityKey, ReplicaScraper, type ScrapeOptions } from './scrape.js';
+import type { HistogramSnapshot } from './histogram.js';
 import { SERIES_RESOLUTION_MS, SERIES_SLOTS, SeriesRing, type SeriesPoint } from './series.js';
 
 export { EXPOSITION_CONTENT_TYPE, escapeLabelValue, formatValue, writeExposition, type Labels, type MetricFamily } from './exposition.js';
@@ -123,6 +124,16 @@ export class Telemetry {
       }
     }
     return writeExposition(families);
+  }
+
+  /**
+   * A served entity's model-call time histogram (all its replicas, live and gone), read from the
+   * replicas first; undefined before any call was measured. Buckets: `MODEL_SECONDS_BUCKETS`.
+   */
+  async modelSecondsOf(endpoint: string, servedEntity: string): Promise<HistogramSnapshot | undefined> {
+    await this.scraper.scrape(this.o.replicas(), (e) => e === endpoint);
+    const t = this.scraper.totals().get(entityKey(endpoint, servedEntity));
+    return t === undefined || t.modelSeconds.count === 0 ? undefined : t.modelSeconds;
   }
 
   /** The last `windowMs` of an endpoint, per `SERIES_RESOLUTION_MS` slot, and of each of its served entities. */
