@@ -10,7 +10,7 @@
 import { access, identityOf, type Authorizer, type NameOf, type ServerRouter } from '../auth/index.js';
 import { FerryError, invalidParameter, notFound, toFerryError, type ErrorBody } from '../errors.js';
 import { parseJson, readBody, withOutcome, type Context, type Handler, type Reply } from '../http/index.js';
-import { openAiError, sseData } from '../protocols/openai.js';
+import { EVENT_STREAM, openAiError, sseData } from '../protocols/openai.js';
 import { ChannelError, type ChannelRequest, type ChannelResponse, type RequestMeta, type ResponseStream } from '../channel/index.js';
 import type { LogFn, LogLevel } from '../logs/index.js';
 import { traceOf, unixMicros, type OtlpExporter, type RequestTrace, type Span } from '../tracing/index.js';
@@ -297,8 +297,15 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
   addOpenAi('/v1/embeddings');
   router.add('GET', '/v1/models', async (ctx) => {
     const visible = await opts.authz.visible(identityOf(ctx), 'serving-endpoint');
-    return { body: { object: 'list', data: table.names().filter(visible).map((id) => ({ id, object: 'model', created: 0, owned_by: 'ferry' })) } };
+    return { body: { object: 'list', data: table.names().filter(visible).map(openAiModel) } };
   }, access.user);
+  // `models.retrieve`: an endpoint the caller may view, else 404 (in OpenAI's shape, as on every /v1 route).
+  const modelId: NameOf = (ctx) => ctx.params.id ?? '';
+  router.add('GET', '/v1/models/:id', (ctx) => {
+    const id = modelId(ctx) as string;
+    if (table.get(id) === undefined) throw notFound(`Model '${id}'`);
+    return { body: openAiModel(id) };
+  }, access.endpoint('CAN_VIEW', modelId));
 
   // Rate limits count inference calls only, not metadata or readiness probes.
   add('POST', '/serving-endpoints/:name/invocations', true, withRoute(rateLimited(forward(() => '/invocations', false, 'invocations'))));
@@ -308,6 +315,11 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
   add('GET', '/v2/models/:name/versions/:version', false, withRoute(forward(v2Version(''), false, 'metadata')));
   add('GET', '/v2/models/:name/ready', false, (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))));
   add('GET', '/v2/models/:name/versions/:version/ready', false, (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))));
+}
+
+/** An endpoint as an OpenAI model object (`GET /v1/models[/{id}]`). */
+function openAiModel(id: string): { id: string; object: 'model'; created: number; owned_by: string } {
+  return { id, object: 'model', created: 0, owned_by: 'ferry' };
 }
 
 /** Aborted when the client's connection closes before the response was finished. */
@@ -347,7 +359,7 @@ async function relay(
   } catch (err) {
     outcome = cancelled ? 'cancelled' : 'failed';
     const e = toFerryError(err);
-    if (!ctx.res.destroyed && contentType === 'text/event-stream') ctx.res.write(sseData(openAiError(e.status, e.toBody())));
+    if (!ctx.res.destroyed && contentType === EVENT_STREAM) ctx.res.write(sseData(openAiError(e.status, e.toBody())));
   }
   ctx.res.end();
   if (gatewayStreams.hasSubscribers) {

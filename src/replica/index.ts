@@ -18,11 +18,11 @@ import {
   checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Response, v2ModelMetadata,
 } from '../protocols/index.js';
 import { ModelCallMetrics } from '../telemetry/index.js';
-import type { OutputValue, Tensor } from '../tensor/index.js';
+import type { OutputValue, Signature, Tensor } from '../tensor/index.js';
 import { isLogLevel, jsonLogger, type LogFields, type LogLevel } from '../logs/index.js';
 import { newSpanId, parseTraceparent, unixMicros } from '../tracing/index.js';
 import { LlmModel } from '../flavors/llm/index.js';
-import { openAiKind } from '../protocols/openai.js';
+import { decodeEmbeddingRequest, encodeEmbeddingResponse, openAiKind } from '../protocols/openai.js';
 import { batchable, DynamicBatcher, realClock } from './batcher.js';
 import { llmHandlers, Streamed } from './llm.js';
 import { ModelRunner, type ExecutionMode } from './runner.js';
@@ -303,6 +303,21 @@ async function singleModel(opts: ReplicaOptions, { ready, logger, jsonLimits }: 
     checkRowCount(req.inputs, maxRows);
     return encodeMlflowResponse(await predict(req.inputs, req.params), req.format);
   };
+  const embedding = embeddingModel(signature);
+  /**
+   * OpenAI embeddings on a model that turns texts into vectors (a feature-extraction model):
+   * the texts as the model's one string input, batched like any request.
+   */
+  const embeddings: Inference | undefined = embedding === undefined ? undefined : async (_params, body) => {
+    const r = decodeEmbeddingRequest(parseJson(body, jsonLimits));
+    const inputs: Record<string, Tensor> = { [embedding.input]: { dtype: 'string', shape: [r.inputs.length], data: r.inputs } };
+    checkRowCount(inputs, maxRows);
+    const out = (await predict(inputs, undefined))[embedding.output];
+    if (out === undefined || out.dtype !== 'float32' || out.shape.length !== 2 || out.shape[0] !== r.inputs.length) {
+      throw new FerryError('MODEL_ERROR', `Model execution failed: output '${embedding.output}' is not float32 [${r.inputs.length}, dim].`);
+    }
+    return encodeEmbeddingResponse(r, opts.modelName, out.data as Float32Array, out.shape[1] as number, undefined);
+  };
   const routes: RouteRow[] = [
     ['POST', '/invocations', llm === undefined ? mlflowInvocations : (params, body, signal) => {
       // Databricks accepts OpenAI bodies at /invocations of a chat, completions or embeddings
@@ -319,6 +334,7 @@ async function singleModel(opts: ReplicaOptions, { ready, logger, jsonLimits }: 
       ['POST', '/v1/completions', (_params, body, signal) => llm.completion(parseJson(body, jsonLimits), signal)],
       ['POST', '/v1/embeddings', (_params, body) => llm.embeddings(parseJson(body, jsonLimits))],
     ] satisfies Array<[method: 'GET' | 'POST', pattern: string, handler: Inference]>),
+    ...(embeddings === undefined ? [] : [['POST', '/v1/embeddings', embeddings] satisfies RouteRow]),
     ['GET', '/v2/models/:name', metadata],
     ['GET', '/v2/models/:name/versions/:version', metadata],
     ['GET', '/v2/models/:name/ready', (params) => (checkModel(params), ready())],
@@ -451,6 +467,18 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
     ...(logLevel === undefined ? {} : { logLevel }),
     ...(family === undefined ? {} : { family }),
   };
+}
+
+/**
+ * An embedding model: one string input (a text per row) and one float32 output of shape
+ * [-1, dim], as a feature-extraction model has. Its input and output names; undefined otherwise.
+ */
+function embeddingModel(signature: Signature): { input: string; output: string } | undefined {
+  const [input, ...moreInputs] = signature.inputs;
+  const [output, ...moreOutputs] = signature.outputs;
+  if (input === undefined || output === undefined || moreInputs.length > 0 || moreOutputs.length > 0) return undefined;
+  if (input.dtype !== 'string' || output.dtype !== 'float32' || output.shape?.length !== 2) return undefined;
+  return { input: input.name, output: output.name };
 }
 
 function platformOf(flavor: FlavorName): string {
