@@ -15,7 +15,7 @@ import { isFlavorName, WORKLOAD_TYPES, type FlavorName, type LoadOptions } from 
 import type { BatchingConfig } from '../runtime/index.js';
 import { listener, parseJson, readBody, Router, type JsonLimits } from '../http/index.js';
 import {
-  checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Response, v2ModelMetadata,
+  checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Answer, v2ModelConfig, v2ModelMetadata,
 } from '../protocols/index.js';
 import { ModelCallMetrics } from '../telemetry/index.js';
 import type { OutputValue, Signature, Tensor } from '../tensor/index.js';
@@ -27,7 +27,7 @@ import { batchable, DynamicBatcher, realClock } from './batcher.js';
 import { llmHandlers, Streamed } from './llm.js';
 import { ModelRunner, type ExecutionMode } from './runner.js';
 import { familyModel, stageThroughRuntime, type FamilyOptions, type StageReply, type StageRequest } from './family.js';
-import { rowsOf, type Inference, type ModelContext, type ModelRoutes, type RouteRow } from './model-routes.js';
+import { rowsOf, v2Body, type Inference, type ModelContext, type ModelRoutes, type RouteRow } from './model-routes.js';
 
 export interface ReplicaOptions {
   /** Unix socket path to listen on (the parent directory should be 0700); unused when `listen` is set. */
@@ -126,6 +126,11 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     router.add(method, pattern, async (ctx) => {
       const body = method === 'POST' ? await readBody(ctx.req, opts.maxBodyBytes) : EMPTY;
       const answer = await handler(ctx.params, body, () => closedSignal(ctx.res));
+      if (Buffer.isBuffer(answer)) {
+        ctx.res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': answer.length });
+        ctx.res.end(answer);
+        return undefined;
+      }
       if (!(answer instanceof Streamed)) return { body: answer };
       ctx.res.writeHead(200, { 'content-type': answer.contentType, 'cache-control': 'no-cache' });
       for await (const chunk of answer.chunks) ctx.res.write(chunk);
@@ -146,13 +151,14 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     const wantSpan = meta?.wantSpan === true;
     const t0 = wantSpan || debug ? performance.now() : 0;
     let status = 200;
-    let answer: string;
+    let answer: string | Buffer;
     try {
       const { route, params } = frameRoutes.match(method, path);
       const result = await route.handler(params, body, () => req.signal);
       // A stream's span and debug line would cover only its start: it has neither.
       if (result instanceof Streamed) return { status: 200, body: '', stream: result.chunks, contentType: result.contentType };
-      answer = JSON.stringify(result);
+      // A Buffer is a v2 binary answer (protocols/v2-binary.ts), sent as is.
+      answer = Buffer.isBuffer(result) ? result : JSON.stringify(result);
     } catch (err) {
       const e = toFerryError(err);
       status = e.status;
@@ -281,14 +287,19 @@ async function singleModel(opts: ReplicaOptions, { ready, logger, jsonLimits }: 
   };
   const infer: Inference = async (params, body) => {
     checkModel(params);
-    const req = decodeV2Request(parseJson(body, jsonLimits), signature);
+    const { header, binary } = v2Body(params, body, jsonLimits);
+    const req = decodeV2Request(header, signature, binary);
     checkRowCount(req.inputs, maxRows);
     const outputs = await predict(req.inputs, req.parameters);
-    return encodeV2Response(outputs, { modelName: opts.modelName, modelVersion: opts.modelVersion, id: req.id, requestedOutputs: req.requestedOutputs });
+    return encodeV2Answer(outputs, { modelName: opts.modelName, modelVersion: opts.modelVersion, id: req.id, requestedOutputs: req.requestedOutputs }, req);
   };
   const metadata: Inference = (params) => {
     checkModel(params);
     return v2ModelMetadata(opts.modelName, opts.modelVersion, signature, platformOf(opts.flavor));
+  };
+  const config: Inference = (params) => {
+    checkModel(params);
+    return v2ModelConfig(opts.modelName, signature, platformOf(opts.flavor), batcher === undefined ? undefined : opts.batching);
   };
 
   const llm = llmModel === undefined ? undefined : llmHandlers(llmModel, opts.modelName, (stats) => {
@@ -337,10 +348,14 @@ async function singleModel(opts: ReplicaOptions, { ready, logger, jsonLimits }: 
     ...(embeddings === undefined ? [] : [['POST', '/v1/embeddings', embeddings] satisfies RouteRow]),
     ['GET', '/v2/models/:name', metadata],
     ['GET', '/v2/models/:name/versions/:version', metadata],
+    ['GET', '/v2/models/:name/config', config],
+    ['GET', '/v2/models/:name/versions/:version/config', config],
     ['GET', '/v2/models/:name/ready', (params) => (checkModel(params), ready())],
     ['GET', '/v2/models/:name/versions/:version/ready', (params) => (checkModel(params), ready())],
     ['POST', '/v2/models/:name/infer', infer],
     ['POST', '/v2/models/:name/versions/:version/infer', infer],
+    ['POST', '/v2/models/:name/infer/binary/:headerBytes', infer],
+    ['POST', '/v2/models/:name/versions/:version/infer/binary/:headerBytes', infer],
   ];
   return {
     routes,

@@ -178,8 +178,9 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     };
     await inferenceTable.start();
     inferenceTableRoutes(router, { store: inferenceStore, writer: inferenceTable, settingsOf });
-    gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats, log, logLevel: config.logLevel, exporter, authz });
+    // Telemetry first: its `GET /v2/models/stats` must win over the gateway's `GET /v2/models/:name`.
     telemetryRoutes(router, telemetry, authz);
+    gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats, log, logLevel: config.logLevel, exporter, authz });
     /** This server's pod carries the leader label (removed at close). */
     let labelled = false;
     let steppedDown = false;
