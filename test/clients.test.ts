@@ -4,7 +4,8 @@
  * client's source where the client itself cannot run here (the Python SDKs): the test names the
  * client version and the function it mirrors.
  *
- * - Databricks SDK for Python 0.133.0, `databricks/sdk/service/serving.py` (`ServingEndpointsAPI`).
+ * - Databricks SDK for Python 0.133.0, `databricks/sdk/service/serving.py` (`ServingEndpointsAPI`);
+ *   the OpenAPI documents are checked with ajv (a JSON Schema validator) against real bodies.
  * - tritonclient 2.x HTTP (triton-inference-server/client at 58a44ca, `tritonclient/http/_client.py`
  *   `InferenceServerClient`, `_utils.py` `_get_inference_request`, `_infer_input.py`
  *   `InferInput.set_data_from_numpy(binary_data=True)`, `_infer_result.py` `InferResult`): binary
@@ -14,6 +15,7 @@ import assert from 'node:assert/strict';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import Ajv from 'ajv';
 import { identityTypesFixture, writeFixtures, type FixturePaths } from '../src/fixtures/index.js';
 import type { Tensor } from '../src/tensor/index.js';
 import type { FerryServer } from '../src/server/index.js';
@@ -102,6 +104,34 @@ describe('Databricks SDK for Python 0.133.0', () => {
     const neither = await databricks('PUT', '/api/2.0/serving-endpoints/dbx/config', {});
     assert.equal(neither.status, 400, neither.text);
     assert.match(neither.json.message, /'config\.served_entities': expected a list of 1-10 served entities/);
+  });
+
+  test('get_open_api: the endpoint\'s query schema from its signature, which real bodies satisfy', async () => {
+    // w.serving_endpoints.get_open_api(name="lin"): Accept: text/plain, the body read raw.
+    const r = await request({ url: server.url, path: '/api/2.0/serving-endpoints/lin/openapi', headers: { ...DATABRICKS_HEADERS, accept: 'text/plain' } });
+    assert.equal(r.status, 200, r.text);
+    const doc = JSON.parse(r.text);
+    assert.equal(doc.openapi, '3.1.0');
+    const invocations = doc.paths['/serving-endpoints/lin/invocations'].post;
+    const infer = doc.paths['/v2/models/lin/infer'].post;
+    const ajv = new Ajv({ unknownFormats: 'ignore' });
+    const scoring = ajv.compile(invocations.requestBody.content['application/json'].schema);
+    const v2 = ajv.compile(infer.requestBody.content['application/json'].schema);
+    const predictions = ajv.compile(invocations.responses['200'].content['application/json'].schema);
+    // Bodies the endpoint accepts satisfy the schema; bodies it refuses do not.
+    for (const body of [{ inputs: [[1, 2, 3, 4]] }, { dataframe_split: { columns: ['x'], data: [[[1, 2, 3, 4]]] } }, { instances: [[1, 2, 3, 4], [0, 0, 0, 0]] }]) {
+      assert.ok(scoring(body), `${JSON.stringify(body)}: ${ajv.errorsText(scoring.errors)}`);
+      const scored = await request({ url: server.url, method: 'POST', path: '/serving-endpoints/lin/invocations', json: body });
+      assert.equal(scored.status, 200, scored.text);
+      assert.ok(predictions(scored.json), ajv.errorsText(predictions.errors));
+    }
+    for (const body of [{ inputs: [[1, 2, 3]] }, { inputs: [['a', 2, 3, 4]] }, { inputs: [[1, 2, 3, 4]], extra: 1 }]) {
+      assert.equal(scoring(body), false, JSON.stringify(body));
+      assert.equal((await request({ url: server.url, method: 'POST', path: '/serving-endpoints/lin/invocations', json: body })).status, 400);
+    }
+    assert.ok(v2({ inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }] }), ajv.errorsText(v2.errors));
+    assert.equal(v2({ inputs: [{ name: 'x', shape: [1, 4], datatype: 'INT32', data: [1, 2, 3, 4] }] }), false);
+    assert.equal((await request({ url: server.url, path: '/api/2.0/serving-endpoints/nope/openapi' })).status, 404);
   });
 
   test('build_logs, get_permission_levels and patch (tags)', async () => {

@@ -29,6 +29,8 @@ import { EntityTraffic, GatewayStats, RateLimiter, statsKey, type Backend, type 
 import { FamilyResolver, type FamilyConfig, type ModelCacheStats } from '../multi/index.js';
 import type { Authorizer } from '../auth/index.js';
 import type { Registry } from '../registry/index.js';
+import { endpointOpenApi } from '../protocols/index.js';
+import type { Signature } from '../tensor/index.js';
 import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../runtime/index.js';
 import type { EndpointRecord, MetadataStore } from '../store/index.js';
 import { aiGatewayView, compileAiGateway, compileConfig, parseCreateBody, patchTags, type AiGatewayConfig, type EndpointConfig, type ServedEntityConfig } from './config.js';
@@ -385,6 +387,30 @@ export class EndpointController {
       ? `${describeEntity(e)} (flavor ${e.flavor}, model file ${e.modelFile}, artifact sha256 ${e.artifactSha256})`
       : `${describeEntity(e)} (models loaded on demand)`;
     return `No image build: served entity '${e.name}' runs ${what} in Ferry replicas (${e.workloadType}, workload size ${e.workloadSize}).\n`;
+  }
+
+  /**
+   * The endpoint's query schema as OpenAPI 3.1 (Databricks `GET .../openapi`), from the
+   * signatures of the versions its serving config (else its pending one) serves.
+   */
+  async openApi(name: string): Promise<Record<string, unknown>> {
+    const r = this.get(name).record;
+    const entities = (r.config ?? r.pendingConfig)?.servedEntities ?? [];
+    if (entities.some((e) => e.family !== undefined)) {
+      throw new FerryError('INVALID_PARAMETER_VALUE', `Serving endpoint '${name}' serves a model family: each model has its own signature (GET /v2/models/${name}/versions/{model} describes one).`);
+    }
+    const bySignature = new Map<string, { entities: string[]; signature: Signature }>();
+    for (const e of entities) {
+      const version = await this.o.registry.getVersion(e.entityName, Number(e.entityVersion));
+      // A served version was READY when the config was written, so it has its artifact.
+      if (version.artifact === undefined) throw notFound(`The artifact of ${describeEntity(e)}`);
+      const signature = version.artifact.signature;
+      const key = JSON.stringify(signature);
+      const group = bySignature.get(key);
+      if (group === undefined) bySignature.set(key, { entities: [e.name], signature });
+      else group.entities.push(e.name);
+    }
+    return endpointOpenApi(name, [...bySignature.values()]);
   }
 
   /** Waits for background rollouts (tests and shutdown), then stops every replica. */

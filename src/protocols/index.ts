@@ -15,4 +15,5 @@ export {
 } from './v2.js';
 export { binaryAnswer, readBinaryAnswer, tensorBytes } from './v2-binary.js';
 export { checkRowCount } from './decode.js';
+export { endpointOpenApi } from './openapi.js';
 export type { JsonScalar } from './encode.js';
