@@ -19,7 +19,9 @@ import Ajv from 'ajv';
 import { identityTypesFixture, writeFixtures, type FixturePaths } from '../src/fixtures/index.js';
 import type { Tensor } from '../src/tensor/index.js';
 import type { FerryServer } from '../src/server/index.js';
-import { ADMIN_TOKEN, ferryChildren, registerVersion, request, startTestServer, tempDir, waitFor, waitSettled, type HttpResult } from './support/index.js';
+import { apiDocument } from '../src/server/openapi.js';
+import { FERRY_VERSION } from '../src/version.js';
+import { ADMIN_TOKEN, ferryChildren, ROOT, registerVersion, request, startTestServer, tempDir, waitFor, waitSettled, type HttpResult } from './support/index.js';
 
 let dir: string;
 let dataDir: string;
@@ -52,6 +54,13 @@ after(async () => {
   await server?.close();
   assert.deepEqual(await ferryChildren(dataDir), [], 'no replica outlives the server');
   await fsp.rm(dir, { recursive: true, force: true });
+});
+
+test('docs/openapi.json describes every route of the server (regenerate: npm run openapi)', async () => {
+  const doc = JSON.parse(await fsp.readFile(path.join(ROOT, 'docs', 'openapi.json'), 'utf8')) as { paths: Record<string, Record<string, { 'x-ferry-access': string; security?: unknown[] }>> };
+  assert.deepEqual(doc, apiDocument(server.router.list(), FERRY_VERSION), 'docs/openapi.json is out of date: run `npm run openapi`');
+  assert.equal(doc.paths['/v2/models/{name}/infer']?.post?.['x-ferry-access'], 'CAN_QUERY on the serving endpoint');
+  assert.deepEqual(doc.paths['/v2']?.get?.security, []);
 });
 
 describe('Databricks SDK for Python 0.133.0', () => {
