@@ -124,7 +124,10 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
     // The binary tensor extension: the replica is told where the JSON header ends.
     const binarySuffix = familyRoute === 'infer' ? binaryInferSuffix(ctx) : '';
     const body = openAi ? await openAiBody(ctx, r) : ctx.method === 'POST' ? await readInferenceBody(ctx, r) : undefined;
-    if (obs) obs.requestBody = body;
+    if (obs) {
+      obs.requestBody = body;
+      if (binarySuffix !== '') obs.requestHeaderBytes = Number(binarySuffix.slice('/binary/'.length));
+    }
     const meta: RequestMeta | undefined = trace === undefined
       ? undefined
       : { requestId: trace.requestId, traceparent: trace.traceparent, tracestate: trace.tracestate, wantSpan: obs?.replicaSpans !== undefined };
@@ -158,7 +161,10 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
         const failed = protocol !== 'ferry' && res.status >= 400 && res.stream === undefined;
         const binary = protocol === 'v2' && res.status < 400 ? readBinaryAnswer(res.body) : undefined;
         const answer = failed ? Buffer.from(JSON.stringify(errorBodyIn(protocol, res.status, errorBodyOf(res.body)))) : binary?.body ?? res.body;
-        if (obs) obs.responseBody = answer;
+        if (obs) {
+          obs.responseBody = answer;
+          obs.responseHeaderBytes = binary?.headerBytes;
+        }
         const head: Record<string, string | number> = { 'content-type': binary === undefined ? res.contentType ?? 'application/json' : 'application/octet-stream', 'served-model-name': entity.name };
         if (binary !== undefined) head[INFERENCE_HEADER_LENGTH] = binary.headerBytes;
         if (res.stream === undefined) head['content-length'] = answer.length;
@@ -295,7 +301,7 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
           const event: GatewayRequestEvent = {
             route: routeName, inference, endpoint, servedEntity: obs.servedEntity, modelName: obs.modelName, modelVersion: obs.modelVersion,
             principal: ctx.principal ?? '', requestId: trace?.requestId ?? '', status, errorCode, startMs, durationMs: endMs - t0, queueMs: obs.queueMs,
-            requestBody: obs.requestBody, responseBody: obs.responseBody,
+            requestBody: obs.requestBody, responseBody: obs.responseBody, requestHeaderBytes: obs.requestHeaderBytes, responseHeaderBytes: obs.responseHeaderBytes,
           };
           gatewayRequests.publish(event);
         }
