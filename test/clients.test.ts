@@ -262,7 +262,7 @@ describe('tritonclient (HTTP) and KServe clients: Open Inference Protocol v2', (
     assert.equal(meta.status, 200, meta.text);
     assert.equal(meta.json.name, 'ferry');
     assert.match(meta.json.version, /^\d+\.\d+\.\d+/);
-    assert.deepEqual([...meta.json.extensions].sort(), ['binary_tensor_data', 'model_configuration', 'model_repository', 'statistics']);
+    assert.deepEqual([...meta.json.extensions].sort(), ['binary_tensor_data', 'model_configuration', 'statistics']);
 
     // _get_error: json.loads(body)["error"] on any non-200 answer.
     const missing = await request({ url: server.url, path: '/v2/models/nope' });
@@ -383,9 +383,10 @@ describe('tritonclient (HTTP) and KServe clients: Open Inference Protocol v2', (
     const index = await post('/v2/repository/index', Buffer.alloc(0));
     assert.equal(index.status, 200, index.text);
     assert.deepEqual(index.json.filter((m: any) => m.name === 'lin'), [{ name: 'lin', version: '1', state: 'READY', reason: '' }]);
+    // Endpoints come and go through the serving-endpoints API: no load / unload route.
     const unload = await post('/v2/repository/models/lin/unload', Buffer.alloc(0));
-    assert.equal(unload.status, 501);
-    assert.match(unload.json.error, /serving-endpoints/);
+    assert.equal(unload.status, 404);
+    assert.match(unload.json.error, /No API route/);
     // get_inference_statistics("lin"): counts from the gateway, model calls from the replicas.
     const x: Tensor = { dtype: 'float32', shape: [1, 4], data: Float32Array.of(1, 2, 3, 4) };
     const before = (await request({ url: server.url, path: '/v2/models/lin/stats' })).json.model_stats[0];

@@ -341,8 +341,8 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
 
   // OIP v2 server metadata: public, like the health routes (it names no endpoint).
   router.add('GET', '/v2', () => ({ body: { name: 'ferry', version: FERRY_VERSION, extensions: V2_EXTENSIONS } }), access.public);
-  // OIP v2 model repository extension: the index lists the endpoints the caller may view, one
-  // entry per served model version; endpoints are loaded and unloaded through the serving-endpoints API.
+  // OIP v2 model repository index: the endpoints the caller may view, one entry per served model
+  // version. Its load and unload are not served: endpoints come and go through the serving-endpoints API.
   router.add('POST', '/v2/repository/index', async (ctx) => {
     const body = await readBody(ctx.req, opts.maxBodyBytes);
     const filter = body.length === 0 ? {} : parseJson(body);
@@ -351,11 +351,6 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
     const models = table.names().filter(visible).flatMap((name) => repositoryEntries(table.get(name)));
     return { body: readyOnly ? models.filter((m) => m.state === 'READY') : models };
   }, access.user);
-  for (const action of ['load', 'unload']) {
-    router.add('POST', `/v2/repository/models/:name/${action}`, (ctx) => {
-      throw new FerryError('NOT_IMPLEMENTED', `Model ${action} is not part of Ferry's OIP v2 API: endpoint '${ctx.params.name ?? ''}' is ${action === 'load' ? 'created and updated' : 'deleted'} through /api/2.0/serving-endpoints.`);
-    }, access.endpoint('CAN_MANAGE'));
-  }
 
   // Rate limits count inference calls only, not metadata or readiness probes.
   add('POST', '/serving-endpoints/:name/invocations', true, withRoute(rateLimited(forward(() => '/invocations', 'ferry', 'invocations'))));
@@ -504,8 +499,11 @@ function isFamily(r: EndpointRoute): boolean {
   return r.entities[0]?.family !== undefined;
 }
 
-/** The OIP v2 extensions Ferry serves (`GET /v2`); `model_repository` is the index only. */
-const V2_EXTENSIONS = ['binary_tensor_data', 'model_configuration', 'model_repository', 'statistics'];
+/**
+ * The OIP v2 extensions Ferry serves whole (`GET /v2`). Of `model_repository` only the index is
+ * served (no load / unload), so it is not listed.
+ */
+const V2_EXTENSIONS = ['binary_tensor_data', 'model_configuration', 'statistics'];
 
 /** An endpoint's entries in the OIP v2 repository index: one per served model version. */
 function repositoryEntries(r: EndpointRoute | undefined): Array<{ name: string; version: string; state: 'READY' | 'UNAVAILABLE'; reason: string }> {
