@@ -30,6 +30,7 @@ COPY scripts ./scripts
 COPY bench ./bench
 COPY ui ./ui
 COPY bin ./bin
+COPY proto ./proto
 # npm ci runs the package's `prepare` script, which is `npm run build` (tsc and the console's vite
 # build); the checks make a skipped build fail here rather than in a pod.
 RUN npm ci --no-audit --no-fund \
@@ -45,6 +46,8 @@ COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/bin ./bin
 COPY --from=build /app/dist/src ./dist/src
+# The OIP v2 gRPC service definition, loaded by the gRPC front end at start.
+COPY --from=build /app/proto ./proto
 COPY --from=build /app/ui/dist ./ui/dist
 # The data directory (admin token file, artifact cache, SQLite when no databaseUrl); in
 # Kubernetes a volume is mounted over it, as the root filesystem is read-only there.

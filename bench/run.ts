@@ -31,6 +31,7 @@ import { embeddingsMarkdown, runEmbeddings } from './embeddings.js';
 import { llmMarkdown, runLlm } from './llm.js';
 import { goals, machineInfo, markdown, ratios, scalingGoals, type ComputeLimit, type Report, type Row } from './report.js';
 import { multiMarkdown, runMulti } from './multi.js';
+import { protocolsMarkdown, runProtocols } from './protocols.js';
 import { runScaling, type ScalingReport } from './scaling.js';
 import { runSimulatorBench, simulatorGoals, simulatorMarkdown, type SimulatorReport } from './simulator.js';
 import { checkAnswers, startFerry, startHandWritten, TARGET_NAMES, type FerryVariant, type Target, type TargetName } from './targets.js';
@@ -79,6 +80,8 @@ interface Settings {
   multi: boolean;
   /** The autoscaling simulator section (bench/simulator.ts). */
   simulator: boolean;
+  /** The protocols section (bench/protocols.ts): heavy JSON vs binary, linear gRPC vs REST. */
+  protocols: boolean;
   /** Extra node flags for every server (`--cpu-prof-dir D` → `--cpu-prof --cpu-prof-dir=D`). */
   serverNodeArgs: string[];
 }
@@ -114,7 +117,7 @@ function parseSettings(argv: string[]): Settings {
     return x as T;
   });
   const only = values.only === undefined ? undefined
-    : list(values.only, [...TARGET_NAMES, ...Object.keys(GROUPS), 'compute', 'scaling', 'llm', 'embeddings', 'multi', 'simulator'], 'only').flatMap((x): string[] => [...(GROUPS[x] ?? [x])]);
+    : list(values.only, [...TARGET_NAMES, ...Object.keys(GROUPS), 'compute', 'scaling', 'llm', 'embeddings', 'multi', 'simulator', 'protocols'], 'only').flatMap((x): string[] => [...(GROUPS[x] ?? [x])]);
   const defaultTargets: TargetName[] = quick ? ['single', 'cluster2', 'ferry-off', 'ferry-on'] : [...TARGET_NAMES];
   return {
     quick,
@@ -137,6 +140,7 @@ function parseSettings(argv: string[]): Settings {
     embeddingsS: quick ? 1 : 5,
     multi: only === undefined || only.includes('multi'),
     simulator: only === undefined || only.includes('simulator'),
+    protocols: only === undefined || only.includes('protocols'),
     serverNodeArgs: values['cpu-prof-dir'] === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof-dir']}`],
   };
 }
@@ -218,6 +222,8 @@ async function main(): Promise<void> {
   const tmp = makeTempDir('ferry-bench-');
   // `--only scaling` needs none of them (it writes its own), so skip writing the 84 MB heavy model.
   const models = s.compute || s.targets.length > 0 ? await prepareModels(join(tmp, 'models'), s.models) : [];
+  // The protocols section needs heavy and linear whatever --models says.
+  const protocolModels = s.protocols ? await prepareModels(join(tmp, 'protocol-models'), ['heavy', 'linear']) : [];
   const token = `bench_${randomBytes(24).toString('hex')}`;
 
   const computeLimits: ComputeLimit[] = [];
@@ -276,9 +282,15 @@ async function main(): Promise<void> {
     ferryStderr,
   };
   const embeddingsRows = s.embeddings ? await runEmbeddings(tmp, s.embeddingsS, token, (line) => process.stderr.write(`${line}\n`)) : [];
-  const md = [markdown(report), ...llmMarkdown(llmRows), ...embeddingsMarkdown(embeddingsRows), ...(multi === undefined ? [] : [multiMarkdown(multi)]), ...(simulator === null ? [] : simulatorMarkdown(simulator))].join('\n');
+  const [heavyModel, linearModel] = protocolModels;
+  const protocolRows = heavyModel !== undefined && linearModel !== undefined
+    ? await runProtocols(heavyModel, linearModel, {
+      connections: 64, durationS: s.durationS, warmupS: s.warmupS, computeSecondsPerBatch: s.computeSecondsPerBatch, serverNodeArgs: s.serverNodeArgs,
+    }, token, tmp, (line) => process.stderr.write(`${line}\n`))
+    : [];
+  const md = [markdown(report), ...llmMarkdown(llmRows), ...embeddingsMarkdown(embeddingsRows), ...protocolsMarkdown(protocolRows), ...(multi === undefined ? [] : [multiMarkdown(multi)]), ...(simulator === null ? [] : simulatorMarkdown(simulator))].join('\n');
   mkdirSync(RESULTS_DIR, { recursive: true });
-  const json = { settings: s, ...report, models: models.map(({ checks: _c, ...m }) => m), llm: llmRows, embeddings: embeddingsRows, multi, simulator };
+  const json = { settings: s, ...report, models: models.map(({ checks: _c, ...m }) => m), llm: llmRows, embeddings: embeddingsRows, protocols: protocolRows, multi, simulator };
   writeFileSync(join(RESULTS_DIR, 'latest.json'), JSON.stringify(json, null, 2) + '\n');
   writeFileSync(join(RESULTS_DIR, 'latest.md'), md);
   process.stdout.write(md);

@@ -11,10 +11,13 @@ import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
 import fc from 'fast-check';
 import { compileServerConfig } from '../src/config/index.js';
 import { FerryError } from '../src/errors.js';
 import { linearFixture } from '../src/fixtures/index.js';
+import { PROTO_FILE } from '../src/grpc/index.js';
 import { checkJsonLimits, parseJson, type JsonLimits } from '../src/http/index.js';
 import { checkRowCount } from '../src/protocols/index.js';
 import { startReplica, type Replica } from '../src/replica/index.js';
@@ -368,7 +371,7 @@ describe('TLS', { skip: hasOpenssl ? false : 'the openssl CLI is not installed' 
     await fsp.mkdir(tlsDir);
     ({ cert, key } = selfSigned('server'));
     otherKey = selfSigned('other').key;
-    server = await startTestServer(path.join(dir, 'tls-data'), { tlsCert: cert, tlsKey: key });
+    server = await startTestServer(path.join(dir, 'tls-data'), { tlsCert: cert, tlsKey: key, grpcPort: 0 });
   });
   after(() => server?.close());
 
@@ -383,6 +386,21 @@ describe('TLS', { skip: hasOpenssl ? false : 'the openssl CLI is not installed' 
     });
     assert.equal(status, 200);
     await assert.rejects(request({ url: url().replace('https:', 'http:'), path: '/v2/health/live' }));
+  });
+
+  test('gRPC (grpcPort) uses the same certificate: a client trusting it is served, a plaintext one is not', async () => {
+    const definition = protoLoader.loadSync(PROTO_FILE, { keepCase: true, defaults: true, oneofs: true });
+    const Service = (grpc.loadPackageDefinition(definition) as any).inference.GRPCInferenceService as typeof grpc.Client;
+    const live = (credentials: grpc.ChannelCredentials): Promise<unknown> => {
+      const client = new Service(server?.grpcAddress ?? assert.fail('no gRPC address'), credentials) as any;
+      return new Promise((resolve, reject) => client.ServerLive({}, new grpc.Metadata(), { deadline: Date.now() + 5000 }, (err: grpc.ServiceError | null, res: unknown) => {
+        client.close();
+        if (err) reject(err);
+        else resolve(res);
+      }));
+    };
+    assert.deepEqual(await live(grpc.credentials.createSsl(await fsp.readFile(cert))), { live: true });
+    await assert.rejects(live(grpc.credentials.createInsecure()));
   });
 
   test('the CLI client trusts the certificate through NODE_EXTRA_CA_CERTS, and says so when it does not', async () => {

@@ -80,6 +80,17 @@ test('each request is answered by the model its X-Ferry-Model header names (name
   const byPath = await call('POST', '/v2/models/ads/versions/ads-9/infer', { json: v2 });
   assert.equal(byPath.status, 200, byPath.text);
   assert.deepEqual(byPath.json.outputs[0].data, [expected(9)]);
+  // The binary tensor extension (tritonclient's default) reaches the family member the same way.
+  const header = Buffer.from(JSON.stringify({ inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', parameters: { binary_data_size: 16 } }], parameters: { binary_data_output: true } }));
+  const binary = await fetch(`${server.url}/v2/models/ads/versions/ads-7/infer`, {
+    method: 'POST', body: Buffer.concat([header, Buffer.from(Float32Array.from(ROW).buffer)]),
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'inference-header-content-length': String(header.length) },
+  });
+  const raw = Buffer.from(await binary.arrayBuffer());
+  assert.equal(binary.status, 200, raw.toString('utf8'));
+  const headerBytes = Number(binary.headers.get('inference-header-content-length'));
+  assert.equal(JSON.parse(raw.subarray(0, headerBytes).toString('utf8')).model_name, 'ads-7');
+  assert.equal(raw.readFloatLE(headerBytes), Math.fround(expected(7)));
   const meta = await call('GET', '/v2/models/ads/versions/ads-9');
   assert.equal(meta.status, 200, meta.text);
   assert.equal(meta.json.name, 'ads-9');

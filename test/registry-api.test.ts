@@ -52,6 +52,16 @@ describe('authentication', () => {
         assert.equal(r.json.error.code, 'UNAUTHENTICATED');
         continue;
       }
+      if (p === '/v2' || p.startsWith('/v2/')) {
+        // The Open Inference Protocol's routes answer {"error": "<message>"} (test/clients.test.ts).
+        for (const [token, message] of [[null, /Authorization: Bearer/], ['ferry_wrong', /Invalid or expired token/]] as const) {
+          const r = await call(method, p, undefined, token);
+          assert.equal(r.status, 401, `${method} ${p}`);
+          assert.deepEqual(Object.keys(r.json), ['error'], `${method} ${p}`);
+          assert.match(r.json.error, message);
+        }
+        continue;
+      }
       assertError(await call(method, p, undefined, null), 401, 'UNAUTHENTICATED', /Authorization: Bearer/);
       assertError(await call(method, p, undefined, 'ferry_wrong'), 401, 'UNAUTHENTICATED', /Invalid or expired token/);
     }

@@ -14,7 +14,7 @@ import { configError } from '../config/index.js';
 import { FerryError, invalidParameter, notFound } from '../errors.js';
 import { readJsonObject, type Context, type JsonLimits } from '../http/index.js';
 import type { Grant, ObjectType, PrincipalRecord, TokenRecord } from '../store/index.js';
-import { access, identityOf, OBJECT_LEVELS, USERS_GROUP, type Authorizer, type NameOf, type ServerRouter } from './access.js';
+import { access, identityOf, OBJECT_LEVELS, USERS_GROUP, type Authorizer, type Level, type NameOf, type ServerRouter } from './access.js';
 import { ADMIN_PRINCIPAL, generateToken, hashToken } from './tokens.js';
 
 export interface AuthApiOptions {
@@ -212,13 +212,28 @@ function permissionRoutes(
       await store.setGrants(type, name, [...merged.values()]);
       return { body: await describe(name) };
     }, rule);
+  const viewRule = type === 'serving-endpoint' ? access.endpoint('CAN_VIEW', nameOf) : access.model('CAN_READ', nameOf);
   // The caller's own level, for clients deciding what to show (needs only to see the object).
   router.add('GET', `${base}/me`, async (ctx) => {
     const name = await nameOf(ctx);
     const level = await authz.levelOf(identityOf(ctx), type, name);
     return { body: { permission_level: OBJECT_LEVELS[type][level] ?? null } };
-  }, type === 'serving-endpoint' ? access.endpoint('CAN_VIEW', nameOf) : access.model('CAN_READ', nameOf));
+  }, viewRule);
+  // The levels one can grant on the object (Databricks `get_permission_levels`), lowest first.
+  router.add('GET', `${base}/permissionLevels`, async (ctx) => {
+    await objectId(await nameOf(ctx));
+    return { body: { permission_levels: OBJECT_LEVELS[type].map((level) => ({ permission_level: level, description: LEVEL_DESCRIPTIONS[level] })) } };
+  }, viewRule);
 }
+
+/** What each level allows, as `permissionLevels` describes it. */
+const LEVEL_DESCRIPTIONS: Readonly<Record<Level, string>> = {
+  CAN_VIEW: 'Can see the serving endpoint, its configuration, state and metrics.',
+  CAN_QUERY: 'Can view the serving endpoint and send it inference requests.',
+  CAN_MANAGE: 'Can query, update, delete and set permissions on the object.',
+  CAN_READ: 'Can see the registered model, its versions, and serve them.',
+  CAN_EDIT: 'Can read the registered model and add versions, tags and aliases.',
+};
 
 function granteeJson(grantee: string, principals: Map<string, PrincipalRecord>): Record<string, string> {
   if (grantee.startsWith('group:')) return { group_name: grantee.slice('group:'.length) };

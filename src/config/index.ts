@@ -48,6 +48,11 @@ const size = z.union([z.string(), z.number()]);
 export const serverConfigSchema = z.strictObject({
   host: z.string().min(1).default('127.0.0.1'),
   port: z.number().int().min(0).max(65535).default(8080),
+  /**
+   * Port of the OIP v2 gRPC front end (KServe's GRPCInferenceService) on `host`, with the same
+   * TLS as HTTP; 0 picks a free port. Unset: no gRPC (Triton's and KServe's usual port is 8081).
+   */
+  grpcPort: z.number().int().min(0).max(65535).optional(),
   dataDir: z.string().min(1).default('./.ferry'),
   /** Largest artifact upload accepted (one file). */
   maxUploadSize: size.default('2GiB'),
@@ -199,6 +204,8 @@ export type ServerConfigInput = z.input<typeof serverConfigSchema>;
 export interface ServerConfig {
   readonly host: string;
   readonly port: number;
+  /** Undefined: no gRPC front end. */
+  readonly grpcPort: number | undefined;
   readonly dataDir: string;
   readonly maxUploadBytes: number;
   readonly maxBodyBytes: number;
@@ -263,6 +270,7 @@ export function compileServerConfig(input: unknown): ServerConfig {
   const compiled: ServerConfig = Object.freeze({
     host: c.host,
     port: c.port,
+    grpcPort: c.grpcPort,
     dataDir: c.dataDir,
     maxUploadBytes: requireUnit('maxUploadSize', c.maxUploadSize, parseBytes, 'a size such as "2GiB" or a byte count'),
     maxBodyBytes: requireUnit('maxBodySize', c.maxBodySize, parseBytes, 'a size such as "16MiB" or a byte count'),

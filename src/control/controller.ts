@@ -29,9 +29,11 @@ import { EntityTraffic, GatewayStats, RateLimiter, statsKey, type Backend, type 
 import { FamilyResolver, type FamilyConfig, type ModelCacheStats } from '../multi/index.js';
 import type { Authorizer } from '../auth/index.js';
 import type { Registry } from '../registry/index.js';
+import { endpointOpenApi } from '../protocols/index.js';
+import type { Signature } from '../tensor/index.js';
 import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../runtime/index.js';
 import type { EndpointRecord, MetadataStore } from '../store/index.js';
-import { aiGatewayView, compileAiGateway, compileConfig, parseCreateBody, type AiGatewayConfig, type EndpointConfig, type ServedEntityConfig } from './config.js';
+import { aiGatewayView, compileAiGateway, compileConfig, parseCreateBody, patchTags, type AiGatewayConfig, type EndpointConfig, type ServedEntityConfig } from './config.js';
 import {
   blendRoutes, describeStep, judgeCanaryStep, RolloutAborted, RolloutFailure, scoreValidation, sleepUnlessAborted, untilAborted,
   validationRequestOf, type Weighted,
@@ -221,7 +223,7 @@ export class EndpointController {
   async create(body: unknown, principal: string, mayServe: ModelCheck = noCheck): Promise<Record_> {
     const b = parseCreateBody(body);
     if (this.endpoints.has(b.name)) throw new FerryError('RESOURCE_ALREADY_EXISTS', `Serving endpoint '${b.name}' already exists.`);
-    const config = await compileConfig(b.config, 1, this.o.registry);
+    const config = await compileConfig(b.config, 1, this.o.registry, b.name);
     await mayServe(modelsOf(config));
     const now = this.o.now();
     const record: Record_ = {
@@ -244,7 +246,7 @@ export class EndpointController {
       throw new FerryError('RESOURCE_CONFLICT', `Serving endpoint '${name}' is already being updated (config version ${st.record.pendingConfig?.configVersion ?? '?'}); wait for it to finish.`);
     }
     const version = Math.max(st.record.config?.configVersion ?? 0, st.record.pendingConfig?.configVersion ?? 0) + 1;
-    const config = await compileConfig(body, version, this.o.registry, 'config');
+    const config = await compileConfig(body, version, this.o.registry, name, 'config');
     const current = st.record.config;
     if (current !== undefined && isFamilyConfig(current) !== isFamilyConfig(config)) {
       // Requests to a family name their model and others do not: no rollout can move between them.
@@ -292,6 +294,15 @@ export class EndpointController {
     const route = this.o.table.get(name);
     if (route) this.o.table.set({ ...route, ...gatewayPolicies(st, aiGateway) });
     return aiGatewayView(aiGateway);
+  }
+
+  /** Adds and deletes tags (Databricks `PATCH .../tags`); answers the endpoint's tags. */
+  async patchTags(name: string, body: unknown): Promise<{ tags: Array<{ key: string; value: string }> }> {
+    const st = this.get(name);
+    const tags = patchTags(st.record.tags, body);
+    st.record = { ...st.record, tags, updatedMs: this.o.now() };
+    await this.o.store.putEndpoint(st.record);
+    return { tags: tagList(tags) };
   }
 
   /**
@@ -394,6 +405,46 @@ export class EndpointController {
     const known = [...st.current.keys(), ...st.pending.keys()];
     if (!known.includes(servedEntity)) throw notFound(`Served entity '${servedEntity}' of serving endpoint '${name}'`);
     return this.o.runtime.logs(name, servedEntity, 64 * 1024);
+  }
+
+  /**
+   * Databricks' build logs (`GET .../served-models/{served}/build-logs`). There a served entity
+   * first gets a container image built; Ferry builds none (a replica runs Ferry's own code with
+   * the version's artifact, checked when the config was accepted), so the log says what the entity
+   * runs, from the serving config or, during an update, the pending one.
+   */
+  buildLogs(name: string, servedEntity: string): string {
+    const r = this.get(name).record;
+    const e = [...(r.pendingConfig?.servedEntities ?? []), ...(r.config?.servedEntities ?? [])].find((x) => x.name === servedEntity);
+    if (e === undefined) throw notFound(`Served entity '${servedEntity}' of serving endpoint '${name}'`);
+    const what = e.family === undefined
+      ? `${describeEntity(e)} (flavor ${e.flavor}, model file ${e.modelFile}, artifact sha256 ${e.artifactSha256})`
+      : `${describeEntity(e)} (models loaded on demand)`;
+    return `No image build: served entity '${e.name}' runs ${what} in Ferry replicas (${e.workloadType}, workload size ${e.workloadSize}).\n`;
+  }
+
+  /**
+   * The endpoint's query schema as OpenAPI 3.1 (Databricks `GET .../openapi`), from the
+   * signatures of the versions its serving config (else its pending one) serves.
+   */
+  async openApi(name: string): Promise<Record<string, unknown>> {
+    const r = this.get(name).record;
+    const entities = (r.config ?? r.pendingConfig)?.servedEntities ?? [];
+    if (entities.some((e) => e.family !== undefined)) {
+      throw new FerryError('INVALID_PARAMETER_VALUE', `Serving endpoint '${name}' serves a model family: each model has its own signature (GET /v2/models/${name}/versions/{model} describes one).`);
+    }
+    const bySignature = new Map<string, { entities: string[]; signature: Signature }>();
+    for (const e of entities) {
+      const version = await this.o.registry.getVersion(e.entityName, Number(e.entityVersion));
+      // A served version was READY when the config was written, so it has its artifact.
+      if (version.artifact === undefined) throw notFound(`The artifact of ${describeEntity(e)}`);
+      const signature = version.artifact.signature;
+      const key = JSON.stringify(signature);
+      const group = bySignature.get(key);
+      if (group === undefined) bySignature.set(key, { entities: [e.name], signature });
+      else group.entities.push(e.name);
+    }
+    return endpointOpenApi(name, [...bySignature.values()]);
   }
 
   /** Waits for background rollouts (tests and shutdown), then stops every replica. */
@@ -921,7 +972,7 @@ export class EndpointController {
       creation_timestamp: r.createdMs,
       last_updated_timestamp: r.updatedMs,
       ...(r.description ? { description: r.description } : {}),
-      tags: Object.entries(r.tags).map(([key, value]) => ({ key, value })),
+      tags: tagList(r.tags),
       ai_gateway: aiGatewayView(aiGatewayOf(r)),
       state: {
         ready: ready ? 'READY' : 'NOT_READY',
@@ -932,6 +983,10 @@ export class EndpointController {
       ...(r.pendingConfig ? { pending_config: { ...configView(r.pendingConfig, st.pending), start_time: r.updatedMs } } : {}),
     };
   }
+}
+
+function tagList(tags: Readonly<Record<string, string>>): Array<{ key: string; value: string }> {
+  return Object.entries(tags).map(([key, value]) => ({ key, value }));
 }
 
 /** The route fields that come from the AI gateway settings. */

@@ -9,6 +9,7 @@ import { FerryError, toFerryError, type ErrorCode } from '../errors.js';
 import { checkJsonLimits, DEFAULT_JSON_LIMITS, type JsonLimits } from './json-limits.js';
 
 export { checkJsonLimits, DEFAULT_JSON_LIMITS, type JsonLimits } from './json-limits.js';
+export { inject, type InjectedRequest, type InjectedResponse, type Injection } from './inject.js';
 
 export interface Context {
   req: IncomingMessage;

@@ -12,11 +12,11 @@ import { FerryError, invalidParameter, isErrorCode, type ErrorBody } from '../er
 import { parseJson } from '../http/index.js';
 import { loadFamilyModel, ModelCache, MODEL_NAME_PATTERN, VERSION_PATTERN, type FamilyModel } from '../multi/index.js';
 import {
-  checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Response, v2ModelMetadata,
+  checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Answer, v2ModelMetadata,
 } from '../protocols/index.js';
 import { ModelCallMetrics } from '../telemetry/index.js';
 import type { OutputValue, Tensor } from '../tensor/index.js';
-import { rowsOf, type ModelContext, type ModelRoutes, type RouteRow } from './model-routes.js';
+import { rowsOf, v2Body, type Inference, type ModelContext, type ModelRoutes, type RouteRow } from './model-routes.js';
 
 /** A family replica asks its runtime (over IPC) for a member's model file; part of `ReplicaToRuntime`. */
 export interface StageRequest {
@@ -68,6 +68,15 @@ export function familyModel(f: FamilyOptions, ctx: ModelContext & { maxRows: num
       modelMetrics.observe(rowsOf(inputs), (performance.now() - t0) / 1000);
     }
   };
+  const infer: Inference = async (params, body) => {
+    const { name, version } = memberOf(params);
+    const { header, binary } = v2Body(params, body, ctx.jsonLimits);
+    return cache.use(`${name}/${version}`, async (m) => {
+      const req = decodeV2Request(header, m.model.signature, binary);
+      const outputs = await predict(m, req.inputs, req.parameters);
+      return encodeV2Answer(outputs, { modelName: name, modelVersion: version, id: req.id, requestedOutputs: req.requestedOutputs }, req);
+    });
+  };
   const routes: RouteRow[] = [
     ['POST', '/family/:name/:version/invocations', async (params, body) => {
       const { name, version } = memberOf(params);
@@ -78,15 +87,8 @@ export function familyModel(f: FamilyOptions, ctx: ModelContext & { maxRows: num
         return encodeMlflowResponse(await predict(m, req.inputs, req.params), req.format);
       });
     }],
-    ['POST', '/family/:name/:version/infer', async (params, body) => {
-      const { name, version } = memberOf(params);
-      const parsed = parseJson(body, ctx.jsonLimits);
-      return cache.use(`${name}/${version}`, async (m) => {
-        const req = decodeV2Request(parsed, m.model.signature);
-        const outputs = await predict(m, req.inputs, req.parameters);
-        return encodeV2Response(outputs, { modelName: name, modelVersion: version, id: req.id, requestedOutputs: req.requestedOutputs });
-      });
-    }],
+    ['POST', '/family/:name/:version/infer', infer],
+    ['POST', '/family/:name/:version/infer/binary/:headerBytes', infer],
     ['GET', '/family/:name/:version', (params) => {
       const { name, version } = memberOf(params);
       return cache.use(`${name}/${version}`, async (m) => v2ModelMetadata(name, version, m.model.signature, 'onnxruntime_onnx'));

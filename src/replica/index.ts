@@ -15,19 +15,19 @@ import { isFlavorName, WORKLOAD_TYPES, type FlavorName, type LoadOptions } from 
 import type { BatchingConfig } from '../runtime/index.js';
 import { listener, parseJson, readBody, Router, type JsonLimits } from '../http/index.js';
 import {
-  checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Response, v2ModelMetadata,
+  checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Answer, v2ModelConfig, v2ModelMetadata,
 } from '../protocols/index.js';
 import { ModelCallMetrics } from '../telemetry/index.js';
-import type { OutputValue, Tensor } from '../tensor/index.js';
+import type { OutputValue, Signature, Tensor } from '../tensor/index.js';
 import { isLogLevel, jsonLogger, type LogFields, type LogLevel } from '../logs/index.js';
 import { newSpanId, parseTraceparent, unixMicros } from '../tracing/index.js';
 import { LlmModel } from '../flavors/llm/index.js';
-import { openAiKind } from '../protocols/openai.js';
+import { decodeEmbeddingRequest, encodeEmbeddingResponse, openAiKind } from '../protocols/openai.js';
 import { batchable, DynamicBatcher, realClock } from './batcher.js';
 import { llmHandlers, Streamed } from './llm.js';
 import { ModelRunner, type ExecutionMode } from './runner.js';
 import { familyModel, stageThroughRuntime, type FamilyOptions, type StageReply, type StageRequest } from './family.js';
-import { rowsOf, type Inference, type ModelContext, type ModelRoutes, type RouteRow } from './model-routes.js';
+import { rowsOf, v2Body, type Inference, type ModelContext, type ModelRoutes, type RouteRow } from './model-routes.js';
 
 export interface ReplicaOptions {
   /** Unix socket path to listen on (the parent directory should be 0700); unused when `listen` is set. */
@@ -126,6 +126,11 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     router.add(method, pattern, async (ctx) => {
       const body = method === 'POST' ? await readBody(ctx.req, opts.maxBodyBytes) : EMPTY;
       const answer = await handler(ctx.params, body, () => closedSignal(ctx.res));
+      if (Buffer.isBuffer(answer)) {
+        ctx.res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': answer.length });
+        ctx.res.end(answer);
+        return undefined;
+      }
       if (!(answer instanceof Streamed)) return { body: answer };
       ctx.res.writeHead(200, { 'content-type': answer.contentType, 'cache-control': 'no-cache' });
       for await (const chunk of answer.chunks) ctx.res.write(chunk);
@@ -146,13 +151,14 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     const wantSpan = meta?.wantSpan === true;
     const t0 = wantSpan || debug ? performance.now() : 0;
     let status = 200;
-    let answer: string;
+    let answer: string | Buffer;
     try {
       const { route, params } = frameRoutes.match(method, path);
       const result = await route.handler(params, body, () => req.signal);
       // A stream's span and debug line would cover only its start: it has neither.
       if (result instanceof Streamed) return { status: 200, body: '', stream: result.chunks, contentType: result.contentType };
-      answer = JSON.stringify(result);
+      // A Buffer is a v2 binary answer (protocols/v2-binary.ts), sent as is.
+      answer = Buffer.isBuffer(result) ? result : JSON.stringify(result);
     } catch (err) {
       const e = toFerryError(err);
       status = e.status;
@@ -281,14 +287,19 @@ async function singleModel(opts: ReplicaOptions, { ready, logger, jsonLimits }: 
   };
   const infer: Inference = async (params, body) => {
     checkModel(params);
-    const req = decodeV2Request(parseJson(body, jsonLimits), signature);
+    const { header, binary } = v2Body(params, body, jsonLimits);
+    const req = decodeV2Request(header, signature, binary);
     checkRowCount(req.inputs, maxRows);
     const outputs = await predict(req.inputs, req.parameters);
-    return encodeV2Response(outputs, { modelName: opts.modelName, modelVersion: opts.modelVersion, id: req.id, requestedOutputs: req.requestedOutputs });
+    return encodeV2Answer(outputs, { modelName: opts.modelName, modelVersion: opts.modelVersion, id: req.id, requestedOutputs: req.requestedOutputs }, req);
   };
   const metadata: Inference = (params) => {
     checkModel(params);
     return v2ModelMetadata(opts.modelName, opts.modelVersion, signature, platformOf(opts.flavor));
+  };
+  const config: Inference = (params) => {
+    checkModel(params);
+    return v2ModelConfig(opts.modelName, signature, platformOf(opts.flavor), batcher === undefined ? undefined : opts.batching);
   };
 
   const llm = llmModel === undefined ? undefined : llmHandlers(llmModel, opts.modelName, (stats) => {
@@ -302,6 +313,21 @@ async function singleModel(opts: ReplicaOptions, { ready, logger, jsonLimits }: 
     const req = decodeMlflowRequest(parseJson(body, jsonLimits), signature);
     checkRowCount(req.inputs, maxRows);
     return encodeMlflowResponse(await predict(req.inputs, req.params), req.format);
+  };
+  const embedding = embeddingModel(signature);
+  /**
+   * OpenAI embeddings on a model that turns texts into vectors (a feature-extraction model):
+   * the texts as the model's one string input, batched like any request.
+   */
+  const embeddings: Inference | undefined = embedding === undefined ? undefined : async (_params, body) => {
+    const r = decodeEmbeddingRequest(parseJson(body, jsonLimits));
+    const inputs: Record<string, Tensor> = { [embedding.input]: { dtype: 'string', shape: [r.inputs.length], data: r.inputs } };
+    checkRowCount(inputs, maxRows);
+    const out = (await predict(inputs, undefined))[embedding.output];
+    if (out === undefined || out.dtype !== 'float32' || out.shape.length !== 2 || out.shape[0] !== r.inputs.length) {
+      throw new FerryError('MODEL_ERROR', `Model execution failed: output '${embedding.output}' is not float32 [${r.inputs.length}, dim].`);
+    }
+    return encodeEmbeddingResponse(r, opts.modelName, out.data as Float32Array, out.shape[1] as number, undefined);
   };
   const routes: RouteRow[] = [
     ['POST', '/invocations', llm === undefined ? mlflowInvocations : (params, body, signal) => {
@@ -319,12 +345,17 @@ async function singleModel(opts: ReplicaOptions, { ready, logger, jsonLimits }: 
       ['POST', '/v1/completions', (_params, body, signal) => llm.completion(parseJson(body, jsonLimits), signal)],
       ['POST', '/v1/embeddings', (_params, body) => llm.embeddings(parseJson(body, jsonLimits))],
     ] satisfies Array<[method: 'GET' | 'POST', pattern: string, handler: Inference]>),
+    ...(embeddings === undefined ? [] : [['POST', '/v1/embeddings', embeddings] satisfies RouteRow]),
     ['GET', '/v2/models/:name', metadata],
     ['GET', '/v2/models/:name/versions/:version', metadata],
+    ['GET', '/v2/models/:name/config', config],
+    ['GET', '/v2/models/:name/versions/:version/config', config],
     ['GET', '/v2/models/:name/ready', (params) => (checkModel(params), ready())],
     ['GET', '/v2/models/:name/versions/:version/ready', (params) => (checkModel(params), ready())],
     ['POST', '/v2/models/:name/infer', infer],
     ['POST', '/v2/models/:name/versions/:version/infer', infer],
+    ['POST', '/v2/models/:name/infer/binary/:headerBytes', infer],
+    ['POST', '/v2/models/:name/versions/:version/infer/binary/:headerBytes', infer],
   ];
   return {
     routes,
@@ -451,6 +482,18 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
     ...(logLevel === undefined ? {} : { logLevel }),
     ...(family === undefined ? {} : { family }),
   };
+}
+
+/**
+ * An embedding model: one string input (a text per row) and one float32 output of shape
+ * [-1, dim], as a feature-extraction model has. Its input and output names; undefined otherwise.
+ */
+function embeddingModel(signature: Signature): { input: string; output: string } | undefined {
+  const [input, ...moreInputs] = signature.inputs;
+  const [output, ...moreOutputs] = signature.outputs;
+  if (input === undefined || output === undefined || moreInputs.length > 0 || moreOutputs.length > 0) return undefined;
+  if (input.dtype !== 'string' || output.dtype !== 'float32' || output.shape?.length !== 2) return undefined;
+  return { input: input.name, output: output.name };
 }
 
 function platformOf(flavor: FlavorName): string {

@@ -16,6 +16,7 @@ import { consoleRoutes } from '../console/index.js';
 import { EndpointController, endpointRoutes, LOAD_REPORT_INTERVAL_MS, PeerLoad, RouteFollower } from '../control/index.js';
 import { errorBodyFor, gatewayRoutes, RoutingTable } from '../gateway/index.js';
 import { FerryError } from '../errors.js';
+import type { GrpcServer } from '../grpc/index.js';
 import { InferenceTableWriter, inferenceTableRoutes } from '../inference-tables/index.js';
 import { listener, Router, type Handler } from '../http/index.js';
 import { atLevel, type LogFn } from '../logs/index.js';
@@ -32,6 +33,8 @@ import { bindWarning, createServer, loadTlsCredentials } from './listen.js';
 export interface FerryServer {
   /** Base URL, e.g. http://127.0.0.1:8080 (https:// with TLS) */
   url: string;
+  /** "host:port" of the OIP v2 gRPC front end; undefined without `grpcPort`. */
+  grpcAddress: string | undefined;
   /** The admin token when this start generated it (first start without FERRY_ADMIN_TOKEN). */
   generatedAdminToken: string | undefined;
   store: MetadataStore;
@@ -202,11 +205,12 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     // The stores created their files with the umask's mode.
     for (const warning of await restrictDataDir(dataDir)) log('warn', warning);
     inferenceTableRoutes(router, { store: inferenceStore, writer: inferenceTable, settingsOf });
-    gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats, log, logLevel: config.logLevel, exporter, authz });
+    // Telemetry first: its `GET /v2/models/stats` must win over the gateway's `GET /v2/models/:name`.
     telemetryRoutes(router, telemetry, authz);
     simulatorRoutes(router, {
       controller, telemetry, inferenceStore, inferenceTableOf: settingsOf, gateway: traffic, now, maxBodyBytes: config.maxBodyBytes, jsonLimits,
     });
+    gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats, log, logLevel: config.logLevel, exporter, authz });
     /** This server's pod carries the leader label (removed at close). */
     let labelled = false;
     let steppedDown = false;
@@ -268,10 +272,11 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       leaderOnly(() => leading),
       audit.writeAhead,
     ];
-    const server = createServer(listener(router, middlewares, (err, ctx) => {
+    const handle = listener(router, middlewares, (err, ctx) => {
       const trace = traceOf(ctx);
       log('error', 'request failed', { method: ctx.method, path: ctx.path, request_id: trace?.requestId, trace_id: trace?.traceId, error: err instanceof Error ? err.stack : String(err) });
-    }, errorBodyFor), config, tlsCredentials);
+    }, errorBodyFor);
+    const server = createServer(handle, config, tlsCredentials);
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL'
         ? new FerryError('INVALID_PARAMETER_VALUE', `Cannot listen on ${config.host}:${config.port} (${err.code}): ${err.code === 'EADDRINUSE' ? 'another process uses that port; stop it or pass --port' : 'choose another --host/--port'}.`)
@@ -282,6 +287,19 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
     const url = `${tlsCredentials === undefined ? 'http' : 'https'}://${host}:${addr.port}`;
     log('info', 'ferry server listening', { url, dataDir });
+    // The gRPC front end runs every call through `handle`: the same path as HTTP requests.
+    let grpcServer: GrpcServer | undefined;
+    if (config.grpcPort !== undefined) {
+      try {
+        // Imported only when configured: grpc-js stays out of servers that do not speak gRPC.
+        const { startGrpcServer } = await import('../grpc/index.js');
+        grpcServer = await startGrpcServer({ host: config.host, port: config.grpcPort, tls: tlsCredentials, maxMessageBytes: config.maxBodyBytes, handle, log });
+      } catch (err) {
+        server.close();
+        throw new FerryError('INVALID_PARAMETER_VALUE', `Cannot listen for gRPC on ${config.host}:${config.grpcPort}: ${(err as Error).message}; choose another grpcPort.`);
+      }
+      log('info', 'gRPC (OIP v2) listening', { address: grpcServer.address, tls: tlsCredentials !== undefined });
+    }
     // Endpoints come back only now: replicas that misbehave cannot keep the API from answering.
     listening = true;
     if (leading) controller.restore();
@@ -290,6 +308,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
 
     let closing: Promise<void> | undefined;
     const close = (): Promise<void> => (closing ??= (async () => {
+      await grpcServer?.close();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       const timer = setTimeout(() => server.closeAllConnections(), 5000);
@@ -310,7 +329,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     })());
     finishStepDown = () => void close().finally(() => deps.onStepDown?.());
     if (steppedDown) finishStepDown();
-    return { url, generatedAdminToken, store, router, controller, close };
+    return { url, grpcAddress: grpcServer?.address, generatedAdminToken, store, router, controller, close };
   } catch (err) {
     await stopStarted?.();
     await audit.close();

@@ -23,6 +23,7 @@ import { ServingMetrics } from './metrics.js';
 import { ProcessMetrics } from './process.js';
 import { entityKey, ReplicaScraper, type ScrapeOptions } from './scrape.js';
 import type { HistogramSnapshot } from './histogram.js';
+import { v2ModelStats, type V2ModelStats } from './v2-stats.js';
 import { SERIES_RESOLUTION_MS, SERIES_SLOTS, SeriesRing, type SeriesPoint } from './series.js';
 
 export { EXPOSITION_CONTENT_TYPE, escapeLabelValue, formatValue, writeExposition, type Labels, type MetricFamily } from './exposition.js';
@@ -136,6 +137,19 @@ export class Telemetry {
     return t === undefined || t.modelSeconds.count === 0 ? undefined : t.modelSeconds;
   }
 
+  /**
+   * OIP v2 statistics of the served entities of `endpoints` that have answered, `version` only
+   * when given (the replicas' model-call totals read first).
+   */
+  async v2Statistics(endpoints: (endpoint: string) => boolean, version: string | undefined): Promise<{ model_stats: V2ModelStats[] }> {
+    await this.scraper.scrape(this.o.replicas(), endpoints);
+    const totals = this.scraper.totals();
+    const stats = this.metrics.entitiesOf(endpoints)
+      .filter((e) => version === undefined || e.counters.modelVersion === version)
+      .map((e) => v2ModelStats(e.endpoint, e.counters, totals.get(entityKey(e.endpoint, e.servedEntity))));
+    return { model_stats: stats };
+  }
+
   /** The last `windowMs` of an endpoint, per `SERIES_RESOLUTION_MS` slot, and of each of its served entities. */
   seriesOf(endpoint: string, windowMs: number): SeriesAnswer {
     this.sample();
@@ -237,6 +251,16 @@ export function telemetryRoutes(router: ServerRouter, telemetry: Telemetry, auth
   router.add('GET', '/api/2.0/serving-endpoints/:name/metrics', async (ctx) => {
     const name = existing(ctx);
     return sendText(ctx, await telemetry.exposition((endpoint) => endpoint === name, false));
+  }, access.endpoint('CAN_VIEW'));
+  // The OIP v2 statistics extension: every endpoint the caller may view, or one (CAN_VIEW).
+  router.add('GET', '/v2/models/stats', async (ctx) => ({ body: await telemetry.v2Statistics(await authz.visible(identityOf(ctx), 'serving-endpoint'), undefined) }), access.user);
+  router.add('GET', '/v2/models/:name/stats', async (ctx) => {
+    const name = existing(ctx);
+    return { body: await telemetry.v2Statistics((endpoint) => endpoint === name, undefined) };
+  }, access.endpoint('CAN_VIEW'));
+  router.add('GET', '/v2/models/:name/versions/:version/stats', async (ctx) => {
+    const name = existing(ctx);
+    return { body: await telemetry.v2Statistics((endpoint) => endpoint === name, ctx.params.version ?? '') };
   }, access.endpoint('CAN_VIEW'));
   router.add('GET', '/api/2.0/serving-endpoints/:name/metrics/series', (ctx) => {
     const windowMs = parseSeriesWindow(ctx.query.get('window'));
