@@ -35,7 +35,7 @@ interface Located {
 
 export async function inspectArtifact(dir: string): Promise<Inspection> {
   const { flavor, modelFile, exampleFile } = await locateModel(dir);
-  const impl = getFlavor(flavor);
+  const impl = await getFlavor(flavor);
   const signature = await impl.inspect(dir, modelFile);
   const inputExample = exampleFile === undefined
     ? await derivedExample(impl.inputExample?.(dir, modelFile, signature), signature)
@@ -59,15 +59,15 @@ async function locateModel(dir: string): Promise<Located> {
     const { flavor, main } = manifest;
     if (!isFlavorName(flavor)) throw new FerryError('INVALID_PARAMETER_VALUE', `${MANIFEST_FILE} names flavor ${JSON.stringify(flavor)}; Ferry's flavors are ${FLAVOR_NAMES.join(', ')}.`);
     if (main !== undefined && typeof main !== 'string') throw new FerryError('INVALID_PARAMETER_VALUE', `${MANIFEST_FILE} main must be a path inside the model directory, got ${JSON.stringify(main)}.`);
-    const modelFile = main === undefined ? getFlavor(flavor).defaultModelFile : insideArtifact(main, `${MANIFEST_FILE} main`);
+    const modelFile = main === undefined ? (await getFlavor(flavor)).defaultModelFile : insideArtifact(main, `${MANIFEST_FILE} main`);
     return { flavor, modelFile, exampleFile: example };
   }
   const gguf = entries.filter((e) => e.endsWith('.gguf'));
   if (gguf.length > 1) throw new FerryError('INVALID_PARAMETER_VALUE', `The artifact has several .gguf files (${gguf.join(', ')}); an llm model is one GGUF file (split GGUF files are not supported).`);
   if (gguf.length === 1 && !entries.includes('MLmodel')) return { flavor: 'llm', modelFile: gguf[0] as string, exampleFile: undefined };
   if (entries.includes('MLmodel')) return readMlmodel(path.join(dir, 'MLmodel'));
-  if (entries.includes('config.json')) return { flavor: 'transformers', modelFile: getFlavor('transformers').defaultModelFile, exampleFile: example };
-  if (entries.includes('model.mjs')) return { flavor: 'js', modelFile: getFlavor('js').defaultModelFile, exampleFile: example };
+  if (entries.includes('config.json')) return { flavor: 'transformers', modelFile: (await getFlavor('transformers')).defaultModelFile, exampleFile: example };
+  if (entries.includes('model.mjs')) return { flavor: 'js', modelFile: (await getFlavor('js')).defaultModelFile, exampleFile: example };
   const onnxFiles = entries.filter((e) => e.endsWith('.onnx'));
   let modelFile: string;
   if (entries.includes('model.onnx')) modelFile = 'model.onnx';
@@ -90,7 +90,7 @@ async function readMlmodel(file: string): Promise<Located> {
   const exampleFile = typeof example === 'string' ? safeRelative(example, 'saved_input_example_info.artifact_path') : undefined;
   if (onnx === undefined) {
     // mlflow.transformers with an ONNX export in the Hugging Face layout beside MLmodel.
-    if (field(flavors, 'transformers') !== undefined) return { flavor: 'transformers', modelFile: getFlavor('transformers').defaultModelFile, exampleFile };
+    if (field(flavors, 'transformers') !== undefined) return { flavor: 'transformers', modelFile: (await getFlavor('transformers')).defaultModelFile, exampleFile };
     const names = typeof flavors === 'object' && flavors !== null ? Object.keys(flavors).join(', ') : 'none';
     throw new FerryError('INVALID_PARAMETER_VALUE', `The MLmodel file has no onnx or transformers flavor (flavors: ${names}); Ferry serves MLflow models saved with mlflow.onnx, or mlflow.transformers models with an ONNX export (onnx/model.onnx).`);
   }

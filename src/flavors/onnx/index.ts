@@ -13,7 +13,7 @@ import type { OutputValue, Signature, Tensor } from '../../tensor/index.js';
 import type { Flavor, LoadedModel, LoadOptions } from '../index.js';
 import type { ModelProto } from './model-proto.js';
 import { fromOrtTensor, toOrtTensor } from './convert.js';
-import { invalidModel, readModel, signatureOf } from './model-proto.js';
+import { invalidModel, readModel, readSignature, signatureOf } from './model-proto.js';
 import type { DetachedZipMap } from './zipmap.js';
 import { detachZipMaps, zipRows } from './zipmap.js';
 
@@ -100,10 +100,7 @@ export const onnxFlavor: Flavor = {
   name: 'onnx',
   defaultModelFile: 'model.onnx',
 
-  async inspect(dir, modelFile) {
-    const { model } = await readModel(dir, modelFile);
-    return signatureOf(model, modelFile);
-  },
+  inspect: readSignature,
 
   async load(dir, opts) {
     const { path, model } = await readModel(dir, opts.modelFile);

@@ -45,6 +45,12 @@ export function invalidModel(file: string, problem: string): FerryError {
   return new FerryError('INVALID_PARAMETER_VALUE', `Invalid ONNX model '${file}': ${problem}.`);
 }
 
+/** The signature of `modelFile` inside `dir`, from its graph alone (pure JS: no onnxruntime session). */
+export async function readSignature(dir: string, modelFile: string): Promise<Signature> {
+  const { model } = await readModel(dir, modelFile);
+  return signatureOf(model, modelFile);
+}
+
 /**
  * Reads and decodes `modelFile` inside `dir`. `modelFile` must stay inside `dir` (it comes from
  * user-supplied metadata such as MLmodel's `data`).

@@ -20,7 +20,8 @@ import { parse as parseYaml } from 'yaml';
 import { FerryError } from '../../errors.js';
 import type { Signature, TensorSpec } from '../../tensor/index.js';
 import { checkManifestKeys, insideArtifact, isFile, isJsonObject, readJsonFile, readManifest } from '../manifest.js';
-import { onnxFlavor } from '../onnx/index.js';
+// The graph's signature in pure JS: the onnx flavor itself (onnxruntime) is for replicas.
+import { readSignature } from '../onnx/model-proto.js';
 
 export const TRANSFORMERS_TASKS = ['text-classification', 'feature-extraction', 'token-classification'] as const;
 export type TransformersTask = (typeof TRANSFORMERS_TASKS)[number];
@@ -69,7 +70,7 @@ export async function readTransformersModel(dir: string, modelFile: string): Pro
   checkManifestKeys(manifest, 'transformers', MANIFEST_KEYS);
 
   const task = parseTask(manifest.task, 'ferry.json task') ?? (await mlmodelTask(dir)) ?? (await taskFromConfig(dir, config));
-  const graph = await onnxFlavor.inspect(dir, insideArtifact(modelFile, 'The ONNX graph'));
+  const graph = await readSignature(dir, insideArtifact(modelFile, 'The ONNX graph'));
   await checkExternalData(dir, config, modelFile);
   if (!graph.inputs.some((i) => i.name === 'input_ids')) {
     throw invalid(`the ONNX graph ${modelFile} has no input_ids input (inputs: ${graph.inputs.map((i) => i.name).join(', ')}); export it for a text model`);

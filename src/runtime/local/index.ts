@@ -468,8 +468,9 @@ export class LocalRuntime implements Runtime {
    * Synchronous, so two concurrent starts never take the same process.
    */
   private claimPoolProcess(spec: ReplicaSpec, logFile: string): PoolProcess | undefined {
-    // Pool processes start with the flags of tensor flavors; an llm replica needs more (see `replicaNodeFlags`).
-    if (spec.flavor === 'llm' || heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
+    // Pool processes start with the flags of tensor flavors: an llm replica needs more, a js replica
+    // fewer (no native addons; see `replicaNodeFlags`).
+    if (spec.flavor === 'llm' || spec.flavor === 'js' || heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
     for (const p of this.pool) {
       if (!p.warm || !p.child.connected || p.child.exitCode !== null || p.child.signalCode !== null) continue;
       try {
@@ -671,7 +672,10 @@ function exitOf(child: ChildProcess): Promise<Exit> {
  * resolves symlinks such as a linked `node_modules`), the replica's private model directory and its
  * socket. Writes: its socket only (listening on a Unix socket, chmod and unlink need read and
  * write on its path); logs go to the stdout/stderr descriptors it inherits. Worker threads (the
- * model worker) and native addons (onnxruntime) are allowed. The permission model binds
+ * model worker) and, except for the js flavor, native addons (onnxruntime) are allowed: a js
+ * replica runs a user's JavaScript and needs no addon, so `process.dlopen` (a `.so` shipped in the
+ * artifact) throws ERR_DLOPEN_DISABLED there, and it never imports onnxruntime (flavors are
+ * imported on first use). The permission model binds
  * JavaScript only: native code (onnxruntime, a model's custom ops) is bound by the OS, hence the
  * uid drop when the server is root. Two warnings are silenced, as they would open every replica
  * log with the same lines: that the permission model is experimental (ExperimentalWarning), and
@@ -688,7 +692,8 @@ function exitOf(child: ChildProcess): Promise<Exit> {
 export function replicaNodeFlags(paths: { modelDir: string; socketPath: string }, flavor?: FlavorName): string[] {
   const reads = new Set([...ferryCodePaths(), paths.modelDir, paths.socketPath, ...(flavor === 'llm' ? LLM_SYSTEM_READS : [])]);
   return [
-    '--experimental-permission', '--disable-warning=ExperimentalWarning', '--disable-warning=SecurityWarning', '--allow-worker', '--allow-addons',
+    '--experimental-permission', '--disable-warning=ExperimentalWarning', '--disable-warning=SecurityWarning', '--allow-worker',
+    ...(flavor === 'js' ? [] : ['--allow-addons']),
     ...(flavor === 'llm' ? ['--allow-child-process'] : []),
     ...[...reads].map((p) => `--allow-fs-read=${p}`), `--allow-fs-write=${paths.socketPath}`,
   ];
