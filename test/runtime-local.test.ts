@@ -8,8 +8,10 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import http from 'node:http';
+import type { Socket } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { ControlDecoder, encodeControlFrame } from '../src/channel/index.js';
 import { FerryError } from '../src/errors.js';
 import { writeFixtures, type FixturePaths } from '../src/fixtures/index.js';
 import type { ReplicaExit, ReplicaSpec } from '../src/runtime/index.js';
@@ -429,12 +431,14 @@ describe('LocalRuntime warm pool', () => {
   test('open kills pool processes a crashed server left behind, idle and claimed', { timeout: 60_000 }, async () => {
     const stateDir = await newStateDir();
     for (const d of ['sockets', 'pids', 'pool']) await fsp.mkdir(path.join(stateDir, d));
-    // Started by this test (so their IPC channel stays open, as if the server were alive): one
-    // waits idle, one is claimed and serves.
+    // Started by this test (so their control channel stays open, as if the server were alive):
+    // one waits idle, one is claimed and serves.
     const start = (token: string) => {
-      const child = spawn(process.execPath, [FERRY_BIN, 'replica', '--pool', token], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: {} });
-      const warm = new Promise<void>((resolve) => child.on('message', (m: { type?: string }) => { if (m.type === 'warm') resolve(); }));
-      return { child, warm };
+      const child = spawn(process.execPath, [FERRY_BIN, 'replica', '--control', '--pool', token], { stdio: ['ignore', 'ignore', 'inherit', 'pipe'], env: {} });
+      const control = child.stdio[3] as Socket;
+      const decoder = new ControlDecoder({ maxHeaderBytes: 4096, maxPayloadBytes: 0 });
+      const warm = new Promise<void>((resolve) => control.on('data', (c: Buffer) => { if (decoder.push(c).frames.some((f) => f.header.type === 'warm')) resolve(); }));
+      return { child, control, warm };
     };
     const idleToken = path.join(stateDir, 'pool', 'idle');
     const claimedToken = path.join(stateDir, 'pool', 'claimed');
@@ -443,7 +447,7 @@ describe('LocalRuntime warm pool', () => {
     try {
       await Promise.all([idle.warm, claimed.warm]);
       const socketPath = path.join(stateDir, 'sockets', 'ep.linear.orphan.sock');
-      claimed.child.send({
+      claimed.control.write(encodeControlFrame({
         type: 'start',
         options: {
           socketPath, dir: fx.dir, flavor: 'onnx', loadOptions: { modelFile: 'linear.onnx', workloadType: 'CPU', intraOpThreads: 1 },
@@ -451,7 +455,7 @@ describe('LocalRuntime warm pool', () => {
           maxRowsPerRequest: 100, maxJsonDepth: 64, maxJsonElements: 1000,
           batching: { enabled: true, maxBatchSize: 64, maxQueueDelayUs: 0, preferredBatchSizes: [] },
         },
-      });
+      }));
       await waitFor('claimed orphan ready', async () => ((await request({ socketPath, path: '/v2/health/ready', token: null }).catch(() => undefined))?.status === 200 ? true : undefined));
       assert.equal((await request({ socketPath, path: '/invocations', token: null, json: { inputs: [[1, 2, 3, 4]] } })).json.predictions[0][0], 5.625);
       await fsp.writeFile(`${idleToken}.json`, JSON.stringify({ pid: idle.child.pid, match: idleToken, startedMs: Date.now() }));

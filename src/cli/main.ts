@@ -16,7 +16,7 @@ import { FerryError } from '../errors.js';
 import { WORKLOAD_TYPES, isFlavorName, type WorkloadType } from '../flavors/index.js';
 import { writeDemoModel, writeFixtures } from '../fixtures/index.js';
 import { isLogLevel, LOG_LEVELS } from '../logs/index.js';
-import { awaitPoolClaim, log, startReplica, type ReplicaOptions } from '../replica/index.js';
+import { awaitPoolClaim, log, openControl, startReplica, type Replica, type ReplicaOptions } from '../replica/index.js';
 import type { FerryServer } from '../server/index.js';
 
 const HELP = `ferry — serve models behind secure REST endpoints
@@ -254,6 +254,25 @@ async function replicaCommand(args: string[]): Promise<void> {
     uid: { type: 'string' }, gid: { type: 'string' }, 'log-level': { type: 'string' },
     'family-cache-bytes': { type: 'string' }, 'family-session-fallback': { type: 'string' },
     listen: { type: 'string' }, 'artifact-path': { type: 'string' }, sha256: { type: 'string' }, 'artifact-store': { type: 'string' },
+    control: { type: 'boolean' },
+  });
+  // The local runtime's control channel on descriptor 3 (its lifeline, the warm pool's claim, a
+  // family's model bytes, `drain`); absent when started by hand or in a pod.
+  const control = values.control === true ? openControl() : undefined;
+  // SIGTERM, or `drain` from the runtime (in a sandbox a signal reaches the sandbox, not this
+  // process): a replica drains and exits; a process still loading or idle in the pool just exits.
+  const running: { replica?: Replica } = {};
+  let stopping = false;
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    log('info', 'draining');
+    if (running.replica === undefined) process.exit(0);
+    running.replica.close().then(() => process.exit(0), () => process.exit(1));
+  };
+  onStopSignals(stop);
+  control?.onFrame(({ header }) => {
+    if (header.type === 'drain') stop();
   });
   const failed = (err: unknown): never => {
     // The runtime reads this line to explain a failed start.
@@ -262,7 +281,7 @@ async function replicaCommand(args: string[]): Promise<void> {
   };
   let options: ReplicaOptions;
   if (str(values, 'pool') !== undefined) {
-    // Warm pool: the same options arrive over IPC once a replica claims this process. The --pool
+    // Warm pool: the same options arrive over the control channel once a replica claims this process. The --pool
     // value is only this process's identity on its command line (orphan cleanup matches it).
     options = await awaitPoolClaim().catch(failed);
   } else {
@@ -333,11 +352,8 @@ async function replicaCommand(args: string[]): Promise<void> {
     })();
     options = { ...options, dir: await fetchArtifact(location, artifactPath, sha256, options.dir).catch(failed) };
   }
-  const replica = await startReplica(options).catch(failed);
-  onStopSignals(() => {
-    log('info', 'draining');
-    replica.close().then(() => process.exit(0), () => process.exit(1));
-  });
+  running.replica = await startReplica(options).catch(failed);
+  if (stopping) await running.replica.close().then(() => process.exit(0), () => process.exit(1));
 }
 
 /** `--listen HOST:PORT`; an empty HOST is the pod's IP (env POD_IP, from the downward API), else every interface. */

@@ -75,8 +75,11 @@ import { FerryError, invalidParameter, toFerryError } from '../../errors.js';
 import { insideArtifact, type FlavorName } from '../../flavors/index.js';
 import type { LogLevel } from '../../logs/index.js';
 import { tooLarge } from '../../multi/index.js';
-import type { ReplicaOptions, ReplicaToRuntime, RuntimeToReplica, StageReply, StageRequest } from '../../replica/index.js';
+import type { Socket } from 'node:net';
+import type { ReplicaOptions, StageRequest } from '../../replica/index.js';
 import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../index.js';
+import { ReplicaProtocolError } from '../errors.js';
+import { ReplicaLink, type LinkState } from './control.js';
 import { commandLine, isRunning, replicaEnv, residentBytes, resolveUser, waitGone, type UserIds } from './proc.js';
 
 export interface LocalRuntimeOptions {
@@ -155,6 +158,9 @@ interface PoolProcess {
   socketPath: string;
   modelDir: string;
   child: ChildProcess;
+  /** Its control channel (see ./control.ts). */
+  link: ReplicaLink;
+  /** Its log; renamed to the replica's log when claimed. */
   logFile: string;
   pidFile: string;
   /** Set when it reported `warm`: it waits for its options. */
@@ -172,6 +178,7 @@ interface PoolProcess {
 interface LocalReplica {
   handle: ReplicaHandle;
   child: ChildProcess;
+  link: ReplicaLink;
   logFile: string;
   pidFile: string;
   /** Set once `startReplica` resolved; only ready replicas are listed and reported by `onExit`. */
@@ -281,10 +288,11 @@ export class LocalRuntime implements Runtime {
     const modelDir = pooled?.modelDir ?? path.join(this.dirs.models, `${spec.id}-${randomBytes(4).toString('hex')}`);
     const options = replicaOptions(spec, { socketPath, modelDir, drainTimeoutMs: this.opts.drainTimeoutMs, user: this.user, logLevel: this.opts.logLevel });
     let child: ChildProcess;
+    let link: ReplicaLink;
     let exited: Promise<Exit>;
     if (pooled !== undefined) {
-      child = pooled.child;
-      exited = pooled.exited;
+      ({ child, link, exited } = pooled);
+      link.setState({ pool: false, family: spec.family !== undefined });
     } else {
       this.staging.add(spec.id);
       try {
@@ -300,7 +308,8 @@ export class LocalRuntime implements Runtime {
       child = this.spawnReplica(spec, options, logFile);
       // Errors after a successful spawn (a failed kill of an exited process) need no handling.
       child.on('error', () => undefined);
-      exited = exitOf(child);
+      link = this.linkTo(child, { pool: false, family: spec.family !== undefined }, () => logFile);
+      exited = exitOf(child, link);
     }
     // Written before anything awaits, so the pid file exists before the exit handler can remove it
     // and before a server crash could leave the replica unlisted. `match` is what orphan cleanup
@@ -310,7 +319,7 @@ export class LocalRuntime implements Runtime {
     }
     const r: LocalReplica = {
       handle: { id: spec.id, spec, address: { kind: 'unix', socketPath }, pid: child.pid, fromPool: pooled !== undefined },
-      child, logFile, pidFile, ready: false, stopRequested: false, oomRssBytes: undefined,
+      child, link, logFile, pidFile, ready: false, stopRequested: false, oomRssBytes: undefined,
       gone: exited.then(async (e) => {
         await Promise.all([
           fsp.rm(pidFile, { force: true }), fsp.rm(socketPath, { force: true }), fsp.rm(modelDir, { recursive: true, force: true }),
@@ -323,18 +332,9 @@ export class LocalRuntime implements Runtime {
     void r.gone.then((e) => this.reportExit(r, e));
     if (spec.family !== undefined) {
       const family = spec.family;
-      let staging = 0;
-      // The replica is not trusted: a message that is not a well-formed stage request is ignored,
-      // and at most MAX_STAGING requests of one replica are served at a time.
-      child.on('message', (m: unknown) => {
-        const req = stageRequestOf(m);
-        if (req === undefined) return;
-        if (staging >= MAX_STAGING) {
-          reply(child, { type: 'staged', id: req.id, error: new FerryError('TEMPORARILY_UNAVAILABLE', `Replica '${spec.id}' has ${staging} models loading; retry shortly.`).toBody() });
-          return;
-        }
-        staging++;
-        void stageMember(child, family, req).finally(() => staging--);
+      // The link admits only well-formed stage requests, a bounded number at a time.
+      link.onMessage((m) => {
+        if (m.type === 'stage') void stageMember(link, family, m);
       });
     }
 
@@ -349,11 +349,9 @@ export class LocalRuntime implements Runtime {
         this.fillPool();
         throw err;
       }
-      // If the message cannot be sent the process is going away; killing it makes that certain,
-      // and the start fails below like any replica that exits before it is ready.
-      child.send({ type: 'start', options } satisfies RuntimeToReplica, (err) => {
-        if (err) child.kill('SIGKILL');
-      });
+      // If the process is going away the frame is lost, and the start fails below like any
+      // replica that exits before it is ready.
+      link.send({ type: 'start', options });
     } else {
       const spawned = await new Promise<Error | undefined>((resolve) => {
         child.once('spawn', () => resolve(undefined));
@@ -386,6 +384,7 @@ export class LocalRuntime implements Runtime {
       throw new FerryError('DEADLINE_EXCEEDED', `Replica '${spec.id}' did not become ready within ${this.opts.startTimeoutMs} ms; it was killed.`);
     }
     await r.gone;
+    if (r.link.violation !== undefined) throw new ReplicaProtocolError(`Replica '${spec.id}' failed to start: it ${r.link.violation}; it was killed.`);
     if (r.stopRequested) throw new FerryError('TEMPORARILY_UNAVAILABLE', `Replica '${spec.id}' was stopped before it became ready.`);
     throw new FerryError('MODEL_ERROR', `Replica '${spec.id}' failed to start: ${await startFailure(r)}`);
   }
@@ -394,7 +393,7 @@ export class LocalRuntime implements Runtime {
     const r = this.replicas.get(id);
     if (r === undefined) return;
     r.stopRequested = true;
-    r.child.kill('SIGTERM');
+    r.link.send({ type: 'drain' });
     const timer = setTimeout(() => r.child.kill('SIGKILL'), this.opts.drainTimeoutMs + KILL_GRACE_MS);
     await r.gone;
     clearTimeout(timer);
@@ -459,7 +458,20 @@ export class LocalRuntime implements Runtime {
 
   private spawnReplica(spec: ReplicaSpec, options: ReplicaOptions, logFile: string): ChildProcess {
     const flags = [...replicaNodeFlags({ modelDir: options.dir, socketPath: options.socketPath }, spec.flavor), `--max-old-space-size=${heapMiBOf(spec.memoryLimitBytes)}`];
-    return spawnNode([...flags, FERRY_BIN, 'replica', ...replicaFlags(options)], options.dir, logFile);
+    return spawnNode([...flags, FERRY_BIN, 'replica', '--control', ...replicaFlags(options)], options.dir, logFile);
+  }
+
+  /**
+   * The runtime's end of `child`'s control channel. A protocol violation (see ./control.ts) is
+   * noted in the process's log (`logFile()`: a pool process's log moves when it is claimed) and
+   * the process is SIGKILLed; its exit is then reported with reason `protocol`.
+   */
+  private linkTo(child: ChildProcess, state: LinkState, logFile: () => string): ReplicaLink {
+    const link = new ReplicaLink(child.stdio[3] as Socket, state, (what) => {
+      child.kill('SIGKILL');
+      void appendLog(logFile(), 'replica killed: it broke the control protocol', { violation: what });
+    });
+    return link;
   }
 
   /**
@@ -472,12 +484,13 @@ export class LocalRuntime implements Runtime {
     // fewer (no native addons; see `replicaNodeFlags`).
     if (spec.flavor === 'llm' || spec.flavor === 'js' || heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
     for (const p of this.pool) {
-      if (!p.warm || !p.child.connected || p.child.exitCode !== null || p.child.signalCode !== null) continue;
+      if (!p.warm || p.link.violation !== undefined || p.child.exitCode !== null || p.child.signalCode !== null) continue;
       try {
         fs.renameSync(p.logFile, logFile);
       } catch {
         continue; // its log vanished (someone cleaned the directory): leave it to the exit path
       }
+      p.logFile = logFile;
       p.claimed = true;
       this.pool.delete(p);
       return p;
@@ -525,7 +538,7 @@ export class LocalRuntime implements Runtime {
     const flags = [...replicaNodeFlags({ modelDir, socketPath }), `--max-old-space-size=${this.poolHeapMiB}`];
     let child: ChildProcess;
     try {
-      child = spawnNode([...flags, FERRY_BIN, 'replica', '--pool', token], modelDir, logFile);
+      child = spawnNode([...flags, FERRY_BIN, 'replica', '--control', '--pool', token], modelDir, logFile);
     } catch (err) {
       fs.rmSync(modelDir, { recursive: true, force: true });
       throw err;
@@ -534,25 +547,26 @@ export class LocalRuntime implements Runtime {
     if (child.pid !== undefined) fs.writeFileSync(pidFile, JSON.stringify({ pid: child.pid, match: token, startedMs: Date.now() }));
     let becameWarm: () => void = () => undefined;
     const warm = new Promise<void>((resolve) => { becameWarm = resolve; });
-    const exited = exitOf(child);
+    const link = this.linkTo(child, { pool: true, family: false }, () => p.logFile);
+    const exited = exitOf(child, link);
     const p: PoolProcess = {
-      token, socketPath, modelDir, child, logFile, pidFile, warm: false, claimed: false, stopRequested: false, exited,
+      token, socketPath, modelDir, child, link, logFile, pidFile, warm: false, claimed: false, stopRequested: false, exited,
       warmOrGone: Promise.race([warm, exited.then(() => undefined)]),
       gone: exited.then(async () => {
         this.pool.delete(p);
         if (p.claimed) return;
         await Promise.all([fsp.rm(pidFile, { force: true }), fsp.rm(modelDir, { recursive: true, force: true })]);
         if (p.stopRequested || this.closed) {
-          await fsp.rm(logFile, { force: true });
+          await fsp.rm(p.logFile, { force: true });
         } else {
-          await fsp.rename(logFile, path.join(this.dirs.pool, 'last-failure.log')).catch(() => undefined);
+          await fsp.rename(p.logFile, path.join(this.dirs.pool, 'last-failure.log')).catch(() => undefined);
           this.poolDeaths++;
           this.fillPool();
         }
       }),
     };
-    child.on('message', (msg: ReplicaToRuntime) => {
-      if (msg.type !== 'warm' || p.warm) return;
+    link.onMessage((msg) => {
+      if (msg.type !== 'warm') return;
       p.warm = true;
       becameWarm();
     });
@@ -562,7 +576,7 @@ export class LocalRuntime implements Runtime {
 
   private async stopPoolProcess(p: PoolProcess): Promise<void> {
     p.stopRequested = true;
-    p.child.kill('SIGTERM'); // no handler in pool mode: it exits at once
+    p.link.send({ type: 'drain' }); // idle in the pool, it exits at once
     const timer = setTimeout(() => p.child.kill('SIGKILL'), KILL_GRACE_MS);
     await p.gone;
     clearTimeout(timer);
@@ -576,10 +590,9 @@ export class LocalRuntime implements Runtime {
     let settled = false;
     let timer: NodeJS.Timeout | undefined;
     let wake: (() => void) | undefined;
-    const onMessage = (msg: ReplicaToRuntime): void => {
-      if (msg.type === 'listening') wake?.();
-    };
-    r.child.on('message', onMessage);
+    r.link.onMessage((msg) => {
+      if (msg.type === 'listening' && !settled) wake?.();
+    });
     const deadline = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), this.opts.startTimeoutMs); });
     const poll = async (): Promise<'ready'> => {
       while (!settled) {
@@ -601,7 +614,6 @@ export class LocalRuntime implements Runtime {
       settled = true;
       clearTimeout(timer);
       wake?.();
-      r.child.off('message', onMessage);
     }
   }
 
@@ -626,7 +638,7 @@ export class LocalRuntime implements Runtime {
   private async reportExit(r: LocalReplica, e: { code: number | undefined; signal: string | undefined }): Promise<void> {
     // Failed starts are reported by startReplica's rejection, requested stops by stopReplica.
     if (!r.ready || r.stopRequested) return;
-    const reason = r.oomRssBytes !== undefined ? 'oom' : 'crashed';
+    const reason = r.link.violation !== undefined ? 'protocol' : r.oomRssBytes !== undefined ? 'oom' : 'crashed';
     if (reason === 'crashed') await appendLog(r.logFile, 'replica exited unexpectedly', { code: e.code, signal: e.signal });
     const exit: ReplicaExit = { id: r.handle.id, code: e.code, signal: e.signal, reason, lastLogLines: await lastLines(r.logFile) };
     for (const listener of this.listeners) listener(exit);
@@ -649,16 +661,23 @@ function heapMiBOf(memoryLimitBytes: number): number {
 function spawnNode(args: string[], cwd: string, logFile: string): ChildProcess {
   const fd = fs.openSync(logFile, 'a', 0o600);
   try {
-    return spawn(process.execPath, args, { cwd, env: replicaEnv(process.env), stdio: ['ignore', fd, fd, 'ipc'] });
+    return spawn(process.execPath, args, { cwd, env: replicaEnv(process.env), stdio: ['ignore', fd, fd, 'pipe'] });
   } finally {
     fs.closeSync(fd);
   }
 }
 
-/** Settles when `child` exits, or at once if it never started (no exit event follows a failed spawn). */
-function exitOf(child: ChildProcess): Promise<Exit> {
+/**
+ * Settles when `child` exits, or at once if it never started (no exit event follows a failed
+ * spawn); its control link then expects the channel to close.
+ */
+function exitOf(child: ChildProcess, link: ReplicaLink): Promise<Exit> {
   return new Promise((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code: code ?? undefined, signal: signal ?? undefined }));
+    child.once('exit', (code, signal) => {
+      link.markExited();
+      link.close();
+      resolve({ code: code ?? undefined, signal: signal ?? undefined });
+    });
     child.once('error', () => {
       if (child.pid === undefined) resolve({ code: undefined, signal: undefined });
     });
@@ -715,41 +734,23 @@ function ferryCodePaths(): string[] {
   return codePaths;
 }
 
-/** Stage requests of one family replica served at a time (each reads one model file). */
-const MAX_STAGING = 16;
-
-/** A well-formed `StageRequest` from a replica, or undefined. */
-function stageRequestOf(m: unknown): StageRequest | undefined {
-  if (typeof m !== 'object' || m === null) return undefined;
-  const o = m as Record<string, unknown>;
-  return o.type === 'stage' && Number.isSafeInteger(o.id) && typeof o.name === 'string' && Number.isSafeInteger(o.version)
-    ? { type: 'stage', id: o.id as number, name: o.name, version: o.version as number }
-    : undefined;
-}
-
-function reply(child: ChildProcess, r: StageReply): void {
-  if (child.connected) child.send(r satisfies RuntimeToReplica, () => undefined);
-}
-
 /**
  * Answers a family replica's `StageRequest`: the server finds the member (`family.stage`, which
- * refuses models outside the family) and its model file's bytes go back over IPC, so the replica
- * needs no file access. A file over the replica's cache budget is refused here, unread. Failures
- * are answered with the error.
+ * refuses models outside the family) and its model file's bytes go back as the payload of a
+ * control frame, so the replica needs no file access. A file over the replica's cache budget is
+ * refused here, unread. Failures are answered with the error.
  */
-async function stageMember(child: ChildProcess, family: NonNullable<ReplicaSpec['family']>, m: StageRequest): Promise<void> {
-  let r: StageReply;
+async function stageMember(link: ReplicaLink, family: NonNullable<ReplicaSpec['family']>, m: StageRequest): Promise<void> {
   try {
     const { artifactDir, modelFile } = await family.stage(m.name, m.version);
     const file = path.join(artifactDir, insideArtifact(modelFile, 'The model file'));
     const st = await fsp.lstat(file);
     if (!st.isFile()) throw new FerryError('MODEL_ERROR', `Model file '${modelFile}' of model '${m.name}' version ${m.version} is not a regular file.`);
     if (st.size > family.cacheBytes) throw tooLarge(`${m.name}/${m.version}`, st.size, family.cacheBytes);
-    r = { type: 'staged', id: m.id, modelFile, base64: (await fsp.readFile(file)).toString('base64') };
+    link.sendStaged({ id: m.id, modelFile, bytes: await fsp.readFile(file) });
   } catch (err) {
-    r = { type: 'staged', id: m.id, error: toFerryError(err).toBody() };
+    link.sendStaged({ id: m.id, error: toFerryError(err).toBody() });
   }
-  reply(child, r);
 }
 
 /**
