@@ -17,7 +17,7 @@ import { writeFixtures, type FixturePaths } from '../src/fixtures/index.js';
 import type { ReplicaExit, ReplicaSpec } from '../src/runtime/index.js';
 import { LocalRuntime, type LocalRuntimeOptions } from '../src/runtime/local/index.js';
 import { requestReplica, runtimeContract, type RuntimeHarness } from './contract/runtime.js';
-import { FERRY_BIN, kill, Processes, request, tempDir, waitFor } from './support/index.js';
+import { FERRY_BIN, kill, processDescendants, Processes, replicaNodePid, request, tempDir, waitFor } from './support/index.js';
 
 const MIB = 1024 * 1024;
 let root: string;
@@ -154,11 +154,14 @@ describe('LocalRuntime', () => {
       const readyMs = performance.now() - startedMs;
       t.diagnostic(`spawn to ready (linear.onnx): ${readyMs.toFixed(0)} ms`);
       assert.equal((await fsp.stat(path.join(stateDir, 'sockets'))).mode & 0o777, 0o700);
-      assert.deepEqual(handle.address, { kind: 'unix', socketPath: path.join(stateDir, 'sockets', 'ep.linear.files.sock') });
-      assert.equal((await fsp.stat(path.join(stateDir, 'sockets', 'ep.linear.files.sock'))).mode & 0o777, 0o600);
+      // A directory per replica process: the sandbox binds exactly its own.
+      const socketPath = path.join(stateDir, 'sockets', 'ep.linear.files', 'replica.sock');
+      assert.deepEqual(handle.address, { kind: 'unix', socketPath });
+      assert.equal((await fsp.stat(path.dirname(socketPath))).mode & 0o777, 0o700);
+      assert.equal((await fsp.stat(socketPath)).mode & 0o777, 0o600);
       const pidFile = JSON.parse(await fsp.readFile(path.join(stateDir, 'pids', 'ep.linear.files.json'), 'utf8'));
       assert.equal(pidFile.pid, handle.pid);
-      assert.equal(pidFile.socketPath, path.join(stateDir, 'sockets', 'ep.linear.files.sock'));
+      assert.equal(pidFile.socketPath, socketPath);
       assert.equal(typeof pidFile.startedMs, 'number');
       assert.ok(fs.existsSync(path.join(stateDir, 'logs', 'ep', 'linear', 'ep.linear.files.log')));
       assert.equal((await fsp.stat(path.join(stateDir, 'models'))).mode & 0o777, 0o700);
@@ -169,7 +172,7 @@ describe('LocalRuntime', () => {
       assert.deepEqual(await fsp.readdir(path.join(stateDir, 'pids')), []);
       assert.deepEqual(await fsp.readdir(path.join(stateDir, 'sockets')), []);
       assert.deepEqual(await fsp.readdir(path.join(stateDir, 'models')), [], 'the private model dir goes with the replica');
-      assert.match(await rt.logs('ep', 'linear', 10_000), /draining/, 'SIGTERM made it drain');
+      assert.match(await rt.logs('ep', 'linear', 10_000), /draining/, 'the drain message made it drain');
     });
   });
 
@@ -201,7 +204,7 @@ describe('LocalRuntime', () => {
       assert.equal(handle.address.kind, 'unix');
       const socketPath = handle.address.kind === 'unix' ? handle.address.socketPath : '';
       assert.ok(Buffer.byteLength(socketPath) <= 107, socketPath);
-      assert.match(path.basename(socketPath), /^[0-9a-f]{16}\.sock$/);
+      assert.match(path.relative(path.dirname(path.dirname(socketPath)), socketPath), /^[0-9a-f]{16}\/replica\.sock$/);
       assert.equal((await requestReplica(handle.address, '/v2/health/ready')).status, 200);
     });
   });
@@ -283,10 +286,11 @@ describe('LocalRuntime', () => {
       await assert.rejects(rt.startReplica(makeSpec('ep.linear.slow', 'linear')), (err: unknown) => err instanceof FerryError && err.code === 'DEADLINE_EXCEEDED');
       assert.deepEqual(rt.list(), []);
       const running = await processesUnder(stateDir);
-      const pool = poolPids(rt);
+      // A pool process in the sandbox is bwrap with the node process below it.
+      const pool = (await Promise.all(poolPids(rt).map(processDescendants))).flat();
       assert.deepEqual(running.filter((pid) => !pool.includes(pid)), [], 'nothing but the warm pool');
       assert.deepEqual(await fsp.readdir(path.join(stateDir, 'pids')), []);
-      assert.deepEqual(await fsp.readdir(path.join(stateDir, 'sockets')), []);
+      assert.equal(fs.existsSync(path.join(stateDir, 'sockets', 'ep.linear.slow')), false, 'its socket directory is gone');
     });
   });
 
@@ -303,7 +307,7 @@ describe('LocalRuntime', () => {
       await fsp.writeFile(path.join(stateDir, 'pids', 'reused.json'), JSON.stringify({ pid: bystander.pid, socketPath: path.join(stateDir, 'sockets', 'reused.sock'), startedMs: 1 }));
       await fsp.writeFile(path.join(stateDir, 'pids', 'torn.json'), '{"pid": 12');
 
-      const rt = await openRuntime(stateDir);
+      const rt = await openRuntime(stateDir, { warmPoolSize: 0 });
       try {
         assert.equal(await waitFor('orphan killed', () => orphan.signalCode ?? undefined, 5000), 'SIGKILL');
         assert.equal(await isRunning(bystander.pid!), true);
@@ -317,12 +321,15 @@ describe('LocalRuntime', () => {
     }
   });
 
-  test('a replica exits when the server that started it dies (kill -9)', { timeout: 60_000 }, async () => {
+  // Unsandboxed, the control channel is the lifeline: it closes and the replica drains. In the
+  // sandbox bwrap's --die-with-parent kills the whole sandbox first (the gateway that could have
+  // used a drain died with the server anyway).
+  for (const sandbox of ['none', 'bwrap'] as const) test(`a replica exits when the server that started it dies (kill -9), sandbox ${sandbox}`, { timeout: 60_000 }, async () => {
     const stateDir = await newStateDir();
     const runtimeModule = new URL('../src/runtime/local/index.js', import.meta.url).href;
     const script = `
       const { LocalRuntime } = await import(${JSON.stringify(runtimeModule)});
-      const rt = await LocalRuntime.open({ stateDir: ${JSON.stringify(stateDir)}, startTimeoutMs: 30000, drainTimeoutMs: 1000 });
+      const rt = await LocalRuntime.open({ stateDir: ${JSON.stringify(stateDir)}, startTimeoutMs: 30000, drainTimeoutMs: 1000, sandbox: '${sandbox}' });
       const handle = await rt.startReplica(${JSON.stringify(makeSpec('ep.linear.lifeline', 'linear'))});
       process.stdout.write(JSON.stringify({ pid: handle.pid }) + '\\n');
       setInterval(() => {}, 60000);
@@ -334,10 +341,11 @@ describe('LocalRuntime', () => {
       server.stdout.on('data', (c: Buffer) => { out += c.toString(); });
       replicaPid = await waitFor('replica pid from the server', () => (out.includes('\n') ? (JSON.parse(out) as { pid: number }).pid : undefined), 30_000);
       assert.equal(await isRunning(replicaPid), true);
+      const nodePid = await replicaNodePid(replicaPid);
+      assert.equal(nodePid !== replicaPid, sandbox === 'bwrap', 'in the sandbox the runtime\'s child is bwrap');
       await kill(server, 'SIGKILL');
-      const pid = replicaPid;
-      await waitFor('replica to exit', async () => ((await isRunning(pid)) ? undefined : true), 10_000);
-      assert.match(await fsp.readFile(path.join(stateDir, 'logs', 'ep', 'linear', 'ep.linear.lifeline.log'), 'utf8'), /server disconnected; draining/);
+      for (const pid of [replicaPid, nodePid]) await waitFor('replica to exit', async () => ((await isRunning(pid)) ? undefined : true), 10_000);
+      if (sandbox === 'none') assert.match(await fsp.readFile(path.join(stateDir, 'logs', 'ep', 'linear', 'ep.linear.lifeline.log'), 'utf8'), /server disconnected; draining/);
     } finally {
       await kill(server, 'SIGKILL');
       if (replicaPid !== undefined && await isRunning(replicaPid)) process.kill(replicaPid, 'SIGKILL');
@@ -482,7 +490,7 @@ describe('LocalRuntime warm pool', () => {
     const runtimeModule = new URL('../src/runtime/local/index.js', import.meta.url).href;
     const script = `
       const { LocalRuntime } = await import(${JSON.stringify(runtimeModule)});
-      const rt = await LocalRuntime.open({ stateDir: ${JSON.stringify(stateDir)}, startTimeoutMs: 30000, drainTimeoutMs: 1000, warmPoolSize: 2 });
+      const rt = await LocalRuntime.open({ stateDir: ${JSON.stringify(stateDir)}, startTimeoutMs: 30000, drainTimeoutMs: 1000, warmPoolSize: 2, sandbox: 'none' });
       const timer = setInterval(() => {
         const { idlePids } = rt.warmPool();
         if (idlePids.length === 2) { clearInterval(timer); process.stdout.write(JSON.stringify(idlePids) + '\\n'); }
@@ -498,6 +506,8 @@ describe('LocalRuntime warm pool', () => {
       assert.equal(pids.length, 2);
       await kill(server, 'SIGKILL');
       await waitFor('pool processes to exit', async () => ((await Promise.all(pids.map(isRunning))).some(Boolean) ? undefined : true), 10_000);
+      // Unsandboxed, they notice the closed control channel and log it (in the sandbox bwrap's
+      // --die-with-parent kills them first: see the replica test above).
       const logs = await Promise.all((await fsp.readdir(path.join(stateDir, 'pool'))).filter((n) => n.endsWith('.log')).map((n) => fsp.readFile(path.join(stateDir, 'pool', n), 'utf8')));
       assert.equal(logs.filter((l) => /server disconnected while idle in the pool/.test(l)).length, 2);
     } finally {

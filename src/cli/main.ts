@@ -174,7 +174,11 @@ const serverOptions = {
 } as const;
 
 /** Starts the server from flags (and an optional JSON config file); stops it on SIGINT/SIGTERM. */
-async function runServer(values: Values): Promise<{ server: FerryServer; config: ServerConfig }> {
+async function runServer(values: Values): Promise<{ server: FerryServer; config: ServerConfig; envAdminToken: string | undefined }> {
+  // Read once and removed from the environment: nothing the server starts inherits it, and its
+  // /proc/<pid>/environ no longer shows it (docs/security.md).
+  const envAdminToken = process.env.FERRY_ADMIN_TOKEN;
+  delete process.env.FERRY_ADMIN_TOKEN;
   const file = str(values, 'config');
   const fromFile = file === undefined ? {} : JSON.parse(await fsp.readFile(file, 'utf8')) as Record<string, unknown>;
   const port = str(values, 'port');
@@ -192,7 +196,7 @@ async function runServer(values: Values): Promise<{ server: FerryServer; config:
   // Imported here, not at the top: every replica process runs this file, and needs none of it.
   const { startServer } = await import('../server/index.js');
   const server = await startServer(config, {
-    adminToken: process.env.FERRY_ADMIN_TOKEN, log: serverLog,
+    adminToken: envAdminToken, log: serverLog,
     // Kubernetes: the pod name (the install manifests set POD_NAME from the downward API).
     podName: process.env.POD_NAME,
     // A leader that lost its Lease has closed itself: exit so that Kubernetes restarts it as a follower.
@@ -205,7 +209,7 @@ async function runServer(values: Values): Promise<{ server: FerryServer; config:
   onStopSignals(() => {
     server.close().then(() => process.exit(0), () => process.exit(1));
   });
-  return { server, config };
+  return { server, config, envAdminToken };
 }
 
 async function serverCommand(args: string[]): Promise<void> {
@@ -218,8 +222,8 @@ async function serverCommand(args: string[]): Promise<void> {
 async function demoCommand(args: string[]): Promise<void> {
   const { values } = parse(args, serverOptions);
   if (values.help) return void process.stdout.write(HELP);
-  const { server, config } = await runServer(values);
-  const token = process.env.FERRY_ADMIN_TOKEN ?? server.generatedAdminToken ?? (await fsp.readFile(path.join(config.dataDir, ADMIN_TOKEN_FILE), 'utf8')).trim();
+  const { server, config, envAdminToken } = await runServer(values);
+  const token = envAdminToken ?? server.generatedAdminToken ?? (await fsp.readFile(path.join(config.dataDir, ADMIN_TOKEN_FILE), 'utf8')).trim();
   const client = new FerryClient({ url: server.url, token });
   const name = 'iris';
   const existing = await client.getModelVersionByAlias(name, 'champion').catch(() => undefined);
@@ -228,7 +232,7 @@ async function demoCommand(args: string[]): Promise<void> {
   await client.setAlias(name, 'champion', version.version);
   process.stdout.write(`Demo model registered: ${name} version ${version.version} (alias @champion). Serving it at endpoint '${name}'...\n`);
   await serveVersion(client, version, name, values);
-  const tokenSource = process.env.FERRY_ADMIN_TOKEN === undefined ? `$(cat ${path.join(config.dataDir, ADMIN_TOKEN_FILE)})` : '"$FERRY_ADMIN_TOKEN"';
+  const tokenSource = envAdminToken === undefined ? `$(cat ${path.join(config.dataDir, ADMIN_TOKEN_FILE)})` : '"$FERRY_ADMIN_TOKEN"';
   process.stdout.write([
     '',
     `Open the web console at ${server.url}/ and sign in with the admin token (FERRY_TOKEN below).`,

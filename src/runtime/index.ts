@@ -126,6 +126,8 @@ export interface Runtime {
   stopReplica(id: string): Promise<void>;
   /** Called once for each replica that exits without `stopReplica` (crash, OOM kill). */
   onExit(listener: (exit: ReplicaExit) => void): void;
+  /** The local runtime's OS sandbox around replica processes, as chosen at open, and why (logged at start). */
+  readonly sandbox?: { kind: 'bwrap' | 'none'; reason: string };
   /** Replicas this runtime currently runs. */
   list(): ReplicaHandle[];
   /** The tail of the logs of a served entity's replicas (newest replica last), at most `maxBytes`. */

@@ -80,7 +80,8 @@ import type { ReplicaOptions, StageRequest } from '../../replica/index.js';
 import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../index.js';
 import { ReplicaProtocolError } from '../errors.js';
 import { ReplicaLink, type LinkState } from './control.js';
-import { commandLine, isRunning, replicaEnv, residentBytes, resolveUser, waitGone, type UserIds } from './proc.js';
+import { chooseSandbox, sandboxed, type Sandbox, type SandboxMounts, type SandboxSetting } from './sandbox.js';
+import { commandLine, descendants, isRunning, processTree, replicaEnv, residentBytes, resolveUser, waitGone, type UserIds } from './proc.js';
 
 export interface LocalRuntimeOptions {
   /** Directory for sockets, logs and pid files, e.g. `<data-dir>/runtime`; created if missing. */
@@ -113,7 +114,21 @@ export interface LocalRuntimeOptions {
   replicaUser?: string;
   /** The level replicas log at (the server passes its `logLevel`); default info. */
   logLevel?: LogLevel;
+  /**
+   * The OS sandbox around every replica process (./sandbox.ts): `auto` (default) uses bubblewrap
+   * when it works here, `bwrap` requires it (`open` rejects otherwise), `none` never uses it.
+   */
+  sandbox?: SandboxSetting;
+  /**
+   * Whether replicas that run user code (the js flavor) may start without a sandbox; default
+   * false: they are refused, naming this setting. Without a sandbox such code runs as the server's
+   * user until the drop (root when the server is root) with only Node's permission model around it.
+   */
+  allowUnsandboxedUserCode?: boolean;
 }
+
+/** Flavors whose replicas run code an artifact brings (a js module); refused without a sandbox unless allowed. */
+const USER_CODE_FLAVORS: readonly FlavorName[] = ['js'];
 
 /** dist/src/runtime/local/index.js → repository root is four levels up. */
 const REPO_ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
@@ -126,6 +141,8 @@ const FERRY_BIN = path.join(REPO_ROOT, 'bin', 'ferry.js');
 const FERRY_CODE_PATHS = ['dist', 'bin', 'node_modules', 'package.json'].map((p) => path.join(REPO_ROOT, p));
 /** Linux `sun_path` is 108 bytes including the terminating NUL. */
 const MAX_SOCKET_PATH_BYTES = 107;
+/** A replica's socket file, in a directory of its own under `sockets/`. */
+const SOCKET_FILE = 'replica.sock';
 const READY_POLL_MS = 20;
 /** One readiness probe may take this long before it counts as "not ready yet". */
 const PROBE_TIMEOUT_MS = 1000;
@@ -210,10 +227,12 @@ export class LocalRuntime implements Runtime {
   private readonly staging = new Set<string>();
 
   private constructor(
-    private readonly opts: Required<Omit<LocalRuntimeOptions, 'replicaUser'>>,
+    private readonly opts: Required<Omit<LocalRuntimeOptions, 'replicaUser' | 'sandbox'>>,
     private readonly dirs: { sockets: string; logs: string; pids: string; pool: string; models: string },
-    /** The ids replicas drop to after loading (see `replicaUser`); undefined: they keep the server's. */
+    /** The ids replicas run as (see `replicaUser`); undefined: they keep the server's. */
     private readonly user: UserIds | undefined,
+    /** The sandbox chosen at `open`: every replica process runs in it. */
+    readonly sandbox: Sandbox,
   ) {
     this.watchdog = setInterval(() => void this.checkMemory(), opts.memoryPollMs);
     this.watchdog.unref();
@@ -236,11 +255,12 @@ export class LocalRuntime implements Runtime {
     };
     const warmPoolSize = opts.warmPoolSize ?? DEFAULT_WARM_POOL_SIZE;
     if (!Number.isInteger(warmPoolSize) || warmPoolSize < 0) throw invalidParameter('warmPoolSize', warmPoolSize, 'an integer ≥ 0');
-    if (Buffer.byteLength(path.join(dirs.sockets, `${'0'.repeat(16)}.sock`)) > MAX_SOCKET_PATH_BYTES) {
-      throw invalidParameter('stateDir', stateDir, `a path short enough for Unix sockets under it (at most ${MAX_SOCKET_PATH_BYTES - 28} bytes)`);
+    if (Buffer.byteLength(path.join(dirs.sockets, '0'.repeat(16), SOCKET_FILE)) > MAX_SOCKET_PATH_BYTES) {
+      throw invalidParameter('stateDir', stateDir, `a path short enough for Unix sockets under it (at most ${MAX_SOCKET_PATH_BYTES - 34} bytes)`);
     }
     // Only root can change its uid; any other server's replicas keep its uid.
     const user = opts.replicaUser !== undefined && process.getuid?.() === 0 ? await resolveUser('replicaUser', opts.replicaUser) : undefined;
+    const sandbox = await chooseSandbox(opts.sandbox ?? 'auto', user);
     for (const dir of [dirs.sockets, dirs.models]) {
       await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
       // mkdir's mode does not apply to a directory that already exists (or is masked by umask).
@@ -255,11 +275,12 @@ export class LocalRuntime implements Runtime {
     await Promise.all([
       ...(await fsp.readdir(dirs.pool)).map((n) => fsp.rm(path.join(dirs.pool, n), { force: true })),
       ...(await fsp.readdir(dirs.models)).map((n) => fsp.rm(path.join(dirs.models, n), { recursive: true, force: true })),
+      ...(await fsp.readdir(dirs.sockets)).map((n) => fsp.rm(path.join(dirs.sockets, n), { recursive: true, force: true })),
     ]);
-    const { replicaUser: _, ...rest } = opts;
+    const { replicaUser: _, sandbox: __, ...rest } = opts;
     const rt = new LocalRuntime({
-      memoryPollMs: 1000, warmPoolMemoryLimitBytes: DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES, logLevel: 'info', ...rest, warmPoolSize, stateDir,
-    }, dirs, user);
+      memoryPollMs: 1000, warmPoolMemoryLimitBytes: DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES, logLevel: 'info', allowUnsandboxedUserCode: false, ...rest, warmPoolSize, stateDir,
+    }, dirs, user, sandbox);
     rt.fillPool();
     return rt;
   }
@@ -268,6 +289,10 @@ export class LocalRuntime implements Runtime {
     const calledMs = performance.now();
     for (const key of ['id', 'endpoint', 'servedEntity'] as const) {
       if (!NAME_PATTERN.test(spec[key])) throw invalidParameter(key, spec[key], 'letters, digits, ".", "_" or "-", starting with a letter or digit');
+    }
+    if (USER_CODE_FLAVORS.includes(spec.flavor) && this.sandbox.kind === 'none' && !this.opts.allowUnsandboxedUserCode) {
+      throw new FerryError('INVALID_PARAMETER_VALUE', `Replica '${spec.id}' runs user code (${spec.flavor} flavor) and replicas have no OS sandbox here (${this.sandbox.reason}); `
+        + 'the server refuses to run it unsandboxed. Install bubblewrap (bwrap), or set allowUnsandboxedUserCode: true in the server config to accept the risk.');
     }
     if (spec.family === undefined && !(await fsp.stat(spec.artifactDir).catch(() => undefined))?.isDirectory()) {
       throw new FerryError('MODEL_ERROR', `Artifact directory '${spec.artifactDir}' of replica '${spec.id}' does not exist.`);
@@ -286,7 +311,8 @@ export class LocalRuntime implements Runtime {
     // A pool process was allowed its socket and model directory when it started (see `replicaNodeFlags`).
     const socketPath = pooled?.socketPath ?? this.socketPathOf(spec.id);
     const modelDir = pooled?.modelDir ?? path.join(this.dirs.models, `${spec.id}-${randomBytes(4).toString('hex')}`);
-    const options = replicaOptions(spec, { socketPath, modelDir, drainTimeoutMs: this.opts.drainTimeoutMs, user: this.user, logLevel: this.opts.logLevel });
+    // In the sandbox the process is the replica user from its start; without, it drops after loading.
+    const options = replicaOptions(spec, { socketPath, modelDir, drainTimeoutMs: this.opts.drainTimeoutMs, user: this.sandboxUser === undefined ? this.user : undefined, logLevel: this.opts.logLevel });
     let child: ChildProcess;
     let link: ReplicaLink;
     let exited: Promise<Exit>;
@@ -296,8 +322,8 @@ export class LocalRuntime implements Runtime {
     } else {
       this.staging.add(spec.id);
       try {
-        fs.rmSync(socketPath, { force: true }); // a socket left by a replica that was SIGKILLed
-        await stageModel(spec, modelDir);
+        await this.makeSocketDir(socketPath);
+        await stageModel(spec, modelDir, this.modelDirMode);
         if (this.closed) throw new FerryError('TEMPORARILY_UNAVAILABLE', 'The runtime is shutting down.');
       } catch (err) {
         await fsp.rm(modelDir, { recursive: true, force: true });
@@ -322,7 +348,7 @@ export class LocalRuntime implements Runtime {
       child, link, logFile, pidFile, ready: false, stopRequested: false, oomRssBytes: undefined,
       gone: exited.then(async (e) => {
         await Promise.all([
-          fsp.rm(pidFile, { force: true }), fsp.rm(socketPath, { force: true }), fsp.rm(modelDir, { recursive: true, force: true }),
+          fsp.rm(pidFile, { force: true }), fsp.rm(path.dirname(socketPath), { recursive: true, force: true }), fsp.rm(modelDir, { recursive: true, force: true }),
         ]);
         if (this.replicas.get(spec.id) === r) this.replicas.delete(spec.id);
         return e;
@@ -341,7 +367,7 @@ export class LocalRuntime implements Runtime {
     if (pooled !== undefined) {
       fs.rmSync(pooled.pidFile, { force: true });
       try {
-        await stageModel(spec, modelDir);
+        await stageModel(spec, modelDir, this.modelDirMode);
       } catch (err) {
         r.stopRequested = true;
         child.kill('SIGKILL');
@@ -445,20 +471,74 @@ export class LocalRuntime implements Runtime {
     await this.poolFill;
   }
 
-  /** `sockets/<id>.sock`, or `sockets/<sha256(id)[0:16]>.sock` when that is too long (see the file comment). */
+  /**
+   * `sockets/<id>/replica.sock`, or `sockets/<sha256(id)[0:16]>/replica.sock` when that is too long
+   * (see the file comment): a directory per process, so that a sandbox can bind exactly its own.
+   */
   private socketPathOf(id: string): string {
-    const plain = path.join(this.dirs.sockets, `${id}.sock`);
+    const plain = path.join(this.dirs.sockets, id, SOCKET_FILE);
     if (Buffer.byteLength(plain) <= MAX_SOCKET_PATH_BYTES) return plain;
     return this.hashedSocketPath(id);
   }
 
   private hashedSocketPath(name: string): string {
-    return path.join(this.dirs.sockets, `${createHash('sha256').update(name).digest('hex').slice(0, 16)}.sock`);
+    return path.join(this.dirs.sockets, createHash('sha256').update(name).digest('hex').slice(0, 16), SOCKET_FILE);
+  }
+
+  /**
+   * The user a sandboxed process runs as from its start (setpriv): the replica user when the server
+   * is root and there is a sandbox; undefined otherwise (no sandbox: the replica drops after loading).
+   */
+  private get sandboxUser(): UserIds | undefined {
+    return this.sandbox.kind === 'bwrap' ? this.user : undefined;
+  }
+
+  /**
+   * Mode of a private model directory's directories: traversable by the replica user when it runs
+   * as that user from its start (its files are then made readable too, see `stageModel`); 0700
+   * otherwise. Either way it lies under the 0700 `models/` and data directories, which only the
+   * server's user can enter; inside the sandbox only the process's own model directory exists.
+   */
+  private get modelDirMode(): number {
+    return this.sandboxUser === undefined ? 0o700 : 0o755;
+  }
+
+  /** A fresh directory for one process's socket (a SIGKILLed one may have left it), owned by the user the process runs as. */
+  private async makeSocketDir(socketPath: string): Promise<void> {
+    const dir = path.dirname(socketPath);
+    await fsp.rm(dir, { recursive: true, force: true });
+    await fsp.mkdir(dir, { mode: 0o700 });
+    const user = this.sandboxUser;
+    if (user !== undefined) await fsp.chown(dir, user.uid, user.gid);
   }
 
   private spawnReplica(spec: ReplicaSpec, options: ReplicaOptions, logFile: string): ChildProcess {
     const flags = [...replicaNodeFlags({ modelDir: options.dir, socketPath: options.socketPath }, spec.flavor), `--max-old-space-size=${heapMiBOf(spec.memoryLimitBytes)}`];
-    return spawnNode([...flags, FERRY_BIN, 'replica', '--control', ...replicaFlags(options)], options.dir, logFile);
+    return this.spawnNode([...flags, FERRY_BIN, 'replica', '--control', ...replicaFlags(options)], { modelDir: options.dir, socketPath: options.socketPath, gpu: spec.workloadType !== 'CPU' }, logFile);
+  }
+
+  /**
+   * Starts `node <args>` in the sandbox (when there is one) with the scrubbed environment, its
+   * output appended to `logFile` (0600) and the control channel on descriptor 3. The V8 heap flag
+   * in `args` gets half the memory limit: the rest is for Node itself and onnxruntime's native
+   * memory, which the heap flag does not bound (the watchdog does). 256 MiB → 128 MiB heap. The
+   * channel is the replica's lifeline: when the server dies, even by SIGKILL, it closes and the
+   * replica drains and exits (an idle pool process just exits).
+   */
+  private spawnNode(args: string[], where: { modelDir: string; socketPath: string; gpu: boolean }, logFile: string): ChildProcess {
+    const mounts: SandboxMounts = {
+      readOnly: [process.execPath, ...FERRY_CODE_PATHS, ...libraryPaths()],
+      modelDir: where.modelDir,
+      socketDir: path.dirname(where.socketPath),
+      devices: where.gpu ? gpuDevices() : [],
+    };
+    const { file, args: argv } = sandboxed(this.sandbox, mounts, this.sandboxUser, [process.execPath, ...args]);
+    const fd = fs.openSync(logFile, 'a', 0o600);
+    try {
+      return spawn(file, argv, { cwd: where.modelDir, env: replicaEnv(process.env), stdio: ['ignore', fd, fd, 'pipe'] });
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 
   /**
@@ -481,8 +561,8 @@ export class LocalRuntime implements Runtime {
    */
   private claimPoolProcess(spec: ReplicaSpec, logFile: string): PoolProcess | undefined {
     // Pool processes start with the flags of tensor flavors: an llm replica needs more, a js replica
-    // fewer (no native addons; see `replicaNodeFlags`).
-    if (spec.flavor === 'llm' || spec.flavor === 'js' || heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
+    // fewer (no native addons; see `replicaNodeFlags`); in a sandbox they see no GPU.
+    if (spec.flavor === 'llm' || spec.flavor === 'js' || (this.sandbox.kind === 'bwrap' && spec.workloadType !== 'CPU') || heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
     for (const p of this.pool) {
       if (!p.warm || p.link.violation !== undefined || p.child.exitCode !== null || p.child.signalCode !== null) continue;
       try {
@@ -534,13 +614,19 @@ export class LocalRuntime implements Runtime {
     // Its socket and (still empty) model directory are fixed now: the permission flags name them.
     const socketPath = this.hashedSocketPath(token);
     const modelDir = path.join(this.dirs.models, `pool-${key}`);
-    fs.mkdirSync(modelDir, { mode: 0o700 });
+    fs.mkdirSync(modelDir, { mode: this.modelDirMode });
+    fs.chmodSync(modelDir, this.modelDirMode); // not masked by umask
     const flags = [...replicaNodeFlags({ modelDir, socketPath }), `--max-old-space-size=${this.poolHeapMiB}`];
     let child: ChildProcess;
     try {
-      child = spawnNode([...flags, FERRY_BIN, 'replica', '--control', '--pool', token], modelDir, logFile);
+      fs.rmSync(path.dirname(socketPath), { recursive: true, force: true });
+      fs.mkdirSync(path.dirname(socketPath), { mode: 0o700 });
+      const user = this.sandboxUser;
+      if (user !== undefined) fs.chownSync(path.dirname(socketPath), user.uid, user.gid);
+      child = this.spawnNode([...flags, FERRY_BIN, 'replica', '--control', '--pool', token], { modelDir, socketPath, gpu: false }, logFile);
     } catch (err) {
       fs.rmSync(modelDir, { recursive: true, force: true });
+      fs.rmSync(path.dirname(socketPath), { recursive: true, force: true });
       throw err;
     }
     child.on('error', () => undefined);
@@ -555,7 +641,7 @@ export class LocalRuntime implements Runtime {
       gone: exited.then(async () => {
         this.pool.delete(p);
         if (p.claimed) return;
-        await Promise.all([fsp.rm(pidFile, { force: true }), fsp.rm(modelDir, { recursive: true, force: true })]);
+        await Promise.all([fsp.rm(pidFile, { force: true }), fsp.rm(modelDir, { recursive: true, force: true }), fsp.rm(path.dirname(socketPath), { recursive: true, force: true })]);
         if (p.stopRequested || this.closed) {
           await fsp.rm(p.logFile, { force: true });
         } else {
@@ -622,9 +708,11 @@ export class LocalRuntime implements Runtime {
     if (this.watching) return;
     this.watching = true;
     try {
+      // In the sandbox the child is bwrap: the replica is a descendant, so its whole tree counts.
+      const tree = this.sandbox.kind === 'bwrap' ? await processTree() : undefined;
       await Promise.all([...this.replicas.values()].map(async (r) => {
         const pid = r.child.pid;
-        const rssBytes = pid === undefined ? undefined : await residentBytes(pid);
+        const rssBytes = pid === undefined ? undefined : await residentBytes(tree === undefined ? [pid] : descendants(pid, tree));
         if (rssBytes === undefined || rssBytes <= r.handle.spec.memoryLimitBytes || r.oomRssBytes !== undefined) return;
         r.oomRssBytes = rssBytes;
         await appendLog(r.logFile, 'replica killed: over its memory limit', { rssBytes, memoryLimitBytes: r.handle.spec.memoryLimitBytes });
@@ -645,26 +733,9 @@ export class LocalRuntime implements Runtime {
   }
 }
 
-/** The V8 heap limit of a replica: half its memory limit (see `spawnNode`), at least 16 MiB. */
+/** The V8 heap limit of a replica: half its memory limit (see `LocalRuntime.spawnNode`), at least 16 MiB. */
 function heapMiBOf(memoryLimitBytes: number): number {
   return Math.max(16, Math.floor(memoryLimitBytes / 2 / MIB));
-}
-
-/**
- * Starts `node <args>` with the scrubbed environment, its output appended to `logFile` (0600) and
- * an IPC channel. The V8 heap flag in `args` gets half the memory limit: the rest is for Node
- * itself and onnxruntime's native memory, which the heap flag does not bound (the watchdog does).
- * 256 MiB → 128 MiB heap. The channel is the replica's lifeline: when the server dies, even by
- * SIGKILL, it closes and the replica drains and exits (an idle pool process just exits). It
- * carries the warm pool's messages too (`ReplicaToRuntime`, `RuntimeToReplica`).
- */
-function spawnNode(args: string[], cwd: string, logFile: string): ChildProcess {
-  const fd = fs.openSync(logFile, 'a', 0o600);
-  try {
-    return spawn(process.execPath, args, { cwd, env: replicaEnv(process.env), stdio: ['ignore', fd, fd, 'pipe'] });
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 /**
@@ -760,14 +831,18 @@ async function stageMember(link: ReplicaLink, family: NonNullable<ReplicaSpec['f
  * directories and regular files are staged: a symbolic link could point the replica at files it
  * must not read, so one is refused. Rejects with MODEL_ERROR.
  */
-async function stageModel(spec: ReplicaSpec, modelDir: string): Promise<void> {
+async function stageModel(spec: ReplicaSpec, modelDir: string, dirMode: number): Promise<void> {
+  const mkdir = async (dir: string): Promise<void> => {
+    await fsp.mkdir(dir, { recursive: true, mode: dirMode });
+    await fsp.chmod(dir, dirMode); // not masked by umask
+  };
   if (spec.family !== undefined) {
-    // A family replica starts with no model; its members arrive over IPC (`stageMember`).
-    await fsp.mkdir(modelDir, { recursive: true, mode: 0o700 });
+    // A family replica starts with no model; its members arrive over the control channel (`stageMember`).
+    await mkdir(modelDir);
     return;
   }
   const stage = async (from: string, to: string): Promise<void> => {
-    await fsp.mkdir(to, { recursive: true, mode: 0o700 });
+    await mkdir(to);
     for (const entry of await fsp.readdir(from, { withFileTypes: true })) {
       const src = path.join(from, entry.name);
       const dest = path.join(to, entry.name);
@@ -778,6 +853,11 @@ async function stageModel(spec: ReplicaSpec, modelDir: string): Promise<void> {
           if (err.code !== 'EXDEV' && err.code !== 'EPERM') throw err;
           await fsp.copyFile(src, dest);
         });
+        // A replica that runs as the replica user from its start must read its files. A hard link
+        // shares the stored artifact's inode, so this makes the stored file 0644 too: it stays
+        // out of other users' reach behind the 0700 data directory, and a replica sees only its
+        // own model directory (the sandbox binds nothing else).
+        if (dirMode !== 0o700) await fsp.chmod(dest, 0o644);
       } else {
         throw new Error(`'${path.relative(spec.artifactDir, src)}' is not a regular file or directory`);
       }
@@ -915,7 +995,23 @@ async function killOrphans(dir: string, socketsDir: string): Promise<void> {
     }
     if (typeof socketPath === 'string' && path.dirname(socketPath) === socketsDir) {
       await fsp.rm(socketPath, { force: true });
+    } else if (typeof socketPath === 'string' && path.dirname(path.dirname(socketPath)) === socketsDir) {
+      await fsp.rm(path.dirname(socketPath), { recursive: true, force: true });
     }
     await fsp.rm(file, { force: true });
   }));
+}
+
+/** The directories of LD_LIBRARY_PATH (where the CUDA libraries are found for GPU workloads), bound read-only in the sandbox. */
+function libraryPaths(): string[] {
+  return (process.env.LD_LIBRARY_PATH ?? '').split(':').filter((p) => p.startsWith('/'));
+}
+
+/** The GPU's device nodes (`/dev/nvidia*`), passed into the sandbox of a GPU workload. */
+function gpuDevices(): string[] {
+  try {
+    return fs.readdirSync('/dev').filter((n) => n.startsWith('nvidia')).map((n) => path.join('/dev', n));
+  } catch {
+    return [];
+  }
 }
