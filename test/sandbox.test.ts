@@ -182,8 +182,9 @@ describe('hostile js models', () => {
   });
 
   test('the same sandbox without Node\'s permission model (what native code would get): OS-level refusals', { timeout: 60_000 }, async () => {
+    assert.equal((await deployJs('os-self', 'export function predict(input) { return { out: input.text }; }')).state.ready, 'READY');
     const other = await replicaOf('bystander');
-    const self = await replicaOf('probe');
+    const self = await replicaOf('os-self');
     const sandbox = await chooseSandbox('bwrap', IS_ROOT ? { uid: NOBODY, gid: NOBODY } : undefined);
     const socketDir = await fsp.mkdtemp(path.join(dir, 'sock-'));
     await fsp.chmod(socketDir, 0o777);
@@ -202,7 +203,8 @@ describe('hostile js models', () => {
         console.log(JSON.stringify({
           uid: process.getuid(),
           pids: fs.readdirSync('/proc').filter((n) => /^\\d+$/.test(n)).length,
-          dataDir: fs.existsSync(${JSON.stringify(dataDir)}),
+          db: fs.existsSync(${JSON.stringify(path.join(dataDir, 'ferry.db'))}),
+          dataDir: fs.readdirSync(${JSON.stringify(dataDir)}),
           otherModelDir: fs.existsSync(${JSON.stringify(other.modelDir)}),
           writeModelDir: attempt(() => fs.writeFileSync(${JSON.stringify(path.join(self.modelDir, 'written'))}, 'x')),
           readModel: attempt(() => fs.readFileSync(${JSON.stringify(path.join(self.modelDir, 'model.mjs'))})),
@@ -216,9 +218,9 @@ describe('hostile js models', () => {
     assert.equal(run.status, 0, run.stderr);
     const got = JSON.parse(run.stdout) as Record<string, unknown>;
     assert.deepEqual(got, {
-      uid: IS_ROOT ? NOBODY : process.getuid?.(), pids: 2, dataDir: false, otherModelDir: false,
+      uid: IS_ROOT ? NOBODY : process.getuid?.(), pids: 2, db: false, dataDir: ['runtime'], otherModelDir: false,
       writeModelDir: 'EROFS', readModel: 'ok', serverPort: 'ECONNREFUSED', otherSocket: 'ENOENT',
-    }, 'pids: bwrap\'s init and this process only');
+    }, 'pids: bwrap\'s init and this process only; of the data directory only the path to its own model directory');
     assert.equal(fs.existsSync('/tmp/private'), false, '/tmp is private');
     await fsp.rm(socketDir, { recursive: true, force: true });
   });

@@ -98,7 +98,7 @@ export function sandboxed(sandbox: Sandbox, mounts: SandboxMounts, user: UserIds
   if (sandbox.kind === 'none' || sandbox.bwrap === undefined) return { file: command[0] ?? '', args: command.slice(1) };
   const args = [
     '--unshare-net', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--die-with-parent', '--new-session',
-    '--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp',
+    '--proc', '/proc', '--dev', '/dev', '--perms', '01777', '--tmpfs', '/tmp',
   ];
   for (const dir of SYSTEM_DIRS) args.push(...bindOrLink(dir));
   const binds = [...ETC_FILES, ...mounts.readOnly, mounts.modelDir].filter((p) => fs.existsSync(p));
