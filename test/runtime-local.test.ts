@@ -516,11 +516,11 @@ describe('LocalRuntime warm pool', () => {
     }
   });
 
-  test('cold start, linear.onnx: claimed from the pool vs spawned (p50 of 10 each)', { timeout: 180_000 }, async (t) => {
+  test('cold start, linear.onnx: claimed from the pool vs spawned, with and without the sandbox (p50 of 10 each)', { timeout: 300_000 }, async (t) => {
     const runs = 10;
-    const measure = async (warmPoolSize: number): Promise<number[]> => {
+    const measure = async (warmPoolSize: number, sandbox: 'none' | 'bwrap'): Promise<number[]> => {
       const ms: number[] = [];
-      await withRuntime({ warmPoolSize }, async (rt) => {
+      await withRuntime({ warmPoolSize, sandbox }, async (rt) => {
         for (let i = 0; i < runs; i++) {
           if (warmPoolSize > 0) await poolIdle(rt);
           const handle = await rt.startReplica(makeSpec(`ep.linear.cold${i}`, 'linear'));
@@ -531,11 +531,13 @@ describe('LocalRuntime warm pool', () => {
       });
       return ms;
     };
-    const spawned = await measure(0);
-    const pooled = await measure(1);
     const fmt = (xs: number[]): string => xs.map((x) => x.toFixed(0)).join(' ');
-    t.diagnostic(`spawned: p50 ${median(spawned).toFixed(0)} ms (${fmt(spawned)})`);
-    t.diagnostic(`from the pool: p50 ${median(pooled).toFixed(0)} ms (${fmt(pooled)})`);
-    assert.ok(median(pooled) < median(spawned), 'the pool makes cold starts cheaper');
+    for (const sandbox of ['none', 'bwrap'] as const) {
+      const spawned = await measure(0, sandbox);
+      const pooled = await measure(1, sandbox);
+      t.diagnostic(`sandbox ${sandbox}, spawned: p50 ${median(spawned).toFixed(0)} ms (${fmt(spawned)})`);
+      t.diagnostic(`sandbox ${sandbox}, from the pool: p50 ${median(pooled).toFixed(0)} ms (${fmt(pooled)})`);
+      assert.ok(median(pooled) < median(spawned), 'the pool makes cold starts cheaper');
+    }
   });
 });

@@ -1,30 +1,36 @@
 /**
  * The local runtime: each replica is a child process (`ferry replica`) of the server, on a Unix
- * socket in a 0700 directory, with a scrubbed environment and a memory limit enforced by a
+ * socket in a directory of its own, with a scrubbed environment and a memory limit enforced by a
  * watchdog. Isolation: a replica runs a user's model, so it is kept from the server's secrets
- * and from other endpoints:
+ * and from other endpoints, and the server trusts nothing it sends:
+ * - The OS sandbox (./sandbox.ts, when bwrap works here): its own network, pid, IPC and UTS
+ *   namespaces, read-only binds of the system, Node, Ferry's code and its own model directory,
+ *   its own socket directory read-write; as `replicaUser` from its first instruction when the
+ *   server is root. Replicas that run user code (`USER_CODE_FLAVORS`) are refused without it
+ *   unless `allowUnsandboxedUserCode`.
  * - Node's permission model (`replicaNodeFlags`): its JavaScript may read Ferry's code, its own
- *   private model directory and its socket, write its socket, start worker threads and load
- *   native addons; every other file read or write, child processes and WASI throw
- *   ERR_ACCESS_DENIED. Native code (onnxruntime) is not bound by it.
+ *   private model directory and its socket, write its socket, start worker threads and (except
+ *   js replicas) load native addons; every other file read or write, child processes and WASI
+ *   throw ERR_ACCESS_DENIED. Native code (onnxruntime) is not bound by it: the sandbox is.
  * - A private model directory per replica process: the entity's artifact directory is staged
  *   into `models/<name>/` (hard links, or copies across file systems) and the replica loads from
- *   there, so the permission flags can name exactly one model. Removed when the process is gone.
- * - When the server runs as root, the replica loads its model as root (so models and sockets
- *   may sit under 0700 directories), then, once its socket listens and before it answers,
- *   switches to `replicaUser` (default "nobody"): from then on the OS denies it the data
- *   directory, the socket directory and anything else the user may not read, native code
- *   included. The server (root) still signals it, reads its /proc status and removes its socket.
+ *   there, so the flags and the sandbox can name exactly one model. Removed when the process is gone.
+ * - Without a sandbox, when the server runs as root, the replica loads its model as root, then,
+ *   once its socket listens and before it answers, switches to `replicaUser` (default "nobody").
+ * - The control channel (./control.ts, the child's fd 3): bounded frames, each message checked;
+ *   a replica that sends anything else is SIGKILLed and reported (`protocol`).
  * - The scrubbed environment (`replicaEnv`) and the RSS watchdog: an over-limit replica is
  *   SIGKILLed and reported (`oom`), never the server.
  *
  * Files under `stateDir`:
  *
- * - `sockets/<id>.sock` (or `<sha256(id)[0:16]>.sock` when the path would exceed the 107-byte
- *   Unix socket limit); a replica claimed from the pool keeps the socket its pool process was
- *   started for, `<sha256(pool key)[0:16]>.sock` (its permission flags name it)
+ * - `sockets/<id>/replica.sock` (or `sockets/<sha256(id)[0:16]>/replica.sock` when the path would
+ *   exceed the 107-byte Unix socket limit), the directory 0700 and owned by the user the process
+ *   runs as; a replica claimed from the pool keeps the socket its pool process was started for,
+ *   `sockets/<sha256(pool key)[0:16]>/replica.sock` (its permission flags and sandbox name it)
  * - `models/<id>-<random>/` (spawned replica) or `models/pool-<key>/` (pool process; empty until
- *   claimed): the private model directory, 0700 under a 0700 `models/`
+ *   claimed): the private model directory under a 0700 `models/`: 0700, or 0755 with 0644 files
+ *   when the process is the replica user from its start (sandboxed under a root server)
  * - `logs/<endpoint>/<servedEntity>/<id>.log`: the replica's stdout and stderr, kept after it stops
  * - `pids/<id>.json`: `{pid, socketPath, match, startedMs}`, so the next server run can kill
  *   replicas a crashed server left behind (see `open`)
@@ -34,7 +40,7 @@
  * (`ferry replica --pool <stateDir>/pool/<key>`: Node started, onnxruntime and the replica code
  * loaded and onnxruntime's one-time setup paid, no model). `startReplica` claims an idle one when
  * it can, stages the model into the process's private directory and sends it the replica's
- * options (the uid to drop to included) over IPC, which skips most of a cold start (measured
+ * options (the uid to drop to included) over the control channel, which skips most of a cold start (measured
  * here for linear.onnx, p50: ~320 ms spawned, ~115 ms claimed, most of the rest being the
  * replica's calibration worker; test/runtime-local.test.ts prints both); else it spawns a
  * replica as before.
@@ -56,7 +62,7 @@
  *   gives the same heap size; other specs spawn.
  * - Orphans: pool pid files are under `pool/` and a claimed replica's pid file names the pool key
  *   as `match`; `open` kills whatever a crashed server left in either. Idle pool processes also
- *   exit by themselves when the server's IPC channel closes.
+ *   exit by themselves when the server's control channel closes.
  * - Environment and permissions: pool processes get the same scrubbed environment and permission
  *   flags (naming their own socket and private directory); the claim message carries only the
  *   replica's options (socket, private model dir, model file, names, limits, batching, uid/gid).
