@@ -4,8 +4,9 @@
  * probes), decodes and validates requests against the signature, and hands tensors to the model
  * worker thread. SIGTERM drains in-flight requests, then exits. In pool mode (`awaitPoolClaim`) the
  * process starts before its model is known and gets its options over the control channel. Given
- * a `user` (the runtime passes one when the server is root), it switches to that uid/gid once its
- * model is loaded and its socket listens, before it answers anything.
+ * a `user` (the runtime passes one when the server is root and there is no OS sandbox; in the
+ * sandbox the process is that user from its start), it switches to that uid/gid once its model is
+ * loaded and its socket listens, before it answers anything.
  */
 import fs from 'node:fs';
 import http from 'node:http';

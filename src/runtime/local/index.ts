@@ -328,7 +328,7 @@ export class LocalRuntime implements Runtime {
     } else {
       this.staging.add(spec.id);
       try {
-        await this.makeSocketDir(socketPath);
+        this.makeSocketDir(socketPath);
         await stageModel(spec, modelDir, this.modelDirMode);
         if (this.closed) throw new FerryError('TEMPORARILY_UNAVAILABLE', 'The runtime is shutting down.');
       } catch (err) {
@@ -509,13 +509,16 @@ export class LocalRuntime implements Runtime {
     return this.sandboxUser === undefined ? 0o700 : 0o755;
   }
 
-  /** A fresh directory for one process's socket (a SIGKILLed one may have left it), owned by the user the process runs as. */
-  private async makeSocketDir(socketPath: string): Promise<void> {
+  /**
+   * A fresh directory (0700) for one process's socket (a SIGKILLed one may have left it), owned
+   * by the user the process runs as. Synchronous: a pool process's is made just before its spawn.
+   */
+  private makeSocketDir(socketPath: string): void {
     const dir = path.dirname(socketPath);
-    await fsp.rm(dir, { recursive: true, force: true });
-    await fsp.mkdir(dir, { mode: 0o700 });
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.mkdirSync(dir, { mode: 0o700 });
     const user = this.sandboxUser;
-    if (user !== undefined) await fsp.chown(dir, user.uid, user.gid);
+    if (user !== undefined) fs.chownSync(dir, user.uid, user.gid);
   }
 
   private spawnReplica(spec: ReplicaSpec, options: ReplicaOptions, logFile: string): ChildProcess {
@@ -625,10 +628,7 @@ export class LocalRuntime implements Runtime {
     const flags = [...replicaNodeFlags({ modelDir, socketPath }), `--max-old-space-size=${this.poolHeapMiB}`];
     let child: ChildProcess;
     try {
-      fs.rmSync(path.dirname(socketPath), { recursive: true, force: true });
-      fs.mkdirSync(path.dirname(socketPath), { mode: 0o700 });
-      const user = this.sandboxUser;
-      if (user !== undefined) fs.chownSync(path.dirname(socketPath), user.uid, user.gid);
+      this.makeSocketDir(socketPath);
       child = this.spawnNode([...flags, FERRY_BIN, 'replica', '--control', '--pool', token], { modelDir, socketPath, gpu: false }, logFile);
     } catch (err) {
       fs.rmSync(modelDir, { recursive: true, force: true });
