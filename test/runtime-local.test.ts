@@ -209,6 +209,19 @@ describe('LocalRuntime', () => {
     });
   });
 
+  test('without a sandbox a replica that runs user code is refused, naming the setting, unless allowed', { timeout: 60_000 }, async () => {
+    const js = makeSpec('ep.js.1', 'linear', { flavor: 'js', modelFile: 'model.mjs' });
+    await withRuntime({ warmPoolSize: 0, sandbox: 'none' }, async (rt) => {
+      assert.deepEqual(rt.sandbox, { kind: 'none', reason: 'sandbox is "none" in the server config' });
+      await assert.rejects(rt.startReplica(js), (err: unknown) => err instanceof FerryError && /runs user code \(js flavor\).*no OS sandbox.*allowUnsandboxedUserCode: true/.test(err.message));
+      assert.equal((await rt.startReplica(makeSpec('ep.linear.onnx', 'linear'))).fromPool, false, 'other flavors still start');
+    });
+    await withRuntime({ warmPoolSize: 0, sandbox: 'none', allowUnsandboxedUserCode: true }, async (rt) => {
+      // Allowed: it gets as far as loading (this artifact has no js module, so the load fails).
+      await assert.rejects(rt.startReplica(js), (err: unknown) => err instanceof FerryError && !/allowUnsandboxedUserCode/.test(err.message));
+    });
+  });
+
   test('ids and names that are not safe file names are refused', { timeout: 60_000 }, async () => {
     await withRuntime({}, async (rt) => {
       for (const bad of [{ id: '../x' }, { id: '.hidden' }, { endpoint: 'a/b' }, { servedEntity: '..' }]) {
