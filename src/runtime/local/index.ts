@@ -341,7 +341,7 @@ export class LocalRuntime implements Runtime {
       // Errors after a successful spawn (a failed kill of an exited process) need no handling.
       child.on('error', () => undefined);
       link = this.linkTo(child, { pool: false, family: spec.family !== undefined }, () => logFile);
-      exited = exitOf(child, link);
+      exited = exitOf(child, link, socketPath);
     }
     // Written before anything awaits, so the pid file exists before the exit handler can remove it
     // and before a server crash could leave the replica unlisted. `match` is what orphan cleanup
@@ -376,7 +376,7 @@ export class LocalRuntime implements Runtime {
         await stageModel(spec, modelDir, this.modelDirMode);
       } catch (err) {
         r.stopRequested = true;
-        child.kill('SIGKILL');
+        this.killProcess(child);
         await r.gone;
         this.fillPool();
         throw err;
@@ -411,7 +411,7 @@ export class LocalRuntime implements Runtime {
       return r.handle;
     }
     if (outcome === 'timeout') {
-      child.kill('SIGKILL');
+      this.killProcess(child);
       await r.gone;
       throw new FerryError('DEADLINE_EXCEEDED', `Replica '${spec.id}' did not become ready within ${this.opts.startTimeoutMs} ms; it was killed.`);
     }
@@ -426,7 +426,7 @@ export class LocalRuntime implements Runtime {
     if (r === undefined) return;
     r.stopRequested = true;
     r.link.send({ type: 'drain' });
-    const timer = setTimeout(() => r.child.kill('SIGKILL'), this.opts.drainTimeoutMs + KILL_GRACE_MS);
+    const timer = setTimeout(() => this.killProcess(r.child), this.opts.drainTimeoutMs + KILL_GRACE_MS);
     await r.gone;
     clearTimeout(timer);
   }
@@ -551,13 +551,35 @@ export class LocalRuntime implements Runtime {
   }
 
   /**
+   * SIGKILLs a replica or pool process. In the sandbox the child is bwrap and the processes below
+   * it are killed too: they die with it anyway (`--die-with-parent`, pid namespace), except when
+   * bwrap is killed while it is still setting up, before its child asked to die with it.
+   */
+  private killProcess(child: ChildProcess): void {
+    const pid = child.pid;
+    if (this.sandbox.kind === 'none' || pid === undefined) {
+      child.kill('SIGKILL');
+      return;
+    }
+    void processTree().then((tree) => {
+      for (const p of descendants(pid, tree)) {
+        try {
+          process.kill(p, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    });
+  }
+
+  /**
    * The runtime's end of `child`'s control channel. A protocol violation (see ./control.ts) is
    * noted in the process's log (`logFile()`: a pool process's log moves when it is claimed) and
    * the process is SIGKILLed; its exit is then reported with reason `protocol`.
    */
   private linkTo(child: ChildProcess, state: LinkState, logFile: () => string): ReplicaLink {
     const link = new ReplicaLink(child.stdio[3] as Socket, state, (what) => {
-      child.kill('SIGKILL');
+      this.killProcess(child);
       void appendLog(logFile(), 'replica killed: it broke the control protocol', { violation: what });
     });
     return link;
@@ -640,7 +662,7 @@ export class LocalRuntime implements Runtime {
     let becameWarm: () => void = () => undefined;
     const warm = new Promise<void>((resolve) => { becameWarm = resolve; });
     const link = this.linkTo(child, { pool: true, family: false }, () => p.logFile);
-    const exited = exitOf(child, link);
+    const exited = exitOf(child, link, socketPath);
     const p: PoolProcess = {
       token, socketPath, modelDir, child, link, logFile, pidFile, warm: false, claimed: false, stopRequested: false, exited,
       warmOrGone: Promise.race([warm, exited.then(() => undefined)]),
@@ -669,7 +691,7 @@ export class LocalRuntime implements Runtime {
   private async stopPoolProcess(p: PoolProcess): Promise<void> {
     p.stopRequested = true;
     p.link.send({ type: 'drain' }); // idle in the pool, it exits at once
-    const timer = setTimeout(() => p.child.kill('SIGKILL'), KILL_GRACE_MS);
+    const timer = setTimeout(() => this.killProcess(p.child), KILL_GRACE_MS);
     await p.gone;
     clearTimeout(timer);
   }
@@ -722,7 +744,7 @@ export class LocalRuntime implements Runtime {
         if (rssBytes === undefined || rssBytes <= r.handle.spec.memoryLimitBytes || r.oomRssBytes !== undefined) return;
         r.oomRssBytes = rssBytes;
         await appendLog(r.logFile, 'replica killed: over its memory limit', { rssBytes, memoryLimitBytes: r.handle.spec.memoryLimitBytes });
-        r.child.kill('SIGKILL');
+        this.killProcess(r.child);
       }));
     } finally {
       this.watching = false;
@@ -745,15 +767,31 @@ function heapMiBOf(memoryLimitBytes: number): number {
 }
 
 /**
- * Settles when `child` exits, or at once if it never started (no exit event follows a failed
- * spawn); its control link then expects the channel to close.
+ * In the sandbox the child is bwrap. The processes inside outlive it by an instant (the pid
+ * namespace's init exits just after its child; killed, bwrap takes them with it an instant
+ * later), and one it forked while it was being killed, before that child asked to die with it,
+ * would outlive it for good. So after the child's exit, the processes that still name its socket
+ * on their command line (every process of a sandbox does) are SIGKILLed, every
+ * `STRAGGLER_POLL_MS`, until none is left, for at most `SANDBOX_TEARDOWN_WAIT_MS`.
  */
-function exitOf(child: ChildProcess, link: ReplicaLink): Promise<Exit> {
+const SANDBOX_TEARDOWN_WAIT_MS = 5000;
+const STRAGGLER_POLL_MS = 20;
+
+/**
+ * Settles when `child` has exited and no process of its sandbox is left (see
+ * `SANDBOX_TEARDOWN_WAIT_MS`), or at once if it never started (no exit event follows a failed
+ * spawn). `match` is on the command line of each of its processes (its socket path).
+ */
+function exitOf(child: ChildProcess, link: ReplicaLink, match: string): Promise<Exit> {
   return new Promise((resolve) => {
     child.once('exit', (code, signal) => {
       link.markExited();
-      link.close();
-      resolve({ code: code ?? undefined, signal: signal ?? undefined });
+      void (async () => {
+        const deadline = Date.now() + SANDBOX_TEARDOWN_WAIT_MS;
+        while ((await killMatching(match)) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, STRAGGLER_POLL_MS));
+        link.close();
+        resolve({ code: code ?? undefined, signal: signal ?? undefined });
+      })();
     });
     child.once('error', () => {
       if (child.pid === undefined) resolve({ code: undefined, signal: undefined });
@@ -968,6 +1006,24 @@ async function lastLines(file: string): Promise<string> {
 async function appendLog(file: string, msg: string, fields: Record<string, unknown>): Promise<void> {
   const line = JSON.stringify({ ts: new Date().toISOString(), level: 'error', msg, source: 'runtime', ...fields });
   await fsp.appendFile(file, line + '\n').catch(() => undefined);
+}
+
+/**
+ * SIGKILLs every running process with `match` in an argument of its command line (the server's
+ * own never has it); resolves how many there were.
+ */
+async function killMatching(match: string): Promise<number> {
+  const pids = (await fsp.readdir('/proc').catch(() => [] as string[])).filter((n) => /^\d+$/.test(n)).map(Number);
+  const found = await Promise.all(pids.map(async (pid) => {
+    if (pid === process.pid || !(await commandLine(pid)).some((arg) => arg.includes(match)) || !(await isRunning(pid))) return 0;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+    return 1;
+  }));
+  return found.reduce<number>((a, b) => a + b, 0);
 }
 
 /**
