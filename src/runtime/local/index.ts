@@ -376,7 +376,7 @@ export class LocalRuntime implements Runtime {
         await stageModel(spec, modelDir, this.modelDirMode);
       } catch (err) {
         r.stopRequested = true;
-        this.killProcess(child);
+        child.kill('SIGKILL');
         await r.gone;
         this.fillPool();
         throw err;
@@ -411,7 +411,7 @@ export class LocalRuntime implements Runtime {
       return r.handle;
     }
     if (outcome === 'timeout') {
-      this.killProcess(child);
+      child.kill('SIGKILL');
       await r.gone;
       throw new FerryError('DEADLINE_EXCEEDED', `Replica '${spec.id}' did not become ready within ${this.opts.startTimeoutMs} ms; it was killed.`);
     }
@@ -426,7 +426,7 @@ export class LocalRuntime implements Runtime {
     if (r === undefined) return;
     r.stopRequested = true;
     r.link.send({ type: 'drain' });
-    const timer = setTimeout(() => this.killProcess(r.child), this.opts.drainTimeoutMs + KILL_GRACE_MS);
+    const timer = setTimeout(() => r.child.kill('SIGKILL'), this.opts.drainTimeoutMs + KILL_GRACE_MS);
     await r.gone;
     clearTimeout(timer);
   }
@@ -551,35 +551,13 @@ export class LocalRuntime implements Runtime {
   }
 
   /**
-   * SIGKILLs a replica or pool process. In the sandbox the child is bwrap and the processes below
-   * it are killed too: they die with it anyway (`--die-with-parent`, pid namespace), except when
-   * bwrap is killed while it is still setting up, before its child asked to die with it.
-   */
-  private killProcess(child: ChildProcess): void {
-    const pid = child.pid;
-    if (this.sandbox.kind === 'none' || pid === undefined) {
-      child.kill('SIGKILL');
-      return;
-    }
-    void processTree().then((tree) => {
-      for (const p of descendants(pid, tree)) {
-        try {
-          process.kill(p, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-    });
-  }
-
-  /**
    * The runtime's end of `child`'s control channel. A protocol violation (see ./control.ts) is
    * noted in the process's log (`logFile()`: a pool process's log moves when it is claimed) and
    * the process is SIGKILLed; its exit is then reported with reason `protocol`.
    */
   private linkTo(child: ChildProcess, state: LinkState, logFile: () => string): ReplicaLink {
     const link = new ReplicaLink(child.stdio[3] as Socket, state, (what) => {
-      this.killProcess(child);
+      child.kill('SIGKILL');
       void appendLog(logFile(), 'replica killed: it broke the control protocol', { violation: what });
     });
     return link;
@@ -691,7 +669,7 @@ export class LocalRuntime implements Runtime {
   private async stopPoolProcess(p: PoolProcess): Promise<void> {
     p.stopRequested = true;
     p.link.send({ type: 'drain' }); // idle in the pool, it exits at once
-    const timer = setTimeout(() => this.killProcess(p.child), KILL_GRACE_MS);
+    const timer = setTimeout(() => p.child.kill('SIGKILL'), KILL_GRACE_MS);
     await p.gone;
     clearTimeout(timer);
   }
@@ -721,8 +699,9 @@ export class LocalRuntime implements Runtime {
     };
     try {
       const outcome = await Promise.race([poll(), deadline, exited.then(() => 'exited' as const)]);
-      // A replica can answer its probe and die an instant later; trust the exit.
-      if (outcome === 'ready' && (r.child.exitCode !== null || r.child.signalCode !== null)) return 'exited';
+      // A replica can answer its probe and die an instant later; trust the exit, and a protocol
+      // violation (its kill may not have landed yet).
+      if (outcome === 'ready' && (r.child.exitCode !== null || r.child.signalCode !== null || r.link.violation !== undefined)) return 'exited';
       return outcome;
     } finally {
       settled = true;
@@ -744,7 +723,7 @@ export class LocalRuntime implements Runtime {
         if (rssBytes === undefined || rssBytes <= r.handle.spec.memoryLimitBytes || r.oomRssBytes !== undefined) return;
         r.oomRssBytes = rssBytes;
         await appendLog(r.logFile, 'replica killed: over its memory limit', { rssBytes, memoryLimitBytes: r.handle.spec.memoryLimitBytes });
-        this.killProcess(r.child);
+        r.child.kill('SIGKILL');
       }));
     } finally {
       this.watching = false;
