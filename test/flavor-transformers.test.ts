@@ -235,7 +235,7 @@ describe('transformers flavor', () => {
     diagnostics.subscribe('net.client.socket', onSocket);
     try {
       const modelDir = await writeTinyBert(path.join(dir, 'inproc'), 'feature-extraction');
-      const flavor = getFlavor('transformers');
+      const flavor = await getFlavor('transformers');
       const opts = { modelFile: 'onnx/model.onnx', workloadType: 'CPU' as const, intraOpThreads: 1 };
       const model = await flavor.load(modelDir, opts);
       const out = await model.predict({ text: { dtype: 'string', shape: [1], data: ['great'] } });

@@ -104,6 +104,17 @@ export const serverConfigSchema = z.strictObject({
    * from /etc/passwd or "uid:gid". Default "nobody".
    */
   replicaUser: z.string().min(1).default('nobody'),
+  /**
+   * The OS sandbox (bubblewrap) around every local replica process: "auto" uses it when `bwrap`
+   * works on this host (checked at start), "bwrap" requires it (the start fails otherwise), "none"
+   * never uses it. Kubernetes replicas are isolated by their pods instead.
+   */
+  sandbox: z.enum(['auto', 'bwrap', 'none']).default('auto'),
+  /**
+   * Whether replicas that run user code (js-flavor models) may start without the sandbox. Default
+   * false: they are refused (their deployment FAILED, naming this setting).
+   */
+  allowUnsandboxedUserCode: z.boolean().default(false),
   /** Inference table rows older than this are deleted (at start and then periodically). */
   inferenceTableRetention: duration.default('30d'),
   /** Inference table rows held in memory awaiting their write; more are dropped and counted. */
@@ -229,6 +240,8 @@ export interface ServerConfig {
   /** Both set, or neither (checked at compile). */
   readonly tls: { certFile: string; keyFile: string } | undefined;
   readonly replicaUser: string;
+  readonly sandbox: 'auto' | 'bwrap' | 'none';
+  readonly allowUnsandboxedUserCode: boolean;
   readonly inferenceTableRetentionMs: number;
   readonly inferenceTableBufferRows: number;
   readonly auditRetentionMs: number;
@@ -293,6 +306,8 @@ export function compileServerConfig(input: unknown): ServerConfig {
     maxRowsPerRequest: c.maxRowsPerRequest,
     tls: compileTls(c.tlsCert, c.tlsKey),
     replicaUser: c.replicaUser,
+    sandbox: c.sandbox,
+    allowUnsandboxedUserCode: c.allowUnsandboxedUserCode,
     inferenceTableRetentionMs: requireUnit('inferenceTableRetention', c.inferenceTableRetention, parseDurationMs, 'a duration such as "30d" or "12h"'),
     inferenceTableBufferRows: c.inferenceTableBufferSize,
     auditRetentionMs: requireUnit('auditRetention', c.auditRetention, parseDurationMs, 'a duration such as "90d"'),

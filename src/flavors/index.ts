@@ -2,13 +2,13 @@
  * Flavors: HOW a model artifact is inspected, loaded and run. A flavor turns an artifact
  * directory into a `LoadedModel`. `inspect` reads only metadata (pure JS, run at registration in
  * the inspector process, through `inspection.ts`); `load` runs inside a replica process only.
+ *
+ * Each flavor is imported on first use (`getFlavor`), never by this module: a js replica runs
+ * without `--allow-addons`, so it must never load onnxruntime-node (a native addon, which the
+ * onnx flavor imports), and a replica loads only the flavor it serves.
  */
 import type { OutputValue, Signature, Tensor } from '../tensor/index.js';
-import { jsFlavor } from './js/index.js';
-import { llmFlavor } from './llm/index.js';
-import { onnxFlavor } from './onnx/index.js';
-export { loadModelProto } from './onnx/index.js';
-import { transformersFlavor } from './transformers/index.js';
+import type { ModelProto } from './onnx/model-proto.js';
 
 export { MANIFEST_FILE, insideArtifact, isJsonObject, readManifest } from './manifest.js';
 export { TRANSFORMERS_TASKS, type TransformersTask } from './transformers/index.js';
@@ -59,8 +59,19 @@ export interface Flavor {
   load(dir: string, opts: LoadOptions): Promise<LoadedModel>;
 }
 
-const FLAVORS: Record<FlavorName, Flavor> = { onnx: onnxFlavor, transformers: transformersFlavor, js: jsFlavor, llm: llmFlavor };
+const FLAVORS: Record<FlavorName, () => Promise<Flavor>> = {
+  onnx: async () => (await import('./onnx/index.js')).onnxFlavor,
+  transformers: async () => (await import('./transformers/index.js')).transformersFlavor,
+  js: async () => (await import('./js/index.js')).jsFlavor,
+  llm: async () => (await import('./llm/index.js')).llmFlavor,
+};
 
-export function getFlavor(name: FlavorName): Flavor {
-  return FLAVORS[name];
+/** The flavor `name`, its module imported on first use (see the file comment). */
+export function getFlavor(name: FlavorName): Promise<Flavor> {
+  return FLAVORS[name]();
+}
+
+/** An onnxruntime session for a decoded ONNX model (the onnx flavor, imported on first use). */
+export async function loadModelProto(model: ModelProto, dir: string | undefined, opts: LoadOptions): Promise<LoadedModel> {
+  return (await import('./onnx/index.js')).loadModelProto(model, dir, opts);
 }

@@ -257,7 +257,7 @@ class InspectorProcess {
 
   private async checkMemory(on: Started): Promise<void> {
     const pid = on.child.pid;
-    const rss = pid === undefined ? undefined : await residentBytes(pid);
+    const rss = pid === undefined ? undefined : await residentBytes([pid]);
     if (rss !== undefined && rss > this.o.memoryLimitBytes) this.kill(on, { kind: 'memory' });
   }
 

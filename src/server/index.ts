@@ -81,7 +81,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   try {
     const artifacts = await openArtifactStore(config.artifactStore.kind === 'local'
       ? { kind: 'local', root: path.join(dataDir, 'artifacts') }
-      : { ...config.artifactStore, cacheDir: path.join(dataDir, 'artifact-cache') });
+      : { ...config.artifactStore, credentials: config.artifactStore.credentials ?? takeAwsCredentials(process.env), cacheDir: path.join(dataDir, 'artifact-cache') });
     const generatedAdminToken = await bootstrapAdminToken(store, dataDir, deps.adminToken, now());
     // Uploaded artifacts are parsed in inspector processes, never in this one (src/registry/inspector.ts).
     const inspector = new Inspector({
@@ -122,7 +122,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         kind: 'local', stateDir: path.join(dataDir, 'runtime'),
         startTimeoutMs: config.replicaStartTimeoutMs, drainTimeoutMs: config.replicaDrainTimeoutMs,
         warmPoolSize: config.warmPoolSize, warmPoolMemoryLimitBytes: config.replicaMemoryLimitBytes, replicaUser: config.replicaUser,
-        logLevel: config.logLevel,
+        logLevel: config.logLevel, sandbox: config.sandbox, allowUnsandboxedUserCode: config.allowUnsandboxedUserCode,
       };
     // Kubernetes: several servers may run side by side; one, elected over a Lease, runs the
     // control plane (its runtime opens, adopting the pods, when it becomes leader). Joined before
@@ -140,6 +140,11 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     };
     const leaderRuntime = cluster === undefined ? undefined : new LeaderRuntime(() => openRuntime(runtimeOptions));
     const runtime: Runtime = leaderRuntime ?? await openRuntime(runtimeOptions);
+    if (runtime.sandbox !== undefined) {
+      const { kind, reason } = runtime.sandbox;
+      const userCode = kind === 'bwrap' ? 'sandboxed' : config.allowUnsandboxedUserCode ? 'allowed unsandboxed (allowUnsandboxedUserCode)' : 'refused (allowUnsandboxedUserCode is false)';
+      log(kind === 'none' ? 'warn' : 'info', 'replica sandbox', { sandbox: kind, reason, userCodeModels: userCode });
+    }
     stopStarted = async () => {
       await runtime.close();
       await cluster?.close();
@@ -344,3 +349,18 @@ const SHARED_STORE_RECOVERY_AGE_MS = 60 * 60 * 1000;
 
 /** How often a follower reads the stored endpoints again (a config the leader activated shows within this). */
 const FOLLOWER_REFRESH_MS = 2000;
+/**
+ * The AWS access key of the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally
+ * AWS_SESSION_TOKEN), removed from this process's environment so that nothing the server starts
+ * inherits it (the kernel's copy in /proc/<pid>/environ stays: see docs/security.md); the S3 client gets it explicitly
+ * (the AWS SDK would otherwise read the variables lazily, at its first call). Undefined when
+ * unset: the SDK's other sources (profiles, web identity, instance metadata) apply.
+ */
+function takeAwsCredentials(env: NodeJS.ProcessEnv): { accessKeyId: string; secretAccessKey: string; sessionToken?: string } | undefined {
+  const { AWS_ACCESS_KEY_ID: accessKeyId, AWS_SECRET_ACCESS_KEY: secretAccessKey, AWS_SESSION_TOKEN: sessionToken } = env;
+  if (accessKeyId === undefined || secretAccessKey === undefined) return undefined;
+  delete env.AWS_ACCESS_KEY_ID;
+  delete env.AWS_SECRET_ACCESS_KEY;
+  delete env.AWS_SESSION_TOKEN;
+  return { accessKeyId, secretAccessKey, ...(sessionToken === undefined ? {} : { sessionToken }) };
+}
