@@ -251,7 +251,7 @@ async function replicaCommand(args: string[]): Promise<void> {
     batching: { type: 'string' }, 'max-batch-size': { type: 'string' }, 'max-queue-delay-us': { type: 'string' },
     'preferred-batch-sizes': { type: 'string' }, execution: { type: 'string' }, pool: { type: 'string' },
     'max-rows-per-request': { type: 'string' }, 'max-json-depth': { type: 'string' }, 'max-json-elements': { type: 'string' },
-    uid: { type: 'string' }, gid: { type: 'string' }, 'log-level': { type: 'string' },
+    uid: { type: 'string' }, gid: { type: 'string' }, 'log-level': { type: 'string' }, python: { type: 'string' },
     'family-cache-bytes': { type: 'string' }, 'family-session-fallback': { type: 'string' },
     listen: { type: 'string' }, 'artifact-path': { type: 'string' }, sha256: { type: 'string' }, 'artifact-store': { type: 'string' },
   });
@@ -297,7 +297,10 @@ async function replicaCommand(args: string[]): Promise<void> {
       ...(listen === undefined ? {} : { listen }),
       dir: need('dir'),
       flavor,
-      loadOptions: { modelFile: family === undefined ? need('model-file') : '', workloadType, intraOpThreads: Number(str(values, 'threads') ?? 1) },
+      loadOptions: {
+        modelFile: family === undefined ? need('model-file') : '', workloadType, intraOpThreads: Number(str(values, 'threads') ?? 1),
+        ...(str(values, 'python') === undefined ? {} : { pythonExecutable: need('python') }),
+      },
       modelName: need('name'),
       modelVersion: need('version'),
       maxBodyBytes: Number(str(values, 'max-body-bytes') ?? 16 * 1024 * 1024),

@@ -91,6 +91,12 @@ export const serverConfigSchema = z.strictObject({
    * from /etc/passwd or "uid:gid". Default "nobody".
    */
   replicaUser: z.string().min(1).default('nobody'),
+  /**
+   * The Python interpreter that python-flavor models (MLflow python_function) run in, as it is
+   * (MLflow's `env_manager: local`): a path, or a command looked up on the server's PATH.
+   * Default "python3".
+   */
+  python: z.string().min(1).default('python3'),
   /** Inference table rows older than this are deleted (at start and then periodically). */
   inferenceTableRetention: duration.default('30d'),
   /** Inference table rows held in memory awaiting their write; more are dropped and counted. */
@@ -190,6 +196,8 @@ export interface ServerConfig {
   /** Both set, or neither (checked at compile). */
   readonly tls: { certFile: string; keyFile: string } | undefined;
   readonly replicaUser: string;
+  /** See the schema's `python`. */
+  readonly python: string;
   readonly inferenceTableRetentionMs: number;
   readonly inferenceTableBufferRows: number;
   readonly otlpEndpoint: string | undefined;
@@ -246,6 +254,7 @@ export function compileServerConfig(input: unknown): ServerConfig {
     maxRowsPerRequest: c.maxRowsPerRequest,
     tls: compileTls(c.tlsCert, c.tlsKey),
     replicaUser: c.replicaUser,
+    python: c.python,
     inferenceTableRetentionMs: requireUnit('inferenceTableRetention', c.inferenceTableRetention, parseDurationMs, 'a duration such as "30d" or "12h"'),
     inferenceTableBufferRows: c.inferenceTableBufferSize,
     otlpEndpoint: compileOtlpEndpoint(c.otlpEndpoint),

@@ -8,14 +8,16 @@
  * onnx flavor imports), and a replica loads only the flavor it serves.
  */
 import type { OutputValue, Signature, Tensor } from '../tensor/index.js';
+import type { FlavorCapabilities } from './capabilities.js';
 import type { ModelProto } from './onnx/model-proto.js';
 
+export { FLAVOR_CAPABILITIES, type FlavorCapabilities } from './capabilities.js';
 export { MANIFEST_FILE, insideArtifact, isJsonObject, readManifest } from './manifest.js';
 export { TRANSFORMERS_TASKS, type TransformersTask } from './transformers/index.js';
 export { decodeModel, int64ToNumber, int64ToString, readModel, signatureOf, type ModelProto } from './onnx/model-proto.js';
 export { zipRows } from './onnx/zipmap.js';
 
-export const FLAVOR_NAMES = ['onnx', 'transformers', 'js', 'llm'] as const;
+export const FLAVOR_NAMES = ['onnx', 'transformers', 'js', 'llm', 'python'] as const;
 export type FlavorName = (typeof FLAVOR_NAMES)[number];
 
 /** Databricks workload types; any GPU_* type asks the flavor for its GPU execution path. */
@@ -28,6 +30,13 @@ export interface LoadOptions {
   workloadType: WorkloadType;
   /** Threads for one model call; 1 suits one replica per core (the local default). */
   intraOpThreads: number;
+  /** The Python interpreter a python-flavor model runs in (the server's `python` setting); default `python3` on PATH. */
+  pythonExecutable?: string;
+  /**
+   * The user a flavor that starts processes for the model's code (the Python worker) starts them
+   * as, from their first instruction; the replica's own `user` when it drops privileges.
+   */
+  processUser?: { uid: number; gid: number };
 }
 
 export interface LoadedModel {
@@ -47,6 +56,8 @@ export interface LoadedModel {
 
 export interface Flavor {
   name: FlavorName;
+  /** What the replica process needs to run this flavor (./capabilities.ts). */
+  capabilities: FlavorCapabilities;
   /** The model file, relative to the artifact directory, when the artifact names none (ferry.json `main`). */
   defaultModelFile: string;
   /** Reads the signature from the artifact without running it. Throws a FerryError saying what is wrong. */
@@ -64,6 +75,7 @@ const FLAVORS: Record<FlavorName, () => Promise<Flavor>> = {
   transformers: async () => (await import('./transformers/index.js')).transformersFlavor,
   js: async () => (await import('./js/index.js')).jsFlavor,
   llm: async () => (await import('./llm/index.js')).llmFlavor,
+  python: async () => (await import('./python/index.js')).pythonFlavor,
 };
 
 /** The flavor `name`, its module imported on first use (see the file comment). */

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import { framePayloadLimit, listenShared, serveFrames, type FramedConnection, type FrameHandler, type RequestMeta } from '../channel/index.js';
 import { FerryError, toFerryError } from '../errors.js';
-import { isFlavorName, WORKLOAD_TYPES, type FlavorName, type LoadOptions } from '../flavors/index.js';
+import { FLAVOR_CAPABILITIES, isFlavorName, WORKLOAD_TYPES, type FlavorName, type LoadOptions } from '../flavors/index.js';
 import type { BatchingConfig } from '../runtime/index.js';
 import { listener, parseJson, readBody, Router, type JsonLimits } from '../http/index.js';
 import {
@@ -241,8 +241,8 @@ async function singleModel(opts: ReplicaOptions, { ready, logger, jsonLimits }: 
   // An llm model runs on this thread: llama.cpp computes on its own threads, asynchronously, and
   // the OpenAI routes call the model itself (calibration would only time a long generation).
   const runner = await ModelRunner.start(
-    { flavor: opts.flavor, dir: opts.dir, loadOptions: opts.loadOptions },
-    { execution: opts.flavor === 'llm' ? 'inline' : opts.execution ?? 'auto', calibrationBatchRows: opts.batching.maxBatchSize },
+    { flavor: opts.flavor, dir: opts.dir, loadOptions: { ...opts.loadOptions, ...(opts.user === undefined ? {} : { processUser: opts.user }) } },
+    { execution: FLAVOR_CAPABILITIES[opts.flavor].inline ? 'inline' : opts.execution ?? 'auto', calibrationBatchRows: opts.batching.maxBatchSize },
   );
   const signature = runner.signature;
   const llmModel = runner.inlineModel instanceof LlmModel ? runner.inlineModel : undefined;
@@ -288,7 +288,7 @@ async function singleModel(opts: ReplicaOptions, { ready, logger, jsonLimits }: 
   };
   const metadata: Inference = (params) => {
     checkModel(params);
-    return v2ModelMetadata(opts.modelName, opts.modelVersion, signature, platformOf(opts.flavor));
+    return v2ModelMetadata(opts.modelName, opts.modelVersion, signature, FLAVOR_CAPABILITIES[opts.flavor].platform);
   };
 
   const llm = llmModel === undefined ? undefined : llmHandlers(llmModel, opts.modelName, (stats) => {
@@ -453,9 +453,6 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
   };
 }
 
-function platformOf(flavor: FlavorName): string {
-  return flavor === 'onnx' ? 'onnxruntime_onnx' : flavor;
-}
 
 /** The request-scoped fields of a log line: the gateway's request id, and the trace and parent span ids. */
 function requestFields(meta: RequestMeta | undefined): LogFields {

@@ -105,7 +105,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         kind: 'local', stateDir: path.join(dataDir, 'runtime'),
         startTimeoutMs: config.replicaStartTimeoutMs, drainTimeoutMs: config.replicaDrainTimeoutMs,
         warmPoolSize: config.warmPoolSize, warmPoolMemoryLimitBytes: config.replicaMemoryLimitBytes, replicaUser: config.replicaUser,
-        logLevel: config.logLevel,
+        logLevel: config.logLevel, python: config.python,
       };
     // Kubernetes: several servers may run side by side; one, elected over a Lease, runs the
     // control plane (its runtime opens, adopting the pods, when it becomes leader). Joined before

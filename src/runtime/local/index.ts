@@ -72,12 +72,12 @@ import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FerryError, invalidParameter, toFerryError } from '../../errors.js';
-import { insideArtifact, type FlavorName } from '../../flavors/index.js';
+import { FLAVOR_CAPABILITIES, insideArtifact, type FlavorName } from '../../flavors/index.js';
 import type { LogLevel } from '../../logs/index.js';
 import { tooLarge } from '../../multi/index.js';
 import type { ReplicaOptions, ReplicaToRuntime, RuntimeToReplica, StageReply, StageRequest } from '../../replica/index.js';
 import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../index.js';
-import { commandLine, isRunning, replicaEnv, residentBytes, resolveUser, waitGone, type UserIds } from './proc.js';
+import { commandLine, findOnPath, isRunning, replicaEnv, residentBytes, resolveUser, waitGone, type UserIds } from './proc.js';
 
 export interface LocalRuntimeOptions {
   /** Directory for sockets, logs and pid files, e.g. `<data-dir>/runtime`; created if missing. */
@@ -110,6 +110,11 @@ export interface LocalRuntimeOptions {
   replicaUser?: string;
   /** The level replicas log at (the server passes its `logLevel`); default info. */
   logLevel?: LogLevel;
+  /**
+   * The Python interpreter python-flavor models run in (the server's `python` setting): a path, or
+   * a command name looked up on the server's PATH at `open` (default `python3`).
+   */
+  python?: string;
 }
 
 /** dist/src/runtime/local/index.js → repository root is four levels up. */
@@ -252,6 +257,7 @@ export class LocalRuntime implements Runtime {
     const { replicaUser: _, ...rest } = opts;
     const rt = new LocalRuntime({
       memoryPollMs: 1000, warmPoolMemoryLimitBytes: DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES, logLevel: 'info', ...rest, warmPoolSize, stateDir,
+      python: findOnPath(opts.python ?? 'python3', process.env.PATH),
     }, dirs, user);
     rt.fillPool();
     return rt;
@@ -279,7 +285,9 @@ export class LocalRuntime implements Runtime {
     // A pool process was allowed its socket and model directory when it started (see `replicaNodeFlags`).
     const socketPath = pooled?.socketPath ?? this.socketPathOf(spec.id);
     const modelDir = pooled?.modelDir ?? path.join(this.dirs.models, `${spec.id}-${randomBytes(4).toString('hex')}`);
-    const options = replicaOptions(spec, { socketPath, modelDir, drainTimeoutMs: this.opts.drainTimeoutMs, user: this.user, logLevel: this.opts.logLevel });
+    const options = replicaOptions(spec, {
+      socketPath, modelDir, drainTimeoutMs: this.opts.drainTimeoutMs, user: this.user, logLevel: this.opts.logLevel, pythonExecutable: this.opts.python,
+    });
     let child: ChildProcess;
     let exited: Promise<Exit>;
     if (pooled !== undefined) {
@@ -470,7 +478,7 @@ export class LocalRuntime implements Runtime {
   private claimPoolProcess(spec: ReplicaSpec, logFile: string): PoolProcess | undefined {
     // Pool processes start with the flags of tensor flavors: an llm replica needs more, a js replica
     // fewer (no native addons; see `replicaNodeFlags`).
-    if (spec.flavor === 'llm' || spec.flavor === 'js' || heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
+    if (!FLAVOR_CAPABILITIES[spec.flavor].warmPool || heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
     for (const p of this.pool) {
       if (!p.warm || !p.child.connected || p.child.exitCode !== null || p.child.signalCode !== null) continue;
       try {
@@ -682,25 +690,27 @@ function exitOf(child: ChildProcess): Promise<Exit> {
  * that --allow-worker and --allow-addons weaken it (SecurityWarning; both are needed, see above).
  * Other warnings stay.
  *
+ * Which of these rights a flavor gets is its `FlavorCapabilities` (src/flavors/capabilities.ts).
  * The llm flavor (node-llama-cpp) needs two more rights, for its start only but the permission
  * model cannot take them back: reading the system library directories and /etc/os-release (it
  * looks for glibc and the distribution before choosing a prebuilt llama.cpp binary), and starting
  * child processes (on Linux it forks a copy of itself that loads the binary first, so that an
- * incompatible one crashes that child, not the replica). Its children inherit these flags. Pool
- * processes start without them, so llm replicas are always spawned.
+ * incompatible one crashes that child, not the replica). Its children inherit these flags. The
+ * python flavor starts its Python worker as a child process (and loads no addon); the permission
+ * model does not bind Python, the OS does (the worker runs as the replica user). Pool processes
+ * start without these rights, so llm and python replicas are always spawned.
  */
 export function replicaNodeFlags(paths: { modelDir: string; socketPath: string }, flavor?: FlavorName): string[] {
-  const reads = new Set([...ferryCodePaths(), paths.modelDir, paths.socketPath, ...(flavor === 'llm' ? LLM_SYSTEM_READS : [])]);
+  // A pool process serves any flavor with the pool's rights (`warmPool`): addons, no children.
+  const caps = flavor === undefined ? { nativeAddons: true, childProcesses: false, systemReads: [] } : FLAVOR_CAPABILITIES[flavor];
+  const reads = new Set([...ferryCodePaths(), paths.modelDir, paths.socketPath, ...caps.systemReads]);
   return [
     '--experimental-permission', '--disable-warning=ExperimentalWarning', '--disable-warning=SecurityWarning', '--allow-worker',
-    ...(flavor === 'js' ? [] : ['--allow-addons']),
-    ...(flavor === 'llm' ? ['--allow-child-process'] : []),
+    ...(caps.nativeAddons ? ['--allow-addons'] : []),
+    ...(caps.childProcesses ? ['--allow-child-process'] : []),
     ...[...reads].map((p) => `--allow-fs-read=${p}`), `--allow-fs-write=${paths.socketPath}`,
   ];
 }
-
-/** What node-llama-cpp reads to choose its binary: the glibc search paths of its `detectGlibc` and the OS release. */
-const LLM_SYSTEM_READS = ['/lib', '/lib64', '/usr/lib', '/usr/lib64', '/etc/os-release'];
 
 let codePaths: string[] | undefined;
 /** `FERRY_CODE_PATHS` and, where they differ, their real paths; computed once. */
@@ -765,13 +775,21 @@ async function stageModel(spec: ReplicaSpec, modelDir: string): Promise<void> {
     await fsp.mkdir(modelDir, { recursive: true, mode: 0o700 });
     return;
   }
+  // A flavor whose model is read as the replica user gets copies that user may read but not
+  // change (root's, 0644 in 0755 directories); the models directory above stays 0700, so only a
+  // process started inside this directory reaches them (the Python worker starts there).
+  const copies = FLAVOR_CAPABILITIES[spec.flavor].modelReadAsReplicaUser;
   const stage = async (from: string, to: string): Promise<void> => {
-    await fsp.mkdir(to, { recursive: true, mode: 0o700 });
+    await fsp.mkdir(to, { recursive: true, mode: copies ? 0o755 : 0o700 });
+    if (copies) await fsp.chmod(to, 0o755);
     for (const entry of await fsp.readdir(from, { withFileTypes: true })) {
       const src = path.join(from, entry.name);
       const dest = path.join(to, entry.name);
       if (entry.isDirectory()) {
         await stage(src, dest);
+      } else if (entry.isFile() && copies) {
+        await fsp.copyFile(src, dest);
+        await fsp.chmod(dest, 0o644);
       } else if (entry.isFile()) {
         await fsp.link(src, dest).catch(async (err: NodeJS.ErrnoException) => {
           if (err.code !== 'EXDEV' && err.code !== 'EPERM') throw err;
@@ -794,11 +812,15 @@ async function stageModel(spec: ReplicaSpec, modelDir: string): Promise<void> {
  * the pool (the Kubernetes runtime builds its pods' arguments from it too).
  */
 export function replicaOptions(
-  spec: ReplicaSpec, o: { socketPath: string; modelDir: string; drainTimeoutMs: number; user: UserIds | undefined; logLevel: LogLevel },
+  spec: ReplicaSpec,
+  o: { socketPath: string; modelDir: string; drainTimeoutMs: number; user: UserIds | undefined; logLevel: LogLevel; pythonExecutable?: string | undefined },
 ): ReplicaOptions {
   return {
     socketPath: o.socketPath, dir: o.modelDir, flavor: spec.flavor,
-    loadOptions: { modelFile: spec.modelFile, workloadType: spec.workloadType, intraOpThreads: 1 },
+    loadOptions: {
+      modelFile: spec.modelFile, workloadType: spec.workloadType, intraOpThreads: 1,
+      ...(o.pythonExecutable === undefined ? {} : { pythonExecutable: o.pythonExecutable }),
+    },
     modelName: spec.modelName, modelVersion: spec.modelVersion, maxBodyBytes: spec.maxBodyBytes, drainTimeoutMs: o.drainTimeoutMs,
     maxRowsPerRequest: spec.maxRowsPerRequest, maxJsonDepth: spec.maxJsonDepth, maxJsonElements: spec.maxJsonElements,
     batching: spec.batching, logLevel: o.logLevel,
@@ -815,6 +837,7 @@ export function replicaFlags(o: ReplicaOptions): string[] {
       ? ['--model-file', o.loadOptions.modelFile]
       : ['--family-cache-bytes', String(o.family.cacheBytes), '--family-session-fallback', o.family.sessionFallback ? 'on' : 'off']),
     '--flavor', o.flavor, '--workload-type', o.loadOptions.workloadType, '--threads', String(o.loadOptions.intraOpThreads),
+    ...(o.loadOptions.pythonExecutable === undefined ? [] : ['--python', o.loadOptions.pythonExecutable]),
     '--name', o.modelName, '--version', o.modelVersion,
     '--max-body-bytes', String(o.maxBodyBytes), '--drain-timeout-ms', String(o.drainTimeoutMs),
     '--max-rows-per-request', String(o.maxRowsPerRequest), '--max-json-depth', String(o.maxJsonDepth),
