@@ -181,7 +181,9 @@ async function startWorker(dir: string, info: PythonModelInfo, mlmodel: unknown,
       if (frames.length > 0) resolve(frames[0]!);
     };
     channel.on('data', onData);
-    child.once('error', (err: NodeJS.ErrnoException) => fail(`could not start: ${err.code === 'ENOENT' ? 'no such interpreter' : err.message}. Set the server's python setting to a Python 3 interpreter.`));
+    child.once('error', (err: NodeJS.ErrnoException) => fail(`could not start: ${
+      err.code === 'ENOENT' ? 'no such interpreter' : err.code === 'EACCES' ? 'the replica user may not run it (or reach its directory)' : err.message
+    }. Set the server's python setting to a Python 3 interpreter that the replica user can run.`));
     child.once('exit', (code, signal) => fail(`exited (${code !== null ? `code ${code}` : `signal ${signal ?? '?'}`}) while loading the model; see the replica's log.`));
     channel.once('error', () => undefined);
     for (const b of encodeFrame({ op: 'load', mlmodel, input: info.input })) channel.write(b);
