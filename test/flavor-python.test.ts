@@ -27,8 +27,8 @@ const run = promisify(execFile);
 const SYSTEM_PYTHON = '/usr/bin/python3';
 const MLFLOW_PATH = path.resolve(ROOT, process.env.FERRY_MLFLOW_PATH ?? '../shared/vendor/mlflow');
 const MODELS_SCRIPT = path.join(ROOT, 'test', 'support', 'mlflow_models.py');
-const MODEL_KINDS = ['sk_col', 'sk_tensor', 'xgb', 'custom', 'raising', 'named'] as const;
-type Kind = (typeof MODEL_KINDS)[number];
+/** The model directories `mlflow_models.py save` writes. */
+type Kind = 'sk_col' | 'sk_tensor' | 'xgb' | 'custom' | 'raising' | 'named';
 
 let dir: string;
 let dataDir: string;
