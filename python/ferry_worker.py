@@ -12,7 +12,7 @@ named in the header with its dtype and shape, and are used here as numpy views o
 bytes (no copy, no JSON per value). Strings and values that are not tensors travel in the header.
 
 Messages (header fields):
-  replica -> worker  {"op": "load", "mlmodel": {...}, "input": {...}}      once, first
+  replica -> worker  {"op": "load", "mlmodel": {...}, "input": {...}, "limits": {"memoryLimitBytes": N}}  once, first
                      {"op": "predict", "id": N, "inputs": [...], "params": {...} | null}
   worker -> replica  {"op": "loaded", "loader": "...", "python": "3.11.2"} or {"op": "failed", "error": "..."}
                      {"id": N, "outputs": [...]} or {"id": N, "error": "ValueError: ..."}
@@ -252,6 +252,16 @@ def serve(sock, model):
         write_frame(sock, {"id": rid, "outputs": entries}, buffers)
 
 
+def apply_limits(limits):
+    """Bounds this process before any model code runs: its address space by the replica's memory
+    limit (an allocation past it raises MemoryError, which the caller gets as a model error)."""
+    import resource
+
+    memory = limits.get("memoryLimitBytes")
+    if memory:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+
 def main():
     sys.stdout = sys.stderr
     sock = socket.socket(fileno=CHANNEL_FD)
@@ -259,6 +269,7 @@ def main():
     try:
         if header.get("op") != "load":
             raise ValueError("the first message must be load")
+        apply_limits(header.get("limits") or {})
         # The replica starts this process in the model's directory; /proc/self/cwd reaches it even
         # when a parent directory is closed to this process's user.
         model = Model(header["mlmodel"], header["input"], header.get("dir") or "/proc/self/cwd")

@@ -28,7 +28,7 @@ const SYSTEM_PYTHON = '/usr/bin/python3';
 const MLFLOW_PATH = path.resolve(ROOT, process.env.FERRY_MLFLOW_PATH ?? '../shared/vendor/mlflow');
 const MODELS_SCRIPT = path.join(ROOT, 'test', 'support', 'mlflow_models.py');
 /** The model directories `mlflow_models.py save` writes. */
-type Kind = 'sk_col' | 'sk_tensor' | 'xgb' | 'custom' | 'raising' | 'named';
+type Kind = 'sk_col' | 'sk_tensor' | 'xgb' | 'custom' | 'raising' | 'named' | 'probe';
 
 let dir: string;
 let dataDir: string;
@@ -203,6 +203,29 @@ describe('python flavor', () => {
     }, 60_000);
     assert.deepEqual(again.json, { predictions: [6] });
     assert.notDeepEqual(await replicaPids(dataDir, 'p-raising'), [pid]);
+  });
+
+  test('a hostile model runs as the replica user: no database, no writes to its model, no memory past its limit; other endpoints keep answering', async (t) => {
+    if (process.getuid?.() !== 0) {
+      t.skip('needs root (replicas drop to replicaUser only when the server is root)');
+      return;
+    }
+    const e = await deploy('p-probe', 'probe');
+    assert.equal(e.state.ready, 'READY', JSON.stringify(e.state));
+    const probe = (action: string, target = ''): Promise<HttpResult> => invoke('p-probe', { inputs: { a: [1] }, params: { action, path: target } });
+    assert.deepEqual((await probe('uid')).json, { predictions: [65534] }, 'runs as nobody');
+    const db = await probe('read', path.join(dataDir, 'ferry.db'));
+    assert.equal(db.status, 500, db.text);
+    assert.match(db.json.message, /PermissionError/);
+    const write = await probe('write', '/proc/self/cwd/MLmodel');
+    assert.equal(write.status, 500, write.text);
+    assert.match(write.json.message, /PermissionError|Read-only/);
+    // The default replicaMemoryLimit is 2 GiB: the worker's address space stops there.
+    const alloc = await probe('alloc', String(3 * 1024 ** 3));
+    assert.equal(alloc.status, 500, alloc.text);
+    assert.match(alloc.json.message, /MemoryError/);
+    assert.deepEqual((await probe('')).json, { predictions: [1] }, 'the replica keeps serving');
+    assert.equal((await invoke('p-sk-col', { inputs: { a: [1], b: [2] } })).status, 200, 'another endpoint answers');
   });
 
   test("without mlflow, Ferry's own loaders serve sklearn and xgboost; other models name what to install", async () => {

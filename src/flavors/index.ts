@@ -30,6 +30,13 @@ export interface LoadOptions {
   workloadType: WorkloadType;
   /** Threads for one model call; 1 suits one replica per core (the local default). */
   intraOpThreads: number;
+  /**
+   * The replica's memory limit (bytes). A flavor that runs the model in a process of its own bounds
+   * that process by it (the Python worker's address space: RLIMIT_AS), since the runtime's watchdog
+   * measures the replica process itself. Example: 2 GiB → a Python allocation past 2 GiB raises
+   * MemoryError (a MODEL_ERROR), the replica keeps serving.
+   */
+  memoryLimitBytes?: number;
   /** The Python interpreter a python-flavor model runs in (the server's `python` setting); default `python3` on PATH. */
   pythonExecutable?: string;
   /**

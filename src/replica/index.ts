@@ -416,6 +416,7 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
   const flavor = o.flavor;
   if (!isFlavorName(flavor)) return bad(`unknown flavor ${JSON.stringify(flavor)}`);
   const lo = obj(o.loadOptions, 'loadOptions');
+  const memoryLimitBytes = lo.memoryLimitBytes === undefined ? undefined : num(lo.memoryLimitBytes, 'loadOptions.memoryLimitBytes');
   const workloadType = WORKLOAD_TYPES.find((w) => w === lo.workloadType) ?? bad(`unknown workloadType ${JSON.stringify(lo.workloadType)}`);
   const b = obj(o.batching, 'batching');
   if (typeof b.enabled !== 'boolean') bad('batching.enabled is not a boolean');
@@ -432,7 +433,10 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
     dir: text(o.dir, 'dir'),
     flavor,
     // A family replica loads its models later, each with its own file.
-    loadOptions: { modelFile: family === undefined ? text(lo.modelFile, 'loadOptions.modelFile') : '', workloadType, intraOpThreads: num(lo.intraOpThreads, 'loadOptions.intraOpThreads') },
+    loadOptions: {
+      modelFile: family === undefined ? text(lo.modelFile, 'loadOptions.modelFile') : '', workloadType, intraOpThreads: num(lo.intraOpThreads, 'loadOptions.intraOpThreads'),
+      ...(memoryLimitBytes === undefined ? {} : { memoryLimitBytes }),
+    },
     modelName: text(o.modelName, 'modelName'),
     modelVersion: family === undefined ? text(o.modelVersion, 'modelVersion') : '',
     maxBodyBytes: num(o.maxBodyBytes, 'maxBodyBytes'),

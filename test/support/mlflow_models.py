@@ -72,6 +72,30 @@ def save(out):
         def predict(self, context, model_input, params=None):
             return {"sum": model_input["x"].sum(axis=1) * model_input["k"], "first": model_input["x"][:, 0]}
 
+    class Probe(mlflow.pyfunc.PythonModel):
+        """Tries what a hostile model would, as told by params; answers what happened."""
+
+        def predict(self, context, model_input, params=None):
+            action, target = params["action"], params["path"]
+            if action == "uid":
+                return np.full(len(model_input), os.getuid())
+            if action == "read":
+                with open(target, "rb") as f:
+                    return np.full(len(model_input), len(f.read(100)))
+            if action == "write":
+                with open(target, "w") as f:
+                    f.write("changed")
+                return np.zeros(len(model_input))
+            if action == "alloc":
+                block = bytearray(int(target))
+                return np.full(len(model_input), len(block))
+            return model_input["a"].to_numpy()
+
+    one = pd.DataFrame({"a": [1.0]})
+    mlflow.pyfunc.save_model(
+        f"{out}/probe", python_model=Probe(), signature=infer_signature(one, np.array([1.0]), params={"action": "", "path": ""}),
+    )
+
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 

@@ -186,7 +186,8 @@ async function startWorker(dir: string, info: PythonModelInfo, mlmodel: unknown,
     }. Set the server's python setting to a Python 3 interpreter that the replica user can run.`));
     child.once('exit', (code, signal) => fail(`exited (${code !== null ? `code ${code}` : `signal ${signal ?? '?'}`}) while loading the model; see the replica's log.`));
     channel.once('error', () => undefined);
-    for (const b of encodeFrame({ op: 'load', mlmodel, input: info.input })) channel.write(b);
+    const limits = opts.memoryLimitBytes === undefined ? {} : { memoryLimitBytes: opts.memoryLimitBytes };
+    for (const b of encodeFrame({ op: 'load', mlmodel, input: info.input, limits })) channel.write(b);
   }).finally(() => {
     channel.removeAllListeners('data');
     child.removeAllListeners('exit');

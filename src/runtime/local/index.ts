@@ -818,7 +818,7 @@ export function replicaOptions(
   return {
     socketPath: o.socketPath, dir: o.modelDir, flavor: spec.flavor,
     loadOptions: {
-      modelFile: spec.modelFile, workloadType: spec.workloadType, intraOpThreads: 1,
+      modelFile: spec.modelFile, workloadType: spec.workloadType, intraOpThreads: 1, memoryLimitBytes: spec.memoryLimitBytes,
       ...(o.pythonExecutable === undefined ? {} : { pythonExecutable: o.pythonExecutable }),
     },
     modelName: spec.modelName, modelVersion: spec.modelVersion, maxBodyBytes: spec.maxBodyBytes, drainTimeoutMs: o.drainTimeoutMs,
@@ -838,6 +838,7 @@ export function replicaFlags(o: ReplicaOptions): string[] {
       : ['--family-cache-bytes', String(o.family.cacheBytes), '--family-session-fallback', o.family.sessionFallback ? 'on' : 'off']),
     '--flavor', o.flavor, '--workload-type', o.loadOptions.workloadType, '--threads', String(o.loadOptions.intraOpThreads),
     ...(o.loadOptions.pythonExecutable === undefined ? [] : ['--python', o.loadOptions.pythonExecutable]),
+    ...(o.loadOptions.memoryLimitBytes === undefined ? [] : ['--memory-limit-bytes', String(o.loadOptions.memoryLimitBytes)]),
     '--name', o.modelName, '--version', o.modelVersion,
     '--max-body-bytes', String(o.maxBodyBytes), '--drain-timeout-ms', String(o.drainTimeoutMs),
     '--max-rows-per-request', String(o.maxRowsPerRequest), '--max-json-depth', String(o.maxJsonDepth),
