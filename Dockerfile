@@ -39,6 +39,10 @@ RUN npm ci --no-audit --no-fund \
 FROM ${RUNTIME_BASE} AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
+# bubblewrap: the OS sandbox around every replica process (docs/security.md). It needs user
+# namespaces in the container (or set "sandbox": "none" and accept that js models are refused).
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends bubblewrap \
+  && rm -rf /var/lib/apt/lists/*
 # Node itself, from the build stage (the same binary whatever the base; a no-op on the node image).
 COPY --from=build /usr/local/bin/node /usr/local/bin/node
 COPY --from=build /app/package.json ./package.json

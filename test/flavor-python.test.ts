@@ -205,7 +205,7 @@ describe('python flavor', () => {
     assert.notDeepEqual(await replicaPids(dataDir, 'p-raising'), [pid]);
   });
 
-  test('a hostile model runs as the replica user: no database, no writes to its model, no memory past its limit; other endpoints keep answering', async (t) => {
+  test('a hostile model runs as the replica user in the sandbox: no database, no network, no writes to its model, no memory past its limit; other endpoints keep answering', async (t) => {
     if (process.getuid?.() !== 0) {
       t.skip('needs root (replicas drop to replicaUser only when the server is root)');
       return;
@@ -216,7 +216,12 @@ describe('python flavor', () => {
     assert.deepEqual((await probe('uid')).json, { predictions: [65534] }, 'runs as nobody');
     const db = await probe('read', path.join(dataDir, 'ferry.db'));
     assert.equal(db.status, 500, db.text);
-    assert.match(db.json.message, /PermissionError/);
+    // In the sandbox the data directory does not exist at all; without one, it is not readable.
+    assert.match(db.json.message, /FileNotFoundError|PermissionError/);
+    const url = new URL(server.url);
+    const connect = await probe('connect', `${url.hostname}:${url.port}`);
+    assert.equal(connect.status, 500, connect.text);
+    assert.match(connect.json.message, /ConnectionRefusedError|OSError|Network is unreachable/);
     const write = await probe('write', '/proc/self/cwd/MLmodel');
     assert.equal(write.status, 500, write.text);
     assert.match(write.json.message, /PermissionError|Read-only/);

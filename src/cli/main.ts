@@ -16,7 +16,7 @@ import { FerryError } from '../errors.js';
 import { WORKLOAD_TYPES, isFlavorName, type WorkloadType } from '../flavors/index.js';
 import { writeDemoModel, writeFixtures } from '../fixtures/index.js';
 import { isLogLevel, LOG_LEVELS } from '../logs/index.js';
-import { awaitPoolClaim, log, startReplica, type ReplicaOptions } from '../replica/index.js';
+import { awaitPoolClaim, log, openControl, startReplica, type Replica, type ReplicaOptions } from '../replica/index.js';
 import type { FerryServer } from '../server/index.js';
 
 const HELP = `ferry — serve models behind secure REST endpoints
@@ -174,7 +174,11 @@ const serverOptions = {
 } as const;
 
 /** Starts the server from flags (and an optional JSON config file); stops it on SIGINT/SIGTERM. */
-async function runServer(values: Values): Promise<{ server: FerryServer; config: ServerConfig }> {
+async function runServer(values: Values): Promise<{ server: FerryServer; config: ServerConfig; envAdminToken: string | undefined }> {
+  // Read once and removed from the environment: nothing the server starts inherits it, and its
+  // /proc/<pid>/environ no longer shows it (docs/security.md).
+  const envAdminToken = process.env.FERRY_ADMIN_TOKEN;
+  delete process.env.FERRY_ADMIN_TOKEN;
   const file = str(values, 'config');
   const fromFile = file === undefined ? {} : JSON.parse(await fsp.readFile(file, 'utf8')) as Record<string, unknown>;
   const port = str(values, 'port');
@@ -192,7 +196,7 @@ async function runServer(values: Values): Promise<{ server: FerryServer; config:
   // Imported here, not at the top: every replica process runs this file, and needs none of it.
   const { startServer } = await import('../server/index.js');
   const server = await startServer(config, {
-    adminToken: process.env.FERRY_ADMIN_TOKEN, log: serverLog,
+    adminToken: envAdminToken, log: serverLog,
     // Kubernetes: the pod name (the install manifests set POD_NAME from the downward API).
     podName: process.env.POD_NAME,
     // A leader that lost its Lease has closed itself: exit so that Kubernetes restarts it as a follower.
@@ -205,7 +209,7 @@ async function runServer(values: Values): Promise<{ server: FerryServer; config:
   onStopSignals(() => {
     server.close().then(() => process.exit(0), () => process.exit(1));
   });
-  return { server, config };
+  return { server, config, envAdminToken };
 }
 
 async function serverCommand(args: string[]): Promise<void> {
@@ -218,8 +222,8 @@ async function serverCommand(args: string[]): Promise<void> {
 async function demoCommand(args: string[]): Promise<void> {
   const { values } = parse(args, serverOptions);
   if (values.help) return void process.stdout.write(HELP);
-  const { server, config } = await runServer(values);
-  const token = process.env.FERRY_ADMIN_TOKEN ?? server.generatedAdminToken ?? (await fsp.readFile(path.join(config.dataDir, ADMIN_TOKEN_FILE), 'utf8')).trim();
+  const { server, config, envAdminToken } = await runServer(values);
+  const token = envAdminToken ?? server.generatedAdminToken ?? (await fsp.readFile(path.join(config.dataDir, ADMIN_TOKEN_FILE), 'utf8')).trim();
   const client = new FerryClient({ url: server.url, token });
   const name = 'iris';
   const existing = await client.getModelVersionByAlias(name, 'champion').catch(() => undefined);
@@ -228,7 +232,7 @@ async function demoCommand(args: string[]): Promise<void> {
   await client.setAlias(name, 'champion', version.version);
   process.stdout.write(`Demo model registered: ${name} version ${version.version} (alias @champion). Serving it at endpoint '${name}'...\n`);
   await serveVersion(client, version, name, values);
-  const tokenSource = process.env.FERRY_ADMIN_TOKEN === undefined ? `$(cat ${path.join(config.dataDir, ADMIN_TOKEN_FILE)})` : '"$FERRY_ADMIN_TOKEN"';
+  const tokenSource = envAdminToken === undefined ? `$(cat ${path.join(config.dataDir, ADMIN_TOKEN_FILE)})` : '"$FERRY_ADMIN_TOKEN"';
   process.stdout.write([
     '',
     `Open the web console at ${server.url}/ and sign in with the admin token (FERRY_TOKEN below).`,
@@ -255,6 +259,25 @@ async function replicaCommand(args: string[]): Promise<void> {
     'memory-limit-bytes': { type: 'string' },
     'family-cache-bytes': { type: 'string' }, 'family-session-fallback': { type: 'string' },
     listen: { type: 'string' }, 'artifact-path': { type: 'string' }, sha256: { type: 'string' }, 'artifact-store': { type: 'string' },
+    control: { type: 'boolean' },
+  });
+  // The local runtime's control channel on descriptor 3 (its lifeline, the warm pool's claim, a
+  // family's model bytes, `drain`); absent when started by hand or in a pod.
+  const control = values.control === true ? openControl() : undefined;
+  // SIGTERM, or `drain` from the runtime (in a sandbox a signal reaches the sandbox, not this
+  // process): a replica drains and exits; a process still loading or idle in the pool just exits.
+  const running: { replica?: Replica } = {};
+  let stopping = false;
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    log('info', 'draining');
+    if (running.replica === undefined) process.exit(0);
+    running.replica.close().then(() => process.exit(0), () => process.exit(1));
+  };
+  onStopSignals(stop);
+  control?.onFrame(({ header }) => {
+    if (header.type === 'drain') stop();
   });
   const failed = (err: unknown): never => {
     // The runtime reads this line to explain a failed start.
@@ -263,7 +286,7 @@ async function replicaCommand(args: string[]): Promise<void> {
   };
   let options: ReplicaOptions;
   if (str(values, 'pool') !== undefined) {
-    // Warm pool: the same options arrive over IPC once a replica claims this process. The --pool
+    // Warm pool: the same options arrive over the control channel once a replica claims this process. The --pool
     // value is only this process's identity on its command line (orphan cleanup matches it).
     options = await awaitPoolClaim().catch(failed);
   } else {
@@ -340,11 +363,8 @@ async function replicaCommand(args: string[]): Promise<void> {
     })();
     options = { ...options, dir: await fetchArtifact(location, artifactPath, sha256, options.dir).catch(failed) };
   }
-  const replica = await startReplica(options).catch(failed);
-  onStopSignals(() => {
-    log('info', 'draining');
-    replica.close().then(() => process.exit(0), () => process.exit(1));
-  });
+  running.replica = await startReplica(options).catch(failed);
+  if (stopping) await running.replica.close().then(() => process.exit(0), () => process.exit(1));
 }
 
 /** `--listen HOST:PORT`; an empty HOST is the pod's IP (env POD_IP, from the downward API), else every interface. */

@@ -97,6 +97,17 @@ export const serverConfigSchema = z.strictObject({
    * Default "python3".
    */
   python: z.string().min(1).default('python3'),
+  /**
+   * The OS sandbox (bubblewrap) around every local replica process: "auto" uses it when `bwrap`
+   * works on this host (checked at start), "bwrap" requires it (the start fails otherwise), "none"
+   * never uses it. Kubernetes replicas are isolated by their pods instead.
+   */
+  sandbox: z.enum(['auto', 'bwrap', 'none']).default('auto'),
+  /**
+   * Whether replicas that run user code (js and python models) may start without the sandbox. Default
+   * false: they are refused (their deployment FAILED, naming this setting).
+   */
+  allowUnsandboxedUserCode: z.boolean().default(false),
   /** Inference table rows older than this are deleted (at start and then periodically). */
   inferenceTableRetention: duration.default('30d'),
   /** Inference table rows held in memory awaiting their write; more are dropped and counted. */
@@ -198,6 +209,8 @@ export interface ServerConfig {
   readonly replicaUser: string;
   /** See the schema's `python`. */
   readonly python: string;
+  readonly sandbox: 'auto' | 'bwrap' | 'none';
+  readonly allowUnsandboxedUserCode: boolean;
   readonly inferenceTableRetentionMs: number;
   readonly inferenceTableBufferRows: number;
   readonly otlpEndpoint: string | undefined;
@@ -255,6 +268,8 @@ export function compileServerConfig(input: unknown): ServerConfig {
     tls: compileTls(c.tlsCert, c.tlsKey),
     replicaUser: c.replicaUser,
     python: c.python,
+    sandbox: c.sandbox,
+    allowUnsandboxedUserCode: c.allowUnsandboxedUserCode,
     inferenceTableRetentionMs: requireUnit('inferenceTableRetention', c.inferenceTableRetention, parseDurationMs, 'a duration such as "30d" or "12h"'),
     inferenceTableBufferRows: c.inferenceTableBufferSize,
     otlpEndpoint: compileOtlpEndpoint(c.otlpEndpoint),

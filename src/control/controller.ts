@@ -15,6 +15,10 @@
  *   it UPDATE_CANCELED.
  * - A replica that dies is replaced with exponential backoff (1 s, 2 s, ... 30 s); the entity is
  *   RECOVERING while it has no ready replica and FAILED after 5 failed starts in a row.
+ * - Quarantine: a served entity whose replicas break the runtime's control protocol (they were
+ *   killed for it: a hostile or broken model) 3 times within 10 minutes is not restarted any more;
+ *   it is DEPLOYMENT_FAILED with a message starting "quarantined:" until the next config update
+ *   (which starts a fresh deployment). Other entities and endpoints are untouched.
  * - On start, every stored endpoint is brought back up; an update that was in progress starts
  *   over from its first step (progress within a rollout is not persisted: the old config serves
  *   until the new one has passed every step again).
@@ -29,7 +33,7 @@ import { EntityTraffic, GatewayStats, RateLimiter, statsKey, type Backend, type 
 import { FamilyResolver, type FamilyConfig, type ModelCacheStats } from '../multi/index.js';
 import type { Authorizer } from '../auth/index.js';
 import type { Registry } from '../registry/index.js';
-import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../runtime/index.js';
+import { ReplicaProtocolError, type ReplicaExit, type ReplicaHandle, type ReplicaSpec, type Runtime } from '../runtime/index.js';
 import type { EndpointRecord, MetadataStore } from '../store/index.js';
 import { aiGatewayView, compileAiGateway, compileConfig, parseCreateBody, type AiGatewayConfig, type EndpointConfig, type ServedEntityConfig } from './config.js';
 import {
@@ -78,6 +82,13 @@ const MAX_RESTART_DELAY_MS = 30_000;
  * the restart delay doubles); one that lived longer resets the count (restart after 1 s).
  */
 const STABLE_AFTER_MS = 10_000;
+/**
+ * Protocol violations (see `Deployment.quarantined`) within `QUARANTINE_WINDOW_MS` that quarantine
+ * a served entity. One can be a fluke of a model's bug; three in 10 minutes (with the restart
+ * backoff of 1 s, 2 s, 4 s that is the first three starts) is a model that keeps doing it.
+ */
+const QUARANTINE_VIOLATIONS = 3;
+const QUARANTINE_WINDOW_MS = 10 * 60_000;
 /** How often each served entity's load is sampled and its scale decided (the policy's sample bucket). */
 const AUTOSCALE_TICK_MS = 1000;
 /** Decisions and cold starts kept per entity for the endpoint view. */
@@ -113,6 +124,10 @@ class Deployment {
   failedStarts = 0;
   restartTimer: NodeJS.Timeout | undefined;
   stopped = false;
+  /** When its replicas broke the runtime's control protocol, within the quarantine window. */
+  readonly violationsMs: number[] = [];
+  /** Set once quarantined: nothing starts it again (a config update makes a new deployment). */
+  quarantined = false;
 
   /** A family entity's member lookup (the gateway's, shared by its replicas' staging requests). */
   readonly family: FamilyResolver | undefined;
@@ -449,7 +464,7 @@ export class EndpointController {
     d.desiredReplicas = desired;
     const missing = desired - d.replicas.size;
     if (missing > 0) {
-      if (d.restartTimer !== undefined) return; // backing off after failures; the restart catches up
+      if (d.restartTimer !== undefined || d.quarantined) return; // backing off after failures; the restart catches up
 
       for (let i = 0; i < missing; i++) this.startMore(d);
       return;
@@ -468,11 +483,35 @@ export class EndpointController {
       if (!fromZero) return;
       d.coldStartsMs.push(this.o.now() - t0);
       if (d.coldStartsMs.length > HISTORY) d.coldStartsMs.shift();
-    }, (err: unknown) => {
-      d.failedStarts++;
-      d.message = err instanceof Error ? err.message : String(err);
-      this.scheduleRestart(d);
-    });
+    }, (err: unknown) => this.startFailed(d, err));
+  }
+
+  /** A replica of a serving deployment did not start: back off, or quarantine (see `noteViolation`). */
+  private startFailed(d: Deployment, err: unknown): void {
+    d.failedStarts++;
+    d.message = err instanceof Error ? err.message : String(err);
+    if (d.failedStarts >= MAX_FAILED_STARTS && d.readyReplicas === 0) d.state = 'DEPLOYMENT_FAILED';
+    if (err instanceof ReplicaProtocolError) this.noteViolation(d, err.message);
+    this.scheduleRestart(d);
+  }
+
+  /**
+   * A replica of `d` broke the runtime's control protocol (`what` says how). The third time
+   * within the window quarantines `d`: its restarts stop, the rest of its replicas keep serving
+   * until a config update replaces it, and its state says why.
+   */
+  private noteViolation(d: Deployment, what: string): void {
+    const nowMs = this.o.now();
+    d.violationsMs.push(nowMs);
+    while ((d.violationsMs[0] ?? nowMs) < nowMs - QUARANTINE_WINDOW_MS) d.violationsMs.shift();
+    if (d.quarantined || d.violationsMs.length < QUARANTINE_VIOLATIONS) return;
+    d.quarantined = true;
+    clearTimeout(d.restartTimer);
+    d.restartTimer = undefined;
+    d.state = 'DEPLOYMENT_FAILED';
+    d.message = `quarantined: its replicas broke the runtime's control protocol ${d.violationsMs.length} times within ${QUARANTINE_WINDOW_MS / 60_000} minutes `
+      + `and were killed (last: ${what}); it is not restarted until the endpoint's config is updated.`;
+    this.o.log('warn', 'served entity quarantined', { endpoint: d.endpoint, servedEntity: d.entity.name, violations: d.violationsMs.length, last: what });
   }
 
   /** Takes one ready replica out of rotation, lets its requests finish, then stops it. */
@@ -685,6 +724,7 @@ export class EndpointController {
       if (!d.stopped) { // a start cut short by a cancel or a delete is not the model's failure
         d.state = 'DEPLOYMENT_FAILED';
         d.message = err instanceof Error ? err.message : String(err);
+        if (err instanceof ReplicaProtocolError) this.noteViolation(d, err.message);
       }
       throw err;
     }
@@ -774,29 +814,23 @@ export class EndpointController {
     // A replica that dies soon after starting counts as a failed start, so crash loops back off.
     if (slot && this.o.now() - slot.readyAtMs >= STABLE_AFTER_MS) d.failedStarts = 0;
     else d.failedStarts++;
-    const how = exit.reason === 'oom' ? 'was killed for exceeding its memory limit' : `exited (${exit.signal ?? `code ${exit.code ?? '?'}`})`;
+    const how = exit.reason === 'oom' ? 'was killed for exceeding its memory limit'
+      : exit.reason === 'protocol' ? 'was killed for breaking the runtime\'s control protocol' : `exited (${exit.signal ?? `code ${exit.code ?? '?'}`})`;
     d.message = `Replica ${exit.id} ${how}. Last log lines:\n${exit.lastLogLines}`;
     if (d.readyReplicas === 0) d.state = 'DEPLOYMENT_RECOVERING';
     this.o.log('warn', 'replica exited', { endpoint: d.endpoint, servedEntity: d.entity.name, replica: exit.id, reason: exit.reason, code: exit.code });
+    if (exit.reason === 'protocol') this.noteViolation(d, `replica ${exit.id} ${how}`);
     this.scheduleRestart(d);
   }
 
   /** Starts a replacement replica after 1 s, 2 s, 4 s, ... up to 30 s between failed tries. */
   private scheduleRestart(d: Deployment): void {
-    if (d.stopped || d.restartTimer !== undefined) return;
+    if (d.stopped || d.quarantined || d.restartTimer !== undefined) return;
     const delayMs = Math.min(1000 * 2 ** d.failedStarts, MAX_RESTART_DELAY_MS);
     d.restartTimer = setTimeout(() => {
       d.restartTimer = undefined;
       if (d.stopped || d.replicas.size >= d.desiredReplicas) return;
-      this.startReplica(d).then(
-        () => this.scheduleMissing(d),
-        (err: unknown) => {
-          d.failedStarts++;
-          d.message = err instanceof Error ? err.message : String(err);
-          if (d.failedStarts >= MAX_FAILED_STARTS && d.readyReplicas === 0) d.state = 'DEPLOYMENT_FAILED';
-          this.scheduleRestart(d);
-        },
-      );
+      this.startReplica(d).then(() => this.scheduleMissing(d), (err: unknown) => this.startFailed(d, err));
     }, delayMs);
     d.restartTimer.unref();
   }

@@ -23,8 +23,11 @@ export interface ReplicaExitEvent {
   endpoint: string;
   servedEntity: string;
   replica: string;
-  /** 'crashed' (exited on its own) or 'oom' (killed by the runtime for exceeding its memory limit). */
-  reason: 'crashed' | 'oom';
+  /**
+   * 'crashed' (exited on its own), 'oom' (killed by the runtime for exceeding its memory limit) or
+   * 'protocol' (killed by the runtime for sending something that is not a valid control message).
+   */
+  reason: 'crashed' | 'oom' | 'protocol';
   code: number | undefined;
   signal: string | undefined;
 }

@@ -28,11 +28,13 @@ export interface FlavorCapabilities {
   readonly inline: boolean;
   /**
    * The model's files are read by a process that runs as the replica user from its start (the
-   * Python worker), not by the replica before its privilege drop: the private model directory is
-   * then a copy that user may read (the store's files are 0600, and hard links share their mode).
+   * Python worker) even when the replica itself drops only after loading (no sandbox): the private
+   * model directory is then made readable by that user, as it is for every sandboxed replica.
    */
   readonly modelReadAsReplicaUser: boolean;
-  /** The flavor runs code that comes with the model (a user's module, a pickle). */
+  /** The replica runs a Python interpreter: its environment (prefix, sys.path) is bound into the sandbox. */
+  readonly pythonEnvironment: boolean;
+  /** The flavor runs code that comes with the model (a user's module, a pickle); refused without a sandbox unless allowed. */
   readonly runsUserCode: boolean;
   /** The `platform` of the model in Open Inference Protocol metadata. */
   readonly platform: string;
@@ -42,9 +44,9 @@ export interface FlavorCapabilities {
 const LLM_SYSTEM_READS = ['/lib', '/lib64', '/usr/lib', '/usr/lib64', '/etc/os-release'];
 
 export const FLAVOR_CAPABILITIES: Readonly<Record<FlavorName, FlavorCapabilities>> = {
-  onnx: { modelReadAsReplicaUser: false, nativeAddons: true, childProcesses: false, systemReads: [], warmPool: true, inline: false, runsUserCode: false, platform: 'onnxruntime_onnx' },
-  transformers: { modelReadAsReplicaUser: false, nativeAddons: true, childProcesses: false, systemReads: [], warmPool: true, inline: false, runsUserCode: false, platform: 'transformers' },
-  js: { modelReadAsReplicaUser: false, nativeAddons: false, childProcesses: false, systemReads: [], warmPool: false, inline: false, runsUserCode: true, platform: 'js' },
-  llm: { modelReadAsReplicaUser: false, nativeAddons: true, childProcesses: true, systemReads: LLM_SYSTEM_READS, warmPool: false, inline: true, runsUserCode: false, platform: 'llm' },
-  python: { modelReadAsReplicaUser: true, nativeAddons: false, childProcesses: true, systemReads: [], warmPool: false, inline: true, runsUserCode: true, platform: 'mlflow_pyfunc' },
+  onnx: { modelReadAsReplicaUser: false, pythonEnvironment: false, nativeAddons: true, childProcesses: false, systemReads: [], warmPool: true, inline: false, runsUserCode: false, platform: 'onnxruntime_onnx' },
+  transformers: { modelReadAsReplicaUser: false, pythonEnvironment: false, nativeAddons: true, childProcesses: false, systemReads: [], warmPool: true, inline: false, runsUserCode: false, platform: 'transformers' },
+  js: { modelReadAsReplicaUser: false, pythonEnvironment: false, nativeAddons: false, childProcesses: false, systemReads: [], warmPool: false, inline: false, runsUserCode: true, platform: 'js' },
+  llm: { modelReadAsReplicaUser: false, pythonEnvironment: false, nativeAddons: true, childProcesses: true, systemReads: LLM_SYSTEM_READS, warmPool: false, inline: true, runsUserCode: false, platform: 'llm' },
+  python: { modelReadAsReplicaUser: true, pythonEnvironment: true, nativeAddons: false, childProcesses: true, systemReads: [], warmPool: false, inline: true, runsUserCode: true, platform: 'mlflow_pyfunc' },
 };

@@ -3,9 +3,10 @@
  * speaks HTTP (MLflow scoring at `/invocations`, Open Inference Protocol v2 under `/v2/`, health
  * probes), decodes and validates requests against the signature, and hands tensors to the model
  * worker thread. SIGTERM drains in-flight requests, then exits. In pool mode (`awaitPoolClaim`) the
- * process starts before its model is known and gets its options over IPC from the runtime. Given
- * a `user` (the runtime passes one when the server is root), it switches to that uid/gid once its
- * model is loaded and its socket listens, before it answers anything.
+ * process starts before its model is known and gets its options over the control channel. Given
+ * a `user` (the runtime passes one when the server is root and there is no OS sandbox; in the
+ * sandbox the process is that user from its start), it switches to that uid/gid once its model is
+ * loaded and its socket listens, before it answers anything.
  */
 import fs from 'node:fs';
 import http from 'node:http';
@@ -26,6 +27,7 @@ import { openAiKind } from '../protocols/openai.js';
 import { batchable, DynamicBatcher, realClock } from './batcher.js';
 import { llmHandlers, Streamed } from './llm.js';
 import { ModelRunner, type ExecutionMode } from './runner.js';
+import { controlChannel } from './control.js';
 import { familyModel, stageThroughRuntime, type FamilyOptions, type StageReply, type StageRequest } from './family.js';
 import { rowsOf, type Inference, type ModelContext, type ModelRoutes, type RouteRow } from './model-routes.js';
 
@@ -66,10 +68,12 @@ export interface ReplicaOptions {
 }
 
 /**
- * Messages over the IPC channel between the local runtime and its replica processes. A replica
- * started with all its flags sends only `listening`; one started in pool mode (`ferry replica
- * --pool ID`) first sends `warm` once it has imported everything and waits, then gets exactly one
- * `start` with the options the flags would have carried.
+ * Messages over the control channel between the local runtime and its replica processes (frames:
+ * `src/channel/control.ts`; this end: ./control.ts). A replica started with all its flags sends only
+ * `listening`; one started in pool mode (`ferry replica --pool ID`) first sends `warm` once it has
+ * imported everything and waits, then gets exactly one `start` with the options the flags would
+ * have carried. `drain` asks the replica to stop as SIGTERM does (in a sandbox the runtime's child
+ * is the sandbox, not the replica, so a signal would not reach it).
  */
 export type ReplicaToRuntime =
   /** Pool mode: Node, onnxruntime and the replica code are loaded; send `start` now. */
@@ -78,8 +82,9 @@ export type ReplicaToRuntime =
   | { type: 'listening' }
   /** A family replica needs a member staged (./family.ts). */
   | StageRequest;
-export type RuntimeToReplica = { type: 'start'; options: ReplicaOptions } | StageReply;
+export type RuntimeToReplica = { type: 'start'; options: ReplicaOptions } | StageReply | { type: 'drain' };
 export type { StageReply, StageRequest } from './family.js';
+export { openControl } from './control.js';
 
 const EXECUTION_MODES: readonly ExecutionMode[] = ['auto', 'inline', 'worker'];
 
@@ -192,7 +197,8 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
   // answered on later event-loop turns).
   if (opts.user !== undefined) dropPrivileges(opts.user);
   // A lost hint costs only the rest of one poll interval; the probe stays the proof of readiness.
-  if (process.connected) process.send?.({ type: 'listening' } satisfies ReplicaToRuntime, undefined, undefined, () => undefined);
+  const control = controlChannel();
+  control?.send({ type: 'listening' } satisfies ReplicaToRuntime);
   logger('info', 'replica ready', {
     ...model.readyFields, socket: opts.listen === undefined ? opts.socketPath : `${opts.listen.host}:${opts.listen.port}`,
     uid: process.getuid?.(), maxRowsPerRequest: opts.maxRowsPerRequest, maxJsonDepth: opts.maxJsonDepth, maxJsonElements: opts.maxJsonElements, logLevel,
@@ -223,16 +229,12 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
   })());
 
   // A replica never outlives the server that started it: when the server dies, even by SIGKILL,
-  // the OS closes the IPC channel and 'disconnect' fires; drain as on SIGTERM. If the server died
-  // while the model was loading, the channel is already closed and the replica exits now.
-  if (process.send !== undefined) {
-    const exitWithParent = (): void => {
-      logger('info', 'server disconnected; draining');
-      close().then(() => process.exit(0), () => process.exit(1));
-    };
-    if (process.connected) process.once('disconnect', exitWithParent);
-    else exitWithParent();
-  }
+  // the OS closes the control channel; drain as on SIGTERM. If the server died while the model
+  // was loading, the channel is already closed and the replica exits now.
+  void control?.closed.then(() => {
+    logger('info', 'server disconnected; draining');
+    close().then(() => process.exit(0), () => process.exit(1));
+  });
   return { close };
 }
 
@@ -363,25 +365,26 @@ function dropPrivileges(user: { uid: number; gid: number }): void {
  * the model, tells the runtime it is `warm`, and resolves with the options of the ONE `start`
  * message that follows; the caller then starts the replica exactly as if those options had come
  * as flags. The process moves into the artifact directory, as a spawned replica starts in it.
- * While idle it exits as soon as the runtime's IPC channel closes (the server died).
+ * While idle it exits as soon as the runtime's control channel closes (the server died).
  */
 export async function awaitPoolClaim(): Promise<ReplicaOptions> {
-  if (process.send === undefined || !process.connected) throw new Error('pool mode needs an IPC channel to the runtime that started it.');
+  const control = controlChannel();
+  if (control === undefined || !control.isOpen) throw new Error('pool mode needs a control channel to the runtime that started it (--control).');
   await warmUp();
   const options = await new Promise<unknown>((resolve) => {
-    const onDisconnect = (): void => {
+    let claimed = false;
+    void control.closed.then(() => {
+      if (claimed) return; // the replica's own lifeline handles it from then on
       log('info', 'server disconnected while idle in the pool; exiting');
       process.exit(0);
-    };
-    const onMessage = (msg: unknown): void => {
-      process.off('message', onMessage);
-      process.off('disconnect', onDisconnect);
-      resolve(msg);
-    };
-    process.once('disconnect', onDisconnect);
-    process.on('message', onMessage);
+    });
+    control.onFrame(({ header }) => {
+      if (claimed || header.type !== 'start') return;
+      claimed = true;
+      resolve(header);
+    });
     log('info', 'pool process warm; waiting for a replica to serve', { pid: process.pid });
-    process.send?.({ type: 'warm' } satisfies ReplicaToRuntime, undefined, undefined, () => undefined);
+    control.send({ type: 'warm' } satisfies ReplicaToRuntime);
   }).then(parseStartMessage);
   process.chdir(options.dir);
   return options;

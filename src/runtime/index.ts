@@ -7,6 +7,7 @@
 import type { FlavorName, WorkloadType } from '../flavors/index.js';
 import type { KubernetesRuntimeOptions } from './kubernetes/index.js';
 import { LocalRuntime, type LocalRuntimeOptions } from './local/index.js';
+export { ReplicaProtocolError } from './errors.js';
 
 /**
  * Dynamic batching of one served entity's replicas. With `maxQueueDelayUs` 0 requests that arrive
@@ -99,8 +100,11 @@ export interface ReplicaExit {
   /** Exit code, or undefined when killed by a signal. */
   code: number | undefined;
   signal: string | undefined;
-  /** 'crashed' (exited on its own), 'oom' (over its memory limit, killed by the runtime). */
-  reason: 'crashed' | 'oom';
+  /**
+   * 'crashed' (exited on its own), 'oom' (over its memory limit, killed by the runtime),
+   * 'protocol' (sent the local runtime something that is not a valid control message, killed).
+   */
+  reason: 'crashed' | 'oom' | 'protocol';
   /** The last lines of the replica's log, for the entity's state message. */
   lastLogLines: string;
 }
@@ -122,6 +126,8 @@ export interface Runtime {
   stopReplica(id: string): Promise<void>;
   /** Called once for each replica that exits without `stopReplica` (crash, OOM kill). */
   onExit(listener: (exit: ReplicaExit) => void): void;
+  /** The local runtime's OS sandbox around replica processes, as chosen at open, and why (logged at start). */
+  readonly sandbox?: { kind: 'bwrap' | 'none'; reason: string };
   /** Replicas this runtime currently runs. */
   list(): ReplicaHandle[];
   /** The tail of the logs of a served entity's replicas (newest replica last), at most `maxBytes`. */

@@ -71,7 +71,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   try {
     const artifacts = await openArtifactStore(config.artifactStore.kind === 'local'
       ? { kind: 'local', root: path.join(dataDir, 'artifacts') }
-      : { ...config.artifactStore, cacheDir: path.join(dataDir, 'artifact-cache') });
+      : { ...config.artifactStore, credentials: config.artifactStore.credentials ?? takeAwsCredentials(process.env), cacheDir: path.join(dataDir, 'artifact-cache') });
     const generatedAdminToken = await bootstrapAdminToken(store, dataDir, deps.adminToken, now());
     const registry = new Registry(store, artifacts, { maxUploadBytes: config.maxUploadBytes, now });
     // Several servers share the store on Kubernetes: a version another one is registering right
@@ -105,7 +105,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         kind: 'local', stateDir: path.join(dataDir, 'runtime'),
         startTimeoutMs: config.replicaStartTimeoutMs, drainTimeoutMs: config.replicaDrainTimeoutMs,
         warmPoolSize: config.warmPoolSize, warmPoolMemoryLimitBytes: config.replicaMemoryLimitBytes, replicaUser: config.replicaUser,
-        logLevel: config.logLevel, python: config.python,
+        logLevel: config.logLevel, sandbox: config.sandbox, allowUnsandboxedUserCode: config.allowUnsandboxedUserCode,
+        python: config.python,
       };
     // Kubernetes: several servers may run side by side; one, elected over a Lease, runs the
     // control plane (its runtime opens, adopting the pods, when it becomes leader). Joined before
@@ -120,6 +121,11 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     stopStarted = async () => cluster?.close();
     const leaderRuntime = cluster === undefined ? undefined : new LeaderRuntime(() => openRuntime(runtimeOptions));
     const runtime: Runtime = leaderRuntime ?? await openRuntime(runtimeOptions);
+    if (runtime.sandbox !== undefined) {
+      const { kind, reason } = runtime.sandbox;
+      const userCode = kind === 'bwrap' ? 'sandboxed' : config.allowUnsandboxedUserCode ? 'allowed unsandboxed (allowUnsandboxedUserCode)' : 'refused (allowUnsandboxedUserCode is false)';
+      log(kind === 'none' ? 'warn' : 'info', 'replica sandbox', { sandbox: kind, reason, userCodeModels: userCode });
+    }
     stopStarted = async () => {
       await runtime.close();
       await cluster?.close();
@@ -329,4 +335,20 @@ function isAlive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/**
+ * The AWS access key of the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally
+ * AWS_SESSION_TOKEN), removed from this process's environment so that nothing the server starts
+ * inherits it and its /proc/<pid>/environ no longer shows it; the S3 client gets it explicitly
+ * (the AWS SDK would otherwise read the variables lazily, at its first call). Undefined when
+ * unset: the SDK's other sources (profiles, web identity, instance metadata) apply.
+ */
+function takeAwsCredentials(env: NodeJS.ProcessEnv): { accessKeyId: string; secretAccessKey: string; sessionToken?: string } | undefined {
+  const { AWS_ACCESS_KEY_ID: accessKeyId, AWS_SECRET_ACCESS_KEY: secretAccessKey, AWS_SESSION_TOKEN: sessionToken } = env;
+  if (accessKeyId === undefined || secretAccessKey === undefined) return undefined;
+  delete env.AWS_ACCESS_KEY_ID;
+  delete env.AWS_SECRET_ACCESS_KEY;
+  delete env.AWS_SESSION_TOKEN;
+  return { accessKeyId, secretAccessKey, ...(sessionToken === undefined ? {} : { sessionToken }) };
 }

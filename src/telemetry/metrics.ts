@@ -40,7 +40,7 @@ class EntityCounters {
   readonly duration = new Histogram(REQUEST_SECONDS_BUCKETS);
   readonly queue = new Histogram(QUEUE_SECONDS_BUCKETS);
   readonly coldStarts = new Histogram(COLD_START_SECONDS_BUCKETS);
-  readonly restarts = { crashed: 0, oom: 0 };
+  readonly restarts = { crashed: 0, oom: 0, protocol: 0 };
   /** Streamed answers (LLM token streams): time to the first chunk, chunks relayed, streams by outcome. */
   readonly firstChunk = new Histogram(REQUEST_SECONDS_BUCKETS);
   streamedChunks = 0;
@@ -192,9 +192,10 @@ export class ServingMetrics {
       },
       {
         name: 'ferry_replica_restarts_total', type: 'counter', help: 'Replicas that exited without being asked to and were replaced, by reason.',
-        samples: entities.filter(({ c }) => c.restarts.crashed + c.restarts.oom > 0).flatMap(({ labels, c }) => [
+        samples: entities.filter(({ c }) => c.restarts.crashed + c.restarts.oom + c.restarts.protocol > 0).flatMap(({ labels, c }) => [
           { labels: { ...labels, reason: 'crashed' }, value: c.restarts.crashed },
           { labels: { ...labels, reason: 'oom' }, value: c.restarts.oom },
+          { labels: { ...labels, reason: 'protocol' }, value: c.restarts.protocol },
         ]),
       },
       {

@@ -86,6 +86,12 @@ def save(out):
                 with open(target, "w") as f:
                     f.write("changed")
                 return np.zeros(len(model_input))
+            if action == "connect":
+                import socket
+
+                host, port = target.rsplit(":", 1)
+                socket.create_connection((host, int(port)), timeout=5).close()
+                return np.ones(len(model_input))
             if action == "alloc":
                 block = bytearray(int(target))
                 return np.full(len(model_input), len(block))

@@ -31,6 +31,8 @@ export { hasPythonFunction, pythonModelInfo, UNNAMED_TENSOR, type PythonInput, t
 /** dist/src/flavors/python/index.js → the repository's python/ferry_worker.py. */
 export const WORKER_SCRIPT = fileURLToPath(new URL('../../../../python/ferry_worker.py', import.meta.url));
 export const MLMODEL_FILE = 'MLmodel';
+/** How much of the worker's stderr a failed load's message may quote from (its last line). */
+const STDERR_TAIL_CHARS = 4096;
 
 /**
  * The worker's environment: nothing from the server's, BLAS pools of one thread (one replica per
@@ -161,12 +163,18 @@ async function startWorker(dir: string, info: PythonModelInfo, mlmodel: unknown,
   const child = spawn(python, ['-I', '-B', WORKER_SCRIPT], {
     cwd: dir,
     env: workerEnv(opts.intraOpThreads),
-    // fd 3 is a socketpair: the link. The worker's stdout and stderr are the replica's log.
-    stdio: ['ignore', 'inherit', 'inherit', 'pipe'],
+    // fd 3 is a socketpair: the link. The worker's stdout is the replica's log; its stderr too,
+    // through `tail`, which keeps the last lines for a failed load's message.
+    stdio: ['ignore', 'inherit', 'pipe', 'pipe'],
     ...(opts.processUser === undefined ? {} : { uid: opts.processUser.uid, gid: opts.processUser.gid }),
   });
   const channel = child.stdio[3] as Socket | null;
   if (channel === null) throw new FerryError('MODEL_ERROR', 'Could not open the channel to the Python worker.');
+  let tail = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    process.stderr.write(chunk);
+    tail = (tail + chunk.toString('utf8')).slice(-STDERR_TAIL_CHARS);
+  });
   const reader = new FrameReader();
   const loaded = await new Promise<Frame>((resolve, reject) => {
     const fail = (why: string): void => reject(new FerryError('MODEL_ERROR', `The Python worker (${python}) ${why}`));
@@ -184,7 +192,16 @@ async function startWorker(dir: string, info: PythonModelInfo, mlmodel: unknown,
     child.once('error', (err: NodeJS.ErrnoException) => fail(`could not start: ${
       err.code === 'ENOENT' ? 'no such interpreter' : err.code === 'EACCES' ? 'the replica user may not run it (or reach its directory)' : err.message
     }. Set the server's python setting to a Python 3 interpreter that the replica user can run.`));
-    child.once('exit', (code, signal) => fail(`exited (${code !== null ? `code ${code}` : `signal ${signal ?? '?'}`}) while loading the model; see the replica's log.`));
+    // The exit may be seen before the worker's last frame (its own error) is read: wait for the
+    // channel's end, then report the exit with the last line the worker wrote.
+    child.once('exit', (code, signal) => {
+      const report = (): void => {
+        const last = tail.trim().split('\n').filter((l) => l.trim() !== '').at(-1)?.trim();
+        fail(`exited (${code !== null ? `code ${code}` : `signal ${signal ?? '?'}`}) while loading the model${last === undefined ? '' : `: ${last}`}`);
+      };
+      if (channel.destroyed) report();
+      else channel.once('close', report);
+    });
     channel.once('error', () => undefined);
     const limits = opts.memoryLimitBytes === undefined ? {} : { memoryLimitBytes: opts.memoryLimitBytes };
     for (const b of encodeFrame({ op: 'load', mlmodel, input: info.input, limits })) channel.write(b);
