@@ -70,6 +70,24 @@ function frameBodies(columns: string[], rows: unknown[][], params?: Record<strin
   ];
 }
 
+/** The pid of the Python worker in the process tree under `root` (a replica's pid). */
+async function pythonWorkerUnder(root: number): Promise<number> {
+  const parents = new Map<number, number>();
+  const workers: number[] = [];
+  for (const name of (await fsp.readdir('/proc')).filter((n) => /^\d+$/.test(n))) {
+    const stat = await fsp.readFile(`/proc/${name}/stat`, 'utf8').catch(() => '');
+    const cmd = await fsp.readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '');
+    parents.set(Number(name), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    if (cmd.includes('ferry_worker.py')) workers.push(Number(name));
+  }
+  const found = workers.find((w) => {
+    for (let p = parents.get(w); p !== undefined && p > 1; p = parents.get(p)) if (p === root) return true;
+    return false;
+  });
+  assert.ok(found !== undefined, `no Python worker under pid ${root}`);
+  return found;
+}
+
 before(async () => {
   dir = await tempDir();
   dataDir = path.join(dir, 'data');
@@ -203,6 +221,35 @@ describe('python flavor', () => {
     }, 60_000);
     assert.deepEqual(again.json, { predictions: [6] });
     assert.notDeepEqual(await replicaPids(dataDir, 'p-raising'), [pid]);
+  });
+
+  test('a killed Python worker crashes only its replica: with another replica serving, no request fails', async () => {
+    const e = await deploy('p-two', 'sk_col', { min_provisioned_concurrency: 8, max_provisioned_concurrency: 8 });
+    assert.equal(e.state.ready, 'READY', JSON.stringify(e.state));
+    await waitFor('2 replicas', async () => ((await replicaPids(dataDir, 'p-two')).length === 2 ? true : undefined), 60_000);
+    const body = { dataframe_split: { columns: ['a', 'b'], data: [[1, 0.5]] } };
+    const want = (await reference('sk_col', [body]))[0]!.json;
+    const statuses: number[] = [];
+    let stop = false;
+    const loops = Array.from({ length: 4 }, async () => {
+      while (!stop) {
+        const r = await invoke('p-two', body);
+        statuses.push(r.status);
+        if (r.status === 200) assert.deepEqual(r.json, want);
+      }
+    });
+    await new Promise((r) => setTimeout(r, 1000));
+    const [victim] = await replicaPids(dataDir, 'p-two');
+    const worker = await pythonWorkerUnder(victim!);
+    process.kill(worker, 'SIGKILL');
+    await waitFor('the crashed replica to be replaced', async () => {
+      const pids = await replicaPids(dataDir, 'p-two');
+      return pids.length === 2 && !pids.includes(victim!) ? true : undefined;
+    }, 60_000);
+    stop = true;
+    await Promise.all(loops);
+    assert.ok(statuses.length > 20, `only ${statuses.length} requests`);
+    assert.deepEqual(statuses.filter((s) => s !== 200), [], `${statuses.length} requests`);
   });
 
   test('a hostile model runs as the replica user in the sandbox: no database, no network, no writes to its model, no memory past its limit; other endpoints keep answering', async (t) => {

@@ -91,6 +91,8 @@ class PythonModel implements LoadedModel {
       for (const f of frames) this.answer(f);
     });
     child.once('exit', (code, signal) => this.die(`exited (${code !== null ? `code ${code}` : `signal ${signal ?? '?'}`})`));
+    // A write to a worker that just died fails before its exit is seen.
+    channel.on('error', (err) => this.die(`link failed (${err.message})`));
   }
 
   predict(inputs: Record<string, Tensor>, params?: Record<string, unknown>): Promise<Record<string, OutputValue>> {
