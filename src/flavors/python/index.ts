@@ -14,23 +14,21 @@
  *   reports a crash and the controller replaces the replica, as for any crash.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import fsp from 'node:fs/promises';
-import path from 'node:path';
 import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { parse as parseYaml } from 'yaml';
 import { FerryError } from '../../errors.js';
 import type { OutputValue, Signature, Tensor } from '../../tensor/index.js';
 import { FLAVOR_CAPABILITIES } from '../capabilities.js';
 import type { Flavor, LoadedModel, LoadOptions } from '../index.js';
 import { decodeOutputs, encodeFrame, FrameReader, type Frame } from './link.js';
+import { pythonInspection, readMlmodel } from './inspection.js';
 import { pythonModelInfo, type PythonModelInfo } from './mlmodel.js';
 
-export { hasPythonFunction, pythonModelInfo, UNNAMED_TENSOR, type PythonInput, type PythonModelInfo } from './mlmodel.js';
+export { MLMODEL_FILE, pythonInspection, readMlmodel } from './inspection.js';
+export { pythonModelInfo, type PythonInput, type PythonModelInfo } from './mlmodel.js';
 
 /** dist/src/flavors/python/index.js → the repository's python/ferry_worker.py. */
 export const WORKER_SCRIPT = fileURLToPath(new URL('../../../../python/ferry_worker.py', import.meta.url));
-export const MLMODEL_FILE = 'MLmodel';
 /** How much of the worker's stderr a failed load's message may quote from (its last line). */
 const STDERR_TAIL_CHARS = 4096;
 
@@ -46,18 +44,6 @@ function workerEnv(threads: number): Record<string, string> {
     PYTHONDONTWRITEBYTECODE: '1', PYTHONNOUSERSITE: '1', PYTHONUNBUFFERED: '1',
     OMP_NUM_THREADS: n, OPENBLAS_NUM_THREADS: n, MKL_NUM_THREADS: n,
   };
-}
-
-/** Reads and parses `<dir>/MLmodel`. */
-export async function readMlmodel(dir: string): Promise<unknown> {
-  const text = await fsp.readFile(path.join(dir, MLMODEL_FILE), 'utf8').catch((err: NodeJS.ErrnoException) => {
-    throw new FerryError('INVALID_PARAMETER_VALUE', `The artifact has no readable MLmodel file (${err.code ?? err.message}).`);
-  });
-  try {
-    return parseYaml(text) as unknown;
-  } catch (err) {
-    throw new FerryError('INVALID_PARAMETER_VALUE', `The MLmodel file is not valid YAML: ${(err as Error).message}`);
-  }
 }
 
 interface Pending {
@@ -229,12 +215,8 @@ async function startWorker(dir: string, info: PythonModelInfo, mlmodel: unknown,
 }
 
 export const pythonFlavor: Flavor = {
-  name: 'python',
+  ...pythonInspection,
   capabilities: FLAVOR_CAPABILITIES.python,
-  defaultModelFile: MLMODEL_FILE,
-  async inspect(dir) {
-    return pythonModelInfo(await readMlmodel(dir)).signature;
-  },
   async load(dir, opts) {
     const mlmodel = await readMlmodel(dir);
     return startWorker(dir, pythonModelInfo(mlmodel), mlmodel, opts);

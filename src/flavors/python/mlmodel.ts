@@ -34,7 +34,7 @@ export interface PythonModelInfo {
 }
 
 /** The input name Ferry gives an unnamed tensor (MLflow's single-tensor signatures have none). */
-export const UNNAMED_TENSOR = 'input';
+const UNNAMED_TENSOR = 'input';
 
 /** MLflow column types → Ferry dtypes. `binary` and `datetime` columns have no tensor dtype. */
 const COLUMN_TYPES: Record<string, DType> = {
@@ -49,11 +49,6 @@ const TENSOR_DTYPES: Record<string, DType> = {
 
 function bad(message: string): FerryError {
   return new FerryError('INVALID_PARAMETER_VALUE', `The MLmodel file's ${message}`);
-}
-
-/** True when the parsed MLmodel has a python_function flavor. */
-export function hasPythonFunction(mlmodel: unknown): boolean {
-  return isJsonObject(mlmodel) && isJsonObject(mlmodel.flavors) && mlmodel.flavors.python_function !== undefined;
 }
 
 /**
