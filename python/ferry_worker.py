@@ -195,7 +195,7 @@ def _own_loader(mlmodel, base):
 
 def outputs_of(result, rows):
     """(entries, buffers) for a prediction: arrays with one row per input row as tensors, else JSON."""
-    import pandas as pd
+    pd = sys.modules.get("pandas")  # a model that returns a DataFrame has imported pandas
 
     if isinstance(result, dict) and result and all(isinstance(v, np.ndarray) for v in result.values()):
         named = list(result.items())
@@ -216,9 +216,9 @@ def outputs_of(result, rows):
         # MLflow's scoring server: arrays as lists, frames and series as records.
         if isinstance(value, np.ndarray):
             value = value.tolist()
-        elif isinstance(value, pd.DataFrame):
+        elif pd is not None and isinstance(value, pd.DataFrame):
             value = value.to_dict(orient="records")
-        elif isinstance(value, pd.Series):
+        elif pd is not None and isinstance(value, pd.Series):
             value = pd.DataFrame(value).to_dict(orient="records")
         if not isinstance(value, list) or len(value) != rows:
             raise ValueError(f"predict returned {type(value).__name__} {_short(value)}, not one prediction per input row ({rows} rows)")
