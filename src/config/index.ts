@@ -98,6 +98,17 @@ export const serverConfigSchema = z.strictObject({
    */
   python: z.string().min(1).default('python3'),
   /**
+   * How a python model's environment is made: "local" runs it in `python` as it is; "virtualenv"
+   * builds a venv per distinct python_env.yaml + requirements.txt (from `python`, with its system
+   * site-packages), once, before the first replica, cached under the data directory.
+   */
+  pythonEnvManager: z.enum(['local', 'virtualenv']).default('local'),
+  /**
+   * Extra `pip install` arguments for virtualenv builds, e.g. ["--index-url", "https://pypi.internal/simple"]
+   * or ["--no-index", "--find-links", "/srv/wheels"]. Default none: pip's default index.
+   */
+  pythonPipArgs: z.array(z.string().min(1)).default([]),
+  /**
    * The OS sandbox (bubblewrap) around every local replica process: "auto" uses it when `bwrap`
    * works on this host (checked at start), "bwrap" requires it (the start fails otherwise), "none"
    * never uses it. Kubernetes replicas are isolated by their pods instead.
@@ -209,6 +220,8 @@ export interface ServerConfig {
   readonly replicaUser: string;
   /** See the schema's `python`. */
   readonly python: string;
+  readonly pythonEnvManager: 'local' | 'virtualenv';
+  readonly pythonPipArgs: readonly string[];
   readonly sandbox: 'auto' | 'bwrap' | 'none';
   readonly allowUnsandboxedUserCode: boolean;
   readonly inferenceTableRetentionMs: number;
@@ -268,6 +281,8 @@ export function compileServerConfig(input: unknown): ServerConfig {
     tls: compileTls(c.tlsCert, c.tlsKey),
     replicaUser: c.replicaUser,
     python: c.python,
+    pythonEnvManager: c.pythonEnvManager,
+    pythonPipArgs: c.pythonPipArgs,
     sandbox: c.sandbox,
     allowUnsandboxedUserCode: c.allowUnsandboxedUserCode,
     inferenceTableRetentionMs: requireUnit('inferenceTableRetention', c.inferenceTableRetention, parseDurationMs, 'a duration such as "30d" or "12h"'),

@@ -87,6 +87,7 @@ import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../index.
 import { ReplicaProtocolError } from '../errors.js';
 import { ReplicaLink, type LinkState } from './control.js';
 import { chooseSandbox, sandboxed, type Sandbox, type SandboxMounts, type SandboxSetting } from './sandbox.js';
+import { PythonEnvironments } from './python-env.js';
 import { commandLine, descendants, findOnPath, isRunning, processTree, replicaEnv, residentBytes, resolveUser, waitGone, type UserIds } from './proc.js';
 
 export interface LocalRuntimeOptions {
@@ -136,6 +137,13 @@ export interface LocalRuntimeOptions {
    * a command name looked up on the server's PATH at `open` (default `python3`).
    */
   python?: string;
+  /**
+   * How a python model's environment is made (the server's `pythonEnvManager`): `local` runs it in
+   * `python` as it is; `virtualenv` builds a venv per distinct requirements (./python-env.ts).
+   */
+  pythonEnvManager?: 'local' | 'virtualenv';
+  /** Extra `pip install` arguments for `virtualenv` builds (the server's `pythonPipArgs`). */
+  pythonPipArgs?: string[];
 }
 
 /** dist/src/runtime/local/index.js → repository root is four levels up. */
@@ -157,6 +165,16 @@ const PROBE_TIMEOUT_MS = 1000;
 /** How long the Python interpreter may take to list its paths (`pythonEnvironment`); an import-free start takes ~20 ms. */
 const PYTHON_PROBE_TIMEOUT_MS = 10_000;
 const DEBIAN_ALTERNATIVES = '/etc/alternatives';
+/** Bound into every sandbox already (./sandbox.ts): a Python path under them needs no bind of its own. */
+const SYSTEM_DIRS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32'];
+
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
 /**
  * Extra time after `drainTimeoutMs` before SIGKILL: the replica cuts its own remaining requests
  * at `drainTimeoutMs` and then needs a moment to stop its model worker and remove its socket.
@@ -224,8 +242,10 @@ export class LocalRuntime implements Runtime {
   private readonly watchdog: NodeJS.Timeout;
   private watching = false;
   private closed = false;
-  /** The Python interpreter's paths, asked once (`pythonEnvironment`). */
-  private pythonPaths: Promise<readonly string[]> | undefined;
+  /** Each Python interpreter's paths, asked once (`pythonEnvironment`). */
+  private readonly pythonPaths = new Map<string, Promise<readonly string[]>>();
+  /** The virtualenvs of python models, when `pythonEnvManager` is `virtualenv`. */
+  private readonly pythonEnvs: PythonEnvironments | undefined;
   /** Pool processes not (yet) claimed: starting and idle. */
   private readonly pool = new Set<PoolProcess>();
   private readonly poolHeapMiB: number;
@@ -247,6 +267,9 @@ export class LocalRuntime implements Runtime {
     /** The sandbox chosen at `open`: every replica process runs in it. */
     readonly sandbox: Sandbox,
   ) {
+    this.pythonEnvs = opts.pythonEnvManager === 'virtualenv'
+      ? new PythonEnvironments({ dir: path.join(opts.stateDir, 'python-envs'), basePython: opts.python, pipArgs: opts.pythonPipArgs, systemSitePackages: true })
+      : undefined;
     this.watchdog = setInterval(() => void this.checkMemory(), opts.memoryPollMs);
     this.watchdog.unref();
     this.poolHeapMiB = heapMiBOf(opts.warmPoolMemoryLimitBytes);
@@ -292,7 +315,8 @@ export class LocalRuntime implements Runtime {
     ]);
     const { replicaUser: _, sandbox: __, ...rest } = opts;
     const rt = new LocalRuntime({
-      memoryPollMs: 1000, warmPoolMemoryLimitBytes: DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES, logLevel: 'info', allowUnsandboxedUserCode: false, ...rest, warmPoolSize, stateDir,
+      memoryPollMs: 1000, warmPoolMemoryLimitBytes: DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES, logLevel: 'info', allowUnsandboxedUserCode: false,
+      pythonEnvManager: 'local', pythonPipArgs: [], ...rest, warmPoolSize, stateDir,
       python: findOnPath(opts.python ?? 'python3', process.env.PATH),
     }, dirs, user, sandbox);
     rt.fillPool();
@@ -338,11 +362,16 @@ export class LocalRuntime implements Runtime {
       link.setState({ pool: false, family: spec.family !== undefined });
     } else {
       let pythonPaths: readonly string[] = [];
+      let python = this.opts.python;
       this.staging.add(spec.id);
       try {
         this.makeSocketDir(socketPath);
         await stageModel(spec, modelDir, this.modelDirModeFor(spec));
-        if (FLAVOR_CAPABILITIES[spec.flavor].pythonEnvironment) pythonPaths = await this.pythonEnvironment();
+        if (FLAVOR_CAPABILITIES[spec.flavor].pythonEnvironment) {
+          // A virtualenv is built (once per distinct requirements) before the replica starts.
+          python = this.pythonEnvs === undefined ? this.opts.python : await this.pythonEnvs.python(modelDir);
+          pythonPaths = await this.pythonEnvironment(python);
+        }
         if (this.closed) throw new FerryError('TEMPORARILY_UNAVAILABLE', 'The runtime is shutting down.');
       } catch (err) {
         await fsp.rm(modelDir, { recursive: true, force: true });
@@ -350,7 +379,7 @@ export class LocalRuntime implements Runtime {
       } finally {
         this.staging.delete(spec.id);
       }
-      child = this.spawnReplica(spec, options, logFile, pythonPaths);
+      child = this.spawnReplica(spec, { ...options, loadOptions: { ...options.loadOptions, pythonExecutable: python } }, logFile, pythonPaths);
       // Errors after a successful spawn (a failed kill of an exited process) need no handling.
       child.on('error', () => undefined);
       link = this.linkTo(child, { pool: false, family: spec.family !== undefined }, () => logFile);
@@ -532,28 +561,35 @@ export class LocalRuntime implements Runtime {
   }
 
   /**
-   * What the Python interpreter (`python`) reads besides the system directories: its prefixes and
+   * What the Python interpreter `python` reads besides the system directories: its prefixes and
    * every `sys.path` entry (a virtualenv, a `.pth` file's directories), asked of the interpreter
    * once, bound read-only into the sandbox of a python replica. An interpreter that does not run
    * gives none: the replica's own start then fails with the interpreter's error.
    */
-  private pythonEnvironment(): Promise<readonly string[]> {
-    this.pythonPaths ??= new Promise((resolve) => {
+  private pythonEnvironment(python: string): Promise<readonly string[]> {
+    const known = this.pythonPaths.get(python);
+    if (known !== undefined) return known;
+    const paths = new Promise<readonly string[]>((resolve) => {
       const script = 'import json, sys; print(json.dumps([sys.executable, sys.prefix, sys.exec_prefix, sys.base_prefix, *sys.path]))';
-      execFile(this.opts.python, ['-I', '-c', script], { timeout: PYTHON_PROBE_TIMEOUT_MS, env: { PATH: '/usr/bin:/bin' } }, (err, stdout) => {
+      execFile(python, ['-I', '-c', script], { timeout: PYTHON_PROBE_TIMEOUT_MS, env: { PATH: '/usr/bin:/bin' } }, (err, stdout) => {
         let paths: unknown;
         try {
           paths = err === null ? JSON.parse(stdout) : [];
         } catch {
           paths = [];
         }
-        const list = Array.isArray(paths) ? paths.filter((p): p is string => typeof p === 'string' && path.isAbsolute(p) && fs.existsSync(p)) : [];
+        // Directories outside the system ones the sandbox binds anyway (a venv's bin/python is a
+        // link into /usr/bin, which must not be recreated over the bound /usr).
+        const list = Array.isArray(paths)
+          ? paths.filter((p): p is string => typeof p === 'string' && path.isAbsolute(p) && isDirectory(p) && !SYSTEM_DIRS.some((d) => p === d || p.startsWith(`${d}/`)))
+          : [];
         // Debian's BLAS and LAPACK (numpy's libblas.so.3) are symbolic links through /etc/alternatives.
         const alternatives = fs.existsSync(DEBIAN_ALTERNATIVES) ? [DEBIAN_ALTERNATIVES] : [];
-        resolve([...new Set([this.opts.python, ...list, ...alternatives])]);
+        resolve([...new Set([...list, ...alternatives])]);
       });
     });
-    return this.pythonPaths;
+    this.pythonPaths.set(python, paths);
+    return paths;
   }
 
   /**
