@@ -108,7 +108,7 @@ function run(file: string, args: string[], log: string): Promise<void> {
     const child = execFile(file, args, { timeout: BUILD_TIMEOUT_MS, maxBuffer: 64 << 20, env: { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/nonexistent', LANG: 'C.UTF-8' } }, (err, stdout, stderr) => {
         fs.appendFileSync(log, `$ ${[file, ...args].join(' ')}\n${stdout}${stderr}`);
         if (err === null) resolve();
-        else reject(err);
+        else reject(new Error(err.message));
       });
     child.stdin?.end();
   });
