@@ -102,4 +102,10 @@ test('a venv is built once per requirements, reused, and a failed build keeps th
   assert.equal((await envDirs()).length, 1, 'the failed build left no venv');
   const logs = (await fsp.readdir(path.join(dataDir, 'runtime', 'python-envs'))).filter((n) => n.endsWith('.log'));
   assert.equal(logs.length, 2);
+  // Databricks' build-logs route, for the failed entity and the serving one.
+  const failedLog = await call('GET', '/api/2.0/serving-endpoints/envm/served-models/envm-3/build-logs');
+  assert.equal(failedLog.status, 200, failedLog.text);
+  assert.match(failedLog.json.logs, /ERROR: [^\n]*ferry-no-such-package[\s\S]*environment build failed/);
+  assert.match((await call('GET', '/api/2.0/serving-endpoints/envm/served-models/envm-1/build-logs')).json.logs, /environment ready/);
+  assert.equal((await call('GET', '/api/2.0/serving-endpoints/envm/served-models/nope/build-logs')).status, 404);
 });

@@ -82,6 +82,7 @@ const EXPECTED: Record<string, Min> = {
   'PUT /api/2.0/serving-endpoints/:name/ai-gateway': 'manager',
   'DELETE /api/2.0/serving-endpoints/:name': 'manager',
   'GET /api/2.0/serving-endpoints/:name/served-models/:served/logs': 'manager',
+  'GET /api/2.0/serving-endpoints/:name/served-models/:served/build-logs': 'manager',
   'GET /api/2.0/serving-endpoints/:name/inference-table': 'manager',
   'GET /api/2.0/serving-endpoints/:name/inference-table/export': 'manager',
   'GET /api/2.0/serving-endpoints/:name/inference-table/status': 'viewer',

@@ -45,5 +45,6 @@ export function endpointRoutes(router: ServerRouter, controller: EndpointControl
       return { body: {} };
     }, manage)
     // Replica logs can hold request data from model errors: managers only.
-    .add('GET', `${base}/:name/served-models/:served/logs`, async (ctx) => ({ body: { logs: await controller.logs(name(ctx), ctx.params.served ?? '') } }), manage);
+    .add('GET', `${base}/:name/served-models/:served/logs`, async (ctx) => ({ body: { logs: await controller.logs(name(ctx), ctx.params.served ?? '') } }), manage)
+    .add('GET', `${base}/:name/served-models/:served/build-logs`, async (ctx) => ({ body: { logs: await controller.buildLogs(name(ctx), ctx.params.served ?? '') } }), manage);
 }

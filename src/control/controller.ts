@@ -377,6 +377,19 @@ export class EndpointController {
     return this.o.runtime.logs(name, servedEntity, 64 * 1024);
   }
 
+  /**
+   * The build log of a served entity's environment (a python model's virtualenv), from the
+   * current or the pending config (a failed update's entity included); "" when it has none.
+   */
+  async buildLogs(name: string, servedEntity: string): Promise<string> {
+    const st = this.get(name);
+    const entity = [...(st.record.pendingConfig?.servedEntities ?? []), ...(st.record.config?.servedEntities ?? [])].find((e) => e.name === servedEntity);
+    if (entity === undefined) throw notFound(`Served entity '${servedEntity}' of serving endpoint '${name}'`);
+    const { runtime, artifacts } = this.o;
+    if (runtime.buildLogs === undefined || entity.family !== undefined || runtime.fetchesArtifacts === true) return '';
+    return runtime.buildLogs(await artifacts.localDir(entity.artifactPath, entity.artifactSha256), entity.flavor, 64 * 1024);
+  }
+
   /** Waits for background rollouts (tests and shutdown), then stops every replica. */
   async close(): Promise<void> {
     clearInterval(this.autoscaleTimer);

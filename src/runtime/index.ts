@@ -133,6 +133,11 @@ export interface Runtime {
   /** The tail of the logs of a served entity's replicas (newest replica last), at most `maxBytes`. */
   logs(endpoint: string, servedEntity: string, maxBytes: number): Promise<string>;
   /**
+   * The tail (at most `maxBytes`) of the build log of the environment a model in `artifactDir`
+   * runs in (a python model's virtualenv), "" when none was built; absent: the runtime builds none.
+   */
+  buildLogs?(artifactDir: string, flavor: FlavorName, maxBytes: number): Promise<string>;
+  /**
    * Server shutdown. The local runtime stops every replica (they are its child processes). The
    * Kubernetes runtime stops watching and forgets its replicas but leaves their pods serving: a
    * control-plane restart must not take endpoints down, and the next `open` adopts them (the

@@ -482,6 +482,11 @@ export class LocalRuntime implements Runtime {
     return [...this.replicas.values()].filter((r) => r.ready).map((r) => r.handle);
   }
 
+  async buildLogs(artifactDir: string, flavor: FlavorName, maxBytes: number): Promise<string> {
+    if (this.pythonEnvs === undefined || !FLAVOR_CAPABILITIES[flavor].pythonEnvironment) return '';
+    return (await readTail(this.pythonEnvs.logFile(await this.pythonEnvs.keyOf(artifactDir)), maxBytes)).toString('utf8');
+  }
+
   async logs(endpoint: string, servedEntity: string, maxBytes: number): Promise<string> {
     if (!NAME_PATTERN.test(endpoint)) throw invalidParameter('endpoint', endpoint, 'an endpoint name');
     if (!NAME_PATTERN.test(servedEntity)) throw invalidParameter('servedEntity', servedEntity, 'a served entity name');
