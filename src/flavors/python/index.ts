@@ -29,6 +29,11 @@ export { pythonModelInfo, type PythonInput, type PythonModelInfo } from './mlmod
 
 /** dist/src/flavors/python/index.js → the repository's python/ferry_worker.py. */
 export const WORKER_SCRIPT = fileURLToPath(new URL('../../../../python/ferry_worker.py', import.meta.url));
+/**
+ * How long a closing worker may take to finish its current call and exit once its input ends,
+ * before it is killed: the replica's drain has already waited for in-flight requests.
+ */
+const CLOSE_GRACE_MS = 5000;
 /** How much of the worker's stderr a failed load's message may quote from (its last line). */
 const STDERR_TAIL_CHARS = 4096;
 
@@ -134,7 +139,7 @@ class PythonModel implements LoadedModel {
     });
     // End of input: the worker's read loop ends and it exits.
     this.channel.end();
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), CLOSE_GRACE_MS);
     await exited;
     clearTimeout(timer);
     for (const p of this.pending.values()) p.reject(new FerryError('TEMPORARILY_UNAVAILABLE', 'The model is shutting down.', { retryAfterS: 1 }));
