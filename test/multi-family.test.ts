@@ -10,7 +10,7 @@ import { after, before, test } from 'node:test';
 import { familyFixture, FAMILY_FEATURES, mlpFixture, mlpSmallFixture } from '../src/fixtures/index.js';
 import type { FerryServer } from '../src/server/index.js';
 import { float32Tensor } from '../src/fixtures/fixture.js';
-import { ADMIN_TOKEN, replicaPids, request, startTestServer, tempDir, waitSettled } from './support/index.js';
+import { ADMIN_TOKEN, replicaNodePid, replicaPids, request, startTestServer, tempDir, waitSettled } from './support/index.js';
 
 const MODELS = 40;
 let dir: string;
@@ -230,7 +230,8 @@ test('churn: 400 models through 1 MiB caches: every answer right, models evicted
   });
   assert.equal(created.status, 200, created.text);
   assert.equal((await waitSettled(server.url, 'churn', 60_000)).state.ready, 'READY');
-  const [pid] = await replicaPids(path.join(dir, 'data'), 'churn');
+  const [child] = await replicaPids(path.join(dir, 'data'), 'churn');
+  const pid = await replicaNodePid(child ?? 0); // in the sandbox the runtime's child is bwrap
   const rssKb = async (): Promise<number> => Number(/VmRSS:\s+(\d+)/.exec(await fsp.readFile(`/proc/${pid ?? 0}/status`, 'utf8'))?.[1]);
   let maxBytes = 0;
   const rss: number[] = [];

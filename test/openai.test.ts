@@ -13,7 +13,7 @@ import { hashToken } from '../src/auth/index.js';
 import { writeTinyGguf } from '../src/fixtures/index.js';
 import { GATEWAY_STREAM_CHANNEL, type GatewayStreamEvent } from '../src/gateway/index.js';
 import type { FerryServer } from '../src/server/index.js';
-import { ADMIN_TOKEN, registerVersion, replicaPids, request, startTestServer, tempDir, waitSettled } from './support/index.js';
+import { ADMIN_TOKEN, registerVersion, replicaNodePid, replicaPids, request, startTestServer, tempDir, waitSettled } from './support/index.js';
 
 let dir: string;
 let server: FerryServer;
@@ -188,7 +188,8 @@ test('a client that disconnects mid-stream frees the sequence: the next request 
 test('concurrent chat requests share one model in one replica', async () => {
   const [pid] = await replicaPids(path.join(dir, 'data'), 'chat');
   assert.ok(pid !== undefined);
-  const rss = async (): Promise<number> => Number(/VmRSS:\s+(\d+)/.exec(await fsp.readFile(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
+  const nodePid = await replicaNodePid(pid); // in the sandbox the runtime's child is bwrap
+  const rss = async (): Promise<number> => Number(/VmRSS:\s+(\d+)/.exec(await fsp.readFile(`/proc/${nodePid}/status`, 'utf8'))?.[1]) * 1024;
   const before = await rss();
   const body = (content: string) => ({ model: 'chat', messages: [{ role: 'user', content }], max_tokens: 200, temperature: 0 });
   const [a, b] = await Promise.all([post('/v1/chat/completions', body('one')), post('/v1/chat/completions', body('two'))]);
@@ -307,10 +308,11 @@ test('GET /v1/models lists the endpoints the caller may view', async () => {
 });
 
 test('the llm replica runs under the permission model, as the replica user when the server is root', async () => {
-  const [pid] = await replicaPids(path.join(dir, 'data'), 'chat');
+  const [child = 0] = await replicaPids(path.join(dir, 'data'), 'chat');
+  const pid = await replicaNodePid(child); // in the sandbox the runtime's child is bwrap
   const cmdline = (await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
   assert.ok(cmdline.includes('--experimental-permission'));
   assert.ok(!cmdline.some((a) => a.startsWith('--allow-fs-write=') && !a.endsWith('.sock')), 'writes only its socket');
   const uid = Number(/Uid:\s+(\d+)/.exec(await fsp.readFile(`/proc/${pid}/status`, 'utf8'))?.[1]);
-  if (process.getuid?.() === 0) assert.notEqual(uid, 0, 'the replica dropped root after loading');
+  if (process.getuid?.() === 0) assert.notEqual(uid, 0, 'the replica is not root');
 });

@@ -142,7 +142,8 @@ async function withRuntime(opts: Partial<LocalRuntimeOptions>, fn: (rt: LocalRun
   } finally {
     await rt.close();
   }
-  assert.deepEqual(await processesUnder(stateDir), [], 'nothing left running');
+  const left = await processesUnder(stateDir);
+  assert.deepEqual(left, [], `nothing left running: ${(await Promise.all(left.map((p) => fsp.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '?')))).join('\n').replaceAll('\0', ' ')}`);
 }
 
 describe('LocalRuntime', () => {
@@ -184,12 +185,12 @@ describe('LocalRuntime', () => {
     try {
       await withRuntime({}, async (rt) => {
         const handle = await rt.startReplica(makeSpec('ep.linear.env', 'linear'));
-        const environ = (await fsp.readFile(`/proc/${handle.pid}/environ`, 'utf8')).split('\0').filter(Boolean);
+        const environ = (await fsp.readFile(`/proc/${await replicaNodePid(handle.pid ?? 0)}/environ`, 'utf8')).split('\0').filter(Boolean);
         const keys = environ.map((kv) => kv.slice(0, kv.indexOf('=')));
         assert.ok(keys.includes('PATH'), keys.join(' '));
         for (const secret of secrets) assert.ok(!keys.includes(secret), secret);
         assert.ok(!environ.join('\n').includes('secret'), 'no secret value under any name');
-        const allowed = new Set(['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'NODE_OPTIONS', 'TMPDIR', 'LD_LIBRARY_PATH', 'CUDA_VISIBLE_DEVICES', 'NODE_CHANNEL_FD', 'NODE_CHANNEL_SERIALIZATION_MODE']);
+        const allowed = new Set(['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'NODE_OPTIONS', 'TMPDIR', 'LD_LIBRARY_PATH', 'CUDA_VISIBLE_DEVICES', 'PWD']); // bwrap sets PWD (its --chdir)
         assert.deepEqual(keys.filter((k) => !allowed.has(k)), []);
       });
     } finally {
@@ -206,6 +207,19 @@ describe('LocalRuntime', () => {
       assert.ok(Buffer.byteLength(socketPath) <= 107, socketPath);
       assert.match(path.relative(path.dirname(path.dirname(socketPath)), socketPath), /^[0-9a-f]{16}\/replica\.sock$/);
       assert.equal((await requestReplica(handle.address, '/v2/health/ready')).status, 200);
+    });
+  });
+
+  test('without a sandbox a replica that runs user code is refused, naming the setting, unless allowed', { timeout: 60_000 }, async () => {
+    const js = makeSpec('ep.js.1', 'linear', { flavor: 'js', modelFile: 'model.mjs' });
+    await withRuntime({ warmPoolSize: 0, sandbox: 'none' }, async (rt) => {
+      assert.deepEqual(rt.sandbox, { kind: 'none', reason: 'sandbox is "none" in the server config' });
+      await assert.rejects(rt.startReplica(js), (err: unknown) => err instanceof FerryError && /runs user code \(js flavor\).*no OS sandbox.*allowUnsandboxedUserCode: true/.test(err.message));
+      assert.equal((await rt.startReplica(makeSpec('ep.linear.onnx', 'linear'))).fromPool, false, 'other flavors still start');
+    });
+    await withRuntime({ warmPoolSize: 0, sandbox: 'none', allowUnsandboxedUserCode: true }, async (rt) => {
+      // Allowed: it gets as far as loading (this artifact has no js module, so the load fails).
+      await assert.rejects(rt.startReplica(js), (err: unknown) => err instanceof FerryError && !/allowUnsandboxedUserCode/.test(err.message));
     });
   });
 
@@ -261,12 +275,14 @@ describe('LocalRuntime', () => {
   test('stopReplica kills a replica that does not stop within the drain timeout', { timeout: 60_000 }, async () => {
     await withRuntime({ drainTimeoutMs: 100 }, async (rt, _stateDir, exits) => {
       const handle = await rt.startReplica(makeSpec('ep.linear.hung', 'linear'));
-      process.kill(handle.pid!, 'SIGSTOP'); // a hung replica: SIGTERM stays pending
+      const nodePid = await replicaNodePid(handle.pid ?? 0);
+      process.kill(nodePid, 'SIGSTOP'); // a hung replica: the drain request is never read
       const startedMs = Date.now();
       await rt.stopReplica(handle.id);
       const tookMs = Date.now() - startedMs;
       assert.ok(tookMs >= 100 && tookMs < 5000, `stop took ${tookMs} ms`);
       assert.equal(await isRunning(handle.pid!), false);
+      await waitFor('the replica itself gone', async () => ((await isRunning(nodePid)) ? undefined : true), 5000);
       assert.deepEqual(exits, []);
     });
   });
@@ -288,7 +304,8 @@ describe('LocalRuntime', () => {
       const running = await processesUnder(stateDir);
       // A pool process in the sandbox is bwrap with the node process below it.
       const pool = (await Promise.all(poolPids(rt).map(processDescendants))).flat();
-      assert.deepEqual(running.filter((pid) => !pool.includes(pid)), [], 'nothing but the warm pool');
+      const others = running.filter((pid) => !pool.includes(pid));
+      assert.deepEqual(others, [], `nothing but the warm pool: ${(await Promise.all(others.map((p) => fsp.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '?')))).join('\n')}`);
       assert.deepEqual(await fsp.readdir(path.join(stateDir, 'pids')), []);
       assert.equal(fs.existsSync(path.join(stateDir, 'sockets', 'ep.linear.slow')), false, 'its socket directory is gone');
     });
@@ -373,14 +390,15 @@ describe('LocalRuntime warm pool', () => {
     try {
       await withRuntime({}, async (rt, stateDir) => {
         [idlePid = 0] = await poolIdle(rt);
-        const environ = (await fsp.readFile(`/proc/${idlePid}/environ`, 'utf8')).split('\0').filter(Boolean);
+        const idleNodePid = await replicaNodePid(idlePid);
+        const environ = (await fsp.readFile(`/proc/${idleNodePid}/environ`, 'utf8')).split('\0').filter(Boolean);
         const keys = environ.map((kv) => kv.slice(0, kv.indexOf('=')));
         assert.ok(keys.includes('PATH'), keys.join(' '));
         for (const secret of secrets) assert.ok(!keys.includes(secret), secret);
         assert.ok(!environ.join('\n').includes('secret'), 'no secret value under any name');
-        const cmd = (await fsp.readFile(`/proc/${idlePid}/cmdline`, 'utf8')).split('\0');
+        const cmd = (await fsp.readFile(`/proc/${idleNodePid}/cmdline`, 'utf8')).split('\0');
         assert.ok(cmd.includes('--pool') && cmd.some((a) => a.startsWith(path.join(stateDir, 'pool'))), cmd.join(' '));
-        t.diagnostic(`idle pool process RSS: ${(await rssMiB(idlePid)).toFixed(0)} MiB`);
+        t.diagnostic(`idle pool process RSS: ${(await rssMiB(idleNodePid)).toFixed(0)} MiB`);
 
         const handle = await rt.startReplica(makeSpec('ep.linear.claim', 'linear'));
         assert.equal(handle.fromPool, true);

@@ -90,6 +90,21 @@ async function replicaOf(endpoint: string): Promise<{ nodePid: number; socketPat
   return { nodePid, socketPath, modelDir };
 }
 
+/** What the test library's constructor would print to the replica's log (it never runs). */
+const MARKER = 'FERRY-DLOPEN-CONSTRUCTOR-RAN';
+
+/**
+ * A shared library whose constructor prints `MARKER` on stdout (the replica's log, outside the
+ * sandbox), compiled with cc when present; else bytes that are not one.
+ */
+function evilLibrary(): Buffer {
+  const src = path.join(dir, 'evil.c');
+  const out = path.join(dir, 'libevil.so');
+  fs.writeFileSync(src, `#include <unistd.h>\n__attribute__((constructor)) static void pwn(void) { write(1, "${MARKER}\\n", ${MARKER.length + 1}); }\n`);
+  const cc = spawnSync('cc', ['-shared', '-fPIC', '-o', out, src], { encoding: 'utf8' });
+  return cc.status === 0 ? fs.readFileSync(out) : Buffer.from('\x7fELF not really a library');
+}
+
 before(async () => {
   dir = await tempDir('ferry-sandbox-');
   dataDir = path.join(dir, 'data');
@@ -130,8 +145,9 @@ describe('hostile js models', () => {
         if (input.text[0] === 'dlopen') process.dlopen({ exports: {} }, dir + '/libevil.so');
         return { out: input.text.map(() => ({ load: atLoad, predict: probe(dir) })) };
       }`;
-    // Any bytes do: the point is that the loader is never reached.
-    const e = await deployJs('dlopen', probe, { 'libevil.so': Buffer.from('\x7fELF not really a library') });
+    // A real library when a C compiler is here (its constructor would leave a marker file), else
+    // any bytes: either way the point is that the loader is never reached.
+    const e = await deployJs('dlopen', probe, { 'libevil.so': evilLibrary() });
     assert.equal(e.state.ready, 'READY', JSON.stringify(e.state));
     const r = await invoke('dlopen', 'report');
     assert.equal(r.status, 200, r.text);
@@ -143,6 +159,9 @@ describe('hostile js models', () => {
     assert.match(thrown.json.message, /addons is disabled|ERR_DLOPEN_DISABLED/);
     assert.doesNotMatch(thrown.text, new RegExp(dataDir), 'no server path in the answer');
     assert.equal((await invoke('dlopen', 'report')).status, 200, 'the replica keeps serving');
+    const logs = await call('GET', '/api/2.0/serving-endpoints/dlopen/served-models/dlopen-1/logs');
+    assert.equal(logs.status, 200, logs.text);
+    assert.doesNotMatch(JSON.stringify(logs.json), new RegExp(MARKER), 'the library\'s constructor never ran');
     await stopBystander();
   });
 
@@ -279,6 +298,12 @@ describe('hostile js models', () => {
     // Quarantined: no replica comes back.
     await new Promise((res) => setTimeout(res, 3000));
     assert.equal((await fsp.readdir(path.join(dataDir, 'runtime', 'pids'))).filter((f) => f.startsWith('scribble.')).length, 0, 'no restart');
+    // The next config update clears it (a fresh deployment).
+    const update = await call('PUT', '/api/2.0/serving-endpoints/scribble/config', { served_entities: [{ entity_name: 'scribble', entity_version: '1' }] });
+    assert.equal(update.status, 200, update.text);
+    const updated = await waitSettled(server.url, 'scribble', 60_000);
+    assert.equal(updated.state.ready, 'READY', JSON.stringify(updated.state));
+    assert.doesNotMatch((await entity()).deployment_state_message, /^quarantined:/);
     await stopBystander();
 
     // A restart restores the endpoint; its replica, attacking again, is killed; nothing else happens.

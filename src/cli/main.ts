@@ -175,8 +175,8 @@ const serverOptions = {
 
 /** Starts the server from flags (and an optional JSON config file); stops it on SIGINT/SIGTERM. */
 async function runServer(values: Values): Promise<{ server: FerryServer; config: ServerConfig; envAdminToken: string | undefined }> {
-  // Read once and removed from the environment: nothing the server starts inherits it, and its
-  // /proc/<pid>/environ no longer shows it (docs/security.md).
+  // Read once and removed from the environment: nothing the server starts inherits it. (The
+  // kernel's copy in /proc/<pid>/environ stays; a sandboxed replica cannot see the server's /proc.)
   const envAdminToken = process.env.FERRY_ADMIN_TOKEN;
   delete process.env.FERRY_ADMIN_TOKEN;
   const file = str(values, 'config');

@@ -340,7 +340,7 @@ function isAlive(pid: number): boolean {
 /**
  * The AWS access key of the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally
  * AWS_SESSION_TOKEN), removed from this process's environment so that nothing the server starts
- * inherits it and its /proc/<pid>/environ no longer shows it; the S3 client gets it explicitly
+ * inherits it (the kernel's copy in /proc/<pid>/environ stays: see docs/security.md); the S3 client gets it explicitly
  * (the AWS SDK would otherwise read the variables lazily, at its first call). Undefined when
  * unset: the SDK's other sources (profiles, web identity, instance metadata) apply.
  */

@@ -383,7 +383,7 @@ export class LocalRuntime implements Runtime {
       // Errors after a successful spawn (a failed kill of an exited process) need no handling.
       child.on('error', () => undefined);
       link = this.linkTo(child, { pool: false, family: spec.family !== undefined }, () => logFile);
-      exited = exitOf(child, link);
+      exited = exitOf(child, link, socketPath);
     }
     // Written before anything awaits, so the pid file exists before the exit handler can remove it
     // and before a server crash could leave the replica unlisted. `match` is what orphan cleanup
@@ -733,7 +733,7 @@ export class LocalRuntime implements Runtime {
     let becameWarm: () => void = () => undefined;
     const warm = new Promise<void>((resolve) => { becameWarm = resolve; });
     const link = this.linkTo(child, { pool: true, family: false }, () => p.logFile);
-    const exited = exitOf(child, link);
+    const exited = exitOf(child, link, socketPath);
     const p: PoolProcess = {
       token, socketPath, modelDir, child, link, logFile, pidFile, warm: false, claimed: false, stopRequested: false, exited,
       warmOrGone: Promise.race([warm, exited.then(() => undefined)]),
@@ -792,8 +792,9 @@ export class LocalRuntime implements Runtime {
     };
     try {
       const outcome = await Promise.race([poll(), deadline, exited.then(() => 'exited' as const)]);
-      // A replica can answer its probe and die an instant later; trust the exit.
-      if (outcome === 'ready' && (r.child.exitCode !== null || r.child.signalCode !== null)) return 'exited';
+      // A replica can answer its probe and die an instant later; trust the exit, and a protocol
+      // violation (its kill may not have landed yet).
+      if (outcome === 'ready' && (r.child.exitCode !== null || r.child.signalCode !== null || r.link.violation !== undefined)) return 'exited';
       return outcome;
     } finally {
       settled = true;
@@ -838,15 +839,31 @@ function heapMiBOf(memoryLimitBytes: number): number {
 }
 
 /**
- * Settles when `child` exits, or at once if it never started (no exit event follows a failed
- * spawn); its control link then expects the channel to close.
+ * In the sandbox the child is bwrap. The processes inside outlive it by an instant (the pid
+ * namespace's init exits just after its child; killed, bwrap takes them with it an instant
+ * later), and one it forked while it was being killed, before that child asked to die with it,
+ * would outlive it for good. So after the child's exit, the processes that still name its socket
+ * on their command line (every process of a sandbox does) are SIGKILLed, every
+ * `STRAGGLER_POLL_MS`, until none is left, for at most `SANDBOX_TEARDOWN_WAIT_MS`.
  */
-function exitOf(child: ChildProcess, link: ReplicaLink): Promise<Exit> {
+const SANDBOX_TEARDOWN_WAIT_MS = 5000;
+const STRAGGLER_POLL_MS = 20;
+
+/**
+ * Settles when `child` has exited and no process of its sandbox is left (see
+ * `SANDBOX_TEARDOWN_WAIT_MS`), or at once if it never started (no exit event follows a failed
+ * spawn). `match` is on the command line of each of its processes (its socket path).
+ */
+function exitOf(child: ChildProcess, link: ReplicaLink, match: string): Promise<Exit> {
   return new Promise((resolve) => {
     child.once('exit', (code, signal) => {
       link.markExited();
-      link.close();
-      resolve({ code: code ?? undefined, signal: signal ?? undefined });
+      void (async () => {
+        const deadline = Date.now() + SANDBOX_TEARDOWN_WAIT_MS;
+        while ((await killMatching(match)) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, STRAGGLER_POLL_MS));
+        link.close();
+        resolve({ code: code ?? undefined, signal: signal ?? undefined });
+      })();
     });
     child.once('error', () => {
       if (child.pid === undefined) resolve({ code: undefined, signal: undefined });
@@ -1069,6 +1086,24 @@ async function lastLines(file: string): Promise<string> {
 async function appendLog(file: string, msg: string, fields: Record<string, unknown>): Promise<void> {
   const line = JSON.stringify({ ts: new Date().toISOString(), level: 'error', msg, source: 'runtime', ...fields });
   await fsp.appendFile(file, line + '\n').catch(() => undefined);
+}
+
+/**
+ * SIGKILLs every running process with `match` in an argument of its command line (the server's
+ * own never has it); resolves how many there were.
+ */
+async function killMatching(match: string): Promise<number> {
+  const pids = (await fsp.readdir('/proc').catch(() => [] as string[])).filter((n) => /^\d+$/.test(n)).map(Number);
+  const found = await Promise.all(pids.map(async (pid) => {
+    if (pid === process.pid || !(await commandLine(pid)).some((arg) => arg.includes(match)) || !(await isRunning(pid))) return 0;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+    return 1;
+  }));
+  return found.reduce<number>((a, b) => a + b, 0);
 }
 
 /**
