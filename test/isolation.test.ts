@@ -148,7 +148,7 @@ describe('replica isolation', () => {
     const reads = a.cmd.filter((x) => x.startsWith('--allow-fs-read=')).map((x) => x.slice('--allow-fs-read='.length));
     const writes = a.cmd.filter((x) => x.startsWith('--allow-fs-write=')).map((x) => x.slice('--allow-fs-write='.length));
     assert.deepEqual(writes, [a.socketPath], 'writes: its socket only');
-    const code = ['dist', 'bin', 'node_modules', 'package.json'].map((p) => path.join(ROOT, p));
+    const code = ['dist', 'bin', 'node_modules', 'package.json', 'python'].map((p) => path.join(ROOT, p));
     const realCode = await Promise.all(code.map((p) => fsp.realpath(p)));
     assert.deepEqual(reads.filter((p) => ![...code, ...realCode, a.modelDir, a.socketPath].includes(p)), [], 'reads: Ferry\'s code, its model dir and socket');
     assert.ok(!a.cmd.some((x) => /^--allow-(child-process|wasi)/.test(x)), a.cmd.join(' '));

@@ -182,7 +182,7 @@ describe('model versions', () => {
     await fsp.mkdir(mlmodel);
     await fsp.writeFile(path.join(mlmodel, 'MLmodel'), 'flavors:\n  sklearn:\n    pickled_model: model.pkl\n');
     const sk = await call('POST', `${API}/model-versions/create`, { name: 'lin', source: mlmodel });
-    assert.match(sk.json.model_version.status_message, /no onnx or transformers flavor \(flavors: sklearn\)/);
+    assert.match(sk.json.model_version.status_message, /no onnx, transformers or python_function flavor \(flavors: sklearn\)/);
     assertError(await call('POST', `${API}/model-versions/create`, { name: 'lin', source: 's3://bucket/model' }), 400, 'INVALID_PARAMETER_VALUE', /'source'/);
     assertError(await call('POST', `${API}/model-versions/create`, { name: 'lin', source: 'mlflow-artifacts:/../../etc' }), 400, 'INVALID_PARAMETER_VALUE');
     assertError(await call('POST', `${API}/model-versions/create`, { name: 'ghost', source: fx.linear }), 404, 'RESOURCE_DOES_NOT_EXIST', /'ghost'/);

@@ -260,7 +260,8 @@ async function replicaCommand(args: string[]): Promise<void> {
     batching: { type: 'string' }, 'max-batch-size': { type: 'string' }, 'max-queue-delay-us': { type: 'string' },
     'preferred-batch-sizes': { type: 'string' }, execution: { type: 'string' }, pool: { type: 'string' },
     'max-rows-per-request': { type: 'string' }, 'max-json-depth': { type: 'string' }, 'max-json-elements': { type: 'string' },
-    uid: { type: 'string' }, gid: { type: 'string' }, 'log-level': { type: 'string' },
+    uid: { type: 'string' }, gid: { type: 'string' }, 'log-level': { type: 'string' }, python: { type: 'string' },
+    'memory-limit-bytes': { type: 'string' },
     'family-cache-bytes': { type: 'string' }, 'family-session-fallback': { type: 'string' },
     listen: { type: 'string' }, 'artifact-path': { type: 'string' }, sha256: { type: 'string' }, 'artifact-store': { type: 'string' },
     control: { type: 'boolean' },
@@ -314,6 +315,8 @@ async function replicaCommand(args: string[]): Promise<void> {
     if ((uid === undefined) !== (gid === undefined) || [uid, gid].some((v) => v !== undefined && !/^\d+$/.test(v))) {
       throw new UsageError('replica: --uid and --gid go together, as numbers.');
     }
+    const memoryLimit = str(values, 'memory-limit-bytes');
+    if (memoryLimit !== undefined && !/^[1-9]\d*$/.test(memoryLimit)) throw new UsageError('replica: --memory-limit-bytes must be a byte count.');
     const familyBytes = str(values, 'family-cache-bytes');
     if (familyBytes !== undefined && !/^[1-9]\d*$/.test(familyBytes)) throw new UsageError('replica: --family-cache-bytes must be a byte count.');
     const family = familyBytes === undefined ? undefined : { cacheBytes: Number(familyBytes), sessionFallback: str(values, 'family-session-fallback') !== 'off' };
@@ -325,7 +328,11 @@ async function replicaCommand(args: string[]): Promise<void> {
       ...(listen === undefined ? {} : { listen }),
       dir: need('dir'),
       flavor,
-      loadOptions: { modelFile: family === undefined ? need('model-file') : '', workloadType, intraOpThreads: Number(str(values, 'threads') ?? 1) },
+      loadOptions: {
+        modelFile: family === undefined ? need('model-file') : '', workloadType, intraOpThreads: Number(str(values, 'threads') ?? 1),
+        ...(str(values, 'python') === undefined ? {} : { pythonExecutable: need('python') }),
+        ...(memoryLimit === undefined ? {} : { memoryLimitBytes: Number(memoryLimit) }),
+      },
       modelName: need('name'),
       modelVersion: need('version'),
       maxBodyBytes: Number(str(values, 'max-body-bytes') ?? 16 * 1024 * 1024),

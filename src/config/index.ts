@@ -105,13 +105,30 @@ export const serverConfigSchema = z.strictObject({
    */
   replicaUser: z.string().min(1).default('nobody'),
   /**
+   * The Python interpreter that python-flavor models (MLflow python_function) run in, as it is
+   * (MLflow's `env_manager: local`): a path, or a command looked up on the server's PATH.
+   * Default "python3".
+   */
+  python: z.string().min(1).default('python3'),
+  /**
+   * How a python model's environment is made: "local" runs it in `python` as it is; "virtualenv"
+   * builds a venv per distinct python_env.yaml + requirements.txt (from `python`, with its system
+   * site-packages), once, before the first replica, cached under the data directory.
+   */
+  pythonEnvManager: z.enum(['local', 'virtualenv']).default('local'),
+  /**
+   * Extra `pip install` arguments for virtualenv builds, e.g. ["--index-url", "https://pypi.internal/simple"]
+   * or ["--no-index", "--find-links", "/srv/wheels"]. Default none: pip's default index.
+   */
+  pythonPipArgs: z.array(z.string().min(1)).default([]),
+  /**
    * The OS sandbox (bubblewrap) around every local replica process: "auto" uses it when `bwrap`
    * works on this host (checked at start), "bwrap" requires it (the start fails otherwise), "none"
    * never uses it. Kubernetes replicas are isolated by their pods instead.
    */
   sandbox: z.enum(['auto', 'bwrap', 'none']).default('auto'),
   /**
-   * Whether replicas that run user code (js-flavor models) may start without the sandbox. Default
+   * Whether replicas that run user code (js and python models) may start without the sandbox. Default
    * false: they are refused (their deployment FAILED, naming this setting).
    */
   allowUnsandboxedUserCode: z.boolean().default(false),
@@ -240,6 +257,10 @@ export interface ServerConfig {
   /** Both set, or neither (checked at compile). */
   readonly tls: { certFile: string; keyFile: string } | undefined;
   readonly replicaUser: string;
+  /** See the schema's `python`. */
+  readonly python: string;
+  readonly pythonEnvManager: 'local' | 'virtualenv';
+  readonly pythonPipArgs: readonly string[];
   readonly sandbox: 'auto' | 'bwrap' | 'none';
   readonly allowUnsandboxedUserCode: boolean;
   readonly inferenceTableRetentionMs: number;
@@ -306,6 +327,9 @@ export function compileServerConfig(input: unknown): ServerConfig {
     maxRowsPerRequest: c.maxRowsPerRequest,
     tls: compileTls(c.tlsCert, c.tlsKey),
     replicaUser: c.replicaUser,
+    python: c.python,
+    pythonEnvManager: c.pythonEnvManager,
+    pythonPipArgs: c.pythonPipArgs,
     sandbox: c.sandbox,
     allowUnsandboxedUserCode: c.allowUnsandboxedUserCode,
     inferenceTableRetentionMs: requireUnit('inferenceTableRetention', c.inferenceTableRetention, parseDurationMs, 'a duration such as "30d" or "12h"'),

@@ -48,5 +48,5 @@ export function endpointRoutes(router: ServerRouter, controller: EndpointControl
     .add('PATCH', `${base}/:name/tags`, async (ctx) => ({ body: await controller.patchTags(name(ctx), await body(ctx)) }), manage)
     // Replica logs can hold request data from model errors: managers only.
     .add('GET', `${base}/:name/served-models/:served/logs`, async (ctx) => ({ body: { logs: await controller.logs(name(ctx), ctx.params.served ?? '') } }), manage)
-    .add('GET', `${base}/:name/served-models/:served/build-logs`, (ctx) => ({ body: { logs: controller.buildLogs(name(ctx), ctx.params.served ?? '') } }), access.endpoint('CAN_VIEW'));
+    .add('GET', `${base}/:name/served-models/:served/build-logs`, async (ctx) => ({ body: { logs: await controller.buildLogs(name(ctx), ctx.params.served ?? '') } }), manage);
 }

@@ -423,15 +423,21 @@ export class EndpointController {
   }
 
   /**
-   * Databricks' build logs (`GET .../served-models/{served}/build-logs`). There a served entity
-   * first gets a container image built; Ferry builds none (a replica runs Ferry's own code with
-   * the version's artifact, checked when the config was accepted), so the log says what the entity
-   * runs, from the serving config or, during an update, the pending one.
+   * Databricks' build logs (`GET .../served-models/{served}/build-logs`): the build log of the
+   * entity's environment (a python model's virtualenv) when one was built, from the current or
+   * the pending config (a failed update's entity included). Ferry builds no container image: for
+   * any other entity the log says what it runs (a replica runs Ferry's own code with the version's
+   * artifact, checked when the config was accepted).
    */
-  buildLogs(name: string, servedEntity: string): string {
+  async buildLogs(name: string, servedEntity: string): Promise<string> {
     const r = this.get(name).record;
     const e = [...(r.pendingConfig?.servedEntities ?? []), ...(r.config?.servedEntities ?? [])].find((x) => x.name === servedEntity);
     if (e === undefined) throw notFound(`Served entity '${servedEntity}' of serving endpoint '${name}'`);
+    const { runtime, artifacts } = this.o;
+    if (runtime.buildLogs !== undefined && e.family === undefined && runtime.fetchesArtifacts !== true) {
+      const log = await runtime.buildLogs(await artifacts.localDir(e.artifactPath, e.artifactSha256), e.flavor, 64 * 1024);
+      if (log !== '') return log;
+    }
     const what = e.family === undefined
       ? `${describeEntity(e)} (flavor ${e.flavor}, model file ${e.modelFile}, artifact sha256 ${e.artifactSha256})`
       : `${describeEntity(e)} (models loaded on demand)`;

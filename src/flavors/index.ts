@@ -8,8 +8,10 @@
  * onnx flavor imports), and a replica loads only the flavor it serves.
  */
 import type { OutputValue, Signature, Tensor } from '../tensor/index.js';
+import type { FlavorCapabilities } from './capabilities.js';
 import type { ModelProto } from './onnx/model-proto.js';
 
+export { FLAVOR_CAPABILITIES, type FlavorCapabilities } from './capabilities.js';
 export { MANIFEST_FILE, insideArtifact, isJsonObject, readManifest } from './manifest.js';
 export { TRANSFORMERS_TASKS, type TransformersTask } from './transformers/index.js';
 export { decodeModel, int64ToNumber, int64ToString, readModel, signatureOf, type ModelProto } from './onnx/model-proto.js';
@@ -28,6 +30,20 @@ export interface LoadOptions {
   workloadType: WorkloadType;
   /** Threads for one model call; 1 suits one replica per core (the local default). */
   intraOpThreads: number;
+  /**
+   * The replica's memory limit (bytes). A flavor that runs the model in a process of its own bounds
+   * that process by it (the Python worker's address space: RLIMIT_AS), since the runtime's watchdog
+   * measures the replica process itself. Example: 2 GiB → a Python allocation past 2 GiB raises
+   * MemoryError (a MODEL_ERROR), the replica keeps serving.
+   */
+  memoryLimitBytes?: number;
+  /** The Python interpreter a python-flavor model runs in (the server's `python` setting); default `python3` on PATH. */
+  pythonExecutable?: string;
+  /**
+   * The user a flavor that starts processes for the model's code (the Python worker) starts them
+   * as, from their first instruction; the replica's own `user` when it drops privileges.
+   */
+  processUser?: { uid: number; gid: number };
 }
 
 export interface LoadedModel {
@@ -47,6 +63,8 @@ export interface LoadedModel {
 
 export interface Flavor {
   name: FlavorName;
+  /** What the replica process needs to run this flavor (./capabilities.ts). */
+  capabilities: FlavorCapabilities;
   /** The model file, relative to the artifact directory, when the artifact names none (ferry.json `main`). */
   defaultModelFile: string;
   /** Reads the signature from the artifact without running it. Throws a FerryError saying what is wrong. */
@@ -64,6 +82,7 @@ const FLAVORS: Record<FlavorName, () => Promise<Flavor>> = {
   transformers: async () => (await import('./transformers/index.js')).transformersFlavor,
   js: async () => (await import('./js/index.js')).jsFlavor,
   llm: async () => (await import('./llm/index.js')).llmFlavor,
+  python: async () => (await import('./python/index.js')).pythonFlavor,
 };
 
 /** The flavor `name`, its module imported on first use (see the file comment). */

@@ -9,6 +9,7 @@ import { jsFlavor } from './js/index.js';
 import { llmFlavor } from './llm/index.js';
 import type { FlavorName } from './names.js';
 import { onnxInspection } from './onnx/model-proto.js';
+import { pythonInspection } from './python/inspection.js';
 import { transformersFlavor } from './transformers/index.js';
 
 export { FLAVOR_NAMES, isFlavorName, type FlavorName } from './names.js';
@@ -16,7 +17,7 @@ export { MANIFEST_FILE, insideArtifact, readManifest, readMetadataText } from '.
 
 export type FlavorInspection = Pick<Flavor, 'name' | 'defaultModelFile' | 'inspect' | 'inputExample'>;
 
-const INSPECTIONS: Record<FlavorName, FlavorInspection> = { onnx: onnxInspection, transformers: transformersFlavor, js: jsFlavor, llm: llmFlavor };
+const INSPECTIONS: Record<FlavorName, FlavorInspection> = { onnx: onnxInspection, transformers: transformersFlavor, js: jsFlavor, llm: llmFlavor, python: pythonInspection };
 
 export function flavorInspection(name: FlavorName): FlavorInspection {
   return INSPECTIONS[name];

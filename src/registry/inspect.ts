@@ -24,7 +24,7 @@ export interface Inspection {
 /** Input examples are small by nature; a bigger file is probably not one. */
 const MAX_INPUT_EXAMPLE_BYTES = 1024 * 1024;
 
-const EXPECTED = 'expected a .onnx file, a directory containing model.onnx, an MLflow model directory (MLmodel file with an onnx or transformers flavor), ' +
+const EXPECTED = 'expected a .onnx file, a directory containing model.onnx, an MLflow model directory (MLmodel file with an onnx, transformers or python_function flavor), ' +
   'a Hugging Face model directory (config.json, tokenizer.json, onnx/model.onnx), a .gguf file (an llm), or a directory with a ferry.json naming its flavor';
 
 /** Where the model is in an artifact directory, and which flavor reads it. */
@@ -47,7 +47,7 @@ export async function inspectArtifact(dir: string): Promise<Inspection> {
 /**
  * The flavor and model file, from the directory's layout, first match wins:
  * 1. `ferry.json` naming a `flavor` (and optionally `main`, the model file);
- * 2. an MLflow `MLmodel` (onnx or transformers flavor);
+ * 2. an MLflow `MLmodel` (onnx, then transformers, then python_function flavor);
  * 3. `config.json` (a Hugging Face model) → transformers;
  * 4. `model.mjs` → js;
  * 5. `model.onnx`, or a single `.onnx` file → onnx.
@@ -94,8 +94,10 @@ async function readMlmodel(dir: string): Promise<Located> {
   if (onnx === undefined) {
     // mlflow.transformers with an ONNX export in the Hugging Face layout beside MLmodel.
     if (field(flavors, 'transformers') !== undefined) return { flavor: 'transformers', modelFile: flavorInspection('transformers').defaultModelFile, exampleFile };
+    // Any other MLflow model that Python can load (mlflow.sklearn, mlflow.xgboost, a PythonModel, ...).
+    if (field(flavors, 'python_function') !== undefined) return { flavor: 'python', modelFile: 'MLmodel', exampleFile };
     const names = typeof flavors === 'object' && flavors !== null ? Object.keys(flavors).join(', ') : 'none';
-    throw new FerryError('INVALID_PARAMETER_VALUE', `The MLmodel file has no onnx or transformers flavor (flavors: ${names}); Ferry serves MLflow models saved with mlflow.onnx, or mlflow.transformers models with an ONNX export (onnx/model.onnx).`);
+    throw new FerryError('INVALID_PARAMETER_VALUE', `The MLmodel file has no onnx, transformers or python_function flavor (flavors: ${names}); Ferry serves MLflow models saved with mlflow.onnx, mlflow.transformers models with an ONNX export (onnx/model.onnx), and any model with a python_function flavor.`);
   }
   const data = field(onnx, 'data');
   if (typeof data !== 'string') throw new FerryError('INVALID_PARAMETER_VALUE', "The MLmodel file's flavors.onnx.data must name the model file (e.g. model.onnx).");

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import { framePayloadLimit, listenShared, serveFrames, type FramedConnection, type FrameHandler, type RequestMeta } from '../channel/index.js';
 import { FerryError, toFerryError } from '../errors.js';
-import { isFlavorName, WORKLOAD_TYPES, type FlavorName, type LoadOptions } from '../flavors/index.js';
+import { FLAVOR_CAPABILITIES, isFlavorName, WORKLOAD_TYPES, type FlavorName, type LoadOptions } from '../flavors/index.js';
 import type { BatchingConfig } from '../runtime/index.js';
 import { listener, parseJson, readBody, Router, type JsonLimits } from '../http/index.js';
 import {
@@ -249,8 +249,8 @@ async function singleModel(opts: ReplicaOptions, { ready, logger, jsonLimits }: 
   // An llm model runs on this thread: llama.cpp computes on its own threads, asynchronously, and
   // the OpenAI routes call the model itself (calibration would only time a long generation).
   const runner = await ModelRunner.start(
-    { flavor: opts.flavor, dir: opts.dir, loadOptions: opts.loadOptions },
-    { execution: opts.flavor === 'llm' ? 'inline' : opts.execution ?? 'auto', calibrationBatchRows: opts.batching.maxBatchSize },
+    { flavor: opts.flavor, dir: opts.dir, loadOptions: { ...opts.loadOptions, ...(opts.user === undefined ? {} : { processUser: opts.user }) } },
+    { execution: FLAVOR_CAPABILITIES[opts.flavor].inline ? 'inline' : opts.execution ?? 'auto', calibrationBatchRows: opts.batching.maxBatchSize },
   );
   const signature = runner.signature;
   const llmModel = runner.inlineModel instanceof LlmModel ? runner.inlineModel : undefined;
@@ -297,11 +297,11 @@ async function singleModel(opts: ReplicaOptions, { ready, logger, jsonLimits }: 
   };
   const metadata: Inference = (params) => {
     checkModel(params);
-    return v2ModelMetadata(opts.modelName, opts.modelVersion, signature, platformOf(opts.flavor));
+    return v2ModelMetadata(opts.modelName, opts.modelVersion, signature, FLAVOR_CAPABILITIES[opts.flavor].platform);
   };
   const config: Inference = (params) => {
     checkModel(params);
-    return v2ModelConfig(opts.modelName, signature, platformOf(opts.flavor), batcher === undefined ? undefined : opts.batching);
+    return v2ModelConfig(opts.modelName, signature, FLAVOR_CAPABILITIES[opts.flavor].platform, batcher === undefined ? undefined : opts.batching);
   };
 
   const llm = llmModel === undefined ? undefined : llmHandlers(llmModel, opts.modelName, (stats) => {
@@ -450,6 +450,7 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
   const flavor = o.flavor;
   if (!isFlavorName(flavor)) return bad(`unknown flavor ${JSON.stringify(flavor)}`);
   const lo = obj(o.loadOptions, 'loadOptions');
+  const memoryLimitBytes = lo.memoryLimitBytes === undefined ? undefined : num(lo.memoryLimitBytes, 'loadOptions.memoryLimitBytes');
   const workloadType = WORKLOAD_TYPES.find((w) => w === lo.workloadType) ?? bad(`unknown workloadType ${JSON.stringify(lo.workloadType)}`);
   const b = obj(o.batching, 'batching');
   if (typeof b.enabled !== 'boolean') bad('batching.enabled is not a boolean');
@@ -466,7 +467,10 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
     dir: text(o.dir, 'dir'),
     flavor,
     // A family replica loads its models later, each with its own file.
-    loadOptions: { modelFile: family === undefined ? text(lo.modelFile, 'loadOptions.modelFile') : '', workloadType, intraOpThreads: num(lo.intraOpThreads, 'loadOptions.intraOpThreads') },
+    loadOptions: {
+      modelFile: family === undefined ? text(lo.modelFile, 'loadOptions.modelFile') : '', workloadType, intraOpThreads: num(lo.intraOpThreads, 'loadOptions.intraOpThreads'),
+      ...(memoryLimitBytes === undefined ? {} : { memoryLimitBytes }),
+    },
     modelName: text(o.modelName, 'modelName'),
     modelVersion: family === undefined ? text(o.modelVersion, 'modelVersion') : '',
     maxBodyBytes: num(o.maxBodyBytes, 'maxBodyBytes'),
@@ -497,10 +501,6 @@ function embeddingModel(signature: Signature): { input: string; output: string }
   if (input === undefined || output === undefined || moreInputs.length > 0 || moreOutputs.length > 0) return undefined;
   if (input.dtype !== 'string' || output.dtype !== 'float32' || output.shape?.length !== 2) return undefined;
   return { input: input.name, output: output.name };
-}
-
-function platformOf(flavor: FlavorName): string {
-  return flavor === 'onnx' ? 'onnxruntime_onnx' : flavor;
 }
 
 /** The request-scoped fields of a log line: the gateway's request id, and the trace and parent span ids. */

@@ -142,6 +142,12 @@ export interface Runtime {
    * not read them.
    */
   deleteLogs(endpoint: string): Promise<void>;
+
+  /**
+   * The tail (at most `maxBytes`) of the build log of the environment a model in `artifactDir`
+   * runs in (a python model's virtualenv), "" when none was built; absent: the runtime builds none.
+   */
+  buildLogs?(artifactDir: string, flavor: FlavorName, maxBytes: number): Promise<string>;
   /**
    * Server shutdown. The local runtime stops every replica (they are its child processes). The
    * Kubernetes runtime stops watching and forgets its replicas but leaves their pods serving: a

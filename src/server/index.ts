@@ -123,6 +123,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         startTimeoutMs: config.replicaStartTimeoutMs, drainTimeoutMs: config.replicaDrainTimeoutMs,
         warmPoolSize: config.warmPoolSize, warmPoolMemoryLimitBytes: config.replicaMemoryLimitBytes, replicaUser: config.replicaUser,
         logLevel: config.logLevel, sandbox: config.sandbox, allowUnsandboxedUserCode: config.allowUnsandboxedUserCode,
+        python: config.python, pythonEnvManager: config.pythonEnvManager, pythonPipArgs: [...config.pythonPipArgs],
       };
     // Kubernetes: several servers may run side by side; one, elected over a Lease, runs the
     // control plane (its runtime opens, adopting the pods, when it becomes leader). Joined before

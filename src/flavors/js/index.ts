@@ -21,6 +21,7 @@ import { Worker } from 'node:worker_threads';
 import { FerryError, type ErrorCode } from '../../errors.js';
 import type { OutputValue, Signature, Tensor } from '../../tensor/index.js';
 import type { Flavor, LoadedModel } from '../index.js';
+import { FLAVOR_CAPABILITIES } from '../capabilities.js';
 import { isFile } from '../manifest.js';
 import { DEFAULT_MAIN, fromColumns, mainOf, readJsManifest, toColumns, type JsManifest } from './contract.js';
 import type { HostInit, HostReply, HostRequest } from './messages.js';
@@ -170,6 +171,7 @@ class JsModel implements LoadedModel {
 /** The js flavor. */
 export const jsFlavor: Flavor = {
   name: 'js',
+  capabilities: FLAVOR_CAPABILITIES.js,
   defaultModelFile: DEFAULT_MAIN,
 
   async inspect(dir, modelFile) {

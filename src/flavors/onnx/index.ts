@@ -11,6 +11,7 @@ import ort from 'onnxruntime-node';
 import { FerryError } from '../../errors.js';
 import type { OutputValue, Signature, Tensor } from '../../tensor/index.js';
 import type { Flavor, LoadedModel, LoadOptions } from '../index.js';
+import { FLAVOR_CAPABILITIES } from '../capabilities.js';
 import type { ModelProto } from './model-proto.js';
 import { fromOrtTensor, toOrtTensor } from './convert.js';
 import { invalidModel, onnxInspection, readModel, signatureOf } from './model-proto.js';
@@ -98,6 +99,7 @@ class OnnxModel implements LoadedModel {
 /** The ONNX flavor. */
 export const onnxFlavor: Flavor = {
   ...onnxInspection,
+  capabilities: FLAVOR_CAPABILITIES.onnx,
 
   async load(dir, opts) {
     const { path, model } = await readModel(dir, opts.modelFile);

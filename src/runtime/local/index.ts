@@ -6,7 +6,7 @@
  * - The OS sandbox (./sandbox.ts, when bwrap works here): its own network, pid, IPC and UTS
  *   namespaces, read-only binds of the system, Node, Ferry's code and its own model directory,
  *   its own socket directory read-write; as `replicaUser` from its first instruction when the
- *   server is root. Replicas that run user code (`USER_CODE_FLAVORS`) are refused without it
+ *   server is root. Replicas that run user code (a flavor's `runsUserCode`) are refused without it
  *   unless `allowUnsandboxedUserCode`.
  * - Node's permission model (`replicaNodeFlags`): its JavaScript may read Ferry's code, its own
  *   private model directory and its socket, write its socket, start worker threads and (except
@@ -70,7 +70,7 @@
  * Assumes one server per state directory: `open` kills every replica listed under `pids/` and
  * every pool process listed under `pool/`, and empties `models/`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -78,7 +78,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FerryError, invalidParameter, toFerryError } from '../../errors.js';
-import { insideArtifact, type FlavorName } from '../../flavors/index.js';
+import { FLAVOR_CAPABILITIES, insideArtifact, type FlavorName } from '../../flavors/index.js';
 import type { LogLevel } from '../../logs/index.js';
 import { tooLarge } from '../../multi/index.js';
 import type { Socket } from 'node:net';
@@ -87,7 +87,8 @@ import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../index.
 import { ReplicaProtocolError } from '../errors.js';
 import { ReplicaLink, type LinkState } from './control.js';
 import { chooseSandbox, sandboxed, type Sandbox, type SandboxMounts, type SandboxSetting } from './sandbox.js';
-import { commandLine, descendants, isRunning, processTree, replicaEnv, residentBytes, resolveUser, waitGone, type UserIds } from './proc.js';
+import { PythonEnvironments } from './python-env.js';
+import { commandLine, descendants, findOnPath, isRunning, processTree, replicaEnv, residentBytes, resolveUser, waitGone, type UserIds } from './proc.js';
 
 export interface LocalRuntimeOptions {
   /** Directory for sockets, logs and pid files, e.g. `<data-dir>/runtime`; created if missing. */
@@ -126,15 +127,24 @@ export interface LocalRuntimeOptions {
    */
   sandbox?: SandboxSetting;
   /**
-   * Whether replicas that run user code (the js flavor) may start without a sandbox; default
+   * Whether replicas that run user code (js and python models) may start without a sandbox; default
    * false: they are refused, naming this setting. Without a sandbox such code runs as the server's
    * user until the drop (root when the server is root) with only Node's permission model around it.
    */
   allowUnsandboxedUserCode?: boolean;
+  /**
+   * The Python interpreter python-flavor models run in (the server's `python` setting): a path, or
+   * a command name looked up on the server's PATH at `open` (default `python3`).
+   */
+  python?: string;
+  /**
+   * How a python model's environment is made (the server's `pythonEnvManager`): `local` runs it in
+   * `python` as it is; `virtualenv` builds a venv per distinct requirements (./python-env.ts).
+   */
+  pythonEnvManager?: 'local' | 'virtualenv';
+  /** Extra `pip install` arguments for `virtualenv` builds (the server's `pythonPipArgs`). */
+  pythonPipArgs?: string[];
 }
-
-/** Flavors whose replicas run code an artifact brings (a js module); refused without a sandbox unless allowed. */
-const USER_CODE_FLAVORS: readonly FlavorName[] = ['js'];
 
 /** dist/src/runtime/local/index.js → repository root is four levels up. */
 const REPO_ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
@@ -144,7 +154,7 @@ const FERRY_BIN = path.join(REPO_ROOT, 'bin', 'ferry.js');
  * data directory `./.ferry`, with the database and the admin token, lives in the checkout).
  * `package.json` is read by Node's module loader (the package scope of `dist/`).
  */
-const FERRY_CODE_PATHS = ['dist', 'bin', 'node_modules', 'package.json'].map((p) => path.join(REPO_ROOT, p));
+const FERRY_CODE_PATHS = ['dist', 'bin', 'node_modules', 'package.json', 'python'].map((p) => path.join(REPO_ROOT, p));
 /** Linux `sun_path` is 108 bytes including the terminating NUL. */
 const MAX_SOCKET_PATH_BYTES = 107;
 /** A replica's socket file, in a directory of its own under `sockets/`. */
@@ -152,6 +162,19 @@ const SOCKET_FILE = 'replica.sock';
 const READY_POLL_MS = 20;
 /** One readiness probe may take this long before it counts as "not ready yet". */
 const PROBE_TIMEOUT_MS = 1000;
+/** How long the Python interpreter may take to list its paths (`pythonEnvironment`); an import-free start takes ~20 ms. */
+const PYTHON_PROBE_TIMEOUT_MS = 10_000;
+const DEBIAN_ALTERNATIVES = '/etc/alternatives';
+/** Bound into every sandbox already (./sandbox.ts): a Python path under them needs no bind of its own. */
+const SYSTEM_DIRS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32'];
+
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
 /**
  * Extra time after `drainTimeoutMs` before SIGKILL: the replica cuts its own remaining requests
  * at `drainTimeoutMs` and then needs a moment to stop its model worker and remove its socket.
@@ -219,6 +242,10 @@ export class LocalRuntime implements Runtime {
   private readonly watchdog: NodeJS.Timeout;
   private watching = false;
   private closed = false;
+  /** Each Python interpreter's paths, asked once (`pythonEnvironment`). */
+  private readonly pythonPaths = new Map<string, Promise<readonly string[]>>();
+  /** The virtualenvs of python models, when `pythonEnvManager` is `virtualenv`. */
+  private readonly pythonEnvs: PythonEnvironments | undefined;
   /** Pool processes not (yet) claimed: starting and idle. */
   private readonly pool = new Set<PoolProcess>();
   private readonly poolHeapMiB: number;
@@ -240,6 +267,9 @@ export class LocalRuntime implements Runtime {
     /** The sandbox chosen at `open`: every replica process runs in it. */
     readonly sandbox: Sandbox,
   ) {
+    this.pythonEnvs = opts.pythonEnvManager === 'virtualenv'
+      ? new PythonEnvironments({ dir: path.join(opts.stateDir, 'python-envs'), basePython: opts.python, pipArgs: opts.pythonPipArgs, systemSitePackages: true })
+      : undefined;
     this.watchdog = setInterval(() => void this.checkMemory(), opts.memoryPollMs);
     this.watchdog.unref();
     this.poolHeapMiB = heapMiBOf(opts.warmPoolMemoryLimitBytes);
@@ -285,7 +315,9 @@ export class LocalRuntime implements Runtime {
     ]);
     const { replicaUser: _, sandbox: __, ...rest } = opts;
     const rt = new LocalRuntime({
-      memoryPollMs: 1000, warmPoolMemoryLimitBytes: DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES, logLevel: 'info', allowUnsandboxedUserCode: false, ...rest, warmPoolSize, stateDir,
+      memoryPollMs: 1000, warmPoolMemoryLimitBytes: DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES, logLevel: 'info', allowUnsandboxedUserCode: false,
+      pythonEnvManager: 'local', pythonPipArgs: [], ...rest, warmPoolSize, stateDir,
+      python: findOnPath(opts.python ?? 'python3', process.env.PATH),
     }, dirs, user, sandbox);
     rt.fillPool();
     return rt;
@@ -296,7 +328,7 @@ export class LocalRuntime implements Runtime {
     for (const key of ['id', 'endpoint', 'servedEntity'] as const) {
       if (!NAME_PATTERN.test(spec[key])) throw invalidParameter(key, spec[key], 'letters, digits, ".", "_" or "-", starting with a letter or digit');
     }
-    if (USER_CODE_FLAVORS.includes(spec.flavor) && this.sandbox.kind === 'none' && !this.opts.allowUnsandboxedUserCode) {
+    if (FLAVOR_CAPABILITIES[spec.flavor].runsUserCode && this.sandbox.kind === 'none' && !this.opts.allowUnsandboxedUserCode) {
       throw new FerryError('INVALID_PARAMETER_VALUE', `Replica '${spec.id}' runs user code (${spec.flavor} flavor) and replicas have no OS sandbox here (${this.sandbox.reason}); `
         + 'the server refuses to run it unsandboxed. Install bubblewrap (bwrap), or set allowUnsandboxedUserCode: true in the server config to accept the risk.');
     }
@@ -318,7 +350,10 @@ export class LocalRuntime implements Runtime {
     const socketPath = pooled?.socketPath ?? this.socketPathOf(spec.id);
     const modelDir = pooled?.modelDir ?? path.join(this.dirs.models, `${spec.id}-${randomBytes(4).toString('hex')}`);
     // In the sandbox the process is the replica user from its start; without, it drops after loading.
-    const options = replicaOptions(spec, { socketPath, modelDir, drainTimeoutMs: this.opts.drainTimeoutMs, user: this.sandboxUser === undefined ? this.user : undefined, logLevel: this.opts.logLevel });
+    const options = replicaOptions(spec, {
+      socketPath, modelDir, drainTimeoutMs: this.opts.drainTimeoutMs, user: this.sandboxUser === undefined ? this.user : undefined, logLevel: this.opts.logLevel,
+      pythonExecutable: this.opts.python,
+    });
     let child: ChildProcess;
     let link: ReplicaLink;
     let exited: Promise<Exit>;
@@ -326,10 +361,17 @@ export class LocalRuntime implements Runtime {
       ({ child, link, exited } = pooled);
       link.setState({ pool: false, family: spec.family !== undefined });
     } else {
+      let pythonPaths: readonly string[] = [];
+      let python = this.opts.python;
       this.staging.add(spec.id);
       try {
         this.makeSocketDir(socketPath);
-        await stageModel(spec, modelDir, this.modelDirMode);
+        await stageModel(spec, modelDir, this.modelDirModeFor(spec));
+        if (FLAVOR_CAPABILITIES[spec.flavor].pythonEnvironment) {
+          // A virtualenv is built (once per distinct requirements) before the replica starts.
+          python = this.pythonEnvs === undefined ? this.opts.python : await this.pythonEnvs.python(modelDir);
+          pythonPaths = await this.pythonEnvironment(python);
+        }
         if (this.closed) throw new FerryError('TEMPORARILY_UNAVAILABLE', 'The runtime is shutting down.');
       } catch (err) {
         await fsp.rm(modelDir, { recursive: true, force: true });
@@ -337,7 +379,7 @@ export class LocalRuntime implements Runtime {
       } finally {
         this.staging.delete(spec.id);
       }
-      child = this.spawnReplica(spec, options, logFile);
+      child = this.spawnReplica(spec, { ...options, loadOptions: { ...options.loadOptions, pythonExecutable: python } }, logFile, pythonPaths);
       // Errors after a successful spawn (a failed kill of an exited process) need no handling.
       child.on('error', () => undefined);
       link = this.linkTo(child, { pool: false, family: spec.family !== undefined }, () => logFile);
@@ -445,6 +487,11 @@ export class LocalRuntime implements Runtime {
     await fsp.rm(path.join(this.dirs.logs, endpoint), { recursive: true, force: true });
   }
 
+  async buildLogs(artifactDir: string, flavor: FlavorName, maxBytes: number): Promise<string> {
+    if (this.pythonEnvs === undefined || !FLAVOR_CAPABILITIES[flavor].pythonEnvironment) return '';
+    return (await readTail(this.pythonEnvs.logFile(await this.pythonEnvs.keyOf(artifactDir)), maxBytes)).toString('utf8');
+  }
+
   async logs(endpoint: string, servedEntity: string, maxBytes: number): Promise<string> {
     if (!NAME_PATTERN.test(endpoint)) throw invalidParameter('endpoint', endpoint, 'an endpoint name');
     if (!NAME_PATTERN.test(servedEntity)) throw invalidParameter('servedEntity', servedEntity, 'a served entity name');
@@ -515,6 +562,47 @@ export class LocalRuntime implements Runtime {
   }
 
   /**
+   * `modelDirMode`, or 0755 for a flavor whose model is read by a process that is the replica user
+   * from its start even without a sandbox (the Python worker, started as that user by a replica
+   * that has not dropped yet).
+   */
+  private modelDirModeFor(spec: ReplicaSpec): number {
+    return FLAVOR_CAPABILITIES[spec.flavor].modelReadAsReplicaUser && this.user !== undefined ? 0o755 : this.modelDirMode;
+  }
+
+  /**
+   * What the Python interpreter `python` reads besides the system directories: its prefixes and
+   * every `sys.path` entry (a virtualenv, a `.pth` file's directories), asked of the interpreter
+   * once, bound read-only into the sandbox of a python replica. An interpreter that does not run
+   * gives none: the replica's own start then fails with the interpreter's error.
+   */
+  private pythonEnvironment(python: string): Promise<readonly string[]> {
+    const known = this.pythonPaths.get(python);
+    if (known !== undefined) return known;
+    const paths = new Promise<readonly string[]>((resolve) => {
+      const script = 'import json, sys; print(json.dumps([sys.executable, sys.prefix, sys.exec_prefix, sys.base_prefix, *sys.path]))';
+      execFile(python, ['-I', '-c', script], { timeout: PYTHON_PROBE_TIMEOUT_MS, env: { PATH: '/usr/bin:/bin' } }, (err, stdout) => {
+        let paths: unknown;
+        try {
+          paths = err === null ? JSON.parse(stdout) : [];
+        } catch {
+          paths = [];
+        }
+        // Directories outside the system ones the sandbox binds anyway (a venv's bin/python is a
+        // link into /usr/bin, which must not be recreated over the bound /usr).
+        const list = Array.isArray(paths)
+          ? paths.filter((p): p is string => typeof p === 'string' && path.isAbsolute(p) && isDirectory(p) && !SYSTEM_DIRS.some((d) => p === d || p.startsWith(`${d}/`)))
+          : [];
+        // Debian's BLAS and LAPACK (numpy's libblas.so.3) are symbolic links through /etc/alternatives.
+        const alternatives = fs.existsSync(DEBIAN_ALTERNATIVES) ? [DEBIAN_ALTERNATIVES] : [];
+        resolve([...new Set([...list, ...alternatives])]);
+      });
+    });
+    this.pythonPaths.set(python, paths);
+    return paths;
+  }
+
+  /**
    * A fresh directory (0700) for one process's socket (a SIGKILLed one may have left it), owned
    * by the user the process runs as. Synchronous: a pool process's is made just before its spawn.
    */
@@ -526,9 +614,12 @@ export class LocalRuntime implements Runtime {
     if (user !== undefined) fs.chownSync(dir, user.uid, user.gid);
   }
 
-  private spawnReplica(spec: ReplicaSpec, options: ReplicaOptions, logFile: string): ChildProcess {
+  private spawnReplica(spec: ReplicaSpec, options: ReplicaOptions, logFile: string, extraReads: readonly string[]): ChildProcess {
     const flags = [...replicaNodeFlags({ modelDir: options.dir, socketPath: options.socketPath }, spec.flavor), `--max-old-space-size=${heapMiBOf(spec.memoryLimitBytes)}`];
-    return this.spawnNode([...flags, FERRY_BIN, 'replica', '--control', ...replicaFlags(options)], { modelDir: options.dir, socketPath: options.socketPath, gpu: spec.workloadType !== 'CPU' }, logFile);
+    return this.spawnNode(
+      [...flags, FERRY_BIN, 'replica', '--control', ...replicaFlags(options)],
+      { modelDir: options.dir, socketPath: options.socketPath, gpu: spec.workloadType !== 'CPU', extraReads }, logFile,
+    );
   }
 
   /**
@@ -539,9 +630,11 @@ export class LocalRuntime implements Runtime {
    * channel is the replica's lifeline: when the server dies, even by SIGKILL, it closes and the
    * replica drains and exits (an idle pool process just exits).
    */
-  private spawnNode(args: string[], where: { modelDir: string; socketPath: string; gpu: boolean }, logFile: string): ChildProcess {
+  private spawnNode(
+    args: string[], where: { modelDir: string; socketPath: string; gpu: boolean; extraReads?: readonly string[] }, logFile: string,
+  ): ChildProcess {
     const mounts: SandboxMounts = {
-      readOnly: [process.execPath, ...FERRY_CODE_PATHS, ...libraryPaths()],
+      readOnly: [process.execPath, ...FERRY_CODE_PATHS, ...libraryPaths(), ...(where.extraReads ?? [])],
       modelDir: where.modelDir,
       socketDir: path.dirname(where.socketPath),
       devices: where.gpu ? gpuDevices() : [],
@@ -576,7 +669,7 @@ export class LocalRuntime implements Runtime {
   private claimPoolProcess(spec: ReplicaSpec, logFile: string): PoolProcess | undefined {
     // Pool processes start with the flags of tensor flavors: an llm replica needs more, a js replica
     // fewer (no native addons; see `replicaNodeFlags`); in a sandbox they see no GPU.
-    if (spec.flavor === 'llm' || spec.flavor === 'js' || (this.sandbox.kind === 'bwrap' && spec.workloadType !== 'CPU') || heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
+    if (!FLAVOR_CAPABILITIES[spec.flavor].warmPool || (this.sandbox.kind === 'bwrap' && spec.workloadType !== 'CPU') || heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
     for (const p of this.pool) {
       if (!p.warm || p.link.violation !== undefined || p.child.exitCode !== null || p.child.signalCode !== null) continue;
       try {
@@ -800,25 +893,27 @@ function exitOf(child: ChildProcess, link: ReplicaLink, match: string): Promise<
  * that --allow-worker and --allow-addons weaken it (SecurityWarning; both are needed, see above).
  * Other warnings stay.
  *
+ * Which of these rights a flavor gets is its `FlavorCapabilities` (src/flavors/capabilities.ts).
  * The llm flavor (node-llama-cpp) needs two more rights, for its start only but the permission
  * model cannot take them back: reading the system library directories and /etc/os-release (it
  * looks for glibc and the distribution before choosing a prebuilt llama.cpp binary), and starting
  * child processes (on Linux it forks a copy of itself that loads the binary first, so that an
- * incompatible one crashes that child, not the replica). Its children inherit these flags. Pool
- * processes start without them, so llm replicas are always spawned.
+ * incompatible one crashes that child, not the replica). Its children inherit these flags. The
+ * python flavor starts its Python worker as a child process (and loads no addon); the permission
+ * model does not bind Python, the OS does (the worker runs as the replica user). Pool processes
+ * start without these rights, so llm and python replicas are always spawned.
  */
 export function replicaNodeFlags(paths: { modelDir: string; socketPath: string }, flavor?: FlavorName): string[] {
-  const reads = new Set([...ferryCodePaths(), paths.modelDir, paths.socketPath, ...(flavor === 'llm' ? LLM_SYSTEM_READS : [])]);
+  // A pool process serves any flavor with the pool's rights (`warmPool`): addons, no children.
+  const caps = flavor === undefined ? { nativeAddons: true, childProcesses: false, systemReads: [] } : FLAVOR_CAPABILITIES[flavor];
+  const reads = new Set([...ferryCodePaths(), paths.modelDir, paths.socketPath, ...caps.systemReads]);
   return [
     '--experimental-permission', '--disable-warning=ExperimentalWarning', '--disable-warning=SecurityWarning', '--allow-worker',
-    ...(flavor === 'js' ? [] : ['--allow-addons']),
-    ...(flavor === 'llm' ? ['--allow-child-process'] : []),
+    ...(caps.nativeAddons ? ['--allow-addons'] : []),
+    ...(caps.childProcesses ? ['--allow-child-process'] : []),
     ...[...reads].map((p) => `--allow-fs-read=${p}`), `--allow-fs-write=${paths.socketPath}`,
   ];
 }
-
-/** What node-llama-cpp reads to choose its binary: the glibc search paths of its `detectGlibc` and the OS release. */
-const LLM_SYSTEM_READS = ['/lib', '/lib64', '/usr/lib', '/usr/lib64', '/etc/os-release'];
 
 let codePaths: string[] | undefined;
 /** `FERRY_CODE_PATHS` and, where they differ, their real paths; computed once. */
@@ -903,11 +998,15 @@ async function stageModel(spec: ReplicaSpec, modelDir: string, dirMode: number):
  * the pool (the Kubernetes runtime builds its pods' arguments from it too).
  */
 export function replicaOptions(
-  spec: ReplicaSpec, o: { socketPath: string; modelDir: string; drainTimeoutMs: number; user: UserIds | undefined; logLevel: LogLevel },
+  spec: ReplicaSpec,
+  o: { socketPath: string; modelDir: string; drainTimeoutMs: number; user: UserIds | undefined; logLevel: LogLevel; pythonExecutable?: string | undefined },
 ): ReplicaOptions {
   return {
     socketPath: o.socketPath, dir: o.modelDir, flavor: spec.flavor,
-    loadOptions: { modelFile: spec.modelFile, workloadType: spec.workloadType, intraOpThreads: 1 },
+    loadOptions: {
+      modelFile: spec.modelFile, workloadType: spec.workloadType, intraOpThreads: 1, memoryLimitBytes: spec.memoryLimitBytes,
+      ...(o.pythonExecutable === undefined ? {} : { pythonExecutable: o.pythonExecutable }),
+    },
     modelName: spec.modelName, modelVersion: spec.modelVersion, maxBodyBytes: spec.maxBodyBytes, drainTimeoutMs: o.drainTimeoutMs,
     maxRowsPerRequest: spec.maxRowsPerRequest, maxJsonDepth: spec.maxJsonDepth, maxJsonElements: spec.maxJsonElements,
     batching: spec.batching, logLevel: o.logLevel,
@@ -924,6 +1023,8 @@ export function replicaFlags(o: ReplicaOptions): string[] {
       ? ['--model-file', o.loadOptions.modelFile]
       : ['--family-cache-bytes', String(o.family.cacheBytes), '--family-session-fallback', o.family.sessionFallback ? 'on' : 'off']),
     '--flavor', o.flavor, '--workload-type', o.loadOptions.workloadType, '--threads', String(o.loadOptions.intraOpThreads),
+    ...(o.loadOptions.pythonExecutable === undefined ? [] : ['--python', o.loadOptions.pythonExecutable]),
+    ...(o.loadOptions.memoryLimitBytes === undefined ? [] : ['--memory-limit-bytes', String(o.loadOptions.memoryLimitBytes)]),
     '--name', o.modelName, '--version', o.modelVersion,
     '--max-body-bytes', String(o.maxBodyBytes), '--drain-timeout-ms', String(o.drainTimeoutMs),
     '--max-rows-per-request', String(o.maxRowsPerRequest), '--max-json-depth', String(o.maxJsonDepth),

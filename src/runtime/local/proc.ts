@@ -3,7 +3,9 @@
  * read from /proc, the environment a replica is given, and the user it runs as. Private to
  * `src/runtime/local/`.
  */
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import path from 'node:path';
 import { FerryError } from '../../errors.js';
 
 /**
@@ -25,6 +27,26 @@ export function replicaEnv(from: NodeJS.ProcessEnv): Record<string, string> {
     if (value !== undefined) env[key] = value;
   }
   return env;
+}
+
+/**
+ * `command` as an absolute path: itself when it contains a slash, else the first executable file
+ * of that name in `searchPath`'s directories (e.g. "python3" → "/usr/bin/python3"); unchanged when
+ * none is found, so that starting it fails with a clear ENOENT.
+ */
+export function findOnPath(command: string, searchPath: string | undefined): string {
+  if (command.includes('/')) return path.resolve(command);
+  for (const dir of (searchPath ?? '').split(':')) {
+    if (dir === '') continue;
+    const candidate = path.join(dir, command);
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      if (fs.statSync(candidate).isFile()) return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return command;
 }
 
 /**
