@@ -223,7 +223,7 @@ describe('python flavor', () => {
     assert.notDeepEqual(await replicaPids(dataDir, 'p-raising'), [pid]);
   });
 
-  test('a killed Python worker crashes only its replica: with another replica serving, no request fails', async () => {
+  test('a killed Python worker crashes only its replica: with another replica serving, only the requests it held fail (502, not retried: they may be what killed it)', async () => {
     const e = await deploy('p-two', 'sk_col', { min_provisioned_concurrency: 8, max_provisioned_concurrency: 8 });
     assert.equal(e.state.ready, 'READY', JSON.stringify(e.state));
     await waitFor('2 replicas', async () => ((await replicaPids(dataDir, 'p-two')).length === 2 ? true : undefined), 60_000);
@@ -249,7 +249,10 @@ describe('python flavor', () => {
     stop = true;
     await Promise.all(loops);
     assert.ok(statuses.length > 20, `only ${statuses.length} requests`);
-    assert.deepEqual(statuses.filter((s) => s !== 200), [], `${statuses.length} requests`);
+    // At most the 4 clients' requests in flight on the killed replica fail, each a 502 (the gateway
+    // never retries a request a replica died holding); every request before and after is answered.
+    const failed = statuses.filter((s) => s !== 200);
+    assert.ok(failed.length <= 4 && failed.every((s) => s === 502), `${statuses.length} requests, failed: ${JSON.stringify(failed)}`);
   });
 
   test('a hostile model runs as the replica user in the sandbox: no database, no network, no writes to its model, no memory past its limit; other endpoints keep answering', async (t) => {
