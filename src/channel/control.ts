@@ -83,7 +83,9 @@ export class ControlDecoder {
       const frame = this.take(total);
       const header = parseHeader(frame.subarray(CONTROL_PREFIX_BYTES, CONTROL_PREFIX_BYTES + headerBytes));
       if (typeof header === 'string') return this.fail(frames, header);
-      frames.push({ header, payload: frame.subarray(CONTROL_PREFIX_BYTES + headerBytes) });
+      // A copy: a view would keep the whole socket read it came in alive for as long as the
+      // payload lives (a family member's bytes, held by its loaded model).
+      frames.push({ header, payload: Buffer.from(frame.subarray(CONTROL_PREFIX_BYTES + headerBytes)) });
     }
     return { frames, error: undefined };
   }
