@@ -11,6 +11,7 @@ import onnxProto from 'onnx-proto';
 import { compileServerConfig } from '../../src/config/index.js';
 import { FerryError, type ErrorCode } from '../../src/errors.js';
 import { startServer, type FerryServer } from '../../src/server/index.js';
+import { descendants, processTree } from '../../src/runtime/local/proc.js';
 
 /** Repository root (tests run from dist/test/...). */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -224,22 +225,9 @@ export async function ferryChildren(dataDir: string): Promise<number[]> {
   return pids;
 }
 
-/** `pid` and every process below it (through /proc ppids). */
+/** `pid` and every process below it (through /proc ppids, as the runtime's memory watchdog walks them). */
 export async function processDescendants(pid: number): Promise<number[]> {
-  const children = new Map<number, number[]>();
-  for (const p of await fsp.readdir('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    const stat = await fsp.readFile(`/proc/${p}/stat`, 'utf8').catch(() => '');
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    children.set(ppid, [...(children.get(ppid) ?? []), Number(p)]);
-  }
-  const out: number[] = [];
-  const todo = [pid];
-  for (let p = todo.shift(); p !== undefined; p = todo.shift()) {
-    out.push(p);
-    todo.push(...(children.get(p) ?? []));
-  }
-  return out;
+  return descendants(pid, await processTree());
 }
 
 /**
