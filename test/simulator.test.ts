@@ -169,7 +169,7 @@ test('recommendation: the cheapest setting meeting the p99 target, against stati
   assert.ok(rec.result.replica_seconds <= rec.static_peak.result.replica_seconds, 'never dearer than static');
   assert.ok(rec.static_peak.replicas >= 5 && rec.static_peak.replicas <= 12, `static ${rec.static_peak.replicas}`);
   assert.ok(rec.savings_vs_static_peak !== null && rec.savings_vs_static_peak > 0.4, `savings ${rec.savings_vs_static_peak}`);
-  assert.ok(rec.feasible >= 1 && rec.evaluated === 72, `${rec.feasible}/${rec.evaluated} (targets above 4 per replica skipped)`);
+  assert.ok(rec.feasible >= 1 && rec.evaluated === 108, `${rec.feasible}/${rec.evaluated} (targets above 4 per replica skipped)`);
   assert.ok(rec.knative_defaults.replica_seconds > 0);
 });
 
