@@ -44,7 +44,8 @@ function row(target: EmbeddingsRow['target'], clients: number, latencies: number
 
 /** The flavor in this process: what a replica runs, without HTTP, the channel or batching. */
 async function direct(modelDir: string, durationS: number): Promise<EmbeddingsRow> {
-  const model = await getFlavor('transformers').load(modelDir, { modelFile: getFlavor('transformers').defaultModelFile, workloadType: 'CPU', intraOpThreads: 1 });
+  const transformers = await getFlavor('transformers');
+  const model = await transformers.load(modelDir, { modelFile: transformers.defaultModelFile, workloadType: 'CPU', intraOpThreads: 1 });
   try {
     await model.predict({ text: { dtype: 'string', shape: [TEXTS_PER_REQUEST], data: texts(0) } });
     const latencies: number[] = [];

@@ -24,6 +24,8 @@ export interface BenchModel {
   /** The .onnx file on disk. */
   path: string;
   inputWidth: number;
+  /** The model's (only) input, e.g. "x". */
+  inputName: string;
   /** `{"inputs": [[...]]}` with one row: what wrk posts. */
   body: string;
   /** Distinct one-row requests and their expected predictions, for the correctness check. */
@@ -79,7 +81,7 @@ export async function prepareModels(dir: string, keys: readonly ModelKey[]): Pro
     const { fixture, path, description } = specs[key];
     const width = fixture.signature.inputs[0]?.shape?.[1] ?? 0;
     const checks = requestsFor(fixture, width, 16);
-    out.push({ key, description, path: await path(), inputWidth: width, body: checks[0]!.body, checks });
+    out.push({ key, description, path: await path(), inputWidth: width, inputName: fixture.signature.inputs[0]?.name ?? '', body: checks[0]!.body, checks });
   }
   return out;
 }

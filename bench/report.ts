@@ -110,7 +110,7 @@ export function ratios(rows: Row[], limits: ComputeLimit[]): Ratio[] {
   return out;
 }
 
-function goal(name: string, measured: number | null | undefined, op: Goal['op'], target: number): Goal {
+export function goal(name: string, measured: number | null | undefined, op: Goal['op'], target: number): Goal {
   const holds = (m: number): boolean => (op === '≥' ? m >= target : op === '≤' ? m <= target : m < target);
   return {
     goal: name,

@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- --quick] [-- --models linear,mlp,heavy --connections 1,8,64 --duration-s 5 --warmup-s 1
- *                    --only single,cluster2,baseline,ferry,ferry-on,...,compute,scaling,llm,embeddings --cpu-prof-dir DIR]`
+ *                    --only single,cluster2,baseline,ferry,ferry-on,...,compute,scaling,llm,embeddings,simulator --cpu-prof-dir DIR]`
  *
  * The benchmark suite: per model (bench/models.ts), in one run on one machine,
  *   compute: onnxruntime in process, no HTTP, at batch sizes 1–128: the ceiling (bench/compute-limit.ts);
@@ -11,7 +11,8 @@
  * a load step from 1 replica to 4 and back; then the LLM section (bench/llm.ts): tokens/s and time
  * to first token of the tiny GGUF model at 1 and 4 streams, node-llama-cpp direct vs Ferry; then
  * the embeddings section (bench/embeddings.ts): embeddings/s of the tiny Hugging Face model, the
- * transformers flavor in process vs Ferry at 1 and 4 clients. Writes
+ * transformers flavor in process vs Ferry at 1 and 4 clients; then the autoscaling simulator
+ * (bench/simulator.ts): fidelity against a real replay, savings on the bundled traces, speed. Writes
  * bench/results/latest.{md,json}: rows with req/s, latency, errors, CPU µs/request and RSS per
  * process; ratios; the goals table. Every child process and temp dir is removed on the way out,
  * including on error and Ctrl+C.
@@ -30,7 +31,9 @@ import { embeddingsMarkdown, runEmbeddings } from './embeddings.js';
 import { llmMarkdown, runLlm } from './llm.js';
 import { goals, machineInfo, markdown, ratios, scalingGoals, type ComputeLimit, type Report, type Row } from './report.js';
 import { multiMarkdown, runMulti } from './multi.js';
+import { protocolsMarkdown, runProtocols } from './protocols.js';
 import { runScaling, type ScalingReport } from './scaling.js';
+import { runSimulatorBench, simulatorGoals, simulatorMarkdown, type SimulatorReport } from './simulator.js';
 import { checkAnswers, startFerry, startHandWritten, TARGET_NAMES, type FerryVariant, type Target, type TargetName } from './targets.js';
 import { requireWrk, round, runWrk, writeWrkScript } from './wrk.js';
 
@@ -47,6 +50,8 @@ const SCALING_OVERHEAD_S = 6;
 const LLM_START_S = 5;
 /** Seconds the embeddings section adds besides its runs: a Ferry server, one replica, transformers.js loads. */
 const EMBEDDINGS_START_S = 6;
+/** Seconds of the simulator section besides its two replays: a server, two endpoints, the savings searches. */
+const SIMULATOR_OVERHEAD_S = 60;
 
 interface Settings {
   quick: boolean;
@@ -73,6 +78,10 @@ interface Settings {
   embeddingsS: number;
   /** The many-tiny-models section (bench/multi.ts). */
   multi: boolean;
+  /** The autoscaling simulator section (bench/simulator.ts). */
+  simulator: boolean;
+  /** The protocols section (bench/protocols.ts): heavy JSON vs binary, linear gRPC vs REST. */
+  protocols: boolean;
   /** Extra node flags for every server (`--cpu-prof-dir D` → `--cpu-prof --cpu-prof-dir=D`). */
   serverNodeArgs: string[];
 }
@@ -108,7 +117,7 @@ function parseSettings(argv: string[]): Settings {
     return x as T;
   });
   const only = values.only === undefined ? undefined
-    : list(values.only, [...TARGET_NAMES, ...Object.keys(GROUPS), 'compute', 'scaling', 'llm', 'embeddings', 'multi'], 'only').flatMap((x): string[] => [...(GROUPS[x] ?? [x])]);
+    : list(values.only, [...TARGET_NAMES, ...Object.keys(GROUPS), 'compute', 'scaling', 'llm', 'embeddings', 'multi', 'simulator', 'protocols'], 'only').flatMap((x): string[] => [...(GROUPS[x] ?? [x])]);
   const defaultTargets: TargetName[] = quick ? ['single', 'cluster2', 'ferry-off', 'ferry-on'] : [...TARGET_NAMES];
   return {
     quick,
@@ -130,6 +139,8 @@ function parseSettings(argv: string[]): Settings {
     embeddings: only === undefined || only.includes('embeddings'),
     embeddingsS: quick ? 1 : 5,
     multi: only === undefined || only.includes('multi'),
+    simulator: only === undefined || only.includes('simulator'),
+    protocols: only === undefined || only.includes('protocols'),
     serverNodeArgs: values['cpu-prof-dir'] === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof-dir']}`],
   };
 }
@@ -145,8 +156,9 @@ function estimateS(s: Settings): number {
   const scaling = s.scaling ? s.scalingColdRuns * 4 + s.scalingLoadS + SCALING_OVERHEAD_S : 0;
   const llm = s.llm ? LLM_START_S + s.llmTokens / 200 : 0;
   const embeddings = s.embeddings ? EMBEDDINGS_START_S + 4 * s.embeddingsS : 0;
+  const simulator = s.simulator ? SIMULATOR_OVERHEAD_S + (s.quick ? 60 : 180) : 0;
   const starts = s.models.filter((m) => targetsFor(s, m).length > 0).length * START_S_PER_MODEL;
-  return Math.round(cells * (s.warmupS + s.durationS) + compute + starts + scaling + llm + embeddings);
+  return Math.round(cells * (s.warmupS + s.durationS) + compute + starts + scaling + llm + embeddings + simulator);
 }
 
 async function computeLimit(model: BenchModel, s: Settings): Promise<ComputeLimit> {
@@ -210,6 +222,8 @@ async function main(): Promise<void> {
   const tmp = makeTempDir('ferry-bench-');
   // `--only scaling` needs none of them (it writes its own), so skip writing the 84 MB heavy model.
   const models = s.compute || s.targets.length > 0 ? await prepareModels(join(tmp, 'models'), s.models) : [];
+  // The protocols section needs heavy and linear whatever --models says.
+  const protocolModels = s.protocols ? await prepareModels(join(tmp, 'protocol-models'), ['heavy', 'linear']) : [];
   const token = `bench_${randomBytes(24).toString('hex')}`;
 
   const computeLimits: ComputeLimit[] = [];
@@ -250,6 +264,8 @@ async function main(): Promise<void> {
   // Many tiny models: 100,000 under a full run, a 200-model smoke under --quick.
   const multi = s.multi ? await runMulti({ models: s.quick ? 200 : 100_000, durationS: s.quick ? 0.5 : 60, budgetBytes: 64 * 1024 * 1024, concurrency: 16 }, (line) => process.stderr.write(`bench: ${line}\n`)) : undefined;
 
+  const simulator: SimulatorReport | null = s.simulator ? await runSimulatorBench({ quick: s.quick, serverNodeArgs: s.serverNodeArgs }, token, tmp, (line) => process.stderr.write(`${line}\n`)) : null;
+
   const rs = ratios(rows, computeLimits);
   const report: Report = {
     quick: s.quick,
@@ -262,13 +278,19 @@ async function main(): Promise<void> {
     rows,
     ratios: rs,
     scaling,
-    goals: [...goals(rows, rs), ...scalingGoals(scaling)],
+    goals: [...goals(rows, rs), ...scalingGoals(scaling), ...simulatorGoals(simulator)],
     ferryStderr,
   };
   const embeddingsRows = s.embeddings ? await runEmbeddings(tmp, s.embeddingsS, token, (line) => process.stderr.write(`${line}\n`)) : [];
-  const md = [markdown(report), ...llmMarkdown(llmRows), ...embeddingsMarkdown(embeddingsRows), ...(multi === undefined ? [] : [multiMarkdown(multi)])].join('\n');
+  const [heavyModel, linearModel] = protocolModels;
+  const protocolRows = heavyModel !== undefined && linearModel !== undefined
+    ? await runProtocols(heavyModel, linearModel, {
+      connections: 64, durationS: s.durationS, warmupS: s.warmupS, computeSecondsPerBatch: s.computeSecondsPerBatch, serverNodeArgs: s.serverNodeArgs,
+    }, token, tmp, (line) => process.stderr.write(`${line}\n`))
+    : [];
+  const md = [markdown(report), ...llmMarkdown(llmRows), ...embeddingsMarkdown(embeddingsRows), ...protocolsMarkdown(protocolRows), ...(multi === undefined ? [] : [multiMarkdown(multi)]), ...(simulator === null ? [] : simulatorMarkdown(simulator))].join('\n');
   mkdirSync(RESULTS_DIR, { recursive: true });
-  const json = { settings: s, ...report, models: models.map(({ checks: _c, ...m }) => m), llm: llmRows, embeddings: embeddingsRows, multi };
+  const json = { settings: s, ...report, models: models.map(({ checks: _c, ...m }) => m), llm: llmRows, embeddings: embeddingsRows, protocols: protocolRows, multi, simulator };
   writeFileSync(join(RESULTS_DIR, 'latest.json'), JSON.stringify(json, null, 2) + '\n');
   writeFileSync(join(RESULTS_DIR, 'latest.md'), md);
   process.stdout.write(md);

@@ -30,7 +30,8 @@ export interface WrkResult {
 
 /** What every request of a wrk run carries (the URL is given to `runWrk`). */
 export interface WrkRequest {
-  body: string;
+  /** A Buffer for a body with arbitrary bytes (the OIP v2 binary tensor extension). */
+  body: string | Buffer;
   headers: Record<string, string>;
 }
 
@@ -96,8 +97,12 @@ export async function runWrk(url: string, scriptPath: string, connections: numbe
   };
 }
 
-function luaString(s: string): string {
-  return `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`;
+function luaString(s: string | Buffer): string {
+  if (typeof s === 'string') return `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`;
+  // Any byte: printable ASCII as is, the rest (and " and \\) as a 3-digit decimal escape.
+  let out = '"';
+  for (const b of s) out += b >= 0x20 && b < 0x7f && b !== 0x22 && b !== 0x5c ? String.fromCharCode(b) : `\\${String(b).padStart(3, '0')}`;
+  return `${out}"`;
 }
 
 export function round(x: number, digits: number): number {

@@ -3,19 +3,23 @@
  * the long fuzzing campaign over every route of the server (test/support/fuzz.ts; the suite runs
  * a bounded one in test/fuzz.test.ts). Prints a summary; exits 1 on any finding.
  * `npm run fuzz -- --seed S --replay N` sends case N of seed S once and prints request and answer.
+ * `npm run fuzz -- --artifacts [--cases 2000 --seed N]`: the hostile-artifact campaign instead
+ * (test/support/artifact-fuzz.ts; the suite runs a bounded one in test/artifact-fuzz.test.ts).
  */
 import { parseArgs } from 'node:util';
 import { parseDurationMs } from '../src/config/index.js';
+import { ARTIFACT_FUZZ_DEFAULTS, formatArtifactReport, fuzzArtifacts } from '../test/support/artifact-fuzz.js';
 import { formatReport, FUZZ_DEFAULTS, fuzzRoutes, replayCase } from '../test/support/fuzz.js';
 
 const { values } = parseArgs({
   options: {
-    cases: { type: 'string', default: '500000' },
+    cases: { type: 'string' },
     duration: { type: 'string' },
     seed: { type: 'string' },
     concurrency: { type: 'string', default: String(FUZZ_DEFAULTS.concurrency) },
     warmup: { type: 'string', default: '20000' },
     replay: { type: 'string' },
+    artifacts: { type: 'boolean', default: false },
   },
 });
 
@@ -38,6 +42,12 @@ const duration = (v: string): number => {
 const log = (line: string): void => void process.stdout.write(line + '\n');
 const seed = values.seed === undefined ? (Date.now() ^ (Math.random() * 0x7fffffff)) | 0 : int('seed', values.seed);
 
+if (values.artifacts) {
+  const report = await fuzzArtifacts({ ...ARTIFACT_FUZZ_DEFAULTS, seed, cases: int('cases', values.cases ?? '2000'), log });
+  log(formatArtifactReport(report));
+  process.exit(report.problems.length === 0 ? 0 : 1);
+}
+
 if (values.replay !== undefined) {
   if (values.seed === undefined) {
     process.stderr.write('fuzz: --replay needs the --seed of the run that found it\n');
@@ -51,7 +61,7 @@ if (values.replay !== undefined) {
 const report = await fuzzRoutes({
   ...FUZZ_DEFAULTS,
   seed,
-  cases: values.duration === undefined ? int('cases', values.cases) : Number.MAX_SAFE_INTEGER,
+  cases: values.duration === undefined ? int('cases', values.cases ?? '500000') : Number.MAX_SAFE_INTEGER,
   ...(values.duration === undefined ? {} : { durationMs: duration(values.duration) }),
   warmupCases: int('warmup', values.warmup),
   concurrency: int('concurrency', values.concurrency),

@@ -30,6 +30,7 @@ export const ERROR_TABLE = {
   BAD_GATEWAY: { status: 502, retryable: true },
   TEMPORARILY_UNAVAILABLE: { status: 503, retryable: true },
   DEADLINE_EXCEEDED: { status: 504, retryable: true },
+  INSUFFICIENT_STORAGE: { status: 507, retryable: true },
 } as const satisfies Record<string, { status: number; retryable: boolean }>;
 
 export type ErrorCode = keyof typeof ERROR_TABLE;
@@ -87,10 +88,17 @@ export function describeValue(value: unknown): string {
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }
 
-/** Any thrown value as a FerryError: FerryErrors pass through, everything else is an internal error. */
+/**
+ * Any thrown value as a FerryError: FerryErrors pass through, a full disk (ENOSPC, EDQUOT: an
+ * upload, an artifact copy) is a 507, everything else is an internal error.
+ */
 export function toFerryError(err: unknown): FerryError {
   if (err instanceof FerryError) return err;
   const message = err instanceof Error ? err.message : String(err);
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new FerryError('INSUFFICIENT_STORAGE', `No space left on the server's disk (${code}): free space on the data directory's volume, then retry.`, { cause: err });
+  }
   return new FerryError('INTERNAL_ERROR', `Internal error: ${message}`, { cause: err });
 }
 

@@ -141,8 +141,19 @@ test('routes round-trip through the hash', () => {
   for (const p of [{ page: 'endpoint', name: 'x/y?z' }, { page: 'model', name: 'iris' }] as const) assert.deepEqual(parseRoute(href(p)), p);
 });
 
-test('exampleRequest: the input example, else zeros in the signature shape', () => {
-  assert.deepEqual(exampleRequest({ input_example: { inputs: [[1]] } }), { inputs: [[1]] });
-  assert.deepEqual(exampleRequest({ signature: { inputs: [{ name: 'x', dtype: 'float32', shape: [-1, 3] }] } }), { inputs: [[0, 0, 0]] });
-  assert.deepEqual(exampleRequest({ signature: { inputs: [{ name: 'a', dtype: 'string', shape: [-1] }, { name: 'b', dtype: 'bool', shape: [-1] }] } }), { inputs: { a: [''], b: [false] } });
+test('exampleRequest: the input example, else zeros in the signature shape; a huge fixed shape is refused before anything is built', () => {
+  assert.deepEqual(exampleRequest({ input_example: { inputs: [[1]] } }), { body: { inputs: [[1]] } });
+  assert.deepEqual(exampleRequest({ signature: { inputs: [{ name: 'x', dtype: 'float32', shape: [-1, 3] }] } }), { body: { inputs: [[0, 0, 0]] } });
+  assert.deepEqual(exampleRequest({ signature: { inputs: [{ name: 'a', dtype: 'string', shape: [-1] }, { name: 'b', dtype: 'bool', shape: [-1] }] } }), { body: { inputs: { a: [''], b: [false] } } });
+  // The attack: a model declaring [1, 100000000] made the console and `ferry serve` allocate until they died.
+  const before = process.memoryUsage().heapUsed;
+  const huge = exampleRequest({ signature: { inputs: [{ name: 'x', dtype: 'float32', shape: [1, 100_000_000] }] } });
+  assert.ok('tooLarge' in huge);
+  assert.match(huge.tooLarge, /input 'x' has shape \[1, 100000000\] \(100,000,000 values per request\), more than the 200,000/);
+  assert.ok(process.memoryUsage().heapUsed - before < 50 * 1024 * 1024, 'nothing of that size was allocated');
+  // The bound counts all inputs together; an image-sized input still gets its example.
+  assert.ok('tooLarge' in exampleRequest({ signature: { inputs: [{ name: 'a', dtype: 'float32', shape: [150_000] }, { name: 'b', dtype: 'float32', shape: [60_000] }] } }));
+  const image = exampleRequest({ signature: { inputs: [{ name: 'img', dtype: 'float32', shape: [-1, 3, 224, 224] }] } });
+  assert.ok('body' in image);
+  assert.equal(JSON.stringify(image.body).match(/0/g)?.length, 3 * 224 * 224);
 });

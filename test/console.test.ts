@@ -195,3 +195,82 @@ test('console: sign in, register, Serve, query, split traffic, charts, a failed 
     await fsp.rm(dir, { recursive: true, force: true });
   }
 });
+
+test('console: the autoscaling editor simulates a candidate next to the current config, then saves it', { skip, timeout: 120_000 }, async () => {
+  assert.ok(fs.existsSync(path.join(ROOT, 'ui', 'dist', 'index.html')), 'the console is not built: run npm run build');
+  const dir = await tempDir();
+  const fx = await writeFixtures(path.join(dir, 'fixtures'));
+  await fsp.mkdir(SHOTS, { recursive: true });
+  let server: FerryServer | undefined;
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+  try {
+    server = await startTestServer(path.join(dir, 'data'));
+    const url = server.url;
+    const call = (method: string, p: string, json?: unknown): ReturnType<typeof request> => request({ url, method, path: p, ...(json === undefined ? {} : { json }) });
+    await call('POST', '/api/2.0/mlflow/registered-models/create', { name: 'linear' });
+    await call('POST', '/api/2.0/mlflow/model-versions/create', { name: 'linear', source: fx.linear });
+    assert.equal((await call('POST', '/api/2.0/serving-endpoints', {
+      name: 'lin', config: { served_entities: [{ name: 'lin-1', entity_name: 'linear', entity_version: '1', max_provisioned_concurrency: 16 }] },
+    })).status, 200);
+    await waitFor('READY', async () => ((await call('GET', '/api/2.0/serving-endpoints/lin')).json.state.ready === 'READY' ? true : undefined));
+
+    const page = await browser.newPage({ viewport: { width: 1366, height: 860 } });
+    const problems: string[] = [];
+    page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+    page.on('console', (m) => {
+      if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of (404)/.test(m.text())) problems.push(`console: ${m.text()}`);
+    });
+    await page.goto(`${url}/`);
+    await page.getByLabel('Token').fill(ADMIN_TOKEN);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByText('Signed in as').waitFor();
+    await page.goto(`${url}/#/endpoints/lin`);
+    const editor = page.getByRole('form', { name: 'Autoscaling' });
+    await editor.getByLabel('Target concurrency').waitFor();
+    assert.equal(await editor.getByLabel('Target concurrency').inputValue(), '4', 'prefilled with the settings in effect');
+    assert.equal(await editor.getByLabel('Max provisioned concurrency').inputValue(), '16');
+
+    // A value out of range is named before anything is sent.
+    await editor.getByLabel('Target concurrency').fill('0');
+    await editor.getByText('target concurrency: expected a number from 0.1 to 1000, got 0').waitFor();
+    assert.equal(await editor.getByRole('button', { name: 'Simulate' }).isDisabled(), true);
+
+    // A candidate on the bundled bursty hour, with a p99 target: table, charts, recommendation.
+    await editor.getByLabel('Target concurrency').fill('1');
+    await editor.getByLabel('Traffic').selectOption('bursty');
+    await editor.getByLabel('Target p99 (ms)').fill('50');
+    await editor.getByLabel('Price per replica-hour').fill('0.36');
+    await editor.getByRole('button', { name: 'Simulate' }).click();
+    const sim = page.locator('div.simulation');
+    await sim.locator('tr[data-config="current"]').waitFor({ timeout: 60_000 });
+    for (const row of ['current', 'candidate', 'recommended', 'Knative defaults']) assert.equal(await sim.locator(`tr[data-config="${row}"]`).count(), 1, row);
+    const replicaSeconds = async (row: string): Promise<number> => Number(await sim.locator(`tr[data-config="${row}"] td:nth-child(2)`).innerText());
+    assert.ok(await replicaSeconds('candidate') > 0);
+    const direct = await call('POST', '/api/2.0/serving-endpoints/lin/simulate', {
+      served_entity_name: 'lin-1', trace: { source: 'bundled', name: 'bursty' }, price_per_replica_hour: 0.36,
+      candidate: { scale_to_zero_enabled: false, max_provisioned_concurrency: 16, autoscaling: { target_concurrency: 1, stable_window_ms: 30_000, scale_down_delay_ms: 10_000, scale_to_zero_grace_ms: 30_000 } },
+    });
+    assert.equal(direct.status, 200, direct.text);
+    assert.equal(await replicaSeconds('candidate'), Math.round(direct.json.candidate.result.replica_seconds), 'the table shows what the API answers');
+    assert.equal(await sim.locator('tr[data-config="candidate"] td:nth-child(3)').innerText(), direct.json.candidate.result.cost.toFixed(2), 'the cost at the price given');
+    await sim.locator('.chart[data-chart="sim-replicas"] canvas').waitFor();
+    assert.equal(await sim.locator('.chart canvas').count(), 2, 'replicas and p99 over time');
+    assert.match(await sim.locator('.chart[data-chart="sim-replicas"] figcaption').innerText(), /current .* candidate/);
+    await page.screenshot({ path: path.join(SHOTS, 'endpoint-simulation.png'), fullPage: true });
+
+    // Use the recommendation, then save it: the endpoint's config changes to it.
+    await sim.getByRole('button', { name: 'Use it' }).click();
+    const recommended = await editor.getByLabel('Target concurrency').inputValue();
+    await editor.getByRole('button', { name: 'Save candidate' }).click();
+    const saved = await waitFor('the saved config', async () => {
+      const ep = (await call('GET', '/api/2.0/serving-endpoints/lin')).json;
+      return ep.config?.config_version === 2 && ep.state.config_update === 'NOT_UPDATING' ? ep : undefined;
+    }, 30_000);
+    assert.equal(saved.config.served_entities[0].autoscaling.target_concurrency, Number(recommended));
+    assert.deepEqual(problems, []);
+  } finally {
+    await browser.close();
+    await server?.close();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});

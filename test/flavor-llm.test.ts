@@ -31,7 +31,7 @@ before(async () => {
   dir = await tempDir('ferry-llm-');
   await writeTinyGguf(dir);
   await fsp.writeFile(path.join(dir, 'ferry.json'), JSON.stringify({ sequences: 1, max_queued_requests: 1, context_size: 512 }));
-  const loaded = await getFlavor('llm').load(dir, { modelFile: TINY_LLM.file, workloadType: 'CPU', intraOpThreads: 1 });
+  const loaded = await (await getFlavor('llm')).load(dir, { modelFile: TINY_LLM.file, workloadType: 'CPU', intraOpThreads: 1 });
   assert.ok(loaded instanceof LlmModel);
   model = loaded;
 });
@@ -43,7 +43,7 @@ after(async () => {
 
 test('the fixture is byte-identical on every build and its metadata reads back in pure JS', async () => {
   assert.deepEqual(buildTinyGguf(), buildTinyGguf());
-  const h = await readGgufHeader(path.join(dir, TINY_LLM.file));
+  const h = readGgufHeader(path.join(dir, TINY_LLM.file));
   assert.equal(h.version, 3);
   assert.equal(h.tensorCount, 3 + 9 * TINY_LLM.blockCount);
   assert.equal(h.metadata.get('general.architecture'), 'llama');
@@ -126,7 +126,7 @@ test('embeddings: one vector of the embedding width per text', async () => {
 
 test('workload type GPU_* without a usable CUDA backend fails with a message that says what to do', async () => {
   // This machine has no NVIDIA GPU: where one exists, loading succeeds instead.
-  const gpu = await getFlavor('llm').load(dir, { modelFile: TINY_LLM.file, workloadType: 'GPU_SMALL', intraOpThreads: 1 }).then(
+  const gpu = await (await getFlavor('llm')).load(dir, { modelFile: TINY_LLM.file, workloadType: 'GPU_SMALL', intraOpThreads: 1 }).then(
     async (m) => {
       await m.close();
       return undefined;

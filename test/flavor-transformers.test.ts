@@ -9,11 +9,12 @@ import diagnostics from 'node:diagnostics_channel';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import OpenAI from 'openai';
 import { tinyBertReference, TINY_BERT_HIDDEN, writeTinyBert } from '../src/fixtures/index.js';
 import { getFlavor } from '../src/flavors/index.js';
 import type { FerryServer } from '../src/server/index.js';
 import {
-  ferryChildren, registerVersion, rejectsWith, request, startTestServer, tempDir, waitSettled as waitSettledAt, type HttpResult,
+  ADMIN_TOKEN, ferryChildren, registerVersion, rejectsWith, request, startTestServer, tempDir, waitSettled as waitSettledAt, type HttpResult,
 } from './support/index.js';
 
 let dir: string;
@@ -144,6 +145,21 @@ describe('transformers flavor', () => {
     raw.json.predictions.forEach((row: number[], i: number) => assertClose(row.map((v) => v / (norms[i] as number)), want[i] ?? [], `direction ${i}`));
   });
 
+  test('feature-extraction through /v1/embeddings with the official OpenAI Node SDK (openai 6, default base64 encoding)', async () => {
+    const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: ADMIN_TOKEN, maxRetries: 0 });
+    const r = await client.embeddings.create({ model: 'emb', input: TEXTS });
+    const want = tinyBertReference.featureExtraction(TEXTS);
+    assert.deepEqual(r.data.map((d) => d.index), TEXTS.map((_, i) => i));
+    r.data.forEach((d, i) => assertClose(d.embedding, want[i] ?? [], `embedding ${i}`));
+    const floats = await call('POST', '/v1/embeddings', { model: 'emb', input: 'great', encoding_format: 'float' });
+    assert.equal(floats.status, 200, floats.text);
+    assertClose(floats.json.data[0].embedding, want[5] ?? [], 'float embedding');
+    // A model that does not make embeddings has no /v1/embeddings: 404 in OpenAI's shape.
+    const cls = await call('POST', '/v1/embeddings', { model: 'cls', input: 'great' });
+    assert.equal(cls.status, 404, cls.text);
+    assert.equal(cls.json.error.type, 'not_found_error');
+  });
+
   test('token-classification: one entity list per text, matching the reference', async () => {
     const r = await invoke('ner', { inputs: TEXTS });
     assert.equal(r.status, 200, r.text);
@@ -219,7 +235,7 @@ describe('transformers flavor', () => {
     diagnostics.subscribe('net.client.socket', onSocket);
     try {
       const modelDir = await writeTinyBert(path.join(dir, 'inproc'), 'feature-extraction');
-      const flavor = getFlavor('transformers');
+      const flavor = await getFlavor('transformers');
       const opts = { modelFile: 'onnx/model.onnx', workloadType: 'CPU' as const, intraOpThreads: 1 };
       const model = await flavor.load(modelDir, opts);
       const out = await model.predict({ text: { dtype: 'string', shape: [1], data: ['great'] } });

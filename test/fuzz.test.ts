@@ -32,6 +32,13 @@ test('the judge refuses 5xx, other error shapes, a status that is not the code\'
   const openAi = json(401, { error: { message: 'Missing credentials.', type: 'authentication_error', param: null, code: 'UNAUTHENTICATED' } });
   assert.equal(judge(get('/v1/models'), openAi, false), undefined);
   assert.match(judge(c, openAi, false) ?? '', /shared error shape/);
+  // The OIP v2 shape, only on /v2 routes (and only it there).
+  const routed = (o: Outcome): Outcome => (o.kind === 'answer' ? { ...o, headers: { ...o.headers, 'x-request-id': 'r1' } } : o);
+  assert.equal(judge(get('/v2/models/m/infer?x=1', 'POST'), routed(json(400, { error: 'Invalid value' })), false), undefined);
+  assert.match(judge(get('/v2/models/m'), routed(json(404, { error_code: 'RESOURCE_DOES_NOT_EXIST', message: 'x' })), false) ?? '', /OIP v2 error shape/);
+  assert.match(judge(get('/v2'), routed(json(401, { error: 'x', extra: 1 })), false) ?? '', /OIP v2 error shape/);
+  // The HTTP parser's refusals (no x-request-id: no handler ran) keep the shared shape there too.
+  assert.equal(judge(get('/v2/models/m'), json(400, { error_code: 'MALFORMED_REQUEST', message: 'x' }), false), undefined);
   assert.match(judge(c, { kind: 'closed', error: 'ECONNRESET' }, false) ?? '', /closed without an answer/);
   assert.equal(judge(c, { kind: 'closed', error: 'ECONNRESET' }, true), undefined);
   assert.match(judge(c, { kind: 'timeout', stage: 'sending' }, true) ?? '', /timeout/);

@@ -37,7 +37,8 @@ function event(patch: Partial<GatewayRequestEvent> = {}): GatewayRequestEvent {
   return {
     route: 'POST /serving-endpoints/:name/invocations', inference: true, endpoint: 'ep', servedEntity: 'm-1', modelName: 'm', modelVersion: '1',
     principal: 'alice', status: 200, errorCode: undefined, startMs: 1000, durationMs: 2.5, queueMs: 0, requestId: '',
-    requestBody: Buffer.from('{"inputs": [[1, 2, 3, 4]]}'), responseBody: Buffer.from('{"predictions": [[5.625]]}'), ...patch,
+    requestBody: Buffer.from('{"inputs": [[1, 2, 3, 4]]}'), responseBody: Buffer.from('{"predictions": [[5.625]]}'),
+    requestHeaderBytes: undefined, responseHeaderBytes: undefined, ...patch,
   };
 }
 
@@ -111,6 +112,26 @@ describe('writer', () => {
     assert.equal(omittedBody(1234), '{"ferry_body_omitted":true,"size_bytes":1234}');
     assert.deepEqual(writer.countsOf('bodies'), { queuedRows: 0, writtenRows: cases.length, droppedRows: 0 });
     assert.deepEqual(writer.countsOf('elsewhere'), { queuedRows: 0, writtenRows: 0, droppedRows: 0 });
+  });
+
+  test('OIP v2 bodies with binary tensor data are kept as JSON: the header, and the tensor bytes in base64', async () => {
+    const writer = new InferenceTableWriter({ store, settingsOf: (e) => (e === 'bin' ? { ...ON, endpointId: 'bin' } : undefined), bufferRows: 100, retentionMs: 86_400_000 });
+    const header = '{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":16}}]}';
+    const tensor = Buffer.from(Float32Array.of(1, 2, 3, 4).buffer);
+    const answerHeader = '{"model_name":"bin","outputs":[{"name":"y","datatype":"FP32","shape":[1,1],"parameters":{"binary_data_size":4}}]}';
+    const answer = Buffer.from(Float32Array.of(5.625).buffer);
+    writer.onEvent(event({
+      endpoint: 'bin', requestBody: Buffer.concat([Buffer.from(header), tensor]), requestHeaderBytes: header.length,
+      responseBody: Buffer.concat([Buffer.from(answerHeader), answer]), responseHeaderBytes: answerHeader.length,
+    }));
+    await writer.flush();
+    const [row] = (await store.query({ endpoint: 'bin', endpointId: 'bin', maxResults: 10 })).items;
+    const request = JSON.parse(row?.request ?? '');
+    assert.deepEqual(request.inference_header, JSON.parse(header));
+    assert.deepEqual(Buffer.from(request.binary_data_base64, 'base64'), tensor);
+    const response = JSON.parse(row?.response ?? '');
+    assert.deepEqual(response.inference_header, JSON.parse(answerHeader));
+    assert.equal(Buffer.from(response.binary_data_base64, 'base64').readFloatLE(0), 5.625);
   });
 
   test('the event\'s requestId is kept; an event without one (\'\') gets a fresh id per row', async () => {
@@ -256,7 +277,7 @@ describe('through a real server', () => {
     const big = { client_request_id: 'big-one', inputs: Array.from({ length: 60_000 }, (_, i) => [0.25 * (i % 8), 0.5, 0.75, 1.25]) };
     const v2 = { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }] };
     assert.equal((await send('/serving-endpoints/tbl/invocations', ROW)).status, 200);
-    assert.equal((await send('/serving-endpoints/tbl/invocations', { client_request_id: 'order-17', ...ROW })).status, 200);
+    assert.equal((await send('/serving-endpoints/tbl/invocations', { client_request_id: '=HYPERLINK("http://evil","order-17")', ...ROW })).status, 200);
     assert.equal((await send('/serving-endpoints/tbl/invocations', { inputs: [[1, 2, 3]] })).status, 400);
     assert.equal((await send('/v2/models/tbl/infer', v2)).status, 200);
     assert.equal((await send('/v2/models/tbl/versions/7/infer', v2)).status, 404);
@@ -271,7 +292,7 @@ describe('through a real server', () => {
     const expected = sent.map((s, i) => {
       const notFound = i === 4;
       return {
-        client_request_id: [null, 'order-17', null, null, null, null][i],
+        client_request_id: [null, '=HYPERLINK("http://evil","order-17")', null, null, null, null][i],
         endpoint_name: 'tbl',
         status_code: s.res.status,
         error_code: notFound ? 'RESOURCE_DOES_NOT_EXIST' : null,
@@ -332,8 +353,10 @@ describe('through a real server', () => {
     assert.equal(csv.headers['content-type'], 'text/csv; charset=utf-8');
     const records = parseCsv(csv.text);
     assert.deepEqual(records[0], [...COLUMNS]);
-    assert.deepEqual(records.slice(1), all.filter((x) => x.status_code === 200).map((x) => COLUMNS.map((c) => (x[c] === null ? '' : String(x[c])))));
-    assert.ok(records.slice(1).some((r) => r.includes('order-17')), 'bodies with quotes and commas survive');
+    // Text a spreadsheet would run as a formula gets a leading quote (OWASP CSV injection); numbers stay numbers.
+    const cell = (v: string | number | null): string => (v === null ? '' : typeof v === 'string' && /^[=+\-@\t\r]/.test(v) ? `'${v}` : String(v));
+    assert.deepEqual(records.slice(1), all.filter((x) => x.status_code === 200).map((x) => COLUMNS.map((c) => cell(x[c]))));
+    assert.ok(records.slice(1).some((r) => r.includes(`'=HYPERLINK("http://evil","order-17")`)), 'a formula is exported as text; quotes and commas survive');
 
     const bad: Array<[string, string]> = [
       ['?max_results=0', `Invalid value "0" for 'max_results': expected a whole number from 1 to 1000.`],

@@ -17,7 +17,7 @@ import { compileServerConfig } from '../src/config/index.js';
 import { writeFixtures, type FixturePaths } from '../src/fixtures/index.js';
 import { LocalRuntime, replicaNodeFlags } from '../src/runtime/local/index.js';
 import { startServer, type FerryServer } from '../src/server/index.js';
-import { ferryChildren, rejectsWith, request, ROOT, tempDir, waitFor, writeTestModel, type HttpResult } from './support/index.js';
+import { ferryChildren, rejectsWith, replicaNodePid, request, ROOT, tempDir, waitFor, writeTestModel, type HttpResult } from './support/index.js';
 
 /** Where `replicaUser`'s default, "nobody", resolves on Debian-like systems (checked in `before`). */
 const NOBODY = { uid: 65534, gid: 65534 };
@@ -67,7 +67,8 @@ async function replicaOf(endpoint: string): Promise<{ pid: number; socketPath: s
   const pidsDir = path.join(dataDir, 'runtime', 'pids');
   const [file] = (await fsp.readdir(pidsDir)).filter((f) => f.startsWith(`${endpoint}.`));
   assert.ok(file !== undefined, `a pid file for endpoint ${endpoint}`);
-  const { pid, socketPath } = JSON.parse(await fsp.readFile(path.join(pidsDir, file), 'utf8')) as { pid: number; socketPath: string };
+  const { pid: childPid, socketPath } = JSON.parse(await fsp.readFile(path.join(pidsDir, file), 'utf8')) as { pid: number; socketPath: string };
+  const pid = await replicaNodePid(childPid);
   const cmd = (await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').filter((a) => a !== '');
   const modelsDir = path.join(dataDir, 'runtime', 'models') + path.sep;
   const modelDir = cmd.map((a) => a.replace(/^--allow-fs-read=/, '')).find((p) => p.startsWith(modelsDir));
@@ -112,7 +113,7 @@ before(async () => {
   await writeAllocModel(path.join(dir, 'alloc'));
   if (IS_ROOT) assert.match(await fsp.readFile('/etc/passwd', 'utf8'), /^nobody:[^:]*:65534:65534:/m, 'the nobody user these tests expect');
   // No FERRY_ADMIN_TOKEN: the server writes the admin-token file a replica must not read.
-  server = await startServer(compileServerConfig({ port: 0, dataDir, replicaMemoryLimit: MEMORY_LIMIT, ...LIMITS }), { adminToken: undefined });
+  server = await startServer(compileServerConfig({ port: 0, dataDir, replicaMemoryLimit: MEMORY_LIMIT, sandbox: 'bwrap', ...LIMITS }), { adminToken: undefined });
   token = server.generatedAdminToken ?? '';
   for (const [endpoint, model, source] of [['a', 'alloc', path.join(dir, 'alloc')], ['b', 'two', fx.twoInput]] as const) {
     await call('POST', '/api/2.0/mlflow/registered-models/create', { name: model });
@@ -147,7 +148,7 @@ describe('replica isolation', () => {
     const reads = a.cmd.filter((x) => x.startsWith('--allow-fs-read=')).map((x) => x.slice('--allow-fs-read='.length));
     const writes = a.cmd.filter((x) => x.startsWith('--allow-fs-write=')).map((x) => x.slice('--allow-fs-write='.length));
     assert.deepEqual(writes, [a.socketPath], 'writes: its socket only');
-    const code = ['dist', 'bin', 'node_modules', 'package.json'].map((p) => path.join(ROOT, p));
+    const code = ['dist', 'bin', 'node_modules', 'package.json', 'python'].map((p) => path.join(ROOT, p));
     const realCode = await Promise.all(code.map((p) => fsp.realpath(p)));
     assert.deepEqual(reads.filter((p) => ![...code, ...realCode, a.modelDir, a.socketPath].includes(p)), [], 'reads: Ferry\'s code, its model dir and socket');
     assert.ok(!a.cmd.some((x) => /^--allow-(child-process|wasi)/.test(x)), a.cmd.join(' '));
@@ -156,7 +157,9 @@ describe('replica isolation', () => {
 
     const staged = await fsp.readFile(path.join(a.modelDir, 'model.onnx'));
     assert.deepEqual(staged, await fsp.readFile(path.join(dir, 'alloc', 'model.onnx')));
-    assert.equal((await fsp.stat(a.modelDir)).mode & 0o777, 0o700);
+    // In the sandbox a root server's replica is the replica user from its start and must traverse
+    // its model directory; the 0700 data directory keeps everyone else out (next test).
+    assert.equal((await fsp.stat(a.modelDir)).mode & 0o777, IS_ROOT ? 0o755 : 0o700);
 
     const ready = (await fsp.readFile(a.logFile, 'utf8')).split('\n').filter((l) => l.includes('"replica ready"')).map((l) => JSON.parse(l) as Record<string, unknown>).at(-1);
     assert.equal(ready?.uid, IS_ROOT ? NOBODY.uid : process.getuid?.());
@@ -267,7 +270,7 @@ describe('replicaUser', () => {
         modelName: 'linear', modelVersion: '1', memoryLimitBytes: 1024 * 1024 * 1024, maxBodyBytes: 1024 * 1024, ...LIMITS,
         batching: { enabled: true, maxBatchSize: 64, maxQueueDelayUs: 0, preferredBatchSizes: [] },
       });
-      const status = await fsp.readFile(`/proc/${h.pid}/status`, 'utf8');
+      const status = await fsp.readFile(`/proc/${await replicaNodePid(h.pid ?? 0)}/status`, 'utf8');
       assert.match(status, /^Uid:\s+12345\s+12345\s+12345\s+12345$/m);
       assert.match(status, /^Gid:\s+23456\s+23456\s+23456\s+23456$/m);
       assert.match(status, /^Groups:\s*$/m, 'no supplementary groups (root\'s are dropped)');

@@ -11,16 +11,19 @@ import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
 import fc from 'fast-check';
 import { compileServerConfig } from '../src/config/index.js';
 import { FerryError } from '../src/errors.js';
 import { linearFixture } from '../src/fixtures/index.js';
+import { PROTO_FILE } from '../src/grpc/index.js';
 import { checkJsonLimits, parseJson, type JsonLimits } from '../src/http/index.js';
 import { checkRowCount } from '../src/protocols/index.js';
 import { startReplica, type Replica } from '../src/replica/index.js';
 import type { FerryServer } from '../src/server/index.js';
-import { bindWarning, isLoopback } from '../src/server/listen.js';
-import { ADMIN_TOKEN, FERRY_BIN, registerVersion, rejectsWith, request, startTestServer, tempDir, waitSettled, type HttpResult } from './support/index.js';
+import { bindWarning, defaultMaxConnections, isLoopback } from '../src/server/listen.js';
+import { ADMIN_TOKEN, FERRY_BIN, registerVersion, rejectsWith, request, startTestServer, tempDir, waitFor, waitSettled, type HttpResult } from './support/index.js';
 
 let dir: string;
 let modelFile: string;
@@ -258,6 +261,73 @@ describe('a server with small limits: 4 KiB heads, 500 ms to send a head, 2 s fo
   });
 });
 
+describe('a server holding at most 100 connections, with the default 10 min bodyTimeout', () => {
+  let server: FerryServer;
+  before(async () => {
+    // The per-address limit of heads not yet in is the next describe's: here all 300 connect at once from one address.
+    server = await startTestServer(path.join(dir, 'conn-data'), { maxConnections: 100, maxPendingConnectionsPerIp: 1000, warmPoolSize: 0 });
+  });
+  after(() => server.close());
+
+  test('300 unauthenticated clients trickling their bodies are answered 401 and disconnected at once; a legitimate client is served throughout', { timeout: 60_000 }, async () => {
+    const head = 'POST /api/2.0/mlflow/registered-models/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{';
+    const attack = Promise.all(Array.from({ length: 300 }, () => trickle(server.url, head + ' '.repeat(99_999), head.length)));
+    const legit = await request({ url: server.url, method: 'POST', path: '/api/2.0/mlflow/registered-models/create', json: { name: 'legit' } });
+    assert.equal(legit.status, 200, legit.text);
+    // Each attacker is let go after its 401 (or, past maxConnections, at once), long before its body is in.
+    const results = await attack;
+    const answered = results.filter((r) => r.answer !== '');
+    assert.ok(answered.length >= 100, `${answered.length} answered`);
+    for (const r of answered) {
+      assert.match(r.answer, /^HTTP\/1\.1 401 Unauthorized\r\n/);
+      assert.match(r.answer, /\r\nConnection: close\r\n/i);
+      assert.ok(r.sent < head.length + 20, `the server waited for ${r.sent - head.length} body bytes`);
+    }
+    assert.equal((await request({ url: server.url, path: '/api/2.0/mlflow/registered-models/get?name=legit' })).status, 200);
+  });
+});
+
+describe('a server allowing 20 connections per address without a request head', () => {
+  let server: FerryServer;
+  before(async () => {
+    server = await startTestServer(path.join(dir, 'pending-data'), { maxPendingConnectionsPerIp: 20, warmPoolSize: 0 });
+  });
+  after(() => server.close());
+
+  test('50 connections from one address trickling their heads: 30 are closed at once, other addresses are served, and the address is served again once they go', { timeout: 60_000 }, async () => {
+    const { port } = new URL(server.url);
+    const sockets = await Promise.all(Array.from({ length: 50 }, () => new Promise<{ socket: net.Socket; closed: Promise<void> }>((resolve) => {
+      const socket = net.connect({ port: Number(port), host: '127.0.0.1' });
+      socket.on('error', () => undefined);
+      const closed = new Promise<void>((done) => socket.once('close', () => done()));
+      socket.once('connect', () => {
+        socket.write('GET /v2/health/live HTTP/1.1\r\nHost: x\r\n');
+        resolve({ socket, closed });
+      });
+    })));
+    try {
+      let closedCount = 0;
+      for (const s of sockets) void s.closed.then(() => closedCount++);
+      // Well before headersTimeout (10 s) would close them all.
+      await waitFor('30 connections closed', () => (closedCount >= 30 ? true : undefined), 5_000);
+      // Another address of this machine is not held up by them.
+      const other = await new Promise<string>((resolve, reject) => {
+        const socket = net.connect({ port: Number(port), host: '127.0.0.1', localAddress: '127.0.0.2' });
+        let answer = '';
+        socket.on('data', (d: Buffer) => (answer += d.toString('latin1')));
+        socket.on('error', reject);
+        socket.on('close', () => resolve(answer));
+        socket.once('connect', () => socket.end('GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+      });
+      assert.match(other, /^HTTP\/1\.1 200 OK\r\n/);
+      assert.equal(closedCount, 30, 'the 20 within the limit are still open');
+    } finally {
+      for (const s of sockets) s.socket.destroy();
+    }
+    await waitFor('the address served again', async () => ((await request({ url: server.url, path: '/v2/health/live' })).status === 200 ? true : undefined));
+  });
+});
+
 describe('configuration', () => {
   test('headersTimeout past bodyTimeout is refused, naming both', () => {
     assert.throws(() => compileServerConfig({ headersTimeout: '20s', bodyTimeout: '10s' }),
@@ -301,7 +371,7 @@ describe('TLS', { skip: hasOpenssl ? false : 'the openssl CLI is not installed' 
     await fsp.mkdir(tlsDir);
     ({ cert, key } = selfSigned('server'));
     otherKey = selfSigned('other').key;
-    server = await startTestServer(path.join(dir, 'tls-data'), { tlsCert: cert, tlsKey: key });
+    server = await startTestServer(path.join(dir, 'tls-data'), { tlsCert: cert, tlsKey: key, grpcPort: 0 });
   });
   after(() => server?.close());
 
@@ -316,6 +386,21 @@ describe('TLS', { skip: hasOpenssl ? false : 'the openssl CLI is not installed' 
     });
     assert.equal(status, 200);
     await assert.rejects(request({ url: url().replace('https:', 'http:'), path: '/v2/health/live' }));
+  });
+
+  test('gRPC (grpcPort) uses the same certificate: a client trusting it is served, a plaintext one is not', async () => {
+    const definition = protoLoader.loadSync(PROTO_FILE, { keepCase: true, defaults: true, oneofs: true });
+    const Service = (grpc.loadPackageDefinition(definition) as any).inference.GRPCInferenceService as typeof grpc.Client;
+    const live = (credentials: grpc.ChannelCredentials): Promise<unknown> => {
+      const client = new Service(server?.grpcAddress ?? assert.fail('no gRPC address'), credentials) as any;
+      return new Promise((resolve, reject) => client.ServerLive({}, new grpc.Metadata(), { deadline: Date.now() + 5000 }, (err: grpc.ServiceError | null, res: unknown) => {
+        client.close();
+        if (err) reject(err);
+        else resolve(res);
+      }));
+    };
+    assert.deepEqual(await live(grpc.credentials.createSsl(await fsp.readFile(cert))), { live: true });
+    await assert.rejects(live(grpc.credentials.createInsecure()));
   });
 
   test('the CLI client trusts the certificate through NODE_EXTRA_CA_CERTS, and says so when it does not', async () => {
@@ -345,6 +430,16 @@ describe('TLS', { skip: hasOpenssl ? false : 'the openssl CLI is not installed' 
     });
     assert.equal(code, 1);
     assert.equal(stderr, `ferry: INVALID_PARAMETER_VALUE: Invalid value "${missing}" for 'tlsKey': expected a readable PEM private key file (ENOENT).\n`);
+  });
+});
+
+describe('maxConnections default', () => {
+  test('three quarters of the soft open-file limit, between 64 and 10,000', () => {
+    const limits = (soft: number): string => `Limit                     Soft Limit           Hard Limit           Units\nMax open files            ${soft}                 1048576              files\n`;
+    assert.equal(defaultMaxConnections(limits(1024)), 768);
+    assert.equal(defaultMaxConnections(limits(1_048_576)), 10_000);
+    assert.equal(defaultMaxConnections(limits(50)), 64);
+    assert.equal(defaultMaxConnections(undefined), 10_000);
   });
 });
 

@@ -115,3 +115,28 @@ test('ferry models import reads a .tar.gz archive as a stream: <name>.onnx files
   assert.notEqual(bad.code, 0);
   assert.match(bad.stderr, /not a tar archive/);
 });
+
+test('bulk registration racing another user\'s create of one of its models never writes a version into that user\'s model', { timeout: 120_000 }, async () => {
+  const mallory = await principalWithToken('mallory');
+  const alice = await principalWithToken('alice');
+  const content = Buffer.from(familyFixture(3).build()).toString('base64');
+  // Many models: the inspection takes a while after mallory's permission check, when 'victim' did not exist yet.
+  const models = [...Array.from({ length: 300 }, (_, i) => ({ name: `filler-${i}`, content_base64: content })), { name: 'victim', content_base64: content }];
+  const bulk = call('POST', '/api/2.0/mlflow/model-versions/bulk-create', mallory, { models });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const created = await call('POST', '/api/2.0/mlflow/registered-models/create', alice, { name: 'victim' });
+  const r = await bulk;
+  assert.equal(r.status, 200, r.text);
+  const victim = r.json.results.at(-1);
+  if (created.status === 200) {
+    // Alice's model, created during or before the bulk call: mallory's entry is refused, nothing written.
+    assert.equal(victim.status, 'FAILED_REGISTRATION', JSON.stringify(victim));
+    assert.equal(victim.error_code, 'PERMISSION_DENIED');
+    assert.equal((await call('GET', '/api/2.0/mlflow/model-versions/get?name=victim&version=1', ADMIN_TOKEN)).status, 404);
+  } else {
+    // Mallory's call committed first: the model is hers and Alice's create is the one refused.
+    assert.equal(created.status, 409, created.text);
+    assert.deepEqual(victim, { name: 'victim', status: 'READY', version: '1' });
+  }
+  assert.equal(r.json.registered, created.status === 200 ? 300 : 301);
+});

@@ -34,7 +34,7 @@ test('compact evaluators equal onnxruntime on generated family models; sizes are
   try {
     for (const f of [familyLinearFixture(6), familyTreeFixture(7)]) {
       await writeFile(join(dir, f.file), f.build());
-      const session = await getFlavor('onnx').load(dir, { modelFile: f.file, workloadType: 'CPU', intraOpThreads: 1 });
+      const session = await (await getFlavor('onnx')).load(dir, { modelFile: f.file, workloadType: 'CPU', intraOpThreads: 1 });
       const m = compact(f);
       const inputs = f.example(32);
       assert.deepEqual(await m.predict(inputs), await session.predict(inputs), f.file);

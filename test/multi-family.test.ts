@@ -10,7 +10,7 @@ import { after, before, test } from 'node:test';
 import { familyFixture, FAMILY_FEATURES, mlpFixture, mlpSmallFixture } from '../src/fixtures/index.js';
 import type { FerryServer } from '../src/server/index.js';
 import { float32Tensor } from '../src/fixtures/fixture.js';
-import { ADMIN_TOKEN, replicaPids, request, startTestServer, tempDir, waitSettled } from './support/index.js';
+import { ADMIN_TOKEN, replicaNodePid, replicaPids, request, startTestServer, tempDir, waitSettled } from './support/index.js';
 
 const MODELS = 40;
 let dir: string;
@@ -80,6 +80,17 @@ test('each request is answered by the model its X-Ferry-Model header names (name
   const byPath = await call('POST', '/v2/models/ads/versions/ads-9/infer', { json: v2 });
   assert.equal(byPath.status, 200, byPath.text);
   assert.deepEqual(byPath.json.outputs[0].data, [expected(9)]);
+  // The binary tensor extension (tritonclient's default) reaches the family member the same way.
+  const header = Buffer.from(JSON.stringify({ inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', parameters: { binary_data_size: 16 } }], parameters: { binary_data_output: true } }));
+  const binary = await fetch(`${server.url}/v2/models/ads/versions/ads-7/infer`, {
+    method: 'POST', body: Buffer.concat([header, Buffer.from(Float32Array.from(ROW).buffer)]),
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'inference-header-content-length': String(header.length) },
+  });
+  const raw = Buffer.from(await binary.arrayBuffer());
+  assert.equal(binary.status, 200, raw.toString('utf8'));
+  const headerBytes = Number(binary.headers.get('inference-header-content-length'));
+  assert.equal(JSON.parse(raw.subarray(0, headerBytes).toString('utf8')).model_name, 'ads-7');
+  assert.equal(raw.readFloatLE(headerBytes), Math.fround(expected(7)));
   const meta = await call('GET', '/v2/models/ads/versions/ads-9');
   assert.equal(meta.status, 200, meta.text);
   assert.equal(meta.json.name, 'ads-9');
@@ -230,7 +241,8 @@ test('churn: 400 models through 1 MiB caches: every answer right, models evicted
   });
   assert.equal(created.status, 200, created.text);
   assert.equal((await waitSettled(server.url, 'churn', 60_000)).state.ready, 'READY');
-  const [pid] = await replicaPids(path.join(dir, 'data'), 'churn');
+  const [child] = await replicaPids(path.join(dir, 'data'), 'churn');
+  const pid = await replicaNodePid(child ?? 0); // in the sandbox the runtime's child is bwrap
   const rssKb = async (): Promise<number> => Number(/VmRSS:\s+(\d+)/.exec(await fsp.readFile(`/proc/${pid ?? 0}/status`, 'utf8'))?.[1]);
   let maxBytes = 0;
   const rss: number[] = [];

@@ -9,11 +9,12 @@ import diagnosticsChannel from 'node:diagnostics_channel';
 import fsp from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
+import OpenAI from 'openai';
 import { hashToken } from '../src/auth/index.js';
 import { writeTinyGguf } from '../src/fixtures/index.js';
 import { GATEWAY_STREAM_CHANNEL, type GatewayStreamEvent } from '../src/gateway/index.js';
 import type { FerryServer } from '../src/server/index.js';
-import { ADMIN_TOKEN, registerVersion, replicaPids, request, startTestServer, tempDir, waitSettled } from './support/index.js';
+import { ADMIN_TOKEN, registerVersion, replicaNodePid, replicaPids, request, startTestServer, tempDir, waitSettled } from './support/index.js';
 
 let dir: string;
 let server: FerryServer;
@@ -140,7 +141,7 @@ test('streaming: chat.completion.chunk events in order, finish_reason last, then
   assert.equal(events[0]?.chunks, s.events.length);
   assert.ok((events[0]?.firstChunkMs ?? -1) >= 0);
   assert.equal(s.status, 200);
-  assert.equal(s.contentType, 'text/event-stream');
+  assert.equal(s.contentType, 'text/event-stream; charset=utf-8');
   assert.equal(s.events.at(-1), '[DONE]');
   const chunks = s.events.slice(0, -1).map((e) => JSON.parse(e));
   const usage = chunks.pop();
@@ -188,7 +189,8 @@ test('a client that disconnects mid-stream frees the sequence: the next request 
 test('concurrent chat requests share one model in one replica', async () => {
   const [pid] = await replicaPids(path.join(dir, 'data'), 'chat');
   assert.ok(pid !== undefined);
-  const rss = async (): Promise<number> => Number(/VmRSS:\s+(\d+)/.exec(await fsp.readFile(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
+  const nodePid = await replicaNodePid(pid); // in the sandbox the runtime's child is bwrap
+  const rss = async (): Promise<number> => Number(/VmRSS:\s+(\d+)/.exec(await fsp.readFile(`/proc/${nodePid}/status`, 'utf8'))?.[1]) * 1024;
   const before = await rss();
   const body = (content: string) => ({ model: 'chat', messages: [{ role: 'user', content }], max_tokens: 200, temperature: 0 });
   const [a, b] = await Promise.all([post('/v1/chat/completions', body('one')), post('/v1/chat/completions', body('two'))]);
@@ -306,11 +308,54 @@ test('GET /v1/models lists the endpoints the caller may view', async () => {
   assert.deepEqual(viewer.json.data.map((m: any) => m.id), ['chat']);
 });
 
+test('the official OpenAI Node SDK (openai 6, unmodified, default options): embeddings, models.retrieve, a non-ASCII stream', async () => {
+  const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: VIEWER, maxRetries: 0 });
+  const querier = new OpenAI({ baseURL: `${url}/v1`, apiKey: QUERIER, maxRetries: 0 });
+  // embeddings.create without encoding_format sends "base64" and decodes the float32 bytes itself.
+  const sent: unknown[] = [];
+  const capture = new OpenAI({
+    baseURL: `${url}/v1`, apiKey: QUERIER, maxRetries: 0,
+    fetch: async (input: string | URL | Request, init?: RequestInit) => {
+      sent.push(JSON.parse(typeof init?.body === 'string' ? init.body : ''));
+      return fetch(input, init);
+    },
+  });
+  const viaSdk = await capture.embeddings.create({ model: 'chat', input: ['hello', 'world!'] });
+  assert.equal((sent[0] as { encoding_format?: string }).encoding_format, 'base64');
+  const floats = await post('/v1/embeddings', { model: 'chat', input: ['hello', 'world!'], encoding_format: 'float' });
+  assert.equal(floats.status, 200, floats.text);
+  assert.equal(viaSdk.data.length, 2);
+  viaSdk.data.forEach((d, i) => {
+    assert.equal(d.embedding.length, 64);
+    // base64 carries float32: the same values as the float answer, rounded to float32 once.
+    assert.deepEqual(d.embedding, Array.from(Float32Array.from(floats.json.data[i].embedding as number[])));
+  });
+  assert.deepEqual(viaSdk.usage, floats.json.usage);
+  await assert.rejects(querier.embeddings.create({ model: 'chat', input: 'x', dimensions: 3 }), (err: unknown) => err instanceof OpenAI.BadRequestError && /dimensions/.test(err.message));
+
+  // models.retrieve: GET /v1/models/{id}; 403 for an endpoint the caller may not view, 404 (to an admin) for none.
+  assert.deepEqual(await client.models.retrieve('chat'), { id: 'chat', object: 'model', created: 0, owned_by: 'ferry' });
+  await assert.rejects(client.models.retrieve('solo'), (err: unknown) => err instanceof OpenAI.PermissionDeniedError);
+  const admin = new OpenAI({ baseURL: `${url}/v1`, apiKey: ADMIN_TOKEN, maxRetries: 0 });
+  await assert.rejects(admin.models.retrieve('nope'), (err: unknown) => err instanceof OpenAI.NotFoundError && /Model 'nope' not found/.test(err.message));
+
+  // Streaming: the SDK reads the events; the charset is named, so byte-level readers decode UTF-8.
+  const stream = await querier.chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'Grüße, 東京 🚢' }], max_tokens: 8, temperature: 0, stream: true });
+  let text = '';
+  for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
+  const whole = await querier.chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'Grüße, 東京 🚢' }], max_tokens: 8, temperature: 0 });
+  assert.equal(text, whole.choices[0]?.message.content);
+  const raw = await querier.chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'x' }], max_tokens: 1, stream: true }).asResponse();
+  assert.equal(raw.headers.get('content-type'), 'text/event-stream; charset=utf-8');
+  await raw.text();
+});
+
 test('the llm replica runs under the permission model, as the replica user when the server is root', async () => {
-  const [pid] = await replicaPids(path.join(dir, 'data'), 'chat');
+  const [child = 0] = await replicaPids(path.join(dir, 'data'), 'chat');
+  const pid = await replicaNodePid(child); // in the sandbox the runtime's child is bwrap
   const cmdline = (await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
   assert.ok(cmdline.includes('--experimental-permission'));
   assert.ok(!cmdline.some((a) => a.startsWith('--allow-fs-write=') && !a.endsWith('.sock')), 'writes only its socket');
   const uid = Number(/Uid:\s+(\d+)/.exec(await fsp.readFile(`/proc/${pid}/status`, 'utf8'))?.[1]);
-  if (process.getuid?.() === 0) assert.notEqual(uid, 0, 'the replica dropped root after loading');
+  if (process.getuid?.() === 0) assert.notEqual(uid, 0, 'the replica is not root');
 });

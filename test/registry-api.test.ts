@@ -52,6 +52,16 @@ describe('authentication', () => {
         assert.equal(r.json.error.code, 'UNAUTHENTICATED');
         continue;
       }
+      if (p === '/v2' || p.startsWith('/v2/')) {
+        // The Open Inference Protocol's routes answer {"error": "<message>"} (test/clients.test.ts).
+        for (const [token, message] of [[null, /Authorization: Bearer/], ['ferry_wrong', /Invalid or expired token/]] as const) {
+          const r = await call(method, p, undefined, token);
+          assert.equal(r.status, 401, `${method} ${p}`);
+          assert.deepEqual(Object.keys(r.json), ['error'], `${method} ${p}`);
+          assert.match(r.json.error, message);
+        }
+        continue;
+      }
       assertError(await call(method, p, undefined, null), 401, 'UNAUTHENTICATED', /Authorization: Bearer/);
       assertError(await call(method, p, undefined, 'ferry_wrong'), 401, 'UNAUTHENTICATED', /Invalid or expired token/);
     }
@@ -172,7 +182,7 @@ describe('model versions', () => {
     await fsp.mkdir(mlmodel);
     await fsp.writeFile(path.join(mlmodel, 'MLmodel'), 'flavors:\n  sklearn:\n    pickled_model: model.pkl\n');
     const sk = await call('POST', `${API}/model-versions/create`, { name: 'lin', source: mlmodel });
-    assert.match(sk.json.model_version.status_message, /no onnx or transformers flavor \(flavors: sklearn\)/);
+    assert.match(sk.json.model_version.status_message, /no onnx, transformers or python_function flavor \(flavors: sklearn\)/);
     assertError(await call('POST', `${API}/model-versions/create`, { name: 'lin', source: 's3://bucket/model' }), 400, 'INVALID_PARAMETER_VALUE', /'source'/);
     assertError(await call('POST', `${API}/model-versions/create`, { name: 'lin', source: 'mlflow-artifacts:/../../etc' }), 400, 'INVALID_PARAMETER_VALUE');
     assertError(await call('POST', `${API}/model-versions/create`, { name: 'ghost', source: fx.linear }), 404, 'RESOURCE_DOES_NOT_EXIST', /'ghost'/);
@@ -188,6 +198,15 @@ describe('model versions', () => {
     assertError(await call('POST', `${API}/registered-models/alias`, { name: 'lin', alias: 'champion', version: '99' }), 404, 'RESOURCE_DOES_NOT_EXIST');
     assertError(await call('POST', `${API}/registered-models/alias`, { name: 'lin', alias: 'latest', version: '1' }), 400, 'INVALID_PARAMETER_VALUE', /reserved/);
     assertError(await call('GET', `${API}/registered-models/alias?name=lin&alias=nope`), 404, 'RESOURCE_DOES_NOT_EXIST', /Alias 'nope'/);
+    // Names of Object.prototype's members are ordinary names: not found until set, then found.
+    for (const alias of ['constructor', 'toString', '__proto__', 'hasOwnProperty']) {
+      assertError(await call('GET', `${API}/registered-models/alias?name=lin&alias=${alias}`), 404, 'RESOURCE_DOES_NOT_EXIST', new RegExp(`Alias '${alias}'`));
+      const endpoint = await call('POST', '/api/2.0/serving-endpoints', { name: `proto-${alias.replace(/_/g, '')}`, config: { served_entities: [{ entity_name: 'lin', entity_version: alias, workload_size: 'Small', scale_to_zero_enabled: true }] } });
+      assertError(endpoint, 400, 'INVALID_PARAMETER_VALUE', new RegExp(`Alias '${alias}' of registered model 'lin' not found`));
+      assert.equal((await call('POST', `${API}/registered-models/alias`, { name: 'lin', alias, version: '1' })).status, 200);
+      assert.equal((await call('GET', `${API}/registered-models/alias?name=lin&alias=${alias}`)).json.model_version.version, '1');
+      assert.equal((await call('DELETE', `${API}/registered-models/alias`, { name: 'lin', alias })).status, 200);
+    }
 
     assert.equal((await call('POST', `${API}/model-versions/set-tag`, { name: 'lin', version: '1', key: 'q', value: 'good' })).status, 200);
     const search = await call('GET', `${API}/model-versions/search?filter=${encodeURIComponent("name='lin' AND tags.q='good'")}`);

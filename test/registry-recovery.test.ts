@@ -5,7 +5,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { openArtifactStore } from '../src/artifacts/index.js';
 import { linearFixture } from '../src/fixtures/index.js';
-import { Registry } from '../src/registry/index.js';
+import { Inspector, Registry } from '../src/registry/index.js';
 import { openStore } from '../src/store/index.js';
 import { tempDir } from './support/index.js';
 
@@ -15,7 +15,8 @@ test('recoverPending(minAgeMs) finishes only versions pending at least that long
     let nowMs = 1_000_000;
     const store = await openStore({ kind: 'sqlite', path: path.join(dir, 'ferry.db') });
     const artifacts = await openArtifactStore({ kind: 'local', root: path.join(dir, 'artifacts') });
-    const registry = new Registry(store, artifacts, { maxUploadBytes: 1 << 30, now: () => nowMs });
+    const inspector = new Inspector({ memoryLimitBytes: 256 << 20, timeoutMs: 30_000, readRoots: [path.join(dir, 'artifacts')] });
+    const registry = new Registry(store, artifacts, { maxUploadBytes: 1 << 30, now: () => nowMs, inspector });
     const source = path.join(dir, 'linear.onnx');
     await fsp.writeFile(source, linearFixture.build());
     // A version as a crash leaves it: its row written, its artifact never copied.
@@ -31,6 +32,7 @@ test('recoverPending(minAgeMs) finishes only versions pending at least that long
     await registry.recoverPending();
     assert.equal((await store.getModelVersion('m', 2))?.status, 'READY', 'a server alone with its store finishes every pending version');
     await store.close();
+    await inspector.close();
   } finally {
     await fsp.rm(dir, { recursive: true, force: true });
   }

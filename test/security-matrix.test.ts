@@ -82,6 +82,7 @@ const EXPECTED: Record<string, Min> = {
   'PUT /api/2.0/serving-endpoints/:name/ai-gateway': 'manager',
   'DELETE /api/2.0/serving-endpoints/:name': 'manager',
   'GET /api/2.0/serving-endpoints/:name/served-models/:served/logs': 'manager',
+  'GET /api/2.0/serving-endpoints/:name/served-models/:served/build-logs': 'manager',
   'GET /api/2.0/serving-endpoints/:name/inference-table': 'manager',
   'GET /api/2.0/serving-endpoints/:name/inference-table/export': 'manager',
   'GET /api/2.0/serving-endpoints/:name/inference-table/status': 'viewer',
@@ -92,6 +93,18 @@ const EXPECTED: Record<string, Min> = {
   'GET /v2/models/:name/versions/:version': 'viewer',
   'GET /v2/models/:name/ready': 'viewer',
   'GET /v2/models/:name/versions/:version/ready': 'viewer',
+  'GET /v2/models/:name/config': 'viewer',
+  'GET /v2/models/:name/versions/:version/config': 'viewer',
+  'GET /v2/models/stats': 'outsider',
+  'GET /v2/models/:name/stats': 'viewer',
+  'GET /v2/models/:name/versions/:version/stats': 'viewer',
+  'GET /v2': 'public',
+  'POST /v2/repository/index': 'outsider',
+  'GET /v1/models/:id': 'viewer',
+  'GET /api/2.0/permissions/serving-endpoints/:id/permissionLevels': 'viewer',
+  'GET /api/2.0/permissions/registered-models/:id/permissionLevels': 'viewer',
+  'GET /api/2.0/serving-endpoints/:name/openapi': 'viewer',
+  'PATCH /api/2.0/serving-endpoints/:name/tags': 'manager',
   'POST /v1/chat/completions': 'querier',
   'POST /v1/completions': 'querier',
   'POST /v1/embeddings': 'querier',
@@ -99,6 +112,7 @@ const EXPECTED: Record<string, Min> = {
   'GET /metrics': 'outsider',
   'GET /api/2.0/serving-endpoints/:name/metrics': 'viewer',
   'GET /api/2.0/serving-endpoints/:name/metrics/series': 'viewer',
+  'POST /api/2.0/serving-endpoints/:name/simulate': 'manager',
 };
 
 let dir: string;
@@ -149,7 +163,7 @@ function concrete(method: string, pattern: string): { path: string; json?: unkno
     .replace(/^\/api\/2\.0\/permissions\/serving-endpoints\/:id/, '/api/2.0/permissions/serving-endpoints/ep')
     .replace(/^\/api\/2\.0\/permissions\/registered-models\/:id/, '/api/2.0/permissions/registered-models/m')
     .replace(':name', pattern.startsWith('/api/2.0/principals') ? 'viewer' : 'ep')
-    .replace(':version', '1').replace(':served', 'm-1').replace(':id', 'x').replace('*path', 'dir/file');
+    .replace(':version', '1').replace(':served', 'm-1').replace('/v1/models/:id', '/v1/models/ep').replace(':id', 'x').replace('*path', 'dir/file');
   // OpenAI routes name their endpoint in the body's `model`.
   if (pattern.startsWith('/v1/') && method === 'POST') return { path, json: { model: 'ep' } };
   if (!pattern.startsWith('/api/2.0/mlflow/')) return { path };

@@ -174,7 +174,10 @@ describe('permissions on real objects', () => {
     assertDenied(await call('GET', '/api/2.0/permissions/serving-endpoints/carol-ep', dave));
     assert.deepEqual((await call('GET', '/api/2.0/permissions/serving-endpoints/carol-ep/me', dave)).json, { permission_level: 'CAN_QUERY' });
     assert.equal((await call('GET', '/v2/models/carol-ep/ready', ci)).status, 200);
-    assertDenied(await call('POST', '/v2/models/carol-ep/infer', ci, { inputs: [] }));
+    // The OIP v2 routes answer errors in the protocol's shape, {"error": "<message>"}.
+    const v2Denied = await call('POST', '/v2/models/carol-ep/infer', ci, { inputs: [] });
+    assert.equal(v2Denied.status, 403, v2Denied.text);
+    assert.match(v2Denied.json.error, /does not have CAN_QUERY on serving endpoint 'carol-ep'/);
 
     // Rate limits keyed by user count each principal separately.
     const limit = await call('PUT', '/api/2.0/serving-endpoints/carol-ep/ai-gateway', carol, { rate_limits: [{ calls: 2, renewal_period: 'minute', key: 'user' }] });

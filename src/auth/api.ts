@@ -14,13 +14,18 @@ import { configError } from '../config/index.js';
 import { FerryError, invalidParameter, notFound } from '../errors.js';
 import { readJsonObject, type Context, type JsonLimits } from '../http/index.js';
 import type { Grant, ObjectType, PrincipalRecord, TokenRecord } from '../store/index.js';
-import { access, identityOf, OBJECT_LEVELS, USERS_GROUP, type Authorizer, type NameOf, type ServerRouter } from './access.js';
+import { access, identityOf, OBJECT_LEVELS, USERS_GROUP, type Authorizer, type Level, type NameOf, type ServerRouter } from './access.js';
 import { ADMIN_PRINCIPAL, generateToken, hashToken } from './tokens.js';
 
 export interface AuthApiOptions {
   maxBodyBytes: number;
   jsonLimits: JsonLimits;
   now: () => number;
+  /**
+   * Removes what a deleted principal owned outside the store (its upload area in the artifact
+   * store), so that a principal created later under the same name starts with nothing.
+   */
+  deleteOwned: (principal: string) => Promise<void>;
 }
 
 /** Principal names: what a user name or an application name looks like; no ':' (groups use it). */
@@ -94,6 +99,9 @@ export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthAp
     .add('DELETE', '/api/2.0/principals/:name', async (ctx) => {
       const name = ctx.params.name ?? '';
       if (name === ADMIN_PRINCIPAL) throw new FerryError('INVALID_PARAMETER_VALUE', `The bootstrap principal '${ADMIN_PRINCIPAL}' cannot be deleted.`);
+      await requirePrincipal(name);
+      // Its files first: a failure leaves the principal in place, to be deleted again.
+      await opts.deleteOwned(name);
       if (!(await store.deletePrincipal(name))) throw notFound(`Principal '${name}'`);
       return { body: {} };
     }, access.admin)
@@ -123,9 +131,13 @@ export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthAp
     }, access.admin);
 
   permissionRoutes(router, authz, 'serving-endpoint', 'serving-endpoints', async (ctx) => {
-    // Databricks addresses endpoints by id here; names work too.
+    // Databricks addresses endpoints by id here; names work too. An id stands for its endpoint's
+    // name only for a caller who may see that endpoint: anyone else is refused (403) naming the
+    // id they sent, never the name behind it.
     const id = ctx.params.id ?? '';
-    return (await store.listEndpoints()).find((e) => e.id === id)?.name ?? id;
+    const endpoint = (await store.listEndpoints()).find((e) => e.id === id);
+    if (endpoint === undefined) return id;
+    return (await authz.levelOf(identityOf(ctx), 'serving-endpoint', endpoint.name)) >= 0 ? endpoint.name : id;
   }, input);
   permissionRoutes(router, authz, 'registered-model', 'registered-models', (ctx) => ctx.params.id ?? '', input);
 }
@@ -200,13 +212,28 @@ function permissionRoutes(
       await store.setGrants(type, name, [...merged.values()]);
       return { body: await describe(name) };
     }, rule);
+  const viewRule = type === 'serving-endpoint' ? access.endpoint('CAN_VIEW', nameOf) : access.model('CAN_READ', nameOf);
   // The caller's own level, for clients deciding what to show (needs only to see the object).
   router.add('GET', `${base}/me`, async (ctx) => {
     const name = await nameOf(ctx);
     const level = await authz.levelOf(identityOf(ctx), type, name);
     return { body: { permission_level: OBJECT_LEVELS[type][level] ?? null } };
-  }, type === 'serving-endpoint' ? access.endpoint('CAN_VIEW', nameOf) : access.model('CAN_READ', nameOf));
+  }, viewRule);
+  // The levels one can grant on the object (Databricks `get_permission_levels`), lowest first.
+  router.add('GET', `${base}/permissionLevels`, async (ctx) => {
+    await objectId(await nameOf(ctx));
+    return { body: { permission_levels: OBJECT_LEVELS[type].map((level) => ({ permission_level: level, description: LEVEL_DESCRIPTIONS[level] })) } };
+  }, viewRule);
 }
+
+/** What each level allows, as `permissionLevels` describes it. */
+const LEVEL_DESCRIPTIONS: Readonly<Record<Level, string>> = {
+  CAN_VIEW: 'Can see the serving endpoint, its configuration, state and metrics.',
+  CAN_QUERY: 'Can view the serving endpoint and send it inference requests.',
+  CAN_MANAGE: 'Can query, update, delete and set permissions on the object.',
+  CAN_READ: 'Can see the registered model, its versions, and serve them.',
+  CAN_EDIT: 'Can read the registered model and add versions, tags and aliases.',
+};
 
 function granteeJson(grantee: string, principals: Map<string, PrincipalRecord>): Record<string, string> {
   if (grantee.startsWith('group:')) return { group_name: grantee.slice('group:'.length) };

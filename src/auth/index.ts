@@ -8,4 +8,4 @@ export {
   type Access, type EndpointLevel, type Identity, type Level, type ModelLevel, type NameOf, type ServerRouter,
 } from './access.js';
 export { authRoutes, type AuthApiOptions } from './api.js';
-export { auditRoutes, auditTrail } from './audit.js';
+export { ANONYMOUS_PATH_CHARS, AuditTrail, auditRoutes, type AuditOptions } from './audit.js';

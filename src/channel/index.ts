@@ -17,6 +17,8 @@ export {
   HEADER_BYTES, type FrameSink,
 } from './codec.js';
 
+export { CONTROL_FD, CONTROL_PREFIX_BYTES, ControlDecoder, encodeControlFrame, type ControlFrame, type ControlLimits } from './control.js';
+
 /** Largest frame payload for a body limit: the body plus room for its path (≤ 64 KiB). */
 export function framePayloadLimit(maxBodyBytes: number): number {
   return maxBodyBytes + 64 * 1024;

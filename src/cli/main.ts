@@ -16,8 +16,9 @@ import { FerryError } from '../errors.js';
 import { WORKLOAD_TYPES, isFlavorName, type WorkloadType } from '../flavors/index.js';
 import { writeDemoModel, writeFixtures } from '../fixtures/index.js';
 import { isLogLevel, LOG_LEVELS } from '../logs/index.js';
-import { awaitPoolClaim, log, startReplica, type ReplicaOptions } from '../replica/index.js';
+import { awaitPoolClaim, log, openControl, startReplica, type Replica, type ReplicaOptions } from '../replica/index.js';
 import type { FerryServer } from '../server/index.js';
+import { formatSimulation, SIMULATE_HELP, SIMULATE_OPTIONS, simulateBody, simulateOffline, SimulateUsageError } from './simulate.js';
 
 const HELP = `ferry — serve models behind secure REST endpoints
 
@@ -27,6 +28,7 @@ Commands:
   server                      Run the Ferry server (API, registry) on 127.0.0.1:8080
       --host H --port P --data-dir DIR --config FILE.json
       --tls-cert FILE --tls-key FILE   Serve HTTPS only, with this PEM certificate chain and key
+      --grpc-port P                    Also serve OIP v2 over gRPC (KServe/Triton clients) on P
   demo                        Run the server with a demo model registered (what \`npm start\` runs)
       --port P --data-dir DIR [--tls-cert FILE --tls-key FILE]
   models register <path> --name NAME [--description TEXT]
@@ -53,6 +55,7 @@ Commands:
                               --format streams every matching row
   query <endpoint> --json '{"inputs": [[1, 2, 3, 4]]}' | --file request.json [--model NAME[/VERSION|@ALIAS]] (family endpoints)
   whoami                      The principal FERRY_TOKEN belongs to
+${SIMULATE_HELP}
   principals create <name> [--service] [--admin] | list | delete <name>      (admins)
   tokens create [--for PRINCIPAL] [--lifetime 90d|12h] [--comment TEXT]
                               A new token (prints the secret once; --for: admins, for another principal)
@@ -140,6 +143,7 @@ export async function main(argv: string[]): Promise<void> {
       case 'tokens': return await tokensCommand(rest);
       case 'permissions': return await permissionsCommand(rest);
       case 'audit': return await auditCommand(rest);
+      case 'simulate': return await simulateCommand(rest);
       default: throw new UsageError(`Unknown command '${cmd}'.`);
     }
   } catch (err) {
@@ -170,11 +174,15 @@ function out(values: Values, json: unknown, text: string): void {
 
 const serverOptions = {
   host: { type: 'string' }, port: { type: 'string' }, 'data-dir': { type: 'string' }, config: { type: 'string' },
-  'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
+  'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'grpc-port': { type: 'string' },
 } as const;
 
 /** Starts the server from flags (and an optional JSON config file); stops it on SIGINT/SIGTERM. */
-async function runServer(values: Values): Promise<{ server: FerryServer; config: ServerConfig }> {
+async function runServer(values: Values): Promise<{ server: FerryServer; config: ServerConfig; envAdminToken: string | undefined }> {
+  // Read once and removed from the environment: nothing the server starts inherits it. (The
+  // kernel's copy in /proc/<pid>/environ stays; a sandboxed replica cannot see the server's /proc.)
+  const envAdminToken = process.env.FERRY_ADMIN_TOKEN;
+  delete process.env.FERRY_ADMIN_TOKEN;
   const file = str(values, 'config');
   const fromFile = file === undefined ? {} : JSON.parse(await fsp.readFile(file, 'utf8')) as Record<string, unknown>;
   const port = str(values, 'port');
@@ -182,6 +190,7 @@ async function runServer(values: Values): Promise<{ server: FerryServer; config:
     ...fromFile,
     ...(str(values, 'host') === undefined ? {} : { host: str(values, 'host') }),
     ...(port === undefined ? {} : { port: Number(port) }),
+    ...(str(values, 'grpc-port') === undefined ? {} : { grpcPort: Number(str(values, 'grpc-port')) }),
     ...(str(values, 'data-dir') === undefined ? {} : { dataDir: str(values, 'data-dir') }),
     ...(str(values, 'tls-cert') === undefined ? {} : { tlsCert: str(values, 'tls-cert') }),
     ...(str(values, 'tls-key') === undefined ? {} : { tlsKey: str(values, 'tls-key') }),
@@ -192,7 +201,7 @@ async function runServer(values: Values): Promise<{ server: FerryServer; config:
   // Imported here, not at the top: every replica process runs this file, and needs none of it.
   const { startServer } = await import('../server/index.js');
   const server = await startServer(config, {
-    adminToken: process.env.FERRY_ADMIN_TOKEN, log: serverLog,
+    adminToken: envAdminToken, log: serverLog,
     // Kubernetes: the pod name (the install manifests set POD_NAME from the downward API).
     podName: process.env.POD_NAME,
     // A leader that lost its Lease has closed itself: exit so that Kubernetes restarts it as a follower.
@@ -205,7 +214,7 @@ async function runServer(values: Values): Promise<{ server: FerryServer; config:
   onStopSignals(() => {
     server.close().then(() => process.exit(0), () => process.exit(1));
   });
-  return { server, config };
+  return { server, config, envAdminToken };
 }
 
 async function serverCommand(args: string[]): Promise<void> {
@@ -218,8 +227,8 @@ async function serverCommand(args: string[]): Promise<void> {
 async function demoCommand(args: string[]): Promise<void> {
   const { values } = parse(args, serverOptions);
   if (values.help) return void process.stdout.write(HELP);
-  const { server, config } = await runServer(values);
-  const token = process.env.FERRY_ADMIN_TOKEN ?? server.generatedAdminToken ?? (await fsp.readFile(path.join(config.dataDir, ADMIN_TOKEN_FILE), 'utf8')).trim();
+  const { server, config, envAdminToken } = await runServer(values);
+  const token = envAdminToken ?? server.generatedAdminToken ?? (await fsp.readFile(path.join(config.dataDir, ADMIN_TOKEN_FILE), 'utf8')).trim();
   const client = new FerryClient({ url: server.url, token });
   const name = 'iris';
   const existing = await client.getModelVersionByAlias(name, 'champion').catch(() => undefined);
@@ -228,7 +237,7 @@ async function demoCommand(args: string[]): Promise<void> {
   await client.setAlias(name, 'champion', version.version);
   process.stdout.write(`Demo model registered: ${name} version ${version.version} (alias @champion). Serving it at endpoint '${name}'...\n`);
   await serveVersion(client, version, name, values);
-  const tokenSource = process.env.FERRY_ADMIN_TOKEN === undefined ? `$(cat ${path.join(config.dataDir, ADMIN_TOKEN_FILE)})` : '"$FERRY_ADMIN_TOKEN"';
+  const tokenSource = envAdminToken === undefined ? `$(cat ${path.join(config.dataDir, ADMIN_TOKEN_FILE)})` : '"$FERRY_ADMIN_TOKEN"';
   process.stdout.write([
     '',
     `Open the web console at ${server.url}/ and sign in with the admin token (FERRY_TOKEN below).`,
@@ -251,9 +260,29 @@ async function replicaCommand(args: string[]): Promise<void> {
     batching: { type: 'string' }, 'max-batch-size': { type: 'string' }, 'max-queue-delay-us': { type: 'string' },
     'preferred-batch-sizes': { type: 'string' }, execution: { type: 'string' }, pool: { type: 'string' },
     'max-rows-per-request': { type: 'string' }, 'max-json-depth': { type: 'string' }, 'max-json-elements': { type: 'string' },
-    uid: { type: 'string' }, gid: { type: 'string' }, 'log-level': { type: 'string' },
+    uid: { type: 'string' }, gid: { type: 'string' }, 'log-level': { type: 'string' }, python: { type: 'string' },
+    'memory-limit-bytes': { type: 'string' },
     'family-cache-bytes': { type: 'string' }, 'family-session-fallback': { type: 'string' },
     listen: { type: 'string' }, 'artifact-path': { type: 'string' }, sha256: { type: 'string' }, 'artifact-store': { type: 'string' },
+    control: { type: 'boolean' },
+  });
+  // The local runtime's control channel on descriptor 3 (its lifeline, the warm pool's claim, a
+  // family's model bytes, `drain`); absent when started by hand or in a pod.
+  const control = values.control === true ? openControl() : undefined;
+  // SIGTERM, or `drain` from the runtime (in a sandbox a signal reaches the sandbox, not this
+  // process): a replica drains and exits; a process still loading or idle in the pool just exits.
+  const running: { replica?: Replica } = {};
+  let stopping = false;
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    log('info', 'draining');
+    if (running.replica === undefined) process.exit(0);
+    running.replica.close().then(() => process.exit(0), () => process.exit(1));
+  };
+  onStopSignals(stop);
+  control?.onFrame(({ header }) => {
+    if (header.type === 'drain') stop();
   });
   const failed = (err: unknown): never => {
     // The runtime reads this line to explain a failed start.
@@ -262,7 +291,7 @@ async function replicaCommand(args: string[]): Promise<void> {
   };
   let options: ReplicaOptions;
   if (str(values, 'pool') !== undefined) {
-    // Warm pool: the same options arrive over IPC once a replica claims this process. The --pool
+    // Warm pool: the same options arrive over the control channel once a replica claims this process. The --pool
     // value is only this process's identity on its command line (orphan cleanup matches it).
     options = await awaitPoolClaim().catch(failed);
   } else {
@@ -286,6 +315,8 @@ async function replicaCommand(args: string[]): Promise<void> {
     if ((uid === undefined) !== (gid === undefined) || [uid, gid].some((v) => v !== undefined && !/^\d+$/.test(v))) {
       throw new UsageError('replica: --uid and --gid go together, as numbers.');
     }
+    const memoryLimit = str(values, 'memory-limit-bytes');
+    if (memoryLimit !== undefined && !/^[1-9]\d*$/.test(memoryLimit)) throw new UsageError('replica: --memory-limit-bytes must be a byte count.');
     const familyBytes = str(values, 'family-cache-bytes');
     if (familyBytes !== undefined && !/^[1-9]\d*$/.test(familyBytes)) throw new UsageError('replica: --family-cache-bytes must be a byte count.');
     const family = familyBytes === undefined ? undefined : { cacheBytes: Number(familyBytes), sessionFallback: str(values, 'family-session-fallback') !== 'off' };
@@ -297,7 +328,11 @@ async function replicaCommand(args: string[]): Promise<void> {
       ...(listen === undefined ? {} : { listen }),
       dir: need('dir'),
       flavor,
-      loadOptions: { modelFile: family === undefined ? need('model-file') : '', workloadType, intraOpThreads: Number(str(values, 'threads') ?? 1) },
+      loadOptions: {
+        modelFile: family === undefined ? need('model-file') : '', workloadType, intraOpThreads: Number(str(values, 'threads') ?? 1),
+        ...(str(values, 'python') === undefined ? {} : { pythonExecutable: need('python') }),
+        ...(memoryLimit === undefined ? {} : { memoryLimitBytes: Number(memoryLimit) }),
+      },
       modelName: need('name'),
       modelVersion: need('version'),
       maxBodyBytes: Number(str(values, 'max-body-bytes') ?? 16 * 1024 * 1024),
@@ -333,11 +368,8 @@ async function replicaCommand(args: string[]): Promise<void> {
     })();
     options = { ...options, dir: await fetchArtifact(location, artifactPath, sha256, options.dir).catch(failed) };
   }
-  const replica = await startReplica(options).catch(failed);
-  onStopSignals(() => {
-    log('info', 'draining');
-    replica.close().then(() => process.exit(0), () => process.exit(1));
-  });
+  running.replica = await startReplica(options).catch(failed);
+  if (stopping) await running.replica.close().then(() => process.exit(0), () => process.exit(1));
 }
 
 /** `--listen HOST:PORT`; an empty HOST is the pod's IP (env POD_IP, from the downward API), else every interface. */
@@ -564,6 +596,19 @@ async function permissionsCommand(args: string[]): Promise<void> {
   ])));
 }
 
+/** `ferry simulate [endpoint] …`: on the server with an endpoint name, offline without. */
+async function simulateCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, SIMULATE_OPTIONS);
+  const endpoint = positionals[0];
+  try {
+    const body = await simulateBody(values, endpoint !== undefined);
+    const answer = endpoint === undefined ? simulateOffline(body) : await FerryClient.fromEnv().simulate(endpoint, body);
+    out(values, answer, formatSimulation(answer));
+  } catch (err) {
+    throw err instanceof SimulateUsageError ? new UsageError(err.message) : err;
+  }
+}
+
 async function auditCommand(args: string[]): Promise<void> {
   const { values } = parse(args, { principal: { type: 'string' }, since: { type: 'string' }, limit: { type: 'string' } });
   const since = str(values, 'since');
@@ -759,8 +804,10 @@ async function serveVersion(client: FerryClient, version: ModelVersion, endpoint
   const e = await client.waitForEndpoint(endpoint, { onProgress: progress(values) });
   if (process.stderr.isTTY && !values.json) process.stderr.write('\n');
   const example = exampleRequest(version);
-  const curl = `curl -s ${client.url}/serving-endpoints/${endpoint}/invocations -H "Authorization: Bearer ${client.tokenForDisplay}" -H "Content-Type: application/json" -d '${JSON.stringify(example).replace(/'/g, "'\\''")}'`;
-  out(values, { endpoint: e, curl }, `Endpoint '${endpoint}' is READY, serving ${version.name} version ${version.version}.\n\nQuery it:\n  ${curl}`);
+  const data = 'body' in example ? JSON.stringify(example.body).replace(/'/g, "'\\''") : '<your request body>';
+  const curl = `curl -s ${client.url}/serving-endpoints/${endpoint}/invocations -H "Authorization: Bearer ${client.tokenForDisplay}" -H "Content-Type: application/json" -d '${data}'`;
+  const note = 'tooLarge' in example ? `\n\n${example.tooLarge}` : '';
+  out(values, { endpoint: e, curl, ...('tooLarge' in example ? { example_problem: example.tooLarge } : {}) }, `Endpoint '${endpoint}' is READY, serving ${version.name} version ${version.version}.\n\nQuery it:\n  ${curl}${note}`);
 }
 
 async function fixturesCommand(args: string[]): Promise<void> {

@@ -9,9 +9,10 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import type { SimulateAnswer, SimulateRequestInput } from '../simulator/index.js';
 import { isTarArchive, tarFiles } from './tar.js';
 
-export { exampleRequest, type ExampleSource } from './example.js';
+export { exampleRequest, MAX_EXAMPLE_VALUES, type ExampleRequest, type ExampleSource } from './example.js';
 
 export interface ClientOptions {
   /** Base URL, e.g. http://127.0.0.1:8080 */
@@ -334,6 +335,14 @@ export class FerryClient {
     return this.request('POST', `/api/2.0/serving-endpoints/${encodeURIComponent(name)}/config/cancel`);
   }
 
+  /**
+   * What a candidate scaling config would have cost on a trace, next to the current one, with an
+   * optional recommendation (CAN_MANAGE; docs/simulator.md).
+   */
+  async simulate(name: string, body: SimulateRequestInput): Promise<SimulateAnswer & { endpoint: string; served_entity_name: string }> {
+    return this.request('POST', `/api/2.0/serving-endpoints/${encodeURIComponent(name)}/simulate`, { json: body });
+  }
+
   async deleteEndpoint(name: string): Promise<void> {
     await this.request('DELETE', `/api/2.0/serving-endpoints/${encodeURIComponent(name)}`);
   }
@@ -510,9 +519,9 @@ export class FerryClient {
 /** The `<name>.onnx` files of a directory (sorted) or a tar archive (in order), named by base name. */
 async function* onnxFiles(source: string): AsyncGenerator<{ name: string; content: Buffer }> {
   if (isTarArchive(source)) {
-    for await (const f of tarFiles(source)) {
-      const base = path.posix.basename(f.path);
-      if (base.endsWith('.onnx')) yield { name: base.slice(0, -'.onnx'.length), content: f.content };
+    const isOnnx = (p: string): boolean => path.posix.basename(p).endsWith('.onnx');
+    for await (const f of tarFiles(source, { want: isOnnx, maxFileBytes: MAX_IMPORT_FILE_BYTES })) {
+      yield { name: path.posix.basename(f.path).slice(0, -'.onnx'.length), content: f.content };
     }
     return;
   }
@@ -520,6 +529,13 @@ async function* onnxFiles(source: string): AsyncGenerator<{ name: string; conten
     yield { name: f.slice(0, -'.onnx'.length), content: await fsp.readFile(path.join(source, f)) };
   }
 }
+
+/**
+ * Largest model file `importModels` reads from an archive: far above what one bulk-create call
+ * carries under the server's default 16 MiB body limit; register bigger models one by one
+ * (`ferry models register`).
+ */
+export const MAX_IMPORT_FILE_BYTES = 64 * 1024 * 1024;
 
 /** Most models `importModels` sends per call (the server takes up to 10,000). */
 export const IMPORT_BATCH_MODELS = 5000;

@@ -48,6 +48,11 @@ const size = z.union([z.string(), z.number()]);
 export const serverConfigSchema = z.strictObject({
   host: z.string().min(1).default('127.0.0.1'),
   port: z.number().int().min(0).max(65535).default(8080),
+  /**
+   * Port of the OIP v2 gRPC front end (KServe's GRPCInferenceService) on `host`, with the same
+   * TLS as HTTP; 0 picks a free port. Unset: no gRPC (Triton's and KServe's usual port is 8081).
+   */
+  grpcPort: z.number().int().min(0).max(65535).optional(),
   dataDir: z.string().min(1).default('./.ferry'),
   /** Largest artifact upload accepted (one file). */
   maxUploadSize: size.default('2GiB'),
@@ -59,6 +64,14 @@ export const serverConfigSchema = z.strictObject({
   replicaDrainTimeout: duration.default('30s'),
   /** A replica whose resident memory grows past this is killed and restarted. */
   replicaMemoryLimit: size.default('2GiB'),
+  /**
+   * The inspector process (which parses uploaded artifacts at registration) is killed past this
+   * resident memory, and its V8 heap is limited to it; the artifact it was reading fails
+   * registration. Real inspections use a few MiB over the ~60 MiB Node needs to start.
+   */
+  inspectorMemoryLimit: size.default('256MiB'),
+  /** Longest one artifact's inspection may take before the inspector is killed and the version fails. */
+  inspectionTimeout: duration.default('30s'),
   /** Generic replica processes kept started (runtime loaded, no model) so cold starts skip process start-up. */
   warmPoolSize: z.number().int().min(0).max(64).default(1),
   /** Default time the gateway waits for a model's answer (per endpoint: request_timeout_ms). */
@@ -91,10 +104,58 @@ export const serverConfigSchema = z.strictObject({
    * from /etc/passwd or "uid:gid". Default "nobody".
    */
   replicaUser: z.string().min(1).default('nobody'),
+  /**
+   * The Python interpreter that python-flavor models (MLflow python_function) run in, as it is
+   * (MLflow's `env_manager: local`): a path, or a command looked up on the server's PATH.
+   * Default "python3".
+   */
+  python: z.string().min(1).default('python3'),
+  /**
+   * How a python model's environment is made: "local" runs it in `python` as it is; "virtualenv"
+   * builds a venv per distinct python_env.yaml + requirements.txt (from `python`, with its system
+   * site-packages), once, before the first replica, cached under the data directory.
+   */
+  pythonEnvManager: z.enum(['local', 'virtualenv']).default('local'),
+  /**
+   * Extra `pip install` arguments for virtualenv builds, e.g. ["--index-url", "https://pypi.internal/simple"]
+   * or ["--no-index", "--find-links", "/srv/wheels"]. Default none: pip's default index.
+   */
+  pythonPipArgs: z.array(z.string().min(1)).default([]),
+  /**
+   * The OS sandbox (bubblewrap) around every local replica process: "auto" uses it when `bwrap`
+   * works on this host (checked at start), "bwrap" requires it (the start fails otherwise), "none"
+   * never uses it. Kubernetes replicas are isolated by their pods instead.
+   */
+  sandbox: z.enum(['auto', 'bwrap', 'none']).default('auto'),
+  /**
+   * Whether replicas that run user code (js and python models) may start without the sandbox. Default
+   * false: they are refused (their deployment FAILED, naming this setting).
+   */
+  allowUnsandboxedUserCode: z.boolean().default(false),
   /** Inference table rows older than this are deleted (at start and then periodically). */
   inferenceTableRetention: duration.default('30d'),
   /** Inference table rows held in memory awaiting their write; more are dropped and counted. */
   inferenceTableBufferSize: z.number().int().min(1).max(1_000_000).default(10_000),
+  /** Audit log rows older than this are deleted (at start and then hourly). */
+  auditRetention: duration.default('90d'),
+  /**
+   * Audit rows for calls without a valid token, per minute; the calls over it are summed up in one
+   * row (with their count) when the minute ends, so anonymous traffic cannot grow the log without bound.
+   */
+  auditAnonymousRowsPerMinute: z.number().int().min(1).max(1_000_000).default(100),
+  /**
+   * Most client connections the server holds at once; more are closed as they arrive. Keeps a
+   * flood of connections from using up the process's file descriptors. Unset: three quarters of
+   * the open-file limit (`ulimit -n`), at most 10,000.
+   */
+  maxConnections: z.number().int().min(1).max(1_000_000).optional(),
+  /**
+   * Connections from one client address that have not yet sent a whole request head; more from
+   * that address are closed on arrival. A caller without a valid token costs a connection only
+   * until its head is in (its 401 closes it), so this bounds what one address can hold.
+   */
+  maxPendingConnectionsPerIp: z.number().int().min(1).max(1_000_000).default(128),
+
   /**
    * Base URL of an OpenTelemetry collector's OTLP/HTTP receiver, e.g. "http://127.0.0.1:4318":
    * gateway spans are POSTed to `{otlpEndpoint}/v1/traces` as OTLP JSON. Unset: no export.
@@ -164,17 +225,23 @@ export const serverConfigSchema = z.strictObject({
   ]).default({ kind: 'local' }),
 });
 
+const MIN_INSPECTOR_MEMORY_BYTES = 96 * 1024 * 1024;
+
 export type ServerConfigInput = z.input<typeof serverConfigSchema>;
 
 export interface ServerConfig {
   readonly host: string;
   readonly port: number;
+  /** Undefined: no gRPC front end. */
+  readonly grpcPort: number | undefined;
   readonly dataDir: string;
   readonly maxUploadBytes: number;
   readonly maxBodyBytes: number;
   readonly replicaStartTimeoutMs: number;
   readonly replicaDrainTimeoutMs: number;
   readonly replicaMemoryLimitBytes: number;
+  readonly inspectorMemoryLimitBytes: number;
+  readonly inspectionTimeoutMs: number;
   readonly warmPoolSize: number;
   readonly requestTimeoutMs: number;
   readonly replicaMaxConcurrency: number;
@@ -190,8 +257,19 @@ export interface ServerConfig {
   /** Both set, or neither (checked at compile). */
   readonly tls: { certFile: string; keyFile: string } | undefined;
   readonly replicaUser: string;
+  /** See the schema's `python`. */
+  readonly python: string;
+  readonly pythonEnvManager: 'local' | 'virtualenv';
+  readonly pythonPipArgs: readonly string[];
+  readonly sandbox: 'auto' | 'bwrap' | 'none';
+  readonly allowUnsandboxedUserCode: boolean;
   readonly inferenceTableRetentionMs: number;
   readonly inferenceTableBufferRows: number;
+  readonly auditRetentionMs: number;
+  readonly auditAnonymousRowsPerMinute: number;
+  /** Undefined: derived from the open-file limit when the server listens (see src/server/listen.ts). */
+  readonly maxConnections: number | undefined;
+  readonly maxPendingConnectionsPerIp: number;
   readonly otlpEndpoint: string | undefined;
   /** A postgres:// URL, or undefined for SQLite in the data directory. */
   readonly databaseUrl: string | undefined;
@@ -226,12 +304,15 @@ export function compileServerConfig(input: unknown): ServerConfig {
   const compiled: ServerConfig = Object.freeze({
     host: c.host,
     port: c.port,
+    grpcPort: c.grpcPort,
     dataDir: c.dataDir,
     maxUploadBytes: requireUnit('maxUploadSize', c.maxUploadSize, parseBytes, 'a size such as "2GiB" or a byte count'),
     maxBodyBytes: requireUnit('maxBodySize', c.maxBodySize, parseBytes, 'a size such as "16MiB" or a byte count'),
     replicaStartTimeoutMs: requireUnit('replicaStartTimeout', c.replicaStartTimeout, parseDurationMs, 'a duration such as "60s"'),
     replicaDrainTimeoutMs: requireUnit('replicaDrainTimeout', c.replicaDrainTimeout, parseDurationMs, 'a duration such as "30s"'),
     replicaMemoryLimitBytes: requireUnit('replicaMemoryLimit', c.replicaMemoryLimit, parseBytes, 'a size such as "2GiB"'),
+    inspectorMemoryLimitBytes: requireUnit('inspectorMemoryLimit', c.inspectorMemoryLimit, parseBytes, 'a size such as "256MiB"'),
+    inspectionTimeoutMs: requireUnit('inspectionTimeout', c.inspectionTimeout, parseDurationMs, 'a duration such as "30s"'),
     warmPoolSize: c.warmPoolSize,
     requestTimeoutMs: requireUnit('requestTimeout', c.requestTimeout, parseDurationMs, 'a duration such as "30s"'),
     replicaMaxConcurrency: c.replicaMaxConcurrency,
@@ -246,8 +327,17 @@ export function compileServerConfig(input: unknown): ServerConfig {
     maxRowsPerRequest: c.maxRowsPerRequest,
     tls: compileTls(c.tlsCert, c.tlsKey),
     replicaUser: c.replicaUser,
+    python: c.python,
+    pythonEnvManager: c.pythonEnvManager,
+    pythonPipArgs: c.pythonPipArgs,
+    sandbox: c.sandbox,
+    allowUnsandboxedUserCode: c.allowUnsandboxedUserCode,
     inferenceTableRetentionMs: requireUnit('inferenceTableRetention', c.inferenceTableRetention, parseDurationMs, 'a duration such as "30d" or "12h"'),
     inferenceTableBufferRows: c.inferenceTableBufferSize,
+    auditRetentionMs: requireUnit('auditRetention', c.auditRetention, parseDurationMs, 'a duration such as "90d"'),
+    auditAnonymousRowsPerMinute: c.auditAnonymousRowsPerMinute,
+    maxConnections: c.maxConnections,
+    maxPendingConnectionsPerIp: c.maxPendingConnectionsPerIp,
     otlpEndpoint: compileOtlpEndpoint(c.otlpEndpoint),
     databaseUrl: compileDatabaseUrl(c.databaseUrl),
     artifactStore: compileArtifactStore(c.artifactStore),
@@ -256,6 +346,17 @@ export function compileServerConfig(input: unknown): ServerConfig {
   // node:http refuses a head deadline past the whole request's (0 turns either off).
   if (compiled.bodyTimeoutMs > 0 && compiled.headersTimeoutMs > compiled.bodyTimeoutMs) {
     throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.headersTimeout)} for 'headersTimeout': expected at most bodyTimeout (${describeValue(c.bodyTimeout)}), which covers the head too.`);
+  }
+  // Node alone needs ~60 MiB resident: below 96 MiB every inspection would fail.
+  if (compiled.inspectorMemoryLimitBytes < MIN_INSPECTOR_MEMORY_BYTES) {
+    throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.inspectorMemoryLimit)} for 'inspectorMemoryLimit': expected at least 96MiB.`);
+  }
+  if (compiled.inspectionTimeoutMs <= 0) {
+    throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.inspectionTimeout)} for 'inspectionTimeout': expected a positive duration such as "30s".`);
+  }
+  // Audit retention is enforced hourly; a shorter one would not hold.
+  if (compiled.auditRetentionMs < 86_400_000) {
+    throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.auditRetention)} for 'auditRetention': expected at least 1 day ("1d").`);
   }
   // Retention is enforced at most once a minute (see src/inference-tables), so less could not be kept.
   if (compiled.inferenceTableRetentionMs < 60_000) {

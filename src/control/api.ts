@@ -44,6 +44,9 @@ export function endpointRoutes(router: ServerRouter, controller: EndpointControl
       await controller.delete(name(ctx));
       return { body: {} };
     }, manage)
+    .add('GET', `${base}/:name/openapi`, async (ctx) => ({ body: await controller.openApi(name(ctx)) }), access.endpoint('CAN_VIEW'))
+    .add('PATCH', `${base}/:name/tags`, async (ctx) => ({ body: await controller.patchTags(name(ctx), await body(ctx)) }), manage)
     // Replica logs can hold request data from model errors: managers only.
-    .add('GET', `${base}/:name/served-models/:served/logs`, async (ctx) => ({ body: { logs: await controller.logs(name(ctx), ctx.params.served ?? '') } }), manage);
+    .add('GET', `${base}/:name/served-models/:served/logs`, async (ctx) => ({ body: { logs: await controller.logs(name(ctx), ctx.params.served ?? '') } }), manage)
+    .add('GET', `${base}/:name/served-models/:served/build-logs`, async (ctx) => ({ body: { logs: await controller.buildLogs(name(ctx), ctx.params.served ?? '') } }), manage);
 }

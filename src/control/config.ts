@@ -20,6 +20,8 @@ export type WorkloadSize = (typeof WORKLOAD_SIZES)[number];
 
 /** At most this many served entities per endpoint (as Databricks). */
 export const MAX_SERVED_ENTITIES = 10;
+/** At most this many tags per endpoint (Databricks' limit). */
+export const MAX_TAGS = 20;
 /** Canary steps per rollout: more is a slow-motion rollout, not more safety. */
 export const MAX_CANARY_STEPS = 10;
 /**
@@ -93,9 +95,32 @@ const routeSchema = z.strictObject({
   traffic_percentage: z.number().int().min(0).max(100),
 });
 
+/**
+ * Databricks' legacy `served_models` entry (still accepted there, and sent by older clients): the
+ * same entity as `served_entities`, with `model_name` / `model_version` for `entity_name` /
+ * `entity_version`.
+ */
+const servedModelSchema = z.strictObject({
+  name: z.string().regex(NAME_RE, `expected ${NAME_RULE}`).optional(),
+  model_name: z.string().min(1),
+  model_version: z.union([z.string().min(1), z.number().int().positive()]).transform(String),
+  workload_size: z.enum(WORKLOAD_SIZES).default('Small'),
+  workload_type: z.enum(WORKLOAD_TYPES).default('CPU'),
+  scale_to_zero_enabled: z.boolean().default(false),
+  min_provisioned_concurrency: z.number().int().min(0).optional(),
+  max_provisioned_concurrency: z.number().int().min(1).optional(),
+});
+
 /** The body of `PUT /serving-endpoints/{name}/config`, and `config` of a create. */
 export const endpointConfigSchema = z.strictObject({
-  served_entities: z.array(servedEntitySchema).min(1).max(MAX_SERVED_ENTITIES),
+  /**
+   * The endpoint's name: Databricks SDKs ≥ 0.71 send it in every create (`EndpointCoreConfigInput`
+   * requires it). When present it must be the endpoint's own name.
+   */
+  name: z.string().optional(),
+  // Exactly one of the two (checked by compileConfig, which names the field).
+  served_entities: z.array(servedEntitySchema).min(1).max(MAX_SERVED_ENTITIES).optional(),
+  served_models: z.array(servedModelSchema).min(1).max(MAX_SERVED_ENTITIES).optional(),
   traffic_config: z.strictObject({
     routes: z.array(routeSchema).min(1),
     /** Ferry extension: mirror a share of the requests to an entity; its answers are discarded. */
@@ -147,13 +172,36 @@ export interface AiGatewayConfig {
   inferenceTable?: { enabled: boolean; sampleFraction: number };
 }
 
+const tagSchema = z.strictObject({ key: z.string().min(1).max(255), value: z.string().max(1000).default('') });
+
 export const createEndpointSchema = z.strictObject({
   name: z.string().regex(NAME_RE, `expected ${NAME_RULE}`),
   config: endpointConfigSchema,
   ai_gateway: aiGatewaySchema.optional(),
   description: z.string().max(1000).default(''),
-  tags: z.array(z.strictObject({ key: z.string().min(1).max(255), value: z.string().max(1000) })).default([]),
+  tags: z.array(tagSchema).default([]),
 });
+
+/** The body of `PATCH /serving-endpoints/{name}/tags`: tags to add (or overwrite) and keys to delete. */
+export const patchTagsSchema = z.strictObject({
+  add_tags: z.array(tagSchema).max(MAX_TAGS).default([]),
+  delete_tags: z.array(z.string().min(1).max(255)).max(MAX_TAGS).default([]),
+});
+
+/**
+ * Applies a tags patch to `tags`: deletions first, then additions (so a key in both ends up set,
+ * as Databricks does). At most MAX_TAGS tags remain.
+ */
+export function patchTags(tags: Readonly<Record<string, string>>, body: unknown): Record<string, string> {
+  const r = patchTagsSchema.safeParse(body);
+  if (!r.success) throw configError(r.error, body);
+  // A Map: a key such as "__proto__" is a tag like any other.
+  const out = new Map(Object.entries(tags));
+  for (const key of r.data.delete_tags) out.delete(key);
+  for (const t of r.data.add_tags) out.set(t.key, t.value);
+  if (out.size > MAX_TAGS) throw invalidParameter('add_tags', r.data.add_tags.map((t) => t.key), `at most ${MAX_TAGS} tags on an endpoint in all (it would have ${out.size})`);
+  return Object.fromEntries(out);
+}
 
 /** Same-tick and while-busy batching up to 64 rows, no added delay (measured: docs/benchmarks.md). */
 export const DEFAULT_BATCHING: BatchingConfig = { enabled: true, maxBatchSize: 64, maxQueueDelayUs: 0, preferredBatchSizes: [] };
@@ -235,24 +283,27 @@ export function parseCreateBody(body: unknown): z.output<typeof createEndpointSc
  * READY) and checks the traffic split. Errors name the field, e.g.
  * `config.served_entities[1].entity_version`.
  */
-export async function compileConfig(raw: unknown, configVersion: number, registry: Registry, field = 'config'): Promise<EndpointConfig> {
+export async function compileConfig(raw: unknown, configVersion: number, registry: Registry, endpointName: string, field = 'config'): Promise<EndpointConfig> {
   const r = endpointConfigSchema.safeParse(raw);
   if (!r.success) throw configError(r.error, raw, `${field}.`);
   const c = r.data;
+  if (c.name !== undefined && c.name !== endpointName) throw invalidParameter(`${field}.name`, c.name, `the endpoint's own name '${endpointName}' (or no name)`);
+  const { entities, listField, keys } = entityList(c, field);
   const servedEntities: ServedEntityConfig[] = [];
-  for (const [i, e] of c.served_entities.entries()) {
-    const where = `${field}.served_entities[${i}]`;
+  for (const [i, e] of entities.entries()) {
+    const where = `${listField}[${i}]`;
     if (e.model_family !== undefined) {
       const family = compileFamilyEntity(e, e.model_family, where);
       if (servedEntities.some((s) => s.name === family.name)) throw invalidParameter(`${where}.name`, family.name, 'a name no other served entity of this endpoint has');
       servedEntities.push(family);
       continue;
     }
+    // Only from served_entities: served_models requires model_name and model_version.
     if (e.entity_name === undefined) throw invalidParameter(`${where}.entity_name`, undefined, 'a registered model name (or model_family instead of entity_name and entity_version)');
     if (e.entity_version === undefined) throw invalidParameter(`${where}.entity_version`, undefined, 'a version number or alias of the registered model');
-    const version = await resolveVersion(registry, e.entity_name, e.entity_version, where);
+    const version = await resolveVersion(registry, e.entity_name, e.entity_version, where, keys);
     if (!version.artifact || version.status !== 'READY') {
-      throw invalidParameter(`${where}.entity_version`, e.entity_version, `a READY version (version ${version.version} of '${e.entity_name}' is ${version.status}${version.statusMessage ? `: ${version.statusMessage}` : ''})`);
+      throw invalidParameter(`${where}.${keys.version}`, e.entity_version, `a READY version (version ${version.version} of '${e.entity_name}' is ${version.status}${version.statusMessage ? `: ${version.statusMessage}` : ''})`);
     }
     const name = e.name ?? defaultEntityName(e.entity_name, version.version);
     if (servedEntities.some((s) => s.name === name)) throw invalidParameter(`${where}.name`, name, 'a name no other served entity of this endpoint has');
@@ -290,6 +341,26 @@ export async function compileConfig(raw: unknown, configVersion: number, registr
     requestTimeoutMs: c.request_timeout_ms,
     rollout: compileRollout(c.rollout, `${field}.rollout`),
   };
+}
+
+/** The field names of an entity's model and version: `entity_*`, or `model_*` in the legacy `served_models`. */
+interface EntityKeys {
+  name: 'entity_name' | 'model_name';
+  version: 'entity_version' | 'model_version';
+}
+
+/**
+ * The config's served entities, from `served_entities` or the legacy `served_models` (mapped
+ * field by field), with the list's field name and its model and version keys for error messages.
+ */
+function entityList(c: z.output<typeof endpointConfigSchema>, field: string): { entities: Array<z.output<typeof servedEntitySchema>>; listField: string; keys: EntityKeys } {
+  if (c.served_entities !== undefined && c.served_models !== undefined) {
+    throw invalidParameter(`${field}.served_models`, c.served_models.map((m) => m.model_name), 'no served_models next to served_entities (served_models is the legacy name of served_entities)');
+  }
+  if (c.served_entities !== undefined) return { entities: c.served_entities, listField: `${field}.served_entities`, keys: { name: 'entity_name', version: 'entity_version' } };
+  if (c.served_models === undefined) throw invalidParameter(`${field}.served_entities`, undefined, `a list of 1-${MAX_SERVED_ENTITIES} served entities`);
+  const entities = c.served_models.map(({ model_name, model_version, ...rest }) => ({ ...rest, entity_name: model_name, entity_version: model_version }));
+  return { entities, listField: `${field}.served_models`, keys: { name: 'model_name', version: 'model_version' } };
 }
 
 /** What runs the entity, whatever it serves: workload, scaling bounds and tunables, batching. */
@@ -419,6 +490,26 @@ function compileRollout(r: z.output<typeof rolloutSchema> | undefined, field: st
   return { canarySteps: steps, maxErrorRate: r.max_error_rate, maxP99LatencyRatio: r.max_p99_latency_ratio };
 }
 
+/** The served-entity fields that decide its scaling, in API shape (what `scalingConfigOf` reads). */
+const scalingFieldsSchema = servedEntitySchema.pick({
+  workload_size: true, workload_type: true, scale_to_zero_enabled: true, min_provisioned_concurrency: true, max_provisioned_concurrency: true, autoscaling: true,
+});
+
+/** A served entity's scaling fields in API shape (snake_case), as `PUT .../config` takes them. */
+export type ScalingFields = z.input<typeof scalingFieldsSchema>;
+
+/**
+ * Compiles just the scaling fields of a served entity (workload size and type, scale to zero,
+ * provisioned concurrency, `autoscaling` tunables) as a config update would, for callers that
+ * judge a candidate config without applying it (the simulator). Errors are 400s naming
+ * `where.<field>`.
+ */
+export function scalingConfigOf(raw: unknown, where: string): { spec: ScalingSpec; workloadSize: WorkloadSize; workloadType: WorkloadType } {
+  const r = scalingFieldsSchema.safeParse(raw);
+  if (!r.success) throw configError(r.error, raw, `${where}.`);
+  return { spec: compileScaling(r.data, where), workloadSize: r.data.workload_size, workloadType: r.data.workload_type };
+}
+
 /** API field names of the tunables, for error messages. */
 const TUNABLE_FIELDS: Record<keyof ScalingTunables, string> = {
   targetConcurrency: 'target_concurrency', stableWindowMs: 'stable_window_ms', panicWindowMs: 'panic_window_ms',
@@ -447,13 +538,13 @@ function compileScaling(e: z.output<typeof servedEntitySchema>, where: string): 
   }
 }
 
-async function resolveVersion(registry: Registry, name: string, version: string, where: string): Promise<ModelVersionRecord> {
+async function resolveVersion(registry: Registry, name: string, version: string, where: string, keys: EntityKeys): Promise<ModelVersionRecord> {
   try {
     await registry.getModel(name);
     return /^\d+$/.test(version) ? await registry.getVersion(name, Number(version)) : await registry.getVersionByAlias(name, version);
   } catch (err) {
     if (err instanceof FerryError && err.code === 'RESOURCE_DOES_NOT_EXIST') {
-      throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value for '${where}': ${err.message.replace(/\.$/, '')} (entity_name ${JSON.stringify(name)}, entity_version ${JSON.stringify(version)}).`);
+      throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value for '${where}': ${err.message.replace(/\.$/, '')} (${keys.name} ${JSON.stringify(name)}, ${keys.version} ${JSON.stringify(version)}).`);
     }
     throw err;
   }

@@ -15,6 +15,10 @@
  *   it UPDATE_CANCELED.
  * - A replica that dies is replaced with exponential backoff (1 s, 2 s, ... 30 s); the entity is
  *   RECOVERING while it has no ready replica and FAILED after 5 failed starts in a row.
+ * - Quarantine: a served entity whose replicas break the runtime's control protocol (they were
+ *   killed for it: a hostile or broken model) 3 times within 10 minutes is not restarted any more;
+ *   it is DEPLOYMENT_FAILED with a message starting "quarantined:" until the next config update
+ *   (which starts a fresh deployment). Other entities and endpoints are untouched.
  * - On start, every stored endpoint is brought back up; an update that was in progress starts
  *   over from its first step (progress within a rollout is not persisted: the old config serves
  *   until the new one has passed every step again).
@@ -29,16 +33,18 @@ import { EntityTraffic, GatewayStats, RateLimiter, statsKey, type Backend, type 
 import { FamilyResolver, type FamilyConfig, type ModelCacheStats } from '../multi/index.js';
 import type { Authorizer } from '../auth/index.js';
 import type { Registry } from '../registry/index.js';
-import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../runtime/index.js';
+import { endpointOpenApi } from '../protocols/index.js';
+import type { Signature } from '../tensor/index.js';
+import { ReplicaProtocolError, type ReplicaExit, type ReplicaHandle, type ReplicaSpec, type Runtime } from '../runtime/index.js';
 import type { EndpointRecord, MetadataStore } from '../store/index.js';
-import { aiGatewayView, compileAiGateway, compileConfig, parseCreateBody, type AiGatewayConfig, type EndpointConfig, type ServedEntityConfig } from './config.js';
+import { aiGatewayView, compileAiGateway, compileConfig, parseCreateBody, patchTags, type AiGatewayConfig, type EndpointConfig, type ServedEntityConfig } from './config.js';
 import {
   blendRoutes, describeStep, judgeCanaryStep, RolloutAborted, RolloutFailure, scoreValidation, sleepUnlessAborted, untilAborted,
   validationRequestOf, type Weighted,
 } from './rollout.js';
 import { aiGatewayOf, buildEndpointRoute, creatorReads, inferenceTableSettings, rateLimiterFor } from './routes.js';
 import { loadKey, type PeerLoad } from './load.js';
-import { replicaExit, replicaReady, type ReplicaExitEvent, type ReplicaReadyEvent } from './events.js';
+import { endpointDeleted, replicaExit, replicaReady, type EndpointDeletedEvent, type ReplicaExitEvent, type ReplicaReadyEvent } from './events.js';
 
 export type DeploymentState = 'DEPLOYMENT_CREATING' | 'DEPLOYMENT_READY' | 'DEPLOYMENT_RECOVERING' | 'DEPLOYMENT_FAILED' | 'DEPLOYMENT_ABORTED';
 
@@ -78,6 +84,13 @@ const MAX_RESTART_DELAY_MS = 30_000;
  * the restart delay doubles); one that lived longer resets the count (restart after 1 s).
  */
 const STABLE_AFTER_MS = 10_000;
+/**
+ * Protocol violations (see `Deployment.quarantined`) within `QUARANTINE_WINDOW_MS` that quarantine
+ * a served entity. One can be a fluke of a model's bug; three in 10 minutes (with the restart
+ * backoff of 1 s, 2 s, 4 s that is the first three starts) is a model that keeps doing it.
+ */
+const QUARANTINE_VIOLATIONS = 3;
+const QUARANTINE_WINDOW_MS = 10 * 60_000;
 /** How often each served entity's load is sampled and its scale decided (the policy's sample bucket). */
 const AUTOSCALE_TICK_MS = 1000;
 /** Decisions and cold starts kept per entity for the endpoint view. */
@@ -113,6 +126,10 @@ class Deployment {
   failedStarts = 0;
   restartTimer: NodeJS.Timeout | undefined;
   stopped = false;
+  /** When its replicas broke the runtime's control protocol, within the quarantine window. */
+  readonly violationsMs: number[] = [];
+  /** Set once quarantined: nothing starts it again (a config update makes a new deployment). */
+  quarantined = false;
 
   /** A family entity's member lookup (the gateway's, shared by its replicas' staging requests). */
   readonly family: FamilyResolver | undefined;
@@ -186,6 +203,9 @@ export class EndpointController {
   /** Per-entity answers as the gateway saw them; the gateway records into it (see GatewayStats). */
   readonly stats: GatewayStats;
 
+  /** Endpoints loaded by `start`, until `restore` brings them up (those created since roll out on their own). */
+  private readonly stored: EndpointState[] = [];
+
   constructor(private readonly o: ControllerOptions) {
     this.stats = new GatewayStats({ now: o.now });
     o.runtime.onExit((exit) => this.onReplicaExit(exit));
@@ -193,13 +213,22 @@ export class EndpointController {
     this.autoscaleTimer.unref();
   }
 
-  /** Loads stored endpoints and brings them back up (returns at once; they converge in the background). */
+  /** Loads the stored endpoints, so the API shows them; `restore` brings them back up. */
   async start(): Promise<void> {
     for (const record of (await this.o.store.listEndpoints()) as Record_[]) {
       const st = new EndpointState(record);
       this.endpoints.set(record.name, st);
-      this.track(this.recover(st));
+      this.stored.push(st);
     }
+  }
+
+  /**
+   * Brings the loaded endpoints back up (returns at once; they converge in the background). The
+   * server calls it once it listens, so that an endpoint whose replicas misbehave can never keep
+   * the API from answering. Only the first call does anything.
+   */
+  restore(): void {
+    for (const st of this.stored.splice(0)) if (!st.deleted) this.track(this.recover(st));
   }
 
   /**
@@ -209,7 +238,7 @@ export class EndpointController {
   async create(body: unknown, principal: string, mayServe: ModelCheck = noCheck): Promise<Record_> {
     const b = parseCreateBody(body);
     if (this.endpoints.has(b.name)) throw new FerryError('RESOURCE_ALREADY_EXISTS', `Serving endpoint '${b.name}' already exists.`);
-    const config = await compileConfig(b.config, 1, this.o.registry);
+    const config = await compileConfig(b.config, 1, this.o.registry, b.name);
     await mayServe(modelsOf(config));
     const now = this.o.now();
     const record: Record_ = {
@@ -232,7 +261,7 @@ export class EndpointController {
       throw new FerryError('RESOURCE_CONFLICT', `Serving endpoint '${name}' is already being updated (config version ${st.record.pendingConfig?.configVersion ?? '?'}); wait for it to finish.`);
     }
     const version = Math.max(st.record.config?.configVersion ?? 0, st.record.pendingConfig?.configVersion ?? 0) + 1;
-    const config = await compileConfig(body, version, this.o.registry, 'config');
+    const config = await compileConfig(body, version, this.o.registry, name, 'config');
     const current = st.record.config;
     if (current !== undefined && isFamilyConfig(current) !== isFamilyConfig(config)) {
       // Requests to a family name their model and others do not: no rollout can move between them.
@@ -282,15 +311,34 @@ export class EndpointController {
     return aiGatewayView(aiGateway);
   }
 
-  /** Removes the endpoint: no more traffic, replicas drain and stop, then the record goes. */
+  /** Adds and deletes tags (Databricks `PATCH .../tags`); answers the endpoint's tags. */
+  async patchTags(name: string, body: unknown): Promise<{ tags: Array<{ key: string; value: string }> }> {
+    const st = this.get(name);
+    const tags = patchTags(st.record.tags, body);
+    st.record = { ...st.record, tags, updatedMs: this.o.now() };
+    await this.o.store.putEndpoint(st.record);
+    return { tags: tagList(tags) };
+  }
+
+  /**
+   * Removes the endpoint: no more traffic, replicas drain and stop, then everything kept about it
+   * (replica logs, gateway stats, and through `ferry:endpoint:deleted` its metrics and series)
+   * goes, and only then the record: the name is free only once nothing of the old endpoint is
+   * left for a new one of the same name (perhaps someone else's) to read. Its inference table
+   * rows are kept until their retention, keyed by the endpoint's id, which no new endpoint gets.
+   */
   async delete(name: string): Promise<void> {
     const st = this.get(name);
     st.deleted = true;
     st.run?.abort.abort();
     this.o.table.delete(name);
     this.endpoints.delete(name);
+    const deployments = [...st.current.values(), ...st.pending.values()];
+    await Promise.all(deployments.map((d) => this.stopDeployment(d)));
+    for (const d of deployments) this.stats.forget(statsKey(name, d.entity.name, d.entity.entityVersion));
+    await this.o.runtime.deleteLogs(name);
+    if (endpointDeleted.hasSubscribers) endpointDeleted.publish({ endpoint: name, id: st.record.id } satisfies EndpointDeletedEvent);
     await this.o.store.deleteEndpoint(name);
-    await Promise.all([...st.current.values(), ...st.pending.values()].map((d) => this.stopDeployment(d)));
   }
 
   /**
@@ -333,6 +381,18 @@ export class EndpointController {
   }
 
   /**
+   * A served entity of an endpoint's serving config (`servedEntity` or the first) with its
+   * measured cold starts (ms, newest last), for the simulator. Undefined when there is no such
+   * entity; 404 when there is no such endpoint.
+   */
+  servedEntity(name: string, servedEntity?: string): { config: ServedEntityConfig; coldStartsMs: readonly number[] } | undefined {
+    const st = this.get(name);
+    const entity = st.record.config?.servedEntities.find((e) => servedEntity === undefined || e.name === servedEntity);
+    if (entity === undefined) return undefined;
+    return { config: entity, coldStartsMs: [...(st.current.get(entity.name)?.coldStartsMs ?? [])] };
+  }
+
+  /**
    * The model caches of an endpoint's family entities, read from their ready replicas (each
    * answers `GET /metrics` with its cache counters; one that does not answer within 1 s is left
    * out): per entity, models and bytes per replica and the counters summed.
@@ -360,6 +420,52 @@ export class EndpointController {
     const known = [...st.current.keys(), ...st.pending.keys()];
     if (!known.includes(servedEntity)) throw notFound(`Served entity '${servedEntity}' of serving endpoint '${name}'`);
     return this.o.runtime.logs(name, servedEntity, 64 * 1024);
+  }
+
+  /**
+   * Databricks' build logs (`GET .../served-models/{served}/build-logs`): the build log of the
+   * entity's environment (a python model's virtualenv) when one was built, from the current or
+   * the pending config (a failed update's entity included). Ferry builds no container image: for
+   * any other entity the log says what it runs (a replica runs Ferry's own code with the version's
+   * artifact, checked when the config was accepted).
+   */
+  async buildLogs(name: string, servedEntity: string): Promise<string> {
+    const r = this.get(name).record;
+    const e = [...(r.pendingConfig?.servedEntities ?? []), ...(r.config?.servedEntities ?? [])].find((x) => x.name === servedEntity);
+    if (e === undefined) throw notFound(`Served entity '${servedEntity}' of serving endpoint '${name}'`);
+    const { runtime, artifacts } = this.o;
+    if (runtime.buildLogs !== undefined && e.family === undefined && runtime.fetchesArtifacts !== true) {
+      const log = await runtime.buildLogs(await artifacts.localDir(e.artifactPath, e.artifactSha256), e.flavor, 64 * 1024);
+      if (log !== '') return log;
+    }
+    const what = e.family === undefined
+      ? `${describeEntity(e)} (flavor ${e.flavor}, model file ${e.modelFile}, artifact sha256 ${e.artifactSha256})`
+      : `${describeEntity(e)} (models loaded on demand)`;
+    return `No image build: served entity '${e.name}' runs ${what} in Ferry replicas (${e.workloadType}, workload size ${e.workloadSize}).\n`;
+  }
+
+  /**
+   * The endpoint's query schema as OpenAPI 3.1 (Databricks `GET .../openapi`), from the
+   * signatures of the versions its serving config (else its pending one) serves.
+   */
+  async openApi(name: string): Promise<Record<string, unknown>> {
+    const r = this.get(name).record;
+    const entities = (r.config ?? r.pendingConfig)?.servedEntities ?? [];
+    if (entities.some((e) => e.family !== undefined)) {
+      throw new FerryError('INVALID_PARAMETER_VALUE', `Serving endpoint '${name}' serves a model family: each model has its own signature (GET /v2/models/${name}/versions/{model} describes one).`);
+    }
+    const bySignature = new Map<string, { entities: string[]; signature: Signature }>();
+    for (const e of entities) {
+      const version = await this.o.registry.getVersion(e.entityName, Number(e.entityVersion));
+      // A served version was READY when the config was written, so it has its artifact.
+      if (version.artifact === undefined) throw notFound(`The artifact of ${describeEntity(e)}`);
+      const signature = version.artifact.signature;
+      const key = JSON.stringify(signature);
+      const group = bySignature.get(key);
+      if (group === undefined) bySignature.set(key, { entities: [e.name], signature });
+      else group.entities.push(e.name);
+    }
+    return endpointOpenApi(name, [...bySignature.values()]);
   }
 
   /** Waits for background rollouts (tests and shutdown), then stops every replica. */
@@ -449,7 +555,7 @@ export class EndpointController {
     d.desiredReplicas = desired;
     const missing = desired - d.replicas.size;
     if (missing > 0) {
-      if (d.restartTimer !== undefined) return; // backing off after failures; the restart catches up
+      if (d.restartTimer !== undefined || d.quarantined) return; // backing off after failures; the restart catches up
 
       for (let i = 0; i < missing; i++) this.startMore(d);
       return;
@@ -468,11 +574,35 @@ export class EndpointController {
       if (!fromZero) return;
       d.coldStartsMs.push(this.o.now() - t0);
       if (d.coldStartsMs.length > HISTORY) d.coldStartsMs.shift();
-    }, (err: unknown) => {
-      d.failedStarts++;
-      d.message = err instanceof Error ? err.message : String(err);
-      this.scheduleRestart(d);
-    });
+    }, (err: unknown) => this.startFailed(d, err));
+  }
+
+  /** A replica of a serving deployment did not start: back off, or quarantine (see `noteViolation`). */
+  private startFailed(d: Deployment, err: unknown): void {
+    d.failedStarts++;
+    d.message = err instanceof Error ? err.message : String(err);
+    if (d.failedStarts >= MAX_FAILED_STARTS && d.readyReplicas === 0) d.state = 'DEPLOYMENT_FAILED';
+    if (err instanceof ReplicaProtocolError) this.noteViolation(d, err.message);
+    this.scheduleRestart(d);
+  }
+
+  /**
+   * A replica of `d` broke the runtime's control protocol (`what` says how). The third time
+   * within the window quarantines `d`: its restarts stop, the rest of its replicas keep serving
+   * until a config update replaces it, and its state says why.
+   */
+  private noteViolation(d: Deployment, what: string): void {
+    const nowMs = this.o.now();
+    d.violationsMs.push(nowMs);
+    while ((d.violationsMs[0] ?? nowMs) < nowMs - QUARANTINE_WINDOW_MS) d.violationsMs.shift();
+    if (d.quarantined || d.violationsMs.length < QUARANTINE_VIOLATIONS) return;
+    d.quarantined = true;
+    clearTimeout(d.restartTimer);
+    d.restartTimer = undefined;
+    d.state = 'DEPLOYMENT_FAILED';
+    d.message = `quarantined: its replicas broke the runtime's control protocol ${d.violationsMs.length} times within ${QUARANTINE_WINDOW_MS / 60_000} minutes `
+      + `and were killed (last: ${what}); it is not restarted until the endpoint's config is updated.`;
+    this.o.log('warn', 'served entity quarantined', { endpoint: d.endpoint, servedEntity: d.entity.name, violations: d.violationsMs.length, last: what });
   }
 
   /** Takes one ready replica out of rotation, lets its requests finish, then stops it. */
@@ -685,6 +815,7 @@ export class EndpointController {
       if (!d.stopped) { // a start cut short by a cancel or a delete is not the model's failure
         d.state = 'DEPLOYMENT_FAILED';
         d.message = err instanceof Error ? err.message : String(err);
+        if (err instanceof ReplicaProtocolError) this.noteViolation(d, err.message);
       }
       throw err;
     }
@@ -774,29 +905,23 @@ export class EndpointController {
     // A replica that dies soon after starting counts as a failed start, so crash loops back off.
     if (slot && this.o.now() - slot.readyAtMs >= STABLE_AFTER_MS) d.failedStarts = 0;
     else d.failedStarts++;
-    const how = exit.reason === 'oom' ? 'was killed for exceeding its memory limit' : `exited (${exit.signal ?? `code ${exit.code ?? '?'}`})`;
+    const how = exit.reason === 'oom' ? 'was killed for exceeding its memory limit'
+      : exit.reason === 'protocol' ? 'was killed for breaking the runtime\'s control protocol' : `exited (${exit.signal ?? `code ${exit.code ?? '?'}`})`;
     d.message = `Replica ${exit.id} ${how}. Last log lines:\n${exit.lastLogLines}`;
     if (d.readyReplicas === 0) d.state = 'DEPLOYMENT_RECOVERING';
     this.o.log('warn', 'replica exited', { endpoint: d.endpoint, servedEntity: d.entity.name, replica: exit.id, reason: exit.reason, code: exit.code });
+    if (exit.reason === 'protocol') this.noteViolation(d, `replica ${exit.id} ${how}`);
     this.scheduleRestart(d);
   }
 
   /** Starts a replacement replica after 1 s, 2 s, 4 s, ... up to 30 s between failed tries. */
   private scheduleRestart(d: Deployment): void {
-    if (d.stopped || d.restartTimer !== undefined) return;
+    if (d.stopped || d.quarantined || d.restartTimer !== undefined) return;
     const delayMs = Math.min(1000 * 2 ** d.failedStarts, MAX_RESTART_DELAY_MS);
     d.restartTimer = setTimeout(() => {
       d.restartTimer = undefined;
       if (d.stopped || d.replicas.size >= d.desiredReplicas) return;
-      this.startReplica(d).then(
-        () => this.scheduleMissing(d),
-        (err: unknown) => {
-          d.failedStarts++;
-          d.message = err instanceof Error ? err.message : String(err);
-          if (d.failedStarts >= MAX_FAILED_STARTS && d.readyReplicas === 0) d.state = 'DEPLOYMENT_FAILED';
-          this.scheduleRestart(d);
-        },
-      );
+      this.startReplica(d).then(() => this.scheduleMissing(d), (err: unknown) => this.startFailed(d, err));
     }, delayMs);
     d.restartTimer.unref();
   }
@@ -887,7 +1012,7 @@ export class EndpointController {
       creation_timestamp: r.createdMs,
       last_updated_timestamp: r.updatedMs,
       ...(r.description ? { description: r.description } : {}),
-      tags: Object.entries(r.tags).map(([key, value]) => ({ key, value })),
+      tags: tagList(r.tags),
       ai_gateway: aiGatewayView(aiGatewayOf(r)),
       state: {
         ready: ready ? 'READY' : 'NOT_READY',
@@ -898,6 +1023,10 @@ export class EndpointController {
       ...(r.pendingConfig ? { pending_config: { ...configView(r.pendingConfig, st.pending), start_time: r.updatedMs } } : {}),
     };
   }
+}
+
+function tagList(tags: Readonly<Record<string, string>>): Array<{ key: string; value: string }> {
+  return Object.entries(tags).map(([key, value]) => ({ key, value }));
 }
 
 /** The route fields that come from the AI gateway settings. */

@@ -6,6 +6,7 @@ import diagnosticsChannel from 'node:diagnostics_channel';
 
 export const REPLICA_READY_CHANNEL = 'ferry:replica:ready';
 export const REPLICA_EXIT_CHANNEL = 'ferry:replica:exit';
+export const ENDPOINT_DELETED_CHANNEL = 'ferry:endpoint:deleted';
 
 /** A replica of a serving entity turned ready (started by a rollout, a scale-up or a restart). */
 export interface ReplicaReadyEvent {
@@ -23,11 +24,26 @@ export interface ReplicaExitEvent {
   endpoint: string;
   servedEntity: string;
   replica: string;
-  /** 'crashed' (exited on its own) or 'oom' (killed by the runtime for exceeding its memory limit). */
-  reason: 'crashed' | 'oom';
+  /**
+   * 'crashed' (exited on its own), 'oom' (killed by the runtime for exceeding its memory limit) or
+   * 'protocol' (killed by the runtime for sending something that is not a valid control message).
+   */
+  reason: 'crashed' | 'oom' | 'protocol';
   code: number | undefined;
   signal: string | undefined;
 }
 
+/**
+ * An endpoint was deleted and its replicas have stopped; published before its name is free again,
+ * so observers drop what they hold for it (metrics, series) before a new endpoint of the same
+ * name, perhaps someone else's, can exist.
+ */
+export interface EndpointDeletedEvent {
+  endpoint: string;
+  /** The deleted endpoint's id (a new endpoint of the same name gets another). */
+  id: string;
+}
+
 export const replicaReady = diagnosticsChannel.channel(REPLICA_READY_CHANNEL);
+export const endpointDeleted = diagnosticsChannel.channel(ENDPOINT_DELETED_CHANNEL);
 export const replicaExit = diagnosticsChannel.channel(REPLICA_EXIT_CHANNEL);

@@ -7,5 +7,5 @@ export { endpointRoutes } from './api.js';
 export { RouteFollower, type FollowerOptions } from './follower.js';
 export { LOAD_REPORT_INTERVAL_MS, PEER_LOAD_MAX_AGE_MS, PeerLoad, peerDemand, loadKey, type PeerLoadOptions } from './load.js';
 export { buildEndpointRoute, type RoutedEntity } from './routes.js';
-export { compileConfig, type CanaryStep, type EndpointConfig, type RolloutConfig, type ServedEntityConfig, type TrafficRoute, WORKLOAD_SIZES, type WorkloadSize } from './config.js';
-export { REPLICA_EXIT_CHANNEL, REPLICA_READY_CHANNEL, type ReplicaExitEvent, type ReplicaReadyEvent } from './events.js';
+export { compileConfig, scalingConfigOf, type CanaryStep, type ScalingFields, type EndpointConfig, type RolloutConfig, type ServedEntityConfig, type TrafficRoute, WORKLOAD_SIZES, type WorkloadSize } from './config.js';
+export { ENDPOINT_DELETED_CHANNEL, REPLICA_EXIT_CHANNEL, REPLICA_READY_CHANNEL, type EndpointDeletedEvent, type ReplicaExitEvent, type ReplicaReadyEvent } from './events.js';

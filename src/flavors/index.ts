@@ -1,22 +1,24 @@
 /**
  * Flavors: HOW a model artifact is inspected, loaded and run. A flavor turns an artifact
- * directory into a `LoadedModel`. `inspect` reads only metadata (pure JS, safe inside the server
- * process at registration); `load` runs inside a replica process only.
+ * directory into a `LoadedModel`. `inspect` reads only metadata (pure JS, run at registration in
+ * the inspector process, through `inspection.ts`); `load` runs inside a replica process only.
+ *
+ * Each flavor is imported on first use (`getFlavor`), never by this module: a js replica runs
+ * without `--allow-addons`, so it must never load onnxruntime-node (a native addon, which the
+ * onnx flavor imports), and a replica loads only the flavor it serves.
  */
 import type { OutputValue, Signature, Tensor } from '../tensor/index.js';
-import { jsFlavor } from './js/index.js';
-import { llmFlavor } from './llm/index.js';
-import { onnxFlavor } from './onnx/index.js';
-export { loadModelProto } from './onnx/index.js';
-import { transformersFlavor } from './transformers/index.js';
+import type { FlavorCapabilities } from './capabilities.js';
+import type { ModelProto } from './onnx/model-proto.js';
 
+export { FLAVOR_CAPABILITIES, type FlavorCapabilities } from './capabilities.js';
 export { MANIFEST_FILE, insideArtifact, isJsonObject, readManifest } from './manifest.js';
 export { TRANSFORMERS_TASKS, type TransformersTask } from './transformers/index.js';
 export { decodeModel, int64ToNumber, int64ToString, readModel, signatureOf, type ModelProto } from './onnx/model-proto.js';
 export { zipRows } from './onnx/zipmap.js';
 
-export const FLAVOR_NAMES = ['onnx', 'transformers', 'js', 'llm'] as const;
-export type FlavorName = (typeof FLAVOR_NAMES)[number];
+import type { FlavorName } from './names.js';
+export { FLAVOR_NAMES, isFlavorName, type FlavorName } from './names.js';
 
 /** Databricks workload types; any GPU_* type asks the flavor for its GPU execution path. */
 export const WORKLOAD_TYPES = ['CPU', 'GPU_SMALL', 'GPU_MEDIUM', 'GPU_LARGE'] as const;
@@ -28,6 +30,20 @@ export interface LoadOptions {
   workloadType: WorkloadType;
   /** Threads for one model call; 1 suits one replica per core (the local default). */
   intraOpThreads: number;
+  /**
+   * The replica's memory limit (bytes). A flavor that runs the model in a process of its own bounds
+   * that process by it (the Python worker's address space: RLIMIT_AS), since the runtime's watchdog
+   * measures the replica process itself. Example: 2 GiB → a Python allocation past 2 GiB raises
+   * MemoryError (a MODEL_ERROR), the replica keeps serving.
+   */
+  memoryLimitBytes?: number;
+  /** The Python interpreter a python-flavor model runs in (the server's `python` setting); default `python3` on PATH. */
+  pythonExecutable?: string;
+  /**
+   * The user a flavor that starts processes for the model's code (the Python worker) starts them
+   * as, from their first instruction; the replica's own `user` when it drops privileges.
+   */
+  processUser?: { uid: number; gid: number };
 }
 
 export interface LoadedModel {
@@ -47,6 +63,8 @@ export interface LoadedModel {
 
 export interface Flavor {
   name: FlavorName;
+  /** What the replica process needs to run this flavor (./capabilities.ts). */
+  capabilities: FlavorCapabilities;
   /** The model file, relative to the artifact directory, when the artifact names none (ferry.json `main`). */
   defaultModelFile: string;
   /** Reads the signature from the artifact without running it. Throws a FerryError saying what is wrong. */
@@ -59,12 +77,20 @@ export interface Flavor {
   load(dir: string, opts: LoadOptions): Promise<LoadedModel>;
 }
 
-const FLAVORS: Record<FlavorName, Flavor> = { onnx: onnxFlavor, transformers: transformersFlavor, js: jsFlavor, llm: llmFlavor };
+const FLAVORS: Record<FlavorName, () => Promise<Flavor>> = {
+  onnx: async () => (await import('./onnx/index.js')).onnxFlavor,
+  transformers: async () => (await import('./transformers/index.js')).transformersFlavor,
+  js: async () => (await import('./js/index.js')).jsFlavor,
+  llm: async () => (await import('./llm/index.js')).llmFlavor,
+  python: async () => (await import('./python/index.js')).pythonFlavor,
+};
 
-export function getFlavor(name: FlavorName): Flavor {
-  return FLAVORS[name];
+/** The flavor `name`, its module imported on first use (see the file comment). */
+export function getFlavor(name: FlavorName): Promise<Flavor> {
+  return FLAVORS[name]();
 }
 
-export function isFlavorName(value: unknown): value is FlavorName {
-  return typeof value === 'string' && (FLAVOR_NAMES as readonly string[]).includes(value);
+/** An onnxruntime session for a decoded ONNX model (the onnx flavor, imported on first use). */
+export async function loadModelProto(model: ModelProto, dir: string | undefined, opts: LoadOptions): Promise<LoadedModel> {
+  return (await import('./onnx/index.js')).loadModelProto(model, dir, opts);
 }

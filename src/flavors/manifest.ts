@@ -7,7 +7,7 @@
  * { "flavor": "js", "main": "model.mjs", "signature": { "inputs": [...], "outputs": [...] } }
  * ```
  *
- * Reading is pure JS and bounded, so it is safe in the server process at registration.
+ * Reading is pure JS and bounded (4 MiB a file); it runs in the inspector process at registration.
  */
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -45,16 +45,26 @@ export async function isFile(dir: string, file: string): Promise<boolean> {
  * FerryError naming the file when it is too big or not valid JSON.
  */
 export async function readJsonFile(dir: string, file: string): Promise<unknown> {
+  const text = await readMetadataText(dir, file);
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new FerryError('INVALID_PARAMETER_VALUE', `'${file}' is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * The text of the metadata file `file` inside `dir` (JSON, MLmodel YAML); `undefined` when it does
+ * not exist. Throws a FerryError naming the file when it is not a file or too big.
+ */
+export async function readMetadataText(dir: string, file: string): Promise<string | undefined> {
   const p = path.join(dir, file);
   const st = await fsp.stat(p).catch(() => undefined);
   if (st === undefined) return undefined;
   if (!st.isFile()) throw new FerryError('INVALID_PARAMETER_VALUE', `'${file}' in the model directory is not a file.`);
   if (st.size > MAX_METADATA_BYTES) throw new FerryError('INVALID_PARAMETER_VALUE', `'${file}' is ${st.size} bytes; at most ${MAX_METADATA_BYTES} are accepted.`);
-  try {
-    return JSON.parse(await fsp.readFile(p, 'utf8')) as unknown;
-  } catch (err) {
-    throw new FerryError('INVALID_PARAMETER_VALUE', `'${file}' is not valid JSON: ${(err as Error).message}`);
-  }
+  return fsp.readFile(p, 'utf8');
 }
 
 /** The parsed `ferry.json` of `dir` (an object), or undefined when there is none. */

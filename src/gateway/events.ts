@@ -39,6 +39,12 @@ export interface GatewayRequestEvent {
   /** The request and response bodies as they crossed the gateway (undefined when none). */
   requestBody: Buffer | undefined;
   responseBody: Buffer | undefined;
+  /**
+   * For an OIP v2 body with binary tensor data: the length of its JSON header (the rest is raw
+   * tensor bytes); undefined for a body that is all JSON (or text).
+   */
+  requestHeaderBytes: number | undefined;
+  responseHeaderBytes: number | undefined;
 }
 
 /**
@@ -52,12 +58,14 @@ export interface Observation {
   queueMs: number;
   requestBody: Buffer | undefined;
   responseBody: Buffer | undefined;
+  requestHeaderBytes: number | undefined;
+  responseHeaderBytes: number | undefined;
   /** The spans replicas sent back, with the entity and status of each answer; undefined when spans are not exported. */
   replicaSpans: Array<ReplicaSpan & { entity: EntityRoute; status: number }> | undefined;
 }
 
 export function newObservation(withSpans: boolean): Observation {
-  return { servedEntity: '', modelName: '', modelVersion: '', queueMs: 0, requestBody: undefined, responseBody: undefined, replicaSpans: withSpans ? [] : undefined };
+  return { servedEntity: '', modelName: '', modelVersion: '', queueMs: 0, requestBody: undefined, responseBody: undefined, requestHeaderBytes: undefined, responseHeaderBytes: undefined, replicaSpans: withSpans ? [] : undefined };
 }
 
 export const GATEWAY_STREAM_CHANNEL = 'ferry:gateway:stream';

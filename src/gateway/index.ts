@@ -10,7 +10,8 @@
 import { access, identityOf, type Authorizer, type NameOf, type ServerRouter } from '../auth/index.js';
 import { FerryError, invalidParameter, notFound, toFerryError, type ErrorBody } from '../errors.js';
 import { parseJson, readBody, withOutcome, type Context, type Handler, type Reply } from '../http/index.js';
-import { openAiError, sseData } from '../protocols/openai.js';
+import { EVENT_STREAM, openAiError, sseData } from '../protocols/openai.js';
+import { readBinaryAnswer } from '../protocols/index.js';
 import { ChannelError, type ChannelRequest, type ChannelResponse, type RequestMeta, type ResponseStream } from '../channel/index.js';
 import type { LogFn, LogLevel } from '../logs/index.js';
 import { traceOf, unixMicros, type OtlpExporter, type RequestTrace, type Span } from '../tracing/index.js';
@@ -19,6 +20,7 @@ import { rateLimited, type RouteHandler, type TokenMeter } from './rate-limit.js
 import { MODEL_HEADER, type FamilyMember } from '../multi/index.js';
 import { modelAffinity, pickEntity, type Backend, type EndpointRoute, type EntityRoute, type RoutingTable } from './routing.js';
 import type { GatewayStats } from './stats.js';
+import { FERRY_VERSION } from '../version.js';
 
 export { RoutingTable, pickAffine, pickBackend, pickEntity, modelAffinity, AFFINITY_LOAD_FACTOR, type Backend, type EndpointRoute, type EntityRoute } from './routing.js';
 export { EntityTraffic, type TrafficOptions } from './traffic.js';
@@ -45,7 +47,25 @@ export interface GatewayOptions {
  * of those routes have that shape too.
  */
 export function errorBodyFor(path: string, e: FerryError): unknown {
-  return path.startsWith('/v1/') ? openAiError(e.status, e.toBody()) : e.toBody();
+  return errorBodyIn(protocolOf(path), e.status, e.toBody());
+}
+
+/** The API family of a path, for the shape of its errors. */
+type Protocol = 'ferry' | 'openai' | 'v2';
+
+function protocolOf(path: string): Protocol {
+  if (path.startsWith('/v1/')) return 'openai';
+  return path === '/v2' || path.startsWith('/v2/') ? 'v2' : 'ferry';
+}
+
+/**
+ * An error body in the shape of its API family: OpenAI's on `/v1/*`, the Open Inference
+ * Protocol's `{"error": "..."}` on `/v2/*` (what KServe and Triton clients decode), Ferry's elsewhere.
+ */
+function errorBodyIn(protocol: Protocol, status: number, body: ErrorBody): unknown {
+  if (protocol === 'openai') return openAiError(status, body);
+  if (protocol === 'v2') return { error: body.message };
+  return body;
 }
 
 /**
@@ -92,20 +112,26 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
    * before the answer is complete; any route relays a streamed answer as it comes and cancels it
    * when the client goes away. The answer given to the client is reported to `meter` (token limits).
    */
-  const forward = (replicaPath: (ctx: Context, r: EndpointRoute) => string, openAi = false, familyRoute?: FamilyRoute): RouteHandler<EndpointRoute> => async (ctx, r, meter) => {
+  const forward = (replicaPath: (ctx: Context, r: EndpointRoute) => string, protocol: Protocol = 'ferry', familyRoute?: FamilyRoute): RouteHandler<EndpointRoute> => async (ctx, r, meter) => {
     const startMs = performance.now();
     const obs = (ctx as ObservedContext)[OBSERVATION];
     const trace = traceOf(ctx);
+    const openAi = protocol === 'openai';
     const model = isFamily(r) ? familyModelOf(ctx, r, familyRoute) : undefined;
     const entities = entitiesFor(ctx, r);
     const first = pickEntity(entities, Math.random());
     if (!first) throw noReplica(r.name);
+    // The binary tensor extension: the replica is told where the JSON header ends.
+    const binarySuffix = familyRoute === 'infer' ? binaryInferSuffix(ctx) : '';
     const body = openAi ? await openAiBody(ctx, r) : ctx.method === 'POST' ? await readInferenceBody(ctx, r) : undefined;
-    if (obs) obs.requestBody = body;
+    if (obs) {
+      obs.requestBody = body;
+      if (binarySuffix !== '') obs.requestHeaderBytes = Number(binarySuffix.slice('/binary/'.length));
+    }
     const meta: RequestMeta | undefined = trace === undefined
       ? undefined
       : { requestId: trace.requestId, traceparent: trace.traceparent, tracestate: trace.tracestate, wantSpan: obs?.replicaSpans !== undefined };
-    const req: ChannelRequest = { method: ctx.method, path: replicaPath(ctx, r), body, meta, signal: openAi ? clientGone(ctx) : undefined };
+    const req: ChannelRequest = { method: ctx.method, path: replicaPath(ctx, r) + binarySuffix, body, meta, signal: openAi ? clientGone(ctx) : undefined };
     // A family endpoint has no shadows (config validation): each copy would need its own model.
     for (const s of r.shadows) {
       // A shadow's span is not wanted: its answer is thrown away.
@@ -122,7 +148,7 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
         obs.modelVersion = entity.modelVersion;
       }
       try {
-        const target = model === undefined || familyRoute === undefined ? undefined : await familyTarget(ctx, entity, model, familyRoute, req);
+        const target = model === undefined || familyRoute === undefined ? undefined : await familyTarget(ctx, entity, model, familyRoute, req, binarySuffix);
         if (obs && target !== undefined) {
           obs.modelName = target.member.name;
           obs.modelVersion = String(target.member.version);
@@ -132,9 +158,15 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
         if (res.status >= 500 && !last) continue;
         // Thrown errors are logged by the server; this is the model's own error answer.
         if (res.status >= 500) opts.log('error', 'model answered with an error', { ...requestFields(trace), endpoint: r.name, served_entity: entity.name, status: res.status });
-        const answer = openAi && res.status >= 400 && res.stream === undefined ? Buffer.from(JSON.stringify(openAiError(res.status, errorBodyOf(res.body)))) : res.body;
-        if (obs) obs.responseBody = answer;
-        const head: Record<string, string | number> = { 'content-type': res.contentType ?? 'application/json', 'served-model-name': entity.name };
+        const failed = protocol !== 'ferry' && res.status >= 400 && res.stream === undefined;
+        const binary = protocol === 'v2' && res.status < 400 ? readBinaryAnswer(res.body) : undefined;
+        const answer = failed ? Buffer.from(JSON.stringify(errorBodyIn(protocol, res.status, errorBodyOf(res.body)))) : binary?.body ?? res.body;
+        if (obs) {
+          obs.responseBody = answer;
+          obs.responseHeaderBytes = binary?.headerBytes;
+        }
+        const head: Record<string, string | number> = { 'content-type': binary === undefined ? res.contentType ?? 'application/json' : 'application/octet-stream', 'served-model-name': entity.name };
+        if (binary !== undefined) head[INFERENCE_HEADER_LENGTH] = binary.headerBytes;
         if (res.stream === undefined) head['content-length'] = answer.length;
         else head['cache-control'] = 'no-cache';
         // Here rather than by the tracing step: see requestTracing.
@@ -186,7 +218,7 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
   const openAiRoute = (replicaPath: string): Handler => async (ctx) => {
     const { model } = await openAiRequest(ctx);
     ctx.params.name = model; // for the request event, logs and spans, as on the other routes
-    return rateLimited(forward(() => replicaPath, true))(ctx, route(ctx));
+    return rateLimited(forward(() => replicaPath, 'openai'))(ctx, route(ctx));
   };
 
   /**
@@ -209,11 +241,11 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
    * it, and the model's affinity hash for routing.
    */
   const familyTarget = async (
-    ctx: Context, entity: EntityRoute, model: { raw: string; field: string }, familyRoute: FamilyRoute, req: ChannelRequest,
+    ctx: Context, entity: EntityRoute, model: { raw: string; field: string }, familyRoute: FamilyRoute, req: ChannelRequest, binarySuffix: string,
   ): Promise<{ member: FamilyMember; req: ChannelRequest; affinity: number }> => {
     const member = await (entity.family as NonNullable<EntityRoute['family']>).resolve(model.raw, model.field);
     await opts.authz.require(identityOf(ctx), 'registered-model', member.name, 'CAN_READ');
-    const path = `/family/${member.name}/${member.version}${familyRoute === 'metadata' ? '' : `/${familyRoute}`}`;
+    const path = `/family/${member.name}/${member.version}${familyRoute === 'metadata' ? '' : `/${familyRoute}`}${binarySuffix}`;
     return { member, req: { ...req, path }, affinity: modelAffinity(`${member.name}/${member.version}`) };
   };
 
@@ -269,7 +301,7 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
           const event: GatewayRequestEvent = {
             route: routeName, inference, endpoint, servedEntity: obs.servedEntity, modelName: obs.modelName, modelVersion: obs.modelVersion,
             principal: ctx.principal ?? '', requestId: trace?.requestId ?? '', status, errorCode, startMs, durationMs: endMs - t0, queueMs: obs.queueMs,
-            requestBody: obs.requestBody, responseBody: obs.responseBody,
+            requestBody: obs.requestBody, responseBody: obs.responseBody, requestHeaderBytes: obs.requestHeaderBytes, responseHeaderBytes: obs.responseHeaderBytes,
           };
           gatewayRequests.publish(event);
         }
@@ -297,17 +329,67 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
   addOpenAi('/v1/embeddings');
   router.add('GET', '/v1/models', async (ctx) => {
     const visible = await opts.authz.visible(identityOf(ctx), 'serving-endpoint');
-    return { body: { object: 'list', data: table.names().filter(visible).map((id) => ({ id, object: 'model', created: 0, owned_by: 'ferry' })) } };
+    return { body: { object: 'list', data: table.names().filter(visible).map(openAiModel) } };
+  }, access.user);
+  // `models.retrieve`: an endpoint the caller may view, else 404 (in OpenAI's shape, as on every /v1 route).
+  const modelId: NameOf = (ctx) => ctx.params.id ?? '';
+  router.add('GET', '/v1/models/:id', (ctx) => {
+    const id = modelId(ctx) as string;
+    if (table.get(id) === undefined) throw notFound(`Model '${id}'`);
+    return { body: openAiModel(id) };
+  }, access.endpoint('CAN_VIEW', modelId));
+
+  // OIP v2 server metadata: public, like the health routes (it names no endpoint).
+  router.add('GET', '/v2', () => ({ body: { name: 'ferry', version: FERRY_VERSION, extensions: V2_EXTENSIONS } }), access.public);
+  // OIP v2 model repository index: the endpoints the caller may view, one entry per served model
+  // version. Its load and unload are not served: endpoints come and go through the serving-endpoints API.
+  router.add('POST', '/v2/repository/index', async (ctx) => {
+    const body = await readBody(ctx.req, opts.maxBodyBytes);
+    const filter = body.length === 0 ? {} : parseJson(body);
+    const readyOnly = typeof filter === 'object' && filter !== null && (filter as { ready?: unknown }).ready === true;
+    const visible = await opts.authz.visible(identityOf(ctx), 'serving-endpoint');
+    const models = table.names().filter(visible).flatMap((name) => repositoryEntries(table.get(name)));
+    return { body: readyOnly ? models.filter((m) => m.state === 'READY') : models };
   }, access.user);
 
   // Rate limits count inference calls only, not metadata or readiness probes.
-  add('POST', '/serving-endpoints/:name/invocations', true, withRoute(rateLimited(forward(() => '/invocations', false, 'invocations'))));
-  add('POST', '/v2/models/:name/infer', true, withRoute(rateLimited(forward(v2('/infer'), false, 'infer'))));
-  add('POST', '/v2/models/:name/versions/:version/infer', true, withRoute(rateLimited(forward(v2Version('/infer'), false, 'infer'))));
-  add('GET', '/v2/models/:name', false, withRoute(forward(v2(''), false, 'metadata')));
-  add('GET', '/v2/models/:name/versions/:version', false, withRoute(forward(v2Version(''), false, 'metadata')));
+  add('POST', '/serving-endpoints/:name/invocations', true, withRoute(rateLimited(forward(() => '/invocations', 'ferry', 'invocations'))));
+  add('POST', '/v2/models/:name/infer', true, withRoute(rateLimited(forward(v2('/infer'), 'v2', 'infer'))));
+  add('POST', '/v2/models/:name/versions/:version/infer', true, withRoute(rateLimited(forward(v2Version('/infer'), 'v2', 'infer'))));
+  add('GET', '/v2/models/:name', false, withRoute(forward(v2(''), 'v2', 'metadata')));
+  add('GET', '/v2/models/:name/versions/:version', false, withRoute(forward(v2Version(''), 'v2', 'metadata')));
+  // OIP v2 model configuration extension: built by the replica from the signature and batching.
+  add('GET', '/v2/models/:name/config', false, withRoute(forward(v2('/config'), 'v2')));
+  add('GET', '/v2/models/:name/versions/:version/config', false, withRoute(forward(v2Version('/config'), 'v2')));
   add('GET', '/v2/models/:name/ready', false, (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))));
   add('GET', '/v2/models/:name/versions/:version/ready', false, (ctx) => readiness(route(ctx), entitiesFor(ctx, route(ctx))));
+}
+
+/** An endpoint as an OpenAI model object (`GET /v1/models[/{id}]`). */
+function openAiModel(id: string): { id: string; object: 'model'; created: number; owned_by: string } {
+  return { id, object: 'model', created: 0, owned_by: 'ferry' };
+}
+
+/** The binary tensor extension's header: the length of the JSON part of the body. */
+const INFERENCE_HEADER_LENGTH = 'inference-header-content-length';
+
+/**
+ * The replica path suffix for a v2 inference with binary tensors (`/binary/{headerBytes}`, see
+ * replica/model-routes.ts), '' for a JSON body. Compressed bodies are refused: the replica
+ * decodes tensors straight from the bytes it gets.
+ */
+function binaryInferSuffix(ctx: Context): string {
+  const encoding = ctx.req.headers['content-encoding'];
+  if (encoding !== undefined && encoding !== 'identity') {
+    throw new FerryError('UNSUPPORTED_MEDIA_TYPE', `Content-Encoding '${encoding}' is not supported on inference requests; send the body uncompressed.`);
+  }
+  const value = ctx.req.headers[INFERENCE_HEADER_LENGTH];
+  if (value === undefined) return '';
+  const declared = ctx.req.headers['content-length'];
+  if (typeof value !== 'string' || !/^\d{1,10}$/.test(value) || (declared !== undefined && Number(value) > Number(declared))) {
+    throw invalidParameter('Inference-Header-Content-Length', value, 'the byte length of the JSON header at the start of the body');
+  }
+  return `/binary/${Number(value)}`;
 }
 
 /** Aborted when the client's connection closes before the response was finished. */
@@ -347,7 +429,7 @@ async function relay(
   } catch (err) {
     outcome = cancelled ? 'cancelled' : 'failed';
     const e = toFerryError(err);
-    if (!ctx.res.destroyed && contentType === 'text/event-stream') ctx.res.write(sseData(openAiError(e.status, e.toBody())));
+    if (!ctx.res.destroyed && contentType === EVENT_STREAM) ctx.res.write(sseData(openAiError(e.status, e.toBody())));
   }
   ctx.res.end();
   if (gatewayStreams.hasSubscribers) {
@@ -417,6 +499,21 @@ function isFamily(r: EndpointRoute): boolean {
   return r.entities[0]?.family !== undefined;
 }
 
+/**
+ * The OIP v2 extensions Ferry serves whole (`GET /v2`). Of `model_repository` only the index is
+ * served (no load / unload), so it is not listed.
+ */
+const V2_EXTENSIONS = ['binary_tensor_data', 'model_configuration', 'statistics'];
+
+/** An endpoint's entries in the OIP v2 repository index: one per served model version. */
+function repositoryEntries(r: EndpointRoute | undefined): Array<{ name: string; version: string; state: 'READY' | 'UNAVAILABLE'; reason: string }> {
+  if (r === undefined) return [];
+  return r.entities.map((e) => {
+    const ready = e.traffic.backends.length > 0;
+    return { name: r.name, version: e.modelVersion, state: ready ? 'READY' : 'UNAVAILABLE', reason: ready ? '' : `served entity '${e.name}' has no ready replica` };
+  });
+}
+
 function readiness(r: EndpointRoute, entities: readonly EntityRoute[]): Reply {
   if (!entities.some((e) => e.traffic.backends.length > 0)) throw noReplica(r.name);
   return { body: { name: r.name, ready: true } };
@@ -428,10 +525,12 @@ function noReplica(endpoint: string): FerryError {
 
 /**
  * Sends to a replica of `entity` with room for it, waiting in the entity's buffer when there is
- * none (scale from zero, all replicas busy). A transport failure (the replica died, refused, or
- * dropped the connection) is retried once on another replica, within the entity's retry budget:
- * inference requests are idempotent, and a caller should not pay for a replica crash another
- * replica can absorb. Timeouts are not retried (they would double the load on a slow model).
+ * none (scale from zero, all replicas busy). A transport failure before the request reached the
+ * replica (refused, gone, the frame never written) is retried once on another replica, within the
+ * entity's retry budget: a caller should not pay for a replica that died before it. A request the
+ * replica had received when it died is not retried: it may be what killed it (an input that
+ * drives the model past its memory limit, or into a crash), and a retry would kill the next
+ * replica too. Timeouts are not retried either (they would double the load on a slow model).
  */
 async function send(entity: EntityRoute, req: ChannelRequest, timeoutMs: number, obs?: Observation, affinity?: number): Promise<ChannelResponse> {
   const traffic = entity.traffic;
@@ -453,6 +552,9 @@ async function send(entity: EntityRoute, req: ChannelRequest, timeoutMs: number,
     } catch (err) {
       if (!(err instanceof ChannelError)) throw err;
       traffic.markFailure(backend);
+      if (err.sent) {
+        throw new FerryError('BAD_GATEWAY', `The replica stopped while it held this request (${err.message}); the request was not sent to another replica, as it may be what stopped it.`, { cause: err });
+      }
       if (attempt === 1 || !traffic.tryRetry()) throw err;
       failed = backend;
     } finally {

@@ -9,6 +9,7 @@ import { FerryError, toFerryError, type ErrorCode } from '../errors.js';
 import { checkJsonLimits, DEFAULT_JSON_LIMITS, type JsonLimits } from './json-limits.js';
 
 export { checkJsonLimits, DEFAULT_JSON_LIMITS, type JsonLimits } from './json-limits.js';
+export { inject, type InjectedRequest, type InjectedResponse, type Injection } from './inject.js';
 
 export interface Context {
   req: IncomingMessage;
@@ -286,9 +287,13 @@ export function listener<M>(
       if (reply && !res.headersSent) sendJson(res, reply.status ?? 200, reply.body, ctx.answerHeaders === undefined ? reply.headers : { ...ctx.answerHeaders, ...reply.headers });
     };
     run().catch((err: unknown) => {
-      if (onError && toFerryError(err).status >= 500) onError(err, ctx);
-      sendError(res, err, errorBody && ((e) => errorBody(ctx.path, e)), ctx.answerHeaders);
-      // Drain (bounded) what is left of a refused body so the client reads the answer.
+      const status = toFerryError(err).status;
+      if (onError && status >= 500) onError(err, ctx);
+      // A caller refused for who it is (401, 403) gets no more of the server's time: the answer
+      // closes the connection instead of waiting for a body it may trickle in for bodyTimeout.
+      const close = !req.complete && (status === 401 || status === 403);
+      sendError(res, err, errorBody && ((e) => errorBody(ctx.path, e)), close ? { ...ctx.answerHeaders, connection: 'close' } : ctx.answerHeaders);
+      // Drain (bounded) what is left of any other refused body so the client reads the answer.
       if (!req.complete) req.resume();
     });
   };

@@ -33,10 +33,16 @@ export const COLUMNS = [
   'served_entity', 'model_name', 'model_version', 'principal', 'request', 'response', 'sampling_fraction',
 ] as const;
 
-/** One CSV field (RFC 4180): quoted when it holds a quote, comma or line break; null is empty. */
+/**
+ * One CSV field (RFC 4180): quoted when it holds a quote, comma or line break; null is empty.
+ * Text that a spreadsheet would run as a formula (starting with = + - @, a tab or a carriage
+ * return: a caller's `client_request_id` or body is caller-chosen) gets a leading single quote,
+ * OWASP's advice against CSV injection: `=HYPERLINK("http://x")` → `'=HYPERLINK("http://x")`.
+ * Numbers are Ferry's own (a status, a time) and stay as they are.
+ */
 export function csvField(v: string | number | null): string {
   if (v === null) return '';
-  const s = String(v);
+  const s = typeof v === 'string' && /^[=+\-@\t\r]/.test(v) ? `'${v}` : String(v);
   return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 

@@ -89,8 +89,8 @@ export interface InferenceTableCounts {
  */
 interface Capture {
   row: Omit<InferenceRow, 'request' | 'response' | 'clientRequestId'>;
-  request: Buffer | string | undefined;
-  response: Buffer | string | undefined;
+  request: Buffer | BinaryBody | string | undefined;
+  response: Buffer | BinaryBody | string | undefined;
   bodyBytes: number;
 }
 
@@ -153,9 +153,9 @@ export class InferenceTableWriter {
     const settings = this.o.settingsOf(e.endpoint);
     if (settings === undefined || !settings.enabled) return;
     if (settings.sampleFraction < 1 && Math.random() >= settings.sampleFraction) return;
-    const request = kept(e.requestBody);
-    const response = kept(e.responseBody);
-    const bodyBytes = (typeof request === 'object' ? request.length : 0) + (typeof response === 'object' ? response.length : 0);
+    const request = kept(e.requestBody, e.requestHeaderBytes);
+    const response = kept(e.responseBody, e.responseHeaderBytes);
+    const bodyBytes = bodyLength(request) + bodyLength(response);
     const counts = this.countsFor(e.endpoint);
     if (this.queue.length + this.writingRows >= this.o.bufferRows || this.queuedBodyBytes + bodyBytes > MAX_QUEUED_BODY_BYTES) {
       this.drop(e.endpoint, 'queue_full', 1);
@@ -247,17 +247,41 @@ export class InferenceTableWriter {
   }
 }
 
-/** A body to keep: the buffer itself (no copy on the request path), or the marker when too large. */
-function kept(body: Buffer | undefined): Buffer | string | undefined {
+/**
+ * A body to keep: the buffer itself (no copy on the request path), or the marker when too large.
+ * A body with binary tensor data (its JSON header `headerBytes` long) is kept as a binary body,
+ * written as text by `bodyText`.
+ */
+function kept(body: Buffer | undefined, headerBytes: number | undefined): Buffer | BinaryBody | string | undefined {
   if (body === undefined) return undefined;
-  return body.length > MAX_LOGGED_BODY_BYTES ? omittedBody(body.length) : body;
+  if (body.length > MAX_LOGGED_BODY_BYTES) return omittedBody(body.length);
+  return headerBytes === undefined ? body : { body, headerBytes };
 }
+
+/** An OIP v2 body with binary tensor data: a JSON header of `headerBytes`, then raw tensor bytes. */
+interface BinaryBody {
+  body: Buffer;
+  headerBytes: number;
+}
+
+/**
+ * A kept body as the row's text: JSON bodies as they came; a binary one as
+ * `{"inference_header": <its JSON header>, "binary_data_base64": "<the tensor bytes>"}`, so the
+ * row stays valid JSON and loses nothing.
+ */
+function bodyText(b: Buffer | BinaryBody | string | undefined): string | undefined {
+  if (b === undefined || typeof b === 'string') return b;
+  if (Buffer.isBuffer(b)) return b.toString('utf8');
+  return `{"inference_header":${b.body.subarray(0, b.headerBytes).toString('utf8')},"binary_data_base64":"${b.body.subarray(b.headerBytes).toString('base64')}"}`;
+}
+
+const bodyLength = (b: Buffer | BinaryBody | string | undefined): number => (b === undefined || typeof b === 'string' ? 0 : Buffer.isBuffer(b) ? b.length : b.body.length);
 
 const CLIENT_REQUEST_ID = Buffer.from('"client_request_id"');
 
 /** Databricks' `client_request_id`: a top-level string of a JSON object body; parsed only when the key is there. */
-function clientRequestIdOf(body: Buffer | string | undefined): string | undefined {
-  if (typeof body !== 'object' || !body.includes(CLIENT_REQUEST_ID)) return undefined;
+function clientRequestIdOf(body: Buffer | BinaryBody | string | undefined): string | undefined {
+  if (!Buffer.isBuffer(body) || !body.includes(CLIENT_REQUEST_ID)) return undefined;
   try {
     const parsed = JSON.parse(body.toString('utf8')) as unknown;
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined;
@@ -272,7 +296,7 @@ function toRow(c: Capture): InferenceRow {
   return {
     ...c.row,
     clientRequestId: clientRequestIdOf(c.request),
-    request: typeof c.request === 'object' ? c.request.toString('utf8') : c.request,
-    response: typeof c.response === 'object' ? c.response.toString('utf8') : c.response,
+    request: bodyText(c.request),
+    response: bodyText(c.response),
   };
 }

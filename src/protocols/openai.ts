@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { configError } from '../config/index.js';
-import { FerryError, type ErrorBody } from '../errors.js';
+import { FerryError, invalidParameter, type ErrorBody } from '../errors.js';
 
 /** At most this many choices per request (`n`): each is a full generation. */
 export const MAX_CHOICES = 8;
@@ -32,7 +32,17 @@ const chatSchema = z.object({
   max_completion_tokens: z.number().int().min(0).nullish(),
 });
 const completionSchema = z.object({ ...sampling, prompt: z.union([z.string(), z.array(z.string()).min(1).max(16)]) });
-const embeddingSchema = z.object({ model: z.string().optional(), input: z.union([z.string(), z.array(z.string()).min(1).max(256)]), encoding_format: z.literal('float').optional() });
+/** `encoding_format`: the official SDKs send "base64" unless told otherwise (the Node SDK always, the Python one with numpy). */
+export const EMBEDDING_FORMATS = ['float', 'base64'] as const;
+export type EmbeddingFormat = (typeof EMBEDDING_FORMATS)[number];
+const embeddingSchema = z.object({
+  model: z.string().optional(),
+  input: z.union([z.string(), z.array(z.string()).min(1).max(256)]),
+  encoding_format: z.enum(EMBEDDING_FORMATS, { error: 'expected "float" or "base64"' }).optional(),
+  // Only the model's own size: a request for another one is refused rather than silently ignored.
+  dimensions: z.number().int().positive().optional(),
+  user: z.string().optional(),
+});
 
 /** Sampling options common to chat and completions, with OpenAI's defaults filled in. */
 export interface SamplingRequest {
@@ -57,6 +67,9 @@ export interface CompletionRequest extends SamplingRequest {
 
 export interface EmbeddingRequest {
   inputs: string[];
+  format: EmbeddingFormat;
+  /** The size the client asked for, if it did; the model's own size is the only one served. */
+  dimensions: number | undefined;
 }
 
 function parse<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {
@@ -98,8 +111,45 @@ export function decodeCompletionRequest(body: unknown): CompletionRequest {
 
 export function decodeEmbeddingRequest(body: unknown): EmbeddingRequest {
   const b = parse(embeddingSchema, body);
-  return { inputs: typeof b.input === 'string' ? [b.input] : b.input };
+  return { inputs: typeof b.input === 'string' ? [b.input] : b.input, format: b.encoding_format ?? 'float', dimensions: b.dimensions };
 }
+
+/** One embedding vector: `float`: a JSON array; `base64`: its float32 little-endian bytes, base64 (OpenAI's encoding). */
+export type EmbeddingVector = number[] | string;
+
+/**
+ * An embeddings answer in OpenAI's shape. Each vector is `dim` values of `vectors` (row-major,
+ * one row per input) in the request's format. `usage` is the prompt tokens when the model counts
+ * them (an llm does; a feature-extraction pipeline does not say, and the answer has no `usage`).
+ * @throws FerryError INVALID_PARAMETER_VALUE when the request asked for `dimensions` other than `dim`.
+ */
+export function encodeEmbeddingResponse(
+  req: EmbeddingRequest, modelName: string, vectors: Float32Array, dim: number, promptTokens: number | undefined,
+): { object: 'list'; model: string; data: Array<{ object: 'embedding'; index: number; embedding: EmbeddingVector }>; usage?: { prompt_tokens: number; total_tokens: number } } {
+  if (req.dimensions !== undefined && req.dimensions !== dim) throw invalidParameter('dimensions', req.dimensions, `${dim}, the size of this model's embeddings (or no dimensions)`);
+  const data = Array.from({ length: vectors.length / dim }, (_, index) => {
+    const v = vectors.subarray(index * dim, (index + 1) * dim);
+    return { object: 'embedding' as const, index, embedding: req.format === 'base64' ? float32Base64(v) : Array.from(v) };
+  });
+  return { object: 'list', model: modelName, data, ...(promptTokens === undefined ? {} : { usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } }) };
+}
+
+/** float32 values as base64 of their little-endian bytes (what OpenAI's base64 embeddings are). */
+function float32Base64(v: Float32Array): string {
+  const bytes = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+  if (IS_LITTLE_ENDIAN) return bytes.toString('base64');
+  const le = Buffer.alloc(v.byteLength);
+  for (let i = 0; i < v.length; i++) le.writeFloatLE(v[i] as number, i * 4);
+  return le.toString('base64');
+}
+
+const IS_LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/**
+ * The content type of an OpenAI event stream. The charset is named: readers built on Python's
+ * `requests` otherwise decode `text/*` as ISO-8859-1 and garble non-ASCII text.
+ */
+export const EVENT_STREAM = 'text/event-stream; charset=utf-8';
 
 /** Which OpenAI request a body is, for `/invocations` on an llm endpoint (Databricks accepts all three there). */
 export function openAiKind(body: unknown): 'chat' | 'completion' | 'embedding' | undefined {

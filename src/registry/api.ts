@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { validateKey } from '../artifacts/index.js';
-import { access, identityOf, type Authorizer, type ModelLevel, type NameOf, type ServerRouter } from '../auth/index.js';
+import { access, identityOf, USERS_GROUP, type Authorizer, type ModelLevel, type NameOf, type ServerRouter } from '../auth/index.js';
 import { configError } from '../config/index.js';
 import { FerryError, invalidParameter } from '../errors.js';
 import { readJsonObject, type Context, type JsonLimits } from '../http/index.js';
@@ -169,7 +169,7 @@ export function registryRoutes(router: ServerRouter, registry: Registry, authz: 
         if (err === undefined) allowed.push({ index, model: { name: m.name, file: m.file, content: Buffer.from(m.content_base64, 'base64') } });
         return { name: m.name, status: 'FAILED_REGISTRATION', errorCode: err?.code ?? '', message: err?.message ?? '' };
       });
-      const registered = await registry.createVersionsBulk(allowed.map((a) => a.model), ctx.principal);
+      const registered = await registry.createVersionsBulk(allowed.map((a) => a.model), ctx.principal, ctx.admin === true ? undefined : [who.principal, USERS_GROUP]);
       registered.forEach((r, j) => (results[allowed[j]?.index ?? 0] = r));
       return {
         body: {

@@ -1,14 +1,15 @@
 /**
  * Registration-time inspection of a version's artifact directory: which flavor, which model file,
- * what signature, which input example. Reads metadata only (never runs the model), so it is safe
- * in the server process. Every problem is a FerryError whose message becomes the version's
- * `status_message` (FAILED_REGISTRATION).
+ * what signature, which input example. Reads metadata only (never runs the model), and runs only
+ * in the inspector process (inspector-main.ts), never in the server's. Every problem is a
+ * FerryError whose message becomes the version's `status_message` (FAILED_REGISTRATION).
  */
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { FerryError } from '../errors.js';
-import { FLAVOR_NAMES, getFlavor, insideArtifact, isFlavorName, MANIFEST_FILE, readManifest, type FlavorName } from '../flavors/index.js';
+// The inspection leaf, not the flavors' index, which loads onnxruntime (see flavors/inspection.ts).
+import { FLAVOR_NAMES, flavorInspection, insideArtifact, isFlavorName, MANIFEST_FILE, readManifest, readMetadataText, type FlavorName } from '../flavors/inspection.js';
 import { decodeMlflowRequest } from '../protocols/index.js';
 import type { Signature } from '../tensor/index.js';
 
@@ -23,7 +24,7 @@ export interface Inspection {
 /** Input examples are small by nature; a bigger file is probably not one. */
 const MAX_INPUT_EXAMPLE_BYTES = 1024 * 1024;
 
-const EXPECTED = 'expected a .onnx file, a directory containing model.onnx, an MLflow model directory (MLmodel file with an onnx or transformers flavor), ' +
+const EXPECTED = 'expected a .onnx file, a directory containing model.onnx, an MLflow model directory (MLmodel file with an onnx, transformers or python_function flavor), ' +
   'a Hugging Face model directory (config.json, tokenizer.json, onnx/model.onnx), a .gguf file (an llm), or a directory with a ferry.json naming its flavor';
 
 /** Where the model is in an artifact directory, and which flavor reads it. */
@@ -35,7 +36,7 @@ interface Located {
 
 export async function inspectArtifact(dir: string): Promise<Inspection> {
   const { flavor, modelFile, exampleFile } = await locateModel(dir);
-  const impl = getFlavor(flavor);
+  const impl = flavorInspection(flavor);
   const signature = await impl.inspect(dir, modelFile);
   const inputExample = exampleFile === undefined
     ? await derivedExample(impl.inputExample?.(dir, modelFile, signature), signature)
@@ -46,7 +47,7 @@ export async function inspectArtifact(dir: string): Promise<Inspection> {
 /**
  * The flavor and model file, from the directory's layout, first match wins:
  * 1. `ferry.json` naming a `flavor` (and optionally `main`, the model file);
- * 2. an MLflow `MLmodel` (onnx or transformers flavor);
+ * 2. an MLflow `MLmodel` (onnx, then transformers, then python_function flavor);
  * 3. `config.json` (a Hugging Face model) → transformers;
  * 4. `model.mjs` → js;
  * 5. `model.onnx`, or a single `.onnx` file → onnx.
@@ -59,15 +60,15 @@ async function locateModel(dir: string): Promise<Located> {
     const { flavor, main } = manifest;
     if (!isFlavorName(flavor)) throw new FerryError('INVALID_PARAMETER_VALUE', `${MANIFEST_FILE} names flavor ${JSON.stringify(flavor)}; Ferry's flavors are ${FLAVOR_NAMES.join(', ')}.`);
     if (main !== undefined && typeof main !== 'string') throw new FerryError('INVALID_PARAMETER_VALUE', `${MANIFEST_FILE} main must be a path inside the model directory, got ${JSON.stringify(main)}.`);
-    const modelFile = main === undefined ? getFlavor(flavor).defaultModelFile : insideArtifact(main, `${MANIFEST_FILE} main`);
+    const modelFile = main === undefined ? flavorInspection(flavor).defaultModelFile : insideArtifact(main, `${MANIFEST_FILE} main`);
     return { flavor, modelFile, exampleFile: example };
   }
   const gguf = entries.filter((e) => e.endsWith('.gguf'));
   if (gguf.length > 1) throw new FerryError('INVALID_PARAMETER_VALUE', `The artifact has several .gguf files (${gguf.join(', ')}); an llm model is one GGUF file (split GGUF files are not supported).`);
   if (gguf.length === 1 && !entries.includes('MLmodel')) return { flavor: 'llm', modelFile: gguf[0] as string, exampleFile: undefined };
-  if (entries.includes('MLmodel')) return readMlmodel(path.join(dir, 'MLmodel'));
-  if (entries.includes('config.json')) return { flavor: 'transformers', modelFile: getFlavor('transformers').defaultModelFile, exampleFile: example };
-  if (entries.includes('model.mjs')) return { flavor: 'js', modelFile: getFlavor('js').defaultModelFile, exampleFile: example };
+  if (entries.includes('MLmodel')) return readMlmodel(dir);
+  if (entries.includes('config.json')) return { flavor: 'transformers', modelFile: flavorInspection('transformers').defaultModelFile, exampleFile: example };
+  if (entries.includes('model.mjs')) return { flavor: 'js', modelFile: flavorInspection('js').defaultModelFile, exampleFile: example };
   const onnxFiles = entries.filter((e) => e.endsWith('.onnx'));
   let modelFile: string;
   if (entries.includes('model.onnx')) modelFile = 'model.onnx';
@@ -77,10 +78,12 @@ async function locateModel(dir: string): Promise<Located> {
   return { flavor: 'onnx', modelFile, exampleFile: example };
 }
 
-async function readMlmodel(file: string): Promise<Located> {
+async function readMlmodel(dir: string): Promise<Located> {
+  // Bounded like every metadata file (4 MiB); the YAML parser bounds alias expansion itself.
+  const text = await readMetadataText(dir, 'MLmodel');
   let doc: unknown;
   try {
-    doc = parseYaml(await fsp.readFile(file, 'utf8'));
+    doc = parseYaml(text ?? '');
   } catch (err) {
     throw new FerryError('INVALID_PARAMETER_VALUE', `The MLmodel file is not valid YAML: ${(err as Error).message}`);
   }
@@ -90,9 +93,11 @@ async function readMlmodel(file: string): Promise<Located> {
   const exampleFile = typeof example === 'string' ? safeRelative(example, 'saved_input_example_info.artifact_path') : undefined;
   if (onnx === undefined) {
     // mlflow.transformers with an ONNX export in the Hugging Face layout beside MLmodel.
-    if (field(flavors, 'transformers') !== undefined) return { flavor: 'transformers', modelFile: getFlavor('transformers').defaultModelFile, exampleFile };
+    if (field(flavors, 'transformers') !== undefined) return { flavor: 'transformers', modelFile: flavorInspection('transformers').defaultModelFile, exampleFile };
+    // Any other MLflow model that Python can load (mlflow.sklearn, mlflow.xgboost, a PythonModel, ...).
+    if (field(flavors, 'python_function') !== undefined) return { flavor: 'python', modelFile: 'MLmodel', exampleFile };
     const names = typeof flavors === 'object' && flavors !== null ? Object.keys(flavors).join(', ') : 'none';
-    throw new FerryError('INVALID_PARAMETER_VALUE', `The MLmodel file has no onnx or transformers flavor (flavors: ${names}); Ferry serves MLflow models saved with mlflow.onnx, or mlflow.transformers models with an ONNX export (onnx/model.onnx).`);
+    throw new FerryError('INVALID_PARAMETER_VALUE', `The MLmodel file has no onnx, transformers or python_function flavor (flavors: ${names}); Ferry serves MLflow models saved with mlflow.onnx, mlflow.transformers models with an ONNX export (onnx/model.onnx), and any model with a python_function flavor.`);
   }
   const data = field(onnx, 'data');
   if (typeof data !== 'string') throw new FerryError('INVALID_PARAMETER_VALUE', "The MLmodel file's flavors.onnx.data must name the model file (e.g. model.onnx).");

@@ -10,7 +10,7 @@ import { validateKey, type ArtifactStore } from '../artifacts/index.js';
 import { FerryError, invalidParameter, notFound, toFerryError } from '../errors.js';
 import { MODEL_NAME_PATTERN } from '../multi/index.js';
 import type { MetadataStore, ModelVersionRecord, RegisteredModelRecord, VersionArtifact } from '../store/index.js';
-import { inspectArtifact } from './inspect.js';
+import type { Inspector } from './inspector.js';
 
 /** Names become artifact-store path segments and URL parts: keep them plain. */
 const ALIAS_RE = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
@@ -40,6 +40,8 @@ export interface RegistryOptions {
   /** Largest artifact accepted from a server-side path. */
   maxUploadBytes: number;
   now: () => number;
+  /** Where artifacts are parsed: a separate process with memory, time and count limits. */
+  inspector: Pick<Inspector, 'inspect'>;
 }
 
 export class Registry {
@@ -82,11 +84,14 @@ export class Registry {
    * CAN_MANAGE on models it creates). Atomicity: a model that fails inspection is reported and
    * left out, the others commit together; if the transaction fails, none commits and every
    * artifact written is deleted. A crash before the commit leaves only orphan artifact
-   * directories, no version rows.
+   * directories, no version rows. `editors` (a caller who is not an admin: its principal and
+   * `group:users`): a model that exists at the commit takes a version only when one of them may
+   * edit it, checked in the transaction; the caller's check before the (seconds-long) inspection
+   * cannot see a model another user creates meanwhile.
    */
-  async createVersionsBulk(models: readonly BulkModel[], creator: string | undefined): Promise<BulkResult[]> {
+  async createVersionsBulk(models: readonly BulkModel[], creator: string | undefined, editors?: readonly string[]): Promise<BulkResult[]> {
     const results: BulkResult[] = new Array<BulkResult>(models.length);
-    const ready: Array<{ index: number; name: string; source: string; artifact: VersionArtifact; creator?: string }> = [];
+    const ready: Array<{ index: number; name: string; source: string; artifact: VersionArtifact; creator?: string; editors?: readonly string[] }> = [];
     let next = 0;
     const worker = async (): Promise<void> => {
       for (let i = next++; i < models.length; i = next++) {
@@ -96,11 +101,12 @@ export class Registry {
           checkName(m.name, `models[${i}].name`);
           validateKey(m.file, `models[${i}].file`);
           await this.artifacts.putFile(`${key}/${m.file}`, once(m.content), this.opts.maxUploadBytes);
-          const inspection = await inspectArtifact(await this.artifacts.localDir(key));
+          const inspection = await this.opts.inspector.inspect(await this.artifacts.localDir(key));
           const digest = await this.artifacts.digest(key);
           ready.push({
             index: i, name: m.name, source: `bulk:${m.file}`, artifact: { path: key, ...inspection, sha256: digest.sha256, sizeBytes: digest.sizeBytes },
             ...(creator === undefined ? {} : { creator }),
+            ...(editors === undefined ? {} : { editors }),
           });
         } catch (err) {
           await this.artifacts.delete(key).catch(() => undefined);
@@ -112,15 +118,31 @@ export class Registry {
     await Promise.all(Array.from({ length: Math.min(BULK_CONCURRENCY, models.length) }, worker));
     // Entry order, so versions of one model follow the request's order.
     ready.sort((a, b) => a.index - b.index);
-    let versions: number[];
+    let versions: Array<number | undefined>;
     try {
       versions = await this.store.createReadyModelVersions(ready, this.opts.now());
     } catch (err) {
       await Promise.all(ready.map((r) => this.artifacts.delete(r.artifact.path).catch(() => undefined)));
       throw err;
     }
-    ready.forEach((r, j) => (results[r.index] = { name: r.name, status: 'READY', version: versions[j] ?? 0 }));
+    await Promise.all(ready.map(async (r, j) => {
+      const version = versions[j];
+      if (version !== undefined) {
+        results[r.index] = { name: r.name, status: 'READY', version };
+        return;
+      }
+      await this.artifacts.delete(r.artifact.path).catch(() => undefined);
+      results[r.index] = {
+        name: r.name, status: 'FAILED_REGISTRATION', errorCode: 'PERMISSION_DENIED',
+        message: `Principal '${creator ?? ''}' does not have CAN_EDIT on registered model '${r.name}' (created by someone else during this registration).`,
+      };
+    }));
     return results;
+  }
+
+  /** Deletes a principal's upload area (`uploads/<principal>/`): registered versions hold copies of what they were registered from. */
+  async deleteUploadsOf(principal: string): Promise<void> {
+    await this.artifacts.delete(`${UPLOADS_PREFIX}/${principal}`);
   }
 
   async getVersion(name: string, version: number): Promise<ModelVersionRecord> {
@@ -148,16 +170,18 @@ export class Registry {
 
   async getVersionByAlias(name: string, alias: string): Promise<ModelVersionRecord> {
     const model = await this.getModel(name);
-    const version = model.aliases[alias];
+    // An own alias only: `constructor` or `toString` must not find Object.prototype's members.
+    const version = Object.hasOwn(model.aliases, alias) ? model.aliases[alias] : undefined;
     if (version === undefined) throw notFound(`Alias '${alias}' of registered model '${name}'`);
     return this.getVersion(name, version);
   }
 
-  /** Finishes registrations interrupted by a crash (call once at start). */
   /**
    * Finishes the registrations a crash interrupted (versions still PENDING_REGISTRATION), those
    * created at least `minAgeMs` ago: 0 for a server alone with its store; with a store shared by
-   * several servers, an age no registration in progress elsewhere still has.
+   * several servers, an age no registration in progress elsewhere still has. Each goes through
+   * the inspector like a new one, so an artifact that crashes or exhausts it ends
+   * FAILED_REGISTRATION with the reason, and the next start does not try it again.
    */
   async recoverPending(minAgeMs = 0): Promise<void> {
     const cutoff = this.opts.now() - minAgeMs;
@@ -171,7 +195,7 @@ export class Registry {
       await this.materialize(record.source, key);
       // Digest first: the S3 store downloads the tree once for both (localDir reuses the copy).
       const digest = await this.artifacts.digest(key);
-      const inspection = await inspectArtifact(await this.artifacts.localDir(key, digest.sha256));
+      const inspection = await this.opts.inspector.inspect(await this.artifacts.localDir(key, digest.sha256));
       return await this.store.updateModelVersion(name, version, {
         status: 'READY',
         statusMessage: '',

@@ -2,8 +2,8 @@
  * A family replica (docs/multi-model.md): it starts with no model and serves any member of its
  * family the gateway names in the path (`/family/{name}/{version}/invocations` or `/infer`, and
  * `GET /family/{name}/{version}` for OIP v2 metadata), keeping the members it used last in a
- * `ModelCache` bounded by bytes. A miss asks the runtime, over the IPC channel, for the member's
- * model file (`stageThroughRuntime`), and the runtime sends its bytes: the replica cannot read the
+ * `ModelCache` bounded by bytes. A miss asks the runtime, over the control channel, for the member's
+ * model file over the control channel (`stageThroughRuntime`), and the runtime sends its bytes: the replica cannot read the
  * artifact store itself (permission model, dropped uid) and needs no file at all (the model is
  * decoded and compiled, or given to onnxruntime, from memory); the server looks the model up
  * again, so a replica gets nothing outside its family.
@@ -12,13 +12,14 @@ import { FerryError, invalidParameter, isErrorCode, type ErrorBody } from '../er
 import { parseJson } from '../http/index.js';
 import { loadFamilyModel, ModelCache, MODEL_NAME_PATTERN, VERSION_PATTERN, type FamilyModel } from '../multi/index.js';
 import {
-  checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Response, v2ModelMetadata,
+  checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Answer, v2ModelMetadata,
 } from '../protocols/index.js';
 import { ModelCallMetrics } from '../telemetry/index.js';
 import type { OutputValue, Tensor } from '../tensor/index.js';
-import { rowsOf, type ModelContext, type ModelRoutes, type RouteRow } from './model-routes.js';
+import { controlChannel } from './control.js';
+import { rowsOf, v2Body, type Inference, type ModelContext, type ModelRoutes, type RouteRow } from './model-routes.js';
 
-/** A family replica asks its runtime (over IPC) for a member's model file; part of `ReplicaToRuntime`. */
+/** A family replica asks its runtime (over the control channel) for a member's model file; part of `ReplicaToRuntime`. */
 export interface StageRequest {
   type: 'stage';
   id: number;
@@ -26,9 +27,12 @@ export interface StageRequest {
   version: number;
 }
 
-/** The runtime's answer to a `StageRequest` (the file's bytes in base64); part of `RuntimeToReplica`. */
+/**
+ * The runtime's answer to a `StageRequest`; part of `RuntimeToReplica`. On the wire the file's
+ * bytes are the frame's payload, not part of its JSON header.
+ */
 export type StageReply =
-  | { type: 'staged'; id: number; modelFile: string; base64: string }
+  | { type: 'staged'; id: number; modelFile: string; bytes: Buffer }
   | { type: 'staged'; id: number; error: ErrorBody };
 
 /** The model file of a member (family members are single-file ONNX models) and its name. */
@@ -68,6 +72,15 @@ export function familyModel(f: FamilyOptions, ctx: ModelContext & { maxRows: num
       modelMetrics.observe(rowsOf(inputs), (performance.now() - t0) / 1000);
     }
   };
+  const infer: Inference = async (params, body) => {
+    const { name, version } = memberOf(params);
+    const { header, binary } = v2Body(params, body, ctx.jsonLimits);
+    return cache.use(`${name}/${version}`, async (m) => {
+      const req = decodeV2Request(header, m.model.signature, binary);
+      const outputs = await predict(m, req.inputs, req.parameters);
+      return encodeV2Answer(outputs, { modelName: name, modelVersion: version, id: req.id, requestedOutputs: req.requestedOutputs }, req);
+    });
+  };
   const routes: RouteRow[] = [
     ['POST', '/family/:name/:version/invocations', async (params, body) => {
       const { name, version } = memberOf(params);
@@ -78,15 +91,8 @@ export function familyModel(f: FamilyOptions, ctx: ModelContext & { maxRows: num
         return encodeMlflowResponse(await predict(m, req.inputs, req.params), req.format);
       });
     }],
-    ['POST', '/family/:name/:version/infer', async (params, body) => {
-      const { name, version } = memberOf(params);
-      const parsed = parseJson(body, ctx.jsonLimits);
-      return cache.use(`${name}/${version}`, async (m) => {
-        const req = decodeV2Request(parsed, m.model.signature);
-        const outputs = await predict(m, req.inputs, req.parameters);
-        return encodeV2Response(outputs, { modelName: name, modelVersion: version, id: req.id, requestedOutputs: req.requestedOutputs });
-      });
-    }],
+    ['POST', '/family/:name/:version/infer', infer],
+    ['POST', '/family/:name/:version/infer/binary/:headerBytes', infer],
     ['GET', '/family/:name/:version', (params) => {
       const { name, version } = memberOf(params);
       return cache.use(`${name}/${version}`, async (m) => v2ModelMetadata(name, version, m.model.signature, 'onnxruntime_onnx'));
@@ -102,35 +108,48 @@ export function familyModel(f: FamilyOptions, ctx: ModelContext & { maxRows: num
 
 /** How long a replica waits for the runtime to stage a model before the request fails. */
 const STAGE_TIMEOUT_MS = 30_000;
+/**
+ * Stage requests outstanding at once; one more is answered 503 here (retryable) rather than sent:
+ * the runtime treats twice as many as a protocol violation (its `MAX_STAGE_REQUESTS`).
+ */
+const MAX_STAGE_REQUESTS = 16;
 
 let stageSeq = 0;
 const staging = new Map<number, { resolve: (r: { modelFile: string; bytes: Buffer }) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
 let listening = false;
 
-/** `StageModel` over the IPC channel to the local runtime that started this process. */
+/** `StageModel` over the control channel to the local runtime that started this process. */
 export const stageThroughRuntime: StageModel = (name, version) => {
-  if (process.send === undefined || !process.connected) {
+  const control = controlChannel();
+  if (control === undefined || !control.isOpen) {
     return Promise.reject(new FerryError('MODEL_ERROR', 'This family replica has no runtime to stage models through (it runs under `ferry server`).'));
+  }
+  if (staging.size >= MAX_STAGE_REQUESTS) {
+    return Promise.reject(new FerryError('TEMPORARILY_UNAVAILABLE', `This replica has ${staging.size} models loading; retry shortly.`, { retryAfterS: 1 }));
   }
   if (!listening) {
     listening = true;
     // The runtime is gone (the server died): nothing pending will be answered.
-    process.once('disconnect', () => {
+    void control.closed.then(() => {
       for (const [id, p] of staging) {
         staging.delete(id);
         clearTimeout(p.timer);
         p.reject(new FerryError('TEMPORARILY_UNAVAILABLE', 'The replica lost its runtime; it is shutting down.', { retryAfterS: 1 }));
       }
     });
-    process.on('message', (m: { type?: unknown }) => {
-      if (m.type !== 'staged') return;
-      const reply = m as StageReply;
-      const p = staging.get(reply.id);
+    control.onFrame(({ header, payload }) => {
+      if (header.type !== 'staged' || typeof header.id !== 'number') return;
+      const p = staging.get(header.id);
       if (p === undefined) return;
-      staging.delete(reply.id);
+      staging.delete(header.id);
       clearTimeout(p.timer);
-      if ('error' in reply) p.reject(new FerryError(isErrorCode(reply.error.error_code) ? reply.error.error_code : 'MODEL_ERROR', reply.error.message));
-      else p.resolve({ modelFile: reply.modelFile, bytes: Buffer.from(reply.base64, 'base64') });
+      const error = header.error as Partial<ErrorBody> | undefined;
+      if (error !== undefined) {
+        const code = typeof error.error_code === 'string' && isErrorCode(error.error_code) ? error.error_code : 'MODEL_ERROR';
+        p.reject(new FerryError(code, String(error.message)));
+      } else {
+        p.resolve({ modelFile: String(header.modelFile), bytes: payload });
+      }
     });
   }
   const id = ++stageSeq;
@@ -141,12 +160,6 @@ export const stageThroughRuntime: StageModel = (name, version) => {
     }, STAGE_TIMEOUT_MS);
     timer.unref();
     staging.set(id, { resolve, reject, timer });
-    process.send?.({ type: 'stage', id, name, version } satisfies StageRequest, undefined, undefined, (err) => {
-      if (err === null) return;
-      staging.delete(id);
-      clearTimeout(timer);
-      reject(new FerryError('MODEL_ERROR', `Could not ask the runtime to stage model '${name}': ${err.message}`));
-    });
+    control.send({ type: 'stage', id, name, version } satisfies StageRequest);
   });
 };
-

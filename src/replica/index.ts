@@ -3,31 +3,33 @@
  * speaks HTTP (MLflow scoring at `/invocations`, Open Inference Protocol v2 under `/v2/`, health
  * probes), decodes and validates requests against the signature, and hands tensors to the model
  * worker thread. SIGTERM drains in-flight requests, then exits. In pool mode (`awaitPoolClaim`) the
- * process starts before its model is known and gets its options over IPC from the runtime. Given
- * a `user` (the runtime passes one when the server is root), it switches to that uid/gid once its
- * model is loaded and its socket listens, before it answers anything.
+ * process starts before its model is known and gets its options over the control channel. Given
+ * a `user` (the runtime passes one when the server is root and there is no OS sandbox; in the
+ * sandbox the process is that user from its start), it switches to that uid/gid once its model is
+ * loaded and its socket listens, before it answers anything.
  */
 import fs from 'node:fs';
 import http from 'node:http';
 import { framePayloadLimit, listenShared, serveFrames, type FramedConnection, type FrameHandler, type RequestMeta } from '../channel/index.js';
 import { FerryError, toFerryError } from '../errors.js';
-import { isFlavorName, WORKLOAD_TYPES, type FlavorName, type LoadOptions } from '../flavors/index.js';
+import { FLAVOR_CAPABILITIES, isFlavorName, WORKLOAD_TYPES, type FlavorName, type LoadOptions } from '../flavors/index.js';
 import type { BatchingConfig } from '../runtime/index.js';
 import { listener, parseJson, readBody, Router, type JsonLimits } from '../http/index.js';
 import {
-  checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Response, v2ModelMetadata,
+  checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Answer, v2ModelConfig, v2ModelMetadata,
 } from '../protocols/index.js';
 import { ModelCallMetrics } from '../telemetry/index.js';
-import type { OutputValue, Tensor } from '../tensor/index.js';
+import type { OutputValue, Signature, Tensor } from '../tensor/index.js';
 import { isLogLevel, jsonLogger, type LogFields, type LogLevel } from '../logs/index.js';
 import { newSpanId, parseTraceparent, unixMicros } from '../tracing/index.js';
 import { LlmModel } from '../flavors/llm/index.js';
-import { openAiKind } from '../protocols/openai.js';
+import { decodeEmbeddingRequest, encodeEmbeddingResponse, openAiKind } from '../protocols/openai.js';
 import { batchable, DynamicBatcher, realClock } from './batcher.js';
 import { llmHandlers, Streamed } from './llm.js';
 import { ModelRunner, type ExecutionMode } from './runner.js';
+import { controlChannel } from './control.js';
 import { familyModel, stageThroughRuntime, type FamilyOptions, type StageReply, type StageRequest } from './family.js';
-import { rowsOf, type Inference, type ModelContext, type ModelRoutes, type RouteRow } from './model-routes.js';
+import { rowsOf, v2Body, type Inference, type ModelContext, type ModelRoutes, type RouteRow } from './model-routes.js';
 
 export interface ReplicaOptions {
   /** Unix socket path to listen on (the parent directory should be 0700); unused when `listen` is set. */
@@ -66,10 +68,12 @@ export interface ReplicaOptions {
 }
 
 /**
- * Messages over the IPC channel between the local runtime and its replica processes. A replica
- * started with all its flags sends only `listening`; one started in pool mode (`ferry replica
- * --pool ID`) first sends `warm` once it has imported everything and waits, then gets exactly one
- * `start` with the options the flags would have carried.
+ * Messages over the control channel between the local runtime and its replica processes (frames:
+ * `src/channel/control.ts`; this end: ./control.ts). A replica started with all its flags sends only
+ * `listening`; one started in pool mode (`ferry replica --pool ID`) first sends `warm` once it has
+ * imported everything and waits, then gets exactly one `start` with the options the flags would
+ * have carried. `drain` asks the replica to stop as SIGTERM does (in a sandbox the runtime's child
+ * is the sandbox, not the replica, so a signal would not reach it).
  */
 export type ReplicaToRuntime =
   /** Pool mode: Node, onnxruntime and the replica code are loaded; send `start` now. */
@@ -78,8 +82,9 @@ export type ReplicaToRuntime =
   | { type: 'listening' }
   /** A family replica needs a member staged (./family.ts). */
   | StageRequest;
-export type RuntimeToReplica = { type: 'start'; options: ReplicaOptions } | StageReply;
+export type RuntimeToReplica = { type: 'start'; options: ReplicaOptions } | StageReply | { type: 'drain' };
 export type { StageReply, StageRequest } from './family.js';
+export { openControl } from './control.js';
 
 const EXECUTION_MODES: readonly ExecutionMode[] = ['auto', 'inline', 'worker'];
 
@@ -126,6 +131,11 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     router.add(method, pattern, async (ctx) => {
       const body = method === 'POST' ? await readBody(ctx.req, opts.maxBodyBytes) : EMPTY;
       const answer = await handler(ctx.params, body, () => closedSignal(ctx.res));
+      if (Buffer.isBuffer(answer)) {
+        ctx.res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': answer.length });
+        ctx.res.end(answer);
+        return undefined;
+      }
       if (!(answer instanceof Streamed)) return { body: answer };
       ctx.res.writeHead(200, { 'content-type': answer.contentType, 'cache-control': 'no-cache' });
       for await (const chunk of answer.chunks) ctx.res.write(chunk);
@@ -146,13 +156,14 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     const wantSpan = meta?.wantSpan === true;
     const t0 = wantSpan || debug ? performance.now() : 0;
     let status = 200;
-    let answer: string;
+    let answer: string | Buffer;
     try {
       const { route, params } = frameRoutes.match(method, path);
       const result = await route.handler(params, body, () => req.signal);
       // A stream's span and debug line would cover only its start: it has neither.
       if (result instanceof Streamed) return { status: 200, body: '', stream: result.chunks, contentType: result.contentType };
-      answer = JSON.stringify(result);
+      // A Buffer is a v2 binary answer (protocols/v2-binary.ts), sent as is.
+      answer = Buffer.isBuffer(result) ? result : JSON.stringify(result);
     } catch (err) {
       const e = toFerryError(err);
       status = e.status;
@@ -192,7 +203,8 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
   // answered on later event-loop turns).
   if (opts.user !== undefined) dropPrivileges(opts.user);
   // A lost hint costs only the rest of one poll interval; the probe stays the proof of readiness.
-  if (process.connected) process.send?.({ type: 'listening' } satisfies ReplicaToRuntime, undefined, undefined, () => undefined);
+  const control = controlChannel();
+  control?.send({ type: 'listening' } satisfies ReplicaToRuntime);
   logger('info', 'replica ready', {
     ...model.readyFields, socket: opts.listen === undefined ? opts.socketPath : `${opts.listen.host}:${opts.listen.port}`,
     uid: process.getuid?.(), maxRowsPerRequest: opts.maxRowsPerRequest, maxJsonDepth: opts.maxJsonDepth, maxJsonElements: opts.maxJsonElements, logLevel,
@@ -223,16 +235,12 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
   })());
 
   // A replica never outlives the server that started it: when the server dies, even by SIGKILL,
-  // the OS closes the IPC channel and 'disconnect' fires; drain as on SIGTERM. If the server died
-  // while the model was loading, the channel is already closed and the replica exits now.
-  if (process.send !== undefined) {
-    const exitWithParent = (): void => {
-      logger('info', 'server disconnected; draining');
-      close().then(() => process.exit(0), () => process.exit(1));
-    };
-    if (process.connected) process.once('disconnect', exitWithParent);
-    else exitWithParent();
-  }
+  // the OS closes the control channel; drain as on SIGTERM. If the server died while the model
+  // was loading, the channel is already closed and the replica exits now.
+  void control?.closed.then(() => {
+    logger('info', 'server disconnected; draining');
+    close().then(() => process.exit(0), () => process.exit(1));
+  });
   return { close };
 }
 
@@ -241,8 +249,8 @@ async function singleModel(opts: ReplicaOptions, { ready, logger, jsonLimits }: 
   // An llm model runs on this thread: llama.cpp computes on its own threads, asynchronously, and
   // the OpenAI routes call the model itself (calibration would only time a long generation).
   const runner = await ModelRunner.start(
-    { flavor: opts.flavor, dir: opts.dir, loadOptions: opts.loadOptions },
-    { execution: opts.flavor === 'llm' ? 'inline' : opts.execution ?? 'auto', calibrationBatchRows: opts.batching.maxBatchSize },
+    { flavor: opts.flavor, dir: opts.dir, loadOptions: { ...opts.loadOptions, ...(opts.user === undefined ? {} : { processUser: opts.user }) } },
+    { execution: FLAVOR_CAPABILITIES[opts.flavor].inline ? 'inline' : opts.execution ?? 'auto', calibrationBatchRows: opts.batching.maxBatchSize },
   );
   const signature = runner.signature;
   const llmModel = runner.inlineModel instanceof LlmModel ? runner.inlineModel : undefined;
@@ -281,14 +289,19 @@ async function singleModel(opts: ReplicaOptions, { ready, logger, jsonLimits }: 
   };
   const infer: Inference = async (params, body) => {
     checkModel(params);
-    const req = decodeV2Request(parseJson(body, jsonLimits), signature);
+    const { header, binary } = v2Body(params, body, jsonLimits);
+    const req = decodeV2Request(header, signature, binary);
     checkRowCount(req.inputs, maxRows);
     const outputs = await predict(req.inputs, req.parameters);
-    return encodeV2Response(outputs, { modelName: opts.modelName, modelVersion: opts.modelVersion, id: req.id, requestedOutputs: req.requestedOutputs });
+    return encodeV2Answer(outputs, { modelName: opts.modelName, modelVersion: opts.modelVersion, id: req.id, requestedOutputs: req.requestedOutputs }, req);
   };
   const metadata: Inference = (params) => {
     checkModel(params);
-    return v2ModelMetadata(opts.modelName, opts.modelVersion, signature, platformOf(opts.flavor));
+    return v2ModelMetadata(opts.modelName, opts.modelVersion, signature, FLAVOR_CAPABILITIES[opts.flavor].platform);
+  };
+  const config: Inference = (params) => {
+    checkModel(params);
+    return v2ModelConfig(opts.modelName, signature, FLAVOR_CAPABILITIES[opts.flavor].platform, batcher === undefined ? undefined : opts.batching);
   };
 
   const llm = llmModel === undefined ? undefined : llmHandlers(llmModel, opts.modelName, (stats) => {
@@ -302,6 +315,21 @@ async function singleModel(opts: ReplicaOptions, { ready, logger, jsonLimits }: 
     const req = decodeMlflowRequest(parseJson(body, jsonLimits), signature);
     checkRowCount(req.inputs, maxRows);
     return encodeMlflowResponse(await predict(req.inputs, req.params), req.format);
+  };
+  const embedding = embeddingModel(signature);
+  /**
+   * OpenAI embeddings on a model that turns texts into vectors (a feature-extraction model):
+   * the texts as the model's one string input, batched like any request.
+   */
+  const embeddings: Inference | undefined = embedding === undefined ? undefined : async (_params, body) => {
+    const r = decodeEmbeddingRequest(parseJson(body, jsonLimits));
+    const inputs: Record<string, Tensor> = { [embedding.input]: { dtype: 'string', shape: [r.inputs.length], data: r.inputs } };
+    checkRowCount(inputs, maxRows);
+    const out = (await predict(inputs, undefined))[embedding.output];
+    if (out === undefined || out.dtype !== 'float32' || out.shape.length !== 2 || out.shape[0] !== r.inputs.length) {
+      throw new FerryError('MODEL_ERROR', `Model execution failed: output '${embedding.output}' is not float32 [${r.inputs.length}, dim].`);
+    }
+    return encodeEmbeddingResponse(r, opts.modelName, out.data as Float32Array, out.shape[1] as number, undefined);
   };
   const routes: RouteRow[] = [
     ['POST', '/invocations', llm === undefined ? mlflowInvocations : (params, body, signal) => {
@@ -319,12 +347,17 @@ async function singleModel(opts: ReplicaOptions, { ready, logger, jsonLimits }: 
       ['POST', '/v1/completions', (_params, body, signal) => llm.completion(parseJson(body, jsonLimits), signal)],
       ['POST', '/v1/embeddings', (_params, body) => llm.embeddings(parseJson(body, jsonLimits))],
     ] satisfies Array<[method: 'GET' | 'POST', pattern: string, handler: Inference]>),
+    ...(embeddings === undefined ? [] : [['POST', '/v1/embeddings', embeddings] satisfies RouteRow]),
     ['GET', '/v2/models/:name', metadata],
     ['GET', '/v2/models/:name/versions/:version', metadata],
+    ['GET', '/v2/models/:name/config', config],
+    ['GET', '/v2/models/:name/versions/:version/config', config],
     ['GET', '/v2/models/:name/ready', (params) => (checkModel(params), ready())],
     ['GET', '/v2/models/:name/versions/:version/ready', (params) => (checkModel(params), ready())],
     ['POST', '/v2/models/:name/infer', infer],
     ['POST', '/v2/models/:name/versions/:version/infer', infer],
+    ['POST', '/v2/models/:name/infer/binary/:headerBytes', infer],
+    ['POST', '/v2/models/:name/versions/:version/infer/binary/:headerBytes', infer],
   ];
   return {
     routes,
@@ -363,25 +396,26 @@ function dropPrivileges(user: { uid: number; gid: number }): void {
  * the model, tells the runtime it is `warm`, and resolves with the options of the ONE `start`
  * message that follows; the caller then starts the replica exactly as if those options had come
  * as flags. The process moves into the artifact directory, as a spawned replica starts in it.
- * While idle it exits as soon as the runtime's IPC channel closes (the server died).
+ * While idle it exits as soon as the runtime's control channel closes (the server died).
  */
 export async function awaitPoolClaim(): Promise<ReplicaOptions> {
-  if (process.send === undefined || !process.connected) throw new Error('pool mode needs an IPC channel to the runtime that started it.');
+  const control = controlChannel();
+  if (control === undefined || !control.isOpen) throw new Error('pool mode needs a control channel to the runtime that started it (--control).');
   await warmUp();
   const options = await new Promise<unknown>((resolve) => {
-    const onDisconnect = (): void => {
+    let claimed = false;
+    void control.closed.then(() => {
+      if (claimed) return; // the replica's own lifeline handles it from then on
       log('info', 'server disconnected while idle in the pool; exiting');
       process.exit(0);
-    };
-    const onMessage = (msg: unknown): void => {
-      process.off('message', onMessage);
-      process.off('disconnect', onDisconnect);
-      resolve(msg);
-    };
-    process.once('disconnect', onDisconnect);
-    process.on('message', onMessage);
+    });
+    control.onFrame(({ header }) => {
+      if (claimed || header.type !== 'start') return;
+      claimed = true;
+      resolve(header);
+    });
     log('info', 'pool process warm; waiting for a replica to serve', { pid: process.pid });
-    process.send?.({ type: 'warm' } satisfies ReplicaToRuntime, undefined, undefined, () => undefined);
+    control.send({ type: 'warm' } satisfies ReplicaToRuntime);
   }).then(parseStartMessage);
   process.chdir(options.dir);
   return options;
@@ -416,6 +450,7 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
   const flavor = o.flavor;
   if (!isFlavorName(flavor)) return bad(`unknown flavor ${JSON.stringify(flavor)}`);
   const lo = obj(o.loadOptions, 'loadOptions');
+  const memoryLimitBytes = lo.memoryLimitBytes === undefined ? undefined : num(lo.memoryLimitBytes, 'loadOptions.memoryLimitBytes');
   const workloadType = WORKLOAD_TYPES.find((w) => w === lo.workloadType) ?? bad(`unknown workloadType ${JSON.stringify(lo.workloadType)}`);
   const b = obj(o.batching, 'batching');
   if (typeof b.enabled !== 'boolean') bad('batching.enabled is not a boolean');
@@ -432,7 +467,10 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
     dir: text(o.dir, 'dir'),
     flavor,
     // A family replica loads its models later, each with its own file.
-    loadOptions: { modelFile: family === undefined ? text(lo.modelFile, 'loadOptions.modelFile') : '', workloadType, intraOpThreads: num(lo.intraOpThreads, 'loadOptions.intraOpThreads') },
+    loadOptions: {
+      modelFile: family === undefined ? text(lo.modelFile, 'loadOptions.modelFile') : '', workloadType, intraOpThreads: num(lo.intraOpThreads, 'loadOptions.intraOpThreads'),
+      ...(memoryLimitBytes === undefined ? {} : { memoryLimitBytes }),
+    },
     modelName: text(o.modelName, 'modelName'),
     modelVersion: family === undefined ? text(o.modelVersion, 'modelVersion') : '',
     maxBodyBytes: num(o.maxBodyBytes, 'maxBodyBytes'),
@@ -453,8 +491,16 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
   };
 }
 
-function platformOf(flavor: FlavorName): string {
-  return flavor === 'onnx' ? 'onnxruntime_onnx' : flavor;
+/**
+ * An embedding model: one string input (a text per row) and one float32 output of shape
+ * [-1, dim], as a feature-extraction model has. Its input and output names; undefined otherwise.
+ */
+function embeddingModel(signature: Signature): { input: string; output: string } | undefined {
+  const [input, ...moreInputs] = signature.inputs;
+  const [output, ...moreOutputs] = signature.outputs;
+  if (input === undefined || output === undefined || moreInputs.length > 0 || moreOutputs.length > 0) return undefined;
+  if (input.dtype !== 'string' || output.dtype !== 'float32' || output.shape?.length !== 2) return undefined;
+  return { input: input.name, output: output.name };
 }
 
 /** The request-scoped fields of a log line: the gateway's request id, and the trace and parent span ids. */

@@ -6,7 +6,7 @@
  */
 import type { GenerationEnd, GenerationParams, LlmModel, Token } from '../flavors/llm/index.js';
 import {
-  completionId, decodeChatRequest, decodeCompletionRequest, decodeEmbeddingRequest, SSE_DONE, sseData, usage, type SamplingRequest,
+  completionId, decodeChatRequest, decodeCompletionRequest, decodeEmbeddingRequest, encodeEmbeddingResponse, EVENT_STREAM, SSE_DONE, sseData, usage, type SamplingRequest,
 } from '../protocols/openai.js';
 
 /** A streamed answer: what the frame handler sends as a channel stream, or HTTP writes as it comes. */
@@ -75,7 +75,7 @@ export function llmHandlers(model: LlmModel, modelName: string, onDone: (stats: 
       // the queue full, a prompt over the context) is the request's error, with its status.
       const events = stream(kind, id, created, prompts, r, signal());
       const first = await events.next();
-      return new Streamed('text/event-stream', resumed(first, events));
+      return new Streamed(EVENT_STREAM, resumed(first, events));
     }
     const texts: string[] = [];
     const ends: GenerationEnd[] = [];
@@ -127,11 +127,7 @@ export function llmHandlers(model: LlmModel, modelName: string, onDone: (stats: 
   const embeddings = async (body: unknown): Promise<unknown> => {
     const r = decodeEmbeddingRequest(body);
     const { vectors, tokens } = await model.embed(r.inputs);
-    return {
-      object: 'list', model: modelName,
-      data: vectors.map((embedding, index) => ({ object: 'embedding', index, embedding })),
-      usage: { prompt_tokens: tokens, total_tokens: tokens },
-    };
+    return encodeEmbeddingResponse(r, modelName, Float32Array.from(vectors.flat()), vectors[0]?.length ?? 0, tokens);
   };
 
   return {

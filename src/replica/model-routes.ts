@@ -3,7 +3,8 @@
  * ./index.ts) and what it serves: one model version (`singleModel` in ./index.ts) or a model
  * family (./family.ts).
  */
-import type { JsonLimits } from '../http/index.js';
+import { invalidParameter } from '../errors.js';
+import { parseJson, type JsonLimits } from '../http/index.js';
 import type { jsonLogger, LogFields } from '../logs/index.js';
 import type { Tensor } from '../tensor/index.js';
 
@@ -37,4 +38,17 @@ export interface ModelContext {
   ready: () => unknown;
   logger: ReturnType<typeof jsonLogger>;
   jsonLimits: JsonLimits;
+}
+
+/**
+ * The JSON part and the binary part of a v2 inference body. The gateway sends a body with binary
+ * tensors (the binary tensor extension) to `.../infer/binary/{headerBytes}`, the client's
+ * `Inference-Header-Content-Length`; without that parameter the whole body is JSON.
+ */
+export function v2Body(params: Record<string, string>, body: Buffer, limits: JsonLimits): { header: unknown; binary: Buffer | undefined } {
+  const raw = params.headerBytes;
+  if (raw === undefined) return { header: parseJson(body, limits), binary: undefined };
+  const headerBytes = /^\d{1,10}$/.test(raw) ? Number(raw) : NaN;
+  if (!(headerBytes <= body.length)) throw invalidParameter('Inference-Header-Content-Length', raw, `a byte count within the body's ${body.length} bytes`);
+  return { header: parseJson(body.subarray(0, headerBytes), limits), binary: body.subarray(headerBytes) };
 }

@@ -157,7 +157,7 @@ async function loadInline(init: WorkerInit): Promise<LoadedModel> {
   // Imported on demand: with `execution: 'worker'` the main thread never loads the model runtime.
   const { getFlavor } = await import('../flavors/index.js');
   try {
-    return await getFlavor(init.flavor).load(init.dir, init.loadOptions);
+    return await (await getFlavor(init.flavor)).load(init.dir, init.loadOptions);
   } catch (err) {
     throw toFerryError(err);
   }

@@ -39,7 +39,7 @@ async function handle(msg: WorkerRequest): Promise<void> {
   }
 }
 
-getFlavor(init.flavor).load(init.dir, init.loadOptions).then(
+getFlavor(init.flavor).then((flavor) => flavor.load(init.dir, init.loadOptions)).then(
   (m) => {
     model = m;
     port.on('message', (msg: WorkerRequest) => void handle(msg));

@@ -7,6 +7,11 @@
 import type { FlavorName, WorkloadType } from '../flavors/index.js';
 import type { KubernetesRuntimeOptions } from './kubernetes/index.js';
 import { LocalRuntime, type LocalRuntimeOptions } from './local/index.js';
+export { ReplicaProtocolError } from './errors.js';
+
+/** For other Ferry processes under the permission model (the registry's inspector): Ferry's code paths, and a process's resident memory. */
+export { ferryCodePaths } from './local/index.js';
+export { residentBytes } from './local/proc.js';
 
 /**
  * Dynamic batching of one served entity's replicas. With `maxQueueDelayUs` 0 requests that arrive
@@ -99,8 +104,11 @@ export interface ReplicaExit {
   /** Exit code, or undefined when killed by a signal. */
   code: number | undefined;
   signal: string | undefined;
-  /** 'crashed' (exited on its own), 'oom' (over its memory limit, killed by the runtime). */
-  reason: 'crashed' | 'oom';
+  /**
+   * 'crashed' (exited on its own), 'oom' (over its memory limit, killed by the runtime),
+   * 'protocol' (sent the local runtime something that is not a valid control message, killed).
+   */
+  reason: 'crashed' | 'oom' | 'protocol';
   /** The last lines of the replica's log, for the entity's state message. */
   lastLogLines: string;
 }
@@ -122,10 +130,24 @@ export interface Runtime {
   stopReplica(id: string): Promise<void>;
   /** Called once for each replica that exits without `stopReplica` (crash, OOM kill). */
   onExit(listener: (exit: ReplicaExit) => void): void;
+  /** The local runtime's OS sandbox around replica processes, as chosen at open, and why (logged at start). */
+  readonly sandbox?: { kind: 'bwrap' | 'none'; reason: string };
   /** Replicas this runtime currently runs. */
   list(): ReplicaHandle[];
   /** The tail of the logs of a served entity's replicas (newest replica last), at most `maxBytes`. */
   logs(endpoint: string, servedEntity: string, maxBytes: number): Promise<string>;
+  /**
+   * Deletes what the runtime kept of an endpoint's replicas' logs (files, tails of gone pods),
+   * once the endpoint is deleted and its replicas stopped: a new endpoint of the same name must
+   * not read them.
+   */
+  deleteLogs(endpoint: string): Promise<void>;
+
+  /**
+   * The tail (at most `maxBytes`) of the build log of the environment a model in `artifactDir`
+   * runs in (a python model's virtualenv), "" when none was built; absent: the runtime builds none.
+   */
+  buildLogs?(artifactDir: string, flavor: FlavorName, maxBytes: number): Promise<string>;
   /**
    * Server shutdown. The local runtime stops every replica (they are its child processes). The
    * Kubernetes runtime stops watching and forgets its replicas but leaves their pods serving: a

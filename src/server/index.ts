@@ -1,34 +1,40 @@
 /**
  * `ferry server`: the composition root. Opens the metadata and artifact stores in the data
- * directory, bootstraps the admin token, finishes interrupted registrations, mounts the APIs and
- * listens. Every request passes the audit trail, authentication and the route's access rule
- * (src/auth); health probes are public, every other route requires a bearer token.
+ * directory, bootstraps the admin token, starts the artifact inspector, finishes interrupted
+ * registrations (through the inspector: one that fails is FAILED_REGISTRATION, never retried at
+ * every start), mounts the APIs, listens, and only then brings the stored endpoints back up.
+ * Every request passes the audit trail, authentication and the route's access rule (src/auth);
+ * health probes are public, every other route requires a bearer token.
  */
-import fsp from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { openArtifactStore } from '../artifacts/index.js';
-import { access, auditRoutes, auditTrail, authenticate, Authorizer, authorize, authRoutes, bootstrapAdminToken, type Access, type ServerRouter } from '../auth/index.js';
+import { access, auditRoutes, AuditTrail, authenticate, Authorizer, authorize, authRoutes, bootstrapAdminToken, type Access, type ServerRouter } from '../auth/index.js';
 import type { ServerConfig } from '../config/index.js';
 import { consoleRoutes } from '../console/index.js';
 import { EndpointController, endpointRoutes, LOAD_REPORT_INTERVAL_MS, PeerLoad, RouteFollower } from '../control/index.js';
 import { errorBodyFor, gatewayRoutes, RoutingTable } from '../gateway/index.js';
 import { FerryError } from '../errors.js';
+import type { GrpcServer } from '../grpc/index.js';
 import { InferenceTableWriter, inferenceTableRoutes } from '../inference-tables/index.js';
 import { listener, Router, type Handler } from '../http/index.js';
 import { atLevel, type LogFn } from '../logs/index.js';
-import { Registry, registryRoutes } from '../registry/index.js';
+import { Inspector, Registry, registryRoutes } from '../registry/index.js';
 import { openCluster, openRuntime, type Cluster, type Runtime } from '../runtime/index.js';
 import { openInferenceTableStore, openStore, type MetadataStore } from '../store/index.js';
+import { simulatorRoutes } from '../simulator/index.js';
 import { Telemetry, telemetryRoutes } from '../telemetry/index.js';
 import { OtlpExporter, requestTracing, traceOf } from '../tracing/index.js';
+import { lockDataDir, restrictDataDir } from './data-dir.js';
 import { LeaderRuntime, leaderOnly } from './leadership.js';
 import { bindWarning, createServer, loadTlsCredentials } from './listen.js';
 
 export interface FerryServer {
   /** Base URL, e.g. http://127.0.0.1:8080 (https:// with TLS) */
   url: string;
+  /** "host:port" of the OIP v2 gRPC front end; undefined without `grpcPort`. */
+  grpcAddress: string | undefined;
   /** The admin token when this start generated it (first start without FERRY_ADMIN_TOKEN). */
   generatedAdminToken: string | undefined;
   store: MetadataStore;
@@ -61,30 +67,41 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const log = atLevel(config.logLevel, deps.log ?? (() => undefined));
   const dataDir = path.resolve(config.dataDir);
   const tlsCredentials = await loadTlsCredentials(config.tls);
-  await fsp.mkdir(dataDir, { recursive: true, mode: 0o700 });
+  for (const warning of await restrictDataDir(dataDir)) log('warn', warning);
   const releaseLock = await lockDataDir(dataDir);
   const store = await openStore(config.databaseUrl === undefined
     ? { kind: 'sqlite', path: path.join(dataDir, 'ferry.db') }
     : { kind: 'postgres', url: config.databaseUrl });
+  const audit = new AuditTrail({
+    store, now, retentionMs: config.auditRetentionMs, anonymousRowsPerMinute: config.auditAnonymousRowsPerMinute,
+    onError: (err) => log('error', 'writing the audit log failed', { error: String(err) }),
+  });
   /** What to stop if the start fails half way (replicas, the warm pool, timers). */
   let stopStarted: (() => Promise<void>) | undefined;
   try {
     const artifacts = await openArtifactStore(config.artifactStore.kind === 'local'
       ? { kind: 'local', root: path.join(dataDir, 'artifacts') }
-      : { ...config.artifactStore, cacheDir: path.join(dataDir, 'artifact-cache') });
+      : { ...config.artifactStore, credentials: config.artifactStore.credentials ?? takeAwsCredentials(process.env), cacheDir: path.join(dataDir, 'artifact-cache') });
     const generatedAdminToken = await bootstrapAdminToken(store, dataDir, deps.adminToken, now());
-    const registry = new Registry(store, artifacts, { maxUploadBytes: config.maxUploadBytes, now });
+    // Uploaded artifacts are parsed in inspector processes, never in this one (src/registry/inspector.ts).
+    const inspector = new Inspector({
+      memoryLimitBytes: config.inspectorMemoryLimitBytes, timeoutMs: config.inspectionTimeoutMs,
+      readRoots: [path.join(dataDir, 'artifacts'), path.join(dataDir, 'artifact-cache')],
+    });
+    stopStarted = () => inspector.close();
+    const registry = new Registry(store, artifacts, { maxUploadBytes: config.maxUploadBytes, now, inspector });
     // Several servers share the store on Kubernetes: a version another one is registering right
     // now is PENDING too, so only those pending for longer than any upload takes are finished.
     await registry.recoverPending(config.runtime.kind === 'kubernetes' ? SHARED_STORE_RECOVERY_AGE_MS : 0);
 
+    await audit.start();
     const authz = new Authorizer(store, now);
     const router: ServerRouter = new Router<Handler, Access>()
       .add('GET', '/v2/health/live', () => ({ body: { live: true } }), access.public)
       .add('GET', '/v2/health/ready', () => ({ body: { ready: true } }), access.public);
     await consoleRoutes(router);
     const jsonLimits = { maxDepth: config.maxJsonDepth, maxElements: config.maxJsonElements };
-    authRoutes(router, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits, now });
+    authRoutes(router, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits, now, deleteOwned: (principal) => registry.deleteUploadsOf(principal) });
     auditRoutes(router, store);
     registryRoutes(router, registry, authz, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes, jsonLimits });
 
@@ -105,7 +122,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         kind: 'local', stateDir: path.join(dataDir, 'runtime'),
         startTimeoutMs: config.replicaStartTimeoutMs, drainTimeoutMs: config.replicaDrainTimeoutMs,
         warmPoolSize: config.warmPoolSize, warmPoolMemoryLimitBytes: config.replicaMemoryLimitBytes, replicaUser: config.replicaUser,
-        logLevel: config.logLevel,
+        logLevel: config.logLevel, sandbox: config.sandbox, allowUnsandboxedUserCode: config.allowUnsandboxedUserCode,
+        python: config.python, pythonEnvManager: config.pythonEnvManager, pythonPipArgs: [...config.pythonPipArgs],
       };
     // Kubernetes: several servers may run side by side; one, elected over a Lease, runs the
     // control plane (its runtime opens, adopting the pods, when it becomes leader). Joined before
@@ -117,12 +135,21 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         onError: (err) => log('warn', 'Kubernetes API call failed (retrying)', { error: err instanceof Error ? err.message : String(err) }),
       })
       : undefined;
-    stopStarted = async () => cluster?.close();
+    stopStarted = async () => {
+      await cluster?.close();
+      await inspector.close();
+    };
     const leaderRuntime = cluster === undefined ? undefined : new LeaderRuntime(() => openRuntime(runtimeOptions));
     const runtime: Runtime = leaderRuntime ?? await openRuntime(runtimeOptions);
+    if (runtime.sandbox !== undefined) {
+      const { kind, reason } = runtime.sandbox;
+      const userCode = kind === 'bwrap' ? 'sandboxed' : config.allowUnsandboxedUserCode ? 'allowed unsandboxed (allowUnsandboxedUserCode)' : 'refused (allowUnsandboxedUserCode is false)';
+      log(kind === 'none' ? 'warn' : 'info', 'replica sandbox', { sandbox: kind, reason, userCodeModels: userCode });
+    }
     stopStarted = async () => {
       await runtime.close();
       await cluster?.close();
+      await inspector.close();
     };
     const table = new RoutingTable();
     const traffic = { maxConcurrencyPerReplica: config.replicaMaxConcurrency, maxQueued: config.bufferDepth, queueTimeoutMs: config.bufferTimeoutMs };
@@ -145,6 +172,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     });
     /** Whether this server runs the control plane: always without a cluster; in one, once its controller has started. */
     let leading = cluster === undefined;
+    /** Whether the API listens (the controller restores the stored endpoints from then on). */
+    let listening = false;
     // Subscribed before the controller starts, so the replicas it brings back are counted.
     const exporter = config.otlpEndpoint === undefined ? undefined : new OtlpExporter({ endpoint: config.otlpEndpoint, log });
     const telemetry = new Telemetry({
@@ -157,6 +186,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       await controller.close();
       await exporter?.close();
       await cluster?.close();
+      await inspector.close();
     };
     endpointRoutes(router, controller, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits });
     const inferenceStore = await openInferenceTableStore(config.databaseUrl === undefined
@@ -175,11 +205,18 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       await controller.close();
       await exporter?.close();
       await cluster?.close();
+      await inspector.close();
     };
     await inferenceTable.start();
+    // The stores created their files with the umask's mode.
+    for (const warning of await restrictDataDir(dataDir)) log('warn', warning);
     inferenceTableRoutes(router, { store: inferenceStore, writer: inferenceTable, settingsOf });
-    gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats, log, logLevel: config.logLevel, exporter, authz });
+    // Telemetry first: its `GET /v2/models/stats` must win over the gateway's `GET /v2/models/:name`.
     telemetryRoutes(router, telemetry, authz);
+    simulatorRoutes(router, {
+      controller, telemetry, inferenceStore, inferenceTableOf: settingsOf, gateway: traffic, now, maxBodyBytes: config.maxBodyBytes, jsonLimits,
+    });
+    gatewayRoutes(router, table, { maxBodyBytes: config.maxBodyBytes, stats: controller.stats, log, logLevel: config.logLevel, exporter, authz });
     /** This server's pod carries the leader label (removed at close). */
     let labelled = false;
     let steppedDown = false;
@@ -211,6 +248,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
           await controller.start();
           if (steppedDown) return;
           leading = true;
+          if (listening) controller.restore();
           follower.handOver();
           await cluster.markLeader(true).then(() => {
             labelled = true;
@@ -234,15 +272,17 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
 
     const middlewares = [
       requestTracing(),
-      auditTrail(store, now, (err) => log('error', 'writing the audit log failed', { error: String(err) })),
+      audit.record,
       authenticate(authz),
       authorize(authz),
       leaderOnly(() => leading),
+      audit.writeAhead,
     ];
-    const server = createServer(listener(router, middlewares, (err, ctx) => {
+    const handle = listener(router, middlewares, (err, ctx) => {
       const trace = traceOf(ctx);
       log('error', 'request failed', { method: ctx.method, path: ctx.path, request_id: trace?.requestId, trace_id: trace?.traceId, error: err instanceof Error ? err.stack : String(err) });
-    }, errorBodyFor), config, tlsCredentials);
+    }, errorBodyFor);
+    const server = createServer(handle, config, tlsCredentials);
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL'
         ? new FerryError('INVALID_PARAMETER_VALUE', `Cannot listen on ${config.host}:${config.port} (${err.code}): ${err.code === 'EADDRINUSE' ? 'another process uses that port; stop it or pass --port' : 'choose another --host/--port'}.`)
@@ -253,11 +293,28 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
     const url = `${tlsCredentials === undefined ? 'http' : 'https'}://${host}:${addr.port}`;
     log('info', 'ferry server listening', { url, dataDir });
+    // The gRPC front end runs every call through `handle`: the same path as HTTP requests.
+    let grpcServer: GrpcServer | undefined;
+    if (config.grpcPort !== undefined) {
+      try {
+        // Imported only when configured: grpc-js stays out of servers that do not speak gRPC.
+        const { startGrpcServer } = await import('../grpc/index.js');
+        grpcServer = await startGrpcServer({ host: config.host, port: config.grpcPort, tls: tlsCredentials, maxMessageBytes: config.maxBodyBytes, handle, log });
+      } catch (err) {
+        server.close();
+        throw new FerryError('INVALID_PARAMETER_VALUE', `Cannot listen for gRPC on ${config.host}:${config.grpcPort}: ${(err as Error).message}; choose another grpcPort.`);
+      }
+      log('info', 'gRPC (OIP v2) listening', { address: grpcServer.address, tls: tlsCredentials !== undefined });
+    }
+    // Endpoints come back only now: replicas that misbehave cannot keep the API from answering.
+    listening = true;
+    if (leading) controller.restore();
     const exposed = bindWarning(addr.address, addr.port, tlsCredentials !== undefined);
     if (exposed !== undefined) log('warn', exposed, { address: addr.address, port: addr.port, tls: tlsCredentials !== undefined });
 
     let closing: Promise<void> | undefined;
     const close = (): Promise<void> => (closing ??= (async () => {
+      await grpcServer?.close();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       const timer = setTimeout(() => server.closeAllConnections(), 5000);
@@ -271,14 +328,17 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       await controller.close(); // the Kubernetes runtime leaves the pods serving
       await cluster?.close(); // releases the Lease: a follower takes over at its next look
       await exporter?.close();
+      await inspector.close();
+      await audit.close();
       await store.close();
       await releaseLock();
     })());
     finishStepDown = () => void close().finally(() => deps.onStepDown?.());
     if (steppedDown) finishStepDown();
-    return { url, generatedAdminToken, store, router, controller, close };
+    return { url, grpcAddress: grpcServer?.address, generatedAdminToken, store, router, controller, close };
   } catch (err) {
     await stopStarted?.();
+    await audit.close();
     await store.close();
     await releaseLock();
     throw err;
@@ -290,43 +350,18 @@ const SHARED_STORE_RECOVERY_AGE_MS = 60 * 60 * 1000;
 
 /** How often a follower reads the stored endpoints again (a config the leader activated shows within this). */
 const FOLLOWER_REFRESH_MS = 2000;
-
-/** Data directories this process has locked. */
-const lockedHere = new Set<string>();
-
 /**
- * One server per data directory: a second one would adopt (and kill) the first one's replicas.
- * The lock is a file holding the owner's pid; a lock whose process is gone (a crash) is taken over.
- * A lock holding our own pid that this process did not take is stale too: a container restarted
- * with its data directory kept (a Kubernetes emptyDir) runs the server as the same pid, 1, again.
+ * The AWS access key of the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally
+ * AWS_SESSION_TOKEN), removed from this process's environment so that nothing the server starts
+ * inherits it (the kernel's copy in /proc/<pid>/environ stays: see docs/security.md); the S3 client gets it explicitly
+ * (the AWS SDK would otherwise read the variables lazily, at its first call). Undefined when
+ * unset: the SDK's other sources (profiles, web identity, instance metadata) apply.
  */
-async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
-  const file = path.join(dataDir, 'server.pid');
-  for (;;) {
-    try {
-      await fsp.writeFile(file, String(process.pid), { flag: 'wx' });
-      lockedHere.add(dataDir);
-      return async () => {
-        lockedHere.delete(dataDir);
-        await fsp.rm(file, { force: true });
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    const pid = Number(await fsp.readFile(file, 'utf8').catch(() => ''));
-    const stale = pid === process.pid && !lockedHere.has(dataDir);
-    if (Number.isInteger(pid) && pid > 0 && !stale && isAlive(pid)) {
-      throw new FerryError('RESOURCE_CONFLICT', `Another Ferry server (pid ${pid}) is using the data directory ${dataDir}. Stop it, or start this one with another --data-dir.`);
-    }
-    await fsp.rm(file, { force: true });
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
+function takeAwsCredentials(env: NodeJS.ProcessEnv): { accessKeyId: string; secretAccessKey: string; sessionToken?: string } | undefined {
+  const { AWS_ACCESS_KEY_ID: accessKeyId, AWS_SECRET_ACCESS_KEY: secretAccessKey, AWS_SESSION_TOKEN: sessionToken } = env;
+  if (accessKeyId === undefined || secretAccessKey === undefined) return undefined;
+  delete env.AWS_ACCESS_KEY_ID;
+  delete env.AWS_SECRET_ACCESS_KEY;
+  delete env.AWS_SESSION_TOKEN;
+  return { accessKeyId, secretAccessKey, ...(sessionToken === undefined ? {} : { sessionToken }) };
 }

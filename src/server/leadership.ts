@@ -78,6 +78,11 @@ export class LeaderRuntime implements Runtime {
     return this.active().logs(endpoint, servedEntity, maxBytes);
   }
 
+  deleteLogs(endpoint: string): Promise<void> {
+    if (this.fenced) return Promise.resolve();
+    return this.active().deleteLogs(endpoint);
+  }
+
   /** Leaves the pods serving (the Kubernetes runtime's close). */
   async close(): Promise<void> {
     await this.inner?.close();

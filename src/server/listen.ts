@@ -4,6 +4,7 @@
  * to send the head, time to send the whole request), and the warning printed when it listens
  * beyond this machine.
  */
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
@@ -14,7 +15,7 @@ import type { ServerConfig } from '../config/index.js';
 import { FerryError, invalidParameter } from '../errors.js';
 
 /** The request limits node:http enforces itself, before any Ferry code sees the request. */
-export type ListenLimits = Pick<ServerConfig, 'maxHeaderBytes' | 'headersTimeoutMs' | 'bodyTimeoutMs'>;
+export type ListenLimits = Pick<ServerConfig, 'maxHeaderBytes' | 'headersTimeoutMs' | 'bodyTimeoutMs' | 'maxConnections' | 'maxPendingConnectionsPerIp'>;
 
 /** A certificate chain and its private key, PEM, read and checked by `loadTlsCredentials`. */
 export interface TlsCredentials {
@@ -74,8 +75,62 @@ export function createServer(handler: http.RequestListener, limits: ListenLimits
     ? http.createServer(options, handler)
     : https.createServer({ ...options, ...credentials, ...(limits.headersTimeoutMs > 0 ? { handshakeTimeout: limits.headersTimeoutMs } : {}) }, handler);
   server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  // Connections past this are closed as they arrive, before they cost a request: a flood of idle
+  // connections cannot use up the process's file descriptors (the database, replicas' sockets).
+  server.maxConnections = limits.maxConnections ?? defaultMaxConnections();
+  limitPendingPerAddress(server, limits.maxPendingConnectionsPerIp);
   server.on('clientError', answerClientError(limits));
   return server;
+}
+
+/**
+ * Closes a new connection at once when its client address already has `max` connections whose
+ * first request head has not arrived: one address trickling heads (each may take
+ * `headersTimeout`) cannot hold the server's connections. A connection stops counting at its
+ * first request or when it closes. Connections are keyed by address and port, which the TCP
+ * socket and, with TLS, the TLS socket a request arrives on share.
+ */
+function limitPendingPerAddress(server: http.Server | https.Server, max: number): void {
+  const pendingByAddress = new Map<string, number>();
+  const release = new Map<string, () => void>();
+  server.on('connection', (socket: net.Socket) => {
+    const address = socket.remoteAddress ?? '';
+    const pending = pendingByAddress.get(address) ?? 0;
+    if (pending >= max) {
+      socket.destroy();
+      return;
+    }
+    pendingByAddress.set(address, pending + 1);
+    const key = `${address}|${socket.remotePort ?? ''}`;
+    const done = (): void => {
+      if (release.get(key) !== done) return;
+      release.delete(key);
+      const left = (pendingByAddress.get(address) ?? 1) - 1;
+      if (left <= 0) pendingByAddress.delete(address);
+      else pendingByAddress.set(address, left);
+    };
+    release.set(key, done);
+    socket.once('close', done);
+  });
+  server.on('request', (req: http.IncomingMessage) => release.get(`${req.socket.remoteAddress ?? ''}|${req.socket.remotePort ?? ''}`)?.());
+}
+
+/**
+ * Three quarters of the soft open-file limit (the rest stays for the databases, replica sockets
+ * and log files), between 64 and 10,000: 1024 → 768, 1048576 → 10000. 10,000 where /proc cannot
+ * be read (not Linux).
+ */
+export function defaultMaxConnections(limits = readProcLimits()): number {
+  const soft = /^Max open files\s+(\d+)/m.exec(limits ?? '')?.[1];
+  return soft === undefined ? 10_000 : Math.max(64, Math.min(10_000, Math.floor(Number(soft) * 0.75)));
+}
+
+function readProcLimits(): string | undefined {
+  try {
+    return fs.readFileSync('/proc/self/limits', 'utf8');
+  } catch {
+    return undefined;
+  }
 }
 
 /**

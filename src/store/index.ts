@@ -5,8 +5,10 @@
  * fit; every acknowledged write is durable (SQLite: WAL + synchronous=FULL; Postgres: committed).
  * Nothing outside this folder writes SQL.
  */
+import path from 'node:path';
 import type { MetadataStore } from './types.js';
 import { openSqliteInferenceTable, type InferenceTableStore, type InferenceTableStoreOptions } from './inference-table.js';
+import { guardStore } from './guard.js';
 import { openSqliteStore } from './sqlite.js';
 
 export type * from './types.js';
@@ -21,10 +23,14 @@ export type StoreOptions =
  * is imported only when chosen: every `ferry` process, replicas included, loads this folder.
  */
 export async function openStore(opts: StoreOptions): Promise<MetadataStore> {
-  return opts.kind === 'postgres' ? (await import('./postgres.js')).openPostgresStore(opts.url) : openSqliteStore(opts.path);
+  return opts.kind === 'postgres'
+    ? guardStore(await (await import('./postgres.js')).openPostgresStore(opts.url), 'the metadata database (Postgres)')
+    : guardStore(await openSqliteStore(opts.path), `the metadata database ${path.basename(opts.path)}`);
 }
 
 /** Opens the inference table store (SQLite file, or a table beside the Postgres metadata). */
 export async function openInferenceTableStore(opts: InferenceTableStoreOptions): Promise<InferenceTableStore> {
-  return opts.kind === 'postgres' ? (await import('./inference-table-postgres.js')).openPostgresInferenceTable(opts.url) : openSqliteInferenceTable(opts.path);
+  return opts.kind === 'postgres'
+    ? guardStore(await (await import('./inference-table-postgres.js')).openPostgresInferenceTable(opts.url), 'the inference table (Postgres)')
+    : guardStore(await openSqliteInferenceTable(opts.path), `the inference table database ${path.basename(opts.path)}`);
 }

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { FerryError } from '../errors.js';
+import { checkWal, openError } from './sqlite-integrity.js';
 import type { PageResult } from './types.js';
 
 /** One logged inference call. */
@@ -91,9 +92,14 @@ const MIGRATIONS = [`
 type Row = Record<string, unknown>;
 
 export async function openSqliteInferenceTable(file: string): Promise<InferenceTableStore> {
+  const what = 'The inference table database';
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  const db = new Database(file);
+  // The WAL check and damaged-file message as for the metadata database; no quick_check at start,
+  // as this file can grow to gigabytes of logged requests (a damaged page shows as a 500 naming it).
+  checkWal(file, what);
+  let db: Database.Database | undefined;
   try {
+    db = new Database(file);
     db.pragma('journal_mode = WAL');
     // NORMAL, not FULL: a committed batch survives a crash of the server; a power cut may lose the
     // last batches, as a crash loses the rows still queued in memory anyway. It saves an fsync per
@@ -104,15 +110,16 @@ export async function openSqliteInferenceTable(file: string): Promise<InferenceT
     if (current > MIGRATIONS.length) {
       throw new FerryError('INTERNAL_ERROR', `The inference table database ${file} is at schema version ${current}, newer than this Ferry (${MIGRATIONS.length}). Upgrade Ferry.`);
     }
+    const opened = db;
     for (let v = current; v < MIGRATIONS.length; v++) {
-      db.transaction(() => {
-        db.exec(MIGRATIONS[v] ?? '');
-        db.pragma(`user_version = ${v + 1}`);
+      opened.transaction(() => {
+        opened.exec(MIGRATIONS[v] ?? '');
+        opened.pragma(`user_version = ${v + 1}`);
       })();
     }
   } catch (err) {
-    db.close();
-    throw err;
+    db?.close();
+    throw openError(err, file, what);
   }
   return new SqliteInferenceTable(db);
 }

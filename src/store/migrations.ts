@@ -119,4 +119,10 @@ export const MIGRATIONS: readonly string[] = [
     entities TEXT NOT NULL
   );
   `,
+  // 6: audit rows that stand for several calls (anonymous calls over the per-minute cap), and
+  // the index that retention deletes by
+  `
+  ALTER TABLE audit_log ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+  CREATE INDEX audit_log_by_time ON audit_log (time_ms);
+  `,
 ];

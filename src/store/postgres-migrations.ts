@@ -139,4 +139,9 @@ export const PG_MIGRATIONS: readonly string[] = [
     entities TEXT NOT NULL
   );
   `,
+  // 4: aggregated audit rows and the retention index (see migrations.ts 6)
+  `
+  ALTER TABLE audit_log ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+  CREATE INDEX audit_log_by_time ON audit_log (time_ms);
+  `,
 ];

@@ -11,7 +11,7 @@ import pg from 'pg';
 import { FerryError, notFound } from '../errors.js';
 import { PG_MIGRATIONS } from './postgres-migrations.js';
 import {
-  artifactParams, auditPage, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toGatewayLoad, toPrincipal, toModel, toToken, toVersion as toVersionRow, type Row,
+  artifactParams, auditPage, MODEL_EDIT_LEVELS, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toGatewayLoad, toPrincipal, toModel, toToken, toVersion as toVersionRow, type Row,
 } from './rows.js';
 import type {
   AuditQuery, AuditRecord, EndpointRecord, GatewayLoadReport, Grant, MetadataStore, ModelFilter, ModelVersionPatch, ModelVersionRecord, ObjectType, Page,
@@ -200,13 +200,23 @@ class PostgresStore implements MetadataStore {
     });
   }
 
-  async createReadyModelVersions(entries: readonly BulkVersionEntry[], nowMs: number): Promise<number[]> {
+  async createReadyModelVersions(entries: readonly BulkVersionEntry[], nowMs: number): Promise<Array<number | undefined>> {
     return this.tx(async (c) => {
-      const versions: number[] = [];
+      const versions: Array<number | undefined> = [];
       for (const e of entries) {
         const created = await changes(c, `INSERT INTO registered_models (name, description, created_ms, updated_ms, next_version) VALUES ($1, '', $2, $2, 1)
           ON CONFLICT (name) DO NOTHING`, [e.name, nowMs]);
         if (created === 1 && e.creator !== undefined) await replaceGrants(c, 'registered-model', e.name, [{ grantee: e.creator, level: 'CAN_MANAGE' }]);
+        if (created === 0 && e.editors !== undefined) {
+          // The model row's lock (FOR SHARE) keeps it from being deleted and re-created while its grants are read.
+          await c.query('SELECT 1 FROM registered_models WHERE name = $1 FOR SHARE', [e.name]);
+          const grant = await one(c, `SELECT 1 FROM permissions WHERE object_type = 'registered-model' AND object_name = $1 AND grantee = ANY($2::text[]) AND level = ANY($3::text[])`,
+            [e.name, [...e.editors], [...MODEL_EDIT_LEVELS]]);
+          if (grant === undefined) {
+            versions.push(undefined);
+            continue;
+          }
+        }
         const bumped = await one(c, 'UPDATE registered_models SET next_version = next_version + 1, updated_ms = $2 WHERE name = $1 RETURNING next_version - 1 AS version',
           [e.name, nowMs]);
         const version = Number(bumped?.version);
@@ -403,9 +413,18 @@ class PostgresStore implements MetadataStore {
 
   // ---- audit log ---------------------------------------------------------------------------
 
-  async appendAudit(e: Omit<AuditRecord, 'id'>): Promise<void> {
-    await this.pool.query(`INSERT INTO audit_log (time_ms, principal, source_address, method, path, action, status, error_code)
-      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, [e.timeMs, e.principal, e.sourceAddress, e.method, e.path, e.action, e.status, e.errorCode]);
+  async appendAudit(e: Omit<AuditRecord, 'id'>): Promise<number> {
+    const { rows } = await this.pool.query<{ id: string }>(`INSERT INTO audit_log (time_ms, principal, source_address, method, path, action, status, error_code, count)
+      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`, [e.timeMs, e.principal, e.sourceAddress, e.method, e.path, e.action, e.status, e.errorCode, e.count]);
+    return Number(rows[0]?.id);
+  }
+
+  async finishAudit(id: number, status: number, errorCode: string): Promise<void> {
+    await this.pool.query('UPDATE audit_log SET status = $1, error_code = $2 WHERE id = $3', [status, errorCode, id]);
+  }
+
+  async deleteAuditBefore(beforeMs: number): Promise<number> {
+    return (await this.pool.query('DELETE FROM audit_log WHERE time_ms < $1', [beforeMs])).rowCount ?? 0;
   }
 
   async searchAudit(q: AuditQuery): Promise<PageResult<AuditRecord>> {

@@ -10,6 +10,9 @@ import type { AuditRecord, EndpointRecord, GatewayLoadReport, ModelFilter, Model
 
 export type Row = Record<string, unknown>;
 
+/** The registered-model levels that allow adding a version (src/auth's OBJECT_LEVELS, CAN_EDIT and up). */
+export const MODEL_EDIT_LEVELS = ['CAN_EDIT', 'CAN_MANAGE'] as const;
+
 /** An endpoint's column values, keyed by the record field; JSON fields serialized. */
 export function endpointParams(e: EndpointRecord): Record<string, unknown> {
   return {
@@ -103,6 +106,7 @@ export function toAudit(r: Row): AuditRecord {
   return {
     id: Number(r.id), timeMs: Number(r.time_ms), principal: String(r.principal), sourceAddress: String(r.source_address),
     method: String(r.method), path: String(r.path), action: String(r.action), status: Number(r.status), errorCode: String(r.error_code),
+    count: Number(r.count),
   };
 }
 

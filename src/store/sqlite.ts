@@ -12,20 +12,30 @@ import type {
   RegisteredModelRecord, TokenRecord, PrincipalRecord, ObjectType, Grant, AuditRecord, AuditQuery, BulkVersionEntry,
 } from './types.js';
 import { MIGRATIONS } from './migrations.js';
-import { artifactParams, auditPage, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toGatewayLoad, toModel, toPrincipal, toToken, toVersion as toVersionRow, type Row } from './rows.js';
+import { checkWal, openError, quickCheck } from './sqlite-integrity.js';
+import { artifactParams, auditPage, MODEL_EDIT_LEVELS, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toGatewayLoad, toModel, toPrincipal, toToken, toVersion as toVersionRow, type Row } from './rows.js';
 
+/**
+ * Opens (or creates) the metadata database. Damage stops the start with one line naming the file
+ * and the recovery steps (sqlite-integrity.ts): a WAL whose replay would drop committed writes, a
+ * file that is not a database or is truncated, a failed `PRAGMA quick_check`.
+ */
 export async function openSqliteStore(file: string): Promise<MetadataStore> {
+  const what = 'The metadata database';
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  const db = new Database(file);
+  checkWal(file, what);
+  let db: Database.Database | undefined;
   try {
+    db = new Database(file);
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = FULL');
     db.pragma('foreign_keys = ON');
     db.pragma('busy_timeout = 5000');
+    quickCheck(db, file, what);
     migrate(db);
   } catch (err) {
-    db.close();
-    throw err;
+    db?.close();
+    throw openError(err, file, what);
   }
   return new SqliteStore(db);
 }
@@ -138,9 +148,12 @@ class SqliteStore implements MetadataStore {
     });
   }
 
-  async createReadyModelVersions(entries: readonly BulkVersionEntry[], nowMs: number): Promise<number[]> {
+  async createReadyModelVersions(entries: readonly BulkVersionEntry[], nowMs: number): Promise<Array<number | undefined>> {
     return this.tx(() => {
       const next = this.stmt('SELECT next_version FROM registered_models WHERE name = ?');
+      const mayEdit = (name: string, editors: readonly string[]): boolean => editors.some((grantee) =>
+        this.stmt(`SELECT 1 FROM permissions WHERE object_type = 'registered-model' AND object_name = ? AND grantee = ? AND level IN (${MODEL_EDIT_LEVELS.map(() => '?').join(', ')})`)
+          .get(name, grantee, ...MODEL_EDIT_LEVELS) !== undefined);
       const createModel = this.stmt('INSERT INTO registered_models (name, description, created_ms, updated_ms, next_version) VALUES (?, \'\', ?, ?, 1)');
       const bump = this.stmt('UPDATE registered_models SET next_version = ?, updated_ms = ? WHERE name = ?');
       const insert = this.stmt(`INSERT INTO model_versions (name, version, created_ms, updated_ms, description, source, run_id, status, status_message,
@@ -148,6 +161,7 @@ class SqliteStore implements MetadataStore {
         VALUES (?, ?, ?, ?, '', ?, '', 'READY', '', ?, ?, ?, ?, ?, ?, ?)`);
       return entries.map((e) => {
         let row = next.get(e.name) as Row | undefined;
+        if (row && e.editors !== undefined && !mayEdit(e.name, e.editors)) return undefined;
         if (!row) {
           createModel.run(e.name, nowMs, nowMs);
           if (e.creator !== undefined) this.replaceGrants('registered-model', e.name, [{ grantee: e.creator, level: 'CAN_MANAGE' }]);
@@ -350,9 +364,17 @@ class SqliteStore implements MetadataStore {
 
   // ---- audit log ---------------------------------------------------------------------------
 
-  async appendAudit(e: Omit<AuditRecord, 'id'>): Promise<void> {
-    this.stmt(`INSERT INTO audit_log (time_ms, principal, source_address, method, path, action, status, error_code)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?)`).run(e.timeMs, e.principal, e.sourceAddress, e.method, e.path, e.action, e.status, e.errorCode);
+  async appendAudit(e: Omit<AuditRecord, 'id'>): Promise<number> {
+    return Number(this.stmt(`INSERT INTO audit_log (time_ms, principal, source_address, method, path, action, status, error_code, count)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(e.timeMs, e.principal, e.sourceAddress, e.method, e.path, e.action, e.status, e.errorCode, e.count).lastInsertRowid);
+  }
+
+  async finishAudit(id: number, status: number, errorCode: string): Promise<void> {
+    this.stmt('UPDATE audit_log SET status = ?, error_code = ? WHERE id = ?').run(status, errorCode, id);
+  }
+
+  async deleteAuditBefore(beforeMs: number): Promise<number> {
+    return this.stmt('DELETE FROM audit_log WHERE time_ms < ?').run(beforeMs).changes;
   }
 
   async searchAudit(q: AuditQuery): Promise<PageResult<AuditRecord>> {

@@ -37,6 +37,13 @@ export interface BulkVersionEntry {
   artifact: VersionArtifact;
   /** Gets CAN_MANAGE on the registered model when the bulk call creates it. */
   creator?: string;
+  /**
+   * Set for a caller who is not an admin: the grantees that stand for the caller (the principal
+   * and `group:users`). An existing model then takes the version only when one of them holds
+   * CAN_EDIT or CAN_MANAGE on it, checked inside the transaction, so a model someone else
+   * created since the caller's permission check is refused, not written to.
+   */
+  editors?: readonly string[];
 }
 
 /** What Ferry learnt about a version's artifact at registration. */
@@ -106,6 +113,11 @@ export interface AuditRecord {
   status: number;
   /** The error code of a failed change ('' on success). */
   errorCode: string;
+  /**
+   * How many calls the row stands for: 1, or more for the row that sums up the anonymous calls
+   * over the per-minute cap (see src/auth/audit.ts).
+   */
+  count: number;
 }
 
 export interface AuditQuery {
@@ -198,9 +210,10 @@ export interface MetadataStore {
    * Bulk registration (Ferry extension): registers every entry as a READY version with its
    * artifact already in place, in ONE transaction: all entries or none. A missing model is
    * created first (its `creator` gets CAN_MANAGE); each entry takes its model's next version.
-   * Returns the versions in entry order.
+   * Returns the versions in entry order; undefined for an entry refused because its model exists
+   * and none of its `editors` may edit it (the other entries are written).
    */
-  createReadyModelVersions(entries: readonly BulkVersionEntry[], nowMs: number): Promise<number[]>;
+  createReadyModelVersions(entries: readonly BulkVersionEntry[], nowMs: number): Promise<Array<number | undefined>>;
   getModelVersion(name: string, version: number): Promise<ModelVersionRecord | undefined>;
   latestModelVersion(name: string): Promise<ModelVersionRecord | undefined>;
   updateModelVersion(name: string, version: number, patch: ModelVersionPatch, nowMs: number): Promise<ModelVersionRecord>;
@@ -258,7 +271,12 @@ export interface MetadataStore {
   /** Deletes the reports older than `beforeMs` (servers gone); returns how many. */
   deleteGatewayLoad(beforeMs: number): Promise<number>;
 
-  appendAudit(e: Omit<AuditRecord, 'id'>): Promise<void>;
+  /** Appends a row; resolves with its id once it is durable. */
+  appendAudit(e: Omit<AuditRecord, 'id'>): Promise<number>;
+  /** Sets the outcome of a row written before its call ran. */
+  finishAudit(id: number, status: number, errorCode: string): Promise<void>;
+  /** Deletes the rows older than `beforeMs` (retention); resolves with how many went. */
+  deleteAuditBefore(beforeMs: number): Promise<number>;
   /** Newest first. */
   searchAudit(q: AuditQuery): Promise<PageResult<AuditRecord>>;
 

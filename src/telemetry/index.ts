@@ -12,7 +12,7 @@
 import diagnosticsChannel from 'node:diagnostics_channel';
 import { access, identityOf, type Authorizer, type ServerRouter } from '../auth/index.js';
 import { parseDurationMs } from '../config/index.js';
-import { REPLICA_EXIT_CHANNEL, REPLICA_READY_CHANNEL, type EntityGauges, type ReplicaExitEvent, type ReplicaReadyEvent } from '../control/index.js';
+import { ENDPOINT_DELETED_CHANNEL, REPLICA_EXIT_CHANNEL, REPLICA_READY_CHANNEL, type EndpointDeletedEvent, type EntityGauges, type ReplicaExitEvent, type ReplicaReadyEvent } from '../control/index.js';
 import { invalidParameter, notFound } from '../errors.js';
 import { GATEWAY_REQUEST_CHANNEL, GATEWAY_STREAM_CHANNEL, type GatewayRequestEvent, type GatewayStreamEvent } from '../gateway/index.js';
 import type { Context } from '../http/index.js';
@@ -21,7 +21,9 @@ import type { ReplicaHandle } from '../runtime/index.js';
 import { EXPOSITION_CONTENT_TYPE, writeExposition } from './exposition.js';
 import { ServingMetrics } from './metrics.js';
 import { ProcessMetrics } from './process.js';
-import { ReplicaScraper, type ScrapeOptions } from './scrape.js';
+import { entityKey, ReplicaScraper, type ScrapeOptions } from './scrape.js';
+import type { HistogramSnapshot } from './histogram.js';
+import { v2ModelStats, type V2ModelStats } from './v2-stats.js';
 import { SERIES_RESOLUTION_MS, SERIES_SLOTS, SeriesRing, type SeriesPoint } from './series.js';
 
 export { EXPOSITION_CONTENT_TYPE, escapeLabelValue, formatValue, writeExposition, type Labels, type MetricFamily } from './exposition.js';
@@ -82,6 +84,7 @@ export class Telemetry {
       [GATEWAY_REQUEST_CHANNEL, (m) => this.onRequest(m as GatewayRequestEvent)],
       [REPLICA_READY_CHANNEL, (m) => this.metrics.onReplicaReady(m as ReplicaReadyEvent)],
       [REPLICA_EXIT_CHANNEL, (m) => this.metrics.onReplicaExit(m as ReplicaExitEvent)],
+      [ENDPOINT_DELETED_CHANNEL, (m) => this.forget((m as EndpointDeletedEvent).endpoint)],
       [INFERENCE_TABLE_DROP_CHANNEL, (m) => this.metrics.onInferenceTableDrop(m as InferenceTableDropEvent)],
       [GATEWAY_STREAM_CHANNEL, (m) => { const ev = m as GatewayStreamEvent; if (this.o.routed(ev.endpoint)) this.metrics.onStream(ev); }],
     ];
@@ -124,6 +127,29 @@ export class Telemetry {
     return writeExposition(families);
   }
 
+  /**
+   * A served entity's model-call time histogram (all its replicas, live and gone), read from the
+   * replicas first; undefined before any call was measured. Buckets: `MODEL_SECONDS_BUCKETS`.
+   */
+  async modelSecondsOf(endpoint: string, servedEntity: string): Promise<HistogramSnapshot | undefined> {
+    await this.scraper.scrape(this.o.replicas(), (e) => e === endpoint);
+    const t = this.scraper.totals().get(entityKey(endpoint, servedEntity));
+    return t === undefined || t.modelSeconds.count === 0 ? undefined : t.modelSeconds;
+  }
+
+  /**
+   * OIP v2 statistics of the served entities of `endpoints` that have answered, `version` only
+   * when given (the replicas' model-call totals read first).
+   */
+  async v2Statistics(endpoints: (endpoint: string) => boolean, version: string | undefined): Promise<{ model_stats: V2ModelStats[] }> {
+    await this.scraper.scrape(this.o.replicas(), endpoints);
+    const totals = this.scraper.totals();
+    const stats = this.metrics.entitiesOf(endpoints)
+      .filter((e) => version === undefined || e.counters.modelVersion === version)
+      .map((e) => v2ModelStats(e.endpoint, e.counters, totals.get(entityKey(e.endpoint, e.servedEntity))));
+    return { model_stats: stats };
+  }
+
   /** The last `windowMs` of an endpoint, per `SERIES_RESOLUTION_MS` slot, and of each of its served entities. */
   seriesOf(endpoint: string, windowMs: number): SeriesAnswer {
     this.sample();
@@ -158,6 +184,14 @@ export class Telemetry {
     const s = this.seriesFor(ev.endpoint);
     s.all.recordRequest(now, ev.status, ev.durationMs);
     if (ev.servedEntity !== '') this.entityRing(s, ev.servedEntity).recordRequest(now, ev.status, ev.durationMs);
+  }
+
+  /** Drops everything held for a deleted endpoint at once (not at the next sample: its name may be reused within the second). */
+  private forget(endpoint: string): void {
+    const other = (e: string): boolean => e !== endpoint;
+    this.series.delete(endpoint);
+    this.metrics.prune(other);
+    this.scraper.prune(other);
   }
 
   /** Once a second (and before a series is read): gauges into the series; state of deleted endpoints dropped. */
@@ -217,6 +251,16 @@ export function telemetryRoutes(router: ServerRouter, telemetry: Telemetry, auth
   router.add('GET', '/api/2.0/serving-endpoints/:name/metrics', async (ctx) => {
     const name = existing(ctx);
     return sendText(ctx, await telemetry.exposition((endpoint) => endpoint === name, false));
+  }, access.endpoint('CAN_VIEW'));
+  // The OIP v2 statistics extension: every endpoint the caller may view, or one (CAN_VIEW).
+  router.add('GET', '/v2/models/stats', async (ctx) => ({ body: await telemetry.v2Statistics(await authz.visible(identityOf(ctx), 'serving-endpoint'), undefined) }), access.user);
+  router.add('GET', '/v2/models/:name/stats', async (ctx) => {
+    const name = existing(ctx);
+    return { body: await telemetry.v2Statistics((endpoint) => endpoint === name, undefined) };
+  }, access.endpoint('CAN_VIEW'));
+  router.add('GET', '/v2/models/:name/versions/:version/stats', async (ctx) => {
+    const name = existing(ctx);
+    return { body: await telemetry.v2Statistics((endpoint) => endpoint === name, ctx.params.version ?? '') };
   }, access.endpoint('CAN_VIEW'));
   router.add('GET', '/api/2.0/serving-endpoints/:name/metrics/series', (ctx) => {
     const windowMs = parseSeriesWindow(ctx.query.get('window'));

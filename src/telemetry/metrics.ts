@@ -34,17 +34,22 @@ export function rejectReason(errorCode: string | undefined, servedEntity: string
   }
 }
 
-class EntityCounters {
+export class EntityCounters {
   /** Answers by HTTP status. */
   readonly codes = new Map<number, number>();
   readonly duration = new Histogram(REQUEST_SECONDS_BUCKETS);
   readonly queue = new Histogram(QUEUE_SECONDS_BUCKETS);
   readonly coldStarts = new Histogram(COLD_START_SECONDS_BUCKETS);
-  readonly restarts = { crashed: 0, oom: 0 };
+  readonly restarts = { crashed: 0, oom: 0, protocol: 0 };
   /** Streamed answers (LLM token streams): time to the first chunk, chunks relayed, streams by outcome. */
   readonly firstChunk = new Histogram(REQUEST_SECONDS_BUCKETS);
   streamedChunks = 0;
   readonly streams = { complete: 0, failed: 0, cancelled: 0 };
+  /** For the OIP v2 statistics extension: the model version last served, answers under 400 and the others (count, seconds), the last answer's end (ms since the epoch). */
+  modelVersion = '';
+  readonly success = { count: 0, seconds: 0 };
+  readonly fail = { count: 0, seconds: 0 };
+  lastMs = 0;
 }
 
 class EndpointCounters {
@@ -84,6 +89,11 @@ export class ServingMetrics {
     const c = ep.entity(ev.servedEntity);
     c.codes.set(ev.status, (c.codes.get(ev.status) ?? 0) + 1);
     c.duration.observe(ev.durationMs / 1000);
+    const outcome = ev.status < 400 ? c.success : c.fail;
+    outcome.count++;
+    outcome.seconds += ev.durationMs / 1000;
+    if (ev.modelVersion !== '') c.modelVersion = ev.modelVersion;
+    c.lastMs = Math.max(c.lastMs, ev.startMs + ev.durationMs);
     // Requests refused before an entity was chosen never waited in a buffer.
     if (ev.servedEntity !== '') c.queue.observe(ev.queueMs / 1000);
     const reason = rejectReason(ev.errorCode, ev.servedEntity);
@@ -108,6 +118,13 @@ export class ServingMetrics {
 
   onReplicaExit(ev: ReplicaExitEvent): void {
     this.endpoint(ev.endpoint).entity(ev.servedEntity).restarts[ev.reason]++;
+  }
+
+  /** Per served entity that answered (endpoint, entity, counters), for `endpoints` only. */
+  entitiesOf(endpoints: (endpoint: string) => boolean): Array<{ endpoint: string; servedEntity: string; counters: Readonly<EntityCounters> }> {
+    return [...this.endpoints].filter(([name]) => endpoints(name)).sort(([a], [b]) => a.localeCompare(b))
+      .flatMap(([endpoint, ep]) => [...ep.entities].filter(([name]) => name !== '').sort(([a], [b]) => a.localeCompare(b))
+        .map(([servedEntity, counters]) => ({ endpoint, servedEntity, counters })));
   }
 
   /** Forgets endpoints that no longer exist (a deleted endpoint's series end). */
@@ -192,9 +209,10 @@ export class ServingMetrics {
       },
       {
         name: 'ferry_replica_restarts_total', type: 'counter', help: 'Replicas that exited without being asked to and were replaced, by reason.',
-        samples: entities.filter(({ c }) => c.restarts.crashed + c.restarts.oom > 0).flatMap(({ labels, c }) => [
+        samples: entities.filter(({ c }) => c.restarts.crashed + c.restarts.oom + c.restarts.protocol > 0).flatMap(({ labels, c }) => [
           { labels: { ...labels, reason: 'crashed' }, value: c.restarts.crashed },
           { labels: { ...labels, reason: 'oom' }, value: c.restarts.oom },
+          { labels: { ...labels, reason: 'protocol' }, value: c.restarts.protocol },
         ]),
       },
       {

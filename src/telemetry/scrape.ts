@@ -140,8 +140,9 @@ export class ReplicaScraper {
     ];
   }
 
-  /** Forgets what belongs to endpoints that no longer exist. */
+  /** Forgets what belongs to endpoints that no longer exist, their replicas' last snapshots included. */
   prune(exists: (endpoint: string) => boolean): void {
+    for (const [id, r] of this.last) if (!exists(r.endpoint)) this.last.delete(id);
     for (const key of this.carried.keys()) if (!exists(key.slice(0, key.indexOf('\0')))) this.carried.delete(key);
     for (const key of this.carriedFamily.keys()) if (!exists(key.slice(0, key.indexOf('\0')))) this.carriedFamily.delete(key);
     for (const endpoint of this.errors.keys()) if (!exists(endpoint)) this.errors.delete(endpoint);

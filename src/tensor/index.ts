@@ -186,3 +186,40 @@ export function sliceRows(value: OutputValue, start: number, end: number): Outpu
     data: value.data.slice(start * width, end * width) as TensorData,
   };
 }
+
+/** IEEE half (float16) bits ↔ float values: Ferry carries float16 tensors as float32 values (see `TensorData`). */
+const halfScratch = new DataView(new ArrayBuffer(4));
+
+/** Rounds a float32 value to the nearest IEEE half (ties to even) and returns its 16 bits. */
+export function float32ToHalfBits(value: number): number {
+  halfScratch.setFloat32(0, value);
+  const x = halfScratch.getUint32(0);
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  const mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant !== 0 ? 0x200 : 0); // Inf, NaN
+  const e = exp - 127 + 15; // rebias 8-bit → 5-bit exponent
+  if (e >= 0x1f) return sign | 0x7c00; // overflow → Inf
+  if (e <= 0) {
+    if (e < -10) return sign; // underflows to ±0
+    const m = mant | 0x800000; // implicit leading 1
+    const shift = 14 - e;
+    const half = 1 << (shift - 1);
+    const rounded = (m + half - 1 + ((m >>> shift) & 1)) >>> shift;
+    return sign | rounded;
+  }
+  // Round the 23-bit mantissa to 10 bits, ties to even; a carry bumps the exponent correctly.
+  const bits = (e << 10) | (mant >>> 13);
+  const rest = mant & 0x1fff;
+  return sign | (bits + (rest > 0x1000 || (rest === 0x1000 && (bits & 1) === 1) ? 1 : 0));
+}
+
+/** The float value of IEEE half `bits`. */
+export function halfBitsToFloat32(bits: number): number {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const exp = (bits >>> 10) & 0x1f;
+  const mant = bits & 0x3ff;
+  if (exp === 0) return sign * mant * 2 ** -24; // subnormal
+  if (exp === 0x1f) return mant === 0 ? sign * Infinity : NaN;
+  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
+}

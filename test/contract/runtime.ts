@@ -120,6 +120,10 @@ export function runtimeContract(name: string, makeHarness: () => Promise<Runtime
       await assert.rejects(h.runtime.logs('ep', '../../x', 10_000), FerryError);
       await h.runtime.stopReplica(handle.id);
       assert.match(await h.runtime.logs('ep', 'linear', 100_000), /replica ready/, 'logs outlive the replica');
+      // Deleting the endpoint deletes them: a new endpoint of the same name starts with none.
+      await h.runtime.deleteLogs('ep');
+      assert.equal(await h.runtime.logs('ep', 'linear', 100_000), '');
+      await assert.rejects(h.runtime.deleteLogs('..'), FerryError);
     });
 
     withRuntime('two replicas of one entity run side by side; close stops them all, or leaves them serving where they outlive it', async (h, exits) => {

@@ -88,6 +88,30 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.equal(await s.getRegisteredModel('other'), undefined);
     });
 
+    withStore('bulk registration for a caller who is not an admin: an existing model takes a version only from one of its editors, checked in the transaction', async (s) => {
+      // 'taken' appeared after mallory's permission check: another user created it, with grants of its own.
+      await s.createRegisteredModel({ name: 'taken', description: '', tags: {}, creator: 'alice' }, 1);
+      await s.createRegisteredModel({ name: 'shared', description: '', tags: {} }, 1);
+      await s.setGrants('registered-model', 'shared', [{ grantee: 'group:users', level: 'CAN_EDIT' }]);
+      await s.createRegisteredModel({ name: 'readable', description: '', tags: {} }, 1);
+      await s.setGrants('registered-model', 'readable', [{ grantee: 'mallory', level: 'CAN_READ' }]);
+      const at = (path: string): VersionArtifact => ({ ...artifact, path });
+      const editors = ['mallory', 'group:users'];
+      const versions = await s.createReadyModelVersions([
+        { name: 'taken', source: 'bulk:a', artifact: at('models/taken/b1'), creator: 'mallory', editors },
+        { name: 'fresh', source: 'bulk:b', artifact: at('models/fresh/b2'), creator: 'mallory', editors },
+        { name: 'shared', source: 'bulk:c', artifact: at('models/shared/b3'), creator: 'mallory', editors },
+        { name: 'readable', source: 'bulk:d', artifact: at('models/readable/b4'), creator: 'mallory', editors },
+      ], 10);
+      assert.deepEqual(versions, [undefined, 1, 1, undefined]);
+      assert.equal(await s.latestModelVersion('taken'), undefined, 'nothing written to the model someone else created');
+      assert.deepEqual(await s.getGrants('registered-model', 'taken'), [{ grantee: 'alice', level: 'CAN_MANAGE' }]);
+      assert.equal(await s.latestModelVersion('readable'), undefined);
+      assert.deepEqual(await s.getGrants('registered-model', 'fresh'), [{ grantee: 'mallory', level: 'CAN_MANAGE' }]);
+      // Alice may edit her model: her entry goes in.
+      assert.deepEqual(await s.createReadyModelVersions([{ name: 'taken', source: 'bulk:e', artifact: at('models/taken/b5'), creator: 'alice', editors: ['alice', 'group:users'] }], 11), [1]);
+    });
+
     withStore('version update stores the artifact and status', async (s) => {
       await s.createRegisteredModel({ name: 'm', description: '', tags: {} }, 1);
       await s.createModelVersion({ name: 'm', source: '/a', runId: '', description: '', tags: {} }, 2);
@@ -222,7 +246,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
 
     withStore('audit log: appended, newest first, filtered and paged', async (s) => {
       for (let i = 1; i <= 5; i++) {
-        await s.appendAudit({ timeMs: i * 10, principal: i % 2 ? 'alice' : 'bob', sourceAddress: '127.0.0.1', method: 'POST', path: `/p/${i}`, action: 'POST /p/:n', status: 200, errorCode: '' });
+        await s.appendAudit({ timeMs: i * 10, principal: i % 2 ? 'alice' : 'bob', sourceAddress: '127.0.0.1', method: 'POST', path: `/p/${i}`, action: 'POST /p/:n', status: 200, errorCode: '', count: 1 });
       }
       const page1 = await s.searchAudit({ maxResults: 2, pageToken: undefined });
       assert.deepEqual(page1.items.map((e) => e.path), ['/p/5', '/p/4']);
@@ -233,7 +257,19 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.equal(page3.nextPageToken, undefined);
       assert.deepEqual((await s.searchAudit({ maxResults: 10, pageToken: undefined, principal: 'bob' })).items.map((e) => e.path), ['/p/4', '/p/2']);
       assert.deepEqual((await s.searchAudit({ maxResults: 10, pageToken: undefined, sinceMs: 40 })).items.map((e) => e.path), ['/p/5', '/p/4']);
-      assert.deepEqual(Object.keys(page3.items[0] ?? {}).sort(), ['action', 'errorCode', 'id', 'method', 'path', 'principal', 'sourceAddress', 'status', 'timeMs']);
+      assert.deepEqual(Object.keys(page3.items[0] ?? {}).sort(), ['action', 'count', 'errorCode', 'id', 'method', 'path', 'principal', 'sourceAddress', 'status', 'timeMs']);
+    });
+
+    withStore('audit log: rows written ahead get their outcome; aggregated rows keep their count; retention deletes by time', async (s) => {
+      const ahead = await s.appendAudit({ timeMs: 100, principal: 'alice', sourceAddress: '::1', method: 'DELETE', path: '/e', action: 'DELETE /e', status: 0, errorCode: '', count: 1 });
+      const summary = await s.appendAudit({ timeMs: 200, principal: '', sourceAddress: '', method: '*', path: '', action: 'anonymous', status: 401, errorCode: 'UNAUTHENTICATED', count: 1234 });
+      assert.ok(summary > ahead);
+      await s.finishAudit(ahead, 403, 'PERMISSION_DENIED');
+      const rows = (await s.searchAudit({ maxResults: 10, pageToken: undefined })).items;
+      assert.deepEqual(rows.map((r) => [r.id, r.status, r.errorCode, r.count]), [[summary, 401, 'UNAUTHENTICATED', 1234], [ahead, 403, 'PERMISSION_DENIED', 1]]);
+      assert.equal(await s.deleteAuditBefore(200), 1);
+      assert.deepEqual((await s.searchAudit({ maxResults: 10, pageToken: undefined })).items.map((r) => r.id), [summary]);
+      assert.equal(await s.deleteAuditBefore(200), 0);
     });
 
     withStore('endpoints: create, get, list, replace, delete', async (s) => {

@@ -511,6 +511,17 @@ export function judge(c: FuzzCase, o: Outcome, mayClose: boolean): string | unde
     } catch {
       return `status ${o.status} with a body that is not JSON: ${o.body.toString('utf8').slice(0, 200)}`;
     }
+    // The Open Inference Protocol's paths (/v2, /v2/...) answer {"error": "<message>"} and nothing
+    // else; only the HTTP parser's refusals, which come before any route (no x-request-id), keep
+    // the shared shape there.
+    const path = c.target.split('?')[0] ?? '';
+    if (path === '/v2' || path.startsWith('/v2/')) {
+      const v2 = parsed as { error?: unknown };
+      if (typeof v2 === 'object' && v2 !== null && typeof v2.error === 'string' && Object.keys(v2).length === 1) {
+        return isJson ? undefined : `error body with content-type ${String(o.headers['content-type'])}`;
+      }
+      if (o.headers['x-request-id'] !== undefined) return `status ${o.status} with a body not in the OIP v2 error shape: ${o.body.toString('utf8').slice(0, 200)}`;
+    }
     // The OpenAI-compatible routes (/v1/...) answer errors in OpenAI's shape, with Ferry's code
     // as `error.code`; everything else in Ferry's shape.
     const openAi = c.target.startsWith('/v1/') ? (parsed as { error?: { message?: unknown; type?: unknown; code?: unknown } }).error : undefined;

@@ -223,3 +223,33 @@ export async function ferryChildren(dataDir: string): Promise<number[]> {
   }
   return pids;
 }
+
+/** `pid` and every process below it (through /proc ppids). */
+export async function processDescendants(pid: number): Promise<number[]> {
+  const children = new Map<number, number[]>();
+  for (const p of await fsp.readdir('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    const stat = await fsp.readFile(`/proc/${p}/stat`, 'utf8').catch(() => '');
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    children.set(ppid, [...(children.get(ppid) ?? []), Number(p)]);
+  }
+  const out: number[] = [];
+  const todo = [pid];
+  for (let p = todo.shift(); p !== undefined; p = todo.shift()) {
+    out.push(p);
+    todo.push(...(children.get(p) ?? []));
+  }
+  return out;
+}
+
+/**
+ * The node process of a replica whose runtime child is `pid`: `pid` itself, or, in the OS
+ * sandbox (where the child is bwrap), the node process below it.
+ */
+export async function replicaNodePid(pid: number): Promise<number> {
+  const node = await fsp.realpath(process.execPath);
+  for (const p of await processDescendants(pid)) {
+    if ((await fsp.readlink(`/proc/${p}/exe`).catch(() => '')) === node) return p;
+  }
+  throw new Error(`no node process at or below pid ${pid}`);
+}

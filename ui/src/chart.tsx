@@ -7,7 +7,10 @@ import { latest, type ChartData, type ChartSpec } from './lib/series.js';
 const COLORS = ['#2563eb', '#dc2626', '#059669', '#d97706'];
 const HEIGHT_PX = 160;
 
-export function Chart({ spec, data }: { spec: ChartSpec; data: ChartData }) {
+/** What the chart draws from a spec: its id, title, unit and line labels (values come in `data`). */
+export type ChartLook = Pick<ChartSpec, 'id' | 'title' | 'unit'> & { lines: ReadonlyArray<{ label: string }> };
+
+export function Chart({ spec, data }: { spec: ChartLook; data: ChartData }) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
 

@@ -17,11 +17,18 @@ interface UserModule {
   predict?: (input: Record<string, unknown[]>, params: Record<string, unknown>) => unknown;
 }
 
-/** An error's message, with Node's code when it has one (e.g. ERR_ACCESS_DENIED from the permission model). */
+/**
+ * An error's message, with Node's code when it has one (e.g. ERR_ACCESS_DENIED from the permission
+ * model). The model directory's server-side path (under the data directory) becomes "." : callers
+ * see paths relative to their own artifact, never where the server keeps it.
+ */
 function describe(err: unknown): string {
-  if (!(err instanceof Error)) return String(err);
-  const code = (err as NodeJS.ErrnoException).code;
-  return typeof code === 'string' && !err.message.includes(code) ? `${err.message} (${code})` : err.message;
+  const text = (() => {
+    if (!(err instanceof Error)) return String(err);
+    const code = (err as NodeJS.ErrnoException).code;
+    return typeof code === 'string' && !err.message.includes(code) ? `${err.message} (${code})` : err.message;
+  })();
+  return text.replaceAll(pathToFileURL(init.dir).href, '.').replaceAll(init.dir, '.');
 }
 
 function send(msg: HostReply): void {

@@ -11,8 +11,9 @@
  *   replica keeps serving. A call still running after `timeout_ms` is answered DEADLINE_EXCEEDED
  *   (504) and the module's thread is terminated and started again (its `load` runs again); calls
  *   waiting behind it are answered TEMPORARILY_UNAVAILABLE (503, retryable). A module that crashes
- *   its thread is restarted the same way. Where the module's files are out of reach by then (a
- *   replica that dropped root after loading), the replica stops and the controller replaces it.
+ *   its thread is restarted the same way. Where the module's files are out of reach by then (an
+ *   unsandboxed replica that dropped root after loading), the replica stops and the controller
+ *   replaces it; in the sandbox the replica is the replica user from its start and reloads.
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +21,7 @@ import { Worker } from 'node:worker_threads';
 import { FerryError, type ErrorCode } from '../../errors.js';
 import type { OutputValue, Signature, Tensor } from '../../tensor/index.js';
 import type { Flavor, LoadedModel } from '../index.js';
+import { FLAVOR_CAPABILITIES } from '../capabilities.js';
 import { isFile } from '../manifest.js';
 import { DEFAULT_MAIN, fromColumns, mainOf, readJsManifest, toColumns, type JsManifest } from './contract.js';
 import type { HostInit, HostReply, HostRequest } from './messages.js';
@@ -169,6 +171,7 @@ class JsModel implements LoadedModel {
 /** The js flavor. */
 export const jsFlavor: Flavor = {
   name: 'js',
+  capabilities: FLAVOR_CAPABILITIES.js,
   defaultModelFile: DEFAULT_MAIN,
 
   async inspect(dir, modelFile) {

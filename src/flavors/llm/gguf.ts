@@ -1,11 +1,11 @@
 /**
  * Reads a GGUF file's header and metadata in pure JS (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md),
- * without llama.cpp: registration inspects models inside the server process, which never loads
- * native model code. Tensor data is not read. Arrays are kept only when short (a vocabulary of
+ * without llama.cpp: registration inspects models in the inspector process (src/registry/inspector.ts),
+ * which never loads native model code. Tensor data is not read. Arrays are kept only when short (a vocabulary of
  * 150k tokens is counted, not copied).
  */
-import fsp from 'node:fs/promises';
 import { FerryError } from '../../errors.js';
+import { FileCursor, OutOfData } from '../file-cursor.js';
 
 /** A metadata value; long arrays are summarised as their element count. */
 export type GgufValue = number | bigint | boolean | string | GgufValue[] | { arrayLength: number };
@@ -20,70 +20,66 @@ export interface GgufHeader {
 const MAX_KEPT_ARRAY = 64;
 /** Metadata past this many bytes is refused (real models: a few MiB, mostly the vocabulary). */
 const MAX_METADATA_BYTES = 256 * 1024 * 1024;
-const READ_CHUNK_BYTES = 1024 * 1024;
+/** Most metadata keys (real models: ~20-50). */
+const MAX_KV_COUNT = 65_536;
+/** Longest string value or key (a chat template is a few KiB). */
+const MAX_STRING_BYTES = 16 * 1024 * 1024;
+/** Longest array (a vocabulary: ~150-260k tokens). */
+const MAX_ARRAY_LENGTH = 16 * 1024 * 1024;
 
-class OutOfData extends Error {}
+function refuse(problem: string): FerryError {
+  return new FerryError('INVALID_PARAMETER_VALUE', `The GGUF file ${problem}.`);
+}
 
-/** A cursor over a file read in chunks as it advances. */
+/** Little-endian GGUF values over a FileCursor, with the header's bounds. */
 class Reader {
-  private buf = Buffer.alloc(0);
-  private base = 0;
-  off = 0;
+  constructor(private readonly c: FileCursor) {}
 
-  constructor(private readonly fh: fsp.FileHandle, private readonly size: number) {}
-
-  /** Makes `n` bytes from the cursor available. */
-  async need(n: number): Promise<void> {
-    const end = this.off + n;
-    if (end - this.base <= this.buf.length) return;
-    if (end > this.size) throw new OutOfData();
-    if (end > MAX_METADATA_BYTES) throw new FerryError('INVALID_PARAMETER_VALUE', `The GGUF metadata is larger than ${MAX_METADATA_BYTES} bytes.`);
-    const keep = this.buf.subarray(this.off - this.base);
-    const want = Math.max(n, READ_CHUNK_BYTES);
-    const fresh = Buffer.alloc(Math.min(want, this.size - this.off - keep.length) + keep.length);
-    keep.copy(fresh);
-    await this.fh.read(fresh, keep.length, fresh.length - keep.length, this.off + keep.length);
-    this.buf = fresh;
-    this.base = this.off;
+  private take(n: number): Buffer {
+    if (this.c.pos + n > MAX_METADATA_BYTES) throw refuse(`has more than ${MAX_METADATA_BYTES} bytes of metadata`);
+    return this.c.bytes(n);
   }
 
-  private at(n: number): number {
-    const p = this.off - this.base;
-    this.off += n;
-    return p;
-  }
+  u8(): number { return this.take(1).readUInt8(0); }
+  i8(): number { return this.take(1).readInt8(0); }
+  u16(): number { return this.take(2).readUInt16LE(0); }
+  i16(): number { return this.take(2).readInt16LE(0); }
+  u32(): number { return this.take(4).readUInt32LE(0); }
+  i32(): number { return this.take(4).readInt32LE(0); }
+  f32(): number { return this.take(4).readFloatLE(0); }
+  f64(): number { return this.take(8).readDoubleLE(0); }
+  u64(): bigint { return this.take(8).readBigUInt64LE(0); }
+  i64(): bigint { return this.take(8).readBigInt64LE(0); }
 
-  async u8(): Promise<number> { await this.need(1); return this.buf.readUInt8(this.at(1)); }
-  async i8(): Promise<number> { await this.need(1); return this.buf.readInt8(this.at(1)); }
-  async u16(): Promise<number> { await this.need(2); return this.buf.readUInt16LE(this.at(2)); }
-  async i16(): Promise<number> { await this.need(2); return this.buf.readInt16LE(this.at(2)); }
-  async u32(): Promise<number> { await this.need(4); return this.buf.readUInt32LE(this.at(4)); }
-  async i32(): Promise<number> { await this.need(4); return this.buf.readInt32LE(this.at(4)); }
-  async f32(): Promise<number> { await this.need(4); return this.buf.readFloatLE(this.at(4)); }
-  async f64(): Promise<number> { await this.need(8); return this.buf.readDoubleLE(this.at(8)); }
-  async u64(): Promise<bigint> { await this.need(8); return this.buf.readBigUInt64LE(this.at(8)); }
-  async i64(): Promise<bigint> { await this.need(8); return this.buf.readBigInt64LE(this.at(8)); }
-
-  /** A u64 that must fit a JS number (counts and lengths). */
-  async count(): Promise<number> {
-    const v = await this.u64();
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new FerryError('INVALID_PARAMETER_VALUE', `The GGUF file declares a length of ${v}.`);
+  /** A u64 count or length, at most `max` (`what` names it in the error). */
+  count(max: number, what: string): number {
+    const v = this.u64();
+    if (v > BigInt(max)) throw refuse(`declares ${what} of ${v} (at most ${max} are read)`);
     return Number(v);
   }
 
-  async str(): Promise<string> {
-    const n = await this.count();
-    await this.need(n);
-    const p = this.at(n);
-    return this.buf.toString('utf8', p, p + n);
+  str(): string {
+    const n = this.count(MAX_STRING_BYTES, 'a string length');
+    return this.take(n).toString('utf8');
+  }
+
+  skipStr(): void {
+    this.skip(this.count(MAX_STRING_BYTES, 'a string length'));
+  }
+
+  skip(n: number): void {
+    if (this.c.pos + n > MAX_METADATA_BYTES) throw refuse(`has more than ${MAX_METADATA_BYTES} bytes of metadata`);
+    this.c.skip(n);
   }
 }
 
 /** Value type ids of the spec's `gguf_metadata_value_type`. */
 const ARRAY = 9;
 const STRING = 8;
+/** Sizes of the fixed-size value types, by type id. */
+const FIXED_BYTES: Partial<Record<number, number>> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
 
-async function readValue(r: Reader, type: number): Promise<GgufValue> {
+function readValue(r: Reader, type: number): GgufValue {
   switch (type) {
     case 0: return r.u8();
     case 1: return r.i8();
@@ -92,48 +88,50 @@ async function readValue(r: Reader, type: number): Promise<GgufValue> {
     case 4: return r.u32();
     case 5: return r.i32();
     case 6: return r.f32();
-    case 7: return (await r.u8()) !== 0;
+    case 7: return r.u8() !== 0;
     case STRING: return r.str();
     case ARRAY: {
-      const itemType = await r.u32();
-      const n = await r.count();
-      if (itemType === ARRAY) throw new FerryError('INVALID_PARAMETER_VALUE', 'The GGUF file nests arrays, which Ferry does not read.');
-      const keep = n <= MAX_KEPT_ARRAY;
-      const items: GgufValue[] = [];
-      for (let i = 0; i < n; i++) {
-        const v = await readValue(r, itemType);
-        if (keep) items.push(v);
-      }
-      return keep ? items : { arrayLength: n };
+      const itemType = r.u32();
+      const n = r.count(MAX_ARRAY_LENGTH, 'an array length');
+      if (itemType === ARRAY) throw refuse('nests arrays, which Ferry does not read');
+      if (n <= MAX_KEPT_ARRAY) return Array.from({ length: n }, () => readValue(r, itemType));
+      // Long arrays are counted: strings are skipped by their lengths, fixed-size items at once.
+      const size = FIXED_BYTES[itemType];
+      if (itemType === STRING) for (let i = 0; i < n; i++) r.skipStr();
+      else if (size !== undefined) r.skip(n * size);
+      else throw refuse(`has a metadata value of unknown type ${itemType}`);
+      return { arrayLength: n };
     }
     case 10: return r.u64();
     case 11: return r.i64();
     case 12: return r.f64();
-    default: throw new FerryError('INVALID_PARAMETER_VALUE', `The GGUF file has a metadata value of unknown type ${type}.`);
+    default: throw refuse(`has a metadata value of unknown type ${type}`);
   }
 }
 
-/** Reads the header and metadata of the GGUF file at `file`. Throws INVALID_PARAMETER_VALUE naming the problem. */
-export async function readGgufHeader(file: string): Promise<GgufHeader> {
-  const fh = await fsp.open(file, 'r');
-  try {
-    const r = new Reader(fh, (await fh.stat()).size);
-    await r.need(4);
-    if ((await r.u32()) !== 0x46554747) throw new FerryError('INVALID_PARAMETER_VALUE', `'${file.split('/').pop() ?? file}' is not a GGUF file (its first bytes are not "GGUF").`);
-    const version = await r.u32();
-    if (version !== 2 && version !== 3) throw new FerryError('INVALID_PARAMETER_VALUE', `GGUF version ${version} is not supported (expected 2 or 3).`);
-    const tensorCount = await r.count();
-    const kvCount = await r.count();
-    const metadata = new Map<string, GgufValue>();
-    for (let i = 0; i < kvCount; i++) {
-      const key = await r.str();
-      metadata.set(key, await readValue(r, await r.u32()));
+/**
+ * Reads the header and metadata of the GGUF file at `file`, synchronously (see FileCursor). Throws
+ * INVALID_PARAMETER_VALUE naming the problem; counts and lengths past the bounds above are refused
+ * before anything is allocated for them.
+ */
+export function readGgufHeader(file: string): GgufHeader {
+  return FileCursor.read(file, (c) => {
+    const r = new Reader(c);
+    try {
+      if (c.size < 4 || r.u32() !== 0x46554747) throw new FerryError('INVALID_PARAMETER_VALUE', `'${file.split('/').pop() ?? file}' is not a GGUF file (its first bytes are not "GGUF").`);
+      const version = r.u32();
+      if (version !== 2 && version !== 3) throw new FerryError('INVALID_PARAMETER_VALUE', `GGUF version ${version} is not supported (expected 2 or 3).`);
+      const tensorCount = r.count(Number.MAX_SAFE_INTEGER, 'a tensor count');
+      const kvCount = r.count(MAX_KV_COUNT, 'a metadata key count');
+      const metadata = new Map<string, GgufValue>();
+      for (let i = 0; i < kvCount; i++) {
+        const key = r.str();
+        metadata.set(key, readValue(r, r.u32()));
+      }
+      return { version, tensorCount, metadata };
+    } catch (err) {
+      if (err instanceof OutOfData) throw new FerryError('INVALID_PARAMETER_VALUE', 'The GGUF file ends inside its metadata (truncated?).');
+      throw err;
     }
-    return { version, tensorCount, metadata };
-  } catch (err) {
-    if (err instanceof OutOfData) throw new FerryError('INVALID_PARAMETER_VALUE', 'The GGUF file ends inside its metadata (truncated?).');
-    throw err;
-  } finally {
-    await fh.close();
-  }
+  });
 }

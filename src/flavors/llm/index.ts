@@ -21,6 +21,7 @@ import { configError } from '../../config/index.js';
 import { FerryError } from '../../errors.js';
 import type { OutputValue, Signature, Tensor } from '../../tensor/index.js';
 import type { Flavor, LoadedModel, LoadOptions } from '../index.js';
+import { FLAVOR_CAPABILITIES } from '../capabilities.js';
 import { readGgufHeader, type GgufHeader } from './gguf.js';
 import { MANIFEST_FILE } from '../manifest.js';
 
@@ -416,9 +417,10 @@ async function loadLlm(dir: string, opts: LoadOptions): Promise<LlmModel> {
 
 export const llmFlavor: Flavor = {
   name: 'llm',
+  capabilities: FLAVOR_CAPABILITIES.llm,
   defaultModelFile: 'model.gguf',
   async inspect(dir, modelFile) {
-    describeGguf(await readGgufHeader(path.join(dir, modelFile)));
+    describeGguf(readGgufHeader(path.join(dir, modelFile)));
     await readLlmSettings(dir);
     return LLM_SIGNATURE;
   },

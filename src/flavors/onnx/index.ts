@@ -11,9 +11,10 @@ import ort from 'onnxruntime-node';
 import { FerryError } from '../../errors.js';
 import type { OutputValue, Signature, Tensor } from '../../tensor/index.js';
 import type { Flavor, LoadedModel, LoadOptions } from '../index.js';
+import { FLAVOR_CAPABILITIES } from '../capabilities.js';
 import type { ModelProto } from './model-proto.js';
 import { fromOrtTensor, toOrtTensor } from './convert.js';
-import { invalidModel, readModel, signatureOf } from './model-proto.js';
+import { invalidModel, onnxInspection, readModel, signatureOf } from './model-proto.js';
 import type { DetachedZipMap } from './zipmap.js';
 import { detachZipMaps, zipRows } from './zipmap.js';
 
@@ -97,13 +98,8 @@ class OnnxModel implements LoadedModel {
 
 /** The ONNX flavor. */
 export const onnxFlavor: Flavor = {
-  name: 'onnx',
-  defaultModelFile: 'model.onnx',
-
-  async inspect(dir, modelFile) {
-    const { model } = await readModel(dir, modelFile);
-    return signatureOf(model, modelFile);
-  },
+  ...onnxInspection,
+  capabilities: FLAVOR_CAPABILITIES.onnx,
 
   async load(dir, opts) {
     const { path, model } = await readModel(dir, opts.modelFile);

@@ -1,12 +1,20 @@
 /**
  * Reading an .onnx file as a ModelProto (pure JS, onnx-proto) and deriving Ferry's Signature from
  * its graph. Every failure is a FerryError(INVALID_PARAMETER_VALUE) naming the file.
+ *
+ * Two readers: `readModel` decodes the whole file (replicas, which run the model); `inspectOnnx`
+ * (registration) walks the protobuf wire format and decodes only the graph's interface (inputs,
+ * outputs, initializer names), counting nodes without decoding them. A file of 6 million empty
+ * NodeProtos (12 MB) made the full decode allocate ~1 GB; the walk holds one 1 MiB chunk and
+ * refuses counts past `ONNX_LIMITS` before allocating anything for them.
  */
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, relative, resolve } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { FerryError } from '../../errors.js';
 import type { DType, Signature, TensorSpec } from '../../tensor/index.js';
+import { FileCursor, OutOfData } from '../file-cursor.js';
+import type { Flavor } from '../index.js';
 
 const { onnx } = onnxProto;
 export type ModelProto = onnxProto.onnx.ModelProto;
@@ -50,9 +58,7 @@ export function invalidModel(file: string, problem: string): FerryError {
  * user-supplied metadata such as MLmodel's `data`).
  */
 export async function readModel(dir: string, modelFile: string): Promise<{ path: string; model: ModelProto }> {
-  const path = resolve(dir, modelFile);
-  const rel = relative(resolve(dir), path);
-  if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) throw invalidModel(modelFile, 'the model file must be a file inside the artifact directory');
+  const path = modelPath(dir, modelFile);
   let bytes: Buffer;
   try {
     bytes = await readFile(path);
@@ -62,6 +68,168 @@ export async function readModel(dir: string, modelFile: string): Promise<{ path:
   }
   return { path, model: decodeModel(bytes, modelFile) };
 }
+
+/** `modelFile` resolved inside `dir`; refused when it points outside. */
+function modelPath(dir: string, modelFile: string): string {
+  const path = resolve(dir, modelFile);
+  const rel = relative(resolve(dir), path);
+  if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) throw invalidModel(modelFile, 'the model file must be a file inside the artifact directory');
+  return path;
+}
+
+/**
+ * Count bounds of `inspectOnnx`, far above real models (a 7B-parameter transformer export has
+ * ~10^4 nodes and ~10^3 initializers; its inputs and outputs are a handful).
+ */
+export const ONNX_LIMITS = {
+  /** Nodes of the main graph. */
+  maxNodes: 1_000_000,
+  /** Initializers plus sparse initializers of the main graph. */
+  maxInitializers: 1_000_000,
+  /** Graph inputs plus outputs. */
+  maxGraphIo: 10_000,
+  /** Fields of the main graph of any kind (nodes, value_info, ...): bounds the walk's time. */
+  maxGraphFields: 4_000_000,
+  /** One graph input's or output's encoded ValueInfoProto, and one initializer name. */
+  maxValueInfoBytes: 1024 * 1024,
+} as const;
+
+/** Protobuf wire types. */
+const VARINT = 0;
+const I64 = 1;
+const LEN = 2;
+const I32 = 5;
+
+/** Field numbers of onnx.proto used by the walk. */
+const MODEL_IR_VERSION = 1;
+const MODEL_GRAPH = 7;
+const GRAPH_NODE = 1;
+const GRAPH_INITIALIZER = 5;
+const GRAPH_INPUT = 11;
+const GRAPH_OUTPUT = 12;
+const GRAPH_SPARSE_INITIALIZER = 15;
+const TENSOR_NAME = 8;
+const SPARSE_VALUES = 1;
+
+/** One field header: its number, its wire type and, for LEN fields, the payload's byte length. */
+function fieldHeader(c: FileCursor): { field: number; wire: number; len: number } {
+  const key = c.varint();
+  const wire = key % 8;
+  const field = Math.floor(key / 8);
+  if (field === 0) throw new RangeError(`field number 0 at offset ${c.pos}`);
+  if (wire === LEN) return { field, wire, len: c.varint() };
+  if (wire !== VARINT && wire !== I64 && wire !== I32) throw new RangeError(`wire type ${wire} at offset ${c.pos}`);
+  return { field, wire, len: 0 };
+}
+
+/** Moves past a field's payload. */
+function skipField(c: FileCursor, h: { wire: number; len: number }): void {
+  if (h.wire === VARINT) c.varint();
+  else c.skip(h.wire === I64 ? 8 : h.wire === I32 ? 4 : h.len);
+}
+
+/** Calls `each` for every field of the message that ends at `end`; `each` must consume the payload. */
+function walk(c: FileCursor, end: number, each: (h: { field: number; wire: number; len: number }) => void): void {
+  while (c.pos < end) {
+    const h = fieldHeader(c);
+    if (h.wire === LEN && c.pos + h.len > end) throw new RangeError(`field ${h.field} at offset ${c.pos} runs past its message`);
+    each(h);
+    if (c.pos > end) throw new RangeError(`field ${h.field} runs past its message at offset ${c.pos}`);
+  }
+}
+
+/** The `name` (field 8) of the TensorProto whose payload is next, skipping its data. */
+function tensorName(c: FileCursor, end: number, file: string): string {
+  let name = '';
+  walk(c, end, (h) => {
+    if (h.field === TENSOR_NAME && h.wire === LEN) {
+      if (h.len > ONNX_LIMITS.maxValueInfoBytes) throw invalidModel(file, `an initializer name is ${h.len} bytes long`);
+      name = c.bytes(h.len).toString('utf8');
+    } else skipField(c, h);
+  });
+  return name;
+}
+
+/**
+ * The Signature of the .onnx file `modelFile` inside `dir`, from a bounded walk of its wire
+ * format (see the top of this file). Reads synchronously: it runs in the inspector process.
+ */
+export function inspectOnnx(dir: string, modelFile: string): Promise<Signature> {
+  try {
+    const path = modelPath(dir, modelFile);
+    return Promise.resolve(FileCursor.read(path, (c) => signatureOf(walkModel(c, modelFile), modelFile)));
+  } catch (err) {
+    if (err instanceof FerryError) return Promise.reject(err);
+    const code = (err as NodeJS.ErrnoException).code;
+    const problem = code !== undefined ? (code === 'ENOENT' ? 'file not found' : `cannot read the file (${code})`)
+      : `not an ONNX protobuf (${err instanceof OutOfData ? 'the file ends inside a field (truncated?)' : (err as Error).message})`;
+    return Promise.reject(invalidModel(modelFile, problem));
+  }
+}
+
+/** The ModelProto's ir_version and graph interface (no nodes), with ONNX_LIMITS enforced. */
+function walkModel(c: FileCursor, file: string): ModelProto {
+  if (c.size === 0) throw invalidModel(file, 'the file is empty');
+  let irVersion = 0;
+  let graphs = 0;
+  const input: onnxProto.onnx.ValueInfoProto[] = [];
+  const output: onnxProto.onnx.ValueInfoProto[] = [];
+  const initializer: onnxProto.onnx.TensorProto[] = [];
+  const sparseInitializer: onnxProto.onnx.SparseTensorProto[] = [];
+  let nodes = 0;
+  let fields = 0;
+  const valueInfo = (len: number): onnxProto.onnx.ValueInfoProto => {
+    if (input.length + output.length >= ONNX_LIMITS.maxGraphIo) throw invalidModel(file, `the graph has more than ${ONNX_LIMITS.maxGraphIo} inputs and outputs`);
+    if (len > ONNX_LIMITS.maxValueInfoBytes) throw invalidModel(file, `a graph input or output takes ${len} bytes (at most ${ONNX_LIMITS.maxValueInfoBytes})`);
+    return onnx.ValueInfoProto.decode(c.bytes(len));
+  };
+  const countInitializer = (): void => {
+    if (initializer.length + sparseInitializer.length >= ONNX_LIMITS.maxInitializers) throw invalidModel(file, `the graph has more than ${ONNX_LIMITS.maxInitializers} initializers`);
+  };
+  walk(c, c.size, (h) => {
+    if (h.field === MODEL_IR_VERSION && h.wire === VARINT) {
+      irVersion = c.varint();
+    } else if (h.field === MODEL_GRAPH && h.wire === LEN) {
+      graphs++;
+      walk(c, c.pos + h.len, (g) => {
+        if (++fields > ONNX_LIMITS.maxGraphFields) throw invalidModel(file, `the graph has more than ${ONNX_LIMITS.maxGraphFields} fields`);
+        if (g.wire !== LEN) return skipField(c, g);
+        switch (g.field) {
+          case GRAPH_NODE:
+            if (++nodes > ONNX_LIMITS.maxNodes) throw invalidModel(file, `the graph has more than ${ONNX_LIMITS.maxNodes} nodes`);
+            return c.skip(g.len);
+          case GRAPH_INPUT: return void input.push(valueInfo(g.len));
+          case GRAPH_OUTPUT: return void output.push(valueInfo(g.len));
+          case GRAPH_INITIALIZER:
+            countInitializer();
+            return void initializer.push(onnx.TensorProto.create({ name: tensorName(c, c.pos + g.len, file) }));
+          case GRAPH_SPARSE_INITIALIZER: {
+            countInitializer();
+            let name = '';
+            walk(c, c.pos + g.len, (s) => {
+              if (s.field === SPARSE_VALUES && s.wire === LEN) name = tensorName(c, c.pos + s.len, file);
+              else skipField(c, s);
+            });
+            return void sparseInitializer.push(onnx.SparseTensorProto.create({ values: onnx.TensorProto.create({ name }) }));
+          }
+          default: return c.skip(g.len);
+        }
+      });
+    } else {
+      skipField(c, h);
+    }
+  });
+  if (irVersion <= 0) throw invalidModel(file, 'no ir_version, so not an ONNX ModelProto');
+  if (graphs === 0) throw invalidModel(file, 'the model has no graph');
+  return onnx.ModelProto.create({ irVersion, graph: onnx.GraphProto.create({ input, output, initializer, sparseInitializer }) });
+}
+
+/** The onnx flavor's registration side (its `load` is in index.ts, with onnxruntime). */
+export const onnxInspection: Pick<Flavor, 'name' | 'defaultModelFile' | 'inspect'> = {
+  name: 'onnx',
+  defaultModelFile: 'model.onnx',
+  inspect: inspectOnnx,
+};
 
 /** Decodes and sanity-checks an ONNX ModelProto; errors name `modelFile`. */
 export function decodeModel(bytes: Uint8Array, modelFile: string): ModelProto {

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { FerryError, invalidParameter } from '../../errors.js';
 import type { OutputValue, Tensor } from '../../tensor/index.js';
 import type { Flavor, LoadedModel, LoadOptions } from '../index.js';
+import { FLAVOR_CAPABILITIES } from '../capabilities.js';
 import { readTransformersModel, TEXT_INPUT, type TransformersModel, type TransformersTask } from './layout.js';
 
 export { TRANSFORMERS_TASKS, type TransformersTask } from './layout.js';
@@ -161,6 +162,7 @@ async function createPipeline(hf: TransformersJs, info: TransformersModel, dir: 
 /** The transformers flavor. */
 export const transformersFlavor: Flavor = {
   name: 'transformers',
+  capabilities: FLAVOR_CAPABILITIES.transformers,
   defaultModelFile: 'onnx/model.onnx',
 
   async inspect(dir, modelFile) {

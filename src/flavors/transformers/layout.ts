@@ -14,13 +14,12 @@
  * MLmodel                (optional) flavors.transformers.task
  * ```
  */
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { FerryError } from '../../errors.js';
 import type { Signature, TensorSpec } from '../../tensor/index.js';
-import { checkManifestKeys, insideArtifact, isFile, isJsonObject, readJsonFile, readManifest } from '../manifest.js';
-import { onnxFlavor } from '../onnx/index.js';
+import { checkManifestKeys, insideArtifact, isFile, isJsonObject, readJsonFile, readManifest, readMetadataText } from '../manifest.js';
+import { inspectOnnx } from '../onnx/model-proto.js';
 
 export const TRANSFORMERS_TASKS = ['text-classification', 'feature-extraction', 'token-classification'] as const;
 export type TransformersTask = (typeof TRANSFORMERS_TASKS)[number];
@@ -69,7 +68,7 @@ export async function readTransformersModel(dir: string, modelFile: string): Pro
   checkManifestKeys(manifest, 'transformers', MANIFEST_KEYS);
 
   const task = parseTask(manifest.task, 'ferry.json task') ?? (await mlmodelTask(dir)) ?? (await taskFromConfig(dir, config));
-  const graph = await onnxFlavor.inspect(dir, insideArtifact(modelFile, 'The ONNX graph'));
+  const graph = await inspectOnnx(dir, insideArtifact(modelFile, 'The ONNX graph'));
   await checkExternalData(dir, config, modelFile);
   if (!graph.inputs.some((i) => i.name === 'input_ids')) {
     throw invalid(`the ONNX graph ${modelFile} has no input_ids input (inputs: ${graph.inputs.map((i) => i.name).join(', ')}); export it for a text model`);
@@ -141,7 +140,7 @@ async function mlmodelTask(dir: string): Promise<TransformersTask | undefined> {
   if (!(await isFile(dir, 'MLmodel'))) return undefined;
   let doc: unknown;
   try {
-    doc = parseYaml(await fsp.readFile(path.join(dir, 'MLmodel'), 'utf8'));
+    doc = parseYaml(await readMetadataText(dir, 'MLmodel') ?? '');
   } catch (err) {
     throw invalid(`the MLmodel file is not valid YAML: ${(err as Error).message}`);
   }

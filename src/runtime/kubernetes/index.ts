@@ -460,6 +460,13 @@ export class KubernetesRuntime implements Runtime {
     return [...this.replicas.values()].map((r) => r.handle);
   }
 
+  /** The kept tails of the endpoint's gone pods (its live pods are deleted with it, their logs too). */
+  async deleteLogs(endpoint: string): Promise<void> {
+    if (!NAME_PATTERN.test(endpoint)) throw invalidParameter('endpoint', endpoint, 'an endpoint name');
+    const prefix = `${labelValue(endpoint)}/`;
+    for (const key of this.keptLogs.keys()) if (key.startsWith(prefix)) this.keptLogs.delete(key);
+  }
+
   async logs(endpoint: string, servedEntity: string, maxBytes: number): Promise<string> {
     if (!NAME_PATTERN.test(endpoint)) throw invalidParameter('endpoint', endpoint, 'an endpoint name');
     if (!NAME_PATTERN.test(servedEntity)) throw invalidParameter('servedEntity', servedEntity, 'a served entity name');

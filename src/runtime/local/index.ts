@@ -1,30 +1,36 @@
 /**
  * The local runtime: each replica is a child process (`ferry replica`) of the server, on a Unix
- * socket in a 0700 directory, with a scrubbed environment and a memory limit enforced by a
+ * socket in a directory of its own, with a scrubbed environment and a memory limit enforced by a
  * watchdog. Isolation: a replica runs a user's model, so it is kept from the server's secrets
- * and from other endpoints:
+ * and from other endpoints, and the server trusts nothing it sends:
+ * - The OS sandbox (./sandbox.ts, when bwrap works here): its own network, pid, IPC and UTS
+ *   namespaces, read-only binds of the system, Node, Ferry's code and its own model directory,
+ *   its own socket directory read-write; as `replicaUser` from its first instruction when the
+ *   server is root. Replicas that run user code (a flavor's `runsUserCode`) are refused without it
+ *   unless `allowUnsandboxedUserCode`.
  * - Node's permission model (`replicaNodeFlags`): its JavaScript may read Ferry's code, its own
- *   private model directory and its socket, write its socket, start worker threads and load
- *   native addons; every other file read or write, child processes and WASI throw
- *   ERR_ACCESS_DENIED. Native code (onnxruntime) is not bound by it.
+ *   private model directory and its socket, write its socket, start worker threads and (except
+ *   js replicas) load native addons; every other file read or write, child processes and WASI
+ *   throw ERR_ACCESS_DENIED. Native code (onnxruntime) is not bound by it: the sandbox is.
  * - A private model directory per replica process: the entity's artifact directory is staged
  *   into `models/<name>/` (hard links, or copies across file systems) and the replica loads from
- *   there, so the permission flags can name exactly one model. Removed when the process is gone.
- * - When the server runs as root, the replica loads its model as root (so models and sockets
- *   may sit under 0700 directories), then, once its socket listens and before it answers,
- *   switches to `replicaUser` (default "nobody"): from then on the OS denies it the data
- *   directory, the socket directory and anything else the user may not read, native code
- *   included. The server (root) still signals it, reads its /proc status and removes its socket.
+ *   there, so the flags and the sandbox can name exactly one model. Removed when the process is gone.
+ * - Without a sandbox, when the server runs as root, the replica loads its model as root, then,
+ *   once its socket listens and before it answers, switches to `replicaUser` (default "nobody").
+ * - The control channel (./control.ts, the child's fd 3): bounded frames, each message checked;
+ *   a replica that sends anything else is SIGKILLed and reported (`protocol`).
  * - The scrubbed environment (`replicaEnv`) and the RSS watchdog: an over-limit replica is
  *   SIGKILLed and reported (`oom`), never the server.
  *
  * Files under `stateDir`:
  *
- * - `sockets/<id>.sock` (or `<sha256(id)[0:16]>.sock` when the path would exceed the 107-byte
- *   Unix socket limit); a replica claimed from the pool keeps the socket its pool process was
- *   started for, `<sha256(pool key)[0:16]>.sock` (its permission flags name it)
+ * - `sockets/<id>/replica.sock` (or `sockets/<sha256(id)[0:16]>/replica.sock` when the path would
+ *   exceed the 107-byte Unix socket limit), the directory 0700 and owned by the user the process
+ *   runs as; a replica claimed from the pool keeps the socket its pool process was started for,
+ *   `sockets/<sha256(pool key)[0:16]>/replica.sock` (its permission flags and sandbox name it)
  * - `models/<id>-<random>/` (spawned replica) or `models/pool-<key>/` (pool process; empty until
- *   claimed): the private model directory, 0700 under a 0700 `models/`
+ *   claimed): the private model directory under a 0700 `models/`: 0700, or 0755 with 0644 files
+ *   when the process is the replica user from its start (sandboxed under a root server)
  * - `logs/<endpoint>/<servedEntity>/<id>.log`: the replica's stdout and stderr, kept after it stops
  * - `pids/<id>.json`: `{pid, socketPath, match, startedMs}`, so the next server run can kill
  *   replicas a crashed server left behind (see `open`)
@@ -34,7 +40,7 @@
  * (`ferry replica --pool <stateDir>/pool/<key>`: Node started, onnxruntime and the replica code
  * loaded and onnxruntime's one-time setup paid, no model). `startReplica` claims an idle one when
  * it can, stages the model into the process's private directory and sends it the replica's
- * options (the uid to drop to included) over IPC, which skips most of a cold start (measured
+ * options (the uid to drop to included) over the control channel, which skips most of a cold start (measured
  * here for linear.onnx, p50: ~320 ms spawned, ~115 ms claimed, most of the rest being the
  * replica's calibration worker; test/runtime-local.test.ts prints both); else it spawns a
  * replica as before.
@@ -56,7 +62,7 @@
  *   gives the same heap size; other specs spawn.
  * - Orphans: pool pid files are under `pool/` and a claimed replica's pid file names the pool key
  *   as `match`; `open` kills whatever a crashed server left in either. Idle pool processes also
- *   exit by themselves when the server's IPC channel closes.
+ *   exit by themselves when the server's control channel closes.
  * - Environment and permissions: pool processes get the same scrubbed environment and permission
  *   flags (naming their own socket and private directory); the claim message carries only the
  *   replica's options (socket, private model dir, model file, names, limits, batching, uid/gid).
@@ -64,7 +70,7 @@
  * Assumes one server per state directory: `open` kills every replica listed under `pids/` and
  * every pool process listed under `pool/`, and empties `models/`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -72,12 +78,17 @@ import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FerryError, invalidParameter, toFerryError } from '../../errors.js';
-import { insideArtifact, type FlavorName } from '../../flavors/index.js';
+import { FLAVOR_CAPABILITIES, insideArtifact, type FlavorName } from '../../flavors/index.js';
 import type { LogLevel } from '../../logs/index.js';
 import { tooLarge } from '../../multi/index.js';
-import type { ReplicaOptions, ReplicaToRuntime, RuntimeToReplica, StageReply, StageRequest } from '../../replica/index.js';
+import type { Socket } from 'node:net';
+import type { ReplicaOptions, StageRequest } from '../../replica/index.js';
 import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../index.js';
-import { commandLine, isRunning, replicaEnv, residentBytes, resolveUser, waitGone, type UserIds } from './proc.js';
+import { ReplicaProtocolError } from '../errors.js';
+import { ReplicaLink, type LinkState } from './control.js';
+import { chooseSandbox, sandboxed, type Sandbox, type SandboxMounts, type SandboxSetting } from './sandbox.js';
+import { PythonEnvironments } from './python-env.js';
+import { commandLine, descendants, findOnPath, isRunning, processTree, replicaEnv, residentBytes, resolveUser, waitGone, type UserIds } from './proc.js';
 
 export interface LocalRuntimeOptions {
   /** Directory for sockets, logs and pid files, e.g. `<data-dir>/runtime`; created if missing. */
@@ -110,6 +121,29 @@ export interface LocalRuntimeOptions {
   replicaUser?: string;
   /** The level replicas log at (the server passes its `logLevel`); default info. */
   logLevel?: LogLevel;
+  /**
+   * The OS sandbox around every replica process (./sandbox.ts): `auto` (default) uses bubblewrap
+   * when it works here, `bwrap` requires it (`open` rejects otherwise), `none` never uses it.
+   */
+  sandbox?: SandboxSetting;
+  /**
+   * Whether replicas that run user code (js and python models) may start without a sandbox; default
+   * false: they are refused, naming this setting. Without a sandbox such code runs as the server's
+   * user until the drop (root when the server is root) with only Node's permission model around it.
+   */
+  allowUnsandboxedUserCode?: boolean;
+  /**
+   * The Python interpreter python-flavor models run in (the server's `python` setting): a path, or
+   * a command name looked up on the server's PATH at `open` (default `python3`).
+   */
+  python?: string;
+  /**
+   * How a python model's environment is made (the server's `pythonEnvManager`): `local` runs it in
+   * `python` as it is; `virtualenv` builds a venv per distinct requirements (./python-env.ts).
+   */
+  pythonEnvManager?: 'local' | 'virtualenv';
+  /** Extra `pip install` arguments for `virtualenv` builds (the server's `pythonPipArgs`). */
+  pythonPipArgs?: string[];
 }
 
 /** dist/src/runtime/local/index.js → repository root is four levels up. */
@@ -120,12 +154,27 @@ const FERRY_BIN = path.join(REPO_ROOT, 'bin', 'ferry.js');
  * data directory `./.ferry`, with the database and the admin token, lives in the checkout).
  * `package.json` is read by Node's module loader (the package scope of `dist/`).
  */
-const FERRY_CODE_PATHS = ['dist', 'bin', 'node_modules', 'package.json'].map((p) => path.join(REPO_ROOT, p));
+const FERRY_CODE_PATHS = ['dist', 'bin', 'node_modules', 'package.json', 'python'].map((p) => path.join(REPO_ROOT, p));
 /** Linux `sun_path` is 108 bytes including the terminating NUL. */
 const MAX_SOCKET_PATH_BYTES = 107;
+/** A replica's socket file, in a directory of its own under `sockets/`. */
+const SOCKET_FILE = 'replica.sock';
 const READY_POLL_MS = 20;
 /** One readiness probe may take this long before it counts as "not ready yet". */
 const PROBE_TIMEOUT_MS = 1000;
+/** How long the Python interpreter may take to list its paths (`pythonEnvironment`); an import-free start takes ~20 ms. */
+const PYTHON_PROBE_TIMEOUT_MS = 10_000;
+const DEBIAN_ALTERNATIVES = '/etc/alternatives';
+/** Bound into every sandbox already (./sandbox.ts): a Python path under them needs no bind of its own. */
+const SYSTEM_DIRS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32'];
+
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
 /**
  * Extra time after `drainTimeoutMs` before SIGKILL: the replica cuts its own remaining requests
  * at `drainTimeoutMs` and then needs a moment to stop its model worker and remove its socket.
@@ -155,6 +204,9 @@ interface PoolProcess {
   socketPath: string;
   modelDir: string;
   child: ChildProcess;
+  /** Its control channel (see ./control.ts). */
+  link: ReplicaLink;
+  /** Its log; renamed to the replica's log when claimed. */
   logFile: string;
   pidFile: string;
   /** Set when it reported `warm`: it waits for its options. */
@@ -172,6 +224,7 @@ interface PoolProcess {
 interface LocalReplica {
   handle: ReplicaHandle;
   child: ChildProcess;
+  link: ReplicaLink;
   logFile: string;
   pidFile: string;
   /** Set once `startReplica` resolved; only ready replicas are listed and reported by `onExit`. */
@@ -189,6 +242,10 @@ export class LocalRuntime implements Runtime {
   private readonly watchdog: NodeJS.Timeout;
   private watching = false;
   private closed = false;
+  /** Each Python interpreter's paths, asked once (`pythonEnvironment`). */
+  private readonly pythonPaths = new Map<string, Promise<readonly string[]>>();
+  /** The virtualenvs of python models, when `pythonEnvManager` is `virtualenv`. */
+  private readonly pythonEnvs: PythonEnvironments | undefined;
   /** Pool processes not (yet) claimed: starting and idle. */
   private readonly pool = new Set<PoolProcess>();
   private readonly poolHeapMiB: number;
@@ -203,11 +260,16 @@ export class LocalRuntime implements Runtime {
   private readonly staging = new Set<string>();
 
   private constructor(
-    private readonly opts: Required<Omit<LocalRuntimeOptions, 'replicaUser'>>,
+    private readonly opts: Required<Omit<LocalRuntimeOptions, 'replicaUser' | 'sandbox'>>,
     private readonly dirs: { sockets: string; logs: string; pids: string; pool: string; models: string },
-    /** The ids replicas drop to after loading (see `replicaUser`); undefined: they keep the server's. */
+    /** The ids replicas run as (see `replicaUser`); undefined: they keep the server's. */
     private readonly user: UserIds | undefined,
+    /** The sandbox chosen at `open`: every replica process runs in it. */
+    readonly sandbox: Sandbox,
   ) {
+    this.pythonEnvs = opts.pythonEnvManager === 'virtualenv'
+      ? new PythonEnvironments({ dir: path.join(opts.stateDir, 'python-envs'), basePython: opts.python, pipArgs: opts.pythonPipArgs, systemSitePackages: true })
+      : undefined;
     this.watchdog = setInterval(() => void this.checkMemory(), opts.memoryPollMs);
     this.watchdog.unref();
     this.poolHeapMiB = heapMiBOf(opts.warmPoolMemoryLimitBytes);
@@ -229,11 +291,12 @@ export class LocalRuntime implements Runtime {
     };
     const warmPoolSize = opts.warmPoolSize ?? DEFAULT_WARM_POOL_SIZE;
     if (!Number.isInteger(warmPoolSize) || warmPoolSize < 0) throw invalidParameter('warmPoolSize', warmPoolSize, 'an integer ≥ 0');
-    if (Buffer.byteLength(path.join(dirs.sockets, `${'0'.repeat(16)}.sock`)) > MAX_SOCKET_PATH_BYTES) {
-      throw invalidParameter('stateDir', stateDir, `a path short enough for Unix sockets under it (at most ${MAX_SOCKET_PATH_BYTES - 28} bytes)`);
+    if (Buffer.byteLength(path.join(dirs.sockets, '0'.repeat(16), SOCKET_FILE)) > MAX_SOCKET_PATH_BYTES) {
+      throw invalidParameter('stateDir', stateDir, `a path short enough for Unix sockets under it (at most ${MAX_SOCKET_PATH_BYTES - 34} bytes)`);
     }
     // Only root can change its uid; any other server's replicas keep its uid.
     const user = opts.replicaUser !== undefined && process.getuid?.() === 0 ? await resolveUser('replicaUser', opts.replicaUser) : undefined;
+    const sandbox = await chooseSandbox(opts.sandbox ?? 'auto', user);
     for (const dir of [dirs.sockets, dirs.models]) {
       await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
       // mkdir's mode does not apply to a directory that already exists (or is masked by umask).
@@ -248,11 +311,14 @@ export class LocalRuntime implements Runtime {
     await Promise.all([
       ...(await fsp.readdir(dirs.pool)).map((n) => fsp.rm(path.join(dirs.pool, n), { force: true })),
       ...(await fsp.readdir(dirs.models)).map((n) => fsp.rm(path.join(dirs.models, n), { recursive: true, force: true })),
+      ...(await fsp.readdir(dirs.sockets)).map((n) => fsp.rm(path.join(dirs.sockets, n), { recursive: true, force: true })),
     ]);
-    const { replicaUser: _, ...rest } = opts;
+    const { replicaUser: _, sandbox: __, ...rest } = opts;
     const rt = new LocalRuntime({
-      memoryPollMs: 1000, warmPoolMemoryLimitBytes: DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES, logLevel: 'info', ...rest, warmPoolSize, stateDir,
-    }, dirs, user);
+      memoryPollMs: 1000, warmPoolMemoryLimitBytes: DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES, logLevel: 'info', allowUnsandboxedUserCode: false,
+      pythonEnvManager: 'local', pythonPipArgs: [], ...rest, warmPoolSize, stateDir,
+      python: findOnPath(opts.python ?? 'python3', process.env.PATH),
+    }, dirs, user, sandbox);
     rt.fillPool();
     return rt;
   }
@@ -261,6 +327,10 @@ export class LocalRuntime implements Runtime {
     const calledMs = performance.now();
     for (const key of ['id', 'endpoint', 'servedEntity'] as const) {
       if (!NAME_PATTERN.test(spec[key])) throw invalidParameter(key, spec[key], 'letters, digits, ".", "_" or "-", starting with a letter or digit');
+    }
+    if (FLAVOR_CAPABILITIES[spec.flavor].runsUserCode && this.sandbox.kind === 'none' && !this.opts.allowUnsandboxedUserCode) {
+      throw new FerryError('INVALID_PARAMETER_VALUE', `Replica '${spec.id}' runs user code (${spec.flavor} flavor) and replicas have no OS sandbox here (${this.sandbox.reason}); `
+        + 'the server refuses to run it unsandboxed. Install bubblewrap (bwrap), or set allowUnsandboxedUserCode: true in the server config to accept the risk.');
     }
     if (spec.family === undefined && !(await fsp.stat(spec.artifactDir).catch(() => undefined))?.isDirectory()) {
       throw new FerryError('MODEL_ERROR', `Artifact directory '${spec.artifactDir}' of replica '${spec.id}' does not exist.`);
@@ -279,17 +349,29 @@ export class LocalRuntime implements Runtime {
     // A pool process was allowed its socket and model directory when it started (see `replicaNodeFlags`).
     const socketPath = pooled?.socketPath ?? this.socketPathOf(spec.id);
     const modelDir = pooled?.modelDir ?? path.join(this.dirs.models, `${spec.id}-${randomBytes(4).toString('hex')}`);
-    const options = replicaOptions(spec, { socketPath, modelDir, drainTimeoutMs: this.opts.drainTimeoutMs, user: this.user, logLevel: this.opts.logLevel });
+    // In the sandbox the process is the replica user from its start; without, it drops after loading.
+    const options = replicaOptions(spec, {
+      socketPath, modelDir, drainTimeoutMs: this.opts.drainTimeoutMs, user: this.sandboxUser === undefined ? this.user : undefined, logLevel: this.opts.logLevel,
+      pythonExecutable: this.opts.python,
+    });
     let child: ChildProcess;
+    let link: ReplicaLink;
     let exited: Promise<Exit>;
     if (pooled !== undefined) {
-      child = pooled.child;
-      exited = pooled.exited;
+      ({ child, link, exited } = pooled);
+      link.setState({ pool: false, family: spec.family !== undefined });
     } else {
+      let pythonPaths: readonly string[] = [];
+      let python = this.opts.python;
       this.staging.add(spec.id);
       try {
-        fs.rmSync(socketPath, { force: true }); // a socket left by a replica that was SIGKILLed
-        await stageModel(spec, modelDir);
+        this.makeSocketDir(socketPath);
+        await stageModel(spec, modelDir, this.modelDirModeFor(spec));
+        if (FLAVOR_CAPABILITIES[spec.flavor].pythonEnvironment) {
+          // A virtualenv is built (once per distinct requirements) before the replica starts.
+          python = this.pythonEnvs === undefined ? this.opts.python : await this.pythonEnvs.python(modelDir);
+          pythonPaths = await this.pythonEnvironment(python);
+        }
         if (this.closed) throw new FerryError('TEMPORARILY_UNAVAILABLE', 'The runtime is shutting down.');
       } catch (err) {
         await fsp.rm(modelDir, { recursive: true, force: true });
@@ -297,10 +379,11 @@ export class LocalRuntime implements Runtime {
       } finally {
         this.staging.delete(spec.id);
       }
-      child = this.spawnReplica(spec, options, logFile);
+      child = this.spawnReplica(spec, { ...options, loadOptions: { ...options.loadOptions, pythonExecutable: python } }, logFile, pythonPaths);
       // Errors after a successful spawn (a failed kill of an exited process) need no handling.
       child.on('error', () => undefined);
-      exited = exitOf(child);
+      link = this.linkTo(child, { pool: false, family: spec.family !== undefined }, () => logFile);
+      exited = exitOf(child, link, socketPath);
     }
     // Written before anything awaits, so the pid file exists before the exit handler can remove it
     // and before a server crash could leave the replica unlisted. `match` is what orphan cleanup
@@ -310,10 +393,10 @@ export class LocalRuntime implements Runtime {
     }
     const r: LocalReplica = {
       handle: { id: spec.id, spec, address: { kind: 'unix', socketPath }, pid: child.pid, fromPool: pooled !== undefined },
-      child, logFile, pidFile, ready: false, stopRequested: false, oomRssBytes: undefined,
+      child, link, logFile, pidFile, ready: false, stopRequested: false, oomRssBytes: undefined,
       gone: exited.then(async (e) => {
         await Promise.all([
-          fsp.rm(pidFile, { force: true }), fsp.rm(socketPath, { force: true }), fsp.rm(modelDir, { recursive: true, force: true }),
+          fsp.rm(pidFile, { force: true }), fsp.rm(path.dirname(socketPath), { recursive: true, force: true }), fsp.rm(modelDir, { recursive: true, force: true }),
         ]);
         if (this.replicas.get(spec.id) === r) this.replicas.delete(spec.id);
         return e;
@@ -323,25 +406,16 @@ export class LocalRuntime implements Runtime {
     void r.gone.then((e) => this.reportExit(r, e));
     if (spec.family !== undefined) {
       const family = spec.family;
-      let staging = 0;
-      // The replica is not trusted: a message that is not a well-formed stage request is ignored,
-      // and at most MAX_STAGING requests of one replica are served at a time.
-      child.on('message', (m: unknown) => {
-        const req = stageRequestOf(m);
-        if (req === undefined) return;
-        if (staging >= MAX_STAGING) {
-          reply(child, { type: 'staged', id: req.id, error: new FerryError('TEMPORARILY_UNAVAILABLE', `Replica '${spec.id}' has ${staging} models loading; retry shortly.`).toBody() });
-          return;
-        }
-        staging++;
-        void stageMember(child, family, req).finally(() => staging--);
+      // The link admits only well-formed stage requests, a bounded number at a time.
+      link.onMessage((m) => {
+        if (m.type === 'stage') void stageMember(link, family, m);
       });
     }
 
     if (pooled !== undefined) {
       fs.rmSync(pooled.pidFile, { force: true });
       try {
-        await stageModel(spec, modelDir);
+        await stageModel(spec, modelDir, this.modelDirMode);
       } catch (err) {
         r.stopRequested = true;
         child.kill('SIGKILL');
@@ -349,11 +423,9 @@ export class LocalRuntime implements Runtime {
         this.fillPool();
         throw err;
       }
-      // If the message cannot be sent the process is going away; killing it makes that certain,
-      // and the start fails below like any replica that exits before it is ready.
-      child.send({ type: 'start', options } satisfies RuntimeToReplica, (err) => {
-        if (err) child.kill('SIGKILL');
-      });
+      // If the process is going away the frame is lost, and the start fails below like any
+      // replica that exits before it is ready.
+      link.send({ type: 'start', options });
     } else {
       const spawned = await new Promise<Error | undefined>((resolve) => {
         child.once('spawn', () => resolve(undefined));
@@ -386,6 +458,7 @@ export class LocalRuntime implements Runtime {
       throw new FerryError('DEADLINE_EXCEEDED', `Replica '${spec.id}' did not become ready within ${this.opts.startTimeoutMs} ms; it was killed.`);
     }
     await r.gone;
+    if (r.link.violation !== undefined) throw new ReplicaProtocolError(`Replica '${spec.id}' failed to start: it ${r.link.violation}; it was killed.`);
     if (r.stopRequested) throw new FerryError('TEMPORARILY_UNAVAILABLE', `Replica '${spec.id}' was stopped before it became ready.`);
     throw new FerryError('MODEL_ERROR', `Replica '${spec.id}' failed to start: ${await startFailure(r)}`);
   }
@@ -394,7 +467,7 @@ export class LocalRuntime implements Runtime {
     const r = this.replicas.get(id);
     if (r === undefined) return;
     r.stopRequested = true;
-    r.child.kill('SIGTERM');
+    r.link.send({ type: 'drain' });
     const timer = setTimeout(() => r.child.kill('SIGKILL'), this.opts.drainTimeoutMs + KILL_GRACE_MS);
     await r.gone;
     clearTimeout(timer);
@@ -407,6 +480,16 @@ export class LocalRuntime implements Runtime {
   /** Ready replicas: those whose `startReplica` resolved and that have not exited since. */
   list(): ReplicaHandle[] {
     return [...this.replicas.values()].filter((r) => r.ready).map((r) => r.handle);
+  }
+
+  async deleteLogs(endpoint: string): Promise<void> {
+    if (!NAME_PATTERN.test(endpoint)) throw invalidParameter('endpoint', endpoint, 'an endpoint name');
+    await fsp.rm(path.join(this.dirs.logs, endpoint), { recursive: true, force: true });
+  }
+
+  async buildLogs(artifactDir: string, flavor: FlavorName, maxBytes: number): Promise<string> {
+    if (this.pythonEnvs === undefined || !FLAVOR_CAPABILITIES[flavor].pythonEnvironment) return '';
+    return (await readTail(this.pythonEnvs.logFile(await this.pythonEnvs.keyOf(artifactDir)), maxBytes)).toString('utf8');
   }
 
   async logs(endpoint: string, servedEntity: string, maxBytes: number): Promise<string> {
@@ -446,20 +529,136 @@ export class LocalRuntime implements Runtime {
     await this.poolFill;
   }
 
-  /** `sockets/<id>.sock`, or `sockets/<sha256(id)[0:16]>.sock` when that is too long (see the file comment). */
+  /**
+   * `sockets/<id>/replica.sock`, or `sockets/<sha256(id)[0:16]>/replica.sock` when that is too long
+   * (see the file comment): a directory per process, so that a sandbox can bind exactly its own.
+   */
   private socketPathOf(id: string): string {
-    const plain = path.join(this.dirs.sockets, `${id}.sock`);
+    const plain = path.join(this.dirs.sockets, id, SOCKET_FILE);
     if (Buffer.byteLength(plain) <= MAX_SOCKET_PATH_BYTES) return plain;
     return this.hashedSocketPath(id);
   }
 
   private hashedSocketPath(name: string): string {
-    return path.join(this.dirs.sockets, `${createHash('sha256').update(name).digest('hex').slice(0, 16)}.sock`);
+    return path.join(this.dirs.sockets, createHash('sha256').update(name).digest('hex').slice(0, 16), SOCKET_FILE);
   }
 
-  private spawnReplica(spec: ReplicaSpec, options: ReplicaOptions, logFile: string): ChildProcess {
+  /**
+   * The user a sandboxed process runs as from its start (setpriv): the replica user when the server
+   * is root and there is a sandbox; undefined otherwise (no sandbox: the replica drops after loading).
+   */
+  private get sandboxUser(): UserIds | undefined {
+    return this.sandbox.kind === 'bwrap' ? this.user : undefined;
+  }
+
+  /**
+   * Mode of a private model directory's directories: traversable by the replica user when it runs
+   * as that user from its start (its files are then made readable too, see `stageModel`); 0700
+   * otherwise. Either way it lies under the 0700 `models/` and data directories, which only the
+   * server's user can enter; inside the sandbox only the process's own model directory exists.
+   */
+  private get modelDirMode(): number {
+    return this.sandboxUser === undefined ? 0o700 : 0o755;
+  }
+
+  /**
+   * `modelDirMode`, or 0755 for a flavor whose model is read by a process that is the replica user
+   * from its start even without a sandbox (the Python worker, started as that user by a replica
+   * that has not dropped yet).
+   */
+  private modelDirModeFor(spec: ReplicaSpec): number {
+    return FLAVOR_CAPABILITIES[spec.flavor].modelReadAsReplicaUser && this.user !== undefined ? 0o755 : this.modelDirMode;
+  }
+
+  /**
+   * What the Python interpreter `python` reads besides the system directories: its prefixes and
+   * every `sys.path` entry (a virtualenv, a `.pth` file's directories), asked of the interpreter
+   * once, bound read-only into the sandbox of a python replica. An interpreter that does not run
+   * gives none: the replica's own start then fails with the interpreter's error.
+   */
+  private pythonEnvironment(python: string): Promise<readonly string[]> {
+    const known = this.pythonPaths.get(python);
+    if (known !== undefined) return known;
+    const paths = new Promise<readonly string[]>((resolve) => {
+      const script = 'import json, sys; print(json.dumps([sys.executable, sys.prefix, sys.exec_prefix, sys.base_prefix, *sys.path]))';
+      execFile(python, ['-I', '-c', script], { timeout: PYTHON_PROBE_TIMEOUT_MS, env: { PATH: '/usr/bin:/bin' } }, (err, stdout) => {
+        let paths: unknown;
+        try {
+          paths = err === null ? JSON.parse(stdout) : [];
+        } catch {
+          paths = [];
+        }
+        // Directories outside the system ones the sandbox binds anyway (a venv's bin/python is a
+        // link into /usr/bin, which must not be recreated over the bound /usr).
+        const list = Array.isArray(paths)
+          ? paths.filter((p): p is string => typeof p === 'string' && path.isAbsolute(p) && isDirectory(p) && !SYSTEM_DIRS.some((d) => p === d || p.startsWith(`${d}/`)))
+          : [];
+        // Debian's BLAS and LAPACK (numpy's libblas.so.3) are symbolic links through /etc/alternatives.
+        const alternatives = fs.existsSync(DEBIAN_ALTERNATIVES) ? [DEBIAN_ALTERNATIVES] : [];
+        resolve([...new Set([...list, ...alternatives])]);
+      });
+    });
+    this.pythonPaths.set(python, paths);
+    return paths;
+  }
+
+  /**
+   * A fresh directory (0700) for one process's socket (a SIGKILLed one may have left it), owned
+   * by the user the process runs as. Synchronous: a pool process's is made just before its spawn.
+   */
+  private makeSocketDir(socketPath: string): void {
+    const dir = path.dirname(socketPath);
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.mkdirSync(dir, { mode: 0o700 });
+    const user = this.sandboxUser;
+    if (user !== undefined) fs.chownSync(dir, user.uid, user.gid);
+  }
+
+  private spawnReplica(spec: ReplicaSpec, options: ReplicaOptions, logFile: string, extraReads: readonly string[]): ChildProcess {
     const flags = [...replicaNodeFlags({ modelDir: options.dir, socketPath: options.socketPath }, spec.flavor), `--max-old-space-size=${heapMiBOf(spec.memoryLimitBytes)}`];
-    return spawnNode([...flags, FERRY_BIN, 'replica', ...replicaFlags(options)], options.dir, logFile);
+    return this.spawnNode(
+      [...flags, FERRY_BIN, 'replica', '--control', ...replicaFlags(options)],
+      { modelDir: options.dir, socketPath: options.socketPath, gpu: spec.workloadType !== 'CPU', extraReads }, logFile,
+    );
+  }
+
+  /**
+   * Starts `node <args>` in the sandbox (when there is one) with the scrubbed environment, its
+   * output appended to `logFile` (0600) and the control channel on descriptor 3. The V8 heap flag
+   * in `args` gets half the memory limit: the rest is for Node itself and onnxruntime's native
+   * memory, which the heap flag does not bound (the watchdog does). 256 MiB → 128 MiB heap. The
+   * channel is the replica's lifeline: when the server dies, even by SIGKILL, it closes and the
+   * replica drains and exits (an idle pool process just exits).
+   */
+  private spawnNode(
+    args: string[], where: { modelDir: string; socketPath: string; gpu: boolean; extraReads?: readonly string[] }, logFile: string,
+  ): ChildProcess {
+    const mounts: SandboxMounts = {
+      readOnly: [process.execPath, ...FERRY_CODE_PATHS, ...libraryPaths(), ...(where.extraReads ?? [])],
+      modelDir: where.modelDir,
+      socketDir: path.dirname(where.socketPath),
+      devices: where.gpu ? gpuDevices() : [],
+    };
+    const { file, args: argv } = sandboxed(this.sandbox, mounts, this.sandboxUser, [process.execPath, ...args]);
+    const fd = fs.openSync(logFile, 'a', 0o600);
+    try {
+      return spawn(file, argv, { cwd: where.modelDir, env: replicaEnv(process.env), stdio: ['ignore', fd, fd, 'pipe'] });
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /**
+   * The runtime's end of `child`'s control channel. A protocol violation (see ./control.ts) is
+   * noted in the process's log (`logFile()`: a pool process's log moves when it is claimed) and
+   * the process is SIGKILLed; its exit is then reported with reason `protocol`.
+   */
+  private linkTo(child: ChildProcess, state: LinkState, logFile: () => string): ReplicaLink {
+    const link = new ReplicaLink(child.stdio[3] as Socket, state, (what) => {
+      child.kill('SIGKILL');
+      void appendLog(logFile(), 'replica killed: it broke the control protocol', { violation: what });
+    });
+    return link;
   }
 
   /**
@@ -468,15 +667,17 @@ export class LocalRuntime implements Runtime {
    * Synchronous, so two concurrent starts never take the same process.
    */
   private claimPoolProcess(spec: ReplicaSpec, logFile: string): PoolProcess | undefined {
-    // Pool processes start with the flags of tensor flavors; an llm replica needs more (see `replicaNodeFlags`).
-    if (spec.flavor === 'llm' || heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
+    // Pool processes start with the flags of tensor flavors: an llm replica needs more, a js replica
+    // fewer (no native addons; see `replicaNodeFlags`); in a sandbox they see no GPU.
+    if (!FLAVOR_CAPABILITIES[spec.flavor].warmPool || (this.sandbox.kind === 'bwrap' && spec.workloadType !== 'CPU') || heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
     for (const p of this.pool) {
-      if (!p.warm || !p.child.connected || p.child.exitCode !== null || p.child.signalCode !== null) continue;
+      if (!p.warm || p.link.violation !== undefined || p.child.exitCode !== null || p.child.signalCode !== null) continue;
       try {
         fs.renameSync(p.logFile, logFile);
       } catch {
         continue; // its log vanished (someone cleaned the directory): leave it to the exit path
       }
+      p.logFile = logFile;
       p.claimed = true;
       this.pool.delete(p);
       return p;
@@ -520,38 +721,42 @@ export class LocalRuntime implements Runtime {
     // Its socket and (still empty) model directory are fixed now: the permission flags name them.
     const socketPath = this.hashedSocketPath(token);
     const modelDir = path.join(this.dirs.models, `pool-${key}`);
-    fs.mkdirSync(modelDir, { mode: 0o700 });
+    fs.mkdirSync(modelDir, { mode: this.modelDirMode });
+    fs.chmodSync(modelDir, this.modelDirMode); // not masked by umask
     const flags = [...replicaNodeFlags({ modelDir, socketPath }), `--max-old-space-size=${this.poolHeapMiB}`];
     let child: ChildProcess;
     try {
-      child = spawnNode([...flags, FERRY_BIN, 'replica', '--pool', token], modelDir, logFile);
+      this.makeSocketDir(socketPath);
+      child = this.spawnNode([...flags, FERRY_BIN, 'replica', '--control', '--pool', token], { modelDir, socketPath, gpu: false }, logFile);
     } catch (err) {
       fs.rmSync(modelDir, { recursive: true, force: true });
+      fs.rmSync(path.dirname(socketPath), { recursive: true, force: true });
       throw err;
     }
     child.on('error', () => undefined);
     if (child.pid !== undefined) fs.writeFileSync(pidFile, JSON.stringify({ pid: child.pid, match: token, startedMs: Date.now() }));
     let becameWarm: () => void = () => undefined;
     const warm = new Promise<void>((resolve) => { becameWarm = resolve; });
-    const exited = exitOf(child);
+    const link = this.linkTo(child, { pool: true, family: false }, () => p.logFile);
+    const exited = exitOf(child, link, socketPath);
     const p: PoolProcess = {
-      token, socketPath, modelDir, child, logFile, pidFile, warm: false, claimed: false, stopRequested: false, exited,
+      token, socketPath, modelDir, child, link, logFile, pidFile, warm: false, claimed: false, stopRequested: false, exited,
       warmOrGone: Promise.race([warm, exited.then(() => undefined)]),
       gone: exited.then(async () => {
         this.pool.delete(p);
         if (p.claimed) return;
-        await Promise.all([fsp.rm(pidFile, { force: true }), fsp.rm(modelDir, { recursive: true, force: true })]);
+        await Promise.all([fsp.rm(pidFile, { force: true }), fsp.rm(modelDir, { recursive: true, force: true }), fsp.rm(path.dirname(socketPath), { recursive: true, force: true })]);
         if (p.stopRequested || this.closed) {
-          await fsp.rm(logFile, { force: true });
+          await fsp.rm(p.logFile, { force: true });
         } else {
-          await fsp.rename(logFile, path.join(this.dirs.pool, 'last-failure.log')).catch(() => undefined);
+          await fsp.rename(p.logFile, path.join(this.dirs.pool, 'last-failure.log')).catch(() => undefined);
           this.poolDeaths++;
           this.fillPool();
         }
       }),
     };
-    child.on('message', (msg: ReplicaToRuntime) => {
-      if (msg.type !== 'warm' || p.warm) return;
+    link.onMessage((msg) => {
+      if (msg.type !== 'warm') return;
       p.warm = true;
       becameWarm();
     });
@@ -561,7 +766,7 @@ export class LocalRuntime implements Runtime {
 
   private async stopPoolProcess(p: PoolProcess): Promise<void> {
     p.stopRequested = true;
-    p.child.kill('SIGTERM'); // no handler in pool mode: it exits at once
+    p.link.send({ type: 'drain' }); // idle in the pool, it exits at once
     const timer = setTimeout(() => p.child.kill('SIGKILL'), KILL_GRACE_MS);
     await p.gone;
     clearTimeout(timer);
@@ -575,10 +780,9 @@ export class LocalRuntime implements Runtime {
     let settled = false;
     let timer: NodeJS.Timeout | undefined;
     let wake: (() => void) | undefined;
-    const onMessage = (msg: ReplicaToRuntime): void => {
-      if (msg.type === 'listening') wake?.();
-    };
-    r.child.on('message', onMessage);
+    r.link.onMessage((msg) => {
+      if (msg.type === 'listening' && !settled) wake?.();
+    });
     const deadline = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), this.opts.startTimeoutMs); });
     const poll = async (): Promise<'ready'> => {
       while (!settled) {
@@ -593,14 +797,14 @@ export class LocalRuntime implements Runtime {
     };
     try {
       const outcome = await Promise.race([poll(), deadline, exited.then(() => 'exited' as const)]);
-      // A replica can answer its probe and die an instant later; trust the exit.
-      if (outcome === 'ready' && (r.child.exitCode !== null || r.child.signalCode !== null)) return 'exited';
+      // A replica can answer its probe and die an instant later; trust the exit, and a protocol
+      // violation (its kill may not have landed yet).
+      if (outcome === 'ready' && (r.child.exitCode !== null || r.child.signalCode !== null || r.link.violation !== undefined)) return 'exited';
       return outcome;
     } finally {
       settled = true;
       clearTimeout(timer);
       wake?.();
-      r.child.off('message', onMessage);
     }
   }
 
@@ -609,9 +813,11 @@ export class LocalRuntime implements Runtime {
     if (this.watching) return;
     this.watching = true;
     try {
+      // In the sandbox the child is bwrap: the replica is a descendant, so its whole tree counts.
+      const tree = this.sandbox.kind === 'bwrap' ? await processTree() : undefined;
       await Promise.all([...this.replicas.values()].map(async (r) => {
         const pid = r.child.pid;
-        const rssBytes = pid === undefined ? undefined : await residentBytes(pid);
+        const rssBytes = pid === undefined ? undefined : await residentBytes(tree === undefined ? [pid] : descendants(pid, tree));
         if (rssBytes === undefined || rssBytes <= r.handle.spec.memoryLimitBytes || r.oomRssBytes !== undefined) return;
         r.oomRssBytes = rssBytes;
         await appendLog(r.logFile, 'replica killed: over its memory limit', { rssBytes, memoryLimitBytes: r.handle.spec.memoryLimitBytes });
@@ -625,39 +831,45 @@ export class LocalRuntime implements Runtime {
   private async reportExit(r: LocalReplica, e: { code: number | undefined; signal: string | undefined }): Promise<void> {
     // Failed starts are reported by startReplica's rejection, requested stops by stopReplica.
     if (!r.ready || r.stopRequested) return;
-    const reason = r.oomRssBytes !== undefined ? 'oom' : 'crashed';
+    const reason = r.link.violation !== undefined ? 'protocol' : r.oomRssBytes !== undefined ? 'oom' : 'crashed';
     if (reason === 'crashed') await appendLog(r.logFile, 'replica exited unexpectedly', { code: e.code, signal: e.signal });
     const exit: ReplicaExit = { id: r.handle.id, code: e.code, signal: e.signal, reason, lastLogLines: await lastLines(r.logFile) };
     for (const listener of this.listeners) listener(exit);
   }
 }
 
-/** The V8 heap limit of a replica: half its memory limit (see `spawnNode`), at least 16 MiB. */
+/** The V8 heap limit of a replica: half its memory limit (see `LocalRuntime.spawnNode`), at least 16 MiB. */
 function heapMiBOf(memoryLimitBytes: number): number {
   return Math.max(16, Math.floor(memoryLimitBytes / 2 / MIB));
 }
 
 /**
- * Starts `node <args>` with the scrubbed environment, its output appended to `logFile` (0600) and
- * an IPC channel. The V8 heap flag in `args` gets half the memory limit: the rest is for Node
- * itself and onnxruntime's native memory, which the heap flag does not bound (the watchdog does).
- * 256 MiB → 128 MiB heap. The channel is the replica's lifeline: when the server dies, even by
- * SIGKILL, it closes and the replica drains and exits (an idle pool process just exits). It
- * carries the warm pool's messages too (`ReplicaToRuntime`, `RuntimeToReplica`).
+ * In the sandbox the child is bwrap. The processes inside outlive it by an instant (the pid
+ * namespace's init exits just after its child; killed, bwrap takes them with it an instant
+ * later), and one it forked while it was being killed, before that child asked to die with it,
+ * would outlive it for good. So after the child's exit, the processes that still name its socket
+ * on their command line (every process of a sandbox does) are SIGKILLed, every
+ * `STRAGGLER_POLL_MS`, until none is left, for at most `SANDBOX_TEARDOWN_WAIT_MS`.
  */
-function spawnNode(args: string[], cwd: string, logFile: string): ChildProcess {
-  const fd = fs.openSync(logFile, 'a', 0o600);
-  try {
-    return spawn(process.execPath, args, { cwd, env: replicaEnv(process.env), stdio: ['ignore', fd, fd, 'ipc'] });
-  } finally {
-    fs.closeSync(fd);
-  }
-}
+const SANDBOX_TEARDOWN_WAIT_MS = 5000;
+const STRAGGLER_POLL_MS = 20;
 
-/** Settles when `child` exits, or at once if it never started (no exit event follows a failed spawn). */
-function exitOf(child: ChildProcess): Promise<Exit> {
+/**
+ * Settles when `child` has exited and no process of its sandbox is left (see
+ * `SANDBOX_TEARDOWN_WAIT_MS`), or at once if it never started (no exit event follows a failed
+ * spawn). `match` is on the command line of each of its processes (its socket path).
+ */
+function exitOf(child: ChildProcess, link: ReplicaLink, match: string): Promise<Exit> {
   return new Promise((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code: code ?? undefined, signal: signal ?? undefined }));
+    child.once('exit', (code, signal) => {
+      link.markExited();
+      void (async () => {
+        const deadline = Date.now() + SANDBOX_TEARDOWN_WAIT_MS;
+        while ((await killMatching(match)) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, STRAGGLER_POLL_MS));
+        link.close();
+        resolve({ code: code ?? undefined, signal: signal ?? undefined });
+      })();
+    });
     child.once('error', () => {
       if (child.pid === undefined) resolve({ code: undefined, signal: undefined });
     });
@@ -671,35 +883,41 @@ function exitOf(child: ChildProcess): Promise<Exit> {
  * resolves symlinks such as a linked `node_modules`), the replica's private model directory and its
  * socket. Writes: its socket only (listening on a Unix socket, chmod and unlink need read and
  * write on its path); logs go to the stdout/stderr descriptors it inherits. Worker threads (the
- * model worker) and native addons (onnxruntime) are allowed. The permission model binds
+ * model worker) and, except for the js flavor, native addons (onnxruntime) are allowed: a js
+ * replica runs a user's JavaScript and needs no addon, so `process.dlopen` (a `.so` shipped in the
+ * artifact) throws ERR_DLOPEN_DISABLED there, and it never imports onnxruntime (flavors are
+ * imported on first use). The permission model binds
  * JavaScript only: native code (onnxruntime, a model's custom ops) is bound by the OS, hence the
  * uid drop when the server is root. Two warnings are silenced, as they would open every replica
  * log with the same lines: that the permission model is experimental (ExperimentalWarning), and
  * that --allow-worker and --allow-addons weaken it (SecurityWarning; both are needed, see above).
  * Other warnings stay.
  *
+ * Which of these rights a flavor gets is its `FlavorCapabilities` (src/flavors/capabilities.ts).
  * The llm flavor (node-llama-cpp) needs two more rights, for its start only but the permission
  * model cannot take them back: reading the system library directories and /etc/os-release (it
  * looks for glibc and the distribution before choosing a prebuilt llama.cpp binary), and starting
  * child processes (on Linux it forks a copy of itself that loads the binary first, so that an
- * incompatible one crashes that child, not the replica). Its children inherit these flags. Pool
- * processes start without them, so llm replicas are always spawned.
+ * incompatible one crashes that child, not the replica). Its children inherit these flags. The
+ * python flavor starts its Python worker as a child process (and loads no addon); the permission
+ * model does not bind Python, the OS does (the worker runs as the replica user). Pool processes
+ * start without these rights, so llm and python replicas are always spawned.
  */
 export function replicaNodeFlags(paths: { modelDir: string; socketPath: string }, flavor?: FlavorName): string[] {
-  const reads = new Set([...ferryCodePaths(), paths.modelDir, paths.socketPath, ...(flavor === 'llm' ? LLM_SYSTEM_READS : [])]);
+  // A pool process serves any flavor with the pool's rights (`warmPool`): addons, no children.
+  const caps = flavor === undefined ? { nativeAddons: true, childProcesses: false, systemReads: [] } : FLAVOR_CAPABILITIES[flavor];
+  const reads = new Set([...ferryCodePaths(), paths.modelDir, paths.socketPath, ...caps.systemReads]);
   return [
-    '--experimental-permission', '--disable-warning=ExperimentalWarning', '--disable-warning=SecurityWarning', '--allow-worker', '--allow-addons',
-    ...(flavor === 'llm' ? ['--allow-child-process'] : []),
+    '--experimental-permission', '--disable-warning=ExperimentalWarning', '--disable-warning=SecurityWarning', '--allow-worker',
+    ...(caps.nativeAddons ? ['--allow-addons'] : []),
+    ...(caps.childProcesses ? ['--allow-child-process'] : []),
     ...[...reads].map((p) => `--allow-fs-read=${p}`), `--allow-fs-write=${paths.socketPath}`,
   ];
 }
 
-/** What node-llama-cpp reads to choose its binary: the glibc search paths of its `detectGlibc` and the OS release. */
-const LLM_SYSTEM_READS = ['/lib', '/lib64', '/usr/lib', '/usr/lib64', '/etc/os-release'];
-
 let codePaths: string[] | undefined;
 /** `FERRY_CODE_PATHS` and, where they differ, their real paths; computed once. */
-function ferryCodePaths(): string[] {
+export function ferryCodePaths(): string[] {
   codePaths ??= FERRY_CODE_PATHS.flatMap((p) => {
     try {
       return [p, fs.realpathSync(p)];
@@ -710,41 +928,23 @@ function ferryCodePaths(): string[] {
   return codePaths;
 }
 
-/** Stage requests of one family replica served at a time (each reads one model file). */
-const MAX_STAGING = 16;
-
-/** A well-formed `StageRequest` from a replica, or undefined. */
-function stageRequestOf(m: unknown): StageRequest | undefined {
-  if (typeof m !== 'object' || m === null) return undefined;
-  const o = m as Record<string, unknown>;
-  return o.type === 'stage' && Number.isSafeInteger(o.id) && typeof o.name === 'string' && Number.isSafeInteger(o.version)
-    ? { type: 'stage', id: o.id as number, name: o.name, version: o.version as number }
-    : undefined;
-}
-
-function reply(child: ChildProcess, r: StageReply): void {
-  if (child.connected) child.send(r satisfies RuntimeToReplica, () => undefined);
-}
-
 /**
  * Answers a family replica's `StageRequest`: the server finds the member (`family.stage`, which
- * refuses models outside the family) and its model file's bytes go back over IPC, so the replica
- * needs no file access. A file over the replica's cache budget is refused here, unread. Failures
- * are answered with the error.
+ * refuses models outside the family) and its model file's bytes go back as the payload of a
+ * control frame, so the replica needs no file access. A file over the replica's cache budget is
+ * refused here, unread. Failures are answered with the error.
  */
-async function stageMember(child: ChildProcess, family: NonNullable<ReplicaSpec['family']>, m: StageRequest): Promise<void> {
-  let r: StageReply;
+async function stageMember(link: ReplicaLink, family: NonNullable<ReplicaSpec['family']>, m: StageRequest): Promise<void> {
   try {
     const { artifactDir, modelFile } = await family.stage(m.name, m.version);
     const file = path.join(artifactDir, insideArtifact(modelFile, 'The model file'));
     const st = await fsp.lstat(file);
     if (!st.isFile()) throw new FerryError('MODEL_ERROR', `Model file '${modelFile}' of model '${m.name}' version ${m.version} is not a regular file.`);
     if (st.size > family.cacheBytes) throw tooLarge(`${m.name}/${m.version}`, st.size, family.cacheBytes);
-    r = { type: 'staged', id: m.id, modelFile, base64: (await fsp.readFile(file)).toString('base64') };
+    link.sendStaged({ id: m.id, modelFile, bytes: await fsp.readFile(file) });
   } catch (err) {
-    r = { type: 'staged', id: m.id, error: toFerryError(err).toBody() };
+    link.sendStaged({ id: m.id, error: toFerryError(err).toBody() });
   }
-  reply(child, r);
 }
 
 /**
@@ -754,14 +954,18 @@ async function stageMember(child: ChildProcess, family: NonNullable<ReplicaSpec[
  * directories and regular files are staged: a symbolic link could point the replica at files it
  * must not read, so one is refused. Rejects with MODEL_ERROR.
  */
-async function stageModel(spec: ReplicaSpec, modelDir: string): Promise<void> {
+async function stageModel(spec: ReplicaSpec, modelDir: string, dirMode: number): Promise<void> {
+  const mkdir = async (dir: string): Promise<void> => {
+    await fsp.mkdir(dir, { recursive: true, mode: dirMode });
+    await fsp.chmod(dir, dirMode); // not masked by umask
+  };
   if (spec.family !== undefined) {
-    // A family replica starts with no model; its members arrive over IPC (`stageMember`).
-    await fsp.mkdir(modelDir, { recursive: true, mode: 0o700 });
+    // A family replica starts with no model; its members arrive over the control channel (`stageMember`).
+    await mkdir(modelDir);
     return;
   }
   const stage = async (from: string, to: string): Promise<void> => {
-    await fsp.mkdir(to, { recursive: true, mode: 0o700 });
+    await mkdir(to);
     for (const entry of await fsp.readdir(from, { withFileTypes: true })) {
       const src = path.join(from, entry.name);
       const dest = path.join(to, entry.name);
@@ -772,6 +976,11 @@ async function stageModel(spec: ReplicaSpec, modelDir: string): Promise<void> {
           if (err.code !== 'EXDEV' && err.code !== 'EPERM') throw err;
           await fsp.copyFile(src, dest);
         });
+        // A replica that runs as the replica user from its start must read its files. A hard link
+        // shares the stored artifact's inode, so this makes the stored file 0644 too: it stays
+        // out of other users' reach behind the 0700 data directory, and a replica sees only its
+        // own model directory (the sandbox binds nothing else).
+        if (dirMode !== 0o700) await fsp.chmod(dest, 0o644);
       } else {
         throw new Error(`'${path.relative(spec.artifactDir, src)}' is not a regular file or directory`);
       }
@@ -789,11 +998,15 @@ async function stageModel(spec: ReplicaSpec, modelDir: string): Promise<void> {
  * the pool (the Kubernetes runtime builds its pods' arguments from it too).
  */
 export function replicaOptions(
-  spec: ReplicaSpec, o: { socketPath: string; modelDir: string; drainTimeoutMs: number; user: UserIds | undefined; logLevel: LogLevel },
+  spec: ReplicaSpec,
+  o: { socketPath: string; modelDir: string; drainTimeoutMs: number; user: UserIds | undefined; logLevel: LogLevel; pythonExecutable?: string | undefined },
 ): ReplicaOptions {
   return {
     socketPath: o.socketPath, dir: o.modelDir, flavor: spec.flavor,
-    loadOptions: { modelFile: spec.modelFile, workloadType: spec.workloadType, intraOpThreads: 1 },
+    loadOptions: {
+      modelFile: spec.modelFile, workloadType: spec.workloadType, intraOpThreads: 1, memoryLimitBytes: spec.memoryLimitBytes,
+      ...(o.pythonExecutable === undefined ? {} : { pythonExecutable: o.pythonExecutable }),
+    },
     modelName: spec.modelName, modelVersion: spec.modelVersion, maxBodyBytes: spec.maxBodyBytes, drainTimeoutMs: o.drainTimeoutMs,
     maxRowsPerRequest: spec.maxRowsPerRequest, maxJsonDepth: spec.maxJsonDepth, maxJsonElements: spec.maxJsonElements,
     batching: spec.batching, logLevel: o.logLevel,
@@ -810,6 +1023,8 @@ export function replicaFlags(o: ReplicaOptions): string[] {
       ? ['--model-file', o.loadOptions.modelFile]
       : ['--family-cache-bytes', String(o.family.cacheBytes), '--family-session-fallback', o.family.sessionFallback ? 'on' : 'off']),
     '--flavor', o.flavor, '--workload-type', o.loadOptions.workloadType, '--threads', String(o.loadOptions.intraOpThreads),
+    ...(o.loadOptions.pythonExecutable === undefined ? [] : ['--python', o.loadOptions.pythonExecutable]),
+    ...(o.loadOptions.memoryLimitBytes === undefined ? [] : ['--memory-limit-bytes', String(o.loadOptions.memoryLimitBytes)]),
     '--name', o.modelName, '--version', o.modelVersion,
     '--max-body-bytes', String(o.maxBodyBytes), '--drain-timeout-ms', String(o.drainTimeoutMs),
     '--max-rows-per-request', String(o.maxRowsPerRequest), '--max-json-depth', String(o.maxJsonDepth),
@@ -879,6 +1094,24 @@ async function appendLog(file: string, msg: string, fields: Record<string, unkno
 }
 
 /**
+ * SIGKILLs every running process with `match` in an argument of its command line (the server's
+ * own never has it); resolves how many there were.
+ */
+async function killMatching(match: string): Promise<number> {
+  const pids = (await fsp.readdir('/proc').catch(() => [] as string[])).filter((n) => /^\d+$/.test(n)).map(Number);
+  const found = await Promise.all(pids.map(async (pid) => {
+    if (pid === process.pid || !(await commandLine(pid)).some((arg) => arg.includes(match)) || !(await isRunning(pid))) return 0;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+    return 1;
+  }));
+  return found.reduce<number>((a, b) => a + b, 0);
+}
+
+/**
  * See `LocalRuntime.open`. Each `<name>.json` in `dir` is `{pid, match, socketPath?}`; files
  * written before pool processes existed have no `match`, and their socket path is the match.
  */
@@ -909,7 +1142,23 @@ async function killOrphans(dir: string, socketsDir: string): Promise<void> {
     }
     if (typeof socketPath === 'string' && path.dirname(socketPath) === socketsDir) {
       await fsp.rm(socketPath, { force: true });
+    } else if (typeof socketPath === 'string' && path.dirname(path.dirname(socketPath)) === socketsDir) {
+      await fsp.rm(path.dirname(socketPath), { recursive: true, force: true });
     }
     await fsp.rm(file, { force: true });
   }));
+}
+
+/** The directories of LD_LIBRARY_PATH (where the CUDA libraries are found for GPU workloads), bound read-only in the sandbox. */
+function libraryPaths(): string[] {
+  return (process.env.LD_LIBRARY_PATH ?? '').split(':').filter((p) => p.startsWith('/'));
+}
+
+/** The GPU's device nodes (`/dev/nvidia*`), passed into the sandbox of a GPU workload. */
+function gpuDevices(): string[] {
+  try {
+    return fs.readdirSync('/dev').filter((n) => n.startsWith('nvidia')).map((n) => path.join('/dev', n));
+  } catch {
+    return [];
+  }
 }

@@ -3,7 +3,9 @@
  * read from /proc, the environment a replica is given, and the user it runs as. Private to
  * `src/runtime/local/`.
  */
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import path from 'node:path';
 import { FerryError } from '../../errors.js';
 
 /**
@@ -27,11 +29,69 @@ export function replicaEnv(from: NodeJS.ProcessEnv): Record<string, string> {
   return env;
 }
 
-/** Resident set size of `pid` in bytes (VmRSS in /proc/<pid>/status), or undefined when unreadable. */
-export async function residentBytes(pid: number): Promise<number | undefined> {
-  const status = await fsp.readFile(`/proc/${pid}/status`, 'utf8').catch(() => undefined);
-  const kib = status === undefined ? undefined : /^VmRSS:\s+(\d+)\s+kB$/m.exec(status)?.[1];
-  return kib === undefined ? undefined : Number(kib) * 1024;
+/**
+ * `command` as an absolute path: itself when it contains a slash, else the first executable file
+ * of that name in `searchPath`'s directories (e.g. "python3" → "/usr/bin/python3"); unchanged when
+ * none is found, so that starting it fails with a clear ENOENT.
+ */
+export function findOnPath(command: string, searchPath: string | undefined): string {
+  if (command.includes('/')) return path.resolve(command);
+  for (const dir of (searchPath ?? '').split(':')) {
+    if (dir === '') continue;
+    const candidate = path.join(dir, command);
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      if (fs.statSync(candidate).isFile()) return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return command;
+}
+
+/**
+ * Resident set size of `pids` together in bytes (VmRSS in /proc/<pid>/status, summed), or
+ * undefined when none is readable.
+ */
+export async function residentBytes(pids: readonly number[]): Promise<number | undefined> {
+  const each = await Promise.all(pids.map(async (pid) => {
+    const status = await fsp.readFile(`/proc/${pid}/status`, 'utf8').catch(() => undefined);
+    const kib = status === undefined ? undefined : /^VmRSS:\s+(\d+)\s+kB$/m.exec(status)?.[1];
+    return kib === undefined ? undefined : Number(kib) * 1024;
+  }));
+  const known = each.filter((b): b is number => b !== undefined);
+  return known.length === 0 ? undefined : known.reduce((a, b) => a + b, 0);
+}
+
+/**
+ * Every process's children by parent pid, from the ppid field of each /proc/<pid>/stat (this
+ * kernel has no /proc/<pid>/task/<tid>/children). One scan serves every replica of a watchdog tick.
+ */
+export async function processTree(): Promise<Map<number, number[]>> {
+  const children = new Map<number, number[]>();
+  const pids = (await fsp.readdir('/proc').catch(() => [] as string[])).filter((n) => /^\d+$/.test(n));
+  await Promise.all(pids.map(async (name) => {
+    const stat = await fsp.readFile(`/proc/${name}/stat`, 'utf8').catch(() => undefined);
+    if (stat === undefined) return;
+    // "pid (comm) S ppid ...": comm may hold spaces and parentheses, so read after the last ')'.
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (!Number.isInteger(ppid)) return;
+    const list = children.get(ppid);
+    if (list === undefined) children.set(ppid, [Number(name)]);
+    else list.push(Number(name));
+  }));
+  return children;
+}
+
+/** `root` and every process below it in `tree` (from `processTree`). */
+export function descendants(root: number, tree: ReadonlyMap<number, readonly number[]>): number[] {
+  const out: number[] = [];
+  const todo = [root];
+  for (let pid = todo.pop(); pid !== undefined; pid = todo.pop()) {
+    out.push(pid);
+    todo.push(...(tree.get(pid) ?? []));
+  }
+  return out;
 }
 
 /**

@@ -174,3 +174,54 @@ export interface AutoscalingTunables {
   scale_to_zero_grace_ms: number;
   max_scale_up_rate: number;
 }
+
+/** One simulated config's numbers (`POST .../simulate`, docs/simulator.md). */
+export interface SimulationResult {
+  requests: number;
+  served: number;
+  refused_buffer_full: number;
+  refused_deadline: number;
+  waited: number;
+  mean_wait_ms: number;
+  max_wait_ms: number;
+  p50_ms: number | null;
+  p99_ms: number | null;
+  replica_seconds: number;
+  cost: number | null;
+  replica_starts: number;
+  cold_starts: number;
+  cold_starts_per_hour: number;
+  max_replicas: number;
+  duration_s: number;
+  interval_s: number;
+  timeline: Array<{ t_s: number; replicas: number; ready: number; concurrency: number; rps: number; p99_ms: number | null }>;
+}
+
+/** The served-entity fields a simulation varies, in API shape. */
+export interface ScalingFields {
+  workload_size?: string;
+  workload_type?: string;
+  scale_to_zero_enabled?: boolean;
+  min_provisioned_concurrency?: number;
+  max_provisioned_concurrency?: number;
+  autoscaling?: Partial<AutoscalingTunables>;
+}
+
+/** The answer of `POST /api/2.0/serving-endpoints/{name}/simulate`. */
+export interface SimulateAnswer {
+  endpoint: string;
+  served_entity_name: string;
+  trace: { source: string; requests: number; duration_s: number };
+  replica_model: { service_time_source: string; cold_start_ms: number[]; cold_start_source: string; max_concurrency_per_replica: number };
+  current: { config: ScalingFields; result: SimulationResult } | null;
+  candidate: { config: ScalingFields; result: SimulationResult };
+  recommendation: null | {
+    goal: { target_p99_ms: number };
+    setting: { target_concurrency: number; scale_to_zero_enabled: boolean; stable_window_ms: number; scale_down_delay_ms: number } | null;
+    config: ScalingFields | null;
+    result: SimulationResult | null;
+    static_peak: { replicas: number; result: SimulationResult } | null;
+    knative_defaults: SimulationResult;
+    savings_vs_static_peak: number | null;
+  };
+}

@@ -1,6 +1,7 @@
 /**
  * One endpoint: state and config, served entities with replicas, the traffic split editor, live
- * charts, autoscaling decisions, replica logs, the Query panel and the inference table.
+ * charts, the autoscaling editor with its simulation, autoscaling decisions, replica logs, the
+ * Query panel and the inference table.
  */
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { exampleRequest } from '../../../src/client/example.js';
@@ -13,6 +14,7 @@ import { endpointStatus, formatMs, formatTime, prettyJson } from '../lib/format.
 import { href } from '../lib/route.js';
 import { CHARTS, chartData, hasTraffic } from '../lib/series.js';
 import type { Endpoint, EndpointConfigView, InferenceRow, ModelVersion, Series, ServedEntityView } from '../lib/types.js';
+import { ScalingEditor } from './simulate.js';
 
 /** How often the page refreshes the endpoint and its metrics: fresh enough to watch a rollout. */
 const POLL_MS = 2000;
@@ -34,6 +36,7 @@ export function EndpointPage({ name }: { name: string }) {
             <QueryPanel e={e} />
             {e.config && <TrafficEditor key={e.config.config_version} config={e.config} path={path} busy={e.state.config_update === 'IN_PROGRESS'} onSaved={ep.reload} />}
           </div>
+          {e.config && <ScalingEditor key={e.config.config_version} config={e.config} path={path} busy={e.state.config_update === 'IN_PROGRESS'} onSaved={ep.reload} />}
           <Charts name={name} />
           <Decisions e={e} />
           <Logs e={e} path={path} />
@@ -153,7 +156,10 @@ function QueryPanel({ e }: { e: Endpoint }) {
   useEffect(() => {
     if (first === undefined || body !== undefined) return;
     api<{ model_version: ModelVersion }>('GET', `/api/2.0/mlflow/model-versions/get${qs({ name: first.entity_name, version: first.entity_version })}`)
-      .then((r) => setBody((b) => b ?? JSON.stringify(exampleRequest(r.model_version), null, 2)), () => setBody((b) => b ?? '{"inputs": []}'));
+      .then((r) => {
+        const example = exampleRequest(r.model_version);
+        setBody((b) => b ?? ('body' in example ? JSON.stringify(example.body, null, 2) : '{"inputs": []}'));
+      }, () => setBody((b) => b ?? '{"inputs": []}'));
   }, [first?.entity_name, first?.entity_version]);
   const send = (): void => {
     if (body === undefined) return;

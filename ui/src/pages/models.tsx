@@ -1,6 +1,6 @@
 /** Models: the registered models, one model's versions (signature, input example, aliases), Serve, register by upload. */
 import { useState } from 'preact/hooks';
-import { exampleRequest } from '../../../src/client/example.js';
+import { exampleRequest, type ExampleRequest } from '../../../src/client/example.js';
 import { api, qs, shown, upload } from '../api.js';
 import { Badge, Empty, ErrorBox, Section, Spinner, usePoll } from '../components.js';
 import { configWithEntity, serveRequest } from '../lib/config.js';
@@ -207,7 +207,7 @@ function VersionCard({ v, endpoints, serving }: { v: ModelVersion; endpoints: En
       {v.status === 'READY' && (
         <details>
           <summary>{v.input_example === undefined ? 'Example request (from the signature)' : 'Input example'}</summary>
-          <pre>{prettyJson(exampleRequest(v))}</pre>
+          <ExampleBody example={exampleRequest(v)} />
         </details>
       )}
     </section>
@@ -224,4 +224,9 @@ function SignatureTable({ title, specs }: { title: string; specs: TensorSpec[] }
       </tbody>
     </table>
   );
+}
+
+/** The example request, or why none is shown (a signature too large to build one from). */
+function ExampleBody({ example }: { example: ExampleRequest }) {
+  return 'body' in example ? <pre>{prettyJson(example.body)}</pre> : <p class="meta">{example.tooLarge}</p>;
 }

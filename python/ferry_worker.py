@@ -1,0 +1,285 @@
+"""Ferry's Python worker: loads ONE MLflow model and runs predict calls for the replica that started it.
+
+The replica (a Node process) is the shell: it speaks HTTP and frames, decodes and validates requests,
+batches them and encodes answers. This process only loads the model and runs `predict`. It talks to
+the replica over file descriptor 3 (a Unix socketpair) in length-prefixed binary frames:
+
+    u32 LE frame length (bytes after this field) | u32 LE header length | header (JSON, UTF-8)
+    | zero padding to a multiple of 8 bytes from the frame start | payload
+
+Numeric tensors travel in the payload as raw little-endian buffers, each at an 8-byte aligned offset
+named in the header with its dtype and shape, and are used here as numpy views of the received
+bytes (no copy, no JSON per value). Strings and values that are not tensors travel in the header.
+
+Messages (header fields):
+  replica -> worker  {"op": "load", "mlmodel": {...}, "input": {...}, "limits": {"memoryLimitBytes": N}}  once, first
+                     {"op": "predict", "id": N, "inputs": [...], "params": {...} | null}
+  worker -> replica  {"op": "loaded", "loader": "...", "python": "3.11.2"} or {"op": "failed", "error": "..."}
+                     {"id": N, "outputs": [...]} or {"id": N, "error": "ValueError: ..."}
+
+A tensor entry is {"name", "dtype", "shape", "offset", "bytes"}, or {"name", "dtype": "string",
+"shape", "values": [...]}; an output that is one JSON value per row is {"name", "rows": [...]}.
+Requests are answered one at a time, in order. Stdout is redirected to stderr (the replica's log):
+a model that prints must not corrupt the channel, which is fd 3, not stdout.
+
+Standard library + numpy (+ pandas for models with a column signature).
+"""
+
+import json
+import os
+import socket
+import struct
+import sys
+import traceback
+
+# BLAS pools sized before numpy is imported: one replica per core, and a forked process must never
+# inherit a pool of threads that do not exist in it.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+
+CHANNEL_FD = 3
+# The replica never sends a frame larger than its body limit times a small factor; this bounds a
+# corrupted length field.
+MAX_FRAME_BYTES = 1 << 31
+U32 = struct.Struct("<I")
+NUMERIC = {
+    "float16": np.float16, "float32": np.float32, "float64": np.float64,
+    "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
+    "uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64, "bool": np.bool_,
+}
+
+
+def _recv_exact(sock, n):
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            raise EOFError("the replica closed the channel")
+        got += k
+    return buf
+
+
+def read_frame(sock):
+    (length,) = U32.unpack(_recv_exact(sock, 4))
+    if length < 4 or length > MAX_FRAME_BYTES:
+        raise ValueError(f"bad frame length {length}")
+    frame = _recv_exact(sock, length)
+    (header_len,) = U32.unpack_from(frame, 0)
+    header = json.loads(bytes(frame[4:4 + header_len]))
+    start = _align(4 + 4 + header_len) - 4
+    return header, memoryview(frame)[start:]
+
+
+def _align(n):
+    return (n + 7) & ~7
+
+
+def write_frame(sock, header, buffers=()):
+    head = json.dumps(header, separators=(",", ":"), default=_json_default).encode()
+    pad = _align(8 + len(head)) - (8 + len(head))
+    total = 4 + len(head) + pad + sum(b.nbytes for b in buffers)
+    parts = [U32.pack(total) + U32.pack(len(head)) + head + b"\0" * pad, *buffers]
+    # One gather write per message: header and tensor bytes leave without being joined.
+    while parts:
+        sent = sock.sendmsg(parts)
+        while parts and sent >= memoryview(parts[0]).nbytes:
+            sent -= memoryview(parts[0]).nbytes
+            parts.pop(0)
+        if parts and sent:
+            parts[0] = memoryview(parts[0]).cast("B")[sent:]
+
+
+def _json_default(value):
+    # numpy scalars and arrays inside pandas records or a model's own lists (MLflow's NumpyEncoder).
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def tensor_of(entry, payload):
+    """A numpy view of one input (strings: an object array of the values sent in the header)."""
+    shape = tuple(entry["shape"])
+    if entry["dtype"] == "string":
+        return np.array(entry["values"], dtype=object).reshape(shape)
+    dtype = NUMERIC[entry["dtype"]]
+    if dtype is np.float16:
+        # Node carries float16 tensors as float32 values.
+        return np.frombuffer(payload, np.float32, int(np.prod(shape)), entry["offset"]).reshape(shape).astype(np.float16)
+    count = int(np.prod(shape))
+    return np.frombuffer(payload, dtype, count, entry["offset"]).reshape(shape)
+
+
+class Model:
+    """The loaded model and how a request's tensors become its input (a DataFrame or arrays)."""
+
+    def __init__(self, mlmodel, spec, base):
+        self.spec = spec
+        self.loader, self.predict_fn = load(mlmodel, base)
+
+    def predict(self, inputs, params):
+        data = self.model_input(inputs)
+        if params:
+            return self.predict_fn(data, params)
+        return self.predict_fn(data, None)
+
+    def model_input(self, inputs):
+        kind = self.spec["kind"]
+        if kind == "columns":
+            import pandas as pd
+
+            return pd.DataFrame({name: inputs[name] for name in self.spec["names"]})
+        if kind == "tensor":
+            return inputs[self.spec["names"][0]]
+        return dict(inputs)
+
+
+def load(mlmodel, base):
+    """(loader description, predict(data, params)). MLflow itself when importable, else Ferry's own."""
+    try:
+        import mlflow.pyfunc
+    except ImportError:
+        return _own_loader(mlmodel, base)
+    model = mlflow.pyfunc.load_model(base)
+
+    def predict(data, params):
+        return model.predict(data, params=params) if params else model.predict(data)
+
+    return f"mlflow {mlflow.__version__}", predict
+
+
+def _own_loader(mlmodel, base):
+    flavors = mlmodel.get("flavors") or {}
+    pyfunc = flavors.get("python_function") or {}
+    loader = pyfunc.get("loader_module")
+    if loader == "mlflow.sklearn" and "sklearn" in flavors:
+        sk = flavors["sklearn"]
+        fmt = sk.get("serialization_format", "cloudpickle")
+        path = os.path.join(base, sk.get("pickled_model") or pyfunc.get("model_path"))
+        if fmt == "cloudpickle":
+            try:
+                import cloudpickle as unpickler
+            except ImportError as err:
+                raise RuntimeError("this scikit-learn model was saved with cloudpickle: install cloudpickle (or mlflow) in the model's Python environment") from err
+        elif fmt == "pickle":
+            import pickle as unpickler
+        else:
+            raise RuntimeError(f"scikit-learn serialization_format {fmt!r} needs mlflow: install mlflow in the model's Python environment")
+        with open(path, "rb") as f:
+            model = unpickler.load(f)
+        fn = getattr(model, pyfunc.get("predict_fn") or "predict")
+        return "ferry sklearn", lambda data, params: fn(data)
+    if loader == "mlflow.xgboost" and "xgboost" in flavors:
+        import importlib
+
+        import xgboost as xgb
+
+        xg = flavors["xgboost"]
+        module, _, cls = (xg.get("model_class") or "xgboost.core.Booster").rpartition(".")
+        model = getattr(importlib.import_module(module), cls)()
+        model.load_model(os.path.join(base, xg["data"]))
+        if isinstance(model, xgb.Booster):
+            return "ferry xgboost", lambda data, params: model.predict(xgb.DMatrix(data))
+        return "ferry xgboost", lambda data, params: model.predict(data)
+    raise RuntimeError(
+        f"loading a model saved with {loader or 'no loader_module'} needs mlflow: install "
+        f"mlflow=={mlmodel.get('mlflow_version') or '<version>'} in the model's Python environment "
+        "(Ferry's own loaders cover mlflow.sklearn and mlflow.xgboost only)"
+    )
+
+
+def outputs_of(result, rows):
+    """(entries, buffers) for a prediction: arrays with one row per input row as tensors, else JSON."""
+    pd = sys.modules.get("pandas")  # a model that returns a DataFrame has imported pandas
+
+    if isinstance(result, dict) and result and all(isinstance(v, np.ndarray) for v in result.values()):
+        named = list(result.items())
+    else:
+        named = [("predictions", result)]
+    entries, buffers, offset = [], [], 0
+    for name, value in named:
+        if isinstance(value, np.ndarray) and value.ndim >= 1 and value.shape[0] == rows and value.dtype.kind in "fiub":
+            arr = np.ascontiguousarray(value.astype(np.float32) if value.dtype == np.float16 else value)
+            dtype = "bool" if arr.dtype == np.bool_ else arr.dtype.name
+            entries.append({"name": name, "dtype": dtype, "shape": list(arr.shape), "offset": offset, "bytes": arr.nbytes})
+            buffers.append(memoryview(arr).cast("B"))
+            pad = _align(arr.nbytes) - arr.nbytes
+            if pad:
+                buffers.append(memoryview(b"\0" * pad))
+            offset += arr.nbytes + pad
+            continue
+        # MLflow's scoring server: arrays as lists, frames and series as records.
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        elif pd is not None and isinstance(value, pd.DataFrame):
+            value = value.to_dict(orient="records")
+        elif pd is not None and isinstance(value, pd.Series):
+            value = pd.DataFrame(value).to_dict(orient="records")
+        if not isinstance(value, list) or len(value) != rows:
+            raise ValueError(f"predict returned {type(value).__name__} {_short(value)}, not one prediction per input row ({rows} rows)")
+        entries.append({"name": name, "rows": value})
+    return entries, buffers
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def rows_of(inputs):
+    first = next(iter(inputs.values()), None)
+    return 0 if first is None or first.ndim == 0 else first.shape[0]
+
+
+def serve(sock, model):
+    while True:
+        try:
+            header, payload = read_frame(sock)
+        except EOFError:
+            return
+        rid = header.get("id")
+        try:
+            inputs = {e["name"]: tensor_of(e, payload) for e in header["inputs"]}
+            entries, buffers = outputs_of(model.predict(inputs, header.get("params")), rows_of(inputs))
+        except Exception as err:  # noqa: BLE001 - the model's error goes back to the caller
+            write_frame(sock, {"id": rid, "error": f"{type(err).__name__}: {err}"})
+            continue
+        write_frame(sock, {"id": rid, "outputs": entries}, buffers)
+
+
+def apply_limits(limits):
+    """Bounds this process before any model code runs: its address space by the replica's memory
+    limit (an allocation past it raises MemoryError, which the caller gets as a model error)."""
+    import resource
+
+    memory = limits.get("memoryLimitBytes")
+    if memory:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+
+def main():
+    sys.stdout = sys.stderr
+    sock = socket.socket(fileno=CHANNEL_FD)
+    header, _ = read_frame(sock)
+    try:
+        if header.get("op") != "load":
+            raise ValueError("the first message must be load")
+        apply_limits(header.get("limits") or {})
+        # The replica starts this process in the model's directory; /proc/self/cwd reaches it even
+        # when a parent directory is closed to this process's user.
+        model = Model(header["mlmodel"], header["input"], header.get("dir") or "/proc/self/cwd")
+    except BaseException as err:  # noqa: BLE001 - reported, then exit
+        traceback.print_exc()
+        write_frame(sock, {"op": "failed", "error": f"{type(err).__name__}: {err}"})
+        sys.exit(1)
+    write_frame(sock, {"op": "loaded", "loader": model.loader, "python": ".".join(map(str, sys.version_info[:3]))})
+    serve(sock, model)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+/**
+ * The python flavor: MLflow models with a `python_function` flavor (mlflow.sklearn, mlflow.xgboost,
+ * mlflow.pytorch, a custom `PythonModel`, ...), run by a Python worker process that the replica
+ * starts (python/ferry_worker.py). The replica stays the shell (transports, protocols, batching,
+ * health, drain, metrics); the worker loads the model and runs `predict`.
+ *
+ * - `inspect` (server) reads the MLmodel YAML only (./mlmodel.ts): registration never unpickles.
+ * - `load` (replica) starts the worker with the configured interpreter (`pythonExecutable`), in the
+ *   replica's private model directory, as the replica user when one is given (from its first
+ *   instruction: the model's code never runs as root), and sends it the parsed MLmodel.
+ * - A Python exception in `predict` is the request's MODEL_ERROR (500) with the exception's
+ *   message; the worker keeps serving. A worker that dies takes the replica with it (exit code 1,
+ *   its in-flight requests see a transport failure the gateway retries elsewhere): the runtime
+ *   reports a crash and the controller replaces the replica, as for any crash.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Socket } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { FerryError } from '../../errors.js';
+import type { OutputValue, Signature, Tensor } from '../../tensor/index.js';
+import { FLAVOR_CAPABILITIES } from '../capabilities.js';
+import type { Flavor, LoadedModel, LoadOptions } from '../index.js';
+import { decodeOutputs, encodeFrame, FrameReader, type Frame } from './link.js';
+import { pythonInspection, readMlmodel } from './inspection.js';
+import { pythonModelInfo, type PythonModelInfo } from './mlmodel.js';
+
+export { MLMODEL_FILE, pythonInspection, readMlmodel } from './inspection.js';
+export { pythonModelInfo, type PythonInput, type PythonModelInfo } from './mlmodel.js';
+
+/** dist/src/flavors/python/index.js → the repository's python/ferry_worker.py. */
+export const WORKER_SCRIPT = fileURLToPath(new URL('../../../../python/ferry_worker.py', import.meta.url));
+/**
+ * How long a closing worker may take to finish its current call and exit once its input ends,
+ * before it is killed: the replica's drain has already waited for in-flight requests.
+ */
+const CLOSE_GRACE_MS = 5000;
+/** How much of the worker's stderr a failed load's message may quote from (its last line). */
+const STDERR_TAIL_CHARS = 4096;
+
+/**
+ * The worker's environment: nothing from the server's, BLAS pools of one thread (one replica per
+ * core; see `LoadOptions.intraOpThreads`), no bytecode files written into the model directory, no
+ * user site-packages (the environment is the interpreter's).
+ */
+function workerEnv(threads: number): Record<string, string> {
+  const n = String(Math.max(1, threads));
+  return {
+    PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8', HOME: '/nonexistent',
+    PYTHONDONTWRITEBYTECODE: '1', PYTHONNOUSERSITE: '1', PYTHONUNBUFFERED: '1',
+    OMP_NUM_THREADS: n, OPENBLAS_NUM_THREADS: n, MKL_NUM_THREADS: n,
+  };
+}
+
+interface Pending {
+  resolve: (outputs: Record<string, OutputValue>) => void;
+  reject: (err: FerryError) => void;
+}
+
+/** The running worker: one request in its queue per `predict`, answered in order. */
+class PythonModel implements LoadedModel {
+  readonly ownThread = true;
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private closing = false;
+
+  constructor(
+    readonly signature: Signature,
+    private readonly child: ChildProcess,
+    private readonly channel: Socket,
+    reader: FrameReader,
+    /** The output name MLflow's single prediction gets (the signature's, else "predictions"). */
+    private readonly outputName: string,
+  ) {
+    channel.on('data', (chunk: Buffer) => {
+      let frames: Frame[];
+      try {
+        frames = reader.push(chunk);
+      } catch (err) {
+        this.die(`sent a malformed frame (${(err as Error).message})`);
+        return;
+      }
+      for (const f of frames) this.answer(f);
+    });
+    child.once('exit', (code, signal) => this.die(`exited (${code !== null ? `code ${code}` : `signal ${signal ?? '?'}`})`));
+    // A write to a worker that just died fails before its exit is seen.
+    channel.on('error', (err) => this.die(`link failed (${err.message})`));
+  }
+
+  predict(inputs: Record<string, Tensor>, params?: Record<string, unknown>): Promise<Record<string, OutputValue>> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.channel.cork();
+      for (const b of encodeFrame({ op: 'predict', id, params: params ?? null }, inputs)) this.channel.write(b);
+      this.channel.uncork();
+    });
+  }
+
+  private answer({ header, payload }: Frame): void {
+    const id = header.id;
+    const p = typeof id === 'number' ? this.pending.get(id) : undefined;
+    if (p === undefined) {
+      this.die(`answered an unknown request ${JSON.stringify(id)}`);
+      return;
+    }
+    this.pending.delete(id as number);
+    if (typeof header.error === 'string') {
+      p.reject(new FerryError('MODEL_ERROR', `Model error: ${header.error}`));
+      return;
+    }
+    try {
+      const outputs = decodeOutputs(header.outputs, payload);
+      const names = Object.keys(outputs);
+      // One prediction: named as the signature names it (the worker calls it "predictions").
+      p.resolve(names.length === 1 && names[0] === 'predictions' ? { [this.outputName]: outputs.predictions! } : outputs);
+    } catch (err) {
+      p.reject(err as FerryError);
+    }
+  }
+
+  /**
+   * The worker is gone or broken: the replica cannot serve without it. It exits at once, so its
+   * in-flight requests fail as a lost connection (the gateway retries those on another replica)
+   * and the runtime reports the crash.
+   */
+  private die(why: string): void {
+    if (this.closing) return;
+    this.closing = true;
+    process.stderr.write(JSON.stringify({ ts: new Date().toISOString(), level: 'error', msg: `the Python worker ${why}; the replica exits` }) + '\n');
+    this.child.kill('SIGKILL');
+    process.exit(1);
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    const exited = new Promise<void>((resolve) => {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) resolve();
+      else this.child.once('exit', () => resolve());
+    });
+    // End of input: the worker's read loop ends and it exits.
+    this.channel.end();
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), CLOSE_GRACE_MS);
+    await exited;
+    clearTimeout(timer);
+    for (const p of this.pending.values()) p.reject(new FerryError('TEMPORARILY_UNAVAILABLE', 'The model is shutting down.', { retryAfterS: 1 }));
+    this.pending.clear();
+  }
+}
+
+/**
+ * Starts the worker in `dir` and loads the model: resolves once it reports `loaded`; rejects with
+ * MODEL_ERROR carrying the worker's own error (e.g. a missing package) when it fails.
+ */
+async function startWorker(dir: string, info: PythonModelInfo, mlmodel: unknown, opts: LoadOptions): Promise<PythonModel> {
+  const python = opts.pythonExecutable ?? 'python3';
+  const child = spawn(python, ['-I', '-B', WORKER_SCRIPT], {
+    cwd: dir,
+    env: workerEnv(opts.intraOpThreads),
+    // fd 3 is a socketpair: the link. The worker's stdout is the replica's log; its stderr too,
+    // through `tail`, which keeps the last lines for a failed load's message.
+    stdio: ['ignore', 'inherit', 'pipe', 'pipe'],
+    ...(opts.processUser === undefined ? {} : { uid: opts.processUser.uid, gid: opts.processUser.gid }),
+  });
+  const channel = child.stdio[3] as Socket | null;
+  if (channel === null) throw new FerryError('MODEL_ERROR', 'Could not open the channel to the Python worker.');
+  let tail = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    process.stderr.write(chunk);
+    tail = (tail + chunk.toString('utf8')).slice(-STDERR_TAIL_CHARS);
+  });
+  const reader = new FrameReader();
+  const loaded = await new Promise<Frame>((resolve, reject) => {
+    const fail = (why: string): void => reject(new FerryError('MODEL_ERROR', `The Python worker (${python}) ${why}`));
+    const onData = (chunk: Buffer): void => {
+      let frames: Frame[];
+      try {
+        frames = reader.push(chunk);
+      } catch (err) {
+        fail(`sent a malformed frame: ${(err as Error).message}`);
+        return;
+      }
+      if (frames.length > 0) resolve(frames[0]!);
+    };
+    channel.on('data', onData);
+    child.once('error', (err: NodeJS.ErrnoException) => fail(`could not start: ${
+      err.code === 'ENOENT' ? 'no such interpreter' : err.code === 'EACCES' ? 'the replica user may not run it (or reach its directory)' : err.message
+    }. Set the server's python setting to a Python 3 interpreter that the replica user can run.`));
+    // The exit may be seen before the worker's last frame (its own error) is read: wait for the
+    // channel's end, then report the exit with the last line the worker wrote.
+    child.once('exit', (code, signal) => {
+      const report = (): void => {
+        const last = tail.trim().split('\n').filter((l) => l.trim() !== '').at(-1)?.trim();
+        fail(`exited (${code !== null ? `code ${code}` : `signal ${signal ?? '?'}`}) while loading the model${last === undefined ? '' : `: ${last}`}`);
+      };
+      if (channel.destroyed) report();
+      else channel.once('close', report);
+    });
+    channel.once('error', () => undefined);
+    const limits = opts.memoryLimitBytes === undefined ? {} : { memoryLimitBytes: opts.memoryLimitBytes };
+    for (const b of encodeFrame({ op: 'load', mlmodel, input: info.input, limits })) channel.write(b);
+  }).finally(() => {
+    channel.removeAllListeners('data');
+    child.removeAllListeners('exit');
+    child.removeAllListeners('error');
+  }).catch((err: unknown) => {
+    child.kill('SIGKILL');
+    throw err;
+  });
+  if (loaded.header.op !== 'loaded') {
+    child.kill('SIGKILL');
+    const error = typeof loaded.header.error === 'string' ? loaded.header.error : JSON.stringify(loaded.header);
+    throw new FerryError('MODEL_ERROR', `The Python worker could not load the model: ${error}`);
+  }
+  const outputName = info.signature.outputs.length === 1 ? info.signature.outputs[0]!.name : 'predictions';
+  process.stderr.write(JSON.stringify({
+    ts: new Date().toISOString(), level: 'info', msg: 'python worker loaded the model',
+    loader: loaded.header.loader, python: loaded.header.python, pid: child.pid,
+  }) + '\n');
+  return new PythonModel(info.signature, child, channel, reader, outputName);
+}
+
+export const pythonFlavor: Flavor = {
+  ...pythonInspection,
+  capabilities: FLAVOR_CAPABILITIES.python,
+  async load(dir, opts) {
+    const mlmodel = await readMlmodel(dir);
+    return startWorker(dir, pythonModelInfo(mlmodel), mlmodel, opts);
+  },
+};

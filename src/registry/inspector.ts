@@ -1,0 +1,304 @@
+/**
+ * Artifact inspection outside the server's heap. Parsing an uploaded artifact (ONNX protobuf,
+ * GGUF header, transformers JSON, MLmodel YAML, ferry.json, input_example.json) is the one place
+ * where hostile bytes meet Ferry's own parsers; it happens in a separate inspector process
+ * (inspector-main.ts), never in the server: an ONNX file of 6 million empty nodes once grew the
+ * server by ~1 GB and stalled it for 4 s. A worker thread would not do: Buffers and native memory
+ * are outside its resourceLimits, and its crash can take the process with it.
+ *
+ * Limits, each ending that one artifact's registration with FAILED_REGISTRATION and a reason:
+ * - memory: V8 heap limited to `memoryLimitBytes` (--max-old-space-size), and the process is killed
+ *   when its resident memory passes the same bound (polled every 50 ms);
+ * - time: `timeoutMs` per artifact (wall clock, from the request to the answer);
+ * - counts: the parsers refuse counts past their bounds before allocating (ONNX_LIMITS, the GGUF
+ *   reader's), so a real limit hit is rare;
+ * - rights: Node's permission model: the process reads only Ferry's code and `readRoots` (the
+ *   artifact store's local directories); it cannot write, start processes, load addons or
+ *   start workers. Its environment is empty.
+ * - channel: length-prefixed JSON frames on its stdin/stdout (inspector-frames.ts), each bounded,
+ *   and every answer checked against a schema; anything else kills the process.
+ *
+ * A pool of `processes` long-lived processes, each inspecting one artifact at a time, in the order
+ * sent (up to WINDOW sent ahead), so when one dies the artifact that killed it is known: the
+ * oldest unanswered. That one fails; the others it held go back to the queue, unharmed. A dead or
+ * killed process is replaced at the next request. Requests wait in a FIFO only as long as their
+ * callers do: registration calls are bounded by the API (bulk-create: 10,000).
+ */
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import fs from 'node:fs';
+import type { Readable, Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { FerryError, type ErrorCode, ERROR_TABLE } from '../errors.js';
+import { ferryCodePaths, residentBytes } from '../runtime/index.js';
+import { DTYPES } from '../tensor/index.js';
+import type { Inspection } from './inspect.js';
+import { encodeFrame, FrameReader } from './inspector-frames.js';
+import { FLAVOR_NAMES } from '../flavors/index.js';
+
+export interface InspectorOptions {
+  /** The inspector's V8 heap limit and resident-memory bound (e.g. 256 MiB). */
+  memoryLimitBytes: number;
+  /** Longest one inspection may take. */
+  timeoutMs: number;
+  /** Directories (and everything under them) the inspector may read: where artifacts are inspected. */
+  readRoots: readonly string[];
+  /** Inspector processes (each inspects one artifact at a time). */
+  processes?: number;
+}
+
+/** Inspector processes by default: two keep bulk registration's throughput (docs/multi-model.md). */
+const DEFAULT_PROCESSES = 2;
+/** How often a busy inspector's resident memory is read. */
+const RSS_POLL_MS = 50;
+/** Bytes of an inspector's stderr kept, for the reason of a crash (V8's "heap out of memory"). */
+const STDERR_TAIL_BYTES = 4096;
+
+const MAIN = fileURLToPath(new URL('./inspector-main.js', import.meta.url));
+
+const mib = (bytes: number): number => Math.floor(bytes / (1024 * 1024));
+
+const tensorSpec = z.strictObject({
+  name: z.string(),
+  dtype: z.enum(DTYPES),
+  shape: z.array(z.number().int().min(-1)).optional(),
+}).transform((s) => ({ name: s.name, dtype: s.dtype, shape: s.shape }));
+const rowSpec = z.strictObject({ name: z.string(), dtype: z.enum(['map', 'json']) }).transform((s) => ({ name: s.name, dtype: s.dtype, shape: undefined }));
+/** What an inspector may answer; anything else is a broken inspector, killed. */
+const answerSchema = z.union([
+  z.strictObject({
+    id: z.number().int(),
+    ok: z.literal(true),
+    inspection: z.strictObject({
+      flavor: z.enum(FLAVOR_NAMES),
+      modelFile: z.string(),
+      signature: z.strictObject({ inputs: z.array(tensorSpec), outputs: z.array(z.union([tensorSpec, rowSpec])) }),
+      inputExample: z.unknown().optional(),
+    }).transform((i) => ({ ...i, inputExample: i.inputExample })),
+  }),
+  z.strictObject({ id: z.number().int(), ok: z.literal(false), code: z.string().refine((c) => c in ERROR_TABLE), message: z.string() }),
+]);
+
+interface Job {
+  dir: string;
+  resolve: (i: Inspection) => void;
+  reject: (err: FerryError) => void;
+}
+
+const shuttingDown = (): FerryError => new FerryError('TEMPORARILY_UNAVAILABLE', 'The server is shutting down; register the version again.');
+
+export class Inspector {
+  /** Requests not yet sent to a process (those a dead process had not started come back to the front). */
+  private readonly queue: Job[] = [];
+  private readonly processes: InspectorProcess[] = [];
+  private closed = false;
+
+  constructor(o: InspectorOptions) {
+    const count = o.processes ?? DEFAULT_PROCESSES;
+    for (let i = 0; i < count; i++) this.processes.push(new InspectorProcess(o, () => this.pump()));
+  }
+
+  /** Inspects the artifact directory `dir`; rejects with a FerryError whose message is the version's status message. */
+  inspect(dir: string): Promise<Inspection> {
+    if (this.closed) return Promise.reject(shuttingDown());
+    return new Promise<Inspection>((resolve, reject) => {
+      this.queue.push({ dir, resolve, reject });
+      this.pump();
+    });
+  }
+
+  /** Hands queued requests to the processes with room, least loaded first. */
+  private pump(): void {
+    if (this.closed) return;
+    for (;;) {
+      const job = this.queue[0];
+      if (job === undefined) return;
+      let best: InspectorProcess | undefined;
+      for (const p of this.processes) if (p.room() > 0 && (best === undefined || p.room() > best.room())) best = p;
+      if (best === undefined) return;
+      this.queue.shift();
+      best.send(job, (unstarted) => {
+        this.queue.unshift(...unstarted);
+      });
+    }
+  }
+
+  /** Stops the processes; queued requests fail. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const job of this.queue.splice(0)) job.reject(shuttingDown());
+    await Promise.all(this.processes.map((p) => p.stop()));
+  }
+}
+
+/** Why an inspector process stopped answering, as the version's status message says it. */
+type Failure = { kind: 'memory' } | { kind: 'timeout' } | { kind: 'protocol'; detail: string };
+
+/** A request sent to a process: answered in order, since the process inspects one at a time. */
+interface Sent extends Job {
+  id: number;
+  /** Where the requests this process had not started go when it dies. */
+  requeue: (jobs: Job[]) => void;
+}
+
+/** One started inspector process and what the server knows of it. */
+interface Started {
+  child: ChildProcessByStdio<Writable, Readable, Readable>;
+  exited: Promise<void>;
+  /** Requests sent and not answered, oldest (the one being inspected) first. */
+  inflight: Sent[];
+  /** Set when the server kills it, to say why. */
+  failure: Failure | undefined;
+  stderrTail: string;
+  /** The time limit of the request at the head of `inflight`, and the memory poll while any is. */
+  timer: NodeJS.Timeout | undefined;
+  poll: NodeJS.Timeout | undefined;
+}
+
+/**
+ * Requests sent ahead to one process: it inspects them one after another, so the one it works on
+ * is always the oldest unanswered; sending ahead saves a round trip per artifact (on a loaded
+ * 2-core machine, waking the process per request halved bulk registration's rate).
+ */
+const WINDOW = 8;
+
+/** One inspector process slot: started on demand, replaced after it dies. */
+class InspectorProcess {
+  private started: Started | undefined;
+  private nextId = 1;
+
+  constructor(private readonly o: InspectorOptions, private readonly wake: () => void) {}
+
+  /** How many more requests this slot takes now. */
+  room(): number {
+    return WINDOW - (this.started?.inflight.length ?? 0);
+  }
+
+  send(job: Job, requeue: (jobs: Job[]) => void): void {
+    const on = this.started ?? this.spawn();
+    const sent: Sent = { ...job, id: this.nextId++, requeue };
+    on.inflight.push(sent);
+    if (on.inflight.length === 1) this.headStarted(on);
+    on.child.stdin.write(encodeFrame({ id: sent.id, dir: sent.dir }));
+  }
+
+  /** The head of `on.inflight` is being inspected from now: its time limit starts. */
+  private headStarted(on: Started): void {
+    clearTimeout(on.timer);
+    on.timer = setTimeout(() => this.kill(on, { kind: 'timeout' }), this.o.timeoutMs);
+    on.poll ??= setInterval(() => void this.checkMemory(on), RSS_POLL_MS);
+  }
+
+  private spawn(): Started {
+    const reads = new Set([...ferryCodePaths(), ...this.o.readRoots.flatMap(realAndGiven)]);
+    const child = spawn(process.execPath, [
+      `--max-old-space-size=${Math.max(16, mib(this.o.memoryLimitBytes))}`,
+      '--experimental-permission', '--disable-warning=ExperimentalWarning',
+      ...[...reads].map((p) => `--allow-fs-read=${p}`),
+      MAIN,
+    ], { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
+    const started: Started = { child, exited: Promise.resolve(), inflight: [], failure: undefined, stderrTail: '', timer: undefined, poll: undefined };
+    this.started = started;
+    const reader = new FrameReader();
+    child.stdout.on('data', (chunk: Buffer) => {
+      if (started.failure !== undefined) return; // being killed: nothing it says counts
+      let frames: unknown[];
+      try {
+        frames = reader.push(chunk);
+      } catch (err) {
+        return this.kill(started, { kind: 'protocol', detail: (err as Error).message });
+      }
+      for (const frame of frames) this.onAnswer(started, frame);
+      this.wake();
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      started.stderrTail = (started.stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL_BYTES);
+    });
+    // A write to a process that just died fails with EPIPE; its exit reports the failure.
+    child.stdin.on('error', () => undefined);
+    started.exited = new Promise<void>((resolve) => {
+      child.once('exit', (code, signal) => {
+        if (this.started === started) this.started = undefined;
+        this.idle(started);
+        const [head, ...unstarted] = started.inflight.splice(0);
+        head?.reject(this.failureError(started, code, signal));
+        if (unstarted.length > 0) unstarted[0]?.requeue(unstarted);
+        resolve();
+        this.wake();
+      });
+    });
+    return started;
+  }
+
+  private idle(on: Started): void {
+    clearTimeout(on.timer);
+    clearInterval(on.poll);
+    on.timer = undefined;
+    on.poll = undefined;
+  }
+
+  private onAnswer(on: Started, frame: unknown): void {
+    if (on.failure !== undefined) return;
+    const parsed = answerSchema.safeParse(frame);
+    const head = on.inflight[0];
+    if (!parsed.success || parsed.data.id !== head?.id) {
+      const detail = parsed.success
+        ? `an answer to request ${parsed.data.id}, which is not the one in progress`
+        : `an answer that is not an inspection (${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')})`;
+      return this.kill(on, { kind: 'protocol', detail });
+    }
+    on.inflight.shift();
+    if (on.inflight.length > 0) this.headStarted(on);
+    else this.idle(on);
+    const a = parsed.data;
+    if (a.ok) head.resolve(a.inspection);
+    else head.reject(new FerryError(a.code as ErrorCode, a.message));
+  }
+
+  private async checkMemory(on: Started): Promise<void> {
+    const pid = on.child.pid;
+    const rss = pid === undefined ? undefined : await residentBytes([pid]);
+    if (rss !== undefined && rss > this.o.memoryLimitBytes) this.kill(on, { kind: 'memory' });
+  }
+
+  /** Kills `on` (the first reason wins); the next request starts a new process at once. */
+  private kill(on: Started, failure: Failure): void {
+    on.failure ??= failure;
+    if (this.started === on) this.started = undefined;
+    on.child.kill('SIGKILL');
+  }
+
+  /** The status message for the artifact being inspected when the process exited. */
+  private failureError(on: Started, code: number | null, signal: NodeJS.Signals | null): FerryError {
+    const limit = `${mib(this.o.memoryLimitBytes)} MiB`;
+    const f = on.failure;
+    const oom = /heap out of memory|Reached heap limit|Allocation failed/i.test(on.stderrTail);
+    const reason = f?.kind === 'timeout' ? `inspection took longer than its time limit (${this.o.timeoutMs} ms)`
+      : f?.kind === 'memory' || oom ? `inspection exceeded its memory limit (${limit})`
+        : f?.kind === 'protocol' ? `the inspector answered out of protocol (${f.detail})`
+          : `the inspector process died (${signal === null ? `exit code ${code ?? 'unknown'}` : signal})`;
+    return new FerryError('INVALID_PARAMETER_VALUE', `The artifact could not be inspected: ${reason}. The inspector reads the model's metadata only; an artifact that needs more is refused (see docs/security.md, "Hostile artifacts").`);
+  }
+
+  /** Ends the process (requests it still holds fail as the server is shutting down). */
+  async stop(): Promise<void> {
+    const on = this.started;
+    if (on === undefined) return;
+    this.started = undefined;
+    for (const sent of on.inflight.splice(0)) sent.reject(shuttingDown());
+    on.child.stdin.end();
+    const timer = setTimeout(() => on.child.kill('SIGKILL'), 2000);
+    await on.exited;
+    clearTimeout(timer);
+  }
+}
+
+/** A directory by the path given and, where it differs, its real path (the permission model compares real paths). */
+function realAndGiven(p: string): string[] {
+  try {
+    const real = fs.realpathSync(p);
+    return real === p ? [p] : [p, real];
+  } catch {
+    return [p]; // not there yet (an empty store): created under the given path
+  }
+}
