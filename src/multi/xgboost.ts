@@ -338,9 +338,20 @@ function baseMargin(m: XgbModel): number {
 }
 
 /**
- * The compact evaluator of an XGBoost model file: input `input` float32 [-1, num_feature] (NaN is a
- * missing value), output `predictions` float32: [-1] for one output group or `multi:softmax`
- * (the class index), [-1, classes] for `multi:softprob`, exactly the shape `Booster.predict` gives.
+ * The signature of an XGBoost model: input `input` float32 [-1, num_feature] (NaN is a missing
+ * value), output `predictions` float32: [-1] for one output group or `multi:softmax` (the class
+ * index), [-1, classes] for `multi:softprob`, exactly the shape `Booster.predict` gives.
+ */
+export function xgboostSignature(m: XgbModel): Signature {
+  const softprob = m.objective === 'multi:softprob';
+  return {
+    inputs: [{ name: 'input', dtype: 'float32', shape: [-1, m.numFeature] }],
+    outputs: [{ name: 'predictions', dtype: 'float32', shape: softprob ? [-1, m.numGroup] : [-1] }],
+  };
+}
+
+/**
+ * The compact evaluator of an XGBoost model file, with the signature of `xgboostSignature`.
  */
 export function compileXgboost(bytes: Uint8Array, file: string): CompactModel {
   const m = parseXgboost(bytes, file);
@@ -348,12 +359,8 @@ export function compileXgboost(bytes: Uint8Array, file: string): CompactModel {
   const groups = m.numGroup;
   const features = m.numFeature;
   const base = baseMargin(m);
-  const softprob = m.objective === 'multi:softprob';
-  const outWidth = softprob ? groups : 1;
-  const signature: Signature = {
-    inputs: [{ name: 'input', dtype: 'float32', shape: [-1, features] }],
-    outputs: [{ name: 'predictions', dtype: 'float32', shape: softprob ? [-1, groups] : [-1] }],
-  };
+  const outWidth = m.objective === 'multi:softprob' ? groups : 1;
+  const signature = xgboostSignature(m);
   const leafOf = (x: Float32Array, row: number, node: number): number => {
     let n = node;
     for (;;) {
