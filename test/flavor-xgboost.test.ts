@@ -26,7 +26,7 @@ const haveXgboost = existsSync(python) && (() => {
   }
 })();
 
-/** Trains a regressor (saved as reg.ubj) and a 3-class softprob model (cls/model.json + ferry.json); prints rows and predictions as float32 values. */
+/** Trains a regressor (saved as reg.ubj, reg.json and the legacy binary reg.xgb) and a 3-class softprob model (cls/model.json + ferry.json); prints rows and predictions as float32 values. */
 const SCRIPT = String.raw`
 import json, os, sys
 import numpy as np, xgboost as xgb
@@ -35,7 +35,8 @@ rng = np.random.default_rng(3)
 X = rng.normal(size=(300, 5)).astype(np.float32)
 yr = X[:, 0] * 2 + X[:, 1] ** 2 - X[:, 4]
 reg = xgb.train({"objective": "reg:squarederror", "max_depth": 4}, xgb.DMatrix(X, label=yr), num_boost_round=25)
-reg.save_model(os.path.join(out, "reg.ubj"))
+for f in ("reg.ubj", "reg.json", "reg.xgb"):
+    reg.save_model(os.path.join(out, f))
 os.makedirs(os.path.join(out, "cls"))
 cls = xgb.train({"objective": "multi:softprob", "num_class": 3, "max_depth": 3}, xgb.DMatrix(X, label=np.digitize(yr, [-1, 1])), num_boost_round=10)
 cls.save_model(os.path.join(out, "cls", "model.json"))
@@ -84,6 +85,20 @@ describe('xgboost flavor', { skip: haveXgboost ? false : 'python3-xgboost is not
     assert.equal(cls.status, 'READY', cls.status_message);
     assert.equal(cls.flavor, 'xgboost');
     assert.deepEqual(cls.signature.outputs, [{ name: 'predictions', dtype: 'float32', shape: [-1, 3] }]);
+    // The other single files XGBoost writes: JSON (recognised by its content) and the legacy binary.
+    for (const [name, file] of [['xjson', 'reg.json'], ['xlegacy', 'reg.xgb']] as const) {
+      const v = await register(name, path.join(dir, file));
+      assert.equal(v.status, 'READY', v.status_message);
+      assert.equal(v.flavor, 'xgboost', name);
+      assert.deepEqual(v.signature, reg.signature, name);
+    }
+    // ferry.json keys are checked: a typo fails registration naming it.
+    await fsp.mkdir(path.join(dir, 'typo'));
+    await fsp.copyFile(path.join(dir, 'reg.ubj'), path.join(dir, 'typo', 'model.ubj'));
+    await fsp.writeFile(path.join(dir, 'typo', 'ferry.json'), JSON.stringify({ flavor: 'xgboost', mian: 'model.ubj' }));
+    const typo = await register('xtypo', path.join(dir, 'typo'));
+    assert.equal(typo.status, 'FAILED_REGISTRATION');
+    assert.match(typo.status_message, /unknown key 'mian'/);
     // A model file the evaluator cannot run fails registration naming the file and the reason.
     await fsp.mkdir(path.join(dir, 'bad'));
     await fsp.writeFile(path.join(dir, 'bad', 'model.ubj'), '{i\x05hello}');
@@ -119,6 +134,11 @@ describe('xgboost flavor', { skip: haveXgboost ? false : 'python3-xgboost is not
     assert.equal((await register('fam-cls', path.join(dir, 'cls'))).status, 'READY');
     const bulk = await call('POST', '/api/2.0/mlflow/model-versions/bulk-create', { models: [{ name: 'fam-onnx', content_base64: Buffer.from(familyFixture(0).build()).toString('base64') }] });
     assert.equal(bulk.json.registered, 1, bulk.text);
+    // An XGBoost file whose extension does not say so: registered, but not a member (replicas tell members apart by extension).
+    await fsp.mkdir(path.join(dir, 'odd'));
+    await fsp.copyFile(path.join(dir, 'reg.xgb'), path.join(dir, 'odd', 'model.bin'));
+    await fsp.writeFile(path.join(dir, 'odd', 'ferry.json'), JSON.stringify({ flavor: 'xgboost', main: 'model.bin' }));
+    assert.equal((await register('fam-odd', path.join(dir, 'odd'))).status, 'READY');
     const created = await call('POST', '/api/2.0/serving-endpoints', { name: 'fam', config: { served_entities: [{ name: 'family', model_family: { name_prefix: 'fam-', cache_size: '1MiB' } }] } });
     assert.equal(created.status, 200, created.text);
     const settled = await waitSettled(server.url, 'fam', 40_000);
@@ -134,5 +154,8 @@ describe('xgboost flavor', { skip: haveXgboost ? false : 'python3-xgboost is not
     const onnx = await call('POST', '/serving-endpoints/fam/invocations', { inputs: [row] }, 'fam-onnx');
     assert.equal(onnx.status, 200, onnx.text);
     assert.deepEqual(onnx.json, { predictions: [[want]] });
+    const odd = await call('POST', '/serving-endpoints/fam/invocations', { inputs: trained.x }, 'fam-odd');
+    assert.equal(odd.status, 404, odd.text);
+    assert.match(odd.json.message, /fam-odd.*xgboost model in 'model\.bin', whose extension says otherwise/);
   });
 });

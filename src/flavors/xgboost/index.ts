@@ -11,7 +11,7 @@ import { FerryError } from '../../errors.js';
 import { compileXgboost, parseXgboost, xgboostSignature } from '../../multi/xgboost.js';
 import { FLAVOR_CAPABILITIES } from '../capabilities.js';
 import type { Flavor } from '../index.js';
-import { insideArtifact } from '../manifest.js';
+import { checkManifestKeys, insideArtifact, readManifest } from '../manifest.js';
 
 /** Largest model file read: XGBoost models of real use are a few MB; the parser's own limits bound the rest. */
 export const MAX_XGBOOST_BYTES = 256 * 1024 * 1024;
@@ -31,6 +31,9 @@ export const xgboostFlavor: Flavor = {
   defaultModelFile: 'model.ubj',
 
   async inspect(dir, modelFile) {
+    // ferry.json takes only `flavor` and `main` here: a typo ("mian") is reported, not ignored.
+    const manifest = await readManifest(dir);
+    if (manifest !== undefined) checkManifestKeys(manifest, 'xgboost', []);
     const bytes = await readModelFile(dir, modelFile);
     try {
       return xgboostSignature(parseXgboost(bytes, modelFile));
