@@ -14,7 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import { familyFixture, FAMILY_FEATURES } from '../src/fixtures/index.js';
 import { float32Tensor } from '../src/fixtures/fixture.js';
 import type { FerryServer } from '../src/server/index.js';
-import { request, startTestServer, tempDir, waitSettled } from './support/index.js';
+import { replicaNodePid, replicaPids, request, startTestServer, tempDir, waitSettled } from './support/index.js';
 
 const python = '/usr/bin/python3';
 const haveXgboost = existsSync(python) && (() => {
@@ -67,7 +67,8 @@ describe('xgboost flavor', { skip: haveXgboost ? false : 'python3-xgboost is not
   before(async () => {
     dir = await tempDir();
     trained = JSON.parse(execFileSync(python, ['-c', SCRIPT, dir], { encoding: 'utf8', timeout: 30_000 })) as Trained;
-    server = await startTestServer(path.join(dir, 'data'));
+    // No warm pool: replicas are spawned with the xgboost flavor's own rights (no native addons).
+    server = await startTestServer(path.join(dir, 'data'), { warmPoolSize: 0 });
   });
 
   after(async () => {
@@ -123,6 +124,11 @@ describe('xgboost flavor', { skip: haveXgboost ? false : 'python3-xgboost is not
     const v2 = await call('POST', '/v2/models/xreg/infer', { inputs: [{ name: 'input', shape: [8, 5], datatype: 'FP32', data: trained.x.flat() }] });
     assert.equal(v2.status, 200, v2.text);
     assert.deepEqual(v2.json.outputs[0].data, trained.reg, 'regressor, OIP v2');
+    // The replica runs without the right to load native addons: the evaluator needs none.
+    const [child] = await replicaPids(path.join(dir, 'data'), 'xreg');
+    const pid = await replicaNodePid(child ?? 0);
+    const argv = (await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+    assert.ok(argv.includes('--experimental-permission') && !argv.includes('--allow-addons'), argv.join(' '));
     // Wrong width: a 400 naming the input, never a crash.
     const wide = await call('POST', '/serving-endpoints/xreg/invocations', { inputs: [[1, 2, 3]] });
     assert.equal(wide.status, 400, wide.text);
