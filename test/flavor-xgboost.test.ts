@@ -136,10 +136,15 @@ describe('xgboost flavor', { skip: haveXgboost ? false : 'python3-xgboost is not
   });
 
   test('a family endpoint serves two XGBoost members and an ONNX member, each answering by X-Ferry-Model', async () => {
-    assert.equal((await register('fam-reg', path.join(dir, 'reg.ubj'))).status, 'READY');
     assert.equal((await register('fam-cls', path.join(dir, 'cls'))).status, 'READY');
-    const bulk = await call('POST', '/api/2.0/mlflow/model-versions/bulk-create', { models: [{ name: 'fam-onnx', content_base64: Buffer.from(familyFixture(0).build()).toString('base64') }] });
-    assert.equal(bulk.json.registered, 1, bulk.text);
+    // Bulk registration takes XGBoost files too: the file name says which flavor.
+    const bulk = await call('POST', '/api/2.0/mlflow/model-versions/bulk-create', {
+      models: [
+        { name: 'fam-reg', file: 'model.ubj', content_base64: (await fsp.readFile(path.join(dir, 'reg.ubj'))).toString('base64') },
+        { name: 'fam-onnx', content_base64: Buffer.from(familyFixture(0).build()).toString('base64') },
+      ],
+    });
+    assert.equal(bulk.json.registered, 2, bulk.text);
     // An XGBoost file whose extension does not say so: registered, but not a member (replicas tell members apart by extension).
     await fsp.mkdir(path.join(dir, 'odd'));
     await fsp.copyFile(path.join(dir, 'reg.xgb'), path.join(dir, 'odd', 'model.bin'));
