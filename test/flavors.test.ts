@@ -37,3 +37,25 @@ flavorContract({
     return { dir, modelFile: 'MLmodel' };
   },
 });
+
+/** A one-split XGBoost regressor in XGBoost's JSON format (as `Booster.save_model('model.json')` writes it). */
+const XGBOOST_JSON = JSON.stringify({
+  learner: {
+    learner_model_param: { base_score: '5E-1', num_class: '0', num_feature: '2' },
+    objective: { name: 'reg:squarederror' },
+    gradient_booster: {
+      name: 'gbtree',
+      model: {
+        trees: [{ tree_param: { size_leaf_vector: '0' }, left_children: [1, -1, -1], right_children: [2, -1, -1], split_indices: [0, 0, 0], split_conditions: [0.5, -1, 1], default_left: [1, 0, 0] }],
+        tree_info: [0],
+      },
+    },
+  },
+});
+flavorContract({
+  name: 'xgboost',
+  write: async (dir) => {
+    await fsp.writeFile(path.join(dir, 'model.json'), XGBOOST_JSON);
+    return { dir, modelFile: 'model.json' };
+  },
+});

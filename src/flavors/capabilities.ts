@@ -18,7 +18,8 @@ export interface FlavorCapabilities {
   readonly systemReads: readonly string[];
   /**
    * A generic warm-pool process (started with addons, no child processes, no system reads) may
-   * serve it. False for flavors whose rights differ from the pool's.
+   * serve it. False for flavors whose rights differ from the pool's (a flavor that needs no addons,
+   * such as xgboost, may still use the pool: it only gets a right it does not use).
    */
   readonly warmPool: boolean;
   /**
@@ -49,4 +50,5 @@ export const FLAVOR_CAPABILITIES: Readonly<Record<FlavorName, FlavorCapabilities
   js: { modelReadAsReplicaUser: false, pythonEnvironment: false, nativeAddons: false, childProcesses: false, systemReads: [], warmPool: false, inline: false, runsUserCode: true, platform: 'js' },
   llm: { modelReadAsReplicaUser: false, pythonEnvironment: false, nativeAddons: true, childProcesses: true, systemReads: LLM_SYSTEM_READS, warmPool: false, inline: true, runsUserCode: false, platform: 'llm' },
   python: { modelReadAsReplicaUser: true, pythonEnvironment: true, nativeAddons: false, childProcesses: true, systemReads: [], warmPool: false, inline: true, runsUserCode: true, platform: 'mlflow_pyfunc' },
+  xgboost: { modelReadAsReplicaUser: false, pythonEnvironment: false, nativeAddons: false, childProcesses: false, systemReads: [], warmPool: true, inline: false, runsUserCode: false, platform: 'xgboost' },
 };

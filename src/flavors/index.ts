@@ -83,6 +83,7 @@ const FLAVORS: Record<FlavorName, () => Promise<Flavor>> = {
   js: async () => (await import('./js/index.js')).jsFlavor,
   llm: async () => (await import('./llm/index.js')).llmFlavor,
   python: async () => (await import('./python/index.js')).pythonFlavor,
+  xgboost: async () => (await import('./xgboost/index.js')).xgboostFlavor,
 };
 
 /** The flavor `name`, its module imported on first use (see the file comment). */

@@ -11,13 +11,14 @@ import type { FlavorName } from './names.js';
 import { onnxInspection } from './onnx/model-proto.js';
 import { pythonInspection } from './python/inspection.js';
 import { transformersFlavor } from './transformers/index.js';
+import { xgboostFlavor } from './xgboost/index.js';
 
 export { FLAVOR_NAMES, isFlavorName, type FlavorName } from './names.js';
 export { MANIFEST_FILE, insideArtifact, readManifest, readMetadataText } from './manifest.js';
 
 export type FlavorInspection = Pick<Flavor, 'name' | 'defaultModelFile' | 'inspect' | 'inputExample'>;
 
-const INSPECTIONS: Record<FlavorName, FlavorInspection> = { onnx: onnxInspection, transformers: transformersFlavor, js: jsFlavor, llm: llmFlavor, python: pythonInspection };
+const INSPECTIONS: Record<FlavorName, FlavorInspection> = { onnx: onnxInspection, transformers: transformersFlavor, js: jsFlavor, llm: llmFlavor, python: pythonInspection, xgboost: xgboostFlavor };
 
 export function flavorInspection(name: FlavorName): FlavorInspection {
   return INSPECTIONS[name];

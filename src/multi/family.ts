@@ -9,6 +9,7 @@
  */
 import { FerryError, invalidParameter } from '../errors.js';
 import type { MetadataStore, ModelVersionRecord } from '../store/index.js';
+import { isXgboostFile } from './xgboost.js';
 
 /** Which registered models a family entity serves, and how its replicas hold them. */
 export interface FamilyConfig {
@@ -37,6 +38,9 @@ export interface FamilyMember {
   artifactSha256: string;
   modelFile: string;
 }
+
+/** The flavors a family member may have: single-file models the replica loads from bytes (./loader.ts). */
+export const FAMILY_FLAVORS: ReadonlySet<string> = new Set(['onnx', 'xgboost']);
 
 /** The request header that names the model of a family endpoint. */
 export const MODEL_HEADER = 'x-ferry-model';
@@ -98,7 +102,7 @@ export class FamilyResolver {
 
   /**
    * The READY version a request names. 404 RESOURCE_DOES_NOT_EXIST naming the model when it does
-   * not exist, is not in the family, is not an ONNX model, or the version is not READY; 400 for a
+   * not exist, is not in the family, is not an ONNX or XGBoost model, or the version is not READY; 400 for a
    * malformed name (`field` names where it came from).
    */
   async resolve(raw: string, field: string): Promise<FamilyMember> {
@@ -156,7 +160,10 @@ export class FamilyResolver {
     }
     if (version === undefined) return ref.version === undefined ? 'has no versions' : 'does not exist';
     if (version.status !== 'READY' || version.artifact === undefined) return `version ${version.version} is ${version.status}, not READY`;
-    if (version.artifact.flavor !== 'onnx') return `version ${version.version} is a ${version.artifact.flavor} model (families serve ONNX models)`;
+    const { flavor, modelFile } = version.artifact;
+    if (!FAMILY_FLAVORS.has(flavor)) return `version ${version.version} is a ${flavor} model (families serve ONNX and XGBoost models)`;
+    // A replica tells the two apart by the file's extension (./loader.ts), so it must agree with the flavor.
+    if ((flavor === 'xgboost') !== isXgboostFile(modelFile)) return `version ${version.version} is a ${flavor} model in '${modelFile}', whose extension says otherwise (families load .onnx and .ubj, .xgb or .json XGBoost files)`;
     return { name: ref.name, version: version.version, artifactPath: version.artifact.path, artifactSha256: version.artifact.sha256, modelFile: version.artifact.modelFile };
   }
 }

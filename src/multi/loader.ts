@@ -1,7 +1,9 @@
 /**
- * Loading one member of a family in a replica: the ONNX file is parsed with onnx-proto (pure JS);
- * linear and tree-ensemble graphs get a compact evaluator (./compact.ts), anything else an
- * onnxruntime session through the onnx flavor, counted and charged `SESSION_BYTES_ESTIMATE`.
+ * Loading one member of a family in a replica: an XGBoost model file (the xgboost flavor's `.ubj`,
+ * `.xgb` or `.json`) gets the XGBoost compact evaluator (./xgboost.ts); an ONNX file is parsed with
+ * onnx-proto (pure JS), linear and tree-ensemble graphs get a compact evaluator (./compact.ts),
+ * anything else an onnxruntime session through the onnx flavor, counted and charged
+ * `SESSION_BYTES_ESTIMATE`.
  *
  * Why sessions are allowed at all, and what they are charged (numbers measured on this machine
  * with 1000 generated tiny models, onnxruntime-node 1.x, glibc malloc): one live session costs
@@ -17,6 +19,7 @@ import { FerryError } from '../errors.js';
 import { decodeModel, loadModelProto, type LoadedModel, type LoadOptions } from '../flavors/index.js';
 import type { Loaded } from './cache.js';
 import { compileCompact } from './compact.js';
+import { compileXgboost, isXgboostFile } from './xgboost.js';
 
 /** Bytes charged for one onnxruntime session (plus its file size): the measured churn cost, above. */
 export const SESSION_BYTES_ESTIMATE = 400 * 1024;
@@ -30,10 +33,15 @@ export interface FamilyModel {
 
 /**
  * Loads a member from the bytes of its model file (`loadOptions.modelFile` names it in errors;
- * family members are single-file ONNX models). `sessionFallback` false refuses (MODEL_ERROR
- * naming the reason) a model the compact path cannot run.
+ * family members are single-file ONNX or XGBoost models, told apart by the file's extension, which
+ * registration chose). `sessionFallback` false refuses (MODEL_ERROR naming the reason) an ONNX
+ * model the compact path cannot run.
  */
 export async function loadFamilyModel(bytes: Uint8Array, loadOptions: LoadOptions, sessionFallback: boolean): Promise<Loaded<FamilyModel>> {
+  if (isXgboostFile(loadOptions.modelFile)) {
+    const xgb = compileXgboost(bytes, loadOptions.modelFile);
+    return { model: { model: xgb, path: 'compact' }, sizeBytes: xgb.sizeBytes };
+  }
   const model = decodeModel(bytes, loadOptions.modelFile);
   const compact = compileCompact(model, loadOptions.modelFile);
   if (typeof compact !== 'string') return { model: { model: compact, path: 'compact' }, sizeBytes: compact.sizeBytes };

@@ -25,7 +25,8 @@ export interface Inspection {
 const MAX_INPUT_EXAMPLE_BYTES = 1024 * 1024;
 
 const EXPECTED = 'expected a .onnx file, a directory containing model.onnx, an MLflow model directory (MLmodel file with an onnx, transformers or python_function flavor), ' +
-  'a Hugging Face model directory (config.json, tokenizer.json, onnx/model.onnx), a .gguf file (an llm), or a directory with a ferry.json naming its flavor';
+  'a Hugging Face model directory (config.json, tokenizer.json, onnx/model.onnx), a .gguf file (an llm), an XGBoost model (.ubj, .xgb or XGBoost .json file), ' +
+  'or a directory with a ferry.json naming its flavor';
 
 /** Where the model is in an artifact directory, and which flavor reads it. */
 interface Located {
@@ -50,7 +51,8 @@ export async function inspectArtifact(dir: string): Promise<Inspection> {
  * 2. an MLflow `MLmodel` (onnx, then transformers, then python_function flavor);
  * 3. `config.json` (a Hugging Face model) → transformers;
  * 4. `model.mjs` → js;
- * 5. `model.onnx`, or a single `.onnx` file → onnx.
+ * 5. `model.onnx`, or a single `.onnx` file → onnx;
+ * 6. a single `.ubj` or `.xgb` file, or a single XGBoost `.json` file → xgboost.
  */
 async function locateModel(dir: string): Promise<Located> {
   const entries = await fsp.readdir(dir).catch(() => [] as string[]);
@@ -74,8 +76,36 @@ async function locateModel(dir: string): Promise<Located> {
   if (entries.includes('model.onnx')) modelFile = 'model.onnx';
   else if (onnxFiles.length === 1) modelFile = onnxFiles[0] as string;
   else if (onnxFiles.length > 1) throw new FerryError('INVALID_PARAMETER_VALUE', `The artifact has several .onnx files (${onnxFiles.join(', ')}) and no model.onnx: ${EXPECTED}.`);
-  else throw new FerryError('INVALID_PARAMETER_VALUE', `No model found in the artifact: ${EXPECTED}.`);
+  else return locateXgboost(dir, entries, example);
   return { flavor: 'onnx', modelFile, exampleFile: example };
+}
+
+/** How an XGBoost JSON model starts (`Booster.save_model` writes the learner first). */
+const XGBOOST_JSON_START = /^\s*\{\s*"learner"\s*:/;
+
+/**
+ * An artifact with no ONNX file: a single `.ubj` or `.xgb` file is an XGBoost model, and so is
+ * a single `.json` file (besides an input example) whose first bytes are an XGBoost learner.
+ */
+async function locateXgboost(dir: string, entries: string[], example: string | undefined): Promise<Located> {
+  const binary = entries.filter((e) => /\.(ubj|xgb)$/.test(e));
+  if (binary.length > 1) throw new FerryError('INVALID_PARAMETER_VALUE', `The artifact has several XGBoost files (${binary.join(', ')}); name the model with ferry.json {"flavor": "xgboost", "main": "<file>"}.`);
+  if (binary.length === 1) return { flavor: 'xgboost', modelFile: binary[0] as string, exampleFile: example };
+  const json = entries.filter((e) => e.endsWith('.json') && e !== example);
+  if (json.length === 1 && XGBOOST_JSON_START.test(await fileStart(path.join(dir, json[0] as string)))) return { flavor: 'xgboost', modelFile: json[0] as string, exampleFile: example };
+  throw new FerryError('INVALID_PARAMETER_VALUE', `No model found in the artifact: ${EXPECTED}.`);
+}
+
+/** The first 64 bytes of a file as text ('' when it cannot be read). */
+async function fileStart(file: string): Promise<string> {
+  const fh = await fsp.open(file, 'r').catch(() => undefined);
+  if (fh === undefined) return '';
+  try {
+    const { buffer, bytesRead } = await fh.read(Buffer.alloc(64), 0, 64, 0);
+    return buffer.subarray(0, bytesRead).toString('utf8');
+  } finally {
+    await fh.close();
+  }
 }
 
 async function readMlmodel(dir: string): Promise<Located> {

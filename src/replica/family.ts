@@ -35,7 +35,7 @@ export type StageReply =
   | { type: 'staged'; id: number; modelFile: string; bytes: Buffer }
   | { type: 'staged'; id: number; error: ErrorBody };
 
-/** The model file of a member (family members are single-file ONNX models) and its name. */
+/** The model file of a member (family members are single-file ONNX or XGBoost models) and its name. */
 export type StageModel = (name: string, version: number) => Promise<{ modelFile: string; bytes: Buffer }>;
 
 export interface FamilyOptions {

@@ -1,5 +1,5 @@
 /**
- * The flavor contract: every `Flavor` (onnx, transformers, js, llm, python) runs this suite
+ * The flavor contract: every `Flavor` (onnx, transformers, js, llm, python, xgboost) runs this suite
  * (test/flavors.test.ts). It checks what the runtime, the replica and the registry rely on without
  * knowing the flavor's name: the flavor is the one `getFlavor` names, its capabilities are the
  * declared ones and consistent with how replicas are started, and inspection reads a signature from
@@ -31,8 +31,8 @@ export function flavorContract(h: FlavorHarness): void {
 
     test('capabilities are consistent with how replicas are started', () => {
       const c = FLAVOR_CAPABILITIES[h.name];
-      // A warm-pool process starts with addons, without child processes or system reads.
-      if (c.warmPool) assert.ok(c.nativeAddons && !c.childProcesses && c.systemReads.length === 0 && !c.modelReadAsReplicaUser, 'a pooled flavor needs only the pool\'s rights');
+      // A warm-pool process starts with addons (a flavor that needs none may still use it), without child processes or system reads.
+      if (c.warmPool) assert.ok(!c.childProcesses && c.systemReads.length === 0 && !c.modelReadAsReplicaUser, 'a pooled flavor needs only the pool\'s rights');
       // Code that comes with a model never gets native addons in the replica, nor a pool process.
       if (c.runsUserCode) assert.ok(!c.nativeAddons && !c.warmPool, 'user code gets neither addons nor the pool');
       // A model read as the replica user is read by a process the replica starts.

@@ -1,0 +1,172 @@
+/**
+ * The xgboost flavor end to end: models trained by python3-xgboost (1.7) are registered through
+ * the real API (a single .ubj file, a ferry.json directory with a .json model), served on an
+ * endpoint by real replicas and answer bit-identically to `Booster.predict`; a family endpoint
+ * serves two XGBoost members and an ONNX member side by side. Answers are compared with strict
+ * deepEqual: the same float32 value as Python printed, bit for bit. Skipped without python3-xgboost.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { familyFixture, FAMILY_FEATURES } from '../src/fixtures/index.js';
+import { float32Tensor } from '../src/fixtures/fixture.js';
+import type { FerryServer } from '../src/server/index.js';
+import { replicaNodePid, replicaPids, request, startTestServer, tempDir, waitSettled } from './support/index.js';
+
+const python = '/usr/bin/python3';
+const haveXgboost = existsSync(python) && (() => {
+  try {
+    execFileSync(python, ['-c', 'import xgboost'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+/** Trains a regressor (saved as reg.ubj, reg.json and the legacy binary reg.xgb) and a 3-class softprob model (cls/model.json + ferry.json); prints rows and predictions as float32 values. */
+const SCRIPT = String.raw`
+import json, os, sys
+import numpy as np, xgboost as xgb
+out = sys.argv[1]
+rng = np.random.default_rng(3)
+X = rng.normal(size=(300, 5)).astype(np.float32)
+yr = X[:, 0] * 2 + X[:, 1] ** 2 - X[:, 4]
+reg = xgb.train({"objective": "reg:squarederror", "max_depth": 4}, xgb.DMatrix(X, label=yr), num_boost_round=25)
+for f in ("reg.ubj", "reg.json", "reg.xgb"):
+    reg.save_model(os.path.join(out, f))
+os.makedirs(os.path.join(out, "cls"))
+cls = xgb.train({"objective": "multi:softprob", "num_class": 3, "max_depth": 3}, xgb.DMatrix(X, label=np.digitize(yr, [-1, 1])), num_boost_round=10)
+cls.save_model(os.path.join(out, "cls", "model.json"))
+json.dump({"flavor": "xgboost", "main": "model.json"}, open(os.path.join(out, "cls", "ferry.json"), "w"))
+Xt = X[:8]
+d = xgb.DMatrix(Xt)
+print(json.dumps({"x": Xt.astype(float).tolist(), "reg": reg.predict(d).astype(float).tolist(), "cls": cls.predict(d).astype(float).tolist()}))
+`;
+
+interface Trained { x: number[][]; reg: number[]; cls: number[][] }
+
+let dir: string;
+let server: FerryServer;
+let trained: Trained;
+
+const call = (method: string, p: string, json?: unknown, model?: string) => request({
+  url: server.url, method, path: p, ...(json === undefined ? {} : { json }), ...(model === undefined ? {} : { headers: { 'x-ferry-model': model } }),
+});
+
+async function register(name: string, source: string): Promise<any> {
+  assert.equal((await call('POST', '/api/2.0/mlflow/registered-models/create', { name })).status, 200);
+  const r = await call('POST', '/api/2.0/mlflow/model-versions/create', { name, source });
+  assert.equal(r.status, 200, r.text);
+  return r.json.model_version;
+}
+
+describe('xgboost flavor', { skip: haveXgboost ? false : 'python3-xgboost is not installed' }, () => {
+  before(async () => {
+    dir = await tempDir();
+    trained = JSON.parse(execFileSync(python, ['-c', SCRIPT, dir], { encoding: 'utf8', timeout: 30_000 })) as Trained;
+    // No warm pool: replicas are spawned with the xgboost flavor's own rights (no native addons).
+    server = await startTestServer(path.join(dir, 'data'), { warmPoolSize: 0 });
+  });
+
+  after(async () => {
+    await server?.close();
+    await fsp.rm(dir, { recursive: true, force: true });
+  });
+
+  test('a .ubj file and a ferry.json directory register READY as xgboost, with the signature read from the model', async () => {
+    const reg = await register('xreg', path.join(dir, 'reg.ubj'));
+    assert.equal(reg.status, 'READY', reg.status_message);
+    assert.equal(reg.flavor, 'xgboost');
+    assert.deepEqual(reg.signature.inputs, [{ name: 'input', dtype: 'float32', shape: [-1, 5] }]);
+    assert.deepEqual(reg.signature.outputs, [{ name: 'predictions', dtype: 'float32', shape: [-1] }]);
+    const cls = await register('xcls', path.join(dir, 'cls'));
+    assert.equal(cls.status, 'READY', cls.status_message);
+    assert.equal(cls.flavor, 'xgboost');
+    assert.deepEqual(cls.signature.outputs, [{ name: 'predictions', dtype: 'float32', shape: [-1, 3] }]);
+    // The other single files XGBoost writes: JSON (recognised by its content) and the legacy binary.
+    for (const [name, file] of [['xjson', 'reg.json'], ['xlegacy', 'reg.xgb']] as const) {
+      const v = await register(name, path.join(dir, file));
+      assert.equal(v.status, 'READY', v.status_message);
+      assert.equal(v.flavor, 'xgboost', name);
+      assert.deepEqual(v.signature, reg.signature, name);
+    }
+    // ferry.json keys are checked: a typo fails registration naming it.
+    await fsp.mkdir(path.join(dir, 'typo'));
+    await fsp.copyFile(path.join(dir, 'reg.ubj'), path.join(dir, 'typo', 'model.ubj'));
+    await fsp.writeFile(path.join(dir, 'typo', 'ferry.json'), JSON.stringify({ flavor: 'xgboost', mian: 'model.ubj' }));
+    const typo = await register('xtypo', path.join(dir, 'typo'));
+    assert.equal(typo.status, 'FAILED_REGISTRATION');
+    assert.match(typo.status_message, /unknown key 'mian'/);
+    // A model file the evaluator cannot run fails registration naming the file and the reason.
+    await fsp.mkdir(path.join(dir, 'bad'));
+    await fsp.writeFile(path.join(dir, 'bad', 'model.ubj'), '{i\x05hello}');
+    const bad = await register('xbad', path.join(dir, 'bad'));
+    assert.equal(bad.status, 'FAILED_REGISTRATION');
+    assert.match(bad.status_message, /'model\.ubj' is not an XGBoost model/);
+  });
+
+  test('an endpoint serves both models, answers bit-identical to Booster.predict', async () => {
+    for (const name of ['xreg', 'xcls']) {
+      const r = await call('POST', '/api/2.0/serving-endpoints', { name, config: { served_entities: [{ entity_name: name, entity_version: '1' }] } });
+      assert.equal(r.status, 200, r.text);
+      const settled = await waitSettled(server.url, name, 40_000);
+      assert.equal(settled.state.ready, 'READY', JSON.stringify(settled));
+    }
+    const reg = await call('POST', '/serving-endpoints/xreg/invocations', { inputs: trained.x });
+    assert.equal(reg.status, 200, reg.text);
+    assert.deepEqual(reg.json, { predictions: trained.reg }, 'regressor');
+    const cls = await call('POST', '/serving-endpoints/xcls/invocations', { inputs: trained.x });
+    assert.equal(cls.status, 200, cls.text);
+    assert.deepEqual(cls.json, { predictions: trained.cls }, 'softprob');
+    const v2 = await call('POST', '/v2/models/xreg/infer', { inputs: [{ name: 'input', shape: [8, 5], datatype: 'FP32', data: trained.x.flat() }] });
+    assert.equal(v2.status, 200, v2.text);
+    assert.deepEqual(v2.json.outputs[0].data, trained.reg, 'regressor, OIP v2');
+    // The replica runs without the right to load native addons: the evaluator needs none.
+    const [child] = await replicaPids(path.join(dir, 'data'), 'xreg');
+    const pid = await replicaNodePid(child ?? 0);
+    const argv = (await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+    assert.ok(argv.includes('--experimental-permission') && !argv.includes('--allow-addons'), argv.join(' '));
+    // Wrong width: a 400 naming the input, never a crash.
+    const wide = await call('POST', '/serving-endpoints/xreg/invocations', { inputs: [[1, 2, 3]] });
+    assert.equal(wide.status, 400, wide.text);
+    assert.match(wide.text, /input/);
+  });
+
+  test('a family endpoint serves two XGBoost members and an ONNX member, each answering by X-Ferry-Model', async () => {
+    assert.equal((await register('fam-cls', path.join(dir, 'cls'))).status, 'READY');
+    // Bulk registration takes XGBoost files too: the file name says which flavor.
+    const bulk = await call('POST', '/api/2.0/mlflow/model-versions/bulk-create', {
+      models: [
+        { name: 'fam-reg', file: 'model.ubj', content_base64: (await fsp.readFile(path.join(dir, 'reg.ubj'))).toString('base64') },
+        { name: 'fam-onnx', content_base64: Buffer.from(familyFixture(0).build()).toString('base64') },
+      ],
+    });
+    assert.equal(bulk.json.registered, 2, bulk.text);
+    // An XGBoost file whose extension does not say so: registered, but not a member (replicas tell members apart by extension).
+    await fsp.mkdir(path.join(dir, 'odd'));
+    await fsp.copyFile(path.join(dir, 'reg.xgb'), path.join(dir, 'odd', 'model.bin'));
+    await fsp.writeFile(path.join(dir, 'odd', 'ferry.json'), JSON.stringify({ flavor: 'xgboost', main: 'model.bin' }));
+    assert.equal((await register('fam-odd', path.join(dir, 'odd'))).status, 'READY');
+    const created = await call('POST', '/api/2.0/serving-endpoints', { name: 'fam', config: { served_entities: [{ name: 'family', model_family: { name_prefix: 'fam-', cache_size: '1MiB' } }] } });
+    assert.equal(created.status, 200, created.text);
+    const settled = await waitSettled(server.url, 'fam', 40_000);
+    assert.equal(settled.state.ready, 'READY', JSON.stringify(settled));
+    const reg = await call('POST', '/serving-endpoints/fam/invocations', { inputs: trained.x }, 'fam-reg');
+    assert.equal(reg.status, 200, reg.text);
+    assert.deepEqual(reg.json, { predictions: trained.reg }, 'fam-reg');
+    const cls = await call('POST', '/serving-endpoints/fam/invocations', { inputs: trained.x }, 'fam-cls/1');
+    assert.equal(cls.status, 200, cls.text);
+    assert.deepEqual(cls.json, { predictions: trained.cls }, 'fam-cls');
+    const row = [0.5, -1.25, 2, 0.75];
+    const want = (familyFixture(0).reference({ x: float32Tensor(new Float32Array(row), 1, FAMILY_FEATURES) }).y as { data: Float32Array }).data[0];
+    const onnx = await call('POST', '/serving-endpoints/fam/invocations', { inputs: [row] }, 'fam-onnx');
+    assert.equal(onnx.status, 200, onnx.text);
+    assert.deepEqual(onnx.json, { predictions: [[want]] });
+    const odd = await call('POST', '/serving-endpoints/fam/invocations', { inputs: trained.x }, 'fam-odd');
+    assert.equal(odd.status, 404, odd.text);
+    assert.match(odd.json.message, /fam-odd.*xgboost model in 'model\.bin', whose extension says otherwise/);
+  });
+});
