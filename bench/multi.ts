@@ -19,6 +19,7 @@ import { Worker } from 'node:worker_threads';
 import { FerryClient, type FamilyCacheView } from '../src/client/index.js';
 import { compileServerConfig } from '../src/config/index.js';
 import { familyFixture } from '../src/fixtures/index.js';
+import { descendants, processTree, residentBytes } from '../src/runtime/local/proc.js';
 import { startServer, type FerryServer } from '../src/server/index.js';
 import type { LoadResult, LoadSpec } from './multi-load.js';
 import { percentile } from './scaling.js';
@@ -71,15 +72,15 @@ async function familyState(client: FerryClient): Promise<FamilyCacheView> {
   return f;
 }
 
+/** The largest resident memory of one family replica: its whole process tree (in the sandbox the runtime's child is bwrap). */
 async function replicaRssBytes(dataDir: string): Promise<number> {
   let max = 0;
   const pidsDir = join(dataDir, 'runtime', 'pids');
+  const tree = await processTree();
   for (const f of await fsp.readdir(pidsDir).catch(() => [] as string[])) {
     if (!f.startsWith('ads.')) continue;
     const pid = Number((JSON.parse(await fsp.readFile(join(pidsDir, f), 'utf8').catch(() => '{}')) as { pid?: number }).pid);
-    const status = await fsp.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-    const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
-    max = Math.max(max, kb * 1024);
+    max = Math.max(max, (await residentBytes(descendants(pid, tree))) ?? 0);
   }
   return max;
 }
