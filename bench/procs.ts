@@ -198,11 +198,13 @@ function readStat(pid: number): ProcStat | undefined {
 
 /**
  * Labels of a process tree: `rootLabel` for the root, and for each descendant the label that
- * `labelOf(commandLine, pid)` gives it; a descendant labelled undefined is left out (with its subtree).
+ * `labelOf(commandLine, pid, parentLabel)` gives it (a replica's sandbox children take the replica's
+ * label through `parentLabel`: in the sandbox the runtime's child is bwrap); a descendant labelled
+ * undefined is left out (with its subtree).
  */
 export interface TreeLabels {
   rootLabel: string;
-  labelOf(commandLine: string, pid: number): string | undefined;
+  labelOf(commandLine: string, pid: number, parentLabel: string): string | undefined;
 }
 
 /** `root` and the descendants `labels` keeps, with their labels, e.g. {1234: "server", 1240: "replica"}. */
@@ -218,10 +220,11 @@ export function processTree(root: number, labels: TreeLabels): Map<number, strin
   const out = new Map<number, string>([[root, labels.rootLabel]]);
   const queue = [root];
   while (queue.length > 0) {
-    for (const kid of byParent.get(queue.shift()!) ?? []) {
+    const parent = queue.shift()!;
+    for (const kid of byParent.get(parent) ?? []) {
       let cmd = '';
       try { cmd = readFileSync(`/proc/${kid}/cmdline`, 'utf8').split('\0').join(' '); } catch { /* gone */ }
-      const label = labels.labelOf(cmd, kid);
+      const label = labels.labelOf(cmd, kid, out.get(parent) ?? labels.rootLabel);
       if (label === undefined) continue;
       out.set(kid, label);
       queue.push(kid);

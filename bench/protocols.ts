@@ -67,7 +67,7 @@ function v2Bodies(m: BenchModel): { json: string; binary: Buffer; headerBytes: n
 
 /** CPU µs per request of each labelled process while `run` loads it. */
 async function withCpu<T extends { requests: number }>(proc: ServerProcess, dataDir: string, endpoint: string, run: () => Promise<T>): Promise<{ result: T; cpuUsPerRequest: Record<string, number> }> {
-  const tree = processTree(proc.pid, { rootLabel: 'server', labelOf: (_cmd, pid) => (replicaPids(dataDir, endpoint).has(pid) ? 'replica' : undefined) });
+  const tree = processTree(proc.pid, { rootLabel: 'server', labelOf: (_cmd, pid, parent) => (parent === 'replica' || replicaPids(dataDir, endpoint).has(pid) ? 'replica' : undefined) });
   const cpu0 = cpuSnapshot(tree.keys());
   const result = await run();
   const cpu1 = cpuSnapshot(tree.keys());

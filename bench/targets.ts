@@ -158,7 +158,7 @@ export async function startFerry(model: BenchModel, variants: FerryVariant[], to
     proc,
     labels: {
       rootLabel: 'server',
-      labelOf: (_cmd: string, pid: number) => (replicaPids(dataDir, endpoint(v)).has(pid) ? 'replica' : undefined),
+      labelOf: (_cmd: string, pid: number, parent: string) => (parent === 'replica' || replicaPids(dataDir, endpoint(v)).has(pid) ? 'replica' : undefined),
     },
   }));
 }
