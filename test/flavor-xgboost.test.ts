@@ -7,24 +7,16 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { familyFixture, FAMILY_FEATURES } from '../src/fixtures/index.js';
 import { float32Tensor } from '../src/fixtures/fixture.js';
 import type { FerryServer } from '../src/server/index.js';
-import { replicaNodePid, replicaPids, request, startTestServer, tempDir, waitSettled } from './support/index.js';
+import { pythonImports, replicaNodePid, replicaPids, request, startTestServer, SYSTEM_PYTHON, tempDir, waitSettled } from './support/index.js';
 
-const python = '/usr/bin/python3';
-const haveXgboost = existsSync(python) && (() => {
-  try {
-    execFileSync(python, ['-c', 'import xgboost'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const python = SYSTEM_PYTHON;
+const haveXgboost = pythonImports('xgboost');
 
 /** Trains a regressor (saved as reg.ubj, reg.json and the legacy binary reg.xgb) and a 3-class softprob model (cls/model.json + ferry.json); prints rows and predictions as float32 values. */
 const SCRIPT = String.raw`

@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compileXgboost } from '../src/multi/index.js';
 import { decodeUbjson } from '../src/multi/ubjson.js';
+import { pythonImports, SYSTEM_PYTHON } from './support/index.js';
 
 /**
  * Trains XGBoost models with Debian's python3-xgboost (1.7), saves each as JSON, UBJSON and the
@@ -66,15 +66,8 @@ function ulps(a: number, b: number): number {
 
 /** Objectives whose output is the summed margin itself. */
 const RAW = new Set(['reg:squarederror', 'binary:logitraw']);
-const python = '/usr/bin/python3';
-const haveXgboost = existsSync(python) && (() => {
-  try {
-    execFileSync(python, ['-c', 'import xgboost'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const python = SYSTEM_PYTHON;
+const haveXgboost = pythonImports('xgboost');
 
 test('XGBoost JSON, UBJSON and legacy binary models: margins bit-identical to Booster.predict, outputs within 1 ulp', { skip: haveXgboost ? false : 'python3-xgboost is not installed' }, async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-xgb-'));

@@ -15,6 +15,7 @@ import { FerryClient } from '../../src/client/index.js';
 import { familyFixture, linearFixture, writeDemoModel } from '../../src/fixtures/index.js';
 import { ggufStringArray, lenField, onnxNodeBomb, varint } from './hostile.js';
 import { ADMIN_TOKEN, kill, Processes, registerVersion, replicaPids, request, tempDir, waitSettled } from './index.js';
+import { createPrng } from '../../src/fixtures/prng.js';
 
 export interface ArtifactFuzzOptions {
   seed: number;
@@ -45,18 +46,6 @@ export const ARTIFACT_FUZZ_DEFAULTS = { warmupCases: 20, rssToleranceBytes: 96 *
 export type ArtifactCase =
   | { kind: string; files: Record<string, Buffer> }
   | { kind: string; tar: Buffer };
-
-/** A small seeded PRNG (mulberry32): the same seed gives the same cases. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Rand = () => number;
 const int = (r: Rand, n: number): number => Math.floor(r() * n);
@@ -221,7 +210,7 @@ export function artifactKind(seed: number, index: number): ArtifactKind {
 }
 
 function caseRand(seed: number, index: number): Rand {
-  return prng((seed ^ Math.imul(index + 1, 0x9e3779b1)) >>> 0);
+  return createPrng((seed ^ Math.imul(index + 1, 0x9e3779b1)) >>> 0);
 }
 
 interface Server {

@@ -1,5 +1,5 @@
 /** Shared test helpers: temp dirs, an in-process server, child processes that always get cleaned up. */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import http from 'node:http';
@@ -240,4 +240,17 @@ export async function replicaNodePid(pid: number): Promise<number> {
     if ((await fsp.readlink(`/proc/${p}/exe`).catch(() => '')) === node) return p;
   }
   throw new Error(`no node process at or below pid ${pid}`);
+}
+
+/** Debian's Python, which has the packages the Python tests use (`python3` on PATH may be a shim without them). */
+export const SYSTEM_PYTHON = '/usr/bin/python3';
+
+/** Whether `SYSTEM_PYTHON` exists and imports `module`. */
+export function pythonImports(module: string): boolean {
+  try {
+    execFileSync(SYSTEM_PYTHON, ['-c', `import ${module}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
 }
