@@ -5,6 +5,7 @@
  * an endpoint serves.
  */
 import { z } from 'zod';
+import type { AiGatewaySettings } from '../api/index.js';
 import { configError, parseBytes } from '../config/index.js';
 import { FerryError, invalidParameter } from '../errors.js';
 import { WORKLOAD_TYPES, type FlavorName, type WorkloadType } from '../flavors/index.js';
@@ -466,7 +467,7 @@ export function compileAiGateway(raw: unknown, server: { maxBodyBytes: number },
 const unitOf = (l: RateLimit): 'calls' | 'tokens' => ('tokens' in l ? 'tokens' : 'calls');
 
 /** The API (Databricks) shape of compiled AI gateway settings; unset parts are left out. */
-export function aiGatewayView(a: AiGatewayConfig): Record<string, unknown> {
+export function aiGatewayView(a: AiGatewayConfig): AiGatewaySettings {
   return {
     ...(a.rateLimits.length === 0 ? {} : {
       rate_limits: a.rateLimits.map((l) => ({ ...('tokens' in l ? { tokens: l.tokens } : { calls: l.calls }), renewal_period: l.renewalPeriod, key: l.key })),
