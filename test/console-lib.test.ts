@@ -37,14 +37,14 @@ const entity = (name: string, version: string, extra: Partial<ServedEntityView> 
   batching: { enabled: true, max_batch_size: 32, max_queue_delay_us: 0, preferred_batch_sizes: [] },
   autoscaling: {
     target_concurrency: 2, stable_window_ms: 60_000, panic_window_ms: 6000, panic_threshold: 2, scale_down_delay_ms: 0, scale_to_zero_grace_ms: 45_000, max_scale_up_rate: 10,
-    min_replicas: 0, max_replicas: 1, desired_replicas: 1, ready_replicas: 1, starting_replicas: 0, in_flight_requests: 0, queued_requests: 0, last_decisions: [] },
+    min_replicas: 0, max_replicas: 1, desired_replicas: 1, ready_replicas: 1, starting_replicas: 0, in_flight_requests: 0, queued_requests: 0, cold_starts_ms: [], last_decisions: [] },
   state: { deployment: 'DEPLOYMENT_READY', deployment_state_message: '', replicas: { ready: 1, total: 1, desired: 1 } },
   ...extra,
 });
 const config: EndpointConfigView = {
   config_version: 3,
   served_entities: [entity('iris-1', '1')],
-  traffic_config: { routes: [{ served_entity_name: 'iris-1', traffic_percentage: 100 }], shadow_routes: [{ served_entity_name: 'iris-1', mirror_percentage: 5 }] },
+  traffic_config: { routes: [{ served_entity_name: 'iris-1', served_model_name: 'iris-1', traffic_percentage: 100 }], shadow_routes: [{ served_entity_name: 'iris-1', mirror_percentage: 5 }] },
   request_timeout_ms: 5000,
 };
 

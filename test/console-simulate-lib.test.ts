@@ -8,13 +8,14 @@ import { test } from 'node:test';
 import { scalingConfigOf } from '../src/control/index.js';
 import { localTrace, parseSimulateRequest, runSimulation } from '../src/simulator/index.js';
 import { checkForm, comparisonRows, configWithScaling, formOf, SIMULATION_CHARTS, simulationChart, withSetting } from '../ui/src/lib/simulate.js';
-import type { EndpointConfigView, ServedEntityView, SimulateAnswer } from '../ui/src/lib/types.js';
+import type { EndpointConfigView, ServedEntityView } from '../ui/src/lib/types.js';
 
 const entity = (over: Partial<ServedEntityView> = {}): ServedEntityView => ({
   name: 'iris-1', entity_name: 'iris', entity_version: '1', workload_size: 'Small', workload_type: 'CPU', scale_to_zero_enabled: false,
+  batching: { enabled: true, max_batch_size: 64, max_queue_delay_us: 0, preferred_batch_sizes: [] },
   autoscaling: {
     target_concurrency: 4, stable_window_ms: 30_000, panic_window_ms: 3000, panic_threshold: 2, scale_down_delay_ms: 10_000, scale_to_zero_grace_ms: 30_000, max_scale_up_rate: 10,
-    min_replicas: 1, max_replicas: 1, desired_replicas: 1, ready_replicas: 1, starting_replicas: 0, in_flight_requests: 0, queued_requests: 0, last_decisions: [],
+    min_replicas: 1, max_replicas: 1, desired_replicas: 1, ready_replicas: 1, starting_replicas: 0, in_flight_requests: 0, queued_requests: 0, cold_starts_ms: [], last_decisions: [],
   },
   state: { deployment: 'DEPLOYMENT_READY', deployment_state_message: '', replicas: { ready: 1, total: 1, desired: 1 } },
   ...over,
@@ -52,7 +53,7 @@ test('configWithScaling changes only the chosen entity\'s scaling fields', () =>
   const config: EndpointConfigView = {
     config_version: 3,
     served_entities: [entity({ min_provisioned_concurrency: 4, max_provisioned_concurrency: 8, workload_size: 'Medium' }), entity({ name: 'iris-2', entity_version: '2' })],
-    traffic_config: { routes: [{ served_entity_name: 'iris-1', traffic_percentage: 90 }, { served_entity_name: 'iris-2', traffic_percentage: 10 }] },
+    traffic_config: { routes: [{ served_entity_name: 'iris-1', served_model_name: 'iris-1', traffic_percentage: 90 }, { served_entity_name: 'iris-2', served_model_name: 'iris-2', traffic_percentage: 10 }] },
   };
   const fields = checkForm({ ...formOf(config.served_entities[0] as ServedEntityView), targetConcurrency: '1', minProvisionedConcurrency: '', maxProvisionedConcurrency: '' }).fields;
   assert.ok(fields);
@@ -79,7 +80,7 @@ test('comparison rows and chart columns of a real answer', () => {
   const a = runSimulation(req, {
     trace, current: { workload_size: 'Small', max_provisioned_concurrency: 64 }, measuredServiceTime: undefined, measuredColdStartsMs: [],
     gateway: { maxConcurrencyPerReplica: 64, maxQueued: 1000, queueTimeoutMs: 10_000 },
-  }) as unknown as SimulateAnswer;
+  });
   assert.deepEqual(comparisonRows(a).map((r) => r.label.replace(/\d+/, 'N')), ['current', 'candidate', 'recommended', 'static N (peak)', 'Knative defaults']);
   const { labels, data } = simulationChart(a, SIMULATION_CHARTS[0], 1_000_000);
   assert.deepEqual(labels, ['current', 'candidate']);

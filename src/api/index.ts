@@ -6,3 +6,4 @@
 export * from './serving-endpoints.js';
 export * from './registry.js';
 export * from './auth.js';
+export * from './simulate.js';

@@ -9,8 +9,16 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import type { SimulateAnswer, SimulateRequestInput } from '../simulator/index.js';
+import type {
+  AccessControlEntry, AuditEntry, BulkCreateResponse, EndpointConfigInput, ModelVersion, ObjectPermissions, Principal, RegisteredModel,
+  ServingEndpoint, SimulateRequestBody, SimulateResponse, Tag, TokenInfo,
+} from '../api/index.js';
 import { isTarArchive, tarFiles } from './tar.js';
+
+/** The REST shapes (`src/api`), for callers of the client. */
+export type * from '../api/index.js';
+/** Older names of `src/api`'s shapes. */
+export type { ServedEntityView as ServedEntity, TensorSpecJson } from '../api/index.js';
 
 export { exampleRequest, MAX_EXAMPLE_VALUES, type ExampleRequest, type ExampleSource } from './example.js';
 
@@ -27,54 +35,8 @@ export class FerryApiError extends Error {
   }
 }
 
-export type Tag = { key: string; value: string };
 
-export interface RegisteredModel {
-  name: string;
-  creation_timestamp: number;
-  last_updated_timestamp: number;
-  description: string;
-  latest_versions: ModelVersion[];
-  tags: Tag[];
-  aliases: Array<{ alias: string; version: string }>;
-}
 
-export interface TensorSpecJson {
-  name: string;
-  dtype: string;
-  shape?: number[];
-}
-
-export interface ModelVersion {
-  name: string;
-  version: string;
-  creation_timestamp: number;
-  last_updated_timestamp: number;
-  description: string;
-  source: string;
-  run_id: string;
-  status: 'PENDING_REGISTRATION' | 'FAILED_REGISTRATION' | 'READY';
-  status_message: string;
-  tags: Tag[];
-  aliases: string[];
-  flavor?: string;
-  signature?: { inputs: TensorSpecJson[]; outputs: TensorSpecJson[] };
-  input_example?: unknown;
-  artifact_sha256?: string;
-  artifact_size_bytes?: number;
-}
-
-/** A served entity that serves many registered models, each request naming one (docs/multi-model.md). */
-export interface ModelFamilyInput {
-  name_prefix?: string;
-  /** "key=value": models carrying this tag. */
-  tag?: string;
-  /** Bytes of models each replica keeps loaded: "64MiB" or a byte count. */
-  cache_size?: string | number;
-  session_fallback?: boolean;
-}
-
-/** One model version (`entity_name` + `entity_version`) or, instead, a `model_family`. */
 /** Options of one API call. */
 export interface RequestOptions {
   query?: Record<string, string | number | undefined>;
@@ -83,70 +45,6 @@ export interface RequestOptions {
   headers?: Record<string, string>;
 }
 
-export interface ServedEntityInput {
-  name?: string;
-  entity_name?: string;
-  entity_version?: string | number;
-  model_family?: ModelFamilyInput;
-  workload_size?: 'Small' | 'Medium' | 'Large';
-  workload_type?: 'CPU' | 'GPU_SMALL' | 'GPU_MEDIUM' | 'GPU_LARGE';
-  scale_to_zero_enabled?: boolean;
-  min_provisioned_concurrency?: number;
-  max_provisioned_concurrency?: number;
-}
-
-export interface EndpointConfigInput {
-  served_entities: ServedEntityInput[];
-  traffic_config?: { routes: Array<{ served_entity_name?: string; served_model_name?: string; traffic_percentage: number }> };
-  request_timeout_ms?: number;
-}
-
-export interface ServedEntity extends Required<Pick<ServedEntityInput, 'name' | 'workload_size' | 'workload_type' | 'scale_to_zero_enabled'>> {
-  /** Absent on a family entity (which has `model_family`). */
-  entity_name?: string;
-  entity_version?: string;
-  entity_alias?: string;
-  model_family?: { name_prefix?: string; tag?: string; cache_size: number; session_fallback: boolean };
-  state: {
-    deployment: 'DEPLOYMENT_CREATING' | 'DEPLOYMENT_READY' | 'DEPLOYMENT_RECOVERING' | 'DEPLOYMENT_FAILED' | 'DEPLOYMENT_ABORTED';
-    deployment_state_message: string;
-    replicas: { ready: number; total: number; desired: number };
-    /** A family entity's model caches, read from its replicas when the endpoint is read. */
-    family?: FamilyCacheView;
-  };
-}
-
-export interface FamilyCacheView {
-  replicas: Array<{ replica: string; models_loaded: number; bytes: number; budget_bytes: number }>;
-  hits: number;
-  misses: number;
-  hit_rate: number | null;
-  loads: number;
-  load_failures: number;
-  evictions: number;
-  load_seconds_avg: number | null;
-  load_seconds_max: number;
-}
-
-export interface EndpointConfigView {
-  config_version: number;
-  served_entities: ServedEntity[];
-  traffic_config: { routes: Array<{ served_entity_name: string; served_model_name: string; traffic_percentage: number }> };
-  request_timeout_ms?: number;
-}
-
-export interface ServingEndpoint {
-  name: string;
-  id: string;
-  creator: string;
-  creation_timestamp: number;
-  last_updated_timestamp: number;
-  description?: string;
-  tags: Tag[];
-  state: { ready: 'READY' | 'NOT_READY'; config_update: 'NOT_UPDATING' | 'IN_PROGRESS' | 'UPDATE_FAILED' | 'UPDATE_CANCELED'; config_update_message?: string };
-  config?: EndpointConfigView;
-  pending_config?: EndpointConfigView & { start_time: number };
-}
 
 /** One logged inference call (docs/observability.md). */
 export interface InferenceTableRow {
@@ -339,7 +237,7 @@ export class FerryClient {
    * What a candidate scaling config would have cost on a trace, next to the current one, with an
    * optional recommendation (CAN_MANAGE; docs/simulator.md).
    */
-  async simulate(name: string, body: SimulateRequestInput): Promise<SimulateAnswer & { endpoint: string; served_entity_name: string }> {
+  async simulate(name: string, body: SimulateRequestBody): Promise<SimulateResponse> {
     return this.request('POST', `/api/2.0/serving-endpoints/${encodeURIComponent(name)}/simulate`, { json: body });
   }
 
@@ -542,12 +440,6 @@ export const IMPORT_BATCH_MODELS = 5000;
 /** Most raw model bytes per call: 8 MiB, ~10.7 MiB in base64 JSON. */
 export const IMPORT_BATCH_BYTES = 8 * 1024 * 1024;
 
-/** The answer of a bulk registration: per model, in request order, its version or its error. */
-export interface BulkCreateResponse {
-  registered: number;
-  failed: number;
-  results: Array<{ name: string; status: 'READY' | 'FAILED_REGISTRATION'; version?: string; error_code?: string; message?: string }>;
-}
 
 
 export type PermissionObject = 'serving-endpoint' | 'registered-model';
@@ -556,48 +448,6 @@ function permissionsPath(object: PermissionObject, name: string): string {
   return `/api/2.0/permissions/${object === 'serving-endpoint' ? 'serving-endpoints' : 'registered-models'}/${encodeURIComponent(name)}`;
 }
 
-export interface Principal {
-  name: string;
-  type: 'USER' | 'SERVICE_PRINCIPAL';
-  admin: boolean;
-  creation_time: number;
-  created_by: string;
-}
-
-export interface TokenInfo {
-  token_id: string;
-  owner: string;
-  creation_time: number;
-  /** -1: never expires. */
-  expiry_time: number;
-  comment: string;
-}
-
-/** One entry of a PUT/PATCH access control list: exactly one of the three names. */
-export interface AccessControlEntry {
-  user_name?: string;
-  service_principal_name?: string;
-  group_name?: string;
-  permission_level: string;
-}
-
-export interface ObjectPermissions {
-  object_id: string;
-  object_type: string;
-  access_control_list: Array<{ user_name?: string; service_principal_name?: string; group_name?: string; all_permissions: Array<{ permission_level: string; inherited: boolean }> }>;
-}
-
-export interface AuditEntry {
-  id: number;
-  timestamp: number;
-  principal: string;
-  source_address: string;
-  method: string;
-  path: string;
-  action: string;
-  status: number;
-  error_code?: string;
-}
 
 /** Relative paths ('/'-separated) of every file under `dir`. */
 async function listFiles(dir: string, rel = ''): Promise<string[]> {

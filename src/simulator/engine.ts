@@ -5,7 +5,7 @@
  * arrival, completion, replica start, buffer deadline and autoscaler tick, so a simulated second
  * costs what its requests cost, not wall time.
  *
- * The loop is the controller's (src/control/controller.ts), step for step:
+ * The loop is the controller's scaling loop (src/control/scaling.ts), step for step:
  * - every 1 s tick: sample the time-weighted average of the requests the gateway holds (waiting
  *   or on a replica) since the previous sample; with no replica at all, the larger of that and
  *   the requests held right now; `record`, then `decide` with the ready and starting counts;
@@ -28,21 +28,14 @@
  * - no network or gateway time unless `overheadMs` is given.
  */
 import { decide, newScalerState, record, type ScalingSpec } from '../autoscaler/index.js';
+import type { ServiceTime, SimulationResult, TimelinePoint } from '../api/index.js';
 import { seededRandom, type Trace } from './trace.js';
+
+export type { ServiceTime, SimulationResult, TimelinePoint } from '../api/index.js';
 
 /** The autoscaler's tick (the controller samples and decides once a second). */
 export const TICK_MS = 1000;
 
-/** How long one request keeps a replica busy: a constant, or draws from a histogram. */
-export type ServiceTime =
-  | { readonly kind: 'fixed'; readonly ms: number }
-  /**
-   * `boundsMs[i]` is bucket i's upper bound; `counts` has one more entry (the +Inf bucket, drawn
-   * as the last bound). Draws are uniform within a bucket, then scaled so that their mean is
-   * `meanMs` (the measured sum / count) when given: buckets are coarse (25–50 ms is one), the
-   * mean is exact.
-   */
-  | { readonly kind: 'histogram'; readonly boundsMs: readonly number[]; readonly counts: readonly number[]; readonly meanMs?: number | undefined };
 
 /** The replicas and the gateway in front of them. */
 export interface ReplicaModel {
@@ -69,50 +62,6 @@ export interface SimulationOptions {
   exact?: boolean;
 }
 
-/** One point of the timeline: a span of `intervalS` seconds starting at `tS`. */
-export interface TimelinePoint {
-  t_s: number;
-  /** Most replicas (ready + starting) at a tick in the span. */
-  replicas: number;
-  /** Fewest ready replicas at a tick in the span. */
-  ready: number;
-  /** Average of the concurrency samples the policy got. */
-  concurrency: number;
-  /** Requests per second that arrived. */
-  rps: number;
-  /** p99 latency of the requests that arrived in the span (ms); null when none was served. */
-  p99_ms: number | null;
-}
-
-export interface SimulationResult {
-  requests: number;
-  served: number;
-  /** Refused because the buffer was full (429). */
-  refused_buffer_full: number;
-  /** Refused after waiting `bufferTimeoutMs` (503). */
-  refused_deadline: number;
-  /** Requests that had to wait for room, and how long they waited. */
-  waited: number;
-  mean_wait_ms: number;
-  max_wait_ms: number;
-  p50_ms: number | null;
-  p99_ms: number | null;
-  max_ms: number | null;
-  /** ∫ (ready + starting replicas) dt over the trace, in seconds. */
-  replica_seconds: number;
-  /** replica-hours × price, when a price was given. */
-  cost: number | null;
-  /** Replica starts, and those from zero ready replicas (each a cold start a request waits for). */
-  replica_starts: number;
-  cold_starts: number;
-  cold_starts_per_hour: number;
-  max_replicas: number;
-  /** Autoscaler decisions that changed the desired count. */
-  scale_events: number;
-  duration_s: number;
-  interval_s: number;
-  timeline: TimelinePoint[];
-}
 
 // ---------------------------------------------------------------------------------------------
 // Latency histogram: 32 buckets per doubling from 0.01 ms, so a percentile (the geometric middle

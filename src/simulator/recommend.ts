@@ -3,9 +3,12 @@
  * on a trace, found by simulating a grid of tunables; and the two references it is judged
  * against, static provisioning for the peak and Knative's default tunables.
  */
+import type { SearchSetting as Setting } from '../api/index.js';
 import type { ScalingSpec } from '../autoscaler/index.js';
 import { simulate, type ReplicaModel, type SimulationOptions, type SimulationResult } from './engine.js';
 import type { Trace } from './trace.js';
+
+export type { SearchSetting as Setting } from '../api/index.js';
 
 /** What a setting must meet. */
 export interface Goal {
@@ -14,13 +17,6 @@ export interface Goal {
   maxColdStartsPerHour?: number | undefined;
 }
 
-/** The tunables and switches the search varies, in API shape. */
-export interface Setting {
-  target_concurrency: number;
-  scale_to_zero_enabled: boolean;
-  stable_window_ms: number;
-  scale_down_delay_ms: number;
-}
 
 /**
  * The grid: 9 targets × scale to zero or not × 3 stable windows × 3 scale-down delays = 162 runs

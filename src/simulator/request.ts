@@ -5,10 +5,11 @@
  * (when there is one), the candidate and, when asked, the recommendation with its references.
  */
 import { z } from 'zod';
+import type { SimulateAnswer, SimulatedConfig as Simulated, SimulateRequestBody } from '../api/index.js';
 import { configError } from '../config/index.js';
 import { scalingConfigOf, type ScalingFields } from '../control/index.js';
 import { FerryError, invalidParameter } from '../errors.js';
-import { simulate, type ReplicaModel, type ServiceTime, type SimulationResult } from './engine.js';
+import { simulate, type ReplicaModel, type ServiceTime } from './engine.js';
 import { KNATIVE_DEFAULTS, recommend, staticForPeak, type Goal, type Setting } from './recommend.js';
 import { BUNDLED_TRACES, MAX_TRACE_REQUESTS, PATTERNS, checkPattern, generateTrace, parseTraceText, traceRequests, type Trace } from './trace.js';
 
@@ -84,6 +85,14 @@ export const simulateRequestSchema = z.strictObject({
 export type SimulateRequest = z.output<typeof simulateRequestSchema>;
 /** The request as a client sends it (defaults not applied yet). */
 export type SimulateRequestInput = z.input<typeof simulateRequestSchema>;
+
+/** `src/api`'s declaration of the body and this schema's input type agree both ways (checked by tsc when either changes). */
+const apiBodyFits = (b: SimulateRequestBody): SimulateRequestInput => b;
+const schemaInputFits = (b: SimulateRequestInput): SimulateRequestBody => b;
+void apiBodyFits;
+void schemaInputFits;
+
+export type { SimulateAnswer } from '../api/index.js';
 export type TraceSource = SimulateRequest['trace'];
 
 /** Validates a simulate request body; errors are 400s naming the field. */
@@ -123,38 +132,6 @@ export interface SimulationContext {
   gateway: { maxConcurrencyPerReplica: number; maxQueued: number; queueTimeoutMs: number };
 }
 
-interface Simulated {
-  config: ScalingFields;
-  result: SimulationResult;
-}
-
-export interface SimulateAnswer {
-  trace: { source: string; requests: number; duration_s: number };
-  replica_model: {
-    service_time: ServiceTime;
-    service_time_source: 'request' | 'measured' | 'default';
-    cold_start_ms: readonly number[];
-    cold_start_source: 'request' | 'measured' | 'default';
-    max_concurrency_per_replica: number;
-    buffer_depth: number;
-    buffer_timeout_ms: number;
-    overhead_ms: number;
-  };
-  current: Simulated | null;
-  candidate: Simulated;
-  recommendation: null | {
-    goal: { target_p99_ms: number; max_cold_starts_per_hour: number | null };
-    setting: Setting | null;
-    config: ScalingFields | null;
-    result: SimulationResult | null;
-    evaluated: number;
-    feasible: number;
-    static_peak: { replicas: number; result: SimulationResult } | null;
-    knative_defaults: SimulationResult;
-    /** 1 − recommended / static replica-seconds (0.4 = 40% fewer); null without both. */
-    savings_vs_static_peak: number | null;
-  };
-}
 
 /** `base` with `over`'s fields on top; `autoscaling` merged key by key. */
 function merged(base: ScalingFields, over: Record<string, unknown>): ScalingFields {
