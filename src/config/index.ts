@@ -459,7 +459,8 @@ export function configError(error: z.ZodError, input: unknown, prefix = ''): Fer
   // Array indexes as in the API docs and other messages: `rate_limits[0].calls`.
   const key = prefix + issue.path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i === 0 ? '' : '.'}${String(p)}`)).join('');
   if (issue.code === 'unrecognized_keys') {
-    const where = key === '' ? '' : ` in '${key}'`;
+    // A prefix names the object ('config.'); unknown keys at its top level are in 'config'.
+    const where = key === '' ? '' : ` in '${key.replace(/\.$/, '')}'`;
     return new FerryError('INVALID_PARAMETER_VALUE', `Unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${k}'`).join(', ')}${where}.`);
   }
   let value: unknown = input;

@@ -5,7 +5,7 @@
  * an endpoint serves.
  */
 import { z } from 'zod';
-import type { AiGatewaySettings } from '../api/index.js';
+import { READ_ONLY_CONFIG_FIELDS, type AiGatewaySettings } from '../api/index.js';
 import { configError, parseBytes } from '../config/index.js';
 import { FerryError, invalidParameter } from '../errors.js';
 import { WORKLOAD_TYPES, type FlavorName, type WorkloadType } from '../flavors/index.js';
@@ -36,11 +36,25 @@ export const DEFAULT_MAX_P99_LATENCY_RATIO = 2;
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
 const NAME_RULE = '1-63 letters, digits, "-" or "_", starting with a letter or digit';
 
+/**
+ * The read-only fields an endpoint view shows inside its `config` (see `READ_ONLY_CONFIG_FIELDS`):
+ * accepted with any value and ignored, so a client can send a view's config back unchanged.
+ * Any other unknown field is still refused, named.
+ */
+function readOnly<K extends string>(keys: readonly K[]): Record<K, z.ZodOptional<z.ZodUnknown>> {
+  return Object.fromEntries(keys.map((k) => [k, z.unknown().optional()])) as Record<K, z.ZodOptional<z.ZodUnknown>>;
+}
+
 const servedEntitySchema = z.strictObject({
   name: z.string().regex(NAME_RE, `expected ${NAME_RULE}`).optional(),
   // Either one model version (entity_name + entity_version) or a family (model_family).
   entity_name: z.string().min(1).optional(),
   entity_version: z.union([z.string().min(1), z.number().int().positive()]).transform(String).optional(),
+  /**
+   * With a version number in `entity_version`: the alias it was resolved from, as the endpoint
+   * view shows it. It must still point to that version (it is recorded, not followed).
+   */
+  entity_alias: z.string().min(1).optional(),
   /** Ferry extension: many registered models behind one served entity (docs/multi-model.md). */
   model_family: z.strictObject({
     name_prefix: z.string().min(1).max(128).optional(),
@@ -65,6 +79,7 @@ const servedEntitySchema = z.strictObject({
     scale_down_delay_ms: z.number().int().optional(),
     scale_to_zero_grace_ms: z.number().int().optional(),
     max_scale_up_rate: z.number().optional(),
+    ...readOnly(READ_ONLY_CONFIG_FIELDS.autoscaling),
   }).optional(),
   /** Ferry extension: dynamic batching in the replica (see docs/api.md). */
   batching: z.strictObject({
@@ -78,6 +93,7 @@ const servedEntitySchema = z.strictObject({
    * of the version's input example (see docs/api.md).
    */
   validation_request: z.record(z.string(), z.unknown()).optional(),
+  ...readOnly(READ_ONLY_CONFIG_FIELDS.servedEntity),
 });
 
 /** Ferry extension: a canary rollout (see docs/api.md and ./rollout.ts). */
@@ -130,6 +146,7 @@ export const endpointConfigSchema = z.strictObject({
   /** Ferry extension: how long the gateway waits for a replica's answer (default: server setting). */
   request_timeout_ms: z.number().int().min(1).max(600_000).optional(),
   rollout: rolloutSchema.optional(),
+  ...readOnly(READ_ONLY_CONFIG_FIELDS.config),
 });
 
 const positiveInt = z.number({ error: 'expected a positive integer' }).int({ error: 'expected a positive integer' }).positive({ error: 'expected a positive integer' });
@@ -306,13 +323,14 @@ export async function compileConfig(raw: unknown, configVersion: number, registr
     if (!version.artifact || version.status !== 'READY') {
       throw invalidParameter(`${where}.${keys.version}`, e.entity_version, `a READY version (version ${version.version} of '${e.entity_name}' is ${version.status}${version.statusMessage ? `: ${version.statusMessage}` : ''})`);
     }
+    const entityAlias = await aliasOf(registry, e, version, where, keys);
     const name = e.name ?? defaultEntityName(e.entity_name, version.version);
     if (servedEntities.some((s) => s.name === name)) throw invalidParameter(`${where}.name`, name, 'a name no other served entity of this endpoint has');
     servedEntities.push({
       name,
       entityName: e.entity_name,
       entityVersion: String(version.version),
-      entityAlias: /^\d+$/.test(e.entity_version) ? undefined : e.entity_version,
+      entityAlias,
       ...workloadOf(e, where),
       artifactPath: version.artifact.path,
       artifactSha256: version.artifact.sha256,
@@ -393,8 +411,8 @@ function compileBatching(e: z.output<typeof servedEntitySchema>): BatchingConfig
  * Example: `{"name": "ads", "model_family": {"name_prefix": "ads-", "cache_size": "64MiB"}}`.
  */
 function compileFamilyEntity(e: z.output<typeof servedEntitySchema>, f: NonNullable<z.output<typeof servedEntitySchema>['model_family']>, where: string): ServedEntityConfig {
-  if (e.entity_name !== undefined || e.entity_version !== undefined) {
-    throw invalidParameter(`${where}.entity_name`, e.entity_name ?? e.entity_version, 'nothing next to model_family (a family entity serves many models; each request names one)');
+  if (e.entity_name !== undefined || e.entity_version !== undefined || e.entity_alias !== undefined) {
+    throw invalidParameter(`${where}.entity_name`, e.entity_name ?? e.entity_version ?? e.entity_alias, 'nothing next to model_family (a family entity serves many models; each request names one)');
   }
   if (f.name_prefix === undefined && f.tag === undefined) throw invalidParameter(`${where}.model_family`, f, 'a name_prefix, a tag ("key=value") or both');
   if (e.name === undefined) throw invalidParameter(`${where}.name`, undefined, `a name for the family entity (${NAME_RULE})`);
@@ -549,6 +567,27 @@ async function resolveVersion(registry: Registry, name: string, version: string,
     }
     throw err;
   }
+}
+
+/**
+ * The alias an entity records: the one `entity_version` named, or `entity_alias` next to a
+ * version number (a view sent back), which must still point to that version. Example: `champion`
+ * → 3 and `{"entity_version": "3", "entity_alias": "champion"}` → "champion"; after the alias
+ * moved to 4, that body is refused naming `entity_alias`.
+ */
+async function aliasOf(registry: Registry, e: z.output<typeof servedEntitySchema>, version: ModelVersionRecord, where: string, keys: EntityKeys): Promise<string | undefined> {
+  const named = e.entity_version === undefined || /^\d+$/.test(e.entity_version) ? undefined : e.entity_version;
+  if (e.entity_alias === undefined) return named;
+  if (named !== undefined) throw invalidParameter(`${where}.entity_alias`, e.entity_alias, `nothing next to an alias in ${keys.version} (${JSON.stringify(named)})`);
+  const current = await registry.getVersionByAlias(version.name, e.entity_alias).catch((err: unknown) => {
+    if (err instanceof FerryError && err.code === 'RESOURCE_DOES_NOT_EXIST') return undefined;
+    throw err;
+  });
+  if (current?.version !== version.version) {
+    const now = current === undefined ? 'it is not set' : `it points to version ${current.version}`;
+    throw invalidParameter(`${where}.entity_alias`, e.entity_alias, `an alias of version ${version.version}, or no entity_alias (${now}; send the alias as ${keys.version} to serve what it points to)`);
+  }
+  return e.entity_alias;
 }
 
 /** "iris" version 3 → "iris-3" (Databricks' default served-entity name). */
