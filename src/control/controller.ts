@@ -160,7 +160,7 @@ export class EndpointController {
 
   /** Replica counts and gateway load of every served entity, for metrics (see `entityGauges`). */
   entityGauges(): EntityGauges[] {
-    return entityGauges(this.lifecycle.all());
+    return entityGauges(this.lifecycle.states());
   }
 
   /** The model caches of an endpoint's family entities (see `readFamilyViews`). */

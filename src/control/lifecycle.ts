@@ -89,6 +89,11 @@ export class EndpointLifecycle {
     return [...this.endpoints.values()].sort((a, b) => a.record.name.localeCompare(b.record.name));
   }
 
+  /** Every endpoint, in the order they were loaded or created. */
+  states(): Iterable<EndpointState> {
+    return this.endpoints.values();
+  }
+
   get size(): number {
     return this.endpoints.size;
   }
