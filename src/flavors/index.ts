@@ -17,12 +17,8 @@ export { TRANSFORMERS_TASKS, type TransformersTask } from './transformers/index.
 export { decodeModel, int64ToNumber, int64ToString, readModel, signatureOf, type ModelProto } from './onnx/model-proto.js';
 export { zipRows } from './onnx/zipmap.js';
 
-import type { FlavorName } from './names.js';
-export { FLAVOR_NAMES, isFlavorName, type FlavorName } from './names.js';
-
-/** Databricks workload types; any GPU_* type asks the flavor for its GPU execution path. */
-export const WORKLOAD_TYPES = ['CPU', 'GPU_SMALL', 'GPU_MEDIUM', 'GPU_LARGE'] as const;
-export type WorkloadType = (typeof WORKLOAD_TYPES)[number];
+import type { FlavorName, WorkloadType } from './names.js';
+export { FLAVOR_NAMES, isFlavorName, WORKLOAD_TYPES, type FlavorName, type WorkloadType } from './names.js';
 
 export interface LoadOptions {
   /** The model file inside the artifact directory, relative to it (e.g. "model.onnx"). */

@@ -17,6 +17,7 @@ import {
 import { ModelCallMetrics } from '../telemetry/index.js';
 import type { OutputValue, Tensor } from '../tensor/index.js';
 import { controlChannel } from './control.js';
+import type { FamilyOptions } from './options.js';
 import { rowsOf, v2Body, type Inference, type ModelContext, type ModelRoutes, type RouteRow } from './model-routes.js';
 
 /** A family replica asks its runtime (over the control channel) for a member's model file; part of `ReplicaToRuntime`. */
@@ -37,12 +38,6 @@ export type StageReply =
 
 /** The model file of a member (family members are single-file ONNX or XGBoost models) and its name. */
 export type StageModel = (name: string, version: number) => Promise<{ modelFile: string; bytes: Buffer }>;
-
-export interface FamilyOptions {
-  cacheBytes: number;
-  sessionFallback: boolean;
-}
-
 
 export function familyModel(f: FamilyOptions, ctx: ModelContext & { maxRows: number; stage: StageModel }): ModelRoutes {
   const modelMetrics = new ModelCallMetrics();

@@ -5,26 +5,16 @@
  * stops and watches them, and tells the control plane when one dies.
  */
 import type { FlavorName, WorkloadType } from '../flavors/index.js';
+import type { BatchingConfig } from '../replica/options.js';
 import type { KubernetesRuntimeOptions } from './kubernetes/index.js';
 import { LocalRuntime, type LocalRuntimeOptions } from './local/index.js';
 export { ReplicaProtocolError } from './errors.js';
+export type { BatchingConfig } from '../replica/options.js';
 
 /** For other Ferry processes under the permission model (the registry's inspector): Ferry's code paths, and a process's resident memory. */
 export { ferryCodePaths } from './local/index.js';
 export { residentBytes } from './local/proc.js';
 
-/**
- * Dynamic batching of one served entity's replicas. With `maxQueueDelayUs` 0 requests that arrive
- * in the same event-loop turn, or while the model is busy, run together: no request waits for
- * others. A positive delay lets a request wait up to that long for more rows (heavy models under
- * load). Applies only to models whose inputs and outputs all have a dynamic first dimension.
- */
-export interface BatchingConfig {
-  enabled: boolean;
-  maxBatchSize: number;
-  maxQueueDelayUs: number;
-  preferredBatchSizes: number[];
-}
 
 /** Everything a runtime needs to start one replica of one served entity. */
 export interface ReplicaSpec {
