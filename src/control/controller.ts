@@ -24,7 +24,6 @@
  *   until the new one has passed every step again).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import diagnostics_channel from 'node:diagnostics_channel';
 import type { ArtifactStore } from '../artifacts/index.js';
 import { decide, newScalerState, record, type Decision, type ScalerState } from '../autoscaler/index.js';
 import { FerryError, invalidParameter, notFound } from '../errors.js';
@@ -44,7 +43,7 @@ import {
 } from './rollout.js';
 import { aiGatewayOf, buildEndpointRoute, creatorReads, inferenceTableSettings, rateLimiterFor } from './routes.js';
 import { loadKey, type PeerLoad } from './load.js';
-import { endpointDeleted, replicaExit, replicaReady, type EndpointDeletedEvent, type ReplicaExitEvent, type ReplicaReadyEvent } from './events.js';
+import { autoscalerDecisions, endpointDeleted, replicaExit, replicaReady, type EndpointDeletedEvent, type ReplicaExitEvent, type ReplicaReadyEvent } from './events.js';
 
 export type DeploymentState = 'DEPLOYMENT_CREATING' | 'DEPLOYMENT_READY' | 'DEPLOYMENT_RECOVERING' | 'DEPLOYMENT_FAILED' | 'DEPLOYMENT_ABORTED';
 
@@ -97,7 +96,6 @@ const AUTOSCALE_TICK_MS = 1000;
 const HISTORY = 10;
 const VALIDATION_SKIPPED = 'Validation skipped: the model version has no input example and the served entity no validation_request.';
 /** Every decision that changes a desired count, with its inputs (CONVENTIONS 10). */
-const decisionChannel = diagnostics_channel.channel('ferry:autoscaler:decision');
 
 interface ReplicaSlot {
   id: string;
@@ -540,7 +538,7 @@ export class EndpointController {
     d.decisions.push({ ...decision, timeMs: nowMs });
     if (d.decisions.length > HISTORY) d.decisions.shift();
     const event = { endpoint: d.endpoint, servedEntity: d.entity.name, from: d.desiredReplicas, to: decision.desiredReplicas, reason: decision.reason, ...decision.inputs };
-    if (decisionChannel.hasSubscribers) decisionChannel.publish(event);
+    if (autoscalerDecisions.hasSubscribers) autoscalerDecisions.publish(event);
     this.o.log('info', 'autoscaling decision', event);
     this.scaleTo(d, decision.desiredReplicas);
   }

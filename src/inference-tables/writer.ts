@@ -11,7 +11,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import diagnosticsChannel from 'node:diagnostics_channel';
-import { GATEWAY_REQUEST_CHANNEL, type GatewayRequestEvent } from '../gateway/index.js';
+import { GATEWAY_REQUEST_CHANNEL, INFERENCE_TABLE_DROP_CHANNEL, type GatewayRequestEvent, type InferenceTableDropEvent } from '../diagnostics.js';
+export { INFERENCE_TABLE_DROP_CHANNEL, type InferenceTableDropEvent } from '../diagnostics.js';
 import type { InferenceRow, InferenceTableStore } from '../store/index.js';
 
 /** Bodies larger than this (1 MiB, Databricks' limit) are replaced by `omittedBody(size)`. */
@@ -43,16 +44,8 @@ export const FLUSH_BATCH_ROWS = 500;
 const RETENTION_CHECK_MS = 3_600_000;
 
 /** The channel the writer publishes an `InferenceTableDropEvent` on for every row it drops. */
-export const INFERENCE_TABLE_DROP_CHANNEL = 'ferry:inference-table:drop';
 const drops = diagnosticsChannel.channel(INFERENCE_TABLE_DROP_CHANNEL);
 
-export interface InferenceTableDropEvent {
-  endpoint: string;
-  /** 'queue_full': the writer could not keep up; 'write_failed': the storage refused a batch. */
-  reason: 'queue_full' | 'write_failed';
-  /** Rows dropped by this event (1 for a full queue, the batch's size for a failed write). */
-  rows: number;
-}
 
 /** An endpoint's table settings, read per request. */
 export interface InferenceTableSettings {

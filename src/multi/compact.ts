@@ -15,7 +15,9 @@
  * inputs and weights that are binary fractions (the fixtures') results are bit-identical.
  */
 import { FerryError } from '../errors.js';
-import { int64ToNumber, int64ToString, signatureOf, zipRows, type LoadedModel, type ModelProto } from '../flavors/index.js';
+import { int64ToNumber, int64ToString, signatureOf, type ModelProto } from '../flavors/onnx/model-proto.js';
+import { zipRows } from '../flavors/onnx/zipmap.js';
+import type { LoadedModel } from '../flavors/types.js';
 import type { OutputValue, Signature, Tensor } from '../tensor/index.js';
 
 type NodeProto = NonNullable<NonNullable<ModelProto['graph']>['node']>[number];

@@ -10,11 +10,11 @@
  */
 import { FerryError, invalidParameter, isErrorCode, type ErrorBody } from '../errors.js';
 import { parseJson } from '../http/index.js';
-import { loadFamilyModel, ModelCache, MODEL_NAME_PATTERN, VERSION_PATTERN, type FamilyModel } from '../multi/index.js';
+import { loadFamilyModel, ModelCache, MODEL_NAME_PATTERN, VERSION_PATTERN, type FamilyModel } from '../multi/replica.js';
 import {
   checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Answer, v2ModelMetadata,
 } from '../protocols/index.js';
-import { ModelCallMetrics } from '../telemetry/index.js';
+import { ModelCallMetrics } from '../telemetry/replica.js';
 import type { OutputValue, Tensor } from '../tensor/index.js';
 import { controlChannel } from './control.js';
 import type { FamilyOptions } from './options.js';

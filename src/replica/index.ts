@@ -17,7 +17,7 @@ import { listener, parseJson, readBody, Router, type JsonLimits } from '../http/
 import {
   checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Answer, v2ModelConfig, v2ModelMetadata,
 } from '../protocols/index.js';
-import { ModelCallMetrics } from '../telemetry/index.js';
+import { ModelCallMetrics } from '../telemetry/replica.js';
 import type { OutputValue, Signature, Tensor } from '../tensor/index.js';
 import { jsonLogger, type LogFields } from '../logs/index.js';
 import { newSpanId, parseTraceparent, unixMicros } from '../tracing/index.js';

@@ -1,6 +1,6 @@
 /**
  * Telemetry: Prometheus metrics and per-endpoint time series, built from what the gateway and the
- * controller publish on node:diagnostics_channel (CONVENTIONS 10) plus, at scrape time, the
+ * controller publish on node:diagnostics_channel (src/diagnostics.ts) plus, at scrape time, the
  * controller's gauges and the replicas' own model-side metrics. Nothing here runs per request
  * except the event handler (a few counter and histogram updates); replica metrics are read only
  * when `/metrics` is. docs/observability.md lists every metric.
@@ -12,11 +12,13 @@
 import diagnosticsChannel from 'node:diagnostics_channel';
 import { access, identityOf, type Authorizer, type ServerRouter } from '../auth/index.js';
 import { parseDurationMs } from '../config/index.js';
-import { ENDPOINT_DELETED_CHANNEL, REPLICA_EXIT_CHANNEL, REPLICA_READY_CHANNEL, type EndpointDeletedEvent, type EntityGauges, type ReplicaExitEvent, type ReplicaReadyEvent } from '../control/index.js';
+import type { EntityGauges } from '../control/index.js';
+import {
+  ENDPOINT_DELETED_CHANNEL, GATEWAY_REQUEST_CHANNEL, GATEWAY_STREAM_CHANNEL, INFERENCE_TABLE_DROP_CHANNEL, REPLICA_EXIT_CHANNEL, REPLICA_READY_CHANNEL,
+  type EndpointDeletedEvent, type GatewayRequestEvent, type GatewayStreamEvent, type InferenceTableDropEvent, type ReplicaExitEvent, type ReplicaReadyEvent,
+} from '../diagnostics.js';
 import { invalidParameter, notFound } from '../errors.js';
-import { GATEWAY_REQUEST_CHANNEL, GATEWAY_STREAM_CHANNEL, type GatewayRequestEvent, type GatewayStreamEvent } from '../gateway/index.js';
 import type { Context } from '../http/index.js';
-import { INFERENCE_TABLE_DROP_CHANNEL, type InferenceTableDropEvent } from '../inference-tables/index.js';
 import type { ReplicaHandle } from '../runtime/index.js';
 import { EXPOSITION_CONTENT_TYPE, writeExposition } from './exposition.js';
 import { ServingMetrics } from './metrics.js';

@@ -42,7 +42,7 @@ import {
 import { FerryError, invalidParameter } from '../../errors.js';
 import type { LogFn, LogLevel } from '../../logs/index.js';
 import type { ArtifactStoreLocation } from '../../artifacts/index.js';
-import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../index.js';
+import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../types.js';
 import {
   ANNOTATION_REPLICA, CONTAINER, DELETION_COST, LABEL_GROUP, LOWEST_DELETION_COST, MANAGED_BY,
   entitySelector, groupObjects, groupOf, labelValue, type Group, type PodSettings,

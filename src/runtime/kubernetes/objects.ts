@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import type { V1Deployment, V1NetworkPolicy, V1PodDisruptionBudget, V1ResourceRequirements, V1Service } from '@kubernetes/client-node';
 import type { ArtifactStoreLocation } from '../../artifacts/index.js';
-import type { ReplicaSpec } from '../index.js';
+import type { ReplicaSpec } from '../types.js';
 import { replicaOptionsOf, toArgv } from '../../replica/options.js';
 import type { LogLevel } from '../../logs/index.js';
 
