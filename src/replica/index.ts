@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import { framePayloadLimit, listenShared, serveFrames, type FramedConnection, type FrameHandler, type RequestMeta } from '../channel/index.js';
-import { FerryError, toFerryError } from '../errors.js';
+import { clientError, FerryError, toFerryError } from '../errors.js';
 import { FLAVOR_CAPABILITIES } from '../flavors/index.js';
 import { listener, parseJson, readBody, Router, type JsonLimits } from '../http/index.js';
 import {
@@ -130,9 +130,10 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     } catch (err) {
       const e = toFerryError(err);
       status = e.status;
-      answer = JSON.stringify(e.toBody());
+      // An unexpected error's details stay in this log, under the request id the answer names.
+      answer = JSON.stringify(clientError(e, meta?.requestId).toBody());
       // Client errors are the caller's business (the debug line has them); 5xx are the model's or ours.
-      if (status >= 500) logger('error', 'request failed', { ...requestFields(meta), path, status, error_code: e.code, error: err instanceof FerryError ? e.message : String(err) });
+      if (status >= 500) logger('error', 'request failed', { ...requestFields(meta), path, status, error_code: e.code, error: e.unexpected && err instanceof Error ? err.stack : e.message });
     }
     if (!wantSpan && !debug) return { status, body: answer };
     const spanId = newSpanId();
@@ -152,7 +153,11 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
   });
   server.keepAliveTimeout = 60_000;
   listenShared(server, (socket) => {
-    const conn = serveFrames(socket, onFrame, { maxPayloadBytes: framePayloadLimit(opts.maxBodyBytes) });
+    const conn = serveFrames(socket, onFrame, {
+      maxPayloadBytes: framePayloadLimit(opts.maxBodyBytes),
+      // A stream that fails part way (the handler itself catches everything else).
+      onHandlerError: (err, meta) => logger('error', 'request failed', { ...requestFields(meta), error: err instanceof Error ? err.stack : String(err) }),
+    });
     frameConnections.add(conn);
     void conn.closed.then(() => frameConnections.delete(conn));
   });

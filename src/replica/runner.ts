@@ -249,7 +249,7 @@ class WorkerBackend implements Backend {
     const p = this.pending.get(msg.id);
     if (!p) return;
     this.pending.delete(msg.id);
-    if (msg.type === 'failed') p.reject(new FerryError(msg.code, msg.message));
+    if (msg.type === 'failed') p.reject(new FerryError(msg.code, msg.message, { unexpected: msg.unexpected }));
     else p.resolve(msg);
   }
 
