@@ -1,5 +1,6 @@
 /**
- * Configuration: schema → defaults → compiled, frozen (CONVENTIONS 4). Users write human units
+ * Configuration: one strict zod schema (unknown keys are errors) → its defaults → a compiled,
+ * frozen object, cross-field rules checked in the compile step. Users write human units
  * ("30s", "16MiB"); the compiled form carries numbers with the unit in the name
  * (`requestTimeoutMs: 30000`, `maxBodyBytes: 16777216`). Errors name the key, the value and what
  * is allowed.

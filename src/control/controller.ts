@@ -95,7 +95,7 @@ const AUTOSCALE_TICK_MS = 1000;
 /** Decisions and cold starts kept per entity for the endpoint view. */
 const HISTORY = 10;
 const VALIDATION_SKIPPED = 'Validation skipped: the model version has no input example and the served entity no validation_request.';
-/** Every decision that changes a desired count, with its inputs (CONVENTIONS 10). */
+/** Every decision that changes a desired count, with its inputs (published and logged). */
 
 interface ReplicaSlot {
   id: string;

@@ -1,6 +1,7 @@
 /**
  * The small HTTP layer shared by the server and replicas: a router with path parameters,
- * middleware as `(next) => handler` (CONVENTIONS 8), bounded body reading, and the one error
+ * middleware as `(next) => handler` (auth, rate limits, request ids, metrics: each cross-cutting
+ * step is one, never a branch in a handler), bounded body reading, and the one error
  * response shape. Built on node:http directly: the data plane cannot afford a framework's
  * per-request overhead, and the control plane needs nothing more.
  */
@@ -39,7 +40,7 @@ export interface Reply {
 }
 
 export type Handler = (ctx: Context) => Promise<Reply | undefined> | Reply | undefined;
-/** A cross-cutting step (CONVENTIONS 8). `meta` is the route's metadata, e.g. its access rule. */
+/** A cross-cutting step (auth, request ids, rate limits, …). `meta` is the route's metadata, e.g. its access rule. */
 export type Middleware<M = unknown> = (next: Handler, meta: M | undefined, route: { method: string; pattern: string }) => Handler;
 
 interface Route<H, M> {

@@ -7,7 +7,7 @@
  * in-memory queue. It never awaits and never touches storage. A background flusher turns queued
  * captures into rows (bodies to text, `client_request_id` parsed) and writes them in batches, one
  * transaction each, at most `FLUSH_INTERVAL_MS` after the first row queued or as soon as
- * `FLUSH_BATCH_ROWS` are waiting. When the queue is full a row is dropped and counted (CONVENTIONS 9).
+ * `FLUSH_BATCH_ROWS` are waiting. The queue is bounded (rows and bytes): when it is full a row is dropped and counted.
  */
 import { randomUUID } from 'node:crypto';
 import diagnosticsChannel from 'node:diagnostics_channel';

@@ -390,12 +390,13 @@ export async function awaitPoolClaim(): Promise<ReplicaOptions> {
 }
 
 /**
- * What a cold start would otherwise pay after the options arrive, besides the model itself: the
- * flavors (onnxruntime-node with its native binding, onnx-proto) are already imported with this
- * module; left is onnxruntime's one-time process setup, which the first session pays (measured
- * here: a worker's first linear.onnx load took ~20–35 ms in a fresh process, ~3 ms once any
- * session had been created in it). A tiny fixture model (linear.onnx, built in memory) pays it
- * now; its session is released. Only the onnx flavor exists; another flavor would add its own.
+ * What a cold start would otherwise pay after the options arrive, besides the model itself:
+ * importing onnxruntime-node (its native binding) and onnxruntime's one-time process setup, which
+ * the first session pays (measured here: a worker's first linear.onnx load took ~20–35 ms in a
+ * fresh process, ~3 ms once any session had been created in it). This imports it and builds a
+ * session of a tiny fixture model (linear.onnx, built in memory), then releases the session. Of the flavors a pool process may be claimed for (`warmPool` in
+ * src/flavors/capabilities.ts: onnx, transformers, xgboost), onnx and the session fallback of
+ * family members gain from this; transformers and xgboost pay their own first-load setup.
  */
 async function warmUp(): Promise<void> {
   const [{ default: ort }, { linearFixture }] = await Promise.all([import('onnxruntime-node'), import('../fixtures/index.js')]);
