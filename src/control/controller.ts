@@ -47,7 +47,7 @@ import { autoscalerDecisions, endpointDeleted, replicaExit, replicaReady, type E
 
 export type DeploymentState = 'DEPLOYMENT_CREATING' | 'DEPLOYMENT_READY' | 'DEPLOYMENT_RECOVERING' | 'DEPLOYMENT_FAILED' | 'DEPLOYMENT_ABORTED';
 
-type Record_ = EndpointRecord<EndpointConfig>;
+type StoredEndpoint = EndpointRecord<EndpointConfig>;
 
 export interface ControllerOptions {
   store: MetadataStore;
@@ -84,7 +84,7 @@ const MAX_RESTART_DELAY_MS = 30_000;
  */
 const STABLE_AFTER_MS = 10_000;
 /**
- * Protocol violations (see `Deployment.quarantined`) within `QUARANTINE_WINDOW_MS` that quarantine
+ * Protocol violations (see `RunningEntity.quarantined`) within `QUARANTINE_WINDOW_MS` that quarantine
  * a served entity. One can be a fluke of a model's bug; three in 10 minutes (with the restart
  * backoff of 1 s, 2 s, 4 s that is the first three starts) is a model that keeps doing it.
  */
@@ -105,7 +105,7 @@ interface ReplicaSlot {
 }
 
 /** The running replicas of one served entity. */
-class Deployment {
+class RunningEntity {
   readonly traffic: EntityTraffic;
   readonly replicas = new Map<string, ReplicaSlot>();
   state: DeploymentState = 'DEPLOYMENT_CREATING';
@@ -133,7 +133,7 @@ class Deployment {
   readonly family: FamilyResolver | undefined;
 
   constructor(
-    readonly endpoint: string, readonly entity: ServedEntityConfig, traffic: Omit<TrafficOptions, 'name' | 'onDemand'>, onDemand: (d: Deployment) => void,
+    readonly endpoint: string, readonly entity: ServedEntityConfig, traffic: Omit<TrafficOptions, 'name' | 'onDemand'>, onDemand: (d: RunningEntity) => void,
     store: MetadataStore, ownerReads: (model: string) => Promise<boolean>,
   ) {
     this.traffic = new EntityTraffic({ ...traffic, name: `${endpoint}/${entity.name}`, onDemand: () => onDemand(this) });
@@ -166,7 +166,7 @@ class Deployment {
 interface RolloutRun {
   target: EndpointConfig;
   /** Deployments this update started (kept ones are not here): they go if it fails. */
-  started: Deployment[];
+  started: RunningEntity[];
   /** Aborted by a cancel, a delete, or the server closing. */
   abort: AbortController;
   /** A canary step has published a route with old and new deployments side by side. */
@@ -177,9 +177,9 @@ interface RolloutRun {
 
 class EndpointState {
   /** Deployments of the serving config, by served-entity name. */
-  current = new Map<string, Deployment>();
+  current = new Map<string, RunningEntity>();
   /** Deployments of the pending config while it rolls out (or after it failed). */
-  pending = new Map<string, Deployment>();
+  pending = new Map<string, RunningEntity>();
   /** The update rolling out now. */
   run: RolloutRun | undefined;
   deleted = false;
@@ -188,14 +188,14 @@ class EndpointState {
    * them); replaced when the AI gateway settings change. Undefined when it has no limits.
    */
   rateLimiter: RateLimiter | undefined;
-  constructor(public record: Record_) {
+  constructor(public record: StoredEndpoint) {
     this.rateLimiter = rateLimiterFor(record.name, aiGatewayOf(record));
   }
 }
 
 export class EndpointController {
   private readonly endpoints = new Map<string, EndpointState>();
-  private readonly byReplica = new Map<string, Deployment>();
+  private readonly byReplica = new Map<string, RunningEntity>();
   private readonly rollouts = new Set<Promise<void>>();
   private readonly autoscaleTimer: NodeJS.Timeout;
   /** Per-entity answers as the gateway saw them; the gateway records into it (see GatewayStats). */
@@ -204,16 +204,16 @@ export class EndpointController {
   /** Endpoints loaded by `start`, until `restore` brings them up (those created since roll out on their own). */
   private readonly stored: EndpointState[] = [];
 
-  constructor(private readonly o: ControllerOptions) {
-    this.stats = new GatewayStats({ now: o.now });
-    o.runtime.onExit((exit) => this.onReplicaExit(exit));
+  constructor(private readonly options: ControllerOptions) {
+    this.stats = new GatewayStats({ now: options.now });
+    options.runtime.onExit((exit) => this.onReplicaExit(exit));
     this.autoscaleTimer = setInterval(() => this.autoscale(), AUTOSCALE_TICK_MS);
     this.autoscaleTimer.unref();
   }
 
   /** Loads the stored endpoints, so the API shows them; `restore` brings them back up. */
   async start(): Promise<void> {
-    for (const record of (await this.o.store.listEndpoints()) as Record_[]) {
+    for (const record of (await this.options.store.listEndpoints()) as StoredEndpoint[]) {
       const st = new EndpointState(record);
       this.endpoints.set(record.name, st);
       this.stored.push(st);
@@ -233,19 +233,19 @@ export class EndpointController {
    * Creates an endpoint and starts rolling its config out. `mayServe` is asked, before anything is
    * written, whether the caller may serve the config's models (it throws when not).
    */
-  async create(body: unknown, principal: string, mayServe: ModelCheck = noCheck): Promise<Record_> {
+  async create(body: unknown, principal: string, mayServe: ModelCheck = noCheck): Promise<StoredEndpoint> {
     const b = parseCreateBody(body);
     if (this.endpoints.has(b.name)) throw new FerryError('RESOURCE_ALREADY_EXISTS', `Serving endpoint '${b.name}' already exists.`);
-    const config = await compileConfig(b.config, 1, this.o.registry, b.name);
+    const config = await compileConfig(b.config, 1, this.options.registry, b.name);
     await mayServe(modelsOf(config));
-    const now = this.o.now();
-    const record: Record_ = {
+    const now = this.options.now();
+    const record: StoredEndpoint = {
       name: b.name, id: randomUUID(), creator: principal, createdMs: now, updatedMs: now, description: b.description,
       tags: Object.fromEntries(b.tags.map((t) => [t.key, t.value])),
       config: undefined, pendingConfig: config, configUpdate: 'IN_PROGRESS', updateMessage: '',
-      aiGateway: compileAiGateway(b.ai_gateway, { maxBodyBytes: this.o.maxBodyBytes }),
+      aiGateway: compileAiGateway(b.ai_gateway, { maxBodyBytes: this.options.maxBodyBytes }),
     };
-    await this.o.store.createEndpoint(record);
+    await this.options.store.createEndpoint(record);
     const st = new EndpointState(record);
     this.endpoints.set(b.name, st);
     this.track(this.rollout(st));
@@ -253,13 +253,13 @@ export class EndpointController {
   }
 
   /** Starts rolling out a new config; `mayServe` as in `create`. */
-  async updateConfig(name: string, body: unknown, mayServe: ModelCheck = noCheck): Promise<Record_> {
+  async updateConfig(name: string, body: unknown, mayServe: ModelCheck = noCheck): Promise<StoredEndpoint> {
     const st = this.get(name);
     if (st.record.configUpdate === 'IN_PROGRESS') {
       throw new FerryError('RESOURCE_CONFLICT', `Serving endpoint '${name}' is already being updated (config version ${st.record.pendingConfig?.configVersion ?? '?'}); wait for it to finish.`);
     }
     const version = Math.max(st.record.config?.configVersion ?? 0, st.record.pendingConfig?.configVersion ?? 0) + 1;
-    const config = await compileConfig(body, version, this.o.registry, name, 'config');
+    const config = await compileConfig(body, version, this.options.registry, name, 'config');
     const current = st.record.config;
     if (current !== undefined && isFamilyConfig(current) !== isFamilyConfig(config)) {
       // Requests to a family name their model and others do not: no rollout can move between them.
@@ -268,8 +268,8 @@ export class EndpointController {
     }
     await mayServe(modelsOf(config));
     this.discard(st.pending, st);
-    st.record = { ...st.record, pendingConfig: config, configUpdate: 'IN_PROGRESS', updateMessage: '', updatedMs: this.o.now() };
-    await this.o.store.putEndpoint(st.record);
+    st.record = { ...st.record, pendingConfig: config, configUpdate: 'IN_PROGRESS', updateMessage: '', updatedMs: this.options.now() };
+    await this.options.store.putEndpoint(st.record);
     this.track(this.rollout(st));
     return st.record;
   }
@@ -288,9 +288,9 @@ export class EndpointController {
     // Abort first, synchronously, so the rollout cannot swap routes between here and the write.
     run?.abort.abort();
     const where = st.record.updateMessage ? ` during "${st.record.updateMessage}"` : '';
-    st.record = { ...st.record, configUpdate: 'UPDATE_CANCELED', updateMessage: `Update to config version ${st.record.pendingConfig?.configVersion ?? '?'} canceled${where}.`, updatedMs: this.o.now() };
-    await this.o.store.putEndpoint(st.record);
-    this.o.log('info', 'endpoint update canceled', { endpoint: name });
+    st.record = { ...st.record, configUpdate: 'UPDATE_CANCELED', updateMessage: `Update to config version ${st.record.pendingConfig?.configVersion ?? '?'} canceled${where}.`, updatedMs: this.options.now() };
+    await this.options.store.putEndpoint(st.record);
+    this.options.log('info', 'endpoint update canceled', { endpoint: name });
     await run?.done;
   }
 
@@ -300,12 +300,12 @@ export class EndpointController {
    */
   async setAiGateway(name: string, body: unknown): Promise<Record<string, unknown>> {
     const st = this.get(name);
-    const aiGateway = compileAiGateway(body, { maxBodyBytes: this.o.maxBodyBytes }, '');
-    st.record = { ...st.record, aiGateway, updatedMs: this.o.now() };
-    await this.o.store.putEndpoint(st.record);
+    const aiGateway = compileAiGateway(body, { maxBodyBytes: this.options.maxBodyBytes }, '');
+    st.record = { ...st.record, aiGateway, updatedMs: this.options.now() };
+    await this.options.store.putEndpoint(st.record);
     st.rateLimiter = rateLimiterFor(name, aiGateway);
-    const route = this.o.table.get(name);
-    if (route) this.o.table.set({ ...route, ...gatewayPolicies(st, aiGateway) });
+    const route = this.options.table.get(name);
+    if (route) this.options.table.set({ ...route, ...gatewayPolicies(st, aiGateway) });
     return aiGatewayView(aiGateway);
   }
 
@@ -313,8 +313,8 @@ export class EndpointController {
   async patchTags(name: string, body: unknown): Promise<{ tags: Array<{ key: string; value: string }> }> {
     const st = this.get(name);
     const tags = patchTags(st.record.tags, body);
-    st.record = { ...st.record, tags, updatedMs: this.o.now() };
-    await this.o.store.putEndpoint(st.record);
+    st.record = { ...st.record, tags, updatedMs: this.options.now() };
+    await this.options.store.putEndpoint(st.record);
     return { tags: tagList(tags) };
   }
 
@@ -329,14 +329,14 @@ export class EndpointController {
     const st = this.get(name);
     st.deleted = true;
     st.run?.abort.abort();
-    this.o.table.delete(name);
+    this.options.table.delete(name);
     this.endpoints.delete(name);
     const deployments = [...st.current.values(), ...st.pending.values()];
     await Promise.all(deployments.map((d) => this.stopDeployment(d)));
     for (const d of deployments) this.stats.forget(statsKey(name, d.entity.name, d.entity.entityVersion));
-    await this.o.runtime.deleteLogs(name);
+    await this.options.runtime.deleteLogs(name);
     if (endpointDeleted.hasSubscribers) endpointDeleted.publish({ endpoint: name, id: st.record.id } satisfies EndpointDeletedEvent);
-    await this.o.store.deleteEndpoint(name);
+    await this.options.store.deleteEndpoint(name);
   }
 
   /**
@@ -417,7 +417,7 @@ export class EndpointController {
     const st = this.get(name);
     const known = [...st.current.keys(), ...st.pending.keys()];
     if (!known.includes(servedEntity)) throw notFound(`Served entity '${servedEntity}' of serving endpoint '${name}'`);
-    return this.o.runtime.logs(name, servedEntity, 64 * 1024);
+    return this.options.runtime.logs(name, servedEntity, 64 * 1024);
   }
 
   /**
@@ -431,7 +431,7 @@ export class EndpointController {
     const r = this.get(name).record;
     const e = [...(r.pendingConfig?.servedEntities ?? []), ...(r.config?.servedEntities ?? [])].find((x) => x.name === servedEntity);
     if (e === undefined) throw notFound(`Served entity '${servedEntity}' of serving endpoint '${name}'`);
-    const { runtime, artifacts } = this.o;
+    const { runtime, artifacts } = this.options;
     if (runtime.buildLogs !== undefined && e.family === undefined && runtime.fetchesArtifacts !== true) {
       const log = await runtime.buildLogs(await artifacts.localDir(e.artifactPath, e.artifactSha256), e.flavor, 64 * 1024);
       if (log !== '') return log;
@@ -454,7 +454,7 @@ export class EndpointController {
     }
     const bySignature = new Map<string, { entities: string[]; signature: Signature }>();
     for (const e of entities) {
-      const version = await this.o.registry.getVersion(e.entityName, Number(e.entityVersion));
+      const version = await this.options.registry.getVersion(e.entityName, Number(e.entityVersion));
       // A served version was READY when the config was written, so it has its artifact.
       if (version.artifact === undefined) throw notFound(`The artifact of ${describeEntity(e)}`);
       const signature = version.artifact.signature;
@@ -480,20 +480,20 @@ export class EndpointController {
         clearTimeout(d.restartTimer);
       }
     }
-    await this.o.runtime.close();
+    await this.options.runtime.close();
   }
 
-  private newDeployment(st: EndpointState, entity: ServedEntityConfig): Deployment {
-    return new Deployment(st.record.name, entity, this.o.traffic, (d) => this.onDemand(d), this.o.store, creatorReads(this.o.store, this.o.authz, st.record.creator));
+  private newDeployment(st: EndpointState, entity: ServedEntityConfig): RunningEntity {
+    return new RunningEntity(st.record.name, entity, this.options.traffic, (d) => this.onDemand(d), this.options.store, creatorReads(this.options.store, this.options.authz, st.record.creator));
   }
 
   /**
    * A request is waiting for capacity. At zero replicas that is a poke: decide at once instead of
    * at the next tick, so the first request after idle starts a replica immediately.
    */
-  private onDemand(d: Deployment): void {
+  private onDemand(d: RunningEntity): void {
     if (d.stopped || d.replicas.size > 0) return;
-    this.scaleEntity(d, this.o.now());
+    this.scaleEntity(d, this.options.now());
   }
 
   // ---- autoscaling -------------------------------------------------------------------------
@@ -505,15 +505,15 @@ export class EndpointController {
    */
   private autoscale(): void {
     if (this.endpoints.size === 0) return; // nothing to scale (a follower's controller has not started)
-    const now = this.o.now();
-    const peers = this.o.peers?.demand(now);
+    const now = this.options.now();
+    const peers = this.options.peers?.demand(now);
     for (const d of this.serving()) this.scaleEntity(d, now, peers);
-    this.o.peers?.refresh(now).then(() => this.pokeFromPeers())
-      .catch((err: unknown) => this.o.log('error', 'autoscaling from the other servers\' load failed', { error: String(err) }));
+    this.options.peers?.refresh(now).then(() => this.pokeFromPeers())
+      .catch((err: unknown) => this.options.log('error', 'autoscaling from the other servers\' load failed', { error: String(err) }));
   }
 
   /** The deployments of every endpoint's serving config. */
-  private *serving(): Iterable<Deployment> {
+  private *serving(): Iterable<RunningEntity> {
     for (const st of this.endpoints.values()) {
       if (st.deleted) continue;
       for (const d of st.current.values()) if (!d.stopped) yield d;
@@ -521,15 +521,15 @@ export class EndpointController {
   }
 
   private pokeFromPeers(): void {
-    const now = this.o.now();
-    const peers = this.o.peers?.demand(now);
+    const now = this.options.now();
+    const peers = this.options.peers?.demand(now);
     for (const d of this.serving()) {
       if (d.replicas.size === 0 && (peers?.get(loadKey(d.endpoint, d.entity.name)) ?? 0) > 0) this.scaleEntity(d, now, peers);
     }
   }
 
   /** `peers`: the other servers' demand by `loadKey` (see ./load.ts); absent on one machine. */
-  private scaleEntity(d: Deployment, nowMs: number, peers = this.o.peers?.demand(nowMs)): void {
+  private scaleEntity(d: RunningEntity, nowMs: number, peers = this.options.peers?.demand(nowMs)): void {
     // A poke samples what is waiting right now; a tick, the average since the last tick.
     const own = d.replicas.size === 0 ? Math.max(d.traffic.inFlight, d.traffic.takeAverageConcurrency()) : d.traffic.takeAverageConcurrency();
     record(d.scaler, nowMs, own + (peers?.get(loadKey(d.endpoint, d.entity.name)) ?? 0));
@@ -539,7 +539,7 @@ export class EndpointController {
     if (d.decisions.length > HISTORY) d.decisions.shift();
     const event = { endpoint: d.endpoint, servedEntity: d.entity.name, from: d.desiredReplicas, to: decision.desiredReplicas, reason: decision.reason, ...decision.inputs };
     if (autoscalerDecisions.hasSubscribers) autoscalerDecisions.publish(event);
-    this.o.log('info', 'autoscaling decision', event);
+    this.options.log('info', 'autoscaling decision', event);
     this.scaleTo(d, decision.desiredReplicas);
   }
 
@@ -549,7 +549,7 @@ export class EndpointController {
    * A replica that is still starting is never stopped: it is counted, and retired later if still
    * surplus once ready.
    */
-  private scaleTo(d: Deployment, desired: number): void {
+  private scaleTo(d: RunningEntity, desired: number): void {
     d.desiredReplicas = desired;
     const missing = desired - d.replicas.size;
     if (missing > 0) {
@@ -565,18 +565,18 @@ export class EndpointController {
   }
 
   /** Starts one more replica of a serving deployment; a failure falls back to the restart backoff. */
-  private startMore(d: Deployment): void {
+  private startMore(d: RunningEntity): void {
     const fromZero = d.readyReplicas === 0;
-    const t0 = this.o.now();
+    const t0 = this.options.now();
     this.startReplica(d).then(() => {
       if (!fromZero) return;
-      d.coldStartsMs.push(this.o.now() - t0);
+      d.coldStartsMs.push(this.options.now() - t0);
       if (d.coldStartsMs.length > HISTORY) d.coldStartsMs.shift();
     }, (err: unknown) => this.startFailed(d, err));
   }
 
   /** A replica of a serving deployment did not start: back off, or quarantine (see `noteViolation`). */
-  private startFailed(d: Deployment, err: unknown): void {
+  private startFailed(d: RunningEntity, err: unknown): void {
     d.failedStarts++;
     d.message = err instanceof Error ? err.message : String(err);
     if (d.failedStarts >= MAX_FAILED_STARTS && d.readyReplicas === 0) d.state = 'DEPLOYMENT_FAILED';
@@ -589,8 +589,8 @@ export class EndpointController {
    * within the window quarantines `d`: its restarts stop, the rest of its replicas keep serving
    * until a config update replaces it, and its state says why.
    */
-  private noteViolation(d: Deployment, what: string): void {
-    const nowMs = this.o.now();
+  private noteViolation(d: RunningEntity, what: string): void {
+    const nowMs = this.options.now();
     d.violationsMs.push(nowMs);
     while ((d.violationsMs[0] ?? nowMs) < nowMs - QUARANTINE_WINDOW_MS) d.violationsMs.shift();
     if (d.quarantined || d.violationsMs.length < QUARANTINE_VIOLATIONS) return;
@@ -600,20 +600,20 @@ export class EndpointController {
     d.state = 'DEPLOYMENT_FAILED';
     d.message = `quarantined: its replicas broke the runtime's control protocol ${d.violationsMs.length} times within ${QUARANTINE_WINDOW_MS / 60_000} minutes `
       + `and were killed (last: ${what}); it is not restarted until the endpoint's config is updated.`;
-    this.o.log('warn', 'served entity quarantined', { endpoint: d.endpoint, servedEntity: d.entity.name, violations: d.violationsMs.length, last: what });
+    this.options.log('warn', 'served entity quarantined', { endpoint: d.endpoint, servedEntity: d.entity.name, violations: d.violationsMs.length, last: what });
   }
 
   /** Takes one ready replica out of rotation, lets its requests finish, then stops it. */
-  private async retire(d: Deployment, slot: ReplicaSlot): Promise<void> {
+  private async retire(d: RunningEntity, slot: ReplicaSlot): Promise<void> {
     if (!slot.backend) return;
     const backend = slot.backend;
     d.traffic.removeBackend(backend);
     d.replicas.delete(slot.id);
     this.byReplica.delete(slot.id);
-    const deadline = this.o.now() + this.o.drainTimeoutMs;
-    while (backend.outstanding > 0 && this.o.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    const deadline = this.options.now() + this.options.drainTimeoutMs;
+    while (backend.outstanding > 0 && this.options.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     backend.channel.close();
-    await this.o.runtime.stopReplica(slot.id);
+    await this.options.runtime.stopReplica(slot.id);
   }
 
   private get(name: string): EndpointState {
@@ -623,7 +623,7 @@ export class EndpointController {
   }
 
   private track(p: Promise<void>): void {
-    const tracked = p.catch((err: unknown) => this.o.log('error', 'endpoint reconcile failed', { error: err instanceof Error ? err.stack : String(err) }))
+    const tracked = p.catch((err: unknown) => this.options.log('error', 'endpoint reconcile failed', { error: err instanceof Error ? err.stack : String(err) }))
       .finally(() => this.rollouts.delete(tracked));
     this.rollouts.add(tracked);
   }
@@ -653,8 +653,8 @@ export class EndpointController {
   private rollout(st: EndpointState): Promise<void> {
     const target = st.record.pendingConfig;
     if (!target) return Promise.resolve();
-    const next = new Map<string, Deployment>();
-    const started: Deployment[] = [];
+    const next = new Map<string, RunningEntity>();
+    const started: RunningEntity[] = [];
     for (const e of target.servedEntities) {
       const existing = st.current.get(e.name);
       if (existing?.sameAs(e) && existing.state !== 'DEPLOYMENT_FAILED') {
@@ -702,7 +702,7 @@ export class EndpointController {
    * replicas; anything but a 200 fails the update with the replica's answer.
    */
   private async validateStep(st: EndpointState, run: RolloutRun): Promise<void> {
-    const timeoutMs = run.target.requestTimeoutMs ?? this.o.defaultRequestTimeoutMs;
+    const timeoutMs = run.target.requestTimeoutMs ?? this.options.defaultRequestTimeoutMs;
     const failures: string[] = [];
     for (const d of run.started) {
       const request = validationRequestOf(d.entity);
@@ -731,19 +731,19 @@ export class EndpointController {
     const spec = run.target.rollout;
     const old = st.record.config;
     if (spec === undefined || old === undefined || run.started.length === 0) return;
-    const from = old.routes.map((r) => ({ target: st.current.get(r.servedEntityName) as Deployment, trafficPercentage: r.trafficPercentage }));
-    const to = run.target.routes.map((r) => ({ target: st.pending.get(r.servedEntityName) as Deployment, trafficPercentage: r.trafficPercentage }));
-    const keyOf = (d: Deployment): string => statsKey(st.record.name, d.entity.name, d.entity.entityVersion);
+    const from = old.routes.map((r) => ({ target: st.current.get(r.servedEntityName) as RunningEntity, trafficPercentage: r.trafficPercentage }));
+    const to = run.target.routes.map((r) => ({ target: st.pending.get(r.servedEntityName) as RunningEntity, trafficPercentage: r.trafficPercentage }));
+    const keyOf = (d: RunningEntity): string => statsKey(st.record.name, d.entity.name, d.entity.entityVersion);
     const candidates = run.started.map(keyOf);
     const baseline = from.filter((w) => w.trafficPercentage > 0 && !run.started.includes(w.target)).map((w) => keyOf(w.target));
     // Same name and version, another workload: the gateway's stats cannot tell old from new.
     const blind = candidates.some((k) => baseline.includes(k));
-    if (blind) this.o.log('warn', 'canary analysis off: old and new entities share a stats key', { endpoint: st.record.name, keys: candidates });
+    if (blind) this.options.log('warn', 'canary analysis off: old and new entities share a stats key', { endpoint: st.record.name, keys: candidates });
     for (const [i, step] of spec.canarySteps.entries()) {
       this.progress(st, describeStep(i, spec));
       this.publishWeighted(st, old, blendRoutes(from, to, step.trafficPercentage));
       run.shifted = true;
-      const sinceMs = this.o.now();
+      const sinceMs = this.options.now();
       await sleepUnlessAborted(run.abort.signal, step.durationMs);
       if (blind) continue;
       const verdict = judgeCanaryStep(spec, this.stats.summary(candidates, sinceMs), this.stats.summary(baseline, sinceMs));
@@ -766,9 +766,9 @@ export class EndpointController {
     this.publish(st, target, next);
     st.current = next;
     st.pending = new Map();
-    st.record = { ...st.record, config: target, pendingConfig: undefined, configUpdate: 'NOT_UPDATING', updateMessage: '', updatedMs: this.o.now() };
-    await this.o.store.putEndpoint(st.record);
-    this.o.log('info', 'endpoint config active', { endpoint: st.record.name, configVersion: target.configVersion });
+    st.record = { ...st.record, config: target, pendingConfig: undefined, configUpdate: 'NOT_UPDATING', updateMessage: '', updatedMs: this.options.now() };
+    await this.options.store.putEndpoint(st.record);
+    this.options.log('info', 'endpoint config active', { endpoint: st.record.name, configVersion: target.configVersion });
     const retired = [...previous.values()].filter((d) => ![...next.values()].includes(d));
     await Promise.all(retired.map((d) => this.stopDeployment(d)));
   }
@@ -783,10 +783,10 @@ export class EndpointController {
     await Promise.all(run.started.map((d) => this.stopDeployment(d, d.state === 'DEPLOYMENT_FAILED' ? 'DEPLOYMENT_FAILED' : 'DEPLOYMENT_ABORTED')));
     if (err instanceof RolloutAborted || st.deleted) return;
     const reason = err instanceof RolloutFailure ? err.message : `internal error: ${err instanceof Error ? err.message : String(err)}`;
-    if (!(err instanceof RolloutFailure)) this.o.log('error', 'endpoint rollout crashed', { endpoint: st.record.name, error: err instanceof Error ? err.stack : String(err) });
-    st.record = { ...st.record, configUpdate: 'UPDATE_FAILED', updateMessage: reason, updatedMs: this.o.now() };
-    await this.o.store.putEndpoint(st.record);
-    this.o.log('warn', 'endpoint update failed', { endpoint: st.record.name, configVersion: run.target.configVersion, reason });
+    if (!(err instanceof RolloutFailure)) this.options.log('error', 'endpoint rollout crashed', { endpoint: st.record.name, error: err instanceof Error ? err.stack : String(err) });
+    st.record = { ...st.record, configUpdate: 'UPDATE_FAILED', updateMessage: reason, updatedMs: this.options.now() };
+    await this.options.store.putEndpoint(st.record);
+    this.options.log('warn', 'endpoint update failed', { endpoint: st.record.name, configVersion: run.target.configVersion, reason });
   }
 
   /** Shows where a rollout is (`config_update_message` while IN_PROGRESS); not persisted. */
@@ -794,18 +794,18 @@ export class EndpointController {
     st.record = { ...st.record, updateMessage: message };
   }
 
-  private publish(st: EndpointState, config: EndpointConfig, deployments: Map<string, Deployment>): void {
-    this.publishWeighted(st, config, config.routes.map((r) => ({ target: deployments.get(r.servedEntityName) as Deployment, trafficPercentage: r.trafficPercentage })));
+  private publish(st: EndpointState, config: EndpointConfig, deployments: Map<string, RunningEntity>): void {
+    this.publishWeighted(st, config, config.routes.map((r) => ({ target: deployments.get(r.servedEntityName) as RunningEntity, trafficPercentage: r.trafficPercentage })));
   }
 
   /** Swaps the endpoint's route in one step; `config` gives the request timeout and the shadows. */
-  private publishWeighted(st: EndpointState, config: EndpointConfig, weighted: Array<Weighted<Deployment>>): void {
+  private publishWeighted(st: EndpointState, config: EndpointConfig, weighted: Array<Weighted<RunningEntity>>): void {
     const entities = weighted.map(({ target: d, trafficPercentage }) => ({ endpoint: d.endpoint, entity: d.entity, trafficPercentage, traffic: d.traffic, family: d.family }));
-    this.o.table.set(buildEndpointRoute(st.record.name, config, entities, this.o.defaultRequestTimeoutMs, aiGatewayOf(st.record), st.rateLimiter));
+    this.options.table.set(buildEndpointRoute(st.record.name, config, entities, this.options.defaultRequestTimeoutMs, aiGatewayOf(st.record), st.rateLimiter));
   }
 
   /** Starts a deployment's replicas; resolves when they are all ready, rejects on the first failure. */
-  private async deploy(d: Deployment): Promise<void> {
+  private async deploy(d: RunningEntity): Promise<void> {
     d.state = 'DEPLOYMENT_CREATING';
     try {
       await Promise.all(Array.from({ length: d.desiredReplicas }, () => this.startReplica(d)));
@@ -819,25 +819,25 @@ export class EndpointController {
     }
   }
 
-  private async startReplica(d: Deployment): Promise<void> {
+  private async startReplica(d: RunningEntity): Promise<void> {
     const e = d.entity;
     const id = `${d.endpoint}.${e.name}.${randomBytes(3).toString('hex')}`;
-    const askedMs = this.o.now();
+    const askedMs = this.options.now();
     const fromZero = d.readyReplicas === 0;
     const slot: ReplicaSlot = { id, handle: undefined, backend: undefined, readyAtMs: 0 };
     d.replicas.set(id, slot);
     this.byReplica.set(id, d);
     let handle: ReplicaHandle;
     try {
-      handle = await this.o.runtime.startReplica({
+      handle = await this.options.runtime.startReplica({
         id, endpoint: d.endpoint, servedEntity: e.name,
-        artifactDir: e.family !== undefined || this.o.runtime.fetchesArtifacts === true ? '' : await this.o.artifacts.localDir(e.artifactPath, e.artifactSha256),
+        artifactDir: e.family !== undefined || this.options.runtime.fetchesArtifacts === true ? '' : await this.options.artifacts.localDir(e.artifactPath, e.artifactSha256),
         modelFile: e.modelFile, flavor: e.flavor,
         artifactKey: e.artifactPath, artifactSha256: e.artifactSha256,
         workloadType: e.workloadType, modelName: d.endpoint, modelVersion: e.entityVersion,
-        memoryLimitBytes: this.o.replicaMemoryLimitBytes, maxBodyBytes: this.o.maxBodyBytes, ...this.o.inputLimits,
+        memoryLimitBytes: this.options.replicaMemoryLimitBytes, maxBodyBytes: this.options.maxBodyBytes, ...this.options.inputLimits,
         batching: e.batching,
-        ...(e.family === undefined || d.family === undefined ? {} : { family: familySpec(e.family, d.family, this.o.artifacts) }),
+        ...(e.family === undefined || d.family === undefined ? {} : { family: familySpec(e.family, d.family, this.options.artifacts) }),
       });
     } catch (err) {
       d.replicas.delete(id);
@@ -847,12 +847,12 @@ export class EndpointController {
     if (d.stopped) {
       d.replicas.delete(id);
       this.byReplica.delete(id);
-      await this.o.runtime.stopReplica(id);
+      await this.options.runtime.stopReplica(id);
       return;
     }
     slot.handle = handle;
-    slot.readyAtMs = this.o.now();
-    slot.backend = { id, channel: new FramedChannel(handle.address, { maxPayloadBytes: framePayloadLimit(this.o.maxBodyBytes) }), outstanding: 0 };
+    slot.readyAtMs = this.options.now();
+    slot.backend = { id, channel: new FramedChannel(handle.address, { maxPayloadBytes: framePayloadLimit(this.options.maxBodyBytes) }), outstanding: 0 };
     d.traffic.addBackend(slot.backend);
     d.state = 'DEPLOYMENT_READY';
     d.message = '';
@@ -862,23 +862,23 @@ export class EndpointController {
   }
 
   /** Takes a deployment out of service: no new requests, in-flight ones finish, replicas stop. */
-  private async stopDeployment(d: Deployment, finalState: DeploymentState = 'DEPLOYMENT_ABORTED'): Promise<void> {
+  private async stopDeployment(d: RunningEntity, finalState: DeploymentState = 'DEPLOYMENT_ABORTED'): Promise<void> {
     d.stopped = true;
     clearTimeout(d.restartTimer);
     const backends = d.traffic.backends.splice(0);
     d.traffic.rejectWaiting(new FerryError('TEMPORARILY_UNAVAILABLE', `Served entity '${d.entity.name}' is shutting down; retry shortly.`, { retryAfterS: 1 }));
-    const deadline = this.o.now() + this.o.drainTimeoutMs;
-    while (backends.some((b) => b.outstanding > 0) && this.o.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    const deadline = this.options.now() + this.options.drainTimeoutMs;
+    while (backends.some((b) => b.outstanding > 0) && this.options.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     for (const b of backends) b.channel.close();
     await Promise.all([...d.replicas.keys()].map(async (id) => {
       this.byReplica.delete(id);
-      await this.o.runtime.stopReplica(id);
+      await this.options.runtime.stopReplica(id);
     }));
     d.replicas.clear();
     if (d.state !== 'DEPLOYMENT_FAILED') d.state = finalState;
   }
 
-  private discard(deployments: Map<string, Deployment>, st: EndpointState): void {
+  private discard(deployments: Map<string, RunningEntity>, st: EndpointState): void {
     const live = new Set(st.current.values());
     for (const d of deployments.values()) if (!live.has(d)) void this.stopDeployment(d);
     st.pending = new Map();
@@ -901,19 +901,19 @@ export class EndpointController {
     }
     if (d.stopped) return;
     // A replica that dies soon after starting counts as a failed start, so crash loops back off.
-    if (slot && this.o.now() - slot.readyAtMs >= STABLE_AFTER_MS) d.failedStarts = 0;
+    if (slot && this.options.now() - slot.readyAtMs >= STABLE_AFTER_MS) d.failedStarts = 0;
     else d.failedStarts++;
     const how = exit.reason === 'oom' ? 'was killed for exceeding its memory limit'
       : exit.reason === 'protocol' ? 'was killed for breaking the runtime\'s control protocol' : `exited (${exit.signal ?? `code ${exit.code ?? '?'}`})`;
     d.message = `Replica ${exit.id} ${how}. Last log lines:\n${exit.lastLogLines}`;
     if (d.readyReplicas === 0) d.state = 'DEPLOYMENT_RECOVERING';
-    this.o.log('warn', 'replica exited', { endpoint: d.endpoint, servedEntity: d.entity.name, replica: exit.id, reason: exit.reason, code: exit.code });
+    this.options.log('warn', 'replica exited', { endpoint: d.endpoint, servedEntity: d.entity.name, replica: exit.id, reason: exit.reason, code: exit.code });
     if (exit.reason === 'protocol') this.noteViolation(d, `replica ${exit.id} ${how}`);
     this.scheduleRestart(d);
   }
 
   /** Starts a replacement replica after 1 s, 2 s, 4 s, ... up to 30 s between failed tries. */
-  private scheduleRestart(d: Deployment): void {
+  private scheduleRestart(d: RunningEntity): void {
     if (d.stopped || d.quarantined || d.restartTimer !== undefined) return;
     const delayMs = Math.min(1000 * 2 ** d.failedStarts, MAX_RESTART_DELAY_MS);
     d.restartTimer = setTimeout(() => {
@@ -924,7 +924,7 @@ export class EndpointController {
     d.restartTimer.unref();
   }
 
-  private scheduleMissing(d: Deployment): void {
+  private scheduleMissing(d: RunningEntity): void {
     if (d.replicas.size < d.desiredReplicas) this.scheduleRestart(d);
   }
 
@@ -932,7 +932,7 @@ export class EndpointController {
 
   private view(st: EndpointState, families?: ReadonlyMap<string, FamilyView>): EndpointView {
     const r = st.record;
-    const entityView = (e: ServedEntityConfig, deployments: Map<string, Deployment>): Record<string, unknown> => {
+    const entityView = (e: ServedEntityConfig, deployments: Map<string, RunningEntity>): Record<string, unknown> => {
       const d = deployments.get(e.name);
       const family = families?.get(e.name);
       return {
@@ -986,7 +986,7 @@ export class EndpointController {
         },
       };
     };
-    const configView = (c: EndpointConfig, deployments: Map<string, Deployment>): Record<string, unknown> => ({
+    const configView = (c: EndpointConfig, deployments: Map<string, RunningEntity>): Record<string, unknown> => ({
       config_version: c.configVersion,
       served_entities: c.servedEntities.map((e) => entityView(e, deployments)),
       traffic_config: {
@@ -1001,7 +1001,7 @@ export class EndpointController {
         },
       }),
     });
-    const route = this.o.table.get(r.name);
+    const route = this.options.table.get(r.name);
     const ready = route !== undefined && route.entities.some((e) => e.trafficPercentage > 0 && e.traffic.backends.length > 0);
     return {
       name: r.name,
