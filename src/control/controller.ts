@@ -26,6 +26,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { ArtifactStore } from '../artifacts/index.js';
 import { decide, newScalerState, record, type Decision, type ScalerState } from '../autoscaler/index.js';
+import { backoffDelayMs, type Backoff } from '../backoff.js';
 import { FerryError, invalidParameter, notFound } from '../errors.js';
 import { FramedChannel, framePayloadLimit } from '../channel/index.js';
 import { EntityTraffic, GatewayStats, RateLimiter, statsKey, type Backend, type EndpointRoute, type RoutingTable, type TrafficOptions } from '../gateway/index.js';
@@ -77,7 +78,8 @@ export interface ControllerOptions {
 
 /** Consecutive failed starts after which a served entity is DEPLOYMENT_FAILED (it keeps retrying). */
 const MAX_FAILED_STARTS = 5;
-const MAX_RESTART_DELAY_MS = 30_000;
+/** A replacement replica starts after 1 s, 2 s, 4 s, … up to 30 s between failed tries. */
+const RESTART_BACKOFF: Backoff = { baseMs: 1000, maxMs: 30_000 };
 /**
  * A replica that dies sooner than this after turning ready counts as a failed start (crash loop:
  * the restart delay doubles); one that lived longer resets the count (restart after 1 s).
@@ -915,7 +917,7 @@ export class EndpointController {
   /** Starts a replacement replica after 1 s, 2 s, 4 s, ... up to 30 s between failed tries. */
   private scheduleRestart(d: RunningEntity): void {
     if (d.stopped || d.quarantined || d.restartTimer !== undefined) return;
-    const delayMs = Math.min(1000 * 2 ** d.failedStarts, MAX_RESTART_DELAY_MS);
+    const delayMs = backoffDelayMs(d.failedStarts + 1, RESTART_BACKOFF);
     d.restartTimer = setTimeout(() => {
       d.restartTimer = undefined;
       if (d.stopped || d.replicas.size >= d.desiredReplicas) return;

@@ -77,6 +77,7 @@ import fsp from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { backoffDelayMs, type Backoff } from '../../backoff.js';
 import { FerryError, invalidParameter, toFerryError } from '../../errors.js';
 import { FLAVOR_CAPABILITIES, insideArtifact, type FlavorName } from '../../flavors/index.js';
 import type { LogLevel } from '../../logs/index.js';
@@ -189,9 +190,8 @@ const LOG_TAIL_BYTES = 64 * 1024;
 /** Ids, endpoint and entity names become file names: no separators, no leading dot. */
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 const MIB = 1024 * 1024;
-/** First delay before replacing a pool process that died unclaimed; doubles per consecutive death. */
-const POOL_BACKOFF_BASE_MS = 1000;
-const POOL_BACKOFF_MAX_MS = 30_000;
+/** Delay before replacing a pool process that died unclaimed: 1 s, doubling per consecutive death, at most 30 s. */
+const POOL_BACKOFF: Backoff = { baseMs: 1000, maxMs: 30_000 };
 const DEFAULT_WARM_POOL_SIZE = 1;
 const DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES = 2 * 1024 * MIB;
 
@@ -692,7 +692,7 @@ export class LocalRuntime implements Runtime {
     this.poolFill = (async () => {
       while (!this.closed && this.pool.size < this.opts.warmPoolSize) {
         if (this.poolDeaths > 0) {
-          const delayMs = Math.min(POOL_BACKOFF_MAX_MS, POOL_BACKOFF_BASE_MS * 2 ** (this.poolDeaths - 1));
+          const delayMs = backoffDelayMs(this.poolDeaths, POOL_BACKOFF);
           await new Promise<void>((resolve) => {
             const timer = setTimeout(resolve, delayMs);
             this.poolWake = () => { clearTimeout(timer); resolve(); };
