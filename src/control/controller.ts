@@ -29,7 +29,7 @@ import { decide, newScalerState, record, type Decision, type ScalerState } from 
 import { backoffDelayMs, type Backoff } from '../backoff.js';
 import { FerryError, invalidParameter, notFound } from '../errors.js';
 import { FramedChannel, framePayloadLimit } from '../channel/index.js';
-import { EntityTraffic, GatewayStats, RateLimiter, statsKey, type Backend, type EndpointRoute, type RoutingTable, type TrafficOptions } from '../gateway/index.js';
+import { drainAndClose, EntityTraffic, GatewayStats, RateLimiter, statsKey, type Backend, type EndpointRoute, type RoutingTable, type TrafficOptions } from '../gateway/index.js';
 import { FamilyResolver, type FamilyConfig, type ModelCacheStats } from '../multi/index.js';
 import type { Authorizer } from '../auth/index.js';
 import type { Registry } from '../registry/index.js';
@@ -612,9 +612,7 @@ export class EndpointController {
     d.traffic.removeBackend(backend);
     d.replicas.delete(slot.id);
     this.byReplica.delete(slot.id);
-    const deadline = this.options.now() + this.options.drainTimeoutMs;
-    while (backend.outstanding > 0 && this.options.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    backend.channel.close();
+    await drainAndClose([backend], this.options.drainTimeoutMs, () => this.options.now());
     await this.options.runtime.stopReplica(slot.id);
   }
 
@@ -869,9 +867,7 @@ export class EndpointController {
     clearTimeout(d.restartTimer);
     const backends = d.traffic.backends.splice(0);
     d.traffic.rejectWaiting(new FerryError('TEMPORARILY_UNAVAILABLE', `Served entity '${d.entity.name}' is shutting down; retry shortly.`, { retryAfterS: 1 }));
-    const deadline = this.options.now() + this.options.drainTimeoutMs;
-    while (backends.some((b) => b.outstanding > 0) && this.options.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    for (const b of backends) b.channel.close();
+    await drainAndClose(backends, this.options.drainTimeoutMs, () => this.options.now());
     await Promise.all([...d.replicas.keys()].map(async (id) => {
       this.byReplica.delete(id);
       await this.options.runtime.stopReplica(id);

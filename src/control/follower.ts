@@ -18,7 +18,7 @@
  */
 import { FramedChannel, framePayloadLimit } from '../channel/index.js';
 import type { Authorizer } from '../auth/index.js';
-import { EntityTraffic, type Backend, type EndpointRoute, type RateLimiter, type RoutingTable, type TrafficOptions } from '../gateway/index.js';
+import { drainAndClose, EntityTraffic, type Backend, type EndpointRoute, type RateLimiter, type RoutingTable, type TrafficOptions } from '../gateway/index.js';
 import { FamilyResolver } from '../multi/index.js';
 import type { DiscoveredReplica } from '../runtime/index.js';
 import type { EndpointRecord, EntityLoad, MetadataStore } from '../store/index.js';
@@ -259,8 +259,6 @@ export class RouteFollower {
   /** Out of rotation at once; the channel closes once its requests are answered (or the drain time is up). */
   private async retireBackend(e: FollowedEntity, b: Backend): Promise<void> {
     e.traffic.removeBackend(b);
-    const deadline = Date.now() + this.options.drainTimeoutMs;
-    while (b.outstanding > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    b.channel.close();
+    await drainAndClose([b], this.options.drainTimeoutMs);
   }
 }
