@@ -1,10 +1,16 @@
 /**
- * The one error table (CONVENTIONS 3). Every error a user can see is a `FerryError` with a stable
+ * The one error table. Every error a user can see is a `FerryError` with a stable
  * `error_code` (the MLflow / Databricks code, so existing clients recognise it), the HTTP status it
  * maps to, and whether retrying the same request can succeed. Status codes come from this table,
  * never from matching message text.
  *
  * Wire shape, shared by every API: `{"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "..."}`.
+ *
+ * A FerryError's message is written for the client: Ferry raised it on purpose (a MODEL_ERROR
+ * carries the user's model's own message). Anything else thrown (a bug, a library's failure) is
+ * `unexpected`: its message may hold internals (paths, SQL, a peer's address), so a client is
+ * told only that it happened and the request id under which the full error was logged
+ * (`clientError`).
  */
 
 /** Every error code Ferry emits, with its HTTP status and retry semantics. */
@@ -47,14 +53,17 @@ export class FerryError extends Error {
   readonly retryable: boolean;
   /** Seconds a client should wait before retrying (sent as `Retry-After`), for retryable errors. */
   readonly retryAfterS: number | undefined;
+  /** Not raised by Ferry on purpose (see the file comment): `toFerryError` of anything else. */
+  readonly unexpected: boolean;
 
-  constructor(code: ErrorCode, message: string, opts: { retryAfterS?: number; cause?: unknown } = {}) {
+  constructor(code: ErrorCode, message: string, opts: { retryAfterS?: number; cause?: unknown; unexpected?: boolean } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'FerryError';
     this.code = code;
     this.status = ERROR_TABLE[code].status;
     this.retryable = ERROR_TABLE[code].retryable;
     this.retryAfterS = opts.retryAfterS;
+    this.unexpected = opts.unexpected === true;
   }
 
   toBody(): ErrorBody {
@@ -99,6 +108,17 @@ export function toFerryError(err: unknown): FerryError {
   if (code === 'ENOSPC' || code === 'EDQUOT') {
     return new FerryError('INSUFFICIENT_STORAGE', `No space left on the server's disk (${code}): free space on the data directory's volume, then retry.`, { cause: err });
   }
-  return new FerryError('INTERNAL_ERROR', `Internal error: ${message}`, { cause: err });
+  return new FerryError('INTERNAL_ERROR', `Internal error: ${message}`, { cause: err, unexpected: true });
+}
+
+/**
+ * What a client is told of `e`: `e` itself, unless it is unexpected; then a 500 that names the
+ * request id under which the caller logs the full error. Example: a TypeError "Cannot read
+ * properties of undefined (reading 'rows')" answers `{"error_code": "INTERNAL_ERROR", "message":
+ * "Internal error (request id 4bf92f35): the details are in the server's log."}`.
+ */
+export function clientError(e: FerryError, requestId: string | undefined): FerryError {
+  if (!e.unexpected) return e;
+  return new FerryError('INTERNAL_ERROR', `Internal error${requestId === undefined || requestId === '' ? '' : ` (request id ${requestId})`}: the details are in the server's log.`);
 }
 

@@ -295,24 +295,29 @@ describe('framed channel', () => {
     }
   });
 
-  test('handler errors: FerryError keeps its status and code; anything else is 500 INTERNAL_ERROR', T, async () => {
+  test('handler errors: FerryError keeps its status, code and message; anything else is a generic 500 naming the request id, its details only for the log', T, async () => {
+    const logged: Array<{ err: unknown; requestId: string | undefined }> = [];
     const s = await serve((req) => {
       // A plain function: a synchronous throw must be caught as well as a rejection.
       if (req.path === '/ferry') throw new FerryError('TEMPORARILY_UNAVAILABLE', 'Replica is shutting down.');
       if (req.path === '/status') return Promise.resolve({ status: 42, body: '' });
       return Promise.reject(new TypeError('bad'));
-    });
+    }, { onHandlerError: (err, meta) => logged.push({ err, requestId: meta?.requestId }) });
     const ch = new FramedChannel({ kind: 'unix', socketPath: s.socketPath }, LIMIT);
     try {
       const a = await ch.request(get('/ferry'), 5000);
       assert.equal(a.status, 503);
       assert.deepEqual(JSON.parse(a.body.toString()), { error_code: 'TEMPORARILY_UNAVAILABLE', message: 'Replica is shutting down.' });
-      const b = await ch.request(get('/other'), 5000);
+      const b = await ch.request({ ...get('/other'), meta: { requestId: 'req-42', traceparent: undefined, tracestate: undefined, wantSpan: false } }, 5000);
       assert.equal(b.status, 500);
-      assert.deepEqual(JSON.parse(b.body.toString()), { error_code: 'INTERNAL_ERROR', message: 'Internal error: bad' });
+      assert.deepEqual(JSON.parse(b.body.toString()), { error_code: 'INTERNAL_ERROR', message: "Internal error (request id req-42): the details are in the server's log." });
+      assert.ok(logged[0]?.err instanceof TypeError && logged[0].err.message === 'bad' && logged[0].requestId === 'req-42');
+      // The handler's own bug (an invalid status) likewise; without a request id the answer names none.
       const c = await ch.request(get('/status'), 5000);
       assert.equal(c.status, 500);
-      assert.match(JSON.parse(c.body.toString()).message, /invalid status 42/);
+      assert.deepEqual(JSON.parse(c.body.toString()), { error_code: 'INTERNAL_ERROR', message: "Internal error: the details are in the server's log." });
+      assert.equal(logged.length, 2);
+      assert.match(String(logged[1]?.err), /invalid status 42/);
     } finally {
       ch.close();
       await s.close();

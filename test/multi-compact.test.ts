@@ -7,6 +7,7 @@ import onnxProto from 'onnx-proto';
 import {
   familyLinearFixture, familyTreeFixture, irisClassifierFixture, linearFixture, mlpSmallFixture, treeClassifierFixture, type OnnxFixture,
 } from '../src/fixtures/index.js';
+import { attr, encodeModel, ML_DOMAIN, node, tensorValueInfo } from '../src/fixtures/onnx-builder.js';
 import { getFlavor } from '../src/flavors/index.js';
 import { compileCompact, loadFamilyModel, ModelCache, SESSION_BYTES_ESTIMATE, type CompactModel, type FamilyModel } from '../src/multi/index.js';
 
@@ -40,6 +41,48 @@ test('compact evaluators equal onnxruntime on generated family models; sizes are
       assert.deepEqual(await m.predict(inputs), await session.predict(inputs), f.file);
       await session.close();
       assert.ok(m.sizeBytes > 3000 && m.sizeBytes < 4000, `${f.file}: ${m.sizeBytes} bytes`);
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('the one linear kernel equals onnxruntime for each layout: LinearClassifier (3 classes), LinearRegressor (2 targets), MatMul+Add', async () => {
+  const features = 4;
+  const coefficients = Array.from({ length: 3 * features }, (_, i) => ((i * 7) % 11) / 8 - 0.5);
+  const ml = (name: string, nodes: ReturnType<typeof node>[], outputs: Array<{ name: string; dtype: 'float32' | 'int64'; shape: number[] }>): Uint8Array => encodeModel({
+    name, ml: true, nodes,
+    inputs: [tensorValueInfo({ name: 'x', dtype: 'float32', shape: [-1, features] })],
+    outputs: outputs.map(tensorValueInfo),
+  });
+  const models: Array<{ file: string; bytes: Uint8Array; kind: string }> = [
+    {
+      file: 'classifier.onnx', kind: 'LinearClassifier',
+      bytes: ml('classifier', [node('LinearClassifier', ['x'], ['label', 'scores'], [
+        attr.floats('coefficients', coefficients), attr.floats('intercepts', [0.25, -0.5, 0.125]), attr.ints('classlabels_ints', [3, 5, 7]), attr.string('post_transform', 'NONE'),
+      ], ML_DOMAIN)], [{ name: 'label', dtype: 'int64', shape: [-1] }, { name: 'scores', dtype: 'float32', shape: [-1, 3] }]),
+    },
+    {
+      file: 'regressor.onnx', kind: 'LinearRegressor',
+      bytes: ml('regressor', [node('LinearRegressor', ['x'], ['y'], [
+        attr.floats('coefficients', coefficients.slice(0, 2 * features)), attr.floats('intercepts', [1.5, -2]), attr.int('targets', 2),
+      ], ML_DOMAIN)], [{ name: 'y', dtype: 'float32', shape: [-1, 2] }]),
+    },
+    { file: linearFixture.file, bytes: linearFixture.build(), kind: 'MatMul+Add' },
+  ];
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-compact-'));
+  try {
+    for (const { file, bytes, kind } of models) {
+      await writeFile(join(dir, file), bytes);
+      const session = await (await getFlavor('onnx')).load(dir, { modelFile: file, workloadType: 'CPU', intraOpThreads: 1 });
+      const m = compileCompact(onnxProto.onnx.ModelProto.decode(bytes), file);
+      if (typeof m === 'string') assert.fail(`${file} has no compact evaluator: ${m}`);
+      assert.equal(m.kind, kind);
+      // On a 1/4 grid, with weights on a 1/8 grid: every sum is exact, whatever order onnxruntime adds in.
+      const x = Float32Array.from({ length: 16 * features }, (_, i) => ((i * 13) % 17) / 4 - 2);
+      const inputs = { [m.signature.inputs[0]!.name]: { dtype: 'float32' as const, shape: [16, features], data: x } };
+      assert.deepEqual(await m.predict(inputs), await session.predict(inputs), file);
+      await session.close();
     }
   } finally {
     await rm(dir, { recursive: true, force: true });

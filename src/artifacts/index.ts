@@ -3,49 +3,10 @@
  * one interface. Paths are relative, '/'-separated keys; no key can escape the store (`..`, absolute
  * paths, NUL, backslashes and empty segments are refused with a 400).
  */
-import type { Readable } from 'node:stream';
 import { LocalArtifactStore } from './local.js';
+import type { ArtifactStore } from './types.js';
+export type { ArtifactEntry, ArtifactStore, TreeDigest } from './types.js';
 import type { S3ArtifactStoreOptions } from './s3.js';
-
-export interface ArtifactEntry {
-  /** Key relative to the listed prefix. */
-  path: string;
-  isDir: boolean;
-  sizeBytes: number;
-}
-
-export interface TreeDigest {
-  /** sha256 (hex) over every file's relative path and contents, in sorted path order. */
-  sha256: string;
-  sizeBytes: number;
-  files: number;
-}
-
-export interface ArtifactStore {
-  /**
-   * Streams `body` into the file `key`, replacing it atomically. Over `maxBytes` → PAYLOAD_TOO_LARGE
-   * and nothing is kept. Returns the size and sha256 of what was written.
-   */
-  putFile(key: string, body: AsyncIterable<Uint8Array>, maxBytes: number): Promise<{ sizeBytes: number; sha256: string }>;
-  /** A stream of the file `key`; RESOURCE_DOES_NOT_EXIST when absent or a directory. */
-  getFile(key: string): Promise<{ stream: Readable; sizeBytes: number }>;
-  /** Direct children of `prefix` (a directory key, '' for the root); empty when absent. */
-  list(prefix: string): Promise<ArtifactEntry[]>;
-  exists(key: string): Promise<boolean>;
-  /** Copies a file or directory on this machine into `key` (a directory, or a file when `src` is one). */
-  importLocal(src: string, key: string, maxBytes: number): Promise<void>;
-  /** Copies the file or directory at `from` to `to` inside the store. */
-  copy(from: string, to: string): Promise<void>;
-  /** Removes `key` (file or directory, recursively); no error when absent. */
-  delete(key: string): Promise<void>;
-  digest(key: string): Promise<TreeDigest>;
-  /**
-   * A directory on this machine holding the tree at `key`: the local store returns it in place; the
-   * S3 store returns a cached copy, checked against `sha256` (a version's recorded tree digest) when
-   * given, else downloaded afresh. Replicas and the registry's inspection read from here.
-   */
-  localDir(key: string, sha256?: string): Promise<string>;
-}
 
 export type ArtifactStoreOptions =
   | {

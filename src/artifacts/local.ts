@@ -9,7 +9,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { FerryError, notFound } from '../errors.js';
-import type { ArtifactEntry, ArtifactStore, TreeDigest } from './index.js';
+import type { ArtifactEntry, ArtifactStore, TreeDigest } from './types.js';
 import { validateKey } from './keys.js';
 import { digestTree, walk } from './tree.js';
 

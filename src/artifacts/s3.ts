@@ -21,7 +21,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError, notFound } from '../errors.js';
-import type { ArtifactEntry, ArtifactStore, TreeDigest } from './index.js';
+import type { ArtifactEntry, ArtifactStore, TreeDigest } from './types.js';
 import { validateKey } from './keys.js';
 import { digestTree, listTree } from './tree.js';
 

@@ -9,7 +9,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
-import type { TreeDigest } from './index.js';
+import type { TreeDigest } from './types.js';
 
 /**
  * Visits every regular file under `p` (or `p` itself), refusing symbolic links and special files:

@@ -1,7 +1,7 @@
 /**
  * The scaling policy: how many replicas one served entity should have, as a pure function of the
  * concurrency samples recorded so far, the replicas the caller has, and an injected clock
- * (CONVENTIONS 6). No timers, no `Date.now()`: the controller calls {@link record} and
+ * (Knative's `Scale(logger, now)` likewise). No timers, no `Date.now()`: the controller calls {@link record} and
  * {@link decide} once a second per served entity (and again at once when a request arrives for an
  * entity with no replicas — a "poke"), and tests walk virtual time.
  *
@@ -12,10 +12,10 @@
  * {@link DEFAULT_SCALING_TUNABLES}.
  *
  * What the policy does NOT decide, and the caller must: which replicas to stop. The caller never
- * stops a replica that is still starting (ARCHITECTURE "Control loop"); when `desiredReplicas` is
+ * stops a replica that is still starting (docs/architecture.md, "Control loop"); when `desiredReplicas` is
  * below ready + starting it stops ready ones only, and at most `ready + starting − desired` of them.
  * The caller also publishes each {@link Decision} (with its `inputs`) on the
- * `ferry:autoscaler:decision` diagnostics channel (CONVENTIONS 10).
+ * `ferry:autoscaler:decision` diagnostics channel (src/diagnostics.ts) and logs it.
  */
 import { z } from 'zod';
 import { configError } from '../config/index.js';

@@ -5,12 +5,11 @@
  */
 import net from 'node:net';
 import { FerryError } from '../errors.js';
-import type { ReplicaAddress } from '../runtime/index.js';
 import {
   COPY_LIMIT_BYTES, FrameDecoder, FrameFlag, FrameType, HEADER_BYTES, MAX_META_BYTES, MAX_PATH_BYTES, META_LENGTH_BYTES, MethodCode, PATH_LENGTH_BYTES,
   PREFACE, ProtocolError, readResponseMeta, requestMetaBytes, StreamEnd, writeChunks, writeHeader, writeRequestMeta,
 } from './codec.js';
-import { ChannelError, type ChannelRequest, type ChannelResponse, type ReplicaChannel, type RequestMeta, type ResponseStream } from './types.js';
+import { ChannelError, type ReplicaAddress, type ChannelRequest, type ChannelResponse, type ReplicaChannel, type RequestMeta, type ResponseStream } from './types.js';
 
 export interface FramedChannelOptions {
   /**

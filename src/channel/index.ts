@@ -6,7 +6,7 @@
  * - gateway side: `new FramedChannel(address, { maxPayloadBytes })`
  * - replica side: `listenShared(httpServer, (socket) => serveFrames(socket, handler, opts))`
  */
-export { ChannelError, type ChannelRequest, type ChannelResponse, type ReplicaChannel, type ReplicaSpan, type RequestMeta, type ResponseStream } from './types.js';
+export { ChannelError, type ReplicaAddress, type ChannelRequest, type ChannelResponse, type ReplicaChannel, type ReplicaSpan, type RequestMeta, type ResponseStream } from './types.js';
 export { FramedChannel, type FramedChannelOptions } from './client.js';
 export {
   serveFrames, listenShared, type FrameHandler, type FramedRequest, type FramedResponse, type FramedConnection,

@@ -5,7 +5,7 @@
  */
 import type http from 'node:http';
 import type net from 'node:net';
-import { toFerryError } from '../errors.js';
+import { clientError, FerryError, toFerryError } from '../errors.js';
 import {
   COPY_LIMIT_BYTES, FrameDecoder, FrameFlag, FrameType, HEADER_BYTES, MAGIC_BYTES, MethodCode, PATH_LENGTH_BYTES, PREFACE, PROTOCOL_VERSION, ProtocolError,
   readRequestMeta, SPAN_META_BYTES, StreamEnd, writeChunks, writeHeader, writeSpanMeta,
@@ -62,6 +62,11 @@ export interface ServeFramesOptions {
   maxInFlightRequests?: number;
   /** Told about protocol errors and socket errors (the connection is closed either way), for logs. */
   onError?: (err: Error) => void;
+  /**
+   * Told about an unexpected error of the handler (a bug: not a FerryError), for logs; the
+   * peer is answered a generic 500 naming the request id (`clientError`).
+   */
+  onHandlerError?: (err: unknown, meta: RequestMeta | undefined) => void;
 }
 
 export interface FramedConnection {
@@ -206,16 +211,16 @@ class FrameServer implements FramedConnection {
       ({ status, body, span, stream, contentType } = await this.handler(req));
       if (!Number.isInteger(status) || status < 100 || status > 599) throw new Error(`Handler answered with invalid status ${status}.`);
       if (stream !== undefined) {
-        await this.stream(id, status, contentType ?? 'application/octet-stream', stream);
+        await this.stream(id, req, status, contentType ?? 'application/octet-stream', stream);
         return;
       }
       const bodyBytes = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
       if (req.meta?.wantSpan !== true) span = undefined;
       const payloadBytes = bodyBytes + (span === undefined ? 0 : SPAN_META_BYTES);
-      if (payloadBytes > this.opts.maxPayloadBytes) throw new Error(`Response of ${payloadBytes} bytes exceeds the channel limit of ${this.opts.maxPayloadBytes} bytes.`);
+      if (payloadBytes > this.opts.maxPayloadBytes) throw new FerryError('INTERNAL_ERROR', `Response of ${payloadBytes} bytes exceeds the channel limit of ${this.opts.maxPayloadBytes} bytes.`);
       this.answer(id, FrameType.RESPONSE, status, body, bodyBytes, span);
     } catch (err) {
-      const e = toFerryError(err);
+      const e = this.answerOf(err, req);
       body = JSON.stringify(e.toBody());
       this.answer(id, FrameType.RESPONSE, e.status, body, Buffer.byteLength(body), undefined);
     } finally {
@@ -223,8 +228,15 @@ class FrameServer implements FramedConnection {
     }
   }
 
+  /** What the peer is told of a handler's error (an unexpected one is logged through `onHandlerError`). */
+  private answerOf(err: unknown, req: FramedRequest): FerryError {
+    const e = toFerryError(err);
+    if (e.unexpected) this.opts.onHandlerError?.(err, req.meta);
+    return clientError(e, req.meta?.requestId);
+  }
+
   /** Sends a streamed answer: head, a chunk per item as it comes, end (FAILED when the iteration throws). */
-  private async stream(id: number, status: number, contentType: string, items: AsyncIterable<Buffer | string>): Promise<void> {
+  private async stream(id: number, req: FramedRequest, status: number, contentType: string, items: AsyncIterable<Buffer | string>): Promise<void> {
     this.queue(id, FrameType.STREAM_HEAD, status, contentType, Buffer.byteLength(contentType), undefined);
     let end: number = StreamEnd.COMPLETE;
     let tail = '';
@@ -232,14 +244,14 @@ class FrameServer implements FramedConnection {
       for await (const item of items) {
         const bytes = typeof item === 'string' ? Buffer.byteLength(item) : item.length;
         if (bytes === 0) continue;
-        if (bytes > this.opts.maxPayloadBytes) throw new Error(`Stream chunk of ${bytes} bytes exceeds the channel limit of ${this.opts.maxPayloadBytes} bytes.`);
+        if (bytes > this.opts.maxPayloadBytes) throw new FerryError('INTERNAL_ERROR', `Stream chunk of ${bytes} bytes exceeds the channel limit of ${this.opts.maxPayloadBytes} bytes.`);
         // A closed connection ends the stream; the handler sees its signal aborted.
         if (this.socket.destroyed) return;
         this.queue(id, FrameType.STREAM_CHUNK, 0, item, bytes, undefined);
       }
     } catch (err) {
       end = StreamEnd.FAILED;
-      tail = JSON.stringify(toFerryError(err).toBody());
+      tail = JSON.stringify(this.answerOf(err, req).toBody());
     } finally {
       this.answer(id, FrameType.STREAM_END, end, tail, Buffer.byteLength(tail), undefined);
     }

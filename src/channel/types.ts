@@ -5,6 +5,9 @@
  */
 import { FerryError } from '../errors.js';
 
+/** How to reach a replica. */
+export type ReplicaAddress = { kind: 'unix'; socketPath: string } | { kind: 'tcp'; host: string; port: number };
+
 export interface ChannelRequest {
   method: string;
   path: string;

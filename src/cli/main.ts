@@ -6,18 +6,17 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { fetchArtifact, parseArtifactStoreLocation } from '../artifacts/index.js';
 import { ADMIN_TOKEN_FILE } from '../auth/index.js';
 import { compileServerConfig, parseDurationMs, type ServerConfig } from '../config/index.js';
 import {
   exampleRequest, FerryApiError, FerryClient, type AccessControlEntry, type EndpointConfigInput, type ModelVersion, type ObjectPermissions, type ServedEntityInput, type ServingEndpoint,
 } from '../client/index.js';
 import { FerryError } from '../errors.js';
-import { WORKLOAD_TYPES, isFlavorName, type WorkloadType } from '../flavors/index.js';
 import { writeDemoModel, writeFixtures } from '../fixtures/index.js';
-import { isLogLevel, LOG_LEVELS } from '../logs/index.js';
-import { awaitPoolClaim, log, openControl, startReplica, type Replica, type ReplicaOptions } from '../replica/index.js';
 import type { FerryServer } from '../server/index.js';
+import { ReplicaArgvError } from '../replica/options.js';
+import { replicaCommand } from './replica.js';
+import { exitOnStopSignals, onStopSignals } from './signals.js';
 import { formatSimulation, SIMULATE_HELP, SIMULATE_OPTIONS, simulateBody, simulateOffline, SimulateUsageError } from './simulate.js';
 
 const HELP = `ferry — serve models behind secure REST endpoints
@@ -103,24 +102,8 @@ function str(v: Values, key: string): string | undefined {
   return typeof x === 'string' ? x : undefined;
 }
 
-/**
- * Until a command installs its own SIGTERM/SIGINT handlers (which drain), a signal exits at once.
- * Without any handler a container's pid 1 ignores SIGTERM, so a pod stopped while its server or
- * replica is still starting (fetching, loading a model) would wait out its whole grace period.
- */
-const exitNow = (): void => process.exit(143);
-
-/** Replaces `exitNow` with the command's own handler. */
-function onStopSignals(stop: () => void): void {
-  process.off('SIGTERM', exitNow);
-  process.off('SIGINT', exitNow);
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
-}
-
 export async function main(argv: string[]): Promise<void> {
-  process.on('SIGTERM', exitNow);
-  process.on('SIGINT', exitNow);
+  exitOnStopSignals();
   const [cmd, ...rest] = argv;
   try {
     switch (cmd) {
@@ -152,8 +135,8 @@ export async function main(argv: string[]): Promise<void> {
 }
 
 function report(err: unknown): number {
-  if (err instanceof UsageError) {
-    process.stderr.write(`ferry: ${err.message}\nRun 'ferry --help' for usage.\n`);
+  if (err instanceof UsageError || err instanceof ReplicaArgvError) {
+    process.stderr.write(`ferry: ${err instanceof ReplicaArgvError ? `replica: ${err.message}.` : err.message}\nRun 'ferry --help' for usage.\n`);
     return 2;
   }
   if (err instanceof FerryApiError) {
@@ -250,135 +233,6 @@ async function demoCommand(args: string[]): Promise<void> {
     'Press Ctrl+C to stop.',
     '',
   ].join('\n'));
-}
-
-async function replicaCommand(args: string[]): Promise<void> {
-  const { values } = parse(args, {
-    socket: { type: 'string' }, dir: { type: 'string' }, 'model-file': { type: 'string' }, flavor: { type: 'string' },
-    name: { type: 'string' }, version: { type: 'string' }, 'workload-type': { type: 'string' }, threads: { type: 'string' },
-    'max-body-bytes': { type: 'string' }, 'drain-timeout-ms': { type: 'string' },
-    batching: { type: 'string' }, 'max-batch-size': { type: 'string' }, 'max-queue-delay-us': { type: 'string' },
-    'preferred-batch-sizes': { type: 'string' }, execution: { type: 'string' }, pool: { type: 'string' },
-    'max-rows-per-request': { type: 'string' }, 'max-json-depth': { type: 'string' }, 'max-json-elements': { type: 'string' },
-    uid: { type: 'string' }, gid: { type: 'string' }, 'log-level': { type: 'string' }, python: { type: 'string' },
-    'memory-limit-bytes': { type: 'string' },
-    'family-cache-bytes': { type: 'string' }, 'family-session-fallback': { type: 'string' },
-    listen: { type: 'string' }, 'artifact-path': { type: 'string' }, sha256: { type: 'string' }, 'artifact-store': { type: 'string' },
-    control: { type: 'boolean' },
-  });
-  // The local runtime's control channel on descriptor 3 (its lifeline, the warm pool's claim, a
-  // family's model bytes, `drain`); absent when started by hand or in a pod.
-  const control = values.control === true ? openControl() : undefined;
-  // SIGTERM, or `drain` from the runtime (in a sandbox a signal reaches the sandbox, not this
-  // process): a replica drains and exits; a process still loading or idle in the pool just exits.
-  const running: { replica?: Replica } = {};
-  let stopping = false;
-  const stop = (): void => {
-    if (stopping) return;
-    stopping = true;
-    log('info', 'draining');
-    if (running.replica === undefined) process.exit(0);
-    running.replica.close().then(() => process.exit(0), () => process.exit(1));
-  };
-  onStopSignals(stop);
-  control?.onFrame(({ header }) => {
-    if (header.type === 'drain') stop();
-  });
-  const failed = (err: unknown): never => {
-    // The runtime reads this line to explain a failed start.
-    log('error', 'replica failed to start', { error: err instanceof Error ? err.message : String(err) });
-    process.exit(1);
-  };
-  let options: ReplicaOptions;
-  if (str(values, 'pool') !== undefined) {
-    // Warm pool: the same options arrive over the control channel once a replica claims this process. The --pool
-    // value is only this process's identity on its command line (orphan cleanup matches it).
-    options = await awaitPoolClaim().catch(failed);
-  } else {
-    const need = (k: string): string => {
-      const v = str(values, k);
-      if (v === undefined) throw new UsageError(`replica: --${k} is required.`);
-      return v;
-    };
-    const flavor = str(values, 'flavor') ?? 'onnx';
-    if (!isFlavorName(flavor)) throw new UsageError(`replica: unknown --flavor '${flavor}'.`);
-    const workloadType = (str(values, 'workload-type') ?? 'CPU') as WorkloadType;
-    if (!WORKLOAD_TYPES.includes(workloadType)) throw new UsageError(`replica: --workload-type must be one of ${WORKLOAD_TYPES.join(', ')}.`);
-    const execution = str(values, 'execution');
-    if (execution !== undefined && execution !== 'auto' && execution !== 'inline' && execution !== 'worker') {
-      throw new UsageError('replica: --execution must be one of auto, inline, worker.');
-    }
-    const logLevel = str(values, 'log-level');
-    if (logLevel !== undefined && !isLogLevel(logLevel)) throw new UsageError(`replica: --log-level must be one of ${LOG_LEVELS.join(', ')}.`);
-    const uid = str(values, 'uid');
-    const gid = str(values, 'gid');
-    if ((uid === undefined) !== (gid === undefined) || [uid, gid].some((v) => v !== undefined && !/^\d+$/.test(v))) {
-      throw new UsageError('replica: --uid and --gid go together, as numbers.');
-    }
-    const memoryLimit = str(values, 'memory-limit-bytes');
-    if (memoryLimit !== undefined && !/^[1-9]\d*$/.test(memoryLimit)) throw new UsageError('replica: --memory-limit-bytes must be a byte count.');
-    const familyBytes = str(values, 'family-cache-bytes');
-    if (familyBytes !== undefined && !/^[1-9]\d*$/.test(familyBytes)) throw new UsageError('replica: --family-cache-bytes must be a byte count.');
-    const family = familyBytes === undefined ? undefined : { cacheBytes: Number(familyBytes), sessionFallback: str(values, 'family-session-fallback') !== 'off' };
-    // The server's own defaults for the shape limits, so a replica started by hand enforces the same.
-    const defaults = compileServerConfig({});
-    const listen = str(values, 'listen') === undefined ? undefined : parseListen(need('listen'));
-    options = {
-      socketPath: listen === undefined ? need('socket') : '',
-      ...(listen === undefined ? {} : { listen }),
-      dir: need('dir'),
-      flavor,
-      loadOptions: {
-        modelFile: family === undefined ? need('model-file') : '', workloadType, intraOpThreads: Number(str(values, 'threads') ?? 1),
-        ...(str(values, 'python') === undefined ? {} : { pythonExecutable: need('python') }),
-        ...(memoryLimit === undefined ? {} : { memoryLimitBytes: Number(memoryLimit) }),
-      },
-      modelName: need('name'),
-      modelVersion: need('version'),
-      maxBodyBytes: Number(str(values, 'max-body-bytes') ?? 16 * 1024 * 1024),
-      drainTimeoutMs: Number(str(values, 'drain-timeout-ms') ?? 30_000),
-      maxRowsPerRequest: Number(str(values, 'max-rows-per-request') ?? defaults.maxRowsPerRequest),
-      maxJsonDepth: Number(str(values, 'max-json-depth') ?? defaults.maxJsonDepth),
-      maxJsonElements: Number(str(values, 'max-json-elements') ?? defaults.maxJsonElements),
-      batching: {
-        enabled: (str(values, 'batching') ?? 'on') === 'on',
-        maxBatchSize: Number(str(values, 'max-batch-size') ?? 64),
-        maxQueueDelayUs: Number(str(values, 'max-queue-delay-us') ?? 0),
-        preferredBatchSizes: (str(values, 'preferred-batch-sizes') ?? '').split(',').filter((x) => x !== '').map(Number),
-      },
-      ...(execution === undefined ? {} : { execution }),
-      ...(uid === undefined || gid === undefined ? {} : { user: { uid: Number(uid), gid: Number(gid) } }),
-      ...(logLevel === undefined ? {} : { logLevel }),
-      ...(family === undefined ? {} : { family }),
-    };
-  }
-  const artifactPath = str(values, 'artifact-path');
-  if (artifactPath !== undefined) {
-    // Pod mode: the model comes from the artifact store, not from a directory the runtime prepared.
-    const sha256 = str(values, 'sha256');
-    const storeJson = str(values, 'artifact-store') ?? process.env.FERRY_ARTIFACT_STORE;
-    if (sha256 === undefined || !/^[0-9a-f]{64}$/.test(sha256)) throw new UsageError('replica: --artifact-path needs --sha256 with the version\'s 64-hex-digit tree digest.');
-    if (storeJson === undefined) throw new UsageError('replica: --artifact-path needs --artifact-store JSON or FERRY_ARTIFACT_STORE.');
-    const location = (() => {
-      try {
-        return parseArtifactStoreLocation(storeJson, str(values, 'artifact-store') === undefined ? 'FERRY_ARTIFACT_STORE' : '--artifact-store');
-      } catch (err) {
-        return failed(err);
-      }
-    })();
-    options = { ...options, dir: await fetchArtifact(location, artifactPath, sha256, options.dir).catch(failed) };
-  }
-  running.replica = await startReplica(options).catch(failed);
-  if (stopping) await running.replica.close().then(() => process.exit(0), () => process.exit(1));
-}
-
-/** `--listen HOST:PORT`; an empty HOST is the pod's IP (env POD_IP, from the downward API), else every interface. */
-function parseListen(value: string): { host: string; port: number } {
-  const i = value.lastIndexOf(':');
-  const port = Number(value.slice(i + 1));
-  if (i < 0 || !Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError(`replica: --listen must be [HOST]:PORT, got '${value}'.`);
-  const host = value.slice(0, i).replace(/^\[|\]$/g, '') || process.env.POD_IP || '0.0.0.0';
-  return { host, port };
 }
 
 async function modelsCommand(args: string[]): Promise<void> {

@@ -1,5 +1,6 @@
 /**
- * Configuration: schema → defaults → compiled, frozen (CONVENTIONS 4). Users write human units
+ * Configuration: one strict zod schema (unknown keys are errors) → its defaults → a compiled,
+ * frozen object, cross-field rules checked in the compile step. Users write human units
  * ("30s", "16MiB"); the compiled form carries numbers with the unit in the name
  * (`requestTimeoutMs: 30000`, `maxBodyBytes: 16777216`). Errors name the key, the value and what
  * is allowed.
@@ -7,6 +8,8 @@
 import { z } from 'zod';
 import { validateKey, type S3Settings } from '../artifacts/index.js';
 import { FerryError, describeValue, invalidParameter } from '../errors.js';
+import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_JSON_ELEMENTS, DEFAULT_MAX_ROWS_PER_REQUEST } from './defaults.js';
+export { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_JSON_ELEMENTS, DEFAULT_MAX_ROWS_PER_REQUEST } from './defaults.js';
 
 const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 const SIZE_UNITS_BYTES: Record<string, number> = {
@@ -29,15 +32,6 @@ export function parseBytes(value: string | number): number | undefined {
   return Math.floor(Number(m[1]) * (SIZE_UNITS_BYTES[m[2] ?? 'B'] ?? 1));
 }
 
-/**
- * JSON shape and row limits, also the defaults of processes that get no config (a replica started
- * by hand). 64 levels is twice what any tensor input needs (numpy stops at 32); 4,194,304 values
- * is what a 16 MiB body (maxBodySize) of short numbers holds at about 4 bytes each; 100,000 rows
- * is far past any useful batch and bounds what one request can make a model allocate.
- */
-export const DEFAULT_MAX_JSON_DEPTH = 64;
-export const DEFAULT_MAX_JSON_ELEMENTS = 4_194_304;
-export const DEFAULT_MAX_ROWS_PER_REQUEST = 100_000;
 
 const duration = z.union([z.string(), z.number()]);
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;

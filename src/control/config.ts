@@ -12,7 +12,7 @@ import { WORKLOAD_TYPES, type FlavorName, type WorkloadType } from '../flavors/i
 import { RATE_LIMIT_KEYS, RENEWAL_PERIOD_MS, type RateLimit, type RenewalPeriod } from '../gateway/index.js';
 import type { Registry } from '../registry/index.js';
 import { scalingSpecFor, type ScalingSpec, type ScalingTunables } from '../autoscaler/index.js';
-import type { BatchingConfig } from '../runtime/index.js';
+import { DEFAULT_BATCHING, type BatchingConfig } from '../replica/options.js';
 import type { ModelVersionRecord } from '../store/index.js';
 import type { FamilyConfig } from '../multi/index.js';
 
@@ -221,8 +221,6 @@ export function patchTags(tags: Readonly<Record<string, string>>, body: unknown)
   return Object.fromEntries(out);
 }
 
-/** Same-tick and while-busy batching up to 64 rows, no added delay (measured: docs/benchmarks.md). */
-export const DEFAULT_BATCHING: BatchingConfig = { enabled: true, maxBatchSize: 64, maxQueueDelayUs: 0, preferredBatchSizes: [] };
 
 export interface ServedEntityConfig {
   name: string;

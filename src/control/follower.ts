@@ -18,14 +18,14 @@
  */
 import { FramedChannel, framePayloadLimit } from '../channel/index.js';
 import type { Authorizer } from '../auth/index.js';
-import { EntityTraffic, type Backend, type EndpointRoute, type RateLimiter, type RoutingTable, type TrafficOptions } from '../gateway/index.js';
+import { drainAndClose, EntityTraffic, type Backend, type EndpointRoute, type RateLimiter, type RoutingTable, type TrafficOptions } from '../gateway/index.js';
 import { FamilyResolver } from '../multi/index.js';
 import type { DiscoveredReplica } from '../runtime/index.js';
 import type { EndpointRecord, EntityLoad, MetadataStore } from '../store/index.js';
 import type { AiGatewayConfig, EndpointConfig, ServedEntityConfig } from './config.js';
 import { aiGatewayOf, buildEndpointRoute, creatorReads, inferenceTableSettings, rateLimiterFor } from './routes.js';
 
-type Record_ = EndpointRecord<EndpointConfig>;
+type StoredEndpoint = EndpointRecord<EndpointConfig>;
 
 /**
  * The least time between a report and an early one for a waiting request: a burst of requests
@@ -64,7 +64,7 @@ interface FollowedEntity {
 }
 
 interface FollowedEndpoint {
-  record: Record_;
+  record: StoredEndpoint;
   /** The serving config and AI gateway settings the route was built from (JSON). */
   builtFrom: string;
   aiGateway: AiGatewayConfig;
@@ -86,17 +86,17 @@ export class RouteFollower {
   private reportedAtMs = -Infinity;
   private stopped = false;
 
-  constructor(private readonly o: FollowerOptions) {}
+  constructor(private readonly options: FollowerOptions) {}
 
   /** Builds the routes of the stored endpoints, then keeps them current until `handOver` or `close`. */
   async start(): Promise<void> {
     await this.refresh();
     if (this.stopped) return;
     this.timer = setInterval(() => {
-      this.refresh().catch((err: unknown) => this.o.log('error', 'reading the stored endpoints failed', { error: String(err) }));
-    }, this.o.refreshIntervalMs);
+      this.refresh().catch((err: unknown) => this.options.log('error', 'reading the stored endpoints failed', { error: String(err) }));
+    }, this.options.refreshIntervalMs);
     this.timer.unref();
-    this.reportTimer = setInterval(() => this.reportLoad(), this.o.reportIntervalMs);
+    this.reportTimer = setInterval(() => this.reportLoad(), this.options.reportIntervalMs);
     this.reportTimer.unref();
   }
 
@@ -122,7 +122,7 @@ export class RouteFollower {
     clearInterval(this.reportTimer); // the controller counts this gateway's load now; the last report ages out
     this.timer = setInterval(() => {
       for (const [name, fe] of this.endpoints) {
-        if (this.o.table.get(name) === fe.route) continue;
+        if (this.options.table.get(name) === fe.route) continue;
         this.endpoints.delete(name);
         this.retireEndpoint(fe);
       }
@@ -141,7 +141,7 @@ export class RouteFollower {
   }
 
   private async refresh(): Promise<void> {
-    const records = (await this.o.store.listEndpoints()) as Record_[];
+    const records = (await this.options.store.listEndpoints()) as StoredEndpoint[];
     if (this.stopped) return;
     const serving = new Set<string>();
     for (const record of records) {
@@ -152,13 +152,13 @@ export class RouteFollower {
     for (const [name, fe] of this.endpoints) {
       if (serving.has(name)) continue;
       this.endpoints.delete(name);
-      if (this.o.table.get(name) === fe.route) this.o.table.delete(name);
+      if (this.options.table.get(name) === fe.route) this.options.table.delete(name);
       this.retireEndpoint(fe);
     }
   }
 
   /** Publishes the route of a serving config unless it is the one already published. */
-  private follow(record: Record_, config: EndpointConfig): void {
+  private follow(record: StoredEndpoint, config: EndpointConfig): void {
     const name = record.name;
     const prev = this.endpoints.get(name);
     const aiGateway = aiGatewayOf(record);
@@ -177,19 +177,19 @@ export class RouteFollower {
       const e = entities.get(r.servedEntityName);
       return e === undefined ? [] : [{ endpoint: name, entity: e.entity, trafficPercentage: r.trafficPercentage, traffic: e.traffic, family: e.family }];
     });
-    const route = buildEndpointRoute(name, config, weighted, this.o.defaultRequestTimeoutMs, aiGateway, rateLimiter);
+    const route = buildEndpointRoute(name, config, weighted, this.options.defaultRequestTimeoutMs, aiGateway, rateLimiter);
     for (const e of entities.values()) this.syncEntity(name, e);
     this.endpoints.set(name, { record, builtFrom, aiGateway, rateLimiter, entities, route });
-    this.o.table.set(route);
+    this.options.table.set(route);
     for (const e of prev?.entities.values() ?? []) if (![...entities.values()].includes(e)) this.retireEntity(e);
   }
 
-  private newEntity(record: Record_, entity: ServedEntityConfig): FollowedEntity {
+  private newEntity(record: StoredEndpoint, entity: ServedEntityConfig): FollowedEntity {
     return {
       entity,
       // A request waits: with no replica here, tell the leader now (see the module comment).
-      traffic: new EntityTraffic({ ...this.o.traffic, name: `${record.name}/${entity.name}`, onDemand: () => this.onDemand(record.name, entity.name) }),
-      family: entity.family === undefined ? undefined : new FamilyResolver(entity.family, this.o.store, creatorReads(this.o.store, this.o.authz, record.creator)),
+      traffic: new EntityTraffic({ ...this.options.traffic, name: `${record.name}/${entity.name}`, onDemand: () => this.onDemand(record.name, entity.name) }),
+      family: entity.family === undefined ? undefined : new FamilyResolver(entity.family, this.options.store, creatorReads(this.options.store, this.options.authz, record.creator)),
       backends: new Map(),
     };
   }
@@ -197,7 +197,7 @@ export class RouteFollower {
   /** A request waits: with no replica of its entity here, reports at once (at most every `EARLY_REPORT_GAP_MS`, however many wait). */
   private onDemand(endpoint: string, servedEntity: string): void {
     if (this.endpoints.get(endpoint)?.entities.get(servedEntity)?.backends.size !== 0) return;
-    if (this.o.now() - this.reportedAtMs >= EARLY_REPORT_GAP_MS) this.reportLoad();
+    if (this.options.now() - this.reportedAtMs >= EARLY_REPORT_GAP_MS) this.reportLoad();
   }
 
   /**
@@ -217,12 +217,12 @@ export class RouteFollower {
     }
     if (entities.length === 0 && this.reportedIdle) return;
     this.reporting = true;
-    this.reportedAtMs = this.o.now();
-    this.o.store.putGatewayLoad({ server: this.o.server, reportedMs: this.reportedAtMs, entities }).then(
+    this.reportedAtMs = this.options.now();
+    this.options.store.putGatewayLoad({ server: this.options.server, reportedMs: this.reportedAtMs, entities }).then(
       () => {
         this.reportedIdle = entities.length === 0;
       },
-      (err: unknown) => this.o.log('warn', 'reporting the gateway load failed', { error: String(err) }),
+      (err: unknown) => this.options.log('warn', 'reporting the gateway load failed', { error: String(err) }),
     ).finally(() => {
       this.reporting = false;
     });
@@ -230,7 +230,7 @@ export class RouteFollower {
 
   /** Makes the entity's backends the discovered ready replicas: new ones added, gone ones drained. */
   private syncEntity(endpoint: string, e: FollowedEntity): void {
-    const found = new Map(this.o.replicas.addresses(endpoint, e.entity.name).map((a) => [`${a.host}:${a.port}`, a]));
+    const found = new Map(this.options.replicas.addresses(endpoint, e.entity.name).map((a) => [`${a.host}:${a.port}`, a]));
     for (const [key, b] of e.backends) {
       if (found.has(key)) continue;
       e.backends.delete(key);
@@ -240,7 +240,7 @@ export class RouteFollower {
       if (e.backends.has(key)) continue;
       const backend: Backend = {
         id: a.pod ?? key, outstanding: 0,
-        channel: new FramedChannel({ kind: 'tcp', host: a.host, port: a.port }, { maxPayloadBytes: framePayloadLimit(this.o.maxBodyBytes) }),
+        channel: new FramedChannel({ kind: 'tcp', host: a.host, port: a.port }, { maxPayloadBytes: framePayloadLimit(this.options.maxBodyBytes) }),
       };
       e.backends.set(key, backend);
       e.traffic.addBackend(backend);
@@ -259,8 +259,6 @@ export class RouteFollower {
   /** Out of rotation at once; the channel closes once its requests are answered (or the drain time is up). */
   private async retireBackend(e: FollowedEntity, b: Backend): Promise<void> {
     e.traffic.removeBackend(b);
-    const deadline = Date.now() + this.o.drainTimeoutMs;
-    while (b.outstanding > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    b.channel.close();
+    await drainAndClose([b], this.options.drainTimeoutMs);
   }
 }

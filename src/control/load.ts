@@ -73,21 +73,21 @@ export class PeerLoad {
   private reading = false;
   private prunedMs = -Infinity;
 
-  constructor(private readonly o: PeerLoadOptions) {}
+  constructor(private readonly options: PeerLoadOptions) {}
 
   /** Reads the reports again; resolves once read (at once when a read is still running). Never rejects. */
   async refresh(nowMs: number): Promise<void> {
     if (this.reading) return;
     this.reading = true;
     try {
-      this.reports = await this.o.store.listGatewayLoad();
+      this.reports = await this.options.store.listGatewayLoad();
       if (nowMs - this.prunedMs >= GONE_AFTER_MS / 10) {
         this.prunedMs = nowMs;
-        await this.o.store.deleteGatewayLoad(nowMs - GONE_AFTER_MS);
+        await this.options.store.deleteGatewayLoad(nowMs - GONE_AFTER_MS);
       }
     } catch (err) {
       // The last reports age out (PEER_LOAD_MAX_AGE_MS): the leader falls back to its own load.
-      this.o.log('warn', 'reading the other servers\' gateway load failed', { error: String(err) });
+      this.options.log('warn', 'reading the other servers\' gateway load failed', { error: String(err) });
     } finally {
       this.reading = false;
     }
@@ -95,6 +95,6 @@ export class PeerLoad {
 
   /** The other servers' demand per served entity at `nowMs`, from the last read (see `peerDemand`). */
   demand(nowMs: number): Map<string, number> {
-    return peerDemand(this.reports, this.o.self, nowMs);
+    return peerDemand(this.reports, this.options.self, nowMs);
   }
 }

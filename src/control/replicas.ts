@@ -16,8 +16,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { ArtifactStore } from '../artifacts/index.js';
+import { backoffDelayMs, type Backoff } from '../backoff.js';
 import { FramedChannel, framePayloadLimit } from '../channel/index.js';
 import { FerryError } from '../errors.js';
+import { drainAndClose } from '../gateway/index.js';
 import type { FamilyConfig, FamilyResolver } from '../multi/index.js';
 import { ReplicaProtocolError, type ReplicaExit, type ReplicaHandle, type ReplicaSpec, type Runtime } from '../runtime/index.js';
 import { replicaExit, replicaReady, type ReplicaExitEvent, type ReplicaReadyEvent } from './events.js';
@@ -25,7 +27,8 @@ import { HISTORY, type ControlLog, type DeploymentState, type EntityReplicas, ty
 
 /** Consecutive failed starts after which a served entity is DEPLOYMENT_FAILED (it keeps retrying). */
 const MAX_FAILED_STARTS = 5;
-const MAX_RESTART_DELAY_MS = 30_000;
+/** A replacement replica starts after 1 s, 2 s, 4 s, … up to 30 s between failed tries. */
+const RESTART_BACKOFF: Backoff = { baseMs: 1000, maxMs: 30_000 };
 /**
  * A replica that dies sooner than this after turning ready counts as a failed start (crash loop:
  * the restart delay doubles); one that lived longer resets the count (restart after 1 s).
@@ -97,7 +100,7 @@ export class ReplicaSupervisor {
   /** Starts a replacement replica after 1 s, 2 s, 4 s, ... up to 30 s between failed tries. */
   scheduleRestart(d: EntityReplicas): void {
     if (d.stopped || d.quarantined || d.restartTimer !== undefined) return;
-    const delayMs = Math.min(1000 * 2 ** d.failedStarts, MAX_RESTART_DELAY_MS);
+    const delayMs = backoffDelayMs(d.failedStarts + 1, RESTART_BACKOFF);
     d.restartTimer = setTimeout(() => {
       d.restartTimer = undefined;
       if (d.stopped || d.replicas.size >= d.desiredReplicas) return;
@@ -111,9 +114,7 @@ export class ReplicaSupervisor {
     this.halt(d);
     const backends = d.traffic.backends.splice(0);
     d.traffic.rejectWaiting(new FerryError('TEMPORARILY_UNAVAILABLE', `Served entity '${d.entity.name}' is shutting down; retry shortly.`, { retryAfterS: 1 }));
-    const deadline = this.opts.now() + this.opts.drainTimeoutMs;
-    while (backends.some((b) => b.outstanding > 0) && this.opts.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    for (const b of backends) b.channel.close();
+    await drainAndClose(backends, this.opts.drainTimeoutMs, () => this.opts.now());
     await Promise.all([...d.replicas.keys()].map(async (id) => {
       this.byReplica.delete(id);
       await this.opts.runtime.stopReplica(id);
@@ -135,9 +136,7 @@ export class ReplicaSupervisor {
     d.traffic.removeBackend(backend);
     d.replicas.delete(slot.id);
     this.byReplica.delete(slot.id);
-    const deadline = this.opts.now() + this.opts.drainTimeoutMs;
-    while (backend.outstanding > 0 && this.opts.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    backend.channel.close();
+    await drainAndClose([backend], this.opts.drainTimeoutMs, () => this.opts.now());
     await this.opts.runtime.stopReplica(slot.id);
   }
 

@@ -9,16 +9,14 @@
  * (tick, poke, the other servers' load), `decide` the per-entity autoscaler, and `scaleTo` the
  * small reconciler: start the missing replicas, retire surplus ready ones.
  */
-import diagnostics_channel from 'node:diagnostics_channel';
 import { decide, record } from '../autoscaler/index.js';
+import { autoscalerDecisions } from './events.js';
 import { loadKey, type PeerLoad } from './load.js';
 import type { ReplicaSupervisor } from './replicas.js';
 import { HISTORY, type ControlLog, type EntityReplicas } from './state.js';
 
 /** How often each served entity's load is sampled and its scale decided (the policy's sample bucket). */
 export const AUTOSCALE_TICK_MS = 1000;
-/** Every decision that changes a desired count, with its inputs (published only when subscribed). */
-const decisionChannel = diagnostics_channel.channel('ferry:autoscaler:decision');
 
 export interface ScalingLoopOptions {
   supervisor: ReplicaSupervisor;
@@ -88,7 +86,7 @@ export class ScalingLoop {
     d.decisions.push({ ...decision, timeMs: nowMs });
     if (d.decisions.length > HISTORY) d.decisions.shift();
     const event = { endpoint: d.endpoint, servedEntity: d.entity.name, from: d.desiredReplicas, to: decision.desiredReplicas, reason: decision.reason, ...decision.inputs };
-    if (decisionChannel.hasSubscribers) decisionChannel.publish(event);
+    if (autoscalerDecisions.hasSubscribers) autoscalerDecisions.publish(event);
     this.opts.log('info', 'autoscaling decision', event);
     this.scaleTo(d, decision.desiredReplicas);
   }

@@ -4,7 +4,7 @@
  * testing its name. A leaf module: the runtime reads it without importing any flavor (the onnx
  * flavor imports onnxruntime-node, a native addon).
  */
-import type { FlavorName } from './index.js';
+import type { FlavorName } from './names.js';
 
 export interface FlavorCapabilities {
   /**

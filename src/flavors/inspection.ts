@@ -4,7 +4,7 @@
  * the onnx flavor's `load` needs onnxruntime-node, a native addon, which the inspector neither
  * needs nor may load (it runs without --allow-addons). Everything reachable from here is pure JS.
  */
-import type { Flavor } from './index.js';
+import type { Flavor } from './types.js';
 import { jsFlavor } from './js/index.js';
 import { llmFlavor } from './llm/index.js';
 import type { FlavorName } from './names.js';

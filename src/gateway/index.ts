@@ -26,6 +26,7 @@ export { RoutingTable, pickAffine, pickBackend, pickEntity, modelAffinity, AFFIN
 export { EntityTraffic, type TrafficOptions } from './traffic.js';
 export { RATE_LIMIT_KEYS, RENEWAL_PERIOD_MS, RateLimiter, TokenMeter, type RateLimit, type RateLimitKey, type RenewalPeriod } from './rate-limit.js';
 export { GatewayStats, statsKey, type StatsSummary } from './stats.js';
+export { drainAndClose } from './drain.js';
 export { GATEWAY_REQUEST_CHANNEL, GATEWAY_STREAM_CHANNEL, gatewayRequests, gatewayStreams, type GatewayRequestEvent, type GatewayStreamEvent } from './events.js';
 
 export interface GatewayOptions {

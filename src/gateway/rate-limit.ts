@@ -22,7 +22,7 @@
  * Calls admitted while earlier answers are still running are not held back by their tokens: a
  * token limit bounds the rate over time, not the tokens in flight.
  *
- * Decisions are pure functions of a bucket's TAT and the time (CONVENTIONS 6); `RateLimiter` keeps
+ * Decisions are pure functions of a bucket's TAT and the time (tests walk virtual time); `RateLimiter` keeps
  * the buckets of one endpoint and is the only stateful part.
  */
 import { FerryError } from '../errors.js';
@@ -246,7 +246,7 @@ function totalTokensOf(json: string): number | undefined {
 export type RouteHandler<R> = (ctx: Context, route: R, meter?: TokenMeter) => Promise<Reply | undefined>;
 
 /**
- * Gateway step (CONVENTIONS 8): refuses a call over its endpoint's rate limits before the body is
+ * Gateway step (a `(next) => handler` middleware, like auth and tracing): refuses a call over its endpoint's rate limits before the body is
  * read and, with a token limit, charges the answer's tokens when it is done (also when it failed
  * part way: what was relayed counts). Endpoints without limits pay one property check, endpoints
  * without token limits no metering. The clock is monotonic, so a wall-clock jump neither refills

@@ -3,7 +3,7 @@
  * for a short while so the control plane can judge a canary: the new entities' 5xx share and p99
  * latency against the old ones' over one canary step.
  *
- * Bounded (CONVENTIONS 9): each key keeps its newest `maxSamples` requests in a ring (older ones
+ * Bounded, like every queue and buffer in Ferry: each key keeps its newest `maxSamples` requests in a ring (older ones
  * fall off, so a window holding more requests than that is judged on its newest `maxSamples`), and
  * at most `maxKeys` keys exist (one more drops the key created first). `record` is O(1) and
  * allocates nothing once a key exists, so it can sit on the request path.

@@ -7,7 +7,7 @@
  * pokes it when a request has to wait for capacity (e.g. scale from zero).
  */
 import { FerryError } from '../errors.js';
-import { pickAffine, pickBackend, type Backend } from './routing.js';
+import { pickAffine, pickBackend, type Backend } from './pick.js';
 
 export interface TrafficOptions {
   /** Requests one replica carries at once; beyond it requests wait or go to another replica. */

@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import type http from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { FerryError, isErrorCode, toFerryError } from '../errors.js';
+import { clientError, FerryError, isErrorCode, toFerryError } from '../errors.js';
 import { inject, type InjectedResponse } from '../http/index.js';
 import type { LogFn } from '../logs/index.js';
 import { inferBody, inferResponse, modelPath, type ModelInferRequest } from './codec.js';
@@ -186,7 +186,7 @@ function grpcError(err: unknown, log: LogFn): Partial<grpc.StatusObject> {
   }
   const e = toFerryError(err);
   if (e.status >= 500) log('error', 'gRPC call failed', { error: err instanceof Error ? err.stack : String(err) });
-  return { code: GRPC_STATUS[e.status] ?? grpc.status.UNKNOWN, details: e.message };
+  return { code: GRPC_STATUS[e.status] ?? grpc.status.UNKNOWN, details: clientError(e, undefined).message };
 }
 
 /** The message of a REST error body: `{"error": "..."}` (OIP v2) or Ferry's `{"error_code", "message"}`. */

@@ -1,11 +1,12 @@
 /**
  * The small HTTP layer shared by the server and replicas: a router with path parameters,
- * middleware as `(next) => handler` (CONVENTIONS 8), bounded body reading, and the one error
+ * middleware as `(next) => handler` (auth, rate limits, request ids, metrics: each cross-cutting
+ * step is one, never a branch in a handler), bounded body reading, and the one error
  * response shape. Built on node:http directly: the data plane cannot afford a framework's
  * per-request overhead, and the control plane needs nothing more.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { FerryError, toFerryError, type ErrorCode } from '../errors.js';
+import { clientError, FerryError, toFerryError, type ErrorCode } from '../errors.js';
 import { checkJsonLimits, DEFAULT_JSON_LIMITS, type JsonLimits } from './json-limits.js';
 
 export { checkJsonLimits, DEFAULT_JSON_LIMITS, type JsonLimits } from './json-limits.js';
@@ -39,7 +40,7 @@ export interface Reply {
 }
 
 export type Handler = (ctx: Context) => Promise<Reply | undefined> | Reply | undefined;
-/** A cross-cutting step (CONVENTIONS 8). `meta` is the route's metadata, e.g. its access rule. */
+/** A cross-cutting step (auth, request ids, rate limits, …). `meta` is the route's metadata, e.g. its access rule. */
 export type Middleware<M = unknown> = (next: Handler, meta: M | undefined, route: { method: string; pattern: string }) => Handler;
 
 interface Route<H, M> {
@@ -236,11 +237,13 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 }
 
 /**
- * Writes any error as the shared error body (or `body(e)` when given: another API's shape); 5xx
- * details stay in the server log, not the response.
+ * Writes any error as the shared error body (or `body(e)` when given: another API's shape). A
+ * FerryError's message is meant for the client and is sent as it is (a 5xx too, e.g. a model's
+ * MODEL_ERROR); an unexpected error is answered with a generic 500 naming the request id (the
+ * `x-request-id` of `extraHeaders`), its details only in the log (`listener`'s `onError`).
  */
 export function sendError(res: ServerResponse, err: unknown, body: (e: FerryError) => unknown = (e) => e.toBody(), extraHeaders?: Record<string, string>): void {
-  const e = toFerryError(err);
+  const e = clientError(toFerryError(err), extraHeaders?.['x-request-id']);
   if (res.headersSent) {
     res.destroy();
     return;

@@ -3,7 +3,7 @@
  * A 16 MiB body may hold ~8 million one-digit numbers, or nesting so deep that every later
  * recursive walk overflows the stack; both are refused here with a 400 that names the limit.
  */
-import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_JSON_ELEMENTS } from '../config/index.js';
+import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_JSON_ELEMENTS } from '../config/defaults.js';
 import { FerryError } from '../errors.js';
 
 /** How deep and how large a JSON body may be. */

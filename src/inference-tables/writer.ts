@@ -7,11 +7,12 @@
  * in-memory queue. It never awaits and never touches storage. A background flusher turns queued
  * captures into rows (bodies to text, `client_request_id` parsed) and writes them in batches, one
  * transaction each, at most `FLUSH_INTERVAL_MS` after the first row queued or as soon as
- * `FLUSH_BATCH_ROWS` are waiting. When the queue is full a row is dropped and counted (CONVENTIONS 9).
+ * `FLUSH_BATCH_ROWS` are waiting. The queue is bounded (rows and bytes): when it is full a row is dropped and counted.
  */
 import { randomUUID } from 'node:crypto';
 import diagnosticsChannel from 'node:diagnostics_channel';
-import { GATEWAY_REQUEST_CHANNEL, type GatewayRequestEvent } from '../gateway/index.js';
+import { GATEWAY_REQUEST_CHANNEL, INFERENCE_TABLE_DROP_CHANNEL, type GatewayRequestEvent, type InferenceTableDropEvent } from '../diagnostics.js';
+export { INFERENCE_TABLE_DROP_CHANNEL, type InferenceTableDropEvent } from '../diagnostics.js';
 import type { InferenceRow, InferenceTableStore } from '../store/index.js';
 
 /** Bodies larger than this (1 MiB, Databricks' limit) are replaced by `omittedBody(size)`. */
@@ -43,16 +44,8 @@ export const FLUSH_BATCH_ROWS = 500;
 const RETENTION_CHECK_MS = 3_600_000;
 
 /** The channel the writer publishes an `InferenceTableDropEvent` on for every row it drops. */
-export const INFERENCE_TABLE_DROP_CHANNEL = 'ferry:inference-table:drop';
 const drops = diagnosticsChannel.channel(INFERENCE_TABLE_DROP_CHANNEL);
 
-export interface InferenceTableDropEvent {
-  endpoint: string;
-  /** 'queue_full': the writer could not keep up; 'write_failed': the storage refused a batch. */
-  reason: 'queue_full' | 'write_failed';
-  /** Rows dropped by this event (1 for a full queue, the batch's size for a failed write). */
-  rows: number;
-}
 
 /** An endpoint's table settings, read per request. */
 export interface InferenceTableSettings {
@@ -106,8 +99,8 @@ export class InferenceTableWriter {
   private readonly counts = new Map<string, InferenceTableCounts>();
   private readonly now: () => number;
 
-  constructor(private readonly o: InferenceTableWriterOptions) {
-    this.now = o.now ?? Date.now;
+  constructor(private readonly options: InferenceTableWriterOptions) {
+    this.now = options.now ?? Date.now;
   }
 
   /** Deletes expired rows, then subscribes to the gateway's events and starts the retention timer. */
@@ -116,14 +109,14 @@ export class InferenceTableWriter {
     diagnosticsChannel.subscribe(GATEWAY_REQUEST_CHANNEL, this.onEvent);
     this.subscribed = true;
     this.retentionTimer = setInterval(() => {
-      this.enforceRetention().catch((err: unknown) => this.o.onError?.(err));
-    }, Math.min(RETENTION_CHECK_MS, this.o.retentionMs));
+      this.enforceRetention().catch((err: unknown) => this.options.onError?.(err));
+    }, Math.min(RETENTION_CHECK_MS, this.options.retentionMs));
     this.retentionTimer.unref();
   }
 
   /** Deletes rows older than the retention; resolves with how many went. */
   enforceRetention(): Promise<number> {
-    return this.o.store.deleteBefore(this.now() - this.o.retentionMs);
+    return this.options.store.deleteBefore(this.now() - this.options.retentionMs);
   }
 
   /** Rows queued, written and dropped for `endpoint` since the start (zeros when none). */
@@ -144,20 +137,20 @@ export class InferenceTableWriter {
     try {
       this.capture(message as GatewayRequestEvent);
     } catch (err) {
-      this.o.onError?.(err);
+      this.options.onError?.(err);
     }
   };
 
   private capture(e: GatewayRequestEvent): void {
     if (!e.inference) return;
-    const settings = this.o.settingsOf(e.endpoint);
+    const settings = this.options.settingsOf(e.endpoint);
     if (settings === undefined || !settings.enabled) return;
     if (settings.sampleFraction < 1 && Math.random() >= settings.sampleFraction) return;
     const request = kept(e.requestBody, e.requestHeaderBytes);
     const response = kept(e.responseBody, e.responseHeaderBytes);
     const bodyBytes = bodyLength(request) + bodyLength(response);
     const counts = this.countsFor(e.endpoint);
-    if (this.queue.length + this.writingRows >= this.o.bufferRows || this.queuedBodyBytes + bodyBytes > MAX_QUEUED_BODY_BYTES) {
+    if (this.queue.length + this.writingRows >= this.options.bufferRows || this.queuedBodyBytes + bodyBytes > MAX_QUEUED_BODY_BYTES) {
       this.drop(e.endpoint, 'queue_full', 1);
       return;
     }
@@ -176,7 +169,7 @@ export class InferenceTableWriter {
   /** Starts a write soon: at once when a batch is full, else after the interval. */
   private schedule(): void {
     if (this.writing !== undefined) return; // the running write schedules the next one
-    const full = this.queue.length >= Math.min(FLUSH_BATCH_ROWS, this.o.bufferRows);
+    const full = this.queue.length >= Math.min(FLUSH_BATCH_ROWS, this.options.bufferRows);
     if (this.flushTimer !== undefined && !full) return;
     clearTimeout(this.flushTimer);
     this.flushTimer = setTimeout(() => this.writeNext(), full ? 0 : FLUSH_INTERVAL_MS);
@@ -202,13 +195,13 @@ export class InferenceTableWriter {
       this.countsFor(c.row.endpoint).queuedRows--;
     }
     try {
-      await this.o.store.append(batch.map(toRow));
+      await this.options.store.append(batch.map(toRow));
       for (const c of batch) this.countsFor(c.row.endpoint).writtenRows++;
     } catch (err) {
       const byEndpoint = new Map<string, number>();
       for (const c of batch) byEndpoint.set(c.row.endpoint, (byEndpoint.get(c.row.endpoint) ?? 0) + 1);
       for (const [endpoint, rows] of byEndpoint) this.drop(endpoint, 'write_failed', rows);
-      this.o.onError?.(err);
+      this.options.onError?.(err);
     } finally {
       this.writingRows = 0;
     }

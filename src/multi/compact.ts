@@ -15,7 +15,9 @@
  * inputs and weights that are binary fractions (the fixtures') results are bit-identical.
  */
 import { FerryError } from '../errors.js';
-import { int64ToNumber, int64ToString, signatureOf, zipRows, type LoadedModel, type ModelProto } from '../flavors/index.js';
+import { int64ToNumber, int64ToString, signatureOf, type ModelProto } from '../flavors/onnx/model-proto.js';
+import { zipRows } from '../flavors/onnx/zipmap.js';
+import type { LoadedModel } from '../flavors/types.js';
 import type { OutputValue, Signature, Tensor } from '../tensor/index.js';
 
 type NodeProto = NonNullable<NonNullable<ModelProto['graph']>['node']>[number];
@@ -121,6 +123,34 @@ function postTransform(kind: string, scores: Float32Array, rows: number, width: 
 
 const f32 = (data: Float32Array, rows: number, cols: number): Tensor => ({ dtype: 'float32', shape: [rows, cols], data });
 
+/**
+ * The one linear kernel, y = x·W + b on `rows` rows of `features` values, summed in float32 steps
+ * in feature order as onnxruntime's ML ops do (so results match it bit for bit). Weight `o` of
+ * feature `f` is `w[o * outStride + f * featureStride]`: ONNX-ML coefficients are one row per
+ * output (`outStride` = features, `featureStride` = 1), a MatMul initializer one row per feature
+ * (`outStride` = 1, `featureStride` = outputs). Example: features 2, outputs 1, w [2, 3], b [1],
+ * x [1, 1] → y [6].
+ */
+function affine(x: Float32Array, rows: number, features: number, w: Float32Array, outStride: number, featureStride: number, bias: Float32Array): Float32Array {
+  const outputs = bias.length;
+  const y = new Float32Array(rows * outputs);
+  for (let r = 0; r < rows; r++) {
+    const xo = r * features;
+    for (let o = 0; o < outputs; o++) {
+      const wo = o * outStride;
+      let acc = 0;
+      for (let f = 0; f < features; f++) acc = Math.fround(acc + Math.fround((x[xo + f] ?? 0) * (w[wo + f * featureStride] ?? 0)));
+      y[r * outputs + o] = Math.fround(acc + (bias[o] ?? 0));
+    }
+  }
+  return y;
+}
+
+/** One bias per output from ONNX's `intercepts` / `B`: missing ones are 0, a single value broadcasts when `broadcast`. */
+function biasOf(values: Float32Array, outputs: number, broadcast: boolean): Float32Array {
+  return Float32Array.from({ length: outputs }, (_, o) => values[broadcast && values.length === 1 ? 0 : o] ?? 0);
+}
+
 function linearRegressor(node: NodeProto): Compiled | string {
   const a = new Attrs(node);
   if (a.string('post_transform', 'NONE') !== 'NONE') return 'LinearRegressor post_transform other than NONE';
@@ -130,18 +160,11 @@ function linearRegressor(node: NodeProto): Compiled | string {
   if (targets < 1 || coef.length === 0 || coef.length % targets !== 0) return 'LinearRegressor coefficients do not divide into targets';
   const features = coef.length / targets;
   const out = node.output?.[0] ?? '';
+  const bias = biasOf(intercepts, targets, false);
   return {
     kind: 'LinearRegressor', features, weightBytes: coef.byteLength + intercepts.byteLength,
     evaluate(x, rows) {
-      const y = new Float32Array(rows * targets);
-      for (let r = 0; r < rows; r++) {
-        for (let t = 0; t < targets; t++) {
-          let acc = 0;
-          for (let f = 0; f < features; f++) acc = Math.fround(acc + Math.fround((x[r * features + f] ?? 0) * (coef[t * features + f] ?? 0)));
-          y[r * targets + t] = Math.fround(acc + (intercepts[t] ?? 0));
-        }
-      }
-      return { [out]: f32(y, rows, targets) };
+      return { [out]: f32(affine(x, rows, features, coef, features, 1, bias), rows, targets) };
     },
   };
 }
@@ -161,14 +184,7 @@ function linearClassifier(node: NodeProto): Compiled | string {
   return {
     kind: 'LinearClassifier', features, weightBytes: coef.byteLength + intercepts.byteLength,
     evaluate(x, rows) {
-      const scores = new Float32Array(rows * classes);
-      for (let r = 0; r < rows; r++) {
-        for (let c = 0; c < classes; c++) {
-          let acc = 0;
-          for (let f = 0; f < features; f++) acc = Math.fround(acc + Math.fround((x[r * features + f] ?? 0) * (coef[c * features + f] ?? 0)));
-          scores[r * classes + c] = Math.fround(acc + (intercepts[c] ?? 0));
-        }
-      }
+      const scores = affine(x, rows, features, coef, features, 1, intercepts);
       const best = argmaxRows(scores, rows, classes);
       postTransform(post, scores, rows, classes);
       return { [labelOut]: labelTensor(best, labels, int), [scoreOut]: f32(scores, rows, classes) };
@@ -361,18 +377,11 @@ function matMulAdd(mm: NodeProto, add: NodeProto, inits: ReadonlyMap<string, Ten
   const [features = 0, width = 0] = dims;
   if (w.length !== features * width || (b.length !== width && b.length !== 1)) return 'MatMul/Add initializer shapes';
   const out = add.output?.[0] ?? '';
+  const bias = biasOf(b, width, true);
   return {
     kind: 'MatMul+Add', features, weightBytes: w.byteLength + b.byteLength,
     evaluate(x, rows) {
-      const y = new Float32Array(rows * width);
-      for (let r = 0; r < rows; r++) {
-        for (let k = 0; k < width; k++) {
-          let acc = 0;
-          for (let f = 0; f < features; f++) acc = Math.fround(acc + Math.fround((x[r * features + f] ?? 0) * (w[f * width + k] ?? 0)));
-          y[r * width + k] = Math.fround(acc + (b[b.length === 1 ? 0 : k] ?? 0));
-        }
-      }
-      return { [out]: f32(y, rows, width) };
+      return { [out]: f32(affine(x, rows, features, w, 1, width, bias), rows, width) };
     },
   };
 }

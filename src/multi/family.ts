@@ -9,7 +9,10 @@
  */
 import { FerryError, invalidParameter } from '../errors.js';
 import type { MetadataStore, ModelVersionRecord } from '../store/index.js';
+import { MODEL_NAME_PATTERN, VERSION_PATTERN } from './names.js';
 import { isXgboostFile } from './xgboost.js';
+
+export { MODEL_NAME_PATTERN, VERSION_PATTERN } from './names.js';
 
 /** Which registered models a family entity serves, and how its replicas hold them. */
 export interface FamilyConfig {
@@ -45,10 +48,6 @@ export const FAMILY_FLAVORS: ReadonlySet<string> = new Set(['onnx', 'xgboost']);
 /** The request header that names the model of a family endpoint. */
 export const MODEL_HEADER = 'x-ferry-model';
 
-/** A registered model's name: 1-128 letters, digits, ".", "_" or "-", starting with a letter or digit (the registry's rule). */
-export const MODEL_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-/** A version number as text: 1 to 9,999,999,999, no leading zero. */
-export const VERSION_PATTERN = /^[1-9]\d{0,9}$/;
 const ALIAS = /^[A-Za-z0-9_-]{1,255}$/;
 
 /**

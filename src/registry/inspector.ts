@@ -167,7 +167,7 @@ class InspectorProcess {
   private started: Started | undefined;
   private nextId = 1;
 
-  constructor(private readonly o: InspectorOptions, private readonly wake: () => void) {}
+  constructor(private readonly options: InspectorOptions, private readonly wake: () => void) {}
 
   /** How many more requests this slot takes now. */
   room(): number {
@@ -185,14 +185,14 @@ class InspectorProcess {
   /** The head of `on.inflight` is being inspected from now: its time limit starts. */
   private headStarted(on: Started): void {
     clearTimeout(on.timer);
-    on.timer = setTimeout(() => this.kill(on, { kind: 'timeout' }), this.o.timeoutMs);
+    on.timer = setTimeout(() => this.kill(on, { kind: 'timeout' }), this.options.timeoutMs);
     on.poll ??= setInterval(() => void this.checkMemory(on), RSS_POLL_MS);
   }
 
   private spawn(): Started {
-    const reads = new Set([...ferryCodePaths(), ...this.o.readRoots.flatMap(realAndGiven)]);
+    const reads = new Set([...ferryCodePaths(), ...this.options.readRoots.flatMap(realAndGiven)]);
     const child = spawn(process.execPath, [
-      `--max-old-space-size=${Math.max(16, mib(this.o.memoryLimitBytes))}`,
+      `--max-old-space-size=${Math.max(16, mib(this.options.memoryLimitBytes))}`,
       '--experimental-permission', '--disable-warning=ExperimentalWarning',
       ...[...reads].map((p) => `--allow-fs-read=${p}`),
       MAIN,
@@ -258,7 +258,7 @@ class InspectorProcess {
   private async checkMemory(on: Started): Promise<void> {
     const pid = on.child.pid;
     const rss = pid === undefined ? undefined : await residentBytes([pid]);
-    if (rss !== undefined && rss > this.o.memoryLimitBytes) this.kill(on, { kind: 'memory' });
+    if (rss !== undefined && rss > this.options.memoryLimitBytes) this.kill(on, { kind: 'memory' });
   }
 
   /** Kills `on` (the first reason wins); the next request starts a new process at once. */
@@ -270,10 +270,10 @@ class InspectorProcess {
 
   /** The status message for the artifact being inspected when the process exited. */
   private failureError(on: Started, code: number | null, signal: NodeJS.Signals | null): FerryError {
-    const limit = `${mib(this.o.memoryLimitBytes)} MiB`;
+    const limit = `${mib(this.options.memoryLimitBytes)} MiB`;
     const f = on.failure;
     const oom = /heap out of memory|Reached heap limit|Allocation failed/i.test(on.stderrTail);
-    const reason = f?.kind === 'timeout' ? `inspection took longer than its time limit (${this.o.timeoutMs} ms)`
+    const reason = f?.kind === 'timeout' ? `inspection took longer than its time limit (${this.options.timeoutMs} ms)`
       : f?.kind === 'memory' || oom ? `inspection exceeded its memory limit (${limit})`
         : f?.kind === 'protocol' ? `the inspector answered out of protocol (${f.detail})`
           : `the inspector process died (${signal === null ? `exit code ${code ?? 'unknown'}` : signal})`;

@@ -21,7 +21,7 @@
  * return encodeMlflowResponse(outputs, req.format);
  * ```
  *
- * The batching decision is a function of the queue and the injected `Clock` (CONVENTIONS 6), so
+ * The batching decision is a function of the queue and the injected `Clock`, so
  * tests drive it with a fake clock and walk virtual time.
  */
 import { FerryError, toFerryError } from '../errors.js';

@@ -10,13 +10,14 @@
  */
 import { FerryError, invalidParameter, isErrorCode, type ErrorBody } from '../errors.js';
 import { parseJson } from '../http/index.js';
-import { loadFamilyModel, ModelCache, MODEL_NAME_PATTERN, VERSION_PATTERN, type FamilyModel } from '../multi/index.js';
+import { loadFamilyModel, ModelCache, MODEL_NAME_PATTERN, VERSION_PATTERN, type FamilyModel } from '../multi/replica.js';
 import {
   checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Answer, v2ModelMetadata,
 } from '../protocols/index.js';
-import { ModelCallMetrics } from '../telemetry/index.js';
+import { ModelCallMetrics } from '../telemetry/replica.js';
 import type { OutputValue, Tensor } from '../tensor/index.js';
 import { controlChannel } from './control.js';
+import type { FamilyOptions } from './options.js';
 import { rowsOf, v2Body, type Inference, type ModelContext, type ModelRoutes, type RouteRow } from './model-routes.js';
 
 /** A family replica asks its runtime (over the control channel) for a member's model file; part of `ReplicaToRuntime`. */
@@ -37,12 +38,6 @@ export type StageReply =
 
 /** The model file of a member (family members are single-file ONNX or XGBoost models) and its name. */
 export type StageModel = (name: string, version: number) => Promise<{ modelFile: string; bytes: Buffer }>;
-
-export interface FamilyOptions {
-  cacheBytes: number;
-  sessionFallback: boolean;
-}
-
 
 export function familyModel(f: FamilyOptions, ctx: ModelContext & { maxRows: number; stage: StageModel }): ModelRoutes {
   const modelMetrics = new ModelCallMetrics();

@@ -11,61 +11,25 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import { framePayloadLimit, listenShared, serveFrames, type FramedConnection, type FrameHandler, type RequestMeta } from '../channel/index.js';
-import { FerryError, toFerryError } from '../errors.js';
-import { FLAVOR_CAPABILITIES, isFlavorName, WORKLOAD_TYPES, type FlavorName, type LoadOptions } from '../flavors/index.js';
-import type { BatchingConfig } from '../runtime/index.js';
+import { clientError, FerryError, toFerryError } from '../errors.js';
+import { FLAVOR_CAPABILITIES } from '../flavors/index.js';
 import { listener, parseJson, readBody, Router, type JsonLimits } from '../http/index.js';
 import {
   checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Answer, v2ModelConfig, v2ModelMetadata,
 } from '../protocols/index.js';
-import { ModelCallMetrics } from '../telemetry/index.js';
+import { ModelCallMetrics } from '../telemetry/replica.js';
 import type { OutputValue, Signature, Tensor } from '../tensor/index.js';
-import { isLogLevel, jsonLogger, type LogFields, type LogLevel } from '../logs/index.js';
+import { jsonLogger, type LogFields } from '../logs/index.js';
 import { newSpanId, parseTraceparent, unixMicros } from '../tracing/index.js';
 import { LlmModel } from '../flavors/llm/index.js';
 import { decodeEmbeddingRequest, encodeEmbeddingResponse, openAiKind } from '../protocols/openai.js';
 import { batchable, DynamicBatcher, realClock } from './batcher.js';
 import { llmHandlers, Streamed } from './llm.js';
-import { ModelRunner, type ExecutionMode } from './runner.js';
+import { ModelRunner } from './runner.js';
 import { controlChannel } from './control.js';
-import { familyModel, stageThroughRuntime, type FamilyOptions, type StageReply, type StageRequest } from './family.js';
+import { familyModel, stageThroughRuntime, type StageReply, type StageRequest } from './family.js';
+import { optionsFromMessage, type ReplicaOptions } from './options.js';
 import { rowsOf, v2Body, type Inference, type ModelContext, type ModelRoutes, type RouteRow } from './model-routes.js';
-
-export interface ReplicaOptions {
-  /** Unix socket path to listen on (the parent directory should be 0700); unused when `listen` is set. */
-  socketPath: string;
-  /** TCP address to listen on instead of `socketPath`: a Kubernetes pod's IP and the replica port. */
-  listen?: { host: string; port: number };
-  /** Artifact directory of the version. */
-  dir: string;
-  flavor: FlavorName;
-  loadOptions: LoadOptions;
-  /** Name the model answers to under /v2/models/{name}. */
-  modelName: string;
-  modelVersion: string;
-  maxBodyBytes: number;
-  /** How long SIGTERM waits for in-flight requests before exiting anyway. */
-  drainTimeoutMs: number;
-  /** Most rows (first dimension of each input) one request may carry. */
-  maxRowsPerRequest: number;
-  /** Deepest nesting of arrays and objects accepted in a JSON body. */
-  maxJsonDepth: number;
-  /** Most values accepted in one JSON body. */
-  maxJsonElements: number;
-  batching: BatchingConfig;
-  /** Where the model runs: its own worker thread, the main thread (tiny models), or decided by a calibration run. */
-  execution?: ExecutionMode;
-  /** Lines below this level are not logged (the server's `logLevel`); default info. */
-  logLevel?: LogLevel;
-  /**
-   * The user and group to switch to once the model is loaded and the socket listens (the process
-   * must be root then). Everything that opens a file (the model, the worker thread's code, the
-   * socket) happens before, so the model's files and the 0700 socket directory may be root's.
-   */
-  user?: { uid: number; gid: number };
-  /** Serve a model family (no model at start; `dir` is unused): see ./family.ts. */
-  family?: FamilyOptions;
-}
 
 /**
  * Messages over the control channel between the local runtime and its replica processes (frames:
@@ -84,9 +48,8 @@ export type ReplicaToRuntime =
   | StageRequest;
 export type RuntimeToReplica = { type: 'start'; options: ReplicaOptions } | StageReply | { type: 'drain' };
 export type { StageReply, StageRequest } from './family.js';
+export type { BatchingConfig, ReplicaOptions } from './options.js';
 export { openControl } from './control.js';
-
-const EXECUTION_MODES: readonly ExecutionMode[] = ['auto', 'inline', 'worker'];
 
 /** The batch queue holds at most this many full batches (and at least MIN_QUEUE_ROWS rows). */
 const MAX_QUEUED_BATCHES = 16;
@@ -167,9 +130,10 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     } catch (err) {
       const e = toFerryError(err);
       status = e.status;
-      answer = JSON.stringify(e.toBody());
+      // An unexpected error's details stay in this log, under the request id the answer names.
+      answer = JSON.stringify(clientError(e, meta?.requestId).toBody());
       // Client errors are the caller's business (the debug line has them); 5xx are the model's or ours.
-      if (status >= 500) logger('error', 'request failed', { ...requestFields(meta), path, status, error_code: e.code, error: err instanceof FerryError ? e.message : String(err) });
+      if (status >= 500) logger('error', 'request failed', { ...requestFields(meta), path, status, error_code: e.code, error: e.unexpected && err instanceof Error ? err.stack : e.message });
     }
     if (!wantSpan && !debug) return { status, body: answer };
     const spanId = newSpanId();
@@ -189,7 +153,11 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
   });
   server.keepAliveTimeout = 60_000;
   listenShared(server, (socket) => {
-    const conn = serveFrames(socket, onFrame, { maxPayloadBytes: framePayloadLimit(opts.maxBodyBytes) });
+    const conn = serveFrames(socket, onFrame, {
+      maxPayloadBytes: framePayloadLimit(opts.maxBodyBytes),
+      // A stream that fails part way (the handler itself catches everything else).
+      onHandlerError: (err, meta) => logger('error', 'request failed', { ...requestFields(meta), error: err instanceof Error ? err.stack : String(err) }),
+    });
     frameConnections.add(conn);
     void conn.closed.then(() => frameConnections.delete(conn));
   });
@@ -416,79 +384,24 @@ export async function awaitPoolClaim(): Promise<ReplicaOptions> {
     });
     log('info', 'pool process warm; waiting for a replica to serve', { pid: process.pid });
     control.send({ type: 'warm' } satisfies ReplicaToRuntime);
-  }).then(parseStartMessage);
+  }).then(optionsFromMessage);
   process.chdir(options.dir);
   return options;
 }
 
 /**
- * What a cold start would otherwise pay after the options arrive, besides the model itself: the
- * flavors (onnxruntime-node with its native binding, onnx-proto) are already imported with this
- * module; left is onnxruntime's one-time process setup, which the first session pays (measured
- * here: a worker's first linear.onnx load took ~20–35 ms in a fresh process, ~3 ms once any
- * session had been created in it). A tiny fixture model (linear.onnx, built in memory) pays it
- * now; its session is released. Only the onnx flavor exists; another flavor would add its own.
+ * What a cold start would otherwise pay after the options arrive, besides the model itself:
+ * importing onnxruntime-node (its native binding) and onnxruntime's one-time process setup, which
+ * the first session pays (measured here: a worker's first linear.onnx load took ~20–35 ms in a
+ * fresh process, ~3 ms once any session had been created in it). This imports it and builds a
+ * session of a tiny fixture model (linear.onnx, built in memory), then releases the session. Of the flavors a pool process may be claimed for (`warmPool` in
+ * src/flavors/capabilities.ts: onnx, transformers, xgboost), onnx and the session fallback of
+ * family members gain from this; transformers and xgboost pay their own first-load setup.
  */
 async function warmUp(): Promise<void> {
   const [{ default: ort }, { linearFixture }] = await Promise.all([import('onnxruntime-node'), import('../fixtures/index.js')]);
   const session = await ort.InferenceSession.create(linearFixture.build(), { intraOpNumThreads: 1 });
   await session.release();
-}
-
-/** Checks the runtime's `start` message field by field (it becomes the replica's whole configuration). */
-function parseStartMessage(msg: unknown): ReplicaOptions {
-  const bad = (what: string): never => {
-    throw new Error(`invalid start message from the runtime: ${what}`);
-  };
-  const obj = (v: unknown, what: string): Record<string, unknown> =>
-    (typeof v === 'object' && v !== null && !Array.isArray(v) ? v as Record<string, unknown> : bad(`${what} is not an object`));
-  const text = (v: unknown, what: string): string => (typeof v === 'string' && v !== '' ? v : bad(`${what} is not a non-empty string`));
-  const num = (v: unknown, what: string): number => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : bad(`${what} is not a number ≥ 0`));
-  const m = obj(msg, 'the message');
-  if (m.type !== 'start') bad(`type ${JSON.stringify(m.type)}`);
-  const o = obj(m.options, 'options');
-  const flavor = o.flavor;
-  if (!isFlavorName(flavor)) return bad(`unknown flavor ${JSON.stringify(flavor)}`);
-  const lo = obj(o.loadOptions, 'loadOptions');
-  const memoryLimitBytes = lo.memoryLimitBytes === undefined ? undefined : num(lo.memoryLimitBytes, 'loadOptions.memoryLimitBytes');
-  const workloadType = WORKLOAD_TYPES.find((w) => w === lo.workloadType) ?? bad(`unknown workloadType ${JSON.stringify(lo.workloadType)}`);
-  const b = obj(o.batching, 'batching');
-  if (typeof b.enabled !== 'boolean') bad('batching.enabled is not a boolean');
-  const preferred = Array.isArray(b.preferredBatchSizes) ? b.preferredBatchSizes.map((x, i) => num(x, `batching.preferredBatchSizes[${i}]`)) : bad('batching.preferredBatchSizes is not an array');
-  const u = o.user === undefined ? undefined : obj(o.user, 'user');
-  const user = u === undefined ? undefined : { uid: num(u.uid, 'user.uid'), gid: num(u.gid, 'user.gid') };
-  const execution = o.execution === undefined ? undefined : EXECUTION_MODES.find((e) => e === o.execution) ?? bad(`unknown execution ${JSON.stringify(o.execution)}`);
-  const logLevel = o.logLevel === undefined || isLogLevel(o.logLevel) ? o.logLevel : bad(`unknown logLevel ${JSON.stringify(o.logLevel)}`);
-  const f = o.family === undefined ? undefined : obj(o.family, 'family');
-  if (f !== undefined && typeof f.sessionFallback !== 'boolean') bad('family.sessionFallback is not a boolean');
-  const family = f === undefined ? undefined : { cacheBytes: num(f.cacheBytes, 'family.cacheBytes'), sessionFallback: f.sessionFallback === true };
-  return {
-    socketPath: text(o.socketPath, 'socketPath'),
-    dir: text(o.dir, 'dir'),
-    flavor,
-    // A family replica loads its models later, each with its own file.
-    loadOptions: {
-      modelFile: family === undefined ? text(lo.modelFile, 'loadOptions.modelFile') : '', workloadType, intraOpThreads: num(lo.intraOpThreads, 'loadOptions.intraOpThreads'),
-      ...(memoryLimitBytes === undefined ? {} : { memoryLimitBytes }),
-    },
-    modelName: text(o.modelName, 'modelName'),
-    modelVersion: family === undefined ? text(o.modelVersion, 'modelVersion') : '',
-    maxBodyBytes: num(o.maxBodyBytes, 'maxBodyBytes'),
-    drainTimeoutMs: num(o.drainTimeoutMs, 'drainTimeoutMs'),
-    maxRowsPerRequest: num(o.maxRowsPerRequest, 'maxRowsPerRequest'),
-    maxJsonDepth: num(o.maxJsonDepth, 'maxJsonDepth'),
-    maxJsonElements: num(o.maxJsonElements, 'maxJsonElements'),
-    batching: {
-      enabled: b.enabled as boolean,
-      maxBatchSize: num(b.maxBatchSize, 'batching.maxBatchSize'),
-      maxQueueDelayUs: num(b.maxQueueDelayUs, 'batching.maxQueueDelayUs'),
-      preferredBatchSizes: preferred,
-    },
-    ...(execution === undefined ? {} : { execution }),
-    ...(user === undefined ? {} : { user }),
-    ...(logLevel === undefined ? {} : { logLevel }),
-    ...(family === undefined ? {} : { family }),
-  };
 }
 
 /**

@@ -17,7 +17,8 @@ export type WorkerReply =
   | { type: 'ready'; signature: Signature }
   | { type: 'load-failed'; code: ErrorCode; message: string }
   | { type: 'result'; id: number; outputs: Record<string, OutputValue> }
-  | { type: 'failed'; id: number; code: ErrorCode; message: string };
+  /** `unexpected`: the error was not raised on purpose (see `FerryError.unexpected`). */
+  | { type: 'failed'; id: number; code: ErrorCode; message: string; unexpected: boolean };
 
 /** Typed-array buffers that can move to the other thread instead of being copied. */
 export function transferables(values: Record<string, Tensor | OutputValue>): ArrayBuffer[] {

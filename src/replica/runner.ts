@@ -10,9 +10,7 @@ import { FerryError, toFerryError } from '../errors.js';
 import type { LoadedModel } from '../flavors/index.js';
 import { allocate, elementCount, type OutputValue, type Signature, type Tensor } from '../tensor/index.js';
 import { transferables, type WorkerInit, type WorkerReply, type WorkerRequest } from './messages.js';
-
-/** Where the model runs: `auto` calibrates and picks `inline` for tiny models, `worker` otherwise. */
-export type ExecutionMode = 'auto' | 'inline' | 'worker';
+import type { ExecutionMode } from './options.js';
 
 export interface RunnerOptions {
   /** Default `worker` (the model never blocks the replica's event loop). */
@@ -251,7 +249,7 @@ class WorkerBackend implements Backend {
     const p = this.pending.get(msg.id);
     if (!p) return;
     this.pending.delete(msg.id);
-    if (msg.type === 'failed') p.reject(new FerryError(msg.code, msg.message));
+    if (msg.type === 'failed') p.reject(new FerryError(msg.code, msg.message, { unexpected: msg.unexpected }));
     else p.resolve(msg);
   }
 

@@ -35,7 +35,7 @@ async function handle(msg: WorkerRequest): Promise<void> {
     reply({ type: 'result', id: msg.id, outputs }, transferables(outputs));
   } catch (err) {
     const e = toFerryError(err);
-    reply({ type: 'failed', id: msg.id, code: e.code, message: e.message });
+    reply({ type: 'failed', id: msg.id, code: e.code, message: e.message, unexpected: e.unexpected });
   }
 }
 

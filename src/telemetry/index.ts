@@ -1,6 +1,6 @@
 /**
  * Telemetry: Prometheus metrics and per-endpoint time series, built from what the gateway and the
- * controller publish on node:diagnostics_channel (CONVENTIONS 10) plus, at scrape time, the
+ * controller publish on node:diagnostics_channel (src/diagnostics.ts) plus, at scrape time, the
  * controller's gauges and the replicas' own model-side metrics. Nothing here runs per request
  * except the event handler (a few counter and histogram updates); replica metrics are read only
  * when `/metrics` is. docs/observability.md lists every metric.
@@ -12,11 +12,13 @@
 import diagnosticsChannel from 'node:diagnostics_channel';
 import { access, identityOf, type Authorizer, type ServerRouter } from '../auth/index.js';
 import { parseDurationMs } from '../config/index.js';
-import { ENDPOINT_DELETED_CHANNEL, REPLICA_EXIT_CHANNEL, REPLICA_READY_CHANNEL, type EndpointDeletedEvent, type EntityGauges, type ReplicaExitEvent, type ReplicaReadyEvent } from '../control/index.js';
+import type { EntityGauges } from '../control/index.js';
+import {
+  ENDPOINT_DELETED_CHANNEL, GATEWAY_REQUEST_CHANNEL, GATEWAY_STREAM_CHANNEL, INFERENCE_TABLE_DROP_CHANNEL, REPLICA_EXIT_CHANNEL, REPLICA_READY_CHANNEL,
+  type EndpointDeletedEvent, type GatewayRequestEvent, type GatewayStreamEvent, type InferenceTableDropEvent, type ReplicaExitEvent, type ReplicaReadyEvent,
+} from '../diagnostics.js';
 import { invalidParameter, notFound } from '../errors.js';
-import { GATEWAY_REQUEST_CHANNEL, GATEWAY_STREAM_CHANNEL, type GatewayRequestEvent, type GatewayStreamEvent } from '../gateway/index.js';
 import type { Context } from '../http/index.js';
-import { INFERENCE_TABLE_DROP_CHANNEL, type InferenceTableDropEvent } from '../inference-tables/index.js';
 import type { ReplicaHandle } from '../runtime/index.js';
 import { EXPOSITION_CONTENT_TYPE, writeExposition } from './exposition.js';
 import { ServingMetrics } from './metrics.js';
@@ -78,15 +80,15 @@ export class Telemetry {
   private readonly subscriptions: Array<[string, (message: unknown) => void]>;
 
   /** Subscribes to the channels and starts sampling gauges; `close` undoes both. */
-  constructor(private readonly o: TelemetryOptions) {
-    this.scraper = new ReplicaScraper(o.scrape ?? DEFAULT_SCRAPE);
+  constructor(private readonly options: TelemetryOptions) {
+    this.scraper = new ReplicaScraper(options.scrape ?? DEFAULT_SCRAPE);
     this.subscriptions = [
       [GATEWAY_REQUEST_CHANNEL, (m) => this.onRequest(m as GatewayRequestEvent)],
       [REPLICA_READY_CHANNEL, (m) => this.metrics.onReplicaReady(m as ReplicaReadyEvent)],
       [REPLICA_EXIT_CHANNEL, (m) => this.metrics.onReplicaExit(m as ReplicaExitEvent)],
       [ENDPOINT_DELETED_CHANNEL, (m) => this.forget((m as EndpointDeletedEvent).endpoint)],
       [INFERENCE_TABLE_DROP_CHANNEL, (m) => this.metrics.onInferenceTableDrop(m as InferenceTableDropEvent)],
-      [GATEWAY_STREAM_CHANNEL, (m) => { const ev = m as GatewayStreamEvent; if (this.o.routed(ev.endpoint)) this.metrics.onStream(ev); }],
+      [GATEWAY_STREAM_CHANNEL, (m) => { const ev = m as GatewayStreamEvent; if (this.options.routed(ev.endpoint)) this.metrics.onStream(ev); }],
     ];
     for (const [name, fn] of this.subscriptions) diagnosticsChannel.subscribe(name, fn);
     this.timer = setInterval(() => this.sample(), SAMPLE_INTERVAL_MS);
@@ -101,7 +103,7 @@ export class Telemetry {
 
   /** Whether an endpoint exists (has served entities, or a route). */
   has(endpoint: string): boolean {
-    return this.o.routed(endpoint) || this.o.entities().some((g) => g.endpoint === endpoint);
+    return this.options.routed(endpoint) || this.options.entities().some((g) => g.endpoint === endpoint);
   }
 
   /**
@@ -109,14 +111,14 @@ export class Telemetry {
    * process metrics when `process` is set.
    */
   async exposition(visible: (endpoint: string) => boolean, process: boolean): Promise<string> {
-    await this.scraper.scrape(this.o.replicas(), visible);
+    await this.scraper.scrape(this.options.replicas(), visible);
     const families = [
-      ...this.metrics.families({ visible, gauges: this.o.entities(), model: this.scraper.totals(), scrapeErrors: this.scraper.errors }),
+      ...this.metrics.families({ visible, gauges: this.options.entities(), model: this.scraper.totals(), scrapeErrors: this.scraper.errors }),
       ...this.scraper.familyMetrics(visible),
     ];
     if (process) {
       families.push(...this.processMetrics.families());
-      const spans = this.o.spanExport?.();
+      const spans = this.options.spanExport?.();
       if (spans !== undefined) {
         families.push(
           { name: 'ferry_otlp_spans_exported_total', type: 'counter', help: 'Spans the OpenTelemetry collector accepted.', samples: [{ labels: {}, value: spans.exported }] },
@@ -132,7 +134,7 @@ export class Telemetry {
    * replicas first; undefined before any call was measured. Buckets: `MODEL_SECONDS_BUCKETS`.
    */
   async modelSecondsOf(endpoint: string, servedEntity: string): Promise<HistogramSnapshot | undefined> {
-    await this.scraper.scrape(this.o.replicas(), (e) => e === endpoint);
+    await this.scraper.scrape(this.options.replicas(), (e) => e === endpoint);
     const t = this.scraper.totals().get(entityKey(endpoint, servedEntity));
     return t === undefined || t.modelSeconds.count === 0 ? undefined : t.modelSeconds;
   }
@@ -142,7 +144,7 @@ export class Telemetry {
    * when given (the replicas' model-call totals read first).
    */
   async v2Statistics(endpoints: (endpoint: string) => boolean, version: string | undefined): Promise<{ model_stats: V2ModelStats[] }> {
-    await this.scraper.scrape(this.o.replicas(), endpoints);
+    await this.scraper.scrape(this.options.replicas(), endpoints);
     const totals = this.scraper.totals();
     const stats = this.metrics.entitiesOf(endpoints)
       .filter((e) => version === undefined || e.counters.modelVersion === version)
@@ -153,7 +155,7 @@ export class Telemetry {
   /** The last `windowMs` of an endpoint, per `SERIES_RESOLUTION_MS` slot, and of each of its served entities. */
   seriesOf(endpoint: string, windowMs: number): SeriesAnswer {
     this.sample();
-    const now = this.o.now();
+    const now = this.options.now();
     const s = this.series.get(endpoint);
     const empty = new SeriesRing();
     return {
@@ -178,9 +180,9 @@ export class Telemetry {
 
   /** Metadata and readiness calls are not counted: they would skew qps and latency. */
   private onRequest(ev: GatewayRequestEvent): void {
-    if (!ev.inference || !this.o.routed(ev.endpoint)) return;
+    if (!ev.inference || !this.options.routed(ev.endpoint)) return;
     this.metrics.onRequest(ev);
-    const now = this.o.now();
+    const now = this.options.now();
     const s = this.seriesFor(ev.endpoint);
     s.all.recordRequest(now, ev.status, ev.durationMs);
     if (ev.servedEntity !== '') this.entityRing(s, ev.servedEntity).recordRequest(now, ev.status, ev.durationMs);
@@ -196,8 +198,8 @@ export class Telemetry {
 
   /** Once a second (and before a series is read): gauges into the series; state of deleted endpoints dropped. */
   private sample(): void {
-    const now = this.o.now();
-    const gauges = this.o.entities();
+    const now = this.options.now();
+    const gauges = this.options.entities();
     const sums = new Map<string, { ready: number; desired: number; inFlight: number; queued: number }>();
     for (const g of gauges) {
       const s = this.seriesFor(g.endpoint);
@@ -210,7 +212,7 @@ export class Telemetry {
       sums.set(g.endpoint, sum);
     }
     for (const [endpoint, sum] of sums) this.seriesFor(endpoint).all.recordGauges(now, sum);
-    const exists = (endpoint: string): boolean => sums.has(endpoint) || this.o.routed(endpoint);
+    const exists = (endpoint: string): boolean => sums.has(endpoint) || this.options.routed(endpoint);
     for (const endpoint of this.series.keys()) if (!exists(endpoint)) this.series.delete(endpoint);
     this.metrics.prune(exists);
     this.scraper.prune(exists);

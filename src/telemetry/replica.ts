@@ -6,7 +6,7 @@
  * between scrapes this costs the replica two histogram updates per model call and nothing else.
  */
 import http from 'node:http';
-import type { ModelCacheStats } from '../multi/index.js';
+import type { ModelCacheStats } from '../multi/replica.js';
 import { BATCH_ROWS_BUCKETS, Histogram, isSnapshotOf, MODEL_SECONDS_BUCKETS, type HistogramSnapshot } from './histogram.js';
 
 /** A replica's answer to `GET /metrics`: histograms since the replica started. */

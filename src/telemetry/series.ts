@@ -3,7 +3,7 @@
  * (5 s × 720 = 1 h), each holding request counts, a latency histogram and averaged gauge samples.
  * Slots are reused in place as time moves on, so memory is bounded (a slot's latency histogram is
  * allocated the first time it sees a success: ~0.3 KiB; a busy hour of one series ~250 KiB). Time
- * comes from the caller (an injected clock, CONVENTIONS 6), so tests walk virtual time.
+ * comes from the caller (an injected clock), so tests walk virtual time.
  */
 
 export const SERIES_RESOLUTION_MS = 5000;

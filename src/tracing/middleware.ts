@@ -1,5 +1,5 @@
 /**
- * The request-id and trace-context step of the server (CONVENTIONS 8): it runs first, so every
+ * The request-id and trace-context step of the server (a `(next) => handler` middleware): it runs first, so every
  * answer, a 401 included, carries `x-request-id` and `traceparent`; the gateway reads what it
  * decided with `traceOf(ctx)` to pass them on to replicas, log and export spans.
  */

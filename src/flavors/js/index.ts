@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { FerryError, type ErrorCode } from '../../errors.js';
 import type { OutputValue, Signature, Tensor } from '../../tensor/index.js';
-import type { Flavor, LoadedModel } from '../index.js';
+import type { Flavor, LoadedModel } from '../types.js';
 import { FLAVOR_CAPABILITIES } from '../capabilities.js';
 import { isFile } from '../manifest.js';
 import { DEFAULT_MAIN, fromColumns, mainOf, readJsManifest, toColumns, type JsManifest } from './contract.js';

@@ -20,7 +20,7 @@ import type { Llama, LlamaContext, LlamaContextSequence, LlamaEmbeddingContext, 
 import { configError } from '../../config/index.js';
 import { FerryError } from '../../errors.js';
 import type { OutputValue, Signature, Tensor } from '../../tensor/index.js';
-import type { Flavor, LoadedModel, LoadOptions } from '../index.js';
+import type { Flavor, LoadedModel, LoadOptions } from '../types.js';
 import { FLAVOR_CAPABILITIES } from '../capabilities.js';
 import { readGgufHeader, type GgufHeader } from './gguf.js';
 import { MANIFEST_FILE } from '../manifest.js';

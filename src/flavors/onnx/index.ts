@@ -10,7 +10,7 @@ import onnxProto from 'onnx-proto';
 import ort from 'onnxruntime-node';
 import { FerryError } from '../../errors.js';
 import type { OutputValue, Signature, Tensor } from '../../tensor/index.js';
-import type { Flavor, LoadedModel, LoadOptions } from '../index.js';
+import type { Flavor, LoadedModel, LoadOptions } from '../types.js';
 import { FLAVOR_CAPABILITIES } from '../capabilities.js';
 import type { ModelProto } from './model-proto.js';
 import { fromOrtTensor, toOrtTensor } from './convert.js';

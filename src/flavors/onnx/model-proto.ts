@@ -14,7 +14,7 @@ import onnxProto from 'onnx-proto';
 import { FerryError } from '../../errors.js';
 import type { DType, Signature, TensorSpec } from '../../tensor/index.js';
 import { FileCursor, OutOfData } from '../file-cursor.js';
-import type { Flavor } from '../index.js';
+import type { Flavor } from '../types.js';
 
 const { onnx } = onnxProto;
 export type ModelProto = onnxProto.onnx.ModelProto;

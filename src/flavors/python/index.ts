@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { FerryError } from '../../errors.js';
 import type { OutputValue, Signature, Tensor } from '../../tensor/index.js';
 import { FLAVOR_CAPABILITIES } from '../capabilities.js';
-import type { Flavor, LoadedModel, LoadOptions } from '../index.js';
+import type { Flavor, LoadedModel, LoadOptions } from '../types.js';
 import { decodeOutputs, encodeFrame, FrameReader, type Frame } from './link.js';
 import { pythonInspection, readMlmodel } from './inspection.js';
 import { pythonModelInfo, type PythonModelInfo } from './mlmodel.js';

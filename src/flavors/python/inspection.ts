@@ -7,7 +7,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { FerryError } from '../../errors.js';
-import type { Flavor } from '../index.js';
+import type { Flavor } from '../types.js';
 import { pythonModelInfo } from './mlmodel.js';
 
 export const MLMODEL_FILE = 'MLmodel';

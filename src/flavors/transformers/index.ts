@@ -13,7 +13,7 @@
 import path from 'node:path';
 import { FerryError, invalidParameter } from '../../errors.js';
 import type { OutputValue, Tensor } from '../../tensor/index.js';
-import type { Flavor, LoadedModel, LoadOptions } from '../index.js';
+import type { Flavor, LoadedModel, LoadOptions } from '../types.js';
 import { FLAVOR_CAPABILITIES } from '../capabilities.js';
 import { readTransformersModel, TEXT_INPUT, type TransformersModel, type TransformersTask } from './layout.js';
 

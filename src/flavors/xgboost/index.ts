@@ -10,7 +10,7 @@ import path from 'node:path';
 import { FerryError } from '../../errors.js';
 import { compileXgboost, parseXgboost, xgboostSignature } from '../../multi/xgboost.js';
 import { FLAVOR_CAPABILITIES } from '../capabilities.js';
-import type { Flavor } from '../index.js';
+import type { Flavor } from '../types.js';
 import { checkManifestKeys, insideArtifact, readManifest } from '../manifest.js';
 
 /** Largest model file read: XGBoost models of real use are a few MB; the parser's own limits bound the rest. */

@@ -5,7 +5,7 @@
  * (./discovery.ts) that a follower's gateway routes to.
  */
 import { ApiException, CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
-import type { Cluster, ClusterOptions, DiscoveredReplica } from '../index.js';
+import type { Cluster, ClusterOptions, DiscoveredReplica } from '../types.js';
 import { EndpointDiscovery } from './discovery.js';
 import { LeaderElector } from './leader.js';
 import { LABEL_ENDPOINT, LABEL_ENTITY, MANAGED_BY, labelValue } from './objects.js';

@@ -15,6 +15,7 @@
  * reports the Services whose addresses changed meanwhile.
  */
 import { ApiException, DiscoveryV1Api, Watch, type KubeConfig, type V1EndpointSlice } from '@kubernetes/client-node';
+import { backoffDelayMs, type Backoff } from '../../backoff.js';
 
 /** The label Ferry puts on the objects it manages; EndpointSlices inherit it from the Services. */
 export const MANAGED_BY_SELECTOR = 'app.kubernetes.io/managed-by=ferry';
@@ -67,6 +68,8 @@ export class EndpointDiscovery {
   private readonly watch: Watch;
   private readonly labelSelector: string;
   private readonly retryDelayMs: number;
+  /** `retryDelayMs`, doubling per consecutive failure, at most 30 s. */
+  private readonly backoff: Backoff;
   /** Slices by name. */
   private slices = new Map<string, SliceEntry>();
   /** Services by name, derived from `slices`. */
@@ -84,6 +87,7 @@ export class EndpointDiscovery {
     this.watch = new Watch(opts.kubeConfig);
     this.labelSelector = opts.labelSelector ?? MANAGED_BY_SELECTOR;
     this.retryDelayMs = opts.retryDelayMs ?? 500;
+    this.backoff = { baseMs: this.retryDelayMs, maxMs: MAX_RETRY_DELAY_MS };
   }
 
   /** Lists the slices (rejecting if the API server cannot be reached), then watches. */
@@ -163,7 +167,7 @@ export class EndpointDiscovery {
         }
         // A watch that ended after delivering something (timeoutSeconds, 410) resumes at once; one
         // that ended empty-handed waits a little, so a server ending watches at once is not hammered.
-        const delayMs = this.failures > 0 ? Math.min(MAX_RETRY_DELAY_MS, this.retryDelayMs * 2 ** (this.failures - 1)) : events > 0 ? 0 : this.retryDelayMs;
+        const delayMs = this.failures > 0 ? backoffDelayMs(this.failures, this.backoff) : events > 0 ? 0 : this.retryDelayMs;
         this.retryTimer = setTimeout(() => void this.resume(), delayMs);
       },
     );
@@ -181,7 +185,7 @@ export class EndpointDiscovery {
       if (this.closed) return;
       this.failures++;
       this.opts.onError?.(err instanceof ApiException ? new Error(`listing EndpointSlices: HTTP ${err.code}`) : err);
-      this.retryTimer = setTimeout(() => void this.resume(), Math.min(MAX_RETRY_DELAY_MS, this.retryDelayMs * 2 ** (this.failures - 1)));
+      this.retryTimer = setTimeout(() => void this.resume(), backoffDelayMs(this.failures, this.backoff));
     }
   }
 

@@ -39,10 +39,11 @@ import {
   ApiException, AppsV1Api, CoreV1Api, KubeConfig, NetworkingV1Api, PatchStrategy, PolicyV1Api, Watch, setHeaderOptions,
   type KubernetesObject, type V1Pod,
 } from '@kubernetes/client-node';
+import { backoffDelayMs, type Backoff } from '../../backoff.js';
 import { FerryError, invalidParameter } from '../../errors.js';
 import type { LogFn, LogLevel } from '../../logs/index.js';
 import type { ArtifactStoreLocation } from '../../artifacts/index.js';
-import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../index.js';
+import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../types.js';
 import {
   ANNOTATION_REPLICA, CONTAINER, DELETION_COST, LABEL_GROUP, LOWEST_DELETION_COST, MANAGED_BY,
   entitySelector, groupObjects, groupOf, labelValue, type Group, type PodSettings,
@@ -93,8 +94,7 @@ const KEPT_LOG_BYTES = 256 * 1024;
 /** How long a stop waits past the pod's grace period for the pod to be gone. */
 const STOP_EXTRA_WAIT_MS = 10_000;
 /** Pause before re-listing after a watch failed (the API server restarting, a network blip). */
-const REWATCH_DELAY_MS = 1000;
-const MAX_REWATCH_DELAY_MS = 30_000;
+const REWATCH_BACKOFF: Backoff = { baseMs: 1000, maxMs: 30_000 };
 /** Most bytes of a pod's log read at once (a crash report or `logs()` needs the tail only). */
 const POD_LOG_LIMIT_BYTES = 1024 * 1024;
 const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
@@ -269,7 +269,7 @@ export class KubernetesRuntime implements Runtime {
     this.watchAbort?.abort();
     this.watchAbort = undefined;
     // 1 s, doubling while listing fails (RBAC missing, API server down), at most 30 s.
-    const delayMs = Math.min(REWATCH_DELAY_MS * 2 ** this.rewatchFailures, MAX_REWATCH_DELAY_MS);
+    const delayMs = backoffDelayMs(this.rewatchFailures + 1, REWATCH_BACKOFF);
     this.rewatchTimer = setTimeout(() => {
       this.rewatchTimer = undefined;
       this.listPods().then((rv) => {
@@ -277,7 +277,7 @@ export class KubernetesRuntime implements Runtime {
         return this.watchPods(rv);
       }).catch((err: unknown) => {
         this.rewatchFailures++;
-        this.log('warn', 'watching pods failed; retrying', { error: err instanceof Error ? err.message : String(err), retry_in_ms: Math.min(REWATCH_DELAY_MS * 2 ** this.rewatchFailures, MAX_REWATCH_DELAY_MS) });
+        this.log('warn', 'watching pods failed; retrying', { error: err instanceof Error ? err.message : String(err), retry_in_ms: backoffDelayMs(this.rewatchFailures + 1, REWATCH_BACKOFF) });
         this.rewatch();
       });
     }, delayMs);

@@ -3,7 +3,7 @@
  * runs the reconciler and the autoscaler, the others serve the API and the gateway and wait.
  *
  * The decision (take the Lease, renew it, step down, wait) is `decideLeadership`, a pure function
- * of what was last read, my identity and the time (CONVENTIONS 6); `LeaderElector` is the loop
+ * of what was last read, my identity and the time (tests walk virtual time); `LeaderElector` is the loop
  * that reads and writes the Lease and applies it. Writes carry the resourceVersion they read, so
  * of two replicas racing for a free Lease the API server accepts one and answers the other 409.
  *

@@ -11,8 +11,8 @@
 import { createHash } from 'node:crypto';
 import type { V1Deployment, V1NetworkPolicy, V1PodDisruptionBudget, V1ResourceRequirements, V1Service } from '@kubernetes/client-node';
 import type { ArtifactStoreLocation } from '../../artifacts/index.js';
-import type { ReplicaSpec } from '../index.js';
-import { replicaFlags, replicaOptions } from '../local/index.js';
+import type { ReplicaSpec } from '../types.js';
+import { replicaOptionsOf, toArgv } from '../../replica/options.js';
 import type { LogLevel } from '../../logs/index.js';
 
 /** Labels every object Ferry creates carries; `open` lists by the first. */
@@ -155,12 +155,12 @@ export function groupObjects(spec: ReplicaSpec, group: Group, s: PodSettings): G
     annotations: { [ANNOTATION_ENDPOINT]: spec.endpoint, [ANNOTATION_ENTITY]: spec.servedEntity },
   };
   const options = {
-    ...replicaOptions(spec, { socketPath: '', modelDir: MODEL_DIR, drainTimeoutMs: s.drainTimeoutMs, user: undefined, logLevel: s.logLevel }),
+    ...replicaOptionsOf(spec, { socketPath: '', modelDir: MODEL_DIR, drainTimeoutMs: s.drainTimeoutMs, user: undefined, logLevel: s.logLevel }),
     // An empty host: the replica listens on its pod IP (env POD_IP).
     listen: { host: '', port: s.replicaPort },
   };
   options.loadOptions.intraOpThreads = s.replicaThreads;
-  const args = ['replica', ...replicaFlags(options), '--artifact-path', spec.artifactKey, '--sha256', spec.artifactSha256];
+  const args = ['replica', ...toArgv({ options, artifact: { path: spec.artifactKey, sha256: spec.artifactSha256 } })];
   const gpu = spec.workloadType.startsWith('GPU_');
   const probe = (path: string, periodSeconds: number, failureThreshold: number): Record<string, unknown> => ({
     httpGet: { path, port: 'http' }, periodSeconds, failureThreshold, timeoutSeconds: 1,

@@ -77,13 +77,15 @@ import fsp from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { backoffDelayMs, type Backoff } from '../../backoff.js';
 import { FerryError, invalidParameter, toFerryError } from '../../errors.js';
 import { FLAVOR_CAPABILITIES, insideArtifact, type FlavorName } from '../../flavors/index.js';
 import type { LogLevel } from '../../logs/index.js';
-import { tooLarge } from '../../multi/index.js';
+import { tooLarge } from '../../multi/replica.js';
 import type { Socket } from 'node:net';
-import type { ReplicaOptions, StageRequest } from '../../replica/index.js';
-import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../index.js';
+import type { StageRequest } from '../../replica/index.js';
+import { replicaOptionsOf, toArgv, type ReplicaOptions } from '../../replica/options.js';
+import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../types.js';
 import { ReplicaProtocolError } from '../errors.js';
 import { ReplicaLink, type LinkState } from './control.js';
 import { chooseSandbox, sandboxed, type Sandbox, type SandboxMounts, type SandboxSetting } from './sandbox.js';
@@ -188,9 +190,8 @@ const LOG_TAIL_BYTES = 64 * 1024;
 /** Ids, endpoint and entity names become file names: no separators, no leading dot. */
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 const MIB = 1024 * 1024;
-/** First delay before replacing a pool process that died unclaimed; doubles per consecutive death. */
-const POOL_BACKOFF_BASE_MS = 1000;
-const POOL_BACKOFF_MAX_MS = 30_000;
+/** Delay before replacing a pool process that died unclaimed: 1 s, doubling per consecutive death, at most 30 s. */
+const POOL_BACKOFF: Backoff = { baseMs: 1000, maxMs: 30_000 };
 const DEFAULT_WARM_POOL_SIZE = 1;
 const DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES = 2 * 1024 * MIB;
 
@@ -350,7 +351,7 @@ export class LocalRuntime implements Runtime {
     const socketPath = pooled?.socketPath ?? this.socketPathOf(spec.id);
     const modelDir = pooled?.modelDir ?? path.join(this.dirs.models, `${spec.id}-${randomBytes(4).toString('hex')}`);
     // In the sandbox the process is the replica user from its start; without, it drops after loading.
-    const options = replicaOptions(spec, {
+    const options = replicaOptionsOf(spec, {
       socketPath, modelDir, drainTimeoutMs: this.opts.drainTimeoutMs, user: this.sandboxUser === undefined ? this.user : undefined, logLevel: this.opts.logLevel,
       pythonExecutable: this.opts.python,
     });
@@ -617,7 +618,7 @@ export class LocalRuntime implements Runtime {
   private spawnReplica(spec: ReplicaSpec, options: ReplicaOptions, logFile: string, extraReads: readonly string[]): ChildProcess {
     const flags = [...replicaNodeFlags({ modelDir: options.dir, socketPath: options.socketPath }, spec.flavor), `--max-old-space-size=${heapMiBOf(spec.memoryLimitBytes)}`];
     return this.spawnNode(
-      [...flags, FERRY_BIN, 'replica', '--control', ...replicaFlags(options)],
+      [...flags, FERRY_BIN, 'replica', ...toArgv({ control: true, options })],
       { modelDir: options.dir, socketPath: options.socketPath, gpu: spec.workloadType !== 'CPU', extraReads }, logFile,
     );
   }
@@ -691,7 +692,7 @@ export class LocalRuntime implements Runtime {
     this.poolFill = (async () => {
       while (!this.closed && this.pool.size < this.opts.warmPoolSize) {
         if (this.poolDeaths > 0) {
-          const delayMs = Math.min(POOL_BACKOFF_MAX_MS, POOL_BACKOFF_BASE_MS * 2 ** (this.poolDeaths - 1));
+          const delayMs = backoffDelayMs(this.poolDeaths, POOL_BACKOFF);
           await new Promise<void>((resolve) => {
             const timer = setTimeout(resolve, delayMs);
             this.poolWake = () => { clearTimeout(timer); resolve(); };
@@ -727,7 +728,7 @@ export class LocalRuntime implements Runtime {
     let child: ChildProcess;
     try {
       this.makeSocketDir(socketPath);
-      child = this.spawnNode([...flags, FERRY_BIN, 'replica', '--control', '--pool', token], { modelDir, socketPath, gpu: false }, logFile);
+      child = this.spawnNode([...flags, FERRY_BIN, 'replica', ...toArgv({ control: true, pool: token })], { modelDir, socketPath, gpu: false }, logFile);
     } catch (err) {
       fs.rmSync(modelDir, { recursive: true, force: true });
       fs.rmSync(path.dirname(socketPath), { recursive: true, force: true });
@@ -991,51 +992,6 @@ async function stageModel(spec: ReplicaSpec, modelDir: string, dirMode: number):
   } catch (err) {
     throw new FerryError('MODEL_ERROR', `Could not stage the model of replica '${spec.id}' from '${spec.artifactDir}': ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
-}
-
-/**
- * What a replica of `spec` is told: as flags when spawned, in the `start` message when claimed from
- * the pool (the Kubernetes runtime builds its pods' arguments from it too).
- */
-export function replicaOptions(
-  spec: ReplicaSpec,
-  o: { socketPath: string; modelDir: string; drainTimeoutMs: number; user: UserIds | undefined; logLevel: LogLevel; pythonExecutable?: string | undefined },
-): ReplicaOptions {
-  return {
-    socketPath: o.socketPath, dir: o.modelDir, flavor: spec.flavor,
-    loadOptions: {
-      modelFile: spec.modelFile, workloadType: spec.workloadType, intraOpThreads: 1, memoryLimitBytes: spec.memoryLimitBytes,
-      ...(o.pythonExecutable === undefined ? {} : { pythonExecutable: o.pythonExecutable }),
-    },
-    modelName: spec.modelName, modelVersion: spec.modelVersion, maxBodyBytes: spec.maxBodyBytes, drainTimeoutMs: o.drainTimeoutMs,
-    maxRowsPerRequest: spec.maxRowsPerRequest, maxJsonDepth: spec.maxJsonDepth, maxJsonElements: spec.maxJsonElements,
-    batching: spec.batching, logLevel: o.logLevel,
-    ...(o.user === undefined ? {} : { user: o.user }),
-    ...(spec.family === undefined ? {} : { family: { cacheBytes: spec.family.cacheBytes, sessionFallback: spec.family.sessionFallback } }),
-  };
-}
-
-/** `ferry replica` flags that carry `o` (the inverse of the flag parsing in `src/cli/main.ts`). */
-export function replicaFlags(o: ReplicaOptions): string[] {
-  return [
-    ...(o.listen === undefined ? ['--socket', o.socketPath] : ['--listen', `${o.listen.host}:${o.listen.port}`]), '--dir', o.dir,
-    ...(o.family === undefined
-      ? ['--model-file', o.loadOptions.modelFile]
-      : ['--family-cache-bytes', String(o.family.cacheBytes), '--family-session-fallback', o.family.sessionFallback ? 'on' : 'off']),
-    '--flavor', o.flavor, '--workload-type', o.loadOptions.workloadType, '--threads', String(o.loadOptions.intraOpThreads),
-    ...(o.loadOptions.pythonExecutable === undefined ? [] : ['--python', o.loadOptions.pythonExecutable]),
-    ...(o.loadOptions.memoryLimitBytes === undefined ? [] : ['--memory-limit-bytes', String(o.loadOptions.memoryLimitBytes)]),
-    '--name', o.modelName, '--version', o.modelVersion,
-    '--max-body-bytes', String(o.maxBodyBytes), '--drain-timeout-ms', String(o.drainTimeoutMs),
-    '--max-rows-per-request', String(o.maxRowsPerRequest), '--max-json-depth', String(o.maxJsonDepth),
-    '--max-json-elements', String(o.maxJsonElements),
-    '--batching', o.batching.enabled ? 'on' : 'off', '--max-batch-size', String(o.batching.maxBatchSize),
-    '--max-queue-delay-us', String(o.batching.maxQueueDelayUs),
-    ...(o.batching.preferredBatchSizes.length ? ['--preferred-batch-sizes', o.batching.preferredBatchSizes.join(',')] : []),
-    ...(o.execution === undefined ? [] : ['--execution', o.execution]),
-    ...(o.user === undefined ? [] : ['--uid', String(o.user.uid), '--gid', String(o.user.gid)]),
-    ...(o.logLevel === undefined ? [] : ['--log-level', o.logLevel]),
-  ];
 }
 
 /** Whether the replica behind `socketPath` answers `GET /v2/health/ready` with 200. */

@@ -38,12 +38,12 @@ export interface PythonEnvironmentOptions {
 export class PythonEnvironments {
   private readonly builds = new Map<string, Promise<string>>();
 
-  constructor(private readonly o: PythonEnvironmentOptions) {}
+  constructor(private readonly options: PythonEnvironmentOptions) {}
 
   /** The environment's key for a model directory: sha256 of its env files and the build settings. */
   async keyOf(modelDir: string): Promise<string> {
     const hash = createHash('sha256');
-    hash.update(JSON.stringify([this.o.basePython, this.o.pipArgs, this.o.systemSitePackages]));
+    hash.update(JSON.stringify([this.options.basePython, this.options.pipArgs, this.options.systemSitePackages]));
     for (const name of ENV_FILES) {
       hash.update(`\0${name}\0`);
       hash.update(await fsp.readFile(path.join(modelDir, name)).catch(() => Buffer.alloc(0)));
@@ -53,7 +53,7 @@ export class PythonEnvironments {
 
   /** Where the build log of environment `key` is. */
   logFile(key: string): string {
-    return path.join(this.o.dir, `${key}.log`);
+    return path.join(this.options.dir, `${key}.log`);
   }
 
   /**
@@ -62,7 +62,7 @@ export class PythonEnvironments {
    */
   async python(modelDir: string): Promise<string> {
     const key = await this.keyOf(modelDir);
-    const final = path.join(this.o.dir, key);
+    const final = path.join(this.options.dir, key);
     const python = path.join(final, 'bin', 'python');
     if (fs.existsSync(python)) return python;
     let build = this.builds.get(key);
@@ -75,16 +75,16 @@ export class PythonEnvironments {
   }
 
   private async build(key: string, modelDir: string, final: string): Promise<string> {
-    await fsp.mkdir(this.o.dir, { recursive: true, mode: 0o755 });
+    await fsp.mkdir(this.options.dir, { recursive: true, mode: 0o755 });
     const log = this.logFile(key);
     await fsp.writeFile(log, `environment ${key} for ${modelDir}\n`);
-    const tmp = await fsp.mkdtemp(path.join(this.o.dir, `.${key}-`));
+    const tmp = await fsp.mkdtemp(path.join(this.options.dir, `.${key}-`));
     try {
-      await run(this.o.basePython, ['-m', 'venv', ...(this.o.systemSitePackages ? ['--system-site-packages'] : []), tmp], log);
+      await run(this.options.basePython, ['-m', 'venv', ...(this.options.systemSitePackages ? ['--system-site-packages'] : []), tmp], log);
       const requirements = path.join(modelDir, 'requirements.txt');
       if (fs.existsSync(requirements)) {
         await run(path.join(tmp, 'bin', 'python'), [
-          '-m', 'pip', 'install', '--disable-pip-version-check', '--no-input', '--no-cache-dir', ...this.o.pipArgs, '-r', requirements,
+          '-m', 'pip', 'install', '--disable-pip-version-check', '--no-input', '--no-cache-dir', ...this.options.pipArgs, '-r', requirements,
         ], log);
       }
       // A venv's interpreter finds its prefix from its own location, so the rename keeps it whole.
