@@ -1,7 +1,7 @@
 /** Rate limits and input limits of `ai_gateway`: the GCRA decisions on a virtual clock, and validation. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { aiGatewayView, compileAiGateway } from '../src/control/config.js';
+import { aiGatewayView, compileAiGateway } from '../src/control/ai-gateway.js';
 import { FerryError } from '../src/errors.js';
 import { RateLimiter, TokenMeter, type RateLimit } from '../src/gateway/index.js';
 

@@ -22,7 +22,8 @@ import { drainAndClose, EntityTraffic, type Backend, type EndpointRoute, type Ra
 import { FamilyResolver } from '../multi/index.js';
 import type { DiscoveredReplica } from '../runtime/index.js';
 import type { EndpointRecord, EntityLoad, MetadataStore } from '../store/index.js';
-import type { AiGatewayConfig, EndpointConfig, ServedEntityConfig } from './config.js';
+import type { AiGatewayConfig } from './ai-gateway.js';
+import type { EndpointConfig, ServedEntityConfig } from './config.js';
 import { aiGatewayOf, buildEndpointRoute, creatorReads, inferenceTableSettings, rateLimiterFor } from './routes.js';
 
 type StoredEndpoint = EndpointRecord<EndpointConfig>;

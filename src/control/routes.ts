@@ -7,7 +7,8 @@ import { FerryError } from '../errors.js';
 import { RateLimiter, statsKey, type EndpointRoute, type EntityRoute, type EntityTraffic } from '../gateway/index.js';
 import type { FamilyResolver } from '../multi/index.js';
 import type { EndpointRecord, MetadataStore } from '../store/index.js';
-import type { AiGatewayConfig, EndpointConfig, ServedEntityConfig } from './config.js';
+import type { AiGatewayConfig } from './ai-gateway.js';
+import type { EndpointConfig, ServedEntityConfig } from './config.js';
 
 /** One served entity's place in a route: its share of traffic and its live replicas. */
 export interface RoutedEntity {

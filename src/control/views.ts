@@ -9,7 +9,8 @@ import type {
 } from '../api/index.js';
 import type { EndpointRoute } from '../gateway/index.js';
 import type { ModelCacheStats } from '../multi/index.js';
-import { aiGatewayView, type EndpointConfig, type ServedEntityConfig } from './config.js';
+import { aiGatewayView } from './ai-gateway.js';
+import type { EndpointConfig, ServedEntityConfig } from './config.js';
 import { validationRequestOf } from './rollout.js';
 import { aiGatewayOf } from './routes.js';
 import type { EndpointState, EntityReplicas } from './state.js';
