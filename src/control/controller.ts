@@ -68,10 +68,11 @@ export interface ControllerOptions {
   /** Per-entity capacity and wait-buffer settings of the gateway. */
   traffic: Omit<TrafficOptions, 'name' | 'onDemand'>;
   /**
-   * Several servers on one store (Kubernetes): the other servers' gateway load, added to this
-   * server's own in every autoscale sample. Undefined on one machine.
+   * Several servers on one store (Kubernetes), or this server's gateway workers: the other
+   * gateways' load, added to this process's own in every autoscale sample. Undefined with one
+   * gateway.
    */
-  peers?: PeerLoad | undefined;
+  peers?: Pick<PeerLoad, 'demand' | 'refresh'> | undefined;
   now: () => number;
   log: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }

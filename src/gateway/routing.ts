@@ -6,7 +6,7 @@
  */
 import type { ReplicaChannel } from '../channel/index.js';
 import type { FamilyResolver } from '../multi/index.js';
-import type { RateLimiter } from './rate-limit.js';
+import type { Admission } from './rate-limit.js';
 import type { EntityTraffic } from './traffic.js';
 
 /** One ready replica as the gateway sees it. */
@@ -49,13 +49,19 @@ export interface EndpointRoute {
   /** Retry a 5xx or unreachable entity on the next ones in route order. */
   fallback: boolean;
   /** The endpoint's rate limits (`ai_gateway.rate_limits`); undefined when it has none. */
-  rateLimiter: RateLimiter | undefined;
+  rateLimiter: Admission | undefined;
   /** Largest inference body for this endpoint (`ai_gateway.input_limits`); undefined: the server's limit. */
   maxBodyBytes: number | undefined;
 }
 
 export class RoutingTable {
   private readonly routes = new Map<string, EndpointRoute>();
+
+  /**
+   * `onChange` runs synchronously after every `set` and `delete` (gateway workers mirror the
+   * table: src/gateway/route-mirror.ts).
+   */
+  constructor(private readonly onChange?: () => void) {}
 
   get(endpoint: string): EndpointRoute | undefined {
     return this.routes.get(endpoint);
@@ -68,10 +74,16 @@ export class RoutingTable {
 
   set(route: EndpointRoute): void {
     this.routes.set(route.name, route);
+    this.onChange?.();
   }
 
   delete(endpoint: string): void {
-    this.routes.delete(endpoint);
+    if (this.routes.delete(endpoint)) this.onChange?.();
+  }
+
+  /** Every route, in insertion order. */
+  all(): IterableIterator<EndpointRoute> {
+    return this.routes.values();
   }
 }
 
