@@ -234,7 +234,8 @@ export class WorkerGateway {
     for (const e of this.entities.values()) {
       const concurrency = e.traffic.takeAverageConcurrency();
       const queued = e.traffic.queued;
-      if (concurrency > 0 || queued > 0) entities.push({ endpoint: e.endpoint, servedEntity: e.name, concurrency, queued });
+      const inFlight = e.traffic.inFlight;
+      if (concurrency > 0 || queued > 0 || inFlight > 0) entities.push({ endpoint: e.endpoint, servedEntity: e.name, concurrency, queued, inFlight });
     }
     this.o.send({ type: 'load', entities });
   }

@@ -64,8 +64,11 @@ export type StatsSample = [key: string, status: number, latencyMs: number];
 export interface WorkerEntityLoad {
   endpoint: string;
   servedEntity: string;
+  /** Time-weighted requests in flight since the previous report (the autoscaler's input). */
   concurrency: number;
   queued: number;
+  /** Requests in flight at the report (the in-flight gauge). */
+  inFlight: number;
 }
 
 export type PrimaryToWorker =

@@ -197,7 +197,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     // Subscribed before the controller starts, so the replicas it brings back are counted.
     const exporter = config.otlpEndpoint === undefined ? undefined : new OtlpExporter({ endpoint: config.otlpEndpoint, log });
     const telemetry = new Telemetry({
-      now, entities: () => controller.entityGauges(), replicas: () => runtime.list(), routed: (name) => table.get(name) !== undefined,
+      now, entities: () => (workers === undefined ? controller.entityGauges() : workers.withWorkerGauges(controller.entityGauges())), replicas: () => runtime.list(), routed: (name) => table.get(name) !== undefined,
       ...(exporter === undefined ? {} : { spanExport: () => exporter.stats }),
     });
     stopStarted = async () => {

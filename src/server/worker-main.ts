@@ -74,9 +74,12 @@ async function main(init: WorkerInit): Promise<void> {
       res.writeHead(answer.statusCode ?? 502, headers);
       answer.pipe(res);
     });
-    upstream.on('error', (err) => {
-      if (!res.headersSent) {
-        sendError(res, new FerryError('TEMPORARILY_UNAVAILABLE', `The server's control plane did not answer (${err.message}); retry shortly.`, { retryAfterS: 1 }), (e) => errorBodyFor(req.url ?? '/', e));
+    upstream.on('error', (err: NodeJS.ErrnoException) => {
+      // Not reached at all: nothing was done, say so. Lost on the way (the primary died while it
+      // held the request): the client cannot know whether a change was made, so, as with one
+      // process, its connection ends without an answer.
+      if (!res.headersSent && (err.code === 'ECONNREFUSED' || err.code === 'ENOENT')) {
+        sendError(res, new FerryError('TEMPORARILY_UNAVAILABLE', `The server's control plane did not answer (${err.code}); retry shortly.`, { retryAfterS: 1 }), (e) => errorBodyFor(req.url ?? '/', e));
       } else if (!res.writableFinished) {
         res.destroy();
       }

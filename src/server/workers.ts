@@ -22,11 +22,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ServerConfig } from '../config/index.js';
-import { peerDemand } from '../control/index.js';
+import { loadKey, PEER_LOAD_MAX_AGE_MS, peerDemand, type EntityGauges } from '../control/index.js';
 import { FerryError } from '../errors.js';
 import { gatewayRequests, gatewayStreams, type GatewayRequestEvent, type GatewayStats, type RoutingTable } from '../gateway/index.js';
 import type { RouteMirror } from '../gateway/route-mirror.js';
-import type { PrimaryToWorker, WorkerToPrimary } from '../gateway/worker-protocol.js';
+import type { PrimaryToWorker, WorkerEntityLoad, WorkerToPrimary } from '../gateway/worker-protocol.js';
 import type { LogFn } from '../logs/index.js';
 import { listenError } from './listen.js';
 import type { GatewayLoadReport } from '../store/index.js';
@@ -74,6 +74,8 @@ const DRAIN_FORCE_MS = 5000;
 export class GatewayWorkers {
   private readonly workers = new Map<number, { worker: Worker; startedMs: number }>();
   private readonly reports = new Map<number, GatewayLoadReport>();
+  /** Each worker's last report as it sent it (with the in-flight counts). */
+  private readonly inFlight = new Map<number, WorkerEntityLoad[]>();
   private primaryServer: http.Server | undefined;
   private parts: PrimaryParts | undefined;
   private socketDir: string | undefined;
@@ -108,6 +110,26 @@ export class GatewayWorkers {
     demand: (nowMs: number): Map<string, number> => peerDemand([...this.reports.values()], '', nowMs),
     refresh: (): Promise<void> => Promise.resolve(),
   };
+
+  /**
+   * Every served entity's gauges with the workers' requests in flight and queued added (as of
+   * their last reports, which are at most a second old; older than `PEER_LOAD_MAX_AGE_MS`:
+   * that worker is gone and counts nothing).
+   */
+  withWorkerGauges(gauges: EntityGauges[]): EntityGauges[] {
+    const nowMs = this.o.now();
+    const byKey = new Map(gauges.map((g) => [loadKey(g.endpoint, g.servedEntity), g]));
+    for (const [worker, r] of this.reports) {
+      if (nowMs - r.reportedMs > PEER_LOAD_MAX_AGE_MS) continue;
+      for (const e of this.inFlight.get(worker) ?? []) {
+        const g = byKey.get(loadKey(e.endpoint, e.servedEntity));
+        if (g === undefined) continue;
+        g.inFlight += e.inFlight;
+        g.queued += e.queued;
+      }
+    }
+    return gauges;
+  }
 
   /** Tells every worker to drop its token and grant caches (after a control-plane change). */
   authzChanged(): void {
@@ -165,6 +187,7 @@ export class GatewayWorkers {
       worker.once('exit', (code, signal) => {
         this.workers.delete(worker.id);
         this.reports.delete(worker.id);
+        this.inFlight.delete(worker.id);
         this.o.mirror.removeWorker(worker.id);
         if (!up) reject(failure ?? new FerryError('INTERNAL_ERROR', `Gateway worker ${worker.id} exited (${signal ?? `code ${code}`}) before it listened; see the log lines above.`));
         if (this.closing || !up) return;
@@ -196,6 +219,7 @@ export class GatewayWorkers {
         return;
       case 'load':
         this.reports.set(worker.id, { server: `worker-${worker.id}`, reportedMs: this.o.now(), entities: msg.entities });
+        this.inFlight.set(worker.id, msg.entities);
         // A request waits for an entity: the autoscaler is poked as for a request of its own
         // (it starts a replica at once when the entity has none).
         for (const e of msg.entities) {
