@@ -72,7 +72,7 @@ export interface Report {
   ferryStderr: Record<string, { levels: Record<string, number>; notable: string[] }>;
 }
 
-const FERRY_BATCHING: TargetName[] = ['ferry-on', 'ferry-on-500us', 'ferry-w2'];
+const FERRY_BATCHING: TargetName[] = ['ferry-on', 'ferry-on-500us', 'ferry-w2', 'ferry-w2-rl'];
 
 function find(rows: Row[], model: ModelKey, target: TargetName, connections: number): WrkResult | undefined {
   return rows.find((r) => r.model === model && r.target === target && r.connections === connections)?.wrk;

@@ -6,7 +6,8 @@
  *   compute: onnxruntime in process, no HTTP, at batch sizes 1–128: the ceiling (bench/compute-limit.ts);
  *   single, cluster2: the hand-written node:http + onnxruntime server, alone and under node:cluster;
  *   ferry-off, ferry-on (, ferry-on-500us for heavy): Ferry end to end, auth on, batching off / on, one gateway process;
- *   ferry-w2: ferry-on on a server with 2 gateway workers (`gatewayWorkers: 2`);
+ *   ferry-w2: ferry-on on a server with 2 gateway workers (`gatewayWorkers: 2`); ferry-w2-rl: the same with a rate
+ *     limit that never refuses (the cost of exact limits across workers; not in --quick);
  * each HTTP target loaded by the same `wrk -t1` at each connection count; then, on servers of its
  * own, autoscaling (bench/scaling.ts): cold starts from zero with and without the warm pool, and
  * a load step from 1 replica to 4 and back; then the LLM section (bench/llm.ts): tokens/s and time
@@ -90,7 +91,7 @@ interface Settings {
 /** `--only` takes target names and these groups. */
 const GROUPS: Record<string, readonly TargetName[]> = {
   baseline: ['single', 'cluster2'],
-  ferry: ['ferry-off', 'ferry-on', 'ferry-on-500us', 'ferry-w2'],
+  ferry: ['ferry-off', 'ferry-on', 'ferry-on-500us', 'ferry-w2', 'ferry-w2-rl'],
 };
 
 function parseSettings(argv: string[]): Settings {

@@ -23,11 +23,15 @@ export const FERRY_VARIANTS = {
   'ferry-on': { enabled: true, max_batch_size: 64, max_queue_delay_us: 0 },
   'ferry-on-500us': { enabled: true, max_batch_size: 64, max_queue_delay_us: 500 },
   'ferry-w2': { enabled: true, max_batch_size: 64, max_queue_delay_us: 0 },
+  'ferry-w2-rl': { enabled: true, max_batch_size: 64, max_queue_delay_us: 0 },
 } as const;
 export type FerryVariant = keyof typeof FERRY_VARIANTS;
 
-export const TARGET_NAMES = ['single', 'cluster2', 'ferry-off', 'ferry-on', 'ferry-on-500us', 'ferry-w2'] as const;
+export const TARGET_NAMES = ['single', 'cluster2', 'ferry-off', 'ferry-on', 'ferry-on-500us', 'ferry-w2', 'ferry-w2-rl'] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
+
+/** A limit no bench load reaches (16.7 million calls/s): every call is admitted, each one asked of the primary. */
+const RATE_LIMIT_CALLS = 1_000_000_000;
 
 export const TARGET_DESCRIPTIONS: Record<TargetName, string> = {
   single: 'hand-written node:http + onnxruntime-node, one process',
@@ -36,10 +40,15 @@ export const TARGET_DESCRIPTIONS: Record<TargetName, string> = {
   'ferry-on': `the same, batching ${JSON.stringify(FERRY_VARIANTS['ferry-on'])}`,
   'ferry-on-500us': `the same, batching ${JSON.stringify(FERRY_VARIANTS['ferry-on-500us'])}`,
   'ferry-w2': `ferry-on's batching on a server of its own with gatewayWorkers 2 (the others run gatewayWorkers 1)`,
+  'ferry-w2-rl': `ferry-w2's server, an endpoint with a rate limit that never refuses (${RATE_LIMIT_CALLS} calls per minute per user): what exact limits across workers cost`,
 };
 
 /** Gateway workers of the server each Ferry variant runs on: `ferry-w2` gets a server of its own. */
-export const FERRY_GATEWAY_WORKERS: Record<FerryVariant, number> = { 'ferry-off': 1, 'ferry-on': 1, 'ferry-on-500us': 1, 'ferry-w2': 2 };
+export const FERRY_GATEWAY_WORKERS: Record<FerryVariant, number> = { 'ferry-off': 1, 'ferry-on': 1, 'ferry-on-500us': 1, 'ferry-w2': 2, 'ferry-w2-rl': 2 };
+
+
+/** The `ai_gateway` of each variant's endpoint, when it has one. */
+const FERRY_AI_GATEWAY: Partial<Record<FerryVariant, unknown>> = { 'ferry-w2-rl': { rate_limits: [{ calls: RATE_LIMIT_CALLS, renewal_period: 'minute', key: 'user' }] } };
 
 export interface Target {
   name: TargetName;
@@ -151,6 +160,7 @@ export async function startFerry(model: BenchModel, variants: FerryVariant[], to
       await ferryApi(base, token, 'POST', '/api/2.0/serving-endpoints', {
         name: endpoint(v),
         config: { served_entities: [{ entity_name: model.key, entity_version: '1', batching: FERRY_VARIANTS[v] }] },
+        ...(FERRY_AI_GATEWAY[v] === undefined ? {} : { ai_gateway: FERRY_AI_GATEWAY[v] }),
       });
     }
     await waitEndpointsReady(base, token, variants.map(endpoint));

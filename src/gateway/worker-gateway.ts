@@ -25,6 +25,9 @@ import type { Backend, EndpointRoute, EntityRoute, RoutingTable } from './routin
 import { EntityTraffic, type TrafficOptions } from './traffic.js';
 import type { ErrorSpec, PrimaryToWorker, RouteSpec, StatsSample, WorkerEntityLoad, WorkerToPrimary } from './worker-protocol.js';
 
+/** The least time between two batches of events and samples sent to the primary (see `scheduleFlush`). */
+const FLUSH_GAP_MS = 5;
+
 /** The least time between two early load reports, however many requests wait (as a follower's). */
 const EARLY_REPORT_GAP_MS = 250;
 
@@ -59,6 +62,7 @@ export class WorkerGateway {
   private streams: GatewayStreamEvent[] = [];
   private samples: StatsSample[] = [];
   private flushScheduled = false;
+  private flushedAtMs = -Infinity;
   private readonly reportTimer: NodeJS.Timeout;
   private reportedAtMs = -Infinity;
   private closed = false;
@@ -206,14 +210,23 @@ export class WorkerGateway {
     this.scheduleFlush();
   };
 
+  /**
+   * Sends at the end of this event-loop turn when the last batch went `FLUSH_GAP_MS` ago or more
+   * (a lightly loaded worker: the primary counts a request about when its answer leaves), else
+   * once that gap has passed (a busy worker: one message per `FLUSH_GAP_MS` carries many requests,
+   * instead of one message per request).
+   */
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    setImmediate(() => this.flush());
+    const waitMs = this.flushedAtMs + FLUSH_GAP_MS - performance.now();
+    if (waitMs <= 0) setImmediate(() => this.flush());
+    else setTimeout(() => this.flush(), waitMs);
   }
 
   private flush(): void {
     this.flushScheduled = false;
+    this.flushedAtMs = performance.now();
     if (this.requests.length === 0 && this.streams.length === 0 && this.samples.length === 0) return;
     this.o.send({ type: 'telemetry', requests: this.requests, streams: this.streams, stats: this.samples });
     this.requests = [];
