@@ -73,6 +73,11 @@ export interface ControllerOptions {
    * gateway.
    */
   peers?: Pick<PeerLoad, 'demand' | 'refresh'> | undefined;
+  /**
+   * Gateway workers: their requests in flight and queued for a served entity (as of their last
+   * load reports), added to this process's in the gauges and the endpoint view. Undefined with one gateway.
+   */
+  workerLoad?: ((endpoint: string, servedEntity: string) => { inFlight: number; queued: number }) | undefined;
   now: () => number;
   log: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -369,8 +374,9 @@ export class EndpointController {
         g.ready += d.readyReplicas;
         g.starting += d.startingReplicas;
         g.desired += d.stopped ? 0 : d.desiredReplicas;
-        g.inFlight += d.traffic.inFlight;
-        g.queued += d.traffic.queued;
+        const w = this.o.workerLoad?.(d.endpoint, d.entity.name);
+        g.inFlight += d.traffic.inFlight + (w?.inFlight ?? 0);
+        g.queued += d.traffic.queued + (w?.queued ?? 0);
         out.set(key, g);
       }
     }
@@ -972,8 +978,8 @@ export class EndpointController {
           desired_replicas: d.desiredReplicas,
           ready_replicas: d.readyReplicas,
           starting_replicas: d.startingReplicas,
-          in_flight_requests: d.traffic.inFlight,
-          queued_requests: d.traffic.queued,
+          in_flight_requests: d.traffic.inFlight + (this.o.workerLoad?.(d.endpoint, d.entity.name).inFlight ?? 0),
+          queued_requests: d.traffic.queued + (this.o.workerLoad?.(d.endpoint, d.entity.name).queued ?? 0),
           cold_starts_ms: d.coldStartsMs,
           last_decisions: d.decisions.map((x) => ({
             timestamp: x.timeMs, desired_replicas: x.desiredReplicas, panic: x.panic, reason: x.reason,

@@ -183,6 +183,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       // In a cluster, the followers' gateways serve too: their load counts in the autoscaler.
       // With gateway workers, theirs (the primary serves only gRPC).
       peers: cluster !== undefined ? new PeerLoad({ store, self: cluster.identity, log }) : workers?.load,
+      workerLoad: workers?.loadOf,
     });
     // Until it leads, a server in a cluster routes from the stored configs and the discovered pods.
     const follower = cluster === undefined ? undefined : new RouteFollower({
@@ -197,7 +198,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     // Subscribed before the controller starts, so the replicas it brings back are counted.
     const exporter = config.otlpEndpoint === undefined ? undefined : new OtlpExporter({ endpoint: config.otlpEndpoint, log });
     const telemetry = new Telemetry({
-      now, entities: () => (workers === undefined ? controller.entityGauges() : workers.withWorkerGauges(controller.entityGauges())), replicas: () => runtime.list(), routed: (name) => table.get(name) !== undefined,
+      now, entities: () => controller.entityGauges(), replicas: () => runtime.list(), routed: (name) => table.get(name) !== undefined,
       ...(exporter === undefined ? {} : { spanExport: () => exporter.stats }),
     });
     stopStarted = async () => {

@@ -22,7 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ServerConfig } from '../config/index.js';
-import { loadKey, PEER_LOAD_MAX_AGE_MS, peerDemand, type EntityGauges } from '../control/index.js';
+import { PEER_LOAD_MAX_AGE_MS, peerDemand } from '../control/index.js';
 import { FerryError } from '../errors.js';
 import { gatewayRequests, gatewayStreams, type GatewayRequestEvent, type GatewayStats, type RoutingTable } from '../gateway/index.js';
 import type { RouteMirror } from '../gateway/route-mirror.js';
@@ -112,24 +112,22 @@ export class GatewayWorkers {
   };
 
   /**
-   * Every served entity's gauges with the workers' requests in flight and queued added (as of
-   * their last reports, which are at most a second old; older than `PEER_LOAD_MAX_AGE_MS`:
-   * that worker is gone and counts nothing).
+   * The workers' requests in flight and queued for a served entity, as of their last reports (at
+   * most a second old; a report older than `PEER_LOAD_MAX_AGE_MS` is a gone worker's: not counted).
    */
-  withWorkerGauges(gauges: EntityGauges[]): EntityGauges[] {
+  readonly loadOf = (endpoint: string, servedEntity: string): { inFlight: number; queued: number } => {
     const nowMs = this.o.now();
-    const byKey = new Map(gauges.map((g) => [loadKey(g.endpoint, g.servedEntity), g]));
+    const sum = { inFlight: 0, queued: 0 };
     for (const [worker, r] of this.reports) {
       if (nowMs - r.reportedMs > PEER_LOAD_MAX_AGE_MS) continue;
       for (const e of this.inFlight.get(worker) ?? []) {
-        const g = byKey.get(loadKey(e.endpoint, e.servedEntity));
-        if (g === undefined) continue;
-        g.inFlight += e.inFlight;
-        g.queued += e.queued;
+        if (e.endpoint !== endpoint || e.servedEntity !== servedEntity) continue;
+        sum.inFlight += e.inFlight;
+        sum.queued += e.queued;
       }
     }
-    return gauges;
-  }
+    return sum;
+  };
 
   /** Tells every worker to drop its token and grant caches (after a control-plane change). */
   authzChanged(): void {
