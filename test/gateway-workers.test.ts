@@ -152,6 +152,18 @@ test('a worker killed with SIGKILL is replaced; requests on connections to the o
   }
 });
 
+test('two servers with workers in one process keep their own connections', { timeout: 60_000 }, async () => {
+  const other = await startTestServer(path.join(dir, 'other'), { gatewayWorkers: 2, warmPoolSize: 0 });
+  try {
+    assert.notEqual(other.url, server.url);
+    const there = await Promise.all(Array.from({ length: 20 }, () => request({ url: other.url, method: 'POST', path: '/serving-endpoints/lin/invocations', json: ROW })));
+    assert.deepEqual([...new Set(there.map((r) => r.status))], [404], 'the other server has no endpoint lin');
+    assert.equal(count(await burst('lin', 20), 200), 20);
+  } finally {
+    await other.close();
+  }
+});
+
 test('close drains every worker: a request whose body is still arriving is answered', { timeout: 60_000 }, async () => {
   const body = JSON.stringify(ROW);
   const url = new URL(server.url);

@@ -65,10 +65,12 @@ async function main(init: WorkerInit): Promise<void> {
   const agent = new http.Agent({ keepAlive: true });
   /** Relays a request to the primary as it came (headers, body stream), and its answer back. */
   function relayRaw(req: http.IncomingMessage, res: http.ServerResponse): void {
-    const upstream = http.request({
-      socketPath: init.primarySocket, agent, method: req.method, path: req.url,
-      headers: { ...req.headers, [CLIENT_ADDRESS_HEADER]: req.socket.remoteAddress ?? '' },
-    }, (answer) => {
+    // Hop-by-hop headers are the client's connection's, not the relay's: a client's
+    // `Connection: close` would make the primary close the relay's connection after an early
+    // answer (a refused change) while the body is still being written to it.
+    const headers: http.OutgoingHttpHeaders = { ...req.headers, [CLIENT_ADDRESS_HEADER]: req.socket.remoteAddress ?? '' };
+    for (const h of HOP_BY_HOP) delete headers[h];
+    const upstream = http.request({ socketPath: init.primarySocket, agent, method: req.method, path: req.url, headers }, (answer) => {
       const headers = { ...answer.headers };
       delete headers['keep-alive'];
       res.writeHead(answer.statusCode ?? 502, headers);
@@ -132,11 +134,14 @@ async function main(init: WorkerInit): Promise<void> {
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(config.port, config.host, () => resolve());
+    server.listen(init.port, config.host, () => resolve());
   });
   const addr = server.address() as AddressInfo;
   send({ type: 'listening', address: addr.address, family: addr.family, port: addr.port });
 }
+
+/** Headers of one connection (RFC 9110 §7.6.1), not passed on by the relay. */
+const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade'];
 
 /** Time a draining worker gives its open connections before closing them (as the one-process server). */
 const DRAIN_FORCE_MS = 5000;

@@ -18,6 +18,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import fsp from 'node:fs/promises';
 import http from 'node:http';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,6 +40,8 @@ export interface WorkerInit {
   primarySocket: string;
   /** The primary's routes in match order: a worker matches a request as the primary would. */
   routes: Array<{ method: string; pattern: string }>;
+  /** The port to listen on: `config.port`, or the free port chosen for them when that is 0. */
+  port: number;
 }
 
 /** The header that carries a forwarded request's client address (set by the worker, trusted only on the primary's socket). */
@@ -78,6 +81,7 @@ export class GatewayWorkers {
   private readonly inFlight = new Map<number, WorkerEntityLoad[]>();
   private primaryServer: http.Server | undefined;
   private parts: PrimaryParts | undefined;
+  private port = 0;
   private socketDir: string | undefined;
   private closing = false;
 
@@ -101,6 +105,10 @@ export class GatewayWorkers {
       this.primaryServer?.listen(socketPath, () => resolve());
     });
     await fsp.chmod(socketPath, 0o600);
+    // node:cluster shares one listening socket per (address, port) among the workers of this
+    // process: with port 0 the workers of two servers in one process (tests) would share one, so
+    // port 0 becomes a free port first.
+    this.port = this.o.config.port === 0 ? await freePort(this.o.config.host) : this.o.config.port;
     const addresses = await Promise.all(Array.from({ length: this.o.count }, () => this.fork(socketPath)));
     return addresses[0] as { address: string; family: string; port: number };
   }
@@ -161,7 +169,7 @@ export class GatewayWorkers {
     const worker = cluster.fork();
     const startedMs = Date.now();
     this.workers.set(worker.id, { worker, startedMs });
-    const init: WorkerInit = { type: 'init', config: this.o.config, primarySocket: socketPath, routes: this.parts?.routes ?? [] };
+    const init: WorkerInit = { type: 'init', config: this.o.config, primarySocket: socketPath, routes: this.parts?.routes ?? [], port: this.port };
     return new Promise((resolve, reject) => {
       let up = false;
       let failure: Error | undefined;
@@ -259,4 +267,16 @@ export class GatewayWorkers {
 function revive(ev: GatewayRequestEvent): GatewayRequestEvent {
   const buf = (b: Uint8Array | undefined): Buffer | undefined => (b === undefined ? undefined : Buffer.from(b.buffer, b.byteOffset, b.byteLength));
   return { ...ev, requestBody: buf(ev.requestBody), responseBody: buf(ev.responseBody) };
+}
+
+/** A port free on `host` right now (the kernel's choice for port 0). */
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen(0, host, () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
 }
