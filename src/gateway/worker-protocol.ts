@@ -78,7 +78,8 @@ export type PrimaryToWorker =
     /** Backends that left the table since the previous message: acknowledge each with `released` once nothing is sent to it. */
     removed: number[];
   }
-  | { type: 'admitted'; id: number; error: ErrorSpec | undefined }
+  /** Answers to one `admit` message, in its order (undefined: admitted). */
+  | { type: 'admitted'; answers: Array<{ id: number; error: ErrorSpec | undefined }> }
   | { type: 'member'; id: number; member: FamilyMember | undefined; error: ErrorSpec | undefined }
   | { type: 'authz-changed' }
   | { type: 'drain' };
@@ -91,7 +92,8 @@ export type WorkerToPrimary =
   | { type: 'failed'; message: string; code: string | undefined }
   /** A log line of the worker, written by the primary's log. */
   | { type: 'log'; level: 'debug' | 'info' | 'warn' | 'error'; msg: string; fields: Record<string, unknown> | undefined }
-  | { type: 'admit'; id: number; endpoint: string; principal: string }
+  /** The rate-limit admissions of one event-loop turn, decided in this order. */
+  | { type: 'admit'; calls: Array<{ id: number; endpoint: string; principal: string }> }
   | { type: 'charge'; endpoint: string; principal: string; tokens: number }
   | { type: 'resolve'; id: number; endpoint: string; servedEntity: string; raw: string; field: string }
   | { type: 'telemetry'; requests: GatewayRequestEvent[]; streams: GatewayStreamEvent[]; stats: StatsSample[] }

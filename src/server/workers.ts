@@ -215,7 +215,8 @@ export class GatewayWorkers {
         if (gatewayStreams.hasSubscribers) for (const ev of msg.streams) gatewayStreams.publish(ev);
         return;
       case 'admit':
-        void this.o.mirror.admit(msg.endpoint, msg.principal).then((error) => this.send(worker, { type: 'admitted', id: msg.id, error }));
+        void Promise.all(msg.calls.map(async (c) => ({ id: c.id, error: await this.o.mirror.admit(c.endpoint, c.principal) })))
+          .then((answers) => this.send(worker, { type: 'admitted', answers }));
         return;
       case 'charge':
         this.o.mirror.charge(msg.endpoint, msg.principal, msg.tokens);
