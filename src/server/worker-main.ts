@@ -56,7 +56,7 @@ async function main(init: WorkerInit): Promise<void> {
   for (const { method, pattern } of init.routes) {
     const r = served.get(`${method} ${pattern}`);
     if (r !== undefined && servedHere(method, r.meta)) router.add(method, pattern, r.handler, r.meta);
-    else router.add(method, pattern, relay, RELAYED);
+    else router.add(method, pattern, (ctx) => relay(ctx.req, ctx.res), RELAYED);
   }
   const handle = listener<WorkerRule>(router, [requestTracing(), skipRelayed(authenticate(authz)), skipRelayed(authorize(authz))], (err, ctx) => {
     log('error', 'request failed', { method: ctx.method, path: ctx.path, error: err instanceof Error ? err.stack : String(err) });
@@ -64,7 +64,7 @@ async function main(init: WorkerInit): Promise<void> {
 
   const agent = new http.Agent({ keepAlive: true });
   /** Relays a request to the primary as it came (headers, body stream), and its answer back. */
-  function relayRaw(req: http.IncomingMessage, res: http.ServerResponse): void {
+  function relay(req: http.IncomingMessage, res: http.ServerResponse): undefined {
     // Hop-by-hop headers are the client's connection's, not the relay's: a client's
     // `Connection: close` would make the primary close the relay's connection after an early
     // answer (a refused change) while the body is still being written to it.
@@ -90,26 +90,10 @@ async function main(init: WorkerInit): Promise<void> {
       if (!res.writableFinished) upstream.destroy();
     });
     req.pipe(upstream);
+    return undefined;
   }
-  /** Requests that match no route here are the primary's to answer (404, 405). */
-  const serve = (req: http.IncomingMessage, res: http.ServerResponse): void => {
-    const url = req.url ?? '/';
-    const q = url.indexOf('?');
-    let local = false;
-    try {
-      local = router.match(req.method ?? 'GET', q === -1 ? url : url.slice(0, q)).route.meta !== RELAYED;
-    } catch {
-      local = false;
-    }
-    if (local) handle(req, res);
-    else relayRaw(req, res);
-  };
-  function relay(): never {
-    // Never reached: `serve` relays these routes before the listener sees them.
-    throw new FerryError('INTERNAL_ERROR', 'A relayed route reached the worker\'s handler.');
-  }
-
-  const server = createServer(serve, config, await loadTlsCredentials(config.tls));
+  // A path no route matches is answered here as the primary would (404, 405, in the path's error shape).
+  const server = createServer(handle, config, await loadTlsCredentials(config.tls));
   process.on('message', (msg: PrimaryToWorker) => {
     if (msg.type === 'authz-changed') authz.changed();
     else if (msg.type === 'drain') void drain();
