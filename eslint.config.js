@@ -14,6 +14,7 @@ const PUBLIC_MODULES = [
   'flavors/names', 'flavors/types', 'flavors/inspection', // names and types without a flavor; the inspector's entry
   'flavors/llm/index', 'flavors/onnx/model-proto', 'flavors/onnx/zipmap', // what the replica and the compact evaluators use of one flavor
   'multi/replica', 'multi/xgboost', // the replica side of model families; the XGBoost parser
+  'gateway/route-mirror', 'gateway/worker-gateway', 'gateway/worker-protocol', // gateway workers: the primary's side, a worker's entry, their messages
   'protocols/openai', // the OpenAI request codecs (the replica and the gateway)
   'replica/options', // the replica options schema (runtimes, CLI)
   'telemetry/replica', // a replica's own model metrics

@@ -6,7 +6,7 @@
  * the single-model endpoint; the family endpoint on 100 loaded models (hit p99 vs the single
  * model's); misses only (fresh models, one after another at low concurrency); uniform random
  * traffic over all N (errors, cache bytes and replica RSS vs the budget); Zipf s=1.1 (hit rate,
- * throughput). `node dist/bench/multi.js [--models N] [--duration-s S] [--budget-mib M]`;
+ * throughput). `node dist/bench/multi.js [--models N] [--duration-s S] [--budget-mib M] [--gateway-workers N]`;
  * `npm run bench` runs it (a 200-model smoke under --quick).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -29,6 +29,8 @@ export interface MultiSettings {
   durationS: number;
   budgetBytes: number;
   concurrency: number;
+  /** The server's `gatewayWorkers`; undefined: its default (the cores). */
+  gatewayWorkers?: number;
 }
 
 export interface MultiReport {
@@ -123,7 +125,7 @@ export async function runMulti(s: MultiSettings, log: (line: string) => void): P
     log(`multi: generated ${s.models} models in ${generateS.toFixed(1)} s`);
     const token = 'bench_multi_admin_token_0123456789abcdef';
     const dataDir = join(tmp, 'data');
-    const server = await startServer(compileServerConfig({ port: 0, dataDir, logLevel: 'error' }), { adminToken: token });
+    const server = await startServer(compileServerConfig({ port: 0, dataDir, logLevel: 'error', ...(s.gatewayWorkers === undefined ? {} : { gatewayWorkers: s.gatewayWorkers }) }), { adminToken: token });
     try {
       const client = new FerryClient({ url: server.url, token });
       t0 = performance.now();
@@ -180,8 +182,11 @@ export function multiMarkdown(m: MultiReport): string {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const { values } = parseArgs({ options: { models: { type: 'string', default: '100000' }, 'duration-s': { type: 'string', default: '60' }, 'budget-mib': { type: 'string', default: '64' } } });
-  const s: MultiSettings = { models: Number(values.models), durationS: Number(values['duration-s']), budgetBytes: Number(values['budget-mib']) * 1024 * 1024, concurrency: 16 };
+  const { values } = parseArgs({ options: { models: { type: 'string', default: '100000' }, 'duration-s': { type: 'string', default: '60' }, 'budget-mib': { type: 'string', default: '64' }, 'gateway-workers': { type: 'string' } } });
+  const s: MultiSettings = {
+    models: Number(values.models), durationS: Number(values['duration-s']), budgetBytes: Number(values['budget-mib']) * 1024 * 1024, concurrency: 16,
+    ...(values['gateway-workers'] === undefined ? {} : { gatewayWorkers: Number(values['gateway-workers']) }),
+  };
   runMulti(s, (line) => process.stderr.write(`${line}\n`)).then((m) => {
     const md = multiMarkdown(m);
     const out = fileURLToPath(new URL('../../bench/results/', import.meta.url));

@@ -72,7 +72,7 @@ export interface Report {
   ferryStderr: Record<string, { levels: Record<string, number>; notable: string[] }>;
 }
 
-const FERRY_BATCHING: TargetName[] = ['ferry-on', 'ferry-on-500us'];
+const FERRY_BATCHING: TargetName[] = ['ferry-on', 'ferry-on-500us', 'ferry-w2', 'ferry-w2-rl'];
 
 function find(rows: Row[], model: ModelKey, target: TargetName, connections: number): WrkResult | undefined {
   return rows.find((r) => r.model === model && r.target === target && r.connections === connections)?.wrk;
@@ -124,6 +124,7 @@ export function goal(name: string, measured: number | null | undefined, op: Goal
 /** The performance issue's goals. "Ferry" is `ferry-on`, Ferry's default config (batching on, no added delay). */
 export function goals(rows: Row[], rs: Ratio[]): Goal[] {
   const on = (model: ModelKey, c: number): Ratio | undefined => rs.find((r) => r.model === model && r.connections === c && r.ferry === 'ferry-on');
+  const w2 = (model: ModelKey, c: number): Ratio | undefined => rs.find((r) => r.model === model && r.connections === c && r.ferry === 'ferry-w2');
   const ferryRows = rows.filter((r) => r.target.startsWith('ferry-'));
   const errors = ferryRows.length === 0 ? null : ferryRows.reduce((n, r) => n + r.wrk.non2xx + r.wrk.socketErrors, 0);
   return [
@@ -134,6 +135,12 @@ export function goals(rows: Row[], rs: Ratio[]): Goal[] {
     goal('heavy c64: batching on ÷ off req/s', on('heavy', 64)?.vsBatchingOff, '≥', 3),
     goal('heavy c64: batching on ÷ compute limit rows/s', on('heavy', 64)?.vsComputeLimit, '≥', 0.7),
     goal('errors: non-2xx + socket errors, all Ferry rows', errors, '≤', 0),
+    // A gateway on every core: the same goals for the server with 2 gateway workers.
+    goal('linear c64: Ferry (2 gateway workers) ÷ cluster-2 req/s', w2('linear', 64)?.vsCluster2, '≥', 0.95),
+    goal('linear c64: Ferry (2 gateway workers) ÷ single-process req/s', w2('linear', 64)?.vsSingle, '≥', 1.3),
+    goal('linear c64: Ferry (2 gateway workers) p99 ms', find(rows, 'linear', 'ferry-w2', 64)?.latencyP99Ms, '≤', 3),
+    goal('mlp c64: Ferry (2 gateway workers) ÷ cluster-2 req/s', w2('mlp', 64)?.vsCluster2, '≥', 0.95),
+    goal('linear c1: Ferry (2 gateway workers) p50 − single-process p50 ms', w2('linear', 1)?.p50MinusSingleMs, '≤', 0.1),
   ];
 }
 
@@ -231,7 +238,7 @@ export function markdown(r: Report): string {
   }
   if (r.scaling !== null) lines.push(...scalingMarkdown(r.scaling));
   lines.push(
-    '## Goals (Ferry = ferry-on, the default config)',
+    '## Goals (Ferry = ferry-on: batching on, one gateway process; "2 gateway workers" = ferry-w2)',
     '',
     ...table(['goal', 'measured', 'target', 'status'], r.goals.map((g) => [g.goal, cell(g.measured), `${g.op} ${g.target}`, g.status])),
     '',

@@ -5,7 +5,9 @@
  * The benchmark suite: per model (bench/models.ts), in one run on one machine,
  *   compute: onnxruntime in process, no HTTP, at batch sizes 1–128: the ceiling (bench/compute-limit.ts);
  *   single, cluster2: the hand-written node:http + onnxruntime server, alone and under node:cluster;
- *   ferry-off, ferry-on (, ferry-on-500us for heavy): Ferry end to end, auth on, batching off / on;
+ *   ferry-off, ferry-on (, ferry-on-500us for heavy): Ferry end to end, auth on, batching off / on, one gateway process;
+ *   ferry-w2: ferry-on on a server with 2 gateway workers (`gatewayWorkers: 2`); ferry-w2-rl: the same with a rate
+ *     limit that never refuses (the cost of exact limits across workers; not in --quick);
  * each HTTP target loaded by the same `wrk -t1` at each connection count; then, on servers of its
  * own, autoscaling (bench/scaling.ts): cold starts from zero with and without the warm pool, and
  * a load step from 1 replica to 4 and back; then the LLM section (bench/llm.ts): tokens/s and time
@@ -34,7 +36,7 @@ import { multiMarkdown, runMulti } from './multi.js';
 import { protocolsMarkdown, runProtocols } from './protocols.js';
 import { runScaling, type ScalingReport } from './scaling.js';
 import { runSimulatorBench, simulatorGoals, simulatorMarkdown, type SimulatorReport } from './simulator.js';
-import { checkAnswers, startFerry, startHandWritten, TARGET_NAMES, type FerryVariant, type Target, type TargetName } from './targets.js';
+import { checkAnswers, FERRY_GATEWAY_WORKERS, startFerry, startHandWritten, TARGET_NAMES, type FerryVariant, type Target, type TargetName } from './targets.js';
 import { requireWrk, round, runWrk, writeWrkScript } from './wrk.js';
 
 /** dist/bench/run.js → the repository root. */
@@ -89,7 +91,7 @@ interface Settings {
 /** `--only` takes target names and these groups. */
 const GROUPS: Record<string, readonly TargetName[]> = {
   baseline: ['single', 'cluster2'],
-  ferry: ['ferry-off', 'ferry-on', 'ferry-on-500us'],
+  ferry: ['ferry-off', 'ferry-on', 'ferry-on-500us', 'ferry-w2', 'ferry-w2-rl'],
 };
 
 function parseSettings(argv: string[]): Settings {
@@ -118,7 +120,7 @@ function parseSettings(argv: string[]): Settings {
   });
   const only = values.only === undefined ? undefined
     : list(values.only, [...TARGET_NAMES, ...Object.keys(GROUPS), 'compute', 'scaling', 'llm', 'embeddings', 'multi', 'simulator', 'protocols'], 'only').flatMap((x): string[] => [...(GROUPS[x] ?? [x])]);
-  const defaultTargets: TargetName[] = quick ? ['single', 'cluster2', 'ferry-off', 'ferry-on'] : [...TARGET_NAMES];
+  const defaultTargets: TargetName[] = quick ? ['single', 'cluster2', 'ferry-off', 'ferry-on', 'ferry-w2'] : [...TARGET_NAMES];
   return {
     quick,
     models: list(values.models ?? (quick ? 'linear,heavy' : MODEL_KEYS.join(',')), MODEL_KEYS, 'models'),
@@ -176,8 +178,12 @@ async function startTargets(model: BenchModel, names: TargetName[], s: Settings,
   const out: Target[] = [];
   if (names.includes('single')) out.push(await startHandWritten(model, 1, token, s.serverNodeArgs));
   if (names.includes('cluster2')) out.push(await startHandWritten(model, 2, token, s.serverNodeArgs));
+  // One server per gateway-worker count (`ferry-w2` runs on its own).
   const variants = names.filter((n): n is FerryVariant => n.startsWith('ferry-'));
-  if (variants.length > 0) out.push(...await startFerry(model, variants, token, join(tmp, `ferry-${model.key}`), s.serverNodeArgs));
+  for (const workers of new Set(variants.map((v) => FERRY_GATEWAY_WORKERS[v]))) {
+    const on = variants.filter((v) => FERRY_GATEWAY_WORKERS[v] === workers);
+    out.push(...await startFerry(model, on, token, join(tmp, `ferry-${model.key}-w${workers}`), s.serverNodeArgs, workers));
+  }
   return out;
 }
 

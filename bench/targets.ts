@@ -22,11 +22,16 @@ export const FERRY_VARIANTS = {
   'ferry-off': { enabled: false },
   'ferry-on': { enabled: true, max_batch_size: 64, max_queue_delay_us: 0 },
   'ferry-on-500us': { enabled: true, max_batch_size: 64, max_queue_delay_us: 500 },
+  'ferry-w2': { enabled: true, max_batch_size: 64, max_queue_delay_us: 0 },
+  'ferry-w2-rl': { enabled: true, max_batch_size: 64, max_queue_delay_us: 0 },
 } as const;
 export type FerryVariant = keyof typeof FERRY_VARIANTS;
 
-export const TARGET_NAMES = ['single', 'cluster2', 'ferry-off', 'ferry-on', 'ferry-on-500us'] as const;
+export const TARGET_NAMES = ['single', 'cluster2', 'ferry-off', 'ferry-on', 'ferry-on-500us', 'ferry-w2', 'ferry-w2-rl'] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
+
+/** A limit no bench load reaches (16.7 million calls/s): every call is admitted, each one asked of the primary. */
+const RATE_LIMIT_CALLS = 1_000_000_000;
 
 export const TARGET_DESCRIPTIONS: Record<TargetName, string> = {
   single: 'hand-written node:http + onnxruntime-node, one process',
@@ -34,7 +39,16 @@ export const TARGET_DESCRIPTIONS: Record<TargetName, string> = {
   'ferry-off': `ferry server (gateway, auth on) → replica process, batching ${JSON.stringify(FERRY_VARIANTS['ferry-off'])}`,
   'ferry-on': `the same, batching ${JSON.stringify(FERRY_VARIANTS['ferry-on'])}`,
   'ferry-on-500us': `the same, batching ${JSON.stringify(FERRY_VARIANTS['ferry-on-500us'])}`,
+  'ferry-w2': `ferry-on's batching on a server of its own with gatewayWorkers 2 (the others run gatewayWorkers 1)`,
+  'ferry-w2-rl': `ferry-w2's server, an endpoint with a rate limit that never refuses (${RATE_LIMIT_CALLS} calls per minute per user): what exact limits across workers cost`,
 };
+
+/** Gateway workers of the server each Ferry variant runs on: `ferry-w2` gets a server of its own. */
+export const FERRY_GATEWAY_WORKERS: Record<FerryVariant, number> = { 'ferry-off': 1, 'ferry-on': 1, 'ferry-on-500us': 1, 'ferry-w2': 2, 'ferry-w2-rl': 2 };
+
+
+/** The `ai_gateway` of each variant's endpoint, when it has one. */
+const FERRY_AI_GATEWAY: Partial<Record<FerryVariant, unknown>> = { 'ferry-w2-rl': { rate_limits: [{ calls: RATE_LIMIT_CALLS, renewal_period: 'minute', key: 'user' }] } };
 
 export interface Target {
   name: TargetName;
@@ -136,8 +150,8 @@ export function replicaPids(dataDir: string, endpoint: string): Set<number> {
  * per variant with that variant's batching config, waits until all are READY. The targets share
  * the server process; each counts only its own endpoint's replicas (see {@link replicaPids}).
  */
-export async function startFerry(model: BenchModel, variants: FerryVariant[], token: string, dataDir: string, nodeArgs: string[]): Promise<Target[]> {
-  const proc = await startFerryServer(dataDir, token, nodeArgs);
+export async function startFerry(model: BenchModel, variants: FerryVariant[], token: string, dataDir: string, nodeArgs: string[], gatewayWorkers: number): Promise<Target[]> {
+  const proc = await startFerryServer(dataDir, token, nodeArgs, { gatewayWorkers });
   const base = proc.url;
   const endpoint = (v: FerryVariant): string => `${model.key}-${v.slice('ferry-'.length)}`;
   try {
@@ -146,6 +160,7 @@ export async function startFerry(model: BenchModel, variants: FerryVariant[], to
       await ferryApi(base, token, 'POST', '/api/2.0/serving-endpoints', {
         name: endpoint(v),
         config: { served_entities: [{ entity_name: model.key, entity_version: '1', batching: FERRY_VARIANTS[v] }] },
+        ...(FERRY_AI_GATEWAY[v] === undefined ? {} : { ai_gateway: FERRY_AI_GATEWAY[v] }),
       });
     }
     await waitEndpointsReady(base, token, variants.map(endpoint));
@@ -157,8 +172,10 @@ export async function startFerry(model: BenchModel, variants: FerryVariant[], to
     url: `${base}/serving-endpoints/${endpoint(v)}/invocations`,
     proc,
     labels: {
+      // With gateway workers, `server` is the primary (control plane) and `workers` the gateways.
       rootLabel: 'server',
-      labelOf: (_cmd: string, pid: number, parent: string) => (parent === 'replica' || replicaPids(dataDir, endpoint(v)).has(pid) ? 'replica' : undefined),
+      labelOf: (cmd: string, pid: number, parent: string) => (cmd.includes('worker-main.js') ? 'workers'
+        : parent === 'replica' || replicaPids(dataDir, endpoint(v)).has(pid) ? 'replica' : undefined),
     },
   }));
 }

@@ -10,12 +10,12 @@ import Database from 'better-sqlite3';
 import { ANONYMOUS_PATH_CHARS } from '../src/auth/index.js';
 import { compileServerConfig } from '../src/config/index.js';
 import { startServer, type FerryServer } from '../src/server/index.js';
-import { ADMIN_TOKEN, request, withTempDir } from './support/index.js';
+import { ADMIN_TOKEN, request, withTempDir, TEST_GATEWAY_WORKERS } from './support/index.js';
 
 const DAY_MS = 86_400_000;
 
 async function start(dataDir: string, now: () => number): Promise<FerryServer> {
-  return startServer(compileServerConfig({ port: 0, dataDir, warmPoolSize: 0 }), { adminToken: ADMIN_TOKEN, now });
+  return startServer(compileServerConfig({ port: 0, dataDir, warmPoolSize: 0 , gatewayWorkers: TEST_GATEWAY_WORKERS }), { adminToken: ADMIN_TOKEN, now });
 }
 
 async function auditRows(url: string): Promise<any[]> {

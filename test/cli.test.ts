@@ -6,7 +6,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { writeFixtures, type FixturePaths } from '../src/fixtures/index.js';
 import type { FerryServer } from '../src/server/index.js';
-import { ADMIN_TOKEN, FERRY_BIN, startTestServer, tempDir } from './support/index.js';
+import { ADMIN_TOKEN, FERRY_BIN, startTestServer, tempDir, TEST_GATEWAY_WORKERS } from './support/index.js';
 
 let dir: string;
 let fx: FixturePaths;
@@ -133,21 +133,21 @@ test('a first server start generates an admin token, prints it once, keeps a 060
   const dataDir = path.join(dir, 'fresh');
   const { startServer } = await import('../src/server/index.js');
   const { compileServerConfig } = await import('../src/config/index.js');
-  const s1 = await startServer(compileServerConfig({ port: 0, dataDir }), { adminToken: undefined });
+  const s1 = await startServer(compileServerConfig({ port: 0, dataDir , gatewayWorkers: TEST_GATEWAY_WORKERS }), { adminToken: undefined });
   try {
     assert.match(s1.generatedAdminToken ?? '', /^ferry_[A-Za-z0-9_-]{43}$/);
     const st = await fsp.stat(path.join(dataDir, 'admin-token'));
     assert.equal(st.mode & 0o777, 0o600);
     const r = await ferry(['models', 'list'], { FERRY_URL: s1.url, FERRY_TOKEN: '', FERRY_DATA_DIR: dataDir });
     assert.equal(r.code, 0, r.stderr);
-    await assert.rejects(startServer(compileServerConfig({ port: 0, dataDir }), { adminToken: undefined }),
+    await assert.rejects(startServer(compileServerConfig({ port: 0, dataDir , gatewayWorkers: TEST_GATEWAY_WORKERS }), { adminToken: undefined }),
       (err: unknown) => err instanceof Error && /Another Ferry server \(pid \d+\) is using the data directory/.test(err.message), 'one server per data directory');
     const db = await fsp.readFile(path.join(dataDir, 'ferry.db'));
     assert.equal(db.includes(Buffer.from(s1.generatedAdminToken ?? 'x')), false, 'the database holds only a hash');
   } finally {
     await s1.close();
   }
-  const s2 = await startServer(compileServerConfig({ port: 0, dataDir }), { adminToken: undefined });
+  const s2 = await startServer(compileServerConfig({ port: 0, dataDir , gatewayWorkers: TEST_GATEWAY_WORKERS }), { adminToken: undefined });
   try {
     assert.equal(s2.generatedAdminToken, undefined, 'printed only once');
   } finally {

@@ -21,7 +21,7 @@ import {
 import { startServer, type FerryServer } from '../src/server/index.js';
 import { openInferenceTableStore, type InferenceRow, type InferenceTableStore } from '../src/store/index.js';
 import { allPages, inferenceTableStoreContract, row } from './contract/inference-table-store.js';
-import { ADMIN_TOKEN, FERRY_BIN, registerVersion, request, tempDir, waitFor, waitSettled, type HttpResult } from './support/index.js';
+import { ADMIN_TOKEN, FERRY_BIN, registerVersion, request, tempDir, waitFor, waitSettled, type HttpResult, TEST_GATEWAY_WORKERS } from './support/index.js';
 
 inferenceTableStoreContract('sqlite', async () => {
   const dir = await tempDir();
@@ -206,7 +206,7 @@ describe('through a real server', () => {
   let server: FerryServer;
   const dataDir = (): string => path.join(dir, 'data');
   const start = async (now?: () => number): Promise<void> => {
-    server = await startServer(compileServerConfig({ port: 0, dataDir: dataDir(), maxBodySize: '4MiB' }), { adminToken: ADMIN_TOKEN, ...(now === undefined ? {} : { now }) });
+    server = await startServer(compileServerConfig({ port: 0, dataDir: dataDir(), maxBodySize: '4MiB' , gatewayWorkers: TEST_GATEWAY_WORKERS }), { adminToken: ADMIN_TOKEN, ...(now === undefined ? {} : { now }) });
   };
   const call = (method: string, p: string, json?: unknown, token: string | null = ADMIN_TOKEN): Promise<HttpResult> =>
     request({ url: server.url, method, path: p, token, ...(json === undefined ? {} : { json }) });

@@ -17,7 +17,7 @@ import { compileServerConfig } from '../src/config/index.js';
 import { writeFixtures, type FixturePaths } from '../src/fixtures/index.js';
 import { LocalRuntime, replicaNodeFlags } from '../src/runtime/local/index.js';
 import { startServer, type FerryServer } from '../src/server/index.js';
-import { ferryChildren, rejectsWith, replicaNodePid, request, ROOT, tempDir, waitFor, writeTestModel, type HttpResult } from './support/index.js';
+import { ferryChildren, rejectsWith, replicaNodePid, request, ROOT, tempDir, waitFor, writeTestModel, type HttpResult, TEST_GATEWAY_WORKERS } from './support/index.js';
 
 /** Where `replicaUser`'s default, "nobody", resolves on Debian-like systems (checked in `before`). */
 const NOBODY = { uid: 65534, gid: 65534 };
@@ -113,7 +113,7 @@ before(async () => {
   await writeAllocModel(path.join(dir, 'alloc'));
   if (IS_ROOT) assert.match(await fsp.readFile('/etc/passwd', 'utf8'), /^nobody:[^:]*:65534:65534:/m, 'the nobody user these tests expect');
   // No FERRY_ADMIN_TOKEN: the server writes the admin-token file a replica must not read.
-  server = await startServer(compileServerConfig({ port: 0, dataDir, replicaMemoryLimit: MEMORY_LIMIT, sandbox: 'bwrap', ...LIMITS }), { adminToken: undefined });
+  server = await startServer(compileServerConfig({ port: 0, dataDir, replicaMemoryLimit: MEMORY_LIMIT, sandbox: 'bwrap', ...LIMITS , gatewayWorkers: TEST_GATEWAY_WORKERS }), { adminToken: undefined });
   token = server.generatedAdminToken ?? '';
   for (const [endpoint, model, source] of [['a', 'alloc', path.join(dir, 'alloc')], ['b', 'two', fx.twoInput]] as const) {
     await call('POST', '/api/2.0/mlflow/registered-models/create', { name: model });

@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { compileServerConfig } from '../src/config/index.js';
 import { writeFixtures, type FixturePaths } from '../src/fixtures/index.js';
 import { startServer, type FerryServer } from '../src/server/index.js';
-import { ADMIN_TOKEN, FERRY_BIN, request, tempDir, waitSettled, type HttpResult } from './support/index.js';
+import { ADMIN_TOKEN, FERRY_BIN, request, tempDir, waitSettled, type HttpResult, TEST_GATEWAY_WORKERS } from './support/index.js';
 
 let dir: string;
 let fx: FixturePaths;
@@ -22,7 +22,7 @@ const secrets: string[] = [];
 before(async () => {
   dir = await tempDir();
   fx = await writeFixtures(path.join(dir, 'fixtures'));
-  server = await startServer(compileServerConfig({ port: 0, dataDir: path.join(dir, 'data') }), {
+  server = await startServer(compileServerConfig({ port: 0, dataDir: path.join(dir, 'data') , gatewayWorkers: TEST_GATEWAY_WORKERS }), {
     adminToken: ADMIN_TOKEN,
     log: (level, msg, fields) => logged.push(JSON.stringify({ level, msg, ...fields })),
   });
@@ -106,7 +106,7 @@ describe('tokens', () => {
   test('an expired token is refused', async () => {
     let nowMs = Date.now();
     const d = await tempDir();
-    const s = await startServer(compileServerConfig({ port: 0, dataDir: d, warmPoolSize: 0 }), { adminToken: ADMIN_TOKEN, now: () => nowMs });
+    const s = await startServer(compileServerConfig({ port: 0, dataDir: d, warmPoolSize: 0 , gatewayWorkers: TEST_GATEWAY_WORKERS }), { adminToken: ADMIN_TOKEN, now: () => nowMs });
     try {
       const t = await request({ url: s.url, method: 'POST', path: '/api/2.0/token/create', json: { lifetime_seconds: 60 } });
       assert.equal(t.status, 200, t.text);

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { findLostCommits } from '../src/store/sqlite-integrity.js';
-import { ADMIN_TOKEN, FERRY_BIN, kill, Processes, request, startTestServer, withTempDir } from './support/index.js';
+import { ADMIN_TOKEN, FERRY_BIN, kill, Processes, request, startTestServer, withTempDir, TEST_GATEWAY_WORKERS } from './support/index.js';
 
 /** Runs `ferry server` on `dataDir` expecting it to refuse to start; resolves with its exit code and output. */
 function refusedStart(dataDir: string): Promise<{ code: number | null; output: string }> {
@@ -123,7 +123,7 @@ test('a page corrupted under a running server: a 500 naming the database and the
     const logged: string[] = [];
     const { compileServerConfig } = await import('../src/config/index.js');
     const { startServer } = await import('../src/server/index.js');
-    const server = await startServer(compileServerConfig({ port: 0, dataDir, warmPoolSize: 0 }), {
+    const server = await startServer(compileServerConfig({ port: 0, dataDir, warmPoolSize: 0 , gatewayWorkers: TEST_GATEWAY_WORKERS }), {
       adminToken: ADMIN_TOKEN, log: (level, msg, fields) => logged.push(`${level} ${msg} ${JSON.stringify(fields)}`),
     });
     try {

@@ -16,7 +16,7 @@ import { startServer, type FerryServer } from '../src/server/index.js';
 import {
   encodeSpans, formatTraceparent, OtlpExporter, parseTraceparent, requestIdFrom, tracestateFrom, type Span,
 } from '../src/tracing/index.js';
-import { ADMIN_TOKEN, registerVersion, request, tempDir, waitFor, waitSettled, writeEvenRowsModel, type HttpResult } from './support/index.js';
+import { ADMIN_TOKEN, registerVersion, request, tempDir, waitFor, waitSettled, writeEvenRowsModel, type HttpResult, TEST_GATEWAY_WORKERS } from './support/index.js';
 
 const T = { timeout: 120_000 };
 const TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736';
@@ -174,7 +174,7 @@ describe('pieces', () => {
 /** A server in this process at `logLevel`, its log lines captured, with one endpoint 'even' on the even-rows model. */
 async function startTracedServer(dir: string, logLevel: LogLevel, otlpEndpoint: string): Promise<{ server: FerryServer; lines: Array<Record<string, unknown>> }> {
   const lines: Array<Record<string, unknown>> = [];
-  const server = await startServer(compileServerConfig({ port: 0, dataDir: path.join(dir, 'data'), logLevel, otlpEndpoint, warmPoolSize: 0 }), {
+  const server = await startServer(compileServerConfig({ port: 0, dataDir: path.join(dir, 'data'), logLevel, otlpEndpoint, warmPoolSize: 0 , gatewayWorkers: TEST_GATEWAY_WORKERS }), {
     adminToken: ADMIN_TOKEN, log: (level, msg, fields) => lines.push({ level, msg, ...fields }),
   });
   const model = path.join(dir, 'even');

@@ -151,6 +151,14 @@ export class Authorizer {
   changed(): void {
     this.tokens.clear();
     this.grants.clear();
+    for (const fn of this.changeListeners) fn();
+  }
+
+  private readonly changeListeners: Array<() => void> = [];
+
+  /** Runs `fn` after every `changed` (a server's gateway workers then drop their caches too). */
+  onChange(fn: () => void): void {
+    this.changeListeners.push(fn);
   }
 }
 

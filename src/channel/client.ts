@@ -124,7 +124,7 @@ export class FramedChannel implements ReplicaChannel {
   private nextId = 0;
   private closed = false;
 
-  constructor(private readonly address: ReplicaAddress, private readonly opts: FramedChannelOptions) {}
+  constructor(readonly address: ReplicaAddress, private readonly opts: FramedChannelOptions) {}
 
   /** Requests sent or queued and not yet answered (for diagnostics and tests). */
   get inFlight(): number {

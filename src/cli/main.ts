@@ -28,6 +28,7 @@ Commands:
       --host H --port P --data-dir DIR --config FILE.json
       --tls-cert FILE --tls-key FILE   Serve HTTPS only, with this PEM certificate chain and key
       --grpc-port P                    Also serve OIP v2 over gRPC (KServe/Triton clients) on P
+      --gateway-workers N              Gateway processes serving inference (default: one per core)
   demo                        Run the server with a demo model registered (what \`npm start\` runs)
       --port P --data-dir DIR [--tls-cert FILE --tls-key FILE]
   models register <path> --name NAME [--description TEXT]
@@ -157,7 +158,7 @@ function out(values: Values, json: unknown, text: string): void {
 
 const serverOptions = {
   host: { type: 'string' }, port: { type: 'string' }, 'data-dir': { type: 'string' }, config: { type: 'string' },
-  'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'grpc-port': { type: 'string' },
+  'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'grpc-port': { type: 'string' }, 'gateway-workers': { type: 'string' },
 } as const;
 
 /** Starts the server from flags (and an optional JSON config file); stops it on SIGINT/SIGTERM. */
@@ -174,6 +175,7 @@ async function runServer(values: Values): Promise<{ server: FerryServer; config:
     ...(str(values, 'host') === undefined ? {} : { host: str(values, 'host') }),
     ...(port === undefined ? {} : { port: Number(port) }),
     ...(str(values, 'grpc-port') === undefined ? {} : { grpcPort: Number(str(values, 'grpc-port')) }),
+    ...(str(values, 'gateway-workers') === undefined ? {} : { gatewayWorkers: Number(str(values, 'gateway-workers')) }),
     ...(str(values, 'data-dir') === undefined ? {} : { dataDir: str(values, 'data-dir') }),
     ...(str(values, 'tls-cert') === undefined ? {} : { tlsCert: str(values, 'tls-cert') }),
     ...(str(values, 'tls-key') === undefined ? {} : { tlsKey: str(values, 'tls-key') }),

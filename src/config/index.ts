@@ -5,6 +5,7 @@
  * (`requestTimeoutMs: 30000`, `maxBodyBytes: 16777216`). Errors name the key, the value and what
  * is allowed.
  */
+import os from 'node:os';
 import { z } from 'zod';
 import { validateKey, type S3Settings } from '../artifacts/index.js';
 import { FerryError, describeValue, invalidParameter } from '../errors.js';
@@ -72,6 +73,13 @@ export const serverConfigSchema = z.strictObject({
   requestTimeout: duration.default('30s'),
   /** Requests one replica carries at once; more wait in the gateway or go to another replica. */
   replicaMaxConcurrency: z.number().int().min(1).max(100_000).default(64),
+  /**
+   * Gateway processes: each accepts connections on the server's port and serves inference, while
+   * one primary process runs the control plane (docs/architecture.md, "Gateway workers"). 1 serves
+   * everything in one process. Default: the machine's cores (`os.availableParallelism()`) with the
+   * local runtime, 1 on Kubernetes (scale out with more server pods there).
+   */
+  gatewayWorkers: z.number().int().min(1).max(256).optional(),
   /** Requests that may wait per served entity for a replica with room (scale from zero, bursts). */
   bufferDepth: z.number().int().min(0).max(1_000_000).default(1000),
   /** How long a request may wait in that buffer before a 503. */
@@ -241,6 +249,8 @@ export interface ServerConfig {
   readonly replicaMaxConcurrency: number;
   readonly bufferDepth: number;
   readonly bufferTimeoutMs: number;
+  /** Gateway processes (see the schema); 1: one process serves everything. */
+  readonly gatewayWorkers: number;
   readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
   readonly maxHeaderBytes: number;
   readonly headersTimeoutMs: number;
@@ -312,6 +322,7 @@ export function compileServerConfig(input: unknown): ServerConfig {
     replicaMaxConcurrency: c.replicaMaxConcurrency,
     bufferDepth: c.bufferDepth,
     bufferTimeoutMs: requireUnit('bufferTimeout', c.bufferTimeout, parseDurationMs, 'a duration such as "10s"'),
+    gatewayWorkers: c.gatewayWorkers ?? (c.runtime.kind === 'local' ? os.availableParallelism() : 1),
     logLevel: c.logLevel,
     maxHeaderBytes: requireUnit('maxHeaderSize', c.maxHeaderSize, parseBytes, 'a size such as "16KiB"'),
     headersTimeoutMs: requireUnit('headersTimeout', c.headersTimeout, parseDurationMs, 'a duration such as "10s"'),
@@ -351,6 +362,10 @@ export function compileServerConfig(input: unknown): ServerConfig {
   // Audit retention is enforced hourly; a shorter one would not hold.
   if (compiled.auditRetentionMs < 86_400_000) {
     throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.auditRetention)} for 'auditRetention': expected at least 1 day ("1d").`);
+  }
+  // A follower server builds its routes from the store (src/control/follower.ts), not from a primary's table.
+  if (compiled.gatewayWorkers > 1 && compiled.runtime.kind !== 'local') {
+    throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid value ${describeValue(c.gatewayWorkers)} for 'gatewayWorkers': expected 1 with the Kubernetes runtime (run more server pods instead).`);
   }
   // Retention is enforced at most once a minute (see src/inference-tables), so less could not be kept.
   if (compiled.inferenceTableRetentionMs < 60_000) {

@@ -32,7 +32,7 @@ import { ReplicaSupervisor } from './replicas.js';
 import { RolloutRunner } from './rollout.js';
 import { creatorReads, inferenceTableSettings } from './routes.js';
 import { ScalingLoop } from './scaling.js';
-import { describeEntity, EntityReplicas, type ControlLog, type NewEntityReplicas, type StoredEndpoint } from './state.js';
+import { describeEntity, EntityReplicas, type ControlLog, type NewEntityReplicas, type StoredEndpoint, type WorkerLoad } from './state.js';
 import { endpointView, entityGauges, readFamilyViews, type EntityGauges } from './views.js';
 
 export type { ModelCheck } from './lifecycle.js';
@@ -60,10 +60,13 @@ export interface ControllerOptions {
   /** Per-entity capacity and wait-buffer settings of the gateway. */
   traffic: Omit<TrafficOptions, 'name' | 'onDemand'>;
   /**
-   * Several servers on one store (Kubernetes): the other servers' gateway load, added to this
-   * server's own in every autoscale sample. Undefined on one machine.
+   * Several servers on one store (Kubernetes), or this server's gateway workers: the other
+   * gateways' load, added to this process's own in every autoscale sample. Undefined with one
+   * gateway.
    */
-  peers?: PeerLoad | undefined;
+  peers?: Pick<PeerLoad, 'demand' | 'refresh'> | undefined;
+  /** Gateway workers' in-flight and queued requests per served entity (see `WorkerLoad`). */
+  workerLoad?: WorkerLoad | undefined;
   now: () => number;
   log: ControlLog;
 }
@@ -85,7 +88,7 @@ export class EndpointController {
       inputLimits: opts.inputLimits, drainTimeoutMs: opts.drainTimeoutMs, now, log,
     });
     const newEntityReplicas: NewEntityReplicas = (st, entity) => new EntityReplicas(
-      st.record.name, entity, opts.traffic, (d) => this.scaling.poke(d), store, creatorReads(store, opts.authz, st.record.creator),
+      st.record.name, entity, opts.traffic, (d) => this.scaling.poke(d), store, creatorReads(store, opts.authz, st.record.creator), opts.workerLoad,
     );
     const rollouts = new RolloutRunner({
       supervisor, newEntityReplicas, store, table: opts.table, stats: this.stats, defaultRequestTimeoutMs: opts.defaultRequestTimeoutMs, now, log,

@@ -25,10 +25,10 @@ export interface ScalingLoopOptions {
   /** Whether the controller has any endpoint (a follower's controller has none until it leads). */
   hasEndpoints: () => boolean;
   /**
-   * Several servers on one store (Kubernetes): the other servers' gateway load, added to this
-   * server's own in every sample. Undefined on one machine.
+   * Several servers on one store (Kubernetes), or this server's gateway workers: the other
+   * gateways' load, added to this process's own in every sample. Undefined with one gateway.
    */
-  peers?: PeerLoad | undefined;
+  peers?: Pick<PeerLoad, 'demand' | 'refresh'> | undefined;
   now: () => number;
   log: ControlLog;
 }

@@ -35,6 +35,12 @@ export interface ReplicaSlot {
  * scaling state. A config update that keeps the entity (same version, same workload) keeps this
  * object; any other change makes a new one.
  */
+/**
+ * Gateway workers: their requests in flight and queued for a served entity (as of their last load
+ * reports), added to this process's own in the gauges and the endpoint view.
+ */
+export type WorkerLoad = (endpoint: string, servedEntity: string) => { inFlight: number; queued: number };
+
 export class EntityReplicas {
   readonly traffic: EntityTraffic;
   readonly replicas = new Map<string, ReplicaSlot>();
@@ -65,11 +71,22 @@ export class EntityReplicas {
   constructor(
     readonly endpoint: string, readonly entity: ServedEntityConfig, traffic: Omit<TrafficOptions, 'name' | 'onDemand'>,
     onDemand: (d: EntityReplicas) => void, store: MetadataStore, ownerReads: (model: string) => Promise<boolean>,
+    private readonly workerLoad?: WorkerLoad,
   ) {
     this.traffic = new EntityTraffic({ ...traffic, name: `${endpoint}/${entity.name}`, onDemand: () => onDemand(this) });
     this.family = entity.family === undefined ? undefined : new FamilyResolver(entity.family, store, ownerReads);
     this.desiredReplicas = Math.max(entity.scaling.minReplicas, 1);
     this.scaler = newScalerState(entity.scaling);
+  }
+
+  /** Requests in flight for this entity in every gateway of this server (its workers' as last reported). */
+  get inFlight(): number {
+    return this.traffic.inFlight + (this.workerLoad?.(this.endpoint, this.entity.name).inFlight ?? 0);
+  }
+
+  /** Requests waiting in the activator buffers of every gateway of this server. */
+  get queued(): number {
+    return this.traffic.queued + (this.workerLoad?.(this.endpoint, this.entity.name).queued ?? 0);
   }
 
   /** Replicas asked for and not ready yet. */

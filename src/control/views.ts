@@ -125,8 +125,8 @@ function autoscalingStatus(e: ServedEntityConfig, d: EntityReplicas): Autoscalin
     desired_replicas: d.desiredReplicas,
     ready_replicas: d.readyReplicas,
     starting_replicas: d.startingReplicas,
-    in_flight_requests: d.traffic.inFlight,
-    queued_requests: d.traffic.queued,
+    in_flight_requests: d.inFlight,
+    queued_requests: d.queued,
     cold_starts_ms: d.coldStartsMs,
     last_decisions: d.decisions.map((x) => ({
       timestamp: x.timeMs, desired_replicas: x.desiredReplicas, panic: x.panic, reason: x.reason,
@@ -150,8 +150,8 @@ export function entityGauges(endpoints: Iterable<EndpointState>): EntityGauges[]
       g.ready += d.readyReplicas;
       g.starting += d.startingReplicas;
       g.desired += d.stopped ? 0 : d.desiredReplicas;
-      g.inFlight += d.traffic.inFlight;
-      g.queued += d.traffic.queued;
+      g.inFlight += d.inFlight;
+      g.queued += d.queued;
       out.set(key, g);
     }
   }

@@ -24,15 +24,15 @@ import { FERRY_VERSION } from '../version.js';
 
 export { RoutingTable, pickAffine, pickBackend, pickEntity, modelAffinity, AFFINITY_LOAD_FACTOR, type Backend, type EndpointRoute, type EntityRoute } from './routing.js';
 export { EntityTraffic, type TrafficOptions } from './traffic.js';
-export { RATE_LIMIT_KEYS, RENEWAL_PERIOD_MS, RateLimiter, TokenMeter, type RateLimit, type RateLimitKey, type RenewalPeriod } from './rate-limit.js';
+export { RATE_LIMIT_KEYS, RENEWAL_PERIOD_MS, RateLimiter, TokenMeter, type Admission, type RateLimit, type RateLimitKey, type RenewalPeriod } from './rate-limit.js';
 export { GatewayStats, statsKey, type StatsSummary } from './stats.js';
 export { drainAndClose } from './drain.js';
 export { GATEWAY_REQUEST_CHANNEL, GATEWAY_STREAM_CHANNEL, gatewayRequests, gatewayStreams, type GatewayRequestEvent, type GatewayStreamEvent } from './events.js';
 
 export interface GatewayOptions {
   maxBodyBytes: number;
-  /** Per served entity status and latency, for canary analysis. */
-  stats: GatewayStats;
+  /** Per served entity status and latency, for canary analysis (in a gateway worker: sent to the primary). */
+  stats: Pick<GatewayStats, 'record'>;
   /** The server's log; at `logLevel` debug the gateway logs one line per request. */
   log: LogFn;
   logLevel: LogLevel;

@@ -246,14 +246,26 @@ function totalTokensOf(json: string): number | undefined {
 export type RouteHandler<R> = (ctx: Context, route: R, meter?: TokenMeter) => Promise<Reply | undefined>;
 
 /**
+ * What the gateway step needs of an endpoint's limits: a `RateLimiter` in the process that holds
+ * the buckets, or a gateway worker's stand-in that asks that process (`admit` then returns a
+ * promise: src/gateway/worker-gateway.ts), so that every worker draws on the same buckets.
+ */
+export interface Admission {
+  readonly countsTokens: boolean;
+  /** Admits one call or throws (rejects) 429 REQUEST_LIMIT_EXCEEDED with `retryAfterS`. */
+  admit(principal: string, nowMs: number): void | Promise<void>;
+  chargeTokens(principal: string, nowMs: number, tokens: number): void;
+}
+
+/**
  * Gateway step (a `(next) => handler` middleware, like auth and tracing): refuses a call over its endpoint's rate limits before the body is
  * read and, with a token limit, charges the answer's tokens when it is done (also when it failed
  * part way: what was relayed counts). Endpoints without limits pay one property check, endpoints
  * without token limits no metering. The clock is monotonic, so a wall-clock jump neither refills
  * nor drains buckets.
  */
-export function rateLimited<R extends { rateLimiter: RateLimiter | undefined }>(next: RouteHandler<R>): RouteHandler<R> {
-  const metered = async (ctx: Context, route: R, limiter: RateLimiter, principal: string): Promise<Reply | undefined> => {
+export function rateLimited<R extends { rateLimiter: Admission | undefined }>(next: RouteHandler<R>): RouteHandler<R> {
+  const metered = async (ctx: Context, route: R, limiter: Admission, principal: string): Promise<Reply | undefined> => {
     const meter = new TokenMeter();
     try {
       return await next(ctx, route, meter);
@@ -266,7 +278,8 @@ export function rateLimited<R extends { rateLimiter: RateLimiter | undefined }>(
     const limiter = route.rateLimiter;
     if (limiter === undefined) return next(ctx, route);
     const principal = ctx.principal ?? '';
-    limiter.admit(principal, performance.now());
-    return limiter.countsTokens ? metered(ctx, route, limiter, principal) : next(ctx, route);
+    const admitted = limiter.admit(principal, performance.now());
+    const go = (): Promise<Reply | undefined> => (limiter.countsTokens ? metered(ctx, route, limiter, principal) : next(ctx, route));
+    return admitted === undefined ? go() : admitted.then(go);
   };
 }

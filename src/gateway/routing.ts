@@ -5,7 +5,7 @@
  * gateway never sees a half-built config.
  */
 import type { FamilyResolver } from '../multi/index.js';
-import type { RateLimiter } from './rate-limit.js';
+import type { Admission } from './rate-limit.js';
 import type { EntityTraffic } from './traffic.js';
 
 export { AFFINITY_LOAD_FACTOR, modelAffinity, pickAffine, pickBackend, type Backend } from './pick.js';
@@ -36,13 +36,19 @@ export interface EndpointRoute {
   /** Retry a 5xx or unreachable entity on the next ones in route order. */
   fallback: boolean;
   /** The endpoint's rate limits (`ai_gateway.rate_limits`); undefined when it has none. */
-  rateLimiter: RateLimiter | undefined;
+  rateLimiter: Admission | undefined;
   /** Largest inference body for this endpoint (`ai_gateway.input_limits`); undefined: the server's limit. */
   maxBodyBytes: number | undefined;
 }
 
 export class RoutingTable {
   private readonly routes = new Map<string, EndpointRoute>();
+
+  /**
+   * `onChange` runs synchronously after every `set` and `delete` (gateway workers mirror the
+   * table: src/gateway/route-mirror.ts).
+   */
+  constructor(private readonly onChange?: () => void) {}
 
   get(endpoint: string): EndpointRoute | undefined {
     return this.routes.get(endpoint);
@@ -55,10 +61,16 @@ export class RoutingTable {
 
   set(route: EndpointRoute): void {
     this.routes.set(route.name, route);
+    this.onChange?.();
   }
 
   delete(endpoint: string): void {
-    this.routes.delete(endpoint);
+    if (this.routes.delete(endpoint)) this.onChange?.();
+  }
+
+  /** Every route, in insertion order. */
+  all(): IterableIterator<EndpointRoute> {
+    return this.routes.values();
   }
 }
 

@@ -20,6 +20,11 @@ export interface TrafficOptions {
   onDemand: () => void;
   /** Names the entity in errors. */
   name: string;
+  /**
+   * Called synchronously after a backend is added or removed (gateway workers mirror the
+   * backends: src/gateway/route-mirror.ts); absent: nobody mirrors them.
+   */
+  onBackendsChange?: (() => void) | undefined;
 }
 
 interface Waiter {
@@ -183,6 +188,7 @@ export class EntityTraffic {
 
   addBackend(b: Backend): void {
     this.backends.push(b);
+    this.opts.onBackendsChange?.();
     this.dispatch();
   }
 
@@ -191,6 +197,7 @@ export class EntityTraffic {
     const i = this.backends.indexOf(b);
     if (i < 0) return false;
     this.backends.splice(i, 1);
+    this.opts.onBackendsChange?.();
     return true;
   }
 

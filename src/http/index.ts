@@ -82,9 +82,9 @@ export class Router<H = Handler, M = unknown> {
     return this;
   }
 
-  /** Every route with its metadata (for route-table tests and docs). */
-  list(): Array<{ method: string; pattern: string; meta: M | undefined }> {
-    return this.routes.map((r) => ({ method: r.method, pattern: r.pattern, meta: r.meta }));
+  /** Every route with its handler and metadata, in match order (for route-table tests, docs and gateway workers). */
+  list(): Array<{ method: string; pattern: string; handler: H; meta: M | undefined }> {
+    return this.routes.map((r) => ({ method: r.method, pattern: r.pattern, handler: r.handler, meta: r.meta }));
   }
 
   /** Finds the route for a request; throws 404 (no route) or 405 (route exists, other method). */

@@ -14,7 +14,9 @@ import { access, auditRoutes, AuditTrail, authenticate, Authorizer, authorize, a
 import type { ServerConfig } from '../config/index.js';
 import { consoleRoutes } from '../console/index.js';
 import { EndpointController, endpointRoutes, LOAD_REPORT_INTERVAL_MS, PeerLoad, RouteFollower } from '../control/index.js';
+import { FramedChannel } from '../channel/index.js';
 import { errorBodyFor, gatewayRoutes, RoutingTable } from '../gateway/index.js';
+import { RouteMirror } from '../gateway/route-mirror.js';
 import { FerryError } from '../errors.js';
 import type { GrpcServer } from '../grpc/index.js';
 import { InferenceTableWriter, inferenceTableRoutes } from '../inference-tables/index.js';
@@ -28,7 +30,8 @@ import { Telemetry, telemetryRoutes } from '../telemetry/index.js';
 import { OtlpExporter, requestTracing, traceOf } from '../tracing/index.js';
 import { lockDataDir, restrictDataDir } from './data-dir.js';
 import { LeaderRuntime, leaderOnly } from './leadership.js';
-import { bindWarning, createServer, loadTlsCredentials } from './listen.js';
+import { bindWarning, createServer, listenError, loadTlsCredentials } from './listen.js';
+import { GatewayWorkers } from './workers.js';
 
 export interface FerryServer {
   /** Base URL, e.g. http://127.0.0.1:8080 (https:// with TLS) */
@@ -151,8 +154,24 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       await cluster?.close();
       await inspector.close();
     };
-    const table = new RoutingTable();
-    const traffic = { maxConcurrencyPerReplica: config.replicaMaxConcurrency, maxQueued: config.bufferDepth, queueTimeoutMs: config.bufferTimeoutMs };
+    // With gateway workers (./workers.ts), the table and its backends are mirrored to them.
+    let mirror: RouteMirror | undefined;
+    const mirrored = config.gatewayWorkers > 1 ? (): void => mirror?.changed() : undefined;
+    const table = new RoutingTable(mirrored);
+    const traffic = {
+      maxConcurrencyPerReplica: config.replicaMaxConcurrency, maxQueued: config.bufferDepth, queueTimeoutMs: config.bufferTimeoutMs,
+      ...(mirrored === undefined ? {} : { onBackendsChange: mirrored }),
+    };
+    let workers: GatewayWorkers | undefined;
+    if (mirrored !== undefined) {
+      mirror = new RouteMirror({
+        table, inferenceTableOn: (name) => settingsOf(name)?.enabled === true, send: (w, msg) => workers?.sendTo(w, msg),
+        addressOf: (b) => (b.channel instanceof FramedChannel ? b.channel.address : undefined),
+      });
+      workers = new GatewayWorkers({ count: config.gatewayWorkers, config, table, mirror, now, log });
+      const w = workers;
+      authz.onChange(() => w.authzChanged());
+    }
     const controller = new EndpointController({
       store, authz, registry, artifacts, runtime, table, now, log,
       defaultRequestTimeoutMs: config.requestTimeoutMs,
@@ -162,7 +181,9 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       drainTimeoutMs: config.replicaDrainTimeoutMs,
       traffic,
       // In a cluster, the followers' gateways serve too: their load counts in the autoscaler.
-      peers: cluster === undefined ? undefined : new PeerLoad({ store, self: cluster.identity, log }),
+      // With gateway workers, theirs (the primary serves only gRPC).
+      peers: cluster !== undefined ? new PeerLoad({ store, self: cluster.identity, log }) : workers?.load,
+      workerLoad: workers?.loadOf,
     });
     // Until it leads, a server in a cluster routes from the stored configs and the discovered pods.
     const follower = cluster === undefined ? undefined : new RouteFollower({
@@ -198,6 +219,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       onError: (err) => log('error', 'inference table write failed', { error: String(err) }),
     });
     stopStarted = async () => {
+      await workers?.close();
       telemetry.close();
       await inferenceTable.close();
       await inferenceStore.close();
@@ -282,14 +304,15 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       const trace = traceOf(ctx);
       log('error', 'request failed', { method: ctx.method, path: ctx.path, request_id: trace?.requestId, trace_id: trace?.traceId, error: err instanceof Error ? err.stack : String(err) });
     }, errorBodyFor);
-    const server = createServer(handle, config, tlsCredentials);
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL'
-        ? new FerryError('INVALID_PARAMETER_VALUE', `Cannot listen on ${config.host}:${config.port} (${err.code}): ${err.code === 'EADDRINUSE' ? 'another process uses that port; stop it or pass --port' : 'choose another --host/--port'}.`)
-        : err));
-      server.listen(config.port, config.host, () => resolve());
-    });
-    const addr = server.address() as AddressInfo;
+    // One process: it listens. With gateway workers: they listen (on the same port), this
+    // process answers what they relay and runs the control plane.
+    const server = workers === undefined ? createServer(handle, config, tlsCredentials) : undefined;
+    const addr: Pick<AddressInfo, 'address' | 'family' | 'port'> = server === undefined
+      ? await (workers as GatewayWorkers).start({ handle, routes: router.list().map((r) => ({ method: r.method, pattern: r.pattern })), stats: controller.stats })
+      : await new Promise((resolve, reject) => {
+        server.once('error', (err: NodeJS.ErrnoException) => reject(listenError(config, err)));
+        server.listen(config.port, config.host, () => resolve(server.address() as AddressInfo));
+      });
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
     const url = `${tlsCredentials === undefined ? 'http' : 'https'}://${host}:${addr.port}`;
     log('info', 'ferry server listening', { url, dataDir });
@@ -301,7 +324,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         const { startGrpcServer } = await import('../grpc/index.js');
         grpcServer = await startGrpcServer({ host: config.host, port: config.grpcPort, tls: tlsCredentials, maxMessageBytes: config.maxBodyBytes, handle, log });
       } catch (err) {
-        server.close();
+        server?.close();
+        await workers?.close();
         throw new FerryError('INVALID_PARAMETER_VALUE', `Cannot listen for gRPC on ${config.host}:${config.grpcPort}: ${(err as Error).message}; choose another grpcPort.`);
       }
       log('info', 'gRPC (OIP v2) listening', { address: grpcServer.address, tls: tlsCredentials !== undefined });
@@ -315,11 +339,14 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     let closing: Promise<void> | undefined;
     const close = (): Promise<void> => (closing ??= (async () => {
       await grpcServer?.close();
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
-      const timer = setTimeout(() => server.closeAllConnections(), 5000);
-      await closed;
-      clearTimeout(timer);
+      if (server !== undefined) {
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        const timer = setTimeout(() => server.closeAllConnections(), 5000);
+        await closed;
+        clearTimeout(timer);
+      }
+      await workers?.close(); // each drains its connections as above
       telemetry.close();
       await inferenceTable.close(); // writes what is still queued
       await inferenceStore.close();

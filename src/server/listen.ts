@@ -179,3 +179,10 @@ export function bindWarning(address: string, port: number, tlsOn: boolean): stri
     : 'TLS is off: tokens and payloads travel in clear text; set tlsCert and tlsKey (--tls-cert, --tls-key) or put a TLS proxy in front.';
   return `Listening on ${host}:${port}${scope}: reachable from other machines. ${transport} See docs/security.md.`;
 }
+
+/** The error of a failed listen: a port in use or not ours to take names the setting. */
+export function listenError(config: Pick<ServerConfig, 'host' | 'port'>, err: NodeJS.ErrnoException): Error {
+  return err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL'
+    ? new FerryError('INVALID_PARAMETER_VALUE', `Cannot listen on ${config.host}:${config.port} (${err.code}): ${err.code === 'EADDRINUSE' ? 'another process uses that port; stop it or pass --port' : 'choose another --host/--port'}.`)
+    : err;
+}

@@ -15,7 +15,14 @@ export type * from './types.js';
 export type { InferenceRow, InferenceRowQuery, InferenceTableStore, InferenceTableStoreOptions } from './inference-table.js';
 
 export type StoreOptions =
-  | { kind: 'sqlite'; /** SQLite database file. */ path: string }
+  | {
+    kind: 'sqlite'; /** SQLite database file. */ path: string;
+    /**
+     * Another process of this server (its primary) opened, checked and migrated the file already:
+     * open it without the integrity checks and migrations (a gateway worker's read connection).
+     */
+    opened?: boolean;
+  }
   | { kind: 'postgres'; /** postgres://user:pass@host:5432/db (libpq-style query parameters such as ?host=/socket/dir work too). */ url: string };
 
 /**
@@ -25,7 +32,7 @@ export type StoreOptions =
 export async function openStore(opts: StoreOptions): Promise<MetadataStore> {
   return opts.kind === 'postgres'
     ? guardStore(await (await import('./postgres.js')).openPostgresStore(opts.url), 'the metadata database (Postgres)')
-    : guardStore(await openSqliteStore(opts.path), `the metadata database ${path.basename(opts.path)}`);
+    : guardStore(await openSqliteStore(opts.path, opts.opened === true), `the metadata database ${path.basename(opts.path)}`);
 }
 
 /** Opens the inference table store (SQLite file, or a table beside the Postgres metadata). */

@@ -20,10 +20,10 @@ import { artifactParams, auditPage, MODEL_EDIT_LEVELS, decodePageToken, endpoint
  * and the recovery steps (sqlite-integrity.ts): a WAL whose replay would drop committed writes, a
  * file that is not a database or is truncated, a failed `PRAGMA quick_check`.
  */
-export async function openSqliteStore(file: string): Promise<MetadataStore> {
+export async function openSqliteStore(file: string, opened = false): Promise<MetadataStore> {
   const what = 'The metadata database';
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  checkWal(file, what);
+  if (!opened) checkWal(file, what);
   let db: Database.Database | undefined;
   try {
     db = new Database(file);
@@ -31,8 +31,10 @@ export async function openSqliteStore(file: string): Promise<MetadataStore> {
     db.pragma('synchronous = FULL');
     db.pragma('foreign_keys = ON');
     db.pragma('busy_timeout = 5000');
-    quickCheck(db, file, what);
-    migrate(db);
+    if (!opened) {
+      quickCheck(db, file, what);
+      migrate(db);
+    }
   } catch (err) {
     db?.close();
     throw openError(err, file, what);

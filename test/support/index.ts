@@ -31,9 +31,15 @@ export async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T
   }
 }
 
+/**
+ * Gateway processes of the servers tests start: 1 (one process), unless FERRY_TEST_GATEWAY_WORKERS
+ * says otherwise (test/*.workers.test.ts run whole suites again with 2).
+ */
+export const TEST_GATEWAY_WORKERS = Number(process.env.FERRY_TEST_GATEWAY_WORKERS ?? '1');
+
 /** An in-process server on a free port with a known admin token. */
 export async function startTestServer(dataDir: string, overrides: Record<string, unknown> = {}): Promise<FerryServer> {
-  return startServer(compileServerConfig({ port: 0, dataDir, ...overrides }), { adminToken: ADMIN_TOKEN });
+  return startServer(compileServerConfig({ port: 0, dataDir, gatewayWorkers: TEST_GATEWAY_WORKERS, ...overrides }), { adminToken: ADMIN_TOKEN });
 }
 
 export interface HttpResult {
@@ -105,7 +111,7 @@ export class Processes {
   async startServer(dataDir: string, env: Record<string, string> = {}, args: string[] = []): Promise<{ child: ChildProcess; url: string }> {
     const logFile = path.join(dataDir + '.log');
     await fsp.mkdir(path.dirname(logFile), { recursive: true });
-    const child = this.spawnFerry(['server', '--port', '0', '--data-dir', dataDir, ...args], { env: { FERRY_ADMIN_TOKEN: ADMIN_TOKEN, ...env }, logFile });
+    const child = this.spawnFerry(['server', '--port', '0', '--data-dir', dataDir, '--gateway-workers', String(TEST_GATEWAY_WORKERS), ...args], { env: { FERRY_ADMIN_TOKEN: ADMIN_TOKEN, ...env }, logFile });
     const url = await waitFor('ferry server to listen', async () => {
       if (child.exitCode !== null) throw new Error(`ferry server exited with ${child.exitCode}: ${await fsp.readFile(logFile, 'utf8')}`);
       const text = await fsp.readFile(logFile, 'utf8').catch(() => '');
