@@ -13,7 +13,7 @@ import { openArtifactStore } from '../artifacts/index.js';
 import { access, auditRoutes, AuditTrail, authenticate, Authorizer, authorize, authRoutes, bootstrapAdminToken, type Access, type ServerRouter } from '../auth/index.js';
 import type { ServerConfig } from '../config/index.js';
 import { consoleRoutes } from '../console/index.js';
-import { EndpointController, endpointRoutes, LOAD_REPORT_INTERVAL_MS, PeerLoad, RouteFollower } from '../control/index.js';
+import { EndpointController, endpointRoutes, endpointsServing, LOAD_REPORT_INTERVAL_MS, PeerLoad, RouteFollower } from '../control/index.js';
 import { errorBodyFor, gatewayRoutes, RoutingTable } from '../gateway/index.js';
 import { FerryError } from '../errors.js';
 import type { GrpcServer } from '../grpc/index.js';
@@ -25,6 +25,7 @@ import { openCluster, openRuntime, type Cluster, type Runtime } from '../runtime
 import { openInferenceTableStore, openStore, type MetadataStore } from '../store/index.js';
 import { simulatorRoutes } from '../simulator/index.js';
 import { Telemetry, telemetryRoutes } from '../telemetry/index.js';
+import { trackingRoutes } from '../tracking/index.js';
 import { OtlpExporter, requestTracing, traceOf } from '../tracing/index.js';
 import { lockDataDir, restrictDataDir } from './data-dir.js';
 import { LeaderRuntime, leaderOnly } from './leadership.js';
@@ -103,7 +104,11 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     const jsonLimits = { maxDepth: config.maxJsonDepth, maxElements: config.maxJsonElements };
     authRoutes(router, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits, now, deleteOwned: (principal) => registry.deleteUploadsOf(principal) });
     auditRoutes(router, store);
-    registryRoutes(router, registry, authz, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes, jsonLimits });
+    registryRoutes(router, registry, authz, {
+      maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes, jsonLimits,
+      servedBy: async (model) => endpointsServing(await store.listEndpoints(), model),
+    });
+    trackingRoutes(router, store, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits, now });
 
     const runtimeOptions: Parameters<typeof openRuntime>[0] = config.runtime.kind === 'kubernetes'
       ? {
