@@ -946,7 +946,7 @@ export class EndpointController {
             cache_size: e.family.cacheBytes, session_fallback: e.family.sessionFallback,
           },
         }),
-        ...(e.entityAlias === undefined ? {} : { entity_alias: e.entityAlias }),
+        ...(e.entityAlias === undefined ? {} : { entity_alias: e.entityAlias, follow_alias: e.followAlias === true }),
         workload_size: e.workloadSize,
         workload_type: e.workloadType,
         scale_to_zero_enabled: e.scaleToZeroEnabled,

@@ -7,5 +7,6 @@ export {
 } from './registry.js';
 export { registryRoutes, requestInput, requestParams, type RegistryApiOptions } from './api.js';
 export { parseFilter, splitAnd } from './filter.js';
+export { ALIAS_SET_CHANNEL, type AliasSetEvent } from './events.js';
 export { Inspector, type InspectorOptions } from './inspector.js';
 export type { Inspection } from './inspect.js';

@@ -4,13 +4,17 @@
  * (so deleting the original loses nothing), inspected, and marked READY or FAILED_REGISTRATION.
  */
 import { randomUUID } from 'node:crypto';
+import diagnosticsChannel from 'node:diagnostics_channel';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { validateKey, type ArtifactStore } from '../artifacts/index.js';
 import { FerryError, invalidParameter, notFound, toFerryError } from '../errors.js';
 import { MODEL_NAME_PATTERN } from '../multi/index.js';
 import type { MetadataStore, ModelVersionRecord, ModelVersionStage, RegisteredModelRecord, VersionArtifact } from '../store/index.js';
+import { ALIAS_SET_CHANNEL, type AliasSetEvent } from './events.js';
 import type { Inspector } from './inspector.js';
+
+const aliasSet = diagnosticsChannel.channel(ALIAS_SET_CHANNEL);
 
 /** Names become artifact-store path segments and URL parts: keep them plain. */
 const ALIAS_RE = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
@@ -213,6 +217,7 @@ export class Registry {
     }
     await this.getVersion(name, version);
     await this.store.setAlias(name, alias, version, this.opts.now());
+    if (aliasSet.hasSubscribers) aliasSet.publish({ model: name, alias, version } satisfies AliasSetEvent);
   }
 
   async deleteAlias(name: string, alias: string): Promise<void> {

@@ -13,7 +13,7 @@ import { openArtifactStore } from '../artifacts/index.js';
 import { access, auditRoutes, AuditTrail, authenticate, Authorizer, authorize, authRoutes, bootstrapAdminToken, type Access, type ServerRouter } from '../auth/index.js';
 import type { ServerConfig } from '../config/index.js';
 import { consoleRoutes } from '../console/index.js';
-import { EndpointController, endpointRoutes, endpointsServing, LOAD_REPORT_INTERVAL_MS, PeerLoad, RouteFollower } from '../control/index.js';
+import { AliasFollower, EndpointController, endpointRoutes, endpointsServing, LOAD_REPORT_INTERVAL_MS, PeerLoad, RouteFollower } from '../control/index.js';
 import { errorBodyFor, gatewayRoutes, RoutingTable } from '../gateway/index.js';
 import { FerryError } from '../errors.js';
 import type { GrpcServer } from '../grpc/index.js';
@@ -177,6 +177,11 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     });
     /** Whether this server runs the control plane: always without a cluster; in one, once its controller has started. */
     let leading = cluster === undefined;
+    // Endpoints with follow_alias roll forward when their alias moves (the leader's controller does it).
+    const aliases = new AliasFollower({
+      store, log,
+      update: (name, body) => (leading ? controller.updateConfig(name, body) : Promise.reject(new FerryError('RESOURCE_CONFLICT', 'This server does not lead: the leader follows aliases.'))),
+    });
     /** Whether the API listens (the controller restores the stored endpoints from then on). */
     let listening = false;
     // Subscribed before the controller starts, so the replicas it brings back are counted.
@@ -188,6 +193,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     stopStarted = async () => {
       telemetry.close();
       follower?.close();
+      await aliases.close();
       await controller.close();
       await exporter?.close();
       await cluster?.close();
@@ -207,6 +213,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       await inferenceTable.close();
       await inferenceStore.close();
       follower?.close();
+      await aliases.close();
       await controller.close();
       await exporter?.close();
       await cluster?.close();
@@ -329,6 +336,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       await inferenceTable.close(); // writes what is still queued
       await inferenceStore.close();
       follower?.close();
+      await aliases.close();
       if (labelled) await cluster?.markLeader(false).catch((err: unknown) => log('warn', 'removing the leader label failed', { error: String(err) }));
       await controller.close(); // the Kubernetes runtime leaves the pods serving
       await cluster?.close(); // releases the Lease: a follower takes over at its next look

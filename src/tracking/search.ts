@@ -40,7 +40,8 @@ const ENTITY_NAMES: Readonly<Record<string, Entity>> = {
   dataset: 'dataset', datasets: 'dataset',
 };
 
-const KEY = String.raw`(?:\`[^\`]+\`|"[^"]+"|[A-Za-z0-9_.\-/ ]*[A-Za-z0-9_\-/])`;
+/** A key: plain, or quoted with backticks or double quotes when it has spaces or other characters. */
+const KEY = String.raw`(?:\`[^\`]+\`|"[^"]+"|[A-Za-z0-9_.\-/]+)`;
 const FIELD = new RegExp(String.raw`^\s*(?:([A-Za-z]+)\.)?(${KEY})\s*`);
 const OP = /^(!=|>=|<=|=|>|<|NOT\s+IN\b|IN\b|ILIKE\b|LIKE\b)\s*/i;
 const NUMBER = /^[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?$/i;
