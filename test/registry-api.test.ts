@@ -137,7 +137,7 @@ describe('model versions', () => {
     const again = await call('GET', `${API}/model-versions/get?name=lin&version=1`);
     assert.equal(again.json.model_version.status, 'READY');
     const dl = await call('GET', `${API}/model-versions/get-download-uri?name=lin&version=1`);
-    assert.equal(dl.json.artifact_uri, 'ferry-artifacts:/models/lin/1');
+    assert.equal(dl.json.artifact_uri, 'mlflow-artifacts:/_models/lin/1', 'a URI the MLflow client resolves through the proxy');
     await fsp.access(path.join(dir, 'data', 'artifacts', 'models', 'lin', '1', 'copy-linear.onnx'));
   });
 
@@ -154,7 +154,9 @@ describe('model versions', () => {
     const put = await request({ url: server.url, method: 'PUT', path: '/api/2.0/mlflow-artifacts/artifacts/up/two/model.onnx', body: bytes });
     assert.equal(put.status, 200, put.text);
     const list = await call('GET', '/api/2.0/mlflow-artifacts/artifacts?path=up');
-    assert.deepEqual(list.json.files, [{ path: 'up/two', is_dir: true }]);
+    assert.deepEqual(list.json.files, [{ path: 'two', is_dir: true }], 'names relative to the listed directory, as MLflow\'s client joins them');
+    const inner = await call('GET', '/api/2.0/mlflow-artifacts/artifacts?path=up/two');
+    assert.deepEqual(inner.json.files.map((f: { path: string }) => f.path), ['model.onnx']);
     const get = await request({ url: server.url, path: '/api/2.0/mlflow-artifacts/artifacts/up/two/model.onnx' });
     assert.equal(get.status, 200);
     assert.equal(get.text.length > 0, true);
