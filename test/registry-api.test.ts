@@ -227,6 +227,28 @@ describe('model versions', () => {
   });
 });
 
+describe('rename', () => {
+  test('the model\'s files move with it; a new model under the old name gets files of its own', async () => {
+    await call('POST', `${API}/registered-models/create`, { name: 'before' });
+    await call('POST', `${API}/model-versions/create`, { name: 'before', source: fx.linear });
+    await call('POST', `${API}/registered-models/alias`, { name: 'before', alias: 'best', version: '1' });
+    const r = await call('POST', `${API}/registered-models/rename`, { name: 'before', new_name: 'after' });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.json.registered_model.aliases, [{ alias: 'best', version: '1' }]);
+    assertError(await call('GET', `${API}/registered-models/get?name=before`), 404, 'RESOURCE_DOES_NOT_EXIST');
+    const sha = (await call('GET', `${API}/model-versions/get?name=after&version=1`)).json.model_version.artifact_sha256;
+    await fsp.access(path.join(dir, 'data', 'artifacts', 'models', 'after', '1', 'linear.onnx'));
+    await call('POST', `${API}/registered-models/create`, { name: 'before' });
+    assert.equal((await call('POST', `${API}/model-versions/create`, { name: 'before', source: fx.twoInput })).json.model_version.version, '1');
+    assert.equal((await call('DELETE', `${API}/registered-models/delete`, { name: 'before' })).status, 200);
+    const file = await request({ url: server.url, path: '/api/2.0/mlflow-artifacts/artifacts/_models/after/1/linear.onnx' });
+    assert.equal(file.status, 200, 'the renamed model\'s file survives the new model\'s delete');
+    assert.equal((await call('GET', `${API}/model-versions/get?name=after&version=1`)).json.model_version.artifact_sha256, sha);
+    assertError(await call('POST', `${API}/registered-models/rename`, { name: 'after', new_name: 'lin' }), 409, 'RESOURCE_ALREADY_EXISTS');
+    assertError(await call('POST', `${API}/registered-models/rename`, { name: 'after', new_name: 'bad name' }), 400, 'INVALID_PARAMETER_VALUE', /new_name/);
+  });
+});
+
 describe('artifact proxy limits', () => {
   test('an upload over the limit is refused while it streams', async () => {
     const r = await request({ url: server.url, method: 'PUT', path: '/api/2.0/mlflow-artifacts/artifacts/big/model.onnx', body: Buffer.alloc(65 * 1024) });

@@ -178,8 +178,10 @@ export class Registry {
 
   /**
    * Renames a model (versions, tags, aliases and grants go with it). Refused while endpoints
-   * serve it (`servedBy` lists them): their stored configs name the model, and a rollout or a
-   * restart after the rename would no longer find it.
+   * serve it (`servedBy` lists them): their stored configs name the model and its artifact paths.
+   * The artifacts are copied to `models/<newName>/...` and the versions pointed there before the
+   * old folder goes, so a model created later under the old name cannot write over or delete
+   * them; a crash in between leaves every version pointing at files that exist.
    */
   async renameModel(name: string, newName: string, servedBy: string[]): Promise<RegisteredModelRecord> {
     checkName(newName, 'new_name');
@@ -187,7 +189,17 @@ export class Registry {
     if (servedBy.length > 0) {
       throw new FerryError('RESOURCE_CONFLICT', `Registered model '${name}' is served by endpoint(s) ${servedBy.map((e) => `'${e}'`).join(', ')}: change or delete them before renaming it.`);
     }
-    return this.store.renameRegisteredModel(name, newName, this.opts.now());
+    const renamed = await this.store.renameRegisteredModel(name, newName, this.opts.now());
+    const versions = await this.store.searchModelVersions({ name: { op: '=', value: newName } }, { maxResults: 200_000, pageToken: undefined });
+    const oldRoot = `models/${name}/`;
+    for (const v of versions.items) {
+      if (v.artifact === undefined || !v.artifact.path.startsWith(oldRoot)) continue;
+      const to = `models/${newName}/${v.artifact.path.slice(oldRoot.length)}`;
+      await this.artifacts.copy(v.artifact.path, to);
+      await this.store.updateModelVersion(newName, v.version, { artifact: { ...v.artifact, path: to } }, this.opts.now());
+    }
+    await this.artifacts.delete(`models/${name}`);
+    return renamed;
   }
 
   /** Moves a version to `stage`; with `archiveExisting`, the model's other versions in that stage go to Archived (as MLflow). */
