@@ -4,4 +4,4 @@
  * in Ferry's artifact store behind the `mlflow-artifacts` proxy. See api.ts.
  */
 export { trackingRoutes, runJson, experimentJson, TRACKING_LIMITS, type TrackingApiOptions } from './api.js';
-export { parseSearchFilter, parseOrderBy, matches, comparator, type Clause, type OrderKey } from './search.js';
+export { parseSearchFilter, parseOrderBy, matches, comparator, type Clause, type Entity, type OrderKey } from './search.js';
