@@ -16,6 +16,8 @@ export interface ModelVersion {
   creation_timestamp: number;
   description: string;
   source: string;
+  /** The MLflow run the version was logged by ('' when none). */
+  run_id?: string;
   status: 'PENDING_REGISTRATION' | 'FAILED_REGISTRATION' | 'READY';
   status_message: string;
   aliases: string[];
@@ -23,6 +25,17 @@ export interface ModelVersion {
   signature?: { inputs: TensorSpec[]; outputs: TensorSpec[] };
   input_example?: unknown;
   artifact_size_bytes?: number;
+}
+
+/** An MLflow run (`GET /api/2.0/mlflow/runs/get`), the parts the console shows. */
+export interface Run {
+  info: { run_id: string; run_name: string; experiment_id: string; status: string; start_time: number; user_id: string };
+  data: { params: KeyValue[]; metrics: Array<{ key: string; value: number; step: number }>; tags: KeyValue[] };
+}
+
+export interface KeyValue {
+  key: string;
+  value: string;
 }
 
 export interface RegisteredModel {
