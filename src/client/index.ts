@@ -87,6 +87,8 @@ export interface ServedEntityInput {
   name?: string;
   entity_name?: string;
   entity_version?: string | number;
+  /** With an alias in `entity_version`: roll forward when the alias moves (Ferry extension). */
+  follow_alias?: boolean;
   model_family?: ModelFamilyInput;
   workload_size?: 'Small' | 'Medium' | 'Large';
   workload_type?: 'CPU' | 'GPU_SMALL' | 'GPU_MEDIUM' | 'GPU_LARGE';

@@ -74,6 +74,8 @@ export interface ServedEntityView {
   entity_name?: string;
   entity_version?: string;
   entity_alias?: string;
+  /** Set with `entity_alias`: whether moving the alias rolls the endpoint forward. */
+  follow_alias?: boolean;
   model_family?: ModelFamily;
   workload_size: string;
   workload_type: string;
@@ -159,6 +161,7 @@ export interface ServedEntityInput {
   name?: string;
   entity_name?: string;
   entity_version?: string;
+  follow_alias?: boolean;
   model_family?: ModelFamily;
   workload_size?: string;
   workload_type?: string;
