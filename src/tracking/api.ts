@@ -11,7 +11,7 @@
  * the run's experiment. Reading needs CAN_READ, logging and changing runs CAN_EDIT, deleting or
  * restoring an experiment CAN_MANAGE.
  */
-import { randomUUID } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { access, identityOf, type Authorizer, type NameOf, type ServerRouter } from '../auth/index.js';
 import { FerryError, invalidParameter, notFound } from '../errors.js';
@@ -101,17 +101,17 @@ export function trackingRoutes(router: ServerRouter, store: MetadataStore, authz
     if (typeof v !== 'string' || v === '') throw invalidParameter('experiment_id', v, 'an experiment id');
     return v;
   };
-  /** The experiment of the run a call names by `run_id` (or MLflow's older `run_uuid`); 404 for no such run. */
+  /**
+   * The experiment of the run a call names by `run_id`; 404 for no such run (run ids are 128
+   * random bits: saying one does not exist reveals nothing about anyone's runs).
+   */
   const experimentOfRun: NameOf = async (ctx) => {
-    const p = await params(ctx);
-    const runId = p.run_id ?? p.run_uuid;
+    const runId = (await params(ctx)).run_id;
     if (typeof runId !== 'string' || runId === '') throw invalidParameter('run_id', runId, 'a run id');
-    if (p.run_id === undefined) p.run_id = runId;
     return (await requireRun(tracking, runId)).experimentId;
   };
   const experiment = (level: 'CAN_READ' | 'CAN_EDIT' | 'CAN_MANAGE') => access.experiment(level, experimentOf);
   const run = (level: 'CAN_READ' | 'CAN_EDIT') => access.experiment(level, experimentOfRun);
-  const who = identityOf;
   const logData = async (runId: string, data: Parameters<TrackingStore['logRunData']>[1]): Promise<{ body: Record<string, never> }> => {
     await requireActiveRun(tracking, runId);
     await tracking.logRunData(runId, data);
@@ -132,7 +132,7 @@ export function trackingRoutes(router: ServerRouter, store: MetadataStore, authz
     const b = await input(ctx, schemas.searchExperiments);
     const clauses = parseSearchFilter(b.filter, EXPERIMENT_ATTRIBUTES, EXPERIMENT_NUMERIC);
     const order = parseOrderBy(b.order_by, EXPERIMENT_ATTRIBUTES);
-    const canRead = await authz.visible(who(ctx), 'experiment');
+    const canRead = await authz.visible(identityOf(ctx), 'experiment');
     const found = (await tracking.listExperiments())
       .filter((e) => canRead(e.id) && inView(e.lifecycleStage, b.view_type) && matches(clauses, experimentLookup(e)))
       .sort(comparator(order.length > 0 ? order : [{ entity: 'attribute', key: 'creation_time', descending: true }], experimentLookup, (x, y) => Number(x.id) - Number(y.id)));
@@ -141,7 +141,7 @@ export function trackingRoutes(router: ServerRouter, store: MetadataStore, authz
   };
   const searchRuns = async (ctx: Context): Promise<{ body: Record<string, unknown> }> => {
     const b = await input(ctx, schemas.searchRuns);
-    for (const e of b.experiment_ids) await authz.require(who(ctx), 'experiment', e, 'CAN_READ');
+    for (const e of b.experiment_ids) await authz.require(identityOf(ctx), 'experiment', e, 'CAN_READ');
     const clauses = parseSearchFilter(b.filter, RUN_ATTRIBUTES, RUN_NUMERIC);
     const order = parseOrderBy(b.order_by, RUN_ATTRIBUTES);
     const found = (await tracking.listRuns(b.experiment_ids))
@@ -156,7 +156,7 @@ export function trackingRoutes(router: ServerRouter, store: MetadataStore, authz
       const b = await input(ctx, schemas.createExperiment);
       // Run artifacts always go to Ferry's artifact store, behind its permissions.
       if (b.artifact_location !== '') throw invalidParameter('artifact_location', b.artifact_location, "no artifact_location (Ferry keeps every experiment's artifacts in its own store, under mlflow-artifacts:/_experiments/<id>)");
-      const e = await tracking.createExperiment({ name: b.name, tags: Object.fromEntries(b.tags.map((t) => [t.key, t.value])), creator: who(ctx).principal }, opts.now());
+      const e = await tracking.createExperiment({ name: b.name, tags: Object.fromEntries(b.tags.map((t) => [t.key, t.value])), creator: identityOf(ctx).principal }, opts.now());
       return { body: { experiment_id: e.id } };
     }, access.user)
     .add('GET', `${base}/experiments/get`, async (ctx) => {
@@ -167,7 +167,7 @@ export function trackingRoutes(router: ServerRouter, store: MetadataStore, authz
     .add('GET', `${base}/experiments/get-by-name`, async (ctx) => {
       const name = (await input(ctx, schemas.experimentName)).experiment_name;
       const e = await tracking.getExperimentByName(name) ?? missingExperiment(`name '${name}'`);
-      await authz.require(who(ctx), 'experiment', e.id, 'CAN_READ');
+      await authz.require(identityOf(ctx), 'experiment', e.id, 'CAN_READ');
       return { body: { experiment: experimentJson(e) } };
     }, access.user)
     .add('GET', `${base}/experiments/search`, searchExperiments, access.user)
@@ -189,7 +189,7 @@ export function trackingRoutes(router: ServerRouter, store: MetadataStore, authz
       const r = await tracking.createRun({
         id: randomUUID().replace(/-/g, ''), experimentId: b.experiment_id, name: b.run_name || runName(),
         // The run belongs to the authenticated caller, whatever user_id the client sends.
-        userId: who(ctx).principal, startMs: b.start_time ?? opts.now(), tags: Object.fromEntries(b.tags.map((t) => [t.key, t.value])),
+        userId: identityOf(ctx).principal, startMs: b.start_time ?? opts.now(), tags: Object.fromEntries(b.tags.map((t) => [t.key, t.value])),
       });
       return { body: { run: runJson(r) } };
     }, experiment('CAN_EDIT'))
@@ -288,12 +288,12 @@ function inView(stage: LifecycleStage, view: 'ACTIVE_ONLY' | 'DELETED_ONLY' | 'A
   return view === 'ALL' || (view === 'ACTIVE_ONLY') === (stage === 'active');
 }
 
-/** A run name like MLflow's generated ones ("<adjective>-<noun>-<number>"), when the client gives none. */
+const NAME_ADJECTIVES = ['amber', 'brisk', 'calm', 'deft', 'eager', 'fleet', 'glad', 'keen', 'lucid', 'merry'];
+const NAME_NOUNS = ['otter', 'heron', 'lynx', 'finch', 'badger', 'crane', 'wren', 'stoat', 'ibis', 'vole'];
+
+/** A run name like MLflow's generated ones ("<adjective>-<noun>-<number>", e.g. "brisk-heron-417"), when the client gives none. */
 function runName(): string {
-  const adjectives = ['amber', 'brisk', 'calm', 'deft', 'eager', 'fleet', 'glad', 'keen', 'lucid', 'merry'];
-  const nouns = ['otter', 'heron', 'lynx', 'finch', 'badger', 'crane', 'wren', 'stoat', 'ibis', 'vole'];
-  const n = Math.floor(Math.random() * 1000);
-  return `${adjectives[n % 10] ?? 'calm'}-${nouns[Math.floor(n / 10) % 10] ?? 'otter'}-${n}`;
+  return `${NAME_ADJECTIVES[randomInt(NAME_ADJECTIVES.length)] ?? ''}-${NAME_NOUNS[randomInt(NAME_NOUNS.length)] ?? ''}-${randomInt(1000)}`;
 }
 
 function toPoint(m: { key: string; value: number; timestamp: number; step: number }): MetricPoint {
