@@ -61,6 +61,12 @@ test('configWithRoutes keeps every served entity as configured (resolved version
   });
 });
 
+test('configWithRoutes keeps an entity that follows its alias following it (the alias, not the version)', () => {
+  const following: EndpointConfigView = { ...config, served_entities: [entity('iris-1', '1', { follow_alias: true })] };
+  const [e] = configWithRoutes(following, [{ served_entity_name: 'iris-1', traffic_percentage: 100 }]).served_entities;
+  assert.deepEqual([e?.entity_version, e?.follow_alias], ['champion', true]);
+});
+
 test('configWithEntity adds a version at 0% traffic under the name the server would give it', () => {
   const c = configWithEntity(config, 'iris', '2');
   assert.deepEqual(c.served_entities.map((e) => [e.name, e.entity_version]), [['iris-1', '1'], ['iris-2', '2']]);

@@ -183,6 +183,22 @@ test('console: sign in, register, Serve, query, split traffic, charts, a failed 
     await page.locator('section.version[data-version="2"] [data-state="READY"]').waitFor();
     await shot('model');
 
+    // A version logged by an MLflow run links to the run: its params, metrics and tags.
+    const created = await request({ url, path: '/api/2.0/mlflow/runs/create', json: { experiment_id: '0', run_name: 'trial-7' } });
+    const runId = created.json.run.info.run_id as string;
+    await request({ url, path: '/api/2.0/mlflow/runs/log-batch', json: { run_id: runId, params: [{ key: 'alpha', value: '0.25' }], metrics: [{ key: 'rmse', value: 0.5, timestamp: 1, step: 3 }], tags: [{ key: 'team', value: 'churn' }] } });
+    const put = await request({ url, method: 'PUT', path: `/api/2.0/mlflow-artifacts/artifacts/_experiments/0/${runId}/artifacts/model/model.onnx`, body: await fsp.readFile(fx.irisClassifier) });
+    assert.equal(put.status, 200, put.text);
+    await request({ url, path: '/api/2.0/mlflow/registered-models/create', json: { name: 'tracked' } });
+    const tracked = await request({ url, path: '/api/2.0/mlflow/model-versions/create', json: { name: 'tracked', source: `runs:/${runId}/model` } });
+    assert.equal(tracked.json.model_version.status, 'READY', tracked.text);
+    await page.goto(`${url}/#/models/tracked`);
+    const run = page.locator('section.version[data-version="1"] details.run');
+    await run.locator('summary').click();
+    await run.getByRole('row', { name: 'alpha 0.25' }).waitFor();
+    assert.match(await run.innerText(), /trial-7[\s\S]*rmse\s+0\.5 \(step 3\)[\s\S]*team\s+churn/);
+    await shot('model-run');
+
     // Sign out clears the token: a reload asks for one again.
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.reload();

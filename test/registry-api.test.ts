@@ -137,7 +137,7 @@ describe('model versions', () => {
     const again = await call('GET', `${API}/model-versions/get?name=lin&version=1`);
     assert.equal(again.json.model_version.status, 'READY');
     const dl = await call('GET', `${API}/model-versions/get-download-uri?name=lin&version=1`);
-    assert.equal(dl.json.artifact_uri, 'ferry-artifacts:/models/lin/1');
+    assert.equal(dl.json.artifact_uri, 'mlflow-artifacts:/_models/lin/1', 'a URI the MLflow client resolves through the proxy');
     await fsp.access(path.join(dir, 'data', 'artifacts', 'models', 'lin', '1', 'copy-linear.onnx'));
   });
 
@@ -154,7 +154,9 @@ describe('model versions', () => {
     const put = await request({ url: server.url, method: 'PUT', path: '/api/2.0/mlflow-artifacts/artifacts/up/two/model.onnx', body: bytes });
     assert.equal(put.status, 200, put.text);
     const list = await call('GET', '/api/2.0/mlflow-artifacts/artifacts?path=up');
-    assert.deepEqual(list.json.files, [{ path: 'up/two', is_dir: true }]);
+    assert.deepEqual(list.json.files, [{ path: 'two', is_dir: true }], 'names relative to the listed directory, as MLflow\'s client joins them');
+    const inner = await call('GET', '/api/2.0/mlflow-artifacts/artifacts?path=up/two');
+    assert.deepEqual(inner.json.files.map((f: { path: string }) => f.path), ['model.onnx']);
     const get = await request({ url: server.url, path: '/api/2.0/mlflow-artifacts/artifacts/up/two/model.onnx' });
     assert.equal(get.status, 200);
     assert.equal(get.text.length > 0, true);
@@ -222,6 +224,28 @@ describe('model versions', () => {
     await assert.rejects(fsp.access(path.join(dir, 'data', 'artifacts', 'models', 'lin', '1')), 'artifact directory removed');
     const latest = await call('POST', `${API}/registered-models/get-latest-versions`, { name: 'lin' });
     assert.ok(Number(latest.json.model_versions[0].version) > 1);
+  });
+});
+
+describe('rename', () => {
+  test('the model\'s files move with it; a new model under the old name gets files of its own', async () => {
+    await call('POST', `${API}/registered-models/create`, { name: 'before' });
+    await call('POST', `${API}/model-versions/create`, { name: 'before', source: fx.linear });
+    await call('POST', `${API}/registered-models/alias`, { name: 'before', alias: 'best', version: '1' });
+    const r = await call('POST', `${API}/registered-models/rename`, { name: 'before', new_name: 'after' });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.json.registered_model.aliases, [{ alias: 'best', version: '1' }]);
+    assertError(await call('GET', `${API}/registered-models/get?name=before`), 404, 'RESOURCE_DOES_NOT_EXIST');
+    const sha = (await call('GET', `${API}/model-versions/get?name=after&version=1`)).json.model_version.artifact_sha256;
+    await fsp.access(path.join(dir, 'data', 'artifacts', 'models', 'after', '1', 'linear.onnx'));
+    await call('POST', `${API}/registered-models/create`, { name: 'before' });
+    assert.equal((await call('POST', `${API}/model-versions/create`, { name: 'before', source: fx.twoInput })).json.model_version.version, '1');
+    assert.equal((await call('DELETE', `${API}/registered-models/delete`, { name: 'before' })).status, 200);
+    const file = await request({ url: server.url, path: '/api/2.0/mlflow-artifacts/artifacts/_models/after/1/linear.onnx' });
+    assert.equal(file.status, 200, 'the renamed model\'s file survives the new model\'s delete');
+    assert.equal((await call('GET', `${API}/model-versions/get?name=after&version=1`)).json.model_version.artifact_sha256, sha);
+    assertError(await call('POST', `${API}/registered-models/rename`, { name: 'after', new_name: 'lin' }), 409, 'RESOURCE_ALREADY_EXISTS');
+    assertError(await call('POST', `${API}/registered-models/rename`, { name: 'after', new_name: 'bad name' }), 400, 'INVALID_PARAMETER_VALUE', /new_name/);
   });
 });
 

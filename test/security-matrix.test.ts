@@ -22,7 +22,8 @@ type Min = 'public' | Exclude<Role, 'anonymous'>;
 
 /**
  * Endpoint levels map to roles as CAN_VIEW → viewer, CAN_QUERY → querier, CAN_MANAGE → manager;
- * model levels as CAN_READ → viewer, CAN_EDIT → querier, CAN_MANAGE → manager (see `before`).
+ * model and experiment levels as CAN_READ → viewer, CAN_EDIT → querier, CAN_MANAGE → manager
+ * (see `before`).
  */
 const EXPECTED: Record<string, Min> = {
   'GET /v2/health/live': 'public',
@@ -103,6 +104,38 @@ const EXPECTED: Record<string, Min> = {
   'GET /v1/models/:id': 'viewer',
   'GET /api/2.0/permissions/serving-endpoints/:id/permissionLevels': 'viewer',
   'GET /api/2.0/permissions/registered-models/:id/permissionLevels': 'viewer',
+  'GET /api/2.0/permissions/experiments/:id': 'manager',
+  'PUT /api/2.0/permissions/experiments/:id': 'manager',
+  'PATCH /api/2.0/permissions/experiments/:id': 'manager',
+  'GET /api/2.0/permissions/experiments/:id/me': 'viewer',
+  'GET /api/2.0/permissions/experiments/:id/permissionLevels': 'viewer',
+  'POST /api/2.0/mlflow/registered-models/rename': 'manager',
+  'POST /api/2.0/mlflow/model-versions/transition-stage': 'querier',
+  // Tracking: experiment levels as model levels; get-by-name and the searches check in the handler.
+  'POST /api/2.0/mlflow/experiments/create': 'outsider',
+  'GET /api/2.0/mlflow/experiments/get': 'viewer',
+  'GET /api/2.0/mlflow/experiments/get-by-name': 'outsider',
+  'GET /api/2.0/mlflow/experiments/search': 'outsider',
+  'POST /api/2.0/mlflow/experiments/search': 'outsider',
+  'POST /api/2.0/mlflow/experiments/update': 'querier',
+  'POST /api/2.0/mlflow/experiments/delete': 'manager',
+  'POST /api/2.0/mlflow/experiments/restore': 'manager',
+  'POST /api/2.0/mlflow/experiments/set-experiment-tag': 'querier',
+  'POST /api/2.0/mlflow/runs/create': 'querier',
+  'GET /api/2.0/mlflow/runs/get': 'viewer',
+  'POST /api/2.0/mlflow/runs/update': 'querier',
+  'POST /api/2.0/mlflow/runs/delete': 'querier',
+  'POST /api/2.0/mlflow/runs/restore': 'querier',
+  'POST /api/2.0/mlflow/runs/search': 'outsider',
+  'GET /api/2.0/mlflow/runs/search': 'outsider',
+  'POST /api/2.0/mlflow/runs/log-batch': 'querier',
+  'POST /api/2.0/mlflow/runs/log-metric': 'querier',
+  'POST /api/2.0/mlflow/runs/log-parameter': 'querier',
+  'POST /api/2.0/mlflow/runs/set-tag': 'querier',
+  'POST /api/2.0/mlflow/runs/delete-tag': 'querier',
+  'POST /api/2.0/mlflow/runs/log-inputs': 'querier',
+  'POST /api/2.0/mlflow/runs/log-model': 'querier',
+  'GET /api/2.0/mlflow/metrics/get-history': 'viewer',
   'GET /api/2.0/serving-endpoints/:name/openapi': 'viewer',
   'PATCH /api/2.0/serving-endpoints/:name/tags': 'manager',
   'POST /v1/chat/completions': 'querier',
@@ -120,6 +153,7 @@ let server: FerryServer;
 let probe: http.Server;
 let probeUrl: string;
 const tokens = new Map<Role, string | null>();
+const RUN = 'a'.repeat(32);
 
 before(async () => {
   dir = await tempDir();
@@ -141,6 +175,12 @@ before(async () => {
   await store.setGrants('registered-model', 'm', [
     { grantee: 'viewer', level: 'CAN_READ' }, { grantee: 'querier', level: 'CAN_EDIT' }, { grantee: 'manager', level: 'CAN_MANAGE' },
   ]);
+  // Experiment '1' with a run: run routes are decided by the run's experiment.
+  const experiment = await store.tracking.createExperiment({ name: 'e', tags: {} }, 0);
+  await store.tracking.createRun({ id: RUN, experimentId: experiment.id, name: 'r', userId: 'admin', startMs: 0, tags: {} });
+  await store.setGrants('experiment', experiment.id, [
+    { grantee: 'viewer', level: 'CAN_READ' }, { grantee: 'querier', level: 'CAN_EDIT' }, { grantee: 'manager', level: 'CAN_MANAGE' },
+  ]);
   // The server's own route table with its rules, each handler replaced by "reached".
   const stub = new Router<Handler, Access>();
   for (const r of server.router.list()) stub.add(r.method, r.pattern, () => ({ body: { reached: true } }), r.meta);
@@ -156,19 +196,20 @@ after(async () => {
   await fsp.rm(dir, { recursive: true, force: true });
 });
 
-/** A concrete request for a route pattern, about endpoint 'ep' and model 'm'. */
+/** A concrete request for a route pattern, about endpoint 'ep', model 'm', experiment '1' and its run. */
 function concrete(method: string, pattern: string): { path: string; json?: unknown } {
   const path = pattern
     .replace(':name/served-models', 'ep/served-models')
     .replace(/^\/api\/2\.0\/permissions\/serving-endpoints\/:id/, '/api/2.0/permissions/serving-endpoints/ep')
     .replace(/^\/api\/2\.0\/permissions\/registered-models\/:id/, '/api/2.0/permissions/registered-models/m')
+    .replace(/^\/api\/2\.0\/permissions\/experiments\/:id/, '/api/2.0/permissions/experiments/1')
     .replace(':name', pattern.startsWith('/api/2.0/principals') ? 'viewer' : 'ep')
     .replace(':version', '1').replace(':served', 'm-1').replace('/v1/models/:id', '/v1/models/ep').replace(':id', 'x').replace('*path', 'dir/file');
   // OpenAI routes name their endpoint in the body's `model`.
   if (pattern.startsWith('/v1/') && method === 'POST') return { path, json: { model: 'ep' } };
   if (!pattern.startsWith('/api/2.0/mlflow/')) return { path };
-  // Registry calls name their model in the query (GET, DELETE) or the body (POST, PATCH).
-  return method === 'GET' || method === 'DELETE' ? { path: `${path}?name=m` } : { path, json: { name: 'm' } };
+  // Registry and tracking calls name their object in the query (GET, DELETE) or the body (POST, PATCH).
+  return method === 'GET' || method === 'DELETE' ? { path: `${path}?name=m&experiment_id=1&run_id=${RUN}` } : { path, json: { name: 'm', experiment_id: '1', run_id: RUN } };
 }
 
 test('every route has an access rule and a row in the expected matrix', () => {

@@ -138,7 +138,10 @@ describe('permissions on real objects', () => {
     assert.equal((await call('POST', '/api/2.0/mlflow/registered-models/create', carol, { name: 'carol-model' })).status, 200);
     const v = await call('POST', '/api/2.0/mlflow/model-versions/create', carol, { name: 'carol-model', source: 'mlflow-artifacts:/work/model.onnx' });
     assert.equal(v.json?.model_version?.status, 'READY', v.text);
-    assert.equal(v.json.model_version.source, 'mlflow-artifacts:/carol/work/model.onnx', 'uploads resolve in the caller\'s namespace');
+    // Uploads resolve in the caller's namespace: carol sees the source as she sent it (it reads
+    // back through the proxy), others see whose upload it was.
+    assert.equal(v.json.model_version.source, 'mlflow-artifacts:/work/model.onnx');
+    assert.equal((await call('GET', '/api/2.0/mlflow/model-versions/get?name=carol-model&version=1', ADMIN_TOKEN)).json.model_version.source, 'mlflow-artifacts:/carol/work/model.onnx');
     // dave's namespace is his own: carol's upload is not there, and dave cannot read or register it.
     assert.equal((await request({ url: server.url, path: '/api/2.0/mlflow-artifacts/artifacts/work/model.onnx', token: dave })).status, 404);
     // A server-side path reads the server's disk: admins only.

@@ -7,3 +7,4 @@ export * from './serving-endpoints.js';
 export * from './registry.js';
 export * from './auth.js';
 export * from './simulate.js';
+export * from './tracking.js';

@@ -69,6 +69,8 @@ export interface ServedEntityInput {
    * it); it must still point to that version.
    */
   entity_alias?: string;
+  /** With an alias (in `entity_version`, or `entity_alias`): roll forward when the alias moves (Ferry extension). */
+  follow_alias?: boolean;
   model_family?: ModelFamilyInput;
   workload_size?: WorkloadSizeName;
   workload_type?: WorkloadTypeName;
@@ -198,6 +200,8 @@ export interface ServedEntityView {
   entity_version?: string;
   /** The alias the config named, when it named one (resolved once, at config time). */
   entity_alias?: string;
+  /** Set with `entity_alias`: whether moving the alias rolls the endpoint forward. */
+  follow_alias?: boolean;
   model_family?: ModelFamilyView;
   workload_size: WorkloadSizeName;
   workload_type: WorkloadTypeName;

@@ -5,7 +5,7 @@
  * and test/security-matrix.test.ts walks the whole route table against every role.
  *
  * Levels (Databricks'): serving endpoints CAN_VIEW < CAN_QUERY < CAN_MANAGE; registered models
- * CAN_READ < CAN_EDIT < CAN_MANAGE. Admins hold every level on every object. A grant names a
+ * and MLflow experiments CAN_READ < CAN_EDIT < CAN_MANAGE. Admins hold every level on every object. A grant names a
  * principal, or the group `users` (every authenticated principal).
  */
 import { FerryError } from '../errors.js';
@@ -21,6 +21,14 @@ export type Level = EndpointLevel | ModelLevel;
 export const OBJECT_LEVELS: Readonly<Record<ObjectType, readonly Level[]>> = {
   'serving-endpoint': ['CAN_VIEW', 'CAN_QUERY', 'CAN_MANAGE'],
   'registered-model': ['CAN_READ', 'CAN_EDIT', 'CAN_MANAGE'],
+  experiment: ['CAN_READ', 'CAN_EDIT', 'CAN_MANAGE'],
+};
+
+/** How messages name each object type. */
+export const OBJECT_NOUNS: Readonly<Record<ObjectType, string>> = {
+  'serving-endpoint': 'serving endpoint',
+  'registered-model': 'registered model',
+  experiment: 'experiment',
 };
 
 /** The grantee that stands for every authenticated principal. */
@@ -36,7 +44,9 @@ export type Access =
   | { kind: 'user' }
   | { kind: 'admin' }
   | { kind: 'serving-endpoint'; level: EndpointLevel; name: NameOf }
-  | { kind: 'registered-model'; level: ModelLevel; name: NameOf };
+  | { kind: 'registered-model'; level: ModelLevel; name: NameOf }
+  /** An MLflow experiment, named by its id (a run's route names the run's experiment). */
+  | { kind: 'experiment'; level: ModelLevel; name: NameOf };
 
 /** The server's router: HTTP handlers with access rules. */
 export type ServerRouter = Router<Handler, Access>;
@@ -50,6 +60,7 @@ export const access = {
   admin: { kind: 'admin' } as Access,
   endpoint: (level: EndpointLevel, name: NameOf = byParam('name')): Access => ({ kind: 'serving-endpoint', level, name }),
   model: (level: ModelLevel, name: NameOf): Access => ({ kind: 'registered-model', level, name }),
+  experiment: (level: ModelLevel, id: NameOf): Access => ({ kind: 'experiment', level, name: id }),
 };
 
 /** Whether a call with this rule is a data-plane call (inference), which the audit log skips. */
@@ -125,8 +136,7 @@ export class Authorizer {
   async require(who: Identity, type: ObjectType, name: string, level: Level): Promise<void> {
     if (who.admin) return;
     if (await this.levelOf(who, type, name) >= OBJECT_LEVELS[type].indexOf(level)) return;
-    const what = type === 'serving-endpoint' ? 'serving endpoint' : 'registered model';
-    throw new FerryError('PERMISSION_DENIED', `Principal '${who.principal}' does not have ${level} on ${what} '${name}'.`);
+    throw new FerryError('PERMISSION_DENIED', `Principal '${who.principal}' does not have ${level} on ${OBJECT_NOUNS[type]} '${name}'.`);
   }
 
   /** A filter for lists: which objects of `type` the caller may see (the lowest level). */

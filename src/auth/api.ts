@@ -4,7 +4,7 @@
  * - `/api/2.0/principals`: users and service principals (admins).
  * - `/api/2.0/token/{create,list,delete}`: the caller's own tokens (Databricks' token API).
  * - `/api/2.0/token-management/...`: any principal's tokens (admins; Databricks' token management).
- * - `/api/2.0/permissions/{serving-endpoints,registered-models}/{id}`: GET, PUT (replace the
+ * - `/api/2.0/permissions/{serving-endpoints,registered-models,experiments}/{id}`: GET, PUT (replace the
  *   grants), PATCH (add or change grants), in Databricks' access-control-list shape; needs
  *   CAN_MANAGE on the object.
  */
@@ -14,7 +14,7 @@ import { configError } from '../config/index.js';
 import { FerryError, invalidParameter, notFound } from '../errors.js';
 import { readJsonObject, type Context, type JsonLimits } from '../http/index.js';
 import type { Grant, ObjectType, PrincipalRecord, TokenRecord } from '../store/index.js';
-import { access, identityOf, OBJECT_LEVELS, USERS_GROUP, type Authorizer, type Level, type NameOf, type ServerRouter } from './access.js';
+import { access, identityOf, OBJECT_LEVELS, USERS_GROUP, type Access, type Authorizer, type Level, type NameOf, type ServerRouter } from './access.js';
 import { ADMIN_PRINCIPAL, generateToken, hashToken } from './tokens.js';
 
 export interface AuthApiOptions {
@@ -140,6 +140,7 @@ export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthAp
     return (await authz.levelOf(identityOf(ctx), 'serving-endpoint', endpoint.name)) >= 0 ? endpoint.name : id;
   }, input);
   permissionRoutes(router, authz, 'registered-model', 'registered-models', (ctx) => ctx.params.id ?? '', input);
+  permissionRoutes(router, authz, 'experiment', 'experiments', (ctx) => ctx.params.id ?? '', input);
 }
 
 function permissionRoutes(
@@ -147,10 +148,18 @@ function permissionRoutes(
   input: <S extends z.ZodType>(ctx: Context, schema: S) => Promise<z.output<S>>,
 ): void {
   const store = authz.store;
-  const rule = type === 'serving-endpoint' ? access.endpoint('CAN_MANAGE', nameOf) : access.model('CAN_MANAGE', nameOf);
+  const ruleOf = (level: Level): Access => {
+    if (type === 'serving-endpoint') return access.endpoint(level === 'CAN_MANAGE' ? level : 'CAN_VIEW', nameOf);
+    return type === 'experiment' ? access.experiment(level === 'CAN_MANAGE' ? level : 'CAN_READ', nameOf) : access.model(level === 'CAN_MANAGE' ? level : 'CAN_READ', nameOf);
+  };
+  const rule = ruleOf('CAN_MANAGE');
   const objectId = async (name: string): Promise<string> => {
     if (type === 'registered-model') {
       if (!(await store.getRegisteredModel(name))) throw notFound(`Registered model '${name}'`);
+      return name;
+    }
+    if (type === 'experiment') {
+      if (!(await store.tracking.getExperiment(name))) throw notFound(`Experiment with id '${name}'`);
       return name;
     }
     const e = await store.getEndpoint(name);
@@ -212,7 +221,7 @@ function permissionRoutes(
       await store.setGrants(type, name, [...merged.values()]);
       return { body: await describe(name) };
     }, rule);
-  const viewRule = type === 'serving-endpoint' ? access.endpoint('CAN_VIEW', nameOf) : access.model('CAN_READ', nameOf);
+  const viewRule = ruleOf('CAN_READ');
   // The caller's own level, for clients deciding what to show (needs only to see the object).
   router.add('GET', `${base}/me`, async (ctx) => {
     const name = await nameOf(ctx);

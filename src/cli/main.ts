@@ -650,8 +650,10 @@ async function serveCommand(args: string[]): Promise<void> {
  */
 async function serveVersion(client: FerryClient, version: ModelVersion, endpoint: string, values: Values, alias?: string): Promise<void> {
   const config: EndpointConfigInput = { served_entities: [{ entity_name: version.name, entity_version: alias ?? version.version }] };
+  // A caller who is not an admin gets 403 for an endpoint that does not exist (the answer never
+  // tells whether it does): create it then, which fails clearly if someone else holds the name.
   const existing = await client.getEndpoint(endpoint).catch((err: unknown) => {
-    if (err instanceof FerryApiError && err.errorCode === 'RESOURCE_DOES_NOT_EXIST') return undefined;
+    if (err instanceof FerryApiError && (err.errorCode === 'RESOURCE_DOES_NOT_EXIST' || err.errorCode === 'PERMISSION_DENIED')) return undefined;
     throw err;
   });
   const current = existing?.config?.served_entities;

@@ -94,6 +94,11 @@ const servedEntitySchema = z.strictObject({
    */
   validation_request: z.record(z.string(), z.unknown()).optional(),
   ...readOnly(READ_ONLY_CONFIG_FIELDS.servedEntity),
+  /**
+   * Ferry extension: with `entity_version` naming an alias, moving the alias rolls the endpoint
+   * forward to the version it names, through the normal validated rollout (alias-follow.ts).
+   */
+  follow_alias: z.boolean().optional(),
 });
 
 /** Ferry extension: a canary rollout (see docs/api.md and ./rollout.ts). */
@@ -188,8 +193,10 @@ export interface ServedEntityConfig {
   entityName: string;
   /** Resolved version number, as a string (Databricks shape). */
   entityVersion: string;
-  /** The alias the user gave, when they gave one (recorded, not followed). */
+  /** The alias the user gave, when they gave one. */
   entityAlias: string | undefined;
+  /** Whether moving `entityAlias` rolls the endpoint to the alias' new version (alias-follow.ts). */
+  followAlias: boolean;
   workloadSize: WorkloadSize;
   workloadType: WorkloadType;
   scaleToZeroEnabled: boolean;
@@ -282,6 +289,7 @@ export async function compileConfig(raw: unknown, configVersion: number, registr
       throw invalidParameter(`${where}.${keys.version}`, e.entity_version, `a READY version (version ${version.version} of '${e.entity_name}' is ${version.status}${version.statusMessage ? `: ${version.statusMessage}` : ''})`);
     }
     const entityAlias = await aliasOf(registry, e, version, where, keys);
+    if (e.follow_alias === true && entityAlias === undefined) throw invalidParameter(`${where}.follow_alias`, true, `false, or an alias in ${keys.version} (${JSON.stringify(e.entity_version)} is a version number)`);
     const name = e.name ?? defaultEntityName(e.entity_name, version.version);
     if (servedEntities.some((s) => s.name === name)) throw invalidParameter(`${where}.name`, name, 'a name no other served entity of this endpoint has');
     servedEntities.push({
@@ -289,6 +297,7 @@ export async function compileConfig(raw: unknown, configVersion: number, registr
       entityName: e.entity_name,
       entityVersion: String(version.version),
       entityAlias,
+      followAlias: e.follow_alias === true,
       ...workloadOf(e, where),
       artifactPath: version.artifact.path,
       artifactSha256: version.artifact.sha256,
@@ -375,6 +384,7 @@ function compileFamilyEntity(e: z.output<typeof servedEntitySchema>, f: NonNulla
   if (f.name_prefix === undefined && f.tag === undefined) throw invalidParameter(`${where}.model_family`, f, 'a name_prefix, a tag ("key=value") or both');
   if (e.name === undefined) throw invalidParameter(`${where}.name`, undefined, `a name for the family entity (${NAME_RULE})`);
   if (e.validation_request !== undefined) throw invalidParameter(`${where}.validation_request`, e.validation_request, 'nothing on a family entity (its replicas load models on demand)');
+  if (e.follow_alias === true) throw invalidParameter(`${where}.follow_alias`, true, 'false on a family entity (each request names its model, and a version or alias, itself)');
   const cacheBytes = parseBytes(f.cache_size);
   if (cacheBytes === undefined || cacheBytes < 1024 * 1024) throw invalidParameter(`${where}.model_family.cache_size`, f.cache_size, 'a size of at least 1MiB, such as "64MiB"');
   const tag = f.tag === undefined ? undefined : { key: f.tag.slice(0, f.tag.indexOf('=')), value: f.tag.slice(f.tag.indexOf('=') + 1) };
@@ -383,6 +393,7 @@ function compileFamilyEntity(e: z.output<typeof servedEntitySchema>, f: NonNulla
     entityName: `family ${[f.name_prefix === undefined ? '' : `${f.name_prefix}*`, tag === undefined ? '' : `tag ${f.tag}`].filter((x) => x !== '').join(' ')}`,
     entityVersion: '',
     entityAlias: undefined,
+    followAlias: false,
     ...workloadOf(e, where),
     artifactPath: '',
     artifactSha256: '',
@@ -503,7 +514,7 @@ async function aliasOf(registry: Registry, e: z.output<typeof servedEntitySchema
 }
 
 /** "iris" version 3 → "iris-3" (Databricks' default served-entity name). */
-function defaultEntityName(model: string, version: number): string {
+export function defaultEntityName(model: string, version: number): string {
   return `${model.replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 50)}-${version}`;
 }
 

@@ -4,6 +4,7 @@
  */
 export { EndpointController, type ControllerOptions, type DeploymentState, type EndpointView, type EntityGauges, type ModelCheck } from './controller.js';
 export { endpointRoutes } from './api.js';
+export { AliasFollower, endpointsServing, followBody, followsTo, type AliasFollowerOptions } from './alias-follow.js';
 export { RouteFollower, type FollowerOptions } from './follower.js';
 export { LOAD_REPORT_INTERVAL_MS, PEER_LOAD_MAX_AGE_MS, PeerLoad, peerDemand, loadKey, type PeerLoadOptions } from './load.js';
 export { buildEndpointRoute, type RoutedEntity } from './routes.js';

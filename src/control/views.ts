@@ -88,7 +88,7 @@ function entityView(e: ServedEntityConfig, d: EntityReplicas | undefined, family
         cache_size: e.family.cacheBytes, session_fallback: e.family.sessionFallback,
       },
     }),
-    ...(e.entityAlias === undefined ? {} : { entity_alias: e.entityAlias }),
+    ...(e.entityAlias === undefined ? {} : { entity_alias: e.entityAlias, follow_alias: e.followAlias }),
     workload_size: e.workloadSize,
     workload_type: e.workloadType,
     scale_to_zero_enabled: e.scaleToZeroEnabled,

@@ -10,30 +10,41 @@ import { access, identityOf, USERS_GROUP, type Authorizer, type ModelLevel, type
 import { configError } from '../config/index.js';
 import { FerryError, invalidParameter } from '../errors.js';
 import { readJsonObject, type Context, type JsonLimits } from '../http/index.js';
-import type { ModelVersionRecord, RegisteredModelRecord } from '../store/index.js';
+import type { ModelOrder, ModelVersionRecord, ModelVersionStage, RegisteredModelRecord } from '../store/index.js';
 import { parseFilter } from './filter.js';
-import { MAX_BULK_MODELS, parseSource, UPLOADS_PREFIX, type BulkModel, type BulkResult, type Registry } from './registry.js';
+import { MAX_BULK_MODELS, parseSource, PROXY_EXPERIMENTS, PROXY_MODELS, STAGES, UPLOADS_PREFIX, versionDownloadUri, type BulkModel, type BulkResult, type Registry } from './registry.js';
 
 export interface RegistryApiOptions {
   maxBodyBytes: number;
   maxUploadBytes: number;
+  /** The endpoints whose configs serve a registered model (a rename is refused while there are any). */
+  servedBy: (model: string) => Promise<string[]>;
   /** Shape limits for JSON bodies (the server's maxJsonDepth, maxJsonElements). */
   jsonLimits: JsonLimits;
 }
 
 const tagList = z.array(z.object({ key: z.string().min(1).max(250), value: z.string().max(5000) })).default([]);
 const version = z.union([z.string().regex(/^\d+$/, 'expected a version number'), z.number().int().positive()]).transform(Number);
-const maxResults = z.union([z.string().regex(/^\d+$/), z.number().int()]).transform(Number).pipe(z.number().int().min(1).max(1000));
+/** MLflow's page sizes: registered models up to 1,000 (default 100), versions up to 200,000 (default 10,000; the client sends 10,000). */
+const maxResults = (max: number) => z.union([z.string().regex(/^\d+$/), z.number().int()]).transform(Number).pipe(z.number().int().min(1).max(max));
+const search = (max: number, byDefault: number) => z.object({
+  filter: z.string().optional(),
+  max_results: maxResults(max).default(byDefault),
+  page_token: z.string().optional(),
+  order_by: z.union([z.string(), z.array(z.string())]).transform((o) => [o].flat()).default([]),
+});
 
 const schemas = {
   createModel: z.object({ name: z.string(), description: z.string().default(''), tags: tagList }),
   name: z.object({ name: z.string().min(1) }),
   updateModel: z.object({ name: z.string().min(1), description: z.string() }),
-  search: z.object({
-    filter: z.string().optional(),
-    max_results: maxResults.default(100),
-    page_token: z.string().optional(),
-    order_by: z.union([z.string(), z.array(z.string())]).optional(),
+  searchModels: search(1000, 100),
+  searchVersions: search(200_000, 10_000),
+  rename: z.object({ name: z.string().min(1), new_name: z.string().min(1) }),
+  latest: z.object({ name: z.string().min(1), stages: z.union([z.string(), z.array(z.string())]).transform((o) => [o].flat()).default([]) }),
+  transition: z.object({
+    name: z.string().min(1), version, stage: z.string().transform((v) => STAGES.find((st) => st.toLowerCase() === v.toLowerCase()) ?? v).pipe(z.enum(STAGES as [ModelVersionStage, ...ModelVersionStage[]])),
+    archive_existing_versions: z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')]).default(false),
   }),
   modelTag: z.object({ name: z.string().min(1), key: z.string().min(1).max(250), value: z.string().max(5000) }),
   modelTagKey: z.object({ name: z.string().min(1), key: z.string().min(1) }),
@@ -75,53 +86,86 @@ export function registryRoutes(router: ServerRouter, registry: Registry, authz: 
   };
   const model = (level: ModelLevel) => access.model(level, modelName);
   const visible = (ctx: Context): Promise<(name: string) => boolean> => authz.visible(identityOf(ctx), 'registered-model');
-  const input = async <S extends z.ZodType>(ctx: Context, schema: S): Promise<z.output<S>> => {
-    const raw = await requestParams(ctx, opts.maxBodyBytes, opts.jsonLimits);
-    const parsed = schema.safeParse(raw);
-    if (!parsed.success) throw configError(parsed.error, raw);
-    return parsed.data;
-  };
-  const modelOut = async (m: RegisteredModelRecord): Promise<Record<string, unknown>> => {
+  const input = <S extends z.ZodType>(ctx: Context, schema: S): Promise<z.output<S>> => requestInput(ctx, schema, opts.maxBodyBytes, opts.jsonLimits);
+  const modelOut = async (ctx: Context, m: RegisteredModelRecord): Promise<Record<string, unknown>> => {
     const latest = await registry.store.latestModelVersion(m.name);
-    return modelJson(m, latest ? [versionJson(latest, m)] : []);
+    return modelJson(m, latest ? [versionJson(latest, m, ctx.principal)] : []);
   };
-  const versionOut = async (v: ModelVersionRecord): Promise<Record<string, unknown>> => versionJson(v, await registry.getModel(v.name));
+  const versionOut = async (ctx: Context, v: ModelVersionRecord): Promise<Record<string, unknown>> => versionJson(v, await registry.getModel(v.name), ctx.principal);
+  /**
+   * The source a version is registered from, as stored: an upload resolves in the caller's
+   * namespace (`mlflow-artifacts:/p` → `mlflow-artifacts:/<principal>/p`); a run's artifact
+   * (`runs:/<run>/<path>` or `mlflow-artifacts:/_experiments/<id>/...`) needs CAN_READ on its
+   * experiment; a path on the server needs an admin.
+   */
+  const ownSource = async (ctx: Context, source: string): Promise<string> => {
+    const s = parseSource(source);
+    if (s.kind === 'local') {
+      if (ctx.admin !== true) throw new FerryError('PERMISSION_DENIED', `Only admins may register a model from a path on the server (${JSON.stringify(source)}); upload it through the artifact proxy and use an mlflow-artifacts:/ source.`);
+      return source;
+    }
+    if (s.kind === 'run') {
+      const run = await registry.store.tracking.getRun(s.runId);
+      if (run === undefined) throw invalidParameter('source', source, 'a runs:/<run_id>/<path> URI of an existing run');
+      await authz.require(identityOf(ctx), 'experiment', run.experimentId, 'CAN_READ');
+      return source;
+    }
+    if (s.key.startsWith('experiments/')) {
+      await authz.require(identityOf(ctx), 'experiment', s.key.split('/')[1] ?? '', 'CAN_READ');
+      return source;
+    }
+    return `mlflow-artifacts:/${ctx.principal ?? ''}/${s.key.slice(UPLOADS_PREFIX.length + 1)}`;
+  };
 
   router
     .add('POST', `${base}/registered-models/create`, async (ctx) => {
       const b = await input(ctx, schemas.createModel);
       const m = await registry.createModel(b.name, b.description, tagsObject(b.tags), ctx.principal);
-      return { body: { registered_model: await modelOut(m) } };
+      return { body: { registered_model: await modelOut(ctx, m) } };
     }, access.user)
     .add('GET', `${base}/registered-models/get`, async (ctx) => {
       const b = await input(ctx, schemas.name);
-      return { body: { registered_model: await modelOut(await registry.getModel(b.name)) } };
+      return { body: { registered_model: await modelOut(ctx, await registry.getModel(b.name)) } };
     }, model('CAN_READ'))
     .add('PATCH', `${base}/registered-models/update`, async (ctx) => {
       const b = await input(ctx, schemas.updateModel);
       const m = await registry.store.updateRegisteredModel(b.name, { description: b.description }, Date.now());
-      return { body: { registered_model: await modelOut(m) } };
+      return { body: { registered_model: await modelOut(ctx, m) } };
     }, model('CAN_EDIT'))
     .add('DELETE', `${base}/registered-models/delete`, async (ctx) => {
       await registry.deleteModel((await input(ctx, schemas.name)).name);
       return { body: {} };
     }, model('CAN_MANAGE'))
     .add('GET', `${base}/registered-models/search`, async (ctx) => {
-      const b = await input(ctx, schemas.search);
-      const order = [b.order_by ?? []].flat().some((o) => /last_updated_timestamp/i.test(o)) ? 'updated' : 'name';
+      const b = await input(ctx, schemas.searchModels);
+      const order = parseModelOrder(b.order_by);
       const filter = parseFilter(b.filter);
       // As in MLflow, run_id filters model versions; registered models have none.
       if (filter.runId !== undefined) throw invalidParameter('filter', b.filter, "a filter on name and tags (run_id applies to model-versions/search)");
       const page = await registry.store.searchRegisteredModels(filter, order, { maxResults: b.max_results, pageToken: b.page_token });
       // Models the caller cannot read are left out (a page may then hold fewer than max_results).
       const canRead = await visible(ctx);
-      return { body: { registered_models: await Promise.all(page.items.filter((m) => canRead(m.name)).map(modelOut)), ...nextPage(page.nextPageToken) } };
+      return { body: { registered_models: await Promise.all(page.items.filter((m) => canRead(m.name)).map((m) => modelOut(ctx, m))), ...nextPage(page.nextPageToken) } };
     }, access.user)
+    // MLflow's deprecated stage API: the latest version in each stage asked for (every stage when none is).
     .add('POST', `${base}/registered-models/get-latest-versions`, async (ctx) => {
-      const m = await registry.getModel((await input(ctx, schemas.name)).name);
-      const latest = await registry.store.latestModelVersion(m.name);
-      return { body: { model_versions: latest ? [versionJson(latest, m)] : [] } };
+      const b = await input(ctx, schemas.latest);
+      const m = await registry.getModel(b.name);
+      const stages = b.stages.map((st, i) => STAGES.find((x) => x.toLowerCase() === st.toLowerCase()) ?? badStage(`stages[${i}]`, st));
+      const versions = (await registry.store.searchModelVersions({ name: { op: '=', value: m.name } }, { maxResults: 200_000, pageToken: undefined })).items;
+      const latest = (stages.length === 0 ? STAGES : stages).flatMap((st) => versions.filter((v) => v.stage === st).sort((x, y) => y.version - x.version).slice(0, 1));
+      return { body: { model_versions: latest.sort((x, y) => x.version - y.version).map((v) => versionJson(v, m, ctx.principal)) } };
     }, model('CAN_READ'))
+    .add('POST', `${base}/registered-models/rename`, async (ctx) => {
+      const b = await input(ctx, schemas.rename);
+      const m = await registry.renameModel(b.name, b.new_name, await opts.servedBy(b.name));
+      return { body: { registered_model: await modelOut(ctx, m) } };
+    }, model('CAN_MANAGE'))
+    .add('POST', `${base}/model-versions/transition-stage`, async (ctx) => {
+      const b = await input(ctx, schemas.transition);
+      const v = await registry.transitionStage(b.name, b.version, b.stage, b.archive_existing_versions);
+      return { body: { model_version: await versionOut(ctx, v) } };
+    }, model('CAN_EDIT'))
     .add('POST', `${base}/registered-models/set-tag`, async (ctx) => {
       const b = await input(ctx, schemas.modelTag);
       await registry.store.setRegisteredModelTag(b.name, b.key, b.value, Date.now());
@@ -144,12 +188,14 @@ export function registryRoutes(router: ServerRouter, registry: Registry, authz: 
     }, model('CAN_EDIT'))
     .add('GET', `${base}/registered-models/alias`, async (ctx) => {
       const b = await input(ctx, schemas.aliasKey);
-      return { body: { model_version: await versionOut(await registry.getVersionByAlias(b.name, b.alias)) } };
+      return { body: { model_version: await versionOut(ctx, await registry.getVersionByAlias(b.name, b.alias)) } };
     }, model('CAN_READ'))
     .add('POST', `${base}/model-versions/create`, async (ctx) => {
       const b = await input(ctx, schemas.createVersion);
-      const v = await registry.createVersion({ name: b.name, source: ownSource(ctx, b.source), runId: b.run_id, description: b.description, tags: tagsObject(b.tags) });
-      return { body: { model_version: await versionOut(v) } };
+      const source = await ownSource(ctx, b.source);
+      const parsed = parseSource(source);
+      const v = await registry.createVersion({ name: b.name, source, runId: b.run_id || (parsed.kind === 'run' ? parsed.runId : runOfKey(parsed)), description: b.description, tags: tagsObject(b.tags) });
+      return { body: { model_version: await versionOut(ctx, v) } };
     }, model('CAN_EDIT'))
     // Ferry extension (docs/multi-model.md): many single-file models in one call and one
     // transaction. Per model, an existing model needs CAN_EDIT; a new one is created for the caller.
@@ -183,13 +229,13 @@ export function registryRoutes(router: ServerRouter, registry: Registry, authz: 
     }, access.user)
     .add('GET', `${base}/model-versions/get`, async (ctx) => {
       const b = await input(ctx, schemas.versionKey);
-      return { body: { model_version: await versionOut(await registry.getVersion(b.name, b.version)) } };
+      return { body: { model_version: await versionOut(ctx, await registry.getVersion(b.name, b.version)) } };
     }, model('CAN_READ'))
     .add('PATCH', `${base}/model-versions/update`, async (ctx) => {
       const b = await input(ctx, schemas.updateVersion);
       await registry.getVersion(b.name, b.version);
       const v = await registry.store.updateModelVersion(b.name, b.version, { description: b.description }, Date.now());
-      return { body: { model_version: await versionOut(v) } };
+      return { body: { model_version: await versionOut(ctx, v) } };
     }, model('CAN_EDIT'))
     .add('DELETE', `${base}/model-versions/delete`, async (ctx) => {
       const b = await input(ctx, schemas.versionKey);
@@ -197,16 +243,16 @@ export function registryRoutes(router: ServerRouter, registry: Registry, authz: 
       return { body: {} };
     }, model('CAN_MANAGE'))
     .add('GET', `${base}/model-versions/search`, async (ctx) => {
-      const b = await input(ctx, schemas.search);
+      const b = await input(ctx, schemas.searchVersions);
       const page = await registry.store.searchModelVersions(parseFilter(b.filter), { maxResults: b.max_results, pageToken: b.page_token });
       const canRead = await visible(ctx);
-      return { body: { model_versions: await Promise.all(page.items.filter((v) => canRead(v.name)).map(versionOut)), ...nextPage(page.nextPageToken) } };
+      return { body: { model_versions: await Promise.all(page.items.filter((v) => canRead(v.name)).map((v) => versionOut(ctx, v))), ...nextPage(page.nextPageToken) } };
     }, access.user)
     .add('GET', `${base}/model-versions/get-download-uri`, async (ctx) => {
       const b = await input(ctx, schemas.versionKey);
       const v = await registry.getVersion(b.name, b.version);
       if (!v.artifact) throw new FerryError('RESOURCE_CONFLICT', `Model version '${v.name}' version ${v.version} has no artifact (status ${v.status}).`);
-      return { body: { artifact_uri: `ferry-artifacts:/${v.artifact.path}` } };
+      return { body: { artifact_uri: versionDownloadUri(v.name, v.version) } };
     }, model('CAN_READ'))
     .add('POST', `${base}/model-versions/set-tag`, async (ctx) => {
       const b = await input(ctx, schemas.versionTag);
@@ -221,57 +267,74 @@ export function registryRoutes(router: ServerRouter, registry: Registry, authz: 
 
   // MLflow artifact proxy: uploads land under uploads/<principal>/ in the artifact store, so
   // principals cannot read or replace each other's uploads; `mlflow-artifacts:/<path>` sources
-  // resolve in the caller's own namespace (ownSource).
+  // resolve in the caller's own namespace (ownSource). `_experiments/<id>/...` are runs'
+  // artifacts (CAN_READ on the experiment to read, CAN_EDIT to write) and `_models/<name>/<v>/...`
+  // a registered version's files (CAN_READ on the model; read-only).
   const artifacts = registry.artifacts;
-  const uploadKey = (ctx: Context): string => {
-    const key = ctx.params.path ?? '';
-    validateKey(key);
-    return `${UPLOADS_PREFIX}/${ctx.principal ?? ''}/${key}`;
+  const proxyKey = async (ctx: Context, p: string, write: boolean): Promise<string> => {
+    if (p === '') return `${UPLOADS_PREFIX}/${ctx.principal ?? ''}`;
+    validateKey(p);
+    const [head, ...rest] = p.split('/');
+    if (head === PROXY_EXPERIMENTS) {
+      await authz.require(identityOf(ctx), 'experiment', rest[0] ?? '', write ? 'CAN_EDIT' : 'CAN_READ');
+      return `experiments/${rest.join('/')}`;
+    }
+    if (head === PROXY_MODELS) {
+      const [name = '', num = '', ...inside] = rest;
+      if (write) throw new FerryError('PERMISSION_DENIED', `A registered version's files are read-only (${JSON.stringify(p)}).`);
+      await authz.require(identityOf(ctx), 'registered-model', name, 'CAN_READ');
+      if (!/^\d+$/.test(num)) throw invalidParameter('path', p, `${PROXY_MODELS}/<model>/<version>/...`);
+      const v = await registry.getVersion(name, Number(num));
+      if (!v.artifact) throw new FerryError('RESOURCE_CONFLICT', `Model version '${v.name}' version ${v.version} has no artifact (status ${v.status}).`);
+      return [v.artifact.path, ...inside].join('/');
+    }
+    return `${UPLOADS_PREFIX}/${ctx.principal ?? ''}/${p}`;
   };
   router
     .add('PUT', '/api/2.0/mlflow-artifacts/artifacts/*path', async (ctx) => {
-      await artifacts.putFile(uploadKey(ctx), ctx.req, opts.maxUploadBytes);
+      await artifacts.putFile(await proxyKey(ctx, ctx.params.path ?? '', true), ctx.req, opts.maxUploadBytes);
       return { body: {} };
     }, access.user)
     .add('GET', '/api/2.0/mlflow-artifacts/artifacts/*path', async (ctx) => {
-      const { stream, sizeBytes } = await artifacts.getFile(uploadKey(ctx));
+      const { stream, sizeBytes } = await artifacts.getFile(await proxyKey(ctx, ctx.params.path ?? '', false));
       ctx.res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': sizeBytes });
       stream.pipe(ctx.res);
       return undefined;
     }, access.user)
     .add('DELETE', '/api/2.0/mlflow-artifacts/artifacts/*path', async (ctx) => {
-      await artifacts.delete(uploadKey(ctx));
+      await artifacts.delete(await proxyKey(ctx, ctx.params.path ?? '', true));
       return { body: {} };
     }, access.user)
+    // Names relative to the listed directory, as MLflow's client joins them to it.
     .add('GET', '/api/2.0/mlflow-artifacts/artifacts', async (ctx) => {
-      const p = ctx.query.get('path') ?? '';
-      if (p !== '') validateKey(p);
-      const own = `${UPLOADS_PREFIX}/${ctx.principal ?? ''}`;
-      const prefix = p === '' ? own : `${own}/${p}`;
-      const files = await artifacts.list(prefix);
-      return { body: { files: files.map((f) => ({ path: p === '' ? f.path : `${p}/${f.path}`, is_dir: f.isDir, ...(f.isDir ? {} : { file_size: f.sizeBytes }) })) } };
+      const files = await artifacts.list(await proxyKey(ctx, (ctx.query.get('path') ?? '').replace(/^\/+|\/+$/g, ''), false));
+      return { body: { files: files.map((f) => ({ path: f.path, is_dir: f.isDir, ...(f.isDir ? {} : { file_size: f.sizeBytes }) })) } };
     }, access.user);
 }
 
-/**
- * The source a version is registered from, as the caller may use it: an upload resolves in the
- * caller's namespace (`mlflow-artifacts:/p` → `mlflow-artifacts:/<principal>/p`, which is what
- * the version then shows), and a server-side path needs an admin.
- */
-function ownSource(ctx: Context, source: string): string {
-  const s = parseSource(source);
-  if (s.kind === 'local') {
-    if (ctx.admin !== true) throw new FerryError('PERMISSION_DENIED', `Only admins may register a model from a path on the server (${JSON.stringify(source)}); upload it through the artifact proxy and use an mlflow-artifacts:/ source.`);
-    return source;
-  }
-  return `mlflow-artifacts:/${ctx.principal ?? ''}/${s.key.slice(UPLOADS_PREFIX.length + 1)}`;
+/** The run of a run-artifact key (`experiments/<id>/<run>/artifacts/...`), '' otherwise. */
+function runOfKey(s: ReturnType<typeof parseSource>): string {
+  return s.kind === 'upload' && s.key.startsWith('experiments/') ? s.key.split('/')[2] ?? '' : '';
+}
+
+function badStage(field: string, value: string): never {
+  throw invalidParameter(field, value, `one of ${STAGES.join(', ')}`);
+}
+
+/** MLflow's `order_by` for registered models: `name` or `last_updated_timestamp` (alias `timestamp`), ASC (default) or DESC; the first entry decides. */
+function parseModelOrder(orderBy: readonly string[]): ModelOrder {
+  const first = orderBy[0];
+  if (first === undefined) return { by: 'name', descending: false };
+  const m = /^\s*(name|last_updated_timestamp|timestamp)(?:\s+(ASC|DESC))?\s*$/i.exec(first);
+  if (!m) throw invalidParameter('order_by', first, 'name or last_updated_timestamp, optionally followed by ASC or DESC');
+  return { by: (m[1] as string).toLowerCase() === 'name' ? 'name' : 'updated', descending: (m[2] ?? '').toUpperCase() === 'DESC' };
 }
 
 /**
  * MLflow clients send GET/DELETE parameters in the query string and POST/PATCH ones as JSON; some
  * send DELETE bodies. Merge both (body wins); repeated query keys become arrays.
  */
-function requestParams(ctx: Context, maxBodyBytes: number, jsonLimits: JsonLimits): Promise<Record<string, unknown>> {
+export function requestParams(ctx: Context, maxBodyBytes: number, jsonLimits: JsonLimits): Promise<Record<string, unknown>> {
   // Read once: the access rule needs `name` before the handler runs.
   let params = paramsOf.get(ctx);
   if (params === undefined) {
@@ -279,6 +342,14 @@ function requestParams(ctx: Context, maxBodyBytes: number, jsonLimits: JsonLimit
     paramsOf.set(ctx, params);
   }
   return params;
+}
+
+/** The request's parameters checked against `schema`; a mismatch is a 400 naming the field. */
+export async function requestInput<S extends z.ZodType>(ctx: Context, schema: S, maxBodyBytes: number, jsonLimits: JsonLimits): Promise<z.output<S>> {
+  const raw = await requestParams(ctx, maxBodyBytes, jsonLimits);
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) throw configError(parsed.error, raw);
+  return parsed.data;
 }
 
 const paramsOf = new WeakMap<Context, Promise<Record<string, unknown>>>();
@@ -317,16 +388,21 @@ export function modelJson(m: RegisteredModelRecord, latest: Array<Record<string,
   };
 }
 
-export function versionJson(v: ModelVersionRecord, model: RegisteredModelRecord): Record<string, unknown> {
+/**
+ * A version in MLflow's shape. `caller`: an upload's source is shown as the caller sent it
+ * (`mlflow-artifacts:/p`) when the upload is the caller's own, so it reads back through the proxy.
+ */
+export function versionJson(v: ModelVersionRecord, model: RegisteredModelRecord, caller?: string): Record<string, unknown> {
   const a = v.artifact;
+  const own = caller === undefined ? undefined : `mlflow-artifacts:/${caller}/`;
   return {
     name: v.name,
     version: String(v.version),
     creation_timestamp: v.createdMs,
     last_updated_timestamp: v.updatedMs,
-    current_stage: 'None',
+    current_stage: v.stage,
     description: v.description,
-    source: v.source,
+    source: own !== undefined && v.source.startsWith(own) ? `mlflow-artifacts:/${v.source.slice(own.length)}` : v.source,
     run_id: v.runId,
     status: v.status,
     status_message: v.statusMessage,

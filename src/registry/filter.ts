@@ -25,8 +25,8 @@ export function parseFilter(filter: string | undefined): ModelFilter {
   return out;
 }
 
-/** Splits on AND outside quotes. */
-function splitAnd(filter: string): string[] {
+/** Splits an MLflow filter on AND outside quotes (also used by the tracking searches). */
+export function splitAnd(filter: string): string[] {
   const parts: string[] = [];
   let quote = '';
   let start = 0;

@@ -4,19 +4,50 @@
  * (so deleting the original loses nothing), inspected, and marked READY or FAILED_REGISTRATION.
  */
 import { randomUUID } from 'node:crypto';
+import diagnosticsChannel from 'node:diagnostics_channel';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { validateKey, type ArtifactStore } from '../artifacts/index.js';
 import { FerryError, invalidParameter, notFound, toFerryError } from '../errors.js';
 import { MODEL_NAME_PATTERN } from '../multi/index.js';
-import type { MetadataStore, ModelVersionRecord, RegisteredModelRecord, VersionArtifact } from '../store/index.js';
+import type { MetadataStore, ModelVersionRecord, ModelVersionStage, RegisteredModelRecord, VersionArtifact } from '../store/index.js';
+import { ALIAS_SET_CHANNEL, type AliasSetEvent } from './events.js';
 import type { Inspector } from './inspector.js';
+
+const aliasSet = diagnosticsChannel.channel(ALIAS_SET_CHANNEL);
 
 /** Names become artifact-store path segments and URL parts: keep them plain. */
 const ALIAS_RE = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
 
 /** Where uploads through the MLflow artifact proxy live inside the artifact store: `uploads/<principal>/<path>`. */
 export const UPLOADS_PREFIX = 'uploads';
+
+/**
+ * Top folders of the `mlflow-artifacts` proxy that are not the caller's own uploads (no principal
+ * name starts with "_"): `_experiments/<id>/<run>/artifacts/...` are runs' artifacts (artifact
+ * store `experiments/<id>/...`, behind the experiment's grants) and `_models/<name>/<version>/...`
+ * a registered version's files (read-only, behind the model's grants).
+ */
+export const PROXY_EXPERIMENTS = '_experiments';
+export const PROXY_MODELS = '_models';
+
+/** An experiment's `artifact_location`, e.g. `mlflow-artifacts:/_experiments/3`. */
+export function experimentArtifactUri(experimentId: string): string {
+  return `mlflow-artifacts:/${PROXY_EXPERIMENTS}/${experimentId}`;
+}
+
+/** A run's `artifact_uri`, which MLflow clients resolve against their tracking URI to the proxy. */
+export function runArtifactUri(experimentId: string, runId: string): string {
+  return `${experimentArtifactUri(experimentId)}/${runId}/artifacts`;
+}
+
+/** A registered version's files as the proxy serves them (`get-download-uri`). */
+export function versionDownloadUri(name: string, version: number): string {
+  return `mlflow-artifacts:/${PROXY_MODELS}/${name}/${version}`;
+}
+
+/** MLflow's stages, for `transition-stage` (deprecated in MLflow, still called by older code). */
+export const STAGES: readonly ModelVersionStage[] = ['None', 'Staging', 'Production', 'Archived'];
 
 /** Most models one bulk registration call takes (docs/multi-model.md, "Bulk registration"). */
 export const MAX_BULK_MODELS = 10_000;
@@ -145,6 +176,42 @@ export class Registry {
     await this.artifacts.delete(`${UPLOADS_PREFIX}/${principal}`);
   }
 
+  /**
+   * Renames a model (versions, tags, aliases and grants go with it). Refused while endpoints
+   * serve it (`servedBy` lists them): their stored configs name the model and its artifact paths.
+   * The artifacts are copied to `models/<newName>/...` and the versions pointed there before the
+   * old folder goes, so a model created later under the old name cannot write over or delete
+   * them; a crash in between leaves every version pointing at files that exist.
+   */
+  async renameModel(name: string, newName: string, servedBy: string[]): Promise<RegisteredModelRecord> {
+    checkName(newName, 'new_name');
+    await this.getModel(name);
+    if (servedBy.length > 0) {
+      throw new FerryError('RESOURCE_CONFLICT', `Registered model '${name}' is served by endpoint(s) ${servedBy.map((e) => `'${e}'`).join(', ')}: change or delete them before renaming it.`);
+    }
+    const renamed = await this.store.renameRegisteredModel(name, newName, this.opts.now());
+    const versions = await this.store.searchModelVersions({ name: { op: '=', value: newName } }, { maxResults: 200_000, pageToken: undefined });
+    const oldRoot = `models/${name}/`;
+    for (const v of versions.items) {
+      if (v.artifact === undefined || !v.artifact.path.startsWith(oldRoot)) continue;
+      const to = `models/${newName}/${v.artifact.path.slice(oldRoot.length)}`;
+      await this.artifacts.copy(v.artifact.path, to);
+      await this.store.updateModelVersion(newName, v.version, { artifact: { ...v.artifact, path: to } }, this.opts.now());
+    }
+    await this.artifacts.delete(`models/${name}`);
+    return renamed;
+  }
+
+  /** Moves a version to `stage`; with `archiveExisting`, the model's other versions in that stage go to Archived (as MLflow). */
+  async transitionStage(name: string, version: number, stage: ModelVersionStage, archiveExisting: boolean): Promise<ModelVersionRecord> {
+    await this.getVersion(name, version);
+    if (archiveExisting && (stage === 'Staging' || stage === 'Production')) {
+      const others = await this.store.searchModelVersions({ name: { op: '=', value: name } }, { maxResults: 200_000, pageToken: undefined });
+      for (const v of others.items) if (v.version !== version && v.stage === stage) await this.store.updateModelVersion(name, v.version, { stage: 'Archived' }, this.opts.now());
+    }
+    return this.store.updateModelVersion(name, version, { stage }, this.opts.now());
+  }
+
   async getVersion(name: string, version: number): Promise<ModelVersionRecord> {
     return (await this.store.getModelVersion(name, version)) ?? missingVersion(name, version);
   }
@@ -162,6 +229,7 @@ export class Registry {
     }
     await this.getVersion(name, version);
     await this.store.setAlias(name, alias, version, this.opts.now());
+    if (aliasSet.hasSubscribers) aliasSet.publish({ model: name, alias, version } satisfies AliasSetEvent);
   }
 
   async deleteAlias(name: string, alias: string): Promise<void> {
@@ -213,39 +281,63 @@ export class Registry {
   /** Copies the version's source into `key`: a single model file becomes `key/<file name>`. */
   private async materialize(source: string, key: string): Promise<void> {
     const src = parseSource(source);
-    if (src.kind === 'upload') {
-      const entries = await this.artifacts.list(src.key);
+    if (src.kind === 'upload' || src.kind === 'run') {
+      const from = src.kind === 'upload' ? src.key : await this.runArtifactKey(src.runId, src.path);
+      const entries = await this.artifacts.list(from);
       const isDir = entries.length > 0;
-      if (!isDir && !(await this.artifacts.exists(src.key))) throw new FerryError('INVALID_PARAMETER_VALUE', `Source '${source}' does not exist: upload it first with PUT /api/2.0/mlflow-artifacts/artifacts/${src.key.split('/').slice(2).join('/')}.`);
-      await this.artifacts.copy(src.key, isDir ? key : `${key}/${path.posix.basename(src.key)}`);
+      if (!isDir && !(await this.artifacts.exists(from))) throw new FerryError('INVALID_PARAMETER_VALUE', `Source '${source}' does not exist: log or upload it first through the mlflow-artifacts proxy.`);
+      await this.artifacts.copy(from, isDir ? key : `${key}/${path.posix.basename(from)}`);
     } else {
       const st = await fsp.stat(src.path).catch(() => undefined);
       if (!st) throw new FerryError('INVALID_PARAMETER_VALUE', `Source path '${src.path}' does not exist on the server.`);
       await this.artifacts.importLocal(src.path, st.isDirectory() ? key : `${key}/${path.basename(src.path)}`, this.opts.maxUploadBytes);
     }
   }
+
+  /** Where `runs:/<runId>/<path>` lives in the artifact store. */
+  private async runArtifactKey(runId: string, artifactPath: string): Promise<string> {
+    const run = await this.store.tracking.getRun(runId);
+    if (!run) throw invalidParameter('source', `runs:/${runId}/${artifactPath}`, 'a runs:/<run_id>/<path> URI of an existing run');
+    return runArtifactKey(run.experimentId, run.id, artifactPath);
+  }
+}
+
+/** A run's artifact (or its artifact root, path '') in the artifact store. */
+export function runArtifactKey(experimentId: string, runId: string, artifactPath: string): string {
+  return `experiments/${experimentId}/${runId}/artifacts${artifactPath === '' ? '' : `/${artifactPath}`}`;
 }
 
 async function* once(bytes: Uint8Array): AsyncIterable<Uint8Array> {
   yield bytes;
 }
 
-type Source = { kind: 'upload'; key: string } | { kind: 'local'; path: string };
+type Source = { kind: 'upload'; key: string } | { kind: 'run'; runId: string; path: string } | { kind: 'local'; path: string };
 
 /**
- * Accepted sources: `mlflow-artifacts:/<path>` (uploaded through the artifact proxy), `file://<abs>`,
- * or a path on the server's machine.
+ * Accepted sources: `mlflow-artifacts:/<principal>/<path>` (uploaded through the artifact proxy,
+ * as the API stores it), `mlflow-artifacts:/_experiments/<id>/<run>/artifacts/<path>` (a run's
+ * artifact), `runs:/<run_id>/<path>`, `file://<abs>`, or a path on the server's machine.
  */
 export function parseSource(source: string): Source {
-  if (source.trim() === '') throw invalidParameter('source', source, 'an mlflow-artifacts:/ URI or a path on the server');
+  if (source.trim() === '') throw invalidParameter('source', source, 'an mlflow-artifacts:/ or runs:/ URI, or a path on the server');
+  const run = /^runs:\/([0-9a-f]{32})(?:\/(.*))?$/.exec(source);
+  if (run) {
+    const p = (run[2] ?? '').replace(/\/+$/, '');
+    if (p !== '') validateKey(p, 'source');
+    return { kind: 'run', runId: run[1] as string, path: p };
+  }
   const m = /^mlflow-artifacts:(?:\/\/[^/]*)?\/+(.+)$/.exec(source);
   if (m) {
-    validateKey(m[1] as string, 'source');
-    return { kind: 'upload', key: `${UPLOADS_PREFIX}/${m[1] as string}` };
+    const p = (m[1] as string).replace(/\/+$/, '');
+    validateKey(p, 'source');
+    const [head, ...rest] = p.split('/');
+    if (head === PROXY_EXPERIMENTS) return { kind: 'upload', key: `experiments/${rest.join('/')}` };
+    if (head === PROXY_MODELS) throw invalidParameter('source', source, 'an upload or a run\'s artifact (a registered version\'s files are registered already)');
+    return { kind: 'upload', key: `${UPLOADS_PREFIX}/${p}` };
   }
   if (source.startsWith('file://')) return { kind: 'local', path: path.resolve(decodeURIComponent(new URL(source).pathname)) };
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(source) || /^[a-z]+:\//i.test(source)) {
-    throw invalidParameter('source', source, 'an mlflow-artifacts:/ URI (upload first) or a path on the server; other schemes are not supported');
+    throw invalidParameter('source', source, 'an mlflow-artifacts:/ URI (upload first), a runs:/ URI or a path on the server; other schemes are not supported');
   }
   return { kind: 'local', path: path.resolve(source) };
 }

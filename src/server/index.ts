@@ -13,7 +13,7 @@ import { openArtifactStore } from '../artifacts/index.js';
 import { access, auditRoutes, AuditTrail, authenticate, Authorizer, authorize, authRoutes, bootstrapAdminToken, type Access, type ServerRouter } from '../auth/index.js';
 import type { ServerConfig } from '../config/index.js';
 import { consoleRoutes } from '../console/index.js';
-import { EndpointController, endpointRoutes, LOAD_REPORT_INTERVAL_MS, PeerLoad, RouteFollower } from '../control/index.js';
+import { AliasFollower, EndpointController, endpointRoutes, endpointsServing, LOAD_REPORT_INTERVAL_MS, PeerLoad, RouteFollower } from '../control/index.js';
 import { FramedChannel } from '../channel/index.js';
 import { errorBodyFor, gatewayRoutes, RoutingTable } from '../gateway/index.js';
 import { RouteMirror } from '../gateway/route-mirror.js';
@@ -27,6 +27,7 @@ import { openCluster, openRuntime, type Cluster, type Runtime } from '../runtime
 import { openInferenceTableStore, openStore, type MetadataStore } from '../store/index.js';
 import { simulatorRoutes } from '../simulator/index.js';
 import { Telemetry, telemetryRoutes } from '../telemetry/index.js';
+import { trackingRoutes } from '../tracking/index.js';
 import { OtlpExporter, requestTracing, traceOf } from '../tracing/index.js';
 import { lockDataDir, restrictDataDir } from './data-dir.js';
 import { LeaderRuntime, leaderOnly } from './leadership.js';
@@ -106,7 +107,11 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     const jsonLimits = { maxDepth: config.maxJsonDepth, maxElements: config.maxJsonElements };
     authRoutes(router, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits, now, deleteOwned: (principal) => registry.deleteUploadsOf(principal) });
     auditRoutes(router, store);
-    registryRoutes(router, registry, authz, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes, jsonLimits });
+    registryRoutes(router, registry, authz, {
+      maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes, jsonLimits,
+      servedBy: async (model) => endpointsServing(await store.listEndpoints(), model),
+    });
+    trackingRoutes(router, store, authz, { maxBodyBytes: config.maxBodyBytes, jsonLimits, now });
 
     const runtimeOptions: Parameters<typeof openRuntime>[0] = config.runtime.kind === 'kubernetes'
       ? {
@@ -193,6 +198,11 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     });
     /** Whether this server runs the control plane: always without a cluster; in one, once its controller has started. */
     let leading = cluster === undefined;
+    // Endpoints with follow_alias roll forward when their alias moves (the leader's controller does it).
+    const aliases = new AliasFollower({
+      store, log,
+      update: (name, body) => (leading ? controller.updateConfig(name, body) : Promise.reject(new FerryError('RESOURCE_CONFLICT', 'This server does not lead: the leader follows aliases.'))),
+    });
     /** Whether the API listens (the controller restores the stored endpoints from then on). */
     let listening = false;
     // Subscribed before the controller starts, so the replicas it brings back are counted.
@@ -204,6 +214,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     stopStarted = async () => {
       telemetry.close();
       follower?.close();
+      await aliases.close();
       await controller.close();
       await exporter?.close();
       await cluster?.close();
@@ -224,6 +235,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       await inferenceTable.close();
       await inferenceStore.close();
       follower?.close();
+      await aliases.close();
       await controller.close();
       await exporter?.close();
       await cluster?.close();
@@ -351,6 +363,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       await inferenceTable.close(); // writes what is still queued
       await inferenceStore.close();
       follower?.close();
+      await aliases.close();
       if (labelled) await cluster?.markLeader(false).catch((err: unknown) => log('warn', 'removing the leader label failed', { error: String(err) }));
       await controller.close(); // the Kubernetes runtime leaves the pods serving
       await cluster?.close(); // releases the Lease: a follower takes over at its next look

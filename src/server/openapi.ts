@@ -15,6 +15,7 @@ function accessText(a: Access | undefined): string {
     case 'user': return 'any authenticated principal';
     case 'serving-endpoint': return `${a.level} on the serving endpoint`;
     case 'registered-model': return `${a.level} on the registered model`;
+    case 'experiment': return `${a.level} on the experiment`;
     default: return 'admin';
   }
 }

@@ -29,12 +29,15 @@ export function storageError(err: unknown, what: string): unknown {
 
 /**
  * Wraps every method of `store` so that a storage condition surfaces as `storageError` says,
- * thrown synchronously or as a rejection.
+ * thrown synchronously or as a rejection; a `tracking` sub-store (the metadata store's) is
+ * wrapped the same way.
  */
 export function guardStore<T extends object>(store: T, what: string): T {
+  let tracking: object | undefined;
   return new Proxy(store, {
     get(target, prop, receiver) {
       const value: unknown = Reflect.get(target, prop, receiver);
+      if (prop === 'tracking' && typeof value === 'object' && value !== null) return (tracking ??= guardStore(value, what));
       if (typeof value !== 'function') return value;
       return (...args: unknown[]): unknown => {
         let result: unknown;

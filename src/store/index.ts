@@ -1,6 +1,6 @@
 /**
  * The metadata store: registered models, versions, aliases, tags, endpoints, principals, tokens,
- * grants and the audit log. One interface (`MetadataStore`, in types.ts), implemented by SQLite
+ * grants, the audit log and MLflow tracking (experiments and runs, `store.tracking`). One interface (`MetadataStore`, in types.ts), implemented by SQLite
  * (default, embedded) and Postgres (`databaseUrl`). Every method is async so both implementations
  * fit; every acknowledged write is durable (SQLite: WAL + synchronous=FULL; Postgres: committed).
  * Nothing outside this folder writes SQL.
@@ -12,6 +12,8 @@ import { guardStore } from './guard.js';
 import { openSqliteStore } from './sqlite.js';
 
 export type * from './types.js';
+export type * from './tracking.js';
+export { DEFAULT_EXPERIMENT_ID } from './tracking.js';
 export type { InferenceRow, InferenceRowQuery, InferenceTableStore, InferenceTableStoreOptions } from './inference-table.js';
 
 export type StoreOptions =

@@ -125,4 +125,65 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE audit_log ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
   CREATE INDEX audit_log_by_time ON audit_log (time_ms);
   `,
+  // 7: model version stages (MLflow's deprecated but still used None/Staging/Production/Archived);
+  // MLflow tracking: experiments (with "Default", id 0, open to every user as in MLflow) and
+  // runs with their params, tags, metric history and latest metrics
+  `
+  CREATE TABLE experiments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    lifecycle_stage TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+  );
+  CREATE TABLE experiment_tags (
+    experiment_id INTEGER NOT NULL REFERENCES experiments (id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (experiment_id, key)
+  );
+  CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    experiment_id INTEGER NOT NULL REFERENCES experiments (id),
+    name TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER,
+    lifecycle_stage TEXT NOT NULL,
+    inputs TEXT NOT NULL DEFAULT '[]'
+  );
+  CREATE INDEX runs_by_experiment ON runs (experiment_id, start_ms);
+  CREATE TABLE run_params (
+    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (run_id, key)
+  );
+  CREATE TABLE run_tags (
+    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (run_id, key)
+  );
+  CREATE TABLE run_metrics (
+    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value REAL NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    step INTEGER NOT NULL
+  );
+  CREATE INDEX run_metrics_by_key ON run_metrics (run_id, key, step, timestamp_ms);
+  CREATE TABLE run_latest_metrics (
+    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value REAL NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    PRIMARY KEY (run_id, key)
+  );
+  ALTER TABLE model_versions ADD COLUMN stage TEXT NOT NULL DEFAULT 'None';
+  INSERT INTO experiments (id, name, lifecycle_stage, created_ms, updated_ms) VALUES (0, 'Default', 'active', 0, 0);
+  INSERT INTO permissions (object_type, object_name, grantee, level) VALUES ('experiment', '0', 'group:users', 'CAN_EDIT');
+  `,
 ];

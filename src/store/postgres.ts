@@ -10,11 +10,14 @@
 import pg from 'pg';
 import { FerryError, notFound } from '../errors.js';
 import { PG_MIGRATIONS } from './postgres-migrations.js';
+import { numbered } from './tracking-rows.js';
+import { PostgresTracking } from './tracking-postgres.js';
+import type { TrackingStore } from './tracking.js';
 import {
-  artifactParams, auditPage, MODEL_EDIT_LEVELS, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toGatewayLoad, toPrincipal, toModel, toToken, toVersion as toVersionRow, type Row,
+  artifactParams, auditPage, MODEL_EDIT_LEVELS, decodePageToken, endpointParams, filterSql, orderSql, renameModelSql, paginate, toEndpoint, toGatewayLoad, toPrincipal, toModel, toToken, toVersion as toVersionRow, type Row,
 } from './rows.js';
 import type {
-  AuditQuery, AuditRecord, EndpointRecord, GatewayLoadReport, Grant, MetadataStore, ModelFilter, ModelVersionPatch, ModelVersionRecord, ObjectType, Page,
+  AuditQuery, AuditRecord, EndpointRecord, GatewayLoadReport, Grant, MetadataStore, ModelFilter, ModelOrder, ModelVersionPatch, ModelVersionRecord, ObjectType, Page,
   PageResult, PrincipalRecord, RegisteredModelRecord, TokenRecord, BulkVersionEntry,
 } from './types.js';
 
@@ -115,7 +118,11 @@ function endpointValues(e: EndpointRecord): unknown[] {
 }
 
 class PostgresStore implements MetadataStore {
-  constructor(private readonly pool: pg.Pool) {}
+  readonly tracking: TrackingStore;
+
+  constructor(private readonly pool: pg.Pool) {
+    this.tracking = new PostgresTracking(pool, (fn) => this.tx(fn));
+  }
 
   // ---- registered models -------------------------------------------------------------------
 
@@ -154,9 +161,9 @@ class PostgresStore implements MetadataStore {
     });
   }
 
-  async searchRegisteredModels(filter: ModelFilter, order: 'name' | 'updated', page: Page): Promise<PageResult<RegisteredModelRecord>> {
+  async searchRegisteredModels(filter: ModelFilter, order: ModelOrder, page: Page): Promise<PageResult<RegisteredModelRecord>> {
     const { where, params } = filterSql(filter, 'registered_model_tags', 'm', 'postgres');
-    const orderBy = order === 'name' ? 'm.name ASC' : 'm.updated_ms DESC, m.name ASC';
+    const orderBy = orderSql(order);
     const offset = decodePageToken(page.pageToken);
     const rows = await all(this.pool, `SELECT m.name FROM registered_models m ${where} ORDER BY ${orderBy} LIMIT $${params.length + 1} OFFSET $${params.length + 2}`,
       [...params, page.maxResults + 1, offset]);
@@ -164,6 +171,15 @@ class PostgresStore implements MetadataStore {
     // A model deleted between the two reads is left out rather than failing the whole page.
     const items = await Promise.all(names.items.map(async (n) => ((await modelRow(this.pool, n)) ? loadModel(this.pool, n) : undefined)));
     return { items: items.filter((m) => m !== undefined), nextPageToken: names.nextPageToken };
+  }
+
+  renameRegisteredModel(name: string, newName: string, nowMs: number): Promise<RegisteredModelRecord> {
+    return this.tx(async (c) => {
+      await requireModel(c, name);
+      if (await modelRow(c, newName)) throw new FerryError('RESOURCE_ALREADY_EXISTS', `Registered model '${newName}' already exists.`);
+      for (const [sql, params] of renameModelSql(name, newName, nowMs)) await c.query(numbered(sql), params);
+      return loadModel(c, newName);
+    });
   }
 
   async setRegisteredModelTag(name: string, key: string, value: string, nowMs: number): Promise<void> {
@@ -242,10 +258,10 @@ class PostgresStore implements MetadataStore {
   async updateModelVersion(name: string, version: number, patch: ModelVersionPatch, nowMs: number): Promise<ModelVersionRecord> {
     return this.tx(async (c) => {
       const current = await loadVersion(c, name, version, 'FOR UPDATE');
-      await c.query(`UPDATE model_versions SET description = $1, status = $2, status_message = $3, updated_ms = $4,
-          artifact_path = $5, flavor = $6, model_file = $7, signature = $8, input_example = $9, sha256 = $10, size_bytes = $11
-        WHERE name = $12 AND version = $13`, [
-        patch.description ?? current.description, patch.status ?? current.status, patch.statusMessage ?? current.statusMessage, nowMs,
+      await c.query(`UPDATE model_versions SET description = $1, status = $2, status_message = $3, stage = $4, updated_ms = $5,
+          artifact_path = $6, flavor = $7, model_file = $8, signature = $9, input_example = $10, sha256 = $11, size_bytes = $12
+        WHERE name = $13 AND version = $14`, [
+        patch.description ?? current.description, patch.status ?? current.status, patch.statusMessage ?? current.statusMessage, patch.stage ?? current.stage, nowMs,
         ...artifactParams(patch.artifact ?? current.artifact), name, version,
       ]);
       return loadVersion(c, name, version);

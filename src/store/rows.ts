@@ -6,7 +6,7 @@
  * inside), so a record reads back exactly as it was written, key order included.
  */
 import { FerryError } from '../errors.js';
-import type { AuditRecord, EndpointRecord, GatewayLoadReport, ModelFilter, ModelVersionRecord, RegisteredModelRecord, PageResult, PrincipalRecord, TokenRecord, VersionArtifact } from './types.js';
+import type { AuditRecord, EndpointRecord, GatewayLoadReport, ModelFilter, ModelOrder, ModelVersionRecord, RegisteredModelRecord, PageResult, PrincipalRecord, TokenRecord, VersionArtifact } from './types.js';
 
 export type Row = Record<string, unknown>;
 
@@ -77,6 +77,7 @@ export function toVersion(row: Row, tags: Row[]): ModelVersionRecord {
     runId: String(row.run_id),
     status: row.status as ModelVersionRecord['status'],
     statusMessage: String(row.status_message),
+    stage: row.stage as ModelVersionRecord['stage'],
     tags: Object.fromEntries(tags.map((t) => [String(t.key), String(t.value)])),
     artifact: row.artifact_path === null ? undefined : toArtifact(row),
   };
@@ -151,6 +152,12 @@ export function filterSql(filter: ModelFilter, tagTable: string, alias: string, 
   return { where: clauses.length ? `WHERE ${clauses.join(' AND ')}` : '', params };
 }
 
+/** ORDER BY for a registered-model search (alias `m`); ties by name, ascending. */
+export function orderSql(order: ModelOrder): string {
+  const dir = order.descending ? 'DESC' : 'ASC';
+  return order.by === 'name' ? `m.name ${dir}` : `m.updated_ms ${dir}, m.name ASC`;
+}
+
 /** SQL LIKE is case-insensitive in SQLite; MLflow's LIKE is case-sensitive, so use GLOB. */
 function likeToGlob(pattern: string): string {
   return pattern.replace(/[[\]*?]/g, (c) => `[${c}]`).replace(/%/g, '*').replace(/_/g, '?');
@@ -173,4 +180,25 @@ export function paginate<T>(rows: Row[], maxResults: number, offset: number, map
     items: rows.slice(0, maxResults).map(map),
     nextPageToken: rows.length > maxResults ? encodeOffset(offset + maxResults) : undefined,
   };
+}
+
+const VERSION_COLUMNS = 'version, created_ms, updated_ms, description, source, run_id, status, status_message, stage, artifact_path, flavor, model_file, signature, input_example, sha256, size_bytes';
+
+/**
+ * A registered model's rename as plain statements with their parameters (`?` placeholders), run
+ * in one transaction after checking that the old name exists and the new one does not. Rows are
+ * copied under the new name and the old ones deleted, so no foreign key ever points nowhere
+ * (neither store's keys cascade on update).
+ */
+export function renameModelSql(name: string, newName: string, nowMs: number): Array<[string, unknown[]]> {
+  return [
+    ['INSERT INTO registered_models (name, description, created_ms, updated_ms, next_version) SELECT ?, description, created_ms, ?, next_version FROM registered_models WHERE name = ?', [newName, nowMs, name]],
+    [`INSERT INTO model_versions (name, ${VERSION_COLUMNS}) SELECT ?, ${VERSION_COLUMNS} FROM model_versions WHERE name = ?`, [newName, name]],
+    ['UPDATE registered_model_tags SET name = ? WHERE name = ?', [newName, name]],
+    ['UPDATE model_version_tags SET name = ? WHERE name = ?', [newName, name]],
+    ['UPDATE model_aliases SET name = ? WHERE name = ?', [newName, name]],
+    ["UPDATE permissions SET object_name = ? WHERE object_type = 'registered-model' AND object_name = ?", [newName, name]],
+    ['DELETE FROM model_versions WHERE name = ?', [name]],
+    ['DELETE FROM registered_models WHERE name = ?', [name]],
+  ];
 }

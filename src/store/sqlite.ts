@@ -8,12 +8,14 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { FerryError, notFound } from '../errors.js';
 import type {
-  EndpointRecord, GatewayLoadReport, MetadataStore, ModelFilter, ModelVersionPatch, ModelVersionRecord, Page, PageResult,
+  EndpointRecord, GatewayLoadReport, MetadataStore, ModelFilter, ModelOrder, ModelVersionPatch, ModelVersionRecord, Page, PageResult,
   RegisteredModelRecord, TokenRecord, PrincipalRecord, ObjectType, Grant, AuditRecord, AuditQuery, BulkVersionEntry,
 } from './types.js';
 import { MIGRATIONS } from './migrations.js';
 import { checkWal, openError, quickCheck } from './sqlite-integrity.js';
-import { artifactParams, auditPage, MODEL_EDIT_LEVELS, decodePageToken, endpointParams, filterSql, paginate, toEndpoint, toGatewayLoad, toModel, toPrincipal, toToken, toVersion as toVersionRow, type Row } from './rows.js';
+import { SqliteTracking } from './tracking-sqlite.js';
+import type { TrackingStore } from './tracking.js';
+import { renameModelSql, artifactParams, auditPage, MODEL_EDIT_LEVELS, decodePageToken, endpointParams, filterSql, orderSql, paginate, toEndpoint, toGatewayLoad, toModel, toPrincipal, toToken, toVersion as toVersionRow, type Row } from './rows.js';
 
 /**
  * Opens (or creates) the metadata database. Damage stops the start with one line naming the file
@@ -60,7 +62,11 @@ class SqliteStore implements MetadataStore {
   /** Prepared statements by SQL text: preparing costs more than running these small queries. */
   private readonly statements = new Map<string, Database.Statement>();
 
-  constructor(private readonly db: Database.Database) {}
+  readonly tracking: TrackingStore;
+
+  constructor(private readonly db: Database.Database) {
+    this.tracking = new SqliteTracking((sql) => this.stmt(sql), (fn) => this.tx(fn));
+  }
 
   private stmt(sql: string): Database.Statement {
     let s = this.statements.get(sql);
@@ -110,13 +116,22 @@ class SqliteStore implements MetadataStore {
     });
   }
 
-  async searchRegisteredModels(filter: ModelFilter, order: 'name' | 'updated', page: Page): Promise<PageResult<RegisteredModelRecord>> {
+  async searchRegisteredModels(filter: ModelFilter, order: ModelOrder, page: Page): Promise<PageResult<RegisteredModelRecord>> {
     const { where, params } = filterSql(filter, 'registered_model_tags', 'm', 'sqlite');
-    const orderBy = order === 'name' ? 'm.name ASC' : 'm.updated_ms DESC, m.name ASC';
+    const orderBy = orderSql(order);
     const offset = decodePageToken(page.pageToken);
     const rows = this.stmt(`SELECT m.name FROM registered_models m ${where} ORDER BY ${orderBy} LIMIT ? OFFSET ?`)
       .all(...params, page.maxResults + 1, offset) as Row[];
     return (paginate(rows, page.maxResults, offset, (r) => this.loadModel(String(r.name))));
+  }
+
+  async renameRegisteredModel(name: string, newName: string, nowMs: number): Promise<RegisteredModelRecord> {
+    return this.tx(() => {
+      this.requireModel(name);
+      if (this.modelRow(newName)) throw new FerryError('RESOURCE_ALREADY_EXISTS', `Registered model '${newName}' already exists.`);
+      for (const [sql, params] of renameModelSql(name, newName, nowMs)) this.stmt(sql).run(...params);
+      return this.loadModel(newName);
+    });
   }
 
   async setRegisteredModelTag(name: string, key: string, value: string, nowMs: number): Promise<void> {
@@ -190,10 +205,10 @@ class SqliteStore implements MetadataStore {
   async updateModelVersion(name: string, version: number, patch: ModelVersionPatch, nowMs: number): Promise<ModelVersionRecord> {
     return this.tx(() => {
       const current = this.loadVersion(name, version);
-      this.stmt(`UPDATE model_versions SET description = ?, status = ?, status_message = ?, updated_ms = ?,
+      this.stmt(`UPDATE model_versions SET description = ?, status = ?, status_message = ?, stage = ?, updated_ms = ?,
           artifact_path = ?, flavor = ?, model_file = ?, signature = ?, input_example = ?, sha256 = ?, size_bytes = ?
         WHERE name = ? AND version = ?`).run(
-        patch.description ?? current.description, patch.status ?? current.status, patch.statusMessage ?? current.statusMessage, nowMs,
+        patch.description ?? current.description, patch.status ?? current.status, patch.statusMessage ?? current.statusMessage, patch.stage ?? current.stage, nowMs,
         ...artifactParams(patch.artifact ?? current.artifact), name, version,
       );
       return this.loadVersion(name, version);

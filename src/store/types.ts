@@ -1,8 +1,10 @@
 /** Records and the `MetadataStore` interface; see index.ts for what the store is. */
+import type { TrackingStore } from './tracking.js';
 import type { Signature } from '../tensor/index.js';
 import type { FlavorName } from '../flavors/index.js';
 
 export type ModelVersionStatus = 'PENDING_REGISTRATION' | 'FAILED_REGISTRATION' | 'READY';
+export type ModelVersionStage = 'None' | 'Staging' | 'Production' | 'Archived';
 
 export interface RegisteredModelRecord {
   name: string;
@@ -25,6 +27,8 @@ export interface ModelVersionRecord {
   runId: string;
   status: ModelVersionStatus;
   statusMessage: string;
+  /** MLflow's (deprecated) stage; 'None' until a transition. */
+  stage: ModelVersionStage;
   tags: Record<string, string>;
   /** Set once the artifact is copied into the artifact store and inspected. */
   artifact: VersionArtifact | undefined;
@@ -84,13 +88,14 @@ export interface PrincipalRecord {
   createdBy: string;
 }
 
-/** Objects that carry permissions. */
-export type ObjectType = 'serving-endpoint' | 'registered-model';
+/** Objects that carry permissions (an experiment's object name is its id). */
+export type ObjectType = 'serving-endpoint' | 'registered-model' | 'experiment';
 
 /**
  * One grant on one object. `grantee` is a principal name or a group as `group:<name>`
  * (only `group:users`, every authenticated principal, exists). Levels are the control plane's
- * (CAN_VIEW/CAN_QUERY/CAN_MANAGE for endpoints, CAN_READ/CAN_EDIT/CAN_MANAGE for models).
+ * (CAN_VIEW/CAN_QUERY/CAN_MANAGE for endpoints, CAN_READ/CAN_EDIT/CAN_MANAGE for models and
+ * experiments).
  */
 export interface Grant {
   grantee: string;
@@ -134,6 +139,12 @@ export interface ModelFilter {
   name?: { op: '=' | '!=' | 'LIKE' | 'ILIKE'; value: string };
   tags?: Array<{ key: string; value: string }>;
   runId?: string;
+}
+
+/** A registered-model search's order: by name or by last update, either way. */
+export interface ModelOrder {
+  by: 'name' | 'updated';
+  descending: boolean;
 }
 
 export interface Page {
@@ -194,13 +205,16 @@ export interface GatewayLoadReport {
 }
 
 export interface MetadataStore {
+  /** MLflow tracking: experiments and runs (tracking.ts). */
+  readonly tracking: TrackingStore;
+
   /** With `creator`, the creator gets CAN_MANAGE on it in the same transaction. */
   createRegisteredModel(m: { name: string; description: string; tags: Record<string, string>; creator?: string }, nowMs: number): Promise<RegisteredModelRecord>;
   getRegisteredModel(name: string): Promise<RegisteredModelRecord | undefined>;
   updateRegisteredModel(name: string, patch: { description: string }, nowMs: number): Promise<RegisteredModelRecord>;
   /** Deletes the model with its versions, tags, aliases and grants; returns the deleted versions. */
   deleteRegisteredModel(name: string): Promise<ModelVersionRecord[]>;
-  searchRegisteredModels(filter: ModelFilter, order: 'name' | 'updated', page: Page): Promise<PageResult<RegisteredModelRecord>>;
+  searchRegisteredModels(filter: ModelFilter, order: ModelOrder, page: Page): Promise<PageResult<RegisteredModelRecord>>;
   setRegisteredModelTag(name: string, key: string, value: string, nowMs: number): Promise<void>;
   deleteRegisteredModelTag(name: string, key: string, nowMs: number): Promise<void>;
 
@@ -223,6 +237,12 @@ export interface MetadataStore {
   pendingModelVersions(): Promise<ModelVersionRecord[]>;
   setModelVersionTag(name: string, version: number, key: string, value: string, nowMs: number): Promise<void>;
   deleteModelVersionTag(name: string, version: number, key: string, nowMs: number): Promise<void>;
+
+  /**
+   * Renames a model with its versions, tags, aliases and grants (RESOURCE_ALREADY_EXISTS when
+   * `newName` is taken). Artifact paths are left as they are: they are recorded per version.
+   */
+  renameRegisteredModel(name: string, newName: string, nowMs: number): Promise<RegisteredModelRecord>;
 
   setAlias(name: string, alias: string, version: number, nowMs: number): Promise<void>;
   deleteAlias(name: string, alias: string, nowMs: number): Promise<boolean>;
@@ -287,6 +307,7 @@ export interface ModelVersionPatch {
   description?: string;
   status?: ModelVersionStatus;
   statusMessage?: string;
+  stage?: ModelVersionStage;
   artifact?: VersionArtifact;
 }
 

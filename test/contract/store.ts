@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { MetadataStore, VersionArtifact } from '../../src/store/index.js';
+import type { MetadataStore, ModelOrder, VersionArtifact } from '../../src/store/index.js';
 import { rejectsWith } from '../support/index.js';
 
 export interface StoreHarness {
@@ -17,6 +17,8 @@ const artifact: VersionArtifact = {
   signature: { inputs: [{ name: 'x', dtype: 'float32', shape: [-1, 4] }], outputs: [{ name: 'y', dtype: 'float32', shape: [-1, 1] }] },
   inputExample: { inputs: [[1, 2, 3, 4]] }, sha256: 'ab'.repeat(32), sizeBytes: 123,
 };
+
+const BY_NAME: ModelOrder = { by: 'name', descending: false };
 
 export function storeContract(name: string, makeHarness: () => Promise<StoreHarness>): void {
   describe(`MetadataStore contract: ${name}`, () => {
@@ -158,20 +160,20 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
 
     withStore('search filters and paginates', async (s) => {
       for (const n of ['alpha', 'beta', 'Alphonse', 'gamma', 'alpine']) await s.createRegisteredModel({ name: n, description: '', tags: n.startsWith('al') ? { kind: 'a' } : {} }, 1);
-      const all = await s.searchRegisteredModels({}, 'name', { maxResults: 2, pageToken: undefined });
+      const all = await s.searchRegisteredModels({}, BY_NAME, { maxResults: 2, pageToken: undefined });
       assert.deepEqual(all.items.map((m) => m.name), ['Alphonse', 'alpha']);
-      const page2 = await s.searchRegisteredModels({}, 'name', { maxResults: 2, pageToken: all.nextPageToken });
+      const page2 = await s.searchRegisteredModels({}, BY_NAME, { maxResults: 2, pageToken: all.nextPageToken });
       assert.deepEqual(page2.items.map((m) => m.name), ['alpine', 'beta']);
-      const page3 = await s.searchRegisteredModels({}, 'name', { maxResults: 2, pageToken: page2.nextPageToken });
+      const page3 = await s.searchRegisteredModels({}, BY_NAME, { maxResults: 2, pageToken: page2.nextPageToken });
       assert.deepEqual(page3.items.map((m) => m.name), ['gamma']);
       assert.equal(page3.nextPageToken, undefined);
-      const like = await s.searchRegisteredModels({ name: { op: 'LIKE', value: 'al%' } }, 'name', { maxResults: 10, pageToken: undefined });
+      const like = await s.searchRegisteredModels({ name: { op: 'LIKE', value: 'al%' } }, BY_NAME, { maxResults: 10, pageToken: undefined });
       assert.deepEqual(like.items.map((m) => m.name), ['alpha', 'alpine'], 'LIKE is case-sensitive');
-      const ilike = await s.searchRegisteredModels({ name: { op: 'ILIKE', value: 'al%' } }, 'name', { maxResults: 10, pageToken: undefined });
+      const ilike = await s.searchRegisteredModels({ name: { op: 'ILIKE', value: 'al%' } }, BY_NAME, { maxResults: 10, pageToken: undefined });
       assert.deepEqual(ilike.items.map((m) => m.name), ['Alphonse', 'alpha', 'alpine']);
-      const eq = await s.searchRegisteredModels({ name: { op: '=', value: 'beta' } }, 'name', { maxResults: 10, pageToken: undefined });
+      const eq = await s.searchRegisteredModels({ name: { op: '=', value: 'beta' } }, BY_NAME, { maxResults: 10, pageToken: undefined });
       assert.deepEqual(eq.items.map((m) => m.name), ['beta']);
-      const tagged = await s.searchRegisteredModels({ tags: [{ key: 'kind', value: 'a' }] }, 'name', { maxResults: 10, pageToken: undefined });
+      const tagged = await s.searchRegisteredModels({ tags: [{ key: 'kind', value: 'a' }] }, BY_NAME, { maxResults: 10, pageToken: undefined });
       assert.deepEqual(tagged.items.map((m) => m.name), ['alpha', 'alpine']);
       await s.createModelVersion({ name: 'beta', source: '/1', runId: 'r1', description: '', tags: {} }, 1);
       await s.createModelVersion({ name: 'beta', source: '/2', runId: 'r2', description: '', tags: { x: 'y' } }, 1);
@@ -179,7 +181,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.deepEqual(versions.items.map((v) => v.version), [2, 1]);
       assert.deepEqual((await s.searchModelVersions({ runId: 'r1' }, { maxResults: 10, pageToken: undefined })).items.map((v) => v.version), [1]);
       assert.deepEqual((await s.searchModelVersions({ tags: [{ key: 'x', value: 'y' }] }, { maxResults: 10, pageToken: undefined })).items.map((v) => v.version), [2]);
-      await rejectsWith(s.searchRegisteredModels({}, 'name', { maxResults: 1, pageToken: '!!' }), 'INVALID_PARAMETER_VALUE');
+      await rejectsWith(s.searchRegisteredModels({}, BY_NAME, { maxResults: 1, pageToken: '!!' }), 'INVALID_PARAMETER_VALUE');
     });
 
     withStore('tokens are found by hash and honour expiry fields', async (s) => {
@@ -305,6 +307,93 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.equal(await s.deleteGatewayLoad(1_700_000_000_501), 1, 'only ferry-c\'s report is older');
       assert.deepEqual((await s.listGatewayLoad()).map((r) => r.server), ['ferry-b']);
       assert.equal(await s.deleteGatewayLoad(1_700_000_000_501), 0);
+    });
+
+    withStore('search orders by name or last update, either way', async (s) => {
+      for (const [n, t] of [['b', 3], ['a', 1], ['c', 2]] as const) await s.createRegisteredModel({ name: n, description: '', tags: {} }, t);
+      const names = async (order: ModelOrder): Promise<string[]> => (await s.searchRegisteredModels({}, order, { maxResults: 10, pageToken: undefined })).items.map((m) => m.name);
+      assert.deepEqual(await names({ by: 'name', descending: true }), ['c', 'b', 'a']);
+      assert.deepEqual(await names({ by: 'updated', descending: false }), ['a', 'c', 'b']);
+      assert.deepEqual(await names({ by: 'updated', descending: true }), ['b', 'c', 'a']);
+    });
+
+    withStore('rename moves versions, tags, aliases, stages and grants to the new name', async (s) => {
+      await s.createRegisteredModel({ name: 'old', description: 'd', tags: { k: 'v' }, creator: 'alice' }, 1);
+      await s.createModelVersion({ name: 'old', source: '/1', runId: 'r', description: '', tags: { vt: '1' } }, 2);
+      await s.createModelVersion({ name: 'old', source: '/2', runId: '', description: '', tags: {} }, 3);
+      await s.updateModelVersion('old', 2, { status: 'READY', artifact, stage: 'Production' }, 4);
+      await s.setAlias('old', 'champion', 2, 5);
+      await s.createRegisteredModel({ name: 'taken', description: '', tags: {} }, 1);
+      await rejectsWith(s.renameRegisteredModel('old', 'taken', 6), 'RESOURCE_ALREADY_EXISTS');
+      await rejectsWith(s.renameRegisteredModel('missing', 'x', 6), 'RESOURCE_DOES_NOT_EXIST');
+      const m = await s.renameRegisteredModel('old', 'new', 7);
+      assert.deepEqual(m, { name: 'new', description: 'd', createdMs: 1, updatedMs: 7, tags: { k: 'v' }, aliases: { champion: 2 } });
+      assert.equal(await s.getRegisteredModel('old'), undefined);
+      assert.deepEqual((await s.getModelVersion('new', 1))?.tags, { vt: '1' });
+      const v2 = await s.getModelVersion('new', 2);
+      assert.equal(v2?.stage, 'Production');
+      assert.deepEqual(v2?.artifact, artifact, 'artifact paths are kept');
+      assert.deepEqual(await s.getGrants('registered-model', 'new'), [{ grantee: 'alice', level: 'CAN_MANAGE' }]);
+      assert.deepEqual(await s.getGrants('registered-model', 'old'), []);
+      assert.equal((await s.createModelVersion({ name: 'new', source: '/3', runId: '', description: '', tags: {} }, 8)).version, 3, 'version numbers continue');
+    });
+
+    withStore('tracking: experiments with the Default one, unique names, lifecycle, tags and the creator\'s grant', async (s) => {
+      const t = s.tracking;
+      assert.deepEqual((await t.getExperiment('0'))?.name, 'Default');
+      assert.deepEqual(await s.getGrants('experiment', '0'), [{ grantee: 'group:users', level: 'CAN_EDIT' }]);
+      const e = await t.createExperiment({ name: 'churn', tags: { team: 'ml' }, creator: 'alice' }, 10);
+      assert.deepEqual(e, { id: '1', name: 'churn', lifecycleStage: 'active', createdMs: 10, updatedMs: 10, tags: { team: 'ml' } });
+      assert.deepEqual(await s.getGrants('experiment', '1'), [{ grantee: 'alice', level: 'CAN_MANAGE' }]);
+      await rejectsWith(t.createExperiment({ name: 'churn', tags: {} }, 11), 'RESOURCE_ALREADY_EXISTS');
+      assert.equal((await t.getExperimentByName('churn'))?.id, '1');
+      assert.equal(await t.getExperimentByName('nope'), undefined);
+      assert.equal(await t.getExperiment('x'), undefined);
+      await t.createExperiment({ name: 'other', tags: {} }, 12);
+      await rejectsWith(t.updateExperiment('1', { name: 'other' }, 13), 'RESOURCE_ALREADY_EXISTS');
+      assert.equal((await t.updateExperiment('1', { name: 'churn2' }, 14)).name, 'churn2');
+      assert.equal((await t.updateExperiment('1', { lifecycleStage: 'deleted' }, 15)).lifecycleStage, 'deleted');
+      await t.setExperimentTag('1', 'team', 'ops', 16);
+      const got = await t.getExperiment('1');
+      assert.deepEqual([got?.tags, got?.updatedMs], [{ team: 'ops' }, 16]);
+      assert.deepEqual((await t.listExperiments()).map((x) => x.name), ['Default', 'churn2', 'other']);
+      await rejectsWith(t.setExperimentTag('99', 'k', 'v', 1), 'RESOURCE_DOES_NOT_EXIST');
+    });
+
+    withStore('tracking: runs log params (immutable), tags, metric history and latest values, inputs; listed per experiment', async (s) => {
+      const t = s.tracking;
+      const e = await t.createExperiment({ name: 'exp', tags: {} }, 1);
+      const id = 'a'.repeat(32);
+      const r = await t.createRun({ id, experimentId: e.id, name: 'r1', userId: 'alice', startMs: 100, tags: { 'mlflow.user': 'alice' } });
+      assert.deepEqual(r, {
+        id, experimentId: e.id, name: 'r1', userId: 'alice', status: 'RUNNING', startMs: 100, endMs: undefined, lifecycleStage: 'active',
+        params: {}, tags: { 'mlflow.user': 'alice' }, metrics: [], inputs: [],
+      });
+      await rejectsWith(t.createRun({ id: 'b'.repeat(32), experimentId: '77', name: '', userId: '', startMs: 1, tags: {} }), 'RESOURCE_DOES_NOT_EXIST');
+      await t.logRunData(id, {
+        params: [{ key: 'alpha', value: '0.5' }], tags: [{ key: 'k', value: 'v' }],
+        metrics: [{ key: 'loss', value: 0.9, timestampMs: 1, step: 0 }, { key: 'loss', value: 0.5, timestampMs: 2, step: 2 }, { key: 'loss', value: 0.7, timestampMs: 3, step: 1 }],
+      });
+      await t.logRunData(id, { params: [{ key: 'alpha', value: '0.5' }], tags: [], metrics: [] });
+      await rejectsWith(t.logRunData(id, { params: [{ key: 'beta', value: '1' }, { key: 'alpha', value: '0.6' }], tags: [], metrics: [] }), 'INVALID_PARAMETER_VALUE');
+      const got = await t.getRun(id);
+      assert.deepEqual(got?.params, { alpha: '0.5' }, 'a refused batch writes nothing');
+      assert.deepEqual(got?.metrics, [{ key: 'loss', value: 0.5, timestampMs: 2, step: 2 }], 'latest = highest step');
+      assert.deepEqual((await t.metricHistory(id, 'loss')).map((m) => [m.step, m.value]), [[0, 0.9], [1, 0.7], [2, 0.5]]);
+      await t.deleteRunTag(id, 'k');
+      await rejectsWith(t.deleteRunTag(id, 'k'), 'RESOURCE_DOES_NOT_EXIST');
+      await t.logRunInputs(id, [{ dataset: { name: 'd', digest: 'x' }, tags: [] }]);
+      const done = await t.updateRun(id, { status: 'FINISHED', endMs: 200 });
+      assert.deepEqual([done.status, done.endMs, done.inputs], ['FINISHED', 200, [{ dataset: { name: 'd', digest: 'x' }, tags: [] }]]);
+      await t.createRun({ id: 'c'.repeat(32), experimentId: e.id, name: 'r2', userId: 'bob', startMs: 300, tags: {} });
+      await t.updateRun('c'.repeat(32), { lifecycleStage: 'deleted' });
+      const runs = await t.listRuns([e.id, '0', 'not-a-number']);
+      assert.deepEqual(runs.map((x) => [x.name, x.lifecycleStage]), [['r2', 'deleted'], ['r1', 'active']], 'newest first');
+      assert.deepEqual(runs[1]?.metrics.map((m) => m.key), ['loss']);
+      assert.deepEqual(await t.listRuns([]), []);
+      await t.updateExperiment(e.id, { lifecycleStage: 'deleted' }, 5);
+      await rejectsWith(t.createRun({ id: 'd'.repeat(32), experimentId: e.id, name: '', userId: '', startMs: 1, tags: {} }), 'INVALID_PARAMETER_VALUE');
+      await rejectsWith(t.metricHistory('e'.repeat(32), 'loss'), 'RESOURCE_DOES_NOT_EXIST');
     });
 
     test('data survives close and reopen', async () => {

@@ -31,8 +31,11 @@ export function serveRequest(model: string, version: string, taken: ReadonlySet<
 export function entityInput(e: ServedEntityView): ServedEntityInput {
   return {
     name: e.name,
-    // The resolved version, not the alias: an alias moved since would swap the model.
-    ...(e.model_family === undefined ? { entity_name: e.entity_name ?? '', entity_version: e.entity_version ?? '' } : { model_family: e.model_family }),
+    // The resolved version, not the alias: an alias moved since would swap the model. An entity
+    // that follows its alias keeps following it (it serves the alias' version already).
+    ...(e.model_family !== undefined ? { model_family: e.model_family }
+      : e.follow_alias === true && e.entity_alias !== undefined ? { entity_name: e.entity_name ?? '', entity_version: e.entity_alias, follow_alias: true }
+        : { entity_name: e.entity_name ?? '', entity_version: e.entity_version ?? '' }),
     workload_size: e.workload_size,
     workload_type: e.workload_type,
     scale_to_zero_enabled: e.scale_to_zero_enabled,

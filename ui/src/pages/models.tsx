@@ -7,7 +7,7 @@ import { configWithEntity, serveRequest } from '../lib/config.js';
 import type { ShownError } from '../lib/errors.js';
 import { formatAgo, formatBytes, formatTime, prettyJson } from '../lib/format.js';
 import { href } from '../lib/route.js';
-import type { Endpoint, ModelVersion, RegisteredModel, TensorSpec } from '../lib/types.js';
+import type { Endpoint, KeyValue, ModelVersion, RegisteredModel, Run, TensorSpec } from '../lib/types.js';
 
 /** Registered model names, as the registry checks them. */
 const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -198,6 +198,7 @@ function VersionCard({ v, endpoints, serving }: { v: ModelVersion; endpoints: En
         Registered {formatTime(v.creation_timestamp)} · {v.flavor ?? 'unknown flavor'} · {formatBytes(v.artifact_size_bytes)} · <code>{v.source}</code>
         {v.description ? ` · ${v.description}` : ''}
       </p>
+      {v.run_id ? <RunDetails runId={v.run_id} /> : null}
       {v.signature && (
         <div class="cols">
           <SignatureTable title="Inputs" specs={v.signature.inputs} />
@@ -211,6 +212,48 @@ function VersionCard({ v, endpoints, serving }: { v: ModelVersion; endpoints: En
         </details>
       )}
     </section>
+  );
+}
+
+/** The MLflow run a version was logged by: its params, latest metrics and tags, loaded when opened. */
+function RunDetails({ runId }: { runId: string }) {
+  const [open, setOpen] = useState(false);
+  return (
+    <details class="run" onToggle={(e) => setOpen(e.currentTarget.open)}>
+      <summary>Run <code>{runId}</code></summary>
+      {open && <RunTables runId={runId} />}
+    </details>
+  );
+}
+
+function RunTables({ runId }: { runId: string }) {
+  const run = usePoll(() => api<{ run: Run }>('GET', `/api/2.0/mlflow/runs/get${qs({ run_id: runId })}`), 0, runId);
+  if (run.loading) return <Spinner label="Loading the run…" />;
+  if (run.data === undefined) return <ErrorBox error={run.error} />;
+  const { info, data } = run.data.run;
+  // MLflow's own tags (mlflow.*) are bookkeeping: source, user, logged-model history.
+  const tags = data.tags.filter((t) => !t.key.startsWith('mlflow.'));
+  return (
+    <>
+      <p class="meta">{info.run_name} · {info.status} · started {formatTime(info.start_time)} by {info.user_id} · experiment {info.experiment_id}</p>
+      <div class="cols">
+        <KeyValueTable title="Params" rows={data.params} />
+        <KeyValueTable title="Metrics" rows={data.metrics.map((m) => ({ key: m.key, value: `${m.value} (step ${m.step})` }))} />
+        <KeyValueTable title="Tags" rows={tags} />
+      </div>
+    </>
+  );
+}
+
+function KeyValueTable({ title, rows }: { title: string; rows: KeyValue[] }) {
+  return (
+    <table class="signature">
+      <caption>{title}</caption>
+      <tbody>
+        {rows.length === 0 && <tr><td>none</td></tr>}
+        {rows.map((r) => <tr key={r.key}><th scope="row">{r.key}</th><td>{r.value}</td></tr>)}
+      </tbody>
+    </table>
   );
 }
 
