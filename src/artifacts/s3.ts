@@ -213,6 +213,33 @@ export class S3ArtifactStore implements ArtifactStore {
     });
   }
 
+  /**
+   * Every file of the tree at `key`, read into memory (a family pod's member on a miss: nothing is
+   * written to disk). `tooLarge(total)` is thrown, before anything is downloaded, when the listed
+   * sizes add up to more than `maxBytes`; a file that streams more than it was listed with is
+   * refused too.
+   */
+  async readTree(key: string, maxBytes: number, tooLarge: (totalBytes: number) => Error): Promise<Array<{ rel: string; bytes: Buffer }>> {
+    const files = await this.listTreeObjects(key);
+    if (files.length === 0) throw notFound(`Artifact '${key}'`);
+    const total = files.reduce((n, f) => n + f.sizeBytes, 0);
+    if (total > maxBytes) throw tooLarge(total);
+    return Promise.all(files.map(async (f) => {
+      const { stream } = await this.getFile(key + (f.rel === '' ? '' : `/${f.rel}`));
+      const chunks: Buffer[] = [];
+      let n = 0;
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        n += chunk.length;
+        if (n > f.sizeBytes) {
+          stream.destroy();
+          throw new FerryError('MODEL_ERROR', `Artifact file '${key}/${f.rel}' in S3 bucket '${this.opts.bucket}' is longer than its listed ${f.sizeBytes} bytes.`);
+        }
+        chunks.push(chunk);
+      }
+      return { rel: f.rel, bytes: Buffer.concat(chunks, n) };
+    }));
+  }
+
   /** Stops the client's sockets. */
   close(): void {
     this.s3.destroy();

@@ -6,7 +6,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { fetchArtifact, parseArtifactStoreLocation } from '../artifacts/index.js';
+import { fetchArtifact, parseArtifactStoreLocation, type ParsedArtifactStoreLocation } from '../artifacts/index.js';
 import { ADMIN_TOKEN_FILE } from '../auth/index.js';
 import { compileServerConfig, parseDurationMs, type ServerConfig } from '../config/index.js';
 import {
@@ -71,7 +71,9 @@ ${SIMULATE_HELP}
                               --pool ID: start warm and take the options over IPC from the server;
                               pod mode: --listen [HOST]:PORT (HOST default $POD_IP) --artifact-path KEY
                               --sha256 HEX: fetch the model into --dir from the store in --artifact-store
-                              JSON (default $FERRY_ARTIFACT_STORE) and verify it
+                              JSON (default $FERRY_ARTIFACT_STORE) and verify it; a family replica
+                              (--family-cache-bytes) with --members-from-store fetches each member
+                              from that store on a miss, as the gateway's request names it
 
 Common options:
   --json                      Machine-readable output
@@ -264,7 +266,7 @@ async function replicaCommand(args: string[]): Promise<void> {
     'memory-limit-bytes': { type: 'string' },
     'family-cache-bytes': { type: 'string' }, 'family-session-fallback': { type: 'string' },
     listen: { type: 'string' }, 'artifact-path': { type: 'string' }, sha256: { type: 'string' }, 'artifact-store': { type: 'string' },
-    control: { type: 'boolean' },
+    'members-from-store': { type: 'boolean' }, control: { type: 'boolean' },
   });
   // The local runtime's control channel on descriptor 3 (its lifeline, the warm pool's claim, a
   // family's model bytes, `drain`); absent when started by hand or in a pod.
@@ -352,21 +354,27 @@ async function replicaCommand(args: string[]): Promise<void> {
       ...(family === undefined ? {} : { family }),
     };
   }
+  /** Pod mode's artifact store: --artifact-store JSON, else $FERRY_ARTIFACT_STORE (`flag` names who needs it). */
+  const storeLocation = (flag: string): ParsedArtifactStoreLocation => {
+    const storeJson = str(values, 'artifact-store') ?? process.env.FERRY_ARTIFACT_STORE;
+    if (storeJson === undefined) throw new UsageError(`replica: ${flag} needs --artifact-store JSON or FERRY_ARTIFACT_STORE.`);
+    try {
+      return parseArtifactStoreLocation(storeJson, str(values, 'artifact-store') === undefined ? 'FERRY_ARTIFACT_STORE' : '--artifact-store');
+    } catch (err) {
+      return failed(err);
+    }
+  };
   const artifactPath = str(values, 'artifact-path');
   if (artifactPath !== undefined) {
     // Pod mode: the model comes from the artifact store, not from a directory the runtime prepared.
     const sha256 = str(values, 'sha256');
-    const storeJson = str(values, 'artifact-store') ?? process.env.FERRY_ARTIFACT_STORE;
     if (sha256 === undefined || !/^[0-9a-f]{64}$/.test(sha256)) throw new UsageError('replica: --artifact-path needs --sha256 with the version\'s 64-hex-digit tree digest.');
-    if (storeJson === undefined) throw new UsageError('replica: --artifact-path needs --artifact-store JSON or FERRY_ARTIFACT_STORE.');
-    const location = (() => {
-      try {
-        return parseArtifactStoreLocation(storeJson, str(values, 'artifact-store') === undefined ? 'FERRY_ARTIFACT_STORE' : '--artifact-store');
-      } catch (err) {
-        return failed(err);
-      }
-    })();
-    options = { ...options, dir: await fetchArtifact(location, artifactPath, sha256, options.dir).catch(failed) };
+    options = { ...options, dir: await fetchArtifact(storeLocation('--artifact-path'), artifactPath, sha256, options.dir).catch(failed) };
+  }
+  if (values['members-from-store'] === true) {
+    // A family pod: no runtime stages its members; it fetches each one from the store on a miss.
+    if (options.family === undefined) throw new UsageError('replica: --members-from-store is for a family replica (--family-cache-bytes).');
+    options = { ...options, family: { ...options.family, artifactStore: storeLocation('--members-from-store') } };
   }
   running.replica = await startReplica(options).catch(failed);
   if (stopping) await running.replica.close().then(() => process.exit(0), () => process.exit(1));

@@ -9,6 +9,7 @@
  */
 import { FerryError, invalidParameter } from '../errors.js';
 import type { MetadataStore, ModelVersionRecord } from '../store/index.js';
+import { encodeMemberArtifact } from './member.js';
 import { isXgboostFile } from './xgboost.js';
 
 /** Which registered models a family entity serves, and how its replicas hold them. */
@@ -37,6 +38,8 @@ export interface FamilyMember {
   artifactPath: string;
   artifactSha256: string;
   modelFile: string;
+  /** The three above as the gateway sends them to a replica (`encodeMemberArtifact`), encoded once per lookup. */
+  artifactMeta: string;
 }
 
 /** The flavors a family member may have: single-file models the replica loads from bytes (./loader.ts). */
@@ -164,6 +167,10 @@ export class FamilyResolver {
     if (!FAMILY_FLAVORS.has(flavor)) return `version ${version.version} is a ${flavor} model (families serve ONNX and XGBoost models)`;
     // A replica tells the two apart by the file's extension (./loader.ts), so it must agree with the flavor.
     if ((flavor === 'xgboost') !== isXgboostFile(modelFile)) return `version ${version.version} is a ${flavor} model in '${modelFile}', whose extension says otherwise (families load .onnx and .ubj, .xgb or .json XGBoost files)`;
-    return { name: ref.name, version: version.version, artifactPath: version.artifact.path, artifactSha256: version.artifact.sha256, modelFile: version.artifact.modelFile };
+    const { path: artifactPath, sha256: artifactSha256 } = version.artifact;
+    return {
+      name: ref.name, version: version.version, artifactPath, artifactSha256, modelFile,
+      artifactMeta: encodeMemberArtifact({ key: artifactPath, sha256: artifactSha256, modelFile }),
+    };
   }
 }
