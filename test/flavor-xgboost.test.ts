@@ -6,15 +6,16 @@
  * deepEqual: the same float32 value as Python printed, bit for bit. Skipped without python3-xgboost.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
 import { familyFixture, FAMILY_FEATURES } from '../src/fixtures/index.js';
 import { float32Tensor } from '../src/fixtures/fixture.js';
 import type { FerryServer } from '../src/server/index.js';
-import { pythonImports, replicaNodePid, replicaPids, request, ROOT, startTestServer, SYSTEM_PYTHON, tempDir, waitSettled } from './support/index.js';
+import { ADMIN_TOKEN, FERRY_BIN, pythonImports, replicaNodePid, replicaPids, request, ROOT, startTestServer, SYSTEM_PYTHON, tempDir, waitSettled } from './support/index.js';
 
 const python = SYSTEM_PYTHON;
 const haveXgboost = pythonImports('xgboost');
@@ -180,6 +181,25 @@ describe('xgboost flavor', { skip: haveXgboost ? false : 'python3-xgboost is not
     const odd = await call('POST', '/serving-endpoints/fam/invocations', { inputs: trained.x }, 'fam-odd');
     assert.equal(odd.status, 404, odd.text);
     assert.match(odd.json.message, /fam-odd.*xgboost model in 'model\.bin', whose extension says otherwise/);
+  });
+
+  test('ferry models import registers <name>.ubj and <name>.xgb files as XGBoost models, next to <name>.onnx', async () => {
+    const models = path.join(dir, 'import');
+    await fsp.mkdir(models);
+    await fsp.copyFile(path.join(dir, 'reg.ubj'), path.join(models, 'imp-a.ubj'));
+    await fsp.copyFile(path.join(dir, 'reg.xgb'), path.join(models, 'imp-b.xgb'));
+    await fsp.writeFile(path.join(models, 'imp-c.onnx'), familyFixture(1).build());
+    await fsp.writeFile(path.join(models, 'notes.json'), '{}');
+    // Asynchronously: the server answering the CLI runs in this process.
+    const { stdout } = await promisify(execFile)(process.execPath, [FERRY_BIN, 'models', 'import', models, '--json'], {
+      encoding: 'utf8', timeout: 30_000, env: { PATH: process.env.PATH ?? '', FERRY_URL: server.url, FERRY_TOKEN: ADMIN_TOKEN },
+    });
+    const out = JSON.parse(stdout) as { registered: number; failed: number; results: Array<{ name: string }> };
+    assert.deepEqual([out.registered, out.failed, out.results.map((r) => r.name)], [3, 0, ['imp-a', 'imp-b', 'imp-c']]);
+    for (const [name, flavor] of [['imp-a', 'xgboost'], ['imp-b', 'xgboost'], ['imp-c', 'onnx']] as const) {
+      const v = await call('GET', `/api/2.0/mlflow/model-versions/get?name=${name}&version=1`);
+      assert.equal(v.json.model_version.flavor, flavor, name);
+    }
   });
 
   test('an mlflow.xgboost directory registers as python and is a family member evaluated without Python; a classifier is not', {
