@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
-import { openArtifactReader, openArtifactStore } from '../src/artifacts/index.js';
+import { oneFileTreeDigest, openArtifactReader, openArtifactStore } from '../src/artifacts/index.js';
 import { digestFiles } from '../src/artifacts/tree.js';
 import { FerryError } from '../src/errors.js';
 import { decodeMemberArtifact, encodeMemberArtifact, ModelCache } from '../src/multi/index.js';
@@ -76,4 +76,15 @@ test('the cache gives a miss\'s hint to the loader; concurrent misses share the 
   assert.deepEqual(got, ['a@h1', 'a@h1', 'b@-']);
   assert.deepEqual(hints, ['h1', undefined]);
   assert.equal(await cache.use('a', async (m) => m, 'h3'), 'a@h1', 'a hit ignores the hint');
+});
+
+test('a one-file tree\'s digest follows from the file\'s sha256 (bulk registration\'s shortcut)', async () => {
+  const root = await tempDir();
+  try {
+    const store = await openArtifactStore({ kind: 'local', root });
+    const { sha256: fileSha } = await store.putFile('models/b/bulk-1/model.ubj', (async function* () { yield Buffer.from('abc'); })(), 1024);
+    assert.equal(oneFileTreeDigest('model.ubj', fileSha), (await store.digest('models/b/bulk-1')).sha256);
+  } finally {
+    await fsp.rm(root, { recursive: true, force: true });
+  }
 });

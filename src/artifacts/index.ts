@@ -64,6 +64,7 @@ export async function openArtifactStore(opts: ArtifactStoreOptions): Promise<Art
 }
 
 export { validateKey } from './keys.js';
+export { oneFileTreeDigest } from './tree.js';
 export type { S3Settings } from './s3.js';
 export {
   fetchArtifact, openArtifactReader, parseArtifactStoreLocation, type ArtifactReader, type ArtifactStoreLocation, type ParsedArtifactStoreLocation,

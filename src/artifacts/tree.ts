@@ -57,6 +57,15 @@ export async function digestTree(base: string): Promise<TreeDigest> {
 }
 
 /**
+ * The tree digest of a directory holding one file, from that file's path and sha256: a bulk
+ * registration knows both from writing the file, so it needs no second read (on S3, no second
+ * download). `oneFileTreeDigest("model.onnx", sha256("abc"))` is the example of `digestTree`.
+ */
+export function oneFileTreeDigest(rel: string, fileSha256: string): string {
+  return createHash('sha256').update(`${rel}\0${fileSha256}\n`).digest('hex');
+}
+
+/**
  * The tree digest (as `digestTree`) of files held in memory, each with its '/'-separated path
  * relative to the tree ('' when the tree is one file): a replica that fetched a tree into memory
  * checks it against the version's recorded sha256 without writing it anywhere.
