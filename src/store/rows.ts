@@ -200,9 +200,10 @@ export function afterToken(where: string, token: string | undefined, order: Sear
   if (order === 'name' && Array.isArray(key) && key.length === 1 && typeof key[0] === 'string') {
     clause = `${alias}.name > ${param(key[0])}`;
   } else if (order === 'updated' && Array.isArray(key) && key.length === 2 && Number.isSafeInteger(key[0]) && typeof key[1] === 'string') {
-    clause = `(${alias}.updated_ms < ${param(key[0])} OR (${alias}.updated_ms = ${param(key[0])} AND ${alias}.name > ${param(key[1])}))`;
+    clause = `${alias}.updated_ms <= ${param(key[0])} AND (${alias}.updated_ms < ${param(key[0])} OR ${alias}.name > ${param(key[1])})`;
   } else if (order === 'versions' && Array.isArray(key) && key.length === 2 && typeof key[0] === 'string' && Number.isSafeInteger(key[1])) {
-    clause = `(${alias}.name > ${param(key[0])} OR (${alias}.name = ${param(key[0])} AND ${alias}.version < ${param(key[1])}))`;
+    // The leading range on name lets the (name, version) key's index find the start.
+    clause = `${alias}.name >= ${param(key[0])} AND (${alias}.name > ${param(key[0])} OR ${alias}.version < ${param(key[1])})`;
   } else {
     throw bad();
   }
