@@ -1,6 +1,6 @@
 /**
- * Many tiny models (docs/multi-model.md), end to end through a real server: N generated linear
- * and tree models bulk-registered through the API (`FerryClient.importModels`, the code `ferry
+ * Many tiny models (docs/multi-model.md), end to end through a real server: N generated ONNX linear
+ * and tree models and XGBoost boosters (./xgboost-members.ts) bulk-registered through the API (`FerryClient.importModels`, the code `ferry
  * models import` runs), one family endpoint serving all of them (2 replicas, a byte-budget cache
  * each) and a single-model endpoint for comparison, then HTTP load from a worker thread:
  * the single-model endpoint; the family endpoint on 100 loaded models (hit p99 vs the single
@@ -23,6 +23,7 @@ import { startServer, type FerryServer } from '../src/server/index.js';
 import type { LoadSpec } from './multi-load.js';
 import { kubeMissMarkdown, runFamilyKubeMisses, type KubeMissReport } from './multi-kube.js';
 import { load } from './multi-worker.js';
+import { xgboostMember } from './xgboost-members.js';
 import { percentile } from './scaling.js';
 
 export interface MultiSettings {
@@ -116,7 +117,10 @@ export async function runMulti(s: MultiSettings, log: (line: string) => void): P
     const dir = join(tmp, 'models');
     await fsp.mkdir(dir);
     let t0 = performance.now();
-    for (let i = 0; i < s.models; i++) await fsp.writeFile(join(dir, `m-${i}.onnx`), familyFixture(i).build());
+    // A third XGBoost (.ubj); the rest ONNX, linear or tree (familyFixture alternates by parity).
+    for (let i = 0; i < s.models; i++) {
+      await fsp.writeFile(join(dir, i % 3 === 2 ? `m-${i}.ubj` : `m-${i}.onnx`), i % 3 === 2 ? xgboostMember(i) : familyFixture(i).build());
+    }
     const generateS = (performance.now() - t0) / 1000;
     log(`multi: generated ${s.models} models in ${generateS.toFixed(1)} s`);
     const token = 'bench_multi_admin_token_0123456789abcdef';
@@ -175,7 +179,7 @@ export function multiMarkdown(m: MultiReport): string {
   const loaded = m.phases.find((p) => p.name.includes('loaded models'));
   const lines = [
     '## Many tiny models (bench/multi.ts)', '',
-    `${m.settings.models} generated models (linear and tree); bulk registration through the API: ${m.registerS.toFixed(1)} s, ${Math.round(m.registered / Math.max(m.registerS, 1e-9))} models/s (${m.registered} READY, ${m.failed} failed); server RSS growth ${m.rssPerModelBytes} B per registered model. `
+    `${m.settings.models} generated models (ONNX linear and tree, and a third XGBoost); bulk registration through the API: ${m.registerS.toFixed(1)} s, ${Math.round(m.registered / Math.max(m.registerS, 1e-9))} models/s (${m.registered} READY, ${m.failed} failed); server RSS growth ${m.rssPerModelBytes} B per registered model. `
       + `One family endpoint (2 replicas, cache budget ${m.settings.budgetBytes} B each) and a single-model endpoint (2 replicas); ${m.settings.concurrency} keep-alive connections, ${m.settings.durationS} s per phase, HTTP through the gateway.`, '',
     '| phase | req/s | p50 µs | p99 µs | hit rate | loads | errors | max cache B | max replica RSS MiB |',
     '|---|---|---|---|---|---|---|---|---|',

@@ -10,7 +10,8 @@ import { test } from 'node:test';
 import { oneFileTreeDigest, openArtifactReader, openArtifactStore } from '../src/artifacts/index.js';
 import { digestFiles } from '../src/artifacts/tree.js';
 import { FerryError } from '../src/errors.js';
-import { decodeMemberArtifact, encodeMemberArtifact, ModelCache } from '../src/multi/index.js';
+import { xgboostMember, xgboostMemberDoc } from '../bench/xgboost-members.js';
+import { compileXgboost, decodeMemberArtifact, encodeMemberArtifact, ModelCache } from '../src/multi/index.js';
 import { tempDir } from './support/index.js';
 
 const SHA = 'ab'.repeat(32);
@@ -87,4 +88,18 @@ test('a one-file tree\'s digest follows from the file\'s sha256 (bulk registrati
   } finally {
     await fsp.rm(root, { recursive: true, force: true });
   }
+});
+
+test('the bench\'s generated XGBoost members: the UBJSON file and the same document as JSON compile to the same model', async () => {
+  const row = Float32Array.from([0.5, -1.25, 2, 0.75, -0.3, 0.2, 0.9, -1]);
+  const answers = new Set<number>();
+  for (const i of [0, 1, 7, 1000]) {
+    const asJson = Buffer.from(JSON.stringify(xgboostMemberDoc(i), (_k, v: unknown) => (ArrayBuffer.isView(v) ? Array.from(v as Float32Array) : v)));
+    const [ubj, json] = [compileXgboost(xgboostMember(i), 'model.ubj'), compileXgboost(asJson, 'model.json')];
+    const input = { input: { dtype: 'float32' as const, shape: [2, 4], data: row } };
+    const a = (await ubj.predict(input)).predictions as { data: Float32Array };
+    assert.deepEqual(a, (await json.predict(input)).predictions, `member ${i}`);
+    answers.add(a.data[0] as number);
+  }
+  assert.equal(answers.size, 4, 'each member is a different model');
 });
