@@ -1,6 +1,6 @@
 /**
- * Many tiny models (docs/multi-model.md), end to end through a real server: N generated linear
- * and tree models bulk-registered through the API (`FerryClient.importModels`, the code `ferry
+ * Many tiny models (docs/multi-model.md), end to end through a real server: N generated ONNX linear
+ * and tree models and XGBoost boosters (./xgboost-members.ts) bulk-registered through the API (`FerryClient.importModels`, the code `ferry
  * models import` runs), one family endpoint serving all of them (2 replicas, a byte-budget cache
  * each) and a single-model endpoint for comparison, then HTTP load from a worker thread:
  * the single-model endpoint; the family endpoint on 100 loaded models (hit p99 vs the single
@@ -15,13 +15,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Worker } from 'node:worker_threads';
 import { FerryClient, type FamilyCacheView } from '../src/client/index.js';
 import { compileServerConfig } from '../src/config/index.js';
 import { familyFixture } from '../src/fixtures/index.js';
 import { descendants, processTree, residentBytes } from '../src/runtime/local/proc.js';
 import { startServer, type FerryServer } from '../src/server/index.js';
-import type { LoadResult, LoadSpec } from './multi-load.js';
+import type { LoadSpec } from './multi-load.js';
+import { kubeMissMarkdown, runFamilyKubeMisses, type KubeMissReport } from './multi-kube.js';
+import { load } from './multi-worker.js';
+import { xgboostMember } from './xgboost-members.js';
 import { percentile } from './scaling.js';
 
 export interface MultiSettings {
@@ -31,6 +33,8 @@ export interface MultiSettings {
   concurrency: number;
   /** The server's `gatewayWorkers`; undefined: its default (the cores). */
   gatewayWorkers?: number;
+  /** Models of the Kubernetes section (bench/multi-kube.ts: a pod's misses from S3); 0 skips it. */
+  kubeModels: number;
 }
 
 export interface MultiReport {
@@ -39,7 +43,10 @@ export interface MultiReport {
   registerS: number;
   registered: number;
   failed: number;
+  /** The server's resident memory growth over the registration, per registered model (after a GC when `--expose-gc`). */
+  rssPerModelBytes: number;
   phases: PhaseResult[];
+  kube: KubeMissReport | undefined;
 }
 
 interface PhaseResult {
@@ -58,14 +65,6 @@ interface PhaseResult {
   cacheBytesMax: number;
   /** Largest resident memory of any family replica during the phase. */
   replicaRssMaxBytes: number;
-}
-
-function load(spec: LoadSpec): Promise<LoadResult> {
-  return new Promise((resolve, reject) => {
-    const w = new Worker(new URL('./multi-load.js', import.meta.url), { workerData: spec });
-    w.once('message', (m: LoadResult | { error: string }) => ('error' in m ? reject(new Error(m.error)) : resolve(m)));
-    w.once('error', reject);
-  });
 }
 
 async function familyState(client: FerryClient): Promise<FamilyCacheView> {
@@ -120,18 +119,29 @@ export async function runMulti(s: MultiSettings, log: (line: string) => void): P
     const dir = join(tmp, 'models');
     await fsp.mkdir(dir);
     let t0 = performance.now();
-    for (let i = 0; i < s.models; i++) await fsp.writeFile(join(dir, `m-${i}.onnx`), familyFixture(i).build());
+    // A third XGBoost (.ubj); the rest ONNX, linear or tree (familyFixture alternates by parity).
+    for (let i = 0; i < s.models; i++) {
+      await fsp.writeFile(join(dir, i % 3 === 2 ? `m-${i}.ubj` : `m-${i}.onnx`), i % 3 === 2 ? xgboostMember(i) : familyFixture(i).build());
+    }
     const generateS = (performance.now() - t0) / 1000;
     log(`multi: generated ${s.models} models in ${generateS.toFixed(1)} s`);
     const token = 'bench_multi_admin_token_0123456789abcdef';
     const dataDir = join(tmp, 'data');
     const server = await startServer(compileServerConfig({ port: 0, dataDir, logLevel: 'error', ...(s.gatewayWorkers === undefined ? {} : { gatewayWorkers: s.gatewayWorkers }) }), { adminToken: token });
+    let local: Omit<MultiReport, 'kube'>;
     try {
       const client = new FerryClient({ url: server.url, token });
+      // The server runs in this process: its RSS is this process's (the generated files are on disk).
+      const rss = (): number => {
+        (globalThis as { gc?: () => void }).gc?.();
+        return process.memoryUsage().rss;
+      };
+      const rssBefore = rss();
       t0 = performance.now();
       const r = await client.importModels(dir);
       const registerS = (performance.now() - t0) / 1000;
-      log(`multi: registered ${r.registered} (failed ${r.failed}) in ${registerS.toFixed(1)} s`);
+      const rssPerModelBytes = Math.round((rss() - rssBefore) / Math.max(1, r.registered));
+      log(`multi: registered ${r.registered} (failed ${r.failed}) in ${registerS.toFixed(1)} s (${Math.round(r.registered / registerS)}/s); server RSS +${rssPerModelBytes} B per model`);
       // Two replicas each (provisioned concurrency 8 = 2 × the Small target of 4), fixed.
       const fixed = { min_provisioned_concurrency: 8, max_provisioned_concurrency: 8 };
       await client.createEndpoint('ads', { served_entities: [{ name: 'family', model_family: { name_prefix: 'm-', cache_size: s.budgetBytes }, ...fixed }] });
@@ -154,10 +164,12 @@ export async function runMulti(s: MultiSettings, log: (line: string) => void): P
       if (fresh > 0) await run('family, misses only', { ...base, endpoint: 'ads', concurrency: 4, durationS: 600, maxRequests: fresh, pick: { kind: 'sequence', from: s.models - fresh } });
       await run(`family, uniform over ${s.models}`, { ...base, endpoint: 'ads', pick: { kind: 'uniform', n: s.models } });
       await run('family, Zipf s=1.1', { ...base, endpoint: 'ads', pick: { kind: 'zipf', n: s.models, s: 1.1 } });
-      return { settings: s, generateS, registerS, registered: r.registered, failed: r.failed, phases };
+      local = { settings: s, generateS, registerS, registered: r.registered, failed: r.failed, rssPerModelBytes, phases };
     } finally {
       await server.close();
     }
+    // After the local server is gone: the pods and s3rver get the machine to themselves.
+    return { ...local, kube: s.kubeModels > 0 ? await runFamilyKubeMisses(s.kubeModels, log) : undefined };
   } finally {
     await fsp.rm(tmp, { recursive: true, force: true });
   }
@@ -169,7 +181,7 @@ export function multiMarkdown(m: MultiReport): string {
   const loaded = m.phases.find((p) => p.name.includes('loaded models'));
   const lines = [
     '## Many tiny models (bench/multi.ts)', '',
-    `${m.settings.models} generated models (linear and tree); bulk registration through the API: ${m.registerS.toFixed(1)} s (${m.registered} READY, ${m.failed} failed). `
+    `${m.settings.models} generated models (ONNX linear and tree, and a third XGBoost); bulk registration through the API: ${m.registerS.toFixed(1)} s, ${Math.round(m.registered / Math.max(m.registerS, 1e-9))} models/s (${m.registered} READY, ${m.failed} failed); server RSS growth ${m.rssPerModelBytes} B per registered model. `
       + `One family endpoint (2 replicas, cache budget ${m.settings.budgetBytes} B each) and a single-model endpoint (2 replicas); ${m.settings.concurrency} keep-alive connections, ${m.settings.durationS} s per phase, HTTP through the gateway.`, '',
     '| phase | req/s | p50 µs | p99 µs | hit rate | loads | errors | max cache B | max replica RSS MiB |',
     '|---|---|---|---|---|---|---|---|---|',
@@ -177,14 +189,20 @@ export function multiMarkdown(m: MultiReport): string {
     '',
     single && loaded ? `Loaded-model p99 ÷ single-model p99: ${(loaded.p99Us / Math.max(1, single.p99Us)).toFixed(2)} (goal ≤ 1.2).` : '',
     '',
+    ...(m.kube === undefined ? [] : [kubeMissMarkdown(m.kube)]),
   ];
   return lines.join('\n');
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const { values } = parseArgs({ options: { models: { type: 'string', default: '100000' }, 'duration-s': { type: 'string', default: '60' }, 'budget-mib': { type: 'string', default: '64' }, 'gateway-workers': { type: 'string' } } });
+  const { values } = parseArgs({
+    options: {
+      models: { type: 'string', default: '1000000' }, 'duration-s': { type: 'string', default: '60' }, 'budget-mib': { type: 'string', default: '64' }, 'kube-models': { type: 'string', default: '500' },
+      'gateway-workers': { type: 'string' },
+    },
+  });
   const s: MultiSettings = {
-    models: Number(values.models), durationS: Number(values['duration-s']), budgetBytes: Number(values['budget-mib']) * 1024 * 1024, concurrency: 16,
+    models: Number(values.models), durationS: Number(values['duration-s']), budgetBytes: Number(values['budget-mib']) * 1024 * 1024, concurrency: 16, kubeModels: Number(values['kube-models']),
     ...(values['gateway-workers'] === undefined ? {} : { gatewayWorkers: Number(values['gateway-workers']) }),
   };
   runMulti(s, (line) => process.stderr.write(`${line}\n`)).then((m) => {

@@ -6,17 +6,38 @@
  * deepEqual: the same float32 value as Python printed, bit for bit. Skipped without python3-xgboost.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
 import { familyFixture, FAMILY_FEATURES } from '../src/fixtures/index.js';
 import { float32Tensor } from '../src/fixtures/fixture.js';
 import type { FerryServer } from '../src/server/index.js';
-import { pythonImports, replicaNodePid, replicaPids, request, startTestServer, SYSTEM_PYTHON, tempDir, waitSettled } from './support/index.js';
+import { ADMIN_TOKEN, FERRY_BIN, pythonImports, replicaNodePid, replicaPids, request, ROOT, startTestServer, SYSTEM_PYTHON, tempDir, waitSettled } from './support/index.js';
 
 const python = SYSTEM_PYTHON;
 const haveXgboost = pythonImports('xgboost');
+/** The vendored MLflow (2.12), for directories saved by the real `mlflow.xgboost.save_model`. */
+const MLFLOW_PATH = path.resolve(ROOT, process.env.FERRY_MLFLOW_PATH ?? '../shared/vendor/mlflow');
+
+/**
+ * Saves the regressor (reg.ubj) with mlflow.xgboost as a Booster (MLflow 2.12 writes model.xgb,
+ * the legacy binary) and a scikit-learn XGBClassifier, both with signatures.
+ */
+const MLFLOW_SCRIPT = String.raw`
+import os, sys
+import numpy as np, xgboost as xgb, mlflow.xgboost
+from mlflow.models import infer_signature
+out = sys.argv[1]
+reg = xgb.Booster()
+reg.load_model(os.path.join(out, "reg.ubj"))
+X = np.random.default_rng(3).normal(size=(50, 5)).astype(np.float32)
+mlflow.xgboost.save_model(reg, os.path.join(out, "mlflow-booster"), signature=infer_signature(X, reg.predict(xgb.DMatrix(X))))
+clf = xgb.XGBClassifier(n_estimators=3, max_depth=2).fit(X, (X[:, 0] > 0).astype(int))
+mlflow.xgboost.save_model(clf, os.path.join(out, "mlflow-classifier"), signature=infer_signature(X, clf.predict(X)))
+`;
 
 /** Trains a regressor (saved as reg.ubj, reg.json and the legacy binary reg.xgb) and a 3-class softprob model (cls/model.json + ferry.json); prints rows and predictions as float32 values. */
 const SCRIPT = String.raw`
@@ -160,5 +181,45 @@ describe('xgboost flavor', { skip: haveXgboost ? false : 'python3-xgboost is not
     const odd = await call('POST', '/serving-endpoints/fam/invocations', { inputs: trained.x }, 'fam-odd');
     assert.equal(odd.status, 404, odd.text);
     assert.match(odd.json.message, /fam-odd.*xgboost model in 'model\.bin', whose extension says otherwise/);
+  });
+
+  test('ferry models import registers <name>.ubj and <name>.xgb files as XGBoost models, next to <name>.onnx', async () => {
+    const models = path.join(dir, 'import');
+    await fsp.mkdir(models);
+    await fsp.copyFile(path.join(dir, 'reg.ubj'), path.join(models, 'imp-a.ubj'));
+    await fsp.copyFile(path.join(dir, 'reg.xgb'), path.join(models, 'imp-b.xgb'));
+    await fsp.writeFile(path.join(models, 'imp-c.onnx'), familyFixture(1).build());
+    await fsp.writeFile(path.join(models, 'notes.json'), '{}');
+    // Asynchronously: the server answering the CLI runs in this process.
+    const { stdout } = await promisify(execFile)(process.execPath, [FERRY_BIN, 'models', 'import', models, '--json'], {
+      encoding: 'utf8', timeout: 30_000, env: { PATH: process.env.PATH ?? '', FERRY_URL: server.url, FERRY_TOKEN: ADMIN_TOKEN },
+    });
+    const out = JSON.parse(stdout) as { registered: number; failed: number; results: Array<{ name: string }> };
+    assert.deepEqual([out.registered, out.failed, out.results.map((r) => r.name)], [3, 0, ['imp-a', 'imp-b', 'imp-c']]);
+    for (const [name, flavor] of [['imp-a', 'xgboost'], ['imp-b', 'xgboost'], ['imp-c', 'onnx']] as const) {
+      const v = await call('GET', `/api/2.0/mlflow/model-versions/get?name=${name}&version=1`);
+      assert.equal(v.json.model_version.flavor, flavor, name);
+    }
+  });
+
+  test('an mlflow.xgboost directory registers as python and is a family member evaluated without Python; a classifier is not', {
+    skip: fs.existsSync(path.join(MLFLOW_PATH, 'mlflow', '__init__.py')) ? false : `no MLflow at ${MLFLOW_PATH} (set FERRY_MLFLOW_PATH)`,
+  }, async () => {
+    execFileSync(python, ['-c', MLFLOW_SCRIPT, dir], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, PYTHONPATH: MLFLOW_PATH }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const booster = await register('fam-mlflow', path.join(dir, 'mlflow-booster'));
+    assert.equal(booster.status, 'READY', booster.status_message);
+    // Still a python version (a single-model endpoint serves it through Python, as before) ...
+    assert.equal(booster.flavor, 'python');
+    const classifier = await register('fam-mlflow-clf', path.join(dir, 'mlflow-classifier'));
+    assert.equal(classifier.status, 'READY', classifier.status_message);
+    assert.equal(classifier.flavor, 'python');
+    // ... and a family member, compiled by the XGBoost evaluator from model.xgb: Booster.predict, bit for bit.
+    const r = await call('POST', '/serving-endpoints/fam/invocations', { inputs: trained.x }, 'fam-mlflow');
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.json, { predictions: trained.reg });
+    // XGBClassifier.predict answers labels where the booster answers probabilities: left to Python.
+    const clf = await call('POST', '/serving-endpoints/fam/invocations', { inputs: trained.x }, 'fam-mlflow-clf');
+    assert.equal(clf.status, 404, clf.text);
+    assert.match(clf.json.message, /fam-mlflow-clf.*is a python model \(families serve ONNX and XGBoost models, and MLflow models saved by mlflow\.xgboost from a Booster or an XGBRegressor\)/);
   });
 });

@@ -25,5 +25,8 @@ export async function openArtifactStore(opts: ArtifactStoreOptions): Promise<Art
 }
 
 export { validateKey } from './keys.js';
+export { oneFileTreeDigest } from './tree.js';
 export type { S3Settings } from './s3.js';
-export { fetchArtifact, parseArtifactStoreLocation, type ArtifactStoreLocation } from './location.js';
+export {
+  fetchArtifact, openArtifactReader, parseArtifactStoreLocation, type ArtifactReader, type ArtifactStoreLocation, type ParsedArtifactStoreLocation,
+} from './location.js';

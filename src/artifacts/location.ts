@@ -13,11 +13,12 @@
  *   opened as a `LocalArtifactStore`: that would clean the store's upload directory, which belongs
  *   to the server.
  */
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { FerryError } from '../errors.js';
 import { validateKey } from './keys.js';
-import { digestTree } from './tree.js';
+import { digestFiles, digestTree, listTree } from './tree.js';
 
 const locationSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('local'), root: z.string().min(1) }),
@@ -29,6 +30,8 @@ const locationSchema = z.discriminatedUnion('kind', [
 
 /** Where a replica in pod mode reads artifacts from (the JSON described above). */
 export type ArtifactStoreLocation = z.input<typeof locationSchema>;
+/** An `ArtifactStoreLocation` with its defaults filled in (`parseArtifactStoreLocation`). */
+export type ParsedArtifactStoreLocation = z.output<typeof locationSchema>;
 
 /** Parses the store JSON; a FerryError naming `source` (the flag or env variable) when it is not one. */
 export function parseArtifactStoreLocation(json: string, source: string): z.output<typeof locationSchema> {
@@ -65,4 +68,56 @@ export async function fetchArtifact(location: z.output<typeof locationSchema>, k
     throw new FerryError('MODEL_ERROR', `Artifact '${key}' does not match its recorded sha256: expected ${sha256}, found ${actual.sha256}; it was changed outside Ferry.`);
   }
   return dir;
+}
+
+/**
+ * Reads single files of artifact trees into memory, each tree verified first: a family replica in
+ * pod mode fetches a member's model file on a miss this way (src/replica/family-store.ts).
+ */
+export interface ArtifactReader {
+  /**
+   * The bytes of `file` in the tree at `key`, once the whole tree hashed to `sha256`; MODEL_ERROR
+   * naming the key and both digests when it does not, or naming the file when the tree lacks it.
+   * A tree of more than `maxBytes` is refused before anything is read, with `tooLarge(total)`.
+   */
+  readVerifiedFile(key: string, sha256: string, file: string, maxBytes: number, tooLarge: (totalBytes: number) => Error): Promise<Buffer>;
+  close(): void;
+}
+
+/** An `ArtifactReader` on the store at `location` (S3: one client for the process's life). */
+export async function openArtifactReader(location: ParsedArtifactStoreLocation, workDir: string): Promise<ArtifactReader> {
+  let readTree: (key: string, maxBytes: number, tooLarge: (totalBytes: number) => Error) => Promise<Array<{ rel: string; bytes: Buffer }>>;
+  let close = (): void => undefined;
+  let where: string;
+  if (location.kind === 's3') {
+    const { S3ArtifactStore } = await import('./s3.js');
+    const store = await S3ArtifactStore.open({ ...location, endpoint: location.endpoint, credentials: undefined, cacheDir: path.join(workDir, 'artifact-cache') });
+    readTree = (key, maxBytes, tooLarge) => store.readTree(key, maxBytes, tooLarge);
+    close = () => store.close();
+    where = `S3 bucket '${location.bucket}'`;
+  } else {
+    const root = path.resolve(location.root);
+    where = `the artifact store at '${location.root}'`;
+    readTree = async (key, maxBytes, tooLarge) => {
+      const files = await listTree(path.join(root, ...validateKey(key))).catch((err: unknown) => {
+        throw new FerryError('MODEL_ERROR', `Artifact '${key}' cannot be read from ${where}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      });
+      const total = files.reduce((n, f) => n + f.sizeBytes, 0);
+      if (total > maxBytes) throw tooLarge(total);
+      return Promise.all(files.map(async (f) => ({ rel: f.rel, bytes: await fsp.readFile(f.abs) })));
+    };
+  }
+  return {
+    close,
+    readVerifiedFile: async (key, sha256, file, maxBytes, tooLarge) => {
+      const files = await readTree(key, maxBytes, tooLarge);
+      const actual = digestFiles(files);
+      if (actual !== sha256) {
+        throw new FerryError('MODEL_ERROR', `Artifact '${key}' in ${where} does not match its recorded sha256: expected ${sha256}, found ${actual}; it was changed outside Ferry.`);
+      }
+      const found = files.find((f) => f.rel === file);
+      if (found === undefined) throw new FerryError('MODEL_ERROR', `Artifact '${key}' has no file '${file}'.`);
+      return found.bytes;
+    },
+  };
 }

@@ -213,6 +213,33 @@ export class S3ArtifactStore implements ArtifactStore {
     });
   }
 
+  /**
+   * Every file of the tree at `key`, read into memory (a family pod's member on a miss: nothing is
+   * written to disk). `tooLarge(total)` is thrown, before anything is downloaded, when the listed
+   * sizes add up to more than `maxBytes`; a file that streams more than it was listed with is
+   * refused too.
+   */
+  async readTree(key: string, maxBytes: number, tooLarge: (totalBytes: number) => Error): Promise<Array<{ rel: string; bytes: Buffer }>> {
+    const files = await this.listTreeObjects(key, 'directory first');
+    if (files.length === 0) throw notFound(`Artifact '${key}'`);
+    const total = files.reduce((n, f) => n + f.sizeBytes, 0);
+    if (total > maxBytes) throw tooLarge(total);
+    return Promise.all(files.map(async (f) => {
+      const { stream } = await this.getFile(key + (f.rel === '' ? '' : `/${f.rel}`));
+      const chunks: Buffer[] = [];
+      let n = 0;
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        n += chunk.length;
+        if (n > f.sizeBytes) {
+          stream.destroy();
+          throw new FerryError('MODEL_ERROR', `Artifact file '${key}/${f.rel}' in S3 bucket '${this.opts.bucket}' is longer than its listed ${f.sizeBytes} bytes.`);
+        }
+        chunks.push(chunk);
+      }
+      return { rel: f.rel, bytes: Buffer.concat(chunks, n) };
+    }));
+  }
+
   /** Stops the client's sockets. */
   close(): void {
     this.s3.destroy();
@@ -374,11 +401,21 @@ export class S3ArtifactStore implements ArtifactStore {
     return (res.KeyCount ?? res.Contents?.length ?? 0) > 0;
   }
 
-  /** The file `key`, or every object under `key/` ('' marks `key` itself), sorted by path. */
-  private async listTreeObjects(key: string): Promise<Array<{ rel: string; objectKey: string; sizeBytes: number }>> {
+  /**
+   * The file `key`, or every object under `key/` ('' marks `key` itself), sorted by path.
+   * `directory first` lists before asking whether `key` is a file: one request fewer for a tree
+   * that is a directory (a version's always is), one more for a file.
+   */
+  private async listTreeObjects(key: string, probe: 'file first' | 'directory first' = 'file first'): Promise<Array<{ rel: string; objectKey: string; sizeBytes: number }>> {
     const objectKey = this.objectKey(key);
-    const size = await this.headSize(objectKey);
-    if (size !== undefined) return [{ rel: '', objectKey, sizeBytes: size }];
+    const asFile = async (): Promise<Array<{ rel: string; objectKey: string; sizeBytes: number }> | undefined> => {
+      const size = await this.headSize(objectKey);
+      return size === undefined ? undefined : [{ rel: '', objectKey, sizeBytes: size }];
+    };
+    if (probe === 'file first') {
+      const file = await asFile();
+      if (file !== undefined) return file;
+    }
     const out: Array<{ rel: string; objectKey: string; sizeBytes: number }> = [];
     let token: string | undefined;
     do {
@@ -389,6 +426,7 @@ export class S3ArtifactStore implements ArtifactStore {
       }
       token = res.IsTruncated === true ? res.NextContinuationToken : undefined;
     } while (token !== undefined);
+    if (out.length === 0 && probe === 'directory first') return (await asFile()) ?? [];
     return out.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
   }
 

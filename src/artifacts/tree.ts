@@ -55,3 +55,25 @@ export async function digestTree(base: string): Promise<TreeDigest> {
   }
   return { sha256: tree.digest('hex'), sizeBytes, files: files.length };
 }
+
+/**
+ * The tree digest of a directory holding one file, from that file's path and sha256: a bulk
+ * registration knows both from writing the file, so it needs no second read (on S3, no second
+ * download). `oneFileTreeDigest("model.onnx", sha256("abc"))` is the example of `digestTree`.
+ */
+export function oneFileTreeDigest(rel: string, fileSha256: string): string {
+  return createHash('sha256').update(`${rel}\0${fileSha256}\n`).digest('hex');
+}
+
+/**
+ * The tree digest (as `digestTree`) of files held in memory, each with its '/'-separated path
+ * relative to the tree ('' when the tree is one file): a replica that fetched a tree into memory
+ * checks it against the version's recorded sha256 without writing it anywhere.
+ */
+export function digestFiles(files: ReadonlyArray<{ rel: string; bytes: Uint8Array }>): string {
+  const tree = createHash('sha256');
+  for (const f of [...files].sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0))) {
+    tree.update(`${f.rel}\0${createHash('sha256').update(f.bytes).digest('hex')}\n`);
+  }
+  return tree.digest('hex');
+}

@@ -40,8 +40,8 @@ export const MethodCode = { GET: 0, POST: 1 } as const;
  * sent 0 and ignored.
  */
 export const FrameFlag = { META: 0x01, SPAN_WANTED: 0x02 } as const;
-/** Keys of request metadata entries; values are ASCII text. */
-export const RequestMetaKey = { REQUEST_ID: 1, TRACEPARENT: 2, TRACESTATE: 3 } as const;
+/** Keys of request metadata entries; values are ASCII text. MEMBER: a family member's artifact (`RequestMeta.member`). */
+export const RequestMetaKey = { REQUEST_ID: 1, TRACEPARENT: 2, TRACESTATE: 3, MEMBER: 4 } as const;
 /** Keys of response metadata entries. */
 export const ResponseMetaKey = { SPAN: 1 } as const;
 /** The metadata section starts with its u16 length (the bytes after it). */
@@ -214,6 +214,7 @@ export function requestMetaBytes(meta: RequestMeta): number {
   if (meta.requestId !== undefined) n += META_ENTRY_BYTES + meta.requestId.length;
   if (meta.traceparent !== undefined) n += META_ENTRY_BYTES + meta.traceparent.length;
   if (meta.tracestate !== undefined) n += META_ENTRY_BYTES + meta.tracestate.length;
+  if (meta.member !== undefined) n += META_ENTRY_BYTES + meta.member.length;
   return n === 0 ? 0 : META_LENGTH_BYTES + n;
 }
 
@@ -223,6 +224,7 @@ export function writeRequestMeta(buf: Buffer, off: number, meta: RequestMeta, se
   if (meta.requestId !== undefined) off = writeEntry(buf, off, RequestMetaKey.REQUEST_ID, meta.requestId);
   if (meta.traceparent !== undefined) off = writeEntry(buf, off, RequestMetaKey.TRACEPARENT, meta.traceparent);
   if (meta.tracestate !== undefined) off = writeEntry(buf, off, RequestMetaKey.TRACESTATE, meta.tracestate);
+  if (meta.member !== undefined) off = writeEntry(buf, off, RequestMetaKey.MEMBER, meta.member);
   return off;
 }
 
@@ -249,6 +251,7 @@ export function readRequestMeta(payload: Buffer, meta: RequestMeta): number {
     if (key === RequestMetaKey.REQUEST_ID) meta.requestId = value;
     else if (key === RequestMetaKey.TRACEPARENT) meta.traceparent = value;
     else if (key === RequestMetaKey.TRACESTATE) meta.tracestate = value;
+    else if (key === RequestMetaKey.MEMBER) meta.member = value;
     off = valueEnd;
   }
   return end;

@@ -53,6 +53,12 @@ export interface RequestMeta {
   /** W3C traceparent naming the gateway's span as the parent. */
   traceparent: string | undefined;
   tracestate: string | undefined;
+  /**
+   * On a request to a family replica: the member's artifact (key, tree sha256, model file), for a
+   * replica that fetches members from the artifact store itself (a pod). Encoded by
+   * `encodeMemberArtifact` (src/multi/member.ts); absent on every other request.
+   */
+  member?: string | undefined;
   /** Ask the replica to send its span back: only when spans are exported. */
   wantSpan: boolean;
 }

@@ -71,7 +71,9 @@ ${SIMULATE_HELP}
                               --pool ID: start warm and take the options over IPC from the server;
                               pod mode: --listen [HOST]:PORT (HOST default $POD_IP) --artifact-path KEY
                               --sha256 HEX: fetch the model into --dir from the store in --artifact-store
-                              JSON (default $FERRY_ARTIFACT_STORE) and verify it
+                              JSON (default $FERRY_ARTIFACT_STORE) and verify it; a family replica
+                              (--family-cache-bytes) with --members-from-store fetches each member
+                              from that store on a miss, as the gateway's request names it
 
 Common options:
   --json                      Machine-readable output

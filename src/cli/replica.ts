@@ -25,6 +25,8 @@ export async function replicaCommand(args: string[]): Promise<void> {
   const cmd = fromArgv(args);
   const storeJson = cmd.artifact?.store ?? process.env.FERRY_ARTIFACT_STORE;
   if (cmd.artifact !== undefined && storeJson === undefined) throw new ReplicaArgvError('--artifact-path needs --artifact-store JSON or FERRY_ARTIFACT_STORE');
+  const membersJson = cmd.membersFromStore === undefined ? undefined : cmd.membersFromStore.store ?? process.env.FERRY_ARTIFACT_STORE;
+  if (cmd.membersFromStore !== undefined && membersJson === undefined) throw new ReplicaArgvError('--members-from-store needs --artifact-store JSON or FERRY_ARTIFACT_STORE');
   // The local runtime's control channel on descriptor 3 (its lifeline, the warm pool's claim, a
   // family's model bytes, `drain`); absent when started by hand or in a pod.
   const control = cmd.control === true ? openControl() : undefined;
@@ -53,6 +55,12 @@ export async function replicaCommand(args: string[]): Promise<void> {
   // An empty --listen host is the pod's IP (env POD_IP, from the downward API), else every interface.
   if (options.listen !== undefined && options.listen.host === '') options = { ...options, listen: { ...options.listen, host: process.env.POD_IP || '0.0.0.0' } };
   if (cmd.artifact !== undefined && storeJson !== undefined) options = await fetchModel(cmd.artifact, storeJson, options).catch(failed);
+  if (options.family !== undefined && membersJson !== undefined) {
+    // A family pod: no runtime stages its members; it fetches each one from the store on a miss.
+    const { parseArtifactStoreLocation } = await import('../artifacts/index.js');
+    const where = cmd.membersFromStore?.store === undefined ? 'FERRY_ARTIFACT_STORE' : '--artifact-store';
+    options = { ...options, family: { ...options.family, artifactStore: parseArtifactStoreLocation(membersJson, where) } };
+  }
   running.replica = await startReplica(options).catch(failed);
   if (stopping) await running.replica.close().then(() => process.exit(0), () => process.exit(1));
 }

@@ -384,16 +384,17 @@ export class FerryClient {
   }
 
   /**
-   * Registers every `<name>.onnx` file in `source`, a directory or a tar archive (`.tar`,
-   * `.tar.gz`, `.tgz`; files anywhere in it, named by their base name), as a new version of
-   * `<name>`, in calls of at most `IMPORT_BATCH_MODELS` models and `IMPORT_BATCH_BYTES` bytes
+   * Registers every `<name>.onnx`, `<name>.ubj` or `<name>.xgb` file (ONNX, or XGBoost's UBJSON or
+   * legacy binary: the extension says which, and is kept as the file name, `model.ubj`) in
+   * `source`, a directory or a tar archive (`.tar`, `.tar.gz`, `.tgz`; files anywhere in it, named
+   * by their base name), as a new version of `<name>`, in calls of at most `IMPORT_BATCH_MODELS` models and `IMPORT_BATCH_BYTES` bytes
    * (under the server's default 16 MiB body limit once base64-encoded). Each call commits on its
    * own: a failed call leaves the earlier ones registered. Results are in file-name order for a
    * directory, archive order for an archive.
    */
   async importModels(source: string): Promise<BulkCreateResponse> {
     const total: BulkCreateResponse = { registered: 0, failed: 0, results: [] };
-    let batch: Array<{ name: string; content: Uint8Array }> = [];
+    let batch: Array<{ name: string; file: string; content: Uint8Array }> = [];
     let bytes = 0;
     const flush = async (): Promise<void> => {
       if (batch.length === 0) return;
@@ -404,9 +405,9 @@ export class FerryClient {
       batch = [];
       bytes = 0;
     };
-    for await (const { name, content } of onnxFiles(source)) {
+    for await (const { name, file, content } of modelFiles(source)) {
       if (batch.length >= IMPORT_BATCH_MODELS || (batch.length > 0 && bytes + content.length > IMPORT_BATCH_BYTES)) await flush();
-      batch.push({ name, content });
+      batch.push({ name, file, content });
       bytes += content.length;
     }
     await flush();
@@ -414,17 +415,28 @@ export class FerryClient {
   }
 }
 
-/** The `<name>.onnx` files of a directory (sorted) or a tar archive (in order), named by base name. */
-async function* onnxFiles(source: string): AsyncGenerator<{ name: string; content: Buffer }> {
+/** The model files `importModels` takes, by extension (an XGBoost `.json` is left out: any JSON file could be named so). */
+const IMPORT_EXTENSIONS = ['.onnx', '.ubj', '.xgb'];
+
+/** `ads-17.ubj` → name "ads-17", registered file "model.ubj"; undefined for other files. */
+function importedAs(fileName: string): { name: string; file: string } | undefined {
+  const ext = IMPORT_EXTENSIONS.find((e) => fileName.endsWith(e) && fileName.length > e.length);
+  return ext === undefined ? undefined : { name: fileName.slice(0, -ext.length), file: `model${ext}` };
+}
+
+/** The model files of a directory (sorted) or a tar archive (in order), named by base name. */
+async function* modelFiles(source: string): AsyncGenerator<{ name: string; file: string; content: Buffer }> {
   if (isTarArchive(source)) {
-    const isOnnx = (p: string): boolean => path.posix.basename(p).endsWith('.onnx');
-    for await (const f of tarFiles(source, { want: isOnnx, maxFileBytes: MAX_IMPORT_FILE_BYTES })) {
-      yield { name: path.posix.basename(f.path).slice(0, -'.onnx'.length), content: f.content };
+    const want = (p: string): boolean => importedAs(path.posix.basename(p)) !== undefined;
+    for await (const f of tarFiles(source, { want, maxFileBytes: MAX_IMPORT_FILE_BYTES })) {
+      const as = importedAs(path.posix.basename(f.path));
+      if (as !== undefined) yield { ...as, content: f.content };
     }
     return;
   }
-  for (const f of (await fsp.readdir(source)).filter((x) => x.endsWith('.onnx')).sort()) {
-    yield { name: f.slice(0, -'.onnx'.length), content: await fsp.readFile(path.join(source, f)) };
+  for (const f of (await fsp.readdir(source)).sort()) {
+    const as = importedAs(f);
+    if (as !== undefined) yield { ...as, content: await fsp.readFile(path.join(source, f)) };
   }
 }
 

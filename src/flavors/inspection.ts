@@ -15,6 +15,7 @@ import { xgboostFlavor } from './xgboost/index.js';
 
 export { FLAVOR_NAMES, isFlavorName, type FlavorName } from './names.js';
 export { MANIFEST_FILE, insideArtifact, readManifest, readMetadataText } from './manifest.js';
+export { mlflowXgboostFile } from './python/mlmodel.js';
 
 export type FlavorInspection = Pick<Flavor, 'name' | 'defaultModelFile' | 'inspect' | 'inputExample'>;
 

@@ -247,7 +247,9 @@ export function gatewayRoutes(router: ServerRouter, table: RoutingTable, opts: G
     const member = await (entity.family as NonNullable<EntityRoute['family']>).resolve(model.raw, model.field);
     await opts.authz.require(identityOf(ctx), 'registered-model', member.name, 'CAN_READ');
     const path = `/family/${member.name}/${member.version}${familyRoute === 'metadata' ? '' : `/${familyRoute}`}${binarySuffix}`;
-    return { member, req: { ...req, path }, affinity: modelAffinity(`${member.name}/${member.version}`) };
+    // Where the member's artifact is: a replica that fetches members itself (a pod) needs it on a miss.
+    const meta: RequestMeta = { ...(req.meta ?? NO_TRACE), member: member.artifactMeta };
+    return { member, req: { ...req, path, meta }, affinity: modelAffinity(`${member.name}/${member.version}`) };
   };
 
   /** Runs one attempt on `entity`, counted in its concurrency and recorded in the stats. */
@@ -491,6 +493,9 @@ function exportSpans(
     });
   }
 }
+
+/** Request metadata of a request without trace context (a family request still carries its member). */
+const NO_TRACE: RequestMeta = { requestId: undefined, traceparent: undefined, tracestate: undefined, wantSpan: false };
 
 /** What a family request asks its replica for: a model call in either protocol, or the model's metadata. */
 type FamilyRoute = 'invocations' | 'infer' | 'metadata';

@@ -19,11 +19,14 @@ export interface Loaded<M> {
   sizeBytes: number;
 }
 
-export interface ModelCacheOptions<M> {
+export interface ModelCacheOptions<M, H = undefined> {
   /** Most bytes the cached models may hold together. */
   budgetBytes: number;
-  /** Loads one model; rejects with a FerryError saying why it cannot. */
-  load: (key: string) => Promise<Loaded<M>>;
+  /**
+   * Loads one model; rejects with a FerryError saying why it cannot. `hint` is what the request
+   * that missed passed to `use` (e.g. where a family pod fetches the member from).
+   */
+  load: (key: string, hint: H | undefined) => Promise<Loaded<M>>;
   /** Frees an evicted model (e.g. releases its onnxruntime session). */
   close: (model: M) => Promise<void>;
 }
@@ -61,19 +64,22 @@ export function tooLarge(model: string, sizeBytes: number, budgetBytes: number):
   return new FerryError('INVALID_PARAMETER_VALUE', `Model '${model}' needs ${sizeBytes} bytes, more than a replica's whole model cache (model_family.cache_size ${budgetBytes} bytes).`);
 }
 
-export class ModelCache<M> {
+export class ModelCache<M, H = undefined> {
   /** Insertion order is recency order: a hit moves its entry to the end; the first entry is evicted first. */
   private readonly entries = new Map<string, Entry<M>>();
   private readonly loading = new Map<string, { promise: Promise<Entry<M>>; state: { waiters: number } }>();
   private readonly counters = { hits: 0, misses: 0, loads: 0, loadFailures: 0, evictions: 0, loadSecondsSum: 0, loadSecondsMax: 0 };
   private bytes = 0;
 
-  constructor(private readonly opts: ModelCacheOptions<M>) {
+  constructor(private readonly opts: ModelCacheOptions<M, H>) {
     if (!(opts.budgetBytes > 0)) throw new Error(`ModelCache budgetBytes must be > 0 (got ${opts.budgetBytes})`);
   }
 
-  /** Runs `fn` on model `key`, loading it first on a miss; the model is not closed while `fn` runs. */
-  async use<T>(key: string, fn: (model: M) => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` on model `key`, loading it first on a miss (`hint` goes to the loader; concurrent
+   * misses share the first one's load); the model is not closed while `fn` runs.
+   */
+  async use<T>(key: string, fn: (model: M) => Promise<T>, hint?: H): Promise<T> {
     let entry = this.entries.get(key);
     if (entry !== undefined) {
       this.counters.hits++;
@@ -84,7 +90,7 @@ export class ModelCache<M> {
       this.counters.misses++;
       // Counted in `refs` by the load itself, so a load finishing for someone else cannot evict
       // and close it before this request's turn.
-      entry = await this.loadOnce(key);
+      entry = await this.loadOnce(key, hint);
     }
     try {
       return await fn(entry.model);
@@ -107,22 +113,22 @@ export class ModelCache<M> {
     await Promise.all([...this.entries.keys()].map((k) => this.evict(k)));
   }
 
-  private loadOnce(key: string): Promise<Entry<M>> {
+  private loadOnce(key: string, hint: H | undefined): Promise<Entry<M>> {
     let pending = this.loading.get(key);
     if (pending === undefined) {
       const state = { waiters: 0 };
-      pending = { promise: this.load(key, state).finally(() => this.loading.delete(key)), state };
+      pending = { promise: this.load(key, state, hint).finally(() => this.loading.delete(key)), state };
       this.loading.set(key, pending);
     }
     pending.state.waiters++;
     return pending.promise;
   }
 
-  private async load(key: string, pending: { waiters: number }): Promise<Entry<M>> {
+  private async load(key: string, pending: { waiters: number }, hint: H | undefined): Promise<Entry<M>> {
     const t0 = performance.now();
     let loaded: Loaded<M>;
     try {
-      loaded = await this.opts.load(key);
+      loaded = await this.opts.load(key, hint);
     } catch (err) {
       this.counters.loadFailures++;
       throw err;

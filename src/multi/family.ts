@@ -9,6 +9,7 @@
  */
 import { FerryError, invalidParameter } from '../errors.js';
 import type { MetadataStore, ModelVersionRecord } from '../store/index.js';
+import { encodeMemberArtifact } from './member.js';
 import { MODEL_NAME_PATTERN, VERSION_PATTERN } from './names.js';
 import { isXgboostFile } from './xgboost.js';
 
@@ -40,10 +41,16 @@ export interface FamilyMember {
   artifactPath: string;
   artifactSha256: string;
   modelFile: string;
+  /** The three above as the gateway sends them to a replica (`encodeMemberArtifact`), encoded once per lookup. */
+  artifactMeta: string;
 }
 
-/** The flavors a family member may have: single-file models the replica loads from bytes (./loader.ts). */
-export const FAMILY_FLAVORS: ReadonlySet<string> = new Set(['onnx', 'xgboost']);
+/**
+ * The flavors a family member may have: single-file models the replica loads from bytes
+ * (./loader.ts). A python version qualifies only when registration recorded an XGBoost file as its
+ * model file (an mlflow.xgboost model whose prediction is the booster's: src/registry/inspect.ts).
+ */
+export const FAMILY_FLAVORS: ReadonlySet<string> = new Set(['onnx', 'xgboost', 'python']);
 
 /** The request header that names the model of a family endpoint. */
 export const MODEL_HEADER = 'x-ferry-model';
@@ -161,8 +168,15 @@ export class FamilyResolver {
     if (version.status !== 'READY' || version.artifact === undefined) return `version ${version.version} is ${version.status}, not READY`;
     const { flavor, modelFile } = version.artifact;
     if (!FAMILY_FLAVORS.has(flavor)) return `version ${version.version} is a ${flavor} model (families serve ONNX and XGBoost models)`;
+    if (flavor === 'python' && !isXgboostFile(modelFile)) {
+      return `version ${version.version} is a python model (families serve ONNX and XGBoost models, and MLflow models saved by mlflow.xgboost from a Booster or an XGBRegressor)`;
+    }
     // A replica tells the two apart by the file's extension (./loader.ts), so it must agree with the flavor.
-    if ((flavor === 'xgboost') !== isXgboostFile(modelFile)) return `version ${version.version} is a ${flavor} model in '${modelFile}', whose extension says otherwise (families load .onnx and .ubj, .xgb or .json XGBoost files)`;
-    return { name: ref.name, version: version.version, artifactPath: version.artifact.path, artifactSha256: version.artifact.sha256, modelFile: version.artifact.modelFile };
+    if ((flavor !== 'onnx') !== isXgboostFile(modelFile)) return `version ${version.version} is a ${flavor} model in '${modelFile}', whose extension says otherwise (families load .onnx and .ubj, .xgb or .json XGBoost files)`;
+    const { path: artifactPath, sha256: artifactSha256 } = version.artifact;
+    return {
+      name: ref.name, version: version.version, artifactPath, artifactSha256, modelFile,
+      artifactMeta: encodeMemberArtifact({ key: artifactPath, sha256: artifactSha256, modelFile }),
+    };
   }
 }

@@ -8,3 +8,4 @@ export { COMPACT_OVERHEAD_BYTES, compileCompact, type CompactModel } from './com
 export { compileXgboost, isXgboostFile, parseXgboost, xgboostSignature, type XgbModel } from './xgboost.js';
 export { loadFamilyModel, SESSION_BYTES_ESTIMATE, type FamilyModel } from './loader.js';
 export { FamilyResolver, MODEL_HEADER, MODEL_NAME_PATTERN, VERSION_PATTERN, parseModelRef, RESOLVE_TTL_MS, type FamilyConfig, type FamilyMember, type ModelRef } from './family.js';
+export { decodeMemberArtifact, encodeMemberArtifact, type MemberArtifact } from './member.js';

@@ -7,3 +7,4 @@
 export { ModelCache, tooLarge, type Loaded, type ModelCacheOptions, type ModelCacheStats } from './cache.js';
 export { loadFamilyModel, type FamilyModel } from './loader.js';
 export { MODEL_NAME_PATTERN, VERSION_PATTERN } from './names.js';
+export { decodeMemberArtifact, type MemberArtifact } from './member.js';

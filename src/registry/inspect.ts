@@ -9,7 +9,10 @@ import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { FerryError } from '../errors.js';
 // The inspection leaf, not the flavors' index, which loads onnxruntime (see flavors/inspection.ts).
-import { FLAVOR_NAMES, flavorInspection, insideArtifact, isFlavorName, MANIFEST_FILE, readManifest, readMetadataText, type FlavorName } from '../flavors/inspection.js';
+import {
+  FLAVOR_NAMES, flavorInspection, insideArtifact, isFlavorName, MANIFEST_FILE, mlflowXgboostFile, readManifest, readMetadataText, type FlavorName,
+} from '../flavors/inspection.js';
+import { isXgboostFile } from '../multi/xgboost.js';
 import { decodeMlflowRequest } from '../protocols/index.js';
 import type { Signature } from '../tensor/index.js';
 
@@ -125,13 +128,28 @@ async function readMlmodel(dir: string): Promise<Located> {
     // mlflow.transformers with an ONNX export in the Hugging Face layout beside MLmodel.
     if (field(flavors, 'transformers') !== undefined) return { flavor: 'transformers', modelFile: flavorInspection('transformers').defaultModelFile, exampleFile };
     // Any other MLflow model that Python can load (mlflow.sklearn, mlflow.xgboost, a PythonModel, ...).
-    if (field(flavors, 'python_function') !== undefined) return { flavor: 'python', modelFile: 'MLmodel', exampleFile };
+    if (field(flavors, 'python_function') !== undefined) return { flavor: 'python', modelFile: await boosterFile(dir, doc) ?? 'MLmodel', exampleFile };
     const names = typeof flavors === 'object' && flavors !== null ? Object.keys(flavors).join(', ') : 'none';
     throw new FerryError('INVALID_PARAMETER_VALUE', `The MLmodel file has no onnx, transformers or python_function flavor (flavors: ${names}); Ferry serves MLflow models saved with mlflow.onnx, mlflow.transformers models with an ONNX export (onnx/model.onnx), and any model with a python_function flavor.`);
   }
   const data = field(onnx, 'data');
   if (typeof data !== 'string') throw new FerryError('INVALID_PARAMETER_VALUE', "The MLmodel file's flavors.onnx.data must name the model file (e.g. model.onnx).");
   return { flavor: 'onnx', modelFile: safeRelative(data, 'flavors.onnx.data'), exampleFile };
+}
+
+/**
+ * For an mlflow.xgboost model whose prediction is the booster's (`mlflowXgboostFile`): its XGBoost
+ * file, once Ferry's evaluator has parsed it, recorded as the python version's model file so the
+ * version can also be a family member evaluated without Python (the python flavor itself reads
+ * the MLmodel, whatever the model file). Undefined otherwise, also when the file does not parse:
+ * the version is still served by Python.
+ */
+async function boosterFile(dir: string, mlmodel: unknown): Promise<string | undefined> {
+  const data = mlflowXgboostFile(mlmodel);
+  if (data === undefined || !isXgboostFile(data)) return undefined;
+  const file = safeRelative(data, 'flavors.xgboost.data');
+  const parsed = await flavorInspection('xgboost').inspect(dir, file).then(() => true, () => false);
+  return parsed ? file : undefined;
 }
 
 function field(obj: unknown, key: string): unknown {

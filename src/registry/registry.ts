@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import diagnosticsChannel from 'node:diagnostics_channel';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { validateKey, type ArtifactStore } from '../artifacts/index.js';
+import { oneFileTreeDigest, validateKey, type ArtifactStore } from '../artifacts/index.js';
 import { FerryError, invalidParameter, notFound, toFerryError } from '../errors.js';
 import { MODEL_NAME_PATTERN } from '../multi/index.js';
 import type { MetadataStore, ModelVersionRecord, ModelVersionStage, RegisteredModelRecord, VersionArtifact } from '../store/index.js';
@@ -131,11 +131,13 @@ export class Registry {
         try {
           checkName(m.name, `models[${i}].name`);
           validateKey(m.file, `models[${i}].file`);
-          await this.artifacts.putFile(`${key}/${m.file}`, once(m.content), this.opts.maxUploadBytes);
-          const inspection = await this.opts.inspector.inspect(await this.artifacts.localDir(key));
-          const digest = await this.artifacts.digest(key);
+          const written = await this.artifacts.putFile(`${key}/${m.file}`, once(m.content), this.opts.maxUploadBytes);
+          // The tree is the one file just written: its digest follows from the file's (no re-read;
+          // on S3 the inspection's copy is the only download, and it is checked against it).
+          const sha256 = oneFileTreeDigest(m.file, written.sha256);
+          const inspection = await this.opts.inspector.inspect(await this.artifacts.localDir(key, sha256));
           ready.push({
-            index: i, name: m.name, source: `bulk:${m.file}`, artifact: { path: key, ...inspection, sha256: digest.sha256, sizeBytes: digest.sizeBytes },
+            index: i, name: m.name, source: `bulk:${m.file}`, artifact: { path: key, ...inspection, sha256, sizeBytes: written.sizeBytes },
             ...(creator === undefined ? {} : { creator }),
             ...(editors === undefined ? {} : { editors }),
           });

@@ -2,15 +2,19 @@
  * A family replica (docs/multi-model.md): it starts with no model and serves any member of its
  * family the gateway names in the path (`/family/{name}/{version}/invocations` or `/infer`, and
  * `GET /family/{name}/{version}` for OIP v2 metadata), keeping the members it used last in a
- * `ModelCache` bounded by bytes. A miss asks the runtime, over the control channel, for the member's
- * model file over the control channel (`stageThroughRuntime`), and the runtime sends its bytes: the replica cannot read the
- * artifact store itself (permission model, dropped uid) and needs no file at all (the model is
- * decoded and compiled, or given to onnxruntime, from memory); the server looks the model up
- * again, so a replica gets nothing outside its family.
+ * `ModelCache` bounded by bytes. How a miss gets the member's model file is its `StageModel`:
+ * - local runtime (`stageThroughRuntime`): it asks the runtime over the control channel and the
+ *   runtime sends the bytes: the replica cannot read the artifact store itself (permission model,
+ *   dropped uid) and needs no file at all (the model is decoded and compiled, or given to
+ *   onnxruntime, from memory); the server looks the model up again, so a replica gets nothing
+ *   outside its family;
+ * - a pod (`stageFromStore`, ./family-store.ts): the gateway's request carries the member's
+ *   artifact key and sha256 in its frame metadata (src/multi/member.ts) and the replica fetches
+ *   the tree from the artifact store into memory and verifies it against that digest.
  */
 import { FerryError, invalidParameter, isErrorCode, type ErrorBody } from '../errors.js';
 import { parseJson } from '../http/index.js';
-import { loadFamilyModel, ModelCache, MODEL_NAME_PATTERN, VERSION_PATTERN, type FamilyModel } from '../multi/replica.js';
+import { decodeMemberArtifact, loadFamilyModel, ModelCache, MODEL_NAME_PATTERN, VERSION_PATTERN, type FamilyModel, type MemberArtifact } from '../multi/replica.js';
 import {
   checkRowCount, decodeMlflowRequest, decodeV2Request, encodeMlflowResponse, encodeV2Answer, v2ModelMetadata,
 } from '../protocols/index.js';
@@ -36,16 +40,21 @@ export type StageReply =
   | { type: 'staged'; id: number; modelFile: string; bytes: Buffer }
   | { type: 'staged'; id: number; error: ErrorBody };
 
-/** The model file of a member (family members are single-file ONNX or XGBoost models) and its name. */
-export type StageModel = (name: string, version: number) => Promise<{ modelFile: string; bytes: Buffer }>;
+/**
+ * The model file of a member (family members are single-file ONNX or XGBoost models) and its name.
+ * `artifact` is where the gateway said the member is (undefined when the request did not say: an
+ * HTTP request, or a gateway that does not send it); a runtime that stages members ignores it.
+ */
+export type StageModel = (name: string, version: number, artifact: MemberArtifact | undefined) => Promise<{ modelFile: string; bytes: Buffer }>;
 
 export function familyModel(f: FamilyOptions, ctx: ModelContext & { maxRows: number; stage: StageModel }): ModelRoutes {
   const modelMetrics = new ModelCallMetrics();
-  const cache = new ModelCache<FamilyModel>({
+  // The hint is the request's raw member metadata, decoded only on a miss.
+  const cache = new ModelCache<FamilyModel, string>({
     budgetBytes: f.cacheBytes,
-    load: async (key) => {
+    load: async (key, member) => {
       const slash = key.indexOf('/');
-      const staged = await ctx.stage(key.slice(0, slash), Number(key.slice(slash + 1)));
+      const staged = await ctx.stage(key.slice(0, slash), Number(key.slice(slash + 1)), member === undefined ? undefined : decodeMemberArtifact(member));
       // Errors name the member ("Invalid ONNX model 'ads-17/3/model.onnx': …"), not just its file.
       return loadFamilyModel(staged.bytes, { modelFile: `${key}/${staged.modelFile}`, workloadType: 'CPU', intraOpThreads: 1 }, f.sessionFallback);
     },
@@ -67,30 +76,30 @@ export function familyModel(f: FamilyOptions, ctx: ModelContext & { maxRows: num
       modelMetrics.observe(rowsOf(inputs), (performance.now() - t0) / 1000);
     }
   };
-  const infer: Inference = async (params, body) => {
+  const infer: Inference = async (params, body, _signal, meta) => {
     const { name, version } = memberOf(params);
     const { header, binary } = v2Body(params, body, ctx.jsonLimits);
     return cache.use(`${name}/${version}`, async (m) => {
       const req = decodeV2Request(header, m.model.signature, binary);
       const outputs = await predict(m, req.inputs, req.parameters);
       return encodeV2Answer(outputs, { modelName: name, modelVersion: version, id: req.id, requestedOutputs: req.requestedOutputs }, req);
-    });
+    }, meta?.member);
   };
   const routes: RouteRow[] = [
-    ['POST', '/family/:name/:version/invocations', async (params, body) => {
+    ['POST', '/family/:name/:version/invocations', async (params, body, _signal, meta) => {
       const { name, version } = memberOf(params);
       // Parsed before the model is looked at: a malformed body never costs a load.
       const parsed = parseJson(body, ctx.jsonLimits);
       return cache.use(`${name}/${version}`, async (m) => {
         const req = decodeMlflowRequest(parsed, m.model.signature);
         return encodeMlflowResponse(await predict(m, req.inputs, req.params), req.format);
-      });
+      }, meta?.member);
     }],
     ['POST', '/family/:name/:version/infer', infer],
     ['POST', '/family/:name/:version/infer/binary/:headerBytes', infer],
-    ['GET', '/family/:name/:version', (params) => {
+    ['GET', '/family/:name/:version', (params, _body, _signal, meta) => {
       const { name, version } = memberOf(params);
-      return cache.use(`${name}/${version}`, async (m) => v2ModelMetadata(name, version, m.model.signature, 'onnxruntime_onnx'));
+      return cache.use(`${name}/${version}`, async (m) => v2ModelMetadata(name, version, m.model.signature, 'onnxruntime_onnx'), meta?.member);
     }],
   ];
   return {

@@ -77,7 +77,12 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
   };
   const model = opts.family === undefined
     ? await singleModel(opts, { ready, logger, jsonLimits })
-    : familyModel(opts.family, { ready, logger, jsonLimits, maxRows: opts.maxRowsPerRequest, stage: stageThroughRuntime });
+    : familyModel(opts.family, {
+      ready, logger, jsonLimits, maxRows: opts.maxRowsPerRequest,
+      // A pod's members come from the artifact store: its code is loaded only then.
+      stage: opts.family.artifactStore === undefined ? stageThroughRuntime
+        : await (await import('./family-store.js')).stageFromStore(opts.family.artifactStore, opts.dir, opts.family.cacheBytes),
+    });
   const table: RouteRow[] = [
     ['GET', '/v2/health/live', () => ({ live: true })],
     ['GET', '/v2/health/ready', ready],
@@ -93,7 +98,7 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     frameRoutes.add(method, pattern, handler);
     router.add(method, pattern, async (ctx) => {
       const body = method === 'POST' ? await readBody(ctx.req, opts.maxBodyBytes) : EMPTY;
-      const answer = await handler(ctx.params, body, () => closedSignal(ctx.res));
+      const answer = await handler(ctx.params, body, () => closedSignal(ctx.res), undefined);
       if (Buffer.isBuffer(answer)) {
         ctx.res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': answer.length });
         ctx.res.end(answer);
@@ -122,7 +127,7 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     let answer: string | Buffer;
     try {
       const { route, params } = frameRoutes.match(method, path);
-      const result = await route.handler(params, body, () => req.signal);
+      const result = await route.handler(params, body, () => req.signal, meta);
       // A stream's span and debug line would cover only its start: it has neither.
       if (result instanceof Streamed) return { status: 200, body: '', stream: result.chunks, contentType: result.contentType };
       // A Buffer is a v2 binary answer (protocols/v2-binary.ts), sent as is.
@@ -300,7 +305,7 @@ async function singleModel(opts: ReplicaOptions, { ready, logger, jsonLimits }: 
     return encodeEmbeddingResponse(r, opts.modelName, out.data as Float32Array, out.shape[1] as number, undefined);
   };
   const routes: RouteRow[] = [
-    ['POST', '/invocations', llm === undefined ? mlflowInvocations : (params, body, signal) => {
+    ['POST', '/invocations', llm === undefined ? mlflowInvocations : (params, body, signal, meta) => {
       // Databricks accepts OpenAI bodies at /invocations of a chat, completions or embeddings
       // endpoint; anything else is MLflow scoring (a `prompt` column).
       const parsed = parseJson(body, jsonLimits);
@@ -308,7 +313,7 @@ async function singleModel(opts: ReplicaOptions, { ready, logger, jsonLimits }: 
       if (kind === 'chat') return llm.chat(parsed, signal);
       if (kind === 'embedding') return llm.embeddings(parsed);
       if (kind === 'completion' && !('dataframe_split' in (parsed as object)) && !('inputs' in (parsed as object))) return llm.completion(parsed, signal);
-      return mlflowInvocations(params, body, signal);
+      return mlflowInvocations(params, body, signal, meta);
     }],
     ...(llm === undefined ? [] : [
       ['POST', '/v1/chat/completions', (_params, body, signal) => llm.chat(parseJson(body, jsonLimits), signal)],

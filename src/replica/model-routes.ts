@@ -3,6 +3,7 @@
  * ./index.ts) and what it serves: one model version (`singleModel` in ./index.ts) or a model
  * family (./family.ts).
  */
+import type { RequestMeta } from '../channel/index.js';
 import { invalidParameter } from '../errors.js';
 import { parseJson, type JsonLimits } from '../http/index.js';
 import type { jsonLogger, LogFields } from '../logs/index.js';
@@ -17,8 +18,9 @@ export function rowsOf(inputs: Record<string, Tensor>): number {
 /**
  * An inference route shared by both transports (HTTP for debugging and probes, frames from the
  * gateway): path parameters and the raw body in, a JSON-able answer out; errors are FerryErrors.
+ * `meta` is the frame's request metadata (undefined over HTTP).
  */
-export type Inference = (params: Record<string, string>, body: Buffer, signal: () => AbortSignal) => unknown;
+export type Inference = (params: Record<string, string>, body: Buffer, signal: () => AbortSignal, meta: RequestMeta | undefined) => unknown;
 
 /** One route of the replica: served over HTTP and over frames alike. */
 export type RouteRow = [method: 'GET' | 'POST', pattern: string, handler: Inference];

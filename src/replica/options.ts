@@ -12,6 +12,7 @@
  * options back (test/replica-options.test.ts walks every option).
  */
 import { parseArgs } from 'node:util';
+import type { ParsedArtifactStoreLocation } from '../artifacts/index.js';
 import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_JSON_ELEMENTS, DEFAULT_MAX_ROWS_PER_REQUEST } from '../config/defaults.js';
 import type { LoadOptions } from '../flavors/index.js';
 import { isFlavorName, WORKLOAD_TYPES, type FlavorName, type WorkloadType } from '../flavors/names.js';
@@ -34,6 +35,8 @@ export interface BatchingConfig {
 export interface FamilyOptions {
   cacheBytes: number;
   sessionFallback: boolean;
+  /** Fetch members from this artifact store (a pod: `--members-from-store`); absent: the runtime stages them (local). */
+  artifactStore?: ParsedArtifactStoreLocation;
 }
 
 export const EXECUTION_MODES = ['auto', 'inline', 'worker'] as const;
@@ -155,6 +158,11 @@ export interface ReplicaCommand {
   /** The local runtime's control channel is the process's descriptor 3. */
   control?: boolean;
   artifact?: ArtifactSource;
+  /**
+   * A family pod: it fetches each member from the artifact store on a miss, as the gateway's
+   * request names it; `store` as in `ArtifactSource`.
+   */
+  membersFromStore?: { store?: string };
 }
 
 /** A `ferry replica` command line that does not parse; the message names the flag and its value. */
@@ -164,11 +172,13 @@ export class ReplicaArgvError extends Error {}
 export function toArgv(cmd: ReplicaCommand): string[] {
   const o = cmd.options;
   const a = cmd.artifact;
+  const m = cmd.membersFromStore;
   return [
     ...(cmd.control === true ? ['--control'] : []),
     ...(cmd.pool === undefined ? [] : ['--pool', cmd.pool]),
     ...(o === undefined ? [] : optionFlags(o)),
     ...(a === undefined ? [] : ['--artifact-path', a.path, '--sha256', a.sha256, ...(a.store === undefined ? [] : ['--artifact-store', a.store])]),
+    ...(m === undefined ? [] : ['--members-from-store', ...(m.store === undefined ? [] : ['--artifact-store', m.store])]),
   ];
 }
 
@@ -203,6 +213,8 @@ const STRING_FLAGS = [
   'family-cache-bytes', 'family-session-fallback', 'pool', 'artifact-path', 'sha256', 'artifact-store',
 ] as const;
 type Flag = (typeof STRING_FLAGS)[number];
+const BOOLEAN_FLAGS = ['control', 'members-from-store'] as const;
+type BooleanFlag = (typeof BOOLEAN_FLAGS)[number];
 
 /**
  * Parses `ferry replica`'s flags (those after `replica`); a flag left out takes its value from
@@ -210,9 +222,9 @@ type Flag = (typeof STRING_FLAGS)[number];
  * `--listen` with an empty host (`:8443`) keeps it empty: the caller picks the pod's IP.
  */
 export function fromArgv(argv: string[]): ReplicaCommand {
-  let values: Partial<Record<Flag | 'control', string | boolean>>;
+  let values: Partial<Record<Flag | BooleanFlag, string | boolean>>;
   try {
-    const options = Object.fromEntries([...STRING_FLAGS.map((f) => [f, { type: 'string' }]), ['control', { type: 'boolean' }]]) as Record<Flag | 'control', { type: 'string' | 'boolean' }>;
+    const options = Object.fromEntries([...STRING_FLAGS.map((f) => [f, { type: 'string' }]), ...BOOLEAN_FLAGS.map((f) => [f, { type: 'boolean' }])]) as Record<Flag | BooleanFlag, { type: 'string' | 'boolean' }>;
     values = parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
   } catch (err) {
     throw new ReplicaArgvError((err as Error).message);
@@ -239,6 +251,11 @@ export function fromArgv(argv: string[]): ReplicaCommand {
     if (sha256 === undefined || !/^[0-9a-f]{64}$/.test(sha256)) bad(`--artifact-path needs --sha256 with the version's 64-hex-digit tree digest, got '${sha256 ?? ''}'`);
     const store = str('artifact-store');
     cmd.artifact = { path: artifactPath, sha256: sha256, ...(store === undefined ? {} : { store }) };
+  }
+  if (values['members-from-store'] === true) {
+    if (str('family-cache-bytes') === undefined) bad('--members-from-store is for a family replica (--family-cache-bytes)');
+    const store = str('artifact-store');
+    cmd.membersFromStore = store === undefined ? {} : { store };
   }
   // Pool mode: the options arrive in the `start` message once a replica claims the process.
   if (cmd.pool !== undefined) return cmd;

@@ -14,7 +14,7 @@ import { numbered } from './tracking-rows.js';
 import { PostgresTracking } from './tracking-postgres.js';
 import type { TrackingStore } from './tracking.js';
 import {
-  artifactParams, auditPage, MODEL_EDIT_LEVELS, decodePageToken, endpointParams, filterSql, orderSql, renameModelSql, paginate, toEndpoint, toGatewayLoad, toPrincipal, toModel, toToken, toVersion as toVersionRow, type Row,
+  artifactParams, auditPage, MODEL_EDIT_LEVELS, afterToken, decodePageToken, endpointParams, filterSql, keysetPage, orderSql, renameModelSql, toEndpoint, toGatewayLoad, toPrincipal, toModel, toToken, toVersion as toVersionRow, type Row,
 } from './rows.js';
 import type {
   AuditQuery, AuditRecord, EndpointRecord, GatewayLoadReport, Grant, MetadataStore, ModelFilter, ModelOrder, ModelVersionPatch, ModelVersionRecord, ObjectType, Page,
@@ -164,10 +164,10 @@ class PostgresStore implements MetadataStore {
   async searchRegisteredModels(filter: ModelFilter, order: ModelOrder, page: Page): Promise<PageResult<RegisteredModelRecord>> {
     const { where, params } = filterSql(filter, 'registered_model_tags', 'm', 'postgres');
     const orderBy = orderSql(order);
-    const offset = decodePageToken(page.pageToken);
-    const rows = await all(this.pool, `SELECT m.name FROM registered_models m ${where} ORDER BY ${orderBy} LIMIT $${params.length + 1} OFFSET $${params.length + 2}`,
-      [...params, page.maxResults + 1, offset]);
-    const names = paginate(rows, page.maxResults, offset, (r) => String(r.name));
+    const after = afterToken(where, page.pageToken, order, 'm', 'postgres', params);
+    const rows = await all(this.pool, `SELECT m.name, m.updated_ms FROM registered_models m ${after} ORDER BY ${orderBy} LIMIT $${params.length + 1}`,
+      [...params, page.maxResults + 1]);
+    const names = keysetPage(rows, page.maxResults, order, (r) => String(r.name));
     // A model deleted between the two reads is left out rather than failing the whole page.
     const items = await Promise.all(names.items.map(async (n) => ((await modelRow(this.pool, n)) ? loadModel(this.pool, n) : undefined)));
     return { items: items.filter((m) => m !== undefined), nextPageToken: names.nextPageToken };
@@ -280,10 +280,10 @@ class PostgresStore implements MetadataStore {
 
   async searchModelVersions(filter: ModelFilter, page: Page): Promise<PageResult<ModelVersionRecord>> {
     const { where, params } = filterSql(filter, 'model_version_tags', 'v', 'postgres');
-    const offset = decodePageToken(page.pageToken);
-    const rows = await all(this.pool, `SELECT v.* FROM model_versions v ${where} ORDER BY v.name ASC, v.version DESC LIMIT $${params.length + 1} OFFSET $${params.length + 2}`,
-      [...params, page.maxResults + 1, offset]);
-    const shown = paginate(rows, page.maxResults, offset, (r) => r);
+    const after = afterToken(where, page.pageToken, 'versions', 'v', 'postgres', params);
+    const rows = await all(this.pool, `SELECT v.* FROM model_versions v ${after} ORDER BY v.name ASC, v.version DESC LIMIT $${params.length + 1}`,
+      [...params, page.maxResults + 1]);
+    const shown = keysetPage(rows, page.maxResults, 'versions', (r) => r);
     return { items: await toVersions(this.pool, shown.items), nextPageToken: shown.nextPageToken };
   }
 

@@ -174,11 +174,63 @@ export function decodePageToken(token: string | undefined): number {
   return Number(m[1]);
 }
 
-/** A page of `rows` (fetched with LIMIT maxResults + 1 at `offset`). */
-export function paginate<T>(rows: Row[], maxResults: number, offset: number, map: (r: Row) => T): PageResult<T> {
+/**
+ * The orders of the registry's searches: registered models by name, or by last update (newest
+ * first, then name); model versions by name, then version (newest first).
+ */
+export type SearchOrder = ModelOrder | 'versions';
+
+/**
+ * Keyset paging for the registry's searches: a page token names the last row shown (its sort key,
+ * e.g. `after:["ads-17"]`, base64url) and the next page is the rows after it in the search's
+ * order, so page 10,000 of a million models costs what page 1 costs, where an OFFSET reads and
+ * skips every earlier row. Rows added or removed between pages shift nothing. Returns the WHERE
+ * clause with the filter's (`where`, from `filterSql`) and the token's condition, pushing the
+ * token's values onto `params`.
+ */
+export function afterToken(where: string, token: string | undefined, order: SearchOrder, alias: string, dialect: Dialect, params: unknown[]): string {
+  if (token === undefined || token === '') return where;
+  const bad = (): FerryError => new FerryError('INVALID_PARAMETER_VALUE', `Invalid page_token ${JSON.stringify(token)}: use the next_page_token of a previous response.`);
+  const text = Buffer.from(token, 'base64url').toString('utf8');
+  if (!text.startsWith('after:')) throw bad();
+  let key: unknown;
+  try {
+    key = JSON.parse(text.slice('after:'.length));
+  } catch {
+    throw bad();
+  }
+  const param = (v: unknown): string => {
+    params.push(v);
+    return dialect === 'sqlite' ? '?' : `$${params.length}`;
+  };
+  let clause: string;
+  if (order !== 'versions' && order.by === 'name' && Array.isArray(key) && key.length === 1 && typeof key[0] === 'string') {
+    clause = `${alias}.name ${order.descending ? '<' : '>'} ${param(key[0])}`;
+  } else if (order !== 'versions' && order.by === 'updated' && Array.isArray(key) && key.length === 2 && Number.isSafeInteger(key[0]) && typeof key[1] === 'string') {
+    // Ties on the update time go by name, ascending, whichever way the time runs (orderSql).
+    const [within, past] = order.descending ? ['<=', '<'] : ['>=', '>'];
+    clause = `${alias}.updated_ms ${within} ${param(key[0])} AND (${alias}.updated_ms ${past} ${param(key[0])} OR ${alias}.name > ${param(key[1])})`;
+  } else if (order === 'versions' && Array.isArray(key) && key.length === 2 && typeof key[0] === 'string' && Number.isSafeInteger(key[1])) {
+    // The leading range on name lets the (name, version) key's index find the start.
+    clause = `${alias}.name >= ${param(key[0])} AND (${alias}.name > ${param(key[0])} OR ${alias}.version < ${param(key[1])})`;
+  } else {
+    throw bad();
+  }
+  return where === '' ? `WHERE ${clause}` : `${where} AND ${clause}`;
+}
+
+/**
+ * A page of `rows` (fetched with LIMIT maxResults + 1, in `order`); the next token names the last
+ * row shown, whose columns must include the order's key (name; updated_ms; version).
+ */
+export function keysetPage<T>(rows: Row[], maxResults: number, order: SearchOrder, map: (r: Row) => T): PageResult<T> {
+  const shown = rows.slice(0, maxResults);
+  const last = shown[shown.length - 1];
+  const key = last === undefined ? undefined
+    : order === 'versions' ? [String(last.name), Number(last.version)] : order.by === 'name' ? [String(last.name)] : [Number(last.updated_ms), String(last.name)];
   return {
-    items: rows.slice(0, maxResults).map(map),
-    nextPageToken: rows.length > maxResults ? encodeOffset(offset + maxResults) : undefined,
+    items: shown.map(map),
+    nextPageToken: rows.length > maxResults && key !== undefined ? Buffer.from(`after:${JSON.stringify(key)}`, 'utf8').toString('base64url') : undefined,
   };
 }
 

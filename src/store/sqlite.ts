@@ -15,7 +15,7 @@ import { MIGRATIONS } from './migrations.js';
 import { checkWal, openError, quickCheck } from './sqlite-integrity.js';
 import { SqliteTracking } from './tracking-sqlite.js';
 import type { TrackingStore } from './tracking.js';
-import { renameModelSql, artifactParams, auditPage, MODEL_EDIT_LEVELS, decodePageToken, endpointParams, filterSql, orderSql, paginate, toEndpoint, toGatewayLoad, toModel, toPrincipal, toToken, toVersion as toVersionRow, type Row } from './rows.js';
+import { renameModelSql, artifactParams, auditPage, MODEL_EDIT_LEVELS, afterToken, decodePageToken, endpointParams, filterSql, keysetPage, orderSql, toEndpoint, toGatewayLoad, toModel, toPrincipal, toToken, toVersion as toVersionRow, type Row } from './rows.js';
 
 /**
  * Opens (or creates) the metadata database. Damage stops the start with one line naming the file
@@ -119,10 +119,10 @@ class SqliteStore implements MetadataStore {
   async searchRegisteredModels(filter: ModelFilter, order: ModelOrder, page: Page): Promise<PageResult<RegisteredModelRecord>> {
     const { where, params } = filterSql(filter, 'registered_model_tags', 'm', 'sqlite');
     const orderBy = orderSql(order);
-    const offset = decodePageToken(page.pageToken);
-    const rows = this.stmt(`SELECT m.name FROM registered_models m ${where} ORDER BY ${orderBy} LIMIT ? OFFSET ?`)
-      .all(...params, page.maxResults + 1, offset) as Row[];
-    return (paginate(rows, page.maxResults, offset, (r) => this.loadModel(String(r.name))));
+    const after = afterToken(where, page.pageToken, order, 'm', 'sqlite', params);
+    const rows = this.stmt(`SELECT m.name, m.updated_ms FROM registered_models m ${after} ORDER BY ${orderBy} LIMIT ?`)
+      .all(...params, page.maxResults + 1) as Row[];
+    return keysetPage(rows, page.maxResults, order, (r) => this.loadModel(String(r.name)));
   }
 
   async renameRegisteredModel(name: string, newName: string, nowMs: number): Promise<RegisteredModelRecord> {
@@ -227,10 +227,10 @@ class SqliteStore implements MetadataStore {
 
   async searchModelVersions(filter: ModelFilter, page: Page): Promise<PageResult<ModelVersionRecord>> {
     const { where, params } = filterSql(filter, 'model_version_tags', 'v', 'sqlite');
-    const offset = decodePageToken(page.pageToken);
-    const rows = this.stmt(`SELECT v.* FROM model_versions v ${where} ORDER BY v.name ASC, v.version DESC LIMIT ? OFFSET ?`)
-      .all(...params, page.maxResults + 1, offset) as Row[];
-    return (paginate(rows, page.maxResults, offset, (r) => this.toVersion(r)));
+    const after = afterToken(where, page.pageToken, 'versions', 'v', 'sqlite', params);
+    const rows = this.stmt(`SELECT v.* FROM model_versions v ${after} ORDER BY v.name ASC, v.version DESC LIMIT ?`)
+      .all(...params, page.maxResults + 1) as Row[];
+    return keysetPage(rows, page.maxResults, 'versions', (r) => this.toVersion(r));
   }
 
   async pendingModelVersions(): Promise<ModelVersionRecord[]> {

@@ -5,7 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { FramedChannel, framePayloadLimit } from '../../src/channel/index.js';
 import { FerryError } from '../../src/errors.js';
+import { encodeMemberArtifact } from '../../src/multi/index.js';
 import type { ReplicaAddress, ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../../src/runtime/index.js';
 import { request, waitFor, type HttpResult } from '../support/index.js';
 
@@ -143,6 +145,46 @@ export function runtimeContract(name: string, makeHarness: () => Promise<Runtime
         await assert.rejects(requestReplica(a.address, '/v2/health/ready'));
         await assert.rejects(requestReplica(b.address, '/v2/health/ready'));
       }
+      assert.deepEqual(exits, []);
+    });
+
+    withRuntime('a family replica starts with no model and loads the members requests name, from wherever its runtime keeps them', async (h, exits) => {
+      // The linear fixture is the one member: its directory (local: the runtime stages it) and its
+      // artifact key and sha256 (pods: fetched from the store as the request's metadata names it).
+      const linear = h.makeSpec('ep.fam.m', 'linear');
+      const spec = h.makeSpec('ep.fam.a', 'linear', {
+        servedEntity: 'fam', artifactDir: '', modelFile: '',
+        family: {
+          cacheBytes: 1024 * 1024, sessionFallback: false,
+          stage: async (name, version) => {
+            if (name !== 'lin' || version !== 1) throw new FerryError('RESOURCE_DOES_NOT_EXIST', `Model '${name}' version ${version} is not in this family.`);
+            return { artifactDir: linear.artifactDir, modelFile: linear.modelFile };
+          },
+        },
+      });
+      const handle = await h.runtime.startReplica(spec);
+      const metrics = async (): Promise<{ models: number; loads: number; hits: number }> => ((await requestReplica(handle.address, '/metrics')).json as { family: { models: number; loads: number; hits: number } }).family;
+      assert.deepEqual(await metrics().then((m) => m.models), 0, 'no model at start');
+      const member = encodeMemberArtifact({ key: linear.artifactKey ?? 'models/lin/1', sha256: linear.artifactSha256 ?? '0'.repeat(64), modelFile: linear.modelFile });
+      const channel = new FramedChannel(handle.address, { maxPayloadBytes: framePayloadLimit(spec.maxBodyBytes) });
+      try {
+        const ask = (path: string): Promise<{ status: number; json: unknown }> => channel.request({
+          method: 'POST', path, body: Buffer.from(JSON.stringify({ inputs: [[1, 2, 3, 4]] })),
+          meta: { requestId: 'r1', traceparent: undefined, tracestate: undefined, wantSpan: false, member },
+        }, 10_000).then((r) => ({ status: r.status, json: JSON.parse(r.body.toString('utf8')) as unknown }));
+        // Concurrent misses share one load; then hits.
+        const answers = await Promise.all([ask('/family/lin/1/invocations'), ask('/family/lin/1/invocations')]);
+        for (const a of answers) assert.deepEqual(a, { status: 200, json: { predictions: [[5.625]] } });
+        assert.deepEqual(await ask('/family/lin/1/invocations'), { status: 200, json: { predictions: [[5.625]] } });
+        const m = await metrics();
+        assert.deepEqual([m.models, m.loads], [1, 1], JSON.stringify(m));
+        // A request without the member's artifact still finds a loaded member.
+        const plain = await requestReplica(handle.address, '/family/lin/1/invocations', { inputs: [[1, 2, 3, 4]] });
+        assert.equal(plain.status, 200, plain.text);
+      } finally {
+        channel.close();
+      }
+      await h.runtime.stopReplica(handle.id);
       assert.deepEqual(exits, []);
     });
 

@@ -50,6 +50,52 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.equal(await s.getRegisteredModel('nope'), undefined);
     });
 
+    withStore('search pages are keyset pages: each starts after the last row shown, in every order, whatever changes between pages', async (s) => {
+      // Updated at 10, 20, 30 (twice: ties are broken by name), 40, 50.
+      for (const [n, ms] of [['m1', 10], ['m2', 20], ['m3', 30], ['m4', 30], ['m5', 40], ['m6', 50]] as const) await s.createRegisteredModel({ name: n, description: '', tags: {} }, ms);
+      const NAME: ModelOrder = { by: 'name', descending: false };
+      const NAME_DESC: ModelOrder = { by: 'name', descending: true };
+      const UPDATED: ModelOrder = { by: 'updated', descending: true };
+      const UPDATED_ASC: ModelOrder = { by: 'updated', descending: false };
+      const walk = async (order: ModelOrder, between?: (page: number) => Promise<void>): Promise<string[]> => {
+        const seen: string[] = [];
+        let token: string | undefined;
+        for (let page = 0; page < 10; page++) {
+          const r = await s.searchRegisteredModels({}, order, { maxResults: 2, pageToken: token });
+          seen.push(...r.items.map((m) => m.name));
+          token = r.nextPageToken;
+          if (token === undefined) break;
+          await between?.(page);
+        }
+        return seen;
+      };
+      assert.deepEqual(await walk(NAME), ['m1', 'm2', 'm3', 'm4', 'm5', 'm6']);
+      assert.deepEqual(await walk(NAME_DESC), ['m6', 'm5', 'm4', 'm3', 'm2', 'm1']);
+      assert.deepEqual(await walk(UPDATED), ['m6', 'm5', 'm3', 'm4', 'm2', 'm1']);
+      assert.deepEqual(await walk(UPDATED_ASC), ['m1', 'm2', 'm3', 'm4', 'm5', 'm6']);
+      // A model created before the cursor, and one deleted after it, between two pages: an offset
+      // would show m2 twice and skip a model; a keyset page neither repeats nor skips.
+      assert.deepEqual(await walk(NAME, async (page) => {
+        if (page !== 0) return;
+        await s.createRegisteredModel({ name: 'm0', description: '', tags: {} }, 60);
+        await s.deleteRegisteredModel('m5');
+      }), ['m1', 'm2', 'm3', 'm4', 'm6']);
+      for (let v = 0; v < 5; v++) await s.createModelVersion({ name: v < 3 ? 'm1' : 'm2', source: `/${v}`, runId: '', description: '', tags: {} }, 1);
+      const versions: string[] = [];
+      let token: string | undefined;
+      do {
+        const r = await s.searchModelVersions({}, { maxResults: 2, pageToken: token });
+        versions.push(...r.items.map((v) => `${v.name}/${v.version}`));
+        token = r.nextPageToken;
+      } while (token !== undefined);
+      assert.deepEqual(versions, ['m1/3', 'm1/2', 'm1/1', 'm2/2', 'm2/1']);
+      // A token of one order is no token of another; a forged one is refused.
+      const byName = (await s.searchRegisteredModels({}, NAME, { maxResults: 1, pageToken: undefined })).nextPageToken;
+      await rejectsWith(s.searchRegisteredModels({}, UPDATED, { maxResults: 1, pageToken: byName }), 'INVALID_PARAMETER_VALUE');
+      await rejectsWith(s.searchRegisteredModels({}, NAME, { maxResults: 1, pageToken: Buffer.from('after:[1]').toString('base64url') }), 'INVALID_PARAMETER_VALUE');
+      await rejectsWith(s.searchModelVersions({}, { maxResults: 1, pageToken: Buffer.from('offset:2').toString('base64url') }), 'INVALID_PARAMETER_VALUE');
+    });
+
     withStore('versions are numbered from 1 and never reused after a delete', async (s) => {
       await s.createRegisteredModel({ name: 'm', description: '', tags: {} }, 1);
       const v1 = await s.createModelVersion({ name: 'm', source: '/a', runId: 'r', description: '', tags: { k: 'v' } }, 2);

@@ -140,3 +140,27 @@ function specsOf(
   if (names.size !== specs.length) throw bad(`${field} names an input twice.`);
   return { specs, columns: isColumns, named: unnamed === 0 };
 }
+
+/**
+ * The `model_class`es of an mlflow.xgboost model whose pyfunc `predict` is `Booster.predict` on the
+ * same rows: a Booster, and the scikit-learn regressor (its `predict` is the booster's prediction).
+ * `XGBClassifier.predict` answers class labels where the booster answers probabilities, so a
+ * classifier is left to Python.
+ */
+const BOOSTER_PREDICT_CLASSES = new Set(['xgboost.core.Booster', 'xgboost.sklearn.XGBRegressor']);
+
+/**
+ * The XGBoost model file of an MLflow model saved by `mlflow.xgboost` (the `xgboost` flavor's
+ * `data`, e.g. "model.xgb"), when its pyfunc prediction is the booster's: such a version can also
+ * be evaluated without Python (a family member). Undefined for any other MLmodel. Example:
+ * `{flavors: {python_function: {loader_module: mlflow.xgboost}, xgboost: {data: model.xgb,
+ * model_class: xgboost.core.Booster}}}` → "model.xgb".
+ */
+export function mlflowXgboostFile(mlmodel: unknown): string | undefined {
+  if (!isJsonObject(mlmodel) || !isJsonObject(mlmodel.flavors)) return undefined;
+  const { python_function: pyfunc, xgboost } = mlmodel.flavors;
+  if (!isJsonObject(pyfunc) || pyfunc.loader_module !== 'mlflow.xgboost' || !isJsonObject(xgboost)) return undefined;
+  const modelClass = xgboost.model_class ?? 'xgboost.core.Booster';
+  if (typeof modelClass !== 'string' || !BOOSTER_PREDICT_CLASSES.has(modelClass)) return undefined;
+  return typeof xgboost.data === 'string' && xgboost.data !== '' ? xgboost.data : undefined;
+}

@@ -371,11 +371,8 @@ export class KubernetesRuntime implements Runtime {
     for (const key of ['id', 'endpoint', 'servedEntity'] as const) {
       if (!NAME_PATTERN.test(spec[key])) throw invalidParameter(key, spec[key], 'letters, digits, ".", "_" or "-", starting with a letter or digit');
     }
-    if (spec.family !== undefined) {
-      // A family replica gets its members from the server over IPC, which pods do not have.
-      throw new FerryError('NOT_IMPLEMENTED', `Served entity '${spec.servedEntity}' is a model family, which the Kubernetes runtime does not run yet (use the local runtime; docs/multi-model.md).`);
-    }
-    if (spec.artifactKey === undefined || spec.artifactSha256 === undefined) {
+    // A family pod fetches its members from the artifact store as requests name them (objects.ts).
+    if (spec.family === undefined && (spec.artifactKey === undefined || spec.artifactSha256 === undefined)) {
       throw new FerryError('INVALID_PARAMETER_VALUE', `Replica '${spec.id}' has no artifactKey/artifactSha256: Kubernetes replicas fetch their model from the artifact store.`);
     }
     if (this.closed) throw new FerryError('TEMPORARILY_UNAVAILABLE', 'The runtime is shutting down.');

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import type { V1Deployment, V1NetworkPolicy, V1PodDisruptionBudget, V1ResourceRequirements, V1Service } from '@kubernetes/client-node';
 import type { ArtifactStoreLocation } from '../../artifacts/index.js';
 import type { ReplicaSpec } from '../types.js';
-import { replicaOptionsOf, toArgv } from '../../replica/options.js';
+import { replicaOptionsOf, toArgv, type ReplicaCommand } from '../../replica/options.js';
 import type { LogLevel } from '../../logs/index.js';
 
 /** Labels every object Ferry creates carries; `open` lists by the first. */
@@ -94,6 +94,8 @@ export function groupOf(spec: ReplicaSpec, settings?: PodSettings): Group {
     // What a pod needs to run differently; not where it fetches the model from (the sha256 pins
     // the model, and servers may see one store under different paths), log level or timeouts.
     ...(settings === undefined ? [] : [[settings.image, settings.imagePullPolicy, settings.replicaPort, settings.replicaUid, settings.replicaThreads, settings.artifactStoreSecret, settings.serverPodLabels]]),
+    // Only for a family entity, so the names of single-model groups stay what they were.
+    ...(spec.family === undefined ? [] : [{ familyCacheBytes: spec.family.cacheBytes, sessionFallback: spec.family.sessionFallback }]),
   ]);
   const hash = createHash('sha256').update(identity).digest('hex').slice(0, HASH_CHARS);
   const stem = dnsLabel(`${spec.endpoint}-${spec.servedEntity}`, MAX_GROUP_NAME - NAME_PREFIX.length - HASH_CHARS - 1);
@@ -147,9 +149,12 @@ function resourcesOf(spec: ReplicaSpec, threads: number): V1ResourceRequirements
 
 /** The group's Deployment (created with 0 replicas: the runtime scales it), Service, NetworkPolicy and PodDisruptionBudget. */
 export function groupObjects(spec: ReplicaSpec, group: Group, s: PodSettings): GroupObjects {
-  if (spec.artifactKey === undefined || spec.artifactSha256 === undefined) {
-    throw new Error(`replica '${spec.id}' has no artifactKey/artifactSha256: pods fetch their model from the artifact store`);
-  }
+  // A family pod starts with no model and fetches each member from the store on a miss, as the
+  // gateway's request names it (src/replica/family-store.ts); any other pod fetches its one model at start.
+  let fetch: Pick<ReplicaCommand, 'artifact' | 'membersFromStore'>;
+  if (spec.family !== undefined) fetch = { membersFromStore: {} };
+  else if (spec.artifactKey !== undefined && spec.artifactSha256 !== undefined) fetch = { artifact: { path: spec.artifactKey, sha256: spec.artifactSha256 } };
+  else throw new Error(`replica '${spec.id}' has no artifactKey/artifactSha256: pods fetch their model from the artifact store`);
   const metadata = {
     name: group.name, namespace: s.namespace, labels: group.labels,
     annotations: { [ANNOTATION_ENDPOINT]: spec.endpoint, [ANNOTATION_ENTITY]: spec.servedEntity },
@@ -160,7 +165,7 @@ export function groupObjects(spec: ReplicaSpec, group: Group, s: PodSettings): G
     listen: { host: '', port: s.replicaPort },
   };
   options.loadOptions.intraOpThreads = s.replicaThreads;
-  const args = ['replica', ...toArgv({ options, artifact: { path: spec.artifactKey, sha256: spec.artifactSha256 } })];
+  const args = ['replica', ...toArgv({ options, ...fetch })];
   const gpu = spec.workloadType.startsWith('GPU_');
   const probe = (path: string, periodSeconds: number, failureThreshold: number): Record<string, unknown> => ({
     httpGet: { path, port: 'http' }, periodSeconds, failureThreshold, timeoutSeconds: 1,
