@@ -261,7 +261,7 @@ async function replicaCommand(args: string[]): Promise<void> {
     'preferred-batch-sizes': { type: 'string' }, execution: { type: 'string' }, pool: { type: 'string' },
     'max-rows-per-request': { type: 'string' }, 'max-json-depth': { type: 'string' }, 'max-json-elements': { type: 'string' },
     uid: { type: 'string' }, gid: { type: 'string' }, 'log-level': { type: 'string' }, python: { type: 'string' },
-    'memory-limit-bytes': { type: 'string' },
+    'python-link-fd': { type: 'string' }, 'memory-limit-bytes': { type: 'string' },
     'family-cache-bytes': { type: 'string' }, 'family-session-fallback': { type: 'string' },
     listen: { type: 'string' }, 'artifact-path': { type: 'string' }, sha256: { type: 'string' }, 'artifact-store': { type: 'string' },
     control: { type: 'boolean' },
@@ -317,6 +317,8 @@ async function replicaCommand(args: string[]): Promise<void> {
     }
     const memoryLimit = str(values, 'memory-limit-bytes');
     if (memoryLimit !== undefined && !/^[1-9]\d*$/.test(memoryLimit)) throw new UsageError('replica: --memory-limit-bytes must be a byte count.');
+    const linkFd = str(values, 'python-link-fd');
+    if (linkFd !== undefined && !/^\d+$/.test(linkFd)) throw new UsageError('replica: --python-link-fd must be a file descriptor number.');
     const familyBytes = str(values, 'family-cache-bytes');
     if (familyBytes !== undefined && !/^[1-9]\d*$/.test(familyBytes)) throw new UsageError('replica: --family-cache-bytes must be a byte count.');
     const family = familyBytes === undefined ? undefined : { cacheBytes: Number(familyBytes), sessionFallback: str(values, 'family-session-fallback') !== 'off' };
@@ -331,6 +333,7 @@ async function replicaCommand(args: string[]): Promise<void> {
       loadOptions: {
         modelFile: family === undefined ? need('model-file') : '', workloadType, intraOpThreads: Number(str(values, 'threads') ?? 1),
         ...(str(values, 'python') === undefined ? {} : { pythonExecutable: need('python') }),
+        ...(linkFd === undefined ? {} : { pythonLinkFd: Number(linkFd) }),
         ...(memoryLimit === undefined ? {} : { memoryLimitBytes: Number(memoryLimit) }),
       },
       modelName: need('name'),

@@ -451,6 +451,7 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
   if (!isFlavorName(flavor)) return bad(`unknown flavor ${JSON.stringify(flavor)}`);
   const lo = obj(o.loadOptions, 'loadOptions');
   const memoryLimitBytes = lo.memoryLimitBytes === undefined ? undefined : num(lo.memoryLimitBytes, 'loadOptions.memoryLimitBytes');
+  const pythonLinkFd = lo.pythonLinkFd === undefined ? undefined : num(lo.pythonLinkFd, 'loadOptions.pythonLinkFd');
   const workloadType = WORKLOAD_TYPES.find((w) => w === lo.workloadType) ?? bad(`unknown workloadType ${JSON.stringify(lo.workloadType)}`);
   const b = obj(o.batching, 'batching');
   if (typeof b.enabled !== 'boolean') bad('batching.enabled is not a boolean');
@@ -470,6 +471,7 @@ function parseStartMessage(msg: unknown): ReplicaOptions {
     loadOptions: {
       modelFile: family === undefined ? text(lo.modelFile, 'loadOptions.modelFile') : '', workloadType, intraOpThreads: num(lo.intraOpThreads, 'loadOptions.intraOpThreads'),
       ...(memoryLimitBytes === undefined ? {} : { memoryLimitBytes }),
+      ...(pythonLinkFd === undefined ? {} : { pythonLinkFd }),
     },
     modelName: text(o.modelName, 'modelName'),
     modelVersion: family === undefined ? text(o.modelVersion, 'modelVersion') : '',
