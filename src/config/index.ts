@@ -122,6 +122,21 @@ export const serverConfigSchema = z.strictObject({
    */
   pythonPipArgs: z.array(z.string().min(1)).default([]),
   /**
+   * Idle Python fork servers kept per Python environment (the Python warm pool): each has imported
+   * `pythonPreload` and forks the workers of one model's replicas, so a python replica starts in
+   * milliseconds and its replicas share those pages. 0 disables it (each replica starts its own
+   * worker). Default 1 (~120 MiB resident while idle).
+   */
+  pythonWarmPoolSize: z.number().int().min(0).max(16).default(1),
+  /** Modules a Python fork server imports before it forks. Default numpy, pandas, scikit-learn and cloudpickle. */
+  pythonPreload: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_.]*$/)).optional(),
+  /**
+   * Most processes and threads in one local sandbox (a replica, or a Python fork server with its
+   * model's workers), enforced with a pids cgroup where the host lets the server make one; a
+   * sandbox that reaches it (a fork bomb) is killed. 0: no limit. Default 512.
+   */
+  maxProcessesPerSandbox: z.number().int().min(0).max(1_000_000).default(512),
+  /**
    * The OS sandbox (bubblewrap) around every local replica process: "auto" uses it when `bwrap`
    * works on this host (checked at start), "bwrap" requires it (the start fails otherwise), "none"
    * never uses it. Kubernetes replicas are isolated by their pods instead.
@@ -261,6 +276,9 @@ export interface ServerConfig {
   readonly python: string;
   readonly pythonEnvManager: 'local' | 'virtualenv';
   readonly pythonPipArgs: readonly string[];
+  readonly pythonWarmPoolSize: number;
+  readonly pythonPreload: readonly string[] | undefined;
+  readonly maxProcessesPerSandbox: number;
   readonly sandbox: 'auto' | 'bwrap' | 'none';
   readonly allowUnsandboxedUserCode: boolean;
   readonly inferenceTableRetentionMs: number;
@@ -330,6 +348,9 @@ export function compileServerConfig(input: unknown): ServerConfig {
     python: c.python,
     pythonEnvManager: c.pythonEnvManager,
     pythonPipArgs: c.pythonPipArgs,
+    pythonWarmPoolSize: c.pythonWarmPoolSize,
+    pythonPreload: c.pythonPreload,
+    maxProcessesPerSandbox: c.maxProcessesPerSandbox,
     sandbox: c.sandbox,
     allowUnsandboxedUserCode: c.allowUnsandboxedUserCode,
     inferenceTableRetentionMs: requireUnit('inferenceTableRetention', c.inferenceTableRetention, parseDurationMs, 'a duration such as "30d" or "12h"'),

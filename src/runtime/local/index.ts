@@ -570,9 +570,9 @@ export class LocalRuntime implements Runtime {
     return { idlePids: pids(true), startingPids: pids(false) };
   }
 
-  /** The Python fork servers now: pids of idle ones, and how many models have one. */
-  pythonWarmPool(): { idlePids: number[]; claimedModels: number } {
-    return this.pythonPool?.state() ?? { idlePids: [], claimedModels: 0 };
+  /** The Python fork servers now: pids of the idle ones and of those claimed by a model. */
+  async pythonWarmPool(): Promise<{ idlePids: number[]; claimedPids: number[] }> {
+    return (await this.pythonPool?.state()) ?? { idlePids: [], claimedPids: [] };
   }
 
   /** The process-count limit per sandbox, or why there is none. */

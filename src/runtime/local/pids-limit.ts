@@ -115,24 +115,20 @@ export class PidsLimit {
   }
 }
 
-/** The descendants of `pid`, from the kernel's per-thread child lists. */
+/** The descendants of `pid`, from the ppid field of each /proc/<pid>/stat (not every kernel lists children). */
 function descendantsOf(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const name of fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    const stat = readText(`/proc/${name}/stat`);
+    // "pid (comm) S ppid ...": comm may hold spaces and parentheses.
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (Number.isInteger(ppid)) children.set(ppid, [...(children.get(ppid) ?? []), Number(name)]);
+  }
   const out: number[] = [];
-  const todo = [pid];
-  while (todo.length > 0) {
-    const p = todo.pop()!;
-    let tasks: string[];
-    try {
-      tasks = fs.readdirSync(`/proc/${p}/task`);
-    } catch {
-      continue;
-    }
-    for (const t of tasks) {
-      for (const c of readText(`/proc/${p}/task/${t}/children`).split(' ').filter((x) => x !== '').map(Number)) {
-        out.push(c);
-        todo.push(c);
-      }
-    }
+  const todo = [...(children.get(pid) ?? [])];
+  for (let p = todo.pop(); p !== undefined; p = todo.pop()) {
+    out.push(p);
+    todo.push(...(children.get(p) ?? []));
   }
   return out;
 }

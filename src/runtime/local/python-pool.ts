@@ -92,6 +92,7 @@ interface ForkServer {
   cgroup: string | undefined;
   /** Resolves once it imported its modules; rejects when it exits or times out first. */
   ready: Promise<void>;
+  isReady: boolean;
   /** The model it serves, once claimed. */
   modelKey: string | undefined;
   /** Live workers it forked, by id. */
@@ -127,14 +128,19 @@ export class PythonPool {
    */
   async fork(spec: ReplicaSpec, python: string, linkEnd: Socket): Promise<PythonWorker> {
     const key = modelKey(spec, python);
-    let claim = this.claimed.get(key);
-    if (claim === undefined) {
-      claim = this.claim(spec, python, key);
-      this.claimed.set(key, claim);
-      claim.catch(() => this.claimed.delete(key));
+    let server: ForkServer;
+    for (;;) {
+      let claim = this.claimed.get(key);
+      if (claim === undefined) {
+        claim = this.claim(spec, python, key);
+        this.claimed.set(key, claim);
+        claim.catch(() => this.claimed.delete(key));
+      }
+      server = await claim;
+      if (!server.exited) break;
+      // It died (killed at the process limit): the model's next replica claims another.
+      if (this.claimed.get(key) === claim) this.claimed.delete(key);
     }
-    const server = await claim;
-    if (server.exited) throw new FerryError('MODEL_ERROR', 'The Python fork server of this model exited.');
     const id = this.nextWorker++;
     server.workers.add(id);
     server.child.send({ op: 'fork', id }, linkEnd);
@@ -157,9 +163,11 @@ export class PythonPool {
     }));
   }
 
-  /** The fork servers now: pids of idle ones and of the claimed ones (bwrap's, in a sandbox). */
-  state(): { idlePids: number[]; claimedModels: number } {
-    return { idlePids: [...this.idle].map((s) => s.child.pid ?? 0), claimedModels: this.claimed.size };
+  /** The fork servers now: pids of the idle ones ready to fork and of those claimed by a model (bwrap's, in a sandbox). */
+  async state(): Promise<{ idlePids: number[]; claimedPids: number[] }> {
+    const claimed = await Promise.all([...this.claimed.values()].map((c) => c.catch(() => undefined)));
+    const pid = (s: ForkServer | undefined): number => s?.child.pid ?? 0;
+    return { idlePids: [...this.idle].filter((s) => s.isReady && !s.exited).map(pid), claimedPids: claimed.filter((s) => s !== undefined && !s.exited).map(pid) };
   }
 
   /**
@@ -233,7 +241,7 @@ export class PythonPool {
     child.on('error', () => undefined);
     const cgroup = child.pid === undefined ? undefined : this.o.pids?.attach(name, child.pid);
     const server: ForkServer = {
-      seq, python, child, modelDir, scratchDir, logFile, cgroup, modelKey: undefined, workers: new Set(), exited: false,
+      seq, python, child, modelDir, scratchDir, logFile, cgroup, modelKey: undefined, workers: new Set(), exited: false, isReady: false,
       ready: Promise.resolve(), gone: Promise.resolve(),
     };
     server.gone = new Promise<void>((resolve) => child.once('exit', () => resolve())).then(async () => {
@@ -253,6 +261,7 @@ export class PythonPool {
         if (typeof m === 'object' && m !== null && (m as { op?: unknown }).op === 'ready') {
           clearTimeout(timer);
           this.deaths = 0;
+          server.isReady = true;
           resolve();
         }
       });
