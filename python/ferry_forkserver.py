@@ -100,6 +100,7 @@ def fork_worker(channel, link_fd):
         return pid
     try:
         channel.sock.close()
+        signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         ferry_worker.main(link_fd)
