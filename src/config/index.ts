@@ -214,6 +214,11 @@ export const serverConfigSchema = z.strictObject({
       namespace: z.string().regex(DNS_LABEL, 'expected a DNS-1123 label (lower-case letters, digits and "-", at most 63 characters)'),
       /** The Ferry image replicas run (`ferry replica`). */
       image: z.string().min(1),
+      /**
+       * The image python-flavor replicas run: the Ferry image built with Python and the models'
+       * packages (Dockerfile build argument PYTHON_PACKAGES). Default: `image`.
+       */
+      pythonImage: z.string().min(1).optional(),
       imagePullPolicy: z.enum(['Always', 'IfNotPresent', 'Never']).optional(),
       /** Port replicas listen on in their pods. */
       replicaPort: z.number().int().min(1).max(65535).default(8080),
@@ -301,6 +306,7 @@ export interface KubernetesRuntimeConfig {
   readonly kind: 'kubernetes';
   readonly namespace: string;
   readonly image: string;
+  readonly pythonImage: string | undefined;
   readonly imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never' | undefined;
   readonly replicaPort: number;
   readonly serverPodLabels: Readonly<Record<string, string>>;
@@ -445,7 +451,7 @@ function compileRuntime(c: z.infer<typeof serverConfigSchema>['runtime']): Serve
     throw invalidParameter('runtime.renewInterval', c.renewInterval, `a positive duration below two thirds of runtime.leaseDuration (${leaseDurationMs} ms)`);
   }
   return {
-    kind: 'kubernetes', namespace: c.namespace, image: c.image, imagePullPolicy: c.imagePullPolicy,
+    kind: 'kubernetes', namespace: c.namespace, image: c.image, pythonImage: c.pythonImage, imagePullPolicy: c.imagePullPolicy,
     replicaPort: c.replicaPort, serverPodLabels: c.serverPodLabels, replicaUid: c.replicaUid,
     replicaThreads: c.replicaThreads, artifactStoreSecret: c.artifactStoreSecret,
     adoptionGraceMs: requireUnit('runtime.adoptionGrace', c.adoptionGrace, parseDurationMs, 'a duration such as "2m"'),

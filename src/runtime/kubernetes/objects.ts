@@ -11,6 +11,7 @@
 import { createHash } from 'node:crypto';
 import type { V1Deployment, V1NetworkPolicy, V1PodDisruptionBudget, V1ResourceRequirements, V1Service } from '@kubernetes/client-node';
 import type { ArtifactStoreLocation } from '../../artifacts/index.js';
+import { FLAVOR_CAPABILITIES } from '../../flavors/capabilities.js';
 import type { ReplicaSpec } from '../index.js';
 import { replicaFlags, replicaOptions } from '../local/index.js';
 import type { LogLevel } from '../../logs/index.js';
@@ -37,6 +38,11 @@ export interface PodSettings {
   namespace: string;
   /** The Ferry image; its entrypoint is `ferry` (the pod's args start with `replica`). */
   image: string;
+  /**
+   * The image of replicas whose flavor runs Python (`pythonEnvironment`: the python flavor): the
+   * Ferry image with Python and the models' packages baked in (Dockerfile PYTHON_PACKAGES).
+   */
+  pythonImage: string;
   imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never' | undefined;
   /** Port replicas listen on (the pod IP's); the Service and NetworkPolicy use it. */
   replicaPort: number;
@@ -93,7 +99,7 @@ export function groupOf(spec: ReplicaSpec, settings?: PodSettings): Group {
     spec.workloadType, spec.memoryLimitBytes, spec.maxBodyBytes, spec.maxRowsPerRequest, spec.maxJsonDepth, spec.maxJsonElements, spec.batching,
     // What a pod needs to run differently; not where it fetches the model from (the sha256 pins
     // the model, and servers may see one store under different paths), log level or timeouts.
-    ...(settings === undefined ? [] : [[settings.image, settings.imagePullPolicy, settings.replicaPort, settings.replicaUid, settings.replicaThreads, settings.artifactStoreSecret, settings.serverPodLabels]]),
+    ...(settings === undefined ? [] : [[settings.image, settings.pythonImage, settings.imagePullPolicy, settings.replicaPort, settings.replicaUid, settings.replicaThreads, settings.artifactStoreSecret, settings.serverPodLabels]]),
   ]);
   const hash = createHash('sha256').update(identity).digest('hex').slice(0, HASH_CHARS);
   const stem = dnsLabel(`${spec.endpoint}-${spec.servedEntity}`, MAX_GROUP_NAME - NAME_PREFIX.length - HASH_CHARS - 1);
@@ -186,7 +192,7 @@ export function groupObjects(spec: ReplicaSpec, group: Group, s: PodSettings): G
           },
           ...(gpu ? { tolerations: [{ key: GPU_RESOURCE, operator: 'Exists', effect: 'NoSchedule' }] } : {}),
           containers: [{
-            name: CONTAINER, image: s.image, ...(s.imagePullPolicy === undefined ? {} : { imagePullPolicy: s.imagePullPolicy }),
+            name: CONTAINER, image: FLAVOR_CAPABILITIES[spec.flavor].pythonEnvironment ? s.pythonImage : s.image, ...(s.imagePullPolicy === undefined ? {} : { imagePullPolicy: s.imagePullPolicy }),
             args,
             env: [
               { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
