@@ -127,6 +127,13 @@ describe('python flavor', () => {
     assert.deepEqual(tensor.signature.inputs, [{ name: 'input', dtype: 'float32', shape: [-1, 2] }]);
     assert.deepEqual(tensor.signature.outputs, [{ name: 'predictions', dtype: 'int64', shape: [-1] }]);
     assert.deepEqual(Object.keys(tensor.input_example), ['inputs']);
+    // The environment files MLflow wrote, as the console's model page shows them.
+    const env = await call('GET', '/api/2.0/mlflow/model-versions/get-environment?name=reg-col&version=1');
+    assert.equal(env.status, 200, env.text);
+    assert.match(env.json.python_env, /^python: 3\.\d+/m);
+    assert.match(env.json.requirements, /scikit-learn/);
+    assert.equal(env.json.conda, true);
+    assert.equal((await call('GET', '/api/2.0/mlflow/model-versions/get-environment?name=reg-col&version=9')).status, 404);
   });
 
   test('a malformed MLmodel is FAILED_REGISTRATION with a reason naming the field', async () => {

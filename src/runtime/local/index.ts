@@ -294,7 +294,7 @@ export class LocalRuntime implements Runtime {
     // Fork servers run user code's workers: only where such code may run at all.
     this.pythonPool = python.warmPoolSize > 0 && (sandbox.kind === 'bwrap' || opts.allowUnsandboxedUserCode)
       ? new PythonPool({
-        size: python.warmPoolSize, preload: python.preload, sandbox, user: this.user, modelsDir: dirs.models, socketsDir: dirs.sockets,
+        size: python.warmPoolSize, preload: python.preload, sandbox, user: this.user, modelsDir: dirs.models,
         poolDir: dirs.pool, logsDir: dirs.logs, modelDirMode: this.modelDirMode, pythonPaths: (p) => this.pythonEnvironment(p),
         stage: (spec, dir) => stageModel(spec, dir, this.modelDirMode), pids: pids instanceof PidsLimit ? pids : undefined,
       })

@@ -29,7 +29,6 @@
  * Private to `src/runtime/local/`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import type { Socket } from 'node:net';
@@ -62,9 +61,8 @@ export interface PythonPoolOptions {
   sandbox: Sandbox;
   /** The user a sandboxed fork server is from its start (setpriv), or that it is spawned as without a sandbox. */
   user: UserIds | undefined;
-  /** Where fork servers' private model directories and scratch directories go. */
+  /** Where fork servers' private model directories (and their writable scratch directories) go. */
   modelsDir: string;
-  socketsDir: string;
   /** Where an idle fork server logs (`pool/`); a claimed one's log moves to its model's log directory. */
   poolDir: string;
   /** `logs/`: a claimed fork server's log becomes `logs/<endpoint>/<servedEntity>/python-pyfs-<…>.log`. */
@@ -110,6 +108,8 @@ export class PythonPool {
   private deaths = 0;
   private closed = false;
   private refillTimer: NodeJS.Timeout | undefined;
+  /** The refill in progress (a fork server starting), awaited by `close`. */
+  private filling: Promise<void> | undefined;
   private readonly interpreters = new Set<string>();
 
   constructor(private readonly o: PythonPoolOptions) {}
@@ -161,6 +161,8 @@ export class PythonPool {
     await Promise.all([...this.idle, ...claimed].map(async (s) => {
       if (s !== undefined) await this.kill(s);
     }));
+    // One still being started is killed by the refill itself once its start returns.
+    await this.filling;
   }
 
   /** The fork servers now: pids of the idle ones ready to fork and of those claimed by a model (bwrap's, in a sandbox). */
@@ -216,7 +218,8 @@ export class PythonPool {
     const seq = ++this.seq;
     const name = `pyfs-${process.pid}-${seq}`;
     const modelDir = path.join(this.o.modelsDir, name);
-    const scratchDir = path.join(this.o.socketsDir, createHash('sha256').update(name).digest('hex').slice(0, 16));
+    // Its one writable directory (the sandbox binds one): holds nothing of anyone else's.
+    const scratchDir = path.join(this.o.modelsDir, `${name}.rw`);
     const logFile = path.join(this.o.poolDir, `${name}.log`);
     for (const dir of [modelDir, scratchDir]) {
       await fsp.rm(dir, { recursive: true, force: true });
@@ -244,7 +247,13 @@ export class PythonPool {
       seq, python, child, modelDir, scratchDir, logFile, cgroup, modelKey: undefined, workers: new Set(), exited: false, isReady: false,
       ready: Promise.resolve(), gone: Promise.resolve(),
     };
-    server.gone = new Promise<void>((resolve) => child.once('exit', () => resolve())).then(async () => {
+    // Gone once it exited, or at once when it never started (no exit event follows a failed spawn).
+    server.gone = new Promise<void>((resolve) => {
+      child.once('exit', () => resolve());
+      child.once('error', () => {
+        if (child.pid === undefined) resolve();
+      });
+    }).then(async () => {
       server.exited = true;
       if (this.idle.delete(server) && !this.closed) {
         this.deaths++;
@@ -281,15 +290,18 @@ export class PythonPool {
     if (python === undefined) return;
     const delay = this.deaths === 0 ? 0 : Math.min(REFILL_BACKOFF_MAX_MS, REFILL_BACKOFF_BASE_MS * 2 ** (this.deaths - 1));
     this.refillTimer = setTimeout(() => {
-      void (async () => {
+      this.filling = (async () => {
         try {
           const s = await this.start(python);
           this.idle.add(s);
+          // Closed meanwhile: `close` has already killed the idle ones it saw.
+          if (this.closed) await this.kill(s);
           await s.ready.catch(() => undefined);
         } catch {
           this.deaths++;
         } finally {
           this.refillTimer = undefined;
+          this.filling = undefined;
           this.refill();
         }
       })();
