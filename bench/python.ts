@@ -259,7 +259,7 @@ export async function runPython(o: { quick: boolean; durationS: number; warmupS:
   let cold: Pick<PythonReport, 'coldStart' | 'pss'> = {};
   if (process.getuid?.() === 0) {
     log('bench: python: scale from zero with and without the Python warm pool, PSS of 1 and 4 replicas...');
-    cold = await coldAndPss(join(models, 'sk_col'), o.quick ? 3 : 7);
+    cold = await coldAndPss(join(models, 'sk_col'), o.quick ? 2 : 7);
   } else notes.push('cold start and PSS: skipped (needs root: the sandbox runs replicas as nobody)');
   return { notes, rows, ...cold };
 }

@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- --quick] [-- --models linear,mlp,heavy --connections 1,8,64 --duration-s 5 --warmup-s 1
- *                    --only single,cluster2,baseline,ferry,ferry-on,...,compute,scaling,llm,embeddings,simulator --cpu-prof-dir DIR]`
+ *                    --only single,cluster2,baseline,ferry,ferry-on,...,compute,scaling,llm,embeddings,simulator,python --cpu-prof-dir DIR]`
  *
  * The benchmark suite: per model (bench/models.ts), in one run on one machine,
  *   compute: onnxruntime in process, no HTTP, at batch sizes 1–128: the ceiling (bench/compute-limit.ts);
@@ -12,7 +12,9 @@
  * to first token of the tiny GGUF model at 1 and 4 streams, node-llama-cpp direct vs Ferry; then
  * the embeddings section (bench/embeddings.ts): embeddings/s of the tiny Hugging Face model, the
  * transformers flavor in process vs Ferry at 1 and 4 clients; then the autoscaling simulator
- * (bench/simulator.ts): fidelity against a real replay, savings on the bundled traces, speed. Writes
+ * (bench/simulator.ts): fidelity against a real replay, savings on the bundled traces, speed; then
+ * the Python section (bench/python.ts): MLflow models, Ferry vs `mlflow models serve`, cold start
+ * with and without the Python warm pool, PSS of 1 and 4 replicas. Writes
  * bench/results/latest.{md,json}: rows with req/s, latency, errors, CPU µs/request and RSS per
  * process; ratios; the goals table. Every child process and temp dir is removed on the way out,
  * including on error and Ctrl+C.
