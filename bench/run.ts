@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- --quick] [-- --models linear,mlp,heavy --connections 1,8,64 --duration-s 5 --warmup-s 1
- *                    --only single,cluster2,baseline,ferry,ferry-on,...,compute,scaling,llm,embeddings,simulator --cpu-prof-dir DIR]`
+ *                    --only single,cluster2,baseline,ferry,ferry-on,...,compute,scaling,llm,embeddings,simulator,python --cpu-prof-dir DIR]`
  *
  * The benchmark suite: per model (bench/models.ts), in one run on one machine,
  *   compute: onnxruntime in process, no HTTP, at batch sizes 1–128: the ceiling (bench/compute-limit.ts);
@@ -14,7 +14,9 @@
  * to first token of the tiny GGUF model at 1 and 4 streams, node-llama-cpp direct vs Ferry; then
  * the embeddings section (bench/embeddings.ts): embeddings/s of the tiny Hugging Face model, the
  * transformers flavor in process vs Ferry at 1 and 4 clients; then the autoscaling simulator
- * (bench/simulator.ts): fidelity against a real replay, savings on the bundled traces, speed. Writes
+ * (bench/simulator.ts): fidelity against a real replay, savings on the bundled traces, speed; then
+ * the Python section (bench/python.ts): MLflow models, Ferry vs `mlflow models serve`, cold start
+ * with and without the Python warm pool, PSS of 1 and 4 replicas. Writes
  * bench/results/latest.{md,json}: rows with req/s, latency, errors, CPU µs/request and RSS per
  * process; ratios; the goals table. Every child process and temp dir is removed on the way out,
  * including on error and Ctrl+C.
@@ -34,6 +36,7 @@ import { llmMarkdown, runLlm } from './llm.js';
 import { goals, machineInfo, markdown, ratios, scalingGoals, type ComputeLimit, type Report, type Row } from './report.js';
 import { multiMarkdown, runMulti } from './multi.js';
 import { protocolsMarkdown, runProtocols } from './protocols.js';
+import { pythonMarkdown, runPython } from './python.js';
 import { runScaling, type ScalingReport } from './scaling.js';
 import { runSimulatorBench, simulatorGoals, simulatorMarkdown, type SimulatorReport } from './simulator.js';
 import { checkAnswers, FERRY_GATEWAY_WORKERS, startFerry, startHandWritten, TARGET_NAMES, type FerryVariant, type Target, type TargetName } from './targets.js';
@@ -52,6 +55,8 @@ const SCALING_OVERHEAD_S = 6;
 const LLM_START_S = 5;
 /** Seconds the embeddings section adds besides its runs: a Ferry server, one replica, transformers.js loads. */
 const EMBEDDINGS_START_S = 6;
+/** Seconds the Python section adds besides its wrk runs: saving models, servers, `mlflow models serve` starts, cold starts. */
+const PYTHON_OVERHEAD_S = 60;
 /** Seconds of the simulator section besides its two replays: a server, two endpoints, the savings searches. */
 const SIMULATOR_OVERHEAD_S = 60;
 
@@ -84,6 +89,8 @@ interface Settings {
   simulator: boolean;
   /** The protocols section (bench/protocols.ts): heavy JSON vs binary, linear gRPC vs REST. */
   protocols: boolean;
+  /** The Python section (bench/python.ts): MLflow pyfunc models, Ferry vs `mlflow models serve`, cold start, PSS. */
+  python: boolean;
   /** Extra node flags for every server (`--cpu-prof-dir D` → `--cpu-prof --cpu-prof-dir=D`). */
   serverNodeArgs: string[];
 }
@@ -119,7 +126,7 @@ function parseSettings(argv: string[]): Settings {
     return x as T;
   });
   const only = values.only === undefined ? undefined
-    : list(values.only, [...TARGET_NAMES, ...Object.keys(GROUPS), 'compute', 'scaling', 'llm', 'embeddings', 'multi', 'simulator', 'protocols'], 'only').flatMap((x): string[] => [...(GROUPS[x] ?? [x])]);
+    : list(values.only, [...TARGET_NAMES, ...Object.keys(GROUPS), 'compute', 'scaling', 'llm', 'embeddings', 'multi', 'simulator', 'protocols', 'python'], 'only').flatMap((x): string[] => [...(GROUPS[x] ?? [x])]);
   const defaultTargets: TargetName[] = quick ? ['single', 'cluster2', 'ferry-off', 'ferry-on', 'ferry-w2'] : [...TARGET_NAMES];
   return {
     quick,
@@ -143,6 +150,7 @@ function parseSettings(argv: string[]): Settings {
     multi: only === undefined || only.includes('multi'),
     simulator: only === undefined || only.includes('simulator'),
     protocols: only === undefined || only.includes('protocols'),
+    python: only === undefined || only.includes('python'),
     serverNodeArgs: values['cpu-prof-dir'] === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof-dir']}`],
   };
 }
@@ -159,8 +167,9 @@ function estimateS(s: Settings): number {
   const llm = s.llm ? LLM_START_S + s.llmTokens / 200 : 0;
   const embeddings = s.embeddings ? EMBEDDINGS_START_S + 4 * s.embeddingsS : 0;
   const simulator = s.simulator ? SIMULATOR_OVERHEAD_S + (s.quick ? 60 : 180) : 0;
+  const python = s.python ? PYTHON_OVERHEAD_S + (s.quick ? 2 : 4) * 3 * (s.warmupS + s.durationS) : 0;
   const starts = s.models.filter((m) => targetsFor(s, m).length > 0).length * START_S_PER_MODEL;
-  return Math.round(cells * (s.warmupS + s.durationS) + compute + starts + scaling + llm + embeddings + simulator);
+  return Math.round(cells * (s.warmupS + s.durationS) + compute + starts + scaling + llm + embeddings + simulator + python);
 }
 
 async function computeLimit(model: BenchModel, s: Settings): Promise<ComputeLimit> {
@@ -296,9 +305,13 @@ async function main(): Promise<void> {
       connections: 64, durationS: s.durationS, warmupS: s.warmupS, computeSecondsPerBatch: s.computeSecondsPerBatch, serverNodeArgs: s.serverNodeArgs,
     }, token, tmp, (line) => process.stderr.write(`${line}\n`))
     : [];
-  const md = [markdown(report), ...llmMarkdown(llmRows), ...embeddingsMarkdown(embeddingsRows), ...protocolsMarkdown(protocolRows), ...(multi === undefined ? [] : [multiMarkdown(multi)]), ...(simulator === null ? [] : simulatorMarkdown(simulator))].join('\n');
+  const python = s.python ? await runPython({ quick: s.quick, durationS: s.durationS, warmupS: s.warmupS, serverNodeArgs: s.serverNodeArgs }, token, tmp, (line) => process.stderr.write(`${line}\n`)) : undefined;
+  const md = [
+    markdown(report), ...llmMarkdown(llmRows), ...embeddingsMarkdown(embeddingsRows), ...protocolsMarkdown(protocolRows), ...(multi === undefined ? [] : [multiMarkdown(multi)]),
+    ...(simulator === null ? [] : simulatorMarkdown(simulator)), ...(python === undefined ? [] : pythonMarkdown(python)),
+  ].join('\n');
   mkdirSync(RESULTS_DIR, { recursive: true });
-  const json = { settings: s, ...report, models: models.map(({ checks: _c, ...m }) => m), llm: llmRows, embeddings: embeddingsRows, protocols: protocolRows, multi, simulator };
+  const json = { settings: s, ...report, models: models.map(({ checks: _c, ...m }) => m), llm: llmRows, embeddings: embeddingsRows, protocols: protocolRows, multi, simulator, python };
   writeFileSync(join(RESULTS_DIR, 'latest.json'), JSON.stringify(json, null, 2) + '\n');
   writeFileSync(join(RESULTS_DIR, 'latest.md'), md);
   process.stdout.write(md);

@@ -262,9 +262,13 @@ def apply_limits(limits):
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
 
-def main():
+def main(fd=CHANNEL_FD):
+    """Serves the replica on the link `fd`: fd 3 when the replica started this process, the
+    descriptor the fork server (ferry_forkserver.py) received for it in a forked worker."""
     sys.stdout = sys.stderr
-    sock = socket.socket(fileno=CHANNEL_FD)
+    sock = socket.socket(fileno=fd)
+    # A descriptor that came from Node (the fork server's) is non-blocking; this process blocks on it.
+    sock.setblocking(True)
     header, _ = read_frame(sock)
     try:
         if header.get("op") != "load":

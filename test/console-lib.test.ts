@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { exampleRequest } from '../src/client/index.js';
 import { configWithEntity, configWithRoutes, serveRequest, toName, validateTraffic } from '../ui/src/lib/config.js';
 import { errorFromResponse, isMissingRoute } from '../ui/src/lib/errors.js';
-import { endpointStatus, formatBytes, formatMs, formatTime, prettyJson } from '../ui/src/lib/format.js';
+import { buildState, endpointStatus, formatBytes, formatMs, formatTime, prettyJson } from '../ui/src/lib/format.js';
 import { href, parseRoute } from '../ui/src/lib/route.js';
 import { CHARTS, chartData, hasTraffic, latest } from '../ui/src/lib/series.js';
 import type { Endpoint, EndpointConfigView, SeriesPoint, ServedEntityView } from '../ui/src/lib/types.js';
@@ -162,4 +162,13 @@ test('exampleRequest: the input example, else zeros in the signature shape; a hu
   const image = exampleRequest({ signature: { inputs: [{ name: 'img', dtype: 'float32', shape: [-1, 3, 224, 224] }] } });
   assert.ok('body' in image);
   assert.equal(JSON.stringify(image.body).match(/0/g)?.length, 3 * 224 * 224);
+});
+
+test('buildState reads a Python environment build log: none, building, ready, failed', () => {
+  assert.equal(buildState(''), 'none');
+  assert.equal(buildState('environment abc for /m\n$ /usr/bin/python3 -m venv /x\n'), 'building');
+  assert.equal(buildState('environment abc for /m\nRequirement already satisfied: numpy\nenvironment ready\n'), 'ready');
+  assert.equal(buildState('environment abc for /m\nERROR: No matching distribution found for nope\nenvironment build failed: ERROR: No matching distribution found for nope\n'), 'failed');
+  // A rebuild after a failure: the last outcome counts.
+  assert.equal(buildState('environment build failed: x\nenvironment abc for /m\nenvironment ready\n'), 'ready');
 });

@@ -18,6 +18,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
+import { PidsLimit } from '../src/runtime/local/pids-limit.js';
 import type { FerryServer } from '../src/server/index.js';
 import {
   ferryChildren, Processes, registerVersion, replicaPids, request, ROOT, startTestServer, tempDir, waitFor, waitSettled, type HttpResult,
@@ -36,6 +37,8 @@ let models: string;
 /** A virtualenv over the system packages with the vendored MLflow on its path: the server's `python`. */
 let venvPython: string;
 let server: FerryServer;
+/** Why there is no process limit per sandbox here (no writable pids cgroup), if so. */
+let pidsUnavailable: string | undefined;
 const procs = new Processes();
 
 const call = (method: string, p: string, json?: unknown): Promise<HttpResult> =>
@@ -70,22 +73,20 @@ function frameBodies(columns: string[], rows: unknown[][], params?: Record<strin
   ];
 }
 
-/** The pid of the Python worker in the process tree under `root` (a replica's pid). */
-async function pythonWorkerUnder(root: number): Promise<number> {
-  const parents = new Map<number, number>();
-  const workers: number[] = [];
+/**
+ * The pids of the Python workers of `endpoint`'s replicas: processes forked by a fork server
+ * (python/ferry_forkserver.py, the Python warm pool; not its bwrap, whose arguments name it too)
+ * whose output goes to the endpoint's logs.
+ */
+async function forkedWorkersOf(endpoint: string): Promise<number[]> {
+  const info = new Map<number, { ppid: number; forkServer: boolean; log: string }>();
   for (const name of (await fsp.readdir('/proc')).filter((n) => /^\d+$/.test(n))) {
     const stat = await fsp.readFile(`/proc/${name}/stat`, 'utf8').catch(() => '');
     const cmd = await fsp.readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '');
-    parents.set(Number(name), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
-    if (cmd.includes('ferry_worker.py')) workers.push(Number(name));
+    const log = await fsp.readlink(`/proc/${name}/fd/1`).catch(() => '');
+    info.set(Number(name), { ppid: Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]), forkServer: cmd.includes('ferry_forkserver.py') && !(cmd.split('\0')[0] ?? '').endsWith('bwrap'), log });
   }
-  const found = workers.find((w) => {
-    for (let p = parents.get(w); p !== undefined && p > 1; p = parents.get(p)) if (p === root) return true;
-    return false;
-  });
-  assert.ok(found !== undefined, `no Python worker under pid ${root}`);
-  return found;
+  return [...info].filter(([, p]) => p.forkServer && info.get(p.ppid)?.forkServer === true && p.log.includes(`/logs/${endpoint}/`)).map(([pid]) => pid);
 }
 
 before(async () => {
@@ -100,7 +101,11 @@ before(async () => {
   const { stdout: site } = await run(venvPython, ['-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])']);
   await fsp.writeFile(path.join(site.trim(), 'vendored-mlflow.pth'), MLFLOW_PATH + '\n');
   await run(venvPython, [MODELS_SCRIPT, 'save', models], { maxBuffer: 16 << 20 });
-  server = await startTestServer(dataDir, { python: venvPython, warmPoolSize: 0 });
+  // A low process limit: the fork bomb test stops at it quickly.
+  server = await startTestServer(dataDir, { python: venvPython, warmPoolSize: 0, maxProcessesPerSandbox: 128 });
+  const limit = PidsLimit.open(128);
+  if (limit instanceof PidsLimit) limit.close();
+  pidsUnavailable = limit instanceof PidsLimit ? undefined : limit.unavailable;
 });
 
 after(async () => {
@@ -122,6 +127,13 @@ describe('python flavor', () => {
     assert.deepEqual(tensor.signature.inputs, [{ name: 'input', dtype: 'float32', shape: [-1, 2] }]);
     assert.deepEqual(tensor.signature.outputs, [{ name: 'predictions', dtype: 'int64', shape: [-1] }]);
     assert.deepEqual(Object.keys(tensor.input_example), ['inputs']);
+    // The environment files MLflow wrote, as the console's model page shows them.
+    const env = await call('GET', '/api/2.0/mlflow/model-versions/get-environment?name=reg-col&version=1');
+    assert.equal(env.status, 200, env.text);
+    assert.match(env.json.python_env, /^python: 3\.\d+/m);
+    assert.match(env.json.requirements, /scikit-learn/);
+    assert.equal(env.json.conda, true);
+    assert.equal((await call('GET', '/api/2.0/mlflow/model-versions/get-environment?name=reg-col&version=9')).status, 404);
   });
 
   test('a malformed MLmodel is FAILED_REGISTRATION with a reason naming the field', async () => {
@@ -239,12 +251,14 @@ describe('python flavor', () => {
       }
     });
     await new Promise((r) => setTimeout(r, 1000));
-    const [victim] = await replicaPids(dataDir, 'p-two');
-    const worker = await pythonWorkerUnder(victim!);
-    process.kill(worker, 'SIGKILL');
+    // Both replicas' workers were forked by the model's fork server; one of them is killed.
+    const before = await replicaPids(dataDir, 'p-two');
+    const workers = await forkedWorkersOf('p-two');
+    assert.equal(workers.length, 2, `forked workers of p-two: ${JSON.stringify(workers)}`);
+    process.kill(workers[0]!, 'SIGKILL');
     await waitFor('the crashed replica to be replaced', async () => {
       const pids = await replicaPids(dataDir, 'p-two');
-      return pids.length === 2 && !pids.includes(victim!) ? true : undefined;
+      return pids.length === 2 && pids.filter((p) => before.includes(p)).length === 1 ? true : undefined;
     }, 60_000);
     stop = true;
     await Promise.all(loops);
@@ -281,6 +295,38 @@ describe('python flavor', () => {
     assert.match(alloc.json.message, /MemoryError/);
     assert.deepEqual((await probe('')).json, { predictions: [1] }, 'the replica keeps serving');
     assert.equal((await invoke('p-sk-col', { inputs: { a: [1], b: [2] } })).status, 200, 'another endpoint answers');
+  });
+
+  test('a fork bomb in predict is stopped at the sandbox\'s process limit; its replica is replaced and other endpoints keep answering 200', async (t) => {
+    if (pidsUnavailable !== undefined) {
+      t.skip(pidsUnavailable);
+      return;
+    }
+    const e = await deploy('p-bomb', 'probe');
+    assert.equal(e.state.ready, 'READY', JSON.stringify(e.state));
+    const [pid] = await replicaPids(dataDir, 'p-bomb');
+    let stop = false;
+    const others: number[] = [];
+    const other = (async () => {
+      while (!stop) {
+        others.push((await invoke('p-sk-col', { inputs: { a: [1], b: [2] } })).status);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
+    const bomb = await invoke('p-bomb', { inputs: { a: [1] }, params: { action: 'fork', path: '' } });
+    assert.ok(bomb.status >= 500, bomb.text);
+    const again = await waitFor('a replacement replica', async () => {
+      const r = await invoke('p-bomb', { inputs: { a: [1] }, params: { action: '', path: '' } });
+      return r.status === 200 ? r : undefined;
+    }, 90_000);
+    assert.deepEqual(again.json, { predictions: [1] });
+    assert.notDeepEqual(await replicaPids(dataDir, 'p-bomb'), [pid]);
+    stop = true;
+    await other;
+    assert.ok(others.length > 0 && others.every((s) => s === 200), `the other endpoint answered ${JSON.stringify(others)}`);
+    const served = e.config.served_entities[0].name as string;
+    const logs = await call('GET', `/api/2.0/serving-endpoints/p-bomb/served-models/${served}/logs`);
+    assert.match(logs.text, /process limit/);
   });
 
   test("without mlflow, Ferry's own loaders serve sklearn and xgboost; other models name what to install", async () => {

@@ -3,7 +3,8 @@
  * once before the first replica (here offline: `--system-site-packages` and `pip install
  * --no-index` of requirements Debian's packages satisfy), reused by another version with the same
  * requirements, and a failed build (a requirement pip cannot find) ending the update UPDATE_FAILED
- * with pip's error while the old config keeps serving; the build log is kept.
+ * with pip's error while the old config keeps serving; the build log is kept. A python_env.yaml
+ * whose Python major.minor is not the server's python's fails the build likewise, naming both.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -44,12 +45,12 @@ let server: FerryServer;
 const call = (method: string, p: string, json?: unknown): Promise<HttpResult> =>
   request({ url: server.url, method, path: p, ...(json === undefined ? {} : { json }) });
 
-async function model(name: string, requirements: string): Promise<string> {
+async function model(name: string, requirements: string, python = '3.11.2'): Promise<string> {
   const d = path.join(dir, 'models', name);
   await fsp.mkdir(d, { recursive: true });
   await run(PYTHON, ['-c', SAVE, path.join(d, 'model.pkl')]);
   await fsp.writeFile(path.join(d, 'MLmodel'), MLMODEL);
-  await fsp.writeFile(path.join(d, 'python_env.yaml'), 'python: 3.11.2\nbuild_dependencies:\n- pip\ndependencies:\n- -r requirements.txt\n');
+  await fsp.writeFile(path.join(d, 'python_env.yaml'), `python: ${python}\nbuild_dependencies:\n- pip\ndependencies:\n- -r requirements.txt\n`);
   await fsp.writeFile(path.join(d, 'requirements.txt'), requirements);
   return d;
 }
@@ -108,4 +109,13 @@ test('a venv is built once per requirements, reused, and a failed build keeps th
   assert.match(failedLog.json.logs, /ERROR: [^\n]*ferry-no-such-package[\s\S]*environment build failed/);
   assert.match((await call('GET', '/api/2.0/serving-endpoints/envm/served-models/envm-1/build-logs')).json.logs, /environment ready/);
   assert.equal((await call('GET', '/api/2.0/serving-endpoints/envm/served-models/nope/build-logs')).status, 404);
+
+  // python_env.yaml asks for another major.minor than the server's python: the build fails naming both.
+  await registerVersion(server.url, 'envm', await model('v4', 'scikit-learn\n', '3.8.10'));
+  await call('PUT', '/api/2.0/serving-endpoints/envm/config', { served_entities: [{ entity_name: 'envm', entity_version: '4' }] });
+  const mismatch = await waitSettled(server.url, 'envm', 180_000);
+  assert.equal(mismatch.state.config_update, 'UPDATE_FAILED', JSON.stringify(mismatch.state));
+  assert.match(JSON.stringify(mismatch.state), /asks for Python 3\.8\.10 but the server's python \(\/usr\/bin\/python3\) is Python 3\.11\.\d+/);
+  assert.match((await call('GET', '/api/2.0/serving-endpoints/envm/served-models/envm-4/build-logs')).json.logs, /environment build failed: python_env.yaml asks for Python 3\.8\.10/);
+  close((await call('POST', '/serving-endpoints/envm/invocations', body)).json.predictions, [6, 5]);
 });

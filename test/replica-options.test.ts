@@ -16,7 +16,7 @@ const everyOption: Required<ReplicaOptions> & { loadOptions: Required<Omit<LoadO
   listen: { host: '10.0.0.7', port: 8443 },
   dir: '/var/lib/ferry/model',
   flavor: 'python',
-  loadOptions: { modelFile: '', workloadType: 'GPU_SMALL', intraOpThreads: 3, memoryLimitBytes: 3 * 1024 ** 3, pythonExecutable: '/opt/py/bin/python3' },
+  loadOptions: { modelFile: '', workloadType: 'GPU_SMALL', intraOpThreads: 3, memoryLimitBytes: 3 * 1024 ** 3, pythonExecutable: '/opt/py/bin/python3', pythonLinkFd: 4 },
   modelName: 'fraud',
   modelVersion: '12',
   maxBodyBytes: 1234567,

@@ -7,9 +7,12 @@
  * opt-in check against a real cluster.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
 import * as k8s from '@kubernetes/client-node';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
@@ -25,12 +28,13 @@ import { KubernetesRuntime, type KubernetesRuntimeOptions } from '../src/runtime
 import { groupObjects, groupOf, type PodSettings } from '../src/runtime/kubernetes/objects.js';
 import { requestReplica, runtimeContract, type RuntimeHarness } from './contract/runtime.js';
 import type { FerryServer } from '../src/server/index.js';
-import { FERRY_BIN, registerVersion, request, startTestServer, tempDir, waitFor, waitSettled } from './support/index.js';
+import { FERRY_BIN, registerVersion, request, ROOT, startTestServer, tempDir, waitFor, waitSettled } from './support/index.js';
 import { KubeApiDouble, type KubeObject } from './support/kube-api-double.js';
 
 const MIB = 1024 * 1024;
 const NS = 'ferry-test';
 const IMAGE = 'ferry:test';
+const PYTHON_IMAGE = 'ferry:test-python';
 let root: string;
 let storeRoot: string;
 const artifacts: Record<'linear' | 'broken', { key: string; sha256: string; modelFile: string }> = {
@@ -130,7 +134,7 @@ function groupObjectsIn(double: KubeApiDouble, plural: string, spec: ReplicaSpec
 }
 
 const SETTINGS: PodSettings = {
-  namespace: NS, image: 'ghcr.io/example/ferry:1.0', imagePullPolicy: 'IfNotPresent', replicaPort: 8080,
+  namespace: NS, image: 'ghcr.io/example/ferry:1.0', pythonImage: 'ghcr.io/example/ferry:1.0-python', imagePullPolicy: 'IfNotPresent', replicaPort: 8080,
   serverPodLabels: { 'app.kubernetes.io/name': 'ferry', 'app.kubernetes.io/component': 'server' }, replicaUid: 10001, replicaThreads: 1,
   artifactStore: { kind: 's3', bucket: 'models', endpoint: 'http://minio:9000', forcePathStyle: true }, artifactStoreSecret: 'ferry-s3',
   startTimeoutMs: 60_000, drainTimeoutMs: 30_000, logLevel: 'info',
@@ -406,6 +410,37 @@ describe('KubernetesRuntime', () => {
       if (saved === undefined) delete process.env.KUBECONFIG;
       else process.env.KUBECONFIG = saved;
       await server?.close();
+      await double.close();
+    }
+  });
+
+  test('a python replica runs in the Python image and serves the MLflow model it fetched from the store', { timeout: 120_000 }, async (t) => {
+    const mlflow = path.resolve(ROOT, process.env.FERRY_MLFLOW_PATH ?? '../shared/vendor/mlflow');
+    if (!fs.existsSync(path.join(mlflow, 'mlflow', '__init__.py'))) {
+      t.skip(`MLflow not found at ${mlflow} (set FERRY_MLFLOW_PATH)`);
+      return;
+    }
+    const key = 'models/sk/1';
+    const save = 'import sys, pandas as pd, mlflow\nfrom sklearn.linear_model import LinearRegression\n'
+      + 'x = pd.DataFrame({"a": [1.0, 2, 3, 4], "b": [0.0, 1, 0, 1]})\nmlflow.sklearn.save_model(LinearRegression().fit(x, 2 * x.a + x.b), sys.argv[1], input_example=x.head(2))\n';
+    await promisify(execFile)('/usr/bin/python3', ['-c', save, path.join(storeRoot, key)], { env: { ...process.env, PYTHONPATH: mlflow } });
+    // The Python image: Ferry with Debian's Python on its PATH (what PYTHON_PACKAGES builds).
+    const double = await KubeApiDouble.start({ images: { [IMAGE]: [process.execPath, FERRY_BIN], [PYTHON_IMAGE]: ['/usr/bin/env', 'PATH=/usr/bin:/bin', process.execPath, FERRY_BIN] } });
+    let rt: KubernetesRuntime | undefined;
+    try {
+      rt = await openRuntime(double, { pythonImage: PYTHON_IMAGE });
+      const spec = makeSpec('py-0', 'linear', { servedEntity: 'sk', flavor: 'python', modelFile: 'MLmodel', modelName: 'sk', artifactKey: key, artifactSha256: await treeSha256(key) });
+      const h = await rt.startReplica(spec);
+      assert.equal(groupObjectsIn(double, 'deployments', spec)[0]?.spec.template.spec.containers[0].image, PYTHON_IMAGE);
+      const r = await requestReplica(h.address, '/invocations', { dataframe_split: { columns: ['a', 'b'], data: [[5, 1]] } });
+      assert.equal(r.status, 200, r.text);
+      assert.ok(Math.abs((r.json as { predictions: number[] }).predictions[0]! - 11) < 1e-9, r.text);
+      // Other flavors keep the plain image.
+      const onnx = makeSpec('lin-0', 'linear');
+      await rt.startReplica(onnx);
+      assert.equal(groupObjectsIn(double, 'deployments', onnx)[0]?.spec.template.spec.containers[0].image, IMAGE);
+    } finally {
+      await rt?.close();
       await double.close();
     }
   });

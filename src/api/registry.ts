@@ -67,3 +67,14 @@ export interface BulkCreateResponse {
   failed: number;
   results: Array<{ name: string; status: 'READY' | 'FAILED_REGISTRATION'; version?: string; error_code?: string; message?: string }>;
 }
+
+/**
+ * A version's Python environment as its artifact declares it (`GET /api/2.0/mlflow/model-versions/get-environment`,
+ * Ferry's): the text of `python_env.yaml` and `requirements.txt`, and whether a `conda.yaml` is there (Ferry
+ * does not use conda environments).
+ */
+export interface VersionEnvironment {
+  python_env?: string;
+  requirements?: string;
+  conda: boolean;
+}

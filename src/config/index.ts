@@ -124,6 +124,21 @@ export const serverConfigSchema = z.strictObject({
    */
   pythonPipArgs: z.array(z.string().min(1)).default([]),
   /**
+   * Idle Python fork servers kept per Python environment (the Python warm pool): each has imported
+   * `pythonPreload` and forks the workers of one model's replicas, so a python replica starts in
+   * milliseconds and its replicas share those pages. 0 disables it (each replica starts its own
+   * worker). Default 1 (~120 MiB resident while idle).
+   */
+  pythonWarmPoolSize: z.number().int().min(0).max(16).default(1),
+  /** Modules a Python fork server imports before it forks. Default numpy, pandas, scikit-learn and cloudpickle. */
+  pythonPreload: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_.]*$/)).optional(),
+  /**
+   * Most processes and threads in one local sandbox (a replica, or a Python fork server with its
+   * model's workers), enforced with a pids cgroup where the host lets the server make one; a
+   * sandbox that reaches it (a fork bomb) is killed. 0: no limit. Default 512.
+   */
+  maxProcessesPerSandbox: z.number().int().min(0).max(1_000_000).default(512),
+  /**
    * The OS sandbox (bubblewrap) around every local replica process: "auto" uses it when `bwrap`
    * works on this host (checked at start), "bwrap" requires it (the start fails otherwise), "none"
    * never uses it. Kubernetes replicas are isolated by their pods instead.
@@ -201,6 +216,11 @@ export const serverConfigSchema = z.strictObject({
       namespace: z.string().regex(DNS_LABEL, 'expected a DNS-1123 label (lower-case letters, digits and "-", at most 63 characters)'),
       /** The Ferry image replicas run (`ferry replica`). */
       image: z.string().min(1),
+      /**
+       * The image python-flavor replicas run: the Ferry image built with Python and the models'
+       * packages (Dockerfile build argument PYTHON_PACKAGES). Default: `image`.
+       */
+      pythonImage: z.string().min(1).optional(),
       imagePullPolicy: z.enum(['Always', 'IfNotPresent', 'Never']).optional(),
       /** Port replicas listen on in their pods. */
       replicaPort: z.number().int().min(1).max(65535).default(8080),
@@ -265,6 +285,9 @@ export interface ServerConfig {
   readonly python: string;
   readonly pythonEnvManager: 'local' | 'virtualenv';
   readonly pythonPipArgs: readonly string[];
+  readonly pythonWarmPoolSize: number;
+  readonly pythonPreload: readonly string[] | undefined;
+  readonly maxProcessesPerSandbox: number;
   readonly sandbox: 'auto' | 'bwrap' | 'none';
   readonly allowUnsandboxedUserCode: boolean;
   readonly inferenceTableRetentionMs: number;
@@ -287,6 +310,7 @@ export interface KubernetesRuntimeConfig {
   readonly kind: 'kubernetes';
   readonly namespace: string;
   readonly image: string;
+  readonly pythonImage: string | undefined;
   readonly imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never' | undefined;
   readonly replicaPort: number;
   readonly serverPodLabels: Readonly<Record<string, string>>;
@@ -335,6 +359,9 @@ export function compileServerConfig(input: unknown): ServerConfig {
     python: c.python,
     pythonEnvManager: c.pythonEnvManager,
     pythonPipArgs: c.pythonPipArgs,
+    pythonWarmPoolSize: c.pythonWarmPoolSize,
+    pythonPreload: c.pythonPreload,
+    maxProcessesPerSandbox: c.maxProcessesPerSandbox,
     sandbox: c.sandbox,
     allowUnsandboxedUserCode: c.allowUnsandboxedUserCode,
     inferenceTableRetentionMs: requireUnit('inferenceTableRetention', c.inferenceTableRetention, parseDurationMs, 'a duration such as "30d" or "12h"'),
@@ -433,7 +460,7 @@ function compileRuntime(c: z.infer<typeof serverConfigSchema>['runtime']): Serve
     throw invalidParameter('runtime.renewInterval', c.renewInterval, `a positive duration below two thirds of runtime.leaseDuration (${leaseDurationMs} ms)`);
   }
   return {
-    kind: 'kubernetes', namespace: c.namespace, image: c.image, imagePullPolicy: c.imagePullPolicy,
+    kind: 'kubernetes', namespace: c.namespace, image: c.image, pythonImage: c.pythonImage, imagePullPolicy: c.imagePullPolicy,
     replicaPort: c.replicaPort, serverPodLabels: c.serverPodLabels, replicaUid: c.replicaUid,
     replicaThreads: c.replicaThreads, artifactStoreSecret: c.artifactStoreSecret,
     adoptionGraceMs: requireUnit('runtime.adoptionGrace', c.adoptionGrace, parseDurationMs, 'a duration such as "2m"'),

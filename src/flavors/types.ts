@@ -22,6 +22,11 @@ export interface LoadOptions {
   /** The Python interpreter a python-flavor model runs in (the server's `python` setting); default `python3` on PATH. */
   pythonExecutable?: string;
   /**
+   * The descriptor of a link to a Python worker the runtime's fork server forked for this replica
+   * (the Python warm pool): the python flavor uses it instead of starting a worker itself.
+   */
+  pythonLinkFd?: number;
+  /**
    * The user a flavor that starts processes for the model's code (the Python worker) starts them
    * as, from their first instruction; the replica's own `user` when it drops privileges.
    */

@@ -11,6 +11,7 @@ import { configError } from '../config/index.js';
 import { FerryError, invalidParameter } from '../errors.js';
 import { readJsonObject, type Context, type JsonLimits } from '../http/index.js';
 import type { ModelOrder, ModelVersionRecord, ModelVersionStage, RegisteredModelRecord } from '../store/index.js';
+import { versionEnvironment } from './environment.js';
 import { parseFilter } from './filter.js';
 import { MAX_BULK_MODELS, parseSource, PROXY_EXPERIMENTS, PROXY_MODELS, STAGES, UPLOADS_PREFIX, versionDownloadUri, type BulkModel, type BulkResult, type Registry } from './registry.js';
 
@@ -230,6 +231,11 @@ export function registryRoutes(router: ServerRouter, registry: Registry, authz: 
     .add('GET', `${base}/model-versions/get`, async (ctx) => {
       const b = await input(ctx, schemas.versionKey);
       return { body: { model_version: await versionOut(ctx, await registry.getVersion(b.name, b.version)) } };
+    }, model('CAN_READ'))
+    // Ferry's: the environment files of a version's artifact (./environment.ts).
+    .add('GET', `${base}/model-versions/get-environment`, async (ctx) => {
+      const b = await input(ctx, schemas.versionKey);
+      return { body: await versionEnvironment(registry.artifacts, await registry.getVersion(b.name, b.version)) };
     }, model('CAN_READ'))
     .add('PATCH', `${base}/model-versions/update`, async (ctx) => {
       const b = await input(ctx, schemas.updateVersion);

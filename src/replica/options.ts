@@ -123,13 +123,15 @@ export interface ReplicaIdentity {
  */
 export function replicaOptionsOf(
   spec: ReplicaIdentity,
-  o: { socketPath: string; modelDir: string; drainTimeoutMs: number; user: { uid: number; gid: number } | undefined; logLevel: LogLevel; pythonExecutable?: string | undefined },
+  o: { socketPath: string; modelDir: string; drainTimeoutMs: number; user: { uid: number; gid: number } | undefined; logLevel: LogLevel; pythonExecutable?: string | undefined;
+    pythonLinkFd?: number },
 ): ReplicaOptions {
   return {
     socketPath: o.socketPath, dir: o.modelDir, flavor: spec.flavor,
     loadOptions: {
       modelFile: spec.modelFile, workloadType: spec.workloadType, intraOpThreads: REPLICA_DEFAULTS.intraOpThreads, memoryLimitBytes: spec.memoryLimitBytes,
       ...(o.pythonExecutable === undefined ? {} : { pythonExecutable: o.pythonExecutable }),
+      ...(o.pythonLinkFd === undefined ? {} : { pythonLinkFd: o.pythonLinkFd }),
     },
     modelName: spec.modelName, modelVersion: spec.modelVersion, maxBodyBytes: spec.maxBodyBytes, drainTimeoutMs: o.drainTimeoutMs,
     maxRowsPerRequest: spec.maxRowsPerRequest, maxJsonDepth: spec.maxJsonDepth, maxJsonElements: spec.maxJsonElements,
@@ -190,6 +192,7 @@ function optionFlags(o: ReplicaOptions): string[] {
       : ['--family-cache-bytes', String(o.family.cacheBytes), '--family-session-fallback', onOff(o.family.sessionFallback)]),
     '--flavor', o.flavor, '--workload-type', o.loadOptions.workloadType, '--threads', String(o.loadOptions.intraOpThreads),
     ...(o.loadOptions.pythonExecutable === undefined ? [] : ['--python', o.loadOptions.pythonExecutable]),
+    ...(o.loadOptions.pythonLinkFd === undefined ? [] : ['--python-link-fd', String(o.loadOptions.pythonLinkFd)]),
     ...(o.loadOptions.memoryLimitBytes === undefined ? [] : ['--memory-limit-bytes', String(o.loadOptions.memoryLimitBytes)]),
     '--name', o.modelName, '--version', o.modelVersion,
     '--max-body-bytes', String(o.maxBodyBytes), '--drain-timeout-ms', String(o.drainTimeoutMs),
@@ -207,7 +210,7 @@ function optionFlags(o: ReplicaOptions): string[] {
 const onOff = (b: boolean): string => (b ? 'on' : 'off');
 
 const STRING_FLAGS = [
-  'socket', 'listen', 'dir', 'model-file', 'flavor', 'workload-type', 'threads', 'python', 'memory-limit-bytes', 'name', 'version',
+  'socket', 'listen', 'dir', 'model-file', 'flavor', 'workload-type', 'threads', 'python', 'python-link-fd', 'memory-limit-bytes', 'name', 'version',
   'max-body-bytes', 'drain-timeout-ms', 'max-rows-per-request', 'max-json-depth', 'max-json-elements',
   'batching', 'max-batch-size', 'max-queue-delay-us', 'preferred-batch-sizes', 'execution', 'uid', 'gid', 'log-level',
   'family-cache-bytes', 'family-session-fallback', 'pool', 'artifact-path', 'sha256', 'artifact-store',
@@ -274,6 +277,7 @@ export function fromArgv(argv: string[]): ReplicaCommand {
   const logLevel = oneOf('log-level', LOG_LEVELS);
   const python = str('python');
   const memoryLimitBytes = str('memory-limit-bytes') === undefined ? undefined : count('memory-limit-bytes', 0, 1);
+  const pythonLinkFd = str('python-link-fd') === undefined ? undefined : count('python-link-fd', 0, 3);
   const preferred = str('preferred-batch-sizes') ?? '';
   cmd.options = {
     socketPath: listen === undefined ? need('socket') : '',
@@ -286,6 +290,7 @@ export function fromArgv(argv: string[]): ReplicaCommand {
       workloadType: oneOf('workload-type', WORKLOAD_TYPES, REPLICA_DEFAULTS.workloadType) as WorkloadType,
       intraOpThreads: count('threads', REPLICA_DEFAULTS.intraOpThreads, 1),
       ...(python === undefined ? {} : { pythonExecutable: python }),
+      ...(pythonLinkFd === undefined ? {} : { pythonLinkFd }),
       ...(memoryLimitBytes === undefined ? {} : { memoryLimitBytes }),
     },
     modelName: need('name'),
@@ -344,6 +349,7 @@ export function optionsFromMessage(msg: unknown): ReplicaOptions {
   const lo = obj(o.loadOptions, 'loadOptions');
   const memoryLimitBytes = lo.memoryLimitBytes === undefined ? undefined : num(lo.memoryLimitBytes, 'loadOptions.memoryLimitBytes');
   const pythonExecutable = lo.pythonExecutable === undefined ? undefined : text(lo.pythonExecutable, 'loadOptions.pythonExecutable');
+  const pythonLinkFd = lo.pythonLinkFd === undefined ? undefined : num(lo.pythonLinkFd, 'loadOptions.pythonLinkFd');
   const workloadType = WORKLOAD_TYPES.find((w) => w === lo.workloadType) ?? fail(`unknown workloadType ${JSON.stringify(lo.workloadType)}`);
   const b = obj(o.batching, 'batching');
   if (typeof b.enabled !== 'boolean') fail('batching.enabled is not a boolean');
@@ -363,6 +369,7 @@ export function optionsFromMessage(msg: unknown): ReplicaOptions {
     loadOptions: {
       modelFile: family === undefined ? text(lo.modelFile, 'loadOptions.modelFile') : '', workloadType, intraOpThreads: num(lo.intraOpThreads, 'loadOptions.intraOpThreads'),
       ...(pythonExecutable === undefined ? {} : { pythonExecutable }),
+      ...(pythonLinkFd === undefined ? {} : { pythonLinkFd }),
       ...(memoryLimitBytes === undefined ? {} : { memoryLimitBytes }),
     },
     modelName: text(o.modelName, 'modelName'),

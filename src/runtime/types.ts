@@ -101,6 +101,8 @@ export interface Runtime {
    * and `artifactDir` is empty.
    */
   readonly fetchesArtifacts?: boolean;
+  /** The local runtime's process-count limit per sandbox, or why there is none (logged at start). */
+  readonly processLimit?: string;
   /**
    * Starts a replica and resolves once it reports ready. Rejects with a FerryError
    * (MODEL_ERROR) whose message holds the replica's own error (e.g. the model failed to load)

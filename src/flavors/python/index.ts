@@ -13,8 +13,8 @@
  *   its in-flight requests see a transport failure the gateway retries elsewhere): the runtime
  *   reports a crash and the controller replaces the replica, as for any crash.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import type { Socket } from 'node:net';
+import { spawn } from 'node:child_process';
+import { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { FerryError } from '../../errors.js';
 import type { OutputValue, Signature, Tensor } from '../../tensor/index.js';
@@ -62,15 +62,17 @@ class PythonModel implements LoadedModel {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private closing = false;
+  private readonly channel: Socket;
 
   constructor(
     readonly signature: Signature,
-    private readonly child: ChildProcess,
-    private readonly channel: Socket,
+    private readonly worker: WorkerProcess,
     reader: FrameReader,
     /** The output name MLflow's single prediction gets (the signature's, else "predictions"). */
     private readonly outputName: string,
   ) {
+    this.channel = worker.channel;
+    const channel = this.channel;
     channel.on('data', (chunk: Buffer) => {
       let frames: Frame[];
       try {
@@ -81,7 +83,7 @@ class PythonModel implements LoadedModel {
       }
       for (const f of frames) this.answer(f);
     });
-    child.once('exit', (code, signal) => this.die(`exited (${code !== null ? `code ${code}` : `signal ${signal ?? '?'}`})`));
+    worker.onExit((how) => this.die(how));
     // A write to a worker that just died fails before its exit is seen.
     channel.on('error', (err) => this.die(`link failed (${err.message})`));
   }
@@ -127,19 +129,16 @@ class PythonModel implements LoadedModel {
     if (this.closing) return;
     this.closing = true;
     process.stderr.write(JSON.stringify({ ts: new Date().toISOString(), level: 'error', msg: `the Python worker ${why}; the replica exits` }) + '\n');
-    this.child.kill('SIGKILL');
+    this.worker.kill();
     process.exit(1);
   }
 
   async close(): Promise<void> {
     this.closing = true;
-    const exited = new Promise<void>((resolve) => {
-      if (this.child.exitCode !== null || this.child.signalCode !== null) resolve();
-      else this.child.once('exit', () => resolve());
-    });
+    const exited = new Promise<void>((resolve) => this.worker.onExit(() => resolve()));
     // End of input: the worker's read loop ends and it exits.
     this.channel.end();
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), CLOSE_GRACE_MS);
+    const timer = setTimeout(() => this.worker.kill(), CLOSE_GRACE_MS);
     await exited;
     clearTimeout(timer);
     for (const p of this.pending.values()) p.reject(new FerryError('TEMPORARILY_UNAVAILABLE', 'The model is shutting down.', { retryAfterS: 1 }));
@@ -147,11 +146,20 @@ class PythonModel implements LoadedModel {
   }
 }
 
-/**
- * Starts the worker in `dir` and loads the model: resolves once it reports `loaded`; rejects with
- * MODEL_ERROR carrying the worker's own error (e.g. a missing package) when it fails.
- */
-async function startWorker(dir: string, info: PythonModelInfo, mlmodel: unknown, opts: LoadOptions): Promise<PythonModel> {
+/** The worker process as the model sees it: its link, how to kill it, when it is gone. */
+interface WorkerProcess {
+  channel: Socket;
+  /** Its pid in the replica's namespace, when the replica started it. */
+  pid: number | undefined;
+  kill(): void;
+  /** Calls `listener` once the worker is gone, with how it ended. */
+  onExit(listener: (how: string) => void): void;
+  /** The last lines it wrote to stderr (a worker the replica started), for a failed load's message. */
+  stderrTail(): string;
+}
+
+/** A worker this replica starts: `python -I -B ferry_worker.py` in `dir`, the link on its fd 3. */
+function spawnWorker(dir: string, opts: LoadOptions): WorkerProcess {
   const python = opts.pythonExecutable ?? 'python3';
   const child = spawn(python, ['-I', '-B', WORKER_SCRIPT], {
     cwd: dir,
@@ -168,6 +176,54 @@ async function startWorker(dir: string, info: PythonModelInfo, mlmodel: unknown,
     process.stderr.write(chunk);
     tail = (tail + chunk.toString('utf8')).slice(-STDERR_TAIL_CHARS);
   });
+  child.once('error', (err: NodeJS.ErrnoException) => {
+    channel.destroy(new Error(`could not start: ${
+      err.code === 'ENOENT' ? 'no such interpreter' : err.code === 'EACCES' ? 'the replica user may not run it (or reach its directory)' : err.message
+    }. Set the server's python setting to a Python 3 interpreter that the replica user can run.`));
+  });
+  return {
+    channel, pid: child.pid,
+    kill: () => child.kill('SIGKILL'),
+    onExit: (listener) => {
+      if (child.exitCode !== null || child.signalCode !== null) listener(exitText(child.exitCode, child.signalCode));
+      else child.once('exit', (code, signal) => listener(exitText(code, signal)));
+    },
+    stderrTail: () => tail,
+  };
+}
+
+/**
+ * A worker forked for this replica by the runtime's Python fork server (`opts.pythonLinkFd`): the
+ * replica only has the link. It is gone when the link closes; killing it is the runtime's part
+ * (the fork server kills a replica's worker when the replica is gone), so `kill` closes the link,
+ * on which the worker exits.
+ */
+function forkedWorker(fd: number): WorkerProcess {
+  const channel = new Socket({ fd, readable: true, writable: true });
+  return {
+    channel, pid: undefined,
+    kill: () => channel.destroy(),
+    onExit: (listener) => {
+      if (channel.closed) listener('closed its link');
+      else channel.once('close', () => listener('closed its link'));
+    },
+    stderrTail: () => '',
+  };
+}
+
+function exitText(code: number | null, signal: NodeJS.Signals | null): string {
+  return `exited (${code !== null ? `code ${code}` : `signal ${signal ?? '?'}`})`;
+}
+
+/**
+ * Starts the worker in `dir` (or takes the forked one on `opts.pythonLinkFd`) and loads the model:
+ * resolves once it reports `loaded`; rejects with MODEL_ERROR carrying the worker's own error
+ * (e.g. a missing package) when it fails.
+ */
+async function startWorker(dir: string, info: PythonModelInfo, mlmodel: unknown, opts: LoadOptions): Promise<PythonModel> {
+  const python = opts.pythonExecutable ?? 'python3';
+  const worker = opts.pythonLinkFd === undefined ? spawnWorker(dir, opts) : forkedWorker(opts.pythonLinkFd);
+  const { channel } = worker;
   const reader = new FrameReader();
   const loaded = await new Promise<Frame>((resolve, reject) => {
     const fail = (why: string): void => reject(new FerryError('MODEL_ERROR', `The Python worker (${python}) ${why}`));
@@ -182,41 +238,39 @@ async function startWorker(dir: string, info: PythonModelInfo, mlmodel: unknown,
       if (frames.length > 0) resolve(frames[0]!);
     };
     channel.on('data', onData);
-    child.once('error', (err: NodeJS.ErrnoException) => fail(`could not start: ${
-      err.code === 'ENOENT' ? 'no such interpreter' : err.code === 'EACCES' ? 'the replica user may not run it (or reach its directory)' : err.message
-    }. Set the server's python setting to a Python 3 interpreter that the replica user can run.`));
     // The exit may be seen before the worker's last frame (its own error) is read: wait for the
     // channel's end, then report the exit with the last line the worker wrote.
-    child.once('exit', (code, signal) => {
+    worker.onExit((how) => {
       const report = (): void => {
-        const last = tail.trim().split('\n').filter((l) => l.trim() !== '').at(-1)?.trim();
-        fail(`exited (${code !== null ? `code ${code}` : `signal ${signal ?? '?'}`}) while loading the model${last === undefined ? '' : `: ${last}`}`);
+        const last = worker.stderrTail().trim().split('\n').filter((l) => l.trim() !== '').at(-1)?.trim();
+        fail(`${how} while loading the model${last === undefined ? '' : `: ${last}`}`);
       };
       if (channel.destroyed) report();
       else channel.once('close', report);
     });
-    channel.once('error', () => undefined);
+    channel.once('error', (err) => {
+      if (err.message.startsWith('could not start')) fail(err.message);
+    });
     const limits = opts.memoryLimitBytes === undefined ? {} : { memoryLimitBytes: opts.memoryLimitBytes };
     for (const b of encodeFrame({ op: 'load', mlmodel, input: info.input, limits })) channel.write(b);
   }).finally(() => {
     channel.removeAllListeners('data');
-    child.removeAllListeners('exit');
-    child.removeAllListeners('error');
+    channel.removeAllListeners('close');
   }).catch((err: unknown) => {
-    child.kill('SIGKILL');
+    worker.kill();
     throw err;
   });
   if (loaded.header.op !== 'loaded') {
-    child.kill('SIGKILL');
+    worker.kill();
     const error = typeof loaded.header.error === 'string' ? loaded.header.error : JSON.stringify(loaded.header);
     throw new FerryError('MODEL_ERROR', `The Python worker could not load the model: ${error}`);
   }
   const outputName = info.signature.outputs.length === 1 ? info.signature.outputs[0]!.name : 'predictions';
   process.stderr.write(JSON.stringify({
     ts: new Date().toISOString(), level: 'info', msg: 'python worker loaded the model',
-    loader: loaded.header.loader, python: loaded.header.python, pid: child.pid,
+    loader: loaded.header.loader, python: loaded.header.python, pid: worker.pid, forked: opts.pythonLinkFd !== undefined,
   }) + '\n');
-  return new PythonModel(info.signature, child, channel, reader, outputName);
+  return new PythonModel(info.signature, worker, reader, outputName);
 }
 
 export const pythonFlavor: Flavor = {

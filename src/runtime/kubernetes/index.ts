@@ -56,6 +56,8 @@ export interface KubernetesRuntimeOptions {
   namespace: string;
   /** The Ferry image replicas run (`ferry replica`). */
   image: string;
+  /** The image replicas of flavors that run Python (a flavor's `pythonEnvironment`) run; default `image`. */
+  pythonImage?: string | undefined;
   imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never' | undefined;
   /** A kubeconfig's text; undefined: the default (KUBECONFIG, ~/.kube/config, or the pod's service account). */
   kubeconfig?: string;
@@ -173,7 +175,7 @@ export class KubernetesRuntime implements Runtime {
     if (opts.kubeconfig === undefined) kc.loadFromDefault();
     else kc.loadFromString(opts.kubeconfig);
     const settings: PodSettings = {
-      namespace: opts.namespace, image: opts.image, imagePullPolicy: opts.imagePullPolicy, replicaPort: opts.replicaPort ?? 8080,
+      namespace: opts.namespace, image: opts.image, pythonImage: opts.pythonImage ?? opts.image, imagePullPolicy: opts.imagePullPolicy, replicaPort: opts.replicaPort ?? 8080,
       serverPodLabels: opts.serverPodLabels ?? DEFAULT_SERVER_POD_LABELS, replicaUid: opts.replicaUid ?? 10001, replicaThreads: opts.replicaThreads ?? 1,
       artifactStore: opts.artifactStore, artifactStoreSecret: opts.artifactStoreSecret,
       startTimeoutMs: opts.startTimeoutMs, drainTimeoutMs: opts.drainTimeoutMs, logLevel: opts.logLevel ?? 'info',

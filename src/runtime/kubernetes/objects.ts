@@ -11,6 +11,7 @@
 import { createHash } from 'node:crypto';
 import type { V1Deployment, V1NetworkPolicy, V1PodDisruptionBudget, V1ResourceRequirements, V1Service } from '@kubernetes/client-node';
 import type { ArtifactStoreLocation } from '../../artifacts/index.js';
+import { FLAVOR_CAPABILITIES } from '../../flavors/index.js';
 import type { ReplicaSpec } from '../types.js';
 import { replicaOptionsOf, toArgv, type ReplicaCommand } from '../../replica/options.js';
 import type { LogLevel } from '../../logs/index.js';
@@ -37,6 +38,11 @@ export interface PodSettings {
   namespace: string;
   /** The Ferry image; its entrypoint is `ferry` (the pod's args start with `replica`). */
   image: string;
+  /**
+   * The image of replicas whose flavor runs Python (`pythonEnvironment`: the python flavor): the
+   * Ferry image with Python and the models' packages baked in (Dockerfile PYTHON_PACKAGES).
+   */
+  pythonImage: string;
   imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never' | undefined;
   /** Port replicas listen on (the pod IP's); the Service and NetworkPolicy use it. */
   replicaPort: number;
@@ -93,7 +99,7 @@ export function groupOf(spec: ReplicaSpec, settings?: PodSettings): Group {
     spec.workloadType, spec.memoryLimitBytes, spec.maxBodyBytes, spec.maxRowsPerRequest, spec.maxJsonDepth, spec.maxJsonElements, spec.batching,
     // What a pod needs to run differently; not where it fetches the model from (the sha256 pins
     // the model, and servers may see one store under different paths), log level or timeouts.
-    ...(settings === undefined ? [] : [[settings.image, settings.imagePullPolicy, settings.replicaPort, settings.replicaUid, settings.replicaThreads, settings.artifactStoreSecret, settings.serverPodLabels]]),
+    ...(settings === undefined ? [] : [[imageOf(spec, settings), settings.imagePullPolicy, settings.replicaPort, settings.replicaUid, settings.replicaThreads, settings.artifactStoreSecret, settings.serverPodLabels]]),
     // Only for a family entity, so the names of single-model groups stay what they were.
     ...(spec.family === undefined ? [] : [{ familyCacheBytes: spec.family.cacheBytes, sessionFallback: spec.family.sessionFallback }]),
   ]);
@@ -147,6 +153,11 @@ function resourcesOf(spec: ReplicaSpec, threads: number): V1ResourceRequirements
   };
 }
 
+/** The image a replica runs: the Python one for flavors that run Python (the image is part of a group's name). */
+function imageOf(spec: ReplicaSpec, s: PodSettings): string {
+  return FLAVOR_CAPABILITIES[spec.flavor].pythonEnvironment ? s.pythonImage : s.image;
+}
+
 /** The group's Deployment (created with 0 replicas: the runtime scales it), Service, NetworkPolicy and PodDisruptionBudget. */
 export function groupObjects(spec: ReplicaSpec, group: Group, s: PodSettings): GroupObjects {
   // A family pod starts with no model and fetches each member from the store on a miss, as the
@@ -191,7 +202,7 @@ export function groupObjects(spec: ReplicaSpec, group: Group, s: PodSettings): G
           },
           ...(gpu ? { tolerations: [{ key: GPU_RESOURCE, operator: 'Exists', effect: 'NoSchedule' }] } : {}),
           containers: [{
-            name: CONTAINER, image: s.image, ...(s.imagePullPolicy === undefined ? {} : { imagePullPolicy: s.imagePullPolicy }),
+            name: CONTAINER, image: imageOf(spec, s), ...(s.imagePullPolicy === undefined ? {} : { imagePullPolicy: s.imagePullPolicy }),
             args,
             env: [
               { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },

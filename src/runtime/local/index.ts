@@ -90,6 +90,8 @@ import { ReplicaProtocolError } from '../errors.js';
 import { ReplicaLink, type LinkState } from './control.js';
 import { chooseSandbox, sandboxed, type Sandbox, type SandboxMounts, type SandboxSetting } from './sandbox.js';
 import { PythonEnvironments } from './python-env.js';
+import { PidsLimit } from './pids-limit.js';
+import { DEFAULT_PRELOAD, holdLinkEnd, PYTHON_LINK_FD, PythonPool } from './python-pool.js';
 import { commandLine, descendants, findOnPath, isRunning, processTree, replicaEnv, residentBytes, resolveUser, waitGone, type UserIds } from './proc.js';
 
 export interface LocalRuntimeOptions {
@@ -146,6 +148,20 @@ export interface LocalRuntimeOptions {
   pythonEnvManager?: 'local' | 'virtualenv';
   /** Extra `pip install` arguments for `virtualenv` builds (the server's `pythonPipArgs`). */
   pythonPipArgs?: string[];
+  /**
+   * Idle Python fork servers kept per interpreter (./python-pool.ts); default 1, 0 disables them
+   * (each python replica then starts its own worker). Each costs one idle interpreter with the
+   * `pythonPreload` modules imported (~120 MiB resident for numpy, pandas and scikit-learn).
+   */
+  pythonWarmPoolSize?: number;
+  /** The modules a fork server imports before it forks workers; default numpy, pandas, scikit-learn, cloudpickle. */
+  pythonPreload?: string[];
+  /**
+   * Most processes (threads included) in one sandbox: a replica, or a Python fork server with all
+   * of its model's workers (./pids-limit.ts); default 512, 0 for no limit. A sandbox that hits it
+   * is killed. Needs a writable pids cgroup (`processLimit` says whether there is one).
+   */
+  maxProcessesPerSandbox?: number;
 }
 
 /** dist/src/runtime/local/index.js → repository root is four levels up. */
@@ -194,6 +210,7 @@ const MIB = 1024 * 1024;
 const POOL_BACKOFF: Backoff = { baseMs: 1000, maxMs: 30_000 };
 const DEFAULT_WARM_POOL_SIZE = 1;
 const DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES = 2 * 1024 * MIB;
+const DEFAULT_MAX_PROCESSES_PER_SANDBOX = 512;
 
 type Exit = { code: number | undefined; signal: string | undefined };
 
@@ -235,6 +252,8 @@ interface LocalReplica {
   oomRssBytes: number | undefined;
   /** Settles once the process exited and its pid file, socket and private model directory are removed. */
   gone: Promise<Exit>;
+  /** Its pids cgroup (./pids-limit.ts), when there is one. */
+  cgroup: string | undefined;
 }
 
 export class LocalRuntime implements Runtime {
@@ -247,6 +266,8 @@ export class LocalRuntime implements Runtime {
   private readonly pythonPaths = new Map<string, Promise<readonly string[]>>();
   /** The virtualenvs of python models, when `pythonEnvManager` is `virtualenv`. */
   private readonly pythonEnvs: PythonEnvironments | undefined;
+  /** Python fork servers (./python-pool.ts), unless `pythonWarmPoolSize` is 0 or python code may not run here. */
+  private readonly pythonPool: PythonPool | undefined;
   /** Pool processes not (yet) claimed: starting and idle. */
   private readonly pool = new Set<PoolProcess>();
   private readonly poolHeapMiB: number;
@@ -261,13 +282,24 @@ export class LocalRuntime implements Runtime {
   private readonly staging = new Set<string>();
 
   private constructor(
-    private readonly opts: Required<Omit<LocalRuntimeOptions, 'replicaUser' | 'sandbox'>>,
+    private readonly opts: Required<Omit<LocalRuntimeOptions, 'replicaUser' | 'sandbox' | 'pythonWarmPoolSize' | 'pythonPreload' | 'maxProcessesPerSandbox'>>,
     private readonly dirs: { sockets: string; logs: string; pids: string; pool: string; models: string },
     /** The ids replicas run as (see `replicaUser`); undefined: they keep the server's. */
     private readonly user: UserIds | undefined,
     /** The sandbox chosen at `open`: every replica process runs in it. */
     readonly sandbox: Sandbox,
+    /** The process-count limit per sandbox, or why there is none (logged by the server). */
+    private readonly pids: PidsLimit | { unavailable: string },
+    python: { warmPoolSize: number; preload: readonly string[] },
   ) {
+    // Fork servers run user code's workers: only where such code may run at all.
+    this.pythonPool = python.warmPoolSize > 0 && (sandbox.kind === 'bwrap' || opts.allowUnsandboxedUserCode)
+      ? new PythonPool({
+        size: python.warmPoolSize, preload: python.preload, sandbox, user: this.user, modelsDir: dirs.models,
+        poolDir: dirs.pool, logsDir: dirs.logs, modelDirMode: this.modelDirMode, pythonPaths: (p) => this.pythonEnvironment(p),
+        stage: (spec, dir) => stageModel(spec, dir, this.modelDirMode), pids: pids instanceof PidsLimit ? pids : undefined,
+      })
+      : undefined;
     this.pythonEnvs = opts.pythonEnvManager === 'virtualenv'
       ? new PythonEnvironments({ dir: path.join(opts.stateDir, 'python-envs'), basePython: opts.python, pipArgs: opts.pythonPipArgs, systemSitePackages: true })
       : undefined;
@@ -314,13 +346,19 @@ export class LocalRuntime implements Runtime {
       ...(await fsp.readdir(dirs.models)).map((n) => fsp.rm(path.join(dirs.models, n), { recursive: true, force: true })),
       ...(await fsp.readdir(dirs.sockets)).map((n) => fsp.rm(path.join(dirs.sockets, n), { recursive: true, force: true })),
     ]);
-    const { replicaUser: _, sandbox: __, ...rest } = opts;
+    const { replicaUser: _, sandbox: __, pythonWarmPoolSize, pythonPreload, maxProcessesPerSandbox, ...rest } = opts;
+    const pythonPool = { warmPoolSize: pythonWarmPoolSize ?? 1, preload: pythonPreload ?? DEFAULT_PRELOAD };
+    if (!Number.isInteger(pythonPool.warmPoolSize) || pythonPool.warmPoolSize < 0) throw invalidParameter('pythonWarmPoolSize', pythonWarmPoolSize, 'an integer ≥ 0');
+    const maxProcesses = maxProcessesPerSandbox ?? DEFAULT_MAX_PROCESSES_PER_SANDBOX;
+    if (!Number.isInteger(maxProcesses) || maxProcesses < 0) throw invalidParameter('maxProcessesPerSandbox', maxProcessesPerSandbox, 'an integer ≥ 0');
+    const pids = maxProcesses === 0 ? { unavailable: 'maxProcessesPerSandbox is 0' } : PidsLimit.open(maxProcesses);
     const rt = new LocalRuntime({
       memoryPollMs: 1000, warmPoolMemoryLimitBytes: DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES, logLevel: 'info', allowUnsandboxedUserCode: false,
       pythonEnvManager: 'local', pythonPipArgs: [], ...rest, warmPoolSize, stateDir,
       python: findOnPath(opts.python ?? 'python3', process.env.PATH),
-    }, dirs, user, sandbox);
+    }, dirs, user, sandbox, pids, pythonPool);
     rt.fillPool();
+    if (rt.opts.pythonEnvManager === 'local') rt.pythonPool?.warm(rt.opts.python);
     return rt;
   }
 
@@ -338,6 +376,9 @@ export class LocalRuntime implements Runtime {
     }
     const logDir = path.join(this.dirs.logs, spec.endpoint, spec.servedEntity);
     await fsp.mkdir(logDir, { recursive: true });
+    // A python replica whose worker a fork server forks: its environment is built first.
+    const forked = this.pythonPool !== undefined && FLAVOR_CAPABILITIES[spec.flavor].pythonEnvironment && spec.family === undefined;
+    const forkPython = forked ? await this.pythonOf(spec.artifactDir) : undefined;
 
     // From these checks until the replica is in the table (or, while a spawned one's model is
     // staged, its id is in `staging`) nothing awaits, so two concurrent starts of one id (or a
@@ -346,14 +387,14 @@ export class LocalRuntime implements Runtime {
     if (this.replicas.has(spec.id) || this.staging.has(spec.id)) throw new FerryError('RESOURCE_ALREADY_EXISTS', `Replica '${spec.id}' is already running.`);
     const logFile = path.join(logDir, `${spec.id}.log`);
     const pidFile = path.join(this.dirs.pids, `${spec.id}.json`);
-    const pooled = this.claimPoolProcess(spec, logFile);
+    const pooled = this.claimPoolProcess(spec, logFile, forked);
     // A pool process was allowed its socket and model directory when it started (see `replicaNodeFlags`).
     const socketPath = pooled?.socketPath ?? this.socketPathOf(spec.id);
     const modelDir = pooled?.modelDir ?? path.join(this.dirs.models, `${spec.id}-${randomBytes(4).toString('hex')}`);
     // In the sandbox the process is the replica user from its start; without, it drops after loading.
     const options = replicaOptionsOf(spec, {
       socketPath, modelDir, drainTimeoutMs: this.opts.drainTimeoutMs, user: this.sandboxUser === undefined ? this.user : undefined, logLevel: this.opts.logLevel,
-      pythonExecutable: this.opts.python,
+      pythonExecutable: this.opts.python, ...(forked ? { pythonLinkFd: PYTHON_LINK_FD } : {}),
     });
     let child: ChildProcess;
     let link: ReplicaLink;
@@ -368,7 +409,7 @@ export class LocalRuntime implements Runtime {
       try {
         this.makeSocketDir(socketPath);
         await stageModel(spec, modelDir, this.modelDirModeFor(spec));
-        if (FLAVOR_CAPABILITIES[spec.flavor].pythonEnvironment) {
+        if (FLAVOR_CAPABILITIES[spec.flavor].pythonEnvironment && !forked) {
           // A virtualenv is built (once per distinct requirements) before the replica starts.
           python = this.pythonEnvs === undefined ? this.opts.python : await this.pythonEnvs.python(modelDir);
           pythonPaths = await this.pythonEnvironment(python);
@@ -380,7 +421,7 @@ export class LocalRuntime implements Runtime {
       } finally {
         this.staging.delete(spec.id);
       }
-      child = this.spawnReplica(spec, { ...options, loadOptions: { ...options.loadOptions, pythonExecutable: python } }, logFile, pythonPaths);
+      child = this.spawnReplica(spec, { ...options, loadOptions: { ...options.loadOptions, pythonExecutable: python } }, logFile, pythonPaths, forked);
       // Errors after a successful spawn (a failed kill of an exited process) need no handling.
       child.on('error', () => undefined);
       link = this.linkTo(child, { pool: false, family: spec.family !== undefined }, () => logFile);
@@ -394,8 +435,9 @@ export class LocalRuntime implements Runtime {
     }
     const r: LocalReplica = {
       handle: { id: spec.id, spec, address: { kind: 'unix', socketPath }, pid: child.pid, fromPool: pooled !== undefined },
-      child, link, logFile, pidFile, ready: false, stopRequested: false, oomRssBytes: undefined,
+      child, link, logFile, pidFile, ready: false, stopRequested: false, oomRssBytes: undefined, cgroup: this.attachPids(child, spec.id),
       gone: exited.then(async (e) => {
+        if (r.cgroup !== undefined && this.pids instanceof PidsLimit) this.pids.remove(r.cgroup);
         await Promise.all([
           fsp.rm(pidFile, { force: true }), fsp.rm(path.dirname(socketPath), { recursive: true, force: true }), fsp.rm(modelDir, { recursive: true, force: true }),
         ]);
@@ -405,6 +447,16 @@ export class LocalRuntime implements Runtime {
     };
     this.replicas.set(spec.id, r);
     void r.gone.then((e) => this.reportExit(r, e));
+    // The fork server forks the worker while the replica starts; the worker goes with the replica.
+    let forkError: unknown;
+    if (forkPython !== undefined && this.pythonPool !== undefined) {
+      const worker = this.pythonPool.fork(spec, forkPython, child.stdio[PYTHON_LINK_FD] as Socket);
+      worker.catch((err: unknown) => {
+        forkError = err;
+        child.kill('SIGKILL');
+      });
+      void r.gone.then(() => worker).then((w) => w.release(), () => undefined);
+    }
     if (spec.family !== undefined) {
       const family = spec.family;
       // The link admits only well-formed stage requests, a bounded number at a time.
@@ -461,6 +513,7 @@ export class LocalRuntime implements Runtime {
     await r.gone;
     if (r.link.violation !== undefined) throw new ReplicaProtocolError(`Replica '${spec.id}' failed to start: it ${r.link.violation}; it was killed.`);
     if (r.stopRequested) throw new FerryError('TEMPORARILY_UNAVAILABLE', `Replica '${spec.id}' was stopped before it became ready.`);
+    if (forkError !== undefined) throw toFerryError(forkError);
     throw new FerryError('MODEL_ERROR', `Replica '${spec.id}' failed to start: ${await startFailure(r)}`);
   }
 
@@ -518,6 +571,16 @@ export class LocalRuntime implements Runtime {
     return { idlePids: pids(true), startingPids: pids(false) };
   }
 
+  /** The Python fork servers now: pids of the idle ones and of those claimed by a model. */
+  async pythonWarmPool(): Promise<{ idlePids: number[]; claimedPids: number[] }> {
+    return (await this.pythonPool?.state()) ?? { idlePids: [], claimedPids: [] };
+  }
+
+  /** The process-count limit per sandbox, or why there is none. */
+  get processLimit(): string {
+    return this.pids instanceof PidsLimit ? `at most ${this.pids.max} processes per sandbox (pids cgroup)` : `no process limit per sandbox: ${this.pids.unavailable}`;
+  }
+
   /** Stops every replica and every pool process, and waits until they are gone. */
   async close(): Promise<void> {
     this.closed = true;
@@ -526,8 +589,22 @@ export class LocalRuntime implements Runtime {
     await Promise.all([
       ...[...this.replicas.keys()].map((id) => this.stopReplica(id)),
       ...[...this.pool].map((p) => this.stopPoolProcess(p)),
+      this.pythonPool?.close(),
     ]);
     await this.poolFill;
+    if (this.pids instanceof PidsLimit) this.pids.close();
+  }
+
+  /** The interpreter of a python model's environment (built first for `virtualenv`), kept warm from now on. */
+  private async pythonOf(artifactDir: string): Promise<string> {
+    const python = this.pythonEnvs === undefined ? this.opts.python : await this.pythonEnvs.python(artifactDir);
+    this.pythonPool?.warm(python);
+    return python;
+  }
+
+  /** Puts a replica's process tree into a pids cgroup of its own (./pids-limit.ts), when there is the limit. */
+  private attachPids(child: ChildProcess, id: string): string | undefined {
+    return this.pids instanceof PidsLimit && child.pid !== undefined ? this.pids.attach(`replica-${id}`, child.pid) : undefined;
   }
 
   /**
@@ -615,11 +692,11 @@ export class LocalRuntime implements Runtime {
     if (user !== undefined) fs.chownSync(dir, user.uid, user.gid);
   }
 
-  private spawnReplica(spec: ReplicaSpec, options: ReplicaOptions, logFile: string, extraReads: readonly string[]): ChildProcess {
+  private spawnReplica(spec: ReplicaSpec, options: ReplicaOptions, logFile: string, extraReads: readonly string[], pythonLink: boolean): ChildProcess {
     const flags = [...replicaNodeFlags({ modelDir: options.dir, socketPath: options.socketPath }, spec.flavor), `--max-old-space-size=${heapMiBOf(spec.memoryLimitBytes)}`];
     return this.spawnNode(
       [...flags, FERRY_BIN, 'replica', ...toArgv({ control: true, options })],
-      { modelDir: options.dir, socketPath: options.socketPath, gpu: spec.workloadType !== 'CPU', extraReads }, logFile,
+      { modelDir: options.dir, socketPath: options.socketPath, gpu: spec.workloadType !== 'CPU', extraReads, pythonLink }, logFile,
     );
   }
 
@@ -632,7 +709,7 @@ export class LocalRuntime implements Runtime {
    * replica drains and exits (an idle pool process just exits).
    */
   private spawnNode(
-    args: string[], where: { modelDir: string; socketPath: string; gpu: boolean; extraReads?: readonly string[] }, logFile: string,
+    args: string[], where: { modelDir: string; socketPath: string; gpu: boolean; extraReads?: readonly string[]; pythonLink: boolean }, logFile: string,
   ): ChildProcess {
     const mounts: SandboxMounts = {
       readOnly: [process.execPath, ...FERRY_CODE_PATHS, ...libraryPaths(), ...(where.extraReads ?? [])],
@@ -643,7 +720,10 @@ export class LocalRuntime implements Runtime {
     const { file, args: argv } = sandboxed(this.sandbox, mounts, this.sandboxUser, [process.execPath, ...args]);
     const fd = fs.openSync(logFile, 'a', 0o600);
     try {
-      return spawn(file, argv, { cwd: where.modelDir, env: replicaEnv(process.env), stdio: ['ignore', fd, fd, 'pipe'] });
+      // fd 4, when asked for: the link to a Python worker a fork server forks (./python-pool.ts).
+      const child = spawn(file, argv, { cwd: where.modelDir, env: replicaEnv(process.env), stdio: ['ignore', fd, fd, 'pipe', ...(where.pythonLink ? ['pipe' as const] : [])] });
+      if (where.pythonLink) holdLinkEnd(child.stdio[PYTHON_LINK_FD] as Socket);
+      return child;
     } finally {
       fs.closeSync(fd);
     }
@@ -667,10 +747,11 @@ export class LocalRuntime implements Runtime {
    * `logFile`; undefined when there is none (or its heap size differs, or `logFile` exists).
    * Synchronous, so two concurrent starts never take the same process.
    */
-  private claimPoolProcess(spec: ReplicaSpec, logFile: string): PoolProcess | undefined {
+  private claimPoolProcess(spec: ReplicaSpec, logFile: string, forked: boolean): PoolProcess | undefined {
     // Pool processes start with the flags of tensor flavors: an llm replica needs more, a js replica
-    // fewer (no native addons; see `replicaNodeFlags`); in a sandbox they see no GPU.
-    if (!FLAVOR_CAPABILITIES[spec.flavor].warmPool || (this.sandbox.kind === 'bwrap' && spec.workloadType !== 'CPU') || heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
+    // fewer (no native addons; see `replicaNodeFlags`); in a sandbox they see no GPU. A python
+    // replica whose worker is forked for it starts no process and reads no Python: it fits.
+    if (!(FLAVOR_CAPABILITIES[spec.flavor].warmPool || forked) || (this.sandbox.kind === 'bwrap' && spec.workloadType !== 'CPU') || heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
     for (const p of this.pool) {
       if (!p.warm || p.link.violation !== undefined || p.child.exitCode !== null || p.child.signalCode !== null) continue;
       try {
@@ -681,6 +762,8 @@ export class LocalRuntime implements Runtime {
       p.logFile = logFile;
       p.claimed = true;
       this.pool.delete(p);
+      // Its link end for a forked Python worker (fd 4) is not needed by other flavors.
+      if (!forked) (p.child.stdio[PYTHON_LINK_FD] as Socket | null)?.destroy();
       return p;
     }
     return undefined;
@@ -728,7 +811,7 @@ export class LocalRuntime implements Runtime {
     let child: ChildProcess;
     try {
       this.makeSocketDir(socketPath);
-      child = this.spawnNode([...flags, FERRY_BIN, 'replica', ...toArgv({ control: true, pool: token })], { modelDir, socketPath, gpu: false }, logFile);
+      child = this.spawnNode([...flags, FERRY_BIN, 'replica', ...toArgv({ control: true, pool: token })], { modelDir, socketPath, gpu: false, pythonLink: this.pythonPool !== undefined }, logFile);
     } catch (err) {
       fs.rmSync(modelDir, { recursive: true, force: true });
       fs.rmSync(path.dirname(socketPath), { recursive: true, force: true });
@@ -824,6 +907,13 @@ export class LocalRuntime implements Runtime {
         await appendLog(r.logFile, 'replica killed: over its memory limit', { rssBytes, memoryLimitBytes: r.handle.spec.memoryLimitBytes });
         r.child.kill('SIGKILL');
       }));
+      // A sandbox that refused a fork (a fork bomb) is killed: the replica is reported as crashed.
+      for (const r of this.replicas.values()) {
+        if (r.cgroup === undefined || !PidsLimit.exceeded(r.cgroup) || r.child.exitCode !== null) continue;
+        await appendLog(r.logFile, 'replica killed: its sandbox reached the process limit', { maxProcesses: this.pids instanceof PidsLimit ? this.pids.max : undefined });
+        r.child.kill('SIGKILL');
+      }
+      this.pythonPool?.checkLimits();
     } finally {
       this.watching = false;
     }

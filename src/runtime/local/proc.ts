@@ -64,6 +64,18 @@ export async function residentBytes(pids: readonly number[]): Promise<number | u
 }
 
 /**
+ * Proportional set size of `pids` together in bytes (Pss in /proc/<pid>/smaps_rollup, summed):
+ * pages shared between them (a fork server's modules in its workers) count once overall.
+ */
+export async function proportionalBytes(pids: readonly number[]): Promise<number> {
+  const each = await Promise.all(pids.map(async (pid) => {
+    const rollup = await fsp.readFile(`/proc/${pid}/smaps_rollup`, 'utf8').catch(() => '');
+    return Number(/^Pss:\s+(\d+)\s+kB$/m.exec(rollup)?.[1] ?? 0) * 1024;
+  }));
+  return each.reduce((a, b) => a + b, 0);
+}
+
+/**
  * Every process's children by parent pid, from the ppid field of each /proc/<pid>/stat (this
  * kernel has no /proc/<pid>/task/<tid>/children). One scan serves every replica of a watchdog tick.
  */

@@ -37,6 +37,8 @@ export interface PythonEnvironmentOptions {
 
 export class PythonEnvironments {
   private readonly builds = new Map<string, Promise<string>>();
+  /** `basePython`'s version ("3.11.2"), asked once. */
+  private baseVersion: Promise<string> | undefined;
 
   constructor(private readonly options: PythonEnvironmentOptions) {}
 
@@ -78,6 +80,7 @@ export class PythonEnvironments {
     await fsp.mkdir(this.options.dir, { recursive: true, mode: 0o755 });
     const log = this.logFile(key);
     await fsp.writeFile(log, `environment ${key} for ${modelDir}\n`);
+    await this.checkVersion(modelDir, log);
     const tmp = await fsp.mkdtemp(path.join(this.options.dir, `.${key}-`));
     try {
       await run(this.options.basePython, ['-m', 'venv', ...(this.options.systemSitePackages ? ['--system-site-packages'] : []), tmp], log);
@@ -99,6 +102,43 @@ export class PythonEnvironments {
       await fsp.appendFile(log, `environment build failed: ${pipError}\n`);
       throw new FerryError('MODEL_ERROR', `Building the model's Python environment failed: ${pipError}`);
     }
+  }
+
+  /**
+   * The policy for `python_env.yaml`'s `python:` (e.g. "3.8.10"): a venv is made from `basePython`,
+   * so its major.minor must be the model's; the patch level may differ (as MLflow's own pip
+   * environments allow). A mismatch fails the build, naming both, and is written to the build log.
+   * Without a `python:` line, any version serves. (`env_manager: local` runs the model in `python`
+   * as it is, as MLflow's local manager does: no check.)
+   */
+  private async checkVersion(modelDir: string, log: string): Promise<void> {
+    const text = await fsp.readFile(path.join(modelDir, 'python_env.yaml'), 'utf8').catch(() => '');
+    const line = /^python:[ \t]*(.*?)[ \t]*$/m.exec(text);
+    if (line === null) return;
+    const wanted = (line[1] ?? '').replace(/^(["'])(.*)\1$/, '$2');
+    const fail = async (message: string): Promise<never> => {
+      await fsp.appendFile(log, `environment build failed: ${message}\n`);
+      throw new FerryError('MODEL_ERROR', `Building the model's Python environment failed: ${message}`);
+    };
+    const want = /^(\d+)\.(\d+)(\.\d+)?$/.exec(wanted);
+    if (want === null) return fail(`python_env.yaml's python "${wanted}" is not a version such as 3.11 or 3.11.2.`);
+    const have = await this.version();
+    if (have.split('.').slice(0, 2).join('.') !== `${want[1]}.${want[2]}`) {
+      return fail(`python_env.yaml asks for Python ${wanted} but the server's python (${this.options.basePython}) is Python ${have}: a virtualenv needs the same major.minor version. `
+        + `Set the server's python setting to a Python ${want[1]}.${want[2]} interpreter.`);
+    }
+    await fsp.appendFile(log, `python_env.yaml asks for Python ${wanted}; ${this.options.basePython} is Python ${have}\n`);
+  }
+
+  /** `basePython`'s version, e.g. "3.11.2" (asked once). */
+  private version(): Promise<string> {
+    this.baseVersion ??= new Promise((resolve, reject) => {
+      execFile(this.options.basePython, ['-I', '-c', 'import sys; print("%d.%d.%d" % sys.version_info[:3])'], { timeout: 10_000 }, (err, stdout) => {
+        if (err === null) resolve(stdout.trim());
+        else reject(new FerryError('MODEL_ERROR', `The server's python (${this.options.basePython}) does not run: ${err.message}`));
+      });
+    });
+    return this.baseVersion;
   }
 }
 

@@ -71,3 +71,18 @@ export function prettyJson(v: unknown): string {
   // such an array is left as printed).
   return text.replace(/\[\n\s*([^[\]{}"]*|(?:"[^"\n]*"[,\s]*)*)\n\s*\]/g, (all, items: string) => (/[[\]{}]/.test(items) ? all : `[${items.split(/,\n\s*/).join(', ')}]`));
 }
+
+/** Where a served entity's Python environment build is, from its build log (the build-logs route). */
+export type BuildState = 'none' | 'building' | 'ready' | 'failed';
+
+/**
+ * The build state its log shows: empty (no virtualenv: the model runs in the server's python as it
+ * is, or the flavor needs none) → none; the runtime's last line "environment ready" → ready,
+ * "environment build failed: …" → failed; anything else is a build still running.
+ */
+export function buildState(log: string): BuildState {
+  if (log.trim() === '') return 'none';
+  const last = log.trimEnd().split('\n').reverse().find((l) => /^environment (ready|build failed)/.test(l));
+  if (last === undefined) return 'building';
+  return last.startsWith('environment ready') ? 'ready' : 'failed';
+}

@@ -7,7 +7,7 @@
 export type {
   AutoscalingDecisionView as AutoscalingDecision, AutoscalingTunables, DeploymentState, EndpointConfigInput, EndpointConfigView,
   ModelFamilyView as ModelFamily, ModelVersion, RegisteredModel, ScalingFields, ServedEntityInput, ServedEntityView, SimulateAnswer,
-  SimulationResult, ServingEndpoint as Endpoint, TensorSpecJson as TensorSpec, TrafficRouteSpec as Route, Run, Tag as KeyValue,
+  SimulationResult, ServingEndpoint as Endpoint, TensorSpecJson as TensorSpec, TrafficRouteSpec as Route, Run, Tag as KeyValue, VersionEnvironment,
 } from '../../../src/api/index.js';
 
 /** One point of `GET .../metrics/series` (one interval). */

@@ -10,7 +10,7 @@ import { Chart } from '../chart.js';
 import { Badge, Empty, ErrorBox, Section, Spinner, usePoll } from '../components.js';
 import { configWithRoutes, validateTraffic, type TrafficInput } from '../lib/config.js';
 import { isMissingRoute, type ShownError } from '../lib/errors.js';
-import { endpointStatus, formatMs, formatTime, prettyJson } from '../lib/format.js';
+import { buildState, endpointStatus, formatMs, formatTime, prettyJson } from '../lib/format.js';
 import { href } from '../lib/route.js';
 import { CHARTS, chartData, hasTraffic } from '../lib/series.js';
 import type { Endpoint, EndpointConfigView, InferenceRow, ModelVersion, Series, ServedEntityView } from '../lib/types.js';
@@ -39,7 +39,8 @@ export function EndpointPage({ name }: { name: string }) {
           {e.config && <ScalingEditor key={e.config.config_version} config={e.config} path={path} busy={e.state.config_update === 'IN_PROGRESS'} onSaved={ep.reload} />}
           <Charts name={name} />
           <Decisions e={e} />
-          <Logs e={e} path={path} />
+          <Logs e={e} path={path} kind="replica" />
+          <Logs e={e} path={path} kind="build" />
           <InferenceTable e={e} path={path} />
         </>
       )}
@@ -249,7 +250,14 @@ function Decisions({ e }: { e: Endpoint }) {
   );
 }
 
-function Logs({ e, path }: { e: Endpoint; path: string }) {
+/** What the log section shows: the replicas' output, or the Python environment's build log. */
+const LOG_KINDS = {
+  replica: { title: 'Replica logs', route: 'logs', button: 'Show logs', empty: 'No output yet.' },
+  build: { title: 'Python environment build', route: 'build-logs', button: 'Show build log', empty: 'No environment build: the model runs in the server\'s Python as it is (or needs none).' },
+} as const;
+
+function Logs({ e, path, kind }: { e: Endpoint; path: string; kind: keyof typeof LOG_KINDS }) {
+  const k = LOG_KINDS[kind];
   const entities = [...(e.config?.served_entities ?? []), ...(e.pending_config?.served_entities ?? [])].map((s) => s.name);
   const names = [...new Set(entities)];
   const [entity, setEntity] = useState(names[0] ?? '');
@@ -262,21 +270,23 @@ function Logs({ e, path }: { e: Endpoint; path: string }) {
     if (which === undefined) return;
     setLoading(true);
     setError(undefined);
-    api<{ logs: string }>('GET', `${path}/served-models/${encodeURIComponent(which)}/logs`)
+    api<{ logs: string }>('GET', `${path}/served-models/${encodeURIComponent(which)}/${k.route}`)
       .then((r) => setLogs(r.logs), (err: unknown) => setError(shown(err))).finally(() => setLoading(false));
   };
+  const id = `${kind}-logs-entity`;
   return (
-    <Section title="Replica logs">
-      <form class="row" onSubmit={load} aria-label="Replica logs">
-        <label for="logs-entity">Served entity</label>
-        <select id="logs-entity" value={entity} onChange={(ev) => setEntity(ev.currentTarget.value)}>
+    <Section title={k.title}>
+      <form class="row" onSubmit={load} aria-label={k.title}>
+        <label for={id}>Served entity</label>
+        <select id={id} value={entity} onChange={(ev) => setEntity(ev.currentTarget.value)}>
           {names.map((n) => <option key={n} value={n}>{n}</option>)}
         </select>
-        <button type="submit" disabled={loading || names.length === 0}>{logs === undefined ? 'Show logs' : 'Refresh'}</button>
+        <button type="submit" disabled={loading || names.length === 0}>{logs === undefined ? k.button : 'Refresh'}</button>
         {loading && <Spinner label="Loading logs…" />}
       </form>
       <ErrorBox error={error} />
-      {logs !== undefined && (logs === '' ? <Empty>No output yet.</Empty> : <pre class="logs">{logs}</pre>)}
+      {kind === 'build' && logs !== undefined && <p class="meta" data-build-state={buildState(logs)}>Build state: <strong>{buildState(logs)}</strong></p>}
+      {logs !== undefined && (logs === '' ? <Empty>{k.empty}</Empty> : <pre class="logs">{logs}</pre>)}
     </Section>
   );
 }

@@ -7,7 +7,7 @@ import { configWithEntity, serveRequest } from '../lib/config.js';
 import type { ShownError } from '../lib/errors.js';
 import { formatAgo, formatBytes, formatTime, prettyJson } from '../lib/format.js';
 import { href } from '../lib/route.js';
-import type { Endpoint, KeyValue, ModelVersion, RegisteredModel, Run, TensorSpec } from '../lib/types.js';
+import type { Endpoint, KeyValue, ModelVersion, RegisteredModel, Run, TensorSpec, VersionEnvironment } from '../lib/types.js';
 
 /** Registered model names, as the registry checks them. */
 const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -205,6 +205,7 @@ function VersionCard({ v, endpoints, serving }: { v: ModelVersion; endpoints: En
           <SignatureTable title="Outputs" specs={v.signature.outputs} />
         </div>
       )}
+      {v.status === 'READY' && v.flavor === 'python' && <EnvironmentDetails v={v} />}
       {v.status === 'READY' && (
         <details>
           <summary>{v.input_example === undefined ? 'Example request (from the signature)' : 'Input example'}</summary>
@@ -222,6 +223,32 @@ function RunDetails({ runId }: { runId: string }) {
     <details class="run" onToggle={(e) => setOpen(e.currentTarget.open)}>
       <summary>Run <code>{runId}</code></summary>
       {open && <RunTables runId={runId} />}
+    </details>
+  );
+}
+
+/** A python version's environment files (python_env.yaml, requirements.txt), loaded when opened. */
+function EnvironmentDetails({ v }: { v: ModelVersion }) {
+  const [env, setEnv] = useState<VersionEnvironment | undefined>(undefined);
+  const [error, setError] = useState<ShownError | undefined>(undefined);
+  const open = (ev: Event): void => {
+    if (!(ev.currentTarget as HTMLDetailsElement).open || env !== undefined) return;
+    api<VersionEnvironment>('GET', `/api/2.0/mlflow/model-versions/get-environment${qs({ name: v.name, version: v.version })}`)
+      .then(setEnv, (err: unknown) => setError(shown(err)));
+  };
+  return (
+    <details onToggle={open} data-environment={v.version}>
+      <summary>Python environment</summary>
+      <ErrorBox error={error} />
+      {env === undefined && error === undefined && <Spinner label="Loading the environment…" />}
+      {env !== undefined && (
+        <>
+          {env.python_env === undefined && env.requirements === undefined && <Empty>No python_env.yaml or requirements.txt: the model runs in the server's Python as it is.</Empty>}
+          {env.python_env !== undefined && <><h3>python_env.yaml</h3><pre>{env.python_env}</pre></>}
+          {env.requirements !== undefined && <><h3>requirements.txt</h3><pre>{env.requirements}</pre></>}
+          {env.conda && <p class="meta">conda.yaml is there too; Ferry does not use conda environments (python_env.yaml and requirements.txt only).</p>}
+        </>
+      )}
     </details>
   );
 }

@@ -1,0 +1,142 @@
+/**
+ * Process-count limits per sandbox, with the kernel's pids controller: each sandboxed process tree
+ * (a replica, a Python fork server and its workers) is moved into a cgroup of its own right after
+ * its start, `<ferry cgroup>/<name>/` with `pids.max`. A fork bomb in a model then hits that limit
+ * (its `fork` fails with EAGAIN) instead of the host's, and the runtime's watchdog, seeing the
+ * cgroup's `pids.events` count a refused fork, kills the sandbox (reported as exit reason `pids`).
+ *
+ * RLIMIT_NPROC cannot do this: it counts the processes of a uid, and every sandbox runs as the same
+ * replica user. The cgroup is found through `/proc/self/mountinfo` and `/proc/self/cgroup`: a
+ * cgroup v1 `pids` hierarchy, or cgroup v2 where the server's own cgroup offers the `pids`
+ * controller to children. Where neither is writable (an unprivileged server, a container without
+ * cgroup delegation) `open` says why and replicas run without a process limit (the memory limit
+ * and the sandbox still apply). Private to `src/runtime/local/`.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+
+export class PidsLimit {
+  private constructor(
+    /** The runtime's own cgroup, `<hierarchy>/<server's cgroup>/ferry-<server pid>`. */
+    private readonly root: string,
+    readonly max: number,
+  ) {}
+
+  /** The runtime's pids cgroup, or the reason there is none. */
+  static open(max: number): PidsLimit | { unavailable: string } {
+    let base: string | undefined;
+    let v2 = false;
+    try {
+      const cgroups = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n');
+      for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+        const [left, right] = line.split(' - ');
+        if (left === undefined || right === undefined) continue;
+        const mountPoint = left.split(' ')[4];
+        const [fstype, , superOptions] = right.split(' ');
+        if (mountPoint === undefined) continue;
+        if (fstype === 'cgroup' && (superOptions ?? '').split(',').includes('pids')) {
+          const own = cgroups.find((c) => c.split(':')[1]?.split(',').includes('pids'))?.split(':')[2];
+          if (own !== undefined) base = path.join(mountPoint, own);
+          break;
+        }
+        if (fstype === 'cgroup2' && base === undefined) {
+          const own = cgroups.find((c) => c.startsWith('0::'))?.slice(3);
+          const candidate = own === undefined ? undefined : path.join(mountPoint, own);
+          if (candidate !== undefined && readText(path.join(candidate, 'cgroup.controllers')).split(' ').includes('pids')) {
+            base = candidate;
+            v2 = true;
+          }
+        }
+      }
+    } catch (err) {
+      return { unavailable: `the cgroup mounts could not be read (${(err as Error).message})` };
+    }
+    if (base === undefined) return { unavailable: 'no cgroup hierarchy with the pids controller is mounted' };
+    const root = path.join(base, `ferry-${process.pid}`);
+    try {
+      if (v2) fs.writeFileSync(path.join(base, 'cgroup.subtree_control'), '+pids');
+      fs.mkdirSync(root, { recursive: true });
+      if (v2) fs.writeFileSync(path.join(root, 'cgroup.subtree_control'), '+pids');
+      // A probe: a child cgroup with a limit can be made here.
+      const probe = path.join(root, 'probe');
+      fs.mkdirSync(probe, { recursive: true });
+      fs.writeFileSync(path.join(probe, 'pids.max'), String(max));
+      fs.rmdirSync(probe);
+    } catch (err) {
+      return { unavailable: `the pids cgroup ${base} is not writable (${(err as Error).message})` };
+    }
+    return new PidsLimit(root, max);
+  }
+
+  /**
+   * Moves process `pid` and its descendants (a sandbox's bwrap may have forked already) into the
+   * cgroup `name`, made with `pids.max`; what they start from then on is in it too. Returns the
+   * cgroup's directory, or undefined when the process is already gone.
+   */
+  attach(name: string, pid: number): string | undefined {
+    const dir = path.join(this.root, name);
+    try {
+      fs.mkdirSync(dir, { recursive: true });
+      fs.writeFileSync(path.join(dir, 'pids.max'), String(this.max));
+      fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(pid));
+      for (const child of descendantsOf(pid)) {
+        try {
+          fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(child));
+        } catch {
+          // exited meanwhile
+        }
+      }
+      return dir;
+    } catch {
+      this.remove(dir);
+      return undefined;
+    }
+  }
+
+  /** Whether a fork was refused in cgroup `dir` because of its limit. */
+  static exceeded(dir: string): boolean {
+    const events = readText(path.join(dir, 'pids.events'));
+    const max = /^max (\d+)$/m.exec(events);
+    return max !== null && Number(max[1]) > 0;
+  }
+
+  /** Removes cgroup `dir` once its processes are gone (a no-op while some remain). */
+  remove(dir: string): void {
+    try {
+      fs.rmdirSync(dir);
+    } catch {
+      // processes left (a zombie not reaped yet) or already removed
+    }
+  }
+
+  /** Removes the runtime's cgroup (at close, after every process is gone). */
+  close(): void {
+    this.remove(this.root);
+  }
+}
+
+/** The descendants of `pid`, from the ppid field of each /proc/<pid>/stat (not every kernel lists children). */
+function descendantsOf(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const name of fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    const stat = readText(`/proc/${name}/stat`);
+    // "pid (comm) S ppid ...": comm may hold spaces and parentheses.
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (Number.isInteger(ppid)) children.set(ppid, [...(children.get(ppid) ?? []), Number(name)]);
+  }
+  const out: number[] = [];
+  const todo = [...(children.get(pid) ?? [])];
+  for (let p = todo.pop(); p !== undefined; p = todo.pop()) {
+    out.push(p);
+    todo.push(...(children.get(p) ?? []));
+  }
+  return out;
+}
+
+function readText(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
