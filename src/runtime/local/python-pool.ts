@@ -35,7 +35,7 @@ import type { Socket } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FerryError } from '../../errors.js';
-import type { ReplicaSpec } from '../index.js';
+import type { ReplicaSpec } from '../types.js';
 import { PidsLimit } from './pids-limit.js';
 import type { UserIds } from './proc.js';
 import { sandboxed, type Sandbox } from './sandbox.js';
