@@ -132,6 +132,8 @@ export interface Runtime {
   onExit(listener: (exit: ReplicaExit) => void): void;
   /** The local runtime's OS sandbox around replica processes, as chosen at open, and why (logged at start). */
   readonly sandbox?: { kind: 'bwrap' | 'none'; reason: string };
+  /** The local runtime's GPUs for `GPU_*` replicas, found at open, and where from (logged at start). */
+  readonly gpus?: { readonly devices: readonly { id: string; name?: string }[]; readonly source: string };
   /** Replicas this runtime currently runs. */
   list(): ReplicaHandle[];
   /** The tail of the logs of a served entity's replicas (newest replica last), at most `maxBytes`. */

@@ -124,6 +124,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         warmPoolSize: config.warmPoolSize, warmPoolMemoryLimitBytes: config.replicaMemoryLimitBytes, replicaUser: config.replicaUser,
         logLevel: config.logLevel, sandbox: config.sandbox, allowUnsandboxedUserCode: config.allowUnsandboxedUserCode,
         python: config.python, pythonEnvManager: config.pythonEnvManager, pythonPipArgs: [...config.pythonPipArgs],
+        gpu: { gpus: config.gpus, gpuFallback: config.gpuFallback, gpuLibraries: config.gpuLibraries },
       };
     // Kubernetes: several servers may run side by side; one, elected over a Lease, runs the
     // control plane (its runtime opens, adopting the pods, when it becomes leader). Joined before
@@ -145,6 +146,9 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       const { kind, reason } = runtime.sandbox;
       const userCode = kind === 'bwrap' ? 'sandboxed' : config.allowUnsandboxedUserCode ? 'allowed unsandboxed (allowUnsandboxedUserCode)' : 'refused (allowUnsandboxedUserCode is false)';
       log(kind === 'none' ? 'warn' : 'info', 'replica sandbox', { sandbox: kind, reason, userCodeModels: userCode });
+    }
+    if (runtime.gpus !== undefined) {
+      log('info', 'replica GPUs', { gpus: runtime.gpus.devices.map((d) => (d.name === undefined ? d.id : `${d.id} (${d.name})`)), source: runtime.gpus.source, gpuFallback: config.gpuFallback });
     }
     stopStarted = async () => {
       await runtime.close();

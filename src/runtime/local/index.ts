@@ -87,6 +87,7 @@ import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../index.
 import { ReplicaProtocolError } from '../errors.js';
 import { ReplicaLink, type LinkState } from './control.js';
 import { chooseSandbox, sandboxed, type Sandbox, type SandboxMounts, type SandboxSetting } from './sandbox.js';
+import { GpuPool, type GpuPlacement, type GpuSettings } from './gpu.js';
 import { PythonEnvironments } from './python-env.js';
 import { commandLine, descendants, findOnPath, isRunning, processTree, replicaEnv, residentBytes, resolveUser, waitGone, type UserIds } from './proc.js';
 
@@ -144,6 +145,11 @@ export interface LocalRuntimeOptions {
   pythonEnvManager?: 'local' | 'virtualenv';
   /** Extra `pip install` arguments for `virtualenv` builds (the server's `pythonPipArgs`). */
   pythonPipArgs?: string[];
+  /**
+   * GPUs for `GPU_*` replicas (./gpu.ts; the server's `gpus`, `gpuFallback`, `gpuLibraries`):
+   * default discovered, a GPU replica refused when there is none, driver libraries from ldconfig.
+   */
+  gpu?: Partial<GpuSettings>;
 }
 
 /** dist/src/runtime/local/index.js → repository root is four levels up. */
@@ -260,12 +266,14 @@ export class LocalRuntime implements Runtime {
   private readonly staging = new Set<string>();
 
   private constructor(
-    private readonly opts: Required<Omit<LocalRuntimeOptions, 'replicaUser' | 'sandbox'>>,
+    private readonly opts: Required<Omit<LocalRuntimeOptions, 'replicaUser' | 'sandbox' | 'gpu'>>,
     private readonly dirs: { sockets: string; logs: string; pids: string; pool: string; models: string },
     /** The ids replicas run as (see `replicaUser`); undefined: they keep the server's. */
     private readonly user: UserIds | undefined,
     /** The sandbox chosen at `open`: every replica process runs in it. */
     readonly sandbox: Sandbox,
+    /** The host's GPUs, found at `open`, and which replica has which. */
+    readonly gpus: GpuPool,
   ) {
     this.pythonEnvs = opts.pythonEnvManager === 'virtualenv'
       ? new PythonEnvironments({ dir: path.join(opts.stateDir, 'python-envs'), basePython: opts.python, pipArgs: opts.pythonPipArgs, systemSitePackages: true })
@@ -297,6 +305,7 @@ export class LocalRuntime implements Runtime {
     // Only root can change its uid; any other server's replicas keep its uid.
     const user = opts.replicaUser !== undefined && process.getuid?.() === 0 ? await resolveUser('replicaUser', opts.replicaUser) : undefined;
     const sandbox = await chooseSandbox(opts.sandbox ?? 'auto', user);
+    const gpus = await GpuPool.open({ gpus: 'auto', gpuFallback: 'fail', gpuLibraries: 'auto', ...opts.gpu });
     for (const dir of [dirs.sockets, dirs.models]) {
       await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
       // mkdir's mode does not apply to a directory that already exists (or is masked by umask).
@@ -313,12 +322,12 @@ export class LocalRuntime implements Runtime {
       ...(await fsp.readdir(dirs.models)).map((n) => fsp.rm(path.join(dirs.models, n), { recursive: true, force: true })),
       ...(await fsp.readdir(dirs.sockets)).map((n) => fsp.rm(path.join(dirs.sockets, n), { recursive: true, force: true })),
     ]);
-    const { replicaUser: _, sandbox: __, ...rest } = opts;
+    const { replicaUser: _, sandbox: __, gpu: ___, ...rest } = opts;
     const rt = new LocalRuntime({
       memoryPollMs: 1000, warmPoolMemoryLimitBytes: DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES, logLevel: 'info', allowUnsandboxedUserCode: false,
       pythonEnvManager: 'local', pythonPipArgs: [], ...rest, warmPoolSize, stateDir,
       python: findOnPath(opts.python ?? 'python3', process.env.PATH),
-    }, dirs, user, sandbox);
+    }, dirs, user, sandbox, gpus);
     rt.fillPool();
     return rt;
   }
@@ -345,12 +354,15 @@ export class LocalRuntime implements Runtime {
     if (this.replicas.has(spec.id) || this.staging.has(spec.id)) throw new FerryError('RESOURCE_ALREADY_EXISTS', `Replica '${spec.id}' is already running.`);
     const logFile = path.join(logDir, `${spec.id}.log`);
     const pidFile = path.join(this.dirs.pids, `${spec.id}.json`);
+    // A GPU replica takes its GPU here, before anything awaits, and gives it back when its process
+    // is gone; pool processes serve CPU replicas only (see `claimPoolProcess`).
+    const placement = this.gpus.place(spec.id, spec.workloadType);
     const pooled = this.claimPoolProcess(spec, logFile);
     // A pool process was allowed its socket and model directory when it started (see `replicaNodeFlags`).
     const socketPath = pooled?.socketPath ?? this.socketPathOf(spec.id);
     const modelDir = pooled?.modelDir ?? path.join(this.dirs.models, `${spec.id}-${randomBytes(4).toString('hex')}`);
     // In the sandbox the process is the replica user from its start; without, it drops after loading.
-    const options = replicaOptions(spec, {
+    const options = replicaOptions({ ...spec, workloadType: placement.workloadType }, {
       socketPath, modelDir, drainTimeoutMs: this.opts.drainTimeoutMs, user: this.sandboxUser === undefined ? this.user : undefined, logLevel: this.opts.logLevel,
       pythonExecutable: this.opts.python,
     });
@@ -373,13 +385,15 @@ export class LocalRuntime implements Runtime {
           pythonPaths = await this.pythonEnvironment(python);
         }
         if (this.closed) throw new FerryError('TEMPORARILY_UNAVAILABLE', 'The runtime is shutting down.');
+        if (placement.fallback !== undefined) await appendLog(logFile, 'replica runs on the CPU', { reason: placement.fallback }, 'warn');
+        child = this.spawnReplica(spec, { ...options, loadOptions: { ...options.loadOptions, pythonExecutable: python } }, logFile, pythonPaths, placement);
       } catch (err) {
+        this.gpus.release(spec.id);
         await fsp.rm(modelDir, { recursive: true, force: true });
         throw err;
       } finally {
         this.staging.delete(spec.id);
       }
-      child = this.spawnReplica(spec, { ...options, loadOptions: { ...options.loadOptions, pythonExecutable: python } }, logFile, pythonPaths);
       // Errors after a successful spawn (a failed kill of an exited process) need no handling.
       child.on('error', () => undefined);
       link = this.linkTo(child, { pool: false, family: spec.family !== undefined }, () => logFile);
@@ -395,6 +409,7 @@ export class LocalRuntime implements Runtime {
       handle: { id: spec.id, spec, address: { kind: 'unix', socketPath }, pid: child.pid, fromPool: pooled !== undefined },
       child, link, logFile, pidFile, ready: false, stopRequested: false, oomRssBytes: undefined,
       gone: exited.then(async (e) => {
+        this.gpus.release(spec.id);
         await Promise.all([
           fsp.rm(pidFile, { force: true }), fsp.rm(path.dirname(socketPath), { recursive: true, force: true }), fsp.rm(modelDir, { recursive: true, force: true }),
         ]);
@@ -614,35 +629,36 @@ export class LocalRuntime implements Runtime {
     if (user !== undefined) fs.chownSync(dir, user.uid, user.gid);
   }
 
-  private spawnReplica(spec: ReplicaSpec, options: ReplicaOptions, logFile: string, extraReads: readonly string[]): ChildProcess {
+  private spawnReplica(spec: ReplicaSpec, options: ReplicaOptions, logFile: string, extraReads: readonly string[], placement: GpuPlacement): ChildProcess {
     const flags = [...replicaNodeFlags({ modelDir: options.dir, socketPath: options.socketPath }, spec.flavor), `--max-old-space-size=${heapMiBOf(spec.memoryLimitBytes)}`];
     return this.spawnNode(
       [...flags, FERRY_BIN, 'replica', '--control', ...replicaFlags(options)],
-      { modelDir: options.dir, socketPath: options.socketPath, gpu: spec.workloadType !== 'CPU', extraReads }, logFile,
+      { modelDir: options.dir, socketPath: options.socketPath, placement, extraReads }, logFile,
     );
   }
 
   /**
    * Starts `node <args>` in the sandbox (when there is one) with the scrubbed environment, its
-   * output appended to `logFile` (0600) and the control channel on descriptor 3. The V8 heap flag
+   * output appended to `logFile` (0600) and the control channel on descriptor 3; `placement` adds
+   * the GPU's environment, device nodes and driver binds (none for a CPU replica). The V8 heap flag
    * in `args` gets half the memory limit: the rest is for Node itself and onnxruntime's native
    * memory, which the heap flag does not bound (the watchdog does). 256 MiB → 128 MiB heap. The
    * channel is the replica's lifeline: when the server dies, even by SIGKILL, it closes and the
    * replica drains and exits (an idle pool process just exits).
    */
   private spawnNode(
-    args: string[], where: { modelDir: string; socketPath: string; gpu: boolean; extraReads?: readonly string[] }, logFile: string,
+    args: string[], where: { modelDir: string; socketPath: string; placement: GpuPlacement; extraReads?: readonly string[] }, logFile: string,
   ): ChildProcess {
     const mounts: SandboxMounts = {
-      readOnly: [process.execPath, ...FERRY_CODE_PATHS, ...libraryPaths(), ...(where.extraReads ?? [])],
+      readOnly: [process.execPath, ...FERRY_CODE_PATHS, ...libraryPaths(), ...(where.extraReads ?? []), ...where.placement.readOnly],
       modelDir: where.modelDir,
       socketDir: path.dirname(where.socketPath),
-      devices: where.gpu ? gpuDevices() : [],
+      devices: where.placement.devices,
     };
     const { file, args: argv } = sandboxed(this.sandbox, mounts, this.sandboxUser, [process.execPath, ...args]);
     const fd = fs.openSync(logFile, 'a', 0o600);
     try {
-      return spawn(file, argv, { cwd: where.modelDir, env: replicaEnv(process.env), stdio: ['ignore', fd, fd, 'pipe'] });
+      return spawn(file, argv, { cwd: where.modelDir, env: { ...replicaEnv(process.env), ...where.placement.env }, stdio: ['ignore', fd, fd, 'pipe'] });
     } finally {
       fs.closeSync(fd);
     }
@@ -668,8 +684,8 @@ export class LocalRuntime implements Runtime {
    */
   private claimPoolProcess(spec: ReplicaSpec, logFile: string): PoolProcess | undefined {
     // Pool processes start with the flags of tensor flavors: an llm replica needs more, a js replica
-    // fewer (no native addons; see `replicaNodeFlags`); in a sandbox they see no GPU.
-    if (!FLAVOR_CAPABILITIES[spec.flavor].warmPool || (this.sandbox.kind === 'bwrap' && spec.workloadType !== 'CPU') || heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
+    // fewer (no native addons; see `replicaNodeFlags`); they see no GPU (a CPU placement).
+    if (!FLAVOR_CAPABILITIES[spec.flavor].warmPool || spec.workloadType !== 'CPU' || heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
     for (const p of this.pool) {
       if (!p.warm || p.link.violation !== undefined || p.child.exitCode !== null || p.child.signalCode !== null) continue;
       try {
@@ -727,7 +743,7 @@ export class LocalRuntime implements Runtime {
     let child: ChildProcess;
     try {
       this.makeSocketDir(socketPath);
-      child = this.spawnNode([...flags, FERRY_BIN, 'replica', '--control', '--pool', token], { modelDir, socketPath, gpu: false }, logFile);
+      child = this.spawnNode([...flags, FERRY_BIN, 'replica', '--control', '--pool', token], { modelDir, socketPath, placement: this.gpus.place(token, 'CPU') }, logFile);
     } catch (err) {
       fs.rmSync(modelDir, { recursive: true, force: true });
       fs.rmSync(path.dirname(socketPath), { recursive: true, force: true });
@@ -813,11 +829,13 @@ export class LocalRuntime implements Runtime {
     if (this.watching) return;
     this.watching = true;
     try {
-      // In the sandbox the child is bwrap: the replica is a descendant, so its whole tree counts.
-      const tree = this.sandbox.kind === 'bwrap' ? await processTree() : undefined;
+      // The whole process tree counts: in the sandbox the child is bwrap and the replica a
+      // descendant; a python replica's worker is its child (a GPU worker has no address-space
+      // limit of its own: CUDA reserves far more address space than it uses).
+      const tree = await processTree();
       await Promise.all([...this.replicas.values()].map(async (r) => {
         const pid = r.child.pid;
-        const rssBytes = pid === undefined ? undefined : await residentBytes(tree === undefined ? [pid] : descendants(pid, tree));
+        const rssBytes = pid === undefined ? undefined : await residentBytes(descendants(pid, tree));
         if (rssBytes === undefined || rssBytes <= r.handle.spec.memoryLimitBytes || r.oomRssBytes !== undefined) return;
         r.oomRssBytes = rssBytes;
         await appendLog(r.logFile, 'replica killed: over its memory limit', { rssBytes, memoryLimitBytes: r.handle.spec.memoryLimitBytes });
@@ -1088,8 +1106,8 @@ async function lastLines(file: string): Promise<string> {
 }
 
 /** The runtime's own notes in a replica's log, in the replica's JSON-lines format. */
-async function appendLog(file: string, msg: string, fields: Record<string, unknown>): Promise<void> {
-  const line = JSON.stringify({ ts: new Date().toISOString(), level: 'error', msg, source: 'runtime', ...fields });
+async function appendLog(file: string, msg: string, fields: Record<string, unknown>, level: 'warn' | 'error' = 'error'): Promise<void> {
+  const line = JSON.stringify({ ts: new Date().toISOString(), level, msg, source: 'runtime', ...fields });
   await fsp.appendFile(file, line + '\n').catch(() => undefined);
 }
 
@@ -1154,11 +1172,3 @@ function libraryPaths(): string[] {
   return (process.env.LD_LIBRARY_PATH ?? '').split(':').filter((p) => p.startsWith('/'));
 }
 
-/** The GPU's device nodes (`/dev/nvidia*`), passed into the sandbox of a GPU workload. */
-function gpuDevices(): string[] {
-  try {
-    return fs.readdirSync('/dev').filter((n) => n.startsWith('nvidia')).map((n) => path.join('/dev', n));
-  } catch {
-    return [];
-  }
-}
