@@ -4,6 +4,10 @@
  * Ferry and bubblewrap to a machine that has none of them), or directly:
  *
  *   node dist/scripts/gpu-check.js --out DIR [--cpu-only] [--python python3] [--seconds 10] [--sandbox auto]
+ *                                  [--replica-user nobody]
+ *
+ * `--sandbox none` and `--replica-user` are for a rerun when the first run shows the sandbox, or the
+ * replica user, cannot reach the Python or the GPU (the report says which).
  *
  * Steps, each recorded in DIR/gpu-check.json (and summarised in DIR/gpu-check.md):
  * 1. The machine: `nvidia-smi -L` and the driver, the GPUs and driver libraries Ferry's runtime finds
@@ -49,10 +53,10 @@ const CUDA_PROBE = 'import torch; torch.cuda.init(); a = torch.ones(256, 256, de
 const { values: args } = parseArgs({
   options: {
     out: { type: 'string' }, 'cpu-only': { type: 'boolean', default: false }, python: { type: 'string', default: 'python3' },
-    seconds: { type: 'string', default: '10' }, sandbox: { type: 'string', default: 'auto' },
+    seconds: { type: 'string', default: '10' }, sandbox: { type: 'string', default: 'auto' }, 'replica-user': { type: 'string', default: 'nobody' },
   },
 });
-if (args.out === undefined) throw new Error('usage: node dist/scripts/gpu-check.js --out DIR [--cpu-only] [--python python3] [--seconds 10] [--sandbox auto|bwrap|none]');
+if (args.out === undefined) throw new Error('usage: node dist/scripts/gpu-check.js --out DIR [--cpu-only] [--python python3] [--seconds 10] [--sandbox auto|bwrap|none] [--replica-user nobody]');
 const OUT = path.resolve(args.out);
 const SECONDS = Number(args.seconds);
 const SANDBOX = args.sandbox === 'bwrap' || args.sandbox === 'none' ? args.sandbox : 'auto';
@@ -153,7 +157,9 @@ async function gpuMemoryByPid(): Promise<Map<number, number>> {
 async function main(): Promise<number> {
   await fsp.mkdir(OUT, { recursive: true });
   const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'ferry-gpu-check-'));
-  const report: Record<string, any> = { started: new Date().toISOString(), host: os.hostname(), node: process.version, python: PYTHON, sandboxSetting: SANDBOX };
+  const report: Record<string, any> = {
+    started: new Date().toISOString(), host: os.hostname(), node: process.version, python: PYTHON, sandboxSetting: SANDBOX, replicaUser: args['replica-user'],
+  };
   const logLines: string[] = [];
   let server: FerryServer | undefined;
   try {
@@ -171,7 +177,7 @@ async function main(): Promise<number> {
     report.cpuOnlyReason = args['cpu-only'] ? '--cpu-only' : pool.devices.length === 0 ? `no GPU: ${pool.source}` : undefined;
 
     // 2. The sandbox probe (GPU only).
-    const user = process.getuid?.() === 0 ? await resolveUser('replicaUser', 'nobody') : undefined;
+    const user = process.getuid?.() === 0 ? await resolveUser('replicaUser', args['replica-user']) : undefined;
     const sandbox = await chooseSandbox(SANDBOX, user);
     report.sandbox = { kind: sandbox.kind, reason: sandbox.reason };
     if (!cpuOnly && sandbox.kind === 'bwrap') {
@@ -191,7 +197,7 @@ async function main(): Promise<number> {
     // 3. Ferry, the model, two endpoints.
     const dataDir = path.join(work, 'data');
     server = await startServer(compileServerConfig({
-      port: 0, dataDir, python: PYTHON, warmPoolSize: 0, sandbox: SANDBOX, allowUnsandboxedUserCode: SANDBOX === 'none',
+      port: 0, dataDir, python: PYTHON, warmPoolSize: 0, sandbox: SANDBOX, allowUnsandboxedUserCode: SANDBOX === 'none', replicaUser: args['replica-user'],
       gpuFallback: cpuOnly ? 'cpu' : 'fail', replicaMemoryLimit: '16GiB', replicaStartTimeout: '180s', logLevel: 'info',
     }), { adminToken: TOKEN, log: (level, msg, fields) => logLines.push(JSON.stringify({ level, msg, ...fields })) });
     const base = server.url;
