@@ -69,8 +69,8 @@ describe('GPU discovery and placement (fake driver)', () => {
       { id: UUID_A, name: 'NVIDIA H100 80GB HBM3' }, { id: UUID_B, name: 'NVIDIA H100 80GB HBM3' },
     ]);
     assert.deepEqual(parseLdconfig('\tlibcudart.so.12 (libc6,x86-64) => /opt/x/libcudart.so.12\n\tlibcuda.so.1 (libc6,x86-64) => /opt/d/libcuda.so.1\n\tlibnvidia-ptxjitcompiler.so.1 (libc6,x86-64) => /opt/d/libnvidia-ptxjitcompiler.so.1\n'), [
-      '/opt/x/libcudart.so.12', '/opt/d/libcuda.so.1', '/opt/d/libnvidia-ptxjitcompiler.so.1',
-    ]);
+      '/opt/d/libcuda.so.1', '/opt/d/libnvidia-ptxjitcompiler.so.1',
+    ], 'the driver\'s, not the toolkit\'s libcudart');
   });
 
   test('the gpus setting and the server\'s CUDA_VISIBLE_DEVICES pick among the discovered GPUs', () => {

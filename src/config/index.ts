@@ -148,7 +148,7 @@ export const serverConfigSchema = z.strictObject({
   gpuFallback: z.enum(GPU_FALLBACKS).default('fail'),
   /**
    * NVIDIA driver libraries bound read-only into a GPU replica's sandbox: "auto" (default) takes
-   * what `ldconfig -p` lists as libcuda* / libnvidia*, or a list of absolute paths. Those under the
+   * the driver's libraries `ldconfig -p` lists (libcuda, libnvidia-*, ...), or a list of absolute paths. Those under the
    * system directories the sandbox binds anyway (/usr, /lib*) need no bind and get none.
    */
   gpuLibraries: z.union([z.literal('auto'), z.array(z.string().regex(/^\//, 'an absolute path')).max(1024)]).default('auto'),

@@ -19,7 +19,7 @@
  *   of the driver's sysfs (`/sys/module/nvidia`, `/sys/module/nvidia_uvm`, its GPU's PCI device, the
  *   CPU and NUMA topology: CUDA's initialisation fails with error 304 without them) and of the driver
  *   libraries outside the system directories the sandbox binds anyway (`gpuLibraries`: by default
- *   what `ldconfig -p` lists as libcuda* / libnvidia*). A CPU replica gets none of these.
+ *   what `ldconfig -p` lists of the driver: libcuda, libnvidia-*, ...). A CPU replica gets none of these.
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -45,7 +45,7 @@ export interface GpuSettings {
   /** "auto": discovered (see the file comment); else UUIDs ("GPU-…", "MIG-…") or indices ("0"). */
   gpus: 'auto' | readonly string[];
   gpuFallback: GpuFallback;
-  /** "auto": what `ldconfig -p` lists as libcuda* / libnvidia*; else these paths. Bound read-only for GPU replicas. */
+  /** "auto": the driver's libraries `ldconfig -p` lists (`parseLdconfig`); else these paths. Bound read-only for GPU replicas. */
   gpuLibraries: 'auto' | readonly string[];
 }
 
@@ -111,13 +111,14 @@ export function parseNvidiaSmiList(text: string): GpuDevice[] {
 }
 
 /**
- * The NVIDIA driver libraries of `ldconfig -p`'s output, e.g.
- * "\tlibcuda.so.1 (libc6,x86-64) => /usr/local/nvidia/lib64/libcuda.so.1" → that path.
+ * The NVIDIA driver's libraries in `ldconfig -p`'s output (libcuda, libcudadebugger, libnvidia-*,
+ * libnvcuvid; not the CUDA toolkit's libcudart or libcublas, which come with the model's Python
+ * packages), e.g. "\tlibcuda.so.1 (libc6,x86-64) => /usr/local/nvidia/lib64/libcuda.so.1" → that path.
  */
 export function parseLdconfig(text: string): string[] {
   const out = new Set<string>();
   for (const line of text.split('\n')) {
-    const m = /^\s*(libcuda|libnvidia)\S* \([^)]*\) => (\/\S+)\s*$/.exec(line);
+    const m = /^\s*(libcuda\.so|libcudadebugger\.so|libnvidia-|libnvcuvid\.so)\S* \([^)]*\) => (\/\S+)\s*$/.exec(line);
     if (m !== null) out.add(m[2]!);
   }
   return [...out];
