@@ -183,7 +183,9 @@ async function main(): Promise<number> {
     if (!cpuOnly && sandbox.kind === 'bwrap') {
       const placement = pool.place('gpu-check-probe', 'GPU_SMALL');
       const prefixes = await tryRun(PYTHON, ['-c', 'import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, *sys.path]))']);
-      const pythonPaths = (prefixes.ok ? JSON.parse(prefixes.stdout) as string[] : []).filter((p) => p.startsWith('/') && !p.startsWith('/usr/'));
+      // As the runtime binds a python replica's interpreter: its prefixes and sys.path outside the system directories.
+      const system = /^\/(usr|bin|sbin|lib|lib32|lib64|libx32)(\/|$)/;
+      const pythonPaths = (prefixes.ok ? JSON.parse(prefixes.stdout) as string[] : []).filter((p) => p.startsWith('/') && !system.test(p));
       const probe = async (extra: string[]): Promise<unknown> => {
         const { file, args: argv } = sandboxed(sandbox, { readOnly: [...pythonPaths, ...placement.readOnly, ...extra], socketDir: work, modelDir: work, devices: placement.devices }, user, [PYTHON, '-c', CUDA_PROBE]);
         const r = await tryRun(file, argv, { PATH: '/usr/local/bin:/usr/bin:/bin', ...placement.env, ...(process.env.LD_LIBRARY_PATH === undefined ? {} : { LD_LIBRARY_PATH: process.env.LD_LIBRARY_PATH }) });

@@ -129,6 +129,20 @@ describe('GPU discovery and placement (fake driver)', () => {
     assert.ok(!cpuArgv.some((a) => a.includes('nvidia') || a === driverLib), cpuArgv.join(' '));
   });
 
+  test('without the driver\'s /proc list, nvidia-smi -L names the GPUs and every GPU node is passed', async () => {
+    const smi: GpuProbes = {
+      ...probes, procGpusDir: path.join(dir, 'absent'),
+      nvidiaSmiList: () => Promise.resolve(`GPU 0: NVIDIA H100 80GB HBM3 (UUID: ${UUID_A})\nGPU 1: NVIDIA H100 80GB HBM3 (UUID: ${UUID_B})\n`),
+    };
+    const pool = await GpuPool.open({ gpus: 'auto', gpuFallback: 'fail', gpuLibraries: [] }, smi);
+    assert.equal(pool.source, 'nvidia-smi -L');
+    assert.deepEqual(pool.libraries, []);
+    const p = pool.place('s1', 'GPU_SMALL');
+    assert.equal(p.env.CUDA_VISIBLE_DEVICES, UUID_A);
+    assert.deepEqual(p.devices, ['nvidia-caps', 'nvidia-uvm', 'nvidia-uvm-tools', 'nvidia0', 'nvidia1', 'nvidiactl'].map((n) => path.join(probes.devDir, n)), 'its minor is unknown: every GPU node');
+    assert.ok(!p.readOnly.some((r) => r.startsWith('/sys/bus/pci')), 'no PCI bus id known');
+  });
+
   test('no GPU: a GPU replica is refused naming the settings, or runs on the CPU with gpuFallback "cpu"', async () => {
     const none: GpuProbes = { ...probes, procGpusDir: path.join(dir, 'absent') };
     const failing = await GpuPool.open({ gpus: 'auto', gpuFallback: 'fail', gpuLibraries: 'auto' }, none);
