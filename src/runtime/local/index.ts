@@ -21,6 +21,9 @@
  *   a replica that sends anything else is SIGKILLed and reported (`protocol`).
  * - The scrubbed environment (`replicaEnv`) and the RSS watchdog: an over-limit replica is
  *   SIGKILLed and reported (`oom`), never the server.
+ * - GPUs (./gpu.ts): a GPU_* replica sees one GPU (`CUDA_VISIBLE_DEVICES`), and its sandbox only
+ *   that GPU's device node, the NVIDIA control nodes and the driver's sysfs and libraries; a CPU
+ *   replica sees none.
  *
  * Files under `stateDir`:
  *
