@@ -237,7 +237,10 @@ def _torch_predict(pt, pyfunc, base):
     if os.path.isdir(data):
         path = os.path.join(data, "model.pth")
         info = os.path.join(data, "pickle_module_info.txt")
-        name = open(info).read().strip() if os.path.exists(info) else "pickle"
+        name = "pickle"
+        if os.path.exists(info):
+            with open(info) as f:
+                name = f.read().strip()
         if name in ("mlflow.pytorch.pickle_module", "cloudpickle"):
             import cloudpickle as module  # what mlflow.pytorch.pickle_module is
         elif name != "pickle":
