@@ -11,10 +11,13 @@
  *   saying that CUDA does not work and naming the replica's CUDA_VISIBLE_DEVICES (the chosen GPU made
  *   it through the runtime, the replica and into the worker); on GPU_SMALL with no GPU and
  *   `gpuFallback: "cpu"`, served on the CPU with the reason in the replica's log.
- * The server tests need /usr/bin/python3 with torch (Debian's python3-torch) and cloudpickle.
+ * The server tests need /usr/bin/python3 with torch (Debian's python3-torch) and cloudpickle; with
+ * MLflow on FERRY_MLFLOW_PATH (as test/flavor-python.test.ts finds it), a model saved by MLflow's own
+ * mlflow.pytorch.save_model is served by Ferry's own loader too.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -28,6 +31,7 @@ import type { FerryServer } from '../src/server/index.js';
 import { pythonImports, registerVersion, request, ROOT, startTestServer, SYSTEM_PYTHON, tempDir, waitSettled } from './support/index.js';
 
 const run = promisify(execFile);
+const MLFLOW_PATH = path.resolve(ROOT, process.env.FERRY_MLFLOW_PATH ?? '../shared/vendor/mlflow');
 const UUID_A = 'GPU-5d3e0c2a-1111-2222-3333-444444444444';
 const UUID_B = 'GPU-9f00aa17-5555-6666-7777-888888888888';
 const H100_INFO = (uuid: string, minor: number, bus: string): string =>
@@ -173,6 +177,8 @@ const HAVE_TORCH = pythonImports('torch') && pythonImports('cloudpickle');
 describe('PyTorch models through the Python worker, CPU and GPU workload types', { skip: HAVE_TORCH ? false : `${SYSTEM_PYTHON} cannot import torch and cloudpickle (Debian: python3-torch python3-cloudpickle)` }, () => {
   let dir: string;
   let modelDir: string;
+  /** Saved by mlflow.pytorch.save_model itself, when MLflow is there. */
+  let mlflowModelDir: string | undefined;
   const rows = [[0.5, -1, 2, 0.25, 3, -0.75, 1.5, 0], [1, 1, 1, 1, 1, 1, 1, 1], [-2, 0, 0.1, 0.2, -0.3, 4, 0, 9]];
   let expected: number[][];
   let server: FerryServer | undefined;
@@ -183,6 +189,11 @@ describe('PyTorch models through the Python worker, CPU and GPU workload types',
     const script = path.join(ROOT, 'scripts', 'gpu-check-model.py');
     // A Python without MLflow on its path: the worker uses Ferry's own mlflow.pytorch loader.
     await run(SYSTEM_PYTHON, [script, 'save', modelDir, '8', '32', '3'], { env: { PATH: '/usr/bin:/bin' } });
+    if (fs.existsSync(path.join(MLFLOW_PATH, 'mlflow'))) {
+      mlflowModelDir = path.join(dir, 'mlp-mlflow');
+      const { stdout } = await run(SYSTEM_PYTHON, [script, 'save', mlflowModelDir, '8', '32', '3'], { env: { PATH: '/usr/bin:/bin', PYTHONPATH: MLFLOW_PATH } });
+      assert.match(stdout, /"saved_with": "mlflow /);
+    }
     await fsp.writeFile(path.join(dir, 'rows.json'), JSON.stringify(rows));
     expected = JSON.parse((await run(SYSTEM_PYTHON, [script, 'reference', modelDir, path.join(dir, 'rows.json')])).stdout) as number[][];
   });
@@ -226,6 +237,17 @@ describe('PyTorch models through the Python worker, CPU and GPU workload types',
     await assertServesExpected('mlp-cpu');
     const log = await replicaLog('mlp-cpu', cpu.config.served_entities[0].name);
     assert.match(log, /"loader":"ferry pytorch".*"device":"cpu"/);
+    if (mlflowModelDir !== undefined) {
+      // The same weights (seeded), as MLflow's own save_model writes them: served without MLflow.
+      await registerVersion(server.url, 'mlp-mlflow', mlflowModelDir);
+      const r = await request({
+        url: server.url, method: 'POST', path: '/api/2.0/serving-endpoints',
+        json: { name: 'mlp-mlflow', config: { served_entities: [{ entity_name: 'mlp-mlflow', entity_version: '1', scale_to_zero_enabled: false }] } },
+      });
+      assert.equal(r.status, 200, r.text);
+      assert.equal((await waitSettled(server.url, 'mlp-mlflow', 90_000)).state.ready, 'READY');
+      await assertServesExpected('mlp-mlflow');
+    }
 
     const gpu = await serve('mlp-gpu', 'GPU_SMALL');
     assert.equal(gpu.state.ready, 'NOT_READY', JSON.stringify(gpu));
