@@ -14,7 +14,7 @@ bytes (no copy, no JSON per value). Strings and values that are not tensors trav
 Messages (header fields):
   replica -> worker  {"op": "load", "mlmodel": {...}, "input": {...}, "limits": {"memoryLimitBytes": N}}  once, first
                      {"op": "predict", "id": N, "inputs": [...], "params": {...} | null}
-  worker -> replica  {"op": "loaded", "loader": "...", "python": "3.11.2"} or {"op": "failed", "error": "..."}
+  worker -> replica  {"op": "loaded", "loader": "...", "python": "3.11.2", "device": "cpu"} or {"op": "failed", "error": "..."}
                      {"id": N, "outputs": [...]} or {"id": N, "error": "ValueError: ..."}
 
 A tensor entry is {"name", "dtype", "shape", "offset", "bytes"}, or {"name", "dtype": "string",
@@ -22,7 +22,12 @@ A tensor entry is {"name", "dtype", "shape", "offset", "bytes"}, or {"name", "dt
 Requests are answered one at a time, in order. Stdout is redirected to stderr (the replica's log):
 a model that prints must not corrupt the channel, which is fd 3, not stdout.
 
-Standard library + numpy (+ pandas for models with a column signature).
+The device comes in the environment, as MLflow names it: MLFLOW_DEFAULT_PREDICTION_DEVICE is "cuda"
+for GPU workload types (CUDA_VISIBLE_DEVICES then names the replica's one GPU) and "cpu" otherwise.
+A PyTorch model is moved there, and its inputs with it; on "cuda" it fails to load, saying why, when
+CUDA does not work here, rather than running on the CPU unnoticed.
+
+Standard library + numpy (+ pandas for models with a column signature, torch for PyTorch models).
 """
 
 import json
@@ -141,6 +146,9 @@ class Model:
 
 def load(mlmodel, base):
     """(loader description, predict(data, params)). MLflow itself when importable, else Ferry's own."""
+    pyfunc = (mlmodel.get("flavors") or {}).get("python_function") or {}
+    if pyfunc.get("loader_module") == "mlflow.pytorch":
+        _require_device(DEVICE)
     try:
         import mlflow.pyfunc
     except ImportError:
@@ -174,6 +182,8 @@ def _own_loader(mlmodel, base):
             model = unpickler.load(f)
         fn = getattr(model, pyfunc.get("predict_fn") or "predict")
         return "ferry sklearn", lambda data, params: fn(data)
+    if loader == "mlflow.pytorch" and "pytorch" in flavors:
+        return "ferry pytorch", _torch_predict(flavors["pytorch"], pyfunc, base)
     if loader == "mlflow.xgboost" and "xgboost" in flavors:
         import importlib
 
@@ -189,8 +199,82 @@ def _own_loader(mlmodel, base):
     raise RuntimeError(
         f"loading a model saved with {loader or 'no loader_module'} needs mlflow: install "
         f"mlflow=={mlmodel.get('mlflow_version') or '<version>'} in the model's Python environment "
-        "(Ferry's own loaders cover mlflow.sklearn and mlflow.xgboost only)"
+        "(Ferry's own loaders cover mlflow.sklearn, mlflow.xgboost and mlflow.pytorch only)"
     )
+
+
+DEVICE = os.environ.get("MLFLOW_DEFAULT_PREDICTION_DEVICE") or "cpu"
+
+
+def _require_device(device):
+    """On "cuda", CUDA must work in this process (torch.cuda.init raises the driver's reason)."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    try:
+        torch.cuda.init()
+    except Exception as err:  # noqa: BLE001 - reported as the load failure
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+        raise RuntimeError(
+            f"this replica has a GPU workload type, but CUDA does not work in its Python worker "
+            f"(torch {torch.__version__}, CUDA {torch.version.cuda or 'none: a CPU-only build'}, "
+            f"CUDA_VISIBLE_DEVICES={visible!r}): {err}"
+        ) from err
+
+
+def _torch_predict(pt, pyfunc, base):
+    """mlflow.pytorch's pyfunc without MLflow: the pickled module from data/model.pth on DEVICE, run
+    under no_grad on a float32 frame's values or on the tensor as sent; the answer back on the CPU."""
+    import pickle
+
+    import torch
+
+    if pyfunc.get("code"):
+        sys.path.insert(0, os.path.join(base, pyfunc["code"]))
+    data = os.path.join(base, pt.get("model_data") or pyfunc.get("data") or "data")
+    path, module = data, pickle
+    if os.path.isdir(data):
+        path = os.path.join(data, "model.pth")
+        info = os.path.join(data, "pickle_module_info.txt")
+        name = "pickle"
+        if os.path.exists(info):
+            with open(info) as f:
+                name = f.read().strip()
+        if name in ("mlflow.pytorch.pickle_module", "cloudpickle"):
+            import cloudpickle as module  # what mlflow.pytorch.pickle_module is
+        elif name != "pickle":
+            raise RuntimeError(f"this PyTorch model was saved with pickle module {name!r}: install mlflow in the model's Python environment")
+    model = torch.load(path, map_location=DEVICE, pickle_module=module, weights_only=False)
+    model.eval()
+    model.to(DEVICE)
+
+    def predict(data, params):
+        pd = sys.modules.get("pandas")  # imported for models with a column signature
+        frame = pd is not None and isinstance(data, pd.DataFrame)
+        array = data.values.astype(np.float32) if frame else data
+        if not isinstance(array, np.ndarray):
+            raise TypeError("a PyTorch model takes a DataFrame or one tensor")
+        with torch.no_grad():
+            # Request tensors are read-only views of the frame; torch wants a writable array.
+            out = model(torch.from_numpy(array if array.flags.writeable else array.copy()).to(DEVICE))
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"the PyTorch model returned {type(out).__name__}, not one tensor")
+            out = out.cpu().numpy()
+        return pd.DataFrame(out, index=data.index) if frame else out
+
+    return predict
+
+
+def describe_device():
+    """Where the model runs, for the replica's log: "cpu", or "cuda:0 (NVIDIA H100 80GB HBM3)"."""
+    if not DEVICE.startswith("cuda"):
+        return DEVICE
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return "cuda requested; the model made no CUDA context"
+    index = torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 def outputs_of(result, rows):
@@ -281,7 +365,7 @@ def main(fd=CHANNEL_FD):
         traceback.print_exc()
         write_frame(sock, {"op": "failed", "error": f"{type(err).__name__}: {err}"})
         sys.exit(1)
-    write_frame(sock, {"op": "loaded", "loader": model.loader, "python": ".".join(map(str, sys.version_info[:3]))})
+    write_frame(sock, {"op": "loaded", "loader": model.loader, "python": ".".join(map(str, sys.version_info[:3])), "device": describe_device()})
     serve(sock, model)
 
 

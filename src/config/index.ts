@@ -12,6 +12,12 @@ import { FerryError, describeValue, invalidParameter } from '../errors.js';
 import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_JSON_ELEMENTS, DEFAULT_MAX_ROWS_PER_REQUEST } from './defaults.js';
 export { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_JSON_ELEMENTS, DEFAULT_MAX_ROWS_PER_REQUEST } from './defaults.js';
 
+/** What a GPU_* replica does when the server has no GPU for it: fail to start, or run on the CPU. */
+export const GPU_FALLBACKS = ['fail', 'cpu'] as const;
+export type GpuFallback = (typeof GPU_FALLBACKS)[number];
+/** An entry of the `gpus` setting: an index ("0"), a GPU UUID ("GPU-5d3e…") or a MIG UUID ("MIG-…"). */
+export const GPU_ENTRY_PATTERN = /^(\d{1,3}|GPU-[0-9A-Fa-f-]{8,64}|MIG-[0-9A-Za-z/-]{8,80})$/;
+
 const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 const SIZE_UNITS_BYTES: Record<string, number> = {
   B: 1, KB: 1e3, MB: 1e6, GB: 1e9, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3,
@@ -149,6 +155,20 @@ export const serverConfigSchema = z.strictObject({
    * false: they are refused (their deployment FAILED, naming this setting).
    */
   allowUnsandboxedUserCode: z.boolean().default(false),
+  /**
+   * The GPUs local replicas of GPU_* workload types may use, one per replica: "auto" (default) finds
+   * them (/proc/driver/nvidia/gpus, else `nvidia-smi -L`; only those in the server's
+   * CUDA_VISIBLE_DEVICES when it is set), or a list of GPU UUIDs ("GPU-…", "MIG-…") or indices ("0").
+   */
+  gpus: z.union([z.literal('auto'), z.array(z.string().regex(GPU_ENTRY_PATTERN, 'a GPU index ("0"), GPU UUID ("GPU-…") or MIG UUID ("MIG-…")')).max(256)]).default('auto'),
+  /** What a GPU_* replica does when the server has no GPU for it: "fail" (default: it does not start) or "cpu" (it runs on the CPU). */
+  gpuFallback: z.enum(GPU_FALLBACKS).default('fail'),
+  /**
+   * NVIDIA driver libraries bound read-only into a GPU replica's sandbox: "auto" (default) takes
+   * the driver's libraries `ldconfig -p` lists (libcuda, libnvidia-*, ...), or a list of absolute paths. Those under the
+   * system directories the sandbox binds anyway (/usr, /lib*) need no bind and get none.
+   */
+  gpuLibraries: z.union([z.literal('auto'), z.array(z.string().regex(/^\//, 'an absolute path')).max(1024)]).default('auto'),
   /** Inference table rows older than this are deleted (at start and then periodically). */
   inferenceTableRetention: duration.default('30d'),
   /** Inference table rows held in memory awaiting their write; more are dropped and counted. */
@@ -290,6 +310,10 @@ export interface ServerConfig {
   readonly maxProcessesPerSandbox: number;
   readonly sandbox: 'auto' | 'bwrap' | 'none';
   readonly allowUnsandboxedUserCode: boolean;
+  /** See the schema's `gpus`, `gpuFallback` and `gpuLibraries`. */
+  readonly gpus: 'auto' | readonly string[];
+  readonly gpuFallback: GpuFallback;
+  readonly gpuLibraries: 'auto' | readonly string[];
   readonly inferenceTableRetentionMs: number;
   readonly inferenceTableBufferRows: number;
   readonly auditRetentionMs: number;
@@ -364,6 +388,9 @@ export function compileServerConfig(input: unknown): ServerConfig {
     maxProcessesPerSandbox: c.maxProcessesPerSandbox,
     sandbox: c.sandbox,
     allowUnsandboxedUserCode: c.allowUnsandboxedUserCode,
+    gpus: c.gpus,
+    gpuFallback: c.gpuFallback,
+    gpuLibraries: c.gpuLibraries,
     inferenceTableRetentionMs: requireUnit('inferenceTableRetention', c.inferenceTableRetention, parseDurationMs, 'a duration such as "30d" or "12h"'),
     inferenceTableBufferRows: c.inferenceTableBufferSize,
     auditRetentionMs: requireUnit('auditRetention', c.auditRetention, parseDurationMs, 'a duration such as "90d"'),

@@ -14,9 +14,11 @@ export interface LoadOptions {
   intraOpThreads: number;
   /**
    * The replica's memory limit (bytes). A flavor that runs the model in a process of its own bounds
-   * that process by it (the Python worker's address space: RLIMIT_AS), since the runtime's watchdog
-   * measures the replica process itself. Example: 2 GiB → a Python allocation past 2 GiB raises
-   * MemoryError (a MODEL_ERROR), the replica keeps serving.
+   * that process by it (the Python worker's address space: RLIMIT_AS), so that one oversized call
+   * fails alone instead of the runtime's watchdog killing the whole replica (it sums the replica's
+   * process tree). Example: 2 GiB → a Python allocation past 2 GiB raises MemoryError (a
+   * MODEL_ERROR), the replica keeps serving. Not for GPU_* workload types: CUDA reserves far more
+   * address space than it uses, so only the watchdog bounds a GPU worker.
    */
   memoryLimitBytes?: number;
   /** The Python interpreter a python-flavor model runs in (the server's `python` setting); default `python3` on PATH. */

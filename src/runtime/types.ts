@@ -103,6 +103,8 @@ export interface Runtime {
   readonly fetchesArtifacts?: boolean;
   /** The local runtime's process-count limit per sandbox, or why there is none (logged at start). */
   readonly processLimit?: string;
+  /** The local runtime's GPUs for `GPU_*` replicas, found at open, and where from (logged at start). */
+  readonly gpus?: { readonly devices: readonly { id: string; name?: string }[]; readonly source: string };
   /**
    * Starts a replica and resolves once it reports ready. Rejects with a FerryError
    * (MODEL_ERROR) whose message holds the replica's own error (e.g. the model failed to load)

@@ -134,6 +134,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         python: config.python, pythonEnvManager: config.pythonEnvManager, pythonPipArgs: [...config.pythonPipArgs],
         pythonWarmPoolSize: config.pythonWarmPoolSize, maxProcessesPerSandbox: config.maxProcessesPerSandbox,
         ...(config.pythonPreload === undefined ? {} : { pythonPreload: [...config.pythonPreload] }),
+        gpu: { gpus: config.gpus, gpuFallback: config.gpuFallback, gpuLibraries: config.gpuLibraries },
       };
     // Kubernetes: several servers may run side by side; one, elected over a Lease, runs the
     // control plane (its runtime opens, adopting the pods, when it becomes leader). Joined before
@@ -155,6 +156,9 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       const { kind, reason } = runtime.sandbox;
       const userCode = kind === 'bwrap' ? 'sandboxed' : config.allowUnsandboxedUserCode ? 'allowed unsandboxed (allowUnsandboxedUserCode)' : 'refused (allowUnsandboxedUserCode is false)';
       log(kind === 'none' ? 'warn' : 'info', 'replica sandbox', { sandbox: kind, reason, userCodeModels: userCode, processLimit: runtime.processLimit });
+    }
+    if (runtime.gpus !== undefined) {
+      log('info', 'replica GPUs', { gpus: runtime.gpus.devices.map((d) => (d.name === undefined ? d.id : `${d.id} (${d.name})`)), source: runtime.gpus.source, gpuFallback: config.gpuFallback });
     }
     stopStarted = async () => {
       await runtime.close();

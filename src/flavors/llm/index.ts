@@ -393,7 +393,7 @@ async function loadLlm(dir: string, opts: LoadOptions): Promise<LlmModel> {
     if (gpu) {
       throw new FerryError(
         'INVALID_PARAMETER_VALUE',
-        `workload_type ${opts.workloadType} needs llama.cpp's CUDA backend, which cannot run here (the @node-llama-cpp/linux-x64-cuda prebuilt needs an NVIDIA GPU with its driver and CUDA 12 libraries). ` +
+        `workload_type ${opts.workloadType} needs llama.cpp's CUDA backend, which cannot run here (the @node-llama-cpp/linux-x64-cuda prebuilt needs an NVIDIA GPU with its driver and the CUDA 13 libraries libcudart.so.13 and libcublas.so.13; docs/gpu.md). ` +
           `Serve the model with workload_type CPU, or run the server on a machine with a GPU. node-llama-cpp said: ${(err as Error).message}`,
         { cause: err },
       );

@@ -37,18 +37,30 @@ const CLOSE_GRACE_MS = 5000;
 /** How much of the worker's stderr a failed load's message may quote from (its last line). */
 const STDERR_TAIL_CHARS = 4096;
 
+/** What the worker takes from the replica's own environment: which GPU it has and where CUDA's libraries are. */
+const GPU_ENV_KEYS = ['CUDA_VISIBLE_DEVICES', 'CUDA_DEVICE_ORDER', 'LD_LIBRARY_PATH'] as const;
+
 /**
  * The worker's environment: nothing from the server's, BLAS pools of one thread (one replica per
  * core; see `LoadOptions.intraOpThreads`), no bytecode files written into the model directory, no
- * user site-packages (the environment is the interpreter's).
+ * user site-packages (the environment is the interpreter's). The device: MLflow's own
+ * `MLFLOW_DEFAULT_PREDICTION_DEVICE`, "cuda" for GPU_* workload types and "cpu" otherwise (mlflow.pytorch
+ * and Ferry's own PyTorch loader move the model and its inputs there; a custom pyfunc reads it), with
+ * the GPU the runtime chose for the replica (`CUDA_VISIBLE_DEVICES`, from the replica's environment).
  */
-function workerEnv(threads: number): Record<string, string> {
+function workerEnv(threads: number, workloadType: LoadOptions['workloadType'], from: NodeJS.ProcessEnv): Record<string, string> {
   const n = String(Math.max(1, threads));
-  return {
+  const env: Record<string, string> = {
     PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8', HOME: '/nonexistent',
     PYTHONDONTWRITEBYTECODE: '1', PYTHONNOUSERSITE: '1', PYTHONUNBUFFERED: '1',
     OMP_NUM_THREADS: n, OPENBLAS_NUM_THREADS: n, MKL_NUM_THREADS: n,
+    MLFLOW_DEFAULT_PREDICTION_DEVICE: workloadType === 'CPU' ? 'cpu' : 'cuda',
   };
+  for (const key of GPU_ENV_KEYS) {
+    const value = from[key];
+    if (value !== undefined) env[key] = value;
+  }
+  return env;
 }
 
 interface Pending {
@@ -163,7 +175,7 @@ function spawnWorker(dir: string, opts: LoadOptions): WorkerProcess {
   const python = opts.pythonExecutable ?? 'python3';
   const child = spawn(python, ['-I', '-B', WORKER_SCRIPT], {
     cwd: dir,
-    env: workerEnv(opts.intraOpThreads),
+    env: workerEnv(opts.intraOpThreads, opts.workloadType, process.env),
     // fd 3 is a socketpair: the link. The worker's stdout is the replica's log; its stderr too,
     // through `tail`, which keeps the last lines for a failed load's message.
     stdio: ['ignore', 'inherit', 'pipe', 'pipe'],
@@ -251,7 +263,10 @@ async function startWorker(dir: string, info: PythonModelInfo, mlmodel: unknown,
     channel.once('error', (err) => {
       if (err.message.startsWith('could not start')) fail(err.message);
     });
-    const limits = opts.memoryLimitBytes === undefined ? {} : { memoryLimitBytes: opts.memoryLimitBytes };
+    // A CUDA process reserves far more address space than it uses (tens of GiB for the GPU's
+    // unified memory), so a GPU worker gets no address-space limit: the runtime's watchdog bounds
+    // its resident memory as part of the replica's process tree.
+    const limits = opts.memoryLimitBytes === undefined || opts.workloadType !== 'CPU' ? {} : { memoryLimitBytes: opts.memoryLimitBytes };
     for (const b of encodeFrame({ op: 'load', mlmodel, input: info.input, limits })) channel.write(b);
   }).finally(() => {
     channel.removeAllListeners('data');
@@ -268,7 +283,7 @@ async function startWorker(dir: string, info: PythonModelInfo, mlmodel: unknown,
   const outputName = info.signature.outputs.length === 1 ? info.signature.outputs[0]!.name : 'predictions';
   process.stderr.write(JSON.stringify({
     ts: new Date().toISOString(), level: 'info', msg: 'python worker loaded the model',
-    loader: loaded.header.loader, python: loaded.header.python, pid: worker.pid, forked: opts.pythonLinkFd !== undefined,
+    loader: loaded.header.loader, python: loaded.header.python, device: loaded.header.device, pid: worker.pid, forked: opts.pythonLinkFd !== undefined,
   }) + '\n');
   return new PythonModel(info.signature, worker, reader, outputName);
 }

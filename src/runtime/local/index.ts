@@ -21,6 +21,9 @@
  *   a replica that sends anything else is SIGKILLed and reported (`protocol`).
  * - The scrubbed environment (`replicaEnv`) and the RSS watchdog: an over-limit replica is
  *   SIGKILLed and reported (`oom`), never the server.
+ * - GPUs (./gpu.ts): a GPU_* replica sees one GPU (`CUDA_VISIBLE_DEVICES`), and its sandbox only
+ *   that GPU's device node, the NVIDIA control nodes and the driver's sysfs and libraries; a CPU
+ *   replica sees none.
  *
  * Files under `stateDir`:
  *
@@ -89,6 +92,7 @@ import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../types.
 import { ReplicaProtocolError } from '../errors.js';
 import { ReplicaLink, type LinkState } from './control.js';
 import { chooseSandbox, sandboxed, type Sandbox, type SandboxMounts, type SandboxSetting } from './sandbox.js';
+import { GpuPool, type GpuPlacement, type GpuSettings } from './gpu.js';
 import { PythonEnvironments } from './python-env.js';
 import { PidsLimit } from './pids-limit.js';
 import { DEFAULT_PRELOAD, holdLinkEnd, PYTHON_LINK_FD, PythonPool } from './python-pool.js';
@@ -162,6 +166,11 @@ export interface LocalRuntimeOptions {
    * is killed. Needs a writable pids cgroup (`processLimit` says whether there is one).
    */
   maxProcessesPerSandbox?: number;
+  /**
+   * GPUs for `GPU_*` replicas (./gpu.ts; the server's `gpus`, `gpuFallback`, `gpuLibraries`):
+   * default discovered, a GPU replica refused when there is none, driver libraries from ldconfig.
+   */
+  gpu?: Partial<GpuSettings>;
 }
 
 /** dist/src/runtime/local/index.js → repository root is four levels up. */
@@ -282,7 +291,7 @@ export class LocalRuntime implements Runtime {
   private readonly staging = new Set<string>();
 
   private constructor(
-    private readonly opts: Required<Omit<LocalRuntimeOptions, 'replicaUser' | 'sandbox' | 'pythonWarmPoolSize' | 'pythonPreload' | 'maxProcessesPerSandbox'>>,
+    private readonly opts: Required<Omit<LocalRuntimeOptions, 'replicaUser' | 'sandbox' | 'pythonWarmPoolSize' | 'pythonPreload' | 'maxProcessesPerSandbox' | 'gpu'>>,
     private readonly dirs: { sockets: string; logs: string; pids: string; pool: string; models: string },
     /** The ids replicas run as (see `replicaUser`); undefined: they keep the server's. */
     private readonly user: UserIds | undefined,
@@ -291,6 +300,8 @@ export class LocalRuntime implements Runtime {
     /** The process-count limit per sandbox, or why there is none (logged by the server). */
     private readonly pids: PidsLimit | { unavailable: string },
     python: { warmPoolSize: number; preload: readonly string[] },
+    /** The host's GPUs, found at `open`, and which replica has which. */
+    readonly gpus: GpuPool,
   ) {
     // Fork servers run user code's workers: only where such code may run at all.
     this.pythonPool = python.warmPoolSize > 0 && (sandbox.kind === 'bwrap' || opts.allowUnsandboxedUserCode)
@@ -330,6 +341,7 @@ export class LocalRuntime implements Runtime {
     // Only root can change its uid; any other server's replicas keep its uid.
     const user = opts.replicaUser !== undefined && process.getuid?.() === 0 ? await resolveUser('replicaUser', opts.replicaUser) : undefined;
     const sandbox = await chooseSandbox(opts.sandbox ?? 'auto', user);
+    const gpus = await GpuPool.open({ gpus: 'auto', gpuFallback: 'fail', gpuLibraries: 'auto', ...opts.gpu });
     for (const dir of [dirs.sockets, dirs.models]) {
       await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
       // mkdir's mode does not apply to a directory that already exists (or is masked by umask).
@@ -346,7 +358,7 @@ export class LocalRuntime implements Runtime {
       ...(await fsp.readdir(dirs.models)).map((n) => fsp.rm(path.join(dirs.models, n), { recursive: true, force: true })),
       ...(await fsp.readdir(dirs.sockets)).map((n) => fsp.rm(path.join(dirs.sockets, n), { recursive: true, force: true })),
     ]);
-    const { replicaUser: _, sandbox: __, pythonWarmPoolSize, pythonPreload, maxProcessesPerSandbox, ...rest } = opts;
+    const { replicaUser: _, sandbox: __, gpu: ___, pythonWarmPoolSize, pythonPreload, maxProcessesPerSandbox, ...rest } = opts;
     const pythonPool = { warmPoolSize: pythonWarmPoolSize ?? 1, preload: pythonPreload ?? DEFAULT_PRELOAD };
     if (!Number.isInteger(pythonPool.warmPoolSize) || pythonPool.warmPoolSize < 0) throw invalidParameter('pythonWarmPoolSize', pythonWarmPoolSize, 'an integer ≥ 0');
     const maxProcesses = maxProcessesPerSandbox ?? DEFAULT_MAX_PROCESSES_PER_SANDBOX;
@@ -356,7 +368,7 @@ export class LocalRuntime implements Runtime {
       memoryPollMs: 1000, warmPoolMemoryLimitBytes: DEFAULT_WARM_POOL_MEMORY_LIMIT_BYTES, logLevel: 'info', allowUnsandboxedUserCode: false,
       pythonEnvManager: 'local', pythonPipArgs: [], ...rest, warmPoolSize, stateDir,
       python: findOnPath(opts.python ?? 'python3', process.env.PATH),
-    }, dirs, user, sandbox, pids, pythonPool);
+    }, dirs, user, sandbox, pids, pythonPool, gpus);
     rt.fillPool();
     if (rt.opts.pythonEnvManager === 'local') rt.pythonPool?.warm(rt.opts.python);
     return rt;
@@ -376,8 +388,9 @@ export class LocalRuntime implements Runtime {
     }
     const logDir = path.join(this.dirs.logs, spec.endpoint, spec.servedEntity);
     await fsp.mkdir(logDir, { recursive: true });
-    // A python replica whose worker a fork server forks: its environment is built first.
-    const forked = this.pythonPool !== undefined && FLAVOR_CAPABILITIES[spec.flavor].pythonEnvironment && spec.family === undefined;
+    // A python replica whose worker a fork server forks: its environment is built first. GPU
+    // replicas start their own worker (its device and CUDA environment are the replica's).
+    const forked = this.pythonPool !== undefined && FLAVOR_CAPABILITIES[spec.flavor].pythonEnvironment && spec.family === undefined && spec.workloadType === 'CPU';
     const forkPython = forked ? await this.pythonOf(spec.artifactDir) : undefined;
 
     // From these checks until the replica is in the table (or, while a spawned one's model is
@@ -387,12 +400,15 @@ export class LocalRuntime implements Runtime {
     if (this.replicas.has(spec.id) || this.staging.has(spec.id)) throw new FerryError('RESOURCE_ALREADY_EXISTS', `Replica '${spec.id}' is already running.`);
     const logFile = path.join(logDir, `${spec.id}.log`);
     const pidFile = path.join(this.dirs.pids, `${spec.id}.json`);
+    // A GPU replica takes its GPU here, before anything awaits, and gives it back when its process
+    // is gone; pool processes serve CPU replicas only (see `claimPoolProcess`).
+    const placement = this.gpus.place(spec.id, spec.workloadType);
     const pooled = this.claimPoolProcess(spec, logFile, forked);
     // A pool process was allowed its socket and model directory when it started (see `replicaNodeFlags`).
     const socketPath = pooled?.socketPath ?? this.socketPathOf(spec.id);
     const modelDir = pooled?.modelDir ?? path.join(this.dirs.models, `${spec.id}-${randomBytes(4).toString('hex')}`);
     // In the sandbox the process is the replica user from its start; without, it drops after loading.
-    const options = replicaOptionsOf(spec, {
+    const options = replicaOptionsOf({ ...spec, workloadType: placement.workloadType }, {
       socketPath, modelDir, drainTimeoutMs: this.opts.drainTimeoutMs, user: this.sandboxUser === undefined ? this.user : undefined, logLevel: this.opts.logLevel,
       pythonExecutable: this.opts.python, ...(forked ? { pythonLinkFd: PYTHON_LINK_FD } : {}),
     });
@@ -415,13 +431,15 @@ export class LocalRuntime implements Runtime {
           pythonPaths = await this.pythonEnvironment(python);
         }
         if (this.closed) throw new FerryError('TEMPORARILY_UNAVAILABLE', 'The runtime is shutting down.');
+        if (placement.fallback !== undefined) await appendLog(logFile, 'replica runs on the CPU', { reason: placement.fallback }, 'warn');
+        child = this.spawnReplica(spec, { ...options, loadOptions: { ...options.loadOptions, pythonExecutable: python } }, logFile, pythonPaths, forked, placement);
       } catch (err) {
+        this.gpus.release(spec.id);
         await fsp.rm(modelDir, { recursive: true, force: true });
         throw err;
       } finally {
         this.staging.delete(spec.id);
       }
-      child = this.spawnReplica(spec, { ...options, loadOptions: { ...options.loadOptions, pythonExecutable: python } }, logFile, pythonPaths, forked);
       // Errors after a successful spawn (a failed kill of an exited process) need no handling.
       child.on('error', () => undefined);
       link = this.linkTo(child, { pool: false, family: spec.family !== undefined }, () => logFile);
@@ -437,6 +455,7 @@ export class LocalRuntime implements Runtime {
       handle: { id: spec.id, spec, address: { kind: 'unix', socketPath }, pid: child.pid, fromPool: pooled !== undefined },
       child, link, logFile, pidFile, ready: false, stopRequested: false, oomRssBytes: undefined, cgroup: this.attachPids(child, spec.id),
       gone: exited.then(async (e) => {
+        this.gpus.release(spec.id);
         if (r.cgroup !== undefined && this.pids instanceof PidsLimit) this.pids.remove(r.cgroup);
         await Promise.all([
           fsp.rm(pidFile, { force: true }), fsp.rm(path.dirname(socketPath), { recursive: true, force: true }), fsp.rm(modelDir, { recursive: true, force: true }),
@@ -692,11 +711,11 @@ export class LocalRuntime implements Runtime {
     if (user !== undefined) fs.chownSync(dir, user.uid, user.gid);
   }
 
-  private spawnReplica(spec: ReplicaSpec, options: ReplicaOptions, logFile: string, extraReads: readonly string[], pythonLink: boolean): ChildProcess {
+  private spawnReplica(spec: ReplicaSpec, options: ReplicaOptions, logFile: string, extraReads: readonly string[], pythonLink: boolean, placement: GpuPlacement): ChildProcess {
     const flags = [...replicaNodeFlags({ modelDir: options.dir, socketPath: options.socketPath }, spec.flavor), `--max-old-space-size=${heapMiBOf(spec.memoryLimitBytes)}`];
     return this.spawnNode(
       [...flags, FERRY_BIN, 'replica', ...toArgv({ control: true, options })],
-      { modelDir: options.dir, socketPath: options.socketPath, gpu: spec.workloadType !== 'CPU', extraReads, pythonLink }, logFile,
+      { modelDir: options.dir, socketPath: options.socketPath, placement, extraReads, pythonLink }, logFile,
     );
   }
 
@@ -709,19 +728,19 @@ export class LocalRuntime implements Runtime {
    * replica drains and exits (an idle pool process just exits).
    */
   private spawnNode(
-    args: string[], where: { modelDir: string; socketPath: string; gpu: boolean; extraReads?: readonly string[]; pythonLink: boolean }, logFile: string,
+    args: string[], where: { modelDir: string; socketPath: string; placement: GpuPlacement; extraReads?: readonly string[]; pythonLink: boolean }, logFile: string,
   ): ChildProcess {
     const mounts: SandboxMounts = {
-      readOnly: [process.execPath, ...FERRY_CODE_PATHS, ...libraryPaths(), ...(where.extraReads ?? [])],
+      readOnly: [process.execPath, ...FERRY_CODE_PATHS, ...libraryPaths(), ...(where.extraReads ?? []), ...where.placement.readOnly],
       modelDir: where.modelDir,
       socketDir: path.dirname(where.socketPath),
-      devices: where.gpu ? gpuDevices() : [],
+      devices: where.placement.devices,
     };
     const { file, args: argv } = sandboxed(this.sandbox, mounts, this.sandboxUser, [process.execPath, ...args]);
     const fd = fs.openSync(logFile, 'a', 0o600);
     try {
       // fd 4, when asked for: the link to a Python worker a fork server forks (./python-pool.ts).
-      const child = spawn(file, argv, { cwd: where.modelDir, env: replicaEnv(process.env), stdio: ['ignore', fd, fd, 'pipe', ...(where.pythonLink ? ['pipe' as const] : [])] });
+      const child = spawn(file, argv, { cwd: where.modelDir, env: { ...replicaEnv(process.env), ...where.placement.env }, stdio: ['ignore', fd, fd, 'pipe', ...(where.pythonLink ? ['pipe' as const] : [])] });
       if (where.pythonLink) holdLinkEnd(child.stdio[PYTHON_LINK_FD] as Socket);
       return child;
     } finally {
@@ -749,9 +768,9 @@ export class LocalRuntime implements Runtime {
    */
   private claimPoolProcess(spec: ReplicaSpec, logFile: string, forked: boolean): PoolProcess | undefined {
     // Pool processes start with the flags of tensor flavors: an llm replica needs more, a js replica
-    // fewer (no native addons; see `replicaNodeFlags`); in a sandbox they see no GPU. A python
+    // fewer (no native addons; see `replicaNodeFlags`); they see no GPU (a CPU placement). A python
     // replica whose worker is forked for it starts no process and reads no Python: it fits.
-    if (!(FLAVOR_CAPABILITIES[spec.flavor].warmPool || forked) || (this.sandbox.kind === 'bwrap' && spec.workloadType !== 'CPU') || heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
+    if (!(FLAVOR_CAPABILITIES[spec.flavor].warmPool || forked) || spec.workloadType !== 'CPU' || heapMiBOf(spec.memoryLimitBytes) !== this.poolHeapMiB || fs.existsSync(logFile)) return undefined;
     for (const p of this.pool) {
       if (!p.warm || p.link.violation !== undefined || p.child.exitCode !== null || p.child.signalCode !== null) continue;
       try {
@@ -811,7 +830,7 @@ export class LocalRuntime implements Runtime {
     let child: ChildProcess;
     try {
       this.makeSocketDir(socketPath);
-      child = this.spawnNode([...flags, FERRY_BIN, 'replica', ...toArgv({ control: true, pool: token })], { modelDir, socketPath, gpu: false, pythonLink: this.pythonPool !== undefined }, logFile);
+      child = this.spawnNode([...flags, FERRY_BIN, 'replica', ...toArgv({ control: true, pool: token })], { modelDir, socketPath, placement: this.gpus.place(token, 'CPU'), pythonLink: this.pythonPool !== undefined }, logFile);
     } catch (err) {
       fs.rmSync(modelDir, { recursive: true, force: true });
       fs.rmSync(path.dirname(socketPath), { recursive: true, force: true });
@@ -897,11 +916,13 @@ export class LocalRuntime implements Runtime {
     if (this.watching) return;
     this.watching = true;
     try {
-      // In the sandbox the child is bwrap: the replica is a descendant, so its whole tree counts.
-      const tree = this.sandbox.kind === 'bwrap' ? await processTree() : undefined;
+      // The whole process tree counts: in the sandbox the child is bwrap and the replica a
+      // descendant; a python replica's worker is its child (a GPU worker has no address-space
+      // limit of its own: CUDA reserves far more address space than it uses).
+      const tree = await processTree();
       await Promise.all([...this.replicas.values()].map(async (r) => {
         const pid = r.child.pid;
-        const rssBytes = pid === undefined ? undefined : await residentBytes(tree === undefined ? [pid] : descendants(pid, tree));
+        const rssBytes = pid === undefined ? undefined : await residentBytes(descendants(pid, tree));
         if (rssBytes === undefined || rssBytes <= r.handle.spec.memoryLimitBytes || r.oomRssBytes !== undefined) return;
         r.oomRssBytes = rssBytes;
         await appendLog(r.logFile, 'replica killed: over its memory limit', { rssBytes, memoryLimitBytes: r.handle.spec.memoryLimitBytes });
@@ -1134,8 +1155,8 @@ async function lastLines(file: string): Promise<string> {
 }
 
 /** The runtime's own notes in a replica's log, in the replica's JSON-lines format. */
-async function appendLog(file: string, msg: string, fields: Record<string, unknown>): Promise<void> {
-  const line = JSON.stringify({ ts: new Date().toISOString(), level: 'error', msg, source: 'runtime', ...fields });
+async function appendLog(file: string, msg: string, fields: Record<string, unknown>, level: 'warn' | 'error' = 'error'): Promise<void> {
+  const line = JSON.stringify({ ts: new Date().toISOString(), level, msg, source: 'runtime', ...fields });
   await fsp.appendFile(file, line + '\n').catch(() => undefined);
 }
 
@@ -1198,13 +1219,4 @@ async function killOrphans(dir: string, socketsDir: string): Promise<void> {
 /** The directories of LD_LIBRARY_PATH (where the CUDA libraries are found for GPU workloads), bound read-only in the sandbox. */
 function libraryPaths(): string[] {
   return (process.env.LD_LIBRARY_PATH ?? '').split(':').filter((p) => p.startsWith('/'));
-}
-
-/** The GPU's device nodes (`/dev/nvidia*`), passed into the sandbox of a GPU workload. */
-function gpuDevices(): string[] {
-  try {
-    return fs.readdirSync('/dev').filter((n) => n.startsWith('nvidia')).map((n) => path.join('/dev', n));
-  } catch {
-    return [];
-  }
 }

@@ -12,11 +12,12 @@ import { FerryError } from '../../errors.js';
  * Environment variables a replica inherits from the server; everything else (FERRY_ADMIN_TOKEN,
  * cloud credentials, database URLs) stays behind, because a replica runs a user's model and must
  * not be able to read the server's secrets. PATH/HOME/locale/TZ/NODE_OPTIONS keep Node behaving as
- * the operator configured it; TMPDIR is where onnxruntime may spill; LD_LIBRARY_PATH and
- * CUDA_VISIBLE_DEVICES are how the CUDA libraries and the GPU are found for GPU workloads.
+ * the operator configured it; TMPDIR is where onnxruntime may spill; LD_LIBRARY_PATH is how the
+ * CUDA libraries are found for GPU workloads. CUDA_VISIBLE_DEVICES is not inherited: the runtime
+ * sets it per replica (./gpu.ts: the replica's one GPU, or none).
  */
 export const REPLICA_ENV_KEYS = [
-  'PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'NODE_OPTIONS', 'TMPDIR', 'LD_LIBRARY_PATH', 'CUDA_VISIBLE_DEVICES',
+  'PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'NODE_OPTIONS', 'TMPDIR', 'LD_LIBRARY_PATH',
 ] as const;
 
 /** The scrubbed environment for a replica: only `REPLICA_ENV_KEYS` that are set. */
