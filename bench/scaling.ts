@@ -22,6 +22,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { AutoscalingStatus } from '../src/api/index.js';
 import { mlpFixture, writeMlp } from '../src/fixtures/index.js';
 import { closeEnough, prepareModels, requestsFor, type BenchModel, type ModelKey } from './models.js';
 import { cpuSnapshot, processTree, sleep, stopServer, type ServerProcess, type TreeLabels } from './procs.js';
@@ -135,22 +136,10 @@ export interface ScalingReport {
   totalS: number;
 }
 
-/** The entity's `autoscaling` view (docs/api.md), the fields the bench reads. */
-interface EntityScaling {
-  min_replicas: number;
-  max_replicas: number;
-  desired_replicas: number;
-  ready_replicas: number;
-  starting_replicas: number;
-  in_flight_requests: number;
-  queued_requests: number;
-  cold_starts_ms: number[];
-  last_decisions: unknown[];
-}
 
-async function entityScaling(base: string, token: string, endpoint: string): Promise<EntityScaling | undefined> {
+async function entityScaling(base: string, token: string, endpoint: string): Promise<AutoscalingStatus | undefined> {
   const ep = await ferryApi(base, token, 'GET', `/api/2.0/serving-endpoints/${endpoint}`);
-  return ep?.config?.served_entities?.[0]?.autoscaling as EntityScaling | undefined;
+  return ep?.config?.served_entities?.[0]?.autoscaling as AutoscalingStatus | undefined;
 }
 
 function requireLoopback(url: string): void {
@@ -387,7 +376,7 @@ async function loadStep(s: ScalingSettings, token: string, tmp: string, proc: Se
   // At rest: 1 replica, nothing starting, and the server idle (the pool refilled).
   const meter = new QuietMeter(() => [proc.pid]);
   const restDeadline = performance.now() + 20_000;
-  let first: EntityScaling | undefined;
+  let first: AutoscalingStatus | undefined;
   for (;;) {
     const quiet = meter.sample();
     first = await entityScaling(base, token, name);

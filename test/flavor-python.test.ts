@@ -13,7 +13,6 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -21,12 +20,10 @@ import { after, before, describe, test } from 'node:test';
 import { PidsLimit } from '../src/runtime/local/pids-limit.js';
 import type { FerryServer } from '../src/server/index.js';
 import {
-  ferryChildren, Processes, registerVersion, replicaPids, request, ROOT, startTestServer, tempDir, waitFor, waitSettled, type HttpResult,
+  ferryChildren, mlflowVenv, Processes, registerVersion, replicaPids, request, ROOT, startTestServer, SYSTEM_PYTHON, tempDir, waitFor, waitSettled, type HttpResult,
 } from './support/index.js';
 
 const run = promisify(execFile);
-const SYSTEM_PYTHON = '/usr/bin/python3';
-const MLFLOW_PATH = path.resolve(ROOT, process.env.FERRY_MLFLOW_PATH ?? '../shared/vendor/mlflow');
 const MODELS_SCRIPT = path.join(ROOT, 'test', 'support', 'mlflow_models.py');
 /** The model directories `mlflow_models.py save` writes. */
 type Kind = 'sk_col' | 'sk_tensor' | 'xgb' | 'custom' | 'raising' | 'named' | 'probe';
@@ -93,13 +90,7 @@ before(async () => {
   dir = await tempDir();
   dataDir = path.join(dir, 'data');
   models = path.join(dir, 'models');
-  assert.ok(fs.existsSync(path.join(MLFLOW_PATH, 'mlflow', '__init__.py')), `MLflow not found at ${MLFLOW_PATH} (set FERRY_MLFLOW_PATH)`);
-  // The replica user (nobody, when the tests run as root) must reach the interpreter.
-  await fsp.chmod(dir, 0o755);
-  await run(SYSTEM_PYTHON, ['-m', 'venv', '--system-site-packages', '--without-pip', path.join(dir, 'venv')]);
-  venvPython = path.join(dir, 'venv', 'bin', 'python');
-  const { stdout: site } = await run(venvPython, ['-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])']);
-  await fsp.writeFile(path.join(site.trim(), 'vendored-mlflow.pth'), MLFLOW_PATH + '\n');
+  venvPython = await mlflowVenv(dir);
   await run(venvPython, [MODELS_SCRIPT, 'save', models], { maxBuffer: 16 << 20 });
   // A low process limit: the fork bomb test stops at it quickly.
   server = await startTestServer(dataDir, { python: venvPython, warmPoolSize: 0, maxProcessesPerSandbox: 128 });

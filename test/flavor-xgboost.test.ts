@@ -15,12 +15,11 @@ import { promisify } from 'node:util';
 import { familyFixture, FAMILY_FEATURES } from '../src/fixtures/index.js';
 import { float32Tensor } from '../src/fixtures/fixture.js';
 import type { FerryServer } from '../src/server/index.js';
-import { ADMIN_TOKEN, FERRY_BIN, pythonImports, replicaNodePid, replicaPids, request, ROOT, startTestServer, SYSTEM_PYTHON, tempDir, waitSettled } from './support/index.js';
+import { ADMIN_TOKEN, FERRY_BIN, MLFLOW_PATH, pythonImports, replicaNodePid, replicaPids, request, startTestServer, SYSTEM_PYTHON, tempDir, waitSettled } from './support/index.js';
 
 const python = SYSTEM_PYTHON;
 const haveXgboost = pythonImports('xgboost');
 /** The vendored MLflow (2.12), for directories saved by the real `mlflow.xgboost.save_model`. */
-const MLFLOW_PATH = path.resolve(ROOT, process.env.FERRY_MLFLOW_PATH ?? '../shared/vendor/mlflow');
 
 /**
  * Saves the regressor (reg.ubj) with mlflow.xgboost as a Booster (MLflow 2.12 writes model.xgb,

@@ -28,10 +28,9 @@ import {
 } from '../src/runtime/local/gpu.js';
 import { sandboxed } from '../src/runtime/local/sandbox.js';
 import type { FerryServer } from '../src/server/index.js';
-import { pythonImports, registerVersion, request, ROOT, startTestServer, SYSTEM_PYTHON, tempDir, waitSettled } from './support/index.js';
+import { MLFLOW_PATH, pythonImports, registerVersion, request, ROOT, startTestServer, SYSTEM_PYTHON, tempDir, waitSettled } from './support/index.js';
 
 const run = promisify(execFile);
-const MLFLOW_PATH = path.resolve(ROOT, process.env.FERRY_MLFLOW_PATH ?? '../shared/vendor/mlflow');
 const UUID_A = 'GPU-5d3e0c2a-1111-2222-3333-444444444444';
 const UUID_B = 'GPU-9f00aa17-5555-6666-7777-888888888888';
 const H100_INFO = (uuid: string, minor: number, bus: string): string =>

@@ -14,16 +14,14 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import type { FerryServer } from '../src/server/index.js';
-import { ADMIN_TOKEN, FERRY_BIN, ferryChildren, request, ROOT, startTestServer, SYSTEM_PYTHON, tempDir, waitFor, waitSettled, type HttpResult } from './support/index.js';
+import { ADMIN_TOKEN, FERRY_BIN, ferryChildren, mlflowVenv, request, ROOT, startTestServer, tempDir, waitFor, waitSettled, type HttpResult } from './support/index.js';
 
 const run = promisify(execFile);
-const MLFLOW_PATH = path.resolve(ROOT, process.env.FERRY_MLFLOW_PATH ?? '../shared/vendor/mlflow');
 const FLOW_SCRIPT = path.join(ROOT, 'test', 'support', 'mlflow_client_flow.py');
 const MODEL = 'churn';
 const ROWS = [[1, 0.5], [2.5, -1], [0, 0], [7, 3]];
@@ -59,13 +57,7 @@ function value(step: string): any {
 before(async () => {
   dir = await tempDir();
   dataDir = path.join(dir, 'data');
-  assert.ok(fs.existsSync(path.join(MLFLOW_PATH, 'mlflow', '__init__.py')), `MLflow not found at ${MLFLOW_PATH} (set FERRY_MLFLOW_PATH)`);
-  // The replica user (nobody, when the tests run as root) must reach the interpreter.
-  await fsp.chmod(dir, 0o755);
-  await run(SYSTEM_PYTHON, ['-m', 'venv', '--system-site-packages', '--without-pip', path.join(dir, 'venv')]);
-  venvPython = path.join(dir, 'venv', 'bin', 'python');
-  const { stdout: site } = await run(venvPython, ['-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])']);
-  await fsp.writeFile(path.join(site.trim(), 'vendored-mlflow.pth'), MLFLOW_PATH + '\n');
+  venvPython = await mlflowVenv(dir);
   server = await startTestServer(dataDir, { python: venvPython, warmPoolSize: 0 });
   alice = await principalWithToken('alice');
   bob = await principalWithToken('bob');

@@ -20,11 +20,9 @@ import { after, before, describe, test } from 'node:test';
 import type { ReplicaSpec } from '../src/runtime/index.js';
 import { LocalRuntime } from '../src/runtime/local/index.js';
 import { descendants, processTree, proportionalBytes } from '../src/runtime/local/proc.js';
-import { request, ROOT, tempDir, waitFor } from './support/index.js';
+import { MLFLOW_PATH, request, SYSTEM_PYTHON, tempDir, waitFor } from './support/index.js';
 
 const run = promisify(execFile);
-const SYSTEM_PYTHON = '/usr/bin/python3';
-const MLFLOW_PATH = path.resolve(ROOT, process.env.FERRY_MLFLOW_PATH ?? '../shared/vendor/mlflow');
 const MIB = 1024 * 1024;
 const skip = process.getuid?.() !== 0 ? 'needs root (the sandbox runs replicas as nobody)' : undefined;
 

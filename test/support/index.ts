@@ -260,3 +260,21 @@ export function pythonImports(module: string): boolean {
     return false;
   }
 }
+
+/** The vendored MLflow 2.12 package for tests: FERRY_MLFLOW_PATH, default `../shared/vendor/mlflow` next to the repository. */
+export const MLFLOW_PATH = path.resolve(ROOT, process.env.FERRY_MLFLOW_PATH ?? '../shared/vendor/mlflow');
+
+/**
+ * A virtualenv in `dir/venv` over `SYSTEM_PYTHON`'s packages that also imports the vendored MLflow
+ * (a `.pth` file), as a user's environment with MLflow installed would; returns its interpreter.
+ * `dir` is made 0755 so the replica user (nobody, when the tests run as root) reaches it.
+ */
+export async function mlflowVenv(dir: string): Promise<string> {
+  assert.ok(fs.existsSync(path.join(MLFLOW_PATH, 'mlflow', '__init__.py')), `MLflow not found at ${MLFLOW_PATH} (set FERRY_MLFLOW_PATH)`);
+  await fsp.chmod(dir, 0o755);
+  execFileSync(SYSTEM_PYTHON, ['-m', 'venv', '--system-site-packages', '--without-pip', path.join(dir, 'venv')]);
+  const python = path.join(dir, 'venv', 'bin', 'python');
+  const site = execFileSync(python, ['-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'], { encoding: 'utf8' });
+  await fsp.writeFile(path.join(site.trim(), 'vendored-mlflow.pth'), MLFLOW_PATH + '\n');
+  return python;
+}
