@@ -92,7 +92,9 @@ export function simulatorRoutes(router: ServerRouter, deps: SimulatorApiDeps): v
       body: {
         endpoint: name, served_entity_name: entity,
         ...await simulateOnThread(req, {
-          trace, current: scalingFieldsOf(found.config), measuredServiceTime: serviceTimeOf(measured), measuredColdStartsMs: found.coldStartsMs, gateway: deps.gateway,
+          trace, current: scalingFieldsOf(found.config), measuredServiceTime: serviceTimeOf(measured), measuredColdStartsMs: found.coldStartsMs,
+          // Only the numbers: the options object may carry hooks, which cannot cross to the thread.
+          gateway: { maxConcurrencyPerReplica: deps.gateway.maxConcurrencyPerReplica, maxQueued: deps.gateway.maxQueued, queueTimeoutMs: deps.gateway.queueTimeoutMs },
         }),
       },
     };

@@ -19,26 +19,28 @@ export async function simulateOnThread(req: SimulateRequest, ctx: SimulationCont
     throw new FerryError('REQUEST_LIMIT_EXCEEDED', `${running} simulations are running on this server (the limit); retry shortly.`, { retryAfterS: 5 });
   }
   running++;
-  const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: { req, ctx } });
+  let worker: Worker | undefined;
   try {
+    // Inside the try: a thread that cannot start (its data cannot be cloned) gives its slot back.
+    const thread = worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: { req, ctx } });
     return await new Promise<SimulateAnswer>((resolve, reject) => {
       const timer = setTimeout(() => reject(new FerryError('DEADLINE_EXCEEDED', `The simulation took longer than ${SIMULATION_TIMEOUT_MS} ms; use a shorter trace.`)), SIMULATION_TIMEOUT_MS);
-      worker.once('message', (m: { answer?: SimulateAnswer; error?: { code: string; message: string } }) => {
+      thread.once('message', (m: { answer?: SimulateAnswer; error?: { code: string; message: string } }) => {
         clearTimeout(timer);
         if (m.answer !== undefined) resolve(m.answer);
         else reject(new FerryError(m.error !== undefined && isErrorCode(m.error.code) ? m.error.code : 'INTERNAL_ERROR', m.error?.message ?? 'The simulation failed.'));
       });
-      worker.once('error', (err) => {
+      thread.once('error', (err) => {
         clearTimeout(timer);
         reject(new FerryError('INTERNAL_ERROR', `The simulation failed: ${err.message}`));
       });
-      worker.once('exit', (code) => {
+      thread.once('exit', (code) => {
         clearTimeout(timer);
         reject(new FerryError('INTERNAL_ERROR', `The simulation's thread exited (${code}) without an answer.`));
       });
     });
   } finally {
     running--;
-    void worker.terminate();
+    void worker?.terminate();
   }
 }
