@@ -69,6 +69,7 @@ const EXPECTED: Record<string, Min> = {
   'DELETE /api/2.0/mlflow/model-versions/delete': 'manager',
   'GET /api/2.0/mlflow/model-versions/search': 'outsider',
   'GET /api/2.0/mlflow/model-versions/get-download-uri': 'viewer',
+  'GET /api/2.0/mlflow/model-versions/get-environment': 'viewer',
   'POST /api/2.0/mlflow/model-versions/set-tag': 'querier',
   'DELETE /api/2.0/mlflow/model-versions/delete-tag': 'querier',
   'PUT /api/2.0/mlflow-artifacts/artifacts/*path': 'outsider',
