@@ -1,4 +1,4 @@
-/** Who may do what: \`ferry whoami\`, \`principals\`, \`tokens\`, \`permissions\` and \`audit\`. */
+/** Who may do what: `ferry whoami`, `principals`, `tokens`, `permissions` and `audit`. */
 import { parseDurationMs } from '../config/index.js';
 import { FerryClient, type AccessControlEntry, type ObjectPermissions } from '../client/index.js';
 import { out, parse, str, table, UsageError } from './args.js';

@@ -1,5 +1,5 @@
 /**
- * What every \`ferry\` command shares: option parsing (a usage error is exit code 2, see main.ts),
+ * What every `ferry` command shares: option parsing (a usage error is exit code 2, see main.ts),
  * and output as text or, with --json, as JSON.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';

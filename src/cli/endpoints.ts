@@ -1,4 +1,4 @@
-/** \`ferry endpoints\`, \`ferry serve\` and \`ferry query\`. */
+/** `ferry endpoints`, `ferry serve` and `ferry query`. */
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';

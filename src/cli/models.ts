@@ -1,4 +1,4 @@
-/** \`ferry models\` (register, import, list, show, alias) and \`ferry fixtures\`. */
+/** `ferry models` (register, import, list, show, alias) and `ferry fixtures`. */
 import { FerryClient, type ModelVersion } from '../client/index.js';
 import { writeFixtures } from '../fixtures/index.js';
 import { out, parse, str, UsageError } from './args.js';

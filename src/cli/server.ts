@@ -1,4 +1,4 @@
-/** \`ferry server\` and \`ferry demo\` (the server plus a served demo model). */
+/** `ferry server` and `ferry demo` (the server plus a served demo model). */
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { ADMIN_TOKEN_FILE } from '../auth/index.js';

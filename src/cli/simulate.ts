@@ -1,7 +1,7 @@
 /**
- * `ferry simulate` (`simulateCommand`): its options → a simulate request body, and the answer → a table. With an
- * endpoint name the server simulates (its traffic and measurements available); without one the
- * same code runs here, offline, on a trace file, a pattern or a bundled trace.
+ * `ferry simulate` (`simulateCommand`): its options → a simulate request body, and the answer → a
+ * table. With an endpoint name the server simulates (its traffic and measurements available);
+ * without one the same code runs here, offline, on a trace file, a pattern or a bundled trace.
  */
 import fsp from 'node:fs/promises';
 import { FerryClient } from '../client/index.js';
