@@ -1,11 +1,13 @@
 /**
- * `ferry simulate`: its options → a simulate request body, and the answer → a table. With an
- * endpoint name the server simulates (its traffic and measurements available); without one the
- * same code runs here, offline, on a trace file, a pattern or a bundled trace.
+ * `ferry simulate` (`simulateCommand`): its options → a simulate request body, and the answer → a
+ * table. With an endpoint name the server simulates (its traffic and measurements available);
+ * without one the same code runs here, offline, on a trace file, a pattern or a bundled trace.
  */
 import fsp from 'node:fs/promises';
+import { FerryClient } from '../client/index.js';
 import { compileServerConfig, parseDurationMs } from '../config/index.js';
 import { localTrace, parseSimulateRequest, runSimulation, type SimulateAnswer, type SimulateRequestInput, type SimulationResult } from '../simulator/index.js';
+import { out, parse, UsageError } from './args.js';
 
 export const SIMULATE_OPTIONS = {
   trace: { type: 'string' }, pattern: { type: 'string' }, bundled: { type: 'string' }, source: { type: 'string' }, window: { type: 'string' },
@@ -139,3 +141,17 @@ export function formatSimulation(a: SimulateAnswer): string {
   }
   return lines.join('\n');
 }
+
+/** `ferry simulate [endpoint] …`: on the server with an endpoint name, offline without. */
+export async function simulateCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, SIMULATE_OPTIONS);
+  const endpoint = positionals[0];
+  try {
+    const body = await simulateBody(values, endpoint !== undefined);
+    const answer = endpoint === undefined ? simulateOffline(body) : await FerryClient.fromEnv().simulate(endpoint, body);
+    out(values, answer, formatSimulation(answer));
+  } catch (err) {
+    throw err instanceof SimulateUsageError ? new UsageError(err.message) : err;
+  }
+}
+

@@ -33,72 +33,35 @@
  *   restart (an upgrade, a crashed leader) must not take endpoints down; the next `open` adopts
  *   them, or deletes them after the grace period.
  *
+ * Parts, one job per file: `options.ts` (the options and their defaults), `objects.ts` (a group's
+ * objects), `pod-watch.ts` (the pod cache, list and watch), `pods.ts` (what a pod's status and
+ * log say), `pod-logs.ts` (log tails, kept ones of gone pods), `adoption.ts` (groups left at `open`).
+ *
  * Assumes one runtime (the control plane's leader) manages a namespace's Ferry objects at a time.
  */
 import {
-  ApiException, AppsV1Api, CoreV1Api, KubeConfig, NetworkingV1Api, PatchStrategy, PolicyV1Api, Watch, setHeaderOptions,
-  type KubernetesObject, type V1Pod,
+  AppsV1Api, CoreV1Api, KubeConfig, NetworkingV1Api, PatchStrategy, PolicyV1Api, setHeaderOptions, type V1Pod,
 } from '@kubernetes/client-node';
-import { backoffDelayMs, type Backoff } from '../../backoff.js';
 import { FerryError, invalidParameter } from '../../errors.js';
-import type { LogFn, LogLevel } from '../../logs/index.js';
-import type { ArtifactStoreLocation } from '../../artifacts/index.js';
+import type { LogFn } from '../../logs/index.js';
 import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../types.js';
+import { listLeftGroups } from './adoption.js';
 import {
-  ANNOTATION_REPLICA, CONTAINER, DELETION_COST, LABEL_GROUP, LOWEST_DELETION_COST, MANAGED_BY,
-  entitySelector, groupObjects, groupOf, labelValue, type Group, type PodSettings,
+  ANNOTATION_REPLICA, CONTAINER, DELETION_COST, LABEL_GROUP, LOWEST_DELETION_COST,
+  groupObjects, groupOf, type Group, type PodSettings,
 } from './objects.js';
+import { DEFAULT_ADOPTION_GRACE_MS, podSettings, type KubernetesRuntimeOptions } from './options.js';
+import { PodLogs } from './pod-logs.js';
+import { PodWatch, type PodEvent } from './pod-watch.js';
+import { describeApiError, hasCode, isReady, lastLines, podFailure, replicaError, type PodFailure } from './pods.js';
 
 export { KubernetesCluster, ROLE_LABEL } from './cluster.js';
-
-export interface KubernetesRuntimeOptions {
-  /** Namespace of every object the runtime creates (and lists at `open`). */
-  namespace: string;
-  /** The Ferry image replicas run (`ferry replica`). */
-  image: string;
-  /** The image replicas of flavors that run Python (a flavor's `pythonEnvironment`) run; default `image`. */
-  pythonImage?: string | undefined;
-  imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never' | undefined;
-  /** A kubeconfig's text; undefined: the default (KUBECONFIG, ~/.kube/config, or the pod's service account). */
-  kubeconfig?: string;
-  /** How long a replica may take from the start call to a ready pod (image pull and model load included). */
-  startTimeoutMs: number;
-  /** How long a stopping replica drains; its pod's grace period is this plus 5 s. */
-  drainTimeoutMs: number;
-  /** Port replicas listen on; default 8080. */
-  replicaPort?: number;
-  /** Labels of the Ferry server pods, the only ones the NetworkPolicy admits; default name=ferry, component=server. */
-  serverPodLabels?: Readonly<Record<string, string>>;
-  /** Non-root uid/gid of replica containers; default 10001. */
-  replicaUid?: number;
-  /** Model threads per replica, and its CPU request; default 1. */
-  replicaThreads?: number;
-  /** Where replicas fetch artifacts (JSON for `ferry replica`; credentials only via `artifactStoreSecret`). */
-  artifactStore: ArtifactStoreLocation;
-  /** Secret mapped into replicas' environment (S3 credentials); undefined: none. */
-  artifactStoreSecret?: string | undefined;
-  /** How long objects found at `open` wait to be claimed before they are deleted; default 2 min. */
-  adoptionGraceMs?: number;
-  logLevel?: LogLevel;
-  /** The server's log (a pod watch that keeps failing is logged); default: none. */
-  log?: LogFn;
-}
+export type { KubernetesRuntimeOptions } from './options.js';
 
 /** Ids, endpoint and entity names, as the local runtime accepts them (labels get them through `labelValue`). */
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
-const DEFAULT_SERVER_POD_LABELS = { 'app.kubernetes.io/name': 'ferry', 'app.kubernetes.io/component': 'server' };
-const DEFAULT_ADOPTION_GRACE_MS = 120_000;
-/** Waiting reasons after which a container will not become ready without a change. */
-const FAILED_WAITING = new Set(['CrashLoopBackOff', 'ErrImagePull', 'ImagePullBackOff', 'InvalidImageName', 'CreateContainerConfigError', 'CreateContainerError']);
-const LAST_LOG_LINES = 20;
-/** Log tails of gone pods kept per entity. */
-const KEPT_LOG_BYTES = 256 * 1024;
 /** How long a stop waits past the pod's grace period for the pod to be gone. */
 const STOP_EXTRA_WAIT_MS = 10_000;
-/** Pause before re-listing after a watch failed (the API server restarting, a network blip). */
-const REWATCH_BACKOFF: Backoff = { baseMs: 1000, maxMs: 30_000 };
-/** Most bytes of a pod's log read at once (a crash report or `logs()` needs the tail only). */
-const POD_LOG_LIMIT_BYTES = 1024 * 1024;
 const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
 interface GroupState extends Group {
@@ -140,16 +103,11 @@ export class KubernetesRuntime implements Runtime {
   private readonly replicas = new Map<string, PodReplica>();
   /** Ids of starts in progress (duplicates are refused). */
   private readonly starting = new Set<string>();
-  private readonly pods = new Map<string, V1Pod>();
   private readonly listeners: ((exit: ReplicaExit) => void)[] = [];
-  /** Per entity ("endpoint/entity"): log tails of its pods that are gone, oldest first. */
-  private readonly keptLogs = new Map<string, string>();
+  private readonly podLogs: PodLogs;
   /** Resolvers waiting for a pod to be gone. */
   private readonly goneWaiters = new Map<string, Array<() => void>>();
-  private watchAbort: AbortController | undefined;
-  private rewatchTimer: NodeJS.Timeout | undefined;
-  /** Failed re-lists in a row (the retry delay doubles with each). */
-  private rewatchFailures = 0;
+  private readonly watch: PodWatch;
   private readonly log: LogFn;
   private graceTimer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -158,12 +116,14 @@ export class KubernetesRuntime implements Runtime {
   private readonly networking: NetworkingV1Api;
   private readonly policy: PolicyV1Api;
 
-  private constructor(private readonly kc: KubeConfig, private readonly settings: PodSettings, private readonly opts: KubernetesRuntimeOptions) {
+  private constructor(kc: KubeConfig, private readonly settings: PodSettings, private readonly opts: KubernetesRuntimeOptions) {
     this.core = kc.makeApiClient(CoreV1Api);
     this.apps = kc.makeApiClient(AppsV1Api);
     this.networking = kc.makeApiClient(NetworkingV1Api);
     this.policy = kc.makeApiClient(PolicyV1Api);
     this.log = opts.log ?? (() => undefined);
+    this.podLogs = new PodLogs(this.core, settings.namespace);
+    this.watch = new PodWatch(kc, this.core, settings.namespace, this.log, (type, name, pod) => this.onPod(type, name, pod));
   }
 
   /**
@@ -174,15 +134,10 @@ export class KubernetesRuntime implements Runtime {
     const kc = new KubeConfig();
     if (opts.kubeconfig === undefined) kc.loadFromDefault();
     else kc.loadFromString(opts.kubeconfig);
-    const settings: PodSettings = {
-      namespace: opts.namespace, image: opts.image, pythonImage: opts.pythonImage ?? opts.image, imagePullPolicy: opts.imagePullPolicy, replicaPort: opts.replicaPort ?? 8080,
-      serverPodLabels: opts.serverPodLabels ?? DEFAULT_SERVER_POD_LABELS, replicaUid: opts.replicaUid ?? 10001, replicaThreads: opts.replicaThreads ?? 1,
-      artifactStore: opts.artifactStore, artifactStoreSecret: opts.artifactStoreSecret,
-      startTimeoutMs: opts.startTimeoutMs, drainTimeoutMs: opts.drainTimeoutMs, logLevel: opts.logLevel ?? 'info',
-    };
+    const settings = podSettings(opts);
     const rt = new KubernetesRuntime(kc, settings, opts);
     try {
-      await rt.watchPods(await rt.reconcileOnOpen());
+      await rt.watch.watch(await rt.reconcileOnOpen());
     } catch (err) {
       throw new FerryError('TEMPORARILY_UNAVAILABLE', `Cannot reach the Kubernetes API for namespace '${opts.namespace}': ${describeApiError(err)}`, { cause: err });
     }
@@ -193,21 +148,17 @@ export class KubernetesRuntime implements Runtime {
     return this.settings.namespace;
   }
 
+  /** The runtime's pods by name (the watch's cache). */
+  private get pods(): ReadonlyMap<string, V1Pod> {
+    return this.watch.pods;
+  }
+
   /** Lists the objects and pods Ferry left; returns the pod list's resourceVersion (the watch starts there). */
   private async reconcileOnOpen(): Promise<string> {
-    const selector = `${MANAGED_BY}=ferry`;
-    const [deployments, services, policies, budgets] = await Promise.all([
-      this.apps.listNamespacedDeployment({ namespace: this.ns, labelSelector: selector }),
-      this.core.listNamespacedService({ namespace: this.ns, labelSelector: selector }),
-      this.networking.listNamespacedNetworkPolicy({ namespace: this.ns, labelSelector: selector }),
-      this.policy.listNamespacedPodDisruptionBudget({ namespace: this.ns, labelSelector: selector }),
-    ]);
-    const objects: KubernetesObject[] = [...deployments.items, ...services.items, ...policies.items, ...budgets.items];
-    for (const o of objects) {
-      const name = o.metadata?.labels?.[LABEL_GROUP];
-      if (name !== undefined && !this.groups.has(name)) this.groups.set(name, newGroupState({ name, labels: o.metadata?.labels ?? {}, selector: { [MANAGED_BY]: 'ferry', [LABEL_GROUP]: name } }, undefined));
+    for (const g of await listLeftGroups({ core: this.core, apps: this.apps, networking: this.networking, policy: this.policy }, this.ns)) {
+      if (!this.groups.has(g.name)) this.groups.set(g.name, newGroupState(g, undefined));
     }
-    const resourceVersion = await this.listPods();
+    const resourceVersion = await this.watch.list();
     for (const pod of this.pods.values()) {
       const group = this.groups.get(pod.metadata?.labels?.[LABEL_GROUP] ?? '');
       if (group !== undefined && pod.metadata?.deletionTimestamp === undefined && pod.metadata?.name !== undefined) group.adoptable.add(pod.metadata.name);
@@ -227,73 +178,13 @@ export class KubernetesRuntime implements Runtime {
     }
   }
 
-  // --- pod watch ---
+  // --- pod changes ---
 
-  /** Lists the runtime's pods into the cache (pods no longer there count as deleted); returns the list's resourceVersion. */
-  private async listPods(): Promise<string> {
-    const list = await this.core.listNamespacedPod({ namespace: this.ns, labelSelector: `${MANAGED_BY}=ferry` });
-    const seen = new Set<string>();
-    for (const pod of list.items) {
-      const name = pod.metadata?.name;
-      if (name === undefined) continue;
-      seen.add(name);
-      this.onPod('MODIFIED', pod);
-    }
-    for (const [name, pod] of [...this.pods]) if (!seen.has(name)) this.onPod('DELETED', pod);
-    return list.metadata?.resourceVersion ?? '';
-  }
-
-  /** Watches the runtime's pods from `resourceVersion`; when the watch ends for any reason, `rewatch`. */
-  private async watchPods(resourceVersion: string): Promise<void> {
-    if (this.closed) return;
-    let ended = false;
-    const end = (): void => {
-      if (ended) return;
-      ended = true;
-      this.rewatch();
-    };
-    this.watchAbort = await new Watch(this.kc).watch(
-      `/api/v1/namespaces/${encodeURIComponent(this.ns)}/pods`,
-      { labelSelector: `${MANAGED_BY}=ferry`, resourceVersion, allowWatchBookmarks: true },
-      (type: string, obj: V1Pod) => {
-        // ERROR: the version is too old (410 Expired) or the server ended the watch; re-list.
-        if (type === 'ERROR') end();
-        else if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') this.onPod(type, obj);
-      },
-      end,
-    );
-    if (this.closed) this.watchAbort.abort();
-  }
-
-  /** Re-lists (changes missed meanwhile are applied, deletions included) and watches again; retried until closed. */
-  private rewatch(): void {
-    if (this.closed || this.rewatchTimer !== undefined) return;
-    this.watchAbort?.abort();
-    this.watchAbort = undefined;
-    // 1 s, doubling while listing fails (RBAC missing, API server down), at most 30 s.
-    const delayMs = backoffDelayMs(this.rewatchFailures + 1, REWATCH_BACKOFF);
-    this.rewatchTimer = setTimeout(() => {
-      this.rewatchTimer = undefined;
-      this.listPods().then((rv) => {
-        this.rewatchFailures = 0;
-        return this.watchPods(rv);
-      }).catch((err: unknown) => {
-        this.rewatchFailures++;
-        this.log('warn', 'watching pods failed; retrying', { error: err instanceof Error ? err.message : String(err), retry_in_ms: backoffDelayMs(this.rewatchFailures + 1, REWATCH_BACKOFF) });
-        this.rewatch();
-      });
-    }, delayMs);
-  }
-
-  private onPod(type: 'ADDED' | 'MODIFIED' | 'DELETED', pod: V1Pod): void {
-    const name = pod.metadata?.name;
-    if (name === undefined) return;
+  /** A change the watch saw (`pods` has it already). */
+  private onPod(type: PodEvent, name: string, pod: V1Pod): void {
     if (type === 'DELETED') {
-      this.pods.delete(name);
       for (const resolve of this.goneWaiters.get(name) ?? []) resolve();
       this.goneWaiters.delete(name);
-    } else {
-      this.pods.set(name, pod);
     }
     const replica = [...this.replicas.values()].find((r) => r.podName === name);
     if (replica !== undefined) this.checkClaimed(replica, type === 'DELETED' ? undefined : pod);
@@ -319,8 +210,8 @@ export class KubernetesRuntime implements Runtime {
     r.group.claimed.delete(r.podName);
     const termination = terminated ?? status?.lastState?.terminated;
     void (async () => {
-      const log = pod === undefined ? '' : await this.podLog(r.podName, { previous: restarted, maxBytes: 64 * 1024 });
-      this.keepLog(r.handle.spec, log);
+      const log = pod === undefined ? '' : await this.podLogs.read(r.podName, { previous: restarted, maxBytes: 64 * 1024 });
+      this.podLogs.keep(r.handle.spec, log);
       const lastLogLines = lastLines(log) || (termination?.message ?? '').trim() || `pod ${r.podName} was deleted outside Ferry`;
       const exit: ReplicaExit = {
         id: r.handle.id, code: termination?.exitCode, signal: undefined,
@@ -358,8 +249,8 @@ export class KubernetesRuntime implements Runtime {
 
   /** A pod that failed before it was claimed: its log kept, the waiting start (if any) failed, the pod retired. */
   private async failPod(group: GroupState, podName: string, failure: PodFailure, waiter: Waiter | undefined): Promise<void> {
-    const log = await this.podLog(podName, { previous: failure.restarted, maxBytes: 64 * 1024 }) || failure.terminationMessage;
-    if (group.spec !== undefined) this.keepLog(group.spec, log);
+    const log = await this.podLogs.read(podName, { previous: failure.restarted, maxBytes: 64 * 1024 }) || failure.terminationMessage;
+    if (group.spec !== undefined) this.podLogs.keep(group.spec, log);
     // The replica's own words when it said why; else what Kubernetes saw, with the log's last lines.
     const reason = replicaError(log) ?? `pod ${podName}: ${failure.summary}${log === '' ? '' : `. Last log lines:\n${lastLines(log)}`}`;
     waiter?.reject(new FerryError('MODEL_ERROR', `Replica '${waiter.id}' failed to start: ${reason}`));
@@ -438,7 +329,7 @@ export class KubernetesRuntime implements Runtime {
     r.stopping = true;
     this.replicas.delete(id);
     const gone = this.podGone(r.podName);
-    this.keepLog(r.handle.spec, await this.podLog(r.podName, { previous: false, maxBytes: 64 * 1024 }));
+    this.podLogs.keep(r.handle.spec, await this.podLogs.read(r.podName, { previous: false, maxBytes: 64 * 1024 }));
     r.group.claimed.delete(r.podName);
     this.retire(r.group, r.podName);
     let timer: NodeJS.Timeout | undefined;
@@ -462,21 +353,13 @@ export class KubernetesRuntime implements Runtime {
   /** The kept tails of the endpoint's gone pods (its live pods are deleted with it, their logs too). */
   async deleteLogs(endpoint: string): Promise<void> {
     if (!NAME_PATTERN.test(endpoint)) throw invalidParameter('endpoint', endpoint, 'an endpoint name');
-    const prefix = `${labelValue(endpoint)}/`;
-    for (const key of this.keptLogs.keys()) if (key.startsWith(prefix)) this.keptLogs.delete(key);
+    this.podLogs.deleteEndpoint(endpoint);
   }
 
   async logs(endpoint: string, servedEntity: string, maxBytes: number): Promise<string> {
     if (!NAME_PATTERN.test(endpoint)) throw invalidParameter('endpoint', endpoint, 'an endpoint name');
     if (!NAME_PATTERN.test(servedEntity)) throw invalidParameter('servedEntity', servedEntity, 'a served entity name');
-    const list = await this.core.listNamespacedPod({ namespace: this.ns, labelSelector: entitySelector(endpoint, servedEntity) }).catch((err: unknown) => {
-      throw new FerryError('TEMPORARILY_UNAVAILABLE', `Cannot list the pods of '${endpoint}/${servedEntity}' in Kubernetes namespace '${this.ns}': ${describeApiError(err)}`, { cause: err, retryAfterS: 1 });
-    });
-    // creationTimestamp is a Date in client-node: compare times, not their text.
-    const pods = list.items.sort((a, b) => new Date(a.metadata?.creationTimestamp ?? 0).getTime() - new Date(b.metadata?.creationTimestamp ?? 0).getTime());
-    const live = await Promise.all(pods.map((p) => this.podLog(p.metadata?.name ?? '', { previous: false, maxBytes })));
-    const all = Buffer.from((this.keptLogs.get(entityKey(endpoint, servedEntity)) ?? '') + live.join(''));
-    return all.subarray(Math.max(0, all.length - Math.max(0, maxBytes))).toString('utf8');
+    return this.podLogs.entity(endpoint, servedEntity, maxBytes);
   }
 
   /**
@@ -487,8 +370,7 @@ export class KubernetesRuntime implements Runtime {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.graceTimer);
-    clearTimeout(this.rewatchTimer);
-    this.watchAbort?.abort();
+    this.watch.close();
     for (const group of this.groups.values()) {
       for (const w of group.waiters.splice(0)) w.reject(new FerryError('TEMPORARILY_UNAVAILABLE', 'The runtime is shutting down.'));
       await group.chain;
@@ -611,101 +493,8 @@ export class KubernetesRuntime implements Runtime {
       this.goneWaiters.set(podName, list);
     });
   }
-
-  /** The pod's container log tail ('' when the pod or its log is gone). */
-  private async podLog(podName: string, o: { previous: boolean; maxBytes: number }): Promise<string> {
-    if (o.maxBytes <= 0 || podName === '') return '';
-    try {
-      // limitBytes bounds what the API server sends (from the start of the log); the tail is cut here.
-      return await this.core.readNamespacedPodLog({ name: podName, namespace: this.ns, container: CONTAINER, previous: o.previous, limitBytes: Math.max(o.maxBytes, POD_LOG_LIMIT_BYTES) })
-        .then((text) => tailBytes(text, o.maxBytes));
-    } catch {
-      return '';
-    }
-  }
-
-  private keepLog(spec: ReplicaSpec, log: string): void {
-    if (log === '') return;
-    const key = entityKey(spec.endpoint, spec.servedEntity);
-    this.keptLogs.set(key, tailBytes((this.keptLogs.get(key) ?? '') + (log.endsWith('\n') ? log : `${log}\n`), KEPT_LOG_BYTES));
-  }
 }
 
 function newGroupState(group: Group, spec: ReplicaSpec | undefined): GroupState {
   return { ...group, spec, claimed: new Set(), waiters: [], adoptable: new Set(), retired: new Set(), chain: Promise.resolve() };
-}
-
-function entityKey(endpoint: string, servedEntity: string): string {
-  return `${labelValue(endpoint)}/${labelValue(servedEntity)}`;
-}
-
-function isReady(pod: V1Pod): boolean {
-  return pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
-}
-
-interface PodFailure {
-  /** What Kubernetes saw, e.g. "its container terminated (exit code 137, OOMKilled)" or "ErrImagePull (...)". */
-  summary: string;
-  /** The container's termination message (with FallbackToLogsOnError: its log's tail); '' when none. */
-  terminationMessage: string;
-  /** The failed container was restarted since: its log is the previous container's. */
-  restarted: boolean;
-}
-
-/**
- * Why a pod will not become ready: its container terminated (now or, with `includePast`, before a
- * restart), or waits for good (crash loop, image errors).
- */
-function podFailure(pod: V1Pod, includePast: boolean): PodFailure | undefined {
-  const status = pod.status?.containerStatuses?.find((c) => c.name === CONTAINER);
-  if (status === undefined) return undefined;
-  const terminated = status.state?.terminated ?? (includePast ? status.lastState?.terminated : undefined);
-  if (terminated !== undefined) {
-    const what = `its container terminated (exit code ${terminated.exitCode}${terminated.reason === undefined ? '' : `, ${terminated.reason}`})`;
-    return { summary: what, terminationMessage: terminated.message?.trim() ?? '', restarted: status.state?.terminated === undefined };
-  }
-  const waiting = status.state?.waiting;
-  if (waiting?.reason !== undefined && FAILED_WAITING.has(waiting.reason)) {
-    return { summary: `${waiting.reason}${waiting.message === undefined ? '' : ` (${waiting.message})`}`, terminationMessage: '', restarted: false };
-  }
-  return undefined;
-}
-
-/** The replica's own reason from its "replica failed to start" log line, if `text` holds one. */
-function replicaError(text: string): string | undefined {
-  for (const line of text.split('\n').reverse()) {
-    try {
-      const entry = JSON.parse(line) as { msg?: unknown; error?: unknown };
-      if (entry.msg === 'replica failed to start' && typeof entry.error === 'string') return entry.error;
-    } catch {
-      // Not a JSON log line.
-    }
-  }
-  return undefined;
-}
-
-function lastLines(text: string): string {
-  return text.split('\n').filter((l) => l !== '').slice(-LAST_LOG_LINES).join('\n');
-}
-
-function tailBytes(text: string, maxBytes: number): string {
-  const buf = Buffer.from(text);
-  return buf.length <= maxBytes ? text : buf.subarray(buf.length - maxBytes).toString('utf8');
-}
-
-function hasCode(err: unknown, code: number): boolean {
-  return err instanceof ApiException && err.code === code;
-}
-
-function describeApiError(err: unknown): string {
-  if (err instanceof ApiException) {
-    let message: unknown;
-    try {
-      message = (typeof err.body === 'string' ? JSON.parse(err.body) as { message?: unknown } : err.body as { message?: unknown }).message;
-    } catch {
-      message = undefined;
-    }
-    return `HTTP ${err.code}${typeof message === 'string' ? `: ${message}` : ''}`;
-  }
-  return err instanceof Error ? err.message : String(err);
 }
