@@ -241,6 +241,8 @@ describe('replica behaviour', () => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
+        // A connection closed in the middle of the answer fails the test by name (not a pending promise).
+        res.on('aborted', () => reject(new Error('the replica closed the connection before the whole answer')));
       });
       req.on('error', reject);
       req.on('finish', sentBody);
@@ -248,7 +250,10 @@ describe('replica behaviour', () => {
     });
     await bodySent;
     await new Promise((r) => setTimeout(r, 300));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    // Registered before the signal, and settled also when the process is already gone.
+    const exited = child.exitCode !== null || child.signalCode !== null
+      ? Promise.reject(new Error(`the replica exited before SIGTERM (code ${child.exitCode}, signal ${child.signalCode})`))
+      : new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     child.kill('SIGTERM');
     const r = await inflight;
     assert.equal(r.status, 200, 'the in-flight request completes');

@@ -62,6 +62,9 @@ export interface Replica {
 
 
 /** Loads the model, then listens. Rejects (without listening) when the model cannot load. */
+/** How long a drained replica lets its connections flush answers already written before cutting them. */
+const FLUSH_GRACE_MS = 1000;
+
 export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
   let draining = false;
   const notReady = (): FerryError => new FerryError('TEMPORARILY_UNAVAILABLE', 'Replica is shutting down.', { retryAfterS: 1 });
@@ -198,6 +201,9 @@ export async function startReplica(opts: ReplicaOptions): Promise<Replica> {
     const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, opts.drainTimeoutMs)));
     await Promise.race([Promise.all([httpDrained, ...[...frameConnections].map((c) => c.drain())]), deadline]);
     clearTimeout(timer);
+    // Answers already written may still sit in a socket's buffer: connections get a moment to
+    // flush and close on their own (the server is closing) before the rest are cut.
+    await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, FLUSH_GRACE_MS).unref())]);
     server.closeAllConnections();
     for (const c of frameConnections) c.destroy();
     await closed;
