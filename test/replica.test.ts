@@ -249,7 +249,9 @@ describe('replica behaviour', () => {
       req.end(body);
     });
     await bodySent;
-    await new Promise((r) => setTimeout(r, 300));
+    // A request whose head the replica has not parsed yet is not in flight there (a drain may close
+    // its connection): on a busy machine that takes a while, and the batch runs for seconds.
+    await new Promise((r) => setTimeout(r, 1000));
     // Registered before the signal, and settled also when the process is already gone.
     const exited = child.exitCode !== null || child.signalCode !== null
       ? Promise.reject(new Error(`the replica exited before SIGTERM (code ${child.exitCode}, signal ${child.signalCode})`))
