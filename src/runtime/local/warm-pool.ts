@@ -114,8 +114,9 @@ export class WarmPool {
    */
   claim(spec: ReplicaSpec, logFile: string, forked: boolean): PoolProcess | undefined {
     // Pool processes start with the flags of tensor flavors: an llm replica needs more, a js replica
-    // fewer (no native addons; see `replicaNodeFlags` in ./spawn.ts); they see no GPU (a CPU placement). A python
-    // replica whose worker is forked for it starts no process and reads no Python: it fits.
+    // fewer (no native addons; see `replicaNodeFlags` in ./spawn.ts); they see no GPU (a CPU
+    // placement). A python replica whose worker is forked for it starts no process and reads no
+    // Python: it fits.
     if (!(FLAVOR_CAPABILITIES[spec.flavor].warmPool || forked) || spec.workloadType !== 'CPU' || heapMiBOf(spec.memoryLimitBytes) !== this.heapMiB || fs.existsSync(logFile)) return undefined;
     for (const p of this.processes) {
       if (!p.warm || p.link.violation !== undefined || p.child.exitCode !== null || p.child.signalCode !== null) continue;
