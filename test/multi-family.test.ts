@@ -246,7 +246,8 @@ test('churn: 400 models through 1 MiB caches: every answer right, models evicted
   const rssKb = async (): Promise<number> => Number(/VmRSS:\s+(\d+)/.exec(await fsp.readFile(`/proc/${pid ?? 0}/status`, 'utf8'))?.[1]);
   let maxBytes = 0;
   const rss: number[] = [];
-  for (let pass = 0; pass < 4; pass++) {
+  const passes = 6;
+  for (let pass = 0; pass < passes; pass++) {
     // 8 lanes, each walking its share of the models: every request a miss once the cache is full.
     await Promise.all(Array.from({ length: 8 }, async (_, lane) => {
       for (let i = lane; i < n; i += 8) {
@@ -257,7 +258,7 @@ test('churn: 400 models through 1 MiB caches: every answer right, models evicted
     const family = (await call('GET', '/api/2.0/serving-endpoints/churn')).json.config.served_entities[0].state.family;
     for (const r of family.replicas) maxBytes = Math.max(maxBytes, r.bytes);
     rss.push(await rssKb());
-    if (pass === 3) {
+    if (pass === passes - 1) {
       assert.ok(family.evictions > n, `models were evicted: ${JSON.stringify(family)}`);
       assert.equal(family.load_failures, 0);
     }
@@ -271,6 +272,8 @@ test('churn: 400 models through 1 MiB caches: every answer right, models evicted
   for (const a of answers) assert.deepEqual(a.json, { predictions: [[expected(7)]] });
   assert.equal((await call('GET', '/api/2.0/serving-endpoints/churn')).json.config.served_entities[0].state.family.loads - loadsBefore, 1);
   // Churn does not grow the replica: after a first pass that warms it up (lazily loaded code, the
-  // allocator's first growth), two more passes of 400 misses end within 16 MiB of the second.
-  assert.ok((rss[3] ?? 0) - (rss[1] ?? 0) < 16 * 1024, `replica RSS after each pass (KiB): ${rss.join(', ')}`);
+  // allocator's first growth), four more passes (1,600 misses) end within 24 MiB of the second: a
+  // leak of 16 KB or more per miss fails. The allocator's and V8's step-wise growth (up to ~17 MiB
+  // over two passes was seen on a loaded machine) is a level, not a slope, hence many passes.
+  assert.ok((rss[passes - 1] ?? 0) - (rss[1] ?? 0) < 24 * 1024, `replica RSS after each pass (KiB): ${rss.join(', ')}`);
 });
