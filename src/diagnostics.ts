@@ -89,10 +89,11 @@ export interface ReplicaExitEvent {
   servedEntity: string;
   replica: string;
   /**
-   * 'crashed' (exited on its own), 'oom' (killed by the runtime for exceeding its memory limit) or
-   * 'protocol' (killed by the runtime for sending something that is not a valid control message).
+   * 'crashed' (exited on its own), 'oom' (killed by the runtime for exceeding its memory limit),
+   * 'processes' (killed because its sandbox reached its process limit) or 'protocol' (killed by the
+   * runtime for sending something that is not a valid control message).
    */
-  reason: 'crashed' | 'oom' | 'protocol';
+  reason: 'crashed' | 'oom' | 'processes' | 'protocol';
   code: number | undefined;
   signal: string | undefined;
 }

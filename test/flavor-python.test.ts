@@ -318,6 +318,10 @@ describe('python flavor', () => {
     const served = e.config.served_entities[0].name as string;
     const logs = await call('GET', `/api/2.0/serving-endpoints/p-bomb/served-models/${served}/logs`);
     assert.match(logs.text, /process limit/);
+    // The restart is counted under its own reason, not as a crash.
+    const restarts = (await call('GET', '/metrics')).text.split('\n').filter((l) => l.startsWith('ferry_replica_restarts_total{') && l.includes('"p-bomb"'));
+    assert.ok(restarts.some((l) => /reason="processes"\} [1-9]/.test(l)), restarts.join('\n'));
+    assert.ok(restarts.some((l) => /reason="crashed"\} 0$/.test(l)), restarts.join('\n'));
   });
 
   test("without mlflow, Ferry's own loaders serve sklearn and xgboost; other models name what to install", async () => {

@@ -201,6 +201,7 @@ export class ReplicaSupervisor {
     if (slot && this.opts.now() - slot.readyAtMs >= STABLE_AFTER_MS) d.failedStarts = 0;
     else d.failedStarts++;
     const how = exit.reason === 'oom' ? 'was killed for exceeding its memory limit'
+      : exit.reason === 'processes' ? 'was killed: its sandbox reached its process limit'
       : exit.reason === 'protocol' ? 'was killed for breaking the runtime\'s control protocol' : `exited (${exit.signal ?? `code ${exit.code ?? '?'}`})`;
     d.message = `Replica ${exit.id} ${how}. Last log lines:\n${exit.lastLogLines}`;
     if (d.readyReplicas === 0) d.state = 'DEPLOYMENT_RECOVERING';

@@ -79,6 +79,8 @@ export interface ReplicaHandle {
   fromPool?: boolean;
 }
 
+export type ReplicaExitReason = 'crashed' | 'oom' | 'processes' | 'protocol';
+
 /** Why a replica stopped without being asked to. */
 export interface ReplicaExit {
   id: string;
@@ -87,9 +89,10 @@ export interface ReplicaExit {
   signal: string | undefined;
   /**
    * 'crashed' (exited on its own), 'oom' (over its memory limit, killed by the runtime),
+   * 'processes' (its sandbox reached its process limit, e.g. a fork bomb: killed by the runtime),
    * 'protocol' (sent the local runtime something that is not a valid control message, killed).
    */
-  reason: 'crashed' | 'oom' | 'protocol';
+  reason: ReplicaExitReason;
   /** The last lines of the replica's log, for the entity's state message. */
   lastLogLines: string;
 }

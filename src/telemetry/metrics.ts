@@ -40,7 +40,7 @@ export class EntityCounters {
   readonly duration = new Histogram(REQUEST_SECONDS_BUCKETS);
   readonly queue = new Histogram(QUEUE_SECONDS_BUCKETS);
   readonly coldStarts = new Histogram(COLD_START_SECONDS_BUCKETS);
-  readonly restarts = { crashed: 0, oom: 0, protocol: 0 };
+  readonly restarts = { crashed: 0, oom: 0, processes: 0, protocol: 0 };
   /** Streamed answers (LLM token streams): time to the first chunk, chunks relayed, streams by outcome. */
   readonly firstChunk = new Histogram(REQUEST_SECONDS_BUCKETS);
   streamedChunks = 0;
@@ -209,11 +209,8 @@ export class ServingMetrics {
       },
       {
         name: 'ferry_replica_restarts_total', type: 'counter', help: 'Replicas that exited without being asked to and were replaced, by reason.',
-        samples: entities.filter(({ c }) => c.restarts.crashed + c.restarts.oom + c.restarts.protocol > 0).flatMap(({ labels, c }) => [
-          { labels: { ...labels, reason: 'crashed' }, value: c.restarts.crashed },
-          { labels: { ...labels, reason: 'oom' }, value: c.restarts.oom },
-          { labels: { ...labels, reason: 'protocol' }, value: c.restarts.protocol },
-        ]),
+        samples: entities.filter(({ c }) => Object.values(c.restarts).some((n) => n > 0))
+          .flatMap(({ labels, c }) => Object.entries(c.restarts).map(([reason, value]) => ({ labels: { ...labels, reason }, value }))),
       },
       {
         name: 'ferry_batch_size', type: 'histogram', bounds: BATCH_ROWS_BUCKETS, help: 'Rows per model call in the replicas (a batch, or one request run alone).',

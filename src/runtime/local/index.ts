@@ -62,7 +62,7 @@ import { FerryError, invalidParameter, toFerryError } from '../../errors.js';
 import { FLAVOR_CAPABILITIES, type FlavorName } from '../../flavors/index.js';
 import type { Socket } from 'node:net';
 import { replicaOptionsOf } from '../../replica/options.js';
-import type { ReplicaExit, ReplicaHandle, ReplicaSpec, Runtime } from '../types.js';
+import type { ReplicaExit, ReplicaExitReason, ReplicaHandle, ReplicaSpec, Runtime } from '../types.js';
 import { ReplicaProtocolError } from '../errors.js';
 import type { ReplicaLink } from './control.js';
 import { chooseSandbox, type Sandbox } from './sandbox.js';
@@ -269,7 +269,7 @@ export class LocalRuntime implements Runtime {
     }
     const r: LocalReplica = {
       handle: { id: spec.id, spec, address: { kind: 'unix', socketPath }, pid: child.pid, fromPool: pooled !== undefined },
-      child, link, logFile, pidFile, ready: false, stopRequested: false, oomRssBytes: undefined, cgroup: this.attachPids(child, spec.id),
+      child, link, logFile, pidFile, ready: false, stopRequested: false, oomRssBytes: undefined, processLimitHit: false, pythonWorker: undefined, cgroup: this.attachPids(child, spec.id),
       gone: exited.then(async (e) => {
         this.gpus.release(spec.id);
         if (r.cgroup !== undefined && this.pids instanceof PidsLimit) this.pids.remove(r.cgroup);
@@ -290,6 +290,7 @@ export class LocalRuntime implements Runtime {
         forkError = err;
         child.kill('SIGKILL');
       });
+      void worker.then((w) => { r.pythonWorker = w; }, () => undefined);
       void r.gone.then(() => worker).then((w) => w.release(), () => undefined);
     }
     if (spec.family !== undefined) {
@@ -471,7 +472,8 @@ export class LocalRuntime implements Runtime {
   private async reportExit(r: LocalReplica, e: { code: number | undefined; signal: string | undefined }): Promise<void> {
     // Failed starts are reported by startReplica's rejection, requested stops by stopReplica.
     if (!r.ready || r.stopRequested) return;
-    const reason = r.link.violation !== undefined ? 'protocol' : r.oomRssBytes !== undefined ? 'oom' : 'crashed';
+    const reason: ReplicaExitReason = r.link.violation !== undefined ? 'protocol' : r.oomRssBytes !== undefined ? 'oom'
+      : r.processLimitHit || r.pythonWorker?.processLimitHit() === true ? 'processes' : 'crashed';
     if (reason === 'crashed') await appendLog(r.logFile, 'replica exited unexpectedly', { code: e.code, signal: e.signal });
     const exit: ReplicaExit = { id: r.handle.id, code: e.code, signal: e.signal, reason, lastLogLines: await lastLines(r.logFile) };
     for (const listener of this.listeners) listener(exit);

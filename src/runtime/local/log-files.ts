@@ -14,6 +14,9 @@ export async function startFailure(r: LocalReplica): Promise<string> {
   if (r.oomRssBytes !== undefined) {
     return `resident memory ${Math.round(r.oomRssBytes / MIB)} MiB exceeded its limit of ${Math.round(r.handle.spec.memoryLimitBytes / MIB)} MiB while loading; it was killed.`;
   }
+  if (r.processLimitHit || r.pythonWorker?.processLimitHit() === true) {
+    return 'its sandbox reached its process limit while loading; it was killed.';
+  }
   const lines = (await readTail(r.logFile, LOG_TAIL_BYTES)).toString('utf8').split('\n');
   for (const line of lines.reverse()) {
     try {

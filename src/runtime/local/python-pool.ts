@@ -78,6 +78,8 @@ export interface PythonPoolOptions {
 /** One replica's worker in a fork server: kill it when the replica is gone. */
 export interface PythonWorker {
   release(): void;
+  /** Whether its fork server was killed because its sandbox reached the process limit. */
+  processLimitHit(): boolean;
 }
 
 interface ForkServer {
@@ -97,6 +99,8 @@ interface ForkServer {
   workers: Set<number>;
   gone: Promise<void>;
   exited: boolean;
+  /** Set just before it is killed because its sandbox reached the process limit. */
+  processLimitHit: boolean;
 }
 
 export class PythonPool {
@@ -150,6 +154,7 @@ export class PythonPool {
         if (!server.exited) server.child.send({ op: 'kill', id });
         if (server.workers.size === 0) this.retire(server, key);
       },
+      processLimitHit: () => server.processLimitHit,
     };
   }
 
@@ -183,6 +188,7 @@ export class PythonPool {
         if (s.cgroup === undefined || s.exited || !PidsLimit.exceeded(s.cgroup)) return;
         const line = { ts: new Date().toISOString(), level: 'error', source: 'runtime', msg: 'python fork server killed: its sandbox reached the process limit', maxProcesses: this.options.pids?.max };
         fs.appendFileSync(s.logFile, JSON.stringify(line) + '\n');
+        s.processLimitHit = true;
         s.child.kill('SIGKILL');
       }, () => undefined);
     }
@@ -244,7 +250,7 @@ export class PythonPool {
     child.on('error', () => undefined);
     const cgroup = child.pid === undefined ? undefined : this.options.pids?.attach(name, child.pid);
     const server: ForkServer = {
-      seq, python, child, modelDir, scratchDir, logFile, cgroup, modelKey: undefined, workers: new Set(), exited: false, isReady: false,
+      seq, python, child, modelDir, scratchDir, logFile, cgroup, modelKey: undefined, workers: new Set(), exited: false, processLimitHit: false, isReady: false,
       ready: Promise.resolve(), gone: Promise.resolve(),
     };
     // Gone once it exited, or at once when it never started (no exit event follows a failed spawn).

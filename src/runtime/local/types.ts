@@ -5,6 +5,7 @@
 import type { ChildProcess } from 'node:child_process';
 import type { ReplicaHandle } from '../types.js';
 import type { ReplicaLink } from './control.js';
+import type { PythonWorker } from './python-pool.js';
 
 export const MIB = 1024 * 1024;
 
@@ -55,6 +56,10 @@ export interface LocalReplica {
   stopRequested: boolean;
   /** Set by the memory watchdog just before it kills the replica. */
   oomRssBytes: number | undefined;
+  /** Set by the watchdog just before it kills the replica because its sandbox reached the process limit. */
+  processLimitHit: boolean;
+  /** Its Python worker in a fork server, once forked (the fork server may be killed at its process limit). */
+  pythonWorker: PythonWorker | undefined;
   /** Settles once the process exited and its pid file, socket and private model directory are removed. */
   gone: Promise<Exit>;
   /** Its pids cgroup (./pids-limit.ts), when there is one. */

@@ -1,7 +1,7 @@
 /**
  * The local runtime's watchdog: every `memoryPollMs` it SIGKILLs each replica whose process tree's
  * resident memory exceeds its limit (reported as `oom`) or whose sandbox reached its process limit
- * (./pids-limit.ts; reported as crashed), and has the Python fork servers check theirs.
+ * (./pids-limit.ts; reported as `processes`), and has the Python fork servers check theirs.
  */
 import { PidsLimit } from './pids-limit.js';
 import type { PythonPool } from './python-pool.js';
@@ -44,9 +44,10 @@ export class Watchdog {
         await appendLog(r.logFile, 'replica killed: over its memory limit', { rssBytes, memoryLimitBytes: r.handle.spec.memoryLimitBytes });
         r.child.kill('SIGKILL');
       }));
-      // A sandbox that refused a fork (a fork bomb) is killed: the replica is reported as crashed.
+      // A sandbox that refused a fork (a fork bomb) is killed: the replica is reported as `processes`.
       for (const r of this.replicas.values()) {
         if (r.cgroup === undefined || !PidsLimit.exceeded(r.cgroup) || r.child.exitCode !== null) continue;
+        r.processLimitHit = true;
         await appendLog(r.logFile, 'replica killed: its sandbox reached the process limit', { maxProcesses: this.pids instanceof PidsLimit ? this.pids.max : undefined });
         r.child.kill('SIGKILL');
       }
