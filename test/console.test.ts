@@ -199,6 +199,30 @@ test('console: sign in, register, Serve, query, split traffic, charts, a failed 
     assert.match(await run.innerText(), /trial-7[\s\S]*rmse\s+0\.5 \(step 3\)[\s\S]*team\s+churn/);
     await shot('model-run');
 
+    // A python version (an MLflow directory, registered without running its code) shows its
+    // environment files when its details are opened.
+    const files: Record<string, string> = {
+      MLmodel: 'flavors:\n  python_function:\n    loader_module: mlflow.sklearn\n    model_path: model.pkl\n    env:\n      virtualenv: python_env.yaml\n'
+        + '  sklearn:\n    pickled_model: model.pkl\n'
+        + 'signature:\n  inputs: \'[{"type": "double", "name": "x", "required": true}]\'\n  outputs: \'[{"type": "double", "required": true}]\'\n',
+      'python_env.yaml': 'python: 3.11.2\nbuild_dependencies:\n- pip\ndependencies:\n- -r requirements.txt\n',
+      'requirements.txt': 'scikit-learn==1.2.1\n',
+      'model.pkl': 'not unpickled at registration',
+    };
+    for (const [file, text] of Object.entries(files)) {
+      const up = await request({ url, method: 'PUT', path: `/api/2.0/mlflow-artifacts/artifacts/_experiments/0/${runId}/artifacts/pymodel/${file}`, body: Buffer.from(text) });
+      assert.equal(up.status, 200, up.text);
+    }
+    await request({ url, path: '/api/2.0/mlflow/registered-models/create', json: { name: 'pyenv' } });
+    const py = await request({ url, path: '/api/2.0/mlflow/model-versions/create', json: { name: 'pyenv', source: `runs:/${runId}/pymodel` } });
+    assert.equal(py.json.model_version.status, 'READY', py.text);
+    await page.goto(`${url}/#/models/pyenv`);
+    const environment = page.locator('section.version[data-version="1"] details[data-environment="1"]');
+    await environment.locator('summary').click();
+    await environment.getByText('scikit-learn==1.2.1').waitFor();
+    assert.match(await environment.innerText(), /python_env\.yaml[\s\S]*python: 3\.11\.2[\s\S]*requirements\.txt[\s\S]*scikit-learn==1\.2\.1/);
+    await shot('model-environment');
+
     // Sign out clears the token: a reload asks for one again.
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.reload();
