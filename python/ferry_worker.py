@@ -31,6 +31,7 @@ Standard library + numpy (+ pandas for models with a column signature, torch for
 """
 
 import json
+import math
 import os
 import socket
 import struct
@@ -49,6 +50,8 @@ CHANNEL_FD = 3
 # corrupted length field.
 MAX_FRAME_BYTES = 1 << 31
 U32 = struct.Struct("<I")
+# One read of the link asks for up to this much: a whole frame of a small batch in one system call.
+RECV_BYTES = 1 << 16
 NUMERIC = {
     "float16": np.float16, "float32": np.float32, "float64": np.float64,
     "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
@@ -56,27 +59,55 @@ NUMERIC = {
 }
 
 
-def _recv_exact(sock, n):
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:], n - got)
-        if k == 0:
+class FrameReader:
+    """Frames from the link, in as few reads as possible: one `recv` usually brings a whole small
+    frame (a batch of a few rows is a few hundred bytes), and bytes past it stay for the next call
+    (the replica may send a request before the previous one is answered). A frame larger than what
+    the read brought is completed by `recv_into` straight into its own buffer.
+
+    Each frame gets a buffer of its own, starting with its length field, so that the payload (at an
+    8-byte aligned offset from the frame start) is 8-byte aligned in memory and stays valid after
+    the next read: a model may keep its input arrays.
+    """
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.pending = b""
+
+    def read(self):
+        """The next (header, payload) frame; EOFError when the replica closed the link."""
+        data = self.pending
+        while len(data) < 4:
+            data += self._recv(RECV_BYTES)
+        (length,) = U32.unpack_from(data, 0)
+        if length < 4 or length > MAX_FRAME_BYTES:
+            raise ValueError(f"bad frame length {length}")
+        end = 4 + length
+        if len(data) >= end:
+            frame = bytearray(memoryview(data)[:end])
+            self.pending = data[end:]
+        else:
+            frame = bytearray(end)
+            frame[:len(data)] = data
+            view = memoryview(frame)
+            got = len(data)
+            while got < end:
+                k = self.sock.recv_into(view[got:], end - got)
+                if k == 0:
+                    raise EOFError("the replica closed the channel")
+                got += k
+            self.pending = b""
+        (header_len,) = U32.unpack_from(frame, 4)
+        if 8 + header_len > end:
+            raise ValueError(f"bad header length {header_len}")
+        header = json.loads(bytes(frame[8:8 + header_len]))
+        return header, memoryview(frame)[_align(8 + header_len):]
+
+    def _recv(self, n):
+        chunk = self.sock.recv(n)
+        if not chunk:
             raise EOFError("the replica closed the channel")
-        got += k
-    return buf
-
-
-def read_frame(sock):
-    (length,) = U32.unpack(_recv_exact(sock, 4))
-    if length < 4 or length > MAX_FRAME_BYTES:
-        raise ValueError(f"bad frame length {length}")
-    frame = _recv_exact(sock, length)
-    (header_len,) = U32.unpack_from(frame, 0)
-    header = json.loads(bytes(frame[4:4 + header_len]))
-    start = _align(4 + 4 + header_len) - 4
-    return header, memoryview(frame)[start:]
+        return chunk
 
 
 def _align(n):
@@ -115,9 +146,8 @@ def tensor_of(entry, payload):
     dtype = NUMERIC[entry["dtype"]]
     if dtype is np.float16:
         # Node carries float16 tensors as float32 values.
-        return np.frombuffer(payload, np.float32, int(np.prod(shape)), entry["offset"]).reshape(shape).astype(np.float16)
-    count = int(np.prod(shape))
-    return np.frombuffer(payload, dtype, count, entry["offset"]).reshape(shape)
+        return np.frombuffer(payload, np.float32, math.prod(shape), entry["offset"]).reshape(shape).astype(np.float16)
+    return np.frombuffer(payload, dtype, math.prod(shape), entry["offset"]).reshape(shape)
 
 
 class Model:
@@ -320,10 +350,10 @@ def rows_of(inputs):
     return 0 if first is None or first.ndim == 0 else first.shape[0]
 
 
-def serve(sock, model):
+def serve(sock, reader, model):
     while True:
         try:
-            header, payload = read_frame(sock)
+            header, payload = reader.read()
         except EOFError:
             return
         rid = header.get("id")
@@ -353,7 +383,8 @@ def main(fd=CHANNEL_FD):
     sock = socket.socket(fileno=fd)
     # A descriptor that came from Node (the fork server's) is non-blocking; this process blocks on it.
     sock.setblocking(True)
-    header, _ = read_frame(sock)
+    reader = FrameReader(sock)
+    header, _ = reader.read()
     try:
         if header.get("op") != "load":
             raise ValueError("the first message must be load")
@@ -366,7 +397,7 @@ def main(fd=CHANNEL_FD):
         write_frame(sock, {"op": "failed", "error": f"{type(err).__name__}: {err}"})
         sys.exit(1)
     write_frame(sock, {"op": "loaded", "loader": model.loader, "python": ".".join(map(str, sys.version_info[:3])), "device": describe_device()})
-    serve(sock, model)
+    serve(sock, reader, model)
 
 
 if __name__ == "__main__":
