@@ -50,6 +50,8 @@ CHANNEL_FD = 3
 # corrupted length field.
 MAX_FRAME_BYTES = 1 << 31
 U32 = struct.Struct("<I")
+PREFIX = struct.Struct("<II")  # frame length, header length
+ZEROS = bytes(8)
 # One read of the link asks for up to this much: a whole frame of a small batch in one system call.
 RECV_BYTES = 1 << 16
 NUMERIC = {
@@ -118,15 +120,20 @@ def write_frame(sock, header, buffers=()):
     head = json.dumps(header, separators=(",", ":"), default=_json_default).encode()
     pad = _align(8 + len(head)) - (8 + len(head))
     total = 4 + len(head) + pad + sum(b.nbytes for b in buffers)
-    parts = [U32.pack(total) + U32.pack(len(head)) + head + b"\0" * pad, *buffers]
-    # One gather write per message: header and tensor bytes leave without being joined.
-    while parts:
+    parts = [PREFIX.pack(total, len(head)) + head + ZEROS[:pad], *buffers]
+    # One gather write per message: header and tensor bytes leave without being joined. It
+    # usually takes all of them; a large answer may need more writes.
+    sent = sock.sendmsg(parts)
+    left = 4 + total - sent
+    while left > 0:
+        for i, part in enumerate(parts):
+            size = memoryview(part).nbytes
+            if sent < size:
+                parts = [memoryview(part).cast("B")[sent:], *parts[i + 1:]]
+                break
+            sent -= size
         sent = sock.sendmsg(parts)
-        while parts and sent >= memoryview(parts[0]).nbytes:
-            sent -= memoryview(parts[0]).nbytes
-            parts.pop(0)
-        if parts and sent:
-            parts[0] = memoryview(parts[0]).cast("B")[sent:]
+        left -= sent
 
 
 def _json_default(value):
@@ -324,7 +331,7 @@ def outputs_of(result, rows):
             buffers.append(memoryview(arr).cast("B"))
             pad = _align(arr.nbytes) - arr.nbytes
             if pad:
-                buffers.append(memoryview(b"\0" * pad))
+                buffers.append(memoryview(ZEROS)[:pad])
             offset += arr.nbytes + pad
             continue
         # MLflow's scoring server: arrays as lists, frames and series as records.

@@ -107,6 +107,35 @@ describe('python link', () => {
     }
   });
 
+  test("the worker's writer finishes a frame that the socket takes a few bytes at a time", async () => {
+    // A socket that takes at most k bytes per sendmsg; every k must write the same bytes.
+    const script = `
+import sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+import ferry_worker as fw
+class Socket:
+    def __init__(self, k): self.k, self.out = k, bytearray()
+    def sendmsg(self, parts):
+        data = b"".join(bytes(memoryview(p).cast("B")) for p in parts)[:self.k]
+        self.out += data
+        return len(data)
+def frame(k):
+    sock = Socket(k)
+    arrays = [np.arange(7, dtype=np.float64), np.arange(3, dtype=np.int32)]
+    fw.write_frame(sock, {"id": 1, "x": "abc"}, [memoryview(arrays[0]).cast("B"), memoryview(arrays[1]).cast("B"), memoryview(fw.ZEROS)[:4]])
+    return bytes(sock.out)
+whole = frame(1 << 30)
+assert int.from_bytes(whole[:4], "little") == len(whole) - 4 and len(whole) % 8 == 0
+for k in (1, 3, 8, 13, 60):
+    assert frame(k) == whole, k
+`;
+    const child = spawn('/usr/bin/python3', ['-c', script, path.join(ROOT, 'python')], { stdio: ['ignore', 'inherit', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s; });
+    const code = await new Promise((r) => child.once('exit', r));
+    assert.equal(code, 0, stderr);
+  });
+
   test('frames split at any byte reassemble; several in one chunk all come out', () => {
     const frame = Buffer.concat([...encodeFrame({ id: 1 }, TENSORS), ...encodeFrame({ id: 2 })]);
     for (let cut = 0; cut <= frame.length; cut++) {
