@@ -21,7 +21,7 @@ import type { ReplicaSpec } from '../src/runtime/index.js';
 import { LocalRuntime } from '../src/runtime/local/index.js';
 import { descendants, processTree as allProcesses, proportionalBytes } from '../src/runtime/local/proc.js';
 import { cpuSnapshot, makeTempDir, processTree, sleep, stopServer, track, type ServerProcess, type TreeLabels } from './procs.js';
-import { ferryApi, FERRY_VARIANTS, registerVersion, replicaPids, startFerryServer, waitEndpointsReady } from './targets.js';
+import { ferryApi, FERRY_GATEWAY_WORKERS, FERRY_VARIANTS, registerVersion, replicaPids, startFerryServer, waitEndpointsReady } from './targets.js';
 import { round, runWrk, writeWrkScript, type WrkResult } from './wrk.js';
 
 const run = promisify(execFile);
@@ -278,8 +278,10 @@ export async function runPython(o: { quick: boolean; durationS: number; warmupS:
   fs.writeFileSync(join(site.trim(), 'vendored-mlflow.pth'), `${MLFLOW_PATH}\n`);
   fs.chmodSync(tmp, 0o755);
   const ferryDir = join(tmp, 'ferry-python');
+  // One gateway worker, as the main section's ferry-off and ferry-on have (the server's default,
+  // one per core, is what its ferry-w2 measures): the same Ferry on both sections' rows.
   const ferry = await startFerryServer(ferryDir, token, o.serverNodeArgs, {
-    python: join(venv, 'bin', 'python'), warmPoolSize: 0, pythonPreload: ['numpy', 'pandas', 'sklearn', 'mlflow.pyfunc'],
+    python: join(venv, 'bin', 'python'), warmPoolSize: 0, pythonPreload: ['numpy', 'pandas', 'sklearn', 'mlflow.pyfunc'], gatewayWorkers: FERRY_GATEWAY_WORKERS['ferry-on'],
   });
   const rows: PythonRow[] = [];
   try {
