@@ -8,8 +8,9 @@ the replica over file descriptor 3 (a Unix socketpair) in length-prefixed binary
     | zero padding to a multiple of 8 bytes from the frame start | payload
 
 Numeric tensors travel in the payload as raw little-endian buffers, each at an 8-byte aligned offset
-named in the header with its dtype and shape, and are used here as numpy views of the received
-bytes (no copy, no JSON per value). Strings and values that are not tensors travel in the header.
+named in the header with its dtype and shape, and are used here as aligned numpy views of the
+frame's buffer (no conversion, no JSON per value; see FrameReader for the one copy a small frame
+gets). Strings and values that are not tensors travel in the header.
 
 Messages (header fields):
   replica -> worker  {"op": "load", "mlmodel": {...}, "input": {...}, "limits": {"memoryLimitBytes": N}}  once, first
