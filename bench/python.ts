@@ -9,6 +9,8 @@
  * (mlflow.pytorch). Then, with a LocalRuntime in this process (root only: the sandbox runs
  * replicas as nobody): scale from zero of the sklearn model with the Python warm pool and without
  * (p50), and the PSS of 1 and of 4 replicas of it (Node replicas + fork server + workers).
+ * Each Ferry row also says where its time went: CPU µs per request of the server, the gateway
+ * workers, the replica and the Python processes, and the rows and µs per model call (`profileFerry`).
  */
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -18,8 +20,8 @@ import { promisify } from 'node:util';
 import type { ReplicaSpec } from '../src/runtime/index.js';
 import { LocalRuntime } from '../src/runtime/local/index.js';
 import { descendants, processTree as allProcesses, proportionalBytes } from '../src/runtime/local/proc.js';
-import { makeTempDir, sleep, stopServer, track, type ServerProcess } from './procs.js';
-import { ferryApi, FERRY_VARIANTS, registerVersion, startFerryServer, waitEndpointsReady } from './targets.js';
+import { cpuSnapshot, makeTempDir, processTree, sleep, stopServer, track, type ServerProcess, type TreeLabels } from './procs.js';
+import { ferryApi, FERRY_GATEWAY_WORKERS, FERRY_VARIANTS, registerVersion, replicaPids, startFerryServer, waitEndpointsReady } from './targets.js';
 import { round, runWrk, writeWrkScript, type WrkResult } from './wrk.js';
 
 const run = promisify(execFile);
@@ -75,6 +77,17 @@ export interface PythonRow {
   model: ModelKind;
   target: 'mlflow' | 'ferry-off' | 'ferry-on';
   wrk: WrkResult;
+  /** Ferry rows: CPU µs per request of each kind of process during the measured run (`profileFerry`). */
+  cpuUsPerRequest?: Record<string, number>;
+  /** Ferry rows: the model calls of the measured run, from the server's metrics. */
+  calls?: ModelCalls;
+}
+
+/** Model calls of one endpoint over a run: how many, mean rows per call, mean µs per call as the replica times it (the link and Python). */
+export interface ModelCalls {
+  calls: number;
+  rowsPerCall: number;
+  usPerCall: number;
 }
 
 export interface PythonReport {
@@ -83,6 +96,60 @@ export interface PythonReport {
   rows: PythonRow[];
   coldStart?: { pooledMs: number[]; spawnedMs: number[] };
   pss?: { oneMiB: number; fourMiB: number };
+}
+
+/**
+ * The processes of a Ferry server that serve `endpoint`, by kind: `server` (the primary and the
+ * registry inspector), `gateway` (the gateway workers), `replica` (the endpoint's replica sandbox:
+ * bwrap and the Node replica) and `python` (every Python fork server's sandbox, fork server and
+ * forked workers: only the loaded endpoint's worker is busy). Other endpoints' replicas are left out.
+ */
+function ferryLabels(dataDir: string, endpoint: string): TreeLabels {
+  const replicas = replicaPids(dataDir, endpoint);
+  return {
+    rootLabel: 'server',
+    labelOf: (cmd, pid, parent) => {
+      if (parent !== 'server') return parent;
+      if (cmd.includes('worker-main.js')) return 'gateway';
+      if (replicas.has(pid)) return 'replica';
+      if (cmd.includes('ferry_forkserver.py')) return 'python';
+      return cmd.includes('inspector-main.js') ? 'server' : undefined;
+    },
+  };
+}
+
+/** The `ferry_batch_size` count and sum and the `ferry_model_duration_seconds` sum of `endpoint` in a /metrics text. */
+function callTotals(metrics: string, endpoint: string): [number, number, number] {
+  const sample = (name: string): number => {
+    for (const line of metrics.split('\n')) {
+      if (line.startsWith(`${name}{`) && line.includes(`endpoint="${endpoint}"`)) return Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+    return NaN;
+  };
+  return [sample('ferry_batch_size_count'), sample('ferry_batch_size_sum'), sample('ferry_model_duration_seconds_sum')];
+}
+
+/**
+ * Runs `load` against a Ferry endpoint and says where the time went: CPU µs per request of each
+ * kind of process (`ferryLabels`, from /proc/<pid>/stat) and the endpoint's model calls (rows per
+ * call = the batch size seen), from the server's /metrics read before and after.
+ */
+async function profileFerry(server: ServerProcess, dataDir: string, token: string, endpoint: string, load: () => Promise<WrkResult>): Promise<Required<Pick<PythonRow, 'wrk' | 'cpuUsPerRequest' | 'calls'>>> {
+  const metrics = async (): Promise<[number, number, number]> => {
+    const res = await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${token}` } });
+    return callTotals(await res.text(), endpoint);
+  };
+  const tree = processTree(server.pid, ferryLabels(dataDir, endpoint));
+  const [count0, rows0, seconds0] = await metrics();
+  const cpu0 = cpuSnapshot(tree.keys());
+  const wrk = await load();
+  const cpu1 = cpuSnapshot(tree.keys());
+  const [count1, rows1, seconds1] = await metrics();
+  const us: Record<string, number> = {};
+  for (const [pid, label] of tree) us[label] = (us[label] ?? 0) + (cpu1.get(pid) ?? 0) - (cpu0.get(pid) ?? 0);
+  const cpuUsPerRequest = Object.fromEntries(Object.entries(us).map(([label, v]) => [label, round(v / Math.max(1, wrk.requests), 1)]));
+  const calls = count1 - count0;
+  return { wrk, cpuUsPerRequest, calls: { calls, rowsPerCall: round((rows1 - rows0) / calls, 1), usPerCall: round(((seconds1 - seconds0) * 1e6) / calls, 0) } };
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1] ?? NaN;
@@ -210,8 +277,11 @@ export async function runPython(o: { quick: boolean; durationS: number; warmupS:
   const { stdout: site } = await run(join(venv, 'bin', 'python'), ['-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])']);
   fs.writeFileSync(join(site.trim(), 'vendored-mlflow.pth'), `${MLFLOW_PATH}\n`);
   fs.chmodSync(tmp, 0o755);
-  const ferry = await startFerryServer(join(tmp, 'ferry-python'), token, o.serverNodeArgs, {
-    python: join(venv, 'bin', 'python'), warmPoolSize: 0, pythonPreload: ['numpy', 'pandas', 'sklearn', 'mlflow.pyfunc'],
+  const ferryDir = join(tmp, 'ferry-python');
+  // One gateway worker, as the main section's ferry-off and ferry-on have (the server's default,
+  // one per core, is what its ferry-w2 measures): the same Ferry on both sections' rows.
+  const ferry = await startFerryServer(ferryDir, token, o.serverNodeArgs, {
+    python: join(venv, 'bin', 'python'), warmPoolSize: 0, pythonPreload: ['numpy', 'pandas', 'sklearn', 'mlflow.pyfunc'], gatewayWorkers: FERRY_GATEWAY_WORKERS['ferry-on'],
   });
   const rows: PythonRow[] = [];
   try {
@@ -245,9 +315,14 @@ export async function runPython(o: { quick: boolean; durationS: number; warmupS:
           const script = await writeWrkScript(tmp, `python-${kind}-${t.target}`, { body: JSON.stringify(BODIES[kind]), headers: t.headers });
           log(`bench: python ${kind} ${t.target} c=${CONNECTIONS}: ${o.warmupS} s warm-up + ${o.durationS} s...`);
           await runWrk(t.url, script, CONNECTIONS, o.warmupS);
-          const wrk = await runWrk(t.url, script, CONNECTIONS, o.durationS);
-          log(`bench:   ${wrk.requestsPerS} req/s, p50 ${wrk.latencyP50Ms} ms, p99 ${wrk.latencyP99Ms} ms, non-2xx ${wrk.non2xx}, socket errors ${wrk.socketErrors}`);
-          rows.push({ model: kind, target: t.target, wrk });
+          const load = (): Promise<WrkResult> => runWrk(t.url, script, CONNECTIONS, o.durationS);
+          const row: PythonRow = t.target === 'mlflow'
+            ? { model: kind, target: t.target, wrk: await load() }
+            : { model: kind, target: t.target, ...await profileFerry(ferry, ferryDir, token, `${name}-${t.target}`, load) };
+          const { wrk } = row;
+          log(`bench:   ${wrk.requestsPerS} req/s, p50 ${wrk.latencyP50Ms} ms, p99 ${wrk.latencyP99Ms} ms, non-2xx ${wrk.non2xx}, socket errors ${wrk.socketErrors}`
+            + (row.calls === undefined ? '' : `; ${row.calls.rowsPerCall} rows/call, ${row.calls.usPerCall} µs/call; CPU µs/request ${JSON.stringify(row.cpuUsPerRequest)}`));
+          rows.push(row);
         }
       } finally {
         await stopServer(mlflow);
@@ -269,11 +344,13 @@ export function pythonMarkdown(r: PythonReport): string[] {
   const lines = ['## Python models (MLflow pyfunc): Ferry vs `mlflow models serve -w 1`, one row per request, 64 connections', ''];
   for (const n of r.notes) lines.push(`- ${n}`);
   if (r.rows.length > 0) {
-    lines.push('', '| model | target | req/s | p50 ms | p99 ms | errors | Ferry ÷ mlflow |', '|---|---|---|---|---|---|---|');
+    lines.push('', '| model | target | req/s | p50 ms | p99 ms | errors | Ferry ÷ mlflow | rows per model call | µs per model call | CPU µs/request |', '|---|---|---|---|---|---|---|---|---|---|');
     for (const row of r.rows) {
       const base = r.rows.find((x) => x.model === row.model && x.target === 'mlflow')?.wrk.requestsPerS ?? NaN;
       const ratio = row.target === 'mlflow' ? '' : `${round(row.wrk.requestsPerS / base, 1)}×`;
-      lines.push(`| ${DESCRIPTIONS[row.model]} | ${row.target} | ${row.wrk.requestsPerS} | ${row.wrk.latencyP50Ms} | ${row.wrk.latencyP99Ms} | ${row.wrk.non2xx + row.wrk.socketErrors} | ${ratio} |`);
+      const cpu = Object.entries(row.cpuUsPerRequest ?? {}).map(([label, us]) => `${label} ${us}`).join(' + ');
+      lines.push(`| ${DESCRIPTIONS[row.model]} | ${row.target} | ${row.wrk.requestsPerS} | ${row.wrk.latencyP50Ms} | ${row.wrk.latencyP99Ms} | ${row.wrk.non2xx + row.wrk.socketErrors} | ${ratio} | `
+        + `${row.calls?.rowsPerCall ?? ''} | ${row.calls?.usPerCall ?? ''} | ${cpu} |`);
     }
     for (const model of new Set(r.rows.map((x) => x.model))) {
       const on = r.rows.find((x) => x.model === model && x.target === 'ferry-on')?.wrk.requestsPerS;

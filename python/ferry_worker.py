@@ -8,8 +8,9 @@ the replica over file descriptor 3 (a Unix socketpair) in length-prefixed binary
     | zero padding to a multiple of 8 bytes from the frame start | payload
 
 Numeric tensors travel in the payload as raw little-endian buffers, each at an 8-byte aligned offset
-named in the header with its dtype and shape, and are used here as numpy views of the received
-bytes (no copy, no JSON per value). Strings and values that are not tensors travel in the header.
+named in the header with its dtype and shape, and are used here as aligned numpy views of the
+frame's buffer (no conversion, no JSON per value; see FrameReader for the one copy a small frame
+gets). Strings and values that are not tensors travel in the header.
 
 Messages (header fields):
   replica -> worker  {"op": "load", "mlmodel": {...}, "input": {...}, "limits": {"memoryLimitBytes": N}}  once, first
@@ -31,6 +32,7 @@ Standard library + numpy (+ pandas for models with a column signature, torch for
 """
 
 import json
+import math
 import os
 import socket
 import struct
@@ -49,6 +51,10 @@ CHANNEL_FD = 3
 # corrupted length field.
 MAX_FRAME_BYTES = 1 << 31
 U32 = struct.Struct("<I")
+PREFIX = struct.Struct("<II")  # frame length, header length
+ZEROS = bytes(8)
+# One read of the link asks for up to this much: a whole frame of a small batch in one system call.
+RECV_BYTES = 1 << 16
 NUMERIC = {
     "float16": np.float16, "float32": np.float32, "float64": np.float64,
     "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
@@ -56,27 +62,55 @@ NUMERIC = {
 }
 
 
-def _recv_exact(sock, n):
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:], n - got)
-        if k == 0:
+class FrameReader:
+    """Frames from the link, in as few reads as possible: one `recv` usually brings a whole small
+    frame (a batch of a few rows is a few hundred bytes), and bytes past it stay for the next call
+    (the replica may send a request before the previous one is answered). A frame larger than what
+    the read brought is completed by `recv_into` straight into its own buffer.
+
+    Each frame gets a buffer of its own, starting with its length field, so that the payload (at an
+    8-byte aligned offset from the frame start) is 8-byte aligned in memory and stays valid after
+    the next read: a model may keep its input arrays.
+    """
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.pending = b""
+
+    def read(self):
+        """The next (header, payload) frame; EOFError when the replica closed the link."""
+        data = self.pending
+        while len(data) < 4:
+            data += self._recv(RECV_BYTES)
+        (length,) = U32.unpack_from(data, 0)
+        if length < 4 or length > MAX_FRAME_BYTES:
+            raise ValueError(f"bad frame length {length}")
+        end = 4 + length
+        if len(data) >= end:
+            frame = bytearray(memoryview(data)[:end])
+            self.pending = data[end:]
+        else:
+            frame = bytearray(end)
+            frame[:len(data)] = data
+            view = memoryview(frame)
+            got = len(data)
+            while got < end:
+                k = self.sock.recv_into(view[got:], end - got)
+                if k == 0:
+                    raise EOFError("the replica closed the channel")
+                got += k
+            self.pending = b""
+        (header_len,) = U32.unpack_from(frame, 4)
+        if 8 + header_len > end:
+            raise ValueError(f"bad header length {header_len}")
+        header = json.loads(bytes(frame[8:8 + header_len]))
+        return header, memoryview(frame)[_align(8 + header_len):]
+
+    def _recv(self, n):
+        chunk = self.sock.recv(n)
+        if not chunk:
             raise EOFError("the replica closed the channel")
-        got += k
-    return buf
-
-
-def read_frame(sock):
-    (length,) = U32.unpack(_recv_exact(sock, 4))
-    if length < 4 or length > MAX_FRAME_BYTES:
-        raise ValueError(f"bad frame length {length}")
-    frame = _recv_exact(sock, length)
-    (header_len,) = U32.unpack_from(frame, 0)
-    header = json.loads(bytes(frame[4:4 + header_len]))
-    start = _align(4 + 4 + header_len) - 4
-    return header, memoryview(frame)[start:]
+        return chunk
 
 
 def _align(n):
@@ -87,15 +121,20 @@ def write_frame(sock, header, buffers=()):
     head = json.dumps(header, separators=(",", ":"), default=_json_default).encode()
     pad = _align(8 + len(head)) - (8 + len(head))
     total = 4 + len(head) + pad + sum(b.nbytes for b in buffers)
-    parts = [U32.pack(total) + U32.pack(len(head)) + head + b"\0" * pad, *buffers]
-    # One gather write per message: header and tensor bytes leave without being joined.
-    while parts:
+    parts = [PREFIX.pack(total, len(head)) + head + ZEROS[:pad], *buffers]
+    # One gather write per message: header and tensor bytes leave without being joined. It
+    # usually takes all of them; a large answer may need more writes.
+    sent = sock.sendmsg(parts)
+    left = 4 + total - sent
+    while left > 0:
+        for i, part in enumerate(parts):
+            size = memoryview(part).nbytes
+            if sent < size:
+                parts = [memoryview(part).cast("B")[sent:], *parts[i + 1:]]
+                break
+            sent -= size
         sent = sock.sendmsg(parts)
-        while parts and sent >= memoryview(parts[0]).nbytes:
-            sent -= memoryview(parts[0]).nbytes
-            parts.pop(0)
-        if parts and sent:
-            parts[0] = memoryview(parts[0]).cast("B")[sent:]
+        left -= sent
 
 
 def _json_default(value):
@@ -115,9 +154,8 @@ def tensor_of(entry, payload):
     dtype = NUMERIC[entry["dtype"]]
     if dtype is np.float16:
         # Node carries float16 tensors as float32 values.
-        return np.frombuffer(payload, np.float32, int(np.prod(shape)), entry["offset"]).reshape(shape).astype(np.float16)
-    count = int(np.prod(shape))
-    return np.frombuffer(payload, dtype, count, entry["offset"]).reshape(shape)
+        return np.frombuffer(payload, np.float32, math.prod(shape), entry["offset"]).reshape(shape).astype(np.float16)
+    return np.frombuffer(payload, dtype, math.prod(shape), entry["offset"]).reshape(shape)
 
 
 class Model:
@@ -294,7 +332,7 @@ def outputs_of(result, rows):
             buffers.append(memoryview(arr).cast("B"))
             pad = _align(arr.nbytes) - arr.nbytes
             if pad:
-                buffers.append(memoryview(b"\0" * pad))
+                buffers.append(memoryview(ZEROS)[:pad])
             offset += arr.nbytes + pad
             continue
         # MLflow's scoring server: arrays as lists, frames and series as records.
@@ -320,10 +358,10 @@ def rows_of(inputs):
     return 0 if first is None or first.ndim == 0 else first.shape[0]
 
 
-def serve(sock, model):
+def serve(sock, reader, model):
     while True:
         try:
-            header, payload = read_frame(sock)
+            header, payload = reader.read()
         except EOFError:
             return
         rid = header.get("id")
@@ -353,7 +391,8 @@ def main(fd=CHANNEL_FD):
     sock = socket.socket(fileno=fd)
     # A descriptor that came from Node (the fork server's) is non-blocking; this process blocks on it.
     sock.setblocking(True)
-    header, _ = read_frame(sock)
+    reader = FrameReader(sock)
+    header, _ = reader.read()
     try:
         if header.get("op") != "load":
             raise ValueError("the first message must be load")
@@ -366,7 +405,7 @@ def main(fd=CHANNEL_FD):
         write_frame(sock, {"op": "failed", "error": f"{type(err).__name__}: {err}"})
         sys.exit(1)
     write_frame(sock, {"op": "loaded", "loader": model.loader, "python": ".".join(map(str, sys.version_info[:3])), "device": describe_device()})
-    serve(sock, model)
+    serve(sock, reader, model)
 
 
 if __name__ == "__main__":
