@@ -92,9 +92,12 @@ before(async () => {
   models = path.join(dir, 'models');
   venvPython = await mlflowVenv(dir);
   await run(venvPython, [MODELS_SCRIPT, 'save', models], { maxBuffer: 16 << 20 });
-  // A low process limit: the fork bomb test stops at it quickly.
-  server = await startTestServer(dataDir, { python: venvPython, warmPoolSize: 0, maxProcessesPerSandbox: 128 });
-  const limit = PidsLimit.open(128);
+  // A low process limit (tasks: a Node replica has ~12 threads, a fork server one per worker): the
+  // fork bomb test stops at it quickly. Every refused fork of a bomb process first copies its whole
+  // address space (the pids check comes late in the kernel's fork), so the fewer bomb processes
+  // spin until the watchdog's kill, the less the machine (and the suites running beside) stalls.
+  server = await startTestServer(dataDir, { python: venvPython, warmPoolSize: 0, maxProcessesPerSandbox: 48 });
+  const limit = PidsLimit.open(48);
   if (limit instanceof PidsLimit) limit.close();
   pidsUnavailable = limit instanceof PidsLimit ? undefined : limit.unavailable;
 });

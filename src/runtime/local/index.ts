@@ -231,9 +231,12 @@ export class LocalRuntime implements Runtime {
     let child: ChildProcess;
     let link: ReplicaLink;
     let exited: Promise<Exit>;
+    let cgroup: string | undefined;
     if (pooled !== undefined) {
       ({ child, link, exited } = pooled);
       link.setState({ pool: false, family: spec.family !== undefined });
+      // An idle pool process forks nothing: it is moved into its pids cgroup now.
+      if (this.pids instanceof PidsLimit && child.pid !== undefined) cgroup = this.pids.attach(`replica-${spec.id}`, child.pid);
     } else {
       let pythonPaths: readonly string[] = [];
       let python = this.opts.python;
@@ -248,8 +251,16 @@ export class LocalRuntime implements Runtime {
         }
         if (this.closed) throw new FerryError('TEMPORARILY_UNAVAILABLE', 'The runtime is shutting down.');
         if (placement.fallback !== undefined) await appendLog(logFile, 'replica runs on the CPU', { reason: placement.fallback }, 'warn');
-        child = this.spawner.spawnReplica(spec, { ...options, loadOptions: { ...options.loadOptions, pythonExecutable: python } }, logFile, pythonPaths, forked, placement);
+        // A fresh process starts inside its pids cgroup: nothing it forks is ever outside.
+        const pids = this.pids;
+        const enter = pids instanceof PidsLimit ? (file: string, args: readonly string[]) => {
+          const prepared = pids.prepare(`replica-${spec.id}`, file, args);
+          cgroup = prepared.dir;
+          return prepared;
+        } : undefined;
+        child = this.spawner.spawnReplica(spec, { ...options, loadOptions: { ...options.loadOptions, pythonExecutable: python } }, logFile, pythonPaths, forked, placement, enter);
       } catch (err) {
+        if (cgroup !== undefined && this.pids instanceof PidsLimit) this.pids.remove(cgroup);
         this.gpus.release(spec.id);
         await fsp.rm(modelDir, { recursive: true, force: true });
         throw err;
@@ -269,10 +280,13 @@ export class LocalRuntime implements Runtime {
     }
     const r: LocalReplica = {
       handle: { id: spec.id, spec, address: { kind: 'unix', socketPath }, pid: child.pid, fromPool: pooled !== undefined },
-      child, link, logFile, pidFile, ready: false, stopRequested: false, oomRssBytes: undefined, processLimitHit: false, pythonWorker: undefined, cgroup: this.attachPids(child, spec.id),
+      child, link, logFile, pidFile, ready: false, stopRequested: false, oomRssBytes: undefined, processLimitHit: false, pythonWorker: undefined, cgroup,
       gone: exited.then(async (e) => {
         this.gpus.release(spec.id);
-        if (r.cgroup !== undefined && this.pids instanceof PidsLimit) this.pids.remove(r.cgroup);
+        if (r.cgroup !== undefined && this.pids instanceof PidsLimit) {
+          PidsLimit.killAll(r.cgroup); // what outlived its outer bwrap
+          this.pids.remove(r.cgroup);
+        }
         await Promise.all([
           fsp.rm(pidFile, { force: true }), fsp.rm(path.dirname(socketPath), { recursive: true, force: true }), fsp.rm(modelDir, { recursive: true, force: true }),
         ]);
@@ -436,10 +450,6 @@ export class LocalRuntime implements Runtime {
     return python;
   }
 
-  /** Puts a replica's process tree into a pids cgroup of its own (./pids-limit.ts), when there is the limit. */
-  private attachPids(child: ChildProcess, id: string): string | undefined {
-    return this.pids instanceof PidsLimit && child.pid !== undefined ? this.pids.attach(`replica-${id}`, child.pid) : undefined;
-  }
 
   /**
    * The user a sandboxed process runs as from its start (setpriv): the replica user when the server

@@ -1,9 +1,14 @@
 /**
  * Process-count limits per sandbox, with the kernel's pids controller: each sandboxed process tree
- * (a replica, a Python fork server and its workers) is moved into a cgroup of its own right after
- * its start, `<ferry cgroup>/<name>/` with `pids.max`. A fork bomb in a model then hits that limit
- * (its `fork` fails with EAGAIN) instead of the host's, and the runtime's watchdog, seeing the
- * cgroup's `pids.events` count a refused fork, kills the sandbox (reported as exit reason `pids`).
+ * (a replica, a Python fork server and its workers) runs in a cgroup of its own,
+ * `<ferry cgroup>/<name>/` with `pids.max`. A fresh process starts inside it (`prepare`: a shell
+ * enters the cgroup, then execs the sandbox), so nothing it forks can be outside: moving a running
+ * tree afterwards raced the sandbox's own first forks, and a process forked in that window stayed
+ * unlimited (a fork bomb then ran free). Only an idle warm-pool process, which forks nothing, is
+ * moved after its start (`attach`, when it is claimed). A fork bomb in a model then hits that
+ * limit (its `fork` fails with EAGAIN) instead of the host's, and the runtime's watchdog, seeing
+ * the cgroup's `pids.events` count a refused fork, kills the sandbox (reported as exit reason
+ * `processes`).
  *
  * RLIMIT_NPROC cannot do this: it counts the processes of a uid, and every sandbox runs as the same
  * replica user. The cgroup is found through `/proc/self/mountinfo` and `/proc/self/cgroup`: a
@@ -69,9 +74,33 @@ export class PidsLimit {
   }
 
   /**
-   * Moves process `pid` and its descendants (a sandbox's bwrap may have forked already) into the
-   * cgroup `name`, made with `pids.max`; what they start from then on is in it too. Returns the
-   * cgroup's directory, or undefined when the process is already gone.
+   * Makes cgroup `name` with `pids.max` for a process about to start and returns its directory and
+   * the command that starts `file args` inside it: `/bin/sh` writes its own pid to the cgroup's
+   * `cgroup.procs`, then execs `file` (same pid), so the sandbox's first instruction already runs
+   * in the cgroup. When that write fails the shell exits 1 (its message in the process's log)
+   * rather than start the sandbox without its limit. `uid`: the process starts as that user
+   * (it is given the cgroup's procs file, to enter it).
+   * @throws when the cgroup cannot be made (the caller does not start the process).
+   */
+  prepare(name: string, file: string, args: readonly string[], uid?: number): { dir: string; file: string; args: string[] } {
+    const dir = path.join(this.root, name);
+    fs.mkdirSync(dir, { recursive: true });
+    try {
+      fs.writeFileSync(path.join(dir, 'pids.max'), String(this.max));
+      const procs = path.join(dir, 'cgroup.procs');
+      if (uid !== undefined) fs.chownSync(procs, uid, -1);
+      return { dir, file: '/bin/sh', args: ['-c', 'echo $$ > "$0" && exec "$@"', procs, file, ...args] };
+    } catch (err) {
+      this.remove(dir);
+      throw err;
+    }
+  }
+
+  /**
+   * Moves process `pid` and its descendants into the cgroup `name`, made with `pids.max`; what
+   * they start from then on is in it too. Only for a process that is not forking (an idle
+   * warm-pool process): a fork racing the move could leave a child outside. Returns the cgroup's
+   * directory, or undefined when the process is already gone.
    */
   attach(name: string, pid: number): string | undefined {
     const dir = path.join(this.root, name);
@@ -98,6 +127,26 @@ export class PidsLimit {
     const events = readText(path.join(dir, 'pids.events'));
     const max = /^max (\d+)$/m.exec(events);
     return max !== null && Number(max[1]) > 0;
+  }
+
+  /**
+   * SIGKILLs every process still in cgroup `dir`. A sandbox's outer bwrap can die before the
+   * sandbox's init (pid 1 of its namespace) has asked to die with it (`--die-with-parent` is set
+   * by the child, racing a kill early in its start); that init then lives on, holding the
+   * descriptors it inherited. Called when a sandbox is killed or its outer process is gone.
+   */
+  static killAll(dir: string): void {
+    for (let round = 0; round < 10; round++) {
+      const pids = readText(path.join(dir, 'cgroup.procs')).split('\n').filter((l) => l !== '').map(Number);
+      if (pids.length === 0) return;
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone meanwhile
+        }
+      }
+    }
   }
 
   /** Removes cgroup `dir` once its processes are gone (a no-op while some remain). */

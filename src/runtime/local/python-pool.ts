@@ -190,6 +190,7 @@ export class PythonPool {
         fs.appendFileSync(s.logFile, JSON.stringify(line) + '\n');
         s.processLimitHit = true;
         s.child.kill('SIGKILL');
+        PidsLimit.killAll(s.cgroup);
       }, () => undefined);
     }
   }
@@ -237,18 +238,24 @@ export class PythonPool {
     const reads = [PYTHON_DIR, ...(await this.options.pythonPaths(python))];
     const { file, args } = sandboxed(this.options.sandbox, { readOnly: reads, modelDir, socketDir: scratchDir, devices: [] },
       this.options.sandbox.kind === 'bwrap' ? user : undefined, [python, '-I', '-B', FORK_SERVER, ...this.options.preload]);
+    // It starts inside its pids cgroup (./pids-limit.ts): nothing it or a model's worker forks is outside.
+    const spawnUid = this.options.sandbox.kind === 'none' ? user?.uid : undefined;
+    const entered = this.options.pids?.prepare(name, file, args, spawnUid);
     const fd = fs.openSync(logFile, 'a', 0o600);
     let child: ChildProcess;
     try {
-      child = spawn(file, args, {
+      child = spawn(entered?.file ?? file, entered?.args ?? args, {
         cwd: modelDir, env: forkServerEnv(), stdio: ['ignore', fd, fd, 'ipc'], serialization: 'json',
         ...(this.options.sandbox.kind === 'none' && user !== undefined ? { uid: user.uid, gid: user.gid } : {}),
       });
+    } catch (err) {
+      if (entered !== undefined) this.options.pids?.remove(entered.dir);
+      throw err;
     } finally {
       fs.closeSync(fd);
     }
     child.on('error', () => undefined);
-    const cgroup = child.pid === undefined ? undefined : this.options.pids?.attach(name, child.pid);
+    const cgroup = entered?.dir;
     const server: ForkServer = {
       seq, python, child, modelDir, scratchDir, logFile, cgroup, modelKey: undefined, workers: new Set(), exited: false, processLimitHit: false, isReady: false,
       ready: Promise.resolve(), gone: Promise.resolve(),
@@ -266,7 +273,10 @@ export class PythonPool {
         this.refill();
       }
       await Promise.all([fsp.rm(modelDir, { recursive: true, force: true }), fsp.rm(scratchDir, { recursive: true, force: true })]);
-      if (cgroup !== undefined) this.options.pids?.remove(cgroup);
+      if (cgroup !== undefined) {
+        PidsLimit.killAll(cgroup); // what outlived its outer bwrap
+        this.options.pids?.remove(cgroup);
+      }
       if (server.modelKey === undefined) await fsp.rm(logFile, { force: true });
     });
     server.ready = new Promise<void>((resolve, reject) => {

@@ -141,6 +141,9 @@ export function ferryCodePaths(): string[] {
   });
   return codePaths;
 }
+/** Wraps a command so that it starts inside a pids cgroup (`PidsLimit.prepare`). */
+export type EnterCgroup = (file: string, args: readonly string[]) => { file: string; args: string[] };
+
 /**
  * Starts the processes of one runtime: in `sandbox`, as `user` from their start when given (the
  * replica user of a sandboxed root server; undefined: the server's user).
@@ -163,11 +166,13 @@ export class Spawner {
     if (user !== undefined) fs.chownSync(dir, user.uid, user.gid);
   }
 
-  spawnReplica(spec: ReplicaSpec, options: ReplicaOptions, logFile: string, extraReads: readonly string[], pythonLink: boolean, placement: GpuPlacement): ChildProcess {
+  spawnReplica(
+    spec: ReplicaSpec, options: ReplicaOptions, logFile: string, extraReads: readonly string[], pythonLink: boolean, placement: GpuPlacement, enter: EnterCgroup | undefined,
+  ): ChildProcess {
     const flags = [...replicaNodeFlags({ modelDir: options.dir, socketPath: options.socketPath }, spec.flavor), `--max-old-space-size=${heapMiBOf(spec.memoryLimitBytes)}`];
     return this.spawnNode(
       [...flags, FERRY_BIN, 'replica', ...toArgv({ control: true, options })],
-      { modelDir: options.dir, socketPath: options.socketPath, placement, extraReads, pythonLink }, logFile,
+      { modelDir: options.dir, socketPath: options.socketPath, placement, extraReads, pythonLink, ...(enter === undefined ? {} : { enter }) }, logFile,
     );
   }
 
@@ -177,10 +182,11 @@ export class Spawner {
    * in `args` gets half the memory limit: the rest is for Node itself and onnxruntime's native
    * memory, which the heap flag does not bound (the watchdog does). 256 MiB → 128 MiB heap. The
    * channel is the replica's lifeline: when the server dies, even by SIGKILL, it closes and the
-   * replica drains and exits (an idle pool process just exits).
+   * replica drains and exits (an idle pool process just exits). `where.enter`: the command is
+   * started inside a pids cgroup (see `PidsLimit.prepare` in ./pids-limit.ts).
    */
   spawnNode(
-    args: string[], where: { modelDir: string; socketPath: string; placement: GpuPlacement; extraReads?: readonly string[]; pythonLink: boolean }, logFile: string,
+    args: string[], where: { modelDir: string; socketPath: string; placement: GpuPlacement; extraReads?: readonly string[]; pythonLink: boolean; enter?: EnterCgroup }, logFile: string,
   ): ChildProcess {
     const mounts: SandboxMounts = {
       readOnly: [process.execPath, ...FERRY_CODE_PATHS, ...libraryPaths(), ...(where.extraReads ?? []), ...where.placement.readOnly],
@@ -188,7 +194,8 @@ export class Spawner {
       socketDir: path.dirname(where.socketPath),
       devices: where.placement.devices,
     };
-    const { file, args: argv } = sandboxed(this.sandbox, mounts, this.user, [process.execPath, ...args]);
+    const command = sandboxed(this.sandbox, mounts, this.user, [process.execPath, ...args]);
+    const { file, args: argv } = where.enter === undefined ? command : where.enter(command.file, command.args);
     const fd = fs.openSync(logFile, 'a', 0o600);
     try {
       // fd 4, when asked for: the link to a Python worker a fork server forks (./python-pool.ts).

@@ -48,6 +48,7 @@ export class Watchdog {
       for (const r of this.replicas.values()) {
         if (r.cgroup === undefined || !PidsLimit.exceeded(r.cgroup) || r.child.exitCode !== null) continue;
         r.processLimitHit = true;
+        PidsLimit.killAll(r.cgroup);
         await appendLog(r.logFile, 'replica killed: its sandbox reached the process limit', { maxProcesses: this.pids instanceof PidsLimit ? this.pids.max : undefined });
         r.child.kill('SIGKILL');
       }
