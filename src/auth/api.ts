@@ -10,6 +10,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import type {
+  CreatePrincipalRequest, CreateTokenOnBehalfRequest, CreateTokenRequest, CreateTokenResponse, ListPrincipalsResponse,
+  ListTokensResponse, MyPermissionResponse, ObjectPermissions, PermissionLevelsResponse, Principal, RevokeTokenRequest, SetPermissionsRequest, TokenInfo,
+  UpdatePrincipalRequest,
+} from '../api/index.js';
 import { configError } from '../config/index.js';
 import { FerryError, invalidParameter, notFound } from '../errors.js';
 import { readJsonObject, type Context, type JsonLimits } from '../http/index.js';
@@ -56,6 +61,18 @@ const schemas = {
   }),
 };
 
+/** `src/api`'s request bodies and these schemas' inputs agree both ways (checked by tsc when either changes). */
+type Input<K extends keyof typeof schemas> = z.input<(typeof schemas)[K]>;
+const requestsFit = {
+  principal: [(b: CreatePrincipalRequest): Input<'principal'> => b, (b: Input<'principal'>): CreatePrincipalRequest => b],
+  principalPatch: [(b: UpdatePrincipalRequest): Input<'principalPatch'> => b, (b: Input<'principalPatch'>): UpdatePrincipalRequest => b],
+  token: [(b: CreateTokenRequest): Input<'token'> => b, (b: Input<'token'>): CreateTokenRequest => b],
+  onBehalfToken: [(b: CreateTokenOnBehalfRequest): Input<'onBehalfToken'> => b, (b: Input<'onBehalfToken'>): CreateTokenOnBehalfRequest => b],
+  tokenId: [(b: RevokeTokenRequest): Input<'tokenId'> => b, (b: Input<'tokenId'>): RevokeTokenRequest => b],
+  acl: [(b: SetPermissionsRequest): Input<'acl'> => b, (b: Input<'acl'>): SetPermissionsRequest => b],
+};
+void requestsFit;
+
 export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthApiOptions): void {
   const store = authz.store;
   const input = async <S extends z.ZodType>(ctx: Context, schema: S): Promise<z.output<S>> => {
@@ -69,7 +86,7 @@ export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthAp
     if (!p) throw notFound(`Principal '${name}'`);
     return p;
   };
-  const issue = async (principal: string, spec: { lifetime_seconds?: number | undefined; comment: string }): Promise<Record<string, unknown>> => {
+  const issue = async (principal: string, spec: { lifetime_seconds?: number | undefined; comment: string }): Promise<CreateTokenResponse> => {
     const token = generateToken();
     const nowMs = opts.now();
     const record: TokenRecord = {
@@ -88,7 +105,7 @@ export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthAp
       await store.createPrincipal(p);
       return { body: principalJson(p) };
     }, access.admin)
-    .add('GET', '/api/2.0/principals', async () => ({ body: { principals: (await store.listPrincipals()).map(principalJson) } }), access.admin)
+    .add('GET', '/api/2.0/principals', async () => ({ body: { principals: (await store.listPrincipals()).map(principalJson) } satisfies ListPrincipalsResponse }), access.admin)
     .add('GET', '/api/2.0/principals/:name', async (ctx) => ({ body: principalJson(await requirePrincipal(ctx.params.name ?? '')) }), access.admin)
     .add('PATCH', '/api/2.0/principals/:name', async (ctx) => {
       const name = ctx.params.name ?? '';
@@ -107,7 +124,7 @@ export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthAp
     }, access.admin)
 
     .add('POST', '/api/2.0/token/create', async (ctx) => ({ body: await issue(ctx.principal ?? '', await input(ctx, schemas.token)) }), access.user)
-    .add('GET', '/api/2.0/token/list', async (ctx) => ({ body: { token_infos: (await store.listTokens(ctx.principal ?? '')).map(tokenJson) } }), access.user)
+    .add('GET', '/api/2.0/token/list', async (ctx) => ({ body: { token_infos: (await store.listTokens(ctx.principal ?? '')).map(tokenJson) } satisfies ListTokensResponse }), access.user)
     .add('POST', '/api/2.0/token/delete', async (ctx) => {
       const { token_id: id } = await input(ctx, schemas.tokenId);
       // Another principal's token id answers like an unknown one.
@@ -122,7 +139,7 @@ export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthAp
     }, access.admin)
     .add('GET', '/api/2.0/token-management/tokens', async (ctx) => {
       const principal = ctx.query.get('principal') ?? undefined;
-      return { body: { token_infos: (await store.listTokens(principal)).map(tokenJson) } };
+      return { body: { token_infos: (await store.listTokens(principal)).map(tokenJson) } satisfies ListTokensResponse };
     }, access.admin)
     .add('DELETE', '/api/2.0/token-management/tokens/:id', async (ctx) => {
       const id = ctx.params.id ?? '';
@@ -166,7 +183,7 @@ function permissionRoutes(
     if (!e) throw notFound(`Serving endpoint '${name}'`);
     return e.id;
   };
-  const describe = async (name: string): Promise<Record<string, unknown>> => {
+  const describe = async (name: string): Promise<ObjectPermissions> => {
     const id = await objectId(name);
     const principals = new Map((await store.listPrincipals()).map((p) => [p.name, p]));
     return {
@@ -226,12 +243,12 @@ function permissionRoutes(
   router.add('GET', `${base}/me`, async (ctx) => {
     const name = await nameOf(ctx);
     const level = await authz.levelOf(identityOf(ctx), type, name);
-    return { body: { permission_level: OBJECT_LEVELS[type][level] ?? null } };
+    return { body: { permission_level: OBJECT_LEVELS[type][level] ?? null } satisfies MyPermissionResponse };
   }, viewRule);
   // The levels one can grant on the object (Databricks `get_permission_levels`), lowest first.
   router.add('GET', `${base}/permissionLevels`, async (ctx) => {
     await objectId(await nameOf(ctx));
-    return { body: { permission_levels: OBJECT_LEVELS[type].map((level) => ({ permission_level: level, description: LEVEL_DESCRIPTIONS[level] })) } };
+    return { body: { permission_levels: OBJECT_LEVELS[type].map((level) => ({ permission_level: level, description: LEVEL_DESCRIPTIONS[level] })) } satisfies PermissionLevelsResponse };
   }, viewRule);
 }
 
@@ -244,15 +261,15 @@ const LEVEL_DESCRIPTIONS: Readonly<Record<Level, string>> = {
   CAN_EDIT: 'Can read the registered model and add versions, tags and aliases.',
 };
 
-function granteeJson(grantee: string, principals: Map<string, PrincipalRecord>): Record<string, string> {
+function granteeJson(grantee: string, principals: Map<string, PrincipalRecord>): Omit<ObjectPermissions['access_control_list'][number], 'all_permissions'> {
   if (grantee.startsWith('group:')) return { group_name: grantee.slice('group:'.length) };
   return principals.get(grantee)?.kind === 'service_principal' ? { service_principal_name: grantee } : { user_name: grantee };
 }
 
-function principalJson(p: PrincipalRecord): Record<string, unknown> {
+function principalJson(p: PrincipalRecord): Principal {
   return { name: p.name, type: p.kind === 'user' ? 'USER' : 'SERVICE_PRINCIPAL', admin: p.admin, creation_time: p.createdMs, created_by: p.createdBy };
 }
 
-function tokenJson(t: TokenRecord): Record<string, unknown> {
+function tokenJson(t: TokenRecord): TokenInfo {
   return { token_id: t.id, owner: t.principal, creation_time: t.createdMs, expiry_time: t.expiresMs ?? -1, comment: t.description };
 }
