@@ -47,10 +47,17 @@ export interface RunData {
   tags: Tag[];
 }
 
+/** One dataset a run used (`runs/log-inputs`), as the client sent it. */
+export interface DatasetInput {
+  /** MLflow's dataset fields (`name`, `digest`, `source_type`, `source`, `schema`, `profile`), kept as sent. */
+  dataset: Record<string, unknown>;
+  tags: Tag[];
+}
+
 export interface Run {
   info: RunInfo;
   data: RunData;
-  inputs: { dataset_inputs: unknown[] };
+  inputs: { dataset_inputs: DatasetInput[] };
 }
 
 /** A page of a search; `next_page_token` is absent on the last page. */
@@ -129,4 +136,10 @@ export interface LogBatchRequest {
   metrics?: MetricInput[] | undefined;
   params?: Tag[] | undefined;
   tags?: Tag[] | undefined;
+}
+
+/** The body of `POST .../runs/log-inputs` (a dataset's `tags` default to none). */
+export interface LogInputsRequest {
+  run_id: string;
+  datasets?: Array<{ dataset: Record<string, unknown>; tags?: Tag[] | undefined }> | undefined;
 }

@@ -15,7 +15,7 @@ import type {
   ListTokensResponse, MyPermissionResponse, ObjectPermissions, PermissionLevelsResponse, Principal, RevokeTokenRequest, SetPermissionsRequest, TokenInfo,
   UpdatePrincipalRequest,
 } from '../api/index.js';
-import { configError } from '../config/index.js';
+import { configError, type RequestFits } from '../config/index.js';
 import { FerryError, invalidParameter, notFound } from '../errors.js';
 import { readJsonObject, type Context, type JsonLimits } from '../http/index.js';
 import type { Grant, ObjectType, PrincipalRecord, TokenRecord } from '../store/index.js';
@@ -61,16 +61,15 @@ const schemas = {
   }),
 };
 
-/** `src/api`'s request bodies and these schemas' inputs agree both ways (checked by tsc when either changes). */
-type Input<K extends keyof typeof schemas> = z.input<(typeof schemas)[K]>;
-const requestsFit = {
-  principal: [(b: CreatePrincipalRequest): Input<'principal'> => b, (b: Input<'principal'>): CreatePrincipalRequest => b],
-  principalPatch: [(b: UpdatePrincipalRequest): Input<'principalPatch'> => b, (b: Input<'principalPatch'>): UpdatePrincipalRequest => b],
-  token: [(b: CreateTokenRequest): Input<'token'> => b, (b: Input<'token'>): CreateTokenRequest => b],
-  onBehalfToken: [(b: CreateTokenOnBehalfRequest): Input<'onBehalfToken'> => b, (b: Input<'onBehalfToken'>): CreateTokenOnBehalfRequest => b],
-  tokenId: [(b: RevokeTokenRequest): Input<'tokenId'> => b, (b: Input<'tokenId'>): RevokeTokenRequest => b],
-  acl: [(b: SetPermissionsRequest): Input<'acl'> => b, (b: Input<'acl'>): SetPermissionsRequest => b],
-};
+/** `src/api`'s request bodies and these schemas' inputs agree (checked by tsc when either changes). */
+const requestsFit: {
+  principal: RequestFits<CreatePrincipalRequest, z.input<typeof schemas.principal>>;
+  principalPatch: RequestFits<UpdatePrincipalRequest, z.input<typeof schemas.principalPatch>>;
+  token: RequestFits<CreateTokenRequest, z.input<typeof schemas.token>>;
+  onBehalfToken: RequestFits<CreateTokenOnBehalfRequest, z.input<typeof schemas.onBehalfToken>>;
+  tokenId: RequestFits<RevokeTokenRequest, z.input<typeof schemas.tokenId>>;
+  acl: RequestFits<SetPermissionsRequest, z.input<typeof schemas.acl>>;
+} = { principal: true, principalPatch: true, token: true, onBehalfToken: true, tokenId: true, acl: true };
 void requestsFit;
 
 export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthApiOptions): void {

@@ -12,7 +12,7 @@ import type {
 } from '../api/index.js';
 import { validateKey } from '../artifacts/index.js';
 import { access, identityOf, USERS_GROUP, type Authorizer, type ModelLevel, type NameOf, type ServerRouter } from '../auth/index.js';
-import { configError } from '../config/index.js';
+import { configError, type RequestFits } from '../config/index.js';
 import { FerryError, invalidParameter } from '../errors.js';
 import { readJsonObject, type Context, type JsonLimits } from '../http/index.js';
 import type { ModelOrder, ModelVersionRecord, ModelVersionStage, RegisteredModelRecord } from '../store/index.js';
@@ -76,14 +76,13 @@ const schemas = {
   versionTagKey: z.object({ name: z.string().min(1), version, key: z.string().min(1) }),
 };
 
-/** `src/api`'s request bodies and these schemas' inputs agree both ways (checked by tsc when either changes). */
-type Input<K extends keyof typeof schemas> = z.input<(typeof schemas)[K]>;
-const requestsFit = {
-  createModel: [(b: CreateRegisteredModelRequest): Input<'createModel'> => b, (b: Input<'createModel'>): CreateRegisteredModelRequest => b],
-  createVersion: [(b: CreateModelVersionRequest): Input<'createVersion'> => b, (b: Input<'createVersion'>): CreateModelVersionRequest => b],
-  alias: [(b: SetAliasRequest): Input<'alias'> => b, (b: Input<'alias'>): SetAliasRequest => b],
-  bulkCreate: [(b: BulkCreateRequest): Input<'bulkCreate'> => b, (b: Input<'bulkCreate'>): BulkCreateRequest => b],
-};
+/** `src/api`'s request bodies and these schemas' inputs agree (checked by tsc when either changes). */
+const requestsFit: {
+  createModel: RequestFits<CreateRegisteredModelRequest, z.input<typeof schemas.createModel>>;
+  createVersion: RequestFits<CreateModelVersionRequest, z.input<typeof schemas.createVersion>>;
+  alias: RequestFits<SetAliasRequest, z.input<typeof schemas.alias>>;
+  bulkCreate: RequestFits<BulkCreateRequest, z.input<typeof schemas.bulkCreate>>;
+} = { createModel: true, createVersion: true, alias: true, bulkCreate: true };
 void requestsFit;
 
 /**

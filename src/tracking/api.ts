@@ -15,9 +15,10 @@ import { randomInt, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type {
   CreateExperimentRequest, CreateExperimentResponse, CreateRunRequest, EmptyResponse, Experiment, ExperimentResponse, LogBatchRequest, Metric, MetricHistoryResponse,
-  Run, RunInfo, RunResponse, SearchExperimentsResponse, SearchRunsResponse, Tag, UpdateRunRequest, UpdateRunResponse,
+  LogInputsRequest, Run, RunInfo, RunResponse, SearchExperimentsResponse, SearchRunsResponse, Tag, UpdateRunRequest, UpdateRunResponse,
 } from '../api/index.js';
 import { access, identityOf, type Authorizer, type NameOf, type ServerRouter } from '../auth/index.js';
+import type { RequestFits } from '../config/index.js';
 import { FerryError, invalidParameter, notFound } from '../errors.js';
 import type { Context, JsonLimits } from '../http/index.js';
 import { experimentArtifactUri, requestInput, requestParams, runArtifactUri } from '../registry/index.js';
@@ -87,14 +88,14 @@ const schemas = {
   metricHistory: z.object({ run_id: id, metric_key: key }),
 };
 
-/** `src/api`'s request bodies and these schemas' inputs agree both ways (checked by tsc when either changes). */
-type Input<K extends keyof typeof schemas> = z.input<(typeof schemas)[K]>;
-const requestsFit = {
-  createExperiment: [(b: CreateExperimentRequest): Input<'createExperiment'> => b, (b: Input<'createExperiment'>): CreateExperimentRequest => b],
-  createRun: [(b: CreateRunRequest): Input<'createRun'> => b, (b: Input<'createRun'>): CreateRunRequest => b],
-  updateRun: [(b: UpdateRunRequest): Input<'updateRun'> => b, (b: Input<'updateRun'>): UpdateRunRequest => b],
-  logBatch: [(b: LogBatchRequest): Input<'logBatch'> => b, (b: Input<'logBatch'>): LogBatchRequest => b],
-};
+/** `src/api`'s request bodies and these schemas' inputs agree (checked by tsc when either changes). */
+const requestsFit: {
+  createExperiment: RequestFits<CreateExperimentRequest, z.input<typeof schemas.createExperiment>>;
+  createRun: RequestFits<CreateRunRequest, z.input<typeof schemas.createRun>>;
+  updateRun: RequestFits<UpdateRunRequest, z.input<typeof schemas.updateRun>>;
+  logBatch: RequestFits<LogBatchRequest, z.input<typeof schemas.logBatch>>;
+  logInputs: RequestFits<LogInputsRequest, z.input<typeof schemas.logInputs>>;
+} = { createExperiment: true, createRun: true, updateRun: true, logBatch: true, logInputs: true };
 void requestsFit;
 
 const RUN_ATTRIBUTES = ['run_id', 'run_name', 'status', 'user_id', 'start_time', 'end_time', 'artifact_uri', 'lifecycle_stage', 'created'];
