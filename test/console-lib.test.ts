@@ -132,6 +132,8 @@ test('chartData: time-ordered columns in seconds, gaps for missing values; lates
   assert.deepEqual(lat, [[1, 2], [4, null], [8, null]]);
   assert.deepEqual(latest(lat), [4, 8]);
   assert.deepEqual(chartData(points, errors!)[1], [25, 25], 'error rate in percent');
+  // A slot without requests has no error rate (null): a gap, not 0%.
+  assert.deepEqual(chartData([p(1000, 0, null), { ...p(2000, 0, null), error_rate: null }], errors!)[1], [25, null]);
   assert.deepEqual(chartData([p(1000, Number.NaN, 1)], qps!), [[1], [null]]);
   assert.equal(hasTraffic(points), true);
   assert.equal(hasTraffic([p(1000, 0, null)]), false);

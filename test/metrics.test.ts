@@ -9,6 +9,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { generateToken, hashToken } from '../src/auth/index.js';
+import { FerryApiError, FerryClient } from '../src/client/index.js';
 import { writeFixtures, writeMlp } from '../src/fixtures/index.js';
 import type { FerryServer } from '../src/server/index.js';
 import diagnosticsChannel from 'node:diagnostics_channel';
@@ -17,7 +18,7 @@ import {
   Histogram, latencyBucket, rejectReason, SeriesRing, Telemetry, writeExposition, type MetricFamily,
 } from '../src/telemetry/index.js';
 import {
-  registerVersion, replicaPids, request, startTestServer, tempDir, waitFor, waitSettled, writeEvenRowsModel, type HttpResult,
+  ADMIN_TOKEN, registerVersion, replicaPids, request, startTestServer, tempDir, waitFor, waitSettled, writeEvenRowsModel, type HttpResult,
 } from './support/index.js';
 
 // ---- a strict parser of the text exposition format 0.0.4 -----------------------------------------
@@ -470,5 +471,14 @@ describe('metrics of a real server', () => {
       assert.match(bad.json.message, new RegExp(`'window'.*"${w}"|"${w}".*'window'`));
     }
     assert.equal((await call('GET', '/api/2.0/serving-endpoints/nope/metrics/series')).status, 404);
+
+    // The typed client reads the same answer (src/api's MetricsSeries) and passes the window on.
+    const client = new FerryClient({ url: server.url, token: ADMIN_TOKEN });
+    const typed = await client.metricsSeries('odd', { window: '1m' });
+    assert.equal(typed.interval_s, 5);
+    assert.equal(typed.points.length, 12);
+    assert.deepEqual(Object.keys(typed.served_entities), ['even-1']);
+    assert.equal((await client.metricsSeries('odd')).points.length, 180);
+    await assert.rejects(client.metricsSeries('odd', { window: '2h' }), (e: unknown) => e instanceof FerryApiError && e.status === 400 && /'window'/.test(e.message));
   });
 });

@@ -14,8 +14,20 @@ export interface Principal {
 /** The body of `POST /api/2.0/principals`. */
 export interface CreatePrincipalRequest {
   name: string;
-  type?: PrincipalType;
-  admin?: boolean;
+  /** Default USER. */
+  type?: PrincipalType | undefined;
+  /** Default false. */
+  admin?: boolean | undefined;
+}
+
+/** The body of `PATCH /api/2.0/principals/{name}`. */
+export interface UpdatePrincipalRequest {
+  admin: boolean;
+}
+
+/** `GET /api/2.0/principals`. */
+export interface ListPrincipalsResponse {
+  principals: Principal[];
 }
 
 export interface TokenInfo {
@@ -29,8 +41,24 @@ export interface TokenInfo {
 
 /** The body of `POST /api/2.0/token/create` (and, with `principal`, of the on-behalf-of route). */
 export interface CreateTokenRequest {
-  lifetime_seconds?: number;
-  comment?: string;
+  /** Default 90 days; 60 s to two years. */
+  lifetime_seconds?: number | undefined;
+  comment?: string | undefined;
+}
+
+/** The body of `POST /api/2.0/token-management/on-behalf-of/tokens` (admins): a token for `principal`. */
+export interface CreateTokenOnBehalfRequest extends CreateTokenRequest {
+  principal: string;
+}
+
+/** The body of `POST /api/2.0/token/delete`. */
+export interface RevokeTokenRequest {
+  token_id: string;
+}
+
+/** `GET /api/2.0/token/list` and `GET /api/2.0/token-management/tokens`: never the secrets. */
+export interface ListTokensResponse {
+  token_infos: TokenInfo[];
 }
 
 /** The answer of a token creation: the token itself is shown this once. */
@@ -43,13 +71,18 @@ export type PermissionLevel = 'CAN_VIEW' | 'CAN_QUERY' | 'CAN_MANAGE' | 'CAN_REA
 
 /** One entry of a PUT/PATCH access control list: exactly one of the three names. */
 export interface AccessControlEntry {
-  user_name?: string;
-  service_principal_name?: string;
-  group_name?: string;
+  user_name?: string | undefined;
+  service_principal_name?: string | undefined;
+  group_name?: string | undefined;
   permission_level: string;
 }
 
-/** `GET/PUT/PATCH /api/2.0/permissions/{serving-endpoints|registered-models}/{id}`. */
+/** The body of `PUT` (these grants and no others) and `PATCH` (add or change these grants) on a permissions route. */
+export interface SetPermissionsRequest {
+  access_control_list: AccessControlEntry[];
+}
+
+/** `GET/PUT/PATCH /api/2.0/permissions/{serving-endpoints|registered-models|experiments}/{id}`. */
 export interface ObjectPermissions {
   object_id: string;
   object_type: string;
@@ -59,6 +92,16 @@ export interface ObjectPermissions {
     group_name?: string;
     all_permissions: Array<{ permission_level: string; inherited: boolean; inherited_from_object?: string[] }>;
   }>;
+}
+
+/** `GET .../permissions/{type}/{id}/me`: the caller's own level on the object; null for none. */
+export interface MyPermissionResponse {
+  permission_level: PermissionLevel | null;
+}
+
+/** `GET .../permissions/{type}/{id}/permissionLevels`: the levels one can grant on the object, lowest first. */
+export interface PermissionLevelsResponse {
+  permission_levels: Array<{ permission_level: PermissionLevel; description: string }>;
 }
 
 /** One row of `GET /api/2.0/audit-log`. */
@@ -72,4 +115,12 @@ export interface AuditEntry {
   action: string;
   status: number;
   error_code?: string;
+  /** How many calls the row stands for, when more than one (unauthenticated calls over the per-minute cap). */
+  count?: number;
+}
+
+/** `GET /api/2.0/audit-log`: newest first; `next_page_token` is absent on the last page. */
+export interface AuditLogResponse {
+  entries: AuditEntry[];
+  next_page_token?: string;
 }

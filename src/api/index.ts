@@ -8,3 +8,5 @@ export * from './registry.js';
 export * from './auth.js';
 export * from './simulate.js';
 export * from './tracking.js';
+export * from './metrics.js';
+export * from './inference-tables.js';

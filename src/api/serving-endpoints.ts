@@ -11,6 +11,9 @@ export interface Tag {
   value: string;
 }
 
+/** The answer of a call that changes something and returns nothing: `{}`. */
+export type EmptyResponse = Record<string, never>;
+
 export type WorkloadSizeName = 'Small' | 'Medium' | 'Large';
 export type WorkloadTypeName = 'CPU' | 'GPU_SMALL' | 'GPU_MEDIUM' | 'GPU_LARGE';
 

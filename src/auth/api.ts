@@ -10,7 +10,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { configError } from '../config/index.js';
+import type {
+  CreatePrincipalRequest, CreateTokenOnBehalfRequest, CreateTokenRequest, CreateTokenResponse, ListPrincipalsResponse,
+  ListTokensResponse, MyPermissionResponse, ObjectPermissions, PermissionLevelsResponse, Principal, RevokeTokenRequest, SetPermissionsRequest, TokenInfo,
+  UpdatePrincipalRequest,
+} from '../api/index.js';
+import { configError, type RequestFits } from '../config/index.js';
 import { FerryError, invalidParameter, notFound } from '../errors.js';
 import { readJsonObject, type Context, type JsonLimits } from '../http/index.js';
 import type { Grant, ObjectType, PrincipalRecord, TokenRecord } from '../store/index.js';
@@ -56,6 +61,17 @@ const schemas = {
   }),
 };
 
+/** `src/api`'s request bodies and these schemas' inputs agree (checked by tsc when either changes). */
+const requestsFit: {
+  principal: RequestFits<CreatePrincipalRequest, z.input<typeof schemas.principal>>;
+  principalPatch: RequestFits<UpdatePrincipalRequest, z.input<typeof schemas.principalPatch>>;
+  token: RequestFits<CreateTokenRequest, z.input<typeof schemas.token>>;
+  onBehalfToken: RequestFits<CreateTokenOnBehalfRequest, z.input<typeof schemas.onBehalfToken>>;
+  tokenId: RequestFits<RevokeTokenRequest, z.input<typeof schemas.tokenId>>;
+  acl: RequestFits<SetPermissionsRequest, z.input<typeof schemas.acl>>;
+} = { principal: true, principalPatch: true, token: true, onBehalfToken: true, tokenId: true, acl: true };
+void requestsFit;
+
 export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthApiOptions): void {
   const store = authz.store;
   const input = async <S extends z.ZodType>(ctx: Context, schema: S): Promise<z.output<S>> => {
@@ -69,7 +85,7 @@ export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthAp
     if (!p) throw notFound(`Principal '${name}'`);
     return p;
   };
-  const issue = async (principal: string, spec: { lifetime_seconds?: number | undefined; comment: string }): Promise<Record<string, unknown>> => {
+  const issue = async (principal: string, spec: { lifetime_seconds?: number | undefined; comment: string }): Promise<CreateTokenResponse> => {
     const token = generateToken();
     const nowMs = opts.now();
     const record: TokenRecord = {
@@ -88,7 +104,7 @@ export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthAp
       await store.createPrincipal(p);
       return { body: principalJson(p) };
     }, access.admin)
-    .add('GET', '/api/2.0/principals', async () => ({ body: { principals: (await store.listPrincipals()).map(principalJson) } }), access.admin)
+    .add('GET', '/api/2.0/principals', async () => ({ body: { principals: (await store.listPrincipals()).map(principalJson) } satisfies ListPrincipalsResponse }), access.admin)
     .add('GET', '/api/2.0/principals/:name', async (ctx) => ({ body: principalJson(await requirePrincipal(ctx.params.name ?? '')) }), access.admin)
     .add('PATCH', '/api/2.0/principals/:name', async (ctx) => {
       const name = ctx.params.name ?? '';
@@ -107,7 +123,7 @@ export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthAp
     }, access.admin)
 
     .add('POST', '/api/2.0/token/create', async (ctx) => ({ body: await issue(ctx.principal ?? '', await input(ctx, schemas.token)) }), access.user)
-    .add('GET', '/api/2.0/token/list', async (ctx) => ({ body: { token_infos: (await store.listTokens(ctx.principal ?? '')).map(tokenJson) } }), access.user)
+    .add('GET', '/api/2.0/token/list', async (ctx) => ({ body: { token_infos: (await store.listTokens(ctx.principal ?? '')).map(tokenJson) } satisfies ListTokensResponse }), access.user)
     .add('POST', '/api/2.0/token/delete', async (ctx) => {
       const { token_id: id } = await input(ctx, schemas.tokenId);
       // Another principal's token id answers like an unknown one.
@@ -122,7 +138,7 @@ export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthAp
     }, access.admin)
     .add('GET', '/api/2.0/token-management/tokens', async (ctx) => {
       const principal = ctx.query.get('principal') ?? undefined;
-      return { body: { token_infos: (await store.listTokens(principal)).map(tokenJson) } };
+      return { body: { token_infos: (await store.listTokens(principal)).map(tokenJson) } satisfies ListTokensResponse };
     }, access.admin)
     .add('DELETE', '/api/2.0/token-management/tokens/:id', async (ctx) => {
       const id = ctx.params.id ?? '';
@@ -166,7 +182,7 @@ function permissionRoutes(
     if (!e) throw notFound(`Serving endpoint '${name}'`);
     return e.id;
   };
-  const describe = async (name: string): Promise<Record<string, unknown>> => {
+  const describe = async (name: string): Promise<ObjectPermissions> => {
     const id = await objectId(name);
     const principals = new Map((await store.listPrincipals()).map((p) => [p.name, p]));
     return {
@@ -226,12 +242,12 @@ function permissionRoutes(
   router.add('GET', `${base}/me`, async (ctx) => {
     const name = await nameOf(ctx);
     const level = await authz.levelOf(identityOf(ctx), type, name);
-    return { body: { permission_level: OBJECT_LEVELS[type][level] ?? null } };
+    return { body: { permission_level: OBJECT_LEVELS[type][level] ?? null } satisfies MyPermissionResponse };
   }, viewRule);
   // The levels one can grant on the object (Databricks `get_permission_levels`), lowest first.
   router.add('GET', `${base}/permissionLevels`, async (ctx) => {
     await objectId(await nameOf(ctx));
-    return { body: { permission_levels: OBJECT_LEVELS[type].map((level) => ({ permission_level: level, description: LEVEL_DESCRIPTIONS[level] })) } };
+    return { body: { permission_levels: OBJECT_LEVELS[type].map((level) => ({ permission_level: level, description: LEVEL_DESCRIPTIONS[level] })) } satisfies PermissionLevelsResponse };
   }, viewRule);
 }
 
@@ -244,15 +260,15 @@ const LEVEL_DESCRIPTIONS: Readonly<Record<Level, string>> = {
   CAN_EDIT: 'Can read the registered model and add versions, tags and aliases.',
 };
 
-function granteeJson(grantee: string, principals: Map<string, PrincipalRecord>): Record<string, string> {
+function granteeJson(grantee: string, principals: Map<string, PrincipalRecord>): Omit<ObjectPermissions['access_control_list'][number], 'all_permissions'> {
   if (grantee.startsWith('group:')) return { group_name: grantee.slice('group:'.length) };
   return principals.get(grantee)?.kind === 'service_principal' ? { service_principal_name: grantee } : { user_name: grantee };
 }
 
-function principalJson(p: PrincipalRecord): Record<string, unknown> {
+function principalJson(p: PrincipalRecord): Principal {
   return { name: p.name, type: p.kind === 'user' ? 'USER' : 'SERVICE_PRINCIPAL', admin: p.admin, creation_time: p.createdMs, created_by: p.createdBy };
 }
 
-function tokenJson(t: TokenRecord): Record<string, unknown> {
+function tokenJson(t: TokenRecord): TokenInfo {
   return { token_id: t.id, owner: t.principal, creation_time: t.createdMs, expiry_time: t.expiresMs ?? -1, comment: t.description };
 }

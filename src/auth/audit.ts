@@ -12,6 +12,7 @@
  * than the retention are deleted at start and hourly.
  */
 import { z } from 'zod';
+import type { AuditEntry, AuditLogResponse } from '../api/index.js';
 import { configError } from '../config/index.js';
 import { FerryError } from '../errors.js';
 import { withOutcome, type Context, type Middleware } from '../http/index.js';
@@ -167,11 +168,11 @@ export function auditRoutes(router: ServerRouter, store: MetadataStore): void {
       ...(q.data.principal === undefined ? {} : { principal: q.data.principal }),
       ...(q.data.since_ms === undefined ? {} : { sinceMs: q.data.since_ms }),
     });
-    return { body: { entries: page.items.map(auditJson), ...(page.nextPageToken === undefined ? {} : { next_page_token: page.nextPageToken }) } };
+    return { body: { entries: page.items.map(auditJson), ...(page.nextPageToken === undefined ? {} : { next_page_token: page.nextPageToken }) } satisfies AuditLogResponse };
   }, access.admin);
 }
 
-function auditJson(e: AuditRecord): Record<string, unknown> {
+function auditJson(e: AuditRecord): AuditEntry {
   return {
     id: e.id, timestamp: e.timeMs, principal: e.principal, source_address: e.sourceAddress,
     method: e.method, path: e.path, action: e.action, status: e.status, ...(e.errorCode === '' ? {} : { error_code: e.errorCode }),

@@ -1,5 +1,5 @@
 /** `ferry models` (register, import, list, show, alias) and `ferry fixtures`. */
-import { FerryClient, type ModelVersion } from '../client/index.js';
+import { FerryClient, type ModelVersion, type TensorSpecJson } from '../client/index.js';
 import { writeFixtures } from '../fixtures/index.js';
 import { out, parse, str, UsageError } from './args.js';
 
@@ -70,7 +70,7 @@ function describeVersion(v: ModelVersion): string {
   const lines = [`${v.name} version ${v.version}: ${v.status}${v.aliases.length ? ` (${v.aliases.join(', ')})` : ''}`];
   if (v.status_message) lines.push(`  ${v.status_message}`);
   if (v.signature) {
-    const fmt = (s: { name: string; dtype: string; shape?: number[] }): string => `${s.name}: ${s.dtype}${s.shape ? `[${s.shape.join(', ')}]` : ''}`;
+    const fmt = (s: TensorSpecJson): string => `${s.name}: ${s.dtype}${s.shape ? `[${s.shape.join(', ')}]` : ''}`;
     lines.push(`  flavor: ${v.flavor ?? '?'}`, `  inputs: ${v.signature.inputs.map(fmt).join('; ')}`, `  outputs: ${v.signature.outputs.map(fmt).join('; ')}`);
   }
   return lines.join('\n');

@@ -10,8 +10,11 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type {
-  AccessControlEntry, AuditEntry, BulkCreateResponse, EndpointConfigInput, ModelVersion, ObjectPermissions, Principal, RegisteredModel,
-  ServingEndpoint, SimulateRequestBody, SimulateResponse, Tag, TokenInfo,
+  AccessControlEntry, AuditLogResponse, BulkCreateRequest, BulkCreateResponse, CreateModelVersionRequest, CreatePrincipalRequest, CreateRegisteredModelRequest,
+  CreateTokenOnBehalfRequest, CreateTokenRequest, CreateTokenResponse, EndpointConfigInput, InferenceTablePage, ListPrincipalsResponse, ListTokensResponse,
+  MetricsSeries, ModelVersion, ModelVersionResponse, ObjectPermissions, Principal, RegisteredModel, RegisteredModelResponse, RevokeTokenRequest,
+  SearchModelVersionsResponse, SearchRegisteredModelsResponse, ServingEndpoint, SetAliasRequest, SetPermissionsRequest, SimulateRequestBody, SimulateResponse,
+  Tag, TokenInfo,
 } from '../api/index.js';
 import { isTarArchive, tarFiles } from './tar.js';
 
@@ -45,24 +48,6 @@ export interface RequestOptions {
   headers?: Record<string, string>;
 }
 
-
-/** One logged inference call (docs/observability.md). */
-export interface InferenceTableRow {
-  request_id: string;
-  client_request_id: string | null;
-  endpoint_name: string;
-  timestamp_ms: number;
-  status_code: number;
-  error_code: string | null;
-  execution_time_ms: number;
-  served_entity: string;
-  model_name: string;
-  model_version: string;
-  principal: string;
-  request: string | null;
-  response: string | null;
-  sampling_fraction: number;
-}
 
 /** Which rows: `startMs` inclusive, `endMs` exclusive (ms since the epoch). */
 export interface InferenceTableFilters {
@@ -168,16 +153,16 @@ export class FerryClient {
   // ---- registry ----------------------------------------------------------------------------
 
   async createRegisteredModel(name: string, opts: { description?: string; tags?: Tag[] } = {}): Promise<RegisteredModel> {
-    const r = await this.request<{ registered_model: RegisteredModel }>('POST', '/api/2.0/mlflow/registered-models/create', { json: { name, ...opts } });
+    const r = await this.request<RegisteredModelResponse>('POST', '/api/2.0/mlflow/registered-models/create', { json: { name, ...opts } satisfies CreateRegisteredModelRequest });
     return r.registered_model;
   }
 
   async getRegisteredModel(name: string): Promise<RegisteredModel> {
-    const r = await this.request<{ registered_model: RegisteredModel }>('GET', '/api/2.0/mlflow/registered-models/get', { query: { name } });
+    const r = await this.request<RegisteredModelResponse>('GET', '/api/2.0/mlflow/registered-models/get', { query: { name } });
     return r.registered_model;
   }
 
-  async searchRegisteredModels(opts: { filter?: string; maxResults?: number; pageToken?: string } = {}): Promise<{ registered_models?: RegisteredModel[]; next_page_token?: string }> {
+  async searchRegisteredModels(opts: { filter?: string; maxResults?: number; pageToken?: string } = {}): Promise<SearchRegisteredModelsResponse> {
     return this.request('GET', '/api/2.0/mlflow/registered-models/search', { query: { filter: opts.filter, max_results: opts.maxResults, page_token: opts.pageToken } });
   }
 
@@ -186,28 +171,28 @@ export class FerryClient {
   }
 
   async createModelVersion(name: string, source: string, opts: { description?: string; runId?: string; tags?: Tag[] } = {}): Promise<ModelVersion> {
-    const r = await this.request<{ model_version: ModelVersion }>('POST', '/api/2.0/mlflow/model-versions/create', {
-      json: { name, source, ...(opts.description === undefined ? {} : { description: opts.description }), ...(opts.runId === undefined ? {} : { run_id: opts.runId }), ...(opts.tags ? { tags: opts.tags } : {}) },
+    const r = await this.request<ModelVersionResponse>('POST', '/api/2.0/mlflow/model-versions/create', {
+      json: { name, source, description: opts.description, run_id: opts.runId, tags: opts.tags } satisfies CreateModelVersionRequest,
     });
     return r.model_version;
   }
 
   async getModelVersion(name: string, version: string | number): Promise<ModelVersion> {
-    const r = await this.request<{ model_version: ModelVersion }>('GET', '/api/2.0/mlflow/model-versions/get', { query: { name, version } });
+    const r = await this.request<ModelVersionResponse>('GET', '/api/2.0/mlflow/model-versions/get', { query: { name, version } });
     return r.model_version;
   }
 
   async getModelVersionByAlias(name: string, alias: string): Promise<ModelVersion> {
-    const r = await this.request<{ model_version: ModelVersion }>('GET', '/api/2.0/mlflow/registered-models/alias', { query: { name, alias } });
+    const r = await this.request<ModelVersionResponse>('GET', '/api/2.0/mlflow/registered-models/alias', { query: { name, alias } });
     return r.model_version;
   }
 
-  async searchModelVersions(opts: { filter?: string; maxResults?: number; pageToken?: string } = {}): Promise<{ model_versions?: ModelVersion[]; next_page_token?: string }> {
+  async searchModelVersions(opts: { filter?: string; maxResults?: number; pageToken?: string } = {}): Promise<SearchModelVersionsResponse> {
     return this.request('GET', '/api/2.0/mlflow/model-versions/search', { query: { filter: opts.filter, max_results: opts.maxResults, page_token: opts.pageToken } });
   }
 
   async setAlias(name: string, alias: string, version: string | number): Promise<void> {
-    await this.request('POST', '/api/2.0/mlflow/registered-models/alias', { json: { name, alias, version: String(version) } });
+    await this.request('POST', '/api/2.0/mlflow/registered-models/alias', { json: { name, alias, version: String(version) } satisfies SetAliasRequest });
   }
 
   // ---- serving endpoints -------------------------------------------------------------------
@@ -250,10 +235,18 @@ export class FerryClient {
   }
 
   /** A page of the endpoint's inference table, newest first (CAN_MANAGE). */
-  async inferenceTable(name: string, opts: InferenceTableFilters & { maxResults?: number; pageToken?: string } = {}): Promise<{ rows: InferenceTableRow[]; next_page_token?: string }> {
+  async inferenceTable(name: string, opts: InferenceTableFilters & { maxResults?: number; pageToken?: string } = {}): Promise<InferenceTablePage> {
     return this.request('GET', `/api/2.0/serving-endpoints/${encodeURIComponent(name)}/inference-table`, {
       query: { ...inferenceTableQuery(opts), max_results: opts.maxResults, page_token: opts.pageToken },
     });
+  }
+
+  /**
+   * The endpoint's recent metrics (CAN_VIEW): points of 5 s over `window` (a duration from `5s`
+   * to `60m`; default 15 minutes), for the endpoint and for each served entity.
+   */
+  async metricsSeries(name: string, opts: { window?: string } = {}): Promise<MetricsSeries> {
+    return this.request('GET', `/api/2.0/serving-endpoints/${encodeURIComponent(name)}/metrics/series`, { query: { window: opts.window } });
   }
 
   /** The endpoint's inference table rows as JSON Lines or CSV, streamed as the server sends them. */
@@ -293,12 +286,12 @@ export class FerryClient {
     return this.request('GET', '/api/2.0/me');
   }
 
-  async createPrincipal(name: string, opts: { type?: 'USER' | 'SERVICE_PRINCIPAL'; admin?: boolean } = {}): Promise<Principal> {
-    return this.request('POST', '/api/2.0/principals', { json: { name, ...opts } });
+  async createPrincipal(name: string, opts: Omit<CreatePrincipalRequest, 'name'> = {}): Promise<Principal> {
+    return this.request('POST', '/api/2.0/principals', { json: { name, ...opts } satisfies CreatePrincipalRequest });
   }
 
   async listPrincipals(): Promise<Principal[]> {
-    return (await this.request<{ principals: Principal[] }>('GET', '/api/2.0/principals')).principals;
+    return (await this.request<ListPrincipalsResponse>('GET', '/api/2.0/principals')).principals;
   }
 
   async deletePrincipal(name: string): Promise<void> {
@@ -306,23 +299,23 @@ export class FerryClient {
   }
 
   /** A new token for the caller, or (admins) for `forPrincipal`. The secret is in `token_value`, shown once. */
-  async createToken(opts: { lifetimeSeconds?: number; comment?: string; forPrincipal?: string } = {}): Promise<{ token_value: string; token_info: TokenInfo }> {
-    const spec = { ...(opts.lifetimeSeconds === undefined ? {} : { lifetime_seconds: opts.lifetimeSeconds }), ...(opts.comment === undefined ? {} : { comment: opts.comment }) };
+  async createToken(opts: { lifetimeSeconds?: number; comment?: string; forPrincipal?: string } = {}): Promise<CreateTokenResponse> {
+    const spec: CreateTokenRequest = { ...(opts.lifetimeSeconds === undefined ? {} : { lifetime_seconds: opts.lifetimeSeconds }), ...(opts.comment === undefined ? {} : { comment: opts.comment }) };
     return opts.forPrincipal === undefined
       ? this.request('POST', '/api/2.0/token/create', { json: spec })
-      : this.request('POST', '/api/2.0/token-management/on-behalf-of/tokens', { json: { principal: opts.forPrincipal, ...spec } });
+      : this.request('POST', '/api/2.0/token-management/on-behalf-of/tokens', { json: { principal: opts.forPrincipal, ...spec } satisfies CreateTokenOnBehalfRequest });
   }
 
   /** The caller's tokens, or (admins, `all`) every principal's. Never the secrets. */
   async listTokens(opts: { all?: boolean } = {}): Promise<TokenInfo[]> {
-    const r = await this.request<{ token_infos: TokenInfo[] }>('GET', opts.all === true ? '/api/2.0/token-management/tokens' : '/api/2.0/token/list');
+    const r = await this.request<ListTokensResponse>('GET', opts.all === true ? '/api/2.0/token-management/tokens' : '/api/2.0/token/list');
     return r.token_infos;
   }
 
   /** Revokes one of the caller's tokens, or (admins, `any`) anyone's. Effective at once. */
   async revokeToken(id: string, opts: { any?: boolean } = {}): Promise<void> {
     if (opts.any === true) await this.request('DELETE', `/api/2.0/token-management/tokens/${encodeURIComponent(id)}`);
-    else await this.request('POST', '/api/2.0/token/delete', { json: { token_id: id } });
+    else await this.request('POST', '/api/2.0/token/delete', { json: { token_id: id } satisfies RevokeTokenRequest });
   }
 
   async getPermissions(object: PermissionObject, name: string): Promise<ObjectPermissions> {
@@ -331,11 +324,11 @@ export class FerryClient {
 
   /** PATCH (add or change these grants) or, with `replace`, PUT (these grants and no others). */
   async setPermissions(object: PermissionObject, name: string, acl: AccessControlEntry[], opts: { replace?: boolean } = {}): Promise<ObjectPermissions> {
-    return this.request(opts.replace === true ? 'PUT' : 'PATCH', permissionsPath(object, name), { json: { access_control_list: acl } });
+    return this.request(opts.replace === true ? 'PUT' : 'PATCH', permissionsPath(object, name), { json: { access_control_list: acl } satisfies SetPermissionsRequest });
   }
 
   /** The audit log, newest first (admins). */
-  async auditLog(opts: { principal?: string; sinceMs?: number; maxResults?: number; pageToken?: string } = {}): Promise<{ entries: AuditEntry[]; next_page_token?: string }> {
+  async auditLog(opts: { principal?: string; sinceMs?: number; maxResults?: number; pageToken?: string } = {}): Promise<AuditLogResponse> {
     return this.request('GET', '/api/2.0/audit-log', { query: { principal: opts.principal, since_ms: opts.sinceMs, max_results: opts.maxResults, page_token: opts.pageToken } });
   }
 
@@ -379,7 +372,7 @@ export class FerryClient {
    */
   async bulkCreateModelVersions(models: ReadonlyArray<{ name: string; file?: string; content: Uint8Array }>): Promise<BulkCreateResponse> {
     return this.request<BulkCreateResponse>('POST', '/api/2.0/mlflow/model-versions/bulk-create', {
-      json: { models: models.map((m) => ({ name: m.name, ...(m.file === undefined ? {} : { file: m.file }), content_base64: Buffer.from(m.content).toString('base64') })) },
+      json: { models: models.map((m) => ({ name: m.name, ...(m.file === undefined ? {} : { file: m.file }), content_base64: Buffer.from(m.content).toString('base64') })) } satisfies BulkCreateRequest,
     });
   }
 

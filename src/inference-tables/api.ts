@@ -6,6 +6,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import { z } from 'zod';
+import type { InferenceTablePage, InferenceTableRow, InferenceTableStatus } from '../api/index.js';
 import { access, type ServerRouter } from '../auth/index.js';
 import { configError } from '../config/index.js';
 import { invalidParameter, notFound } from '../errors.js';
@@ -18,7 +19,7 @@ export const MAX_PAGE_ROWS = 1000;
 const DEFAULT_PAGE_ROWS = 100;
 
 /** A row in the API's shape (snake_case, absent values as null so every row has every column). */
-export function rowView(r: InferenceRow): Record<(typeof COLUMNS)[number], string | number | null> {
+export function rowView(r: InferenceRow): InferenceTableRow {
   return {
     request_id: r.requestId, client_request_id: r.clientRequestId ?? null, endpoint_name: r.endpoint, timestamp_ms: r.timestampMs,
     status_code: r.statusCode, error_code: r.errorCode ?? null, execution_time_ms: r.executionTimeMs,
@@ -31,7 +32,10 @@ export function rowView(r: InferenceRow): Record<(typeof COLUMNS)[number], strin
 export const COLUMNS = [
   'request_id', 'client_request_id', 'endpoint_name', 'timestamp_ms', 'status_code', 'error_code', 'execution_time_ms',
   'served_entity', 'model_name', 'model_version', 'principal', 'request', 'response', 'sampling_fraction',
-] as const;
+] as const satisfies ReadonlyArray<keyof InferenceTableRow>;
+/** Every field of a row is a column (checked by tsc: a field missing from `COLUMNS` is an error here). */
+const everyFieldIsAColumn = (k: keyof InferenceTableRow): (typeof COLUMNS)[number] => k;
+void everyFieldIsAColumn;
 
 /**
  * One CSV field (RFC 4180): quoted when it holds a quote, comma or line break; null is empty.
@@ -44,6 +48,11 @@ export function csvField(v: string | number | null): string {
   if (v === null) return '';
   const s = typeof v === 'string' && /^[=+\-@\t\r]/.test(v) ? `'${v}` : String(v);
   return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+/** A row as one CSV line, its fields in `COLUMNS` order. */
+function csvLine(row: InferenceTableRow): string {
+  return COLUMNS.map((c) => csvField(row[c])).join(',');
 }
 
 const millis = (what: string) => z.string().regex(/^\d{1,15}$/, `expected ${what} in milliseconds since the epoch`).transform(Number);
@@ -61,7 +70,7 @@ const listQuery = z.strictObject({
 });
 const FORMATS = {
   jsonl: { contentType: 'application/x-ndjson', header: undefined, line: (r: InferenceRow) => JSON.stringify(rowView(r)) },
-  csv: { contentType: 'text/csv; charset=utf-8', header: COLUMNS.join(','), line: (r: InferenceRow) => Object.values(rowView(r)).map(csvField).join(',') },
+  csv: { contentType: 'text/csv; charset=utf-8', header: COLUMNS.join(','), line: (r: InferenceRow) => csvLine(rowView(r)) },
 } as const;
 const exportQuery = z.strictObject({
   ...filters,
@@ -109,7 +118,7 @@ export function inferenceTableRoutes(router: ServerRouter, deps: InferenceTableA
         ...rowQuery(name, settings, q, q.max_results ?? DEFAULT_PAGE_ROWS),
         ...(q.page_token === undefined ? {} : { pageToken: q.page_token }),
       });
-      return { body: { rows: page.items.map(rowView), ...(page.nextPageToken === undefined ? {} : { next_page_token: page.nextPageToken }) } };
+      return { body: { rows: page.items.map(rowView), ...(page.nextPageToken === undefined ? {} : { next_page_token: page.nextPageToken }) } satisfies InferenceTablePage };
     }, access.endpoint('CAN_MANAGE'))
     .add('GET', `${base}/export`, async (ctx) => {
       const { name, settings } = endpoint(ctx);
@@ -138,7 +147,7 @@ export function inferenceTableRoutes(router: ServerRouter, deps: InferenceTableA
         body: {
           enabled: settings.enabled, sample_fraction: settings.sampleFraction,
           queued_rows: c.queuedRows, written_rows: c.writtenRows, dropped_rows: c.droppedRows,
-        },
+        } satisfies InferenceTableStatus,
       };
     }, access.endpoint('CAN_VIEW'));
 }

@@ -5,9 +5,14 @@
  * `artifact_size_bytes` to model versions.
  */
 import { z } from 'zod';
+import type {
+  BulkCreateRequest, BulkCreateResponse, CreateModelVersionRequest, CreateRegisteredModelRequest, DownloadUriResponse, LatestVersionsResponse,
+  ListArtifactsResponse, ModelVersion, ModelVersionResponse, RegisteredModel, RegisteredModelResponse, SearchModelVersionsResponse,
+  SearchRegisteredModelsResponse, SetAliasRequest, Tag, VersionEnvironment,
+} from '../api/index.js';
 import { validateKey } from '../artifacts/index.js';
 import { access, identityOf, USERS_GROUP, type Authorizer, type ModelLevel, type NameOf, type ServerRouter } from '../auth/index.js';
-import { configError } from '../config/index.js';
+import { configError, type RequestFits } from '../config/index.js';
 import { FerryError, invalidParameter } from '../errors.js';
 import { readJsonObject, type Context, type JsonLimits } from '../http/index.js';
 import type { ModelOrder, ModelVersionRecord, ModelVersionStage, RegisteredModelRecord } from '../store/index.js';
@@ -71,6 +76,15 @@ const schemas = {
   versionTagKey: z.object({ name: z.string().min(1), version, key: z.string().min(1) }),
 };
 
+/** `src/api`'s request bodies and these schemas' inputs agree (checked by tsc when either changes). */
+const requestsFit: {
+  createModel: RequestFits<CreateRegisteredModelRequest, z.input<typeof schemas.createModel>>;
+  createVersion: RequestFits<CreateModelVersionRequest, z.input<typeof schemas.createVersion>>;
+  alias: RequestFits<SetAliasRequest, z.input<typeof schemas.alias>>;
+  bulkCreate: RequestFits<BulkCreateRequest, z.input<typeof schemas.bulkCreate>>;
+} = { createModel: true, createVersion: true, alias: true, bulkCreate: true };
+void requestsFit;
+
 /**
  * Access: any principal may create a model (and then holds CAN_MANAGE on it) and search (seeing
  * only models it can read); reading needs CAN_READ, changing CAN_EDIT, deleting CAN_MANAGE.
@@ -88,11 +102,11 @@ export function registryRoutes(router: ServerRouter, registry: Registry, authz: 
   const model = (level: ModelLevel) => access.model(level, modelName);
   const visible = (ctx: Context): Promise<(name: string) => boolean> => authz.visible(identityOf(ctx), 'registered-model');
   const input = <S extends z.ZodType>(ctx: Context, schema: S): Promise<z.output<S>> => requestInput(ctx, schema, opts.maxBodyBytes, opts.jsonLimits);
-  const modelOut = async (ctx: Context, m: RegisteredModelRecord): Promise<Record<string, unknown>> => {
+  const modelOut = async (ctx: Context, m: RegisteredModelRecord): Promise<RegisteredModel> => {
     const latest = await registry.store.latestModelVersion(m.name);
     return modelJson(m, latest ? [versionJson(latest, m, ctx.principal)] : []);
   };
-  const versionOut = async (ctx: Context, v: ModelVersionRecord): Promise<Record<string, unknown>> => versionJson(v, await registry.getModel(v.name), ctx.principal);
+  const versionOut = async (ctx: Context, v: ModelVersionRecord): Promise<ModelVersion> => versionJson(v, await registry.getModel(v.name), ctx.principal);
   /**
    * The source a version is registered from, as stored: an upload resolves in the caller's
    * namespace (`mlflow-artifacts:/p` → `mlflow-artifacts:/<principal>/p`); a run's artifact
@@ -122,16 +136,16 @@ export function registryRoutes(router: ServerRouter, registry: Registry, authz: 
     .add('POST', `${base}/registered-models/create`, async (ctx) => {
       const b = await input(ctx, schemas.createModel);
       const m = await registry.createModel(b.name, b.description, tagsObject(b.tags), ctx.principal);
-      return { body: { registered_model: await modelOut(ctx, m) } };
+      return { body: { registered_model: await modelOut(ctx, m) } satisfies RegisteredModelResponse };
     }, access.user)
     .add('GET', `${base}/registered-models/get`, async (ctx) => {
       const b = await input(ctx, schemas.name);
-      return { body: { registered_model: await modelOut(ctx, await registry.getModel(b.name)) } };
+      return { body: { registered_model: await modelOut(ctx, await registry.getModel(b.name)) } satisfies RegisteredModelResponse };
     }, model('CAN_READ'))
     .add('PATCH', `${base}/registered-models/update`, async (ctx) => {
       const b = await input(ctx, schemas.updateModel);
       const m = await registry.store.updateRegisteredModel(b.name, { description: b.description }, Date.now());
-      return { body: { registered_model: await modelOut(ctx, m) } };
+      return { body: { registered_model: await modelOut(ctx, m) } satisfies RegisteredModelResponse };
     }, model('CAN_EDIT'))
     .add('DELETE', `${base}/registered-models/delete`, async (ctx) => {
       await registry.deleteModel((await input(ctx, schemas.name)).name);
@@ -146,7 +160,7 @@ export function registryRoutes(router: ServerRouter, registry: Registry, authz: 
       const page = await registry.store.searchRegisteredModels(filter, order, { maxResults: b.max_results, pageToken: b.page_token });
       // Models the caller cannot read are left out (a page may then hold fewer than max_results).
       const canRead = await visible(ctx);
-      return { body: { registered_models: await Promise.all(page.items.filter((m) => canRead(m.name)).map((m) => modelOut(ctx, m))), ...nextPage(page.nextPageToken) } };
+      return { body: { registered_models: await Promise.all(page.items.filter((m) => canRead(m.name)).map((m) => modelOut(ctx, m))), ...nextPage(page.nextPageToken) } satisfies SearchRegisteredModelsResponse };
     }, access.user)
     // MLflow's deprecated stage API: the latest version in each stage asked for (every stage when none is).
     .add('POST', `${base}/registered-models/get-latest-versions`, async (ctx) => {
@@ -155,17 +169,17 @@ export function registryRoutes(router: ServerRouter, registry: Registry, authz: 
       const stages = b.stages.map((st, i) => STAGES.find((x) => x.toLowerCase() === st.toLowerCase()) ?? badStage(`stages[${i}]`, st));
       const versions = (await registry.store.searchModelVersions({ name: { op: '=', value: m.name } }, { maxResults: 200_000, pageToken: undefined })).items;
       const latest = (stages.length === 0 ? STAGES : stages).flatMap((st) => versions.filter((v) => v.stage === st).sort((x, y) => y.version - x.version).slice(0, 1));
-      return { body: { model_versions: latest.sort((x, y) => x.version - y.version).map((v) => versionJson(v, m, ctx.principal)) } };
+      return { body: { model_versions: latest.sort((x, y) => x.version - y.version).map((v) => versionJson(v, m, ctx.principal)) } satisfies LatestVersionsResponse };
     }, model('CAN_READ'))
     .add('POST', `${base}/registered-models/rename`, async (ctx) => {
       const b = await input(ctx, schemas.rename);
       const m = await registry.renameModel(b.name, b.new_name, await opts.servedBy(b.name));
-      return { body: { registered_model: await modelOut(ctx, m) } };
+      return { body: { registered_model: await modelOut(ctx, m) } satisfies RegisteredModelResponse };
     }, model('CAN_MANAGE'))
     .add('POST', `${base}/model-versions/transition-stage`, async (ctx) => {
       const b = await input(ctx, schemas.transition);
       const v = await registry.transitionStage(b.name, b.version, b.stage, b.archive_existing_versions);
-      return { body: { model_version: await versionOut(ctx, v) } };
+      return { body: { model_version: await versionOut(ctx, v) } satisfies ModelVersionResponse };
     }, model('CAN_EDIT'))
     .add('POST', `${base}/registered-models/set-tag`, async (ctx) => {
       const b = await input(ctx, schemas.modelTag);
@@ -189,14 +203,14 @@ export function registryRoutes(router: ServerRouter, registry: Registry, authz: 
     }, model('CAN_EDIT'))
     .add('GET', `${base}/registered-models/alias`, async (ctx) => {
       const b = await input(ctx, schemas.aliasKey);
-      return { body: { model_version: await versionOut(ctx, await registry.getVersionByAlias(b.name, b.alias)) } };
+      return { body: { model_version: await versionOut(ctx, await registry.getVersionByAlias(b.name, b.alias)) } satisfies ModelVersionResponse };
     }, model('CAN_READ'))
     .add('POST', `${base}/model-versions/create`, async (ctx) => {
       const b = await input(ctx, schemas.createVersion);
       const source = await ownSource(ctx, b.source);
       const parsed = parseSource(source);
       const v = await registry.createVersion({ name: b.name, source, runId: b.run_id || (parsed.kind === 'run' ? parsed.runId : runOfKey(parsed)), description: b.description, tags: tagsObject(b.tags) });
-      return { body: { model_version: await versionOut(ctx, v) } };
+      return { body: { model_version: await versionOut(ctx, v) } satisfies ModelVersionResponse };
     }, model('CAN_EDIT'))
     // Ferry extension (docs/multi-model.md): many single-file models in one call and one
     // transaction. Per model, an existing model needs CAN_EDIT; a new one is created for the caller.
@@ -225,23 +239,23 @@ export function registryRoutes(router: ServerRouter, registry: Registry, authz: 
           results: results.map((r) => (r.status === 'READY'
             ? { name: r.name, status: r.status, version: String(r.version) }
             : { name: r.name, status: r.status, error_code: r.errorCode, message: r.message })),
-        },
+        } satisfies BulkCreateResponse,
       };
     }, access.user)
     .add('GET', `${base}/model-versions/get`, async (ctx) => {
       const b = await input(ctx, schemas.versionKey);
-      return { body: { model_version: await versionOut(ctx, await registry.getVersion(b.name, b.version)) } };
+      return { body: { model_version: await versionOut(ctx, await registry.getVersion(b.name, b.version)) } satisfies ModelVersionResponse };
     }, model('CAN_READ'))
     // Ferry's: the environment files of a version's artifact (./environment.ts).
     .add('GET', `${base}/model-versions/get-environment`, async (ctx) => {
       const b = await input(ctx, schemas.versionKey);
-      return { body: await versionEnvironment(registry.artifacts, await registry.getVersion(b.name, b.version)) };
+      return { body: await versionEnvironment(registry.artifacts, await registry.getVersion(b.name, b.version)) satisfies VersionEnvironment };
     }, model('CAN_READ'))
     .add('PATCH', `${base}/model-versions/update`, async (ctx) => {
       const b = await input(ctx, schemas.updateVersion);
       await registry.getVersion(b.name, b.version);
       const v = await registry.store.updateModelVersion(b.name, b.version, { description: b.description }, Date.now());
-      return { body: { model_version: await versionOut(ctx, v) } };
+      return { body: { model_version: await versionOut(ctx, v) } satisfies ModelVersionResponse };
     }, model('CAN_EDIT'))
     .add('DELETE', `${base}/model-versions/delete`, async (ctx) => {
       const b = await input(ctx, schemas.versionKey);
@@ -252,13 +266,13 @@ export function registryRoutes(router: ServerRouter, registry: Registry, authz: 
       const b = await input(ctx, schemas.searchVersions);
       const page = await registry.store.searchModelVersions(parseFilter(b.filter), { maxResults: b.max_results, pageToken: b.page_token });
       const canRead = await visible(ctx);
-      return { body: { model_versions: await Promise.all(page.items.filter((v) => canRead(v.name)).map((v) => versionOut(ctx, v))), ...nextPage(page.nextPageToken) } };
+      return { body: { model_versions: await Promise.all(page.items.filter((v) => canRead(v.name)).map((v) => versionOut(ctx, v))), ...nextPage(page.nextPageToken) } satisfies SearchModelVersionsResponse };
     }, access.user)
     .add('GET', `${base}/model-versions/get-download-uri`, async (ctx) => {
       const b = await input(ctx, schemas.versionKey);
       const v = await registry.getVersion(b.name, b.version);
       if (!v.artifact) throw new FerryError('RESOURCE_CONFLICT', `Model version '${v.name}' version ${v.version} has no artifact (status ${v.status}).`);
-      return { body: { artifact_uri: versionDownloadUri(v.name, v.version) } };
+      return { body: { artifact_uri: versionDownloadUri(v.name, v.version) } satisfies DownloadUriResponse };
     }, model('CAN_READ'))
     .add('POST', `${base}/model-versions/set-tag`, async (ctx) => {
       const b = await input(ctx, schemas.versionTag);
@@ -314,7 +328,7 @@ export function registryRoutes(router: ServerRouter, registry: Registry, authz: 
     // Names relative to the listed directory, as MLflow's client joins them to it.
     .add('GET', '/api/2.0/mlflow-artifacts/artifacts', async (ctx) => {
       const files = await artifacts.list(await proxyKey(ctx, (ctx.query.get('path') ?? '').replace(/^\/+|\/+$/g, ''), false));
-      return { body: { files: files.map((f) => ({ path: f.path, is_dir: f.isDir, ...(f.isDir ? {} : { file_size: f.sizeBytes }) })) } };
+      return { body: { files: files.map((f) => ({ path: f.path, is_dir: f.isDir, ...(f.isDir ? {} : { file_size: f.sizeBytes }) })) } satisfies ListArtifactsResponse };
     }, access.user);
 }
 
@@ -370,11 +384,11 @@ async function readParams(ctx: Context, maxBodyBytes: number, jsonLimits: JsonLi
   return { ...out, ...(await readJsonObject(ctx.req, maxBodyBytes, jsonLimits)) };
 }
 
-function tagsObject(tags: Array<{ key: string; value: string }>): Record<string, string> {
+function tagsObject(tags: Tag[]): Record<string, string> {
   return Object.fromEntries(tags.map((t) => [t.key, t.value]));
 }
 
-function tagsList(tags: Record<string, string>): Array<{ key: string; value: string }> {
+function tagsList(tags: Record<string, string>): Tag[] {
   return Object.entries(tags).map(([key, value]) => ({ key, value }));
 }
 
@@ -382,7 +396,7 @@ function nextPage(token: string | undefined): { next_page_token?: string } {
   return token === undefined ? {} : { next_page_token: token };
 }
 
-export function modelJson(m: RegisteredModelRecord, latest: Array<Record<string, unknown>>): Record<string, unknown> {
+export function modelJson(m: RegisteredModelRecord, latest: ModelVersion[]): RegisteredModel {
   return {
     name: m.name,
     creation_timestamp: m.createdMs,
@@ -398,7 +412,7 @@ export function modelJson(m: RegisteredModelRecord, latest: Array<Record<string,
  * A version in MLflow's shape. `caller`: an upload's source is shown as the caller sent it
  * (`mlflow-artifacts:/p`) when the upload is the caller's own, so it reads back through the proxy.
  */
-export function versionJson(v: ModelVersionRecord, model: RegisteredModelRecord, caller?: string): Record<string, unknown> {
+export function versionJson(v: ModelVersionRecord, model: RegisteredModelRecord, caller?: string): ModelVersion {
   const a = v.artifact;
   const own = caller === undefined ? undefined : `mlflow-artifacts:/${caller}/`;
   return {

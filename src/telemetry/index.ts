@@ -10,6 +10,7 @@
  * `GET /api/2.0/serving-endpoints/{name}/metrics/series?window=15m` (CAN_VIEW).
  */
 import diagnosticsChannel from 'node:diagnostics_channel';
+import type { MetricsSeries } from '../api/index.js';
 import { access, identityOf, type Authorizer, type ServerRouter } from '../auth/index.js';
 import { parseDurationMs } from '../config/index.js';
 import type { EntityGauges } from '../control/index.js';
@@ -26,7 +27,7 @@ import { ProcessMetrics } from './process.js';
 import { entityKey, ReplicaScraper, type ScrapeOptions } from './scrape.js';
 import type { HistogramSnapshot } from './histogram.js';
 import { v2ModelStats, type V2ModelStats } from './v2-stats.js';
-import { SERIES_RESOLUTION_MS, SERIES_SLOTS, SeriesRing, type SeriesPoint } from './series.js';
+import { SERIES_RESOLUTION_MS, SERIES_SLOTS, SeriesRing } from './series.js';
 
 export { EXPOSITION_CONTENT_TYPE, escapeLabelValue, formatValue, writeExposition, type Labels, type MetricFamily } from './exposition.js';
 export {
@@ -35,7 +36,7 @@ export {
 } from './histogram.js';
 export { rejectReason } from './metrics.js';
 export { ModelCallMetrics, type ReplicaMetricsSnapshot } from './replica.js';
-export { SERIES_RESOLUTION_MS, SERIES_SLOTS, SeriesRing, latencyBucket, type GaugeSample, type SeriesPoint } from './series.js';
+export { SERIES_RESOLUTION_MS, SERIES_SLOTS, SeriesRing, latencyBucket, type GaugeSample } from './series.js';
 
 export interface TelemetryOptions {
   /** Wall clock (ms since the epoch) for the series; injected so tests walk virtual time. */
@@ -57,14 +58,6 @@ const SAMPLE_INTERVAL_MS = 1000;
 export const DEFAULT_SERIES_WINDOW_MS = 15 * 60_000;
 export const MAX_SERIES_WINDOW_MS = SERIES_RESOLUTION_MS * SERIES_SLOTS;
 const DEFAULT_SCRAPE: ScrapeOptions = { concurrency: 8, timeoutMs: 1000 };
-
-/** The answer of the series API. */
-export interface SeriesAnswer {
-  endpoint: string;
-  interval_s: number;
-  points: SeriesPoint[];
-  served_entities: Record<string, SeriesPoint[]>;
-}
 
 interface EndpointSeries {
   all: SeriesRing;
@@ -153,7 +146,7 @@ export class Telemetry {
   }
 
   /** The last `windowMs` of an endpoint, per `SERIES_RESOLUTION_MS` slot, and of each of its served entities. */
-  seriesOf(endpoint: string, windowMs: number): SeriesAnswer {
+  seriesOf(endpoint: string, windowMs: number): MetricsSeries {
     this.sample();
     const now = this.options.now();
     const s = this.series.get(endpoint);

@@ -6,6 +6,8 @@
  * comes from the caller (an injected clock), so tests walk virtual time.
  */
 
+import type { SeriesPoint } from '../api/index.js';
+
 export const SERIES_RESOLUTION_MS = 5000;
 export const SERIES_SLOTS = 720;
 
@@ -19,23 +21,6 @@ export const SERIES_SLOTS = 720;
 const LATENCY_BUCKETS = 80;
 const LATENCY_MIN_MS = 0.05;
 const BUCKETS_PER_DOUBLING = 4;
-
-/** One point of a series: a slot of `interval_s` seconds starting at `timestamp_ms`. */
-export interface SeriesPoint {
-  timestamp_ms: number;
-  /** Inference requests answered in the slot, per second. */
-  qps: number;
-  /** Latency percentiles of the successful (2xx) requests; null when there were none. */
-  p50_ms: number | null;
-  p99_ms: number | null;
-  /** Share of answers that were 5xx; null without requests. */
-  error_rate: number | null;
-  /** Replica counts at the slot's last sample; in-flight and queued requests averaged over its samples. Null when not sampled. */
-  replicas_ready: number | null;
-  replicas_desired: number | null;
-  in_flight: number | null;
-  queued: number | null;
-}
 
 /** What the sampler reads from the controller, per served entity or summed per endpoint. */
 export interface GaugeSample {

@@ -13,8 +13,12 @@
  */
 import { randomInt, randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import type { Experiment, Metric, Run, RunInfo, Tag } from '../api/index.js';
+import type {
+  CreateExperimentRequest, CreateExperimentResponse, CreateRunRequest, EmptyResponse, Experiment, ExperimentResponse, LogBatchRequest, Metric, MetricHistoryResponse,
+  LogInputsRequest, Run, RunInfo, RunResponse, SearchExperimentsResponse, SearchRunsResponse, Tag, UpdateRunRequest, UpdateRunResponse,
+} from '../api/index.js';
 import { access, identityOf, type Authorizer, type NameOf, type ServerRouter } from '../auth/index.js';
+import type { RequestFits } from '../config/index.js';
 import { FerryError, invalidParameter, notFound } from '../errors.js';
 import type { Context, JsonLimits } from '../http/index.js';
 import { experimentArtifactUri, requestInput, requestParams, runArtifactUri } from '../registry/index.js';
@@ -84,6 +88,16 @@ const schemas = {
   metricHistory: z.object({ run_id: id, metric_key: key }),
 };
 
+/** `src/api`'s request bodies and these schemas' inputs agree (checked by tsc when either changes). */
+const requestsFit: {
+  createExperiment: RequestFits<CreateExperimentRequest, z.input<typeof schemas.createExperiment>>;
+  createRun: RequestFits<CreateRunRequest, z.input<typeof schemas.createRun>>;
+  updateRun: RequestFits<UpdateRunRequest, z.input<typeof schemas.updateRun>>;
+  logBatch: RequestFits<LogBatchRequest, z.input<typeof schemas.logBatch>>;
+  logInputs: RequestFits<LogInputsRequest, z.input<typeof schemas.logInputs>>;
+} = { createExperiment: true, createRun: true, updateRun: true, logBatch: true, logInputs: true };
+void requestsFit;
+
 const RUN_ATTRIBUTES = ['run_id', 'run_name', 'status', 'user_id', 'start_time', 'end_time', 'artifact_uri', 'lifecycle_stage', 'created'];
 const RUN_NUMERIC = ['start_time', 'end_time', 'created'];
 const EXPERIMENT_ATTRIBUTES = ['name', 'experiment_id', 'creation_time', 'last_update_time', 'lifecycle_stage'];
@@ -113,23 +127,23 @@ export function trackingRoutes(router: ServerRouter, store: MetadataStore, authz
   };
   const experiment = (level: 'CAN_READ' | 'CAN_EDIT' | 'CAN_MANAGE') => access.experiment(level, experimentOf);
   const run = (level: 'CAN_READ' | 'CAN_EDIT') => access.experiment(level, experimentOfRun);
-  const logData = async (runId: string, data: Parameters<TrackingStore['logRunData']>[1]): Promise<{ body: Record<string, never> }> => {
+  const logData = async (runId: string, data: Parameters<TrackingStore['logRunData']>[1]): Promise<{ body: EmptyResponse }> => {
     await requireActiveRun(tracking, runId);
     await tracking.logRunData(runId, data);
     return { body: {} };
   };
-  const setExperimentStage = (stage: LifecycleStage) => async (ctx: Context): Promise<{ body: Record<string, never> }> => {
+  const setExperimentStage = (stage: LifecycleStage) => async (ctx: Context): Promise<{ body: EmptyResponse }> => {
     const b = await input(ctx, schemas.experimentId);
     const e = await requireExperiment(tracking, b.experiment_id);
     if (e.id === '0' && stage === 'deleted') throw new FerryError('INVALID_PARAMETER_VALUE', "The Default experiment (id '0') cannot be deleted.");
     await tracking.updateExperiment(e.id, { lifecycleStage: stage }, opts.now());
     return { body: {} };
   };
-  const setRunStage = (stage: LifecycleStage) => async (ctx: Context): Promise<{ body: Record<string, never> }> => {
+  const setRunStage = (stage: LifecycleStage) => async (ctx: Context): Promise<{ body: EmptyResponse }> => {
     await tracking.updateRun((await input(ctx, schemas.runId)).run_id, { lifecycleStage: stage });
     return { body: {} };
   };
-  const searchExperiments = async (ctx: Context): Promise<{ body: Record<string, unknown> }> => {
+  const searchExperiments = async (ctx: Context): Promise<{ body: SearchExperimentsResponse }> => {
     const b = await input(ctx, schemas.searchExperiments);
     const clauses = parseSearchFilter(b.filter, EXPERIMENT_ATTRIBUTES, EXPERIMENT_NUMERIC);
     const order = parseOrderBy(b.order_by, EXPERIMENT_ATTRIBUTES);
@@ -140,7 +154,7 @@ export function trackingRoutes(router: ServerRouter, store: MetadataStore, authz
     const page = pageOf(found, b.max_results, b.page_token);
     return { body: { experiments: page.items.map(experimentJson), ...page.next } };
   };
-  const searchRuns = async (ctx: Context): Promise<{ body: Record<string, unknown> }> => {
+  const searchRuns = async (ctx: Context): Promise<{ body: SearchRunsResponse }> => {
     const b = await input(ctx, schemas.searchRuns);
     for (const e of b.experiment_ids) await authz.require(identityOf(ctx), 'experiment', e, 'CAN_READ');
     const clauses = parseSearchFilter(b.filter, RUN_ATTRIBUTES, RUN_NUMERIC);
@@ -158,10 +172,10 @@ export function trackingRoutes(router: ServerRouter, store: MetadataStore, authz
       // Run artifacts always go to Ferry's artifact store, behind its permissions.
       if (b.artifact_location !== '') throw invalidParameter('artifact_location', b.artifact_location, "no artifact_location (Ferry keeps every experiment's artifacts in its own store, under mlflow-artifacts:/_experiments/<id>)");
       const e = await tracking.createExperiment({ name: b.name, tags: Object.fromEntries(b.tags.map((t) => [t.key, t.value])), creator: identityOf(ctx).principal }, opts.now());
-      return { body: { experiment_id: e.id } };
+      return { body: { experiment_id: e.id } satisfies CreateExperimentResponse };
     }, access.user)
     .add('GET', `${base}/experiments/get`, async (ctx) => {
-      return { body: { experiment: experimentJson(await requireExperiment(tracking, (await input(ctx, schemas.experimentId)).experiment_id)) } };
+      return { body: { experiment: experimentJson(await requireExperiment(tracking, (await input(ctx, schemas.experimentId)).experiment_id)) } satisfies ExperimentResponse };
     }, experiment('CAN_READ'))
     // By name, so the access check is here: an unknown name is a 404 (mlflow.set_experiment
     // creates the experiment on it), a known one the caller cannot read a 403.
@@ -169,7 +183,7 @@ export function trackingRoutes(router: ServerRouter, store: MetadataStore, authz
       const name = (await input(ctx, schemas.experimentName)).experiment_name;
       const e = await tracking.getExperimentByName(name) ?? missingExperiment(`name '${name}'`);
       await authz.require(identityOf(ctx), 'experiment', e.id, 'CAN_READ');
-      return { body: { experiment: experimentJson(e) } };
+      return { body: { experiment: experimentJson(e) } satisfies ExperimentResponse };
     }, access.user)
     .add('GET', `${base}/experiments/search`, searchExperiments, access.user)
     .add('POST', `${base}/experiments/search`, searchExperiments, access.user)
@@ -192,15 +206,15 @@ export function trackingRoutes(router: ServerRouter, store: MetadataStore, authz
         // The run belongs to the authenticated caller, whatever user_id the client sends.
         userId: identityOf(ctx).principal, startMs: b.start_time ?? opts.now(), tags: Object.fromEntries(b.tags.map((t) => [t.key, t.value])),
       });
-      return { body: { run: runJson(r) } };
+      return { body: { run: runJson(r) } satisfies RunResponse };
     }, experiment('CAN_EDIT'))
-    .add('GET', `${base}/runs/get`, async (ctx) => ({ body: { run: runJson(await requireRun(tracking, (await input(ctx, schemas.runId)).run_id)) } }), run('CAN_READ'))
+    .add('GET', `${base}/runs/get`, async (ctx) => ({ body: { run: runJson(await requireRun(tracking, (await input(ctx, schemas.runId)).run_id)) } satisfies RunResponse }), run('CAN_READ'))
     .add('POST', `${base}/runs/update`, async (ctx) => {
       const b = await input(ctx, schemas.updateRun);
       const r = await tracking.updateRun(b.run_id, {
         ...(b.status === undefined ? {} : { status: b.status }), ...(b.end_time === undefined ? {} : { endMs: b.end_time }), ...(b.run_name === undefined ? {} : { name: b.run_name }),
       });
-      return { body: { run_info: runInfoJson(r) } };
+      return { body: { run_info: runInfoJson(r) } satisfies UpdateRunResponse };
     }, run('CAN_EDIT'))
     .add('POST', `${base}/runs/delete`, setRunStage('deleted'), run('CAN_EDIT'))
     .add('POST', `${base}/runs/restore`, setRunStage('active'), run('CAN_EDIT'))
@@ -250,7 +264,7 @@ export function trackingRoutes(router: ServerRouter, store: MetadataStore, authz
     }, run('CAN_EDIT'))
     .add('GET', `${base}/metrics/get-history`, async (ctx) => {
       const b = await input(ctx, schemas.metricHistory);
-      return { body: { metrics: (await tracking.metricHistory(b.run_id, b.metric_key)).map(metricJson) } };
+      return { body: { metrics: (await tracking.metricHistory(b.run_id, b.metric_key)).map(metricJson) } satisfies MetricHistoryResponse };
     }, run('CAN_READ'));
 }
 

@@ -3,18 +3,14 @@ import { useEffect, useState } from 'preact/hooks';
 import { api, session, setUnauthenticatedHandler, shown } from './api.js';
 import { ErrorBox, Spinner } from './components.js';
 import type { ShownError } from './lib/errors.js';
+import type { Principal } from './lib/types.js';
 import { href, parseRoute, type Page } from './lib/route.js';
 import { EndpointPage } from './pages/endpoint.js';
 import { EndpointsPage } from './pages/endpoints.js';
 import { ModelPage, ModelsPage } from './pages/models.js';
 
-interface Me {
-  name: string;
-  admin: boolean;
-}
-
 export function App() {
-  const [me, setMe] = useState<Me | undefined>(undefined);
+  const [me, setMe] = useState<Principal | undefined>(undefined);
   const [checking, setChecking] = useState(session.token() !== null);
   const [notice, setNotice] = useState<ShownError | undefined>(undefined);
   const [route, setRoute] = useState<Page>(parseRoute(location.hash));
@@ -29,7 +25,7 @@ export function App() {
     });
     const token = session.token();
     if (token !== null) {
-      api<Me>('GET', '/api/2.0/me').then(setMe, (err: unknown) => {
+      api<Principal>('GET', '/api/2.0/me').then(setMe, (err: unknown) => {
         session.signOut();
         setNotice(shown(err));
       }).finally(() => setChecking(false));
@@ -66,7 +62,7 @@ export function App() {
   );
 }
 
-function SignIn({ notice, onSignedIn }: { notice: ShownError | undefined; onSignedIn: (me: Me) => void }) {
+function SignIn({ notice, onSignedIn }: { notice: ShownError | undefined; onSignedIn: (me: Principal) => void }) {
   const [token, setToken] = useState('');
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<ShownError | undefined>(undefined);
@@ -76,7 +72,7 @@ function SignIn({ notice, onSignedIn }: { notice: ShownError | undefined; onSign
     if (t === '') return setError({ status: 0, code: 'INVALID_PARAMETER_VALUE', message: 'Enter a token.' });
     setBusy(true);
     setError(undefined);
-    api<Me>('GET', '/api/2.0/me', undefined, t).then((me) => {
+    api<Principal>('GET', '/api/2.0/me', undefined, t).then((me) => {
       session.signIn(t);
       onSignedIn(me);
     }, (err: unknown) => setError(shown(err))).finally(() => setBusy(false));

@@ -16,7 +16,7 @@ export interface ChartSpec {
 export const CHARTS: readonly ChartSpec[] = [
   { id: 'qps', title: 'Requests', unit: 'req/s', lines: [{ label: 'requests/s', value: (p) => p.qps }] },
   { id: 'latency', title: 'Latency', unit: 'ms', lines: [{ label: 'p50', value: (p) => p.p50_ms }, { label: 'p99', value: (p) => p.p99_ms }] },
-  { id: 'errors', title: 'Errors', unit: '%', lines: [{ label: 'error rate', value: (p) => p.error_rate * 100 }] },
+  { id: 'errors', title: 'Errors', unit: '%', lines: [{ label: 'error rate', value: (p) => (p.error_rate === null ? null : p.error_rate * 100) }] },
   { id: 'replicas', title: 'Replicas', unit: '', lines: [{ label: 'ready', value: (p) => p.replicas_ready }, { label: 'desired', value: (p) => p.replicas_desired }] },
   { id: 'concurrency', title: 'Concurrency', unit: 'requests', lines: [{ label: 'in flight', value: (p) => p.in_flight }, { label: 'queued', value: (p) => p.queued }] },
 ];

@@ -13,7 +13,7 @@ import { isMissingRoute, type ShownError } from '../lib/errors.js';
 import { buildState, endpointStatus, formatMs, formatTime, prettyJson } from '../lib/format.js';
 import { href } from '../lib/route.js';
 import { CHARTS, chartData, hasTraffic } from '../lib/series.js';
-import type { Endpoint, EndpointConfigView, InferenceRow, ModelVersion, Series, ServedEntityView } from '../lib/types.js';
+import type { Endpoint, EndpointConfigView, InferenceTablePage, ModelVersionResponse, Series, ServedEntityView } from '../lib/types.js';
 import { ScalingEditor } from './simulate.js';
 
 /** How often the page refreshes the endpoint and its metrics: fresh enough to watch a rollout. */
@@ -156,7 +156,7 @@ function QueryPanel({ e }: { e: Endpoint }) {
   // Prefill once with the served version's input example (or a request built from its signature).
   useEffect(() => {
     if (first === undefined || body !== undefined) return;
-    api<{ model_version: ModelVersion }>('GET', `/api/2.0/mlflow/model-versions/get${qs({ name: first.entity_name, version: first.entity_version })}`)
+    api<ModelVersionResponse>('GET', `/api/2.0/mlflow/model-versions/get${qs({ name: first.entity_name, version: first.entity_version })}`)
       .then((r) => {
         const example = exampleRequest(r.model_version);
         setBody((b) => b ?? ('body' in example ? JSON.stringify(example.body, null, 2) : '{"inputs": []}'));
@@ -294,7 +294,7 @@ function Logs({ e, path, kind }: { e: Endpoint; path: string; kind: keyof typeof
 function InferenceTable({ e, path }: { e: Endpoint; path: string }) {
   const enabled = e.ai_gateway?.inference_table_config?.enabled === true;
   const table = usePoll(
-    () => (enabled ? api<{ rows?: InferenceRow[] }>('GET', `${path}/inference-table${qs({ max_results: 50 })}`) : Promise.resolve({ rows: [] })),
+    () => (enabled ? api<InferenceTablePage>('GET', `${path}/inference-table${qs({ max_results: 50 })}`) : Promise.resolve<InferenceTablePage>({ rows: [] })),
     enabled ? 5000 : 0, `${path}:${String(enabled)}`,
   );
   const rows = table.data?.rows ?? [];

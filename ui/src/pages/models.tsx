@@ -7,13 +7,16 @@ import { configWithEntity, serveRequest } from '../lib/config.js';
 import type { ShownError } from '../lib/errors.js';
 import { formatAgo, formatBytes, formatTime, prettyJson } from '../lib/format.js';
 import { href } from '../lib/route.js';
-import type { Endpoint, KeyValue, ModelVersion, RegisteredModel, Run, TensorSpec, VersionEnvironment } from '../lib/types.js';
+import type {
+  CreateModelVersionRequest, Endpoint, KeyValue, ModelVersion, ModelVersionResponse, RegisteredModelResponse, RunResponse,
+  SearchModelVersionsResponse, SearchRegisteredModelsResponse, TensorSpec, VersionEnvironment,
+} from '../lib/types.js';
 
 /** Registered model names, as the registry checks them. */
 const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export function ModelsPage() {
-  const models = usePoll(() => api<{ registered_models?: RegisteredModel[] }>('GET', `/api/2.0/mlflow/registered-models/search${qs({ max_results: 1000 })}`), 5000, 'models');
+  const models = usePoll(() => api<SearchRegisteredModelsResponse>('GET', `/api/2.0/mlflow/registered-models/search${qs({ max_results: 1000 })}`), 5000, 'models');
   const list = models.data?.registered_models ?? [];
   return (
     <>
@@ -74,7 +77,7 @@ function RegisterForm() {
       await api('POST', '/api/2.0/mlflow/registered-models/create', { name }).catch((err: unknown) => {
         if (shown(err).code !== 'RESOURCE_ALREADY_EXISTS') throw err;
       });
-      const { model_version: v } = await api<{ model_version: ModelVersion }>('POST', '/api/2.0/mlflow/model-versions/create', { name, source: `mlflow-artifacts:/${key}` });
+      const { model_version: v } = await api<ModelVersionResponse>('POST', '/api/2.0/mlflow/model-versions/create', { name, source: `mlflow-artifacts:/${key}` } satisfies CreateModelVersionRequest);
       await api('DELETE', `/api/2.0/mlflow-artifacts/artifacts/${folder}`).catch(() => undefined);
       location.hash = `${href({ page: 'model', name: v.name })}`;
     } catch (err) {
@@ -105,9 +108,9 @@ function RegisterForm() {
 }
 
 export function ModelPage({ name }: { name: string }) {
-  const model = usePoll(() => api<{ registered_model: RegisteredModel }>('GET', `/api/2.0/mlflow/registered-models/get${qs({ name })}`), 0, name);
+  const model = usePoll(() => api<RegisteredModelResponse>('GET', `/api/2.0/mlflow/registered-models/get${qs({ name })}`), 0, name);
   const versions = usePoll(
-    () => api<{ model_versions?: ModelVersion[] }>('GET', `/api/2.0/mlflow/model-versions/search${qs({ filter: `name = '${name}'`, max_results: 1000 })}`),
+    () => api<SearchModelVersionsResponse>('GET', `/api/2.0/mlflow/model-versions/search${qs({ filter: `name = '${name}'`, max_results: 1000 })}`),
     5000, name,
   );
   const endpoints = usePoll(() => api<{ endpoints?: Endpoint[] }>('GET', '/api/2.0/serving-endpoints'), 5000, name);
@@ -254,7 +257,7 @@ function EnvironmentDetails({ v }: { v: ModelVersion }) {
 }
 
 function RunTables({ runId }: { runId: string }) {
-  const run = usePoll(() => api<{ run: Run }>('GET', `/api/2.0/mlflow/runs/get${qs({ run_id: runId })}`), 0, runId);
+  const run = usePoll(() => api<RunResponse>('GET', `/api/2.0/mlflow/runs/get${qs({ run_id: runId })}`), 0, runId);
   if (run.loading) return <Spinner label="Loading the run…" />;
   if (run.data === undefined) return <ErrorBox error={run.error} />;
   const { info, data } = run.data.run;
