@@ -13,6 +13,7 @@ import type {
   AccessControlEntry, AuditEntry, BulkCreateResponse, EndpointConfigInput, ModelVersion, ObjectPermissions, Principal, RegisteredModel,
   ServingEndpoint, SimulateRequestBody, SimulateResponse, Tag, TokenInfo,
 } from '../api/index.js';
+import { TAR_END, tarEntry, tarEntryBytes } from '../tar/index.js';
 import { isTarArchive, tarFiles } from './tar.js';
 
 /** The REST shapes (`src/api`), for callers of the client. */
@@ -132,10 +133,10 @@ export class FerryClient {
       headers['content-type'] = 'application/json';
       body = JSON.stringify(opts.json);
     } else if (opts.body instanceof Readable) {
-      headers['content-type'] = 'application/octet-stream';
+      headers['content-type'] ??= 'application/octet-stream';
       body = Readable.toWeb(opts.body) as ReadableStream;
     } else if (opts.body !== undefined) {
-      headers['content-type'] = 'application/octet-stream';
+      headers['content-type'] ??= 'application/octet-stream';
       body = opts.body;
     }
     let res: Response;
@@ -378,9 +379,9 @@ export class FerryClient {
    * At most 10,000 models per call; see `importModels` for a whole directory.
    */
   async bulkCreateModelVersions(models: ReadonlyArray<{ name: string; file?: string; content: Uint8Array }>): Promise<BulkCreateResponse> {
-    return this.request<BulkCreateResponse>('POST', '/api/2.0/mlflow/model-versions/bulk-create', {
-      json: { models: models.map((m) => ({ name: m.name, ...(m.file === undefined ? {} : { file: m.file }), content_base64: Buffer.from(m.content).toString('base64') })) },
-    });
+    // Sent as a tar of <name>/<file> entries (the server also takes base64 JSON): no encoding.
+    const body = Buffer.concat([...models.flatMap((m) => tarEntry(`${m.name}/${m.file ?? 'model.onnx'}`, m.content)), TAR_END]);
+    return this.request<BulkCreateResponse>('POST', '/api/2.0/mlflow/model-versions/bulk-create', { body, headers: { 'content-type': 'application/x-tar' } });
   }
 
   /**
@@ -388,7 +389,7 @@ export class FerryClient {
    * legacy binary: the extension says which, and is kept as the file name, `model.ubj`) in
    * `source`, a directory or a tar archive (`.tar`, `.tar.gz`, `.tgz`; files anywhere in it, named
    * by their base name), as a new version of `<name>`, in calls of at most `IMPORT_BATCH_MODELS` models and `IMPORT_BATCH_BYTES` bytes
-   * (under the server's default 16 MiB body limit once base64-encoded). Each call commits on its
+   * (as tar bodies, under the server's default 16 MiB body limit). Each call commits on its
    * own: a failed call leaves the earlier ones registered. Results are in file-name order for a
    * directory, archive order for an archive.
    */
@@ -406,9 +407,10 @@ export class FerryClient {
       bytes = 0;
     };
     for await (const { name, file, content } of modelFiles(source)) {
-      if (batch.length >= IMPORT_BATCH_MODELS || (batch.length > 0 && bytes + content.length > IMPORT_BATCH_BYTES)) await flush();
+      const entryBytes = tarEntryBytes(content.length);
+      if (batch.length >= IMPORT_BATCH_MODELS || (batch.length > 0 && bytes + entryBytes > IMPORT_BATCH_BYTES)) await flush();
       batch.push({ name, file, content });
-      bytes += content.length;
+      bytes += entryBytes;
     }
     await flush();
     return total;
@@ -447,10 +449,10 @@ async function* modelFiles(source: string): AsyncGenerator<{ name: string; file:
  */
 export const MAX_IMPORT_FILE_BYTES = 64 * 1024 * 1024;
 
-/** Most models `importModels` sends per call (the server takes up to 10,000). */
-export const IMPORT_BATCH_MODELS = 5000;
-/** Most raw model bytes per call: 8 MiB, ~10.7 MiB in base64 JSON. */
-export const IMPORT_BATCH_BYTES = 8 * 1024 * 1024;
+/** Most models `importModels` sends per call: the server's most (10,000). */
+export const IMPORT_BATCH_MODELS = 10_000;
+/** Most tar bytes per call (headers and padding included): 15 MiB, under the server's default 16 MiB body limit. */
+export const IMPORT_BATCH_BYTES = 15 * 1024 * 1024;
 
 
 
