@@ -32,9 +32,10 @@ export interface ArtifactStore {
    */
   putFile(key: string, body: AsyncIterable<Uint8Array>, maxBytes: number): Promise<{ sizeBytes: number; sha256: string }>;
   /**
-   * Writes many new files (bulk registration) under keys nothing refers to yet, and resolves once
+   * Writes many new files (bulk registration) under keys that do not exist yet and nothing refers
+   * to (bulk registration's hold a fresh UUID), and resolves once
    * all that were written are durable; per file, in order: its size and sha256, or why it was
-   * not written (over `maxBytes`, a key that exists or runs through a file). Rejects only when the
+   * not written (over `maxBytes`, a key that runs through a file). Rejects only when the
    * durability step fails (then the caller deletes what was written). The local store writes the
    * files in place, without a temporary file or a per-file fsync, then syncs the file system once
    * (a crash before that leaves partial files under keys no row refers to: orphans); S3 puts each.
