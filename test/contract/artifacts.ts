@@ -75,8 +75,8 @@ export function artifactContract(name: string, make: () => Promise<ArtifactHarne
       ];
       const results = await s.putNewFiles(files, 10);
       assert.deepEqual(results[0], { sizeBytes: 5, sha256: createHash('sha256').update('first').digest('hex') });
-      assert.ok(results[1] instanceof FerryError && results[1].code === 'PAYLOAD_TOO_LARGE', String(results[1]));
-      assert.ok(results[2] instanceof FerryError && results[2].status < 500, String(results[2]));
+      assert.ok(results[1] instanceof FerryError && results[1].code === 'PAYLOAD_TOO_LARGE', JSON.stringify(results[1]));
+      assert.ok(results[2] instanceof FerryError && results[2].status < 500, JSON.stringify(results[2]));
       assert.deepEqual(results[3], { sizeBytes: 5, sha256: createHash('sha256').update('third').digest('hex') });
       assert.equal((await readAll((await s.getFile('bulk/c/model.onnx')).stream)).toString(), 'third');
       assert.equal(await s.exists('bulk/b/model.onnx'), false);
