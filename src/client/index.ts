@@ -389,30 +389,42 @@ export class FerryClient {
    * legacy binary: the extension says which, and is kept as the file name, `model.ubj`) in
    * `source`, a directory or a tar archive (`.tar`, `.tar.gz`, `.tgz`; files anywhere in it, named
    * by their base name), as a new version of `<name>`, in calls of at most `IMPORT_BATCH_MODELS` models and `IMPORT_BATCH_BYTES` bytes
-   * (as tar bodies, under the server's default 16 MiB body limit). Each call commits on its
-   * own: a failed call leaves the earlier ones registered. Results are in file-name order for a
+   * (as tar bodies, under the server's default 16 MiB body limit), IMPORT_CALLS_IN_FLIGHT at a
+   * time. Each call commits on its own: a failed call leaves the others registered. Results are in file-name order for a
    * directory, archive order for an archive.
    */
   async importModels(source: string): Promise<BulkCreateResponse> {
     const total: BulkCreateResponse = { registered: 0, failed: 0, results: [] };
     let batch: Array<{ name: string; file: string; content: Uint8Array }> = [];
     let bytes = 0;
-    const flush = async (): Promise<void> => {
-      if (batch.length === 0) return;
-      const r = await this.bulkCreateModelVersions(batch);
+    /** Calls sent and not yet folded into `total`, oldest first, with the names each carries. */
+    const inFlight: Array<{ names: Set<string>; answer: Promise<BulkCreateResponse> }> = [];
+    const foldOldest = async (): Promise<void> => {
+      const r = await (inFlight.shift() as { answer: Promise<BulkCreateResponse> }).answer;
       total.registered += r.registered;
       total.failed += r.failed;
       total.results.push(...r.results);
+    };
+    const send = async (): Promise<void> => {
+      if (batch.length === 0) return;
+      const names = new Set(batch.map((m) => m.name));
+      // Versions of one name are numbered in file order: a call carrying a name that one in
+      // flight carries waits for it.
+      while (inFlight.length >= IMPORT_CALLS_IN_FLIGHT || inFlight.some((c) => [...names].some((n) => c.names.has(n)))) await foldOldest();
+      const answer = this.bulkCreateModelVersions(batch);
+      answer.catch(() => undefined); // awaited by foldOldest, in order
+      inFlight.push({ names, answer });
       batch = [];
       bytes = 0;
     };
     for await (const { name, file, content } of modelFiles(source)) {
       const entryBytes = tarEntryBytes(content.length);
-      if (batch.length >= IMPORT_BATCH_MODELS || (batch.length > 0 && bytes + entryBytes > IMPORT_BATCH_BYTES)) await flush();
+      if (batch.length >= IMPORT_BATCH_MODELS || (batch.length > 0 && bytes + entryBytes > IMPORT_BATCH_BYTES)) await send();
       batch.push({ name, file, content });
       bytes += entryBytes;
     }
-    await flush();
+    await send();
+    while (inFlight.length > 0) await foldOldest();
     return total;
   }
 }
@@ -451,6 +463,11 @@ export const MAX_IMPORT_FILE_BYTES = 64 * 1024 * 1024;
 
 /** Most models `importModels` sends per call: the server's most (10,000). */
 export const IMPORT_BATCH_MODELS = 10_000;
+/**
+ * Calls `importModels` keeps in flight: while the server inspects one call's models (in its
+ * inspector processes), it writes the next call's files.
+ */
+export const IMPORT_CALLS_IN_FLIGHT = 2;
 /** Most tar bytes per call (headers and padding included): 15 MiB, under the server's default 16 MiB body limit. */
 export const IMPORT_BATCH_BYTES = 15 * 1024 * 1024;
 
