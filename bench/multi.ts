@@ -35,6 +35,8 @@ export interface MultiSettings {
   gatewayWorkers?: number;
   /** Models of the Kubernetes section (bench/multi-kube.ts: a pod's misses from S3); 0 skips it. */
   kubeModels: number;
+  /** Stop after the registration (no endpoints, no traffic): to measure registration alone. */
+  registerOnly?: boolean;
 }
 
 export interface MultiReport {
@@ -45,6 +47,8 @@ export interface MultiReport {
   failed: number;
   /** The server's resident memory growth over the registration, per registered model (after a GC when `--expose-gc`). */
   rssPerModelBytes: number;
+  /** CPU (user + system) of this process (the server and the client) per registered model, over the registration. */
+  cpuPerModelMs: number;
   phases: PhaseResult[];
   kube: KubeMissReport | undefined;
 }
@@ -138,10 +142,14 @@ export async function runMulti(s: MultiSettings, log: (line: string) => void): P
       };
       const rssBefore = rss();
       t0 = performance.now();
+      const cpu0 = process.cpuUsage();
       const r = await client.importModels(dir);
+      const cpu = process.cpuUsage(cpu0);
       const registerS = (performance.now() - t0) / 1000;
+      const cpuPerModelMs = Math.round(((cpu.user + cpu.system) / 1000 / Math.max(1, r.registered)) * 1000) / 1000;
       const rssPerModelBytes = Math.round((rss() - rssBefore) / Math.max(1, r.registered));
-      log(`multi: registered ${r.registered} (failed ${r.failed}) in ${registerS.toFixed(1)} s (${Math.round(r.registered / registerS)}/s); server RSS +${rssPerModelBytes} B per model`);
+      log(`multi: registered ${r.registered} (failed ${r.failed}) in ${registerS.toFixed(1)} s (${Math.round(r.registered / registerS)}/s); server RSS +${rssPerModelBytes} B per model; server+client CPU ${cpuPerModelMs} ms per model`);
+      if (s.registerOnly === true) return { settings: s, generateS, registerS, registered: r.registered, failed: r.failed, rssPerModelBytes, cpuPerModelMs, phases: [], kube: undefined };
       // Two replicas each (provisioned concurrency 8 = 2 × the Small target of 4), fixed.
       const fixed = { min_provisioned_concurrency: 8, max_provisioned_concurrency: 8 };
       await client.createEndpoint('ads', { served_entities: [{ name: 'family', model_family: { name_prefix: 'm-', cache_size: s.budgetBytes }, ...fixed }] });
@@ -164,7 +172,7 @@ export async function runMulti(s: MultiSettings, log: (line: string) => void): P
       if (fresh > 0) await run('family, misses only', { ...base, endpoint: 'ads', concurrency: 4, durationS: 600, maxRequests: fresh, pick: { kind: 'sequence', from: s.models - fresh } });
       await run(`family, uniform over ${s.models}`, { ...base, endpoint: 'ads', pick: { kind: 'uniform', n: s.models } });
       await run('family, Zipf s=1.1', { ...base, endpoint: 'ads', pick: { kind: 'zipf', n: s.models, s: 1.1 } });
-      local = { settings: s, generateS, registerS, registered: r.registered, failed: r.failed, rssPerModelBytes, phases };
+      local = { settings: s, generateS, registerS, registered: r.registered, failed: r.failed, rssPerModelBytes, cpuPerModelMs, phases };
     } finally {
       await server.close();
     }
@@ -181,7 +189,7 @@ export function multiMarkdown(m: MultiReport): string {
   const loaded = m.phases.find((p) => p.name.includes('loaded models'));
   const lines = [
     '## Many tiny models (bench/multi.ts)', '',
-    `${m.settings.models} generated models (ONNX linear and tree, and a third XGBoost); bulk registration through the API: ${m.registerS.toFixed(1)} s, ${Math.round(m.registered / Math.max(m.registerS, 1e-9))} models/s (${m.registered} READY, ${m.failed} failed); server RSS growth ${m.rssPerModelBytes} B per registered model. `
+    `${m.settings.models} generated models (ONNX linear and tree, and a third XGBoost); bulk registration through the API: ${m.registerS.toFixed(1)} s, ${Math.round(m.registered / Math.max(m.registerS, 1e-9))} models/s (${m.registered} READY, ${m.failed} failed); server RSS growth ${m.rssPerModelBytes} B per registered model; ${m.cpuPerModelMs} ms of server+client CPU per model. `
       + `One family endpoint (2 replicas, cache budget ${m.settings.budgetBytes} B each) and a single-model endpoint (2 replicas); ${m.settings.concurrency} keep-alive connections, ${m.settings.durationS} s per phase, HTTP through the gateway.`, '',
     '| phase | req/s | p50 µs | p99 µs | hit rate | loads | errors | max cache B | max replica RSS MiB |',
     '|---|---|---|---|---|---|---|---|---|',
@@ -198,11 +206,11 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const { values } = parseArgs({
     options: {
       models: { type: 'string', default: '1000000' }, 'duration-s': { type: 'string', default: '60' }, 'budget-mib': { type: 'string', default: '64' }, 'kube-models': { type: 'string', default: '500' },
-      'gateway-workers': { type: 'string' },
+      'gateway-workers': { type: 'string' }, 'register-only': { type: 'boolean', default: false },
     },
   });
   const s: MultiSettings = {
-    models: Number(values.models), durationS: Number(values['duration-s']), budgetBytes: Number(values['budget-mib']) * 1024 * 1024, concurrency: 16, kubeModels: Number(values['kube-models']),
+    models: Number(values.models), durationS: Number(values['duration-s']), budgetBytes: Number(values['budget-mib']) * 1024 * 1024, concurrency: 16, kubeModels: Number(values['kube-models']), registerOnly: values['register-only'],
     ...(values['gateway-workers'] === undefined ? {} : { gatewayWorkers: Number(values['gateway-workers']) }),
   };
   runMulti(s, (line) => process.stderr.write(`${line}\n`)).then((m) => {

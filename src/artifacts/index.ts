@@ -5,7 +5,7 @@
  */
 import { LocalArtifactStore } from './local.js';
 import type { ArtifactStore } from './types.js';
-export type { ArtifactEntry, ArtifactStore, TreeDigest } from './types.js';
+export type { ArtifactEntry, ArtifactStore, NewFile, NewFileResult, TreeDigest } from './types.js';
 import type { S3ArtifactStoreOptions } from './s3.js';
 
 export type ArtifactStoreOptions =

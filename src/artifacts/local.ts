@@ -9,8 +9,9 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { FerryError, notFound } from '../errors.js';
-import type { ArtifactEntry, ArtifactStore, TreeDigest } from './types.js';
+import type { ArtifactEntry, ArtifactStore, NewFile, NewFileResult, TreeDigest } from './types.js';
 import { validateKey } from './keys.js';
+import { eachFile, syncFileSystem } from './many.js';
 import { digestTree, walk } from './tree.js';
 
 const TMP_DIR = '.tmp';
@@ -71,6 +72,22 @@ export class LocalArtifactStore implements ArtifactStore {
       throw err;
     }
     return { sizeBytes, sha256: hash.digest('hex') };
+  }
+
+  async putNewFiles(files: readonly NewFile[], maxBytes: number): Promise<NewFileResult[]> {
+    const written: string[] = [];
+    const results = await eachFile(files, async ({ key, content }) => {
+      if (content.byteLength > maxBytes) throw new FerryError('PAYLOAD_TOO_LARGE', `Artifact '${key}' exceeds the limit of ${maxBytes} bytes.`);
+      const dest = this.resolve(key);
+      await makeParents(dest, key);
+      await fsp.writeFile(dest, content, { flag: 'wx', mode: 0o600 }).catch((err: NodeJS.ErrnoException) => {
+        throw err.code === 'EEXIST' ? new FerryError('RESOURCE_CONFLICT', `Artifact '${key}' already exists.`) : err;
+      });
+      written.push(dest);
+      return { sizeBytes: content.byteLength, sha256: createHash('sha256').update(content).digest('hex') };
+    });
+    if (written.length > 0) await syncFileSystem(this.root, written);
+    return results;
   }
 
   async getFile(key: string): Promise<{ stream: fs.ReadStream; sizeBytes: number }> {

@@ -21,8 +21,9 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError, notFound } from '../errors.js';
-import type { ArtifactEntry, ArtifactStore, TreeDigest } from './types.js';
+import type { ArtifactEntry, ArtifactStore, NewFile, NewFileResult, TreeDigest } from './types.js';
 import { validateKey } from './keys.js';
+import { eachFile } from './many.js';
 import { digestTree, listTree } from './tree.js';
 
 /** Where and how to reach the bucket. */
@@ -102,6 +103,11 @@ export class S3ArtifactStore implements ArtifactStore {
     const objectKey = this.objectKey(key);
     await this.refuseConflicts(key);
     return this.upload(objectKey, body, maxBytes, key);
+  }
+
+  putNewFiles(files: readonly NewFile[], maxBytes: number): Promise<NewFileResult[]> {
+    // A PUT is durable once S3 answers it.
+    return eachFile(files, (f) => this.putFile(f.key, Readable.from([f.content]), maxBytes));
   }
 
   async getFile(key: string): Promise<{ stream: Readable; sizeBytes: number }> {

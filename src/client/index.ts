@@ -10,12 +10,13 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type {
-  AccessControlEntry, AuditLogResponse, BulkCreateRequest, BulkCreateResponse, CreateModelVersionRequest, CreatePrincipalRequest, CreateRegisteredModelRequest,
+  AccessControlEntry, AuditLogResponse, BulkCreateResponse, CreateModelVersionRequest, CreatePrincipalRequest, CreateRegisteredModelRequest,
   CreateTokenOnBehalfRequest, CreateTokenRequest, CreateTokenResponse, EndpointConfigInput, InferenceTablePage, ListPrincipalsResponse, ListTokensResponse,
   MetricsSeries, ModelVersion, ModelVersionResponse, ObjectPermissions, Principal, RegisteredModel, RegisteredModelResponse, RevokeTokenRequest,
   SearchModelVersionsResponse, SearchRegisteredModelsResponse, ServingEndpoint, SetAliasRequest, SetPermissionsRequest, SimulateRequestBody, SimulateResponse,
   Tag, TokenInfo,
 } from '../api/index.js';
+import { TAR_END, tarEntry, tarEntryBytes } from '../tar/index.js';
 import { isTarArchive, tarFiles } from './tar.js';
 
 /** The REST shapes (`src/api`), for callers of the client. */
@@ -117,10 +118,10 @@ export class FerryClient {
       headers['content-type'] = 'application/json';
       body = JSON.stringify(opts.json);
     } else if (opts.body instanceof Readable) {
-      headers['content-type'] = 'application/octet-stream';
+      headers['content-type'] ??= 'application/octet-stream';
       body = Readable.toWeb(opts.body) as ReadableStream;
     } else if (opts.body !== undefined) {
-      headers['content-type'] = 'application/octet-stream';
+      headers['content-type'] ??= 'application/octet-stream';
       body = opts.body;
     }
     let res: Response;
@@ -371,9 +372,9 @@ export class FerryClient {
    * At most 10,000 models per call; see `importModels` for a whole directory.
    */
   async bulkCreateModelVersions(models: ReadonlyArray<{ name: string; file?: string; content: Uint8Array }>): Promise<BulkCreateResponse> {
-    return this.request<BulkCreateResponse>('POST', '/api/2.0/mlflow/model-versions/bulk-create', {
-      json: { models: models.map((m) => ({ name: m.name, ...(m.file === undefined ? {} : { file: m.file }), content_base64: Buffer.from(m.content).toString('base64') })) } satisfies BulkCreateRequest,
-    });
+    // Sent as a tar of <name>/<file> entries (the server also takes base64 JSON): no encoding.
+    const body = Buffer.concat([...models.flatMap((m) => tarEntry(`${m.name}/${m.file ?? 'model.onnx'}`, m.content)), TAR_END]);
+    return this.request<BulkCreateResponse>('POST', '/api/2.0/mlflow/model-versions/bulk-create', { body, headers: { 'content-type': 'application/x-tar' } });
   }
 
   /**
@@ -381,29 +382,42 @@ export class FerryClient {
    * legacy binary: the extension says which, and is kept as the file name, `model.ubj`) in
    * `source`, a directory or a tar archive (`.tar`, `.tar.gz`, `.tgz`; files anywhere in it, named
    * by their base name), as a new version of `<name>`, in calls of at most `IMPORT_BATCH_MODELS` models and `IMPORT_BATCH_BYTES` bytes
-   * (under the server's default 16 MiB body limit once base64-encoded). Each call commits on its
-   * own: a failed call leaves the earlier ones registered. Results are in file-name order for a
+   * (as tar bodies, under the server's default 16 MiB body limit), IMPORT_CALLS_IN_FLIGHT at a
+   * time. Each call commits on its own: a failed call leaves the others registered. Results are in file-name order for a
    * directory, archive order for an archive.
    */
   async importModels(source: string): Promise<BulkCreateResponse> {
     const total: BulkCreateResponse = { registered: 0, failed: 0, results: [] };
     let batch: Array<{ name: string; file: string; content: Uint8Array }> = [];
     let bytes = 0;
-    const flush = async (): Promise<void> => {
-      if (batch.length === 0) return;
-      const r = await this.bulkCreateModelVersions(batch);
+    /** Calls sent and not yet folded into `total`, oldest first, with the names each carries. */
+    const inFlight: Array<{ names: Set<string>; answer: Promise<BulkCreateResponse> }> = [];
+    const foldOldest = async (): Promise<void> => {
+      const r = await (inFlight.shift() as { answer: Promise<BulkCreateResponse> }).answer;
       total.registered += r.registered;
       total.failed += r.failed;
       total.results.push(...r.results);
+    };
+    const send = async (): Promise<void> => {
+      if (batch.length === 0) return;
+      const names = new Set(batch.map((m) => m.name));
+      // Versions of one name are numbered in file order: a call carrying a name that one in
+      // flight carries waits for it.
+      while (inFlight.length >= IMPORT_CALLS_IN_FLIGHT || inFlight.some((c) => [...names].some((n) => c.names.has(n)))) await foldOldest();
+      const answer = this.bulkCreateModelVersions(batch);
+      answer.catch(() => undefined); // awaited by foldOldest, in order
+      inFlight.push({ names, answer });
       batch = [];
       bytes = 0;
     };
     for await (const { name, file, content } of modelFiles(source)) {
-      if (batch.length >= IMPORT_BATCH_MODELS || (batch.length > 0 && bytes + content.length > IMPORT_BATCH_BYTES)) await flush();
+      const entryBytes = tarEntryBytes(content.length);
+      if (batch.length >= IMPORT_BATCH_MODELS || (batch.length > 0 && bytes + entryBytes > IMPORT_BATCH_BYTES)) await send();
       batch.push({ name, file, content });
-      bytes += content.length;
+      bytes += entryBytes;
     }
-    await flush();
+    await send();
+    while (inFlight.length > 0) await foldOldest();
     return total;
   }
 }
@@ -440,10 +454,15 @@ async function* modelFiles(source: string): AsyncGenerator<{ name: string; file:
  */
 export const MAX_IMPORT_FILE_BYTES = 64 * 1024 * 1024;
 
-/** Most models `importModels` sends per call (the server takes up to 10,000). */
-export const IMPORT_BATCH_MODELS = 5000;
-/** Most raw model bytes per call: 8 MiB, ~10.7 MiB in base64 JSON. */
-export const IMPORT_BATCH_BYTES = 8 * 1024 * 1024;
+/** Most models `importModels` sends per call: the server's most (10,000). */
+export const IMPORT_BATCH_MODELS = 10_000;
+/**
+ * Calls `importModels` keeps in flight: while the server inspects one call's models (in its
+ * inspector processes), it writes the next call's files.
+ */
+export const IMPORT_CALLS_IN_FLIGHT = 2;
+/** Most tar bytes per call (headers and padding included): 15 MiB, under the server's default 16 MiB body limit. */
+export const IMPORT_BATCH_BYTES = 15 * 1024 * 1024;
 
 
 

@@ -16,6 +16,7 @@ import { configError, type RequestFits } from '../config/index.js';
 import { FerryError, invalidParameter } from '../errors.js';
 import { readJsonObject, type Context, type JsonLimits } from '../http/index.js';
 import type { ModelOrder, ModelVersionRecord, ModelVersionStage, RegisteredModelRecord } from '../store/index.js';
+import { BULK_TAR_TYPE, readBulkTar } from './bulk-tar.js';
 import { versionEnvironment } from './environment.js';
 import { parseFilter } from './filter.js';
 import { MAX_BULK_MODELS, parseSource, PROXY_EXPERIMENTS, PROXY_MODELS, STAGES, UPLOADS_PREFIX, versionDownloadUri, type BulkModel, type BulkResult, type Registry } from './registry.js';
@@ -214,21 +215,25 @@ export function registryRoutes(router: ServerRouter, registry: Registry, authz: 
     }, model('CAN_EDIT'))
     // Ferry extension (docs/multi-model.md): many single-file models in one call and one
     // transaction. Per model, an existing model needs CAN_EDIT; a new one is created for the caller.
+    // The body is JSON (base64 contents) or, with Content-Type application/x-tar, a tar of
+    // <name>/<file> entries (./bulk-tar.ts).
     .add('POST', `${base}/model-versions/bulk-create`, async (ctx) => {
-      const b = await input(ctx, schemas.bulkCreate);
+      const models: BulkModel[] = isBulkTar(ctx)
+        ? await readBulkTar(ctx.req, { maxBodyBytes: opts.maxBodyBytes, maxFileBytes: opts.maxUploadBytes })
+        : (await input(ctx, schemas.bulkCreate)).models.map((m) => ({ name: m.name, file: m.file, content: Buffer.from(m.content_base64, 'base64') }));
       const who = identityOf(ctx);
       const denied = new Map<string, FerryError>();
       if (ctx.admin !== true) {
-        for (const name of new Set(b.models.map((m) => m.name))) {
+        for (const name of new Set(models.map((m) => m.name))) {
           if (!(await registry.store.getRegisteredModel(name))) continue;
           await authz.require(who, 'registered-model', name, 'CAN_EDIT').catch((err: unknown) => denied.set(name, err instanceof FerryError ? err : new FerryError('PERMISSION_DENIED', String(err))));
         }
       }
       const allowed: Array<{ index: number; model: BulkModel }> = [];
-      const results: BulkResult[] = b.models.map((m, index) => {
-        const err = denied.get(m.name);
-        if (err === undefined) allowed.push({ index, model: { name: m.name, file: m.file, content: Buffer.from(m.content_base64, 'base64') } });
-        return { name: m.name, status: 'FAILED_REGISTRATION', errorCode: err?.code ?? '', message: err?.message ?? '' };
+      const results: BulkResult[] = models.map((model, index) => {
+        const err = denied.get(model.name);
+        if (err === undefined) allowed.push({ index, model });
+        return { name: model.name, status: 'FAILED_REGISTRATION', errorCode: err?.code ?? '', message: err?.message ?? '' };
       });
       const registered = await registry.createVersionsBulk(allowed.map((a) => a.model), ctx.principal, ctx.admin === true ? undefined : [who.principal, USERS_GROUP]);
       registered.forEach((r, j) => (results[allowed[j]?.index ?? 0] = r));
@@ -382,6 +387,11 @@ async function readParams(ctx: Context, maxBodyBytes: number, jsonLimits: JsonLi
   }
   if (ctx.method === 'GET' || ctx.method === 'HEAD') return out;
   return { ...out, ...(await readJsonObject(ctx.req, maxBodyBytes, jsonLimits)) };
+}
+
+/** Whether a bulk registration's body is a tar (its Content-Type, parameters aside). */
+function isBulkTar(ctx: Context): boolean {
+  return (ctx.req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() === BULK_TAR_TYPE;
 }
 
 function tagsObject(tags: Tag[]): Record<string, string> {

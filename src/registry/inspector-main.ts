@@ -1,10 +1,12 @@
 /**
- * The inspector process (started by `Inspector`, inspector.ts): reads `{ id, dir }` frames on
- * stdin, inspects one artifact directory at a time and answers `{ id, ok: true, inspection }` or
- * `{ id, ok: false, code, message }` on stdout. It runs under Node's permission model (reads:
- * Ferry's code and the artifact store; no writes, no child processes, no addons, no workers) with
- * a V8 heap limit; the server kills it past its memory or time limit. One request at a time, so
- * when it dies the server knows which artifact killed it.
+ * The inspector process (started by `Inspector`, inspector.ts): reads `{ id, dirs }` frames on
+ * stdin, inspects their artifact directories one at a time and answers, per artifact,
+ * `{ id, index, ok: true, inspection }` or `{ id, index, ok: false, code, message }` on stdout; a
+ * frame's answers are written together, in one write, when its last artifact is done. It runs
+ * under Node's permission model (reads: Ferry's code and the artifact store; no writes, no child
+ * processes, no addons, no workers) with a V8 heap limit; the server kills it past its memory or
+ * time limit. One frame at a time, so when it dies the server knows which frame killed it (and
+ * retries a batch one artifact per frame to find the culprit).
  */
 import { toFerryError } from '../errors.js';
 import { inspectArtifact } from './inspect.js';
@@ -13,22 +15,22 @@ import { encodeFrame, FrameReader } from './inspector-frames.js';
 const reader = new FrameReader();
 let queue = Promise.resolve();
 
-function answer(message: unknown): void {
-  process.stdout.write(encodeFrame(message));
-}
-
 async function handle(request: unknown): Promise<void> {
-  const { id, dir } = (typeof request === 'object' && request !== null ? request : {}) as { id?: unknown; dir?: unknown };
-  if (!Number.isSafeInteger(id) || typeof dir !== 'string') {
-    process.stderr.write('inspector: a request is not { id, dir }\n');
+  const { id, dirs } = (typeof request === 'object' && request !== null ? request : {}) as { id?: unknown; dirs?: unknown };
+  if (!Number.isSafeInteger(id) || !Array.isArray(dirs) || !dirs.every((d) => typeof d === 'string')) {
+    process.stderr.write('inspector: a request is not { id, dirs }\n');
     process.exit(2);
   }
-  try {
-    answer({ id, ok: true, inspection: await inspectArtifact(dir) });
-  } catch (err) {
-    const e = toFerryError(err);
-    answer({ id, ok: false, code: e.code, message: e.message });
+  const answers: Buffer[] = [];
+  for (const [index, dir] of dirs.entries()) {
+    try {
+      answers.push(encodeFrame({ id, index, ok: true, inspection: await inspectArtifact(dir) }));
+    } catch (err) {
+      const e = toFerryError(err);
+      answers.push(encodeFrame({ id, index, ok: false, code: e.code, message: e.message }));
+    }
   }
+  process.stdout.write(Buffer.concat(answers));
 }
 
 process.stdin.on('data', (chunk: Buffer) => {

@@ -9,7 +9,8 @@
  * Limits, each ending that one artifact's registration with FAILED_REGISTRATION and a reason:
  * - memory: V8 heap limited to `memoryLimitBytes` (--max-old-space-size), and the process is killed
  *   when its resident memory passes the same bound (polled every 50 ms);
- * - time: `timeoutMs` per artifact (wall clock, from the request to the answer);
+ * - time: `timeoutMs` per frame (wall clock, from the start of its inspection to its answers): a
+ *   batch past it is retried one artifact per frame, each with the whole limit;
  * - counts: the parsers refuse counts past their bounds before allocating (ONNX_LIMITS, the GGUF
  *   reader's), so a real limit hit is rare;
  * - rights: Node's permission model: the process reads only Ferry's code and `readRoots` (the
@@ -19,10 +20,15 @@
  *   and every answer checked against a schema; anything else kills the process.
  *
  * A pool of `processes` long-lived processes, each inspecting one artifact at a time, in the order
- * sent (up to WINDOW sent ahead), so when one dies the artifact that killed it is known: the
- * oldest unanswered. That one fails; the others it held go back to the queue, unharmed. A dead or
- * killed process is replaced at the next request. Requests wait in a FIFO only as long as their
- * callers do: registration calls are bounded by the API (bulk-create: 10,000).
+ * sent (up to WINDOW frames sent ahead). A frame carries a batch of up to INSPECT_BATCH artifacts
+ * (`inspectMany`, for bulk registration: one pipe write and one wake-up per batch rather than per
+ * artifact); the process writes the batch's answers together, one frame per artifact. When a
+ * process dies (crash, memory or time limit) with a frame in progress, the artifact that killed it
+ * is known only for a frame of one: that one fails. A batch's unanswered artifacts go back to the
+ * front of the queue one per frame, so the culprit kills a fresh process alone and fails alone
+ * (one more process start per hostile artifact); the frames it had not started go back unharmed.
+ * A dead or killed process is replaced at the next request. Requests wait in a FIFO only as long
+ * as their callers do: registration calls are bounded by the API (bulk-create: 10,000).
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import fs from 'node:fs';
@@ -68,6 +74,7 @@ const rowSpec = z.strictObject({ name: z.string(), dtype: z.enum(['map', 'json']
 const answerSchema = z.union([
   z.strictObject({
     id: z.number().int(),
+    index: z.number().int(),
     ok: z.literal(true),
     inspection: z.strictObject({
       flavor: z.enum(FLAVOR_NAMES),
@@ -76,13 +83,19 @@ const answerSchema = z.union([
       inputExample: z.unknown().optional(),
     }).transform((i) => ({ ...i, inputExample: i.inputExample })),
   }),
-  z.strictObject({ id: z.number().int(), ok: z.literal(false), code: z.string().refine((c) => c in ERROR_TABLE), message: z.string() }),
+  z.strictObject({ id: z.number().int(), index: z.number().int(), ok: z.literal(false), code: z.string().refine((c) => c in ERROR_TABLE), message: z.string() }),
 ]);
 
+/** One artifact's outcome in `inspectMany`: its inspection, or the error that is its version's status message. */
+export type InspectionResult = { ok: true; inspection: Inspection } | { ok: false; error: FerryError };
+
+/** Artifacts inspected per frame by `inspectMany`. */
+export const INSPECT_BATCH = 64;
+
+/** A frame's worth of artifacts; `settle` is called once per artifact, with its index in `dirs`. */
 interface Job {
-  dir: string;
-  resolve: (i: Inspection) => void;
-  reject: (err: FerryError) => void;
+  dirs: string[];
+  settle: (index: number, result: InspectionResult) => void;
 }
 
 const shuttingDown = (): FerryError => new FerryError('TEMPORARILY_UNAVAILABLE', 'The server is shutting down; register the version again.');
@@ -99,10 +112,32 @@ export class Inspector {
   }
 
   /** Inspects the artifact directory `dir`; rejects with a FerryError whose message is the version's status message. */
-  inspect(dir: string): Promise<Inspection> {
-    if (this.closed) return Promise.reject(shuttingDown());
-    return new Promise<Inspection>((resolve, reject) => {
-      this.queue.push({ dir, resolve, reject });
+  async inspect(dir: string): Promise<Inspection> {
+    const [r] = await this.inspectMany([dir]);
+    if (r === undefined) throw shuttingDown();
+    if (!r.ok) throw r.error;
+    return r.inspection;
+  }
+
+  /**
+   * Inspects many artifact directories, INSPECT_BATCH per frame; never rejects: each artifact has
+   * its own result, in the order of `dirs`. A hostile artifact fails only itself.
+   */
+  inspectMany(dirs: readonly string[]): Promise<InspectionResult[]> {
+    const results = new Array<InspectionResult>(dirs.length);
+    if (this.closed) return Promise.resolve(results.fill({ ok: false, error: shuttingDown() }));
+    return new Promise<InspectionResult[]>((resolve) => {
+      let left = dirs.length;
+      if (left === 0) resolve(results);
+      for (let from = 0; from < dirs.length; from += INSPECT_BATCH) {
+        this.queue.push({
+          dirs: dirs.slice(from, from + INSPECT_BATCH),
+          settle: (index, result) => {
+            results[from + index] = result;
+            if (--left === 0) resolve(results);
+          },
+        });
+      }
       this.pump();
     });
   }
@@ -126,7 +161,7 @@ export class Inspector {
   /** Stops the processes; queued requests fail. */
   async close(): Promise<void> {
     this.closed = true;
-    for (const job of this.queue.splice(0)) job.reject(shuttingDown());
+    for (const job of this.queue.splice(0)) job.dirs.forEach((_d, i) => job.settle(i, { ok: false, error: shuttingDown() }));
     await Promise.all(this.processes.map((p) => p.stop()));
   }
 }
@@ -134,10 +169,12 @@ export class Inspector {
 /** Why an inspector process stopped answering, as the version's status message says it. */
 type Failure = { kind: 'memory' } | { kind: 'timeout' } | { kind: 'protocol'; detail: string };
 
-/** A request sent to a process: answered in order, since the process inspects one at a time. */
+/** A frame sent to a process: answered in order, since the process inspects one at a time. */
 interface Sent extends Job {
   id: number;
-  /** Where the requests this process had not started go when it dies. */
+  /** How many of `dirs` are answered (answers come in order). */
+  answered: number;
+  /** Where the requests this process had not finished go when it dies. */
   requeue: (jobs: Job[]) => void;
 }
 
@@ -176,10 +213,10 @@ class InspectorProcess {
 
   send(job: Job, requeue: (jobs: Job[]) => void): void {
     const on = this.started ?? this.spawn();
-    const sent: Sent = { ...job, id: this.nextId++, requeue };
+    const sent: Sent = { ...job, id: this.nextId++, answered: 0, requeue };
     on.inflight.push(sent);
     if (on.inflight.length === 1) this.headStarted(on);
-    on.child.stdin.write(encodeFrame({ id: sent.id, dir: sent.dir }));
+    on.child.stdin.write(encodeFrame({ id: sent.id, dirs: sent.dirs }));
   }
 
   /** The head of `on.inflight` is being inspected from now: its time limit starts. */
@@ -221,8 +258,14 @@ class InspectorProcess {
         if (this.started === started) this.started = undefined;
         this.idle(started);
         const [head, ...unstarted] = started.inflight.splice(0);
-        head?.reject(this.failureError(started, code, signal));
-        if (unstarted.length > 0) unstarted[0]?.requeue(unstarted);
+        const back: Job[] = unstarted;
+        if (head !== undefined) {
+          const left = head.dirs.length - head.answered;
+          if (left === 1) head.settle(head.answered, { ok: false, error: this.failureError(started, code, signal) });
+          // Which of a batch killed the process is unknown: each unanswered artifact again, alone.
+          else back.unshift(...head.dirs.slice(head.answered).map((dir, k) => ({ dirs: [dir], settle: (_i: number, r: InspectionResult) => head.settle(head.answered + k, r) })));
+        }
+        if (back.length > 0) head?.requeue(back);
         resolve();
         this.wake();
       });
@@ -241,18 +284,20 @@ class InspectorProcess {
     if (on.failure !== undefined) return;
     const parsed = answerSchema.safeParse(frame);
     const head = on.inflight[0];
-    if (!parsed.success || parsed.data.id !== head?.id) {
+    if (!parsed.success || parsed.data.id !== head?.id || parsed.data.index !== head.answered) {
       const detail = parsed.success
-        ? `an answer to request ${parsed.data.id}, which is not the one in progress`
+        ? `an answer to request ${parsed.data.id} item ${parsed.data.index}, which is not the one in progress`
         : `an answer that is not an inspection (${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')})`;
       return this.kill(on, { kind: 'protocol', detail });
     }
-    on.inflight.shift();
-    if (on.inflight.length > 0) this.headStarted(on);
-    else this.idle(on);
+    const index = head.answered++;
+    if (head.answered === head.dirs.length) {
+      on.inflight.shift();
+      if (on.inflight.length > 0) this.headStarted(on);
+      else this.idle(on);
+    }
     const a = parsed.data;
-    if (a.ok) head.resolve(a.inspection);
-    else head.reject(new FerryError(a.code as ErrorCode, a.message));
+    head.settle(index, a.ok ? { ok: true, inspection: a.inspection } : { ok: false, error: new FerryError(a.code as ErrorCode, a.message) });
   }
 
   private async checkMemory(on: Started): Promise<void> {
@@ -285,7 +330,7 @@ class InspectorProcess {
     const on = this.started;
     if (on === undefined) return;
     this.started = undefined;
-    for (const sent of on.inflight.splice(0)) sent.reject(shuttingDown());
+    for (const sent of on.inflight.splice(0)) for (let i = sent.answered; i < sent.dirs.length; i++) sent.settle(i, { ok: false, error: shuttingDown() });
     on.child.stdin.end();
     const timer = setTimeout(() => on.child.kill('SIGKILL'), 2000);
     await on.exited;

@@ -51,7 +51,7 @@ export const STAGES: readonly ModelVersionStage[] = ['None', 'Staging', 'Product
 
 /** Most models one bulk registration call takes (docs/multi-model.md, "Bulk registration"). */
 export const MAX_BULK_MODELS = 10_000;
-/** Artifacts written and inspected at once during a bulk registration. */
+/** Artifact directories fetched at once for a bulk registration's inspection (on S3: downloads). */
 const BULK_CONCURRENCY = 16;
 
 /** One model of a bulk registration: its registered model name and the bytes of its one file. */
@@ -72,7 +72,7 @@ export interface RegistryOptions {
   maxUploadBytes: number;
   now: () => number;
   /** Where artifacts are parsed: a separate process with memory, time and count limits. */
-  inspector: Pick<Inspector, 'inspect'>;
+  inspector: Pick<Inspector, 'inspect' | 'inspectMany'>;
 }
 
 export class Registry {
@@ -110,45 +110,74 @@ export class Registry {
 
   /**
    * Registers many single-file models at once. Each is written to its own artifact directory
-   * (`models/<name>/bulk-<uuid>`: its version number is only known in the transaction) and
-   * inspected; those that pass are registered READY in ONE store transaction (`creator` gets
-   * CAN_MANAGE on models it creates). Atomicity: a model that fails inspection is reported and
-   * left out, the others commit together; if the transaction fails, none commits and every
-   * artifact written is deleted. A crash before the commit leaves only orphan artifact
-   * directories, no version rows. `editors` (a caller who is not an admin: its principal and
-   * `group:users`): a model that exists at the commit takes a version only when one of them may
-   * edit it, checked in the transaction; the caller's check before the (seconds-long) inspection
-   * cannot see a model another user creates meanwhile.
+   * (`models/<name>/bulk-<uuid>`: its version number is only known in the transaction), all of
+   * them together and made durable once (`ArtifactStore.putNewFiles`: one file system sync on
+   * the local store, not an fsync per file), then inspected INSPECT_BATCH per inspector frame;
+   * those that pass are registered READY in ONE store transaction (`creator` gets CAN_MANAGE on
+   * models it creates). Atomicity: a model that fails inspection is reported and left out, the
+   * others commit together; if the transaction fails, none commits and every artifact written is
+   * deleted. Durable bytes come before any row: a crash before the commit leaves only orphan
+   * artifact directories, no version rows. `editors` (a caller who is not an admin: its principal
+   * and `group:users`): a model that exists at the commit takes a version only when one of them
+   * may edit it, checked in the transaction; the caller's check before the (seconds-long)
+   * inspection cannot see a model another user creates meanwhile.
    */
   async createVersionsBulk(models: readonly BulkModel[], creator: string | undefined, editors?: readonly string[]): Promise<BulkResult[]> {
     const results: BulkResult[] = new Array<BulkResult>(models.length);
-    const ready: Array<{ index: number; name: string; source: string; artifact: VersionArtifact; creator?: string; editors?: readonly string[] }> = [];
-    let next = 0;
-    const worker = async (): Promise<void> => {
-      for (let i = next++; i < models.length; i = next++) {
-        const m = models[i] as BulkModel;
-        const key = `models/${m.name}/bulk-${randomUUID()}`;
-        try {
-          checkName(m.name, `models[${i}].name`);
-          validateKey(m.file, `models[${i}].file`);
-          const written = await this.artifacts.putFile(`${key}/${m.file}`, once(m.content), this.opts.maxUploadBytes);
-          // The tree is the one file just written: its digest follows from the file's (no re-read;
-          // on S3 the inspection's copy is the only download, and it is checked against it).
-          const sha256 = oneFileTreeDigest(m.file, written.sha256);
-          const inspection = await this.opts.inspector.inspect(await this.artifacts.localDir(key, sha256));
-          ready.push({
-            index: i, name: m.name, source: `bulk:${m.file}`, artifact: { path: key, ...inspection, sha256, sizeBytes: written.sizeBytes },
-            ...(creator === undefined ? {} : { creator }),
-            ...(editors === undefined ? {} : { editors }),
-          });
-        } catch (err) {
-          await this.artifacts.delete(key).catch(() => undefined);
-          const e = toFerryError(err);
-          results[i] = { name: m.name, status: 'FAILED_REGISTRATION', errorCode: e.code, message: e.message };
-        }
-      }
+    const fail = (i: number, err: unknown): void => {
+      const e = toFerryError(err);
+      results[i] = { name: (models[i] as BulkModel).name, status: 'FAILED_REGISTRATION', errorCode: e.code, message: e.message };
     };
-    await Promise.all(Array.from({ length: Math.min(BULK_CONCURRENCY, models.length) }, worker));
+    const files: Array<{ index: number; key: string; file: string; content: Uint8Array }> = [];
+    models.forEach((m, i) => {
+      try {
+        checkName(m.name, `models[${i}].name`);
+        validateKey(m.file, `models[${i}].file`);
+        files.push({ index: i, key: `models/${m.name}/bulk-${randomUUID()}`, file: m.file, content: m.content });
+      } catch (err) {
+        fail(i, err);
+      }
+    });
+    const deleteAll = (keys: readonly string[]): Promise<unknown> => Promise.all(keys.map((k) => this.artifacts.delete(k).catch(() => undefined)));
+    let written;
+    try {
+      written = await this.artifacts.putNewFiles(files.map((f) => ({ key: `${f.key}/${f.file}`, content: f.content })), this.opts.maxUploadBytes);
+    } catch (err) {
+      await deleteAll(files.map((f) => f.key));
+      throw err;
+    }
+    const stored: Array<{ index: number; key: string; sha256: string; sizeBytes: number }> = [];
+    await Promise.all(files.map(async (f, j) => {
+      const w = written[j];
+      if (w === undefined || w instanceof FerryError) {
+        await this.artifacts.delete(f.key).catch(() => undefined);
+        return fail(f.index, w);
+      }
+      // The tree is the one file just written: its digest follows from the file's (no re-read;
+      // on S3 the inspection's copy is the only download, and it is checked against it).
+      stored.push({ index: f.index, key: f.key, sha256: oneFileTreeDigest(f.file, w.sha256), sizeBytes: w.sizeBytes });
+    }));
+    const dirs = await mapLimit(stored, BULK_CONCURRENCY, (s) => this.artifacts.localDir(s.key, s.sha256).catch(toFerryError));
+    // inspectMany gets the directories that were found; `at[j]` is stored[j]'s place among them.
+    const at: number[] = [];
+    const found: string[] = [];
+    for (const d of dirs) at.push(typeof d === 'string' ? found.push(d) - 1 : -1);
+    const inspections = await this.opts.inspector.inspectMany(found);
+    const ready: Array<{ index: number; name: string; source: string; artifact: VersionArtifact; creator?: string; editors?: readonly string[] }> = [];
+    await Promise.all(stored.map(async (s, j) => {
+      const dir = dirs[j];
+      const inspection = inspections[at[j] ?? -1];
+      if (inspection === undefined || !inspection.ok) {
+        await this.artifacts.delete(s.key).catch(() => undefined);
+        return fail(s.index, inspection?.error ?? dir);
+      }
+      const m = models[s.index] as BulkModel;
+      ready.push({
+        index: s.index, name: m.name, source: `bulk:${m.file}`, artifact: { path: s.key, ...inspection.inspection, sha256: s.sha256, sizeBytes: s.sizeBytes },
+        ...(creator === undefined ? {} : { creator }),
+        ...(editors === undefined ? {} : { editors }),
+      });
+    }));
     // Entry order, so versions of one model follow the request's order.
     ready.sort((a, b) => a.index - b.index);
     let versions: Array<number | undefined>;
@@ -309,10 +338,6 @@ export function runArtifactKey(experimentId: string, runId: string, artifactPath
   return `experiments/${experimentId}/${runId}/artifacts${artifactPath === '' ? '' : `/${artifactPath}`}`;
 }
 
-async function* once(bytes: Uint8Array): AsyncIterable<Uint8Array> {
-  yield bytes;
-}
-
 type Source = { kind: 'upload'; key: string } | { kind: 'run'; runId: string; path: string } | { kind: 'local'; path: string };
 
 /**
@@ -354,4 +379,15 @@ function missingModel(name: string): never {
 
 function missingVersion(name: string, version: number): never {
   throw notFound(`Model version '${name}' version ${version}`);
+}
+
+/** `fn` over `items`, at most `limit` at a time; results in the order of `items`. */
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < items.length; i = next++) out[i] = await fn(items[i] as T);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
 }

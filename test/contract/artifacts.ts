@@ -65,6 +65,24 @@ export function artifactContract(name: string, make: () => Promise<ArtifactHarne
       assert.equal((await readAll((await s.getFile('a/b/model.onnx')).stream)).toString(), 'v2', 'put replaces');
     });
 
+    withStore('putNewFiles writes many files at once, one outcome each: size and sha256, or why not (over the limit, through a file)', async (s) => {
+      await s.putFile('taken', chunks('x'), 10);
+      const files = [
+        { key: 'bulk/a/model.onnx', content: Buffer.from('first') },
+        { key: 'bulk/b/model.onnx', content: Buffer.alloc(11, 1) },
+        { key: 'taken/under/model.onnx', content: Buffer.from('x') },
+        { key: 'bulk/c/model.onnx', content: Buffer.from('third') },
+      ];
+      const results = await s.putNewFiles(files, 10);
+      assert.deepEqual(results[0], { sizeBytes: 5, sha256: createHash('sha256').update('first').digest('hex') });
+      assert.ok(results[1] instanceof FerryError && results[1].code === 'PAYLOAD_TOO_LARGE', JSON.stringify(results[1]));
+      assert.ok(results[2] instanceof FerryError && results[2].status < 500, JSON.stringify(results[2]));
+      assert.deepEqual(results[3], { sizeBytes: 5, sha256: createHash('sha256').update('third').digest('hex') });
+      assert.equal((await readAll((await s.getFile('bulk/c/model.onnx')).stream)).toString(), 'third');
+      assert.equal(await s.exists('bulk/b/model.onnx'), false);
+      assert.deepEqual(await s.putNewFiles([], 10), []);
+    });
+
     withStore('an upload over the limit is refused and leaves nothing behind', async (s) => {
       await assert.rejects(s.putFile('big', chunks('x'.repeat(600), 'y'.repeat(600)), 1000),
         (e: unknown) => e instanceof FerryError && e.code === 'PAYLOAD_TOO_LARGE' && e.status === 413);

@@ -8,6 +8,7 @@
  * run: the server and the fixture endpoint's replica alive with the same pids, the fixture still
  * answering 200, server RSS within a bound of its value after the warm-up cases.
  */
+import { TAR_END, tarEntry } from '../../src/tar/index.js';
 import type { ChildProcess } from 'node:child_process';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -282,6 +283,14 @@ async function runCase(s: Server, dir: string, seed: number, index: number): Pro
       const x = bulk.json?.results?.[0];
       if (x?.status === 'READY' || (x?.status === 'FAILED_REGISTRATION' && typeof x.message === 'string' && x.message !== '')) statuses.push(x.status);
       else problem = `bulk-create: result ${JSON.stringify(x)}`;
+    }
+    // The same file as a tar body (application/x-tar, <name>/<file>).
+    const tar = await request({ url: s.url, method: 'POST', path: '/api/2.0/mlflow/model-versions/bulk-create', headers: { 'content-type': 'application/x-tar' }, body: Buffer.concat([...tarEntry(`${name}-tar/${file}`, bytes), TAR_END]) });
+    if (problem === undefined && tar.status >= 500) problem = `bulk-create (tar): ${tar.status} ${tar.text.slice(0, 300)}`;
+    else if (problem === undefined && tar.status === 200) {
+      const x = tar.json?.results?.[0];
+      if (x?.status === 'READY' || (x?.status === 'FAILED_REGISTRATION' && typeof x.message === 'string' && x.message !== '')) statuses.push(x.status);
+      else problem = `bulk-create (tar): result ${JSON.stringify(x)}`;
     }
   }
   return { kind: c.kind, statuses, problem };
