@@ -8,7 +8,6 @@ import fsp from 'node:fs/promises';
 import { toFerryError } from '../errors.js';
 import type { NewFile, NewFileResult } from './types.js';
 
-
 /** Files written at once: enough to keep libuv's 4 threads (or an S3 connection pool) busy. */
 const WRITE_CONCURRENCY = 16;
 
