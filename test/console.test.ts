@@ -187,11 +187,17 @@ test('console: sign in, register, Serve, query, split traffic, charts, a failed 
     const created = await request({ url, path: '/api/2.0/mlflow/runs/create', json: { experiment_id: '0', run_name: 'trial-7' } });
     const runId = created.json.run.info.run_id as string;
     await request({ url, path: '/api/2.0/mlflow/runs/log-batch', json: { run_id: runId, params: [{ key: 'alpha', value: '0.25' }], metrics: [{ key: 'rmse', value: 0.5, timestamp: 1, step: 3 }], tags: [{ key: 'team', value: 'churn' }] } });
-    const put = await request({ url, method: 'PUT', path: `/api/2.0/mlflow-artifacts/artifacts/_experiments/0/${runId}/artifacts/model/model.onnx`, body: await fsp.readFile(fx.irisClassifier) });
-    assert.equal(put.status, 200, put.text);
-    await request({ url, path: '/api/2.0/mlflow/registered-models/create', json: { name: 'tracked' } });
-    const tracked = await request({ url, path: '/api/2.0/mlflow/model-versions/create', json: { name: 'tracked', source: `runs:/${runId}/model` } });
-    assert.equal(tracked.json.model_version.status, 'READY', tracked.text);
+    /** Uploads `files` as the run's artifact directory `dir` and registers it as version 1 of `name`. */
+    const registerFromRun = async (name: string, dir: string, files: Record<string, Buffer>): Promise<void> => {
+      for (const [file, body] of Object.entries(files)) {
+        const up = await request({ url, method: 'PUT', path: `/api/2.0/mlflow-artifacts/artifacts/_experiments/0/${runId}/artifacts/${dir}/${file}`, body });
+        assert.equal(up.status, 200, up.text);
+      }
+      await request({ url, path: '/api/2.0/mlflow/registered-models/create', json: { name } });
+      const version = await request({ url, path: '/api/2.0/mlflow/model-versions/create', json: { name, source: `runs:/${runId}/${dir}` } });
+      assert.equal(version.json.model_version.status, 'READY', version.text);
+    };
+    await registerFromRun('tracked', 'model', { 'model.onnx': await fsp.readFile(fx.irisClassifier) });
     await page.goto(`${url}/#/models/tracked`);
     const run = page.locator('section.version[data-version="1"] details.run');
     await run.locator('summary').click();
@@ -209,13 +215,7 @@ test('console: sign in, register, Serve, query, split traffic, charts, a failed 
       'requirements.txt': 'scikit-learn==1.2.1\n',
       'model.pkl': 'not unpickled at registration',
     };
-    for (const [file, text] of Object.entries(files)) {
-      const up = await request({ url, method: 'PUT', path: `/api/2.0/mlflow-artifacts/artifacts/_experiments/0/${runId}/artifacts/pymodel/${file}`, body: Buffer.from(text) });
-      assert.equal(up.status, 200, up.text);
-    }
-    await request({ url, path: '/api/2.0/mlflow/registered-models/create', json: { name: 'pyenv' } });
-    const py = await request({ url, path: '/api/2.0/mlflow/model-versions/create', json: { name: 'pyenv', source: `runs:/${runId}/pymodel` } });
-    assert.equal(py.json.model_version.status, 'READY', py.text);
+    await registerFromRun('pyenv', 'pymodel', Object.fromEntries(Object.entries(files).map(([file, text]) => [file, Buffer.from(text)])));
     await page.goto(`${url}/#/models/pyenv`);
     const environment = page.locator('section.version[data-version="1"] details[data-environment="1"]');
     await environment.locator('summary').click();
