@@ -77,3 +77,25 @@ test('a process that cannot enter its cgroup exits without running its command',
     await fsp.rm(dir, { recursive: true, force: true });
   }
 });
+
+test('opening removes the empty cgroups of servers that are gone, and leaves a live one\'s', { skip }, () => {
+  assert.ok(limit !== undefined);
+  const base = path.dirname(path.dirname(limit.prepare('probe-base', '/bin/true', []).dir));
+  limit.remove(path.join(base, `ferry-${process.pid}`, 'probe-base'));
+  // A pid that is not running (beyond pid_max) and one that is (this process's parent).
+  const dead = path.join(base, 'ferry-4194999');
+  const live = path.join(base, `ferry-${process.ppid}`);
+  fs.mkdirSync(path.join(dead, 'replica-x'), { recursive: true });
+  const liveExisted = fs.existsSync(live);
+  fs.mkdirSync(live, { recursive: true });
+  try {
+    const again = PidsLimit.open(8);
+    assert.ok(again instanceof PidsLimit);
+    assert.equal(fs.existsSync(dead), false, 'the dead server\'s cgroups are gone');
+    assert.equal(fs.existsSync(live), true, 'a live process\'s cgroup is left');
+  } finally {
+    if (!liveExisted) fs.rmdirSync(live);
+    if (fs.existsSync(path.join(dead, 'replica-x'))) fs.rmdirSync(path.join(dead, 'replica-x'));
+    if (fs.existsSync(dead)) fs.rmdirSync(dead);
+  }
+});

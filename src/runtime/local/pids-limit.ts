@@ -57,6 +57,7 @@ export class PidsLimit {
       return { unavailable: `the cgroup mounts could not be read (${(err as Error).message})` };
     }
     if (base === undefined) return { unavailable: 'no cgroup hierarchy with the pids controller is mounted' };
+    removeDeadServers(base);
     const root = path.join(base, `ferry-${process.pid}`);
     try {
       if (v2) fs.writeFileSync(path.join(base, 'cgroup.subtree_control'), '+pids');
@@ -161,6 +162,38 @@ export class PidsLimit {
   /** Removes the runtime's cgroup (at close, after every process is gone). */
   close(): void {
     this.remove(this.root);
+  }
+}
+
+/**
+ * Removes the empty cgroups that servers no longer running left under `base` (`ferry-<pid>`, and
+ * their sandboxes' cgroups: a server killed with SIGKILL never closes its runtime). A cgroup that
+ * still holds a process is left (rmdir refuses it); so is any of a live process's.
+ */
+function removeDeadServers(base: string): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(base).filter((n) => /^ferry-\d+$/.test(n) && n !== `ferry-${process.pid}`);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const pid = Number(name.slice('ferry-'.length));
+    try {
+      process.kill(pid, 0);
+      continue; // alive (a server, or a process that reused its pid): not ours to touch
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') continue;
+    }
+    const dir = path.join(base, name);
+    try {
+      for (const child of fs.readdirSync(dir, { withFileTypes: true })) {
+        if (child.isDirectory()) fs.rmdirSync(path.join(dir, child.name));
+      }
+      fs.rmdirSync(dir);
+    } catch {
+      // a process is still in one of them, or another server removed it first
+    }
   }
 }
 
