@@ -80,7 +80,7 @@ import { stageMember, stageModel } from './stage.js';
 import { WarmPool } from './warm-pool.js';
 import { Watchdog } from './watchdog.js';
 import type { LocalRuntimeOptions } from './options.js';
-import { KILL_GRACE_MS, MIB, type Exit, type LocalReplica } from './types.js';
+import { hitProcessLimit, KILL_GRACE_MS, MIB, type Exit, type LocalReplica } from './types.js';
 
 export { ferryCodePaths, replicaNodeFlags } from './spawn.js';
 export type { LocalRuntimeOptions } from './options.js';
@@ -483,7 +483,7 @@ export class LocalRuntime implements Runtime {
     // Failed starts are reported by startReplica's rejection, requested stops by stopReplica.
     if (!r.ready || r.stopRequested) return;
     const reason: ReplicaExitReason = r.link.violation !== undefined ? 'protocol' : r.oomRssBytes !== undefined ? 'oom'
-      : r.processLimitHit || r.pythonWorker?.processLimitHit() === true ? 'processes' : 'crashed';
+      : hitProcessLimit(r) ? 'processes' : 'crashed';
     if (reason === 'crashed') await appendLog(r.logFile, 'replica exited unexpectedly', { code: e.code, signal: e.signal });
     const exit: ReplicaExit = { id: r.handle.id, code: e.code, signal: e.signal, reason, lastLogLines: await lastLines(r.logFile) };
     for (const listener of this.listeners) listener(exit);

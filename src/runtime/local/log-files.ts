@@ -3,7 +3,7 @@
  * notes appended in the replica's JSON-lines format, and why a replica failed to start.
  */
 import fsp from 'node:fs/promises';
-import { MIB, type LocalReplica } from './types.js';
+import { hitProcessLimit, MIB, type LocalReplica } from './types.js';
 
 const LAST_LOG_LINES = 20;
 /** Bytes read from the end of a log to find its last lines. */
@@ -14,7 +14,7 @@ export async function startFailure(r: LocalReplica): Promise<string> {
   if (r.oomRssBytes !== undefined) {
     return `resident memory ${Math.round(r.oomRssBytes / MIB)} MiB exceeded its limit of ${Math.round(r.handle.spec.memoryLimitBytes / MIB)} MiB while loading; it was killed.`;
   }
-  if (r.processLimitHit || r.pythonWorker?.processLimitHit() === true) {
+  if (hitProcessLimit(r)) {
     return 'its sandbox reached its process limit while loading; it was killed.';
   }
   const lines = (await readTail(r.logFile, LOG_TAIL_BYTES)).toString('utf8').split('\n');

@@ -65,3 +65,8 @@ export interface LocalReplica {
   /** Its pids cgroup (./pids-limit.ts), when there is one. */
   cgroup: string | undefined;
 }
+
+/** Whether `r` was killed because its sandbox, or its model's fork server's, reached the process limit. */
+export function hitProcessLimit(r: LocalReplica): boolean {
+  return r.processLimitHit || r.pythonWorker?.processLimitHit() === true;
+}
