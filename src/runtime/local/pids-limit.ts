@@ -19,6 +19,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { descendants, pidExists, processTreeSync } from './proc.js';
 
 export class PidsLimit {
   private constructor(
@@ -109,7 +110,7 @@ export class PidsLimit {
       fs.mkdirSync(dir, { recursive: true });
       fs.writeFileSync(path.join(dir, 'pids.max'), String(this.max));
       fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(pid));
-      for (const child of descendantsOf(pid)) {
+      for (const child of descendants(pid, processTreeSync()).slice(1)) {
         try {
           fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(child));
         } catch {
@@ -179,12 +180,7 @@ function removeDeadServers(base: string): void {
   }
   for (const name of names) {
     const pid = Number(name.slice('ferry-'.length));
-    try {
-      process.kill(pid, 0);
-      continue; // alive (a server, or a process that reused its pid): not ours to touch
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') continue;
-    }
+    if (pidExists(pid)) continue; // alive (a server, or a process that reused its pid): not ours to touch
     const dir = path.join(base, name);
     try {
       for (const child of fs.readdirSync(dir, { withFileTypes: true })) {
@@ -195,24 +191,6 @@ function removeDeadServers(base: string): void {
       // a process is still in one of them, or another server removed it first
     }
   }
-}
-
-/** The descendants of `pid`, from the ppid field of each /proc/<pid>/stat (not every kernel lists children). */
-function descendantsOf(pid: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const name of fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
-    const stat = readText(`/proc/${name}/stat`);
-    // "pid (comm) S ppid ...": comm may hold spaces and parentheses.
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    if (Number.isInteger(ppid)) children.set(ppid, [...(children.get(ppid) ?? []), Number(name)]);
-  }
-  const out: number[] = [];
-  const todo = [...(children.get(pid) ?? [])];
-  for (let p = todo.pop(); p !== undefined; p = todo.pop()) {
-    out.push(p);
-    todo.push(...(children.get(p) ?? []));
-  }
-  return out;
 }
 
 function readText(file: string): string {

@@ -84,16 +84,35 @@ export async function processTree(): Promise<Map<number, number[]>> {
   const children = new Map<number, number[]>();
   const pids = (await fsp.readdir('/proc').catch(() => [] as string[])).filter((n) => /^\d+$/.test(n));
   await Promise.all(pids.map(async (name) => {
-    const stat = await fsp.readFile(`/proc/${name}/stat`, 'utf8').catch(() => undefined);
-    if (stat === undefined) return;
-    // "pid (comm) S ppid ...": comm may hold spaces and parentheses, so read after the last ')'.
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    if (!Number.isInteger(ppid)) return;
-    const list = children.get(ppid);
-    if (list === undefined) children.set(ppid, [Number(name)]);
-    else list.push(Number(name));
+    addChild(children, name, await fsp.readFile(`/proc/${name}/stat`, 'utf8').catch(() => undefined));
   }));
   return children;
+}
+
+/** `processTree`, read synchronously: for a step that must finish before a process starts. */
+export function processTreeSync(): Map<number, number[]> {
+  const children = new Map<number, number[]>();
+  for (const name of fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    let stat: string | undefined;
+    try {
+      stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+    } catch {
+      stat = undefined; // exited meanwhile
+    }
+    addChild(children, name, stat);
+  }
+  return children;
+}
+
+/** Files process `name` under its parent, read from its /proc stat line (absent: it exited). */
+function addChild(children: Map<number, number[]>, name: string, stat: string | undefined): void {
+  if (stat === undefined) return;
+  // "pid (comm) S ppid ...": comm may hold spaces and parentheses, so read after the last ')'.
+  const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  if (!Number.isInteger(ppid)) return;
+  const list = children.get(ppid);
+  if (list === undefined) children.set(ppid, [Number(name)]);
+  else list.push(Number(name));
 }
 
 /** `root` and every process below it in `tree` (from `processTree`). */
@@ -112,16 +131,21 @@ export function descendants(root: number, tree: ReadonlyMap<number, readonly num
  * does not reap) counts as gone: it holds no memory and no socket.
  */
 export async function isRunning(pid: number): Promise<boolean> {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    // EPERM: it exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  if (!pidExists(pid)) return false;
   const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
   // Format: "pid (comm) S ..."; comm may contain spaces and parentheses, so read after the last ')'.
   const state = stat?.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
   return state !== 'Z' && state !== 'X';
+}
+
+/** Whether process `pid` exists, a zombie included (signal 0; EPERM: it belongs to someone else). */
+export function pidExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** The command line of `pid` as its arguments, or [] when it cannot be read. */
