@@ -1,6 +1,6 @@
 /** Who may do what: `ferry whoami`, `principals`, `tokens`, `permissions` and `audit`. */
 import { parseDurationMs } from '../config/index.js';
-import { FerryClient, type AccessControlEntry, type ObjectPermissions } from '../client/index.js';
+import { FerryClient, type AccessControlEntry, type ObjectPermissions, type PermissionObject } from '../client/index.js';
 import { out, parse, str, table, UsageError } from './args.js';
 
 export async function whoamiCommand(args: string[]): Promise<void> {
@@ -79,11 +79,14 @@ function lifetimeSeconds(text: string): number {
   return Math.round(ms / 1000);
 }
 
+/** The objects `ferry permissions` takes, by the word used on the command line. */
+const PERMISSION_KINDS: Record<string, PermissionObject | undefined> = { endpoint: 'serving-endpoint', model: 'registered-model', experiment: 'experiment' };
+
 export async function permissionsCommand(args: string[]): Promise<void> {
   const [sub, kind, name, ...rest] = args;
   const { values } = parse(rest, { user: { type: 'string' }, 'service-principal': { type: 'string' }, group: { type: 'string' }, level: { type: 'string' } });
-  const object = kind === 'endpoint' ? 'serving-endpoint' : kind === 'model' ? 'registered-model' : undefined;
-  if (object === undefined || name === undefined) throw new UsageError(`permissions ${sub ?? ''}: give 'endpoint <name>' or 'model <name>'`);
+  const object = kind === undefined ? undefined : PERMISSION_KINDS[kind];
+  if (object === undefined || name === undefined) throw new UsageError(`permissions ${sub ?? ''}: give 'endpoint <name>', 'model <name>' or 'experiment <id>'`);
   const client = FerryClient.fromEnv();
   const who = (): Omit<AccessControlEntry, 'permission_level'> => {
     const entries = [['user_name', str(values, 'user')], ['service_principal_name', str(values, 'service-principal')], ['group_name', str(values, 'group')]]
@@ -135,9 +138,10 @@ export async function auditCommand(args: string[]): Promise<void> {
     ...(sinceMs === undefined ? {} : { sinceMs: Date.now() - sinceMs }),
     maxResults: Number(str(values, 'limit') ?? 100),
   });
-  out(values, r, table(['TIME', 'WHO', 'FROM', 'ACTION', 'PATH', 'RESULT'], r.entries.map((e) => [
+  // COUNT: how many calls a row stands for (unauthenticated calls over the per-minute cap share one).
+  out(values, r, table(['TIME', 'WHO', 'FROM', 'ACTION', 'PATH', 'RESULT', 'COUNT'], r.entries.map((e) => [
     new Date(e.timestamp).toISOString(), e.principal === '' ? '(anonymous)' : e.principal, e.source_address, e.action.split(' ')[0] ?? '', e.path,
-    `${e.status}${e.error_code === undefined ? '' : ` ${e.error_code}`}`,
+    `${e.status}${e.error_code === undefined ? '' : ` ${e.error_code}`}`, String(e.count ?? 1),
   ])));
 }
 

@@ -55,9 +55,9 @@ ${SIMULATE_HELP}
   tokens create [--for PRINCIPAL] [--lifetime 90d|12h] [--comment TEXT]
                               A new token (prints the secret once; --for: admins, for another principal)
   tokens list [--all] | revoke <token-id> [--any]
-  permissions get endpoint|model <name>
-  permissions grant endpoint|model <name> (--user U | --service-principal S | --group users) --level LEVEL
-  permissions revoke endpoint|model <name> (--user U | --service-principal S | --group users)
+  permissions get endpoint|model|experiment <name or experiment id>
+  permissions grant endpoint|model|experiment <name or id> (--user U | --service-principal S | --group users) --level LEVEL
+  permissions revoke endpoint|model|experiment <name or id> (--user U | --service-principal S | --group users)
                               Levels: endpoints CAN_VIEW, CAN_QUERY, CAN_MANAGE; models CAN_READ, CAN_EDIT, CAN_MANAGE
   audit [--principal P] [--since 1h] [--limit N]
                               Control-plane changes, newest first (admins)

@@ -466,10 +466,13 @@ export const IMPORT_BATCH_BYTES = 15 * 1024 * 1024;
 
 
 
-export type PermissionObject = 'serving-endpoint' | 'registered-model';
+/** What permissions are set on; an experiment is named by its id. */
+export type PermissionObject = 'serving-endpoint' | 'registered-model' | 'experiment';
+
+const PERMISSION_PATHS: Record<PermissionObject, string> = { 'serving-endpoint': 'serving-endpoints', 'registered-model': 'registered-models', experiment: 'experiments' };
 
 function permissionsPath(object: PermissionObject, name: string): string {
-  return `/api/2.0/permissions/${object === 'serving-endpoint' ? 'serving-endpoints' : 'registered-models'}/${encodeURIComponent(name)}`;
+  return `/api/2.0/permissions/${PERMISSION_PATHS[object]}/${encodeURIComponent(name)}`;
 }
 
 
