@@ -19,10 +19,11 @@ export class OpenAiRoutes {
 
   /** An OpenAI route: the endpoint is the body's `model`. */
   inference(replicaPath: string): Handler {
+    const limited = rateLimited(this.forwarder.forward(() => replicaPath, 'openai'));
     return async (ctx) => {
       const { model } = await this.bodies.openAiRequest(ctx);
       ctx.params.name = model; // for the request event, logs and spans, as on the other routes
-      return rateLimited(this.forwarder.forward(() => replicaPath, 'openai'))(ctx, this.forwarder.route(ctx));
+      return limited(ctx, this.forwarder.route(ctx));
     };
   }
 
