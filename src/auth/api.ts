@@ -15,7 +15,7 @@ import type {
   ListTokensResponse, MyPermissionResponse, ObjectPermissions, PermissionLevelsResponse, Principal, RevokeTokenRequest, SetPermissionsRequest, TokenInfo,
   UpdatePrincipalRequest,
 } from '../api/index.js';
-import { configError, type RequestFits } from '../config/index.js';
+import { configError, type SchemasFit } from '../config/index.js';
 import { FerryError, invalidParameter, notFound } from '../errors.js';
 import { readJsonObject, type Context, type JsonLimits } from '../http/index.js';
 import type { Grant, ObjectType, PrincipalRecord, TokenRecord } from '../store/index.js';
@@ -62,14 +62,14 @@ const schemas = {
 };
 
 /** `src/api`'s request bodies and these schemas' inputs agree (checked by tsc when either changes). */
-const requestsFit: {
-  principal: RequestFits<CreatePrincipalRequest, z.input<typeof schemas.principal>>;
-  principalPatch: RequestFits<UpdatePrincipalRequest, z.input<typeof schemas.principalPatch>>;
-  token: RequestFits<CreateTokenRequest, z.input<typeof schemas.token>>;
-  onBehalfToken: RequestFits<CreateTokenOnBehalfRequest, z.input<typeof schemas.onBehalfToken>>;
-  tokenId: RequestFits<RevokeTokenRequest, z.input<typeof schemas.tokenId>>;
-  acl: RequestFits<SetPermissionsRequest, z.input<typeof schemas.acl>>;
-} = { principal: true, principalPatch: true, token: true, onBehalfToken: true, tokenId: true, acl: true };
+const requestsFit: SchemasFit<{
+  principal: CreatePrincipalRequest;
+  principalPatch: UpdatePrincipalRequest;
+  token: CreateTokenRequest;
+  onBehalfToken: CreateTokenOnBehalfRequest;
+  tokenId: RevokeTokenRequest;
+  acl: SetPermissionsRequest;
+}, typeof schemas> = { principal: true, principalPatch: true, token: true, onBehalfToken: true, tokenId: true, acl: true };
 void requestsFit;
 
 export function authRoutes(router: ServerRouter, authz: Authorizer, opts: AuthApiOptions): void {

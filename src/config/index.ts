@@ -11,7 +11,7 @@ import { validateKey, type S3Settings } from '../artifacts/index.js';
 import { FerryError, describeValue, invalidParameter } from '../errors.js';
 import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_JSON_ELEMENTS, DEFAULT_MAX_ROWS_PER_REQUEST } from './defaults.js';
 export { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_JSON_ELEMENTS, DEFAULT_MAX_ROWS_PER_REQUEST } from './defaults.js';
-export type { RequestFits } from './request-fits.js';
+export type { SchemasFit } from './request-fits.js';
 
 /** What a GPU_* replica does when the server has no GPU for it: fail to start, or run on the CPU. */
 export const GPU_FALLBACKS = ['fail', 'cpu'] as const;

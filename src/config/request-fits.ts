@@ -1,3 +1,5 @@
+import type { z } from 'zod';
+
 /**
  * A compile-time check that a request type declared in `src/api` and the input of the zod schema
  * that parses it agree: each is assignable to the other, and both have the same top-level keys
@@ -15,3 +17,11 @@ export type RequestFits<Api, SchemaInput> =
         : false
       : false
     : false;
+
+/**
+ * `RequestFits` for a module's schemas at once: `Apis` maps keys of `Schemas` to the request type
+ * each schema parses, and each key's type is `true` when the two agree. So
+ * `const fits: SchemasFit<{ alias: SetAliasRequest }, typeof schemas> = { alias: true }` fails to
+ * compile, at that key, on a drift.
+ */
+export type SchemasFit<Apis, Schemas extends { [K in keyof Apis]: z.ZodTypeAny }> = { [K in keyof Apis]: RequestFits<Apis[K], z.input<Schemas[K]>> };

@@ -12,7 +12,7 @@ import type {
 } from '../api/index.js';
 import { validateKey } from '../artifacts/index.js';
 import { access, identityOf, USERS_GROUP, type Authorizer, type ModelLevel, type NameOf, type ServerRouter } from '../auth/index.js';
-import { configError, type RequestFits } from '../config/index.js';
+import { configError, type SchemasFit } from '../config/index.js';
 import { FerryError, invalidParameter } from '../errors.js';
 import { readJsonObject, type Context, type JsonLimits } from '../http/index.js';
 import type { ModelOrder, ModelVersionRecord, ModelVersionStage, RegisteredModelRecord } from '../store/index.js';
@@ -78,12 +78,12 @@ const schemas = {
 };
 
 /** `src/api`'s request bodies and these schemas' inputs agree (checked by tsc when either changes). */
-const requestsFit: {
-  createModel: RequestFits<CreateRegisteredModelRequest, z.input<typeof schemas.createModel>>;
-  createVersion: RequestFits<CreateModelVersionRequest, z.input<typeof schemas.createVersion>>;
-  alias: RequestFits<SetAliasRequest, z.input<typeof schemas.alias>>;
-  bulkCreate: RequestFits<BulkCreateRequest, z.input<typeof schemas.bulkCreate>>;
-} = { createModel: true, createVersion: true, alias: true, bulkCreate: true };
+const requestsFit: SchemasFit<{
+  createModel: CreateRegisteredModelRequest;
+  createVersion: CreateModelVersionRequest;
+  alias: SetAliasRequest;
+  bulkCreate: BulkCreateRequest;
+}, typeof schemas> = { createModel: true, createVersion: true, alias: true, bulkCreate: true };
 void requestsFit;
 
 /**

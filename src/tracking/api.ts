@@ -18,7 +18,7 @@ import type {
   LogInputsRequest, Run, RunInfo, RunResponse, SearchExperimentsResponse, SearchRunsResponse, Tag, UpdateRunRequest, UpdateRunResponse,
 } from '../api/index.js';
 import { access, identityOf, type Authorizer, type NameOf, type ServerRouter } from '../auth/index.js';
-import type { RequestFits } from '../config/index.js';
+import type { SchemasFit } from '../config/index.js';
 import { FerryError, invalidParameter, notFound } from '../errors.js';
 import type { Context, JsonLimits } from '../http/index.js';
 import { experimentArtifactUri, requestInput, requestParams, runArtifactUri } from '../registry/index.js';
@@ -89,13 +89,13 @@ const schemas = {
 };
 
 /** `src/api`'s request bodies and these schemas' inputs agree (checked by tsc when either changes). */
-const requestsFit: {
-  createExperiment: RequestFits<CreateExperimentRequest, z.input<typeof schemas.createExperiment>>;
-  createRun: RequestFits<CreateRunRequest, z.input<typeof schemas.createRun>>;
-  updateRun: RequestFits<UpdateRunRequest, z.input<typeof schemas.updateRun>>;
-  logBatch: RequestFits<LogBatchRequest, z.input<typeof schemas.logBatch>>;
-  logInputs: RequestFits<LogInputsRequest, z.input<typeof schemas.logInputs>>;
-} = { createExperiment: true, createRun: true, updateRun: true, logBatch: true, logInputs: true };
+const requestsFit: SchemasFit<{
+  createExperiment: CreateExperimentRequest;
+  createRun: CreateRunRequest;
+  updateRun: UpdateRunRequest;
+  logBatch: LogBatchRequest;
+  logInputs: LogInputsRequest;
+}, typeof schemas> = { createExperiment: true, createRun: true, updateRun: true, logBatch: true, logInputs: true };
 void requestsFit;
 
 const RUN_ATTRIBUTES = ['run_id', 'run_name', 'status', 'user_id', 'start_time', 'end_time', 'artifact_uri', 'lifecycle_stage', 'created'];
