@@ -6,12 +6,17 @@
  * replaced without failing the other's requests, and a drain on close that answers what is in flight.
  */
 import assert from 'node:assert/strict';
+import cluster from 'node:cluster';
 import fsp from 'node:fs/promises';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { compileServerConfig } from '../src/config/index.js';
 import { writeFixtures } from '../src/fixtures/index.js';
 import type { FerryServer } from '../src/server/index.js';
+import type { WorkerInit } from '../src/server/workers.js';
 import { ADMIN_TOKEN, processDescendants, registerVersion, request, startTestServer, tempDir, waitFor, waitSettled, type HttpResult } from './support/index.js';
 
 let dir: string;
@@ -161,6 +166,37 @@ test('two servers with workers in one process keep their own connections', { tim
     assert.equal(count(await burst('lin', 20), 200), 20);
   } finally {
     await other.close();
+  }
+});
+
+test('a worker told to drain while its listen on a port in use is pending reports the port and exits without a crash', { timeout: 60_000 }, async () => {
+  // node:cluster answers a worker's listen asynchronously; a drain that closes the server in
+  // between made node throw on the failed listen's null handle (seen once in CI).
+  const blocker = net.createServer();
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', () => resolve()));
+  const port = (blocker.address() as net.AddressInfo).port;
+  try {
+    cluster.setupPrimary({ exec: fileURLToPath(new URL('../src/server/worker-main.js', import.meta.url)), serialization: 'advanced', args: [], execArgv: [], silent: true });
+    const worker = cluster.fork();
+    let stderr = '';
+    worker.process.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));
+    const messages: Array<{ type: string; code?: string }> = [];
+    worker.on('message', (msg: { type: string; code?: string }) => {
+      messages.push(msg);
+      if (msg.type === 'loaded') {
+        const config = compileServerConfig({ port, dataDir: path.join(dir, 'data'), gatewayWorkers: 2 });
+        worker.send({ type: 'init', config, primarySocket: path.join(dir, 'no-primary.sock'), routes: [], port } satisfies WorkerInit);
+      }
+    });
+    // The drain goes out before the primary's answer to the listen (that answer waits for the bind).
+    worker.process.on('internalMessage', (msg: { cmd?: string; act?: string }) => {
+      if (msg.cmd === 'NODE_CLUSTER' && msg.act === 'queryServer') worker.send({ type: 'drain' });
+    });
+    await new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+    assert.doesNotMatch(stderr, /TypeError|\n\s+at /, stderr);
+    assert.deepEqual(messages.filter((m) => m.type === 'failed').map((m) => m.code), ['EADDRINUSE']);
+  } finally {
+    blocker.close();
   }
 });
 

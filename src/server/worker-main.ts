@@ -99,8 +99,15 @@ async function main(init: WorkerInit): Promise<void> {
     else if (msg.type === 'drain') void drain();
     else gateway.onMessage(msg);
   });
+  // node:cluster crashes a worker whose server is closed while the primary still answers its
+  // listen (a failed listen's null handle is closed): a drain waits for the listen to settle.
+  const listened = new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(init.port, config.host, () => resolve());
+  });
   let draining: Promise<void> | undefined;
   const drain = (): Promise<void> => (draining ??= (async () => {
+    await listened.catch(() => undefined);
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeIdleConnections();
     const timer = setTimeout(() => server.closeAllConnections(), DRAIN_FORCE_MS);
@@ -116,10 +123,7 @@ async function main(init: WorkerInit): Promise<void> {
   process.once('disconnect', () => {
     void drain().finally(() => process.exit(0));
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(init.port, config.host, () => resolve());
-  });
+  await listened;
   const addr = server.address() as AddressInfo;
   send({ type: 'listening', address: addr.address, family: addr.family, port: addr.port });
 }

@@ -164,7 +164,7 @@ export class GatewayWorkers {
     cluster.setupPrimary({
       exec: fileURLToPath(new URL('./worker-main.js', import.meta.url)), serialization: 'advanced', args: [],
       // A server started inside a test runner must not make its workers test runners too.
-      execArgv: process.execArgv.filter((a) => !a.startsWith('--test') && !a.startsWith('--experimental-test')),
+      execArgv: withoutTestRunnerFlags(process.execArgv),
     });
     const worker = cluster.fork();
     const startedMs = Date.now();
@@ -280,4 +280,15 @@ function freePort(host: string): Promise<number> {
       probe.close(() => resolve(port));
     });
   });
+}
+
+/** `execArgv` without node's test-runner flags and their values (`--test-name-pattern x` as well as `--test-name-pattern=x`). */
+function withoutTestRunnerFlags(argv: string[]): string[] {
+  const kept: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] ?? '';
+    if (!a.startsWith('--test') && !a.startsWith('--experimental-test')) kept.push(a);
+    else if (!a.includes('=') && argv[i + 1]?.startsWith('-') === false) i++;
+  }
+  return kept;
 }
