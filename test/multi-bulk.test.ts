@@ -45,6 +45,8 @@ test('ferry models import registers a directory of <name>.onnx files; a bad file
   const out = JSON.parse(r.stdout);
   assert.equal(out.registered, 20);
   assert.equal(out.failed, 1);
+  // Read ahead, sent in file-name order.
+  assert.deepEqual(out.results.map((x: { name: string }) => x.name), [...Array.from({ length: 20 }, (_v, i) => `ads-${i}`), 'ads-broken'].sort());
   const bad = out.results.find((x: { name: string }) => x.name === 'ads-broken');
   assert.equal(bad.status, 'FAILED_REGISTRATION');
   assert.equal(bad.error_code, 'INVALID_PARAMETER_VALUE');
@@ -61,6 +63,23 @@ test('ferry models import registers a directory of <name>.onnx files; a bad file
   assert.equal(artifactsBefore.length, 2);
   assert.equal((await call('DELETE', '/api/2.0/mlflow/model-versions/delete', ADMIN_TOKEN, { name: 'ads-7', version: 2 })).status, 200);
   assert.equal((await fsp.readdir(path.join(dir, 'data', 'artifacts', 'models', 'ads-7'))).length, 1);
+});
+
+test('ferry models import refuses a model file over 64 MiB by name, before reading it', async () => {
+  const models = path.join(dir, 'big-models');
+  await fsp.mkdir(models);
+  await fsp.writeFile(path.join(models, 'small.onnx'), familyFixture(1).build());
+  const big = await fsp.open(path.join(models, 'zz-big.onnx'), 'w');
+  await big.truncate(64 * 1024 * 1024 + 1); // sparse: nothing is written
+  await big.close();
+  const r = await new Promise<{ code: number; stderr: string }>((resolve) => {
+    execFile(process.execPath, [FERRY_BIN, 'models', 'import', models], { env: { PATH: process.env.PATH ?? '', FERRY_URL: server.url, FERRY_TOKEN: ADMIN_TOKEN } }, (err, _stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stderr });
+    });
+  });
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /zz-big\.onnx is 67108865 bytes, over the 67108864 bytes/);
+  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
 });
 
 test('bulk registration checks CAN_EDIT per existing model: others are created for the caller, a denied one is reported', async () => {

@@ -17,7 +17,7 @@ import type {
   Tag, TokenInfo,
 } from '../api/index.js';
 import { TAR_END, tarEntry, tarEntryBytes } from '../tar/index.js';
-import { isTarArchive, tarFiles } from './tar.js';
+import { modelFiles } from './model-files.js';
 
 /** The REST shapes (`src/api`), for callers of the client. */
 export type * from '../api/index.js';
@@ -421,38 +421,6 @@ export class FerryClient {
     return total;
   }
 }
-
-/** The model files `importModels` takes, by extension (an XGBoost `.json` is left out: any JSON file could be named so). */
-const IMPORT_EXTENSIONS = ['.onnx', '.ubj', '.xgb'];
-
-/** `ads-17.ubj` → name "ads-17", registered file "model.ubj"; undefined for other files. */
-function importedAs(fileName: string): { name: string; file: string } | undefined {
-  const ext = IMPORT_EXTENSIONS.find((e) => fileName.endsWith(e) && fileName.length > e.length);
-  return ext === undefined ? undefined : { name: fileName.slice(0, -ext.length), file: `model${ext}` };
-}
-
-/** The model files of a directory (sorted) or a tar archive (in order), named by base name. */
-async function* modelFiles(source: string): AsyncGenerator<{ name: string; file: string; content: Buffer }> {
-  if (isTarArchive(source)) {
-    const want = (p: string): boolean => importedAs(path.posix.basename(p)) !== undefined;
-    for await (const f of tarFiles(source, { want, maxFileBytes: MAX_IMPORT_FILE_BYTES })) {
-      const as = importedAs(path.posix.basename(f.path));
-      if (as !== undefined) yield { ...as, content: f.content };
-    }
-    return;
-  }
-  for (const f of (await fsp.readdir(source)).sort()) {
-    const as = importedAs(f);
-    if (as !== undefined) yield { ...as, content: await fsp.readFile(path.join(source, f)) };
-  }
-}
-
-/**
- * Largest model file `importModels` reads from an archive: far above what one bulk-create call
- * carries under the server's default 16 MiB body limit; register bigger models one by one
- * (`ferry models register`).
- */
-export const MAX_IMPORT_FILE_BYTES = 64 * 1024 * 1024;
 
 /** Most models `importModels` sends per call: the server's most (10,000). */
 export const IMPORT_BATCH_MODELS = 10_000;
