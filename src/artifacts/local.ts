@@ -8,15 +8,19 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { FerryError, notFound } from '../errors.js';
+import { FerryError, notFound, toFerryError } from '../errors.js';
 import type { ArtifactEntry, ArtifactStore, NewFile, NewFileResult, TreeDigest } from './types.js';
 import { validateKey } from './keys.js';
-import { eachFile, syncFileSystem } from './many.js';
+import { syncFileSystem } from './many.js';
 import { digestTree, walk } from './tree.js';
+import { WriteThread } from './write-thread.js';
 
 const TMP_DIR = '.tmp';
 
 export class LocalArtifactStore implements ArtifactStore {
+  /** Writes bulk registration's files (`putNewFiles`), started on first use. */
+  private readonly writer = new WriteThread();
+
   private constructor(private readonly root: string) {}
 
   static async open(root: string): Promise<LocalArtifactStore> {
@@ -75,16 +79,29 @@ export class LocalArtifactStore implements ArtifactStore {
   }
 
   async putNewFiles(files: readonly NewFile[], maxBytes: number): Promise<NewFileResult[]> {
+    const results = new Array<NewFileResult>(files.length);
+    const toWrite: Array<{ index: number; key: string; dest: string; content: Uint8Array }> = [];
+    files.forEach(({ key, content }, index) => {
+      try {
+        if (content.byteLength > maxBytes) throw new FerryError('PAYLOAD_TOO_LARGE', `Artifact '${key}' exceeds the limit of ${maxBytes} bytes.`);
+        toWrite.push({ index, key, dest: this.resolve(key), content });
+      } catch (err) {
+        results[index] = toFerryError(err);
+      }
+    });
+    if (toWrite.length === 0) return results;
+    const outcomes = await this.writer.write(toWrite);
     const written: string[] = [];
-    const results = await eachFile(files, async ({ key, content }) => {
-      if (content.byteLength > maxBytes) throw new FerryError('PAYLOAD_TOO_LARGE', `Artifact '${key}' exceeds the limit of ${maxBytes} bytes.`);
-      const dest = this.resolve(key);
-      await makeParents(dest, key);
-      await fsp.writeFile(dest, content, { flag: 'wx', mode: 0o600 }).catch((err: NodeJS.ErrnoException) => {
-        throw err.code === 'EEXIST' ? new FerryError('RESOURCE_CONFLICT', `Artifact '${key}' already exists.`) : err;
-      });
-      written.push(dest);
-      return { sizeBytes: content.byteLength, sha256: createHash('sha256').update(content).digest('hex') };
+    toWrite.forEach(({ index, key, dest, content }, j) => {
+      const o = outcomes[j];
+      if (o !== undefined && 'sha256' in o) {
+        written.push(dest);
+        results[index] = { sizeBytes: content.byteLength, sha256: o.sha256 };
+      } else {
+        results[index] = o?.code === 'EEXIST' ? new FerryError('RESOURCE_CONFLICT', `Artifact '${key}' already exists or runs through an existing file.`)
+          : o?.code === 'ENOTDIR' ? new FerryError('RESOURCE_CONFLICT', `Artifact path '${key}' runs through an existing file.`)
+            : new FerryError('INTERNAL_ERROR', `Writing artifact '${key}' failed: ${o?.message ?? 'no answer'}`);
+      }
     });
     if (written.length > 0) await syncFileSystem(this.root, written);
     return results;

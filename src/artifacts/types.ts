@@ -37,7 +37,7 @@ export interface ArtifactStore {
    * all that were written are durable; per file, in order: its size and sha256, or why it was
    * not written (over `maxBytes`, a key that runs through a file). Rejects only when the
    * durability step fails (then the caller deletes what was written). The local store writes the
-   * files in place, without a temporary file or a per-file fsync, then syncs the file system once
+   * files in place from a writer thread (write-thread.ts), without a temporary file or a per-file fsync, then syncs the file system once
    * (a crash before that leaves partial files under keys no row refers to: orphans); S3 puts each.
    */
   putNewFiles(files: readonly NewFile[], maxBytes: number): Promise<NewFileResult[]>;
