@@ -56,13 +56,23 @@ test('ferry models import registers a directory of <name>.onnx files; a bad file
   const v = await call('GET', '/api/2.0/mlflow/model-versions/get?name=ads-7&version=1', ADMIN_TOKEN);
   assert.equal(v.status, 200, v.text);
   assert.equal(v.json.model_version.status, 'READY');
-  // Importing again adds version 2 of each; deleting a bulk version deletes its artifact directory.
+  // Importing again adds version 2 of each; deleting a bulk version deletes its artifact
+  // directory (bulk/<call>/<index>, outside models/<name>), deleting the model the rest.
   const again = await call('POST', '/api/2.0/mlflow/model-versions/bulk-create', ADMIN_TOKEN, { models: [{ name: 'ads-7', content_base64: Buffer.from(familyFixture(7).build()).toString('base64') }] });
   assert.deepEqual(again.json.results, [{ name: 'ads-7', status: 'READY', version: '2' }]);
-  const artifactsBefore = await fsp.readdir(path.join(dir, 'data', 'artifacts', 'models', 'ads-7'));
-  assert.equal(artifactsBefore.length, 2);
+  const artifactDir = async (version: number): Promise<string> => {
+    const source = (await server.store.getModelVersion('ads-7', version))?.artifact?.path ?? '';
+    assert.match(source, /^bulk\/[0-9a-f-]{36}\/\d+$/);
+    return path.join(dir, 'data', 'artifacts', ...source.split('/'));
+  };
+  const [v1, v2] = [await artifactDir(1), await artifactDir(2)];
+  assert.deepEqual(await fsp.readdir(v2), ['model.onnx']);
   assert.equal((await call('DELETE', '/api/2.0/mlflow/model-versions/delete', ADMIN_TOKEN, { name: 'ads-7', version: 2 })).status, 200);
-  assert.equal((await fsp.readdir(path.join(dir, 'data', 'artifacts', 'models', 'ads-7'))).length, 1);
+  assert.equal(await fsp.stat(v2).then(() => true, () => false), false);
+  assert.deepEqual(await fsp.readdir(v1), ['model.onnx']);
+  assert.equal((await call('DELETE', '/api/2.0/mlflow/registered-models/delete', ADMIN_TOKEN, { name: 'ads-7' })).status, 200);
+  assert.equal(await fsp.stat(v1).then(() => true, () => false), false);
+  assert.equal(await fsp.stat(path.join(dir, 'data', 'artifacts', 'models', 'ads-7')).then(() => true, () => false), false, 'a bulk model has no models/<name> directory');
 });
 
 test('ferry models import refuses a model file over 64 MiB by name, before reading it', async () => {

@@ -134,7 +134,8 @@ test('a member changed in S3 after registration is refused by the pod (sha256); 
   // Replace the tampered member's file in the bucket behind Ferry's back.
   const client = new S3Client({ region: 'us-east-1', endpoint: s3.endpoint, forcePathStyle: true, credentials: S3RVER_CREDENTIALS });
   try {
-    const listed = await client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: 'models/ads-tampered/' }));
+    const artifact = (await server.store.getModelVersion('ads-tampered', 1))?.artifact?.path;
+    const listed = await client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: `${artifact ?? 'missing'}/` }));
     const key = listed.Contents?.find((o) => o.Key?.endsWith('/model.onnx'))?.Key;
     assert.ok(key !== undefined, JSON.stringify(listed.Contents));
     await client.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: Buffer.from(familyFixture(21).build()) }));

@@ -6,14 +6,14 @@
  *
  * It travels in the request frame's metadata (docs/channel.md, key 4), whose values are ASCII:
  * `<sha256> <modelFile> <key>`, the last two percent-encoded (`encodeURIComponent`), e.g.
- * `9f86…0a08 model.onnx models%2Fads-17%2Fbulk-1b2c…`. A value that does not decode into a valid
+ * `9f86…0a08 model.onnx bulk%2F1b2c…%2F17`. A value that does not decode into a valid
  * sha256, key and file is refused (400) by the replica.
  */
 import { validateKey } from '../artifacts/index.js';
 import { FerryError } from '../errors.js';
 
 export interface MemberArtifact {
-  /** Artifact key of the version's tree, e.g. "models/ads-17/bulk-1b2c…". */
+  /** Artifact key of the version's tree, e.g. "bulk/1b2c…/17". */
   key: string;
   /** The version's recorded tree digest (64 hex digits): what the fetched tree must hash to. */
   sha256: string;

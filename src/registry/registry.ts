@@ -22,6 +22,9 @@ const ALIAS_RE = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
 /** Where uploads through the MLflow artifact proxy live inside the artifact store: `uploads/<principal>/<path>`. */
 export const UPLOADS_PREFIX = 'uploads';
 
+/** Where bulk-registered versions' artifacts live: `bulk/<call uuid>/<index in the call>/<file>`. */
+const BULK_ROOT = 'bulk';
+
 /**
  * Top folders of the `mlflow-artifacts` proxy that are not the caller's own uploads (no principal
  * name starts with "_"): `_experiments/<id>/<run>/artifacts/...` are runs' artifacts (artifact
@@ -93,7 +96,9 @@ export class Registry {
   }
 
   async deleteModel(name: string): Promise<void> {
-    await this.store.deleteRegisteredModel(name);
+    const versions = await this.store.deleteRegisteredModel(name);
+    // Bulk-registered versions live outside models/<name> (bulk/<call>/<n>).
+    await Promise.all(versions.flatMap((v) => (v.artifact?.path.startsWith(`${BULK_ROOT}/`) === true ? [this.artifacts.delete(v.artifact.path)] : [])));
     await this.artifacts.delete(`models/${name}`);
   }
 
@@ -109,8 +114,9 @@ export class Registry {
   }
 
   /**
-   * Registers many single-file models at once. Each is written to its own artifact directory
-   * (`models/<name>/bulk-<uuid>`: its version number is only known in the transaction), all of
+   * Registers many single-file models at once. Each is written to its own artifact directory,
+   * `bulk/<call uuid>/<index in the call>` (its version number is only known in the transaction;
+   * outside `models/<name>`, so a new model name costs no directory of its own), all of
    * them together and made durable once (`ArtifactStore.putNewFiles`: one file system sync on
    * the local store, not an fsync per file), then inspected INSPECT_BATCH per inspector frame;
    * those that pass are registered READY in ONE store transaction (`creator` gets CAN_MANAGE on
@@ -129,11 +135,12 @@ export class Registry {
       results[i] = { name: (models[i] as BulkModel).name, status: 'FAILED_REGISTRATION', errorCode: e.code, message: e.message };
     };
     const files: Array<{ index: number; key: string; file: string; content: Uint8Array }> = [];
+    const callDir = `${BULK_ROOT}/${randomUUID()}`;
     models.forEach((m, i) => {
       try {
         checkName(m.name, `models[${i}].name`);
         validateKey(m.file, `models[${i}].file`);
-        files.push({ index: i, key: `models/${m.name}/bulk-${randomUUID()}`, file: m.file, content: m.content });
+        files.push({ index: i, key: `${callDir}/${i}`, file: m.file, content: m.content });
       } catch (err) {
         fail(i, err);
       }
@@ -212,7 +219,8 @@ export class Registry {
    * serve it (`servedBy` lists them): their stored configs name the model and its artifact paths.
    * The artifacts are copied to `models/<newName>/...` and the versions pointed there before the
    * old folder goes, so a model created later under the old name cannot write over or delete
-   * them; a crash in between leaves every version pointing at files that exist.
+   * them; a crash in between leaves every version pointing at files that exist. Bulk-registered
+   * versions' artifacts (`bulk/...`) belong to no name and stay where they are.
    */
   async renameModel(name: string, newName: string, servedBy: string[]): Promise<RegisteredModelRecord> {
     checkName(newName, 'new_name');
@@ -250,7 +258,7 @@ export class Registry {
   async deleteVersion(name: string, version: number): Promise<void> {
     const deleted = await this.store.deleteModelVersion(name, version);
     if (!deleted) missingVersion(name, version);
-    // Bulk-registered versions live under models/<name>/bulk-<uuid>, the others under models/<name>/<version>.
+    // Bulk-registered versions live under bulk/<call>/<n>, the others under models/<name>/<version>.
     await this.artifacts.delete(deleted.artifact?.path ?? `models/${name}/${version}`);
   }
 
