@@ -131,6 +131,12 @@ function poolPids(rt: LocalRuntime): number[] {
   return [...idlePids, ...startingPids];
 }
 
+/** Both warm pools' processes: node replicas-to-be and Python fork servers, idle or starting. */
+async function allPoolPids(rt: LocalRuntime): Promise<number[]> {
+  const python = await rt.pythonWarmPool();
+  return [...poolPids(rt), ...python.idlePids, ...python.startingPids];
+}
+
 /** Runs `fn` with a fresh runtime, and always closes it and checks nothing is left running. */
 async function withRuntime(opts: Partial<LocalRuntimeOptions>, fn: (rt: LocalRuntime, stateDir: string, exits: ReplicaExit[]) => Promise<void>): Promise<void> {
   const stateDir = await newStateDir();
@@ -302,9 +308,11 @@ describe('LocalRuntime', () => {
       await assert.rejects(rt.startReplica(makeSpec('ep.linear.slow', 'linear')), (err: unknown) => err instanceof FerryError && err.code === 'DEADLINE_EXCEEDED');
       assert.deepEqual(rt.list(), []);
       const running = await processesUnder(stateDir);
-      // A pool process in the sandbox is bwrap with the node process below it.
-      const pool = (await Promise.all(poolPids(rt).map(processDescendants))).flat();
-      const others = running.filter((pid) => !pool.includes(pid));
+      // A pool process in the sandbox is bwrap with the node (or Python) process below it; a
+      // Python fork server may still be starting (its shell about to exec bwrap).
+      const pool = (await Promise.all((await allPoolPids(rt)).map(processDescendants))).flat();
+      // A pool process that died between the two samples is not a leftover either.
+      const others = (await Promise.all(running.map(async (pid) => (!pool.includes(pid) && await isRunning(pid) ? [pid] : [])))).flat();
       assert.deepEqual(others, [], `nothing but the warm pool: ${(await Promise.all(others.map((p) => fsp.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '?')))).join('\n')}`);
       assert.deepEqual(await fsp.readdir(path.join(stateDir, 'pids')), []);
       assert.equal(fs.existsSync(path.join(stateDir, 'sockets', 'ep.linear.slow')), false, 'its socket directory is gone');

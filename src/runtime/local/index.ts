@@ -420,9 +420,9 @@ export class LocalRuntime implements Runtime {
     return this.pool.state();
   }
 
-  /** The Python fork servers now: pids of the idle ones and of those claimed by a model. */
-  async pythonWarmPool(): Promise<{ idlePids: number[]; claimedPids: number[] }> {
-    return (await this.pythonPool?.state()) ?? { idlePids: [], claimedPids: [] };
+  /** The Python fork servers now: pids of the idle ones, of those still starting and of those claimed by a model. */
+  async pythonWarmPool(): Promise<{ idlePids: number[]; startingPids: number[]; claimedPids: number[] }> {
+    return (await this.pythonPool?.state()) ?? { idlePids: [], startingPids: [], claimedPids: [] };
   }
 
   /** The process-count limit per sandbox, or why there is none. */

@@ -170,11 +170,15 @@ export class PythonPool {
     await this.filling;
   }
 
-  /** The fork servers now: pids of the idle ones ready to fork and of those claimed by a model (bwrap's, in a sandbox). */
-  async state(): Promise<{ idlePids: number[]; claimedPids: number[] }> {
+  /**
+   * The fork servers now (bwrap's pids, in a sandbox): the idle ones ready to fork, those still
+   * importing their modules, and those claimed by a model.
+   */
+  async state(): Promise<{ idlePids: number[]; startingPids: number[]; claimedPids: number[] }> {
     const claimed = await Promise.all([...this.claimed.values()].map((c) => c.catch(() => undefined)));
     const pid = (s: ForkServer | undefined): number => s?.child.pid ?? 0;
-    return { idlePids: [...this.idle].filter((s) => s.isReady && !s.exited).map(pid), claimedPids: claimed.filter((s) => s !== undefined && !s.exited).map(pid) };
+    const idle = [...this.idle].filter((s) => !s.exited);
+    return { idlePids: idle.filter((s) => s.isReady).map(pid), startingPids: idle.filter((s) => !s.isReady).map(pid), claimedPids: claimed.filter((s) => s !== undefined && !s.exited).map(pid) };
   }
 
   /**
