@@ -1,9 +1,8 @@
 /**
- * Bulk registration's batched inspection and durability step, with real inspector processes, a
- * real SQLite store and a real local artifact store: a hostile artifact inside a batch fails
- * alone (the batch is retried one artifact per frame after the process dies); one file system
- * sync per call (`sync -f <store root>`) before the transaction, and a failed sync leaves no row
- * and no artifact; without a `sync` program each file is fsynced instead.
+ * Bulk registration's batched inspection and its pack, with real inspector processes, a real
+ * SQLite store and a real local artifact store: a hostile artifact inside a batch fails alone
+ * (the batch is retried one artifact per frame after the process dies); a call writes one file
+ * (its pack) holding the models that passed, and a failed transaction leaves no row and no pack.
  */
 import assert from 'node:assert/strict';
 import fsp from 'node:fs/promises';
@@ -56,64 +55,66 @@ test('a memory bomb inside a batch of 70 fails alone: the others of its frame ar
   }
 });
 
-/** A registry over a fresh SQLite store and local artifact store under `name`. */
-async function registry(name: string): Promise<{ reg: Registry; store: MetadataStore; artifacts: ArtifactStore; root: string; close: () => Promise<void> }> {
+/** A registry over a fresh SQLite store (`wrap`ped, to make it fail) and local artifact store under `name`. */
+async function registry(name: string, wrap = (s: MetadataStore): MetadataStore => s): Promise<{ reg: Registry; store: MetadataStore; artifacts: ArtifactStore; root: string; close: () => Promise<void> }> {
   const root = path.join(dir, name, 'artifacts');
   const store = await openStore({ kind: 'sqlite', path: path.join(dir, name, 'ferry.db') });
   const artifacts = await openArtifactStore({ kind: 'local', root });
   const inspector = new Inspector({ memoryLimitBytes: 256 * 2 ** 20, timeoutMs: 30_000, readRoots: [root] });
-  const reg = new Registry(store, artifacts, { maxUploadBytes: 2 ** 20, now: () => Date.now(), inspector });
+  const reg = new Registry(wrap(store), artifacts, { maxUploadBytes: 2 ** 20, now: () => Date.now(), inspector });
   return { reg, store, artifacts, root, close: async () => { await inspector.close(); await store.close(); } };
-}
-
-/** Runs `fn` with PATH starting at a directory whose `sync` is `script` (none when undefined). */
-async function withSync<T>(name: string, script: string | undefined, fn: () => Promise<T>): Promise<T> {
-  const bin = path.join(dir, name, 'bin');
-  await fsp.mkdir(bin, { recursive: true });
-  if (script !== undefined) await fsp.writeFile(path.join(bin, 'sync'), `#!/bin/sh\n${script}\n`, { mode: 0o755 });
-  const saved = process.env.PATH;
-  // Without a script, PATH is only that empty directory: `sync` cannot be found.
-  process.env.PATH = script === undefined ? bin : `${bin}:${saved ?? ''}`;
-  try {
-    return await fn();
-  } finally {
-    process.env.PATH = saved;
-  }
 }
 
 const models = (prefix: string, n: number) => Array.from({ length: n }, (_v, i) => ({ name: `${prefix}-${i}`, file: 'model.onnx', content: familyFixture(i).build() }));
 
-test('one file system sync per bulk call, on the store root, before the rows commit', { timeout: 60_000 }, async () => {
-  const r = await registry('sync-once');
+/** Every file in the store but its temporary directory. */
+async function storeFiles(root: string): Promise<string[]> {
+  const out: string[] = [];
+  const visit = async (d: string): Promise<void> => {
+    for (const e of await fsp.readdir(d, { withFileTypes: true })) {
+      if (d === root && e.name === '.tmp') continue;
+      if (e.isDirectory()) await visit(path.join(d, e.name));
+      else out.push(path.relative(root, path.join(d, e.name)));
+    }
+  };
+  await visit(root);
+  return out;
+}
+
+test('a bulk call writes one file, its pack: the models that pass inspection, back to back; one that fails is reported and not written', { timeout: 60_000 }, async () => {
+  const r = await registry('one-pack');
   try {
-    const log = path.join(dir, 'sync-once', 'sync.log');
-    // The fake sync records its arguments and the time (ms) it ran, then runs the real one.
-    const results = await withSync('sync-once', `echo "$(date +%s%3N) $@" >> ${log}; command -p sync "$@"`, () => r.reg.createVersionsBulk(models('d', 40), 'admin'));
-    assert.deepEqual(results.map((x) => x.status), Array(40).fill('READY'));
-    const lines = (await fsp.readFile(log, 'utf8')).trim().split('\n');
-    assert.equal(lines.length, 1, 'one sync for 40 files');
-    const [syncedAtMs, ...args] = (lines[0] ?? '').split(' ');
-    assert.deepEqual(args, ['-f', r.root]);
-    // The rows are stamped with the time of their transaction: after the sync.
-    assert.ok(Number(syncedAtMs) <= (await r.reg.getVersion('d-0', 1)).createdMs, 'synced before the transaction');
+    const all = [...models('d', 40), { name: 'd-bad', file: 'model.onnx', content: Buffer.from('not an onnx file') }, { name: 'd-gguf', file: 'model.gguf', content: Buffer.from('GGUF') }];
+    const results = await r.reg.createVersionsBulk(all, 'admin');
+    assert.deepEqual(results.slice(0, 40).map((x) => x.status), Array(40).fill('READY'));
+    assert.deepEqual(results.slice(40).map((x) => x.status), ['FAILED_REGISTRATION', 'FAILED_REGISTRATION']);
+    assert.match(results[41]?.status === 'FAILED_REGISTRATION' ? results[41].message : '', /Bulk registration takes one ONNX \(\.onnx\) or XGBoost .* 'model\.gguf' is neither/);
+    const files = await storeFiles(r.root);
+    assert.equal(files.length, 1, files.join(', '));
+    assert.match(files[0] ?? '', /^packs\/[0-9a-f-]{36}$/);
+    const pack = await fsp.readFile(path.join(r.root, files[0] ?? ''));
+    assert.deepEqual(pack, Buffer.concat(models('d', 40).map((m) => m.content)));
     for (let i = 0; i < 40; i += 13) {
       const v = await r.reg.getVersion(`d-${i}`, 1);
-      assert.equal(v.status, 'READY');
-      assert.deepEqual(await fsp.readFile(path.join(r.root, v.artifact?.path ?? '', 'model.onnx')), Buffer.from(familyFixture(i).build()));
+      assert.equal(v.artifact?.flavor, 'onnx');
+      assert.equal((await r.artifacts.digest(v.artifact?.path ?? '')).sha256, v.artifact?.sha256);
     }
+    // All of a call failing writes nothing.
+    const none = await r.reg.createVersionsBulk([{ name: 'e-0', file: 'model.onnx', content: Buffer.from('junk') }], 'admin');
+    assert.equal(none[0]?.status, 'FAILED_REGISTRATION');
+    assert.equal((await storeFiles(r.root)).length, 1);
   } finally {
     await r.close();
   }
 });
 
-test('a failed sync fails the call: no version row, no artifact left; without a sync program each file is fsynced and the call succeeds', { timeout: 60_000 }, async () => {
-  const r = await registry('sync-fails');
+test('a failed store transaction fails the call: no version row, and its pack is deleted', { timeout: 60_000 }, async () => {
+  const failing = (s: MetadataStore): MetadataStore => Object.assign(Object.create(s) as MetadataStore, { createReadyModelVersions: () => Promise.reject(new Error('disk full')) });
+  const r = await registry('tx-fails', failing);
   try {
-    await assert.rejects(withSync('sync-fails', 'exit 1', () => r.reg.createVersionsBulk(models('e', 10), 'admin')), /sync -f .* failed/);
+    await assert.rejects(r.reg.createVersionsBulk(models('e', 10), 'admin'), /disk full/);
     for (let i = 0; i < 10; i++) assert.equal(await r.store.getModelVersion(`e-${i}`, 1), undefined);
-    assert.deepEqual(await fsp.readdir(path.join(r.root, 'models', 'e-0')).catch(() => []), [], 'no artifact directory is left');
-    const results = await withSync('sync-missing', undefined, () => r.reg.createVersionsBulk(models('e', 10), 'admin'));
-    assert.deepEqual(results.map((x) => x.status), Array(10).fill('READY'));
+    assert.deepEqual(await storeFiles(r.root), [], 'no pack is left');
   } finally {
     await r.close();
   }

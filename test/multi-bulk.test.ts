@@ -56,23 +56,39 @@ test('ferry models import registers a directory of <name>.onnx files; a bad file
   const v = await call('GET', '/api/2.0/mlflow/model-versions/get?name=ads-7&version=1', ADMIN_TOKEN);
   assert.equal(v.status, 200, v.text);
   assert.equal(v.json.model_version.status, 'READY');
-  // Importing again adds version 2 of each; deleting a bulk version deletes its artifact
-  // directory (bulk/<call>/<index>, outside models/<name>), deleting the model the rest.
+  // Importing again adds version 2; each call's models are one pack (packs/<uuid>), each version
+  // a member of it; a pack is deleted with the last version that points into it.
   const again = await call('POST', '/api/2.0/mlflow/model-versions/bulk-create', ADMIN_TOKEN, { models: [{ name: 'ads-7', content_base64: Buffer.from(familyFixture(7).build()).toString('base64') }] });
   assert.deepEqual(again.json.results, [{ name: 'ads-7', status: 'READY', version: '2' }]);
-  const artifactDir = async (version: number): Promise<string> => {
-    const source = (await server.store.getModelVersion('ads-7', version))?.artifact?.path ?? '';
-    assert.match(source, /^bulk\/[0-9a-f-]{36}\/\d+$/);
-    return path.join(dir, 'data', 'artifacts', ...source.split('/'));
+  const packFile = async (name: string, version: number): Promise<string> => {
+    const source = (await server.store.getModelVersion(name, version))?.artifact?.path ?? '';
+    assert.match(source, /^packs\/[0-9a-f-]{36}\/\d+-\d+-model\.onnx$/);
+    return path.join(dir, 'data', 'artifacts', ...source.split('/').slice(0, 2));
   };
-  const [v1, v2] = [await artifactDir(1), await artifactDir(2)];
-  assert.deepEqual(await fsp.readdir(v2), ['model.onnx']);
+  const exists = (p: string): Promise<boolean> => fsp.stat(p).then(() => true, () => false);
+  const [v1, v2] = [await packFile('ads-7', 1), await packFile('ads-7', 2)];
+  assert.notEqual(v1, v2);
+  const imported = await Promise.all(Array.from({ length: 20 }, (_v, i) => packFile(`ads-${i}`, 1)));
+  assert.equal(new Set(imported).size, 1, 'one call, one pack');
+  assert.equal((await fsp.stat(v2)).size, familyFixture(7).build().byteLength, 'a pack is its models\' bytes, nothing else');
+  const served = await call('GET', '/api/2.0/mlflow-artifacts/artifacts/_models/ads-7/2/model.onnx', ADMIN_TOKEN);
+  assert.equal(served.status, 200, 'a member downloads like any version file');
+  assert.equal(served.headers['content-length'], String(familyFixture(7).build().byteLength));
+  const listed = await call('GET', '/api/2.0/mlflow-artifacts/artifacts?path=_models/ads-7/2', ADMIN_TOKEN);
+  assert.deepEqual(listed.json.files, [{ path: 'model.onnx', is_dir: false, file_size: familyFixture(7).build().byteLength }]);
   assert.equal((await call('DELETE', '/api/2.0/mlflow/model-versions/delete', ADMIN_TOKEN, { name: 'ads-7', version: 2 })).status, 200);
-  assert.equal(await fsp.stat(v2).then(() => true, () => false), false);
-  assert.deepEqual(await fsp.readdir(v1), ['model.onnx']);
+  assert.equal(await exists(v2), false, 'its last version deleted, the pack goes');
   assert.equal((await call('DELETE', '/api/2.0/mlflow/registered-models/delete', ADMIN_TOKEN, { name: 'ads-7' })).status, 200);
-  assert.equal(await fsp.stat(v1).then(() => true, () => false), false);
-  assert.equal(await fsp.stat(path.join(dir, 'data', 'artifacts', 'models', 'ads-7')).then(() => true, () => false), false, 'a bulk model has no models/<name> directory');
+  assert.equal(await exists(v1), true, 'the other 19 models still point into it');
+  assert.equal(await exists(path.join(dir, 'data', 'artifacts', 'models', 'ads-7')), false, 'a bulk model has no models/<name> directory');
+  const two = await call('POST', '/api/2.0/mlflow/model-versions/bulk-create', ADMIN_TOKEN, { models: [0, 1].map((i) => ({ name: `pk-${i}`, content_base64: Buffer.from(familyFixture(i).build()).toString('base64') })) });
+  assert.equal(two.json.registered, 2, two.text);
+  const shared = await packFile('pk-0', 1);
+  assert.equal(await packFile('pk-1', 1), shared);
+  assert.equal((await call('DELETE', '/api/2.0/mlflow/registered-models/delete', ADMIN_TOKEN, { name: 'pk-0' })).status, 200);
+  assert.equal(await exists(shared), true);
+  assert.equal((await call('DELETE', '/api/2.0/mlflow/registered-models/delete', ADMIN_TOKEN, { name: 'pk-1' })).status, 200);
+  assert.equal(await exists(shared), false, 'gone with its last model');
 });
 
 test('ferry models import refuses a model file over 64 MiB by name, before reading it', async () => {

@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { parsePackMember } from '../src/artifacts/index.js';
 import { familyFixture, FAMILY_FEATURES, mlpFixture } from '../src/fixtures/index.js';
 import { float32Tensor } from '../src/fixtures/fixture.js';
 import type { FerryServer } from '../src/server/index.js';
@@ -134,11 +135,13 @@ test('a member changed in S3 after registration is refused by the pod (sha256); 
   // Replace the tampered member's file in the bucket behind Ferry's back.
   const client = new S3Client({ region: 'us-east-1', endpoint: s3.endpoint, forcePathStyle: true, credentials: S3RVER_CREDENTIALS });
   try {
-    const artifact = (await server.store.getModelVersion('ads-tampered', 1))?.artifact?.path;
-    const listed = await client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: `${artifact ?? 'missing'}/` }));
-    const key = listed.Contents?.find((o) => o.Key?.endsWith('/model.onnx'))?.Key;
-    assert.ok(key !== undefined, JSON.stringify(listed.Contents));
-    await client.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: Buffer.from(familyFixture(21).build()) }));
+    // Its bytes are a range of the call's pack (packs/<uuid>): one byte of them flipped.
+    const member = parsePackMember((await server.store.getModelVersion('ads-tampered', 1))?.artifact?.path ?? '');
+    assert.ok(member !== undefined);
+    const got = await client.send(new GetObjectCommand({ Bucket: BUCKET, Key: member.pack }));
+    const pack = Buffer.from(await got.Body?.transformToByteArray() ?? []);
+    pack.writeUInt8(pack.readUInt8(member.offset + member.length - 1) ^ 0xff, member.offset + member.length - 1);
+    await client.send(new PutObjectCommand({ Bucket: BUCKET, Key: member.pack, Body: pack }));
   } finally {
     client.destroy();
   }

@@ -5,7 +5,7 @@
  */
 import { LocalArtifactStore } from './local.js';
 import type { ArtifactStore } from './types.js';
-export type { ArtifactEntry, ArtifactStore, NewFile, NewFileResult, TreeDigest } from './types.js';
+export type { ArtifactEntry, ArtifactStore, TreeDigest } from './types.js';
 import type { S3ArtifactStoreOptions } from './s3.js';
 
 export type ArtifactStoreOptions =
@@ -25,6 +25,7 @@ export async function openArtifactStore(opts: ArtifactStoreOptions): Promise<Art
 }
 
 export { validateKey } from './keys.js';
+export { buildPack, newPackKey, packMemberKey, parsePackMember } from './packs.js';
 export { oneFileTreeDigest } from './tree.js';
 export type { S3Settings } from './s3.js';
 export {

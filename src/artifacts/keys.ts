@@ -26,3 +26,9 @@ export function validateKey(key: string, field = 'path'): string[] {
   }
   return segments;
 }
+
+/** `key`, once validated (`validateKey`: a 400 for a key that could escape the store). */
+export function validatedKey(key: string): string {
+  validateKey(key);
+  return key;
+}

@@ -1,27 +1,35 @@
 /**
  * Local-directory artifact store. Writes go to a temporary file in the store's `.tmp/` directory
  * and are renamed into place, so a reader never sees half a file and a crash leaves no partial
- * artifact under a real key.
+ * artifact under a real key. A pack member (packs.ts) is read from its pack's byte range; the
+ * directory `localDir` gives for one is a copy under `.cache/`, made once.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { FerryError, notFound, toFerryError } from '../errors.js';
-import type { ArtifactEntry, ArtifactStore, NewFile, NewFileResult, TreeDigest } from './types.js';
-import { validateKey } from './keys.js';
-import { syncFileSystem } from './many.js';
-import { digestTree, walk } from './tree.js';
-import { WriteThread } from './write-thread.js';
+import { FerryError, notFound } from '../errors.js';
+import type { ArtifactEntry, ArtifactStore, TreeDigest } from './types.js';
+import { validatedKey, validateKey } from './keys.js';
+import { isPackKey, memberDigest, parsePackMember, type PackMember } from './packs.js';
+import { digestFiles, digestTree, listTree, verifiedFile, walk } from './tree.js';
 
 const TMP_DIR = '.tmp';
+/** Copies of pack members that a caller needed as a directory (`localDir`). */
+const CACHE_DIR = '.cache';
 
 export class LocalArtifactStore implements ArtifactStore {
-  /** Writes bulk registration's files (`putNewFiles`), started on first use. */
-  private readonly writer = new WriteThread();
-
   private constructor(private readonly root: string) {}
+
+  /**
+   * A store at `root` for reading only, which another process owns (a replica reading a shared
+   * volume): nothing is created or cleaned.
+   */
+  static reader(root: string): LocalArtifactStore {
+    return new LocalArtifactStore(path.resolve(root));
+  }
 
   static async open(root: string): Promise<LocalArtifactStore> {
     const abs = path.resolve(root);
@@ -36,7 +44,8 @@ export class LocalArtifactStore implements ArtifactStore {
     if (key === '' && allowRoot) return this.root;
     const p = path.join(this.root, ...validateKey(key));
     // Defence in depth: validateKey already rules out escapes.
-    if (!p.startsWith(this.root + path.sep) || p.startsWith(path.join(this.root, TMP_DIR) + path.sep) || p === path.join(this.root, TMP_DIR)) {
+    const [top] = path.relative(this.root, p).split(path.sep);
+    if (!p.startsWith(this.root + path.sep) || top === TMP_DIR || top === CACHE_DIR) {
       throw new FerryError('INVALID_PARAMETER_VALUE', `Invalid artifact path ${JSON.stringify(key)}.`);
     }
     return p;
@@ -69,6 +78,9 @@ export class LocalArtifactStore implements ArtifactStore {
       await makeParents(dest, key);
       await refuseDirectory(dest, key);
       await fsp.rename(tmp, dest);
+      // The new name is durable too (a bulk registration's rows point at it once this returns).
+      const dir = await fsp.open(path.dirname(dest), 'r');
+      await dir.sync().finally(() => dir.close());
     } catch (err) {
       await fsp.rm(tmp, { force: true });
       // The uploader closed the connection mid-body: its request failed, not the server.
@@ -78,36 +90,12 @@ export class LocalArtifactStore implements ArtifactStore {
     return { sizeBytes, sha256: hash.digest('hex') };
   }
 
-  async putNewFiles(files: readonly NewFile[], maxBytes: number): Promise<NewFileResult[]> {
-    const results = new Array<NewFileResult>(files.length);
-    const toWrite: Array<{ index: number; key: string; dest: string; content: Uint8Array }> = [];
-    files.forEach(({ key, content }, index) => {
-      try {
-        if (content.byteLength > maxBytes) throw new FerryError('PAYLOAD_TOO_LARGE', `Artifact '${key}' exceeds the limit of ${maxBytes} bytes.`);
-        toWrite.push({ index, key, dest: this.resolve(key), content });
-      } catch (err) {
-        results[index] = toFerryError(err);
-      }
-    });
-    if (toWrite.length === 0) return results;
-    const outcomes = await this.writer.write(toWrite);
-    const written: string[] = [];
-    toWrite.forEach(({ index, key, dest, content }, j) => {
-      const o = outcomes[j];
-      if (o !== undefined && 'sha256' in o) {
-        written.push(dest);
-        results[index] = { sizeBytes: content.byteLength, sha256: o.sha256 };
-      } else {
-        results[index] = o?.code === 'EEXIST' ? new FerryError('RESOURCE_CONFLICT', `Artifact '${key}' already exists or runs through an existing file.`)
-          : o?.code === 'ENOTDIR' ? new FerryError('RESOURCE_CONFLICT', `Artifact path '${key}' runs through an existing file.`)
-            : new FerryError('INTERNAL_ERROR', `Writing artifact '${key}' failed: ${o?.message ?? 'no answer'}`);
-      }
-    });
-    if (written.length > 0) await syncFileSystem(this.root, written);
-    return results;
-  }
-
-  async getFile(key: string): Promise<{ stream: fs.ReadStream; sizeBytes: number }> {
+  async getFile(key: string): Promise<{ stream: Readable; sizeBytes: number }> {
+    const m = parsePackMember(validatedKey(key));
+    if (m !== undefined) {
+      if (m.inner !== m.file || !(await this.holds(m))) throw notFound(`Artifact '${key}'`);
+      return { stream: m.length === 0 ? Readable.from([]) : fs.createReadStream(this.resolve(m.pack), { start: m.offset, end: m.offset + m.length - 1 }), sizeBytes: m.length };
+    }
     const p = this.resolve(key);
     const st = await fsp.stat(p).catch(() => undefined);
     if (!st?.isFile()) throw notFound(`Artifact '${key}'`);
@@ -115,11 +103,13 @@ export class LocalArtifactStore implements ArtifactStore {
   }
 
   async list(prefix: string): Promise<ArtifactEntry[]> {
+    const m = prefix === '' ? undefined : parsePackMember(validatedKey(prefix));
+    if (m !== undefined) return m.inner === '' && (await this.holds(m)) ? [{ path: m.file, isDir: false, sizeBytes: m.length }] : [];
     const dir = this.resolve(prefix, true);
     const entries = await fsp.readdir(dir, { withFileTypes: true }).catch(() => []);
     const out: ArtifactEntry[] = [];
     for (const e of entries) {
-      if (dir === this.root && e.name === TMP_DIR) continue;
+      if (dir === this.root && (e.name === TMP_DIR || e.name === CACHE_DIR)) continue;
       // An entry deleted since the readdir (a concurrent DELETE) is not listed.
       const st = await fsp.stat(path.join(dir, e.name)).catch(() => undefined);
       if (!st) continue;
@@ -129,6 +119,8 @@ export class LocalArtifactStore implements ArtifactStore {
   }
 
   async exists(key: string): Promise<boolean> {
+    const m = parsePackMember(validatedKey(key));
+    if (m !== undefined) return (m.inner === '' || m.inner === m.file) && this.holds(m);
     return fsp.stat(this.resolve(key)).then(() => true, () => false);
   }
 
@@ -154,22 +146,99 @@ export class LocalArtifactStore implements ArtifactStore {
   }
 
   async copy(from: string, to: string): Promise<void> {
+    const m = parsePackMember(validatedKey(from));
+    if (m !== undefined) {
+      if (m.inner !== '' && m.inner !== m.file) throw notFound(`Artifact '${from}'`);
+      await this.putFile(m.inner === '' ? `${to}/${m.file}` : to, Readable.from([await this.memberBytes(m, from)]), m.length);
+      return;
+    }
     const src = this.resolve(from);
     if (!(await fsp.stat(src).catch(() => undefined))) throw notFound(`Artifact '${from}'`);
     await this.importLocal(src, to, Number.MAX_SAFE_INTEGER);
   }
 
+  /** A pack member is not deleted alone: it goes with its pack (whose copies in `.cache/` go too). */
   async delete(key: string): Promise<void> {
+    if (parsePackMember(validatedKey(key)) !== undefined) return;
+    if (isPackKey(key)) await removeTree(path.join(this.root, CACHE_DIR, ...key.split('/')));
     await removeTree(this.resolve(key));
   }
 
-  digest(key: string): Promise<TreeDigest> {
-    return digestTree(this.resolve(key));
+  async digest(key: string): Promise<TreeDigest> {
+    const m = parsePackMember(validatedKey(key));
+    if (m === undefined) return digestTree(this.resolve(key));
+    if (m.inner !== '' && m.inner !== m.file) throw notFound(`Artifact '${key}'`);
+    const bytes = await this.memberBytes(m, key);
+    return { sha256: m.inner === '' ? memberDigest(m, bytes) : digestFiles([{ rel: '', bytes }]), sizeBytes: m.length, files: 1 };
   }
 
-  localDir(key: string): Promise<string> {
-    return Promise.resolve(this.resolve(key));
+  /** In place; a pack member's tree is copied to `.cache/<its key>` once (and checked against `sha256` when given). */
+  async localDir(key: string, sha256?: string): Promise<string> {
+    const m = parsePackMember(validatedKey(key));
+    if (m === undefined) return this.resolve(key);
+    if (m.inner !== '') throw notFound(`Artifact '${key}'`);
+    const dir = path.join(this.root, CACHE_DIR, ...key.split('/'));
+    if (await fsp.stat(path.join(dir, m.file)).then((st) => st.size === m.length, () => false)) return dir;
+    const bytes = await this.memberBytes(m, key);
+    if (sha256 !== undefined && memberDigest(m, bytes) !== sha256) throw changed(key, sha256, memberDigest(m, bytes));
+    const tmp = this.tmpPath();
+    try {
+      await fsp.mkdir(tmp);
+      await fsp.writeFile(path.join(tmp, m.file), bytes, { mode: 0o600 });
+      await fsp.mkdir(path.dirname(dir), { recursive: true });
+      // A concurrent copy that got there first is as good as this one.
+      await fsp.rename(tmp, dir).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err;
+      });
+    } finally {
+      await fsp.rm(tmp, { recursive: true, force: true });
+    }
+    return dir;
   }
+
+  async readVerifiedFile(key: string, sha256: string, file: string, maxBytes: number, tooLarge: (totalBytes: number) => Error): Promise<Buffer> {
+    const m = parsePackMember(validatedKey(key));
+    if (m !== undefined) {
+      if (m.inner !== '') throw notFound(`Artifact '${key}'`);
+      if (m.length > maxBytes) throw tooLarge(m.length);
+      const bytes = await this.memberBytes(m, key);
+      return verifiedFile(key, this.where(), [{ rel: m.file, bytes }], sha256, file);
+    }
+    const files = await listTree(this.resolve(key)).catch((err: unknown) => {
+      throw new FerryError('MODEL_ERROR', `Artifact '${key}' cannot be read from ${this.where()}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    });
+    const total = files.reduce((n, f) => n + f.sizeBytes, 0);
+    if (total > maxBytes) throw tooLarge(total);
+    return verifiedFile(key, this.where(), await Promise.all(files.map(async (f) => ({ rel: f.rel, bytes: await fsp.readFile(f.abs) }))), sha256, file);
+  }
+
+  private where(): string {
+    return `the artifact store at '${this.root}'`;
+  }
+
+  /** Whether the member's pack exists and holds its byte range. */
+  private async holds(m: PackMember): Promise<boolean> {
+    const st = await fsp.stat(this.resolve(m.pack)).catch(() => undefined);
+    return st?.isFile() === true && m.offset + m.length <= st.size;
+  }
+
+  /** A member's bytes; RESOURCE_DOES_NOT_EXIST naming `key` when its pack does not hold them. */
+  private async memberBytes(m: PackMember, key: string): Promise<Buffer> {
+    const fh = await fsp.open(this.resolve(m.pack), 'r').catch(() => undefined);
+    if (fh === undefined) throw notFound(`Artifact '${key}'`);
+    try {
+      const bytes = Buffer.allocUnsafe(m.length);
+      const { bytesRead } = await fh.read(bytes, 0, m.length, m.offset);
+      if (bytesRead !== m.length) throw notFound(`Artifact '${key}'`);
+      return bytes;
+    } finally {
+      await fh.close();
+    }
+  }
+}
+
+function changed(key: string, expected: string, found: string): FerryError {
+  return new FerryError('MODEL_ERROR', `Artifact '${key}' does not match its recorded sha256: expected ${expected}, found ${found}; it was changed outside Ferry.`);
 }
 
 /** Creates the parent directories of `dest`; a parent that is a file is a conflict naming the key, not an internal error. */

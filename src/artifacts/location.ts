@@ -9,16 +9,19 @@
  *   the S3 store's own `localDir(key, sha256)`. Credentials come from the standard AWS chain (the
  *   runtime maps a Secret into the pod's environment), never from this JSON.
  * - `{"kind":"local","root":"/srv/ferry/artifacts"}`: a store directory this process can read (a
- *   shared volume); the tree is read in place and its digest computed here. The store is not
- *   opened as a `LocalArtifactStore`: that would clean the store's upload directory, which belongs
- *   to the server.
+ *   shared volume); the tree is read in place and its digest computed here, by a
+ *   `LocalArtifactStore.reader`, which neither creates nor cleans anything there (the store's
+ *   upload directory belongs to the server).
  */
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { FerryError } from '../errors.js';
-import { validateKey } from './keys.js';
-import { digestFiles, digestTree, listTree } from './tree.js';
+import { validatedKey, validateKey } from './keys.js';
+import { LocalArtifactStore } from './local.js';
+import { parsePackMember } from './packs.js';
+import { digestTree } from './tree.js';
+import type { ArtifactStore } from './types.js';
 
 const locationSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('local'), root: z.string().min(1) }),
@@ -51,7 +54,8 @@ export function parseArtifactStoreLocation(json: string, source: string): z.outp
 
 /**
  * The directory holding the artifact tree at `key`, whose digest is `sha256`; MODEL_ERROR naming
- * the key and both digests when the store's copy differs (it was changed outside Ferry).
+ * the key and both digests when the store's copy differs (it was changed outside Ferry). A pack
+ * member in a local store is copied into `workDir` (the shared volume may be read-only here).
  */
 export async function fetchArtifact(location: z.output<typeof locationSchema>, key: string, sha256: string, workDir: string): Promise<string> {
   if (location.kind === 's3') {
@@ -59,6 +63,14 @@ export async function fetchArtifact(location: z.output<typeof locationSchema>, k
     const { S3ArtifactStore } = await import('./s3.js');
     const store = await S3ArtifactStore.open({ ...location, endpoint: location.endpoint, credentials: undefined, cacheDir: path.join(workDir, 'artifact-cache') });
     return store.localDir(key, sha256);
+  }
+  const member = parsePackMember(validatedKey(key));
+  if (member !== undefined) {
+    const bytes = await LocalArtifactStore.reader(location.root).readVerifiedFile(key, sha256, member.file, Number.MAX_SAFE_INTEGER, () => new Error('unreachable'));
+    const dir = path.join(workDir, 'artifact');
+    await fsp.mkdir(dir, { recursive: true });
+    await fsp.writeFile(path.join(dir, member.file), bytes);
+    return dir;
   }
   const dir = path.join(path.resolve(location.root), ...validateKey(key));
   const actual = await digestTree(dir).catch((err: unknown) => {
@@ -74,50 +86,15 @@ export async function fetchArtifact(location: z.output<typeof locationSchema>, k
  * Reads single files of artifact trees into memory, each tree verified first: a family replica in
  * pod mode fetches a member's model file on a miss this way (src/replica/family-store.ts).
  */
-export interface ArtifactReader {
-  /**
-   * The bytes of `file` in the tree at `key`, once the whole tree hashed to `sha256`; MODEL_ERROR
-   * naming the key and both digests when it does not, or naming the file when the tree lacks it.
-   * A tree of more than `maxBytes` is refused before anything is read, with `tooLarge(total)`.
-   */
-  readVerifiedFile(key: string, sha256: string, file: string, maxBytes: number, tooLarge: (totalBytes: number) => Error): Promise<Buffer>;
-  close(): void;
-}
+export type ArtifactReader = Pick<ArtifactStore, 'readVerifiedFile'> & { close(): void };
 
 /** An `ArtifactReader` on the store at `location` (S3: one client for the process's life). */
 export async function openArtifactReader(location: ParsedArtifactStoreLocation, workDir: string): Promise<ArtifactReader> {
-  let readTree: (key: string, maxBytes: number, tooLarge: (totalBytes: number) => Error) => Promise<Array<{ rel: string; bytes: Buffer }>>;
-  let close = (): void => undefined;
-  let where: string;
-  if (location.kind === 's3') {
-    const { S3ArtifactStore } = await import('./s3.js');
-    const store = await S3ArtifactStore.open({ ...location, endpoint: location.endpoint, credentials: undefined, cacheDir: path.join(workDir, 'artifact-cache') });
-    readTree = (key, maxBytes, tooLarge) => store.readTree(key, maxBytes, tooLarge);
-    close = () => store.close();
-    where = `S3 bucket '${location.bucket}'`;
-  } else {
-    const root = path.resolve(location.root);
-    where = `the artifact store at '${location.root}'`;
-    readTree = async (key, maxBytes, tooLarge) => {
-      const files = await listTree(path.join(root, ...validateKey(key))).catch((err: unknown) => {
-        throw new FerryError('MODEL_ERROR', `Artifact '${key}' cannot be read from ${where}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-      });
-      const total = files.reduce((n, f) => n + f.sizeBytes, 0);
-      if (total > maxBytes) throw tooLarge(total);
-      return Promise.all(files.map(async (f) => ({ rel: f.rel, bytes: await fsp.readFile(f.abs) })));
-    };
+  if (location.kind === 'local') {
+    const store = LocalArtifactStore.reader(location.root);
+    return { readVerifiedFile: (...args) => store.readVerifiedFile(...args), close: () => undefined };
   }
-  return {
-    close,
-    readVerifiedFile: async (key, sha256, file, maxBytes, tooLarge) => {
-      const files = await readTree(key, maxBytes, tooLarge);
-      const actual = digestFiles(files);
-      if (actual !== sha256) {
-        throw new FerryError('MODEL_ERROR', `Artifact '${key}' in ${where} does not match its recorded sha256: expected ${sha256}, found ${actual}; it was changed outside Ferry.`);
-      }
-      const found = files.find((f) => f.rel === file);
-      if (found === undefined) throw new FerryError('MODEL_ERROR', `Artifact '${key}' has no file '${file}'.`);
-      return found.bytes;
-    },
-  };
+  const { S3ArtifactStore } = await import('./s3.js');
+  const store = await S3ArtifactStore.open({ ...location, endpoint: location.endpoint, credentials: undefined, cacheDir: path.join(workDir, 'artifact-cache') });
+  return { readVerifiedFile: (...args) => store.readVerifiedFile(...args), close: () => store.close() };
 }

@@ -8,6 +8,7 @@
  * Writes: one PutObject for a file up to one part (8 MiB or more), a multipart upload above that,
  * so memory per upload is one part whatever the file size. An object appears whole or not at all
  * (S3 semantics); an upload over the limit or cut off is aborted and leaves nothing under its key.
+ * A pack member (packs.ts) is read with a ranged GetObject of its pack.
  */
 import {
   AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CopyObjectCommand, CreateMultipartUploadCommand,
@@ -21,10 +22,10 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError, notFound } from '../errors.js';
-import type { ArtifactEntry, ArtifactStore, NewFile, NewFileResult, TreeDigest } from './types.js';
-import { validateKey } from './keys.js';
-import { eachFile } from './many.js';
-import { digestTree, listTree } from './tree.js';
+import type { ArtifactEntry, ArtifactStore, TreeDigest } from './types.js';
+import { validatedKey, validateKey } from './keys.js';
+import { parsePackMember, type PackMember } from './packs.js';
+import { digestTree, listTree, verifiedFile } from './tree.js';
 
 /** Where and how to reach the bucket. */
 export interface S3Settings {
@@ -105,24 +106,35 @@ export class S3ArtifactStore implements ArtifactStore {
     return this.upload(objectKey, body, maxBytes, key);
   }
 
-  putNewFiles(files: readonly NewFile[], maxBytes: number): Promise<NewFileResult[]> {
-    // A PUT is durable once S3 answers it.
-    return eachFile(files, (f) => this.putFile(f.key, Readable.from([f.content]), maxBytes));
-  }
-
   async getFile(key: string): Promise<{ stream: Readable; sizeBytes: number }> {
     const objectKey = this.objectKey(key);
+    const m = parsePackMember(key);
+    if (m !== undefined && m.inner !== m.file) throw notFound(`Artifact '${key}'`);
+    if (m?.length === 0) {
+      if (!(await this.holds(m))) throw notFound(`Artifact '${key}'`);
+      return { stream: Readable.from([]), sizeBytes: 0 };
+    }
     try {
-      const res = await this.s3.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: objectKey }));
+      const res = await this.s3.send(new GetObjectCommand({
+        Bucket: this.opts.bucket,
+        ...(m === undefined ? { Key: objectKey } : { Key: this.objectKey(m.pack), Range: `bytes=${m.offset}-${m.offset + m.length - 1}` }),
+      }));
       if (!(res.Body instanceof Readable)) throw new FerryError('INTERNAL_ERROR', `S3 returned no body for '${key}'.`);
+      // A pack shorter than the member's range answers the bytes it has: that member is not there.
+      if (m !== undefined && res.ContentLength !== m.length) {
+        res.Body.destroy();
+        throw notFound(`Artifact '${key}'`);
+      }
       return { stream: res.Body, sizeBytes: res.ContentLength ?? 0 };
     } catch (err) {
-      if (isNotFound(err)) throw notFound(`Artifact '${key}'`);
+      if (isNotFound(err) || (err as { name?: string }).name === 'InvalidRange') throw notFound(`Artifact '${key}'`);
       throw err;
     }
   }
 
   async list(prefix: string): Promise<ArtifactEntry[]> {
+    const m = prefix === '' ? undefined : parsePackMember(validatedKey(prefix));
+    if (m !== undefined) return m.inner === '' && (await this.holds(m)) ? [{ path: m.file, isDir: false, sizeBytes: m.length }] : [];
     const base = prefix === '' ? this.objectKey('', true) : `${this.objectKey(prefix)}/`;
     const out: ArtifactEntry[] = [];
     let token: string | undefined;
@@ -144,6 +156,8 @@ export class S3ArtifactStore implements ArtifactStore {
 
   async exists(key: string): Promise<boolean> {
     const objectKey = this.objectKey(key);
+    const m = parsePackMember(key);
+    if (m !== undefined) return (m.inner === '' || m.inner === m.file) && this.holds(m);
     const [file, dir] = await Promise.all([this.headSize(objectKey), this.hasChildren(objectKey)]);
     return file !== undefined || dir;
   }
@@ -167,12 +181,20 @@ export class S3ArtifactStore implements ArtifactStore {
 
   async copy(from: string, to: string): Promise<void> {
     this.objectKey(to);
+    const m = parsePackMember(validatedKey(from));
+    if (m !== undefined) {
+      const { stream } = await this.getFile(m.inner === '' ? `${from}/${m.file}` : from);
+      await this.putFile(m.inner === '' ? `${to}/${m.file}` : to, stream, m.length);
+      return;
+    }
     const files = await this.listTreeObjects(from);
     if (files.length === 0) throw notFound(`Artifact '${from}'`);
     await this.replaceTree(to, files.map((f) => ({ rel: f.rel, write: (objectKey: string) => this.copyObject(f.objectKey, f.sizeBytes, objectKey, to) })));
   }
 
+  /** A pack member is not deleted alone: it goes with its pack. */
   async delete(key: string): Promise<void> {
+    if (parsePackMember(validatedKey(key)) !== undefined) return;
     await this.deleteObjects(key);
     // A deleted tree's local copies go too (they would only be reused after a digest check anyway).
     await this.withKeyLock(key, async () => {
@@ -244,6 +266,10 @@ export class S3ArtifactStore implements ArtifactStore {
       }
       return { rel: f.rel, bytes: Buffer.concat(chunks, n) };
     }));
+  }
+
+  async readVerifiedFile(key: string, sha256: string, file: string, maxBytes: number, tooLarge: (totalBytes: number) => Error): Promise<Buffer> {
+    return verifiedFile(key, `S3 bucket '${this.opts.bucket}'`, await this.readTree(key, maxBytes, tooLarge), sha256, file);
   }
 
   /** Stops the client's sockets. */
@@ -392,6 +418,12 @@ export class S3ArtifactStore implements ArtifactStore {
     if (isDir) throw new FerryError('RESOURCE_CONFLICT', `Artifact path '${key}' is a directory.`);
   }
 
+  /** Whether the member's pack exists and holds its byte range. */
+  private async holds(m: PackMember): Promise<boolean> {
+    const size = await this.headSize(this.objectKey(m.pack));
+    return size !== undefined && m.offset + m.length <= size;
+  }
+
   /** Size of the object, undefined when there is none. */
   private async headSize(objectKey: string): Promise<number | undefined> {
     try {
@@ -414,6 +446,11 @@ export class S3ArtifactStore implements ArtifactStore {
    */
   private async listTreeObjects(key: string, probe: 'file first' | 'directory first' = 'file first'): Promise<Array<{ rel: string; objectKey: string; sizeBytes: number }>> {
     const objectKey = this.objectKey(key);
+    const m = parsePackMember(key);
+    if (m !== undefined) {
+      if ((m.inner !== '' && m.inner !== m.file) || !(await this.holds(m))) return [];
+      return [{ rel: m.inner === '' ? m.file : '', objectKey, sizeBytes: m.length }];
+    }
     const asFile = async (): Promise<Array<{ rel: string; objectKey: string; sizeBytes: number }> | undefined> => {
       const size = await this.headSize(objectKey);
       return size === undefined ? undefined : [{ rel: '', objectKey, sizeBytes: size }];

@@ -77,3 +77,17 @@ export function digestFiles(files: ReadonlyArray<{ rel: string; bytes: Uint8Arra
   }
   return tree.digest('hex');
 }
+
+/**
+ * `file` of a tree read into memory (`ArtifactStore.readVerifiedFile`), once the tree hashed to
+ * `sha256`; MODEL_ERROR otherwise. `where` names the store in the message.
+ */
+export function verifiedFile(key: string, where: string, files: ReadonlyArray<{ rel: string; bytes: Buffer }>, sha256: string, file: string): Buffer {
+  const actual = digestFiles(files);
+  if (actual !== sha256) {
+    throw new FerryError('MODEL_ERROR', `Artifact '${key}' in ${where} does not match its recorded sha256: expected ${sha256}, found ${actual}; it was changed outside Ferry.`);
+  }
+  const found = files.find((f) => f.rel === file);
+  if (found === undefined) throw new FerryError('MODEL_ERROR', `Artifact '${key}' has no file '${file}'.`);
+  return found.bytes;
+}

@@ -1,15 +1,8 @@
-/** The artifact store interface (a leaf of types): the stores import it from here, not from ./index.ts. */
+/**
+ * The artifact store interface (a leaf of types): the stores import it from here, not from
+ * ./index.ts. Keys under `packs/` may name members of a pack (packs.ts): every method serves them.
+ */
 import type { Readable } from 'node:stream';
-import type { FerryError } from '../errors.js';
-
-/** One file of `ArtifactStore.putNewFiles`. */
-export interface NewFile {
-  key: string;
-  content: Uint8Array;
-}
-
-/** What happened to one file of `putNewFiles`: written (its size and sha256), or why not. */
-export type NewFileResult = { sizeBytes: number; sha256: string } | FerryError;
 
 export interface ArtifactEntry {
   /** Key relative to the listed prefix. */
@@ -31,16 +24,6 @@ export interface ArtifactStore {
    * and nothing is kept. Returns the size and sha256 of what was written.
    */
   putFile(key: string, body: AsyncIterable<Uint8Array>, maxBytes: number): Promise<{ sizeBytes: number; sha256: string }>;
-  /**
-   * Writes many new files (bulk registration) under keys that do not exist yet and nothing refers
-   * to (bulk registration's hold a fresh UUID), and resolves once
-   * all that were written are durable; per file, in order: its size and sha256, or why it was
-   * not written (over `maxBytes`, a key that runs through a file). Rejects only when the
-   * durability step fails (then the caller deletes what was written). The local store writes the
-   * files in place from a writer thread (write-thread.ts), without a temporary file or a per-file fsync, then syncs the file system once
-   * (a crash before that leaves partial files under keys no row refers to: orphans); S3 puts each.
-   */
-  putNewFiles(files: readonly NewFile[], maxBytes: number): Promise<NewFileResult[]>;
   /** A stream of the file `key`; RESOURCE_DOES_NOT_EXIST when absent or a directory. */
   getFile(key: string): Promise<{ stream: Readable; sizeBytes: number }>;
   /** Direct children of `prefix` (a directory key, '' for the root); empty when absent. */
@@ -59,5 +42,12 @@ export interface ArtifactStore {
    * given, else downloaded afresh. Replicas and the registry's inspection read from here.
    */
   localDir(key: string, sha256?: string): Promise<string>;
+  /**
+   * The bytes of `file` in the tree at `key`, once the whole tree hashed to `sha256` (a family
+   * member on a miss: nothing is written to disk); MODEL_ERROR naming the key and both digests
+   * when it does not, or naming the file when the tree lacks it. A tree of more than `maxBytes`
+   * is refused before anything is read, with `tooLarge(total)`.
+   */
+  readVerifiedFile(key: string, sha256: string, file: string, maxBytes: number, tooLarge: (totalBytes: number) => Error): Promise<Buffer>;
 }
 

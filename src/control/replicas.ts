@@ -20,7 +20,8 @@ import { backoffDelayMs, type Backoff } from '../backoff.js';
 import { FramedChannel, framePayloadLimit } from '../channel/index.js';
 import { FerryError } from '../errors.js';
 import { drainAndClose } from '../gateway/index.js';
-import type { FamilyConfig, FamilyResolver } from '../multi/index.js';
+import { insideArtifact } from '../flavors/inspection.js';
+import { tooLarge, type FamilyConfig, type FamilyResolver } from '../multi/index.js';
 import { ReplicaProtocolError, type ReplicaExit, type ReplicaHandle, type ReplicaSpec, type Runtime } from '../runtime/index.js';
 import { replicaExit, replicaReady, type ReplicaExitEvent, type ReplicaReadyEvent } from './events.js';
 import { HISTORY, type ControlLog, type DeploymentState, type EntityReplicas, type ReplicaSlot } from './state.js';
@@ -246,7 +247,9 @@ export class ReplicaSupervisor {
 /**
  * What a family entity's replicas are told: their cache budget and how the runtime stages a
  * member for them. The member is looked up again (a replica asks only by name and version, and
- * gets nothing outside its family), then copied to this machine and checked against its digest.
+ * gets nothing outside its family), then its model file is read into memory from the artifact
+ * store (a bulk-registered member: its byte range of the call's pack), its tree checked against
+ * the version's digest.
  */
 function familySpec(f: FamilyConfig, resolver: FamilyResolver, artifacts: ArtifactStore): NonNullable<ReplicaSpec['family']> {
   return {
@@ -254,7 +257,9 @@ function familySpec(f: FamilyConfig, resolver: FamilyResolver, artifacts: Artifa
     sessionFallback: f.sessionFallback,
     stage: async (name, version) => {
       const member = await resolver.resolve(`${name}/${version}`, 'model');
-      return { artifactDir: await artifacts.localDir(member.artifactPath, member.artifactSha256), modelFile: member.modelFile };
+      const bytes = await artifacts.readVerifiedFile(member.artifactPath, member.artifactSha256, insideArtifact(member.modelFile, 'The model file'), f.cacheBytes,
+        (total) => tooLarge(`${name}/${version}`, total, f.cacheBytes));
+      return { modelFile: member.modelFile, bytes };
     },
   };
 }

@@ -21,8 +21,10 @@ export class FileCursor {
   /** The next byte to read. */
   pos = 0;
 
-  private constructor(private readonly fd: number, readonly size: number) {
-    this.chunk = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, size));
+  /** `whole`: the file's bytes, all in memory (`over`); no file is read then. */
+  private constructor(private readonly fd: number, readonly size: number, whole?: Buffer) {
+    this.chunk = whole ?? Buffer.allocUnsafe(Math.min(CHUNK_BYTES, size));
+    if (whole !== undefined) this.filled = whole.length;
   }
 
   /** Opens `file` and runs `use` on a cursor at its start; the file is closed afterwards. */
@@ -33,6 +35,11 @@ export class FileCursor {
     } finally {
       fs.closeSync(fd);
     }
+  }
+
+  /** Runs `use` on a cursor at the start of a file held in memory (a bulk-registered model's bytes). */
+  static over<T>(bytes: Buffer, use: (c: FileCursor) => T): T {
+    return use(new FileCursor(-1, bytes.length, bytes));
   }
 
   /** Bytes left after the cursor. */

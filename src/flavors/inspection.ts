@@ -8,14 +8,15 @@ import type { Flavor } from './types.js';
 import { jsFlavor } from './js/index.js';
 import { llmFlavor } from './llm/index.js';
 import type { FlavorName } from './names.js';
-import { onnxInspection } from './onnx/model-proto.js';
+import { inspectOnnxBytes, onnxInspection } from './onnx/model-proto.js';
 import { pythonInspection } from './python/inspection.js';
 import { transformersFlavor } from './transformers/index.js';
-import { xgboostFlavor } from './xgboost/index.js';
+import { inspectXgboostBytes, xgboostFlavor } from './xgboost/index.js';
 
 export { FLAVOR_NAMES, isFlavorName, type FlavorName } from './names.js';
 export { MANIFEST_FILE, insideArtifact, readManifest, readMetadataText } from './manifest.js';
 export { mlflowXgboostFile } from './python/mlmodel.js';
+export { inspectOnnxBytes, inspectXgboostBytes };
 
 export type FlavorInspection = Pick<Flavor, 'name' | 'defaultModelFile' | 'inspect' | 'inputExample'>;
 

@@ -10,7 +10,8 @@ import { parse as parseYaml } from 'yaml';
 import { FerryError } from '../errors.js';
 // The inspection leaf, not the flavors' index, which loads onnxruntime (see flavors/inspection.ts).
 import {
-  FLAVOR_NAMES, flavorInspection, insideArtifact, isFlavorName, MANIFEST_FILE, mlflowXgboostFile, readManifest, readMetadataText, type FlavorName,
+  FLAVOR_NAMES, flavorInspection, insideArtifact, inspectOnnxBytes, inspectXgboostBytes, isFlavorName, MANIFEST_FILE, mlflowXgboostFile, readManifest, readMetadataText,
+  type FlavorName,
 } from '../flavors/inspection.js';
 import { isXgboostFile } from '../multi/xgboost.js';
 import { decodeMlflowRequest } from '../protocols/index.js';
@@ -46,6 +47,20 @@ export async function inspectArtifact(dir: string): Promise<Inspection> {
     ? await derivedExample(impl.inputExample?.(dir, modelFile, signature), signature)
     : await readInputExample(dir, exampleFile, signature);
   return { flavor, modelFile, signature, inputExample };
+}
+
+/**
+ * Inspects a one-file model held in memory (bulk registration's): an ONNX file (`.onnx`) or an
+ * XGBoost model (`.ubj`, `.xgb`, or a `.json` file that starts as an XGBoost model does), the
+ * kinds a family serves; anything else is refused by name.
+ */
+export async function inspectFile(file: string, bytes: Buffer): Promise<Inspection> {
+  const refuse = (): never => {
+    throw new FerryError('INVALID_PARAMETER_VALUE', `Bulk registration takes one ONNX (.onnx) or XGBoost (.ubj, .xgb, or XGBoost .json) file per model; '${file}' is neither: register it with create-model-version.`);
+  };
+  const xgboost = /\.(ubj|xgb)$/.test(file) || (file.endsWith('.json') && XGBOOST_JSON_START.test(bytes.toString('utf8', 0, 64)));
+  const signature = file.endsWith('.onnx') ? await inspectOnnxBytes(bytes, file) : xgboost ? inspectXgboostBytes(bytes, file) : refuse();
+  return { flavor: file.endsWith('.onnx') ? 'onnx' : 'xgboost', modelFile: file, signature, inputExample: undefined };
 }
 
 /**

@@ -39,7 +39,7 @@ import { FerryError, type ErrorCode, ERROR_TABLE } from '../errors.js';
 import { ferryCodePaths, residentBytes } from '../runtime/index.js';
 import { DTYPES } from '../tensor/index.js';
 import type { Inspection } from './inspect.js';
-import { encodeFrame, FrameReader } from './inspector-frames.js';
+import { encodeFrame, FrameReader, MAX_INSPECTOR_ATTACHMENT_BYTES, type Frame } from './inspector-frames.js';
 import { FLAVOR_NAMES } from '../flavors/index.js';
 
 export interface InspectorOptions {
@@ -89,12 +89,17 @@ const answerSchema = z.union([
 /** One artifact's outcome in `inspectMany`: its inspection, or the error that is its version's status message. */
 export type InspectionResult = { ok: true; inspection: Inspection } | { ok: false; error: FerryError };
 
-/** Artifacts inspected per frame by `inspectMany`. */
+/** Artifacts inspected per frame by `inspectMany` and `inspectFiles`. */
 export const INSPECT_BATCH = 64;
+/** Most bytes of models held in memory sent in one frame by `inspectFiles` (a bigger model goes alone). */
+const BATCH_BYTES = 4 * 1024 * 1024;
 
-/** A frame's worth of artifacts; `settle` is called once per artifact, with its index in `dirs`. */
+/** One artifact to inspect: a directory, or a one-file model held in memory (bulk registration). */
+type Item = { dir: string } | { file: string; content: Uint8Array };
+
+/** A frame's worth of artifacts; `settle` is called once per artifact, with its index in `items`. */
 interface Job {
-  dirs: string[];
+  items: Item[];
   settle: (index: number, result: InspectionResult) => void;
 }
 
@@ -124,19 +129,43 @@ export class Inspector {
    * its own result, in the order of `dirs`. A hostile artifact fails only itself.
    */
   inspectMany(dirs: readonly string[]): Promise<InspectionResult[]> {
-    const results = new Array<InspectionResult>(dirs.length);
+    return this.enqueue(dirs.map((dir) => ({ dir })));
+  }
+
+  /**
+   * Inspects one-file models held in memory (`inspectFile`: ONNX or XGBoost), sent in the frames
+   * themselves, INSPECT_BATCH (and at most BATCH_BYTES) per frame: nothing is written or read
+   * from disk. As `inspectMany` otherwise.
+   */
+  async inspectFiles(files: ReadonlyArray<{ file: string; content: Uint8Array }>): Promise<InspectionResult[]> {
+    const fits = files.filter((f) => f.content.byteLength <= MAX_INSPECTOR_ATTACHMENT_BYTES);
+    const inspected = await this.enqueue(fits.map(({ file, content }) => ({ file, content })));
+    let next = 0;
+    return files.map((f) => (f.content.byteLength <= MAX_INSPECTOR_ATTACHMENT_BYTES ? inspected[next++] as InspectionResult : {
+      ok: false,
+      error: new FerryError('INVALID_PARAMETER_VALUE', `The model file '${f.file}' is ${f.content.byteLength} bytes; bulk registration inspects at most ${MAX_INSPECTOR_ATTACHMENT_BYTES} per model: register it with create-model-version.`),
+    }));
+  }
+
+  private enqueue(items: Item[]): Promise<InspectionResult[]> {
+    const results = new Array<InspectionResult>(items.length);
     if (this.closed) return Promise.resolve(results.fill({ ok: false, error: shuttingDown() }));
     return new Promise<InspectionResult[]>((resolve) => {
-      let left = dirs.length;
+      let left = items.length;
       if (left === 0) resolve(results);
-      for (let from = 0; from < dirs.length; from += INSPECT_BATCH) {
+      for (let from = 0; from < items.length;) {
+        let to = from + 1;
+        let bytes = itemBytes(items[from] as Item);
+        while (to < items.length && to - from < INSPECT_BATCH && bytes + itemBytes(items[to] as Item) <= BATCH_BYTES) bytes += itemBytes(items[to++] as Item);
+        const first = from;
         this.queue.push({
-          dirs: dirs.slice(from, from + INSPECT_BATCH),
+          items: items.slice(from, to),
           settle: (index, result) => {
-            results[from + index] = result;
+            results[first + index] = result;
             if (--left === 0) resolve(results);
           },
         });
+        from = to;
       }
       this.pump();
     });
@@ -161,7 +190,7 @@ export class Inspector {
   /** Stops the processes; queued requests fail. */
   async close(): Promise<void> {
     this.closed = true;
-    for (const job of this.queue.splice(0)) job.dirs.forEach((_d, i) => job.settle(i, { ok: false, error: shuttingDown() }));
+    for (const job of this.queue.splice(0)) job.items.forEach((_d, i) => job.settle(i, { ok: false, error: shuttingDown() }));
     await Promise.all(this.processes.map((p) => p.stop()));
   }
 }
@@ -172,7 +201,7 @@ type Failure = { kind: 'memory' } | { kind: 'timeout' } | { kind: 'protocol'; de
 /** A frame sent to a process: answered in order, since the process inspects one at a time. */
 interface Sent extends Job {
   id: number;
-  /** How many of `dirs` are answered (answers come in order). */
+  /** How many of `items` are answered (answers come in order). */
   answered: number;
   /** Where the requests this process had not finished go when it dies. */
   requeue: (jobs: Job[]) => void;
@@ -216,7 +245,8 @@ class InspectorProcess {
     const sent: Sent = { ...job, id: this.nextId++, answered: 0, requeue };
     on.inflight.push(sent);
     if (on.inflight.length === 1) this.headStarted(on);
-    on.child.stdin.write(encodeFrame({ id: sent.id, dirs: sent.dirs }));
+    const files = sent.items.flatMap((i) => ('content' in i ? [i.content] : []));
+    on.child.stdin.write(encodeFrame({ id: sent.id, items: sent.items.map((i) => ('dir' in i ? { dir: i.dir } : { file: i.file, size: i.content.byteLength })) }, files));
   }
 
   /** The head of `on.inflight` is being inspected from now: its time limit starts. */
@@ -236,16 +266,16 @@ class InspectorProcess {
     ], { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
     const started: Started = { child, exited: Promise.resolve(), inflight: [], failure: undefined, stderrTail: '', timer: undefined, poll: undefined };
     this.started = started;
-    const reader = new FrameReader();
+    const reader = new FrameReader(0);
     child.stdout.on('data', (chunk: Buffer) => {
       if (started.failure !== undefined) return; // being killed: nothing it says counts
-      let frames: unknown[];
+      let frames: Frame[];
       try {
         frames = reader.push(chunk);
       } catch (err) {
         return this.kill(started, { kind: 'protocol', detail: (err as Error).message });
       }
-      for (const frame of frames) this.onAnswer(started, frame);
+      for (const frame of frames) this.onAnswer(started, frame.message);
       this.wake();
     });
     child.stderr.on('data', (chunk: Buffer) => {
@@ -260,10 +290,10 @@ class InspectorProcess {
         const [head, ...unstarted] = started.inflight.splice(0);
         const back: Job[] = unstarted;
         if (head !== undefined) {
-          const left = head.dirs.length - head.answered;
+          const left = head.items.length - head.answered;
           if (left === 1) head.settle(head.answered, { ok: false, error: this.failureError(started, code, signal) });
           // Which of a batch killed the process is unknown: each unanswered artifact again, alone.
-          else back.unshift(...head.dirs.slice(head.answered).map((dir, k) => ({ dirs: [dir], settle: (_i: number, r: InspectionResult) => head.settle(head.answered + k, r) })));
+          else back.unshift(...head.items.slice(head.answered).map((item, k) => ({ items: [item], settle: (_i: number, r: InspectionResult) => head.settle(head.answered + k, r) })));
         }
         if (back.length > 0) head?.requeue(back);
         resolve();
@@ -291,7 +321,7 @@ class InspectorProcess {
       return this.kill(on, { kind: 'protocol', detail });
     }
     const index = head.answered++;
-    if (head.answered === head.dirs.length) {
+    if (head.answered === head.items.length) {
       on.inflight.shift();
       if (on.inflight.length > 0) this.headStarted(on);
       else this.idle(on);
@@ -330,12 +360,16 @@ class InspectorProcess {
     const on = this.started;
     if (on === undefined) return;
     this.started = undefined;
-    for (const sent of on.inflight.splice(0)) for (let i = sent.answered; i < sent.dirs.length; i++) sent.settle(i, { ok: false, error: shuttingDown() });
+    for (const sent of on.inflight.splice(0)) for (let i = sent.answered; i < sent.items.length; i++) sent.settle(i, { ok: false, error: shuttingDown() });
     on.child.stdin.end();
     const timer = setTimeout(() => on.child.kill('SIGKILL'), 2000);
     await on.exited;
     clearTimeout(timer);
   }
+}
+
+function itemBytes(i: Item): number {
+  return 'content' in i ? i.content.byteLength : 0;
 }
 
 /** A directory by the path given and, where it differs, its real path (the permission model compares real paths). */

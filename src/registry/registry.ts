@@ -3,14 +3,14 @@
  * back them. A version's artifact is copied into the artifact store at `models/{name}/{version}`
  * (so deleting the original loses nothing), inspected, and marked READY or FAILED_REGISTRATION.
  */
-import { randomUUID } from 'node:crypto';
 import diagnosticsChannel from 'node:diagnostics_channel';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { oneFileTreeDigest, validateKey, type ArtifactStore } from '../artifacts/index.js';
+import { Readable } from 'node:stream';
+import { buildPack, newPackKey, parsePackMember, validateKey, type ArtifactStore } from '../artifacts/index.js';
 import { FerryError, invalidParameter, notFound, toFerryError } from '../errors.js';
 import { MODEL_NAME_PATTERN } from '../multi/index.js';
-import type { MetadataStore, ModelVersionRecord, ModelVersionStage, RegisteredModelRecord, VersionArtifact } from '../store/index.js';
+import type { MetadataStore, ModelVersionRecord, ModelVersionStage, RegisteredModelRecord } from '../store/index.js';
 import { ALIAS_SET_CHANNEL, type AliasSetEvent } from './events.js';
 import type { Inspector } from './inspector.js';
 
@@ -21,9 +21,6 @@ const ALIAS_RE = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
 
 /** Where uploads through the MLflow artifact proxy live inside the artifact store: `uploads/<principal>/<path>`. */
 export const UPLOADS_PREFIX = 'uploads';
-
-/** Where bulk-registered versions' artifacts live: `bulk/<call uuid>/<index in the call>/<file>`. */
-const BULK_ROOT = 'bulk';
 
 /**
  * Top folders of the `mlflow-artifacts` proxy that are not the caller's own uploads (no principal
@@ -54,8 +51,6 @@ export const STAGES: readonly ModelVersionStage[] = ['None', 'Staging', 'Product
 
 /** Most models one bulk registration call takes (docs/multi-model.md, "Bulk registration"). */
 export const MAX_BULK_MODELS = 10_000;
-/** Artifact directories fetched at once for a bulk registration's inspection (on S3: downloads). */
-const BULK_CONCURRENCY = 16;
 
 /** One model of a bulk registration: its registered model name and the bytes of its one file. */
 export interface BulkModel {
@@ -75,7 +70,7 @@ export interface RegistryOptions {
   maxUploadBytes: number;
   now: () => number;
   /** Where artifacts are parsed: a separate process with memory, time and count limits. */
-  inspector: Pick<Inspector, 'inspect' | 'inspectMany'>;
+  inspector: Pick<Inspector, 'inspect' | 'inspectFiles'>;
 }
 
 export class Registry {
@@ -97,8 +92,19 @@ export class Registry {
 
   async deleteModel(name: string): Promise<void> {
     const versions = await this.store.deleteRegisteredModel(name);
-    // Bulk-registered versions live outside models/<name> (bulk/<call>/<n>).
-    await Promise.all(versions.flatMap((v) => (v.artifact?.path.startsWith(`${BULK_ROOT}/`) === true ? [this.artifacts.delete(v.artifact.path)] : [])));
+    // Versions whose artifacts live outside models/<name>: pack members (bulk registration), and
+    // the bulk/<call>/<n> directories of Ferry before packs.
+    const packs = new Set<string>();
+    const others: string[] = [];
+    for (const v of versions) {
+      const key = v.artifact?.path;
+      if (key === undefined || key.startsWith(`models/${name}/`)) continue;
+      const member = parsePackMember(key);
+      if (member === undefined) others.push(key);
+      else packs.add(member.pack);
+    }
+    await Promise.all(others.map((key) => this.artifacts.delete(key)));
+    for (const pack of packs) await this.releasePack(pack);
     await this.artifacts.delete(`models/${name}`);
   }
 
@@ -114,19 +120,19 @@ export class Registry {
   }
 
   /**
-   * Registers many single-file models at once. Each is written to its own artifact directory,
-   * `bulk/<call uuid>/<index in the call>` (its version number is only known in the transaction;
-   * outside `models/<name>`, so a new model name costs no directory of its own), all of
-   * them together and made durable once (`ArtifactStore.putNewFiles`: one file system sync on
-   * the local store, not an fsync per file), then inspected INSPECT_BATCH per inspector frame;
-   * those that pass are registered READY in ONE store transaction (`creator` gets CAN_MANAGE on
-   * models it creates). Atomicity: a model that fails inspection is reported and left out, the
-   * others commit together; if the transaction fails, none commits and every artifact written is
-   * deleted. Durable bytes come before any row: a crash before the commit leaves only orphan
-   * artifact directories, no version rows. `editors` (a caller who is not an admin: its principal
-   * and `group:users`): a model that exists at the commit takes a version only when one of them
-   * may edit it, checked in the transaction; the caller's check before the (seconds-long)
-   * inspection cannot see a model another user creates meanwhile.
+   * Registers many single-file models at once (ONNX or XGBoost files). They are inspected from
+   * memory, INSPECT_BATCH per inspector frame (`Inspector.inspectFiles`); those that pass are
+   * written as ONE pack (`packs/<uuid>`, their bytes one after another: one file, one fsync, where
+   * a file per model cost two inodes), each version's artifact a member of it (packs.ts), and
+   * registered READY in ONE store transaction (`creator` gets CAN_MANAGE on models it creates).
+   * Atomicity: a model that fails inspection is reported and left out (its bytes are not
+   * written), the others commit together; if the transaction fails, none commits and the pack is
+   * deleted. The pack is durable before any row: a crash before the commit leaves only an orphan
+   * pack, no version rows. `editors` (a caller who is not an admin: its principal and
+   * `group:users`): a model that exists at the commit takes a version only when one of them may
+   * edit it, checked in the transaction; the caller's check before the inspection cannot see a
+   * model another user creates meanwhile (such a model's bytes stay in the pack, unreferenced,
+   * until the pack goes).
    */
   async createVersionsBulk(models: readonly BulkModel[], creator: string | undefined, editors?: readonly string[]): Promise<BulkResult[]> {
     const results: BulkResult[] = new Array<BulkResult>(models.length);
@@ -134,79 +140,61 @@ export class Registry {
       const e = toFerryError(err);
       results[i] = { name: (models[i] as BulkModel).name, status: 'FAILED_REGISTRATION', errorCode: e.code, message: e.message };
     };
-    const files: Array<{ index: number; key: string; file: string; content: Uint8Array }> = [];
-    const callDir = `${BULK_ROOT}/${randomUUID()}`;
+    const candidates: Array<{ index: number; file: string; content: Uint8Array }> = [];
     models.forEach((m, i) => {
       try {
         checkName(m.name, `models[${i}].name`);
-        validateKey(m.file, `models[${i}].file`);
-        files.push({ index: i, key: `${callDir}/${i}`, file: m.file, content: m.content });
+        if (validateKey(m.file, `models[${i}].file`).length !== 1) throw invalidParameter(`models[${i}].file`, m.file, 'a file name, without "/"');
+        if (m.content.byteLength > this.opts.maxUploadBytes) {
+          throw new FerryError('PAYLOAD_TOO_LARGE', `Model file '${m.file}' of '${m.name}' is ${m.content.byteLength} bytes, over the limit of ${this.opts.maxUploadBytes} bytes.`);
+        }
+        candidates.push({ index: i, file: m.file, content: m.content });
       } catch (err) {
         fail(i, err);
       }
     });
-    const deleteAll = (keys: readonly string[]): Promise<unknown> => Promise.all(keys.map((k) => this.artifacts.delete(k).catch(() => undefined)));
-    let written;
-    try {
-      written = await this.artifacts.putNewFiles(files.map((f) => ({ key: `${f.key}/${f.file}`, content: f.content })), this.opts.maxUploadBytes);
-    } catch (err) {
-      await deleteAll(files.map((f) => f.key));
-      throw err;
-    }
-    const stored: Array<{ index: number; key: string; sha256: string; sizeBytes: number }> = [];
-    await Promise.all(files.map(async (f, j) => {
-      const w = written[j];
-      if (w === undefined || w instanceof FerryError) {
-        await this.artifacts.delete(f.key).catch(() => undefined);
-        return fail(f.index, w);
-      }
-      // The tree is the one file just written: its digest follows from the file's (no re-read;
-      // on S3 the inspection's copy is the only download, and it is checked against it).
-      stored.push({ index: f.index, key: f.key, sha256: oneFileTreeDigest(f.file, w.sha256), sizeBytes: w.sizeBytes });
-    }));
-    const dirs = await mapLimit(stored, BULK_CONCURRENCY, (s) => this.artifacts.localDir(s.key, s.sha256).catch(toFerryError));
-    // inspectMany gets the directories that were found; `at[j]` is stored[j]'s place among them.
-    const at: number[] = [];
-    const found: string[] = [];
-    for (const d of dirs) at.push(typeof d === 'string' ? found.push(d) - 1 : -1);
-    const inspections = await this.opts.inspector.inspectMany(found);
-    const ready: Array<{ index: number; name: string; source: string; artifact: VersionArtifact; creator?: string; editors?: readonly string[] }> = [];
-    await Promise.all(stored.map(async (s, j) => {
-      const dir = dirs[j];
-      const inspection = inspections[at[j] ?? -1];
-      if (inspection === undefined || !inspection.ok) {
-        await this.artifacts.delete(s.key).catch(() => undefined);
-        return fail(s.index, inspection?.error ?? dir);
-      }
-      const m = models[s.index] as BulkModel;
-      ready.push({
-        index: s.index, name: m.name, source: `bulk:${m.file}`, artifact: { path: s.key, ...inspection.inspection, sha256: s.sha256, sizeBytes: s.sizeBytes },
+    const inspections = await this.opts.inspector.inspectFiles(candidates);
+    const passed = candidates.flatMap((c, j) => {
+      const r = inspections[j];
+      if (r?.ok === true) return [{ ...c, inspection: r.inspection }];
+      fail(c.index, r?.error);
+      return [];
+    });
+    if (passed.length === 0) return results;
+    const pack = newPackKey();
+    const { bytes, members } = buildPack(pack, passed);
+    await this.artifacts.putFile(pack, Readable.from([bytes]), bytes.length);
+    // Request order, so versions of one model follow it.
+    const ready = passed.map((p, j) => {
+      const member = members[j] as (typeof members)[number];
+      const m = models[p.index] as BulkModel;
+      return {
+        index: p.index, name: m.name, source: `bulk:${m.file}`, artifact: { path: member.key, ...p.inspection, sha256: member.sha256, sizeBytes: member.sizeBytes },
         ...(creator === undefined ? {} : { creator }),
         ...(editors === undefined ? {} : { editors }),
-      });
-    }));
-    // Entry order, so versions of one model follow the request's order.
-    ready.sort((a, b) => a.index - b.index);
+      };
+    });
     let versions: Array<number | undefined>;
     try {
       versions = await this.store.createReadyModelVersions(ready, this.opts.now());
     } catch (err) {
-      await Promise.all(ready.map((r) => this.artifacts.delete(r.artifact.path).catch(() => undefined)));
+      await this.artifacts.delete(pack).catch(() => undefined);
       throw err;
     }
-    await Promise.all(ready.map(async (r, j) => {
+    ready.forEach((r, j) => {
       const version = versions[j];
-      if (version !== undefined) {
-        results[r.index] = { name: r.name, status: 'READY', version };
-        return;
-      }
-      await this.artifacts.delete(r.artifact.path).catch(() => undefined);
-      results[r.index] = {
+      results[r.index] = version !== undefined ? { name: r.name, status: 'READY', version } : {
         name: r.name, status: 'FAILED_REGISTRATION', errorCode: 'PERMISSION_DENIED',
         message: `Principal '${creator ?? ''}' does not have CAN_EDIT on registered model '${r.name}' (created by someone else during this registration).`,
       };
-    }));
+    });
+    if (versions.every((v) => v === undefined)) await this.artifacts.delete(pack).catch(() => undefined);
     return results;
+  }
+
+  /** Deletes a pack once no version points into it any more. */
+  private async releasePack(pack: string): Promise<void> {
+    if (!(await this.store.artifactPathInUse(`${pack}/`))) await this.artifacts.delete(pack);
   }
 
   /** Deletes a principal's upload area (`uploads/<principal>/`): registered versions hold copies of what they were registered from. */
@@ -220,7 +208,7 @@ export class Registry {
    * The artifacts are copied to `models/<newName>/...` and the versions pointed there before the
    * old folder goes, so a model created later under the old name cannot write over or delete
    * them; a crash in between leaves every version pointing at files that exist. Bulk-registered
-   * versions' artifacts (`bulk/...`) belong to no name and stay where they are.
+   * versions' artifacts (pack members) belong to no name and stay where they are.
    */
   async renameModel(name: string, newName: string, servedBy: string[]): Promise<RegisteredModelRecord> {
     checkName(newName, 'new_name');
@@ -258,8 +246,10 @@ export class Registry {
   async deleteVersion(name: string, version: number): Promise<void> {
     const deleted = await this.store.deleteModelVersion(name, version);
     if (!deleted) missingVersion(name, version);
-    // Bulk-registered versions live under bulk/<call>/<n>, the others under models/<name>/<version>.
-    await this.artifacts.delete(deleted.artifact?.path ?? `models/${name}/${version}`);
+    // Bulk-registered versions are members of a pack, the others under models/<name>/<version>.
+    const key = deleted.artifact?.path ?? `models/${name}/${version}`;
+    const member = parsePackMember(key);
+    await (member === undefined ? this.artifacts.delete(key) : this.releasePack(member.pack));
   }
 
   async setAlias(name: string, alias: string, version: number): Promise<void> {
@@ -387,15 +377,4 @@ function missingModel(name: string): never {
 
 function missingVersion(name: string, version: number): never {
   throw notFound(`Model version '${name}' version ${version}`);
-}
-
-/** `fn` over `items`, at most `limit` at a time; results in the order of `items`. */
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    for (let i = next++; i < items.length; i = next++) out[i] = await fn(items[i] as T);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
 }

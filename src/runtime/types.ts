@@ -51,11 +51,12 @@ export interface ReplicaSpec {
     cacheBytes: number;
     sessionFallback: boolean;
     /**
-     * Where a member's artifact is on this machine (the server's lookup; rejects with a
-     * FerryError for a model that is not a READY member of the family). The runtime copies it
-     * to where the replica may read it.
+     * A member's model file, read from the artifact store and checked against the version's
+     * sha256 (the server's lookup; rejects with a FerryError for a model that is not a READY
+     * member of the family, or whose artifact is over `cacheBytes`). The runtime sends it to
+     * the replica.
      */
-    stage: (name: string, version: number) => Promise<{ artifactDir: string; modelFile: string }>;
+    stage: (name: string, version: number) => Promise<{ modelFile: string; bytes: Buffer }>;
   };
 }
 

@@ -186,4 +186,8 @@ export const MIGRATIONS: readonly string[] = [
   INSERT INTO experiments (id, name, lifecycle_stage, created_ms, updated_ms) VALUES (0, 'Default', 'active', 0, 0);
   INSERT INTO permissions (object_type, object_name, grantee, level) VALUES ('experiment', '0', 'group:users', 'CAN_EDIT');
   `,
+  // 8: bulk registration's packs are deleted with their last version (artifactPathInUse)
+  `
+  CREATE INDEX model_versions_by_artifact ON model_versions (artifact_path);
+  `,
 ];

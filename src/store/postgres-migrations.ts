@@ -203,4 +203,8 @@ export const PG_MIGRATIONS: readonly string[] = [
   INSERT INTO experiments (id, name, lifecycle_stage, created_ms, updated_ms) VALUES (0, 'Default', 'active', 0, 0);
   INSERT INTO permissions (object_type, object_name, grantee, level) VALUES ('experiment', '0', 'group:users', 'CAN_EDIT');
   `,
+  // 6: bulk registration's packs are deleted with their last version (see migrations.ts 8)
+  `
+  CREATE INDEX model_versions_by_artifact ON model_versions (artifact_path text_pattern_ops);
+  `,
 ];

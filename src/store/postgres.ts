@@ -291,6 +291,12 @@ class PostgresStore implements MetadataStore {
     return toVersions(this.pool, await all(this.pool, "SELECT * FROM model_versions WHERE status = 'PENDING_REGISTRATION' ORDER BY name, version"));
   }
 
+  async artifactPathInUse(prefix: string): Promise<boolean> {
+    // LIKE over a text_pattern_ops index: the collation's order does not matter to it.
+    const rows = await all(this.pool, "SELECT 1 FROM model_versions WHERE artifact_path LIKE $1 ESCAPE '\\' LIMIT 1", [`${prefix.replace(/[\\%_]/g, '\\$&')}%`]);
+    return rows.length > 0;
+  }
+
   async setModelVersionTag(name: string, version: number, key: string, value: string, nowMs: number): Promise<void> {
     await this.tx(async (c) => {
       await loadVersion(c, name, version, 'FOR UPDATE');

@@ -238,6 +238,12 @@ class SqliteStore implements MetadataStore {
     return (rows.map((r) => this.toVersion(r)));
   }
 
+  async artifactPathInUse(prefix: string): Promise<boolean> {
+    // A range over the index (BINARY collation): the prefix up to the next string that is not one of its extensions.
+    const upper = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+    return this.stmt('SELECT 1 FROM model_versions WHERE artifact_path >= ? AND artifact_path < ? LIMIT 1').get(prefix, upper) !== undefined;
+  }
+
   async setModelVersionTag(name: string, version: number, key: string, value: string, nowMs: number): Promise<void> {
     return this.tx(() => {
       this.loadVersion(name, version);

@@ -235,6 +235,8 @@ export interface MetadataStore {
   searchModelVersions(filter: ModelFilter, page: Page): Promise<PageResult<ModelVersionRecord>>;
   /** Versions still PENDING_REGISTRATION (their registration was interrupted by a crash). */
   pendingModelVersions(): Promise<ModelVersionRecord[]>;
+  /** Whether any version's artifact path starts with `prefix` (a pack's: is it still in use?); indexed. */
+  artifactPathInUse(prefix: string): Promise<boolean>;
   setModelVersionTag(name: string, version: number, key: string, value: string, nowMs: number): Promise<void>;
   deleteModelVersionTag(name: string, version: number, key: string, nowMs: number): Promise<void>;
 

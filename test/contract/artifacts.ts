@@ -8,7 +8,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
-import type { ArtifactStore } from '../../src/artifacts/index.js';
+import { buildPack, newPackKey, type ArtifactStore } from '../../src/artifacts/index.js';
 import { FerryError } from '../../src/errors.js';
 import { tempDir } from '../support/index.js';
 
@@ -65,22 +65,43 @@ export function artifactContract(name: string, make: () => Promise<ArtifactHarne
       assert.equal((await readAll((await s.getFile('a/b/model.onnx')).stream)).toString(), 'v2', 'put replaces');
     });
 
-    withStore('putNewFiles writes many files at once, one outcome each: size and sha256, or why not (over the limit, through a file)', async (s) => {
-      await s.putFile('taken', chunks('x'), 10);
-      const files = [
-        { key: 'bulk/a/model.onnx', content: Buffer.from('first') },
-        { key: 'bulk/b/model.onnx', content: Buffer.alloc(11, 1) },
-        { key: 'taken/under/model.onnx', content: Buffer.from('x') },
-        { key: 'bulk/c/model.onnx', content: Buffer.from('third') },
-      ];
-      const results = await s.putNewFiles(files, 10);
-      assert.deepEqual(results[0], { sizeBytes: 5, sha256: createHash('sha256').update('first').digest('hex') });
-      assert.ok(results[1] instanceof FerryError && results[1].code === 'PAYLOAD_TOO_LARGE', JSON.stringify(results[1]));
-      assert.ok(results[2] instanceof FerryError && results[2].status < 500, JSON.stringify(results[2]));
-      assert.deepEqual(results[3], { sizeBytes: 5, sha256: createHash('sha256').update('third').digest('hex') });
-      assert.equal((await readAll((await s.getFile('bulk/c/model.onnx')).stream)).toString(), 'third');
-      assert.equal(await s.exists('bulk/b/model.onnx'), false);
-      assert.deepEqual(await s.putNewFiles([], 10), []);
+    withStore('a pack member is a one-file tree read from its byte range: get, list, exists, digest, localDir, readVerifiedFile, copy; it goes with its pack', async (s) => {
+      const pack = newPackKey();
+      const { bytes, members } = buildPack(pack, [{ file: 'model.onnx', content: Buffer.from('first') }, { file: 'model.ubj', content: Buffer.from('second!') }, { file: 'm.onnx', content: Buffer.alloc(0) }]);
+      await s.putFile(pack, Readable.from([bytes]), bytes.length);
+      const [a, b, empty] = members.map((m) => m.key) as [string, string, string];
+      assert.equal(b, `${pack}/5-7-model.ubj`);
+      assert.equal((await readAll((await s.getFile(`${b}/model.ubj`)).stream)).toString(), 'second!');
+      assert.equal((await s.getFile(`${a}/model.onnx`)).sizeBytes, 5);
+      assert.equal((await readAll((await s.getFile(`${empty}/m.onnx`)).stream)).length, 0);
+      await assert.rejects(s.getFile(b), (e: unknown) => e instanceof FerryError && e.code === 'RESOURCE_DOES_NOT_EXIST', 'the tree is not a file');
+      await assert.rejects(s.getFile(`${b}/other`), (e: unknown) => e instanceof FerryError && e.code === 'RESOURCE_DOES_NOT_EXIST');
+      assert.deepEqual(await s.list(b), [{ path: 'model.ubj', isDir: false, sizeBytes: 7 }]);
+      assert.equal(await s.exists(b), true);
+      assert.equal(await s.exists(`${b}/model.ubj`), true);
+      assert.equal(await s.exists(`${b}/other`), false);
+      // A range past the pack's end is no member.
+      assert.equal(await s.exists(`${pack}/5-8-model.ubj`), false);
+      await assert.rejects(s.getFile(`${pack}/5-8-model.ubj/model.ubj`), (e: unknown) => e instanceof FerryError && e.code === 'RESOURCE_DOES_NOT_EXIST');
+      const digest = await s.digest(b);
+      assert.deepEqual(digest, { sha256: (members[1] as { sha256: string }).sha256, sizeBytes: 7, files: 1 });
+      const dir = await s.localDir(b, digest.sha256);
+      assert.deepEqual(await fsp.readdir(dir), ['model.ubj']);
+      assert.equal(await fsp.readFile(path.join(dir, 'model.ubj'), 'utf8'), 'second!');
+      assert.equal(await s.localDir(b, digest.sha256), dir, 'made once');
+      const tooLarge = (n: number): Error => new Error(`too large: ${n}`);
+      assert.equal((await s.readVerifiedFile(b, digest.sha256, 'model.ubj', 100, tooLarge)).toString(), 'second!');
+      await assert.rejects(s.readVerifiedFile(b, digest.sha256, 'model.ubj', 6, tooLarge), /too large: 7/);
+      await assert.rejects(s.readVerifiedFile(b, '0'.repeat(64), 'model.ubj', 100, tooLarge), (e: unknown) => e instanceof FerryError && e.code === 'MODEL_ERROR' && /does not match its recorded sha256/.test(e.message));
+      await s.copy(b, 'models/x/1');
+      assert.equal((await readAll((await s.getFile('models/x/1/model.ubj')).stream)).toString(), 'second!');
+      assert.equal((await s.digest('models/x/1')).sha256, digest.sha256, 'a copy digests as the member');
+      await s.delete(b);
+      assert.equal(await s.exists(b), true, 'a member is not deleted alone');
+      await s.delete(pack);
+      assert.equal(await s.exists(a), false);
+      assert.deepEqual(await s.list(a), []);
+      await assert.rejects(s.readVerifiedFile(b, digest.sha256, 'model.ubj', 100, tooLarge), (e: unknown) => e instanceof FerryError && (e.code === 'RESOURCE_DOES_NOT_EXIST' || e.code === 'MODEL_ERROR'));
     });
 
     withStore('an upload over the limit is refused and leaves nothing behind', async (s) => {

@@ -4,6 +4,8 @@
  * answer real requests at the address the runtime hands back.
  */
 import assert from 'node:assert/strict';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
 import { describe, test } from 'node:test';
 import { FramedChannel, framePayloadLimit } from '../../src/channel/index.js';
 import { FerryError } from '../../src/errors.js';
@@ -158,7 +160,7 @@ export function runtimeContract(name: string, makeHarness: () => Promise<Runtime
           cacheBytes: 1024 * 1024, sessionFallback: false,
           stage: async (name, version) => {
             if (name !== 'lin' || version !== 1) throw new FerryError('RESOURCE_DOES_NOT_EXIST', `Model '${name}' version ${version} is not in this family.`);
-            return { artifactDir: linear.artifactDir, modelFile: linear.modelFile };
+            return { modelFile: linear.modelFile, bytes: await fsp.readFile(path.join(linear.artifactDir, linear.modelFile)) };
           },
         },
       });

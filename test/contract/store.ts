@@ -160,6 +160,24 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.deepEqual(await s.createReadyModelVersions([{ name: 'taken', source: 'bulk:e', artifact: at('models/taken/b5'), creator: 'alice', editors: ['alice', 'group:users'] }], 11), [1]);
     });
 
+    withStore('artifactPathInUse: whether any version\'s artifact path starts with a prefix (LIKE wildcards in it are plain characters)', async (s) => {
+      const at = (path: string): VersionArtifact => ({ ...artifact, path });
+      await s.createReadyModelVersions([
+        { name: 'a', source: 'bulk:a', artifact: at('packs/p1/0-5-model.onnx') },
+        { name: 'b', source: 'bulk:b', artifact: at('packs/p1/5-7-model.ubj') },
+        { name: 'c', source: 'bulk:c', artifact: at('packs/p_x/0-1-model.onnx') },
+      ], 10);
+      assert.equal(await s.artifactPathInUse('packs/p1/'), true);
+      assert.equal(await s.artifactPathInUse('packs/p/'), false, 'a prefix of the pack id is not the pack');
+      assert.equal(await s.artifactPathInUse('packs/p%/'), false, '% is not a wildcard');
+      assert.equal(await s.artifactPathInUse('packs/p_1/'), false, '_ is not a wildcard');
+      assert.equal(await s.artifactPathInUse('packs/p_x/'), true);
+      await s.deleteModelVersion('a', 1);
+      assert.equal(await s.artifactPathInUse('packs/p1/'), true);
+      await s.deleteRegisteredModel('b');
+      assert.equal(await s.artifactPathInUse('packs/p1/'), false);
+    });
+
     withStore('version update stores the artifact and status', async (s) => {
       await s.createRegisteredModel({ name: 'm', description: '', tags: {} }, 1);
       await s.createModelVersion({ name: 'm', source: '/a', runId: '', description: '', tags: {} }, 2);

@@ -155,9 +155,17 @@ function tensorName(c: FileCursor, end: number, file: string): string {
  * format (see the top of this file). Reads synchronously: it runs in the inspector process.
  */
 export function inspectOnnx(dir: string, modelFile: string): Promise<Signature> {
+  return onnxSignature(modelFile, (walk) => FileCursor.read(modelPath(dir, modelFile), walk));
+}
+
+/** `inspectOnnx` of a file held in memory (bulk registration's models). */
+export function inspectOnnxBytes(bytes: Buffer, modelFile: string): Promise<Signature> {
+  return onnxSignature(modelFile, (walk) => FileCursor.over(bytes, walk));
+}
+
+function onnxSignature(modelFile: string, open: (walk: (c: FileCursor) => Signature) => Signature): Promise<Signature> {
   try {
-    const path = modelPath(dir, modelFile);
-    return Promise.resolve(FileCursor.read(path, (c) => signatureOf(walkModel(c, modelFile), modelFile)));
+    return Promise.resolve(open((c) => signatureOf(walkModel(c, modelFile), modelFile)));
   } catch (err) {
     if (err instanceof FerryError) return Promise.reject(err);
     const code = (err as NodeJS.ErrnoException).code;

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { FerryError } from '../../errors.js';
 import { compileXgboost, parseXgboost, xgboostSignature } from '../../multi/xgboost.js';
 import { FLAVOR_CAPABILITIES } from '../capabilities.js';
+import type { Signature } from '../../tensor/index.js';
 import type { Flavor } from '../types.js';
 import { checkManifestKeys, insideArtifact, readManifest } from '../manifest.js';
 
@@ -25,6 +26,18 @@ async function readModelFile(dir: string, modelFile: string): Promise<Uint8Array
   return fsp.readFile(file);
 }
 
+/** The signature of an XGBoost model file's bytes, as registration reads it. */
+export function inspectXgboostBytes(bytes: Uint8Array, modelFile: string): Signature {
+  if (bytes.byteLength > MAX_XGBOOST_BYTES) throw new FerryError('INVALID_PARAMETER_VALUE', `The xgboost model file '${modelFile}' is ${bytes.byteLength} bytes; at most ${MAX_XGBOOST_BYTES} are accepted.`);
+  try {
+    return xgboostSignature(parseXgboost(bytes, modelFile));
+  } catch (err) {
+    // At registration a file the evaluator cannot run is the caller's input: a 400, same message.
+    if (err instanceof FerryError) throw new FerryError('INVALID_PARAMETER_VALUE', err.message, { cause: err });
+    throw err;
+  }
+}
+
 export const xgboostFlavor: Flavor = {
   name: 'xgboost',
   capabilities: FLAVOR_CAPABILITIES.xgboost,
@@ -34,14 +47,7 @@ export const xgboostFlavor: Flavor = {
     // ferry.json takes only `flavor` and `main` here: a typo ("mian") is reported, not ignored.
     const manifest = await readManifest(dir);
     if (manifest !== undefined) checkManifestKeys(manifest, 'xgboost', []);
-    const bytes = await readModelFile(dir, modelFile);
-    try {
-      return xgboostSignature(parseXgboost(bytes, modelFile));
-    } catch (err) {
-      // At registration a file the evaluator cannot run is the caller's input: a 400, same message.
-      if (err instanceof FerryError) throw new FerryError('INVALID_PARAMETER_VALUE', err.message, { cause: err });
-      throw err;
-    }
+    return inspectXgboostBytes(await readModelFile(dir, modelFile), modelFile);
   },
 
   async load(dir, opts) {

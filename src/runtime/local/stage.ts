@@ -6,26 +6,20 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { FerryError, toFerryError } from '../../errors.js';
-import { insideArtifact } from '../../flavors/index.js';
-import { tooLarge } from '../../multi/replica.js';
 import type { StageRequest } from '../../replica/index.js';
 import type { ReplicaSpec } from '../types.js';
 import type { ReplicaLink } from './control.js';
 
 /**
  * Answers a family replica's `StageRequest`: the server finds the member (`family.stage`, which
- * refuses models outside the family) and its model file's bytes go back as the payload of a
- * control frame, so the replica needs no file access. A file over the replica's cache budget is
- * refused here, unread. Failures are answered with the error.
+ * refuses models outside the family and artifacts over the replica's cache budget, unread) and
+ * its model file's bytes go back as the payload of a control frame, so the replica needs no file
+ * access. Failures are answered with the error.
  */
 export async function stageMember(link: ReplicaLink, family: NonNullable<ReplicaSpec['family']>, m: StageRequest): Promise<void> {
   try {
-    const { artifactDir, modelFile } = await family.stage(m.name, m.version);
-    const file = path.join(artifactDir, insideArtifact(modelFile, 'The model file'));
-    const st = await fsp.lstat(file);
-    if (!st.isFile()) throw new FerryError('MODEL_ERROR', `Model file '${modelFile}' of model '${m.name}' version ${m.version} is not a regular file.`);
-    if (st.size > family.cacheBytes) throw tooLarge(`${m.name}/${m.version}`, st.size, family.cacheBytes);
-    link.sendStaged({ id: m.id, modelFile, bytes: await fsp.readFile(file) });
+    const { modelFile, bytes } = await family.stage(m.name, m.version);
+    link.sendStaged({ id: m.id, modelFile, bytes });
   } catch (err) {
     link.sendStaged({ id: m.id, error: toFerryError(err).toBody() });
   }
