@@ -84,10 +84,15 @@ async function storeFiles(root: string): Promise<string[]> {
 test('a bulk call writes one file, its pack: the models that pass inspection, back to back; one that fails is reported and not written', { timeout: 60_000 }, async () => {
   const r = await registry('one-pack');
   try {
-    const all = [...models('d', 40), { name: 'd-bad', file: 'model.onnx', content: Buffer.from('not an onnx file') }, { name: 'd-gguf', file: 'model.gguf', content: Buffer.from('GGUF') }];
+    const all = [
+      ...models('d', 40), { name: 'd-bad', file: 'model.onnx', content: Buffer.from('not an onnx file') }, { name: 'd-gguf', file: 'model.gguf', content: Buffer.from('GGUF') },
+      // A member's key segment is `<offset>-<length>-<file>`: a name that leaves it no room is refused, not stored unreadable.
+      { name: 'd-long', file: `${'a'.repeat(219)}.onnx`, content: familyFixture(0).build() },
+    ];
     const results = await r.reg.createVersionsBulk(all, 'admin');
     assert.deepEqual(results.slice(0, 40).map((x) => x.status), Array(40).fill('READY'));
-    assert.deepEqual(results.slice(40).map((x) => x.status), ['FAILED_REGISTRATION', 'FAILED_REGISTRATION']);
+    assert.deepEqual(results.slice(40).map((x) => x.status), ['FAILED_REGISTRATION', 'FAILED_REGISTRATION', 'FAILED_REGISTRATION']);
+    assert.match(results[42]?.status === 'FAILED_REGISTRATION' ? results[42].message : '', /models\[42\]\.file.*at most 223 bytes/);
     assert.match(results[41]?.status === 'FAILED_REGISTRATION' ? results[41].message : '', /Bulk registration takes one ONNX \(\.onnx\) or XGBoost .* 'model\.gguf' is neither/);
     const files = await storeFiles(r.root);
     assert.equal(files.length, 1, files.join(', '));

@@ -25,7 +25,7 @@ export async function openArtifactStore(opts: ArtifactStoreOptions): Promise<Art
 }
 
 export { validateKey } from './keys.js';
-export { buildPack, newPackKey, packMemberKey, parsePackMember } from './packs.js';
+export { buildPack, MAX_MEMBER_FILE_BYTES, newPackKey, packMemberKey, parsePackMember } from './packs.js';
 export { oneFileTreeDigest } from './tree.js';
 export type { S3Settings } from './s3.js';
 export {

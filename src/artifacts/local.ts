@@ -75,12 +75,16 @@ export class LocalArtifactStore implements ArtifactStore {
       );
       const fh = await fsp.open(tmp, 'r');
       await fh.sync().finally(() => fh.close());
-      await makeParents(dest, key);
+      const created = await makeParents(dest, key);
       await refuseDirectory(dest, key);
       await fsp.rename(tmp, dest);
-      // The new name is durable too (a bulk registration's rows point at it once this returns).
-      const dir = await fsp.open(path.dirname(dest), 'r');
-      await dir.sync().finally(() => dir.close());
+      // The new name is durable too, and so are the directories made for it (a bulk
+      // registration's rows point at it once this returns): each one's parent is synced.
+      for (let dir = path.dirname(dest); ; dir = path.dirname(dir)) {
+        const fd = await fsp.open(dir, 'r');
+        await fd.sync().finally(() => fd.close());
+        if (created === undefined || dir === path.dirname(created) || dir === this.root) break;
+      }
     } catch (err) {
       await fsp.rm(tmp, { force: true });
       // The uploader closed the connection mid-body: its request failed, not the server.
@@ -193,6 +197,11 @@ export class LocalArtifactStore implements ArtifactStore {
     } finally {
       await fsp.rm(tmp, { recursive: true, force: true });
     }
+    // The pack deleted meanwhile (its last version went): no copy outlives it.
+    if (!(await this.holds(m))) {
+      await removeTree(dir);
+      throw notFound(`Artifact '${key}'`);
+    }
     return dir;
   }
 
@@ -241,10 +250,13 @@ function changed(key: string, expected: string, found: string): FerryError {
   return new FerryError('MODEL_ERROR', `Artifact '${key}' does not match its recorded sha256: expected ${expected}, found ${found}; it was changed outside Ferry.`);
 }
 
-/** Creates the parent directories of `dest`; a parent that is a file is a conflict naming the key, not an internal error. */
-async function makeParents(dest: string, key: string): Promise<void> {
+/**
+ * Creates the parent directories of `dest` and returns the first one it created (undefined: none);
+ * a parent that is a file is a conflict naming the key, not an internal error.
+ */
+async function makeParents(dest: string, key: string): Promise<string | undefined> {
   try {
-    await fsp.mkdir(path.dirname(dest), { recursive: true });
+    return await fsp.mkdir(path.dirname(dest), { recursive: true });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOTDIR' || code === 'EEXIST') throw new FerryError('RESOURCE_CONFLICT', `Artifact path '${key}' runs through an existing file.`);

@@ -28,6 +28,8 @@ export interface PackMember {
 }
 
 const MEMBER_SEGMENT = /^(\d{1,15})-(\d{1,15})-(.+)$/;
+/** Longest file name a member may have: its key segment adds up to 32 bytes (offset and length) and stays within 255. */
+export const MAX_MEMBER_FILE_BYTES = 255 - 32;
 const PACK_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** The key of a new pack. */

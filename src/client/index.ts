@@ -426,7 +426,7 @@ export class FerryClient {
 export const IMPORT_BATCH_MODELS = 10_000;
 /**
  * Calls `importModels` keeps in flight: while the server inspects one call's models (in its
- * inspector processes), it writes the next call's files.
+ * inspector processes), it reads the next call's body.
  */
 export const IMPORT_CALLS_IN_FLIGHT = 2;
 /** Most tar bytes per call (headers and padding included): 15 MiB, under the server's default 16 MiB body limit. */

@@ -40,6 +40,8 @@ export function encodeFrame(message: unknown, attachment: readonly Uint8Array[] 
 export class FrameReader {
   private chunks: Buffer[] = [];
   private held = 0;
+  /** Bytes of the frame at the front (header included), once its header was read. */
+  private need: number | undefined;
 
   constructor(private readonly maxAttachmentBytes: number) {}
 
@@ -48,19 +50,25 @@ export class FrameReader {
     this.held += chunk.length;
     const out: Frame[] = [];
     for (;;) {
-      if (this.held < HEAD_BYTES) return out;
+      if (this.need === undefined) {
+        if (this.held < HEAD_BYTES) return out;
+        if ((this.chunks[0] as Buffer).length < HEAD_BYTES) this.chunks = [Buffer.concat(this.chunks, this.held)];
+        const head = this.chunks[0] as Buffer;
+        const len = head.readUInt32BE(0);
+        const attached = head.readUInt32BE(4);
+        if (len > MAX_INSPECTOR_FRAME_BYTES) throw new RangeError(`an inspector frame of ${len} bytes is over the ${MAX_INSPECTOR_FRAME_BYTES}-byte limit`);
+        if (attached > this.maxAttachmentBytes) throw new RangeError(`an inspector attachment of ${attached} bytes is over the ${this.maxAttachmentBytes}-byte limit`);
+        this.need = HEAD_BYTES + len + attached;
+      }
+      // The chunks are joined once the whole frame is here, not on every chunk (a 64 MiB frame comes in ~1,000).
+      if (this.held < this.need) return out;
       const buf = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks, this.held);
-      this.chunks = [buf];
       const len = buf.readUInt32BE(0);
-      const attached = buf.readUInt32BE(4);
-      if (len > MAX_INSPECTOR_FRAME_BYTES) throw new RangeError(`an inspector frame of ${len} bytes is over the ${MAX_INSPECTOR_FRAME_BYTES}-byte limit`);
-      if (attached > this.maxAttachmentBytes) throw new RangeError(`an inspector attachment of ${attached} bytes is over the ${this.maxAttachmentBytes}-byte limit`);
-      const end = HEAD_BYTES + len + attached;
-      if (this.held < end) return out;
-      out.push({ message: JSON.parse(buf.toString('utf8', HEAD_BYTES, HEAD_BYTES + len)) as unknown, attachment: buf.subarray(HEAD_BYTES + len, end) });
-      const rest = buf.subarray(end);
+      out.push({ message: JSON.parse(buf.toString('utf8', HEAD_BYTES, HEAD_BYTES + len)) as unknown, attachment: buf.subarray(HEAD_BYTES + len, this.need) });
+      const rest = buf.subarray(this.need);
       this.chunks = rest.length === 0 ? [] : [rest];
       this.held = rest.length;
+      this.need = undefined;
     }
   }
 }

@@ -235,9 +235,15 @@ class InspectorProcess {
 
   constructor(private readonly options: InspectorOptions, private readonly wake: () => void) {}
 
-  /** How many more requests this slot takes now. */
+  /**
+   * How many more requests this slot takes now: WINDOW frames, and no more once the model bytes
+   * sent ahead (bulk registration's attachments) reach a quarter of its memory limit, so what
+   * waits in its pipe and heap cannot by itself push it over the limit.
+   */
   room(): number {
-    return WINDOW - (this.started?.inflight.length ?? 0);
+    const inflight = this.started?.inflight ?? [];
+    const bytes = inflight.reduce((n, sent) => n + sent.items.reduce((m, i) => m + itemBytes(i), 0), 0);
+    return bytes >= this.options.memoryLimitBytes / 4 ? 0 : WINDOW - inflight.length;
   }
 
   send(job: Job, requeue: (jobs: Job[]) => void): void {

@@ -7,7 +7,7 @@ import diagnosticsChannel from 'node:diagnostics_channel';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { buildPack, newPackKey, parsePackMember, validateKey, type ArtifactStore } from '../artifacts/index.js';
+import { buildPack, MAX_MEMBER_FILE_BYTES, newPackKey, parsePackMember, validateKey, type ArtifactStore } from '../artifacts/index.js';
 import { FerryError, invalidParameter, notFound, toFerryError } from '../errors.js';
 import { MODEL_NAME_PATTERN } from '../multi/index.js';
 import type { MetadataStore, ModelVersionRecord, ModelVersionStage, RegisteredModelRecord } from '../store/index.js';
@@ -144,7 +144,9 @@ export class Registry {
     models.forEach((m, i) => {
       try {
         checkName(m.name, `models[${i}].name`);
-        if (validateKey(m.file, `models[${i}].file`).length !== 1) throw invalidParameter(`models[${i}].file`, m.file, 'a file name, without "/"');
+        if (validateKey(m.file, `models[${i}].file`).length !== 1 || Buffer.byteLength(m.file) > MAX_MEMBER_FILE_BYTES) {
+          throw invalidParameter(`models[${i}].file`, m.file, `a file name without "/", of at most ${MAX_MEMBER_FILE_BYTES} bytes`);
+        }
         if (m.content.byteLength > this.opts.maxUploadBytes) {
           throw new FerryError('PAYLOAD_TOO_LARGE', `Model file '${m.file}' of '${m.name}' is ${m.content.byteLength} bytes, over the limit of ${this.opts.maxUploadBytes} bytes.`);
         }

@@ -239,6 +239,7 @@ class SqliteStore implements MetadataStore {
   }
 
   async artifactPathInUse(prefix: string): Promise<boolean> {
+    if (prefix === '') throw new FerryError('INTERNAL_ERROR', 'artifactPathInUse needs a prefix.');
     // A range over the index (BINARY collation): the prefix up to the next string that is not one of its extensions.
     const upper = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
     return this.stmt('SELECT 1 FROM model_versions WHERE artifact_path >= ? AND artifact_path < ? LIMIT 1').get(prefix, upper) !== undefined;
