@@ -56,7 +56,7 @@ export async function inspectArtifact(dir: string): Promise<Inspection> {
  */
 export async function inspectFile(file: string, bytes: Buffer): Promise<Inspection> {
   const refuse = (): never => {
-    throw new FerryError('INVALID_PARAMETER_VALUE', `Bulk registration takes one ONNX (.onnx) or XGBoost (.ubj, .xgb, or XGBoost .json) file per model; '${file}' is neither: register it with create-model-version.`);
+    throw new FerryError('INVALID_PARAMETER_VALUE', `Bulk registration takes one ONNX (.onnx) or XGBoost (.ubj, .xgb, or XGBoost .json) file per model; '${file}' is neither: register it alone (ferry models register, or model-versions/create).`);
   };
   const xgboost = /\.(ubj|xgb)$/.test(file) || (file.endsWith('.json') && XGBOOST_JSON_START.test(bytes.toString('utf8', 0, 64)));
   const signature = file.endsWith('.onnx') ? await inspectOnnxBytes(bytes, file) : xgboost ? inspectXgboostBytes(bytes, file) : refuse();

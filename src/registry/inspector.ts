@@ -143,7 +143,7 @@ export class Inspector {
     let next = 0;
     return files.map((f) => (f.content.byteLength <= MAX_INSPECTOR_ATTACHMENT_BYTES ? inspected[next++] as InspectionResult : {
       ok: false,
-      error: new FerryError('INVALID_PARAMETER_VALUE', `The model file '${f.file}' is ${f.content.byteLength} bytes; bulk registration inspects at most ${MAX_INSPECTOR_ATTACHMENT_BYTES} per model: register it with create-model-version.`),
+      error: new FerryError('INVALID_PARAMETER_VALUE', `The model file '${f.file}' is ${f.content.byteLength} bytes; bulk registration inspects at most ${MAX_INSPECTOR_ATTACHMENT_BYTES} per model: register it alone (ferry models register, or model-versions/create).`),
     }));
   }
 
