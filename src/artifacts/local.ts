@@ -14,7 +14,7 @@ import { FerryError, notFound } from '../errors.js';
 import type { ArtifactEntry, ArtifactStore, TreeDigest } from './types.js';
 import { validatedKey, validateKey } from './keys.js';
 import { isPackKey, memberDigest, parsePackMember, type PackMember } from './packs.js';
-import { digestFiles, digestTree, listTree, verifiedFile, walk } from './tree.js';
+import { digestFiles, digestTree, listTree, treeChanged, verifiedFile, walk } from './tree.js';
 
 const TMP_DIR = '.tmp';
 /** Copies of pack members that a caller needed as a directory (`localDir`). */
@@ -173,7 +173,7 @@ export class LocalArtifactStore implements ArtifactStore {
     if (m === undefined) return digestTree(this.resolve(key));
     if (m.inner !== '' && m.inner !== m.file) throw notFound(`Artifact '${key}'`);
     const bytes = await this.memberBytes(m, key);
-    return { sha256: m.inner === '' ? memberDigest(m, bytes) : digestFiles([{ rel: '', bytes }]), sizeBytes: m.length, files: 1 };
+    return { sha256: m.inner === '' ? memberDigest(m.file, bytes) : digestFiles([{ rel: '', bytes }]), sizeBytes: m.length, files: 1 };
   }
 
   /** In place; a pack member's tree is copied to `.cache/<its key>` once (and checked against `sha256` when given). */
@@ -184,7 +184,8 @@ export class LocalArtifactStore implements ArtifactStore {
     const dir = path.join(this.root, CACHE_DIR, ...key.split('/'));
     if (await fsp.stat(path.join(dir, m.file)).then((st) => st.size === m.length, () => false)) return dir;
     const bytes = await this.memberBytes(m, key);
-    if (sha256 !== undefined && memberDigest(m, bytes) !== sha256) throw changed(key, sha256, memberDigest(m, bytes));
+    const actual = memberDigest(m.file, bytes);
+    if (sha256 !== undefined && actual !== sha256) throw treeChanged(key, sha256, actual);
     const tmp = this.tmpPath();
     try {
       await fsp.mkdir(tmp);
@@ -244,10 +245,6 @@ export class LocalArtifactStore implements ArtifactStore {
       await fh.close();
     }
   }
-}
-
-function changed(key: string, expected: string, found: string): FerryError {
-  return new FerryError('MODEL_ERROR', `Artifact '${key}' does not match its recorded sha256: expected ${expected}, found ${found}; it was changed outside Ferry.`);
 }
 
 /**

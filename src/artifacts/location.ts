@@ -20,7 +20,7 @@ import { FerryError } from '../errors.js';
 import { validatedKey, validateKey } from './keys.js';
 import { LocalArtifactStore } from './local.js';
 import { parsePackMember } from './packs.js';
-import { digestTree } from './tree.js';
+import { digestTree, treeChanged } from './tree.js';
 import type { ArtifactStore } from './types.js';
 
 const locationSchema = z.discriminatedUnion('kind', [
@@ -76,9 +76,7 @@ export async function fetchArtifact(location: z.output<typeof locationSchema>, k
   const actual = await digestTree(dir).catch((err: unknown) => {
     throw new FerryError('MODEL_ERROR', `Artifact '${key}' cannot be read from the artifact store at '${location.root}': ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   });
-  if (actual.sha256 !== sha256) {
-    throw new FerryError('MODEL_ERROR', `Artifact '${key}' does not match its recorded sha256: expected ${sha256}, found ${actual.sha256}; it was changed outside Ferry.`);
-  }
+  if (actual.sha256 !== sha256) throw treeChanged(key, sha256, actual.sha256);
   return dir;
 }
 

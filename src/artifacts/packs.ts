@@ -70,12 +70,12 @@ export function buildPack(pack: string, files: readonly PackFile[]): { bytes: Bu
   const members = files.map((f) => {
     const key = packMemberKey(pack, offset, f.content.byteLength, f.file);
     offset += f.content.byteLength;
-    return { key, sha256: oneFileTreeDigest(f.file, createHash('sha256').update(f.content).digest('hex')), sizeBytes: f.content.byteLength };
+    return { key, sha256: memberDigest(f.file, f.content), sizeBytes: f.content.byteLength };
   });
   return { bytes: Buffer.concat(files.map((f) => f.content), offset), members };
 }
 
-/** The tree digest of a member whose file's bytes are `bytes`. */
-export function memberDigest(m: PackMember, bytes: Uint8Array): string {
-  return oneFileTreeDigest(m.file, createHash('sha256').update(bytes).digest('hex'));
+/** The tree digest of a member: a directory holding only `file`, whose bytes are `bytes`. */
+export function memberDigest(file: string, bytes: Uint8Array): string {
+  return oneFileTreeDigest(file, createHash('sha256').update(bytes).digest('hex'));
 }

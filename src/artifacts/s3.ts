@@ -25,7 +25,7 @@ import { FerryError, notFound } from '../errors.js';
 import type { ArtifactEntry, ArtifactStore, TreeDigest } from './types.js';
 import { validatedKey, validateKey } from './keys.js';
 import { parsePackMember, type PackMember } from './packs.js';
-import { digestTree, listTree, verifiedFile } from './tree.js';
+import { digestTree, listTree, treeChanged, verifiedFile } from './tree.js';
 
 /** Where and how to reach the bucket. */
 export interface S3Settings {
@@ -234,9 +234,7 @@ export class S3ArtifactStore implements ArtifactStore {
         }
       }
       const { digest, dir } = await this.download(key);
-      if (sha256 !== undefined && digest.sha256 !== sha256) {
-        throw new FerryError('MODEL_ERROR', `Artifact '${key}' in S3 bucket '${this.opts.bucket}' does not match its recorded sha256: expected ${sha256}, found ${digest.sha256}; it was changed outside Ferry.`);
-      }
+      if (sha256 !== undefined && digest.sha256 !== sha256) throw treeChanged(key, sha256, digest.sha256, this.where());
       return dir;
     });
   }
@@ -269,7 +267,11 @@ export class S3ArtifactStore implements ArtifactStore {
   }
 
   async readVerifiedFile(key: string, sha256: string, file: string, maxBytes: number, tooLarge: (totalBytes: number) => Error): Promise<Buffer> {
-    return verifiedFile(key, `S3 bucket '${this.opts.bucket}'`, await this.readTree(key, maxBytes, tooLarge), sha256, file);
+    return verifiedFile(key, this.where(), await this.readTree(key, maxBytes, tooLarge), sha256, file);
+  }
+
+  private where(): string {
+    return `S3 bucket '${this.opts.bucket}'`;
   }
 
   /** Stops the client's sockets. */

@@ -84,10 +84,13 @@ export function digestFiles(files: ReadonlyArray<{ rel: string; bytes: Uint8Arra
  */
 export function verifiedFile(key: string, where: string, files: ReadonlyArray<{ rel: string; bytes: Buffer }>, sha256: string, file: string): Buffer {
   const actual = digestFiles(files);
-  if (actual !== sha256) {
-    throw new FerryError('MODEL_ERROR', `Artifact '${key}' in ${where} does not match its recorded sha256: expected ${sha256}, found ${actual}; it was changed outside Ferry.`);
-  }
+  if (actual !== sha256) throw treeChanged(key, sha256, actual, where);
   const found = files.find((f) => f.rel === file);
   if (found === undefined) throw new FerryError('MODEL_ERROR', `Artifact '${key}' has no file '${file}'.`);
   return found.bytes;
+}
+
+/** The MODEL_ERROR of a tree whose digest is not its version's recorded one; `where` names the store. */
+export function treeChanged(key: string, expected: string, found: string, where?: string): FerryError {
+  return new FerryError('MODEL_ERROR', `Artifact '${key}'${where === undefined ? '' : ` in ${where}`} does not match its recorded sha256: expected ${expected}, found ${found}; it was changed outside Ferry.`);
 }

@@ -58,7 +58,7 @@ export async function inspectFile(file: string, bytes: Buffer): Promise<Inspecti
   const refuse = (): never => {
     throw new FerryError('INVALID_PARAMETER_VALUE', `Bulk registration takes one ONNX (.onnx) or XGBoost (.ubj, .xgb, or XGBoost .json) file per model; '${file}' is neither: register it alone (ferry models register, or model-versions/create).`);
   };
-  const xgboost = /\.(ubj|xgb)$/.test(file) || (file.endsWith('.json') && XGBOOST_JSON_START.test(bytes.toString('utf8', 0, 64)));
+  const xgboost = XGBOOST_BINARY_FILE.test(file) || (file.endsWith('.json') && XGBOOST_JSON_START.test(bytes.toString('utf8', 0, 64)));
   const signature = file.endsWith('.onnx') ? await inspectOnnxBytes(bytes, file) : xgboost ? inspectXgboostBytes(bytes, file) : refuse();
   return { flavor: file.endsWith('.onnx') ? 'onnx' : 'xgboost', modelFile: file, signature, inputExample: undefined };
 }
@@ -100,13 +100,15 @@ async function locateModel(dir: string): Promise<Located> {
 
 /** How an XGBoost JSON model starts (`Booster.save_model` writes the learner first). */
 const XGBOOST_JSON_START = /^\s*\{\s*"learner"\s*:/;
+/** XGBoost's binary model files (UBJSON and the legacy format), by extension. */
+const XGBOOST_BINARY_FILE = /\.(ubj|xgb)$/;
 
 /**
  * An artifact with no ONNX file: a single `.ubj` or `.xgb` file is an XGBoost model, and so is
  * a single `.json` file (besides an input example) whose first bytes are an XGBoost learner.
  */
 async function locateXgboost(dir: string, entries: string[], example: string | undefined): Promise<Located> {
-  const binary = entries.filter((e) => /\.(ubj|xgb)$/.test(e));
+  const binary = entries.filter((e) => XGBOOST_BINARY_FILE.test(e));
   if (binary.length > 1) throw new FerryError('INVALID_PARAMETER_VALUE', `The artifact has several XGBoost files (${binary.join(', ')}); name the model with ferry.json {"flavor": "xgboost", "main": "<file>"}.`);
   if (binary.length === 1) return { flavor: 'xgboost', modelFile: binary[0] as string, exampleFile: example };
   const json = entries.filter((e) => e.endsWith('.json') && e !== example);
